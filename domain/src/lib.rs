@@ -1,0 +1,20 @@
+//! Shared vocabulary of HMS Edge.
+//!
+//! Ids, PHI newtypes, the bed vocabulary, timestamps and the event envelope with
+//! its hash chain. This crate does no IO: it knows nothing of tokio, SQLite or
+//! HTTP, so the appliance, the configuration tooling and the cloud can all use it.
+
+pub mod bed;
+pub mod event;
+pub mod ids;
+pub mod phi;
+pub mod time;
+
+pub use bed::{BedAttributes, BedState, GenderRestriction, Housekeeping, LevelOfCare};
+pub use event::{
+    Actor, ActorKind, ChainError, ChainVerifier, Draft, Envelope, EventBody, EventHash, Stream,
+    Transition, verify_chain,
+};
+pub use ids::{BedId, EncounterId, HospitalId, IdError, NodeId, RegionId, RoomId, UnitId};
+pub use phi::{BirthDate, Mrn, PatientRef, PersonName, Sex};
+pub use time::Timestamp;

@@ -1,0 +1,560 @@
+//! Units, beds and bed mutations.
+//!
+//! Mutations name the bed `version` the caller saw; a stale version is a 409
+//! carrying the current bed. Patient details appear only for roles from
+//! `nurse` up (minimum necessary for unit kiosks).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use hms_domain::{
+    Actor, ActorKind, BedAttributes, BedId, BedState, EncounterId, Housekeeping, PatientRef,
+    Timestamp, UnitId,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::problem::Problem;
+use super::{AppState, Caller, RequestId};
+use crate::auth::Role;
+use crate::board::{Bed, BoardError, Census, Command, Requirements};
+use crate::store::{WriteError, WriteRequest};
+
+/// A JSON body whose rejections are problem documents.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(Problem::from(e as JsonRejection)),
+        }
+    }
+}
+
+/// A bed as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct BedJson<'a> {
+    id: &'a BedId,
+    unit: &'a UnitId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(flatten)]
+    state: &'a BedState,
+    isolation: bool,
+    pending_discharge: bool,
+    version: u64,
+    since: Timestamp,
+    attributes: &'a BedAttributes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patient: Option<&'a PatientRef>,
+}
+
+impl<'a> BedJson<'a> {
+    /// The API form of a bed; the patient only when `with_patient`.
+    pub fn new(b: &'a Bed, with_patient: bool) -> Self {
+        BedJson {
+            id: &b.id,
+            unit: &b.unit,
+            room: b.attributes.room.as_ref().map(|r| r.as_str()),
+            state: &b.state,
+            isolation: b.isolation,
+            pending_discharge: b.pending_discharge,
+            version: b.version,
+            since: b.since,
+            attributes: &b.attributes,
+            patient: if with_patient {
+                b.patient.as_ref()
+            } else {
+                None
+            },
+        }
+    }
+}
+
+fn sees_patients(c: &Caller) -> bool {
+    c.0.role >= Role::Nurse
+}
+
+#[derive(Serialize)]
+struct UnitJson<'a> {
+    id: &'a UnitId,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level_of_care: Option<&'static str>,
+    census: Census,
+}
+
+fn unit_json<'a>(state: &'a AppState, id: &'a UnitId, census: Census) -> UnitJson<'a> {
+    let info = state.settings.units.get(id);
+    UnitJson {
+        id,
+        name: info.map_or(id.as_str(), |u| u.name.as_str()),
+        floor: info.map(|u| u.floor.as_str()),
+        level_of_care: info.map(|u| u.level_of_care.as_str()),
+        census,
+    }
+}
+
+/// `GET /api/v1/units`: every unit with its census.
+pub async fn list_units(State(state): State<AppState>, _c: Caller) -> Response {
+    let view = state.store.view();
+    let units: Vec<_> = view
+        .unit_ids()
+        .filter_map(|u| view.census(u.as_str()).map(|c| unit_json(&state, u, c)))
+        .collect();
+    Json(json!({ "units": units })).into_response()
+}
+
+/// `GET /api/v1/units/{unit}`: one unit with its census.
+pub async fn get_unit(
+    State(state): State<AppState>,
+    _c: Caller,
+    Path(unit): Path<String>,
+) -> Result<Response, Problem> {
+    let view = state.store.view();
+    let census = view
+        .census(&unit)
+        .ok_or_else(|| Problem::not_found("unit", &unit))?;
+    let id = view
+        .unit_ids()
+        .find(|u| u.as_str() == unit)
+        .ok_or_else(|| Problem::not_found("unit", &unit))?;
+    Ok(Json(unit_json(&state, id, census)).into_response())
+}
+
+/// `GET /api/v1/units/{unit}/beds`: the beds of a unit, in bed id order.
+pub async fn unit_beds(
+    State(state): State<AppState>,
+    c: Caller,
+    Path(unit): Path<String>,
+) -> Result<Response, Problem> {
+    let view = state.store.view();
+    let with_patient = sees_patients(&c);
+    let beds: Vec<_> = view
+        .unit_beds(&unit)
+        .ok_or_else(|| Problem::not_found("unit", &unit))?
+        .map(|b| BedJson::new(b, with_patient))
+        .collect();
+    Ok(Json(json!({ "unit": unit, "beds": beds })).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryItem {
+    seq: u64,
+    kind: String,
+    recorded_at: Timestamp,
+    actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+}
+
+/// `GET /api/v1/beds/{bed}`: one bed and its recent history.
+pub async fn get_bed(
+    State(state): State<AppState>,
+    c: Caller,
+    Path(bed): Path<String>,
+) -> Result<Response, Problem> {
+    let view = state.store.view();
+    let b = view
+        .bed(&bed)
+        .cloned()
+        .ok_or_else(|| Problem::not_found("bed", &bed))?;
+    let limit = state.settings.history_limit as i64;
+    let history = state
+        .store
+        .read(move |conn, _| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, kind, recorded_at, actor_kind, actor_id, body FROM events
+                 WHERE subject = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![bed, limit], |r| {
+                let body: String = r.get(5)?;
+                let parsed = serde_json::from_str::<hms_domain::EventBody>(&body).ok();
+                let (state, version) = match parsed {
+                    Some(hms_domain::EventBody::BedStateChanged { state, version, .. }) => {
+                        (Some(state.name()), Some(version))
+                    }
+                    Some(
+                        hms_domain::EventBody::BedIsolationChanged { version, .. }
+                        | hms_domain::EventBody::BedPendingDischargeChanged { version, .. },
+                    ) => (None, Some(version)),
+                    _ => (None, None),
+                };
+                Ok(HistoryItem {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    recorded_at: Timestamp::from_millis(r.get(2)?),
+                    actor: format!("{}:{}", r.get::<_, String>(3)?, r.get::<_, String>(4)?),
+                    state,
+                    version,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading bed history failed");
+            Problem::unavailable("the bed history is unavailable")
+        })?;
+    Ok(Json(json!({
+        "bed": BedJson::new(&b, sees_patients(&c)),
+        "history": history,
+    }))
+    .into_response())
+}
+
+fn actor(c: &Caller) -> Actor {
+    Actor {
+        kind: ActorKind::User,
+        id: c.0.name.clone(),
+    }
+}
+
+/// Sends a command through the writer and shapes the answer.
+async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    rid: &RequestId,
+    cmd: Command,
+    created: bool,
+) -> Result<Response, Problem> {
+    let req = WriteRequest {
+        cmd,
+        actor: actor(caller),
+        correlation: Some(rid.0.clone()),
+        occurred_at: None,
+    };
+    let with_patient = sees_patients(caller);
+    let target = req.cmd.bed().cloned();
+    match state.store.write(req).await {
+        Ok(c) => {
+            let seq = c.events.last().map(|(s, _)| *s);
+            let bed = c.beds.last().cloned();
+            // Nothing changed (e.g. isolation already set): answer with the bed as is.
+            let bed = bed
+                .or_else(|| target.and_then(|t| state.store.view().bed(t.as_str()).cloned()))
+                .ok_or_else(|| Problem::unavailable("the bed is no longer on the board"))?;
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((
+                status,
+                Json(json!({ "seq": seq, "bed": BedJson::new(&bed, with_patient) })),
+            )
+                .into_response())
+        }
+        Err(e) => Err(write_problem(state, e, with_patient)),
+    }
+}
+
+fn write_problem(state: &AppState, e: WriteError, with_patient: bool) -> Problem {
+    let current = |bed: Option<&BedId>| -> Option<Arc<Bed>> {
+        bed.and_then(|b| state.store.view().bed(b.as_str()).cloned())
+    };
+    match e {
+        WriteError::Rejected(err) => {
+            let detail = err.to_string();
+            let cur = current(err.bed());
+            let p = match &err {
+                BoardError::UnknownBed(b) => return Problem::not_found("bed", b.as_str()),
+                BoardError::UnknownUnit(u) => return Problem::not_found("unit", u.as_str()),
+                BoardError::StaleVersion { .. } => Problem::new(
+                    StatusCode::CONFLICT,
+                    "stale-version",
+                    "The bed changed since you saw it",
+                    detail,
+                ),
+                BoardError::InvalidTransition { .. } => Problem::new(
+                    StatusCode::CONFLICT,
+                    "invalid-transition",
+                    "Not allowed in the bed's current state",
+                    detail,
+                ),
+                BoardError::EncounterAlreadyPlaced { .. } => Problem::new(
+                    StatusCode::CONFLICT,
+                    "encounter-already-placed",
+                    "The encounter already holds a bed",
+                    detail,
+                ),
+                BoardError::NoBedAvailable { .. } => Problem::new(
+                    StatusCode::CONFLICT,
+                    "no-bed-available",
+                    "No bed available",
+                    detail,
+                ),
+                BoardError::DuplicateBed(_) | BoardError::Inconsistent(_) => {
+                    Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+                }
+            };
+            match cur {
+                Some(b) => p.with("current", BedJson::new(&b, with_patient)),
+                None => p,
+            }
+        }
+        WriteError::Unavailable(_) => {
+            Problem::unavailable("the store could not commit the change; nothing was changed")
+        }
+        WriteError::Busy => {
+            Problem::unavailable("the store is busy; nothing was changed, retry shortly")
+        }
+        WriteError::Closed => Problem::unavailable("the appliance is shutting down"),
+    }
+}
+
+fn bed_id(s: &str) -> Result<BedId, Problem> {
+    BedId::new(s).map_err(|_| Problem::not_found("bed", s))
+}
+
+/// Body of a status change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    status: StatusTarget,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    until: Option<Timestamp>,
+    version: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StatusTarget {
+    Dirty,
+    Cleaning,
+    Clean,
+    Blocked,
+    InService,
+}
+
+/// `POST /api/v1/beds/{bed}/status`: housekeeping, block, back in service.
+pub async fn set_status(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(bed): Path<String>,
+    Body(body): Body<StatusBody>,
+) -> Result<Response, Problem> {
+    let bed = bed_id(&bed)?;
+    let v = Some(body.version);
+    let cmd = match body.status {
+        StatusTarget::Dirty | StatusTarget::Cleaning | StatusTarget::Clean => {
+            c.require(Role::Nurse, &state.metrics, "change housekeeping status")?;
+            let to = match body.status {
+                StatusTarget::Dirty => Housekeeping::Dirty,
+                StatusTarget::Cleaning => Housekeeping::Cleaning,
+                _ => Housekeeping::Clean,
+            };
+            Command::Housekeeping {
+                bed,
+                to,
+                expected_version: v,
+            }
+        }
+        StatusTarget::Blocked => {
+            c.require(Role::BedManager, &state.metrics, "block beds")?;
+            let reason = body
+                .reason
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| Problem::invalid("blocking a bed needs a `reason`"))?;
+            if reason.len() > 200 {
+                return Err(Problem::invalid("`reason` is limited to 200 characters"));
+            }
+            Command::Block {
+                bed,
+                reason,
+                until: body.until,
+                expected_version: v,
+            }
+        }
+        StatusTarget::InService => {
+            c.require(Role::BedManager, &state.metrics, "unblock beds")?;
+            Command::Unblock {
+                bed,
+                expected_version: v,
+            }
+        }
+    };
+    submit(&state, &c, &rid, cmd, false).await
+}
+
+/// Body of an assignment or reservation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StayBody {
+    encounter: EncounterId,
+    #[serde(default)]
+    patient: Option<PatientRef>,
+    version: u64,
+}
+
+/// `POST /api/v1/beds/{bed}/assign`.
+pub async fn assign(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(bed): Path<String>,
+    Body(body): Body<StayBody>,
+) -> Result<Response, Problem> {
+    c.require(Role::BedManager, &state.metrics, "assign beds")?;
+    let cmd = Command::Assign {
+        bed: bed_id(&bed)?,
+        encounter: body.encounter,
+        patient: body.patient,
+        expected_version: Some(body.version),
+    };
+    submit(&state, &c, &rid, cmd, false).await
+}
+
+/// `POST /api/v1/beds/{bed}/reserve`.
+pub async fn reserve(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(bed): Path<String>,
+    Body(body): Body<StayBody>,
+) -> Result<Response, Problem> {
+    c.require(Role::BedManager, &state.metrics, "reserve beds")?;
+    let cmd = Command::Reserve {
+        bed: bed_id(&bed)?,
+        encounter: body.encounter,
+        patient: body.patient,
+        expected_version: Some(body.version),
+    };
+    submit(&state, &c, &rid, cmd, false).await
+}
+
+/// Body carrying only the version.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionBody {
+    version: u64,
+}
+
+/// `POST /api/v1/beds/{bed}/release`.
+pub async fn release(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(bed): Path<String>,
+    Body(body): Body<VersionBody>,
+) -> Result<Response, Problem> {
+    c.require(Role::BedManager, &state.metrics, "release beds")?;
+    let cmd = Command::Release {
+        bed: bed_id(&bed)?,
+        expected_version: Some(body.version),
+    };
+    submit(&state, &c, &rid, cmd, false).await
+}
+
+/// `POST /api/v1/beds/{bed}/unreserve`.
+pub async fn unreserve(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(bed): Path<String>,
+    Body(body): Body<VersionBody>,
+) -> Result<Response, Problem> {
+    c.require(Role::BedManager, &state.metrics, "cancel reservations")?;
+    let cmd = Command::CancelReservation {
+        bed: bed_id(&bed)?,
+        expected_version: Some(body.version),
+    };
+    submit(&state, &c, &rid, cmd, false).await
+}
+
+/// Body of an isolation change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationBody {
+    isolation: bool,
+    version: u64,
+}
+
+/// `POST /api/v1/beds/{bed}/isolation`.
+pub async fn set_isolation(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(bed): Path<String>,
+    Body(body): Body<IsolationBody>,
+) -> Result<Response, Problem> {
+    c.require(Role::Nurse, &state.metrics, "change isolation")?;
+    let cmd = Command::SetIsolation {
+        bed: bed_id(&bed)?,
+        isolation: body.isolation,
+        expected_version: Some(body.version),
+    };
+    submit(&state, &c, &rid, cmd, false).await
+}
+
+/// Body of an expected-discharge change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingBody {
+    pending: bool,
+    version: u64,
+}
+
+/// `POST /api/v1/beds/{bed}/pending-discharge`.
+pub async fn set_pending_discharge(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(bed): Path<String>,
+    Body(body): Body<PendingBody>,
+) -> Result<Response, Problem> {
+    c.require(Role::Nurse, &state.metrics, "change expected discharges")?;
+    let cmd = Command::SetPendingDischarge {
+        bed: bed_id(&bed)?,
+        pending: body.pending,
+        expected_version: Some(body.version),
+    };
+    submit(&state, &c, &rid, cmd, false).await
+}
+
+/// Body of a placement request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementBody {
+    encounter: EncounterId,
+    #[serde(default)]
+    patient: Option<PatientRef>,
+    #[serde(default)]
+    requirements: Requirements,
+}
+
+/// `POST /api/v1/units/{unit}/placements`: the appliance picks the best free bed.
+pub async fn place(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Path(unit): Path<String>,
+    Body(body): Body<PlacementBody>,
+) -> Result<Response, Problem> {
+    c.require(Role::BedManager, &state.metrics, "place patients")?;
+    let unit = UnitId::new(unit.as_str()).map_err(|_| Problem::not_found("unit", &unit))?;
+    let cmd = Command::Place {
+        unit,
+        encounter: body.encounter,
+        patient: body.patient,
+        requirements: body.requirements,
+    };
+    submit(&state, &c, &rid, cmd, true).await
+}

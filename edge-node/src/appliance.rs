@@ -1,0 +1,224 @@
+//! Wiring of one appliance: store, topology reconciliation, HTTP server, timers.
+//!
+//! [`Appliance::open`] opens the store and brings the board in line with the
+//! configuration (commissioning new beds, reconfiguring changed ones,
+//! decommissioning vacant removed ones) through the ordinary writer path, so
+//! those changes are events too. [`Appliance::serve`] runs the HTTP server
+//! until the cancellation token fires, then drains within the grace period and
+//! closes the store cleanly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use firmware_config::Config;
+use hms_domain::Actor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiSettings, AppState, UnitInfo};
+use crate::auth::Tokens;
+use crate::board::Command;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreSettings, WriteError, WriteRequest};
+
+/// An opened appliance, ready to serve.
+#[derive(Debug)]
+pub struct Appliance {
+    /// The store.
+    pub store: Store,
+    /// The token store.
+    pub tokens: Tokens,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    settings: Arc<ApiSettings>,
+    checkpoint_every: Duration,
+    grace: Duration,
+}
+
+/// What start-up reconciliation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Beds added.
+    pub commissioned: usize,
+    /// Beds whose unit or attributes changed.
+    pub reconfigured: usize,
+    /// Vacant beds removed.
+    pub decommissioned: usize,
+    /// Beds no longer configured but kept because a stay holds them.
+    pub kept: Vec<String>,
+}
+
+impl Appliance {
+    /// Opens the store of `config` and reconciles the board with its topology.
+    pub async fn open(config: &Config) -> anyhow::Result<(Appliance, Reconciled)> {
+        let metrics = Arc::new(Metrics::new());
+        let data_dir: PathBuf = config.store.data_dir.clone();
+        let store = Store::open(
+            StoreSettings {
+                data_dir: data_dir.clone(),
+                hospital: config.node.hospital_id.clone(),
+                writer_queue: config.store.writer_queue,
+                max_batch: config.store.max_batch,
+                journal_size_limit: config.store.journal_size_limit_mb * 1024 * 1024,
+            },
+            metrics.clone(),
+        )?;
+        let tokens = Tokens::open(&data_dir)?;
+        let reconciled = reconcile(&store, config).await?;
+        let units = config
+            .units
+            .iter()
+            .map(|u| {
+                (
+                    u.id.clone(),
+                    UnitInfo {
+                        id: u.id.clone(),
+                        name: u.name.clone(),
+                        floor: u.floor.clone(),
+                        level_of_care: u.level_of_care,
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>();
+        let settings = Arc::new(ApiSettings {
+            max_body_bytes: config.http.max_body_bytes,
+            history_limit: config.http.history_limit,
+            units,
+            hospital_name: config.node.name.clone(),
+            node: config.node.node_id.to_string(),
+        });
+        Ok((
+            Appliance {
+                store,
+                tokens,
+                metrics,
+                settings,
+                checkpoint_every: Duration::from_secs(config.store.checkpoint_interval_s.max(1)),
+                grace: Duration::from_secs(config.http.shutdown_grace_s),
+            },
+            reconciled,
+        ))
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` fires; then stops accepting,
+    /// lets requests in flight finish within the grace period, and closes the store.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let state = AppState {
+            store: self.store.clone(),
+            tokens: self.tokens.clone(),
+            metrics: self.metrics.clone(),
+            settings: self.settings.clone(),
+            shutdown: shutdown.clone(),
+        };
+        let app = api::router(state);
+        let wal = {
+            let store = self.store.clone();
+            let token = shutdown.clone();
+            let every = self.checkpoint_every;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tick.tick() => store.checkpoint().await,
+                    }
+                }
+            })
+        };
+        let token = shutdown.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            token.cancelled().await;
+        });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        tracing::info!(
+            grace_s = self.grace.as_secs(),
+            "shutting down: draining requests"
+        );
+        match tokio::time::timeout(self.grace, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
+            Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+        }
+        let _ = wal.await;
+        self.store.close().await;
+        tracing::info!("appliance stopped");
+        Ok(())
+    }
+}
+
+/// Brings the board in line with the configured topology.
+pub async fn reconcile(store: &Store, config: &Config) -> anyhow::Result<Reconciled> {
+    let view = store.view();
+    let mut out = Reconciled::default();
+    let mut cmds = vec![];
+    for b in &config.beds {
+        match view.bed(b.id.as_str()) {
+            None => {
+                out.commissioned += 1;
+                cmds.push(Command::Commission {
+                    bed: b.id.clone(),
+                    unit: b.unit.clone(),
+                    attributes: b.attributes.clone(),
+                });
+            }
+            Some(cur) if cur.unit != b.unit || cur.attributes != b.attributes => {
+                out.reconfigured += 1;
+                cmds.push(Command::Reconfigure {
+                    bed: b.id.clone(),
+                    unit: b.unit.clone(),
+                    attributes: b.attributes.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let configured: std::collections::HashSet<&str> =
+        config.beds.iter().map(|b| b.id.as_str()).collect();
+    for cur in view.beds() {
+        if !configured.contains(cur.id.as_str()) {
+            if cur.state.encounter().is_some() {
+                tracing::warn!(bed = %cur.id, "bed left the configuration but a stay holds it; kept");
+                out.kept.push(cur.id.to_string());
+            } else {
+                out.decommissioned += 1;
+                cmds.push(Command::Decommission {
+                    bed: cur.id.clone(),
+                });
+            }
+        }
+    }
+    let writes = cmds.into_iter().map(|cmd| {
+        store.write(WriteRequest {
+            cmd,
+            actor: Actor::system(),
+            correlation: Some("config-reconcile".into()),
+            occurred_at: None,
+        })
+    });
+    for r in futures_util::future::join_all(writes).await {
+        match r {
+            Ok(_) => {}
+            Err(WriteError::Rejected(e)) => anyhow::bail!("reconciling the configuration: {e}"),
+            Err(e) => return Err(e).context("reconciling the configuration"),
+        }
+    }
+    Ok(out)
+}
+
+/// Binds the HTTP listener.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {addr}"))
+}

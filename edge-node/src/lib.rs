@@ -1,0 +1,15 @@
+//! The HMS Edge appliance.
+//!
+//! - [`board`]: the live bed board, sans-IO (`Board::apply(cmd) -> changes`).
+//! - [`store`]: SQLite event log and projections behind one group-committing writer.
+//! - [`api`]: the kiosk HTTP API.
+//! - [`auth`]: bearer tokens and roles.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`appliance`]: wiring, start-up reconciliation, graceful shutdown.
+
+pub mod api;
+pub mod appliance;
+pub mod auth;
+pub mod board;
+pub mod metrics;
+pub mod store;

@@ -1,0 +1,244 @@
+//! `hms-edge`: the appliance binary. `main` only parses the command line and
+//! wires the library together.
+//!
+//! Exit codes: 0 success, 1 runtime failure (or a failed verification),
+//! 64 bad usage or bad configuration (with file:line:col).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use edge_node::appliance::{self, Appliance};
+use edge_node::auth::{Role, Tokens};
+use edge_node::store::verify;
+use tokio_util::sync::CancellationToken;
+
+const EX_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "hms-edge", version, about = "HMS Edge hospital appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the appliance.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (overrides store.data_dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// HTTP listen address (overrides listen.http); port 0 picks a free port.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+    },
+    /// Check the hash chain and that replaying the log gives the projections.
+    Verify(Location),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create a token; it is printed once, on the last line of stdout.
+    Create {
+        /// viewer, nurse, bed_manager or admin.
+        #[arg(long)]
+        role: String,
+        /// Who or what holds it (user, kiosk); recorded as the actor of its changes.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        location: Location,
+    },
+}
+
+/// Where the data dir is: from a config file, or given directly.
+#[derive(Debug, Args)]
+struct Location {
+    /// Configuration file whose store.data_dir to use.
+    #[arg(long, required_unless_present = "data_dir")]
+    config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// A failure with its exit code.
+struct Exit(u8, String);
+
+impl From<anyhow::Error> for Exit {
+    fn from(e: anyhow::Error) -> Self {
+        Exit(1, format!("{e:#}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code, msg)) => {
+            if !msg.is_empty() {
+                eprintln!("hms-edge: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HMS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn load_config(path: &Path) -> Result<firmware_config::Config, Exit> {
+    match firmware_config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            Ok(loaded.config)
+        }
+        Err(e) => Err(Exit(EX_USAGE, format!("invalid configuration:\n{e}"))),
+    }
+}
+
+fn data_dir(loc: &Location) -> Result<PathBuf, Exit> {
+    match (&loc.data_dir, &loc.config) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Some(c)) => Ok(load_config(c)?.store.data_dir),
+        (None, None) => Err(Exit(EX_USAGE, "give --config or --data-dir".into())),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), Exit> {
+    match cli.command {
+        Cmd::Run {
+            config,
+            data_dir,
+            http,
+        } => {
+            let mut cfg = load_config(&config)?;
+            if let Some(d) = data_dir {
+                cfg.store.data_dir = d;
+            }
+            if let Some(h) = http {
+                cfg.listen.http = h;
+            }
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(run(cfg))?;
+            Ok(())
+        }
+        Cmd::Verify(loc) => {
+            let dir = data_dir(&loc)?;
+            let report = verify::verify(&dir)?;
+            for p in &report.problems {
+                println!("problem: {p}");
+            }
+            if report.ok() {
+                println!(
+                    "verify: ok ({} events, {} beds; hash chain intact, replay == projections)",
+                    report.events, report.beds
+                );
+                Ok(())
+            } else {
+                Err(Exit(
+                    1,
+                    format!("verify failed: {} problem(s)", report.problems.len()),
+                ))
+            }
+        }
+        Cmd::Token {
+            command:
+                TokenCmd::Create {
+                    role,
+                    name,
+                    location,
+                },
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                Exit(
+                    EX_USAGE,
+                    format!("unknown role {role:?}; use viewer, nurse, bed_manager or admin"),
+                )
+            })?;
+            let dir = data_dir(&location)?;
+            let tokens = Tokens::open(&dir)?;
+            let token = tokens
+                .create(&name, role)
+                .map_err(|e| Exit(EX_USAGE, format!("{e:#}")))?;
+            println!("created {} token for {name:?}", role.as_str());
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn run(cfg: firmware_config::Config) -> anyhow::Result<()> {
+    let (app, reconciled) = Appliance::open(&cfg).await?;
+    tracing::info!(
+        hospital = %cfg.node.hospital_id,
+        beds = app.store.view().len(),
+        commissioned = reconciled.commissioned,
+        reconfigured = reconciled.reconfigured,
+        decommissioned = reconciled.decommissioned,
+        "store open"
+    );
+    let listener = appliance::bind(cfg.listen.http).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "http listening");
+    println!("hms-edge ready http=http://{addr}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    app.serve(listener, shutdown).await
+}
+
+async fn signals(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    token.cancel();
+}

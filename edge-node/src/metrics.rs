@@ -1,0 +1,188 @@
+//! Prometheus metrics of the appliance (`GET /metrics`).
+//!
+//! One [`Metrics`] registry is shared by the store writer, the HTTP layer and
+//! the live stream. Board gauges (beds per unit and state) are computed from
+//! the current board view at scrape time, so they can never drift.
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::board::BoardView;
+
+/// Labels of an HTTP request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Matched route template (never the raw path or query).
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of a per-route histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Matched route template.
+    pub route: String,
+}
+
+/// Labels of the auth failure counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// All metrics of one appliance.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by method, route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// HTTP request latency by route.
+    pub http_seconds: Family<RouteLabels, Histogram>,
+    /// Group commits.
+    pub commits: Counter,
+    /// Failed group commits (batch refused).
+    pub commit_failures: Counter,
+    /// Events appended.
+    pub events: Counter,
+    /// Commands per group commit.
+    pub batch_size: Histogram,
+    /// Group commit duration (including fsync).
+    pub commit_seconds: Histogram,
+    /// WAL file size.
+    pub wal_bytes: Gauge,
+    /// WAL checkpoints run.
+    pub checkpoints: Counter,
+    /// Writes refused because the writer queue stayed full.
+    pub store_busy: Counter,
+    /// Live-stream notices dropped for slow subscribers.
+    pub stream_dropped: Counter,
+    /// Authentication and authorisation failures by reason.
+    pub auth_failures: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hms");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            http_requests.clone(),
+        );
+        let http_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            http_seconds.clone(),
+        );
+        let commits = Counter::default();
+        registry.register("store_commits", "Group commits", commits.clone());
+        let commit_failures = Counter::default();
+        registry.register(
+            "store_commit_failures",
+            "Group commits that failed and were refused",
+            commit_failures.clone(),
+        );
+        let events = Counter::default();
+        registry.register("store_events", "Events appended to the log", events.clone());
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "store_batch_size",
+            "Commands per group commit",
+            batch_size.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 14));
+        registry.register(
+            "store_commit_duration_seconds",
+            "Group commit duration including fsync",
+            commit_seconds.clone(),
+        );
+        let wal_bytes = Gauge::default();
+        registry.register(
+            "store_wal_bytes",
+            "Size of the SQLite WAL file",
+            wal_bytes.clone(),
+        );
+        let checkpoints = Counter::default();
+        registry.register(
+            "store_checkpoints",
+            "WAL checkpoints run",
+            checkpoints.clone(),
+        );
+        let store_busy = Counter::default();
+        registry.register(
+            "store_busy",
+            "Writes refused because the writer queue stayed full",
+            store_busy.clone(),
+        );
+        let stream_dropped = Counter::default();
+        registry.register(
+            "stream_dropped",
+            "Live-stream notices dropped for slow subscribers",
+            stream_dropped.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Authentication and authorisation failures",
+            auth_failures.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_seconds,
+            commits,
+            commit_failures,
+            events,
+            batch_size,
+            commit_seconds,
+            wal_bytes,
+            checkpoints,
+            store_busy,
+            stream_dropped,
+            auth_failures,
+        }
+    }
+
+    /// Renders the Prometheus text exposition, with board gauges from `view`.
+    pub fn render(&self, view: &BoardView) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        out.push_str("# HELP hms_beds Beds by unit and state.\n# TYPE hms_beds gauge\n");
+        for unit in view.unit_ids() {
+            if let Some(c) = view.census(unit.as_str()) {
+                for (state, n) in [
+                    ("occupied", c.occupied),
+                    ("vacant_clean", c.available),
+                    ("vacant_dirty", c.dirty),
+                    ("cleaning", c.cleaning),
+                    ("blocked", c.blocked),
+                    ("reserved", c.reserved),
+                ] {
+                    let _ = writeln!(out, "hms_beds{{unit=\"{unit}\",state=\"{state}\"}} {n}");
+                }
+            }
+        }
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+        out
+    }
+}

@@ -1,0 +1,553 @@
+//! The durable store: SQLite (WAL, `synchronous=FULL`) with one writer thread.
+//!
+//! Every mutation is a [`WriteRequest`] sent over a bounded channel to the
+//! writer thread, which owns the [`Board`] and the only write connection. The
+//! writer takes everything queued (up to `max_batch`), applies each command to
+//! the board, appends the resulting events with their hash chain and updates
+//! the projections, all in one `BEGIN IMMEDIATE … COMMIT` (group commit). Only
+//! after the commit returns does it answer the callers, publish the new
+//! [`BoardView`] to readers and broadcast the changes to live streams. If the
+//! transaction fails, the board is restored to its state before the batch and
+//! every caller gets [`WriteError::Unavailable`]: nothing is acknowledged that
+//! is not on disk.
+//!
+//! When the channel is full, senders wait (clinical writes are never dropped);
+//! a sender that waits longer than [`QUEUE_WAIT`] gets [`WriteError::Busy`]
+//! having changed nothing. Live-stream subscribers that fall behind lose
+//! notices and are told to resynchronise (telemetry drops and counts).
+
+pub mod projection;
+pub mod schema;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
+use hms_domain::{Actor, Draft, Envelope, EventHash, HospitalId, Timestamp};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::board::{Bed, Board, BoardError, BoardView, Command};
+use crate::metrics::Metrics;
+
+/// File name of the event store inside the data dir.
+pub const DB_FILE: &str = "edge.sqlite";
+
+/// How long a writer waits for room in a full queue before giving up.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Settings of the store.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// The hospital this appliance serves.
+    pub hospital: HospitalId,
+    /// Capacity of the writer queue.
+    pub writer_queue: usize,
+    /// Most commands per group commit.
+    pub max_batch: usize,
+    /// `journal_size_limit` in bytes.
+    pub journal_size_limit: u64,
+}
+
+/// A mutation for the writer.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// What to do.
+    pub cmd: Command,
+    /// Who asks.
+    pub actor: Actor,
+    /// Correlation id (request id, HL7 control id).
+    pub correlation: Option<String>,
+    /// Source time; the appliance time when absent.
+    pub occurred_at: Option<Timestamp>,
+}
+
+/// What a committed write produced.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// `(seq, kind)` of each event appended.
+    pub events: Vec<(u64, &'static str)>,
+    /// The beds the write touched, as committed.
+    pub beds: Vec<Arc<Bed>>,
+}
+
+/// Why a write was not done.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The board refused the command; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] BoardError),
+    /// The store could not commit (disk full, read-only, IO error); nothing changed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The writer queue stayed full; nothing changed.
+    #[error("store busy: the writer queue is full")]
+    Busy,
+    /// The store is shutting down.
+    #[error("store is shutting down")]
+    Closed,
+}
+
+/// A change published to live-stream subscribers after commit.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// Event seq.
+    pub seq: u64,
+    /// Event kind.
+    pub kind: &'static str,
+    /// The bed after the change.
+    pub bed: Arc<Bed>,
+}
+
+/// A queued write.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<Committed, WriteError>>);
+
+impl Pending {
+    /// Waits for the commit (or refusal) of the write.
+    pub async fn committed(self) -> Result<Committed, WriteError> {
+        self.0.await.unwrap_or(Err(WriteError::Closed))
+    }
+}
+
+enum Msg {
+    Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
+    Checkpoint,
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the store, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("db", &self.inner.db_path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    view: ArcSwap<BoardView>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    db_path: PathBuf,
+    hospital: HospitalId,
+    reads: Mutex<Vec<Connection>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    last_error: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Opens a write connection with the durability settings of the store.
+pub fn open_write_connection(path: &Path, journal_size_limit: u64) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "journal_size_limit", journal_size_limit as i64)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection.
+pub fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Loads the beds projection.
+pub fn load_beds(conn: &Connection) -> rusqlite::Result<Vec<Bed>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM beds ORDER BY bed_id",
+        projection::BED_COLUMNS
+    ))?;
+    let beds = stmt.query_map([], projection::bed_from_row)?;
+    beds.collect()
+}
+
+/// Reads (or, on a new store, writes) the hospital a data dir belongs to.
+fn claim_hospital(conn: &Connection, hospital: &HospitalId) -> anyhow::Result<()> {
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'hospital_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match found {
+        None => {
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('hospital_id', ?1)",
+                [hospital.as_str()],
+            )?;
+        }
+        Some(h) if h == hospital.as_str() => {}
+        Some(h) => bail!(
+            "the data dir belongs to hospital {h:?}, but the configuration says {:?}",
+            hospital.as_str()
+        ),
+    }
+    Ok(())
+}
+
+/// The hospital recorded in a store.
+pub fn stored_hospital(conn: &Connection) -> anyhow::Result<HospitalId> {
+    let h: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'hospital_id'",
+            [],
+            |r| r.get(0),
+        )
+        .context("reading the store's hospital id")?;
+    HospitalId::new(h).context("the store's hospital id is invalid")
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `settings.data_dir`, migrates it,
+    /// loads the board from the projections and starts the writer thread.
+    pub fn open(settings: StoreSettings, metrics: Arc<Metrics>) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+        let db_path = settings.data_dir.join(DB_FILE);
+        let mut conn = open_write_connection(&db_path, settings.journal_size_limit)
+            .with_context(|| format!("opening {}", db_path.display()))?;
+        schema::migrate(&mut conn).context("migrating the store")?;
+        claim_hospital(&conn, &settings.hospital)?;
+        let beds = load_beds(&conn).context("loading the beds projection")?;
+        let board = Board::from_beds(beds).context("rebuilding the board from the projection")?;
+        let (next_seq, last_hash) = conn
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64 + 1, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?
+            .map(|(s, h)| (s, EventHash::from_slice(&h).unwrap_or_default()))
+            .unwrap_or((1, EventHash::GENESIS));
+
+        let (tx, rx) = mpsc::channel(settings.writer_queue.max(1));
+        let (notices, _) = broadcast::channel(4096);
+        let inner = Arc::new(Inner {
+            tx,
+            view: ArcSwap::from_pointee(board.view()),
+            notices,
+            db_path,
+            hospital: settings.hospital.clone(),
+            reads: Mutex::new(vec![]),
+            thread: Mutex::new(None),
+            last_error: Mutex::new(None),
+            metrics,
+        });
+        let writer = Writer {
+            conn,
+            board,
+            next_seq,
+            last_hash,
+            hospital: settings.hospital,
+            max_batch: settings.max_batch.max(1),
+            inner: Arc::downgrade(&inner),
+            notices: inner.notices.clone(),
+            metrics: inner.metrics.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx))
+            .context("starting the writer thread")?;
+        *lock(&inner.thread) = Some(handle);
+        let store = Store { inner };
+        store.refresh_wal_size();
+        Ok(store)
+    }
+
+    /// The latest committed board.
+    pub fn view(&self) -> Arc<BoardView> {
+        self.inner.view.load_full()
+    }
+
+    /// Writes waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.inner.tx.max_capacity() - self.inner.tx.capacity()
+    }
+
+    /// Whether the writer thread is still running.
+    pub fn writer_alive(&self) -> bool {
+        !self.inner.tx.is_closed()
+    }
+
+    /// The hospital this store belongs to.
+    pub fn hospital(&self) -> &HospitalId {
+        &self.inner.hospital
+    }
+
+    /// Subscribes to committed changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Notice>> {
+        self.inner.notices.subscribe()
+    }
+
+    /// The last commit failure, cleared by the next successful commit.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.inner.last_error).clone()
+    }
+
+    /// Queues a write (waiting for room up to [`QUEUE_WAIT`]); await the
+    /// returned [`Pending`] for its outcome.
+    pub async fn submit(&self, req: WriteRequest) -> Result<Pending, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        match tokio::time::timeout(QUEUE_WAIT, self.inner.tx.send(Msg::Write(req, reply))).await {
+            Err(_) => {
+                self.inner.metrics.store_busy.inc();
+                Err(WriteError::Busy)
+            }
+            Ok(Err(_)) => Err(WriteError::Closed),
+            Ok(Ok(())) => Ok(Pending(rx)),
+        }
+    }
+
+    /// Sends a write and waits until it is committed (or refused).
+    pub async fn write(&self, req: WriteRequest) -> Result<Committed, WriteError> {
+        self.submit(req).await?.committed().await
+    }
+
+    /// Asks the writer to checkpoint the WAL (the periodic WAL hygiene task).
+    pub async fn checkpoint(&self) {
+        let _ = self.inner.tx.send(Msg::Checkpoint).await;
+    }
+
+    /// Stops the writer after it has committed everything queued before this call.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(Msg::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        let handle = lock(&self.inner.thread).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    /// Runs `f` on a pooled read-only connection, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &HospitalId) -> anyhow::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = lock(&inner.reads).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_read_connection(&inner.db_path)?,
+            };
+            let out = f(&conn, &inner.hospital);
+            let mut pool = lock(&inner.reads);
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .context("read task failed")?
+    }
+
+    /// Updates the WAL size gauge from the file system.
+    pub fn refresh_wal_size(&self) {
+        let mut wal = self.inner.db_path.clone().into_os_string();
+        wal.push("-wal");
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        self.inner.metrics.wal_bytes.set(size as i64);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Writer {
+    conn: Connection,
+    board: Board,
+    next_seq: u64,
+    last_hash: EventHash,
+    hospital: HospitalId,
+    max_batch: usize,
+    inner: std::sync::Weak<Inner>,
+    notices: broadcast::Sender<Arc<Notice>>,
+    metrics: Arc<Metrics>,
+}
+
+type Reply = oneshot::Sender<Result<Committed, WriteError>>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut batch: Vec<(WriteRequest, Reply)> = Vec::with_capacity(self.max_batch);
+        while let Some(msg) = rx.blocking_recv() {
+            let mut close = None;
+            let mut checkpoint = false;
+            let mut next = Some(msg);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Write(req, reply) => batch.push((req, reply)),
+                    Msg::Checkpoint => checkpoint = true,
+                    Msg::Close(done) => {
+                        close = Some(done);
+                        break;
+                    }
+                }
+                if batch.len() >= self.max_batch {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit_batch(std::mem::take(&mut batch));
+            }
+            if checkpoint {
+                self.checkpoint();
+            }
+            if let Some(done) = close {
+                self.checkpoint();
+                rx.close();
+                // Anything still queued after Close is answered, never dropped silently.
+                while let Ok(m) = rx.try_recv() {
+                    if let Msg::Write(_, reply) = m {
+                        let _ = reply.send(Err(WriteError::Closed));
+                    }
+                }
+                let _ = done.send(());
+                tracing::info!("store writer closed");
+                return;
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            }) {
+            Ok((busy, log, done)) => {
+                tracing::debug!(busy, log, done, "wal checkpoint");
+                self.metrics.checkpoints.inc();
+            }
+            Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+        }
+        if let Some(inner) = self.inner.upgrade() {
+            Store { inner }.refresh_wal_size();
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<(WriteRequest, Reply)>) {
+        let started = Instant::now();
+        let saved = (self.board.clone(), self.next_seq, self.last_hash);
+        let n = batch.len();
+        let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        match self.apply_all(reqs) {
+            Ok(outcomes) => {
+                let view = Arc::new(self.board.view());
+                if let Some(inner) = self.inner.upgrade() {
+                    inner.view.store(view);
+                    *lock(&inner.last_error) = None;
+                }
+                self.metrics.commits.inc();
+                self.metrics.batch_size.observe(n as f64);
+                self.metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    if let Ok(c) = &outcome {
+                        self.metrics.events.inc_by(c.events.len() as u64);
+                        for ((seq, kind), bed) in c.events.iter().zip(c.beds.iter()) {
+                            let _ = self.notices.send(Arc::new(Notice {
+                                seq: *seq,
+                                kind,
+                                bed: bed.clone(),
+                            }));
+                        }
+                    }
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                (self.board, self.next_seq, self.last_hash) = saved;
+                let msg = e.to_string();
+                tracing::error!(error = %msg, commands = n, "store commit failed; batch refused");
+                self.metrics.commit_failures.inc();
+                if let Some(inner) = self.inner.upgrade() {
+                    *lock(&inner.last_error) = Some(msg.clone());
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(WriteError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+
+    /// Applies every request in one transaction. A refused command is an
+    /// outcome; an SQLite failure aborts the whole batch.
+    fn apply_all(
+        &mut self,
+        reqs: Vec<WriteRequest>,
+    ) -> rusqlite::Result<Vec<Result<Committed, WriteError>>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let at = Timestamp::now();
+            let changes = match self.board.apply(req.cmd, at) {
+                Ok(c) => c,
+                Err(e) => {
+                    outcomes.push(Err(WriteError::Rejected(e)));
+                    continue;
+                }
+            };
+            let mut committed = Committed {
+                events: Vec::with_capacity(changes.len()),
+                beds: Vec::with_capacity(changes.len()),
+            };
+            for body in changes {
+                let env = Envelope::seal(
+                    &self.hospital,
+                    self.next_seq,
+                    self.last_hash,
+                    at,
+                    Draft {
+                        occurred_at: req.occurred_at.unwrap_or(at),
+                        actor: req.actor.clone(),
+                        correlation: req.correlation.clone(),
+                        body: body.clone(),
+                    },
+                );
+                projection::insert_event(&tx, &env)?;
+                projection::project(&tx, &env, &body, &self.board)?;
+                self.next_seq += 1;
+                self.last_hash = env.hash;
+                if let Some(bed) = body.subject().and_then(|b| self.board.shared(b.as_str())) {
+                    committed.events.push((env.seq, body.kind()));
+                    committed.beds.push(bed);
+                }
+            }
+            outcomes.push(Ok(committed));
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}

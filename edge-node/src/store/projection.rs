@@ -1,0 +1,275 @@
+//! Writing events and their projections (beds, encounters, patients).
+//!
+//! The live writer and `hms-edge verify`'s replay call the same two functions,
+//! [`insert_event`] and [`project`], so a projection rebuilt from the log can be
+//! compared row for row with the one the appliance kept.
+
+use hms_domain::{
+    Actor, ActorKind, BedState, Envelope, EventBody, EventHash, HospitalId, PatientRef, Sex,
+    Stream, Timestamp, Transition,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::board::{Bed, Board};
+
+/// Appends a sealed event.
+pub fn insert_event(conn: &Connection, env: &Envelope) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO events(seq, stream, kind, occurred_at, recorded_at, actor_kind, actor_id,
+                            correlation, subject, body, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    stmt.execute(params![
+        env.seq as i64,
+        env.stream.as_str(),
+        env.kind,
+        env.occurred_at.as_millis(),
+        env.recorded_at.as_millis(),
+        actor_kind_str(env.actor.kind),
+        env.actor.id,
+        env.correlation,
+        env.subject,
+        env.body,
+        &env.prev_hash.0[..],
+        &env.hash.0[..],
+    ])?;
+    Ok(())
+}
+
+fn actor_kind_str(k: ActorKind) -> &'static str {
+    match k {
+        ActorKind::User => "user",
+        ActorKind::Device => "device",
+        ActorKind::Interface => "interface",
+        ActorKind::System => "system",
+    }
+}
+
+fn parse_actor_kind(s: &str) -> ActorKind {
+    match s {
+        "user" => ActorKind::User,
+        "device" => ActorKind::Device,
+        "interface" => ActorKind::Interface,
+        _ => ActorKind::System,
+    }
+}
+
+/// The columns [`event_from_row`] expects, in order.
+pub const EVENT_COLUMNS: &str = "seq, stream, kind, occurred_at, recorded_at, actor_kind, \
+                                 actor_id, correlation, subject, body, prev_hash, hash";
+
+/// Reads an envelope from a row selected with [`EVENT_COLUMNS`].
+pub fn event_from_row(hospital: &HospitalId, r: &Row<'_>) -> rusqlite::Result<Envelope> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("bad {what}").into(),
+        )
+    };
+    let stream: String = r.get(1)?;
+    let prev: Vec<u8> = r.get(10)?;
+    let hash: Vec<u8> = r.get(11)?;
+    Ok(Envelope {
+        hospital: hospital.clone(),
+        seq: r.get::<_, i64>(0)? as u64,
+        stream: Stream::parse(&stream).ok_or_else(|| bad(1, "stream"))?,
+        kind: r.get(2)?,
+        occurred_at: Timestamp::from_millis(r.get(3)?),
+        recorded_at: Timestamp::from_millis(r.get(4)?),
+        actor: Actor {
+            kind: parse_actor_kind(&r.get::<_, String>(5)?),
+            id: r.get(6)?,
+        },
+        correlation: r.get(7)?,
+        subject: r.get(8)?,
+        body: r.get(9)?,
+        prev_hash: EventHash::from_slice(&prev).ok_or_else(|| bad(10, "prev_hash"))?,
+        hash: EventHash::from_slice(&hash).ok_or_else(|| bad(11, "hash"))?,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// Upserts a bed row from the board's current state of that bed.
+fn write_bed(conn: &Connection, bed: &Bed, seq: u64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO beds(bed_id, unit_id, attributes, state, isolation, pending_discharge,
+                          version, since, patient, updated_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(bed_id) DO UPDATE SET
+            unit_id = excluded.unit_id, attributes = excluded.attributes, state = excluded.state,
+            isolation = excluded.isolation, pending_discharge = excluded.pending_discharge,
+            version = excluded.version, since = excluded.since, patient = excluded.patient,
+            updated_seq = excluded.updated_seq",
+    )?;
+    stmt.execute(params![
+        bed.id.as_str(),
+        bed.unit.as_str(),
+        json(&bed.attributes),
+        json(&bed.state),
+        bed.isolation,
+        bed.pending_discharge,
+        bed.version as i64,
+        bed.since.as_millis(),
+        bed.patient.as_ref().map(json),
+        seq as i64,
+    ])?;
+    Ok(())
+}
+
+/// The columns [`bed_from_row`] expects, in order.
+pub const BED_COLUMNS: &str =
+    "bed_id, unit_id, attributes, state, isolation, pending_discharge, version, since, patient";
+
+/// Reads a bed row selected with [`BED_COLUMNS`].
+pub fn bed_from_row(r: &Row<'_>) -> rusqlite::Result<Bed> {
+    fn de<T: serde::de::DeserializeOwned>(i: usize, s: &str) -> rusqlite::Result<T> {
+        serde_json::from_str(s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+        })
+    }
+    let id: String = r.get(0)?;
+    let unit: String = r.get(1)?;
+    let patient: Option<String> = r.get(8)?;
+    Ok(Bed {
+        id: de(0, &json(&id))?,
+        unit: de(1, &json(&unit))?,
+        attributes: de(2, &r.get::<_, String>(2)?)?,
+        state: de(3, &r.get::<_, String>(3)?)?,
+        isolation: r.get(4)?,
+        pending_discharge: r.get(5)?,
+        version: r.get::<_, i64>(6)? as u64,
+        since: Timestamp::from_millis(r.get(7)?),
+        patient: patient.map(|p| de(8, &p)).transpose()?,
+    })
+}
+
+fn sex_str(s: Sex) -> &'static str {
+    match s {
+        Sex::Female => "female",
+        Sex::Male => "male",
+        Sex::Other => "other",
+    }
+}
+
+fn write_patient(conn: &Connection, p: &PatientRef, seq: u64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO patients(mrn, name, birth_date, sex, updated_seq) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(mrn) DO UPDATE SET
+            name = coalesce(excluded.name, name),
+            birth_date = coalesce(excluded.birth_date, birth_date),
+            sex = coalesce(excluded.sex, sex),
+            updated_seq = excluded.updated_seq",
+    )?;
+    stmt.execute(params![
+        p.mrn.expose(),
+        p.name.as_ref().map(|n| n.expose()),
+        p.birth_date.as_ref().map(|d| d.expose()),
+        p.sex.map(sex_str),
+        seq as i64,
+    ])?;
+    Ok(())
+}
+
+/// Updates the projections for one event that the board has already applied.
+pub fn project(
+    conn: &Connection,
+    env: &Envelope,
+    body: &EventBody,
+    board: &Board,
+) -> rusqlite::Result<()> {
+    if let Some(bed) = body.subject() {
+        match board.bed(bed.as_str()) {
+            Some(b) => write_bed(conn, b, env.seq)?,
+            None => {
+                conn.prepare_cached("DELETE FROM beds WHERE bed_id = ?1")?
+                    .execute([bed.as_str()])?;
+            }
+        }
+    }
+    let EventBody::BedStateChanged {
+        bed,
+        transition,
+        state,
+        patient,
+        ..
+    } = body
+    else {
+        return Ok(());
+    };
+    if let Some(p) = patient {
+        write_patient(conn, p, env.seq)?;
+    }
+    let at = env.recorded_at.as_millis();
+    let mrn = patient.as_ref().map(|p| p.mrn.expose());
+    let seq = env.seq as i64;
+    match (transition, state) {
+        (Transition::Reserved, BedState::Reserved { encounter }) => upsert_encounter(
+            conn,
+            encounter.as_str(),
+            mrn,
+            bed.as_str(),
+            "reserved",
+            None,
+            seq,
+        )?,
+        (Transition::Assigned | Transition::Placed, BedState::Occupied { encounter }) => {
+            upsert_encounter(
+                conn,
+                encounter.as_str(),
+                mrn,
+                bed.as_str(),
+                "active",
+                Some(at),
+                seq,
+            )?
+        }
+        (Transition::Released | Transition::ReservationCancelled, _) => {
+            let status = if *transition == Transition::Released {
+                "released"
+            } else {
+                "cancelled"
+            };
+            let encounter: Option<String> = conn
+                .prepare_cached(
+                    "SELECT encounter_id FROM encounters WHERE bed_id = ?1
+                     AND status IN ('active', 'reserved') ORDER BY updated_seq DESC LIMIT 1",
+                )?
+                .query_row([bed.as_str()], |r| r.get(0))
+                .optional()?;
+            if let Some(e) = encounter {
+                conn.prepare_cached(
+                    "UPDATE encounters SET status = ?2, ended_at = ?3, updated_seq = ?4
+                     WHERE encounter_id = ?1",
+                )?
+                .execute(params![e, status, at, seq])?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn upsert_encounter(
+    conn: &Connection,
+    encounter: &str,
+    mrn: Option<&str>,
+    bed: &str,
+    status: &str,
+    started_at: Option<i64>,
+    seq: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO encounters(encounter_id, mrn, bed_id, status, started_at, ended_at, updated_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6)
+         ON CONFLICT(encounter_id) DO UPDATE SET
+            mrn = coalesce(excluded.mrn, mrn), bed_id = excluded.bed_id, status = excluded.status,
+            started_at = coalesce(started_at, excluded.started_at), ended_at = NULL,
+            updated_seq = excluded.updated_seq",
+    )?
+    .execute(params![encounter, mrn, bed, status, started_at, seq])?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! SQLite schema and forward-only migrations of the appliance store.
+//!
+//! Each migration runs once, in order, inside one transaction, and is recorded
+//! in `schema_migrations`. A database newer than this binary knows is refused
+//! rather than guessed at.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Migrations in order; index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: event log, projections, metadata.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE events (
+        seq          INTEGER PRIMARY KEY,
+        stream       TEXT    NOT NULL,
+        kind         TEXT    NOT NULL,
+        occurred_at  INTEGER NOT NULL,
+        recorded_at  INTEGER NOT NULL,
+        actor_kind   TEXT    NOT NULL,
+        actor_id     TEXT    NOT NULL,
+        correlation  TEXT,
+        subject      TEXT,
+        body         TEXT    NOT NULL,
+        prev_hash    BLOB    NOT NULL,
+        hash         BLOB    NOT NULL
+    ) STRICT;
+    CREATE INDEX events_by_subject ON events(subject, seq) WHERE subject IS NOT NULL;
+
+    CREATE TABLE beds (
+        bed_id            TEXT PRIMARY KEY,
+        unit_id           TEXT    NOT NULL,
+        attributes        TEXT    NOT NULL,
+        state             TEXT    NOT NULL,
+        isolation         INTEGER NOT NULL,
+        pending_discharge INTEGER NOT NULL,
+        version           INTEGER NOT NULL,
+        since             INTEGER NOT NULL,
+        patient           TEXT,
+        updated_seq       INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE encounters (
+        encounter_id TEXT PRIMARY KEY,
+        mrn          TEXT,
+        bed_id       TEXT,
+        status       TEXT    NOT NULL,
+        started_at   INTEGER,
+        ended_at     INTEGER,
+        updated_seq  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE patients (
+        mrn          TEXT PRIMARY KEY,
+        name         TEXT,
+        birth_date   TEXT,
+        sex          TEXT,
+        updated_seq  INTEGER NOT NULL
+    ) STRICT;
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Why migrating failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The database was written by a newer binary.
+    #[error(
+        "database schema version {found} is newer than this binary supports ({CURRENT_VERSION}); \
+         run the newer hms-edge or restore a backup"
+    )]
+    TooNew {
+        /// Version found.
+        found: i64,
+    },
+    /// SQLite failed.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Brings the database up to [`CURRENT_VERSION`]. Returns the versions applied.
+pub fn migrate(conn: &mut Connection) -> Result<Vec<i64>, MigrateError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             applied_at INTEGER NOT NULL
+         ) STRICT;",
+    )?;
+    let found: i64 = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    if found > CURRENT_VERSION {
+        return Err(MigrateError::TooNew { found });
+    }
+    let mut applied = vec![];
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as i64 + 1;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations(version, applied_at) VALUES (?1, ?2)",
+            params![version, hms_domain::Timestamp::now().as_millis()],
+        )?;
+        tx.commit()?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_refuses_newer_databases() {
+        let mut c = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut c).unwrap(), vec![1]);
+        assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
+        c.execute(
+            "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",
+            [],
+        )
+        .unwrap();
+        assert!(matches!(
+            migrate(&mut c),
+            Err(MigrateError::TooNew { found: 99 })
+        ));
+    }
+}

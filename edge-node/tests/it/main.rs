@@ -1,0 +1,9 @@
+//! Integration tests of the appliance: one test binary, modules by area.
+
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod process;
+mod store;
+mod support;

@@ -1,0 +1,220 @@
+//! The `hms-edge` binary as a process: durability across SIGKILL, verify,
+//! configuration errors, graceful SIGTERM, the 2,000-bed example.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hms_e2e::client::Conn;
+use serde_json::json;
+
+use crate::support::{Proc, cli_token, hospital_toml, run_cli};
+
+fn write_config(dir: &Path, units: &[(&str, usize, usize)]) -> std::path::PathBuf {
+    let file = dir.join("hospital.toml");
+    std::fs::write(&file, hospital_toml(&dir.join("data"), units)).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_assignment_survives_sigkill_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 8, 2)]);
+    let data = dir.path().join("data");
+    // Several rounds: each acknowledged write is followed at once by SIGKILL.
+    for round in 0..4u64 {
+        let proc = Proc::start(&config, &[]);
+        let token = cli_token(&data, "bed_manager", &format!("bm-{round}"));
+        let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
+        let bed = format!("3W-{round:03}");
+        let r = c
+            .post(
+                &format!("/api/v1/beds/{bed}/assign"),
+                &json!({ "encounter": format!("E{round}"), "version": 1 }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        proc.kill9();
+
+        let proc = Proc::start(&config, &[]);
+        let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
+        for earlier in 0..=round {
+            let v = c
+                .get(&format!("/api/v1/beds/3W-{earlier:03}"))
+                .await
+                .unwrap()
+                .json()
+                .unwrap();
+            assert_eq!(
+                v["bed"]["state"], "occupied",
+                "round {round}, bed {earlier}: {v}"
+            );
+            assert_eq!(v["bed"]["encounter"], format!("E{earlier}"));
+            assert_eq!(v["bed"]["version"], 2);
+        }
+        proc.kill9();
+        let (code, out, err) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+        assert_eq!(code, 0, "verify failed: {out}{err}");
+        assert!(out.contains("verify: ok"), "{out}");
+    }
+}
+
+#[test]
+fn verify_detects_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 3, 1)]);
+    let data = dir.path().join("data");
+    let proc = Proc::start(&config, &[]);
+    proc.kill9();
+    let (code, out, _) = run_cli(&["verify", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 events, 3 beds"), "{out}");
+
+    // Edit a projection behind the log's back: replay != projections.
+    let conn = rusqlite::Connection::open(data.join("edge.sqlite")).unwrap();
+    conn.execute("UPDATE beds SET version = 9 WHERE bed_id = '3W-001'", [])
+        .unwrap();
+    let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("beds:") && out.contains("3W-001"), "{out}");
+    conn.execute("UPDATE beds SET version = 1 WHERE bed_id = '3W-001'", [])
+        .unwrap();
+
+    // Edit an event: the hash chain breaks.
+    conn.execute(
+        "UPDATE events SET body = replace(body, '3W-002', '3W-00X') WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("hash chain: seq 3"), "{out}");
+}
+
+#[test]
+fn a_bad_config_stops_start_up_with_file_line_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    let good = hospital_toml(&dir.path().join("data"), &[("3W", 2, 1)]);
+    // A dangling unit reference on the first bed.
+    let broken = good.replacen("unit = \"3W\"\ngender", "unit = \"NOPE\"\ngender", 1);
+    std::fs::write(&file, &broken).unwrap();
+    let (code, _, err) = run_cli(&[
+        "run",
+        "--config",
+        file.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("broken.toml:"), "{err}");
+    assert!(err.contains("NOPE"), "{err}");
+    // Nothing was created: the config was refused before anything else.
+    assert!(!dir.path().join("data").exists());
+
+    let (code, _, err) = run_cli(&["run", "--config", "/nonexistent/x.toml"]);
+    assert_eq!(code, 64, "{err}");
+    let (code, _, _) = run_cli(&["run"]);
+    assert_eq!(code, 64);
+    let (code, _, _) = run_cli(&["frobnicate"]);
+    assert_eq!(code, 64);
+    let (code, _, err) = run_cli(&[
+        "token",
+        "create",
+        "--role",
+        "overlord",
+        "--name",
+        "x",
+        "--data-dir",
+        "/tmp",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("unknown role"));
+}
+
+#[test]
+fn the_data_dir_of_another_hospital_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 2, 1)]);
+    Proc::start(&config, &[]).kill9();
+    let other = std::fs::read_to_string(&config).unwrap().replace(
+        "hospital_id = \"test-hospital\"",
+        "hospital_id = \"other-hospital\"",
+    );
+    let other_file = dir.path().join("other.toml");
+    std::fs::write(&other_file, other).unwrap();
+    let (code, _, err) = run_cli(&[
+        "run",
+        "--config",
+        other_file.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("belongs to hospital \"test-hospital\""),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 4, 2)]);
+    let data = dir.path().join("data");
+    let mut proc = Proc::start(&config, &[]);
+    let token = cli_token(&data, "bed_manager", "bm");
+    let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
+    let r = c
+        .post("/api/v1/units/3W/placements", &json!({ "encounter": "E1" }))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let pid = proc.child.id();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(s) = proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    // The writer checkpointed on close: the WAL is empty.
+    let wal = std::fs::metadata(data.join("edge.sqlite-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0);
+    let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_2000_bed_example_starts_and_serves() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hospital-2000.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let proc = Proc::start(&root, &["--data-dir", data.to_str().unwrap()]);
+    let token = cli_token(&data, "viewer", "kiosk");
+    let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
+    let v = c.get("/api/v1/units").await.unwrap().json().unwrap();
+    let total: u64 = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["census"]["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2000);
+    proc.kill9();
+    let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2000 events, 2000 beds"), "{out}");
+}

@@ -1,0 +1,119 @@
+//! HMS Edge appliance configuration.
+//!
+//! One TOML file describes an appliance: who it is (`[node]`), where it
+//! listens (`[listen]`), where it stores (`[store]`), its HTTP limits
+//! (`[http]`) and the hospital's beds as flat lists with references
+//! (`[[facility]]` → `[[building]]` → `[[floor]]` → `[[unit]]` → `[[room]]` →
+//! `[[bed]]`), each bed mapped to the HL7 location the ADT feed uses for it.
+//!
+//! Two ways in, one set of checks:
+//!
+//! - [`load`] / [`load_str`] are tolerant: unknown keys are warnings, so a file
+//!   written for a newer appliance still loads on an older one.
+//! - [`lint`] / [`lint_str`] are strict: unknown keys are errors, and every
+//!   diagnostic is returned.
+//!
+//! Every diagnostic carries the file, line and column of the offending key or
+//! value. [`example`] generates a realistic hospital of any size.
+//!
+//! This crate does no IO beyond reading the file in [`load`] and [`lint`]; it
+//! knows nothing of tokio, SQLite or HTTP.
+
+pub mod cli;
+mod diagnostic;
+mod example;
+mod loader;
+mod schema;
+
+use std::path::Path;
+
+pub use diagnostic::{ConfigError, Diagnostic, LineIndex, Severity};
+pub use example::example;
+pub use schema::{
+    Bed, Building, Config, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_HISTORY_LIMIT,
+    DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection,
+    Listen, NodeSection, Room, StoreSection, Unit,
+};
+
+/// A configuration that loaded, with the warnings found on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Warnings (unknown keys, units without beds…), in source order.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Loads and validates the configuration file at `path`, tolerantly: unknown
+/// keys are warnings.
+///
+/// An unreadable file is an error at line 0, column 0.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = read(path).map_err(|d| ConfigError {
+        diagnostics: vec![d],
+    })?;
+    load_str(&text, path)
+}
+
+/// Validates `text` as the contents of `file`, tolerantly: unknown keys are
+/// warnings. A relative `store.data_dir` is resolved against `file`'s
+/// directory.
+pub fn load_str(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
+    match loader::check(text, file, false) {
+        (Some(config), diagnostics) => Ok(Loaded {
+            config,
+            warnings: diagnostics,
+        }),
+        (None, diagnostics) => Err(ConfigError { diagnostics }),
+    }
+}
+
+/// Checks the configuration file at `path` strictly (unknown keys are
+/// errors) and returns every diagnostic, in source order. Empty means clean.
+pub fn lint(path: &Path) -> Vec<Diagnostic> {
+    match read(path) {
+        Ok(text) => lint_str(&text, path),
+        Err(d) => vec![d],
+    }
+}
+
+/// Checks `text` as the contents of `file` strictly (unknown keys are errors)
+/// and returns every diagnostic, in source order.
+pub fn lint_str(text: &str, file: &Path) -> Vec<Diagnostic> {
+    loader::check(text, file, true).1
+}
+
+/// Checks `text` strictly and also returns the configuration when it has no
+/// error, for callers that want both (the `lint` command's summary).
+pub fn lint_config(text: &str, file: &Path) -> (Option<Config>, Vec<Diagnostic>) {
+    loader::check(text, file, true)
+}
+
+/// Reads `path` as UTF-8 text, or says why not as a diagnostic.
+pub fn read(path: &Path) -> Result<String, Diagnostic> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Diagnostic {
+        file: file.clone(),
+        line: 0,
+        col: 0,
+        severity: Severity::Error,
+        message: format!("cannot read the file: {e}"),
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let prefix = String::from_utf8_lossy(&bytes[..valid]);
+        let (line, col) = LineIndex::new(&prefix).position(valid);
+        Diagnostic {
+            file,
+            line,
+            col,
+            severity: Severity::Error,
+            message: format!(
+                "the file is not valid UTF-8 (invalid byte 0x{:02x} at offset {valid})",
+                bytes.get(valid).copied().unwrap_or_default()
+            ),
+        }
+    })
+}

@@ -1,0 +1,1207 @@
+//! Reading a configuration text into a [`Config`], with every problem located.
+//!
+//! The text is parsed once into TOML's span-preserving tree
+//! ([`toml::de::DeTable`]) and walked by hand rather than through `serde`: a
+//! derive stops at the first wrong field, while an operator fixing a file wants
+//! every problem at once, each with its line and column. The walk checks, in
+//! this order of concern:
+//!
+//! 1. TOML syntax (nothing else is checked when the syntax is broken);
+//! 2. shapes, types, required keys, ids, socket addresses, enum values and
+//!    number ranges, plus unknown keys (an error when strict, a warning when
+//!    tolerant, so that a newer file still loads on an older appliance);
+//! 3. duplicate ids per kind, dangling references, the bed's room and unit,
+//!    and the HL7 location of every bed (present, complete and unique).
+//!
+//! This module does no IO: [`check`] takes the text and the file name.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use hms_domain::ids::validate_id;
+use hms_domain::{
+    BedAttributes, BedId, GenderRestriction, HospitalId, IdError, LevelOfCare, NodeId, RegionId,
+    RoomId, UnitId,
+};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostic::{Diagnostic, Sink};
+use crate::schema::{
+    Bed, Building, Config, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_HISTORY_LIMIT,
+    DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection,
+    Listen, NodeSection, Room, StoreSection, Unit,
+};
+
+type Span = Range<usize>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Keys allowed at the top level.
+const TOP_KEYS: &[&str] = &[
+    "node", "listen", "store", "http", "facility", "building", "floor", "unit", "room", "bed",
+];
+const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name"];
+const LISTEN_KEYS: &[&str] = &["http", "mllp"];
+const STORE_KEYS: &[&str] = &[
+    "data_dir",
+    "checkpoint_interval_s",
+    "journal_size_limit_mb",
+    "writer_queue",
+    "max_batch",
+];
+const HTTP_KEYS: &[&str] = &["max_body_bytes", "shutdown_grace_s", "history_limit"];
+const FACILITY_KEYS: &[&str] = &["id", "name"];
+const BUILDING_KEYS: &[&str] = &["id", "facility", "name"];
+const FLOOR_KEYS: &[&str] = &["id", "building", "name"];
+const UNIT_KEYS: &[&str] = &["id", "floor", "name", "level_of_care"];
+const ROOM_KEYS: &[&str] = &["id", "unit", "name"];
+const BED_KEYS: &[&str] = &[
+    "id",
+    "room",
+    "unit",
+    "gender",
+    "isolation_capable",
+    "telemetry",
+    "bariatric",
+    "level_of_care",
+    "tags",
+    "hl7",
+];
+const HL7_KEYS: &[&str] = &["facility", "point_of_care", "room", "bed"];
+const GENDERS: &[&str] = &["any", "female", "male"];
+
+/// Characters that may not appear in an HL7 location component: the v2
+/// delimiters (field, component, repetition, escape, sub-component, truncation).
+const HL7_DELIMITERS: &[char] = &['|', '^', '~', '\\', '&', '#'];
+
+/// Longest value quoted verbatim in a message.
+const MAX_SHOWN: usize = 60;
+
+/// Checks `text` (the contents of `file`) and builds the configuration when
+/// there is no error. `strict` turns unknown keys from warnings into errors.
+///
+/// Diagnostics come back in source order, warnings included.
+pub(crate) fn check(text: &str, file: &Path, strict: bool) -> (Option<Config>, Vec<Diagnostic>) {
+    let mut sink = Sink::new(file.display().to_string(), text, strict);
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for err in &syntax {
+            let span = err.span().unwrap_or(0..0);
+            sink.error(&span, syntax_message(err.message()));
+        }
+        return (None, sink.finish());
+    }
+    let root = Scope {
+        table: root.get_ref(),
+        span: 0..0,
+        label: "the top level".to_owned(),
+        path: String::new(),
+    };
+    let config = Walk::new(&mut sink, file).run(&root);
+    let config = if sink.has_errors() { None } else { config };
+    (config, sink.finish())
+}
+
+/// The parser's message on one line.
+fn syntax_message(message: &str) -> String {
+    let joined = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!("TOML syntax: {joined}")
+}
+
+/// A user-supplied string, quoted, escaped and cut short for a message.
+fn shown(s: &str) -> String {
+    if s.chars().count() <= MAX_SHOWN {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(MAX_SHOWN).collect();
+        format!("{cut:?}…")
+    }
+}
+
+/// A user-supplied key, in backquotes, escaped and cut short.
+fn key_shown(s: &str) -> String {
+    let escaped: String = s
+        .chars()
+        .take(MAX_SHOWN)
+        .flat_map(char::escape_debug)
+        .collect();
+    if s.chars().count() > MAX_SHOWN {
+        format!("`{escaped}…`")
+    } else {
+        format!("`{escaped}`")
+    }
+}
+
+/// A value with the span it came from.
+#[derive(Debug, Clone)]
+struct At<T> {
+    value: T,
+    span: Span,
+}
+
+/// Whether a missing key is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+}
+
+/// A table being read, with what to call it in messages.
+#[derive(Debug)]
+struct Scope<'t, 'i> {
+    table: &'t DeTable<'i>,
+    /// Where the table starts (its header), for missing keys.
+    span: Span,
+    /// How messages name the table: `[node]`, `[[bed]]`, `bed.hl7`.
+    label: String,
+    /// Prefix of its keys in messages: `node`, `bed`, `bed.hl7`.
+    path: String,
+}
+
+impl<'t, 'i> Scope<'t, 'i> {
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            format!("`{key}`")
+        } else {
+            format!("`{}.{key}`", self.path)
+        }
+    }
+
+    /// Reports every key not in `known`.
+    fn unknown_keys(&self, sink: &mut Sink<'_>, known: &[&str]) {
+        for key in self.table.keys() {
+            if !known.contains(&key.get_ref().as_ref()) {
+                sink.unknown(
+                    &key.span(),
+                    format!(
+                        "unknown key {} in {}; expected one of: {}",
+                        key_shown(key.get_ref()),
+                        self.label,
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    fn raw(&self, sink: &mut Sink<'_>, key: &str, need: Need) -> Option<&'t Value<'i>> {
+        let value = self.table.get(key);
+        if value.is_none() && need == Need::Required {
+            sink.error(
+                &self.span,
+                format!("missing required key `{key}` in {}", self.label),
+            );
+        }
+        value
+    }
+
+    fn wrong_type(&self, sink: &mut Sink<'_>, key: &str, value: &Value<'_>, expected: &str) {
+        sink.error(
+            &value.span(),
+            format!(
+                "{} must be {expected}, found {}",
+                self.key_path(key),
+                value.get_ref().type_str()
+            ),
+        );
+    }
+
+    fn string(&self, sink: &mut Sink<'_>, key: &str, need: Need) -> Option<At<String>> {
+        let value = self.raw(sink, key, need)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some(At {
+                value: s.to_string(),
+                span: value.span(),
+            }),
+            _ => {
+                self.wrong_type(sink, key, value, "a string");
+                None
+            }
+        }
+    }
+
+    /// A string that must not be empty.
+    fn text(&self, sink: &mut Sink<'_>, key: &str, need: Need) -> Option<At<String>> {
+        let s = self.string(sink, key, need)?;
+        if s.value.trim().is_empty() {
+            sink.error(&s.span, format!("{} must not be empty", self.key_path(key)));
+            return None;
+        }
+        Some(s)
+    }
+
+    fn bool(&self, sink: &mut Sink<'_>, key: &str) -> Option<bool> {
+        let value = self.raw(sink, key, Need::Optional)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.wrong_type(sink, key, value, "true or false");
+                None
+            }
+        }
+    }
+
+    /// An optional integer in `min..=max`; `Err(())` when present but wrong.
+    fn int(&self, sink: &mut Sink<'_>, key: &str, min: u64, max: u64) -> Result<Option<u64>, ()> {
+        let Some(value) = self.raw(sink, key, Need::Optional) else {
+            return Ok(None);
+        };
+        let DeValue::Integer(int) = value.get_ref() else {
+            self.wrong_type(sink, key, value, "an integer");
+            return Err(());
+        };
+        let parsed = i128::from_str_radix(int.as_str(), int.radix()).ok();
+        match parsed.and_then(|n| u64::try_from(n).ok()) {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => {
+                sink.error(
+                    &value.span(),
+                    format!(
+                        "{} must be between {min} and {max}, found {int}",
+                        self.key_path(key)
+                    ),
+                );
+                Err(())
+            }
+        }
+    }
+
+    fn socket(&self, sink: &mut Sink<'_>, key: &str, need: Need) -> Option<SocketAddr> {
+        let s = self.string(sink, key, need)?;
+        match s.value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                sink.error(
+                    &s.span,
+                    format!(
+                        "{} is not a socket address: {}; expected IP:PORT, e.g. \"127.0.0.1:8080\"",
+                        self.key_path(key),
+                        shown(&s.value)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn level_of_care(&self, sink: &mut Sink<'_>, key: &str, need: Need) -> Option<LevelOfCare> {
+        let s = self.string(sink, key, need)?;
+        match LevelOfCare::ALL.iter().find(|l| l.as_str() == s.value) {
+            Some(level) => Some(*level),
+            None => {
+                let allowed: Vec<&str> = LevelOfCare::ALL.iter().map(|l| l.as_str()).collect();
+                sink.error(
+                    &s.span,
+                    format!(
+                        "{} has an unknown value {}; expected one of: {}",
+                        self.key_path(key),
+                        shown(&s.value),
+                        allowed.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn gender(&self, sink: &mut Sink<'_>, key: &str) -> Option<GenderRestriction> {
+        let s = self.string(sink, key, Need::Optional)?;
+        match s.value.as_str() {
+            "any" => Some(GenderRestriction::Any),
+            "female" => Some(GenderRestriction::Female),
+            "male" => Some(GenderRestriction::Male),
+            _ => {
+                sink.error(
+                    &s.span,
+                    format!(
+                        "{} has an unknown value {}; expected one of: {}",
+                        self.key_path(key),
+                        shown(&s.value),
+                        GENDERS.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional array of non-empty strings; `Err(())` when present but wrong.
+    fn strings(&self, sink: &mut Sink<'_>, key: &str) -> Result<Vec<String>, ()> {
+        let Some(value) = self.raw(sink, key, Need::Optional) else {
+            return Ok(Vec::new());
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.wrong_type(sink, key, value, "an array of strings");
+            return Err(());
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::String(s) if !s.trim().is_empty() => out.push(s.to_string()),
+                DeValue::String(_) => {
+                    sink.error(
+                        &item.span(),
+                        format!("{} must not hold an empty string", self.key_path(key)),
+                    );
+                    ok = false;
+                }
+                other => {
+                    sink.error(
+                        &item.span(),
+                        format!(
+                            "{} must hold only strings, found {}",
+                            self.key_path(key),
+                            other.type_str()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if ok { Ok(out) } else { Err(()) }
+    }
+
+    /// A sub-table, as a scope of its own.
+    fn table(&self, sink: &mut Sink<'_>, key: &str) -> Option<Scope<'t, 'i>> {
+        let value = self.table.get(key)?;
+        match value.get_ref() {
+            DeValue::Table(table) => Some(Scope {
+                table,
+                span: value.span(),
+                label: self.key_path(key),
+                path: if self.path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{}.{key}", self.path)
+                },
+            }),
+            _ => {
+                self.wrong_type(sink, key, value, "a table");
+                None
+            }
+        }
+    }
+}
+
+/// Validates `raw` as an id of `kind` (`unit`, `bed`…) with `parse`.
+fn parse_id<T>(
+    sink: &mut Sink<'_>,
+    raw: &At<String>,
+    kind: &str,
+    parse: impl FnOnce(String) -> Result<T, IdError>,
+) -> Option<T> {
+    match parse(raw.value.clone()) {
+        Ok(id) => Some(id),
+        Err(err) => {
+            sink.error(
+                &raw.span,
+                format!("invalid {kind} id {}: {err}", shown(&raw.value)),
+            );
+            None
+        }
+    }
+}
+
+/// Ids seen for one kind: where each was first defined.
+#[derive(Debug, Default)]
+struct Registry {
+    first: HashMap<String, usize>,
+}
+
+impl Registry {
+    /// Records `id` of `kind`; reports it when already defined. Returns whether
+    /// it was new.
+    fn define(&mut self, sink: &mut Sink<'_>, kind: &str, id: &At<String>) -> bool {
+        match self.first.entry(id.value.clone()) {
+            Entry::Occupied(first) => {
+                sink.error(
+                    &id.span,
+                    format!(
+                        "duplicate {kind} id {} (first defined at line {})",
+                        shown(&id.value),
+                        first.get()
+                    ),
+                );
+                false
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(sink.line(id.span.start));
+                true
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.first.contains_key(id)
+    }
+}
+
+/// A valid `[[facility]]`, `[[building]]` or `[[floor]]`.
+#[derive(Debug)]
+struct Place {
+    id: String,
+    name: String,
+    /// The facility of a building, the building of a floor; empty for a
+    /// facility.
+    parent: String,
+}
+
+/// A `[[unit]]` as read.
+#[derive(Debug)]
+struct UnitItem {
+    /// The `id` as written, when it is a string.
+    id: Option<At<String>>,
+    floor: Option<At<String>>,
+    level_of_care: Option<LevelOfCare>,
+    /// The unit, when every field is valid.
+    unit: Option<Unit>,
+}
+
+/// A `[[room]]` as read.
+#[derive(Debug)]
+struct RoomItem {
+    id: Option<At<String>>,
+    unit: Option<At<String>>,
+    /// The room, when every field is valid (the unit id checked, not resolved).
+    room: Option<Room>,
+}
+
+/// A `[[bed]]` as read.
+#[derive(Debug)]
+struct BedItem {
+    id: Option<At<String>>,
+    /// Where the table starts.
+    span: Span,
+    valid_id: Option<BedId>,
+    room: Option<At<RoomId>>,
+    unit: Option<At<UnitId>>,
+    /// Whether `room` or `unit` was written at all (valid or not).
+    has_place: bool,
+    hl7: Option<At<Hl7Location>>,
+    /// Whether `hl7` was written at all (valid or not).
+    has_hl7: bool,
+    /// The attributes; `None` when one of them is invalid.
+    attributes: Option<BedAttrs>,
+}
+
+/// A bed's attributes as written, before the unit's level of care is known.
+#[derive(Debug)]
+struct BedAttrs {
+    gender: GenderRestriction,
+    isolation_capable: bool,
+    telemetry: bool,
+    bariatric: bool,
+    level_of_care: Option<LevelOfCare>,
+    tags: Vec<String>,
+}
+
+/// One pass over the document.
+struct Walk<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+    file: &'s Path,
+    /// Lists (`unit`…) that are not arrays of tables: references to their
+    /// kind are not checked, to report the cause rather than its echoes.
+    broken: Vec<String>,
+}
+
+impl<'s, 'a> Walk<'s, 'a> {
+    fn new(sink: &'s mut Sink<'a>, file: &'s Path) -> Self {
+        Self {
+            sink,
+            file,
+            broken: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, root: &Scope<'_, '_>) -> Option<Config> {
+        root.unknown_keys(self.sink, TOP_KEYS);
+        let node = self.node(root);
+        let listen = self.listen(root);
+        let store = self.store(root);
+        let http = self.http(root);
+
+        let (facilities, facility_ids) = self.places(root, "facility", FACILITY_KEYS, None);
+        let (buildings, building_ids) = self.places(
+            root,
+            "building",
+            BUILDING_KEYS,
+            Some(("facility", &facility_ids)),
+        );
+        let (floors, floor_ids) =
+            self.places(root, "floor", FLOOR_KEYS, Some(("building", &building_ids)));
+
+        let units = self.units(root);
+        let rooms = self.rooms(root);
+        let beds = self.beds(root);
+
+        let unit_levels = self.register_units(&units, &floor_ids);
+        let room_units = self.register_rooms(&rooms, &unit_levels);
+        let beds = self.resolve_beds(beds, &unit_levels, &room_units);
+        self.empty_units(&units, beds.as_deref());
+
+        let facilities = facilities
+            .into_iter()
+            .map(|p| Facility {
+                id: p.id,
+                name: p.name,
+            })
+            .collect();
+        let buildings = buildings
+            .into_iter()
+            .map(|p| Building {
+                id: p.id,
+                facility: p.parent,
+                name: p.name,
+            })
+            .collect();
+        let floors = floors
+            .into_iter()
+            .map(|p| Floor {
+                id: p.id,
+                building: p.parent,
+                name: p.name,
+            })
+            .collect();
+        let units = units.into_iter().map(|u| u.unit).collect::<Option<_>>()?;
+        let rooms = rooms.into_iter().map(|r| r.room).collect::<Option<_>>()?;
+
+        Some(Config {
+            node: node?,
+            listen: listen?,
+            store: store?,
+            http: http?,
+            facilities,
+            buildings,
+            floors,
+            units,
+            rooms,
+            beds: beds?,
+            source: self.file.to_path_buf(),
+        })
+    }
+
+    /// A top-level section that must be a table.
+    fn section<'t, 'i>(
+        &mut self,
+        root: &Scope<'t, 'i>,
+        key: &str,
+        need: Need,
+    ) -> Option<Scope<'t, 'i>> {
+        let Some(value) = root.table.get(key) else {
+            if need == Need::Required {
+                self.sink
+                    .error(&(0..0), format!("missing required section [{key}]"));
+            }
+            return None;
+        };
+        match value.get_ref() {
+            DeValue::Table(table) => Some(Scope {
+                table,
+                span: value.span(),
+                label: format!("[{key}]"),
+                path: key.to_owned(),
+            }),
+            other => {
+                self.sink.error(
+                    &value.span(),
+                    format!(
+                        "`{key}` must be a table ([{key}]), found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The tables of a top-level array of tables (`[[bed]]`…).
+    /// Whether the list `kind` is malformed (see [`Walk::broken`]).
+    fn is_broken(&self, kind: &str) -> bool {
+        self.broken.iter().any(|b| b == kind)
+    }
+
+    fn list<'t, 'i>(&mut self, root: &Scope<'t, 'i>, key: &str) -> Vec<Scope<'t, 'i>> {
+        let Some(value) = root.table.get(key) else {
+            return Vec::new();
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.broken.push(key.to_owned());
+            self.sink.error(
+                &value.span(),
+                format!(
+                    "`{key}` must be an array of tables ([[{key}]]), found {}",
+                    value.get_ref().type_str()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::Table(table) => out.push(Scope {
+                    table,
+                    span: item.span(),
+                    label: format!("[[{key}]]"),
+                    path: key.to_owned(),
+                }),
+                other => {
+                    self.broken.push(key.to_owned());
+                    self.sink.error(
+                        &item.span(),
+                        format!(
+                            "each `{key}` entry must be a table ([[{key}]]), found {}",
+                            other.type_str()
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn node(&mut self, root: &Scope<'_, '_>) -> Option<NodeSection> {
+        let s = self.section(root, "node", Need::Required)?;
+        s.unknown_keys(self.sink, NODE_KEYS);
+        let sink = &mut *self.sink;
+        let hospital_id = s
+            .string(sink, "hospital_id", Need::Required)
+            .and_then(|raw| parse_id(sink, &raw, "hospital", HospitalId::new));
+        let region = s
+            .string(sink, "region", Need::Required)
+            .and_then(|raw| parse_id(sink, &raw, "region", RegionId::new));
+        let node_id = s
+            .string(sink, "node_id", Need::Required)
+            .and_then(|raw| parse_id(sink, &raw, "node", NodeId::new));
+        let name = match s.table.get("name") {
+            Some(_) => Some(s.text(sink, "name", Need::Optional)?.value),
+            None => None,
+        };
+        let hospital_id = hospital_id?;
+        Some(NodeSection {
+            name: name.unwrap_or_else(|| hospital_id.to_string()),
+            hospital_id,
+            region: region?,
+            node_id: node_id?,
+        })
+    }
+
+    fn listen(&mut self, root: &Scope<'_, '_>) -> Option<Listen> {
+        let s = self.section(root, "listen", Need::Required)?;
+        s.unknown_keys(self.sink, LISTEN_KEYS);
+        let http = s.socket(self.sink, "http", Need::Required);
+        let mllp = match s.table.get("mllp") {
+            Some(_) => Some(s.socket(self.sink, "mllp", Need::Optional)?),
+            None => None,
+        };
+        Some(Listen { http: http?, mllp })
+    }
+
+    fn store(&mut self, root: &Scope<'_, '_>) -> Option<StoreSection> {
+        let s = self.section(root, "store", Need::Required)?;
+        s.unknown_keys(self.sink, STORE_KEYS);
+        let sink = &mut *self.sink;
+        let data_dir = s.text(sink, "data_dir", Need::Required);
+        let checkpoint = s.int(sink, "checkpoint_interval_s", 1, 86_400);
+        let journal = s.int(sink, "journal_size_limit_mb", 0, 1 << 20);
+        let queue = s.int(sink, "writer_queue", 1, 1_000_000);
+        let batch = s.int(sink, "max_batch", 1, 100_000);
+        let dir = self.file.parent().unwrap_or(Path::new(""));
+        Some(StoreSection {
+            data_dir: dir.join(PathBuf::from(data_dir?.value)),
+            checkpoint_interval_s: checkpoint.ok()?.unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_S),
+            journal_size_limit_mb: journal.ok()?.unwrap_or(DEFAULT_JOURNAL_SIZE_LIMIT_MB),
+            writer_queue: to_usize(queue.ok()?, DEFAULT_WRITER_QUEUE)?,
+            max_batch: to_usize(batch.ok()?, DEFAULT_MAX_BATCH)?,
+        })
+    }
+
+    fn http(&mut self, root: &Scope<'_, '_>) -> Option<HttpSection> {
+        if !root.table.contains_key("http") {
+            return Some(HttpSection::default());
+        }
+        let s = self.section(root, "http", Need::Optional)?;
+        s.unknown_keys(self.sink, HTTP_KEYS);
+        let sink = &mut *self.sink;
+        let body = s.int(sink, "max_body_bytes", 1, 1 << 30);
+        let grace = s.int(sink, "shutdown_grace_s", 0, 3_600);
+        let history = s.int(sink, "history_limit", 0, 10_000);
+        Some(HttpSection {
+            max_body_bytes: to_usize(body.ok()?, DEFAULT_MAX_BODY_BYTES)?,
+            shutdown_grace_s: grace.ok()?.unwrap_or(DEFAULT_SHUTDOWN_GRACE_S),
+            history_limit: to_usize(history.ok()?, DEFAULT_HISTORY_LIMIT)?,
+        })
+    }
+
+    /// Facilities, buildings and floors: an id, a name and (but for
+    /// facilities) a reference to the level above.
+    ///
+    /// Returns every valid entry and the registry of ids seen.
+    fn places(
+        &mut self,
+        root: &Scope<'_, '_>,
+        kind: &str,
+        keys: &[&str],
+        parent: Option<(&str, &Registry)>,
+    ) -> (Vec<Place>, Registry) {
+        let mut ids = Registry::default();
+        let mut out = Vec::new();
+        let mut refs = Vec::new();
+        for s in self.list(root, kind) {
+            s.unknown_keys(self.sink, keys);
+            let sink = &mut *self.sink;
+            let raw = s.string(sink, "id", Need::Required);
+            let valid = raw.as_ref().and_then(|raw| {
+                let ok = parse_id(sink, raw, kind, |v| validate_id(&v).map(|()| v));
+                ids.define(sink, kind, raw);
+                ok
+            });
+            let name = s.text(sink, "name", Need::Required);
+            let up = parent.map(|(key, _)| s.string(sink, key, Need::Required));
+            if let Some(Some(up)) = &up {
+                refs.push((raw.clone(), up.clone()));
+            }
+            if let (Some(id), Some(name)) = (valid, name) {
+                let name = name.value;
+                match up {
+                    None => out.push(Place {
+                        id,
+                        name,
+                        parent: String::new(),
+                    }),
+                    Some(Some(up)) => out.push(Place {
+                        id,
+                        name,
+                        parent: up.value,
+                    }),
+                    Some(None) => {}
+                }
+            }
+        }
+        if let Some((key, known)) = parent {
+            for (id, up) in refs {
+                if !known.contains(&up.value) && !self.is_broken(key) {
+                    self.sink.error(
+                        &up.span,
+                        format!(
+                            "{}refers to unknown {key} {}",
+                            owner(kind, id.as_ref()),
+                            shown(&up.value)
+                        ),
+                    );
+                }
+            }
+        }
+        (out, ids)
+    }
+
+    fn units(&mut self, root: &Scope<'_, '_>) -> Vec<UnitItem> {
+        let mut out = Vec::new();
+        for s in self.list(root, "unit") {
+            s.unknown_keys(self.sink, UNIT_KEYS);
+            let sink = &mut *self.sink;
+            let raw = s.string(sink, "id", Need::Required);
+            let id = raw
+                .as_ref()
+                .and_then(|raw| parse_id(sink, raw, "unit", UnitId::new));
+            let floor = s.string(sink, "floor", Need::Required);
+            let name = s.text(sink, "name", Need::Required);
+            let level_of_care = s.level_of_care(sink, "level_of_care", Need::Required);
+            let unit = match (id, &floor, name, level_of_care) {
+                (Some(id), Some(floor), Some(name), Some(level_of_care)) => Some(Unit {
+                    id,
+                    floor: floor.value.clone(),
+                    name: name.value,
+                    level_of_care,
+                }),
+                _ => None,
+            };
+            out.push(UnitItem {
+                id: raw,
+                floor,
+                level_of_care,
+                unit,
+            });
+        }
+        out
+    }
+
+    fn rooms(&mut self, root: &Scope<'_, '_>) -> Vec<RoomItem> {
+        let mut out = Vec::new();
+        for s in self.list(root, "room") {
+            s.unknown_keys(self.sink, ROOM_KEYS);
+            let sink = &mut *self.sink;
+            let raw = s.string(sink, "id", Need::Required);
+            let id = raw
+                .as_ref()
+                .and_then(|raw| parse_id(sink, raw, "room", RoomId::new));
+            let unit = s.string(sink, "unit", Need::Required);
+            let unit_id = unit
+                .as_ref()
+                .and_then(|raw| parse_id(sink, raw, "unit", UnitId::new));
+            let name = match s.table.get("name") {
+                Some(_) => s.text(sink, "name", Need::Optional).map(|n| Some(n.value)),
+                None => Some(None),
+            };
+            let room = match (id, unit_id, name) {
+                (Some(id), Some(unit), Some(name)) => Some(Room {
+                    name: name.unwrap_or_else(|| id.to_string()),
+                    id,
+                    unit,
+                }),
+                _ => None,
+            };
+            out.push(RoomItem {
+                id: raw,
+                unit,
+                room,
+            });
+        }
+        out
+    }
+
+    fn beds(&mut self, root: &Scope<'_, '_>) -> Vec<BedItem> {
+        let none = match root.table.get("bed") {
+            None => Some(0..0),
+            Some(value) => match value.get_ref() {
+                DeValue::Array(items) if items.is_empty() => Some(value.span()),
+                _ => None,
+            },
+        };
+        if let Some(span) = none {
+            self.sink.error(
+                &span,
+                "no beds configured: at least one [[bed]] is required",
+            );
+        }
+        self.list(root, "bed").iter().map(|s| self.bed(s)).collect()
+    }
+
+    fn bed(&mut self, s: &Scope<'_, '_>) -> BedItem {
+        s.unknown_keys(self.sink, BED_KEYS);
+        let sink = &mut *self.sink;
+        let raw = s.string(sink, "id", Need::Required);
+        let valid_id = raw
+            .as_ref()
+            .and_then(|raw| parse_id(sink, raw, "bed", BedId::new));
+        let room = s.string(sink, "room", Need::Optional).and_then(|raw| {
+            parse_id(sink, &raw, "room", RoomId::new).map(|value| At {
+                value,
+                span: raw.span,
+            })
+        });
+        let unit = s.string(sink, "unit", Need::Optional).and_then(|raw| {
+            parse_id(sink, &raw, "unit", UnitId::new).map(|value| At {
+                value,
+                span: raw.span,
+            })
+        });
+        let has = |key: &str| s.table.contains_key(key);
+        let mut ok = true;
+        let gender = s.gender(sink, "gender");
+        ok &= gender.is_some() || !has("gender");
+        let mut flag = |key: &str| {
+            let value = s.bool(sink, key);
+            ok &= value.is_some() || !has(key);
+            value.unwrap_or(false)
+        };
+        let isolation_capable = flag("isolation_capable");
+        let telemetry = flag("telemetry");
+        let bariatric = flag("bariatric");
+        let level_of_care = s.level_of_care(sink, "level_of_care", Need::Optional);
+        ok &= level_of_care.is_some() || !has("level_of_care");
+        let tags = s.strings(sink, "tags");
+        ok &= tags.is_ok();
+        let hl7 = if has("hl7") {
+            hl7_location(sink, s)
+        } else {
+            None
+        };
+        BedItem {
+            id: raw,
+            span: s.span.clone(),
+            valid_id,
+            room,
+            unit,
+            has_place: has("room") || has("unit"),
+            hl7,
+            has_hl7: has("hl7"),
+            attributes: ok.then(|| BedAttrs {
+                gender: gender.unwrap_or_default(),
+                isolation_capable,
+                telemetry,
+                bariatric,
+                level_of_care,
+                tags: tags.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Registers unit ids and checks their floors. Returns, per unit id, its
+    /// level of care when valid.
+    fn register_units(
+        &mut self,
+        units: &[UnitItem],
+        floors: &Registry,
+    ) -> HashMap<String, Option<LevelOfCare>> {
+        let mut ids = Registry::default();
+        let mut out = HashMap::new();
+        for u in units {
+            if let Some(raw) = &u.id
+                && ids.define(self.sink, "unit", raw)
+            {
+                out.insert(raw.value.clone(), u.level_of_care);
+            }
+            if let Some(floor) = &u.floor
+                && !floors.contains(&floor.value)
+                && !self.is_broken("floor")
+            {
+                self.sink.error(
+                    &floor.span,
+                    format!(
+                        "{}refers to unknown floor {}",
+                        owner("unit", u.id.as_ref()),
+                        shown(&floor.value)
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// Registers room ids and checks their units. Returns, per room id, the
+    /// id of its unit when that unit exists.
+    fn register_rooms(
+        &mut self,
+        rooms: &[RoomItem],
+        units: &HashMap<String, Option<LevelOfCare>>,
+    ) -> HashMap<String, Option<String>> {
+        let mut ids = Registry::default();
+        let mut out = HashMap::new();
+        for r in rooms {
+            if let Some(unit) = &r.unit
+                && !units.contains_key(&unit.value)
+                && !self.is_broken("unit")
+            {
+                self.sink.error(
+                    &unit.span,
+                    format!(
+                        "{}refers to unknown unit {}",
+                        owner("room", r.id.as_ref()),
+                        shown(&unit.value)
+                    ),
+                );
+            }
+            if let Some(raw) = &r.id
+                && ids.define(self.sink, "room", raw)
+            {
+                let unit = r
+                    .unit
+                    .as_ref()
+                    .filter(|u| units.contains_key(&u.value))
+                    .map(|u| u.value.clone());
+                out.insert(raw.value.clone(), unit);
+            }
+        }
+        out
+    }
+
+    /// Checks bed ids, references and HL7 locations, and resolves each bed's
+    /// unit and level of care. `None` when some bed could not be resolved.
+    fn resolve_beds(
+        &mut self,
+        beds: Vec<BedItem>,
+        units: &HashMap<String, Option<LevelOfCare>>,
+        rooms: &HashMap<String, Option<String>>,
+    ) -> Option<Vec<Bed>> {
+        let mut ids = Registry::default();
+        let mut hl7_seen: HashMap<Hl7Location, (String, usize)> = HashMap::new();
+        let mut out = Vec::with_capacity(beds.len());
+        let mut complete = true;
+        for b in beds {
+            if let Some(raw) = &b.id {
+                ids.define(self.sink, "bed", raw);
+            }
+            let who = owner("bed", b.id.as_ref());
+            let mut unit: Option<UnitId> = None;
+            if let Some(u) = &b.unit {
+                if units.contains_key(u.value.as_str()) {
+                    unit = Some(u.value.clone());
+                } else if !self.is_broken("unit") {
+                    self.sink.error(
+                        &u.span,
+                        format!("{who}refers to unknown unit {}", shown(u.value.as_str())),
+                    );
+                }
+            }
+            if let Some(r) = &b.room {
+                match rooms.get(r.value.as_str()) {
+                    None if self.is_broken("room") => {}
+                    None => self.sink.error(
+                        &r.span,
+                        format!("{who}refers to unknown room {}", shown(r.value.as_str())),
+                    ),
+                    Some(None) => {}
+                    Some(Some(room_unit)) => match &b.unit {
+                        Some(u) if u.value.as_str() != room_unit => {
+                            if unit.is_some() {
+                                self.sink.error(
+                                    &u.span,
+                                    format!(
+                                        "{who}is in unit {} but its room {} belongs to unit {}",
+                                        shown(u.value.as_str()),
+                                        shown(r.value.as_str()),
+                                        shown(room_unit)
+                                    ),
+                                );
+                            }
+                        }
+                        Some(_) => {}
+                        None => unit = UnitId::new(room_unit.as_str()).ok(),
+                    },
+                }
+            }
+            if !b.has_place {
+                self.sink
+                    .error(&b.span, format!("{who}has neither a room nor a unit"));
+            }
+            match &b.hl7 {
+                None if !b.has_hl7 => self
+                    .sink
+                    .error(&b.span, format!("{who}has no HL7 location mapping")),
+                None => {}
+                Some(hl7) => {
+                    let line = self.sink.line(hl7.span.start);
+                    match hl7_seen.entry(hl7.value.clone()) {
+                        Entry::Occupied(first) => {
+                            let (bed, first_line) = first.get();
+                            self.sink.error(
+                                &hl7.span,
+                                format!(
+                                    "HL7 location {} is already mapped to bed {} at line {first_line}",
+                                    hl7.value,
+                                    shown(bed)
+                                ),
+                            );
+                        }
+                        Entry::Vacant(slot) => {
+                            let bed = b.id.as_ref().map(|id| id.value.clone());
+                            slot.insert((bed.unwrap_or_default(), line));
+                        }
+                    }
+                }
+            }
+            let resolved = (|| {
+                let attrs = b.attributes?;
+                let unit = unit?;
+                let level_of_care = match attrs.level_of_care {
+                    Some(level) => level,
+                    None => units.get(unit.as_str()).copied().flatten()?,
+                };
+                Some(Bed {
+                    id: b.valid_id?,
+                    unit,
+                    attributes: BedAttributes {
+                        gender: attrs.gender,
+                        isolation_capable: attrs.isolation_capable,
+                        telemetry: attrs.telemetry,
+                        bariatric: attrs.bariatric,
+                        level_of_care,
+                        room: b.room.map(|r| r.value),
+                        tags: attrs.tags,
+                    },
+                    hl7: b.hl7?.value,
+                })
+            })();
+            match resolved {
+                Some(bed) => out.push(bed),
+                None => complete = false,
+            }
+        }
+        complete.then_some(out)
+    }
+
+    /// Warns about units that no bed belongs to.
+    fn empty_units(&mut self, units: &[UnitItem], beds: Option<&[Bed]>) {
+        let Some(beds) = beds.filter(|b| !b.is_empty()) else {
+            return;
+        };
+        let used: std::collections::HashSet<&UnitId> = beds.iter().map(|b| &b.unit).collect();
+        for u in units {
+            if let (Some(unit), Some(raw)) = (&u.unit, &u.id)
+                && !used.contains(&unit.id)
+            {
+                self.sink
+                    .warning(&raw.span, format!("unit {} has no beds", shown(&raw.value)));
+            }
+        }
+    }
+}
+
+/// `kind "id" ` for messages, or `kind ` when the id is unknown.
+fn owner(kind: &str, id: Option<&At<String>>) -> String {
+    match id {
+        Some(id) => format!("{kind} {} ", shown(&id.value)),
+        None => format!("{kind} "),
+    }
+}
+
+fn to_usize(value: Option<u64>, default: usize) -> Option<usize> {
+    match value {
+        None => Some(default),
+        Some(n) => usize::try_from(n).ok(),
+    }
+}
+
+/// The `hl7` table of a bed.
+fn hl7_location(sink: &mut Sink<'_>, bed: &Scope<'_, '_>) -> Option<At<Hl7Location>> {
+    let s = bed.table(sink, "hl7")?;
+    s.unknown_keys(sink, HL7_KEYS);
+    let mut component = |key: &str, may_be_empty: bool| {
+        let value = s.string(sink, key, Need::Required)?;
+        if !may_be_empty && value.value.is_empty() {
+            sink.error(
+                &value.span,
+                format!("{} must not be empty", s.key_path(key)),
+            );
+            return None;
+        }
+        if let Some(c) = value
+            .value
+            .chars()
+            .find(|c| HL7_DELIMITERS.contains(c) || c.is_control())
+        {
+            sink.error(
+                &value.span,
+                format!(
+                    "{} must not contain {c:?}: it is an HL7 delimiter or a control character",
+                    s.key_path(key)
+                ),
+            );
+            return None;
+        }
+        Some(value.value)
+    };
+    let facility = component("facility", false);
+    let point_of_care = component("point_of_care", false);
+    let room = component("room", true);
+    let bed_part = component("bed", false);
+    Some(At {
+        value: Hl7Location {
+            facility: facility?,
+            point_of_care: point_of_care?,
+            room: room?,
+            bed: bed_part?,
+        },
+        span: s.span,
+    })
+}

@@ -1,0 +1,240 @@
+//! The validated appliance configuration.
+//!
+//! These types are what the appliance codes against. They are only ever built
+//! by the loader after every check has passed, so their invariants hold: ids
+//! are valid and unique per kind, every reference resolves, every bed has a
+//! unit, a level of care and a unique HL7 location.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use hms_domain::{BedAttributes, BedId, HospitalId, LevelOfCare, NodeId, RegionId, RoomId, UnitId};
+
+/// Default for `store.checkpoint_interval_s`.
+pub const DEFAULT_CHECKPOINT_INTERVAL_S: u64 = 60;
+/// Default for `store.journal_size_limit_mb`.
+pub const DEFAULT_JOURNAL_SIZE_LIMIT_MB: u64 = 64;
+/// Default for `store.writer_queue`.
+pub const DEFAULT_WRITER_QUEUE: usize = 1024;
+/// Default for `store.max_batch`.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+/// Default for `http.max_body_bytes`.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 65536;
+/// Default for `http.shutdown_grace_s`.
+pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
+/// Default for `http.history_limit`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 20;
+
+/// A validated appliance configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Who this appliance is.
+    pub node: NodeSection,
+    /// Where it listens.
+    pub listen: Listen,
+    /// Durable storage settings.
+    pub store: StoreSection,
+    /// HTTP server settings.
+    pub http: HttpSection,
+    /// Facilities (sites), in file order.
+    pub facilities: Vec<Facility>,
+    /// Buildings, in file order.
+    pub buildings: Vec<Building>,
+    /// Floors or wings, in file order.
+    pub floors: Vec<Floor>,
+    /// Nursing units, in file order.
+    pub units: Vec<Unit>,
+    /// Rooms, in file order.
+    pub rooms: Vec<Room>,
+    /// Beds, in file order.
+    pub beds: Vec<Bed>,
+    /// The file the configuration was loaded from.
+    pub source: PathBuf,
+}
+
+impl Config {
+    /// The unit with id `id`.
+    pub fn unit(&self, id: &UnitId) -> Option<&Unit> {
+        self.units.iter().find(|u| &u.id == id)
+    }
+
+    /// The bed with id `id`.
+    pub fn bed(&self, id: &BedId) -> Option<&Bed> {
+        self.beds.iter().find(|b| &b.id == id)
+    }
+
+    /// The room with id `id`.
+    pub fn room(&self, id: &RoomId) -> Option<&Room> {
+        self.rooms.iter().find(|r| &r.id == id)
+    }
+
+    /// The beds of unit `id`, in file order.
+    pub fn beds_of<'a>(&'a self, id: &'a UnitId) -> impl Iterator<Item = &'a Bed> + 'a {
+        self.beds.iter().filter(move |b| &b.unit == id)
+    }
+}
+
+/// `[node]`: the identity of this appliance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSection {
+    /// The hospital, unique within its region.
+    pub hospital_id: HospitalId,
+    /// The region whose cloud holds this hospital's data.
+    pub region: RegionId,
+    /// This appliance.
+    pub node_id: NodeId,
+    /// Display name; defaults to the hospital id.
+    pub name: String,
+}
+
+/// `[listen]`: addresses the appliance binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// HTTP API and kiosks.
+    pub http: SocketAddr,
+    /// HL7 v2 over MLLP; none means no MLLP listener.
+    pub mllp: Option<SocketAddr>,
+}
+
+/// `[store]`: durable storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSection {
+    /// Data directory, already resolved against the config file's directory.
+    pub data_dir: PathBuf,
+    /// Seconds between WAL checkpoints (at least 1).
+    pub checkpoint_interval_s: u64,
+    /// SQLite `journal_size_limit`, in MiB.
+    pub journal_size_limit_mb: u64,
+    /// Capacity of the writer's bounded command channel (at least 1).
+    pub writer_queue: usize,
+    /// Most commands committed in one group commit (at least 1).
+    pub max_batch: usize,
+}
+
+impl StoreSection {
+    /// A store section with defaults and the given (already resolved) directory.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            checkpoint_interval_s: DEFAULT_CHECKPOINT_INTERVAL_S,
+            journal_size_limit_mb: DEFAULT_JOURNAL_SIZE_LIMIT_MB,
+            writer_queue: DEFAULT_WRITER_QUEUE,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+/// `[http]`: HTTP server limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSection {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_grace_s: u64,
+    /// Events shown in a bed's recent history.
+    pub history_limit: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+        }
+    }
+}
+
+/// `[[facility]]`: a site, as HL7 names it in PL-4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facility {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// `[[building]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Building {
+    /// Id.
+    pub id: String,
+    /// The facility it belongs to.
+    pub facility: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// `[[floor]]`: a floor or wing of a building.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Floor {
+    /// Id.
+    pub id: String,
+    /// The building it belongs to.
+    pub building: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// `[[unit]]`: a nursing unit (ward).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Id.
+    pub id: UnitId,
+    /// The floor it is on.
+    pub floor: String,
+    /// Display name.
+    pub name: String,
+    /// Default level of care of its beds.
+    pub level_of_care: LevelOfCare,
+}
+
+/// `[[room]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// Id.
+    pub id: RoomId,
+    /// The unit it belongs to.
+    pub unit: UnitId,
+    /// Display name; defaults to the id.
+    pub name: String,
+}
+
+/// `[[bed]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bed {
+    /// Id.
+    pub id: BedId,
+    /// The unit, resolved from the room when only the room is given.
+    pub unit: UnitId,
+    /// Static attributes; `level_of_care` is resolved (the unit's by default)
+    /// and `room` is the bed's room, if any.
+    pub attributes: BedAttributes,
+    /// Where the ADT feed puts this bed.
+    pub hl7: Hl7Location,
+}
+
+/// An HL7 v2 patient location (PL): facility (PL-4), point of care (PL-1),
+/// room (PL-2) and bed (PL-3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hl7Location {
+    /// PL-4.
+    pub facility: String,
+    /// PL-1.
+    pub point_of_care: String,
+    /// PL-2; may be empty.
+    pub room: String,
+    /// PL-3.
+    pub bed: String,
+}
+
+impl std::fmt::Display for Hl7Location {
+    /// `facility^point_of_care^room^bed`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}^{}^{}^{}",
+            self.facility, self.point_of_care, self.room, self.bed
+        )
+    }
+}

@@ -1,0 +1,953 @@
+//! Checks of the configuration schema: every error class with its exact
+//! `file:line:col: error: message`, the tolerant loader against the strict
+//! linter, path resolution, the committed files, the example generator, the
+//! `hms-config` command and hostile input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use expect_test::{Expect, expect};
+use firmware_config::{
+    Config, ConfigError, Diagnostic, Hl7Location, Severity, example, lint, lint_str, load, load_str,
+};
+use hms_domain::{BedId, GenderRestriction, LevelOfCare, RoomId, UnitId};
+
+/// A valid configuration with one unit and no bed; each case adds to it.
+const HEAD: &str = r#"[node]
+hospital_id = "demo-general"
+region = "eu-west"
+node_id = "edge-1"
+
+[listen]
+http = "127.0.0.1:8080"
+
+[store]
+data_dir = "data"
+
+[[facility]]
+id = "DGH"
+name = "Demo General"
+
+[[building]]
+id = "main"
+facility = "DGH"
+name = "Main"
+
+[[floor]]
+id = "main-3"
+building = "main"
+name = "Floor 3"
+
+[[unit]]
+id = "3W"
+floor = "main-3"
+name = "3 West"
+level_of_care = "acute"
+
+[[room]]
+id = "3W-301"
+unit = "3W"
+"#;
+
+/// One valid bed in room 3W-301 (lines 35 to 39 when appended to [`HEAD`]).
+const BED: &str = r#"
+[[bed]]
+id = "3W-301-A"
+room = "3W-301"
+hl7 = { facility = "DGH", point_of_care = "3W", room = "301", bed = "A" }
+"#;
+
+fn file() -> &'static Path {
+    Path::new("hospital.toml")
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics.iter().map(|d| format!("{d}\n")).collect()
+}
+
+fn check(text: &str, expected: Expect) {
+    expected.assert_eq(&render(&lint_str(text, file())));
+}
+
+fn valid() -> String {
+    format!("{HEAD}{BED}")
+}
+
+fn repo_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("config")
+        .join(name)
+}
+
+#[test]
+fn the_base_case_is_clean() {
+    check(&valid(), expect![[""]]);
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    check(
+        "[node\nhospital_id = \"x\"\n",
+        expect![[r#"
+            hospital.toml:1:6: error: TOML syntax: unclosed table, expected `]`
+        "#]],
+    );
+    check(
+        &valid().replace("region = \"eu-west\"", "region = eu-west"),
+        expect![[r#"
+            hospital.toml:3:10: error: TOML syntax: string values must be quoted, expected literal string
+        "#]],
+    );
+    check(
+        &format!(
+            "{}\nregion = \"again\"\n",
+            valid().replace("[listen]", "[node]")
+        ),
+        expect![[r#"
+            hospital.toml:6:2: error: TOML syntax: duplicate key
+        "#]],
+    );
+}
+
+#[test]
+fn type_errors_name_the_key_and_the_type_found() {
+    let text = valid()
+        .replace("region = \"eu-west\"", "region = 5")
+        .replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\nmax_batch = \"many\"",
+        )
+        .replace(
+            "room = \"3W-301\"\nhl7",
+            "room = \"3W-301\"\ntelemetry = \"yes\"\ntags = [\"window\", 3]\nhl7",
+        );
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:3:10: error: `node.region` must be a string, found integer
+        hospital.toml:11:13: error: `store.max_batch` must be an integer, found string
+        hospital.toml:40:13: error: `bed.telemetry` must be true or false, found string
+        hospital.toml:41:19: error: `bed.tags` must hold only strings, found integer
+    "#]],
+    );
+    check(
+        &format!(
+            "store = \"data\"\n{}",
+            valid().replace("[store]\ndata_dir = \"data\"\n", "")
+        ),
+        expect![[r#"
+            hospital.toml:1:9: error: `store` must be a table ([store]), found string
+        "#]],
+    );
+    check(
+        &valid().replace("[[floor]]", "[floor]"),
+        expect![[r#"
+            hospital.toml:21:1: error: `floor` must be an array of tables ([[floor]]), found table
+        "#]],
+    );
+    check(
+        &valid().replace("hl7 = {", "hl7 = \"DGH^3W^301^A\"\nx = {"),
+        expect![[r#"
+            hospital.toml:39:7: error: `bed.hl7` must be a table, found string
+            hospital.toml:40:1: error: unknown key `x` in [[bed]]; expected one of: id, room, unit, gender, isolation_capable, telemetry, bariatric, level_of_care, tags, hl7
+        "#]],
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_their_table() {
+    let text = valid()
+        .replace("node_id = \"edge-1\"\n", "")
+        .replace("http = \"127.0.0.1:8080\"\n", "")
+        .replace("name = \"3 West\"\nlevel_of_care = \"acute\"\n", "")
+        .replace("id = \"3W-301-A\"\n", "");
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:1:1: error: missing required key `node_id` in [node]
+        hospital.toml:5:1: error: missing required key `http` in [listen]
+        hospital.toml:24:1: error: missing required key `name` in [[unit]]
+        hospital.toml:24:1: error: missing required key `level_of_care` in [[unit]]
+        hospital.toml:32:1: error: missing required key `id` in [[bed]]
+    "#]],
+    );
+    check(
+        &valid().replace("[listen]\nhttp = \"127.0.0.1:8080\"\n", ""),
+        expect![[r#"
+            hospital.toml:1:1: error: missing required section [listen]
+        "#]],
+    );
+    check(
+        &valid().replace("room = \"301\", ", ""),
+        expect![[r#"
+            hospital.toml:39:7: error: missing required key `room` in `bed.hl7`
+        "#]],
+    );
+}
+
+#[test]
+fn bad_ids_quote_the_domain_rule() {
+    let text = valid()
+        .replace(
+            "hospital_id = \"demo-general\"",
+            "hospital_id = \"demo general\"",
+        )
+        .replace("id = \"DGH\"", "id = \"\"")
+        .replace("id = \"3W\"", &format!("id = \"{}\"", "W".repeat(65)))
+        .replace("id = \"3W-301-A\"", "id = \"3W/301/A\"");
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:2:15: error: invalid hospital id "demo general": id contains ' '; only letters, digits and . _ : - are allowed
+        hospital.toml:13:6: error: invalid facility id "": id is empty
+        hospital.toml:18:12: error: building "main" refers to unknown facility "DGH"
+        hospital.toml:27:6: error: invalid unit id "WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWW"…: id is longer than 64 bytes
+        hospital.toml:34:8: error: room "3W-301" refers to unknown unit "3W"
+        hospital.toml:37:6: error: invalid bed id "3W/301/A": id contains '/'; only letters, digits and . _ : - are allowed
+    "#]],
+    );
+}
+
+#[test]
+fn bad_socket_addresses_are_errors() {
+    let text = valid().replace(
+        "http = \"127.0.0.1:8080\"",
+        "http = \"localhost:8080\"\nmllp = \"127.0.0.1\"",
+    );
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:7:8: error: `listen.http` is not a socket address: "localhost:8080"; expected IP:PORT, e.g. "127.0.0.1:8080"
+        hospital.toml:8:8: error: `listen.mllp` is not a socket address: "127.0.0.1"; expected IP:PORT, e.g. "127.0.0.1:8080"
+    "#]],
+    );
+}
+
+#[test]
+fn unknown_enum_values_list_the_allowed_ones() {
+    let text = valid()
+        .replace("level_of_care = \"acute\"", "level_of_care = \"intensive\"")
+        .replace(
+            "room = \"3W-301\"\nhl7",
+            "room = \"3W-301\"\ngender = \"f\"\nhl7",
+        );
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:30:17: error: `unit.level_of_care` has an unknown value "intensive"; expected one of: icu, step_down, acute, observation, emergency, maternity, pediatric, neonatal, psychiatric, rehab
+        hospital.toml:39:10: error: `bed.gender` has an unknown value "f"; expected one of: any, female, male
+    "#]],
+    );
+}
+
+#[test]
+fn numbers_out_of_range_give_the_range() {
+    let text = valid().replace(
+        "data_dir = \"data\"",
+        "data_dir = \"data\"\ncheckpoint_interval_s = 0\nwriter_queue = -1\nmax_batch = 99999999999999999999\n\n[http]\nmax_body_bytes = 0\nshutdown_grace_s = 3601\nhistory_limit = 20",
+    );
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:11:25: error: `store.checkpoint_interval_s` must be between 1 and 86400, found 0
+        hospital.toml:12:16: error: `store.writer_queue` must be between 1 and 1000000, found -1
+        hospital.toml:13:13: error: `store.max_batch` must be between 1 and 100000, found 99999999999999999999
+        hospital.toml:16:18: error: `http.max_body_bytes` must be between 1 and 1073741824, found 0
+        hospital.toml:17:20: error: `http.shutdown_grace_s` must be between 0 and 3600, found 3601
+    "#]],
+    );
+}
+
+#[test]
+fn duplicate_ids_name_the_first_definition() {
+    let text = format!(
+        "{}{BED}{}",
+        valid(),
+        r#"
+[[facility]]
+id = "DGH"
+name = "Again"
+
+[[building]]
+id = "main"
+facility = "DGH"
+name = "Again"
+
+[[floor]]
+id = "main-3"
+building = "main"
+name = "Again"
+
+[[unit]]
+id = "3W"
+floor = "main-3"
+name = "Again"
+level_of_care = "acute"
+
+[[room]]
+id = "3W-301"
+unit = "3W"
+"#
+    );
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:42:6: error: duplicate bed id "3W-301-A" (first defined at line 37)
+        hospital.toml:44:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 39
+        hospital.toml:47:6: error: duplicate facility id "DGH" (first defined at line 13)
+        hospital.toml:51:6: error: duplicate building id "main" (first defined at line 17)
+        hospital.toml:56:6: error: duplicate floor id "main-3" (first defined at line 22)
+        hospital.toml:61:6: error: duplicate unit id "3W" (first defined at line 27)
+        hospital.toml:67:6: error: duplicate room id "3W-301" (first defined at line 33)
+    "#]],
+    );
+}
+
+#[test]
+fn dangling_references_are_errors() {
+    let text = valid()
+        .replace("facility = \"DGH\"\nname", "facility = \"NOPE\"\nname")
+        .replace("building = \"main\"", "building = \"annex\"")
+        .replace("floor = \"main-3\"", "floor = \"main-9\"")
+        .replace("unit = \"3W\"\n", "unit = \"4E\"\n")
+        + r#"
+[[bed]]
+id = "3W-302-A"
+room = "3W-302"
+hl7 = { facility = "DGH", point_of_care = "3W", room = "302", bed = "A" }
+
+[[bed]]
+id = "ED-1"
+unit = "ED"
+hl7 = { facility = "DGH", point_of_care = "ED", room = "", bed = "1" }
+"#;
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:18:12: error: building "main" refers to unknown facility "NOPE"
+        hospital.toml:23:12: error: floor "main-3" refers to unknown building "annex"
+        hospital.toml:28:9: error: unit "3W" refers to unknown floor "main-9"
+        hospital.toml:34:8: error: room "3W-301" refers to unknown unit "4E"
+        hospital.toml:43:8: error: bed "3W-302-A" refers to unknown room "3W-302"
+        hospital.toml:48:8: error: bed "ED-1" refers to unknown unit "ED"
+    "#]],
+    );
+}
+
+#[test]
+fn a_bed_needs_a_room_or_a_unit_that_agree() {
+    let text = format!(
+        "{}{}",
+        valid(),
+        r#"
+[[unit]]
+id = "4E"
+floor = "main-3"
+name = "4 East"
+level_of_care = "acute"
+
+[[bed]]
+id = "4E-1"
+unit = "4E"
+hl7 = { facility = "DGH", point_of_care = "4E", room = "", bed = "1" }
+
+[[bed]]
+id = "NOWHERE"
+hl7 = { facility = "DGH", point_of_care = "4E", room = "", bed = "2" }
+
+[[bed]]
+id = "3W-301-B"
+room = "3W-301"
+unit = "4E"
+hl7 = { facility = "DGH", point_of_care = "3W", room = "301", bed = "B" }
+"#
+    );
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:52:1: error: bed "NOWHERE" has neither a room nor a unit
+        hospital.toml:59:8: error: bed "3W-301-B" is in unit "4E" but its room "3W-301" belongs to unit "3W"
+    "#]],
+    );
+}
+
+#[test]
+fn hl7_locations_must_be_present_complete_and_unique() {
+    let text = format!(
+        "{}{}",
+        valid(),
+        r#"
+[[bed]]
+id = "3W-301-B"
+room = "3W-301"
+
+[[bed]]
+id = "3W-301-C"
+room = "3W-301"
+hl7 = { facility = "DGH", point_of_care = "3W", room = "301", bed = "A" }
+
+[[bed]]
+id = "3W-301-D"
+room = "3W-301"
+hl7 = { facility = "", point_of_care = "", room = "", bed = "" }
+
+[[bed]]
+id = "3W-301-E"
+room = "3W-301"
+hl7 = { facility = "DGH", point_of_care = "3W", room = "301^2", bed = "E" }
+"#
+    );
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:41:1: error: bed "3W-301-B" has no HL7 location mapping
+        hospital.toml:48:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 39
+        hospital.toml:53:20: error: `bed.hl7.facility` must not be empty
+        hospital.toml:53:40: error: `bed.hl7.point_of_care` must not be empty
+        hospital.toml:53:61: error: `bed.hl7.bed` must not be empty
+        hospital.toml:58:56: error: `bed.hl7.room` must not contain '^': it is an HL7 delimiter or a control character
+    "#]],
+    );
+}
+
+#[test]
+fn a_configuration_without_beds_is_an_error() {
+    check(
+        HEAD,
+        expect![[r#"
+        hospital.toml:1:1: error: no beds configured: at least one [[bed]] is required
+    "#]],
+    );
+    check(
+        &format!("bed = []\n{HEAD}"),
+        expect![[r#"
+        hospital.toml:1:7: error: no beds configured: at least one [[bed]] is required
+    "#]],
+    );
+}
+
+#[test]
+fn an_empty_file_reports_every_missing_section() {
+    check(
+        "",
+        expect![[r#"
+        hospital.toml:1:1: error: missing required section [node]
+        hospital.toml:1:1: error: missing required section [listen]
+        hospital.toml:1:1: error: missing required section [store]
+        hospital.toml:1:1: error: no beds configured: at least one [[bed]] is required
+    "#]],
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
+    let text = valid()
+        .replace(
+            "node_id = \"edge-1\"",
+            "node_id = \"edge-1\"\nfirmware_channel = \"beta\"",
+        )
+        .replace(
+            "[[facility]]",
+            "[fleet]\nurl = \"https://fleet.example\"\n\n[[facility]]",
+        )
+        .replace("room = \"301\", ", "room = \"301\", pl5 = \"x\", ");
+    check(
+        &text,
+        expect![[r#"
+        hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
+        hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, facility, building, floor, unit, room, bed
+        hospital.toml:43:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
+    "#]],
+    );
+
+    let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
+    expect![[r#"
+        hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
+        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, facility, building, floor, unit, room, bed
+        hospital.toml:43:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
+    "#]]
+    .assert_eq(&render(&loaded.warnings));
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .all(|d| d.severity == Severity::Warning)
+    );
+    assert_eq!(loaded.config.beds.len(), 1);
+}
+
+#[test]
+fn load_fails_with_every_error_and_displays_them() {
+    let text = valid()
+        .replace("region = \"eu-west\"", "region = 5\nextra = 1")
+        .replace("http = \"127.0.0.1:8080\"", "http = \"nowhere\"");
+    let err: ConfigError = load_str(&text, file()).expect_err("invalid");
+    expect![[r#"
+        hospital.toml:3:10: error: `node.region` must be a string, found integer
+        hospital.toml:8:8: error: `listen.http` is not a socket address: "nowhere"; expected IP:PORT, e.g. "127.0.0.1:8080""#]]
+    .assert_eq(&err.to_string());
+    assert_eq!(err.diagnostics.len(), 3, "the warning is kept too");
+    let _: &dyn std::error::Error = &err;
+}
+
+#[test]
+fn defaults_and_resolution() {
+    let config: Config = load_str(&valid(), Path::new("/etc/hms/edge.toml"))
+        .expect("valid")
+        .config;
+    assert_eq!(config.node.name, "demo-general");
+    assert_eq!(config.listen.mllp, None);
+    assert_eq!(config.store.data_dir, Path::new("/etc/hms/data"));
+    assert_eq!(config.store.checkpoint_interval_s, 60);
+    assert_eq!(config.store.journal_size_limit_mb, 64);
+    assert_eq!(config.store.writer_queue, 1024);
+    assert_eq!(config.store.max_batch, 256);
+    assert_eq!(config.http.max_body_bytes, 65536);
+    assert_eq!(config.http.shutdown_grace_s, 10);
+    assert_eq!(config.http.history_limit, 20);
+    assert_eq!(config.source, Path::new("/etc/hms/edge.toml"));
+    assert_eq!(config.rooms[0].name, "3W-301");
+
+    let bed = config.bed(&BedId::new("3W-301-A").unwrap()).expect("bed");
+    assert_eq!(bed.unit.as_str(), "3W", "the unit comes from the room");
+    assert_eq!(bed.attributes.level_of_care, LevelOfCare::Acute);
+    assert_eq!(bed.attributes.room, Some(RoomId::new("3W-301").unwrap()));
+    assert_eq!(bed.attributes.gender, GenderRestriction::Any);
+    assert!(!bed.attributes.isolation_capable && !bed.attributes.telemetry);
+    assert_eq!(
+        bed.hl7,
+        Hl7Location {
+            facility: "DGH".into(),
+            point_of_care: "3W".into(),
+            room: "301".into(),
+            bed: "A".into(),
+        }
+    );
+    assert_eq!(bed.hl7.to_string(), "DGH^3W^301^A");
+    assert!(config.unit(&UnitId::new("3W").unwrap()).is_some());
+    assert!(config.unit(&UnitId::new("4E").unwrap()).is_none());
+    assert!(config.bed(&BedId::new("3W-301-B").unwrap()).is_none());
+}
+
+#[test]
+fn data_dir_resolves_against_the_config_directory() {
+    let dir = |data_dir: &str, file: &str| {
+        let text = valid().replace("data_dir = \"data\"", &format!("data_dir = {data_dir:?}"));
+        load_str(&text, Path::new(file))
+            .expect("valid")
+            .config
+            .store
+            .data_dir
+    };
+    assert_eq!(dir("data", "edge.toml"), Path::new("data"));
+    assert_eq!(dir("data", "conf/edge.toml"), Path::new("conf/data"));
+    assert_eq!(
+        dir("../d", "/etc/hms/edge.toml"),
+        Path::new("/etc/hms/../d")
+    );
+    assert_eq!(
+        dir("/var/lib/hms", "/etc/hms/edge.toml"),
+        Path::new("/var/lib/hms")
+    );
+}
+
+#[test]
+fn explicit_values_override_defaults() {
+    let text = valid()
+        .replace("node_id = \"edge-1\"", "node_id = \"edge-1\"\nname = \"Demo\"")
+        .replace(
+            "http = \"127.0.0.1:8080\"",
+            "http = \"[::1]:9000\"\nmllp = \"0.0.0.0:2575\"",
+        )
+        .replace(
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\ncheckpoint_interval_s = 5\njournal_size_limit_mb = 0\nwriter_queue = 1\nmax_batch = 0x10\n\n[http]\nmax_body_bytes = 1_000\nshutdown_grace_s = 0\nhistory_limit = 0",
+        )
+        .replace(
+            "room = \"3W-301\"\nhl7",
+            "room = \"3W-301\"\nunit = \"3W\"\ngender = \"male\"\nisolation_capable = true\ntelemetry = true\nbariatric = true\nlevel_of_care = \"icu\"\ntags = [\"window\"]\nhl7",
+        );
+    let loaded = load_str(&text, file()).expect("valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.node.name, "Demo");
+    assert_eq!(c.listen.http.to_string(), "[::1]:9000");
+    assert_eq!(c.listen.mllp.map(|a| a.port()), Some(2575));
+    assert_eq!(
+        (c.store.checkpoint_interval_s, c.store.journal_size_limit_mb),
+        (5, 0)
+    );
+    assert_eq!((c.store.writer_queue, c.store.max_batch), (1, 16));
+    assert_eq!(
+        (
+            c.http.max_body_bytes,
+            c.http.shutdown_grace_s,
+            c.http.history_limit
+        ),
+        (1000, 0, 0)
+    );
+    let a = &c.beds[0].attributes;
+    assert_eq!(a.gender, GenderRestriction::Male);
+    assert!(a.isolation_capable && a.telemetry && a.bariatric);
+    assert_eq!(a.level_of_care, LevelOfCare::Icu);
+    assert_eq!(a.tags, ["window"]);
+}
+
+#[test]
+fn the_demo_hospital_loads_and_lints_clean() {
+    let path = repo_file("demo-hospital.toml");
+    assert_eq!(lint(&path), []);
+    let loaded = load(&path).expect("demo config loads");
+    assert!(loaded.warnings.is_empty());
+    let c = loaded.config;
+    assert_eq!(c.beds.len(), 40);
+    assert_eq!(c.node.hospital_id.as_str(), "demo-general");
+    assert_eq!(c.node.region.as_str(), "eu-west");
+    assert_eq!(c.node.node_id.as_str(), "edge-1");
+    assert_eq!(c.listen.http.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        c.listen.mllp.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:2575")
+    );
+    assert!(
+        c.store.data_dir.ends_with("config/../demo-data"),
+        "{:?}",
+        c.store.data_dir
+    );
+    let per_unit: Vec<(String, usize)> = c
+        .units
+        .iter()
+        .map(|u| (u.id.to_string(), c.beds_of(&u.id).count()))
+        .collect();
+    expect![[r#"[("OBS", 4), ("ICU", 6), ("MAT", 4), ("3W", 14), ("4E", 12)]"#]]
+        .assert_eq(&format!("{per_unit:?}"));
+    let icu = UnitId::new("ICU").unwrap();
+    assert!(
+        c.beds_of(&icu)
+            .all(|b| b.attributes.isolation_capable && b.attributes.telemetry)
+    );
+    let mat = UnitId::new("MAT").unwrap();
+    assert!(
+        c.beds_of(&mat)
+            .all(|b| b.attributes.gender == GenderRestriction::Female)
+    );
+    let obs = c.bed(&BedId::new("OBS-1").unwrap()).expect("OBS-1");
+    assert_eq!(obs.attributes.level_of_care, LevelOfCare::Observation);
+    assert_eq!(obs.attributes.room, None);
+    assert!(c.bed(&BedId::new("3W-301-A").unwrap()).is_some());
+}
+
+#[test]
+fn examples_lint_clean_at_every_size() {
+    let sizes = (1..=60)
+        .chain((61..=5000).step_by(211))
+        .chain([500, 999, 1000, 2000, 5000]);
+    for beds in sizes {
+        let text = example(beds, "metro-general");
+        let diagnostics = lint_str(&text, Path::new("example.toml"));
+        assert!(
+            diagnostics.is_empty(),
+            "{beds} beds:\n{}",
+            render(&diagnostics)
+        );
+        let c = load_str(&text, Path::new("example.toml"))
+            .expect("loads")
+            .config;
+        assert_eq!(c.beds.len(), beds);
+        assert_eq!(c.node.hospital_id.as_str(), "metro-general");
+        assert_eq!(c.listen.http.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store.data_dir, Path::new("data"));
+        for u in &c.units {
+            let n = c.beds_of(&u.id).count();
+            assert!(n <= 40, "{beds}: unit {} has {n} beds", u.id);
+            assert!(n >= 8 || beds < 8, "{beds}: unit {} has {n} beds", u.id);
+        }
+        for r in &c.rooms {
+            let n = c
+                .beds
+                .iter()
+                .filter(|b| b.attributes.room.as_ref() == Some(&r.id))
+                .count();
+            assert!((1..=4).contains(&n), "{beds}: room {} has {n} beds", r.id);
+        }
+    }
+}
+
+#[test]
+fn a_large_example_has_a_realistic_mix() {
+    let c = load_str(&example(2000, "metro-general"), file())
+        .expect("loads")
+        .config;
+    let share = |f: &dyn Fn(&firmware_config::Bed) -> bool| c.beds.iter().filter(|b| f(b)).count();
+    let icu = share(&|b| b.attributes.level_of_care == LevelOfCare::Icu);
+    assert!((140..=180).contains(&icu), "ICU beds: {icu}");
+    for level in [
+        LevelOfCare::StepDown,
+        LevelOfCare::Acute,
+        LevelOfCare::Maternity,
+        LevelOfCare::Pediatric,
+        LevelOfCare::Observation,
+    ] {
+        assert!(
+            share(&|b| b.attributes.level_of_care == level) > 0,
+            "{level:?}"
+        );
+    }
+    assert!(share(&|b| b.attributes.isolation_capable) > 100);
+    assert!(share(&|b| b.attributes.telemetry) > 200);
+    let bariatric = share(&|b| b.attributes.bariatric);
+    assert!((10..=100).contains(&bariatric), "bariatric: {bariatric}");
+    assert!(share(&|b| b.attributes.gender == GenderRestriction::Male) > 0);
+    assert!(share(&|b| b.attributes.gender == GenderRestriction::Female) > 0);
+    assert_eq!(c.facilities.len(), 2);
+    assert_eq!(c.buildings.len(), 2);
+    assert_eq!(
+        example(2000, "metro-general"),
+        example(2000, "metro-general")
+    );
+}
+
+#[test]
+fn the_committed_2000_bed_hospital_is_the_generated_one() {
+    let path = repo_file("hospital-2000.toml");
+    let committed = std::fs::read_to_string(&path).expect("config/hospital-2000.toml");
+    assert!(
+        committed == example(2000, "metro-general"),
+        "config/hospital-2000.toml is stale: regenerate it with \
+         `hms-config example --beds 2000 --hospital metro-general > config/hospital-2000.toml`"
+    );
+    assert_eq!(lint(&path), []);
+    assert_eq!(load(&path).expect("loads").config.beds.len(), 2000);
+}
+
+#[test]
+fn an_unreadable_file_is_an_error_at_line_zero() {
+    let missing = Path::new("/nonexistent/hms/edge.toml");
+    let diagnostics = lint(missing);
+    assert_eq!(diagnostics.len(), 1);
+    let d = &diagnostics[0];
+    assert_eq!((d.line, d.col, d.severity), (0, 0, Severity::Error));
+    assert!(
+        d.to_string()
+            .starts_with("/nonexistent/hms/edge.toml:0:0: error: cannot read the file: "),
+        "{d}"
+    );
+    let err = load(missing).expect_err("missing file");
+    assert_eq!(err.diagnostics, diagnostics);
+}
+
+#[test]
+fn binary_garbage_is_a_diagnostic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.toml");
+    let mut bytes = b"[node]\nname = \"ok\"\n".to_vec();
+    bytes.extend((0u32..4096).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&path, &bytes).unwrap();
+    let diagnostics = lint(&path);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert!(
+        diagnostics[0].message.contains("not valid UTF-8"),
+        "{diagnostics:?}"
+    );
+    assert!(diagnostics[0].line >= 3, "{diagnostics:?}");
+
+    let lossy = String::from_utf8_lossy(&bytes);
+    let diagnostics = lint_str(&lossy, file());
+    assert!(diagnostics.iter().any(Diagnostic::is_error));
+    let with_nul = "[node]\nhospital_id = \"a\0b\"\n\u{feff}\x01\x02";
+    assert!(lint_str(with_nul, file()).iter().any(Diagnostic::is_error));
+}
+
+#[test]
+fn a_one_mebibyte_line_is_handled() {
+    let long = "x".repeat(1 << 20);
+    let text = valid().replace("node_id = \"edge-1\"", &format!("node_id = \"{long}\""));
+    let diagnostics = lint_str(&text, file());
+    expect![[r#"
+        hospital.toml:4:11: error: invalid node id "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"…: id is longer than 64 bytes
+    "#]]
+    .assert_eq(&render(&diagnostics));
+    let text = format!("{}{long}\n", valid());
+    let diagnostics = lint_str(&text, file());
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!(diagnostics[0].line, 40);
+}
+
+#[test]
+fn deep_nesting_is_refused_not_overflowed() {
+    let depth = 100_000;
+    let arrays = format!("x = {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    let tables = format!("x = {}1{}\n", "{a=".repeat(depth), "}".repeat(depth));
+    let headers = format!("[{}]\n", vec!["a"; depth].join("."));
+    for text in [arrays, tables, headers] {
+        let diagnostics = lint_str(&text, file());
+        assert!(diagnostics.iter().any(Diagnostic::is_error));
+    }
+}
+
+mod cli {
+    use super::*;
+
+    fn hms_config(args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_hms-config"))
+            .args(args)
+            .output()
+            .expect("run hms-config");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn a_clean_file_exits_0() {
+        let demo = repo_file("demo-hospital.toml");
+        let (code, out, err) = hms_config(&["lint", demo.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.ends_with("demo-hospital.toml: ok (40 beds, 5 units)\n"),
+            "{out}"
+        );
+        assert_eq!(err, "");
+    }
+
+    #[test]
+    fn a_broken_file_exits_1_with_diagnostics_on_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&good, valid()).unwrap();
+        std::fs::write(
+            &bad,
+            valid().replace("region = \"eu-west\"", "region = 5\nzone = 1"),
+        )
+        .unwrap();
+        let (code, out, err) = hms_config(&["lint", good.to_str().unwrap(), bad.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        let good = good.display();
+        let bad = bad.display();
+        assert_eq!(
+            out,
+            format!("{good}: ok (1 beds, 1 units)\n{bad}: 2 errors, 0 warnings\n")
+        );
+        assert_eq!(
+            err,
+            format!(
+                "{bad}:3:10: error: `node.region` must be a string, found integer\n\
+                 {bad}:4:1: error: unknown key `zone` in [node]; expected one of: hospital_id, region, node_id, name\n"
+            )
+        );
+    }
+
+    #[test]
+    fn warnings_alone_exit_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spare.toml");
+        let text = format!(
+            "{}\n[[unit]]\nid = \"4E\"\nfloor = \"main-3\"\nname = \"4 East\"\nlevel_of_care = \"acute\"\n",
+            valid()
+        );
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = hms_config(&["lint", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.ends_with("spare.toml: ok (1 beds, 2 units), 1 warning\n"),
+            "{out}"
+        );
+        assert!(
+            err.ends_with("spare.toml:42:6: warning: unit \"4E\" has no beds\n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_exits_1() {
+        let (code, out, err) = hms_config(&["lint", "/nonexistent/edge.toml"]);
+        assert_eq!(code, 1);
+        assert_eq!(out, "/nonexistent/edge.toml: 1 error, 0 warnings\n");
+        assert!(
+            err.starts_with("/nonexistent/edge.toml:0:0: error: cannot read the file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_usage_exits_64() {
+        for args in [
+            &[][..],
+            &["frobnicate"],
+            &["lint"],
+            &["lint", "--strict", "x.toml"],
+            &["example"],
+            &["example", "--beds", "0"],
+            &["example", "--beds", "many"],
+            &["example", "--beds", "10", "--hospital", "bad id"],
+        ] {
+            let (code, out, err) = hms_config(args);
+            assert_eq!(code, 64, "{args:?}: {out}{err}");
+            assert!(!err.is_empty(), "{args:?}");
+        }
+        let (code, out, _) = hms_config(&["--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("lint"));
+    }
+
+    #[test]
+    fn example_prints_a_config_that_lints_clean() {
+        let (code, out, err) = hms_config(&["example", "--beds", "40", "--hospital", "st-mary"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, example(40, "st-mary"));
+        let (_, default, _) = hms_config(&["example", "--beds", "12"]);
+        assert_eq!(default, example(12, "demo-general"));
+        assert_eq!(lint_str(&default, file()), []);
+    }
+}
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn random_text_never_panics(text in "\\PC{0,300}") {
+            let _ = lint_str(&text, file());
+            let _ = load_str(&text, file());
+        }
+
+        #[test]
+        fn random_toml_like_text_never_panics(
+            text in "(\\[{1,2}[a-z.]{0,8}\\]{0,2}\n|[a-z_]{1,12} = (\"[^\"\n]{0,12}\"|-?[0-9_]{1,22}|true|\\[|\\{|[0-9x.e+-]{1,8})\n){0,20}"
+        ) {
+            let _ = lint_str(&text, file());
+        }
+
+        #[test]
+        fn edits_of_a_valid_file_never_panic(
+            cut in 0usize..2000,
+            len in 0usize..40,
+            insert in "\\PC{0,8}",
+        ) {
+            let base = valid();
+            let mut at = cut.min(base.len());
+            while !base.is_char_boundary(at) {
+                at -= 1;
+            }
+            let mut end = (at + len).min(base.len());
+            while !base.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text = format!("{}{insert}{}", &base[..at], &base[end..]);
+            let diagnostics = lint_str(&text, file());
+            for d in &diagnostics {
+                prop_assert!(d.line >= 1 && d.col >= 1, "{d}");
+            }
+            if let Ok(loaded) = load_str(&text, file()) {
+                prop_assert!(!loaded.config.beds.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! `hms-load`: load generator for the kiosk API. Prints one JSON object.
+//!
+//! Scenarios (DESIGN.md section 7):
+//! - `queries`: N keep-alive clients read unit bed lists and single beds as
+//!   fast as they can for a fixed time (bed query p99 at ≥ 5,000 req/s);
+//! - `assign`: durable bed mutations at a fixed total rate, each client
+//!   cycling its own beds through assign → release → clean (assignment p99);
+//! - `mass-casualty`: M simultaneous placements of new encounters into units
+//!   with free beds; checks failures and double assignments afterwards.
+//!
+//! Only loopback targets are accepted: this is a bench tool for the machine it
+//! runs on.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use hms_e2e::client::Conn;
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Scenario {
+    /// `GET /health` only: the HTTP floor, the peer of `queries`.
+    Health,
+    Queries,
+    Assign,
+    MassCasualty,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "hms-load", about = "Load generator for the HMS Edge kiosk API")]
+struct Args {
+    /// Scenario to run.
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Appliance address (loopback only), e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// Bearer token (viewer for queries, bed_manager for the others).
+    #[arg(long, env = "HMS_TOKEN")]
+    token: String,
+    /// Concurrent keep-alive clients.
+    #[arg(long, default_value_t = 2000)]
+    clients: usize,
+    /// Duration of the queries/assign scenarios, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Total target rate of the assign scenario, requests per second.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Admissions of the mass-casualty scenario.
+    #[arg(long, default_value_t = 200)]
+    admissions: usize,
+    /// Warm-up before measuring (queries/assign), seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn summary(h: &Histogram<u64>) -> Value {
+    let ms = |us: u64| us as f64 / 1000.0;
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p90_ms": ms(h.value_at_quantile(0.90)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+async fn units(addr: SocketAddr, token: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut c = Conn::connect(addr, Some(token)).await?;
+    let r = c.get("/api/v1/units").await?;
+    if r.status != 200 {
+        bail!("GET /api/v1/units answered {}", r.status);
+    }
+    let v = r.json()?;
+    Ok(v["units"]
+        .as_array()
+        .context("no units")?
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap_or_default().to_owned(),
+                u["census"]["available"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+async fn unit_beds(c: &mut Conn, unit: &str) -> anyhow::Result<Vec<Value>> {
+    let v = c.get(&format!("/api/v1/units/{unit}/beds")).await?.json()?;
+    Ok(v["beds"].as_array().cloned().unwrap_or_default())
+}
+
+async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
+    let paths: Arc<Vec<String>> = if floor {
+        Arc::new(vec!["/health".to_owned()])
+    } else {
+        let units = units(a.addr, &a.token).await?;
+        let mut probe = Conn::connect(a.addr, Some(&a.token)).await?;
+        let mut bed_ids = vec![];
+        for (u, _) in &units {
+            for b in unit_beds(&mut probe, u).await? {
+                bed_ids.push(b["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        // Kiosk mix: one unit board read for every bed read.
+        let unit_paths: Vec<String> = units
+            .iter()
+            .map(|(u, _)| format!("/api/v1/units/{u}/beds"))
+            .collect();
+        let bed_paths: Vec<String> = bed_ids
+            .iter()
+            .map(|b| format!("/api/v1/beds/{b}"))
+            .collect();
+        Arc::new(
+            (0..unit_paths.len().max(bed_paths.len()))
+                .flat_map(|i| {
+                    [
+                        unit_paths[i % unit_paths.len()].clone(),
+                        bed_paths[i % bed_paths.len()].clone(),
+                    ]
+                })
+                .collect(),
+        )
+    };
+    let barrier = Arc::new(Barrier::new(a.clients));
+    let warmup = Duration::from_secs_f64(a.warmup);
+    let run = Duration::from_secs_f64(a.seconds);
+    let mut tasks = vec![];
+    for i in 0..a.clients {
+        let paths = paths.clone();
+        let barrier = barrier.clone();
+        let (addr, token) = (a.addr, a.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut errors = 0u64;
+            let mut c = Conn::connect(addr, Some(&token)).await?;
+            barrier.wait().await;
+            let start = Instant::now();
+            let mut k = i;
+            loop {
+                let now = Instant::now();
+                let elapsed = now - start;
+                if elapsed >= warmup + run {
+                    break;
+                }
+                let path = &paths[k % paths.len()];
+                k += 7;
+                let ok = matches!(c.get(path).await, Ok(r) if r.status == 200);
+                if elapsed >= warmup {
+                    let _ = h.record(now.elapsed().as_micros().max(1) as u64);
+                    if !ok {
+                        errors += 1;
+                    }
+                }
+                if !ok {
+                    c = Conn::connect(addr, Some(&token)).await?;
+                }
+            }
+            anyhow::Ok((h, errors))
+        }));
+    }
+    let mut all = histogram();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        all.add(&h).ok();
+        errors += e;
+    }
+    Ok(json!({
+        "scenario": if floor { "health" } else { "queries" },
+        "clients": a.clients,
+        "seconds": a.seconds,
+        "requests": all.len(),
+        "errors": errors,
+        "throughput_rps": all.len() as f64 / a.seconds,
+        "latency": summary(&all),
+    }))
+}
+
+async fn post(c: &mut Conn, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let r = c.post(path, &body).await?;
+    Ok((r.status, r.json().unwrap_or(Value::Null)))
+}
+
+async fn assign(a: &Args) -> anyhow::Result<Value> {
+    // Each client owns a disjoint set of vacant-clean beds.
+    let units = units(a.addr, &a.token).await?;
+    let mut probe = Conn::connect(a.addr, Some(&a.token)).await?;
+    let mut free = vec![];
+    for (u, _) in &units {
+        for b in unit_beds(&mut probe, u).await? {
+            if b["state"] == "vacant_clean" {
+                free.push((
+                    b["id"].as_str().unwrap_or_default().to_owned(),
+                    b["version"].as_u64().unwrap_or(1),
+                ));
+            }
+        }
+    }
+    let clients = a.clients.min(free.len()).max(1);
+    let per_client_rate = a.rate / clients as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_client_rate);
+    let warmup = Duration::from_secs_f64(a.warmup);
+    let run = Duration::from_secs_f64(a.seconds);
+    let barrier = Arc::new(Barrier::new(clients));
+    let mut tasks = vec![];
+    for i in 0..clients {
+        let beds: Vec<(String, u64)> = free.iter().skip(i).step_by(clients).cloned().collect();
+        let barrier = barrier.clone();
+        let (addr, token) = (a.addr, a.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut errors = 0u64;
+            let mut c = Conn::connect(addr, Some(&token)).await?;
+            barrier.wait().await;
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut beds = beds;
+            let mut step = 0usize;
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                let elapsed = start.elapsed();
+                if elapsed >= warmup + run {
+                    break;
+                }
+                let slot = step % beds.len();
+                let (bed, version) = beds[slot].clone();
+                // Cycle: assign, release, mark clean (three durable writes per bed).
+                let (path, body) = match (step / beds.len()) % 3 {
+                    0 => {
+                        n += 1;
+                        (
+                            format!("/api/v1/beds/{bed}/assign"),
+                            json!({ "encounter": format!("LOAD-{i}-{n}"), "version": version }),
+                        )
+                    }
+                    1 => (
+                        format!("/api/v1/beds/{bed}/release"),
+                        json!({ "version": version }),
+                    ),
+                    _ => (
+                        format!("/api/v1/beds/{bed}/status"),
+                        json!({ "status": "clean", "version": version }),
+                    ),
+                };
+                let sent = Instant::now();
+                let (status, v) = post(&mut c, &path, body).await?;
+                let took = sent.elapsed();
+                if status == 200 {
+                    beds[slot].1 = v["bed"]["version"].as_u64().unwrap_or(version + 1);
+                } else if let Ok(r) = c.get(&format!("/api/v1/beds/{bed}")).await
+                    && let Ok(v) = r.json()
+                {
+                    // Re-read the bed to resynchronise.
+                    beds[slot].1 = v["bed"]["version"].as_u64().unwrap_or(version);
+                }
+                if elapsed >= warmup {
+                    let _ = h.record(took.as_micros().max(1) as u64);
+                    if status != 200 {
+                        errors += 1;
+                    }
+                }
+                step += 1;
+            }
+            anyhow::Ok((h, errors))
+        }));
+    }
+    let mut all = histogram();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        all.add(&h).ok();
+        errors += e;
+    }
+    Ok(json!({
+        "scenario": "assign",
+        "clients": clients,
+        "target_rps": a.rate,
+        "seconds": a.seconds,
+        "requests": all.len(),
+        "errors": errors,
+        "throughput_rps": all.len() as f64 / a.seconds,
+        "latency": summary(&all),
+    }))
+}
+
+async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
+    let units = units(a.addr, &a.token).await?;
+    // Spread the admissions over units in proportion to their free beds.
+    let total_free: u64 = units.iter().map(|(_, f)| f).sum();
+    if total_free == 0 {
+        bail!("no free beds");
+    }
+    let mut plan = vec![];
+    let mut left = a.admissions;
+    for (u, f) in &units {
+        let share = ((a.admissions as u64 * f) / total_free) as usize;
+        let share = share.min(*f as usize).min(left);
+        plan.extend(std::iter::repeat_n(u.clone(), share));
+        left -= share;
+    }
+    for (u, f) in &units {
+        let used = plan.iter().filter(|p| *p == u).count();
+        let extra = (*f as usize - used).min(left);
+        plan.extend(std::iter::repeat_n(u.clone(), extra));
+        left -= extra;
+    }
+    let mut conns = vec![];
+    for _ in 0..a.admissions {
+        conns.push(Conn::connect(a.addr, Some(&a.token)).await?);
+    }
+    let barrier = Arc::new(Barrier::new(a.admissions + 1));
+    let mut tasks = vec![];
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let unit = plan.get(i).cloned().unwrap_or_else(|| units[0].0.clone());
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let sent = Instant::now();
+            let body = json!({ "encounter": format!("MCI-{i:04}"), "requirements": {} });
+            let r = post(&mut c, &format!("/api/v1/units/{unit}/placements"), body).await;
+            (r, sent.elapsed())
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut h = histogram();
+    let mut failures = 0;
+    let mut beds = vec![];
+    for t in tasks {
+        let (r, took) = t.await?;
+        let _ = h.record(took.as_micros().max(1) as u64);
+        match r {
+            Ok((201, v)) => beds.push(v["bed"]["id"].as_str().unwrap_or_default().to_owned()),
+            _ => failures += 1,
+        }
+    }
+    let wall = start.elapsed();
+    // Check the board: every placed encounter in exactly one bed, no bed twice.
+    let mut probe = Conn::connect(a.addr, Some(&a.token)).await?;
+    let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+    for (u, _) in &units {
+        for b in unit_beds(&mut probe, u).await? {
+            if let Some(e) = b["encounter"].as_str()
+                && e.starts_with("MCI-")
+            {
+                holders
+                    .entry(e.to_owned())
+                    .or_default()
+                    .push(b["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    let distinct: HashSet<_> = beds.iter().collect();
+    let double = (beds.len() - distinct.len()) + holders.values().filter(|v| v.len() > 1).count();
+    Ok(json!({
+        "scenario": "mass-casualty",
+        "admissions": a.admissions,
+        "placed": beds.len(),
+        "failures": failures,
+        "double_assignments": double,
+        "encounters_on_board": holders.len(),
+        "all_done_ms": wall.as_secs_f64() * 1000.0,
+        "latency": summary(&h),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    if !a.addr.ip().is_loopback() {
+        bail!("hms-load only targets loopback addresses");
+    }
+    let out = match a.scenario {
+        Scenario::Health => queries(&a, true).await?,
+        Scenario::Queries => queries(&a, false).await?,
+        Scenario::Assign => assign(&a).await?,
+        Scenario::MassCasualty => mass_casualty(&a).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

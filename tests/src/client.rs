@@ -1,0 +1,105 @@
+//! A minimal keep-alive HTTP/1.1 client over hyper, one connection per client.
+//!
+//! The load generator opens thousands of these; tests use them to talk to real
+//! appliance processes. Each [`Conn`] is one TCP connection; requests on it are
+//! sequential, as a kiosk's would be.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// An HTTP response, fully read.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Content type, if any.
+    pub content_type: Option<String>,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).context("response body is not JSON")
+    }
+}
+
+/// One keep-alive connection.
+#[derive(Debug)]
+pub struct Conn {
+    addr: SocketAddr,
+    token: Option<String>,
+    send: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    /// Connects to `addr`, sending `token` as a bearer token on every request.
+    pub async fn connect(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            addr,
+            token: token.map(str::to_owned),
+            send,
+        })
+    }
+
+    /// Sends one request and reads the whole response.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Reply> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        self.send.ready().await?;
+        let resp = self.send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// `GET path`.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Reply> {
+        self.request(Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&mut self, path: &str, body: &serde_json::Value) -> anyhow::Result<Reply> {
+        self.request(Method::POST, path, Some(serde_json::to_vec(body)?))
+            .await
+    }
+}

@@ -1,0 +1,293 @@
+//! `cargo xtask bench [--quick] [--runs N]`: the kiosk API benchmarks.
+//!
+//! Builds `hms-edge` and `hms-load` in release mode, then for each run starts
+//! a fresh appliance on the 2,000-bed hospital and measures, in this order:
+//! the disk's fsync latency (peer of durable writes), the mass-casualty
+//! scenario, `/health` as the HTTP floor (peer of bed queries), bed queries
+//! with many keep-alive clients, durable assignments at a fixed rate, and the
+//! appliance's RSS. Prints every result and a summary with medians across runs
+//! and ratios against the peers as JSON.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::{cargo, create_token, target_dir};
+
+struct Settings {
+    runs: usize,
+    query_clients: usize,
+    seconds: f64,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Settings> {
+    let mut s = Settings {
+        runs: 1,
+        query_clients: 2000,
+        seconds: 10.0,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => {
+                s.query_clients = 200;
+                s.seconds = 3.0;
+            }
+            "--runs" => {
+                s.runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .context("--runs needs a number >= 1")?;
+            }
+            other => bail!("unknown bench option {other:?}; use --quick and/or --runs N"),
+        }
+    }
+    Ok(s)
+}
+
+/// fsync latency of 4 KiB appends in `dir`: (p50, p99) in ms.
+fn fsync_peer(dir: &Path) -> anyhow::Result<(f64, f64)> {
+    let path = dir.join("fsync-probe");
+    let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+    let block = vec![0x5au8; 4096];
+    let mut samples = Vec::with_capacity(500);
+    for _ in 0..500 {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    std::fs::remove_file(&path)?;
+    samples.sort_by(f64::total_cmp);
+    Ok((samples[250], samples[495]))
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Appliance {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(bin: &Path, config: &Path, data: &Path) -> anyhow::Result<Appliance> {
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--http", "127.0.0.1:0"])
+        .env("HMS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting hms-edge")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(a) = l.strip_prefix("hms-edge ready http=http://") {
+                    break a.to_owned();
+                }
+            }
+            _ => bail!("hms-edge exited before it was ready"),
+        }
+    };
+    Ok(Appliance { child, addr })
+}
+
+fn load(
+    load_bin: &Path,
+    addr: &str,
+    token: &str,
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
+    let out = Command::new(load_bin)
+        .args(["--addr", addr, "--token", token])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running hms-load")?;
+    if !out.status.success() {
+        bail!("hms-load {args:?} failed");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("hms-load output")?;
+    println!("{}", serde_json::to_string(&v)?);
+    Ok(v)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Runs the benchmarks.
+pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let s = parse(args)?;
+    crate::run({
+        let mut c = cargo();
+        c.args([
+            "build",
+            "--release",
+            "-p",
+            "edge-node",
+            "--bin",
+            "hms-edge",
+            "-p",
+            "hms-e2e",
+            "--bin",
+            "hms-load",
+        ]);
+        c
+    })?;
+    let release = target_dir().join("release");
+    let (edge, load_bin) = (release.join("hms-edge"), release.join("hms-load"));
+    let config = root.join("config/hospital-2000.toml");
+    let secs = s.seconds.to_string();
+    let clients = s.query_clients.to_string();
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = vec![];
+    for run_no in 1..=s.runs {
+        eprintln!("xtask: bench run {run_no}/{}", s.runs);
+        let data = target_dir().join("bench-data");
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data)?;
+        let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
+        let app = start(&edge, &config, &data)?;
+        let pid = app.child.id();
+        let rss_start = rss_mb(pid);
+        let viewer = create_token(&edge, &data, "viewer", "bench-kiosk")?;
+        let manager = create_token(&edge, &data, "bed_manager", "bench-bm")?;
+        let mci = load(
+            &load_bin,
+            &app.addr,
+            &manager,
+            &["--scenario", "mass-casualty", "--admissions", "200"],
+        )?;
+        let floor = load(
+            &load_bin,
+            &app.addr,
+            &viewer,
+            &[
+                "--scenario",
+                "health",
+                "--clients",
+                &clients,
+                "--seconds",
+                &secs,
+            ],
+        )?;
+        let q = load(
+            &load_bin,
+            &app.addr,
+            &viewer,
+            &[
+                "--scenario",
+                "queries",
+                "--clients",
+                &clients,
+                "--seconds",
+                &secs,
+            ],
+        )?;
+        let asg = load(
+            &load_bin,
+            &app.addr,
+            &manager,
+            &[
+                "--scenario",
+                "assign",
+                "--clients",
+                "50",
+                "--rate",
+                "500",
+                "--seconds",
+                &secs,
+            ],
+        )?;
+        let rss_end = rss_mb(pid);
+        drop(app);
+        let f = |v: &serde_json::Value, p: &str| {
+            v.pointer(p)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(f64::NAN)
+        };
+        let mut row = serde_json::Map::new();
+        for (k, v) in [
+            ("fsync_p50_ms", fsync_p50),
+            ("fsync_p99_ms", fsync_p99),
+            ("mci_failures", f(&mci, "/failures")),
+            ("mci_double_assignments", f(&mci, "/double_assignments")),
+            ("mci_all_done_ms", f(&mci, "/all_done_ms")),
+            ("health_rps", f(&floor, "/throughput_rps")),
+            ("health_p99_ms", f(&floor, "/latency/p99_ms")),
+            ("query_rps", f(&q, "/throughput_rps")),
+            ("query_p50_ms", f(&q, "/latency/p50_ms")),
+            ("query_p99_ms", f(&q, "/latency/p99_ms")),
+            ("query_errors", f(&q, "/errors")),
+            ("assign_rps", f(&asg, "/throughput_rps")),
+            ("assign_p50_ms", f(&asg, "/latency/p50_ms")),
+            ("assign_p99_ms", f(&asg, "/latency/p99_ms")),
+            ("assign_errors", f(&asg, "/errors")),
+            ("rss_start_mb", rss_start),
+            ("rss_end_mb", rss_end),
+        ] {
+            row.insert(k.into(), serde_json::json!(v));
+        }
+        rows.push(row);
+    }
+    let keys: Vec<String> = rows[0].keys().cloned().collect();
+    let mut summary = serde_json::Map::new();
+    for k in keys {
+        let m = median(rows.iter().filter_map(|r| r[&k].as_f64()).collect());
+        summary.insert(k, serde_json::json!(m));
+    }
+    let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
+    let ratios = serde_json::json!({
+        "query_p99_over_health_p99": g("query_p99_ms") / g("health_p99_ms"),
+        "assign_p99_over_fsync_p99": g("assign_p99_ms") / g("fsync_p99_ms"),
+    });
+    let out = serde_json::json!({
+        "runs": s.runs,
+        "query_clients": s.query_clients,
+        "seconds": s.seconds,
+        "median": summary,
+        "ratios": ratios,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

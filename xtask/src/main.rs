@@ -1,0 +1,172 @@
+//! Project automation: `cargo xtask <command>`.
+//!
+//! - `ci`: everything CI checks: tidy, `cargo fmt --check`, clippy with
+//!   `-D warnings`, and the whole test suite (with `CI=true`).
+//! - `demo`: builds the appliance and runs the 40-bed demo hospital, printing
+//!   its URLs and kiosk tokens.
+//! - `bench`: builds in release mode and runs the load generator against the
+//!   2,000-bed hospital; prints JSON results (see docs/performance.md).
+//! - `tidy`: checks the architecture invariants that are about the code itself.
+
+mod bench;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command, failing with its name if it fails.
+fn run(mut cmd: Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: running {shown}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn ci() -> anyhow::Result<()> {
+    tidy::check(&root())?;
+    run({
+        let mut c = cargo();
+        c.args(["fmt", "--all", "--check"]);
+        c
+    })?;
+    run({
+        let mut c = cargo();
+        c.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        c
+    })?;
+    run({
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--no-fail-fast"])
+            .env("CI", "true");
+        c
+    })?;
+    eprintln!("xtask: ci passed");
+    Ok(())
+}
+
+fn build_edge(release: bool) -> anyhow::Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "-p", "edge-node", "--bin", "hms-edge"]);
+    if release {
+        c.arg("--release");
+    }
+    run(c)?;
+    Ok(target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("hms-edge"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Creates a token with the appliance's CLI; the token is its last stdout line.
+fn create_token(bin: &Path, data_dir: &Path, role: &str, name: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args([
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .context("running hms-edge token create")?;
+    if !out.status.success() {
+        bail!(
+            "hms-edge token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8(out.stdout)?;
+    stdout
+        .lines()
+        .last()
+        .map(|l| l.trim().to_owned())
+        .context("no token printed")
+}
+
+fn demo() -> anyhow::Result<()> {
+    let bin = build_edge(false)?;
+    let config = root().join("config/demo-hospital.toml");
+    let data_dir = root().join("demo-data");
+    let viewer = create_token(&bin, &data_dir, "viewer", "demo-kiosk")?;
+    let manager = create_token(&bin, &data_dir, "bed_manager", "demo-bed-manager")?;
+    let base = "http://127.0.0.1:8080";
+    println!(
+        "HMS Edge demo: Demo General Hospital, 40 beds, data in {}",
+        data_dir.display()
+    );
+    println!();
+    println!("  health      {base}/health");
+    println!("  metrics     {base}/metrics");
+    println!("  units       {base}/api/v1/units");
+    println!("  live stream {base}/api/v1/stream?access_token=<token>");
+    println!();
+    println!("  kiosk token (viewer):        {viewer}");
+    println!("  bed manager token:           {manager}");
+    println!();
+    println!("  try: curl -H 'Authorization: Bearer {viewer}' {base}/api/v1/units");
+    println!("  stop with Ctrl-C (SIGINT) or SIGTERM");
+    println!();
+    let status = Command::new(&bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .status()
+        .context("starting hms-edge")?;
+    if !status.success() {
+        bail!("hms-edge exited with {status}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("demo") => demo(),
+        Some("bench") => bench::run(&root(), &args[1..]),
+        Some("tidy") => tidy::check(&root()),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | demo | bench [--quick] | tidy>");
+            return ExitCode::from(64);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
