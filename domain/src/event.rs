@@ -185,6 +185,12 @@ pub enum EventBody {
         /// The patient, when a stay enters the bed and the caller named one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         patient: Option<PatientRef>,
+        /// The stay that left or gave up the bed (release, cancelled reservation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ended: Option<crate::ids::EncounterId>,
+        /// Isolation precautions set with the change (placement of a stay needing isolation).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        isolation: Option<bool>,
     },
     /// A bed's isolation flag changed.
     BedIsolationChanged {
@@ -512,6 +518,8 @@ mod tests {
                         encounter: EncounterId::new("E1").unwrap(),
                     },
                     patient: None,
+                    ended: None,
+                    isolation: None,
                 };
                 let e = Envelope::seal(
                     &hospital(),

@@ -18,7 +18,9 @@ pub enum IdError {
     #[error("id is longer than {MAX_ID_LEN} bytes")]
     TooLong,
     /// The string holds a character outside `[A-Za-z0-9._:-]`.
-    #[error("id contains {0:?}; only letters, digits and . _ : - are allowed")]
+    #[error(
+        "id contains {0:?}; only letters, digits, dot, underscore, colon and hyphen are allowed"
+    )]
     BadChar(char),
 }
 

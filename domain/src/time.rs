@@ -10,6 +10,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// Earliest instant accepted from input: 0001-01-01T00:00:00Z.
+pub const MIN_MILLIS: i64 = -62_135_596_800_000;
+/// Latest instant accepted from input: 9999-12-31T23:59:59.999Z.
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
+
 /// A UTC instant with millisecond precision.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
@@ -82,11 +87,20 @@ impl<'de> Deserialize<'de> for Timestamp {
             Millis(i64),
             Text(String),
         }
-        match Repr::deserialize(d)? {
-            Repr::Millis(ms) => Ok(Self(ms)),
-            Repr::Text(s) => Self::parse_rfc3339(&s)
-                .map_err(|e| serde::de::Error::custom(format!("bad RFC 3339 time {s:?}: {e}"))),
+        let t = match Repr::deserialize(d)? {
+            Repr::Millis(ms) => Self(ms),
+            Repr::Text(s) => Self::parse_rfc3339(&s).map_err(|_| {
+                serde::de::Error::custom("time must be RFC 3339, e.g. 2026-01-02T03:04:05Z")
+            })?,
+        };
+        // Only instants that format back to RFC 3339 are accepted, so every
+        // stored time round-trips.
+        if !(MIN_MILLIS..=MAX_MILLIS).contains(&t.0) {
+            return Err(serde::de::Error::custom(
+                "time out of range (years 1 to 9999)",
+            ));
         }
+        Ok(t)
     }
 }
 
@@ -107,5 +121,11 @@ mod tests {
             t
         );
         assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+        // Out of the formattable range: refused, so nothing unreadable is stored.
+        assert!(serde_json::from_str::<Timestamp>("9000000000000000").is_err());
+        assert!(serde_json::from_str::<Timestamp>(&MAX_MILLIS.to_string()).is_ok());
+        let max = Timestamp::from_millis(MAX_MILLIS);
+        let json = serde_json::to_string(&max).unwrap();
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), max);
     }
 }

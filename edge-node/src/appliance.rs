@@ -138,17 +138,20 @@ impl Appliance {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             token.cancelled().await;
         });
-        let server = tokio::spawn(async move { server.await });
+        let mut server = tokio::spawn(async move { server.await });
         shutdown.cancelled().await;
         tracing::info!(
             grace_s = self.grace.as_secs(),
             "shutting down: draining requests"
         );
-        match tokio::time::timeout(self.grace, server).await {
+        match tokio::time::timeout(self.grace, &mut server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
             Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
-            Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+            Err(_) => {
+                tracing::warn!("grace period over; closing remaining connections");
+                server.abort();
+            }
         }
         let _ = wal.await;
         self.store.close().await;

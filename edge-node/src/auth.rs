@@ -71,6 +71,8 @@ pub struct Principal {
 pub struct Tokens {
     path: PathBuf,
     cache: Arc<RwLock<HashMap<[u8; 32], Principal>>>,
+    /// One read connection for cache misses, opened on first use.
+    reader: Arc<std::sync::Mutex<Option<Connection>>>,
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -107,6 +109,7 @@ impl Tokens {
         Ok(Tokens {
             path,
             cache: Arc::default(),
+            reader: Arc::default(),
         })
     }
 
@@ -147,14 +150,16 @@ impl Tokens {
         if let Some(p) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&h) {
             return Ok(Some(p.clone()));
         }
-        let conn = crate::store::open_read_connection(&self.path)?;
-        let found: Option<(String, String)> = conn
-            .query_row(
-                "SELECT name, role FROM tokens WHERE hash = ?1",
-                [&h[..]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let found: Option<(String, String)> = {
+            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            if reader.is_none() {
+                *reader = Some(crate::store::open_read_connection(&self.path)?);
+            }
+            let conn = reader.as_ref().context("token reader unavailable")?;
+            conn.prepare_cached("SELECT name, role FROM tokens WHERE hash = ?1")?
+                .query_row([&h[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+        };
         let Some((name, role)) = found else {
             return Ok(None);
         };

@@ -509,6 +509,13 @@ impl Board {
         Ok(&self.view.beds[self.idx(id)?])
     }
 
+    /// The bed, if the caller's expected version (when given) is current.
+    fn checked(&self, id: &BedId, expected: Option<u64>) -> Result<&Bed, BoardError> {
+        let b = self.get(id)?;
+        check_version(b, expected)?;
+        Ok(b)
+    }
+
     fn ensure_free(
         &self,
         encounter: &EncounterId,
@@ -541,12 +548,20 @@ impl Board {
         state: BedState,
         patient: Option<PatientRef>,
     ) -> EventBody {
+        // The stay that held the bed and does not hold it after the change.
+        let ended = bed
+            .state
+            .encounter()
+            .filter(|e| state.encounter() != Some(*e))
+            .cloned();
         EventBody::BedStateChanged {
             bed: bed.id.clone(),
             version: bed.version + 1,
             transition,
             state,
             patient,
+            ended,
+            isolation: None,
         }
     }
 
@@ -560,8 +575,7 @@ impl Board {
                 patient,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 match &b.state {
                     S::VacantClean => self.ensure_free(&encounter, None)?,
                     S::Reserved { encounter: e } if *e == encounter => {}
@@ -581,6 +595,13 @@ impl Board {
                 requirements,
             } => {
                 self.ensure_free(&encounter, None)?;
+                // The patient's recorded sex counts when the request names none.
+                let requirements = Requirements {
+                    sex: requirements
+                        .sex
+                        .or_else(|| patient.as_ref().and_then(|p| p.sex)),
+                    ..requirements
+                };
                 let i = self.best_bed(&unit, &requirements)?;
                 let b = &self.view.beds[i];
                 let patient = patient.map(|mut p| {
@@ -589,19 +610,23 @@ impl Board {
                     }
                     p
                 });
-                vec![Self::state_change(
-                    b,
-                    Transition::Placed,
-                    S::Occupied { encounter },
-                    patient,
-                )]
+                let mut change =
+                    Self::state_change(b, Transition::Placed, S::Occupied { encounter }, patient);
+                // A stay placed for isolation puts the bed under isolation, so
+                // later placements keep others out of the room.
+                if requirements.isolation
+                    && !b.isolation
+                    && let EventBody::BedStateChanged { isolation, .. } = &mut change
+                {
+                    *isolation = Some(true);
+                }
+                vec![change]
             }
             Command::Release {
                 bed,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 if !matches!(b.state, S::Occupied { .. }) {
                     return Err(invalid(b, "release"));
                 }
@@ -618,8 +643,7 @@ impl Board {
                 patient,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 if b.state != S::VacantClean {
                     return Err(invalid(b, "reserve"));
                 }
@@ -635,8 +659,7 @@ impl Board {
                 bed,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 if !matches!(b.state, S::Reserved { .. }) {
                     return Err(invalid(b, "cancel the reservation of"));
                 }
@@ -652,8 +675,7 @@ impl Board {
                 to,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 let (transition, state, action) = match to {
                     Housekeeping::Dirty => (Transition::MarkedDirty, S::VacantDirty, "mark dirty"),
                     Housekeeping::Cleaning => {
@@ -679,8 +701,7 @@ impl Board {
                 until,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 if !matches!(b.state, S::VacantClean | S::VacantDirty | S::Cleaning) {
                     return Err(invalid(b, "block"));
                 }
@@ -695,8 +716,7 @@ impl Board {
                 bed,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 if !matches!(b.state, S::Blocked { .. }) {
                     return Err(invalid(b, "unblock"));
                 }
@@ -712,8 +732,7 @@ impl Board {
                 isolation,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 if b.isolation == isolation {
                     return Ok(vec![]);
                 }
@@ -728,8 +747,7 @@ impl Board {
                 pending,
                 expected_version,
             } => {
-                let b = self.get(&bed)?;
-                check_version(b, expected_version)?;
+                let b = self.checked(&bed, expected_version)?;
                 if pending && !matches!(b.state, S::Occupied { .. }) {
                     return Err(invalid(b, "expect a discharge from"));
                 }
@@ -869,6 +887,7 @@ impl Board {
                 version,
                 state,
                 patient,
+                isolation,
                 ..
             } => {
                 let i = self.idx(bed)?;
@@ -890,6 +909,9 @@ impl Board {
                 };
                 if !matches!(state, BedState::Occupied { .. }) {
                     b.pending_discharge = false;
+                }
+                if let Some(iso) = isolation {
+                    b.isolation = *iso;
                 }
                 b.state = state.clone();
                 b.version = *version;

@@ -199,12 +199,12 @@ fn bad_ids_quote_the_domain_rule() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:2:15: error: invalid hospital id "demo general": id contains ' '; only letters, digits and . _ : - are allowed
+        hospital.toml:2:15: error: invalid hospital id "demo general": id contains ' '; only letters, digits, dot, underscore, colon and hyphen are allowed
         hospital.toml:13:6: error: invalid facility id "": id is empty
         hospital.toml:18:12: error: building "main" refers to unknown facility "DGH"
         hospital.toml:27:6: error: invalid unit id "WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWW"…: id is longer than 64 bytes
         hospital.toml:34:8: error: room "3W-301" refers to unknown unit "3W"
-        hospital.toml:37:6: error: invalid bed id "3W/301/A": id contains '/'; only letters, digits and . _ : - are allowed
+        hospital.toml:37:6: error: invalid bed id "3W/301/A": id contains '/'; only letters, digits, dot, underscore, colon and hyphen are allowed
     "#]],
     );
 }

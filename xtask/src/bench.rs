@@ -3,9 +3,10 @@
 //! Builds `hms-edge` and `hms-load` in release mode, then for each run starts
 //! a fresh appliance on the 2,000-bed hospital and measures, in this order:
 //! the disk's fsync latency (peer of durable writes), the mass-casualty
-//! scenario, `/health` as the HTTP floor (peer of bed queries), bed queries
-//! with many keep-alive clients, durable assignments at a fixed rate, and the
-//! appliance's RSS. Prints every result and a summary with medians across runs
+//! scenario, `/health` at 5,000 req/s as the HTTP floor (peer of bed
+//! queries), bed queries at 5,000 req/s over many keep-alive clients, bed
+//! queries closed-loop (saturation throughput), durable assignments at
+//! 500 req/s, and the appliance's RSS. Prints every result and a summary with medians across runs
 //! and ratios against the peers as JSON.
 
 use std::fs::OpenOptions;
@@ -198,20 +199,20 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             &manager,
             &["--scenario", "mass-casualty", "--admissions", "200"],
         )?;
+        let paced = ["--clients", &clients, "--seconds", &secs, "--rate", "5000"];
         let floor = load(
             &load_bin,
             &app.addr,
             &viewer,
-            &[
-                "--scenario",
-                "health",
-                "--clients",
-                &clients,
-                "--seconds",
-                &secs,
-            ],
+            &[&["--scenario", "health"][..], &paced].concat(),
         )?;
         let q = load(
+            &load_bin,
+            &app.addr,
+            &viewer,
+            &[&["--scenario", "queries"][..], &paced].concat(),
+        )?;
+        let sat = load(
             &load_bin,
             &app.addr,
             &viewer,
@@ -222,6 +223,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 &clients,
                 "--seconds",
                 &secs,
+                "--rate",
+                "0",
             ],
         )?;
         let asg = load(
@@ -256,6 +259,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ("health_rps", f(&floor, "/throughput_rps")),
             ("health_p99_ms", f(&floor, "/latency/p99_ms")),
             ("query_rps", f(&q, "/throughput_rps")),
+            ("query_saturation_rps", f(&sat, "/throughput_rps")),
+            ("query_saturation_p99_ms", f(&sat, "/latency/p99_ms")),
             ("query_p50_ms", f(&q, "/latency/p50_ms")),
             ("query_p99_ms", f(&q, "/latency/p99_ms")),
             ("query_errors", f(&q, "/errors")),

@@ -59,13 +59,47 @@ fn ci() -> anyhow::Result<()> {
         ]);
         c
     })?;
-    run({
-        let mut c = cargo();
-        c.args(["test", "--workspace", "--no-fail-fast"])
-            .env("CI", "true");
-        c
-    })?;
+    test_all()?;
     eprintln!("xtask: ci passed");
+    Ok(())
+}
+
+/// Runs every test target of the workspace (`CI=true`: service-backed tests
+/// must run, not skip), echoing the output, and closes with one summary line
+/// `N passed, N failed` over all test binaries.
+fn test_all() -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+        .env("CI", "true")
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: running {c:?}");
+    let mut child = c.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |what: &str| -> u64 {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(what))
+                        .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                        .unwrap_or(0)
+                };
+                passed += count(" passed");
+                failed += count(" failed");
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() || failed > 0 {
+        bail!("tests failed ({status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
     Ok(())
 }
 

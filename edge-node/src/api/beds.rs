@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::problem::Problem;
-use super::{AppState, Caller, RequestId};
+use super::{AppState, Caller, RequestId, Segment};
 use crate::auth::Role;
 use crate::board::{Bed, BoardError, Census, Command, Requirements};
 use crate::store::{WriteError, WriteRequest};
@@ -120,7 +120,7 @@ pub async fn list_units(State(state): State<AppState>, _c: Caller) -> Response {
 pub async fn get_unit(
     State(state): State<AppState>,
     _c: Caller,
-    Path(unit): Path<String>,
+    Segment(unit): Segment,
 ) -> Result<Response, Problem> {
     let view = state.store.view();
     let census = view
@@ -137,7 +137,7 @@ pub async fn get_unit(
 pub async fn unit_beds(
     State(state): State<AppState>,
     c: Caller,
-    Path(unit): Path<String>,
+    Segment(unit): Segment,
 ) -> Result<Response, Problem> {
     let view = state.store.view();
     let with_patient = sees_patients(&c);
@@ -165,7 +165,7 @@ struct HistoryItem {
 pub async fn get_bed(
     State(state): State<AppState>,
     c: Caller,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
 ) -> Result<Response, Problem> {
     let view = state.store.view();
     let b = view
@@ -320,6 +320,20 @@ fn bed_id(s: &str) -> Result<BedId, Problem> {
     BedId::new(s).map_err(|_| Problem::not_found("bed", s))
 }
 
+/// The common shape of a bed mutation: role check, command, commit, answer.
+async fn mutate_bed(
+    state: &AppState,
+    c: &Caller,
+    rid: &RequestId,
+    bed: &str,
+    (min, action): (Role, &str),
+    cmd: impl FnOnce(BedId) -> Command,
+) -> Result<Response, Problem> {
+    c.require(min, &state.metrics, action)?;
+    let cmd = cmd(bed_id(bed)?);
+    submit(state, c, rid, cmd, false).await
+}
+
 /// Body of a status change.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -347,7 +361,7 @@ pub async fn set_status(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
     Body(body): Body<StatusBody>,
 ) -> Result<Response, Problem> {
     let bed = bed_id(&bed)?;
@@ -373,7 +387,7 @@ pub async fn set_status(
                 .map(|r| r.trim().to_owned())
                 .filter(|r| !r.is_empty())
                 .ok_or_else(|| Problem::invalid("blocking a bed needs a `reason`"))?;
-            if reason.len() > 200 {
+            if reason.chars().count() > 200 {
                 return Err(Problem::invalid("`reason` is limited to 200 characters"));
             }
             Command::Block {
@@ -394,13 +408,38 @@ pub async fn set_status(
     submit(&state, &c, &rid, cmd, false).await
 }
 
+/// A patient as a request names one: the same fields as the stored
+/// [`PatientRef`], but unknown fields are refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientBody {
+    mrn: hms_domain::Mrn,
+    #[serde(default)]
+    name: Option<hms_domain::PersonName>,
+    #[serde(default)]
+    birth_date: Option<hms_domain::BirthDate>,
+    #[serde(default)]
+    sex: Option<hms_domain::Sex>,
+}
+
+impl From<PatientBody> for PatientRef {
+    fn from(p: PatientBody) -> Self {
+        PatientRef {
+            mrn: p.mrn,
+            name: p.name,
+            birth_date: p.birth_date,
+            sex: p.sex,
+        }
+    }
+}
+
 /// Body of an assignment or reservation.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StayBody {
     encounter: EncounterId,
     #[serde(default)]
-    patient: Option<PatientRef>,
+    patient: Option<PatientBody>,
     version: u64,
 }
 
@@ -409,17 +448,23 @@ pub async fn assign(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
     Body(body): Body<StayBody>,
 ) -> Result<Response, Problem> {
-    c.require(Role::BedManager, &state.metrics, "assign beds")?;
-    let cmd = Command::Assign {
-        bed: bed_id(&bed)?,
-        encounter: body.encounter,
-        patient: body.patient,
-        expected_version: Some(body.version),
-    };
-    submit(&state, &c, &rid, cmd, false).await
+    mutate_bed(
+        &state,
+        &c,
+        &rid,
+        &bed,
+        (Role::BedManager, "assign beds"),
+        |bed| Command::Assign {
+            bed,
+            encounter: body.encounter,
+            patient: body.patient.map(Into::into),
+            expected_version: Some(body.version),
+        },
+    )
+    .await
 }
 
 /// `POST /api/v1/beds/{bed}/reserve`.
@@ -427,17 +472,23 @@ pub async fn reserve(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
     Body(body): Body<StayBody>,
 ) -> Result<Response, Problem> {
-    c.require(Role::BedManager, &state.metrics, "reserve beds")?;
-    let cmd = Command::Reserve {
-        bed: bed_id(&bed)?,
-        encounter: body.encounter,
-        patient: body.patient,
-        expected_version: Some(body.version),
-    };
-    submit(&state, &c, &rid, cmd, false).await
+    mutate_bed(
+        &state,
+        &c,
+        &rid,
+        &bed,
+        (Role::BedManager, "reserve beds"),
+        |bed| Command::Reserve {
+            bed,
+            encounter: body.encounter,
+            patient: body.patient.map(Into::into),
+            expected_version: Some(body.version),
+        },
+    )
+    .await
 }
 
 /// Body carrying only the version.
@@ -452,15 +503,21 @@ pub async fn release(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
     Body(body): Body<VersionBody>,
 ) -> Result<Response, Problem> {
-    c.require(Role::BedManager, &state.metrics, "release beds")?;
-    let cmd = Command::Release {
-        bed: bed_id(&bed)?,
-        expected_version: Some(body.version),
-    };
-    submit(&state, &c, &rid, cmd, false).await
+    mutate_bed(
+        &state,
+        &c,
+        &rid,
+        &bed,
+        (Role::BedManager, "release beds"),
+        |bed| Command::Release {
+            bed,
+            expected_version: Some(body.version),
+        },
+    )
+    .await
 }
 
 /// `POST /api/v1/beds/{bed}/unreserve`.
@@ -468,15 +525,17 @@ pub async fn unreserve(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
     Body(body): Body<VersionBody>,
 ) -> Result<Response, Problem> {
-    c.require(Role::BedManager, &state.metrics, "cancel reservations")?;
-    let cmd = Command::CancelReservation {
-        bed: bed_id(&bed)?,
-        expected_version: Some(body.version),
-    };
-    submit(&state, &c, &rid, cmd, false).await
+    let role = (Role::BedManager, "cancel reservations");
+    mutate_bed(&state, &c, &rid, &bed, role, |bed| {
+        Command::CancelReservation {
+            bed,
+            expected_version: Some(body.version),
+        }
+    })
+    .await
 }
 
 /// Body of an isolation change.
@@ -492,16 +551,22 @@ pub async fn set_isolation(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
     Body(body): Body<IsolationBody>,
 ) -> Result<Response, Problem> {
-    c.require(Role::Nurse, &state.metrics, "change isolation")?;
-    let cmd = Command::SetIsolation {
-        bed: bed_id(&bed)?,
-        isolation: body.isolation,
-        expected_version: Some(body.version),
-    };
-    submit(&state, &c, &rid, cmd, false).await
+    mutate_bed(
+        &state,
+        &c,
+        &rid,
+        &bed,
+        (Role::Nurse, "change isolation"),
+        |bed| Command::SetIsolation {
+            bed,
+            isolation: body.isolation,
+            expected_version: Some(body.version),
+        },
+    )
+    .await
 }
 
 /// Body of an expected-discharge change.
@@ -517,16 +582,18 @@ pub async fn set_pending_discharge(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(bed): Path<String>,
+    Segment(bed): Segment,
     Body(body): Body<PendingBody>,
 ) -> Result<Response, Problem> {
-    c.require(Role::Nurse, &state.metrics, "change expected discharges")?;
-    let cmd = Command::SetPendingDischarge {
-        bed: bed_id(&bed)?,
-        pending: body.pending,
-        expected_version: Some(body.version),
-    };
-    submit(&state, &c, &rid, cmd, false).await
+    let role = (Role::Nurse, "change expected discharges");
+    mutate_bed(&state, &c, &rid, &bed, role, |bed| {
+        Command::SetPendingDischarge {
+            bed,
+            pending: body.pending,
+            expected_version: Some(body.version),
+        }
+    })
+    .await
 }
 
 /// Body of a placement request.
@@ -535,7 +602,7 @@ pub async fn set_pending_discharge(
 pub struct PlacementBody {
     encounter: EncounterId,
     #[serde(default)]
-    patient: Option<PatientRef>,
+    patient: Option<PatientBody>,
     #[serde(default)]
     requirements: Requirements,
 }
@@ -545,7 +612,7 @@ pub async fn place(
     State(state): State<AppState>,
     c: Caller,
     Extension(rid): Extension<RequestId>,
-    Path(unit): Path<String>,
+    Segment(unit): Segment,
     Body(body): Body<PlacementBody>,
 ) -> Result<Response, Problem> {
     c.require(Role::BedManager, &state.metrics, "place patients")?;
@@ -553,7 +620,7 @@ pub async fn place(
     let cmd = Command::Place {
         unit,
         encounter: body.encounter,
-        patient: body.patient,
+        patient: body.patient.map(Into::into),
         requirements: body.requirements,
     };
     submit(&state, &c, &rid, cmd, true).await

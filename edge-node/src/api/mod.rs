@@ -124,7 +124,13 @@ async fn observe(State(state): State<AppState>, mut req: Request, next: Next) ->
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    // Only standard methods become label values: arbitrary extension methods
+    // from unauthenticated clients must not grow the metric families.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
+        _ => "other",
+    }
+    .to_owned();
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
     let resp = next.run(req).instrument(span.clone()).await;
@@ -224,6 +230,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// One path segment (a bed or unit id). A segment that does not decode is a
+/// 400 problem rather than axum's plain-text rejection.
+#[derive(Debug, Clone)]
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(s)) => Ok(Segment(s)),
+            Err(_) => Err(Problem::bad_request("the path segment is not valid UTF-8")),
+        }
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
@@ -257,7 +279,10 @@ fn bearer(parts: &Parts) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
     }
-    // EventSource cannot set headers: the live stream also takes ?access_token=.
+    // EventSource cannot set headers: the live stream (only) also takes ?access_token=.
+    if parts.uri.path() != "/api/v1/stream" {
+        return None;
+    }
     parts.uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("access_token="))

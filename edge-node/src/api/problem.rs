@@ -72,13 +72,19 @@ impl Problem {
         )
     }
 
-    /// 404 for an unknown thing.
+    /// 404 for an unknown thing. The id is named only when it is a valid id
+    /// (ids are not PHI); anything else sent is not echoed.
     pub fn not_found(what: &str, id: &str) -> Self {
+        let detail = if hms_domain::ids::validate_id(id).is_ok() {
+            format!("there is no {what} {id:?}")
+        } else {
+            format!("there is no such {what}")
+        };
         Self::new(
             StatusCode::NOT_FOUND,
             &format!("unknown-{what}"),
             "Not found",
-            format!("there is no {what} {id:?}"),
+            detail,
         )
     }
 
@@ -135,7 +141,7 @@ impl IntoResponse for Problem {
 impl From<JsonRejection> for Problem {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
-        let detail = redact_quoted(&r.body_text());
+        let detail = safe_detail(&r.body_text());
         match status {
             StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
                 status,
@@ -166,33 +172,80 @@ impl From<JsonRejection> for Problem {
     }
 }
 
-/// Replaces the content of double-quoted strings: serde's messages quote the
-/// offending value, which may be PHI; field names (in backticks) stay.
-pub fn redact_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut inside = false;
-    for c in s.chars() {
-        if c == '"' {
-            if inside {
-                out.push_str("…\"");
-            } else {
-                out.push('"');
-            }
-            inside = !inside;
-        } else if !inside {
-            out.push(c);
+/// Rewrites a JSON rejection message so that it never echoes a value sent
+/// (values may be PHI): it keeps the field path, the kind of error and what was
+/// expected (our own type and field names), and drops the offending value.
+pub fn safe_detail(raw: &str) -> String {
+    let msg = raw
+        .split_once("target type: ")
+        .map_or(raw, |(_, rest)| rest);
+    let msg = msg.rfind(" at line ").map_or(msg, |i| &msg[..i]);
+    let (path, what) = match msg.split_once(": ") {
+        Some((p, w)) if !p.is_empty() && !p.contains([' ', '`', '"']) => (Some(p), w),
+        _ => (None, msg),
+    };
+    let kept = if ["missing field", "unknown field", "duplicate field"]
+        .iter()
+        .any(|k| what.starts_with(k))
+    {
+        // Field names, not values.
+        what.to_owned()
+    } else {
+        let kind = what
+            .split([':', '`', '"'])
+            .next()
+            .unwrap_or("invalid value")
+            .trim();
+        let kind = if kind.is_empty() {
+            "invalid value"
+        } else {
+            kind
+        };
+        match what.rfind(", expected ") {
+            Some(i) => format!("{kind}{}", &what[i..]),
+            None => kind.to_owned(),
         }
+    };
+    match path {
+        Some(p) => format!("{p}: {kept}"),
+        None => kept,
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::safe_detail;
+
     #[test]
-    fn quoted_values_are_redacted() {
-        assert_eq!(
-            super::redact_quoted(r#"invalid type: string "DOE, JANE", expected u64 at `version`"#),
-            "invalid type: string \"…\", expected u64 at `version`"
-        );
+    fn sent_values_are_never_echoed() {
+        let p = "Failed to deserialize the JSON body into the target type: ";
+        for (raw, want) in [
+            (
+                "patient.mrn: invalid type: integer `1234567`, expected a string at line 1 column 28",
+                "patient.mrn: invalid type, expected a string",
+            ),
+            (
+                "patient.sex: unknown variant `DOE, JANE`, expected one of `female`, `male`, `other` at line 1 column 9",
+                "patient.sex: unknown variant, expected one of `female`, `male`, `other`",
+            ),
+            (
+                "version: invalid type: string \"x\\\" DOE \\\"y\", expected u64 at line 1 column 3",
+                "version: invalid type, expected u64",
+            ),
+            (
+                "missing field `version` at line 1 column 20",
+                "missing field `version`",
+            ),
+            (
+                "unknown field `extra`, expected one of `encounter`, `version` at line 1 column 9",
+                "unknown field `extra`, expected one of `encounter`, `version`",
+            ),
+            (
+                "encounter: id contains '!'; only letters, digits, dot, underscore, colon and hyphen are allowed at line 1 column 5",
+                "encounter: id contains '!'; only letters, digits, dot, underscore, colon and hyphen are allowed",
+            ),
+        ] {
+            assert_eq!(safe_detail(&format!("{p}{raw}")), want);
+        }
     }
 }

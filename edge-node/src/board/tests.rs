@@ -328,6 +328,85 @@ fn placement_respects_requirements_and_saves_special_beds() {
 }
 
 #[test]
+fn placement_for_isolation_isolates_the_room_and_uses_the_patients_sex() {
+    let iso = BedAttributes {
+        isolation_capable: true,
+        ..attrs(Some("R1"))
+    };
+    let (mut b, _) = board_with(vec![
+        ("A1", "U", iso),
+        ("A2", "U", attrs(Some("R1"))),
+        ("B1", "U", attrs(Some("R2"))),
+        ("B2", "U", attrs(Some("R2"))),
+    ]);
+    let got = place(
+        &mut b,
+        "U",
+        "E1",
+        Requirements {
+            isolation: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(got, Ok(bed("A1")));
+    assert!(
+        b.bed("A1").unwrap().isolation,
+        "the bed is now under isolation"
+    );
+    // Nobody else goes into the isolated room, though A2 is free and clean.
+    assert_eq!(
+        place(&mut b, "U", "E2", Requirements::default()),
+        Ok(bed("B1"))
+    );
+    // The patient's own sex counts when the request names none: a male
+    // patient is not put next to the female patient in R2.
+    let released = b
+        .apply(
+            Command::Release {
+                bed: bed("B1"),
+                expected_version: None,
+            },
+            t(2),
+        )
+        .unwrap();
+    // The release records which stay ended.
+    assert!(
+        matches!(&released[..], [EventBody::BedStateChanged { ended: Some(e), .. }] if *e == enc("E2"))
+    );
+    b.apply(
+        Command::Housekeeping {
+            bed: bed("B1"),
+            to: Housekeeping::Clean,
+            expected_version: None,
+        },
+        t(2),
+    )
+    .unwrap();
+    let changes = b
+        .apply(
+            Command::Place {
+                unit: unit("U"),
+                encounter: enc("E3"),
+                patient: Some(patient(Sex::Female)),
+                requirements: Requirements::default(),
+            },
+            t(3),
+        )
+        .unwrap();
+    assert!(matches!(&changes[..], [EventBody::BedStateChanged { bed: x, .. }] if *x == bed("B1")));
+    let r = b.apply(
+        Command::Place {
+            unit: unit("U"),
+            encounter: enc("E4"),
+            patient: Some(patient(Sex::Male)),
+            requirements: Requirements::default(),
+        },
+        t(4),
+    );
+    assert_eq!(r, Err(BoardError::NoBedAvailable { unit: unit("U") }));
+}
+
+#[test]
 fn census_counts_every_state() {
     let (mut b, _) = board_with(
         (0..6)

@@ -117,6 +117,7 @@ impl Pending {
 
 enum Msg {
     Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
+    /// Periodic, non-blocking checkpoint (PASSIVE: never waits for readers).
     Checkpoint,
     Close(oneshot::Sender<()>),
 }
@@ -151,7 +152,12 @@ struct Inner {
 pub fn open_write_connection(path: &Path, journal_size_limit: u64) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the store must be in WAL mode but SQLite chose {mode:?} (is the file system local?)"
+        )));
+    }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "journal_size_limit", journal_size_limit as i64)?;
     conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
@@ -204,18 +210,6 @@ fn claim_hospital(conn: &Connection, hospital: &HospitalId) -> anyhow::Result<()
     Ok(())
 }
 
-/// The hospital recorded in a store.
-pub fn stored_hospital(conn: &Connection) -> anyhow::Result<HospitalId> {
-    let h: String = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'hospital_id'",
-            [],
-            |r| r.get(0),
-        )
-        .context("reading the store's hospital id")?;
-    HospitalId::new(h).context("the store's hospital id is invalid")
-}
-
 impl Store {
     /// Opens (creating if needed) the store in `settings.data_dir`, migrates it,
     /// loads the board from the projections and starts the writer thread.
@@ -229,15 +223,30 @@ impl Store {
         claim_hospital(&conn, &settings.hospital)?;
         let beds = load_beds(&conn).context("loading the beds projection")?;
         let board = Board::from_beds(beds).context("rebuilding the board from the projection")?;
-        let (next_seq, last_hash) = conn
+        let last: Option<(i64, Vec<u8>)> = conn
             .query_row(
                 "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| Ok((r.get::<_, i64>(0)? as u64 + 1, r.get::<_, Vec<u8>>(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?
-            .map(|(s, h)| (s, EventHash::from_slice(&h).unwrap_or_default()))
-            .unwrap_or((1, EventHash::GENESIS));
+            .optional()?;
+        // A damaged tail is refused: sealing new events onto a guessed hash
+        // would hide the damage in the chain.
+        let (next_seq, last_hash) = match last {
+            None => (1, EventHash::GENESIS),
+            Some((seq, hash)) => {
+                let hash = EventHash::from_slice(&hash).with_context(|| {
+                    format!("event {seq} has a malformed hash; run hms-edge verify")
+                })?;
+                let next = u64::try_from(seq)
+                    .ok()
+                    .and_then(|s| s.checked_add(1))
+                    .with_context(|| {
+                        format!("event seq {seq} is out of range; run hms-edge verify")
+                    })?;
+                (next, hash)
+            }
+        };
 
         let (tx, rx) = mpsc::channel(settings.writer_queue.max(1));
         let (notices, _) = broadcast::channel(4096);
@@ -415,10 +424,10 @@ impl Writer {
                 self.commit_batch(std::mem::take(&mut batch));
             }
             if checkpoint {
-                self.checkpoint();
+                self.checkpoint("PASSIVE");
             }
             if let Some(done) = close {
-                self.checkpoint();
+                self.checkpoint("TRUNCATE");
                 rx.close();
                 // Anything still queued after Close is answered, never dropped silently.
                 while let Ok(m) = rx.try_recv() {
@@ -433,10 +442,12 @@ impl Writer {
         }
     }
 
-    fn checkpoint(&mut self) {
+    /// Checkpoints the WAL. PASSIVE copies what it can without waiting for
+    /// readers (writes are never held up); TRUNCATE, at close, also empties the file.
+    fn checkpoint(&mut self, mode: &str) {
         match self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,

@@ -8,7 +8,7 @@ use hms_domain::{
     Actor, ActorKind, BedState, Envelope, EventBody, EventHash, HospitalId, PatientRef, Sex,
     Stream, Timestamp, Transition,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use crate::board::{Bed, Board};
 
@@ -195,6 +195,7 @@ pub fn project(
         transition,
         state,
         patient,
+        ended,
         ..
     } = body
     else {
@@ -233,19 +234,12 @@ pub fn project(
             } else {
                 "cancelled"
             };
-            let encounter: Option<String> = conn
-                .prepare_cached(
-                    "SELECT encounter_id FROM encounters WHERE bed_id = ?1
-                     AND status IN ('active', 'reserved') ORDER BY updated_seq DESC LIMIT 1",
-                )?
-                .query_row([bed.as_str()], |r| r.get(0))
-                .optional()?;
-            if let Some(e) = encounter {
+            if let Some(e) = ended {
                 conn.prepare_cached(
                     "UPDATE encounters SET status = ?2, ended_at = ?3, updated_seq = ?4
                      WHERE encounter_id = ?1",
                 )?
-                .execute(params![e, status, at, seq])?;
+                .execute(params![e.as_str(), status, at, seq])?;
             }
         }
         _ => {}

@@ -13,7 +13,7 @@ use hms_domain::{ChainVerifier, Envelope};
 use rusqlite::Connection;
 
 use super::projection::{self, EVENT_COLUMNS};
-use super::{DB_FILE, open_read_connection, schema, stored_hospital};
+use super::{DB_FILE, schema};
 use crate::board::Board;
 
 /// What verification found.
@@ -35,24 +35,43 @@ impl Report {
 }
 
 /// Verifies the store in `data_dir`.
+///
+/// One connection does everything: the replay goes into its in-memory main
+/// database, the store is attached read-only as `live`, and a single read
+/// transaction covers reading the log and comparing the projections, so a
+/// running appliance's later commits cannot cause false differences.
 pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
     let path = data_dir.join(DB_FILE);
     if !path.exists() {
         anyhow::bail!("no store at {}", path.display());
     }
-    let live =
-        open_read_connection(&path).with_context(|| format!("opening {}", path.display()))?;
-    let hospital = stored_hospital(&live)?;
+    let mut conn = Connection::open_in_memory()?;
+    schema::migrate(&mut conn)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS live",
+        [format!("file:{}?mode=ro", path.display())],
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    let tx = conn.transaction()?;
+    let hospital: String = tx
+        .query_row(
+            "SELECT value FROM live.meta WHERE key = 'hospital_id'",
+            [],
+            |r| r.get(0),
+        )
+        .context("reading the store's hospital id")?;
+    let hospital =
+        hms_domain::HospitalId::new(hospital).context("the store's hospital id is invalid")?;
 
-    let mut rebuilt = Connection::open_in_memory()?;
-    schema::migrate(&mut rebuilt)?;
     let mut board = Board::new();
     let mut chain = ChainVerifier::new();
     let mut problems = vec![];
     let mut events = 0u64;
     {
-        let tx = rebuilt.transaction()?;
-        let mut stmt = live.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY seq"))?;
+        let mut stmt = tx.prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM live.events ORDER BY seq"
+        ))?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let env: Envelope = projection::event_from_row(&hospital, row)?;
@@ -75,24 +94,20 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
             projection::insert_event(&tx, &env)?;
             projection::project(&tx, &env, &body, &board)?;
         }
-        tx.commit()?;
     }
     if let Err(e) = board.check_invariants() {
         problems.push(format!("replayed board: {e}"));
     }
     if problems.is_empty() {
-        rebuilt.execute(
-            "ATTACH DATABASE ?1 AS live",
-            [format!("file:{}?mode=ro", path.display())],
-        )?;
         for (table, key) in [
             ("beds", "bed_id"),
             ("encounters", "encounter_id"),
             ("patients", "mrn"),
         ] {
-            compare(&rebuilt, table, key, &mut problems)?;
+            compare(&tx, table, key, &mut problems)?;
         }
     }
+    tx.rollback()?;
     Ok(Report {
         events,
         beds: board.view().len(),

@@ -363,6 +363,63 @@ async fn bad_requests_get_problem_documents() {
         .await
         .unwrap();
     problem(&r, 400, "malformed-json");
+    // Values sent are never echoed in error details (they may be PHI).
+    let r = m
+        .post(
+            path,
+            &json!({ "encounter": "E1", "version": 1, "patient": { "mrn": 1234567 } }),
+        )
+        .await
+        .unwrap();
+    let p = problem(&r, 422, "invalid-request");
+    assert!(!p["detail"].as_str().unwrap().contains("1234567"), "{p}");
+    let r = m
+        .post(path, &json!({ "encounter": "E1", "version": 1, "patient": { "mrn": "M1", "sex": "DOE JANE" } }))
+        .await
+        .unwrap();
+    let p = problem(&r, 422, "invalid-request");
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("DOE") && detail.contains("patient.sex"),
+        "{p}"
+    );
+    // Unknown patient fields are refused, not silently dropped.
+    let r = m
+        .post(
+            path,
+            &json!({ "encounter": "E1", "version": 1, "patient": { "mrn": "M1", "ssn": "123" } }),
+        )
+        .await
+        .unwrap();
+    problem(&r, 422, "invalid-request");
+    // A time that cannot be stored and read back is refused.
+    let r = m
+        .post(
+            "/api/v1/beds/3W-000/status",
+            &json!({ "status": "blocked", "reason": "x", "until": 9_000_000_000_000_000i64, "version": 1 }),
+        )
+        .await
+        .unwrap();
+    problem(&r, 422, "invalid-request");
+    // A path that does not decode, and a raw path echoing PHI-like text.
+    problem(
+        &m.get("/api/v1/beds/%FF%FE").await.unwrap(),
+        400,
+        "bad-request",
+    );
+    let p = problem(
+        &m.get("/api/v1/beds/DOE%2C%20JANE").await.unwrap(),
+        404,
+        "unknown-bed",
+    );
+    assert!(!p["detail"].as_str().unwrap().contains("DOE"), "{p}");
+    // ?access_token= only works for the live stream.
+    let mut anon = Conn::connect(app.addr, None).await.unwrap();
+    let r = anon
+        .get(&format!("/api/v1/units?access_token={}", app.manager))
+        .await
+        .unwrap();
+    problem(&r, 401, "unauthorized");
     // Oversized body (limit 64 KiB by default): refused on its declared length,
     // before the body is read.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -592,7 +649,17 @@ async fn health_metrics_and_the_live_stream() {
         "the stream carries no patient details"
     );
 
+    // Extension methods do not create new metric label values.
+    let xyz = Method::from_bytes(b"XYZ").unwrap();
+    assert_eq!(
+        anon.request(xyz, "/health", None).await.unwrap().status,
+        405
+    );
     let metrics = String::from_utf8(anon.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(
+        !metrics.contains("XYZ") && metrics.contains("method=\"other\""),
+        "{metrics}"
+    );
     for needle in [
         "hms_store_commits_total",
         "hms_store_events_total",

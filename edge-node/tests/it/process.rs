@@ -218,3 +218,76 @@ async fn the_2000_bed_example_starts_and_serves() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2000 events, 2000 beds"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_hospital_starts_and_a_kiosk_token_lists_its_beds() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo-hospital.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let proc = Proc::start(&demo, &["--data-dir", data.to_str().unwrap()]);
+    let token = cli_token(&data, "viewer", "demo-kiosk");
+    let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
+    let v = c.get("/api/v1/units").await.unwrap().json().unwrap();
+    let units = v["units"].as_array().unwrap();
+    let total: u64 = units
+        .iter()
+        .map(|u| u["census"]["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 40);
+    assert!(
+        units
+            .iter()
+            .any(|u| u["id"] == "ICU" && u["level_of_care"] == "icu"),
+        "{v}"
+    );
+    let beds = c
+        .get("/api/v1/units/3W/beds")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(beds["beds"].as_array().unwrap().len(), 14);
+    assert!(
+        beds["beds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["state"] == "vacant_clean")
+    );
+}
+
+#[test]
+fn unknown_config_keys_warn_but_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = hospital_toml(&dir.path().join("data"), &[("3W", 2, 1)])
+        .replace("[store]\n", "[store]\nfuture_option = true\n");
+    let file = dir.path().join("newer.toml");
+    std::fs::write(&file, text).unwrap();
+    // The appliance starts (the strict linter would refuse the file), with a
+    // warning naming the key and its place.
+    let mut child = std::process::Command::new(crate::support::bin())
+        .args([
+            "run",
+            "--config",
+            file.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .env("HMS_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.starts_with("hms-edge ready"), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("newer.toml:") && err.contains("future_option"),
+        "{err}"
+    );
+}

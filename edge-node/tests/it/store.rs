@@ -215,3 +215,40 @@ async fn topology_changes_reconcile_on_restart() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.beds, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_is_consistent_while_the_appliance_writes() {
+    let app = TestApp::start(&[("3W", 40, 2)]).await;
+    let data = app.data_dir();
+    let writer = {
+        let mut m = app.conn(&app.manager).await;
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let r = m
+                    .post(
+                        "/api/v1/units/3W/placements",
+                        &json!({ "encounter": format!("E{i}") }),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, 201);
+            }
+        })
+    };
+    let mut checks = 0;
+    while !writer.is_finished() {
+        let d = data.clone();
+        let report = tokio::task::spawn_blocking(move || verify::verify(&d))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(report.ok(), "{report:?}");
+        checks += 1;
+    }
+    writer.await.unwrap();
+    assert!(checks >= 1);
+    let report = verify::verify(&data).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.events, 80);
+    app.stop().await;
+}

@@ -50,7 +50,9 @@ struct Args {
     /// Duration of the queries/assign scenarios, seconds.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Total target rate of the assign scenario, requests per second.
+    /// Total target rate, requests per second, spread evenly over the clients
+    /// (open loop). For health/queries, 0 means closed loop: every client sends
+    /// its next request as soon as the previous answer arrives (saturation).
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
     /// Admissions of the mass-casualty scenario.
@@ -64,6 +66,15 @@ struct Args {
 fn histogram() -> Histogram<u64> {
     // Microseconds, 1 µs to 60 s, 3 significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A ticker for client `i` of `n`, each firing every `every`, with the
+/// clients' phases spread evenly so that the total load is smooth, not bursts.
+fn paced(every: Duration, i: usize, n: usize) -> tokio::time::Interval {
+    let offset = every.mul_f64(i as f64 / n.max(1) as f64);
+    let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
 }
 
 fn summary(h: &Histogram<u64>) -> Value {
@@ -137,7 +148,9 @@ async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
     let barrier = Arc::new(Barrier::new(a.clients));
     let warmup = Duration::from_secs_f64(a.warmup);
     let run = Duration::from_secs_f64(a.seconds);
+    let interval = (a.rate > 0.0).then(|| Duration::from_secs_f64(a.clients as f64 / a.rate));
     let mut tasks = vec![];
+    let n = a.clients;
     for i in 0..a.clients {
         let paths = paths.clone();
         let barrier = barrier.clone();
@@ -149,7 +162,11 @@ async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
             barrier.wait().await;
             let start = Instant::now();
             let mut k = i;
+            let mut tick = interval.map(|iv| paced(iv, i, n));
             loop {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
                 let now = Instant::now();
                 let elapsed = now - start;
                 if elapsed >= warmup + run {
@@ -181,6 +198,7 @@ async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
     Ok(json!({
         "scenario": if floor { "health" } else { "queries" },
         "clients": a.clients,
+        "target_rps": if a.rate > 0.0 { json!(a.rate) } else { json!("closed-loop") },
         "seconds": a.seconds,
         "requests": all.len(),
         "errors": errors,
@@ -226,8 +244,7 @@ async fn assign(a: &Args) -> anyhow::Result<Value> {
             let mut c = Conn::connect(addr, Some(&token)).await?;
             barrier.wait().await;
             let start = Instant::now();
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tick = paced(interval, i, clients);
             let mut beds = beds;
             let mut step = 0usize;
             let mut n = 0u64;
@@ -323,17 +340,32 @@ async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
     for _ in 0..a.admissions {
         conns.push(Conn::connect(a.addr, Some(&a.token)).await?);
     }
+    let unit_ids: Arc<Vec<String>> = Arc::new(units.iter().map(|(u, _)| u.clone()).collect());
     let barrier = Arc::new(Barrier::new(a.admissions + 1));
     let mut tasks = vec![];
     for (i, mut c) in conns.into_iter().enumerate() {
-        let unit = plan.get(i).cloned().unwrap_or_else(|| units[0].0.clone());
-        let barrier = barrier.clone();
+        let first = plan.get(i).cloned().unwrap_or_else(|| units[0].0.clone());
+        let (barrier, unit_ids) = (barrier.clone(), unit_ids.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
             let sent = Instant::now();
-            let body = json!({ "encounter": format!("MCI-{i:04}"), "requirements": {} });
-            let r = post(&mut c, &format!("/api/v1/units/{unit}/placements"), body).await;
-            (r, sent.elapsed())
+            let sex = if i % 2 == 0 { "female" } else { "male" };
+            let body = json!({
+                "encounter": format!("MCI-{i:04}"),
+                "patient": { "mrn": format!("MCI-MRN-{i:04}"), "sex": sex },
+            });
+            // Planned unit first; when it has no suitable bed left (gender,
+            // same-sex rooms), try the others, as a bed manager would.
+            let start_at = unit_ids.iter().position(|u| *u == first).unwrap_or(0);
+            let mut result = Err(anyhow::anyhow!("no unit tried"));
+            for k in 0..unit_ids.len() {
+                let unit = &unit_ids[(start_at + k) % unit_ids.len()];
+                result = post(&mut c, &format!("/api/v1/units/{unit}/placements"), body.clone()).await;
+                if !matches!(&result, Ok((409, v)) if v["type"] == "urn:hms:problem:no-bed-available") {
+                    break;
+                }
+            }
+            (result, sent.elapsed())
         }));
     }
     barrier.wait().await;
