@@ -25,6 +25,9 @@ use crate::board::Command;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreSettings, WriteError, WriteRequest};
 
+/// WAL size that triggers a checkpoint before the interval is up.
+pub const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
+
 /// An opened appliance, ready to serve.
 #[derive(Debug)]
 pub struct Appliance {
@@ -64,6 +67,7 @@ impl Appliance {
                 writer_queue: config.store.writer_queue,
                 max_batch: config.store.max_batch,
                 journal_size_limit: config.store.journal_size_limit_mb * 1024 * 1024,
+                history_limit: config.http.history_limit,
             },
             metrics.clone(),
         )?;
@@ -124,12 +128,21 @@ impl Appliance {
             let token = shutdown.clone();
             let every = self.checkpoint_every;
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
+                // WAL hygiene off the commit path: look at the WAL four times a
+                // second; checkpoint when it passes WAL_CHECKPOINT_BYTES or the
+                // configured interval has passed.
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                let mut last = tokio::time::Instant::now();
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => break,
-                        _ = tick.tick() => store.checkpoint().await,
+                        _ = tick.tick() => {
+                            store.refresh_wal_size();
+                            if store.wal_bytes() >= WAL_CHECKPOINT_BYTES || last.elapsed() >= every {
+                                store.checkpoint().await;
+                                last = tokio::time::Instant::now();
+                            }
+                        }
                     }
                 }
             })

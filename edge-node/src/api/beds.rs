@@ -149,18 +149,6 @@ pub async fn unit_beds(
     Ok(Json(json!({ "unit": unit, "beds": beds })).into_response())
 }
 
-#[derive(Debug, Serialize)]
-struct HistoryItem {
-    seq: u64,
-    kind: String,
-    recorded_at: Timestamp,
-    actor: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<u64>,
-}
-
 /// `GET /api/v1/beds/{bed}`: one bed and its recent history.
 pub async fn get_bed(
     State(state): State<AppState>,
@@ -172,43 +160,7 @@ pub async fn get_bed(
         .bed(&bed)
         .cloned()
         .ok_or_else(|| Problem::not_found("bed", &bed))?;
-    let limit = state.settings.history_limit as i64;
-    let history = state
-        .store
-        .read(move |conn, _| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, kind, recorded_at, actor_kind, actor_id, body FROM events
-                 WHERE subject = ?1 ORDER BY seq DESC LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(rusqlite::params![bed, limit], |r| {
-                let body: String = r.get(5)?;
-                let parsed = serde_json::from_str::<hms_domain::EventBody>(&body).ok();
-                let (state, version) = match parsed {
-                    Some(hms_domain::EventBody::BedStateChanged { state, version, .. }) => {
-                        (Some(state.name()), Some(version))
-                    }
-                    Some(
-                        hms_domain::EventBody::BedIsolationChanged { version, .. }
-                        | hms_domain::EventBody::BedPendingDischargeChanged { version, .. },
-                    ) => (None, Some(version)),
-                    _ => (None, None),
-                };
-                Ok(HistoryItem {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    kind: r.get(1)?,
-                    recorded_at: Timestamp::from_millis(r.get(2)?),
-                    actor: format!("{}:{}", r.get::<_, String>(3)?, r.get::<_, String>(4)?),
-                    state,
-                    version,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "reading bed history failed");
-            Problem::unavailable("the bed history is unavailable")
-        })?;
+    let history = state.store.history(&bed);
     Ok(Json(json!({
         "bed": BedJson::new(&b, sees_patients(&c)),
         "history": history,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
-use hms_domain::{Actor, Draft, Envelope, EventHash, HospitalId, Timestamp};
+use hms_domain::{Actor, BedId, Draft, Envelope, EventBody, EventHash, HospitalId, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -52,7 +52,60 @@ pub struct StoreSettings {
     pub max_batch: usize,
     /// `journal_size_limit` in bytes.
     pub journal_size_limit: u64,
+    /// Events kept in memory per bed for its recent history.
+    pub history_limit: usize,
 }
+
+/// One entry of a bed's recent history (no patient details).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryItem {
+    /// Event seq.
+    pub seq: u64,
+    /// Event kind.
+    pub kind: String,
+    /// When the appliance recorded it.
+    pub recorded_at: Timestamp,
+    /// `kind:id` of the actor.
+    pub actor: String,
+    /// State of the bed after the event, for state changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// Version of the bed after the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl HistoryItem {
+    /// The history entry of an event.
+    pub fn of(env: &Envelope, body: &EventBody) -> Self {
+        let (state, version) = match body {
+            EventBody::BedStateChanged { state, version, .. } => {
+                (Some(state.name()), Some(*version))
+            }
+            EventBody::BedIsolationChanged { version, .. }
+            | EventBody::BedPendingDischargeChanged { version, .. } => (None, Some(*version)),
+            EventBody::BedCommissioned { .. } => (Some("vacant_clean"), Some(1)),
+            _ => (None, None),
+        };
+        let kind = match env.actor.kind {
+            hms_domain::ActorKind::User => "user",
+            hms_domain::ActorKind::Device => "device",
+            hms_domain::ActorKind::Interface => "interface",
+            hms_domain::ActorKind::System => "system",
+        };
+        HistoryItem {
+            seq: env.seq,
+            kind: env.kind.clone(),
+            recorded_at: env.recorded_at,
+            actor: format!("{kind}:{}", env.actor.id),
+            state,
+            version,
+        }
+    }
+}
+
+/// Recent history per bed, newest last.
+type Histories = std::collections::HashMap<BedId, std::collections::VecDeque<HistoryItem>>;
 
 /// A mutation for the writer.
 #[derive(Debug, Clone)]
@@ -117,8 +170,6 @@ impl Pending {
 
 enum Msg {
     Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
-    /// Periodic, non-blocking checkpoint (PASSIVE: never waits for readers).
-    Checkpoint,
     Close(oneshot::Sender<()>),
 }
 
@@ -143,6 +194,9 @@ struct Inner {
     db_path: PathBuf,
     hospital: HospitalId,
     reads: Mutex<Vec<Connection>>,
+    checkpointer: Mutex<Option<Connection>>,
+    history: std::sync::RwLock<Histories>,
+    history_limit: usize,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     last_error: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
@@ -160,7 +214,9 @@ pub fn open_write_connection(path: &Path, journal_size_limit: u64) -> rusqlite::
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "journal_size_limit", journal_size_limit as i64)?;
-    conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+    // Checkpoints run on their own connection, off the commit path
+    // (Store::checkpoint); the writer only truncates the WAL at close.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
 }
@@ -183,6 +239,33 @@ pub fn load_beds(conn: &Connection) -> rusqlite::Result<Vec<Bed>> {
     ))?;
     let beds = stmt.query_map([], projection::bed_from_row)?;
     beds.collect()
+}
+
+/// Loads the last `limit` events of every bed on the board.
+fn load_history(
+    conn: &Connection,
+    board: &Board,
+    hospital: &HospitalId,
+    limit: usize,
+) -> anyhow::Result<Histories> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM events WHERE subject = ?1 ORDER BY seq DESC LIMIT ?2",
+        projection::EVENT_COLUMNS
+    ))?;
+    let mut out = Histories::new();
+    for bed in board.view().beds() {
+        let mut rows = stmt.query(rusqlite::params![bed.id.as_str(), limit as i64])?;
+        let mut items = std::collections::VecDeque::new();
+        while let Some(r) = rows.next()? {
+            let env = projection::event_from_row(hospital, r)?;
+            let body = env
+                .decode_body()
+                .with_context(|| format!("event {} has an undecodable body", env.seq))?;
+            items.push_front(HistoryItem::of(&env, &body));
+        }
+        out.insert(bed.id.clone(), items);
+    }
+    Ok(out)
 }
 
 /// Reads (or, on a new store, writes) the hospital a data dir belongs to.
@@ -248,6 +331,9 @@ impl Store {
             }
         };
 
+        let history = load_history(&conn, &board, &settings.hospital, settings.history_limit)
+            .context("loading bed histories")?;
+
         let (tx, rx) = mpsc::channel(settings.writer_queue.max(1));
         let (notices, _) = broadcast::channel(4096);
         let inner = Arc::new(Inner {
@@ -257,11 +343,15 @@ impl Store {
             db_path,
             hospital: settings.hospital.clone(),
             reads: Mutex::new(vec![]),
+            checkpointer: Mutex::new(None),
+            history: std::sync::RwLock::new(history),
+            history_limit: settings.history_limit,
             thread: Mutex::new(None),
             last_error: Mutex::new(None),
             metrics,
         });
         let writer = Writer {
+            pending_history: vec![],
             conn,
             board,
             next_seq,
@@ -331,9 +421,50 @@ impl Store {
         self.submit(req).await?.committed().await
     }
 
-    /// Asks the writer to checkpoint the WAL (the periodic WAL hygiene task).
+    /// Checkpoints the WAL (PASSIVE) on a connection of its own, so that the
+    /// fsyncs of copying pages into the database never delay a commit.
     pub async fn checkpoint(&self) {
-        let _ = self.inner.tx.send(Msg::Checkpoint).await;
+        let inner = self.inner.clone();
+        let done = tokio::task::spawn_blocking(move || -> rusqlite::Result<(i64, i64, i64)> {
+            let mut slot = lock(&inner.checkpointer);
+            if slot.is_none() {
+                let c = Connection::open(&inner.db_path)?;
+                c.busy_timeout(Duration::from_millis(100))?;
+                *slot = Some(c);
+            }
+            let Some(conn) = slot.as_ref() else {
+                return Ok((0, 0, 0));
+            };
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+        })
+        .await;
+        match done {
+            Ok(Ok((busy, log, copied))) => {
+                tracing::debug!(busy, log, copied, "wal checkpoint");
+                self.inner.metrics.checkpoints.inc();
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "wal checkpoint failed"),
+            Err(e) => tracing::warn!(error = %e, "wal checkpoint task failed"),
+        }
+        self.refresh_wal_size();
+    }
+
+    /// Current WAL size in bytes (as last measured).
+    pub fn wal_bytes(&self) -> u64 {
+        self.inner.metrics.wal_bytes.get().max(0) as u64
+    }
+
+    /// The recent history of a bed, newest first.
+    pub fn history(&self, bed: &str) -> Vec<HistoryItem> {
+        self.inner
+            .history
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(bed)
+            .map(|h| h.iter().rev().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Stops the writer after it has committed everything queued before this call.
@@ -386,6 +517,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct Writer {
+    /// History entries of the batch being committed.
+    pending_history: Vec<(BedId, HistoryItem)>,
     conn: Connection,
     board: Board,
     next_seq: u64,
@@ -404,12 +537,10 @@ impl Writer {
         let mut batch: Vec<(WriteRequest, Reply)> = Vec::with_capacity(self.max_batch);
         while let Some(msg) = rx.blocking_recv() {
             let mut close = None;
-            let mut checkpoint = false;
             let mut next = Some(msg);
             while let Some(m) = next.take() {
                 match m {
                     Msg::Write(req, reply) => batch.push((req, reply)),
-                    Msg::Checkpoint => checkpoint = true,
                     Msg::Close(done) => {
                         close = Some(done);
                         break;
@@ -422,9 +553,6 @@ impl Writer {
             }
             if !batch.is_empty() {
                 self.commit_batch(std::mem::take(&mut batch));
-            }
-            if checkpoint {
-                self.checkpoint("PASSIVE");
             }
             if let Some(done) = close {
                 self.checkpoint("TRUNCATE");
@@ -442,8 +570,7 @@ impl Writer {
         }
     }
 
-    /// Checkpoints the WAL. PASSIVE copies what it can without waiting for
-    /// readers (writes are never held up); TRUNCATE, at close, also empties the file.
+    /// Checkpoints the WAL at close (TRUNCATE: copy everything, empty the file).
     fn checkpoint(&mut self, mode: &str) {
         match self
             .conn
@@ -470,10 +597,21 @@ impl Writer {
         let saved = (self.board.clone(), self.next_seq, self.last_hash);
         let n = batch.len();
         let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        self.pending_history.clear();
         match self.apply_all(reqs) {
             Ok(outcomes) => {
                 let view = Arc::new(self.board.view());
                 if let Some(inner) = self.inner.upgrade() {
+                    {
+                        let mut h = inner.history.write().unwrap_or_else(|p| p.into_inner());
+                        for (bed, item) in self.pending_history.drain(..) {
+                            let list = h.entry(bed).or_default();
+                            list.push_back(item);
+                            while list.len() > inner.history_limit {
+                                list.pop_front();
+                            }
+                        }
+                    }
                     inner.view.store(view);
                     *lock(&inner.last_error) = None;
                 }
@@ -498,6 +636,7 @@ impl Writer {
             }
             Err(e) => {
                 (self.board, self.next_seq, self.last_hash) = saved;
+                self.pending_history.clear();
                 let msg = e.to_string();
                 tracing::error!(error = %msg, commands = n, "store commit failed; batch refused");
                 self.metrics.commit_failures.inc();
@@ -549,6 +688,10 @@ impl Writer {
                 );
                 projection::insert_event(&tx, &env)?;
                 projection::project(&tx, &env, &body, &self.board)?;
+                if let Some(bed) = body.subject() {
+                    self.pending_history
+                        .push((bed.clone(), HistoryItem::of(&env, &body)));
+                }
                 self.next_seq += 1;
                 self.last_hash = env.hash;
                 if let Some(bed) = body.subject().and_then(|b| self.board.shared(b.as_str())) {

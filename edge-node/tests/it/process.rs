@@ -51,6 +51,10 @@ async fn an_acknowledged_assignment_survives_sigkill_and_verifies() {
             );
             assert_eq!(v["bed"]["encounter"], format!("E{earlier}"));
             assert_eq!(v["bed"]["version"], 2);
+            // The bed's history is rebuilt from the log at start.
+            assert_eq!(v["history"][0]["kind"], "bed.assigned", "{v}");
+            assert_eq!(v["history"][0]["actor"], format!("user:bm-{earlier}"));
+            assert_eq!(v["history"][1]["kind"], "bed.commissioned");
         }
         proc.kill9();
         let (code, out, err) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);

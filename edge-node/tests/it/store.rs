@@ -28,6 +28,7 @@ fn open(dir: &std::path::Path) -> Store {
             writer_queue: 1024,
             max_batch: 256,
             journal_size_limit: 1 << 20,
+            history_limit: 20,
         },
         Arc::new(Metrics::new()),
     )
@@ -66,6 +67,7 @@ async fn group_commit_batches_are_observable_in_metrics() {
             writer_queue: 1024,
             max_batch: 256,
             journal_size_limit: 1 << 20,
+            history_limit: 20,
         },
         metrics.clone(),
     )
@@ -251,4 +253,46 @@ async fn verify_is_consistent_while_the_appliance_writes() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.events, 80);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_run_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::open(
+        StoreSettings {
+            data_dir: dir.path().to_owned(),
+            hospital: HospitalId::new("h1").unwrap(),
+            writer_queue: 16,
+            max_batch: 16,
+            journal_size_limit: 1 << 20,
+            history_limit: 3,
+        },
+        metrics.clone(),
+    )
+    .unwrap();
+    commission(&store, 20).await;
+    store.refresh_wal_size();
+    assert!(store.wal_bytes() > 0);
+    store.checkpoint().await;
+    let text = metrics.render(&store.view());
+    assert!(text.contains("hms_store_checkpoints_total 1"), "{text}");
+    // Writes go on after a checkpoint, and history keeps only the last entries.
+    for _ in 0..2 {
+        let v = store.view().bed("B000").unwrap().version;
+        store
+            .write(req(Command::SetIsolation {
+                bed: BedId::new("B000").unwrap(),
+                isolation: v % 2 == 1,
+                expected_version: Some(v),
+            }))
+            .await
+            .unwrap();
+    }
+    let h = store.history("B000");
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[0].kind, "bed.isolation_changed");
+    assert_eq!(h[2].kind, "bed.commissioned");
+    store.close().await;
+    assert!(verify::verify(dir.path()).unwrap().ok());
 }
