@@ -1,6 +1,7 @@
 //! The HMS Edge appliance.
 //!
 //! - [`board`]: the live bed board, sans-IO (`Board::apply(cmd) -> changes`).
+//! - [`mllp`], [`hl7`]: MLLP framing and HL7 v2 parsing, sans-IO.
 //! - [`store`]: SQLite event log and projections behind one group-committing writer.
 //! - [`api`]: the kiosk HTTP API.
 //! - [`auth`]: bearer tokens and roles.
@@ -11,5 +12,7 @@ pub mod api;
 pub mod appliance;
 pub mod auth;
 pub mod board;
+pub mod hl7;
 pub mod metrics;
+pub mod mllp;
 pub mod store;
