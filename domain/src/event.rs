@@ -124,6 +124,12 @@ pub enum Transition {
     Blocked,
     /// Back in service (needs cleaning).
     Unblocked,
+    /// The stay moved out of this bed to another (the bed needs cleaning).
+    TransferredOut,
+    /// The stay moved into this bed from another.
+    TransferredIn,
+    /// A cancelled discharge put the stay back into its bed.
+    Readmitted,
 }
 
 impl Transition {
@@ -140,6 +146,9 @@ impl Transition {
             Self::Cleaned => "bed.cleaned",
             Self::Blocked => "bed.blocked",
             Self::Unblocked => "bed.unblocked",
+            Self::TransferredOut => "bed.transferred_out",
+            Self::TransferredIn => "bed.transferred_in",
+            Self::Readmitted => "bed.readmitted",
         }
     }
 }
@@ -210,12 +219,45 @@ pub enum EventBody {
         /// Whether a discharge is pending.
         pending: bool,
     },
+    /// Patient demographics were recorded or updated (PID of an ADT message).
+    PatientRecorded {
+        /// The patient as the message gave it.
+        patient: PatientRef,
+        /// The HL7 trigger that carried it (`A08`, `A28`…).
+        trigger: String,
+    },
+    /// One inbound HL7 message, its processing outcome and the ACKs sent.
+    Hl7Message {
+        /// MSH-3 sending application.
+        sending_app: String,
+        /// MSH-4 sending facility.
+        sending_facility: String,
+        /// MSH-10 control id.
+        control_id: String,
+        /// MSH-9 message type and trigger (`ADT^A01`).
+        message_type: String,
+        /// `applied`, `parked` or `rejected`.
+        status: String,
+        /// MSA-1 of the (last) ACK: AA, AE, AR.
+        ack_code: String,
+        /// Why it was parked or rejected (no PHI).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The message bytes exactly as received, hex-encoded (lossless).
+        raw_hex: String,
+        /// The ACKs sent, in order.
+        acks: Vec<String>,
+    },
 }
 
 impl EventBody {
     /// The stream the event belongs to.
     pub fn stream(&self) -> Stream {
-        Stream::Bed
+        match self {
+            Self::PatientRecorded { .. } => Stream::Adt,
+            Self::Hl7Message { .. } => Stream::Integration,
+            _ => Stream::Bed,
+        }
     }
 
     /// The event kind, `stream.what`.
@@ -227,6 +269,8 @@ impl EventBody {
             Self::BedStateChanged { transition, .. } => transition.kind(),
             Self::BedIsolationChanged { .. } => "bed.isolation_changed",
             Self::BedPendingDischargeChanged { .. } => "bed.pending_discharge_changed",
+            Self::PatientRecorded { .. } => "adt.patient_recorded",
+            Self::Hl7Message { .. } => "integration.hl7_message",
         }
     }
 
@@ -239,6 +283,7 @@ impl EventBody {
             | Self::BedStateChanged { bed, .. }
             | Self::BedIsolationChanged { bed, .. }
             | Self::BedPendingDischargeChanged { bed, .. } => Some(bed),
+            Self::PatientRecorded { .. } | Self::Hl7Message { .. } => None,
         }
     }
 
@@ -248,6 +293,26 @@ impl EventBody {
         // cannot fail; map keys are never used in bodies.
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"unserializable\":\"{e}\"}}"))
     }
+}
+
+/// Lower-case hex of bytes (raw HL7 messages in events).
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Bytes from lower- or upper-case hex; `None` if malformed.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// A SHA-256 digest in the hash chain.

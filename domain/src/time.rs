@@ -61,6 +61,66 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// HL7 DTM to the second, UTC: `YYYYMMDDHHMMSS`.
+    pub fn to_hl7(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(t) => format!(
+                "{:04}{:02}{:02}{:02}{:02}{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            ),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Parses an HL7 DTM (`YYYY[MM[DD[HH[MM[SS[.S…]]]]]][+/-ZZZZ]`); without an
+    /// offset the time is taken as UTC. `None` when malformed.
+    pub fn parse_hl7(s: &str) -> Option<Timestamp> {
+        let s = s.trim();
+        let (main, offset) = match s.find(['+', '-']) {
+            Some(i) => (&s[..i], Some(&s[i..])),
+            None => (s, None),
+        };
+        let digits = main.split('.').next()?;
+        if !matches!(digits.len(), 4 | 6 | 8 | 10 | 12 | 14)
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let num = |a: usize, b: usize, d: i32| -> Option<i32> {
+            digits.get(a..b).map_or(Some(d), |x| x.parse().ok())
+        };
+        let date = time::Date::from_calendar_date(
+            num(0, 4, 1970)?,
+            time::Month::try_from(u8::try_from(num(4, 6, 1)?).ok()?).ok()?,
+            u8::try_from(num(6, 8, 1)?).ok()?,
+        )
+        .ok()?;
+        let clock = time::Time::from_hms(
+            u8::try_from(num(8, 10, 0)?).ok()?,
+            u8::try_from(num(10, 12, 0)?).ok()?,
+            u8::try_from(num(12, 14, 0)?).ok()?,
+        )
+        .ok()?;
+        let mut t = time::PrimitiveDateTime::new(date, clock).assume_utc();
+        if let Some(off) = offset {
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            let hhmm = off.get(1..5)?;
+            let h: i64 = hhmm.get(..2)?.parse().ok()?;
+            let m: i64 = hhmm.get(2..)?.parse().ok()?;
+            t -= time::Duration::minutes(sign * (h * 60 + m));
+        }
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        Some(Timestamp(i64::try_from(ms).ok()?))
+    }
+}
+
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -107,6 +167,33 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hl7_times() {
+        let t = Timestamp::parse_hl7("20260102030405").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-01-02T03:04:05.000Z");
+        assert_eq!(t.to_hl7(), "20260102030405");
+        assert_eq!(
+            Timestamp::parse_hl7("202601020304+0100")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-02T02:04:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::parse_hl7("2026").unwrap().to_rfc3339(),
+            "2026-01-01T00:00:00.000Z"
+        );
+        for bad in [
+            "",
+            "20261",
+            "2026130101",
+            "abcd",
+            "20260101250000",
+            "2026+x",
+        ] {
+            assert_eq!(Timestamp::parse_hl7(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips_rfc3339() {

@@ -68,6 +68,8 @@ impl Appliance {
                 max_batch: config.store.max_batch,
                 journal_size_limit: config.store.journal_size_limit_mb * 1024 * 1024,
                 history_limit: config.http.history_limit,
+                locations: crate::adt::Locations::from_config(config),
+                parse: crate::hl7::ParseConfig::default(),
             },
             metrics.clone(),
         )?;
@@ -113,8 +115,18 @@ impl Appliance {
     pub async fn serve(
         self,
         listener: TcpListener,
+        mllp: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let mllp = mllp.map(|l| {
+            tokio::spawn(crate::integration::serve(
+                l,
+                self.store.clone(),
+                self.metrics.clone(),
+                crate::integration::MllpSettings::default(),
+                shutdown.clone(),
+            ))
+        });
         let state = AppState {
             store: self.store.clone(),
             tokens: self.tokens.clone(),
@@ -164,6 +176,12 @@ impl Appliance {
             Err(_) => {
                 tracing::warn!("grace period over; closing remaining connections");
                 server.abort();
+            }
+        }
+        if let Some(m) = mllp {
+            // Connections finish the frame in hand (bounded by the store's queue wait).
+            if tokio::time::timeout(self.grace, m).await.is_err() {
+                tracing::warn!("grace period over; closing MLLP connections");
             }
         }
         let _ = wal.await;

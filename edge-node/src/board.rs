@@ -207,6 +207,26 @@ pub enum Command {
         /// The version the caller saw.
         expected_version: Option<u64>,
     },
+    /// Move a stay from the bed it holds to another (vacant-clean, or
+    /// reserved for it); the old bed becomes dirty.
+    Transfer {
+        /// The stay.
+        encounter: EncounterId,
+        /// The new bed.
+        to: BedId,
+        /// Its patient, when the source names one.
+        patient: Option<PatientRef>,
+    },
+    /// Put a stay back into a vacant bed whatever its housekeeping state
+    /// (a cancelled discharge).
+    Readmit {
+        /// The bed.
+        bed: BedId,
+        /// The stay.
+        encounter: EncounterId,
+        /// Its patient.
+        patient: Option<PatientRef>,
+    },
     /// Add a configured bed (start-up reconciliation).
     Commission {
         /// The bed.
@@ -237,6 +257,8 @@ impl Command {
     pub fn bed(&self) -> Option<&BedId> {
         match self {
             Command::Place { .. } => None,
+            Command::Transfer { to, .. } => Some(to),
+            Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
             | Command::Release { bed, .. }
             | Command::Reserve { bed, .. }
@@ -290,6 +312,9 @@ pub enum BoardError {
         /// The bed it holds.
         bed: BedId,
     },
+    /// The stay holds no bed.
+    #[error("encounter {0} holds no bed")]
+    EncounterNotPlaced(EncounterId),
     /// No bed of the unit is free and matches the requirements.
     #[error("no bed available in unit {unit} matching the requirements")]
     NoBedAvailable {
@@ -536,8 +561,19 @@ impl Board {
     /// Validates and applies a command, returning the changes it made.
     pub fn apply(&mut self, cmd: Command, at: Timestamp) -> Result<Vec<EventBody>, BoardError> {
         let changes = self.plan(cmd)?;
-        for c in &changes {
-            self.apply_change(c, at)?;
+        if changes.len() > 1 {
+            // All or nothing: a later change failing must not leave earlier ones.
+            let backup = self.clone();
+            for c in &changes {
+                if let Err(e) = self.apply_change(c, at) {
+                    *self = backup;
+                    return Err(e);
+                }
+            }
+        } else {
+            for c in &changes {
+                self.apply_change(c, at)?;
+            }
         }
         Ok(changes)
     }
@@ -760,6 +796,56 @@ impl Board {
                     pending,
                 }]
             }
+            Command::Transfer {
+                encounter,
+                to,
+                patient,
+            } => {
+                let &from_i = self
+                    .encounters
+                    .get(&encounter)
+                    .ok_or_else(|| BoardError::EncounterNotPlaced(encounter.clone()))?;
+                let from = &self.view.beds[from_i];
+                let target = self.get(&to)?;
+                if from.id == target.id {
+                    return Ok(vec![]);
+                }
+                if !matches!(from.state, S::Occupied { .. }) {
+                    return Err(invalid(from, "transfer out of"));
+                }
+                match &target.state {
+                    S::VacantClean => {}
+                    S::Reserved { encounter: e } if *e == encounter => {}
+                    _ => return Err(invalid(target, "transfer into")),
+                }
+                let patient = patient.or_else(|| from.patient.clone());
+                vec![
+                    Self::state_change(from, Transition::TransferredOut, S::VacantDirty, None),
+                    Self::state_change(
+                        target,
+                        Transition::TransferredIn,
+                        S::Occupied { encounter },
+                        patient,
+                    ),
+                ]
+            }
+            Command::Readmit {
+                bed,
+                encounter,
+                patient,
+            } => {
+                let b = self.get(&bed)?;
+                if !matches!(b.state, S::VacantClean | S::VacantDirty | S::Cleaning) {
+                    return Err(invalid(b, "readmit into"));
+                }
+                self.ensure_free(&encounter, None)?;
+                vec![Self::state_change(
+                    b,
+                    Transition::Readmitted,
+                    S::Occupied { encounter },
+                    patient,
+                )]
+            }
             Command::Commission {
                 bed,
                 unit,
@@ -946,6 +1032,7 @@ impl Board {
                 b.version = *version;
                 Ok(())
             }
+            EventBody::PatientRecorded { .. } | EventBody::Hl7Message { .. } => Ok(()),
         }
     }
 

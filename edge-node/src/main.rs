@@ -37,6 +37,9 @@ enum Cmd {
         /// HTTP listen address (overrides listen.http); port 0 picks a free port.
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// MLLP listen address for the HL7 feed (overrides listen.mllp).
+        #[arg(long)]
+        mllp: Option<SocketAddr>,
     },
     /// Check the hash chain and that replaying the log gives the projections.
     Verify(Location),
@@ -44,6 +47,29 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         command: TokenCmd,
+    },
+    /// HL7 tools.
+    Hl7 {
+        #[command(subcommand)]
+        command: Hl7Cmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Hl7Cmd {
+    /// Send HL7 files (single messages, runs of messages or FHS/BHS batches)
+    /// over MLLP, one message at a time; prints one line per ACK:
+    /// control id, MSA-1 and the error text. Exit 1 if any ACK is not AA/CA.
+    Send {
+        /// Receiver address, HOST:PORT.
+        #[arg(long)]
+        to: String,
+        /// Seconds to wait for each ACK.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Files to send.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -137,6 +163,7 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
             config,
             data_dir,
             http,
+            mllp,
         } => {
             let mut cfg = load_config(&config)?;
             if let Some(d) = data_dir {
@@ -144,6 +171,9 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
             }
             if let Some(h) = http {
                 cfg.listen.http = h;
+            }
+            if let Some(m) = mllp {
+                cfg.listen.mllp = Some(m);
             }
             init_tracing();
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -170,6 +200,41 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
                     1,
                     format!("verify failed: {} problem(s)", report.problems.len()),
                 ))
+            }
+        }
+        Cmd::Hl7 {
+            command: Hl7Cmd::Send { to, timeout, files },
+        } => {
+            use std::net::ToSocketAddrs;
+            let addr = to
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| Exit(EX_USAGE, format!("cannot resolve {to:?}")))?;
+            let mut messages = vec![];
+            for f in &files {
+                let bytes = std::fs::read(f)
+                    .map_err(|e| Exit(EX_USAGE, format!("reading {}: {e}", f.display())))?;
+                messages.extend(edge_node::hl7::split_messages(&bytes));
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let acks = rt.block_on(edge_node::integration::send(
+                addr,
+                &messages,
+                std::time::Duration::from_secs(timeout),
+            ))?;
+            let mut ok = true;
+            for a in &acks {
+                println!("{a}");
+                ok &= a.code == "AA" || a.code == "CA";
+            }
+            if ok {
+                Ok(())
+            } else {
+                Err(Exit(1, String::new()))
             }
         }
         Cmd::Token {
@@ -211,10 +276,21 @@ async fn run(cfg: firmware_config::Config) -> anyhow::Result<()> {
     let listener = appliance::bind(cfg.listen.http).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "http listening");
-    println!("hms-edge ready http=http://{addr}");
+    let mllp = match cfg.listen.mllp {
+        Some(a) => Some(appliance::bind(a).await?),
+        None => None,
+    };
+    match &mllp {
+        Some(l) => {
+            let m = l.local_addr()?;
+            tracing::info!(addr = %m, "mllp listening");
+            println!("hms-edge ready http=http://{addr} mllp={m}");
+        }
+        None => println!("hms-edge ready http=http://{addr}"),
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
-    app.serve(listener, shutdown).await
+    app.serve(listener, mllp, shutdown).await
 }
 
 async fn signals(token: CancellationToken) {

@@ -40,6 +40,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a counter by kind or status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Kind or status.
+    pub kind: &'static str,
+}
+
 /// All metrics of one appliance.
 #[derive(Debug)]
 pub struct Metrics {
@@ -68,6 +75,18 @@ pub struct Metrics {
     pub stream_dropped: Counter,
     /// Authentication and authorisation failures by reason.
     pub auth_failures: Family<ReasonLabels, Counter>,
+    /// HL7 messages by outcome (applied, parked, rejected, duplicate).
+    pub hl7_messages: Family<KindLabels, Counter>,
+    /// MLLP frames received.
+    pub mllp_frames: Counter,
+    /// Bytes skipped while resynchronising on VT.
+    pub mllp_skipped_bytes: Counter,
+    /// Frames over the size limit.
+    pub mllp_oversize: Counter,
+    /// Open MLLP connections.
+    pub mllp_connections: Gauge,
+    /// Time from a frame's arrival to its last ACK written.
+    pub hl7_ack_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -146,7 +165,45 @@ impl Metrics {
             "Authentication and authorisation failures",
             auth_failures.clone(),
         );
+        let hl7_messages = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "hl7_messages",
+            "HL7 messages by outcome",
+            hl7_messages.clone(),
+        );
+        let mllp_frames = Counter::default();
+        registry.register("mllp_frames", "MLLP frames received", mllp_frames.clone());
+        let mllp_skipped_bytes = Counter::default();
+        registry.register(
+            "mllp_skipped_bytes",
+            "Bytes skipped while resynchronising on VT",
+            mllp_skipped_bytes.clone(),
+        );
+        let mllp_oversize = Counter::default();
+        registry.register(
+            "mllp_oversize",
+            "MLLP frames over the size limit",
+            mllp_oversize.clone(),
+        );
+        let mllp_connections = Gauge::default();
+        registry.register(
+            "mllp_connections",
+            "Open MLLP connections",
+            mllp_connections.clone(),
+        );
+        let hl7_ack_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "hl7_ack_duration_seconds",
+            "Time from a frame's arrival to its ACK written",
+            hl7_ack_seconds.clone(),
+        );
         Self {
+            hl7_messages,
+            mllp_frames,
+            mllp_skipped_bytes,
+            mllp_oversize,
+            mllp_connections,
+            hl7_ack_seconds,
             registry,
             http_requests,
             http_seconds,

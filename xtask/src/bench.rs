@@ -119,7 +119,7 @@ fn start(bin: &Path, config: &Path, data: &Path) -> anyhow::Result<Appliance> {
         match lines.next() {
             Some(Ok(l)) => {
                 if let Some(a) = l.strip_prefix("hms-edge ready http=http://") {
-                    break a.to_owned();
+                    break a.split_whitespace().next().unwrap_or_default().to_owned();
                 }
             }
             _ => bail!("hms-edge exited before it was ready"),

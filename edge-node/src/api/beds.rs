@@ -249,7 +249,9 @@ fn write_problem(state: &AppState, e: WriteError, with_patient: bool) -> Problem
                     "No bed available",
                     detail,
                 ),
-                BoardError::DuplicateBed(_) | BoardError::Inconsistent(_) => {
+                BoardError::EncounterNotPlaced(_)
+                | BoardError::DuplicateBed(_)
+                | BoardError::Inconsistent(_) => {
                     Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
                 }
             };

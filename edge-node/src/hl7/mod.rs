@@ -16,6 +16,7 @@
 //! Escape sequences are decoded on access by [`escape::decode`], which never
 //! panics. Errors carry the HL7 error code and location for the ACK's ERR segment.
 
+pub mod ack;
 pub mod escape;
 
 use std::fmt;
@@ -444,6 +445,32 @@ impl Message {
     pub fn is_null(&self, seg: &str, field: usize) -> bool {
         self.segment(seg, 1).and_then(|s| s.raw(field)) == Some("\"\"")
     }
+}
+
+/// Splits a file into messages: single messages, header-less runs of
+/// messages (each starting at an `MSH` line) and FHS/BHS batches (whose
+/// FHS, BHS, BTS and FTS lines are envelope, not content). Segments are
+/// re-joined with `\r`; any line ending is accepted.
+pub fn split_messages(raw: &[u8]) -> Vec<Vec<u8>> {
+    let raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
+    let mut out: Vec<Vec<u8>> = vec![];
+    for line in raw.split(|&b| b == b'\r' || b == b'\n') {
+        if line.is_empty()
+            || [&b"FHS"[..], b"BHS", b"BTS", b"FTS"]
+                .iter()
+                .any(|p| line.starts_with(p))
+        {
+            continue;
+        }
+        if line.starts_with(b"MSH") || out.is_empty() {
+            out.push(Vec::new());
+        }
+        if let Some(m) = out.last_mut() {
+            m.extend_from_slice(line);
+            m.push(b'\r');
+        }
+    }
+    out
 }
 
 /// Parses `PID-3`, `PV1-3.1`, `PID-5.1.1` or `PID.3.1`.

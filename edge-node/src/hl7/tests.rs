@@ -161,3 +161,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn files_split_into_messages() {
+    let batch = format!(
+        "FHS|^~\\&|ADT\r\nBHS|^~\\&|ADT\r\n{}\r\n{}BTS|2\r\nFTS|1\r\n",
+        A01.trim_end_matches('\r').replace('\r', "\r\n"),
+        A01.replace("MSG0001", "MSG0002")
+    );
+    let msgs = split_messages(batch.as_bytes());
+    assert_eq!(msgs.len(), 2);
+    for (m, id) in msgs.iter().zip(["MSG0001", "MSG0002"]) {
+        let p = parse(m).unwrap();
+        assert_eq!(p.get("MSH-10").as_deref(), Some(id));
+        assert_eq!(p.segments().len(), 5);
+    }
+    assert_eq!(
+        split_messages(A01.as_bytes()),
+        vec![A01.as_bytes().to_vec()]
+    );
+    assert!(split_messages(b"\r\n\n").is_empty());
+}

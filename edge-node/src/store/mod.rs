@@ -27,10 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
 use hms_domain::{Actor, BedId, Draft, Envelope, EventBody, EventHash, HospitalId, Timestamp};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::adt::{self, Locations};
 use crate::board::{Bed, Board, BoardError, BoardView, Command};
+use crate::hl7::ack::{self, Header, Outcome as AckOutcome};
+use crate::hl7::{Message, ParseConfig};
 use crate::metrics::Metrics;
 
 /// File name of the event store inside the data dir.
@@ -54,6 +57,26 @@ pub struct StoreSettings {
     pub journal_size_limit: u64,
     /// Events kept in memory per bed for its recent history.
     pub history_limit: usize,
+    /// HL7 locations of the configured beds.
+    pub locations: Locations,
+    /// HL7 parse settings.
+    pub parse: ParseConfig,
+}
+
+/// One inbound HL7 message for the writer.
+#[derive(Debug, Clone)]
+pub struct Hl7Request {
+    /// The message bytes as received (one MLLP frame's content).
+    pub raw: Vec<u8>,
+}
+
+/// What became of an HL7 message.
+#[derive(Debug, Clone)]
+pub struct Hl7Reply {
+    /// The ACKs to send, in order (already durable).
+    pub acks: Vec<Vec<u8>>,
+    /// `applied`, `parked`, `rejected` or `duplicate`.
+    pub status: &'static str,
 }
 
 /// One entry of a bed's recent history (no patient details).
@@ -170,6 +193,7 @@ impl Pending {
 
 enum Msg {
     Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
+    Hl7(Hl7Request, oneshot::Sender<Result<Hl7Reply, WriteError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -352,6 +376,10 @@ impl Store {
         });
         let writer = Writer {
             pending_history: vec![],
+            pending_notices: vec![],
+            pending_events: 0,
+            locations: settings.locations,
+            parse: settings.parse,
             conn,
             board,
             next_seq,
@@ -400,6 +428,21 @@ impl Store {
     /// The last commit failure, cleared by the next successful commit.
     pub fn last_error(&self) -> Option<String> {
         lock(&self.inner.last_error).clone()
+    }
+
+    /// Processes one inbound HL7 message: stored, applied or parked, and its
+    /// ACKs recorded, all in one commit; returns the ACKs to send.
+    pub async fn hl7(&self, req: Hl7Request) -> Result<Hl7Reply, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        match tokio::time::timeout(QUEUE_WAIT, self.inner.tx.send(Msg::Hl7(req, reply))).await {
+            Err(_) => {
+                self.inner.metrics.store_busy.inc();
+                return Err(WriteError::Busy);
+            }
+            Ok(Err(_)) => return Err(WriteError::Closed),
+            Ok(Ok(())) => {}
+        }
+        rx.await.unwrap_or(Err(WriteError::Closed))
     }
 
     /// Queues a write (waiting for room up to [`QUEUE_WAIT`]); await the
@@ -519,28 +562,45 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Writer {
     /// History entries of the batch being committed.
     pending_history: Vec<(BedId, HistoryItem)>,
+    /// Live-stream notices of the batch being committed.
+    pending_notices: Vec<Notice>,
+    /// Events appended by the batch being committed.
+    pending_events: u64,
     conn: Connection,
     board: Board,
     next_seq: u64,
     last_hash: EventHash,
     hospital: HospitalId,
     max_batch: usize,
+    locations: Locations,
+    parse: ParseConfig,
     inner: std::sync::Weak<Inner>,
     notices: broadcast::Sender<Arc<Notice>>,
     metrics: Arc<Metrics>,
 }
 
-type Reply = oneshot::Sender<Result<Committed, WriteError>>;
+/// One queued item of a batch.
+enum Item {
+    Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
+    Hl7(Hl7Request, oneshot::Sender<Result<Hl7Reply, WriteError>>),
+}
+
+/// The outcome of one item, sent after the commit.
+enum Outcome {
+    Write(Result<Committed, WriteError>),
+    Hl7(Hl7Reply),
+}
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut batch: Vec<(WriteRequest, Reply)> = Vec::with_capacity(self.max_batch);
+        let mut batch: Vec<Item> = Vec::with_capacity(self.max_batch);
         while let Some(msg) = rx.blocking_recv() {
             let mut close = None;
             let mut next = Some(msg);
             while let Some(m) = next.take() {
                 match m {
-                    Msg::Write(req, reply) => batch.push((req, reply)),
+                    Msg::Write(req, reply) => batch.push(Item::Write(req, reply)),
+                    Msg::Hl7(req, reply) => batch.push(Item::Hl7(req, reply)),
                     Msg::Close(done) => {
                         close = Some(done);
                         break;
@@ -559,8 +619,16 @@ impl Writer {
                 rx.close();
                 // Anything still queued after Close is answered, never dropped silently.
                 while let Ok(m) = rx.try_recv() {
-                    if let Msg::Write(_, reply) = m {
-                        let _ = reply.send(Err(WriteError::Closed));
+                    match m {
+                        Msg::Write(_, reply) => {
+                            let _ = reply.send(Err(WriteError::Closed));
+                        }
+                        Msg::Hl7(_, reply) => {
+                            let _ = reply.send(Err(WriteError::Closed));
+                        }
+                        Msg::Close(d) => {
+                            let _ = d.send(());
+                        }
                     }
                 }
                 let _ = done.send(());
@@ -592,13 +660,28 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, batch: Vec<(WriteRequest, Reply)>) {
+    fn commit_batch(&mut self, batch: Vec<Item>) {
         let started = Instant::now();
         let saved = (self.board.clone(), self.next_seq, self.last_hash);
         let n = batch.len();
-        let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         self.pending_history.clear();
-        match self.apply_all(reqs) {
+        self.pending_notices.clear();
+        self.pending_events = 0;
+        let mut replies = Vec::with_capacity(n);
+        let mut work = Vec::with_capacity(n);
+        for item in batch {
+            match item {
+                Item::Write(req, reply) => {
+                    work.push(Item2::Write(req));
+                    replies.push(Reply::Write(reply));
+                }
+                Item::Hl7(req, reply) => {
+                    work.push(Item2::Hl7(req));
+                    replies.push(Reply::Hl7(reply));
+                }
+            }
+        }
+        match self.apply_all(work) {
             Ok(outcomes) => {
                 let view = Arc::new(self.board.view());
                 if let Some(inner) = self.inner.upgrade() {
@@ -620,88 +703,354 @@ impl Writer {
                 self.metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
+                self.metrics.events.inc_by(self.pending_events);
+                for notice in self.pending_notices.drain(..) {
+                    let _ = self.notices.send(Arc::new(notice));
+                }
                 for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                    if let Ok(c) = &outcome {
-                        self.metrics.events.inc_by(c.events.len() as u64);
-                        for ((seq, kind), bed) in c.events.iter().zip(c.beds.iter()) {
-                            let _ = self.notices.send(Arc::new(Notice {
-                                seq: *seq,
-                                kind,
-                                bed: bed.clone(),
-                            }));
+                    match (outcome, reply) {
+                        (Outcome::Write(o), Reply::Write(r)) => {
+                            let _ = r.send(o);
                         }
+                        (Outcome::Hl7(o), Reply::Hl7(r)) => {
+                            let _ = r.send(Ok(o));
+                        }
+                        // Outcomes are produced in the order of the items.
+                        _ => {}
                     }
-                    let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
                 (self.board, self.next_seq, self.last_hash) = saved;
                 self.pending_history.clear();
+                self.pending_notices.clear();
                 let msg = e.to_string();
-                tracing::error!(error = %msg, commands = n, "store commit failed; batch refused");
+                tracing::error!(error = %msg, items = n, "store commit failed; batch refused");
                 self.metrics.commit_failures.inc();
                 if let Some(inner) = self.inner.upgrade() {
                     *lock(&inner.last_error) = Some(msg.clone());
                 }
                 for reply in replies {
-                    let _ = reply.send(Err(WriteError::Unavailable(msg.clone())));
+                    let err = WriteError::Unavailable(msg.clone());
+                    match reply {
+                        Reply::Write(r) => {
+                            let _ = r.send(Err(err));
+                        }
+                        Reply::Hl7(r) => {
+                            let _ = r.send(Err(err));
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Applies every request in one transaction. A refused command is an
-    /// outcome; an SQLite failure aborts the whole batch.
-    fn apply_all(
+    /// Seals one event, appends it and updates the projections; records the
+    /// history entry and live notice to publish after commit.
+    fn append(
         &mut self,
-        reqs: Vec<WriteRequest>,
-    ) -> rusqlite::Result<Vec<Result<Committed, WriteError>>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut outcomes = Vec::with_capacity(reqs.len());
-        for req in reqs {
-            let at = Timestamp::now();
-            let changes = match self.board.apply(req.cmd, at) {
-                Ok(c) => c,
-                Err(e) => {
-                    outcomes.push(Err(WriteError::Rejected(e)));
-                    continue;
-                }
-            };
-            let mut committed = Committed {
-                events: Vec::with_capacity(changes.len()),
-                beds: Vec::with_capacity(changes.len()),
-            };
-            for body in changes {
-                let env = Envelope::seal(
-                    &self.hospital,
-                    self.next_seq,
-                    self.last_hash,
-                    at,
-                    Draft {
-                        occurred_at: req.occurred_at.unwrap_or(at),
-                        actor: req.actor.clone(),
-                        correlation: req.correlation.clone(),
-                        body: body.clone(),
-                    },
-                );
-                projection::insert_event(&tx, &env)?;
-                projection::project(&tx, &env, &body, &self.board)?;
-                if let Some(bed) = body.subject() {
-                    self.pending_history
-                        .push((bed.clone(), HistoryItem::of(&env, &body)));
-                }
-                self.next_seq += 1;
-                self.last_hash = env.hash;
-                if let Some(bed) = body.subject().and_then(|b| self.board.shared(b.as_str())) {
-                    committed.events.push((env.seq, body.kind()));
-                    committed.beds.push(bed);
-                }
-            }
-            outcomes.push(Ok(committed));
+        at: Timestamp,
+        occurred_at: Timestamp,
+        actor: &Actor,
+        correlation: Option<&String>,
+        body: EventBody,
+    ) -> rusqlite::Result<(u64, Option<Arc<Bed>>)> {
+        let env = Envelope::seal(
+            &self.hospital,
+            self.next_seq,
+            self.last_hash,
+            at,
+            Draft {
+                occurred_at,
+                actor: actor.clone(),
+                correlation: correlation.cloned(),
+                body: body.clone(),
+            },
+        );
+        projection::insert_event(&self.conn, &env)?;
+        projection::project(&self.conn, &env, &body, &self.board)?;
+        self.next_seq += 1;
+        self.last_hash = env.hash;
+        self.pending_events += 1;
+        let bed = body.subject().and_then(|b| self.board.shared(b.as_str()));
+        if let (Some(id), Some(b)) = (body.subject(), &bed) {
+            self.pending_history
+                .push((id.clone(), HistoryItem::of(&env, &body)));
+            self.pending_notices.push(Notice {
+                seq: env.seq,
+                kind: body.kind(),
+                bed: b.clone(),
+            });
         }
-        tx.commit()?;
+        Ok((env.seq, bed))
+    }
+
+    /// Applies every item in one transaction. A refused command is an
+    /// outcome; an SQLite failure aborts the whole batch.
+    fn apply_all(&mut self, items: Vec<Item2>) -> rusqlite::Result<Vec<Outcome>> {
+        // The transaction is held through a raw BEGIN so that `self` stays
+        // borrowable while the items are applied.
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = self.apply_items(items);
+        match result {
+            Ok(outcomes) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(outcomes),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_items(&mut self, items: Vec<Item2>) -> rusqlite::Result<Vec<Outcome>> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Item2::Write(req) => outcomes.push(Outcome::Write(self.apply_write(req)?)),
+                Item2::Hl7(req) => outcomes.push(Outcome::Hl7(self.apply_hl7(req)?)),
+            }
+        }
         Ok(outcomes)
     }
+
+    fn apply_write(
+        &mut self,
+        req: WriteRequest,
+    ) -> rusqlite::Result<Result<Committed, WriteError>> {
+        let at = Timestamp::now();
+        let changes = match self.board.apply(req.cmd, at) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(WriteError::Rejected(e))),
+        };
+        let mut committed = Committed {
+            events: Vec::with_capacity(changes.len()),
+            beds: Vec::with_capacity(changes.len()),
+        };
+        for body in changes {
+            let kind = body.kind();
+            let (seq, bed) = self.append(
+                at,
+                req.occurred_at.unwrap_or(at),
+                &req.actor,
+                req.correlation.as_ref(),
+                body,
+            )?;
+            if let Some(bed) = bed {
+                committed.events.push((seq, kind));
+                committed.beds.push(bed);
+            }
+        }
+        Ok(Ok(committed))
+    }
+}
+
+impl Writer {
+    fn apply_hl7(&mut self, req: Hl7Request) -> rusqlite::Result<Hl7Reply> {
+        let at = Timestamp::now();
+        let parsed = Message::parse(&req.raw, self.parse);
+        let header = match &parsed {
+            Ok(m) => Header::of(m),
+            Err(_) => Header::salvage(&req.raw),
+        };
+        if parsed.is_ok() && !header.control_id.is_empty() {
+            let found: Option<String> = self
+                .conn
+                .prepare_cached(
+                    "SELECT acks FROM hl7_messages
+                     WHERE sending_app = ?1 AND sending_facility = ?2 AND control_id = ?3",
+                )?
+                .query_row(
+                    rusqlite::params![
+                        header.sending_app,
+                        header.sending_facility,
+                        header.control_id
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(acks) = found {
+                // A duplicate: the identical stored ACKs, nothing applied.
+                let acks: Vec<String> = serde_json::from_str(&acks).unwrap_or_default();
+                self.metrics
+                    .hl7_messages
+                    .get_or_create(&crate::metrics::KindLabels { kind: "duplicate" })
+                    .inc();
+                return Ok(Hl7Reply {
+                    acks: acks.into_iter().map(String::into_bytes).collect(),
+                    status: "duplicate",
+                });
+            }
+        }
+        let actor = Actor {
+            kind: hms_domain::ActorKind::Interface,
+            id: format!(
+                "hl7:{}",
+                if header.sending_app.is_empty() {
+                    "unknown"
+                } else {
+                    header.sending_app.as_str()
+                }
+            ),
+        };
+        let correlation = Some(header.control_id.clone()).filter(|c| !c.is_empty());
+        let (outcome, status) = match &parsed {
+            Err(e) => (
+                AckOutcome::Reject {
+                    code: e.code,
+                    location: e.location.clone(),
+                    reason: e.reason.clone(),
+                },
+                "rejected",
+            ),
+            Ok(m) => {
+                let occurred_at = m
+                    .get("EVN-6")
+                    .or_else(|| m.get("EVN-2"))
+                    .or_else(|| m.get("MSH-7"))
+                    .and_then(|t| Timestamp::parse_hl7(&t))
+                    .unwrap_or(at);
+                self.apply_adt(m, at, occurred_at, &actor, correlation.as_ref())?
+            }
+        };
+        let control = format!("ACK{}", self.next_seq);
+        let acks = ack::acks(&header, &outcome, &control, &at.to_hl7());
+        let ack_code = acks
+            .last()
+            .and_then(|a| {
+                let t = String::from_utf8_lossy(a).into_owned();
+                t.split("\rMSA|")
+                    .nth(1)
+                    .map(|r| r.chars().take(2).collect::<String>())
+            })
+            .unwrap_or_default();
+        let reason = match &outcome {
+            AckOutcome::Accepted => None,
+            AckOutcome::Error { reason, .. } | AckOutcome::Reject { reason, .. } => {
+                Some(reason.clone())
+            }
+        };
+        let body = EventBody::Hl7Message {
+            sending_app: header.sending_app.clone(),
+            sending_facility: header.sending_facility.clone(),
+            control_id: header.control_id.clone(),
+            message_type: parsed
+                .as_ref()
+                .ok()
+                .map(|m| {
+                    format!(
+                        "{}^{}",
+                        m.get("MSH-9.1").unwrap_or_default(),
+                        m.get("MSH-9.2").unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default(),
+            status: status.to_owned(),
+            ack_code,
+            reason,
+            raw_hex: hms_domain::event::to_hex(&req.raw),
+            acks: acks
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
+        };
+        self.append(at, at, &actor, correlation.as_ref(), body)?;
+        self.metrics
+            .hl7_messages
+            .get_or_create(&crate::metrics::KindLabels { kind: status })
+            .inc();
+        Ok(Hl7Reply { acks, status })
+    }
+
+    /// Applies the ADT semantics of a parsed message; parks it when they cannot apply.
+    fn apply_adt(
+        &mut self,
+        m: &Message,
+        at: Timestamp,
+        occurred_at: Timestamp,
+        actor: &Actor,
+        correlation: Option<&String>,
+    ) -> rusqlite::Result<(AckOutcome, &'static str)> {
+        let plan = {
+            let conn = &self.conn;
+            let last_bed = |v: &hms_domain::EncounterId| -> Option<BedId> {
+                conn.prepare_cached("SELECT bed_id FROM encounters WHERE encounter_id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([v.as_str()], |r| r.get::<_, Option<String>>(0))
+                            .optional()
+                    })
+                    .ok()
+                    .flatten()
+                    .flatten()
+                    .and_then(|b| BedId::new(b).ok())
+            };
+            adt::plan(m, &self.board, &self.locations, &last_bed)
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(r) => {
+                return Ok((
+                    AckOutcome::Error {
+                        code: r.code,
+                        location: r.location,
+                        reason: format!("{}; message parked", r.reason),
+                    },
+                    "parked",
+                ));
+            }
+        };
+        let backup = (plan.commands.len() > 1).then(|| self.board.clone());
+        let mut changes = vec![];
+        for cmd in plan.commands {
+            match self.board.apply(cmd, at) {
+                Ok(c) => changes.extend(c),
+                Err(e) => {
+                    if let Some(b) = backup {
+                        self.board = b;
+                    }
+                    return Ok((
+                        AckOutcome::Error {
+                            code: crate::hl7::ErrorCode::ApplicationError,
+                            location: None,
+                            reason: format!("{e}; message parked"),
+                        },
+                        "parked",
+                    ));
+                }
+            }
+        }
+        if let Some(p) = plan.patient {
+            let trigger = m.get("MSH-9.2").unwrap_or_default();
+            self.append(
+                at,
+                occurred_at,
+                actor,
+                correlation,
+                EventBody::PatientRecorded {
+                    patient: p,
+                    trigger,
+                },
+            )?;
+        }
+        for body in changes {
+            self.append(at, occurred_at, actor, correlation, body)?;
+        }
+        Ok((AckOutcome::Accepted, "applied"))
+    }
+}
+
+/// An item without its reply channel.
+enum Item2 {
+    Write(WriteRequest),
+    Hl7(Hl7Request),
+}
+
+/// The reply channel of an item.
+enum Reply {
+    Write(oneshot::Sender<Result<Committed, WriteError>>),
+    Hl7(oneshot::Sender<Result<Hl7Reply, WriteError>>),
 }

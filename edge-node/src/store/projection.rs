@@ -181,6 +181,52 @@ pub fn project(
     body: &EventBody,
     board: &Board,
 ) -> rusqlite::Result<()> {
+    match body {
+        EventBody::PatientRecorded { patient, .. } => return write_patient(conn, patient, env.seq),
+        EventBody::Hl7Message {
+            sending_app,
+            sending_facility,
+            control_id,
+            message_type,
+            status,
+            reason,
+            acks,
+            ..
+        } => {
+            // Rejected messages have no trustworthy key: a corrected resend is processed.
+            if status != "rejected" && !control_id.is_empty() {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO hl7_messages(sending_app, sending_facility, control_id, status, acks, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    sending_app,
+                    sending_facility,
+                    control_id,
+                    status,
+                    json(acks),
+                    env.seq as i64
+                ])?;
+            }
+            if status == "parked" {
+                conn.prepare_cached(
+                    "INSERT INTO parked(seq, sending_app, sending_facility, control_id, message_type, reason, parked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    env.seq as i64,
+                    sending_app,
+                    sending_facility,
+                    control_id,
+                    message_type,
+                    reason.as_deref().unwrap_or(""),
+                    env.recorded_at.as_millis()
+                ])?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     if let Some(bed) = body.subject() {
         match board.bed(bed.as_str()) {
             Some(b) => write_bed(conn, b, env.seq)?,
@@ -217,17 +263,21 @@ pub fn project(
             None,
             seq,
         )?,
-        (Transition::Assigned | Transition::Placed, BedState::Occupied { encounter }) => {
-            upsert_encounter(
-                conn,
-                encounter.as_str(),
-                mrn,
-                bed.as_str(),
-                "active",
-                Some(at),
-                seq,
-            )?
-        }
+        (
+            Transition::Assigned
+            | Transition::Placed
+            | Transition::TransferredIn
+            | Transition::Readmitted,
+            BedState::Occupied { encounter },
+        ) => upsert_encounter(
+            conn,
+            encounter.as_str(),
+            mrn,
+            bed.as_str(),
+            "active",
+            Some(at),
+            seq,
+        )?,
         (Transition::Released | Transition::ReservationCancelled, _) => {
             let status = if *transition == Transition::Released {
                 "released"

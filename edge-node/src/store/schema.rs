@@ -62,6 +62,28 @@ const MIGRATIONS: &[&str] = &[
         updated_seq  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 2: HL7 integration: duplicate detection and the parked-message queue.
+    r#"
+    CREATE TABLE hl7_messages (
+        sending_app      TEXT    NOT NULL,
+        sending_facility TEXT    NOT NULL,
+        control_id       TEXT    NOT NULL,
+        status           TEXT    NOT NULL,
+        acks             TEXT    NOT NULL,
+        seq              INTEGER NOT NULL,
+        PRIMARY KEY (sending_app, sending_facility, control_id)
+    ) STRICT;
+
+    CREATE TABLE parked (
+        seq              INTEGER PRIMARY KEY,
+        sending_app      TEXT    NOT NULL,
+        sending_facility TEXT    NOT NULL,
+        control_id       TEXT    NOT NULL,
+        message_type     TEXT    NOT NULL,
+        reason           TEXT    NOT NULL,
+        parked_at        INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -124,7 +146,7 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c).unwrap(), vec![1]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2]);
         assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
         c.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",

@@ -103,6 +103,8 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
             ("beds", "bed_id"),
             ("encounters", "encounter_id"),
             ("patients", "mrn"),
+            ("hl7_messages", "control_id"),
+            ("parked", "control_id"),
         ] {
             compare(&tx, table, key, &mut problems)?;
         }

@@ -295,3 +295,105 @@ fn unknown_config_keys_warn_but_start() {
         "{err}"
     );
 }
+
+fn a28(control: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|{control}|P|2.5.1\r\
+         EVN|A28|20261127101500\rPID|1||MRN-{control}^^^TH^MR||Roe^Rick||19800101|M\r"
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_hl7_message_survives_sigkill_exactly_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 2, 1)]);
+    let data = dir.path().join("data");
+    let mut acked = vec![];
+    let mut sent = 0usize;
+    // Kill the appliance at a different point of the stream each round.
+    for round in 0..5usize {
+        let proc = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
+        let mut s = tokio::net::TcpStream::connect(proc.mllp.unwrap())
+            .await
+            .unwrap();
+        let kill_after = 20 + round * 17;
+        let mut buf = vec![0u8; 4096];
+        for i in 0..kill_after + 1 {
+            let id = format!("K{round}-{i}");
+            s.write_all(&edge_node::mllp::Framer::encode(&a28(&id)))
+                .await
+                .unwrap();
+            sent += 1;
+            if i == kill_after {
+                // The last message is in flight when the appliance dies.
+                break;
+            }
+            let mut got = Vec::new();
+            while !got.ends_with(b"\x1c\r") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(String::from_utf8_lossy(&got).contains(&format!("MSA|AA|{id}")));
+            acked.push(id);
+        }
+        proc.kill9();
+    }
+    assert!(sent > acked.len());
+    let conn = rusqlite::Connection::open(data.join("edge.sqlite")).unwrap();
+    for id in &acked {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE kind = 'integration.hl7_message' AND correlation = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1, "{id} stored {n} times");
+    }
+    drop(conn);
+    let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn hl7_send_prints_one_line_per_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 2, 1)]);
+    let proc = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
+    let to = proc.mllp.unwrap().to_string();
+    // A batch file of two messages, CRLF line endings.
+    let mut batch = b"FHS|^~\\&|EPIC\r\nBHS|^~\\&|EPIC\r\n".to_vec();
+    for id in ["S1", "S2"] {
+        batch.extend(
+            String::from_utf8(a28(id))
+                .unwrap()
+                .replace('\r', "\r\n")
+                .into_bytes(),
+        );
+    }
+    batch.extend(b"BTS|2\r\nFTS|1\r\n");
+    let file = dir.path().join("batch.hl7");
+    std::fs::write(&file, &batch).unwrap();
+    let (code, out, err) = run_cli(&["hl7", "send", "--to", &to, file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["S1 AA", "S2 AA"]);
+    // Sent again: duplicates, acknowledged identically.
+    let (code, out2, _) = run_cli(&["hl7", "send", "--to", &to, file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(out, out2);
+    // An unsupported trigger is AE with the reason; exit 1.
+    let bad = dir.path().join("a05.hl7");
+    std::fs::write(
+        &bad,
+        String::from_utf8(a28("S3")).unwrap().replace("A28", "A05"),
+    )
+    .unwrap();
+    let (code, out, _) = run_cli(&["hl7", "send", "--to", &to, bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("S3 AE ") && out.contains("A05"), "{out}");
+    let (code, _, err) = run_cli(&["hl7", "send", "--to", &to, "/nonexistent.hl7"]);
+    assert_eq!(code, 64, "{err}");
+}

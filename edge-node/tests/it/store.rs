@@ -29,6 +29,8 @@ fn open(dir: &std::path::Path) -> Store {
             max_batch: 256,
             journal_size_limit: 1 << 20,
             history_limit: 20,
+            locations: Default::default(),
+            parse: Default::default(),
         },
         Arc::new(Metrics::new()),
     )
@@ -68,6 +70,8 @@ async fn group_commit_batches_are_observable_in_metrics() {
             max_batch: 256,
             journal_size_limit: 1 << 20,
             history_limit: 20,
+            locations: Default::default(),
+            parse: Default::default(),
         },
         metrics.clone(),
     )
@@ -267,6 +271,8 @@ async fn checkpoints_run_beside_the_writer() {
             max_batch: 16,
             journal_size_limit: 1 << 20,
             history_limit: 3,
+            locations: Default::default(),
+            parse: Default::default(),
         },
         metrics.clone(),
     )

@@ -71,6 +71,7 @@ name = "Floor 1"
 /// An appliance running in this process on an ephemeral port.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub mllp: SocketAddr,
     pub dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
     pub join: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -106,9 +107,12 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let join = tokio::spawn(app.serve(listener, shutdown.clone()));
+        let mllp_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mllp = mllp_listener.local_addr().unwrap();
+        let join = tokio::spawn(app.serve(listener, Some(mllp_listener), shutdown.clone()));
         TestApp {
             addr,
+            mllp,
             dir,
             shutdown,
             join,
@@ -146,6 +150,7 @@ pub fn bin() -> &'static str {
 pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
+    pub mllp: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -167,15 +172,21 @@ impl Proc {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("hms-edge ready http=http://") {
-                    let _ = tx.send(url.parse::<SocketAddr>().unwrap());
+                if let Some(rest) = line.strip_prefix("hms-edge ready http=http://") {
+                    let mut parts = rest.split_whitespace();
+                    let http = parts.next().unwrap().parse::<SocketAddr>().unwrap();
+                    let mllp = parts
+                        .next()
+                        .and_then(|m| m.strip_prefix("mllp="))
+                        .map(|m| m.parse::<SocketAddr>().unwrap());
+                    let _ = tx.send((http, mllp));
                 }
             }
         });
-        let addr = rx
+        let (addr, mllp) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("hms-edge did not become ready");
-        Proc { child, addr }
+        Proc { child, addr, mllp }
     }
 
     /// SIGKILL, and reap.

@@ -1,0 +1,299 @@
+//! The MLLP listener: the appliance's integration hub for the ADT feed.
+//!
+//! Each connection runs a [`Framer`] over its reads and handles its frames in
+//! order: every frame goes through the store's writer (stored, applied or
+//! parked, ACK recorded, committed) and only then are its ACKs written back.
+//! A connection slot is taken before `accept`, so the limit holds under a
+//! connection storm. Idle connections and half-sent frames time out; TCP
+//! keepalive finds dead peers; shutdown stops accepting and lets each
+//! connection finish the frame in hand.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hl7::ErrorCode;
+use crate::hl7::ack::{self, Header, Outcome};
+use crate::metrics::Metrics;
+use crate::mllp::{FrameEvent, Framer, FramerConfig};
+use crate::store::{Hl7Request, Store};
+
+/// Listener settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MllpSettings {
+    /// Framing.
+    pub framer: FramerConfig,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Close a connection with no traffic for this long.
+    pub idle_timeout: Duration,
+    /// Close a connection whose frame stays incomplete for this long.
+    pub frame_timeout: Duration,
+}
+
+impl Default for MllpSettings {
+    fn default() -> Self {
+        Self {
+            framer: FramerConfig::default(),
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(600),
+            frame_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepts MLLP connections on `listener` until `shutdown` fires, then waits
+/// for open connections to finish the frame they are handling.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    metrics: Arc<Metrics>,
+    settings: MllpSettings,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    loop {
+        // Take a slot first: beyond the limit, connections wait in the backlog.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mllp accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let sock = socket2::SockRef::from(&stream);
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10));
+        let _ = sock.set_tcp_keepalive(&keepalive);
+        let (store, metrics, token) = (store.clone(), metrics.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            metrics.mllp_connections.inc();
+            tracing::info!(%peer, "mllp connection opened");
+            let r = connection(stream, peer, &store, &metrics, settings, token).await;
+            if let Err(e) = r {
+                tracing::info!(%peer, error = %e, "mllp connection ended");
+            }
+            metrics.mllp_connections.dec();
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    store: &Store,
+    metrics: &Metrics,
+    settings: MllpSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut framer = Framer::new(settings.framer);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut frame_started: Option<Instant> = None;
+    loop {
+        let wait = match frame_started {
+            Some(t) => settings.frame_timeout.saturating_sub(t.elapsed()),
+            None => settings.idle_timeout,
+        };
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(wait, stream.read(&mut buf)) => match r {
+                Err(_) => {
+                    let what = if frame_started.is_some() { "incomplete frame" } else { "idle" };
+                    if let Some(n) = framer.finish() {
+                        metrics.mllp_skipped_bytes.inc_by(n as u64);
+                    }
+                    tracing::info!(%peer, what, "mllp connection timed out");
+                    return Ok(());
+                }
+                Ok(r) => r?,
+            },
+        };
+        if n == 0 {
+            if let Some(partial) = framer.finish() {
+                metrics.mllp_skipped_bytes.inc_by(partial as u64);
+                tracing::info!(%peer, bytes = partial, "mllp peer closed mid-frame");
+            }
+            return Ok(());
+        }
+        let arrived = Instant::now();
+        framer.push(&buf[..n]);
+        while let Some(ev) = framer.next_event() {
+            match ev {
+                FrameEvent::Frame(content) => {
+                    metrics.mllp_frames.inc();
+                    let header = Header::salvage(&content);
+                    let acks = match store.hl7(Hl7Request { raw: content }).await {
+                        Ok(reply) => reply.acks,
+                        Err(e) => {
+                            // Not stored (disk full, shutting down…): a reject
+                            // ACK, so the sender keeps the message and resends.
+                            tracing::warn!(%peer, error = %e, "hl7 message not stored");
+                            let outcome = Outcome::Reject {
+                                code: ErrorCode::InternalError,
+                                location: None,
+                                reason: "the appliance could not store the message; resend it"
+                                    .into(),
+                            };
+                            let ts = hms_domain::Timestamp::now().to_hl7();
+                            ack::acks(&header, &outcome, "UNSTORED", &ts)
+                        }
+                    };
+                    for a in acks {
+                        stream.write_all(&Framer::encode(&a)).await?;
+                    }
+                    metrics
+                        .hl7_ack_seconds
+                        .observe(arrived.elapsed().as_secs_f64());
+                }
+                FrameEvent::Oversize { head } => {
+                    metrics.mllp_oversize.inc();
+                    let h = Header::salvage(&head);
+                    let outcome = Outcome::Reject {
+                        code: ErrorCode::ApplicationError,
+                        location: None,
+                        reason: format!(
+                            "frame exceeds the {} byte limit; not stored",
+                            settings.framer.max_frame
+                        ),
+                    };
+                    let ts = hms_domain::Timestamp::now().to_hl7();
+                    for a in ack::acks(&h, &outcome, "REJECT", &ts) {
+                        stream.write_all(&Framer::encode(&a)).await?;
+                    }
+                }
+                FrameEvent::Skipped(n) => {
+                    metrics.mllp_skipped_bytes.inc_by(n as u64);
+                    tracing::debug!(%peer, bytes = n, "mllp resynchronised");
+                }
+            }
+        }
+        frame_started = if framer.in_frame() {
+            frame_started.or(Some(arrived))
+        } else {
+            None
+        };
+    }
+}
+
+/// One acknowledgement as a sender sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckLine {
+    /// MSA-2: the control id acknowledged.
+    pub control_id: String,
+    /// MSA-1: AA, AE, AR, CA, CE or CR.
+    pub code: String,
+    /// ERR-8 (or ERR-3 text), when the ACK carries an error.
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for AckLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.control_id, self.code)?;
+        if let Some(e) = &self.error {
+            write!(f, " {e}")?;
+        }
+        Ok(())
+    }
+}
+
+fn ack_line(frame: &[u8]) -> AckLine {
+    match crate::hl7::Message::parse(frame, crate::hl7::ParseConfig::default()) {
+        Ok(m) => AckLine {
+            control_id: m.get("MSA-2").unwrap_or_default(),
+            code: m.get("MSA-1").unwrap_or_default(),
+            error: m.get("ERR-8").or_else(|| m.get("ERR-3.2")),
+        },
+        Err(e) => AckLine {
+            control_id: String::new(),
+            code: "??".into(),
+            error: Some(format!("unreadable ACK: {e}")),
+        },
+    }
+}
+
+/// Sends `messages` over one MLLP connection, each after the previous one's
+/// ACK, and returns the ACKs (an application ACK after a commit ACK too, when
+/// the message asked for one).
+pub async fn send(
+    addr: SocketAddr,
+    messages: &[Vec<u8>],
+    timeout: Duration,
+) -> anyhow::Result<Vec<AckLine>> {
+    use anyhow::Context;
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .context("connecting timed out")?
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let mut framer = Framer::new(FramerConfig {
+        max_frame: 16 << 20,
+        tolerate_missing_cr: true,
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = vec![];
+    for msg in messages {
+        stream.write_all(&Framer::encode(msg)).await?;
+        let h = Header::salvage(msg);
+        let wants_app = h.app_ack.as_deref().is_some_and(|a| a != "NE");
+        let mut got = 0;
+        loop {
+            let wait = if got == 0 {
+                timeout
+            } else {
+                Duration::from_millis(500)
+            };
+            let mut frame = None;
+            while frame.is_none() {
+                if let Some(ev) = framer.next_event() {
+                    if let FrameEvent::Frame(f) = ev {
+                        frame = Some(f);
+                    }
+                    continue;
+                }
+                let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+                    Ok(r) => r?,
+                    Err(_) if got > 0 => break,
+                    Err(_) => anyhow::bail!("no ACK within {timeout:?}"),
+                };
+                if n == 0 {
+                    if got > 0 {
+                        break;
+                    }
+                    anyhow::bail!("the receiver closed the connection without an ACK");
+                }
+                framer.push(&buf[..n]);
+            }
+            let Some(frame) = frame else { break };
+            let line = ack_line(&frame);
+            let commit = line.code.starts_with('C');
+            out.push(line);
+            got += 1;
+            if !(commit && wants_app) {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

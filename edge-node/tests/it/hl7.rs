@@ -1,0 +1,288 @@
+//! The HL7 feed over a real MLLP socket: ADT semantics on the board and in
+//! the log, duplicates, parking, and robustness of the framing.
+
+use std::time::Duration;
+
+use edge_node::integration::{AckLine, send};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::TestApp;
+
+/// An ADT message for visit V1 of patient MRN-1 at location `pl`.
+fn adt(trigger: &str, control: &str, pl: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^{trigger}^ADT_A01|{control}|P|2.5.1\r\
+         EVN|{trigger}|20261127101500\r\
+         PID|1||MRN-1^^^TH^MR||Doe^Jane||19700102|F\r\
+         PV1|1|I|{pl}||||||||||||||||V1\r"
+    )
+    .into_bytes()
+}
+
+async fn send_all(app: &TestApp, msgs: &[Vec<u8>]) -> Vec<AckLine> {
+    send(app.mllp, msgs, Duration::from_secs(10)).await.unwrap()
+}
+
+async fn bed(app: &TestApp, id: &str) -> serde_json::Value {
+    let mut c = app.conn(&app.nurse).await;
+    c.get(&format!("/api/v1/beds/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .unwrap()["bed"]
+        .clone()
+}
+
+fn events(app: &TestApp) -> Vec<(String, Option<String>)> {
+    let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT kind, subject FROM events WHERE kind NOT LIKE 'bed.commissioned' ORDER BY seq",
+        )
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admit_transfer_discharge_and_cancelled_discharge() {
+    let app = TestApp::start(&[("3W", 4, 2)]).await;
+    // 3W-000 is PL 3W^0^0^TH, 3W-002 is 3W^1^2^TH.
+    let acks = send_all(
+        &app,
+        &[
+            adt("A01", "C1", "3W^0^0^TH"),
+            adt("A02", "C2", "3W^1^2^TH"),
+            adt("A03", "C3", "3W^1^2^TH"),
+            adt("A13", "C4", "3W^1^2^TH"),
+        ],
+    )
+    .await;
+    let codes: Vec<_> = acks
+        .iter()
+        .map(|a| (a.control_id.as_str(), a.code.as_str()))
+        .collect();
+    assert_eq!(
+        codes,
+        [("C1", "AA"), ("C2", "AA"), ("C3", "AA"), ("C4", "AA")],
+        "{acks:?}"
+    );
+    // The transfer left 3W-000 dirty; the cancelled discharge put V1 back in 3W-002.
+    let b0 = bed(&app, "3W-000").await;
+    assert_eq!(b0["state"], "vacant_dirty");
+    let b2 = bed(&app, "3W-002").await;
+    assert_eq!(b2["state"], "occupied");
+    assert_eq!(b2["encounter"], "V1");
+    assert_eq!(b2["patient"]["mrn"], "MRN-1");
+    assert_eq!(b2["patient"]["name"], "Doe, Jane");
+    assert_eq!(b2["patient"]["sex"], "female");
+    let kinds: Vec<String> = events(&app).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds,
+        [
+            "adt.patient_recorded",
+            "bed.assigned",
+            "integration.hl7_message",
+            "adt.patient_recorded",
+            "bed.transferred_out",
+            "bed.transferred_in",
+            "integration.hl7_message",
+            "adt.patient_recorded",
+            "bed.released",
+            "integration.hl7_message",
+            "adt.patient_recorded",
+            "bed.readmitted",
+            "integration.hl7_message",
+        ]
+    );
+    let dir = app.stop().await;
+    let report = edge_node::store::verify::verify(&dir.path().join("data")).unwrap();
+    assert!(report.ok(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_gets_the_identical_ack_and_changes_nothing() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let msg = adt("A01", "DUP-1", "3W^0^0^TH");
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    let mut acks = vec![];
+    for _ in 0..2 {
+        s.write_all(&edge_node::mllp::Framer::encode(&msg))
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = vec![];
+        while !got.ends_with(b"\x1c\r") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        acks.push(got);
+    }
+    assert_eq!(acks[0], acks[1], "byte-identical ACKs");
+    assert!(String::from_utf8_lossy(&acks[0]).contains("MSA|AA|DUP-1"));
+    let hl7_events = events(&app)
+        .iter()
+        .filter(|(k, _)| k == "integration.hl7_message")
+        .count();
+    assert_eq!(hl7_events, 1);
+    assert_eq!(bed(&app, "3W-000").await["version"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let acks = send_all(
+        &app,
+        &[
+            adt("A01", "P1", "9Z^9^9^TH"),
+            adt("A05", "P2", "3W^0^0^TH"),
+            adt("A03", "P3", "3W^0^0^TH"),
+        ],
+    )
+    .await;
+    assert_eq!(acks[0].code, "AE");
+    assert!(
+        acks[0].error.as_deref().unwrap().contains("parked"),
+        "{acks:?}"
+    );
+    assert_eq!(acks[1].code, "AE");
+    assert!(acks[1].error.as_deref().unwrap().contains("A05"));
+    assert_eq!(acks[2].code, "AE", "a discharge of a visit holding no bed");
+    // Nothing changed on the board; every message is kept for replay.
+    assert_eq!(bed(&app, "3W-000").await["state"], "vacant_clean");
+    let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    let parked: i64 = conn
+        .query_row("SELECT count(*) FROM parked", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(parked, 3);
+    // The AE ACK carries the ERR location of the unknown bed.
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    s.write_all(&edge_node::mllp::Framer::encode(&adt(
+        "A01",
+        "P4",
+        "9Z^1^1^TH",
+    )))
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.contains("MSA|AE|P4") && text.contains("ERR||PV1^1^3|204^"),
+        "{text}"
+    );
+    assert!(!text.contains("Doe"), "no PHI in the ACK: {text}");
+}
+
+/// Reads until `want` ACK frames have arrived (10 s at most).
+async fn read_acks(
+    s: &mut tokio::net::TcpStream,
+    want: usize,
+) -> Result<String, tokio::time::error::Elapsed> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while got.iter().filter(|&&b| b == 0x1c).count() < want {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await?;
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_robustness_over_a_socket() {
+    let app = TestApp::start(&[("3W", 4, 2)]).await;
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    // Junk before VT: skipped, and the frame after it is acknowledged.
+    let mut bytes = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+    bytes.extend(edge_node::mllp::Framer::encode(&adt(
+        "A01",
+        "J1",
+        "3W^0^0^TH",
+    )));
+    s.write_all(&bytes).await.unwrap();
+    let text = read_acks(&mut s, 1).await.unwrap();
+    assert!(text.contains("MSA|AA|J1"), "{text}");
+    // Two frames in one write: two ACKs, in order.
+    let mut two = edge_node::mllp::Framer::encode(&adt("A02", "J2", "3W^1^2^TH"));
+    two.extend(edge_node::mllp::Framer::encode(&adt(
+        "A03",
+        "J3",
+        "3W^1^2^TH",
+    )));
+    s.write_all(&two).await.unwrap();
+    let text = read_acks(&mut s, 2).await.unwrap();
+    let (a, b) = (
+        text.find("MSA|AA|J2").unwrap(),
+        text.find("MSA|AA|J3").unwrap(),
+    );
+    assert!(a < b, "{text}");
+    // A malformed message: AR with an ERR, and the connection stays up.
+    s.write_all(&edge_node::mllp::Framer::encode(
+        b"MSH|^~|broken|header|\rPID|1\r",
+    ))
+    .await
+    .unwrap();
+    let text = read_acks(&mut s, 1).await.unwrap();
+    assert!(
+        text.contains("MSA|AR|") && text.contains("\rERR|"),
+        "{text}"
+    );
+    // An over-limit frame (default 1 MiB): AR, and the connection after it works.
+    let mut big = adt("A08", "BIG", "3W^0^0^TH");
+    big.extend(std::iter::repeat_n(b'x', (1 << 20) + 10));
+    s.write_all(&edge_node::mllp::Framer::encode(&big))
+        .await
+        .unwrap();
+    let text = read_acks(&mut s, 1).await.unwrap();
+    assert!(
+        text.contains("MSA|AR|BIG") && text.contains("exceeds"),
+        "{text}"
+    );
+    s.write_all(&edge_node::mllp::Framer::encode(&adt(
+        "A08",
+        "AFTER",
+        "3W^0^0^TH",
+    )))
+    .await
+    .unwrap();
+    let text = read_acks(&mut s, 1).await.unwrap();
+    assert!(text.contains("MSA|AA|AFTER"), "{text}");
+    // A client that disconnects mid-frame does no harm.
+    let mut half = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    half.write_all(b"\x0bMSH|^~\\&|EPIC|TH|HMS|EDGE|2026||ADT^A01|HALF")
+        .await
+        .unwrap();
+    drop(half);
+    let acks = send_all(&app, &[adt("A08", "LATER", "3W^0^0^TH")]).await;
+    assert_eq!(acks[0].code, "AA");
+    // Nothing was stored for the half frame.
+    assert!(!events(&app).is_empty());
+    let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    let half_rows: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM hl7_messages WHERE control_id = 'HALF'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(half_rows, 0);
+    // The board API agrees with the feed: 3W-002 is dirty after the discharge
+    // (commissioned v1, transferred in v2, released v3) and can be cleaned.
+    let mut m = app.conn(&app.manager).await;
+    let r = m
+        .post(
+            "/api/v1/beds/3W-002/status",
+            &json!({ "status": "clean", "version": 3 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
