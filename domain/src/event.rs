@@ -248,6 +248,16 @@ pub enum EventBody {
         /// The ACKs sent, in order.
         acks: Vec<String>,
     },
+    /// A parked HL7 message was replayed (after the configuration was fixed).
+    Hl7Replayed {
+        /// Seq of the `Hl7Message` event that parked it.
+        parked_seq: u64,
+        /// `applied` (it leaves the queue) or `parked` (still not applicable).
+        status: String,
+        /// Why it is still parked (no PHI).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 impl EventBody {
@@ -255,7 +265,7 @@ impl EventBody {
     pub fn stream(&self) -> Stream {
         match self {
             Self::PatientRecorded { .. } => Stream::Adt,
-            Self::Hl7Message { .. } => Stream::Integration,
+            Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             _ => Stream::Bed,
         }
     }
@@ -271,6 +281,7 @@ impl EventBody {
             Self::BedPendingDischargeChanged { .. } => "bed.pending_discharge_changed",
             Self::PatientRecorded { .. } => "adt.patient_recorded",
             Self::Hl7Message { .. } => "integration.hl7_message",
+            Self::Hl7Replayed { .. } => "integration.hl7_replayed",
         }
     }
 
@@ -283,7 +294,9 @@ impl EventBody {
             | Self::BedStateChanged { bed, .. }
             | Self::BedIsolationChanged { bed, .. }
             | Self::BedPendingDischargeChanged { bed, .. } => Some(bed),
-            Self::PatientRecorded { .. } | Self::Hl7Message { .. } => None,
+            Self::PatientRecorded { .. } | Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => {
+                None
+            }
         }
     }
 

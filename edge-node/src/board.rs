@@ -1032,7 +1032,9 @@ impl Board {
                 b.version = *version;
                 Ok(())
             }
-            EventBody::PatientRecorded { .. } | EventBody::Hl7Message { .. } => Ok(()),
+            EventBody::PatientRecorded { .. }
+            | EventBody::Hl7Message { .. }
+            | EventBody::Hl7Replayed { .. } => Ok(()),
         }
     }
 

@@ -71,6 +71,46 @@ enum Hl7Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Replay parked messages through a running appliance's API (admin token).
+    /// Prints one line per message: seq, status and, if still parked, why.
+    Replay {
+        /// The appliance's HTTP address, HOST:PORT.
+        #[arg(long)]
+        http: String,
+        /// An admin token.
+        #[arg(long, env = "HMS_TOKEN")]
+        token: String,
+        /// Replay every parked message.
+        #[arg(long, conflicts_with = "seqs")]
+        all: bool,
+        /// Seqs of the parked messages to replay.
+        seqs: Vec<u64>,
+    },
+}
+
+/// A minimal HTTP/1.1 POST for the CLI (the appliance's own API, plain HTTP).
+async fn post(http: &str, path: &str, token: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http)
+        .await
+        .with_context(|| format!("connecting to {http}"))?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: {http}\r\nauthorization: Bearer {token}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await?;
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP response")?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +275,60 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
                 Ok(())
             } else {
                 Err(Exit(1, String::new()))
+            }
+        }
+        Cmd::Hl7 {
+            command:
+                Hl7Cmd::Replay {
+                    http,
+                    token,
+                    all,
+                    seqs,
+                },
+        } => {
+            if !all && seqs.is_empty() {
+                return Err(Exit(EX_USAGE, "give --all or the seqs to replay".into()));
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let paths: Vec<String> = if all {
+                vec!["/api/v1/integration/parked/replay".into()]
+            } else {
+                seqs.iter()
+                    .map(|s| format!("/api/v1/integration/parked/{s}/replay"))
+                    .collect()
+            };
+            let mut still_parked = false;
+            for path in paths {
+                let (status, v) = rt.block_on(post(&http, &path, &token))?;
+                if status != 200 {
+                    return Err(Exit(
+                        1,
+                        format!(
+                            "{path}: HTTP {status}: {}",
+                            v["detail"].as_str().unwrap_or("")
+                        ),
+                    ));
+                }
+                let items = match v.get("replayed") {
+                    Some(list) => list.as_array().cloned().unwrap_or_default(),
+                    None => vec![v],
+                };
+                for r in items {
+                    let st = r["status"].as_str().unwrap_or("?");
+                    still_parked |= st != "applied";
+                    match r["reason"].as_str() {
+                        Some(why) => println!("{} {st} {why}", r["seq"]),
+                        None => println!("{} {st}", r["seq"]),
+                    }
+                }
+            }
+            if still_parked {
+                Err(Exit(1, String::new()))
+            } else {
+                Ok(())
             }
         }
         Cmd::Token {

@@ -6,6 +6,7 @@
 //! Every error is a problem document (see [`problem`]).
 
 pub mod beds;
+pub mod integration;
 pub mod problem;
 pub mod stream;
 
@@ -103,6 +104,15 @@ pub fn router(state: AppState) -> Router {
             post(beds::set_pending_discharge),
         )
         .route("/api/v1/stream", get(stream::stream))
+        .route("/api/v1/integration/parked", get(integration::list))
+        .route(
+            "/api/v1/integration/parked/replay",
+            post(integration::replay_all),
+        )
+        .route(
+            "/api/v1/integration/parked/{seq}/replay",
+            post(integration::replay_one),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -70,6 +70,17 @@ pub struct Hl7Request {
     pub raw: Vec<u8>,
 }
 
+/// What a replay of a parked message did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Replayed {
+    /// The parked message (seq of its event).
+    pub seq: u64,
+    /// `applied`, or `parked` when it still cannot apply.
+    pub status: &'static str,
+    /// Why it is still parked.
+    pub reason: Option<String>,
+}
+
 /// What became of an HL7 message.
 #[derive(Debug, Clone)]
 pub struct Hl7Reply {
@@ -194,6 +205,7 @@ impl Pending {
 enum Msg {
     Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
     Hl7(Hl7Request, oneshot::Sender<Result<Hl7Reply, WriteError>>),
+    Replay(u64, oneshot::Sender<Result<Replayed, WriteError>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -445,6 +457,22 @@ impl Store {
         rx.await.unwrap_or(Err(WriteError::Closed))
     }
 
+    /// Replays a parked HL7 message through the writer. `Ok(None)` when no
+    /// message with that seq is parked.
+    pub async fn replay(&self, seq: u64) -> Result<Option<Replayed>, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        match tokio::time::timeout(QUEUE_WAIT, self.inner.tx.send(Msg::Replay(seq, reply))).await {
+            Err(_) => return Err(WriteError::Busy),
+            Ok(Err(_)) => return Err(WriteError::Closed),
+            Ok(Ok(())) => {}
+        }
+        match rx.await.unwrap_or(Err(WriteError::Closed)) {
+            Ok(r) if r.status == "unknown" => Ok(None),
+            Ok(r) => Ok(Some(r)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Queues a write (waiting for room up to [`QUEUE_WAIT`]); await the
     /// returned [`Pending`] for its outcome.
     pub async fn submit(&self, req: WriteRequest) -> Result<Pending, WriteError> {
@@ -583,12 +611,14 @@ struct Writer {
 enum Item {
     Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
     Hl7(Hl7Request, oneshot::Sender<Result<Hl7Reply, WriteError>>),
+    Replay(u64, oneshot::Sender<Result<Replayed, WriteError>>),
 }
 
 /// The outcome of one item, sent after the commit.
 enum Outcome {
     Write(Result<Committed, WriteError>),
     Hl7(Hl7Reply),
+    Replay(Replayed),
 }
 
 impl Writer {
@@ -601,6 +631,7 @@ impl Writer {
                 match m {
                     Msg::Write(req, reply) => batch.push(Item::Write(req, reply)),
                     Msg::Hl7(req, reply) => batch.push(Item::Hl7(req, reply)),
+                    Msg::Replay(seq, reply) => batch.push(Item::Replay(seq, reply)),
                     Msg::Close(done) => {
                         close = Some(done);
                         break;
@@ -624,6 +655,9 @@ impl Writer {
                             let _ = reply.send(Err(WriteError::Closed));
                         }
                         Msg::Hl7(_, reply) => {
+                            let _ = reply.send(Err(WriteError::Closed));
+                        }
+                        Msg::Replay(_, reply) => {
                             let _ = reply.send(Err(WriteError::Closed));
                         }
                         Msg::Close(d) => {
@@ -679,6 +713,10 @@ impl Writer {
                     work.push(Item2::Hl7(req));
                     replies.push(Reply::Hl7(reply));
                 }
+                Item::Replay(seq, reply) => {
+                    work.push(Item2::Replay(seq));
+                    replies.push(Reply::Replay(reply));
+                }
             }
         }
         match self.apply_all(work) {
@@ -715,6 +753,9 @@ impl Writer {
                         (Outcome::Hl7(o), Reply::Hl7(r)) => {
                             let _ = r.send(Ok(o));
                         }
+                        (Outcome::Replay(o), Reply::Replay(r)) => {
+                            let _ = r.send(Ok(o));
+                        }
                         // Outcomes are produced in the order of the items.
                         _ => {}
                     }
@@ -737,6 +778,9 @@ impl Writer {
                             let _ = r.send(Err(err));
                         }
                         Reply::Hl7(r) => {
+                            let _ = r.send(Err(err));
+                        }
+                        Reply::Replay(r) => {
                             let _ = r.send(Err(err));
                         }
                     }
@@ -813,6 +857,7 @@ impl Writer {
             match item {
                 Item2::Write(req) => outcomes.push(Outcome::Write(self.apply_write(req)?)),
                 Item2::Hl7(req) => outcomes.push(Outcome::Hl7(self.apply_hl7(req)?)),
+                Item2::Replay(seq) => outcomes.push(Outcome::Replay(self.apply_replay(seq)?)),
             }
         }
         Ok(outcomes)
@@ -966,6 +1011,65 @@ impl Writer {
         Ok(Hl7Reply { acks, status })
     }
 
+    /// Re-applies a parked message; it leaves the queue when it applies now.
+    fn apply_replay(&mut self, seq: u64) -> rusqlite::Result<Replayed> {
+        let unknown = Replayed {
+            seq,
+            status: "unknown",
+            reason: None,
+        };
+        let parked: bool = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM parked WHERE seq = ?1")?
+            .query_row([seq as i64], |r| r.get::<_, i64>(0))?
+            > 0;
+        if !parked {
+            return Ok(unknown);
+        }
+        let body: String = self
+            .conn
+            .prepare_cached("SELECT body FROM events WHERE seq = ?1")?
+            .query_row([seq as i64], |r| r.get(0))?;
+        let raw = match serde_json::from_str::<EventBody>(&body) {
+            Ok(EventBody::Hl7Message { raw_hex, .. }) => hms_domain::event::from_hex(&raw_hex),
+            _ => None,
+        };
+        let Some(raw) = raw else { return Ok(unknown) };
+        let at = Timestamp::now();
+        let actor = Actor {
+            kind: hms_domain::ActorKind::System,
+            id: "replay".into(),
+        };
+        let (status, reason) = match Message::parse(&raw, self.parse) {
+            Err(e) => ("parked", Some(e.reason)),
+            Ok(m) => {
+                let correlation = m.get("MSH-10");
+                match self.apply_adt(&m, at, at, &actor, correlation.as_ref())? {
+                    (AckOutcome::Accepted, _) => ("applied", None),
+                    (AckOutcome::Error { reason, .. } | AckOutcome::Reject { reason, .. }, _) => {
+                        ("parked", Some(reason))
+                    }
+                }
+            }
+        };
+        self.append(
+            at,
+            at,
+            &actor,
+            None,
+            EventBody::Hl7Replayed {
+                parked_seq: seq,
+                status: status.to_owned(),
+                reason: reason.clone(),
+            },
+        )?;
+        Ok(Replayed {
+            seq,
+            status,
+            reason,
+        })
+    }
+
     /// Applies the ADT semantics of a parsed message; parks it when they cannot apply.
     fn apply_adt(
         &mut self,
@@ -1047,10 +1151,12 @@ impl Writer {
 enum Item2 {
     Write(WriteRequest),
     Hl7(Hl7Request),
+    Replay(u64),
 }
 
 /// The reply channel of an item.
 enum Reply {
     Write(oneshot::Sender<Result<Committed, WriteError>>),
     Hl7(oneshot::Sender<Result<Hl7Reply, WriteError>>),
+    Replay(oneshot::Sender<Result<Replayed, WriteError>>),
 }

@@ -225,6 +225,17 @@ pub fn project(
             }
             return Ok(());
         }
+        EventBody::Hl7Replayed {
+            parked_seq, status, ..
+        } => {
+            if status == "applied" {
+                conn.prepare_cached("DELETE FROM parked WHERE seq = ?1")?
+                    .execute([*parked_seq as i64])?;
+                conn.prepare_cached("UPDATE hl7_messages SET status = 'applied' WHERE seq = ?1")?
+                    .execute([*parked_seq as i64])?;
+            }
+            return Ok(());
+        }
         _ => {}
     }
     if let Some(bed) = body.subject() {

@@ -397,3 +397,90 @@ fn hl7_send_prints_one_line_per_ack() {
     let (code, _, err) = run_cli(&["hl7", "send", "--to", &to, "/nonexistent.hl7"]);
     assert_eq!(code, 64, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_messages_replay_after_the_configuration_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 2, 1)]);
+    let data = dir.path().join("data");
+    let proc = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
+    // Bed 3W-002 (PL 3W^2^2^TH) is not configured yet: the admit is parked.
+    let admit = format!(
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127||ADT^A01^ADT_A01|R1|P|2.5.1\r\
+         PID|1||MRN-9^^^TH^MR||Poe^Pat\rPV1|1|I|3W^2^2^TH||||||||||||||||V9\r"
+    );
+    let acks = edge_node::integration::send(
+        proc.mllp.unwrap(),
+        &[admit.into_bytes()],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(acks[0].code, "AE");
+    let admin = cli_token(&data, "admin", "integration-admin");
+    let viewer = cli_token(&data, "viewer", "kiosk");
+    let mut c = Conn::connect(proc.addr, Some(&admin)).await.unwrap();
+    let v = c
+        .get("/api/v1/integration/parked")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let parked = v["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0]["control_id"], "R1");
+    assert!(parked[0]["reason"].as_str().unwrap().contains("PV1-3"));
+    let seq = parked[0]["seq"].as_u64().unwrap();
+    // A viewer may not list or replay; an unknown seq is a 404.
+    let mut k = Conn::connect(proc.addr, Some(&viewer)).await.unwrap();
+    assert_eq!(
+        k.get("/api/v1/integration/parked").await.unwrap().status,
+        403
+    );
+    assert_eq!(
+        c.request(
+            hyper::Method::POST,
+            "/api/v1/integration/parked/999999/replay",
+            None
+        )
+        .await
+        .unwrap()
+        .status,
+        404
+    );
+    // Replaying before the fix leaves it parked.
+    let http = proc.addr.to_string();
+    let (code, out, _) = run_cli(&[
+        "hl7",
+        "replay",
+        "--http",
+        &http,
+        "--token",
+        &admin,
+        &seq.to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with(&format!("{seq} parked")), "{out}");
+    proc.kill9();
+    // Fix the configuration (four beds) and restart: the replay applies it.
+    std::fs::write(&config, hospital_toml(&data, &[("3W", 4, 1)])).unwrap();
+    let proc = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
+    let http = proc.addr.to_string();
+    let (code, out, err) = run_cli(&["hl7", "replay", "--http", &http, "--token", &admin, "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), format!("{seq} applied"));
+    let mut c = Conn::connect(proc.addr, Some(&admin)).await.unwrap();
+    let b = c.get("/api/v1/beds/3W-002").await.unwrap().json().unwrap();
+    assert_eq!(b["bed"]["state"], "occupied");
+    assert_eq!(b["bed"]["encounter"], "V9");
+    let v = c
+        .get("/api/v1/integration/parked")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(v["parked"].as_array().unwrap().is_empty());
+    proc.kill9();
+    let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+}
