@@ -405,10 +405,9 @@ async fn parked_messages_replay_after_the_configuration_is_fixed() {
     let data = dir.path().join("data");
     let proc = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
     // Bed 3W-002 (PL 3W^2^2^TH) is not configured yet: the admit is parked.
-    let admit = format!(
-        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127||ADT^A01^ADT_A01|R1|P|2.5.1\r\
+    let admit = "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127||ADT^A01^ADT_A01|R1|P|2.5.1\r\
          PID|1||MRN-9^^^TH^MR||Poe^Pat\rPV1|1|I|3W^2^2^TH||||||||||||||||V9\r"
-    );
+        .to_owned();
     let acks = edge_node::integration::send(
         proc.mllp.unwrap(),
         &[admit.into_bytes()],
