@@ -219,6 +219,24 @@ pub enum EventBody {
         /// Whether a discharge is pending.
         pending: bool,
     },
+    /// Two stays swapped beds (A17): each bed now holds the other's stay.
+    BedsSwapped {
+        /// One bed.
+        bed: BedId,
+        /// Its version after the swap.
+        version: u64,
+        /// The other bed.
+        other: BedId,
+        /// Its version after the swap.
+        other_version: u64,
+    },
+    /// Two patient records were merged (A40): `from` no longer exists.
+    PatientsMerged {
+        /// The MRN merged away (MRG-1).
+        from: crate::phi::Mrn,
+        /// The surviving patient (PID).
+        into: PatientRef,
+    },
     /// Patient demographics were recorded or updated (PID of an ADT message).
     PatientRecorded {
         /// The patient as the message gave it.
@@ -264,7 +282,7 @@ impl EventBody {
     /// The stream the event belongs to.
     pub fn stream(&self) -> Stream {
         match self {
-            Self::PatientRecorded { .. } => Stream::Adt,
+            Self::PatientRecorded { .. } | Self::PatientsMerged { .. } => Stream::Adt,
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             _ => Stream::Bed,
         }
@@ -280,6 +298,8 @@ impl EventBody {
             Self::BedIsolationChanged { .. } => "bed.isolation_changed",
             Self::BedPendingDischargeChanged { .. } => "bed.pending_discharge_changed",
             Self::PatientRecorded { .. } => "adt.patient_recorded",
+            Self::PatientsMerged { .. } => "adt.patients_merged",
+            Self::BedsSwapped { .. } => "bed.swapped",
             Self::Hl7Message { .. } => "integration.hl7_message",
             Self::Hl7Replayed { .. } => "integration.hl7_replayed",
         }
@@ -293,10 +313,12 @@ impl EventBody {
             | Self::BedDecommissioned { bed }
             | Self::BedStateChanged { bed, .. }
             | Self::BedIsolationChanged { bed, .. }
-            | Self::BedPendingDischargeChanged { bed, .. } => Some(bed),
-            Self::PatientRecorded { .. } | Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => {
-                None
-            }
+            | Self::BedPendingDischargeChanged { bed, .. }
+            | Self::BedsSwapped { bed, .. } => Some(bed),
+            Self::PatientRecorded { .. }
+            | Self::PatientsMerged { .. }
+            | Self::Hl7Message { .. }
+            | Self::Hl7Replayed { .. } => None,
         }
     }
 

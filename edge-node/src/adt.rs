@@ -2,13 +2,22 @@
 //! index. Sans-IO: [`plan`] reads a parsed message and the current board and
 //! returns board commands, or the reason the message must be parked.
 //!
-//! Supported now: A01 admit (occupy PV1-3), A02 transfer (PV1-3 from the
-//! visit's bed), A03 discharge (free the visit's bed, which becomes dirty),
-//! A04 register, A08 update (demographics; a changed PV1-3 is a correction
-//! move, not a transfer), A11 cancel admit (free the bed), A13 cancel
-//! discharge (re-occupy the visit's last bed when it is still free), A28/A31
-//! person add/update. Other triggers are parked with ERR 201 so that nothing
-//! is lost and they can be replayed once supported.
+//! - A01 admit: occupy PV1-3. A02 transfer: from the visit's bed to PV1-3
+//!   (the old bed becomes dirty). A03 discharge / A11 cancel admit: free the
+//!   visit's bed (dirty). A13 cancel discharge: re-occupy the visit's last bed
+//!   if it is still vacant.
+//! - A04 register, A28/A31 person add/update: patient index only. A08 update:
+//!   demographics; a changed PV1-3 is a correction move.
+//! - A05 pre-admit / A14 pending admit: hold PV1-42 (else PV1-3). A27/A38:
+//!   release that hold. A16 / A25: set / clear the expected discharge.
+//! - A12 cancel transfer: back to PV1-3 from PV1-6, the bed being dirty or
+//!   not; out of order (the visit moved on) it is parked.
+//! - A17 swap: both visits' beds exchange, both or neither.
+//! - A20 bed status (NPU, table 0116). A06/A07 class change, A09/A10
+//!   tracking, A21/A22 leave of absence: the bed stays held.
+//! - A40 merge: MRG-1 into PID-3 in the patient index and on the board.
+//! - Anything else (A15/A26 pending transfer among them) is parked with
+//!   ERR 201, nothing lost, replayable once supported.
 
 use std::collections::HashMap;
 
@@ -183,6 +192,80 @@ fn location(m: &Message, loc: &Locations, field: usize) -> Result<BedId, Refusal
     })
 }
 
+/// A20: NPU-1 names the bed, NPU-2 its status (table 0116).
+fn bed_status(m: &Message, board: &Board, loc: &Locations) -> Result<Plan, Refusal> {
+    // Bed status update: NPU-1 the bed, NPU-2 its status (table 0116).
+    let raw = m
+        .segment("NPU", 1)
+        .and_then(|s| s.raw(1))
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            refuse(
+                ErrorCode::RequiredFieldMissing,
+                "NPU",
+                1,
+                "NPU-1 (bed location) is missing",
+            )
+        })?;
+    let bed = loc.bed(m, raw).ok_or_else(|| {
+        refuse(
+            ErrorCode::UnknownKey,
+            "NPU",
+            1,
+            "NPU-1 names a location that is not a configured bed",
+        )
+    })?;
+    let cmd = match m.get("NPU-2").as_deref() {
+        Some("C") => Command::Block {
+            bed,
+            reason: "closed (A20)".into(),
+            until: None,
+            expected_version: None,
+        },
+        Some("K") => Command::Block {
+            bed,
+            reason: "contaminated (A20)".into(),
+            until: None,
+            expected_version: None,
+        },
+        Some("H") => Command::Housekeeping {
+            bed,
+            to: hms_domain::Housekeeping::Dirty,
+            expected_version: None,
+        },
+        Some("U") => match board.bed(bed.as_str()).map(|b| &b.state) {
+            Some(hms_domain::BedState::Blocked { .. }) => Command::Unblock {
+                bed,
+                expected_version: None,
+            },
+            Some(hms_domain::BedState::VacantClean) => return Ok(Plan::default()),
+            _ => Command::Housekeeping {
+                bed,
+                to: hms_domain::Housekeeping::Clean,
+                expected_version: None,
+            },
+        },
+        Some("I") => Command::SetIsolation {
+            bed,
+            isolation: true,
+            expected_version: None,
+        },
+        Some("O") => return Ok(Plan::default()),
+        _ => {
+            return Err(refuse(
+                ErrorCode::TableValueNotFound,
+                "NPU",
+                2,
+                "NPU-2 is not a bed status of table 0116 (C, H, I, K, O, U)",
+            ));
+        }
+    };
+    Ok(Plan {
+        commands: vec![cmd],
+        patient: None,
+    })
+}
+
 /// Decides what `m` does. `last_bed` gives the bed a visit last held (from the
 /// encounter projection), for cancelled discharges.
 pub fn plan(
@@ -200,6 +283,10 @@ pub fn plan(
             9,
             format!("message type {msg_type:?} is not handled"),
         ));
+    }
+    if trigger == "A20" {
+        // Bed status update: no patient involved.
+        return bed_status(m, board, loc);
     }
     let p = patient(m)?;
     let mut plan = Plan {
@@ -240,6 +327,7 @@ pub fn plan(
                     encounter: v,
                     to,
                     patient: Some(p),
+                    allow_unclean: false,
                 }),
                 (Some(_), None) if trigger == "A02" => {
                     return Err(refuse(
@@ -287,12 +375,166 @@ pub fn plan(
                 });
             }
         }
+        // Class changes, tracking moves and leaves of absence: the bed stays held.
+        "A06" | "A07" | "A09" | "A10" | "A21" | "A22" => {}
+        "A05" | "A14" => {
+            // Pre-admit / pending admit: hold the pending location (PV1-42),
+            // else the assigned one (PV1-3), when either is given.
+            let v = visit(m)?;
+            let field = [42, 3].into_iter().find(|&f| {
+                m.segment("PV1", 1)
+                    .and_then(|s| s.raw(f))
+                    .is_some_and(|r| !r.is_empty())
+            });
+            if let Some(f) = field {
+                let bed = location(m, loc, f)?;
+                if board.bed_of(&v).map(|b| &b.id) != Some(&bed) {
+                    plan.commands.push(Command::Reserve {
+                        bed,
+                        encounter: v,
+                        patient: Some(p),
+                        expected_version: None,
+                    });
+                }
+            }
+        }
+        "A27" | "A38" => {
+            // Cancel pending admit / pre-admit: release the hold, if any.
+            let v = visit(m)?;
+            if let Some(b) = board.bed_of(&v) {
+                if !matches!(b.state, hms_domain::BedState::Reserved { .. }) {
+                    return Err(refuse(
+                        ErrorCode::ApplicationError,
+                        "PV1",
+                        19,
+                        format!("visit {v} is already in bed {}; nothing to cancel", b.id),
+                    ));
+                }
+                plan.commands.push(Command::CancelReservation {
+                    bed: b.id.clone(),
+                    expected_version: None,
+                });
+            }
+        }
+        "A16" | "A25" => {
+            // Pending discharge / its cancellation: the expected-discharge flag.
+            let v = visit(m)?;
+            let b = board.bed_of(&v).ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownKey,
+                    "PV1",
+                    19,
+                    format!("visit {v} holds no bed"),
+                )
+            })?;
+            plan.commands.push(Command::SetPendingDischarge {
+                bed: b.id.clone(),
+                pending: trigger == "A16",
+                expected_version: None,
+            });
+        }
+        "A12" => {
+            // Cancel transfer: back to PV1-3 (the location before the
+            // transfer) from PV1-6 (the location being cancelled). If the
+            // visit has moved on since (a later move arrived first), the
+            // cancel is out of order and parked.
+            let v = visit(m)?;
+            let back = location(m, loc, 3)?;
+            let cur = board.bed_of(&v).ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownKey,
+                    "PV1",
+                    19,
+                    format!("visit {v} holds no bed"),
+                )
+            })?;
+            if cur.id != back {
+                let cancelled = location(m, loc, 6)?;
+                if cur.id != cancelled {
+                    return Err(refuse(
+                        ErrorCode::ApplicationError,
+                        "PV1",
+                        6,
+                        format!(
+                            "visit {v} is in bed {}, not in the transfer being cancelled; a later move arrived first",
+                            cur.id
+                        ),
+                    ));
+                }
+                plan.commands.push(Command::Transfer {
+                    encounter: v,
+                    to: back,
+                    patient: Some(p),
+                    allow_unclean: true,
+                });
+            }
+        }
+        "A17" => {
+            // Swap: the second PID/PV1 pair names the other patient.
+            let a = visit(m)?;
+            let b_visit = m
+                .segment("PV1", 2)
+                .and_then(|s| s.raw(19))
+                .map(|r| m.component(r, 1, 1).unwrap_or_default())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| Refusal {
+                    code: ErrorCode::RequiredFieldMissing,
+                    location: Some(Location {
+                        segment: "PV1".into(),
+                        sequence: 2,
+                        field: Some(19),
+                        component: None,
+                    }),
+                    reason: "A17 needs a second PV1 with a visit number".into(),
+                })?;
+            let b = EncounterId::new(b_visit).map_err(|e| {
+                refuse(
+                    ErrorCode::DataType,
+                    "PV1",
+                    19,
+                    format!("second PV1-19: {e}"),
+                )
+            })?;
+            let (Some(ba), Some(bb)) = (board.bed_of(&a), board.bed_of(&b)) else {
+                return Err(refuse(
+                    ErrorCode::UnknownKey,
+                    "PV1",
+                    19,
+                    "both visits of a swap must hold a bed",
+                ));
+            };
+            plan.commands.push(Command::Swap {
+                a: ba.id.clone(),
+                b: bb.id.clone(),
+            });
+        }
+        "A40" => {
+            // Merge: MRG-1 (prior identifier) into PID-3.
+            let from = m
+                .segment("MRG", 1)
+                .and_then(|s| s.raw(1))
+                .and_then(|r| r.split(m.delimiters.repetition).next().map(str::to_owned))
+                .and_then(|r| m.component(&r, 1, 1))
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    refuse(
+                        ErrorCode::RequiredFieldMissing,
+                        "MRG",
+                        1,
+                        "MRG-1 (prior patient identifier) is missing",
+                    )
+                })?;
+            plan.commands.push(Command::MergePatients {
+                from: Mrn::new(from),
+                into: p,
+            });
+        }
         other => {
             return Err(refuse(
                 ErrorCode::UnsupportedEvent,
                 "MSH",
                 9,
-                format!("trigger {other:?} is not applied yet; message parked for replay"),
+                format!("trigger {other:?} is not applied yet"),
             ));
         }
     }

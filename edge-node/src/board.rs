@@ -216,6 +216,22 @@ pub enum Command {
         to: BedId,
         /// Its patient, when the source names one.
         patient: Option<PatientRef>,
+        /// Allow a vacant bed that is not clean (a cancelled transfer going back).
+        allow_unclean: bool,
+    },
+    /// Swap the stays of two occupied beds (both or neither).
+    Swap {
+        /// One bed.
+        a: BedId,
+        /// The other bed.
+        b: BedId,
+    },
+    /// Replace a merged-away patient by the surviving one on every bed.
+    MergePatients {
+        /// The MRN merged away.
+        from: hms_domain::Mrn,
+        /// The surviving patient.
+        into: PatientRef,
     },
     /// Put a stay back into a vacant bed whatever its housekeeping state
     /// (a cancelled discharge).
@@ -258,6 +274,8 @@ impl Command {
         match self {
             Command::Place { .. } => None,
             Command::Transfer { to, .. } => Some(to),
+            Command::Swap { a, .. } => Some(a),
+            Command::MergePatients { .. } => None,
             Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
             | Command::Release { bed, .. }
@@ -800,6 +818,7 @@ impl Board {
                 encounter,
                 to,
                 patient,
+                allow_unclean,
             } => {
                 let &from_i = self
                     .encounters
@@ -815,6 +834,7 @@ impl Board {
                 }
                 match &target.state {
                     S::VacantClean => {}
+                    S::VacantDirty | S::Cleaning if allow_unclean => {}
                     S::Reserved { encounter: e } if *e == encounter => {}
                     _ => return Err(invalid(target, "transfer into")),
                 }
@@ -828,6 +848,29 @@ impl Board {
                         patient,
                     ),
                 ]
+            }
+            Command::Swap { a, b } => {
+                let (x, y) = (self.get(&a)?, self.get(&b)?);
+                for bed in [x, y] {
+                    if !matches!(bed.state, S::Occupied { .. }) {
+                        return Err(invalid(bed, "swap"));
+                    }
+                }
+                if x.id == y.id {
+                    return Ok(vec![]);
+                }
+                vec![EventBody::BedsSwapped {
+                    bed: a,
+                    version: x.version + 1,
+                    other: b,
+                    other_version: y.version + 1,
+                }]
+            }
+            Command::MergePatients { from, into } => {
+                if from == into.mrn {
+                    return Ok(vec![]);
+                }
+                vec![EventBody::PatientsMerged { from, into }]
             }
             Command::Readmit {
                 bed,
@@ -1030,6 +1073,48 @@ impl Board {
                 let b = Arc::make_mut(&mut self.view.beds[i]);
                 b.pending_discharge = *pending;
                 b.version = *version;
+                Ok(())
+            }
+            EventBody::BedsSwapped {
+                bed,
+                version,
+                other,
+                other_version,
+            } => {
+                let (i, j) = (self.idx(bed)?, self.idx(other)?);
+                let (ea, eb) = (
+                    self.view.beds[i].state.encounter().cloned(),
+                    self.view.beds[j].state.encounter().cloned(),
+                );
+                let (Some(ea), Some(eb)) = (ea, eb) else {
+                    return Err(BoardError::Inconsistent(
+                        "swap of a bed without a stay".into(),
+                    ));
+                };
+                let (pa, pb) = (
+                    self.view.beds[i].patient.clone(),
+                    self.view.beds[j].patient.clone(),
+                );
+                for (k, enc, pat, ver) in [(i, &eb, pb, *version), (j, &ea, pa, *other_version)] {
+                    let b = Arc::make_mut(&mut self.view.beds[k]);
+                    b.state = BedState::Occupied {
+                        encounter: enc.clone(),
+                    };
+                    b.patient = pat;
+                    b.pending_discharge = false;
+                    b.version = ver;
+                    b.since = at;
+                }
+                self.encounters.insert(ea, j);
+                self.encounters.insert(eb, i);
+                Ok(())
+            }
+            EventBody::PatientsMerged { from, into } => {
+                for b in self.view.beds.iter_mut() {
+                    if b.patient.as_ref().is_some_and(|p| p.mrn == *from) {
+                        Arc::make_mut(b).patient = Some(into.clone());
+                    }
+                }
                 Ok(())
             }
             EventBody::PatientRecorded { .. }

@@ -206,11 +206,16 @@ pub struct AckLine {
     pub code: String,
     /// ERR-8 (or ERR-3 text), when the ACK carries an error.
     pub error: Option<String>,
+    /// ERR-2, the error location (`PV1^1^3`).
+    pub location: Option<String>,
 }
 
 impl std::fmt::Display for AckLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.control_id, self.code)?;
+        if let Some(l) = &self.location {
+            write!(f, " @{l}")?;
+        }
         if let Some(e) = &self.error {
             write!(f, " {e}")?;
         }
@@ -224,11 +229,17 @@ fn ack_line(frame: &[u8]) -> AckLine {
             control_id: m.get("MSA-2").unwrap_or_default(),
             code: m.get("MSA-1").unwrap_or_default(),
             error: m.get("ERR-8").or_else(|| m.get("ERR-3.2")),
+            location: m
+                .segment("ERR", 1)
+                .and_then(|s| s.raw(2))
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
         },
         Err(e) => AckLine {
             control_id: String::new(),
             code: "??".into(),
             error: Some(format!("unreadable ACK: {e}")),
+            location: None,
         },
     }
 }

@@ -183,6 +183,35 @@ pub fn project(
 ) -> rusqlite::Result<()> {
     match body {
         EventBody::PatientRecorded { patient, .. } => return write_patient(conn, patient, env.seq),
+        EventBody::PatientsMerged { from, into } => {
+            write_patient(conn, into, env.seq)?;
+            conn.prepare_cached("UPDATE encounters SET mrn = ?2, updated_seq = ?3 WHERE mrn = ?1")?
+                .execute(params![from.expose(), into.mrn.expose(), env.seq as i64])?;
+            conn.prepare_cached("DELETE FROM patients WHERE mrn = ?1")?
+                .execute([from.expose()])?;
+            for b in board
+                .view()
+                .beds()
+                .filter(|b| b.patient.as_ref().is_some_and(|p| p.mrn == into.mrn))
+            {
+                write_bed(conn, b, env.seq)?;
+            }
+            return Ok(());
+        }
+        EventBody::BedsSwapped { bed, other, .. } => {
+            for id in [bed, other] {
+                if let Some(b) = board.bed(id.as_str()) {
+                    write_bed(conn, b, env.seq)?;
+                    if let Some(e) = b.state.encounter() {
+                        conn.prepare_cached(
+                            "UPDATE encounters SET bed_id = ?2, updated_seq = ?3 WHERE encounter_id = ?1",
+                        )?
+                        .execute(params![e.as_str(), id.as_str(), env.seq as i64])?;
+                    }
+                }
+            }
+            return Ok(());
+        }
         EventBody::Hl7Message {
             sending_app,
             sending_facility,

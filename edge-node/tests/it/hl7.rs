@@ -139,7 +139,7 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
         &app,
         &[
             adt("A01", "P1", "9Z^9^9^TH"),
-            adt("A05", "P2", "3W^0^0^TH"),
+            adt("A15", "P2", "3W^0^0^TH"),
             adt("A03", "P3", "3W^0^0^TH"),
         ],
     )
@@ -150,7 +150,7 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
         "{acks:?}"
     );
     assert_eq!(acks[1].code, "AE");
-    assert!(acks[1].error.as_deref().unwrap().contains("A05"));
+    assert!(acks[1].error.as_deref().unwrap().contains("A15"));
     assert_eq!(acks[2].code, "AE", "a discharge of a visit holding no bed");
     // Nothing changed on the board; every message is kept for replay.
     assert_eq!(bed(&app, "3W-000").await["state"], "vacant_clean");

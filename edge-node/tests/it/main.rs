@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod corpus;
 mod hl7;
 mod process;
 mod store;
