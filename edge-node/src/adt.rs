@@ -53,6 +53,15 @@ impl Locations {
         Self { map }
     }
 
+    /// From `((facility, point of care, room, bed), bed id)` pairs.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = ((String, String, String, String), BedId)>,
+    ) -> Self {
+        Self {
+            map: pairs.into_iter().collect(),
+        }
+    }
+
     /// The bed at a PL value (components: point of care, room, bed, facility).
     fn bed(&self, m: &Message, raw_pl: &str) -> Option<BedId> {
         let c = |n| m.component(raw_pl, n, 1).unwrap_or_default();
@@ -128,11 +137,13 @@ pub fn patient(m: &Message) -> Result<PatientRef, Refusal> {
         (true, false) => Some(given),
         (false, false) => Some(format!("{family}, {given}")),
     };
+    // YYYYMMDD[…] → YYYY-MM-DD, YYYYMM → YYYY-MM; anything else kept as sent.
     let birth_date = m.get("PID-7").map(|d| {
-        let d: String = d.chars().take(8).collect();
-        match d.len() {
-            8 => format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]),
-            6 => format!("{}-{}", &d[..4], &d[4..6]),
+        let digits: String = d.chars().take_while(char::is_ascii_digit).take(8).collect();
+        match digits.len() {
+            8 => format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..8]),
+            6 => format!("{}-{}", &digits[..4], &digits[4..6]),
+            4 => digits,
             _ => d,
         }
     });

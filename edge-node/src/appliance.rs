@@ -38,6 +38,7 @@ pub struct Appliance {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     settings: Arc<ApiSettings>,
+    mllp: crate::integration::MllpSettings,
     checkpoint_every: Duration,
     grace: Duration,
 }
@@ -69,7 +70,10 @@ impl Appliance {
                 journal_size_limit: config.store.journal_size_limit_mb * 1024 * 1024,
                 history_limit: config.http.history_limit,
                 locations: crate::adt::Locations::from_config(config),
-                parse: crate::hl7::ParseConfig::default(),
+                parse: crate::hl7::ParseConfig {
+                    default_charset: crate::hl7::Charset::from_msh18(&config.mllp.default_charset)
+                        .unwrap_or(crate::hl7::Charset::Utf8),
+                },
             },
             metrics.clone(),
         )?;
@@ -103,6 +107,15 @@ impl Appliance {
                 tokens,
                 metrics,
                 settings,
+                mllp: crate::integration::MllpSettings {
+                    framer: crate::mllp::FramerConfig {
+                        max_frame: config.mllp.max_frame_bytes,
+                        tolerate_missing_cr: config.mllp.tolerate_missing_cr,
+                    },
+                    max_connections: config.mllp.max_connections,
+                    idle_timeout: Duration::from_secs(config.mllp.idle_timeout_s),
+                    frame_timeout: Duration::from_secs(config.mllp.frame_timeout_s),
+                },
                 checkpoint_every: Duration::from_secs(config.store.checkpoint_interval_s.max(1)),
                 grace: Duration::from_secs(config.http.shutdown_grace_s),
             },
@@ -123,7 +136,7 @@ impl Appliance {
                 l,
                 self.store.clone(),
                 self.metrics.clone(),
-                crate::integration::MllpSettings::default(),
+                self.mllp,
                 shutdown.clone(),
             ))
         });

@@ -100,6 +100,27 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// Counts an ACK by its MSA-1 code.
+fn count_ack(metrics: &Metrics, ack: &[u8]) {
+    let code = ack
+        .windows(5)
+        .position(|w| w == b"\rMSA|")
+        .and_then(|i| ack.get(i + 5..i + 7));
+    let kind = match code {
+        Some(b"AA") => "AA",
+        Some(b"AE") => "AE",
+        Some(b"AR") => "AR",
+        Some(b"CA") => "CA",
+        Some(b"CE") => "CE",
+        Some(b"CR") => "CR",
+        _ => "other",
+    };
+    metrics
+        .hl7_acks
+        .get_or_create(&crate::metrics::KindLabels { kind })
+        .inc();
+}
+
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -161,6 +182,7 @@ async fn connection(
                         }
                     };
                     for a in acks {
+                        count_ack(metrics, &a);
                         stream.write_all(&Framer::encode(&a)).await?;
                     }
                     metrics
@@ -180,6 +202,7 @@ async fn connection(
                     };
                     let ts = hms_domain::Timestamp::now().to_hl7();
                     for a in ack::acks(&h, &outcome, "REJECT", &ts) {
+                        count_ack(metrics, &a);
                         stream.write_all(&Framer::encode(&a)).await?;
                     }
                 }

@@ -14,6 +14,7 @@ pub mod api;
 pub mod appliance;
 pub mod auth;
 pub mod board;
+pub mod fuzz;
 pub mod hl7;
 pub mod integration;
 pub mod metrics;

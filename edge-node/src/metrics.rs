@@ -77,6 +77,8 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabels, Counter>,
     /// HL7 messages by outcome (applied, parked, rejected, duplicate).
     pub hl7_messages: Family<KindLabels, Counter>,
+    /// HL7 ACKs sent, by MSA-1 code.
+    pub hl7_acks: Family<KindLabels, Counter>,
     /// MLLP frames received.
     pub mllp_frames: Counter,
     /// Bytes skipped while resynchronising on VT.
@@ -171,6 +173,8 @@ impl Metrics {
             "HL7 messages by outcome",
             hl7_messages.clone(),
         );
+        let hl7_acks = Family::<KindLabels, Counter>::default();
+        registry.register("hl7_acks", "HL7 ACKs sent by MSA-1 code", hl7_acks.clone());
         let mllp_frames = Counter::default();
         registry.register("mllp_frames", "MLLP frames received", mllp_frames.clone());
         let mllp_skipped_bytes = Counter::default();
@@ -198,6 +202,7 @@ impl Metrics {
             hl7_ack_seconds.clone(),
         );
         Self {
+            hl7_acks,
             hl7_messages,
             mllp_frames,
             mllp_skipped_bytes,

@@ -2,9 +2,10 @@
 //!
 //! One TOML file describes an appliance: who it is (`[node]`), where it
 //! listens (`[listen]`), where it stores (`[store]`), its HTTP limits
-//! (`[http]`) and the hospital's beds as flat lists with references
-//! (`[[facility]]` → `[[building]]` → `[[floor]]` → `[[unit]]` → `[[room]]` →
-//! `[[bed]]`), each bed mapped to the HL7 location the ADT feed uses for it.
+//! (`[http]`), its MLLP limits (`[mllp]`) and the hospital's beds as flat
+//! lists with references (`[[facility]]` → `[[building]]` → `[[floor]]` →
+//! `[[unit]]` → `[[room]]` → `[[bed]]`), each bed mapped to the HL7 location
+//! the ADT feed uses for it.
 //!
 //! Two ways in, one set of checks:
 //!
@@ -30,10 +31,12 @@ use std::path::Path;
 pub use diagnostic::{ConfigError, Diagnostic, LineIndex, Severity};
 pub use example::example;
 pub use schema::{
-    Bed, Building, Config, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_HISTORY_LIMIT,
+    Bed, Building, CHARSETS, Config, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
+    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection,
-    Listen, NodeSection, Room, StoreSection, Unit,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_SHUTDOWN_GRACE_S,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection,
+    NodeSection, Room, StoreSection, Unit,
 };
 
 /// A configuration that loaded, with the warnings found on the way.

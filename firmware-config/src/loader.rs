@@ -31,10 +31,12 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Sink};
 use crate::schema::{
-    Bed, Building, Config, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_HISTORY_LIMIT,
+    Bed, Building, CHARSETS, Config, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
+    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection,
-    Listen, NodeSection, Room, StoreSection, Unit,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_SHUTDOWN_GRACE_S,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection,
+    NodeSection, Room, StoreSection, Unit,
 };
 
 type Span = Range<usize>;
@@ -42,7 +44,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 /// Keys allowed at the top level.
 const TOP_KEYS: &[&str] = &[
-    "node", "listen", "store", "http", "facility", "building", "floor", "unit", "room", "bed",
+    "node", "listen", "store", "http", "mllp", "facility", "building", "floor", "unit", "room",
+    "bed",
 ];
 const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name"];
 const LISTEN_KEYS: &[&str] = &["http", "mllp"];
@@ -54,6 +57,14 @@ const STORE_KEYS: &[&str] = &[
     "max_batch",
 ];
 const HTTP_KEYS: &[&str] = &["max_body_bytes", "shutdown_grace_s", "history_limit"];
+const MLLP_KEYS: &[&str] = &[
+    "max_frame_bytes",
+    "tolerate_missing_cr",
+    "max_connections",
+    "idle_timeout_s",
+    "frame_timeout_s",
+    "default_charset",
+];
 const FACILITY_KEYS: &[&str] = &["id", "name"];
 const BUILDING_KEYS: &[&str] = &["id", "facility", "name"];
 const FLOOR_KEYS: &[&str] = &["id", "building", "name"];
@@ -313,24 +324,29 @@ impl<'t, 'i> Scope<'t, 'i> {
         }
     }
 
-    fn gender(&self, sink: &mut Sink<'_>, key: &str) -> Option<GenderRestriction> {
+    /// An optional string that must be one of `allowed`.
+    fn one_of(&self, sink: &mut Sink<'_>, key: &str, allowed: &[&str]) -> Option<String> {
         let s = self.string(sink, key, Need::Optional)?;
-        match s.value.as_str() {
-            "any" => Some(GenderRestriction::Any),
+        if allowed.contains(&s.value.as_str()) {
+            return Some(s.value);
+        }
+        sink.error(
+            &s.span,
+            format!(
+                "{} has an unknown value {}; expected one of: {}",
+                self.key_path(key),
+                shown(&s.value),
+                allowed.join(", ")
+            ),
+        );
+        None
+    }
+
+    fn gender(&self, sink: &mut Sink<'_>, key: &str) -> Option<GenderRestriction> {
+        match self.one_of(sink, key, GENDERS)?.as_str() {
             "female" => Some(GenderRestriction::Female),
             "male" => Some(GenderRestriction::Male),
-            _ => {
-                sink.error(
-                    &s.span,
-                    format!(
-                        "{} has an unknown value {}; expected one of: {}",
-                        self.key_path(key),
-                        shown(&s.value),
-                        GENDERS.join(", ")
-                    ),
-                );
-                None
-            }
+            _ => Some(GenderRestriction::Any),
         }
     }
 
@@ -529,6 +545,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let listen = self.listen(root);
         let store = self.store(root);
         let http = self.http(root);
+        let mllp = self.mllp(root);
 
         let (facilities, facility_ids) = self.places(root, "facility", FACILITY_KEYS, None);
         let (buildings, building_ids) = self.places(
@@ -580,6 +597,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             listen: listen?,
             store: store?,
             http: http?,
+            mllp: mllp?,
             facilities,
             buildings,
             floors,
@@ -739,6 +757,35 @@ impl<'s, 'a> Walk<'s, 'a> {
             max_body_bytes: to_usize(body.ok()?, DEFAULT_MAX_BODY_BYTES)?,
             shutdown_grace_s: grace.ok()?.unwrap_or(DEFAULT_SHUTDOWN_GRACE_S),
             history_limit: to_usize(history.ok()?, DEFAULT_HISTORY_LIMIT)?,
+        })
+    }
+
+    fn mllp(&mut self, root: &Scope<'_, '_>) -> Option<MllpSection> {
+        if !root.table.contains_key("mllp") {
+            return Some(MllpSection::default());
+        }
+        let s = self.section(root, "mllp", Need::Optional)?;
+        s.unknown_keys(self.sink, MLLP_KEYS);
+        let sink = &mut *self.sink;
+        let has = |key: &str| s.table.contains_key(key);
+        let frame = s.int(sink, "max_frame_bytes", 1 << 10, 1 << 26);
+        let tolerate = s.bool(sink, "tolerate_missing_cr");
+        let connections = s.int(sink, "max_connections", 1, 10_000);
+        let idle = s.int(sink, "idle_timeout_s", 1, 86_400);
+        let frame_timeout = s.int(sink, "frame_timeout_s", 1, 3_600);
+        let charset = s.one_of(sink, "default_charset", CHARSETS);
+        if (tolerate.is_none() && has("tolerate_missing_cr"))
+            || (charset.is_none() && has("default_charset"))
+        {
+            return None;
+        }
+        Some(MllpSection {
+            max_frame_bytes: to_usize(frame.ok()?, DEFAULT_MAX_FRAME_BYTES)?,
+            tolerate_missing_cr: tolerate.unwrap_or(false),
+            max_connections: to_usize(connections.ok()?, DEFAULT_MAX_CONNECTIONS)?,
+            idle_timeout_s: idle.ok()?.unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+            frame_timeout_s: frame_timeout.ok()?.unwrap_or(DEFAULT_FRAME_TIMEOUT_S),
+            default_charset: charset.unwrap_or_else(|| DEFAULT_CHARSET.to_owned()),
         })
     }
 

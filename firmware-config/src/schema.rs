@@ -24,6 +24,18 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 65536;
 pub const DEFAULT_SHUTDOWN_GRACE_S: u64 = 10;
 /// Default for `http.history_limit`.
 pub const DEFAULT_HISTORY_LIMIT: usize = 20;
+/// Default for `mllp.max_frame_bytes`.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
+/// Default for `mllp.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default for `mllp.idle_timeout_s`.
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 600;
+/// Default for `mllp.frame_timeout_s`.
+pub const DEFAULT_FRAME_TIMEOUT_S: u64 = 30;
+/// Default for `mllp.default_charset`.
+pub const DEFAULT_CHARSET: &str = "UNICODE UTF-8";
+/// The values `mllp.default_charset` may take: the HL7 v2 names of MSH-18.
+pub const CHARSETS: &[&str] = &["ASCII", "8859/1", DEFAULT_CHARSET];
 
 /// A validated appliance configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +48,8 @@ pub struct Config {
     pub store: StoreSection,
     /// HTTP server settings.
     pub http: HttpSection,
+    /// MLLP (HL7 v2 feed) settings.
+    pub mllp: MllpSection,
     /// Facilities (sites), in file order.
     pub facilities: Vec<Facility>,
     /// Buildings, in file order.
@@ -141,6 +155,36 @@ impl Default for HttpSection {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
             history_limit: DEFAULT_HISTORY_LIMIT,
+        }
+    }
+}
+
+/// `[mllp]`: limits and defaults of the HL7 v2 feed over MLLP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MllpSection {
+    /// Largest MLLP frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Whether a frame may end with FS alone, without the trailing CR.
+    pub tolerate_missing_cr: bool,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Seconds without traffic after which a connection is closed.
+    pub idle_timeout_s: u64,
+    /// Seconds a frame may stay incomplete before its connection is closed.
+    pub frame_timeout_s: u64,
+    /// Character set assumed when MSH-18 is empty: one of [`CHARSETS`].
+    pub default_charset: String,
+}
+
+impl Default for MllpSection {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            tolerate_missing_cr: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
+            frame_timeout_s: DEFAULT_FRAME_TIMEOUT_S,
+            default_charset: DEFAULT_CHARSET.to_owned(),
         }
     }
 }

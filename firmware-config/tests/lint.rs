@@ -8,7 +8,8 @@ use std::process::Command;
 
 use expect_test::{Expect, expect};
 use firmware_config::{
-    Config, ConfigError, Diagnostic, Hl7Location, Severity, example, lint, lint_str, load, load_str,
+    Config, ConfigError, Diagnostic, Hl7Location, MllpSection, Severity, example, lint, lint_str,
+    load, load_str,
 };
 use hms_domain::{BedId, GenderRestriction, LevelOfCare, RoomId, UnitId};
 
@@ -259,6 +260,184 @@ fn numbers_out_of_range_give_the_range() {
     );
 }
 
+/// [`valid`] with an `[mllp]` section holding `body` (its header at line 41,
+/// its first key at line 42).
+fn with_mllp(body: &str) -> String {
+    format!("{}\n[mllp]\n{body}", valid())
+}
+
+#[test]
+fn the_mllp_section_defaults_when_absent_or_empty() {
+    for text in [valid(), with_mllp("")] {
+        check(&text, expect![[""]]);
+        let loaded = load_str(&text, file()).expect("valid");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let m = loaded.config.mllp;
+        assert_eq!(m, MllpSection::default());
+        assert_eq!(m.max_frame_bytes, 1_048_576);
+        assert!(!m.tolerate_missing_cr);
+        assert_eq!(m.max_connections, 64);
+        assert_eq!(m.idle_timeout_s, 600);
+        assert_eq!(m.frame_timeout_s, 30);
+        assert_eq!(m.default_charset, "UNICODE UTF-8");
+    }
+}
+
+#[test]
+fn mllp_values_are_read_up_to_their_bounds() {
+    let read = |body: &str| {
+        let text = with_mllp(body);
+        check(&text, expect![[""]]);
+        load_str(&text, file()).expect("valid").config.mllp
+    };
+    assert_eq!(
+        read(
+            "max_frame_bytes = 1024\ntolerate_missing_cr = true\nmax_connections = 1\n\
+             idle_timeout_s = 1\nframe_timeout_s = 1\ndefault_charset = \"ASCII\"\n"
+        ),
+        MllpSection {
+            max_frame_bytes: 1024,
+            tolerate_missing_cr: true,
+            max_connections: 1,
+            idle_timeout_s: 1,
+            frame_timeout_s: 1,
+            default_charset: "ASCII".to_owned(),
+        }
+    );
+    assert_eq!(
+        read(
+            "max_frame_bytes = 0x4000000\ntolerate_missing_cr = false\nmax_connections = 10_000\n\
+             idle_timeout_s = 86400\nframe_timeout_s = 3600\ndefault_charset = \"8859/1\"\n"
+        ),
+        MllpSection {
+            max_frame_bytes: 64 << 20,
+            tolerate_missing_cr: false,
+            max_connections: 10_000,
+            idle_timeout_s: 86_400,
+            frame_timeout_s: 3_600,
+            default_charset: "8859/1".to_owned(),
+        }
+    );
+    assert_eq!(
+        read("max_connections = 500\n"),
+        MllpSection {
+            max_connections: 500,
+            ..MllpSection::default()
+        }
+    );
+}
+
+#[test]
+fn mllp_numbers_out_of_range_give_the_range() {
+    let below = with_mllp(
+        "max_frame_bytes = 1023\nmax_connections = 0\nidle_timeout_s = 0\nframe_timeout_s = -30\n",
+    );
+    check(
+        &below,
+        expect![[r#"
+            hospital.toml:42:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 1023
+            hospital.toml:43:19: error: `mllp.max_connections` must be between 1 and 10000, found 0
+            hospital.toml:44:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 0
+            hospital.toml:45:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found -30
+        "#]],
+    );
+    assert!(load_str(&below, file()).is_err());
+    check(
+        &with_mllp(
+            "max_frame_bytes = 67108865\nmax_connections = 10001\nidle_timeout_s = 86401\nframe_timeout_s = 3601\n",
+        ),
+        expect![[r#"
+            hospital.toml:42:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 67108865
+            hospital.toml:43:19: error: `mllp.max_connections` must be between 1 and 10000, found 10001
+            hospital.toml:44:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 86401
+            hospital.toml:45:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found 3601
+        "#]],
+    );
+}
+
+#[test]
+fn mllp_wrong_types_name_the_key_and_the_type_found() {
+    let text = with_mllp(
+        "max_frame_bytes = \"1 MiB\"\ntolerate_missing_cr = \"yes\"\nmax_connections = 1.5\n\
+         idle_timeout_s = true\nframe_timeout_s = [30]\ndefault_charset = 8\n",
+    );
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:42:19: error: `mllp.max_frame_bytes` must be an integer, found string
+            hospital.toml:43:23: error: `mllp.tolerate_missing_cr` must be true or false, found string
+            hospital.toml:44:19: error: `mllp.max_connections` must be an integer, found float
+            hospital.toml:45:18: error: `mllp.idle_timeout_s` must be an integer, found boolean
+            hospital.toml:46:19: error: `mllp.frame_timeout_s` must be an integer, found array
+            hospital.toml:47:19: error: `mllp.default_charset` must be a string, found integer
+        "#]],
+    );
+    assert!(load_str(&text, file()).is_err());
+    let err = load_str(&with_mllp("tolerate_missing_cr = 1\n"), file()).expect_err("a bool");
+    expect!["hospital.toml:42:23: error: `mllp.tolerate_missing_cr` must be true or false, found integer"].assert_eq(&err.to_string());
+    check(
+        &format!("mllp = 5\n{}", valid()),
+        expect![[r#"
+            hospital.toml:1:8: error: `mllp` must be a table ([mllp]), found integer
+        "#]],
+    );
+    check(
+        &format!("{}\n[[mllp]]\nmax_connections = 1\n", valid()),
+        expect![[r#"
+            hospital.toml:41:1: error: `mllp` must be a table ([mllp]), found array
+        "#]],
+    );
+}
+
+#[test]
+fn an_unknown_mllp_charset_lists_the_allowed_ones() {
+    let text = with_mllp("default_charset = \"UTF-8\"\n");
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:42:19: error: `mllp.default_charset` has an unknown value "UTF-8"; expected one of: ASCII, 8859/1, UNICODE UTF-8
+        "#]],
+    );
+    assert!(load_str(&text, file()).is_err());
+    check(
+        &with_mllp("default_charset = \"unicode utf-8\"\n"),
+        expect![[r#"
+            hospital.toml:42:19: error: `mllp.default_charset` has an unknown value "unicode utf-8"; expected one of: ASCII, 8859/1, UNICODE UTF-8
+        "#]],
+    );
+    check(
+        &with_mllp("default_charset = \"\"\n"),
+        expect![[r#"
+            hospital.toml:42:19: error: `mllp.default_charset` has an unknown value ""; expected one of: ASCII, 8859/1, UNICODE UTF-8
+        "#]],
+    );
+}
+
+#[test]
+fn unknown_mllp_keys_are_errors_for_lint_and_warnings_for_load() {
+    let text = with_mllp("max_connections = 8\nmax_frame = 4096\nack_mode = \"enhanced\"\n");
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:43:1: error: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
+            hospital.toml:44:1: error: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
+        "#]],
+    );
+    let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
+    expect![[r#"
+        hospital.toml:43:1: warning: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
+        hospital.toml:44:1: warning: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
+    "#]]
+    .assert_eq(&render(&loaded.warnings));
+    assert_eq!(
+        loaded.config.mllp,
+        MllpSection {
+            max_connections: 8,
+            ..MllpSection::default()
+        }
+    );
+}
+
 #[test]
 fn duplicate_ids_name_the_first_definition() {
     let text = format!(
@@ -456,7 +635,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
         &text,
         expect![[r#"
         hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-        hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, facility, building, floor, unit, room, bed
+        hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, facility, building, floor, unit, room, bed
         hospital.toml:43:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]],
     );
@@ -464,7 +643,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
         hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, facility, building, floor, unit, room, bed
+        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, facility, building, floor, unit, room, bed
         hospital.toml:43:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));
@@ -610,6 +789,11 @@ fn the_demo_hospital_loads_and_lints_clean() {
         c.listen.mllp.map(|a| a.to_string()).as_deref(),
         Some("127.0.0.1:2575")
     );
+    assert_eq!(
+        c.mllp,
+        MllpSection::default(),
+        "the demo's [mllp] section spells out the defaults"
+    );
     assert!(
         c.store.data_dir.ends_with("config/../demo-data"),
         "{:?}",
@@ -658,6 +842,8 @@ fn examples_lint_clean_at_every_size() {
         assert_eq!(c.node.hospital_id.as_str(), "metro-general");
         assert_eq!(c.listen.http.to_string(), "127.0.0.1:8080");
         assert_eq!(c.store.data_dir, Path::new("data"));
+        assert!(!text.contains("[mllp]"), "{beds} beds");
+        assert_eq!(c.mllp, MllpSection::default());
         for u in &c.units {
             let n = c.beds_of(&u.id).count();
             assert!(n <= 40, "{beds}: unit {} has {n} beds", u.id);

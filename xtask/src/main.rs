@@ -184,6 +184,23 @@ fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the HL7 mutation fuzzer (release build) for a while; findings are
+/// kept under edge-node/test_data/fuzz/ and replayed by the test suite.
+fn fuzz(args: &[String]) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "edge-node",
+        "--example",
+        "fuzz_hl7",
+        "--",
+    ])
+    .args(args);
+    run(c)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -191,8 +208,11 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("tidy") => tidy::check(&root()),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | demo | bench [--quick] | tidy>");
+            eprintln!(
+                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | fuzz [SECONDS] [SEED] | tidy>"
+            );
             return ExitCode::from(64);
         }
     };

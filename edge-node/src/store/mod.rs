@@ -897,7 +897,16 @@ impl Writer {
 impl Writer {
     fn apply_hl7(&mut self, req: Hl7Request) -> rusqlite::Result<Hl7Reply> {
         let at = Timestamp::now();
-        let parsed = Message::parse(&req.raw, self.parse);
+        let parse = self.parse;
+        let parsed =
+            std::panic::catch_unwind(|| Message::parse(&req.raw, parse)).unwrap_or_else(|_| {
+                tracing::error!("HL7 parse panicked; message rejected");
+                Err(crate::hl7::ParseError {
+                    code: crate::hl7::ErrorCode::InternalError,
+                    location: None,
+                    reason: "internal error while reading the message".into(),
+                })
+            });
         let header = match &parsed {
             Ok(m) => Header::of(m),
             Err(_) => Header::salvage(&req.raw),
@@ -1079,7 +1088,7 @@ impl Writer {
         actor: &Actor,
         correlation: Option<&String>,
     ) -> rusqlite::Result<(AckOutcome, &'static str)> {
-        let plan = {
+        let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let conn = &self.conn;
             let last_bed = |v: &hms_domain::EncounterId| -> Option<BedId> {
                 conn.prepare_cached("SELECT bed_id FROM encounters WHERE encounter_id = ?1")
@@ -1093,7 +1102,17 @@ impl Writer {
                     .and_then(|b| BedId::new(b).ok())
             };
             adt::plan(m, &self.board, &self.locations, &last_bed)
-        };
+        }))
+        .unwrap_or_else(|_| {
+            // Planning is pure: a bug there must cost one message, not the
+            // writer. The message is parked for replay after a fix.
+            tracing::error!("ADT planning panicked; message parked");
+            Err(adt::Refusal {
+                code: crate::hl7::ErrorCode::InternalError,
+                location: None,
+                reason: "internal error while applying the message".into(),
+            })
+        });
         let plan = match plan {
             Ok(p) => p,
             Err(r) => {

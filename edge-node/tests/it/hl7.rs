@@ -176,6 +176,19 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
         "{text}"
     );
     assert!(!text.contains("Doe"), "no PHI in the ACK: {text}");
+    // Counted by outcome and ACK code.
+    let mut anon = hms_e2e::client::Conn::connect(app.addr, None)
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(anon.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    for needle in [
+        "hms_hl7_messages_total{kind=\"parked\"} 4",
+        "hms_hl7_acks_total{kind=\"AE\"} 4",
+        "hms_mllp_frames_total 4",
+        "hms_hl7_ack_duration_seconds_count 4",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
 }
 
 /// Reads until `want` ACK frames have arrived (10 s at most).
@@ -285,4 +298,33 @@ async fn framing_robustness_over_a_socket() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_without_cr_times_out_in_strict_mode_and_is_accepted_when_tolerated() {
+    let msg = adt("A01", "F1", "3W^0^0^TH");
+    let mut frame = vec![0x0b];
+    frame.extend_from_slice(&msg);
+    frame.push(0x1c); // no CR
+    // Strict (the default): no ACK; the partial-frame timeout closes the
+    // connection, it never hangs; a new connection works.
+    let app = TestApp::start_with(&[("3W", 2, 2)], |c| c.mllp.frame_timeout_s = 1).await;
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    s.write_all(&frame).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the appliance closed the connection")
+        .unwrap();
+    assert_eq!(n, 0, "no ACK for an unterminated frame");
+    let acks = send_all(&app, &[adt("A01", "F2", "3W^0^0^TH")]).await;
+    assert_eq!(acks[0].code, "AA");
+    app.stop().await;
+    // Tolerant: FS alone ends the frame.
+    let app = TestApp::start_with(&[("3W", 2, 2)], |c| c.mllp.tolerate_missing_cr = true).await;
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    s.write_all(&frame).await.unwrap();
+    let text = read_acks(&mut s, 1).await.unwrap();
+    assert!(text.contains("MSA|AA|F1"), "{text}");
+    app.stop().await;
 }
