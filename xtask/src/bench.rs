@@ -82,6 +82,7 @@ fn rss_mb(pid: u32) -> f64 {
 struct Appliance {
     child: Child,
     addr: String,
+    mllp: Option<String>,
 }
 
 impl Drop for Appliance {
@@ -101,13 +102,17 @@ impl Drop for Appliance {
     }
 }
 
-fn start(bin: &Path, config: &Path, data: &Path) -> anyhow::Result<Appliance> {
-    let mut child = Command::new(bin)
-        .args(["run", "--config"])
+fn start(bin: &Path, config: &Path, data: &Path, with_mllp: bool) -> anyhow::Result<Appliance> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--config"])
         .arg(config)
         .arg("--data-dir")
         .arg(data)
-        .args(["--http", "127.0.0.1:0"])
+        .args(["--http", "127.0.0.1:0"]);
+    if with_mllp {
+        cmd.args(["--mllp", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
         .env("HMS_LOG", "warn")
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
@@ -115,17 +120,23 @@ fn start(bin: &Path, config: &Path, data: &Path) -> anyhow::Result<Appliance> {
         .context("starting hms-edge")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
+    let (addr, mllp) = loop {
         match lines.next() {
             Some(Ok(l)) => {
                 if let Some(a) = l.strip_prefix("hms-edge ready http=http://") {
-                    break a.split_whitespace().next().unwrap_or_default().to_owned();
+                    let mut parts = a.split_whitespace();
+                    let http = parts.next().unwrap_or_default().to_owned();
+                    let mllp = parts
+                        .next()
+                        .and_then(|m| m.strip_prefix("mllp="))
+                        .map(str::to_owned);
+                    break (http, mllp);
                 }
             }
             _ => bail!("hms-edge exited before it was ready"),
         }
     };
-    Ok(Appliance { child, addr })
+    Ok(Appliance { child, addr, mllp })
 }
 
 fn load(
@@ -188,7 +199,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data)?;
         let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
-        let app = start(&edge, &config, &data)?;
+        let app = start(&edge, &config, &data, false)?;
         let pid = app.child.id();
         let rss_start = rss_mb(pid);
         let viewer = create_token(&edge, &data, "viewer", "bench-kiosk")?;
@@ -292,6 +303,136 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "seconds": s.seconds,
         "median": summary,
         "ratios": ratios,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `cargo xtask bench mllp [--runs N]`: HL7 ADT over MLLP, durable, one
+/// connection and 16 connections, against the disk's fsync as the peer.
+pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let s = parse(args)?;
+    crate::run({
+        let mut c = cargo();
+        c.args([
+            "build",
+            "--release",
+            "-p",
+            "edge-node",
+            "--bin",
+            "hms-edge",
+            "-p",
+            "hms-e2e",
+            "--bin",
+            "hms-load",
+        ]);
+        c
+    })?;
+    let release = target_dir().join("release");
+    let (edge, load_bin) = (release.join("hms-edge"), release.join("hms-load"));
+    let config = root.join("config/hospital-2000.toml");
+    let config_s = config.display().to_string();
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = vec![];
+    for run_no in 1..=s.runs {
+        eprintln!("xtask: bench mllp run {run_no}/{}", s.runs);
+        let data = target_dir().join("bench-data");
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data)?;
+        let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
+        let app = start(&edge, &config, &data, true)?;
+        let m = app
+            .mllp
+            .clone()
+            .context("the appliance did not open MLLP")?;
+        let a01 = load(
+            &load_bin,
+            &m,
+            "",
+            &[
+                "--scenario",
+                "mllp",
+                "--trigger",
+                "A01",
+                "--config",
+                &config_s,
+                "--messages",
+                "2000",
+                "--clients",
+                "1",
+            ],
+        )?;
+        let one = load(
+            &load_bin,
+            &m,
+            "",
+            &[
+                "--scenario",
+                "mllp",
+                "--trigger",
+                "A28",
+                "--messages",
+                "10000",
+                "--clients",
+                "1",
+            ],
+        )?;
+        let many = load(
+            &load_bin,
+            &m,
+            "",
+            &[
+                "--scenario",
+                "mllp",
+                "--trigger",
+                "A28",
+                "--messages",
+                "40000",
+                "--clients",
+                "16",
+            ],
+        )?;
+        drop(app);
+        let f = |v: &serde_json::Value, p: &str| {
+            v.pointer(p)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(f64::NAN)
+        };
+        let mut row = serde_json::Map::new();
+        for (k, v) in [
+            ("fsync_p50_ms", fsync_p50),
+            ("fsync_p99_ms", fsync_p99),
+            ("a01_1conn_mps", f(&a01, "/throughput_mps")),
+            ("a01_1conn_p50_ms", f(&a01, "/latency/p50_ms")),
+            ("a01_1conn_p99_ms", f(&a01, "/latency/p99_ms")),
+            ("a01_errors", f(&a01, "/errors")),
+            ("a28_1conn_mps", f(&one, "/throughput_mps")),
+            ("a28_1conn_p50_ms", f(&one, "/latency/p50_ms")),
+            ("a28_1conn_p99_ms", f(&one, "/latency/p99_ms")),
+            ("a28_16conn_mps", f(&many, "/throughput_mps")),
+            ("a28_16conn_p50_ms", f(&many, "/latency/p50_ms")),
+            ("a28_16conn_p99_ms", f(&many, "/latency/p99_ms")),
+            ("a28_errors", f(&one, "/errors") + f(&many, "/errors")),
+        ] {
+            row.insert(k.into(), serde_json::json!(v));
+        }
+        rows.push(row);
+    }
+    let keys: Vec<String> = rows[0].keys().cloned().collect();
+    let mut summary = serde_json::Map::new();
+    for k in keys {
+        summary.insert(
+            k.clone(),
+            serde_json::json!(median(rows.iter().filter_map(|r| r[&k].as_f64()).collect())),
+        );
+    }
+    let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
+    let out = serde_json::json!({
+        "runs": s.runs,
+        "median": summary,
+        "ratios": {
+            "a28_1conn_p50_over_fsync_p50": g("a28_1conn_p50_ms") / g("fsync_p50_ms"),
+            "a28_1conn_p99_over_fsync_p99": g("a28_1conn_p99_ms") / g("fsync_p99_ms"),
+        },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

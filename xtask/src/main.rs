@@ -206,6 +206,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("demo") => demo(),
+        Some("bench") if args.get(1).map(String::as_str) == Some("mllp") => {
+            bench::mllp(&root(), &args[2..])
+        }
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("tidy") => tidy::check(&root()),
         Some("fuzz") => fuzz(&args[1..]),

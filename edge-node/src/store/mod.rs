@@ -387,6 +387,7 @@ impl Store {
             metrics,
         });
         let writer = Writer {
+            board_stale: false,
             pending_history: vec![],
             pending_notices: vec![],
             pending_events: 0,
@@ -588,6 +589,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct Writer {
+    /// The board must be rebuilt from the projections before the next batch.
+    board_stale: bool,
     /// History entries of the batch being committed.
     pending_history: Vec<(BedId, HistoryItem)>,
     /// Live-stream notices of the batch being committed.
@@ -694,10 +697,48 @@ impl Writer {
         }
     }
 
+    /// Rebuilds the board from the committed projections. Returns success.
+    fn reload_board(&mut self) -> bool {
+        match load_beds(&self.conn)
+            .map_err(anyhow::Error::from)
+            .and_then(|beds| Board::from_beds(beds).map_err(anyhow::Error::from))
+        {
+            Ok(board) => {
+                self.board = board;
+                self.board_stale = false;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the board after a failed commit failed");
+                false
+            }
+        }
+    }
+
     fn commit_batch(&mut self, batch: Vec<Item>) {
         let started = Instant::now();
-        let saved = (self.board.clone(), self.next_seq, self.last_hash);
+        let saved = (self.next_seq, self.last_hash);
         let n = batch.len();
+        if self.board_stale && !self.reload_board() {
+            // The board could not be rebuilt after a failed commit: refuse
+            // the batch (nothing changes) until the database is readable.
+            let err =
+                WriteError::Unavailable("the store is recovering from a failed commit".into());
+            for item in batch {
+                match item {
+                    Item::Write(_, r) => {
+                        let _ = r.send(Err(err.clone()));
+                    }
+                    Item::Hl7(_, r) => {
+                        let _ = r.send(Err(err.clone()));
+                    }
+                    Item::Replay(_, r) => {
+                        let _ = r.send(Err(err.clone()));
+                    }
+                }
+            }
+            return;
+        }
         self.pending_history.clear();
         self.pending_notices.clear();
         self.pending_events = 0;
@@ -762,7 +803,12 @@ impl Writer {
                 }
             }
             Err(e) => {
-                (self.board, self.next_seq, self.last_hash) = saved;
+                // The transaction rolled back, so the projections hold the last
+                // committed state: the board is rebuilt from them (no copy of
+                // the board is kept per batch for this rare case).
+                (self.next_seq, self.last_hash) = saved;
+                self.board_stale = true;
+                self.reload_board();
                 self.pending_history.clear();
                 self.pending_notices.clear();
                 let msg = e.to_string();

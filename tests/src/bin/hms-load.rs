@@ -25,6 +25,8 @@ use tokio::sync::Barrier;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Scenario {
+    /// HL7 over MLLP: messages sent one at a time per connection, each waiting for its ACK.
+    Mllp,
     /// `GET /health` only: the HTTP floor, the peer of `queries`.
     Health,
     Queries,
@@ -38,12 +40,21 @@ struct Args {
     /// Scenario to run.
     #[arg(long, value_enum)]
     scenario: Scenario,
-    /// Appliance address (loopback only), e.g. 127.0.0.1:8080.
+    /// Appliance address (loopback only): HTTP, or MLLP for the mllp scenario.
     #[arg(long)]
     addr: SocketAddr,
-    /// Bearer token (viewer for queries, bed_manager for the others).
-    #[arg(long, env = "HMS_TOKEN")]
+    /// Bearer token (viewer for queries, bed_manager for the others; unused by mllp).
+    #[arg(long, env = "HMS_TOKEN", default_value = "")]
     token: String,
+    /// mllp: total messages.
+    #[arg(long, default_value_t = 10_000)]
+    messages: usize,
+    /// mllp: trigger to send: A01 (admit, each into its own configured bed) or A28 (person add).
+    #[arg(long, default_value = "A28")]
+    trigger: String,
+    /// mllp, A01: the appliance's configuration, for the beds' HL7 locations.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Concurrent keep-alive clients.
     #[arg(long, default_value_t = 2000)]
     clients: usize,
@@ -61,6 +72,100 @@ struct Args {
     /// Warm-up before measuring (queries/assign), seconds.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+}
+
+/// HL7 over MLLP: `clients` connections share `messages`; each connection
+/// sends one message, waits for its ACK, and so on.
+async fn mllp(a: &Args) -> anyhow::Result<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let locations: Vec<String> = match (&a.trigger[..], &a.config) {
+        ("A01", Some(cfg)) => firmware_config::load(cfg)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .config
+            .beds
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}^{}^{}^{}",
+                    b.hl7.point_of_care, b.hl7.room, b.hl7.bed, b.hl7.facility
+                )
+            })
+            .collect(),
+        ("A01", None) => bail!("--trigger A01 needs --config (the beds' HL7 locations)"),
+        _ => vec![],
+    };
+    if a.trigger == "A01" && a.messages > locations.len() {
+        bail!(
+            "{} A01 messages need as many beds; the hospital has {}",
+            a.messages,
+            locations.len()
+        );
+    }
+    let locations = Arc::new(locations);
+    let clients = a.clients.max(1);
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for c in 0..clients {
+        let (addr, trigger, locations) = (a.addr, a.trigger.clone(), locations.clone());
+        let share: Vec<usize> = (c..a.messages).step_by(clients).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            let mut h = histogram();
+            let mut errors = 0u64;
+            let mut buf = vec![0u8; 8192];
+            for i in share {
+                let body = match trigger.as_str() {
+                    "A01" => format!(
+                        "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||ADT^A01^ADT_A01|L{i}|P|2.5.1\r\
+                         EVN|A01|20261127101500\rPID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r\
+                         PV1|1|I|{}||||||||||||||||LV{i}\r",
+                        locations[i]
+                    ),
+                    _ => format!(
+                        "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|L{i}|P|2.5.1\r\
+                         EVN|A28|20261127101500\rPID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r"
+                    ),
+                };
+                let mut frame = vec![0x0b];
+                frame.extend_from_slice(body.as_bytes());
+                frame.extend_from_slice(&[0x1c, 0x0d]);
+                let sent = Instant::now();
+                s.write_all(&frame).await?;
+                let mut got = Vec::new();
+                while !got.ends_with(&[0x1c, 0x0d]) {
+                    let n = s.read(&mut buf).await?;
+                    if n == 0 {
+                        bail!("the appliance closed the connection");
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
+                if !got.windows(7).any(|w| w == b"\rMSA|AA") {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((h, errors))
+        }));
+    }
+    let mut all = histogram();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        all.add(&h).ok();
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "scenario": "mllp",
+        "trigger": a.trigger,
+        "connections": clients,
+        "messages": all.len(),
+        "errors": errors,
+        "seconds": secs,
+        "throughput_mps": all.len() as f64 / secs,
+        "latency": summary(&all),
+    }))
 }
 
 fn histogram() -> Histogram<u64> {
@@ -418,6 +523,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("hms-load only targets loopback addresses");
     }
     let out = match a.scenario {
+        Scenario::Mllp => mllp(&a).await?,
         Scenario::Health => queries(&a, true).await?,
         Scenario::Queries => queries(&a, false).await?,
         Scenario::Assign => assign(&a).await?,
