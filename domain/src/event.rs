@@ -130,6 +130,9 @@ pub enum Transition {
     TransferredIn,
     /// A cancelled discharge put the stay back into its bed.
     Readmitted,
+    /// The bed was held for a stay that is to move here from its current bed
+    /// (pending transfer).
+    TransferReserved,
 }
 
 impl Transition {
@@ -149,6 +152,7 @@ impl Transition {
             Self::TransferredOut => "bed.transferred_out",
             Self::TransferredIn => "bed.transferred_in",
             Self::Readmitted => "bed.readmitted",
+            Self::TransferReserved => "bed.transfer_reserved",
         }
     }
 }

@@ -16,8 +16,10 @@
 //! - A20 bed status (NPU, table 0116). A06/A07 class change, A09/A10
 //!   tracking, A21/A22 leave of absence: the bed stays held.
 //! - A40 merge: MRG-1 into PID-3 in the patient index and on the board.
-//! - Anything else (A15/A26 pending transfer among them) is parked with
-//!   ERR 201, nothing lost, replayable once supported.
+//! - A15 pending transfer: hold PV1-42 while the visit keeps its bed (the
+//!   A02 that follows moves it there); A26: release that hold.
+//! - Anything else is parked with ERR 201, nothing lost, replayable once
+//!   supported.
 
 use std::collections::HashMap;
 
@@ -408,6 +410,31 @@ pub fn plan(
                     });
                 }
             }
+        }
+        "A15" => {
+            // Pending transfer: hold PV1-42 for the visit, which keeps its bed.
+            let v = visit(m)?;
+            let to = location(m, loc, 42)?;
+            if board.transfer_of(&v).map(|b| &b.id) != Some(&to) {
+                plan.commands
+                    .push(Command::ReserveTransfer { encounter: v, to });
+            }
+        }
+        "A26" => {
+            // Cancel pending transfer: release the held bed.
+            let v = visit(m)?;
+            let held = board.transfer_of(&v).ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownKey,
+                    "PV1",
+                    19,
+                    format!("visit {v} has no pending transfer"),
+                )
+            })?;
+            plan.commands.push(Command::CancelReservation {
+                bed: held.id.clone(),
+                expected_version: None,
+            });
         }
         "A27" | "A38" => {
             // Cancel pending admit / pre-admit: release the hold, if any.

@@ -67,8 +67,15 @@ pub struct Census {
 }
 
 impl Census {
-    fn count(&mut self, bed: &Bed) {
+    fn count(&mut self, bed: &Bed, transfers: &HashMap<EncounterId, usize>) {
         self.total += 1;
+        if let BedState::Occupied { encounter } = &bed.state
+            && transfers.contains_key(encounter)
+            && !bed.pending_discharge
+        {
+            // A stay with a pending transfer is leaving this bed.
+            self.pending_out += 1;
+        }
         match bed.state {
             BedState::VacantClean => self.available += 1,
             BedState::VacantDirty => self.dirty += 1,
@@ -219,6 +226,14 @@ pub enum Command {
         /// Allow a vacant bed that is not clean (a cancelled transfer going back).
         allow_unclean: bool,
     },
+    /// Hold a vacant-clean bed for a stay that occupies another bed and is to
+    /// move there (pending transfer).
+    ReserveTransfer {
+        /// The stay.
+        encounter: EncounterId,
+        /// The bed to hold.
+        to: BedId,
+    },
     /// Swap the stays of two occupied beds (both or neither).
     Swap {
         /// One bed.
@@ -275,6 +290,7 @@ impl Command {
             Command::Place { .. } => None,
             Command::Transfer { to, .. } => Some(to),
             Command::Swap { a, .. } => Some(a),
+            Command::ReserveTransfer { to, .. } => Some(to),
             Command::MergePatients { .. } => None,
             Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
@@ -365,6 +381,8 @@ impl BoardError {
 #[derive(Debug, Clone, Default)]
 pub struct BoardView {
     beds: Vec<Arc<Bed>>,
+    /// Stays that hold one bed and have another reserved (pending transfer).
+    transfers: Arc<HashMap<EncounterId, usize>>,
     index: Arc<HashMap<BedId, usize>>,
     units: Arc<BTreeMap<UnitId, Vec<usize>>>,
 }
@@ -392,7 +410,7 @@ impl BoardView {
         let beds = self.unit_beds(unit)?;
         let mut c = Census::default();
         for b in beds {
-            c.count(b);
+            c.count(b, &self.transfers);
         }
         Some(c)
     }
@@ -492,6 +510,14 @@ impl Board {
         self.view.bed(id).cloned()
     }
 
+    /// The bed held for a stay's pending transfer.
+    pub fn transfer_of(&self, encounter: &EncounterId) -> Option<&Bed> {
+        self.view
+            .transfers
+            .get(encounter)
+            .map(|&i| &*self.view.beds[i])
+    }
+
     /// The bed a stay holds.
     pub fn bed_of(&self, encounter: &EncounterId) -> Option<&Bed> {
         self.encounters.get(encounter).map(|&i| &*self.view.beds[i])
@@ -503,13 +529,39 @@ impl Board {
         }
         let i = self.view.beds.len();
         if let Some(e) = bed.state.encounter() {
-            if let Some(&other) = self.encounters.get(e) {
-                return Err(BoardError::EncounterAlreadyPlaced {
-                    encounter: e.clone(),
-                    bed: self.view.beds[other].id.clone(),
-                });
+            match self.encounters.get(e).copied() {
+                None => {
+                    self.encounters.insert(e.clone(), i);
+                }
+                // One occupied and one reserved bed: a pending transfer.
+                Some(other) if !self.view.transfers.contains_key(e) => {
+                    let other_reserved =
+                        matches!(self.view.beds[other].state, BedState::Reserved { .. });
+                    let this_reserved = matches!(bed.state, BedState::Reserved { .. });
+                    let transfers = Arc::make_mut(&mut self.view.transfers);
+                    match (other_reserved, this_reserved) {
+                        (false, true) => {
+                            transfers.insert(e.clone(), i);
+                        }
+                        (true, false) => {
+                            transfers.insert(e.clone(), other);
+                            self.encounters.insert(e.clone(), i);
+                        }
+                        _ => {
+                            return Err(BoardError::EncounterAlreadyPlaced {
+                                encounter: e.clone(),
+                                bed: self.view.beds[other].id.clone(),
+                            });
+                        }
+                    }
+                }
+                Some(other) => {
+                    return Err(BoardError::EncounterAlreadyPlaced {
+                        encounter: e.clone(),
+                        bed: self.view.beds[other].id.clone(),
+                    });
+                }
             }
-            self.encounters.insert(e.clone(), i);
         }
         Arc::make_mut(&mut self.view.index).insert(bed.id.clone(), i);
         let unit = bed.unit.clone();
@@ -714,15 +766,22 @@ impl Board {
                 expected_version,
             } => {
                 let b = self.checked(&bed, expected_version)?;
-                if !matches!(b.state, S::Reserved { .. }) {
+                let S::Reserved { encounter } = &b.state else {
                     return Err(invalid(b, "cancel the reservation of"));
+                };
+                let mut change =
+                    Self::state_change(b, Transition::ReservationCancelled, S::VacantClean, None);
+                // Cancelling a pending transfer does not end the stay.
+                let transfer_hold = self
+                    .view
+                    .transfers
+                    .get(encounter)
+                    .map(|&i| &self.view.beds[i].id)
+                    == Some(&b.id);
+                if transfer_hold && let EventBody::BedStateChanged { ended, .. } = &mut change {
+                    *ended = None;
                 }
-                vec![Self::state_change(
-                    b,
-                    Transition::ReservationCancelled,
-                    S::VacantClean,
-                    None,
-                )]
+                vec![change]
             }
             Command::Housekeeping {
                 bed,
@@ -848,6 +907,30 @@ impl Board {
                         patient,
                     ),
                 ]
+            }
+            Command::ReserveTransfer { encounter, to } => {
+                let from = self
+                    .encounters
+                    .get(&encounter)
+                    .map(|&i| &*self.view.beds[i])
+                    .filter(|b| matches!(b.state, S::Occupied { .. }))
+                    .ok_or_else(|| BoardError::EncounterNotPlaced(encounter.clone()))?;
+                if let Some(&held) = self.view.transfers.get(&encounter) {
+                    return Err(BoardError::EncounterAlreadyPlaced {
+                        encounter,
+                        bed: self.view.beds[held].id.clone(),
+                    });
+                }
+                let target = self.get(&to)?;
+                if target.state != S::VacantClean {
+                    return Err(invalid(target, "hold for a transfer"));
+                }
+                vec![Self::state_change(
+                    target,
+                    Transition::TransferReserved,
+                    S::Reserved { encounter },
+                    from.patient.clone(),
+                )]
             }
             Command::Swap { a, b } => {
                 let (x, y) = (self.get(&a)?, self.get(&b)?);
@@ -1017,12 +1100,15 @@ impl Board {
                 state,
                 patient,
                 isolation,
+                transition,
                 ..
             } => {
                 let i = self.idx(bed)?;
                 let old_enc = self.view.beds[i].state.encounter().cloned();
                 let new_enc = state.encounter().cloned();
+                let pending_transfer = *transition == Transition::TransferReserved;
                 if let Some(e) = &new_enc
+                    && !pending_transfer
                     && self.encounters.get(e).is_some_and(|&j| j != i)
                 {
                     return Err(BoardError::Inconsistent(format!(
@@ -1046,10 +1132,21 @@ impl Board {
                 b.version = *version;
                 b.since = at;
                 if let Some(e) = old_enc {
-                    self.encounters.remove(&e);
+                    if self.encounters.get(&e) == Some(&i) {
+                        self.encounters.remove(&e);
+                    }
+                    if self.view.transfers.get(&e) == Some(&i) {
+                        Arc::make_mut(&mut self.view.transfers).remove(&e);
+                    }
                 }
-                if let Some(e) = new_enc {
-                    self.encounters.insert(e, i);
+                match new_enc {
+                    Some(e) if pending_transfer => {
+                        Arc::make_mut(&mut self.view.transfers).insert(e, i);
+                    }
+                    Some(e) => {
+                        self.encounters.insert(e, i);
+                    }
+                    None => {}
                 }
                 Ok(())
             }
@@ -1126,8 +1223,17 @@ impl Board {
     /// Checks the board's own invariants: no stay in two beds, index coherent.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut seen: HashMap<&EncounterId, &BedId> = HashMap::new();
-        for b in self.view.beds() {
+        for (i, b) in self.view.beds().enumerate() {
             if let Some(e) = b.state.encounter() {
+                if self.view.transfers.get(e) == Some(&i) {
+                    // The reserved target of a pending transfer.
+                    if !matches!(b.state, BedState::Reserved { .. }) {
+                        return Err(format!(
+                            "pending transfer of {e} points at a bed not reserved"
+                        ));
+                    }
+                    continue;
+                }
                 if let Some(other) = seen.insert(e, &b.id) {
                     return Err(format!("encounter {e} holds {other} and {}", b.id));
                 }
@@ -1139,6 +1245,11 @@ impl Board {
         }
         if seen.len() != self.encounters.len() {
             return Err("encounter index has stale entries".into());
+        }
+        for (e, &i) in self.view.transfers.iter() {
+            if self.view.beds.get(i).and_then(|b| b.state.encounter()) != Some(e) {
+                return Err(format!("pending transfer of {e} is stale"));
+            }
         }
         Ok(())
     }

@@ -100,6 +100,36 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// Whether a frame holds a batch: FHS/BHS envelope, or more than one MSH.
+fn is_batch(content: &[u8]) -> bool {
+    let body = content.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(content);
+    body.starts_with(b"FHS")
+        || body.starts_with(b"BHS")
+        || body
+            .split(|&b| b == b'\r' || b == b'\n')
+            .filter(|l| l.starts_with(b"MSH"))
+            .nth(1)
+            .is_some()
+}
+
+/// Stores and applies one message; its ACKs, or a reject ACK when it could
+/// not be stored (so the sender keeps it and resends).
+async fn handle(store: &Store, raw: &[u8], peer: SocketAddr) -> Vec<Vec<u8>> {
+    match store.hl7(Hl7Request { raw: raw.to_vec() }).await {
+        Ok(reply) => reply.acks,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "hl7 message not stored");
+            let outcome = Outcome::Reject {
+                code: ErrorCode::InternalError,
+                location: None,
+                reason: "the appliance could not store the message; resend it".into(),
+            };
+            let ts = hms_domain::Timestamp::now().to_hl7();
+            ack::acks(&Header::salvage(raw), &outcome, "UNSTORED", &ts)
+        }
+    }
+}
+
 /// Counts an ACK by its MSA-1 code.
 fn count_ack(metrics: &Metrics, ack: &[u8]) {
     let code = ack
@@ -164,26 +194,18 @@ async fn connection(
             match ev {
                 FrameEvent::Frame(content) => {
                     metrics.mllp_frames.inc();
-                    let header = Header::salvage(&content);
-                    let acks = match store.hl7(Hl7Request { raw: content }).await {
-                        Ok(reply) => reply.acks,
-                        Err(e) => {
-                            // Not stored (disk full, shutting down…): a reject
-                            // ACK, so the sender keeps the message and resends.
-                            tracing::warn!(%peer, error = %e, "hl7 message not stored");
-                            let outcome = Outcome::Reject {
-                                code: ErrorCode::InternalError,
-                                location: None,
-                                reason: "the appliance could not store the message; resend it"
-                                    .into(),
-                            };
-                            let ts = hms_domain::Timestamp::now().to_hl7();
-                            ack::acks(&header, &outcome, "UNSTORED", &ts)
-                        }
+                    // A batch (FHS/BHS, or several MSH) in one frame: each
+                    // message is handled and acknowledged on its own, in order.
+                    let messages = if is_batch(&content) {
+                        crate::hl7::split_messages(&content)
+                    } else {
+                        vec![content]
                     };
-                    for a in acks {
-                        count_ack(metrics, &a);
-                        stream.write_all(&Framer::encode(&a)).await?;
+                    for raw in messages {
+                        for a in handle(store, &raw, peer).await {
+                            count_ack(metrics, &a);
+                            stream.write_all(&Framer::encode(&a)).await?;
+                        }
                     }
                     metrics
                         .hl7_ack_seconds

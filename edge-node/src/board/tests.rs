@@ -407,6 +407,83 @@ fn placement_for_isolation_isolates_the_room_and_uses_the_patients_sex() {
 }
 
 #[test]
+fn a_pending_transfer_holds_the_target_and_counts_in_and_out() {
+    let (mut b, log) = board_with(vec![("A", "U", attrs(None)), ("B", "V", attrs(None))]);
+    place(&mut b, "U", "E1", Requirements::default()).unwrap();
+    let mut changes: Vec<EventBody> = log;
+    changes.extend(
+        b.apply(
+            Command::ReserveTransfer {
+                encounter: enc("E1"),
+                to: bed("B"),
+            },
+            t(2),
+        )
+        .unwrap(),
+    );
+    b.check_invariants().unwrap();
+    let (u, v) = (b.view().census("U").unwrap(), b.view().census("V").unwrap());
+    assert_eq!((u.occupied, u.pending_out), (1, 1));
+    assert_eq!((v.reserved, v.pending_in), (1, 1));
+    assert_eq!(b.bed_of(&enc("E1")).unwrap().id, bed("A"));
+    assert_eq!(b.transfer_of(&enc("E1")).unwrap().id, bed("B"));
+    // Nobody else may take the held bed; the stay cannot hold a third.
+    assert!(
+        b.apply(
+            Command::Assign {
+                bed: bed("B"),
+                encounter: enc("E2"),
+                patient: None,
+                expected_version: None
+            },
+            t(3)
+        )
+        .is_err()
+    );
+    // The transfer completes into the held bed.
+    changes.extend(
+        b.apply(
+            Command::Transfer {
+                encounter: enc("E1"),
+                to: bed("B"),
+                patient: None,
+                allow_unclean: false,
+            },
+            t(4),
+        )
+        .unwrap(),
+    );
+    b.check_invariants().unwrap();
+    assert_eq!(b.bed("A").unwrap().state, BedState::VacantDirty);
+    assert!(b.transfer_of(&enc("E1")).is_none());
+    assert_eq!(b.view().census("U").unwrap().pending_out, 0);
+    // A board rebuilt from the beds (as at start-up) has the same pending transfer.
+    let mut c = b.clone();
+    c.apply(
+        Command::Housekeeping {
+            bed: bed("A"),
+            to: Housekeeping::Clean,
+            expected_version: None,
+        },
+        t(5),
+    )
+    .unwrap();
+    c.apply(
+        Command::ReserveTransfer {
+            encounter: enc("E1"),
+            to: bed("A"),
+        },
+        t(6),
+    )
+    .unwrap();
+    let rebuilt =
+        Board::from_beds(c.view().beds().map(|x| (**x).clone()).collect::<Vec<_>>()).unwrap();
+    rebuilt.check_invariants().unwrap();
+    assert_eq!(rebuilt.transfer_of(&enc("E1")).unwrap().id, bed("A"));
+    assert_eq!(rebuilt.bed_of(&enc("E1")).unwrap().id, bed("B"));
+}
+
+#[test]
 fn census_counts_every_state() {
     let (mut b, _) = board_with(
         (0..6)
@@ -527,7 +604,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             bed,
             expected_version: v
         }),
-        (b.clone(), e, v.clone()).prop_map(|(bed, encounter, v)| Command::Reserve {
+        (b.clone(), e.clone(), v.clone()).prop_map(|(bed, encounter, v)| Command::Reserve {
             bed,
             encounter,
             patient: None,
@@ -562,6 +639,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 isolation,
                 expected_version: v,
             }
+        }),
+        (e.clone(), b.clone())
+            .prop_map(|(encounter, to)| Command::ReserveTransfer { encounter, to }),
+        (e.clone(), b.clone()).prop_map(|(encounter, to)| Command::Transfer {
+            encounter,
+            to,
+            patient: None,
+            allow_unclean: false,
         }),
         (b, any::<bool>(), v).prop_map(|(bed, pending, v)| Command::SetPendingDischarge {
             bed,

@@ -78,7 +78,10 @@ w("a28_a31_a08_person.hl7",
 w("a40_merge.hl7", A("A01", "C1", W0, mrn="MRN-OLD"),
   msg(msh("A40", "C2", "ADT_A39"), evn("A40"), pid("MRN-NEW", "Doe^Jane"), "MRG|MRN-OLD^^^TH^MR"))
 w("a04_a06_a07_a09_a10.hl7", A("A04", "C1", ""), A("A01", "C2", W0), A("A06", "C3", W0), A("A07", "C4", W0), A("A09", "C5", W0), A("A10", "C6", W0))
-w("a15_a26_pending_transfer_parked.hl7", A("A01", "C1", W0), A("A15", "C2", W0, pending=I0), A("A26", "C3", W0))
+w("a15_pending_transfer.hl7", A("A01", "C1", W0), A("A15", "C2", W0, pending=I0))
+w("a15_a26_pending_transfer_cancelled.hl7", A("A01", "C1", W0), A("A15", "C2", W0, pending=I0), A("A26", "C3", W0))
+w("a15_a02_pending_transfer_done.hl7", A("A01", "C1", W0), A("A15", "C2", W0, pending=I0), A("A02", "C3", I0, prior=W0))
+w("a37_unsupported_parked.hl7", A("A01", "C1", W0), A("A37", "C2", W0))
 w("lf_endings.hl7", A("A01", "C1", W0), sep="\n")
 w("crlf_endings.hl7", A("A01", "C1", W0), sep="\r\n")
 w("bom.hl7", A("A01", "C1", W0), bom=True)

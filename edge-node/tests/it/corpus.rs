@@ -215,14 +215,47 @@ async fn pending_events_swaps_leaves_and_bed_status() {
     )
     .await;
     check(
-        "a15_a26_pending_transfer_parked.hl7",
+        "a15_pending_transfer.hl7",
         expect![[r#"
-            C1 AA
-            C2 AE @MSH^1^9 trigger "A15" is not applied yet; message parked
-            C3 AE @MSH^1^9 trigger "A26" is not applied yet; message parked
-            3W-000 occupied V1 [MRN-1 Doe, Jane]
-            parked: 2
-        "#]],
+        C1 AA
+        C2 AA
+        3W-000 occupied V1 [MRN-1 Doe, Jane]
+        ICU-000 reserved V1 [MRN-1 Doe, Jane]
+        parked: 0
+    "#]],
+    )
+    .await;
+    check(
+        "a15_a26_pending_transfer_cancelled.hl7",
+        expect![[r#"
+        C1 AA
+        C2 AA
+        C3 AA
+        3W-000 occupied V1 [MRN-1 Doe, Jane]
+        parked: 0
+    "#]],
+    )
+    .await;
+    check(
+        "a15_a02_pending_transfer_done.hl7",
+        expect![[r#"
+        C1 AA
+        C2 AA
+        C3 AA
+        3W-000 vacant_dirty
+        ICU-000 occupied V1 [MRN-1 Doe, Jane]
+        parked: 0
+    "#]],
+    )
+    .await;
+    check(
+        "a37_unsupported_parked.hl7",
+        expect![[r#"
+        C1 AA
+        C2 AE @MSH^1^9 trigger "A37" is not applied yet; message parked
+        3W-000 occupied V1 [MRN-1 Doe, Jane]
+        parked: 1
+    "#]],
     )
     .await;
     check(

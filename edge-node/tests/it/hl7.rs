@@ -139,7 +139,7 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
         &app,
         &[
             adt("A01", "P1", "9Z^9^9^TH"),
-            adt("A15", "P2", "3W^0^0^TH"),
+            adt("A37", "P2", "3W^0^0^TH"),
             adt("A03", "P3", "3W^0^0^TH"),
         ],
     )
@@ -150,7 +150,7 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
         "{acks:?}"
     );
     assert_eq!(acks[1].code, "AE");
-    assert!(acks[1].error.as_deref().unwrap().contains("A15"));
+    assert!(acks[1].error.as_deref().unwrap().contains("A37"));
     assert_eq!(acks[2].code, "AE", "a discharge of a visit holding no bed");
     // Nothing changed on the board; every message is kept for replay.
     assert_eq!(bed(&app, "3W-000").await["state"], "vacant_clean");
@@ -327,4 +327,28 @@ async fn fs_without_cr_times_out_in_strict_mode_and_is_accepted_when_tolerated()
     let text = read_acks(&mut s, 1).await.unwrap();
     assert!(text.contains("MSA|AA|F1"), "{text}");
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_one_frame_is_acknowledged_per_message() {
+    let app = TestApp::start(&[("3W", 4, 2)]).await;
+    let mut batch = b"FHS|^~\\&|EPIC|TH\rBHS|^~\\&|EPIC|TH\r".to_vec();
+    batch.extend(adt("A01", "B1", "3W^0^0^TH"));
+    batch.extend(adt("A37", "B2", "3W^0^0^TH"));
+    batch.extend(adt("A03", "B3", "3W^0^0^TH"));
+    batch.extend(b"BTS|3\rFTS|1\r");
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    s.write_all(&edge_node::mllp::Framer::encode(&batch))
+        .await
+        .unwrap();
+    let text = read_acks(&mut s, 3).await.unwrap();
+    let order: Vec<usize> = ["MSA|AA|B1", "MSA|AE|B2", "MSA|AA|B3"]
+        .iter()
+        .map(|n| {
+            text.find(n)
+                .unwrap_or_else(|| panic!("{n} missing in {text}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert_eq!(bed(&app, "3W-000").await["state"], "vacant_dirty");
 }

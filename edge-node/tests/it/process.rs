@@ -385,15 +385,15 @@ fn hl7_send_prints_one_line_per_ack() {
     assert_eq!(code, 0);
     assert_eq!(out, out2);
     // A trigger not applied yet is AE with the reason; exit 1.
-    let bad = dir.path().join("a15.hl7");
+    let bad = dir.path().join("a37.hl7");
     std::fs::write(
         &bad,
-        String::from_utf8(a28("S3")).unwrap().replace("A28", "A15"),
+        String::from_utf8(a28("S3")).unwrap().replace("A28", "A37"),
     )
     .unwrap();
     let (code, out, _) = run_cli(&["hl7", "send", "--to", &to, bad.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(out.starts_with("S3 AE ") && out.contains("A15"), "{out}");
+    assert!(out.starts_with("S3 AE ") && out.contains("A37"), "{out}");
     let (code, _, err) = run_cli(&["hl7", "send", "--to", &to, "/nonexistent.hl7"]);
     assert_eq!(code, 64, "{err}");
 }
