@@ -247,6 +247,21 @@ pub enum EventBody {
         patient: PatientRef,
         /// The HL7 trigger that carried it (`A08`, `A28`…).
         trigger: String,
+        /// Every identifier of PID-3 with its assigning authority.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        identifiers: Vec<crate::phi::Identifier>,
+        /// PID-11, first repetition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<crate::phi::Address>,
+        /// PID-13, first repetition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phone: Option<crate::phi::Phone>,
+        /// The visit (PV1-19), when the message names one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visit: Option<crate::ids::EncounterId>,
+        /// Patient class (PV1-2), when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<String>,
     },
     /// One inbound HL7 message, its processing outcome and the ACKs sent.
     Hl7Message {

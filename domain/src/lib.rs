@@ -16,5 +16,5 @@ pub use event::{
     Transition, verify_chain,
 };
 pub use ids::{BedId, EncounterId, HospitalId, IdError, NodeId, RegionId, RoomId, UnitId};
-pub use phi::{BirthDate, Mrn, PatientRef, PersonName, Sex};
+pub use phi::{Address, BirthDate, Identifier, Mrn, PatientRef, PersonName, Phone, Sex};
 pub use time::Timestamp;

@@ -49,6 +49,28 @@ phi_type!(
     BirthDate
 );
 
+phi_type!(
+    /// A postal address, one line (`street, city, postal code, state, country`).
+    Address
+);
+phi_type!(
+    /// A telephone number.
+    Phone
+);
+
+/// One patient identifier (PID-3 repetition) with its assigning authority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identifier {
+    /// The identifier (PHI).
+    pub id: Mrn,
+    /// Assigning authority (CX-4), e.g. the hospital or a national registry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub authority: String,
+    /// Identifier type (CX-5), e.g. `MR`, `NH`, `PI`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+}
+
 /// Administrative sex as used for bed cohorting (HL7 table 0001, reduced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

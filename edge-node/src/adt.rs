@@ -23,7 +23,9 @@
 
 use std::collections::HashMap;
 
-use hms_domain::{BedId, BirthDate, EncounterId, Mrn, PatientRef, PersonName, Sex};
+use hms_domain::{
+    Address, BedId, BirthDate, EncounterId, Identifier, Mrn, PatientRef, PersonName, Phone, Sex,
+};
 
 use crate::board::{Board, Command};
 use crate::hl7::{ErrorCode, Location, Message};
@@ -78,6 +80,58 @@ pub struct Plan {
     pub commands: Vec<Command>,
     /// Patient demographics to record.
     pub patient: Option<PatientRef>,
+    /// The rest of the patient index entry: identifiers, address, phone, visit.
+    pub details: Details,
+}
+
+/// Patient index details beyond [`PatientRef`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Details {
+    /// PID-3, every repetition.
+    pub identifiers: Vec<Identifier>,
+    /// PID-11.
+    pub address: Option<Address>,
+    /// PID-13.
+    pub phone: Option<Phone>,
+    /// PV1-19.
+    pub visit: Option<EncounterId>,
+    /// PV1-2.
+    pub class: Option<String>,
+}
+
+/// Reads the patient index details of a message.
+pub fn details(m: &Message) -> Details {
+    let identifiers = m
+        .repetitions("PID", 3)
+        .into_iter()
+        .filter_map(|r| {
+            let id = m.component(r, 1, 1).filter(|s| !s.is_empty())?;
+            Some(Identifier {
+                id: Mrn::new(id),
+                authority: m.component(r, 4, 1).unwrap_or_default(),
+                kind: m.component(r, 5, 1).unwrap_or_default(),
+            })
+        })
+        .collect();
+    let address = m.repetitions("PID", 11).first().and_then(|r| {
+        let parts: Vec<String> = [1, 3, 5, 4, 6]
+            .iter()
+            .filter_map(|&c| m.component(r, c, 1).filter(|s| !s.is_empty()))
+            .collect();
+        (!parts.is_empty()).then(|| Address::new(parts.join(", ")))
+    });
+    let phone = m
+        .repetitions("PID", 13)
+        .first()
+        .and_then(|r| m.component(r, 1, 1).filter(|s| !s.is_empty()))
+        .map(Phone::new);
+    Details {
+        identifiers,
+        address,
+        phone,
+        visit: m.get("PV1-19").and_then(|v| EncounterId::new(v).ok()),
+        class: m.get("PV1-2"),
+    }
 }
 
 /// Why a message cannot be applied (it is parked).
@@ -276,6 +330,7 @@ fn bed_status(m: &Message, board: &Board, loc: &Locations) -> Result<Plan, Refus
     Ok(Plan {
         commands: vec![cmd],
         patient: None,
+        details: Details::default(),
     })
 }
 
@@ -305,6 +360,7 @@ pub fn plan(
     let mut plan = Plan {
         commands: vec![],
         patient: Some(p.clone()),
+        details: details(m),
     };
     match trigger.as_str() {
         "A04" | "A28" | "A31" => {}

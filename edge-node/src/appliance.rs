@@ -108,6 +108,10 @@ impl Appliance {
                 metrics,
                 settings,
                 mllp: crate::integration::MllpSettings {
+                    tls: match &config.mllp.tls {
+                        Some(t) => Some(crate::integration::tls_acceptor(&t.cert, &t.key)?),
+                        None => None,
+                    },
                     framer: crate::mllp::FramerConfig {
                         max_frame: config.mllp.max_frame_bytes,
                         tolerate_missing_cr: config.mllp.tolerate_missing_cr,
@@ -136,7 +140,7 @@ impl Appliance {
                 l,
                 self.store.clone(),
                 self.metrics.clone(),
-                self.mllp,
+                self.mllp.clone(),
                 shutdown.clone(),
             ))
         });

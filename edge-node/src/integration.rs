@@ -25,8 +25,10 @@ use crate::mllp::{FrameEvent, Framer, FramerConfig};
 use crate::store::{Hl7Request, Store};
 
 /// Listener settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct MllpSettings {
+    /// TLS, when configured (certificate and key from PEM files).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Framing.
     pub framer: FramerConfig,
     /// Most connections at once.
@@ -37,9 +39,50 @@ pub struct MllpSettings {
     pub frame_timeout: Duration,
 }
 
+impl std::fmt::Debug for MllpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MllpSettings")
+            .field("tls", &self.tls.is_some())
+            .field("framer", &self.framer)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("frame_timeout", &self.frame_timeout)
+            .finish()
+    }
+}
+
+/// Builds the TLS acceptor from PEM files (certificate chain, private key).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading the certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing the certificate {}", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the private key {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("configuring TLS")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the TLS certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 impl Default for MllpSettings {
     fn default() -> Self {
         Self {
+            tls: None,
             framer: FramerConfig::default(),
             max_connections: 64,
             idle_timeout: Duration::from_secs(600),
@@ -85,10 +128,27 @@ pub async fn serve(
             .with_interval(Duration::from_secs(10));
         let _ = sock.set_tcp_keepalive(&keepalive);
         let (store, metrics, token) = (store.clone(), metrics.clone(), shutdown.clone());
+        let settings = settings.clone();
         tracker.spawn(async move {
             metrics.mllp_connections.inc();
-            tracing::info!(%peer, "mllp connection opened");
-            let r = connection(stream, peer, &store, &metrics, settings, token).await;
+            tracing::info!(%peer, tls = settings.tls.is_some(), "mllp connection opened");
+            let r = match settings.tls.clone() {
+                None => connection(stream, peer, &store, &metrics, &settings, token).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            connection(tls, peer, &store, &metrics, &settings, token).await
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "TLS handshake timed out",
+                        )),
+                    }
+                }
+            };
             if let Err(e) = r {
                 tracing::info!(%peer, error = %e, "mllp connection ended");
             }
@@ -151,14 +211,17 @@ fn count_ack(metrics: &Metrics, ack: &[u8]) {
         .inc();
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S>(
+    mut stream: S,
     peer: SocketAddr,
     store: &Store,
     metrics: &Metrics,
-    settings: MllpSettings,
+    settings: &MllpSettings,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut framer = Framer::new(settings.framer);
     let mut buf = vec![0u8; 64 * 1024];
     let mut frame_started: Option<Instant> = None;

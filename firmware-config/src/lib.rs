@@ -17,8 +17,9 @@
 //! Every diagnostic carries the file, line and column of the offending key or
 //! value. [`example`] generates a realistic hospital of any size.
 //!
-//! This crate does no IO beyond reading the file in [`load`] and [`lint`]; it
-//! knows nothing of tokio, SQLite or HTTP.
+//! This crate does no IO beyond reading the file in [`load`] and [`lint`] and
+//! asking whether the TLS files named in `[mllp]` exist; it knows nothing of
+//! tokio, SQLite, TLS or HTTP.
 
 pub mod cli;
 mod diagnostic;
@@ -35,7 +36,7 @@ pub use schema::{
     DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_SHUTDOWN_GRACE_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection, MllpTls,
     NodeSection, Room, StoreSection, Unit,
 };
 
@@ -60,8 +61,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 }
 
 /// Validates `text` as the contents of `file`, tolerantly: unknown keys are
-/// warnings. A relative `store.data_dir` is resolved against `file`'s
-/// directory.
+/// warnings. A relative `store.data_dir`, `mllp.tls_cert` or `mllp.tls_key` is
+/// resolved against `file`'s directory; the TLS files must exist.
 pub fn load_str(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
     match loader::check(text, file, false) {
         (Some(config), diagnostics) => Ok(Loaded {
@@ -82,7 +83,8 @@ pub fn lint(path: &Path) -> Vec<Diagnostic> {
 }
 
 /// Checks `text` as the contents of `file` strictly (unknown keys are errors)
-/// and returns every diagnostic, in source order.
+/// and returns every diagnostic, in source order. Relative paths resolve as in
+/// [`load_str`].
 pub fn lint_str(text: &str, file: &Path) -> Vec<Diagnostic> {
     loader::check(text, file, true).1
 }

@@ -13,7 +13,8 @@
 //! 3. duplicate ids per kind, dangling references, the bed's room and unit,
 //!    and the HL7 location of every bed (present, complete and unique).
 //!
-//! This module does no IO: [`check`] takes the text and the file name.
+//! [`check`] takes the text and the file name; its only IO is asking whether
+//! the files the configuration names (`mllp.tls_cert`, `mllp.tls_key`) exist.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -35,7 +36,7 @@ use crate::schema::{
     DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_SHUTDOWN_GRACE_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection, MllpTls,
     NodeSection, Room, StoreSection, Unit,
 };
 
@@ -64,6 +65,8 @@ const MLLP_KEYS: &[&str] = &[
     "idle_timeout_s",
     "frame_timeout_s",
     "default_charset",
+    "tls_cert",
+    "tls_key",
 ];
 const FACILITY_KEYS: &[&str] = &["id", "name"];
 const BUILDING_KEYS: &[&str] = &["id", "facility", "name"];
@@ -733,9 +736,8 @@ impl<'s, 'a> Walk<'s, 'a> {
         let journal = s.int(sink, "journal_size_limit_mb", 0, 1 << 20);
         let queue = s.int(sink, "writer_queue", 1, 1_000_000);
         let batch = s.int(sink, "max_batch", 1, 100_000);
-        let dir = self.file.parent().unwrap_or(Path::new(""));
         Some(StoreSection {
-            data_dir: dir.join(PathBuf::from(data_dir?.value)),
+            data_dir: self.dir().join(PathBuf::from(data_dir?.value)),
             checkpoint_interval_s: checkpoint.ok()?.unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_S),
             journal_size_limit_mb: journal.ok()?.unwrap_or(DEFAULT_JOURNAL_SIZE_LIMIT_MB),
             writer_queue: to_usize(queue.ok()?, DEFAULT_WRITER_QUEUE)?,
@@ -760,12 +762,18 @@ impl<'s, 'a> Walk<'s, 'a> {
         })
     }
 
+    /// The directory relative paths in the file resolve against.
+    fn dir(&self) -> &'s Path {
+        self.file.parent().unwrap_or(Path::new(""))
+    }
+
     fn mllp(&mut self, root: &Scope<'_, '_>) -> Option<MllpSection> {
         if !root.table.contains_key("mllp") {
             return Some(MllpSection::default());
         }
         let s = self.section(root, "mllp", Need::Optional)?;
         s.unknown_keys(self.sink, MLLP_KEYS);
+        let dir = self.dir();
         let sink = &mut *self.sink;
         let has = |key: &str| s.table.contains_key(key);
         let frame = s.int(sink, "max_frame_bytes", 1 << 10, 1 << 26);
@@ -774,6 +782,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let idle = s.int(sink, "idle_timeout_s", 1, 86_400);
         let frame_timeout = s.int(sink, "frame_timeout_s", 1, 3_600);
         let charset = s.one_of(sink, "default_charset", CHARSETS);
+        let tls = mllp_tls(sink, &s, dir);
         if (tolerate.is_none() && has("tolerate_missing_cr"))
             || (charset.is_none() && has("default_charset"))
         {
@@ -786,6 +795,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             idle_timeout_s: idle.ok()?.unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
             frame_timeout_s: frame_timeout.ok()?.unwrap_or(DEFAULT_FRAME_TIMEOUT_S),
             default_charset: charset.unwrap_or_else(|| DEFAULT_CHARSET.to_owned()),
+            tls: tls.ok()?,
         })
     }
 
@@ -1207,6 +1217,71 @@ fn to_usize(value: Option<u64>, default: usize) -> Option<usize> {
         None => Some(default),
         Some(n) => usize::try_from(n).ok(),
     }
+}
+
+/// `mllp.tls_cert` and `mllp.tls_key`: both or neither, each an existing
+/// file; `Err(())` when something is wrong (and reported).
+fn mllp_tls(sink: &mut Sink<'_>, s: &Scope<'_, '_>, dir: &Path) -> Result<Option<MllpTls>, ()> {
+    let cert = existing_file(sink, s, "tls_cert", dir);
+    let key = existing_file(sink, s, "tls_key", dir);
+    let mut paired = true;
+    for (given, missing) in [("tls_cert", "tls_key"), ("tls_key", "tls_cert")] {
+        if let Some((k, _)) = s.table.get_key_value(given)
+            && !s.table.contains_key(missing)
+        {
+            sink.error(
+                &k.span(),
+                format!(
+                    "{} is given without {}: TLS on the MLLP listener needs both, \
+                     or neither for plain TCP",
+                    s.key_path(given),
+                    s.key_path(missing)
+                ),
+            );
+            paired = false;
+        }
+    }
+    match (cert?, key?) {
+        (Some(cert), Some(key)) if paired => Ok(Some(MllpTls { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(()),
+    }
+}
+
+/// The optional string `key` of `s` as a path resolved against `dir`, which
+/// must name an existing file; `Ok(None)` when absent, `Err(())` when wrong
+/// (and reported at the value).
+fn existing_file(
+    sink: &mut Sink<'_>,
+    s: &Scope<'_, '_>,
+    key: &str,
+    dir: &Path,
+) -> Result<Option<PathBuf>, ()> {
+    if !s.table.contains_key(key) {
+        return Ok(None);
+    }
+    let raw = s.text(sink, key, Need::Optional).ok_or(())?;
+    let path = dir.join(PathBuf::from(&raw.value));
+    let problem = match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => "is a directory, not a file".to_owned(),
+        Ok(_) => return Ok(Some(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+        Err(e) => format!("cannot be accessed: {e}"),
+    };
+    let resolved = if path == Path::new(&raw.value) {
+        String::new()
+    } else {
+        format!(" (looked for {})", path.display())
+    };
+    sink.error(
+        &raw.span,
+        format!(
+            "{} file {} {problem}{resolved}",
+            s.key_path(key),
+            shown(&raw.value)
+        ),
+    );
+    Err(())
 }
 
 /// The `hl7` table of a bed.

@@ -174,6 +174,8 @@ pub struct MllpSection {
     pub frame_timeout_s: u64,
     /// Character set assumed when MSH-18 is empty: one of [`CHARSETS`].
     pub default_charset: String,
+    /// TLS on the MLLP listener; none means plain TCP.
+    pub tls: Option<MllpTls>,
 }
 
 impl Default for MllpSection {
@@ -185,8 +187,22 @@ impl Default for MllpSection {
             idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
             frame_timeout_s: DEFAULT_FRAME_TIMEOUT_S,
             default_charset: DEFAULT_CHARSET.to_owned(),
+            tls: None,
         }
     }
+}
+
+/// `mllp.tls_cert` and `mllp.tls_key`: the listener's certificate and key.
+///
+/// Both paths are already resolved against the config file's directory, and
+/// both named an existing file when the configuration was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MllpTls {
+    /// PEM file with the certificate chain, the listener's own certificate
+    /// first.
+    pub cert: PathBuf,
+    /// PEM file with the private key of that certificate.
+    pub key: PathBuf,
 }
 
 /// `[[facility]]`: a site, as HL7 names it in PL-4.

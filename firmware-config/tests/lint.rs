@@ -8,8 +8,8 @@ use std::process::Command;
 
 use expect_test::{Expect, expect};
 use firmware_config::{
-    Config, ConfigError, Diagnostic, Hl7Location, MllpSection, Severity, example, lint, lint_str,
-    load, load_str,
+    Config, ConfigError, Diagnostic, Hl7Location, MllpSection, MllpTls, Severity, example, lint,
+    lint_str, load, load_str,
 };
 use hms_domain::{BedId, GenderRestriction, LevelOfCare, RoomId, UnitId};
 
@@ -280,6 +280,7 @@ fn the_mllp_section_defaults_when_absent_or_empty() {
         assert_eq!(m.idle_timeout_s, 600);
         assert_eq!(m.frame_timeout_s, 30);
         assert_eq!(m.default_charset, "UNICODE UTF-8");
+        assert_eq!(m.tls, None);
     }
 }
 
@@ -302,6 +303,7 @@ fn mllp_values_are_read_up_to_their_bounds() {
             idle_timeout_s: 1,
             frame_timeout_s: 1,
             default_charset: "ASCII".to_owned(),
+            tls: None,
         }
     );
     assert_eq!(
@@ -316,6 +318,7 @@ fn mllp_values_are_read_up_to_their_bounds() {
             idle_timeout_s: 86_400,
             frame_timeout_s: 3_600,
             default_charset: "8859/1".to_owned(),
+            tls: None,
         }
     );
     assert_eq!(
@@ -419,14 +422,14 @@ fn unknown_mllp_keys_are_errors_for_lint_and_warnings_for_load() {
     check(
         &text,
         expect![[r#"
-            hospital.toml:43:1: error: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
-            hospital.toml:44:1: error: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
+            hospital.toml:43:1: error: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+            hospital.toml:44:1: error: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
         "#]],
     );
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
-        hospital.toml:43:1: warning: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
-        hospital.toml:44:1: warning: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset
+        hospital.toml:43:1: warning: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+        hospital.toml:44:1: warning: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
     "#]]
     .assert_eq(&render(&loaded.warnings));
     assert_eq!(
@@ -435,6 +438,133 @@ fn unknown_mllp_keys_are_errors_for_lint_and_warnings_for_load() {
             max_connections: 8,
             ..MllpSection::default()
         }
+    );
+}
+
+/// A directory holding `edge.crt` and `edge.key` (empty files: only their
+/// existence is checked) and `not-a-file/`, and the path of a configuration
+/// file in it.
+fn tls_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("edge.crt"), "").expect("edge.crt");
+    std::fs::write(dir.path().join("edge.key"), "").expect("edge.key");
+    std::fs::create_dir(dir.path().join("not-a-file")).expect("not-a-file/");
+    let config = dir.path().join("edge.toml");
+    (dir, config)
+}
+
+/// `diagnostics` rendered with the temporary directory `dir` shown as `$DIR`.
+fn render_in(dir: &Path, diagnostics: &[Diagnostic]) -> String {
+    render(diagnostics).replace(&dir.display().to_string(), "$DIR")
+}
+
+#[test]
+fn mllp_tls_paths_resolve_against_the_config_directory() {
+    let (dir, config) = tls_dir();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    std::fs::write(dir.path().join("tls/chain.pem"), "").unwrap();
+    let key = dir.path().join("edge.key");
+    let text = with_mllp(&format!(
+        "max_connections = 8\ntls_cert = \"tls/chain.pem\"\ntls_key = {:?}\n",
+        key.display().to_string()
+    ));
+    std::fs::write(&config, &text).unwrap();
+    assert_eq!(lint(&config), []);
+    assert_eq!(lint_str(&text, &config), []);
+    let expected = MllpSection {
+        max_connections: 8,
+        tls: Some(MllpTls {
+            cert: dir.path().join("tls/chain.pem"),
+            key: key.clone(),
+        }),
+        ..MllpSection::default()
+    };
+    let loaded = load(&config).expect("valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.config.mllp, expected);
+    assert_eq!(
+        load_str(&text, &config).expect("valid").config.mllp,
+        expected
+    );
+
+    let text = with_mllp("tls_cert = \"../edge.crt\"\ntls_key = \"./edge.key\"\n");
+    std::fs::write(dir.path().join("not-a-file/edge.key"), "").unwrap();
+    let nested = dir.path().join("not-a-file").join("edge.toml");
+    let tls = load_str(&text, &nested).expect("valid").config.mllp.tls;
+    assert_eq!(
+        tls,
+        Some(MllpTls {
+            cert: dir.path().join("not-a-file/../edge.crt"),
+            key: dir.path().join("not-a-file/./edge.key"),
+        }),
+        "joined like `store.data_dir`, not canonicalized"
+    );
+}
+
+#[test]
+fn mllp_without_tls_keys_has_no_tls() {
+    for text in [valid(), with_mllp(""), with_mllp("max_connections = 8\n")] {
+        check(&text, expect![[""]]);
+        assert_eq!(
+            load_str(&text, file()).expect("valid").config.mllp.tls,
+            None
+        );
+    }
+}
+
+#[test]
+fn mllp_tls_cert_and_key_come_together() {
+    let (dir, config) = tls_dir();
+    let only_cert = with_mllp("tls_cert = \"edge.crt\"\n");
+    let only_key = with_mllp("max_connections = 8\n  tls_key = \"edge.key\"\n");
+    let diagnostics =
+        [&only_cert, &only_key].map(|text| render_in(dir.path(), &lint_str(text, &config)));
+    expect![[r#"
+        [
+            "$DIR/edge.toml:42:1: error: `mllp.tls_cert` is given without `mllp.tls_key`: TLS on the MLLP listener needs both, or neither for plain TCP\n",
+            "$DIR/edge.toml:43:3: error: `mllp.tls_key` is given without `mllp.tls_cert`: TLS on the MLLP listener needs both, or neither for plain TCP\n",
+        ]
+    "#]]
+    .assert_debug_eq(&diagnostics);
+    for text in [&only_cert, &only_key] {
+        let err = load_str(text, &config).expect_err("half a TLS setting");
+        assert_eq!(err.diagnostics, lint_str(text, &config));
+    }
+}
+
+#[test]
+fn a_missing_mllp_tls_file_is_an_error() {
+    let (dir, config) = tls_dir();
+    let text = with_mllp("tls_cert = \"edge.crt\"\ntls_key = \"tls/edge.key\"\n");
+    std::fs::write(&config, &text).unwrap();
+    let expected = expect![[r#"
+        $DIR/edge.toml:43:11: error: `mllp.tls_key` file "tls/edge.key" does not exist (looked for $DIR/tls/edge.key)
+    "#]];
+    expected.assert_eq(&render_in(dir.path(), &lint(&config)));
+    let err = load(&config).expect_err("the key is missing");
+    expected.assert_eq(&render_in(dir.path(), &err.diagnostics));
+
+    let text = with_mllp("tls_cert = \"/nonexistent/hms/edge.crt\"\ntls_key = \"not-a-file\"\n");
+    expect![[r#"
+        $DIR/edge.toml:42:12: error: `mllp.tls_cert` file "/nonexistent/hms/edge.crt" does not exist
+        $DIR/edge.toml:43:11: error: `mllp.tls_key` file "not-a-file" is a directory, not a file (looked for $DIR/not-a-file)
+    "#]]
+    .assert_eq(&render_in(dir.path(), &lint_str(&text, &config)));
+    assert!(load_str(&text, &config).is_err());
+
+    check(
+        &with_mllp("tls_cert = \"no-such.crt\"\n"),
+        expect![[r#"
+            hospital.toml:42:1: error: `mllp.tls_cert` is given without `mllp.tls_key`: TLS on the MLLP listener needs both, or neither for plain TCP
+            hospital.toml:42:12: error: `mllp.tls_cert` file "no-such.crt" does not exist
+        "#]],
+    );
+    check(
+        &with_mllp("tls_cert = \"\"\ntls_key = [\"edge.key\"]\n"),
+        expect![[r#"
+            hospital.toml:42:12: error: `mllp.tls_cert` must not be empty
+            hospital.toml:43:11: error: `mllp.tls_key` must be a string, found array
+        "#]],
     );
 }
 

@@ -1194,6 +1194,7 @@ impl Writer {
         }
         if let Some(p) = plan.patient {
             let trigger = m.get("MSH-9.2").unwrap_or_default();
+            let d = plan.details;
             self.append(
                 at,
                 occurred_at,
@@ -1202,6 +1203,11 @@ impl Writer {
                 EventBody::PatientRecorded {
                     patient: p,
                     trigger,
+                    identifiers: d.identifiers,
+                    address: d.address,
+                    phone: d.phone,
+                    visit: d.visit,
+                    class: d.class,
                 },
             )?;
         }

@@ -182,7 +182,41 @@ pub fn project(
     board: &Board,
 ) -> rusqlite::Result<()> {
     match body {
-        EventBody::PatientRecorded { patient, .. } => return write_patient(conn, patient, env.seq),
+        EventBody::PatientRecorded {
+            patient,
+            identifiers,
+            address,
+            phone,
+            visit,
+            class,
+            ..
+        } => {
+            write_patient(conn, patient, env.seq)?;
+            conn.prepare_cached(
+                "UPDATE patients SET
+                    identifiers = coalesce(?2, identifiers),
+                    address = coalesce(?3, address),
+                    phone = coalesce(?4, phone)
+                 WHERE mrn = ?1",
+            )?
+            .execute(params![
+                patient.mrn.expose(),
+                (!identifiers.is_empty()).then(|| json(identifiers)),
+                address.as_ref().map(|a| a.expose()),
+                phone.as_ref().map(|p| p.expose()),
+            ])?;
+            if let Some(v) = visit {
+                conn.prepare_cached(
+                    "INSERT INTO encounters(encounter_id, mrn, bed_id, status, started_at, ended_at, updated_seq, class)
+                     VALUES (?1, ?2, NULL, 'registered', NULL, NULL, ?3, ?4)
+                     ON CONFLICT(encounter_id) DO UPDATE SET
+                        mrn = excluded.mrn, class = coalesce(excluded.class, class),
+                        updated_seq = excluded.updated_seq",
+                )?
+                .execute(params![v.as_str(), patient.mrn.expose(), env.seq as i64, class])?;
+            }
+            return Ok(());
+        }
         EventBody::PatientsMerged { from, into } => {
             write_patient(conn, into, env.seq)?;
             conn.prepare_cached("UPDATE encounters SET mrn = ?2, updated_seq = ?3 WHERE mrn = ?1")?

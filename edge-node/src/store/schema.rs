@@ -84,6 +84,14 @@ const MIGRATIONS: &[&str] = &[
         parked_at        INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 3: the patient index keeps every identifier, address and phone; visits
+    // registered without a bed are encounters too.
+    r#"
+    ALTER TABLE patients ADD COLUMN identifiers TEXT;
+    ALTER TABLE patients ADD COLUMN address TEXT;
+    ALTER TABLE patients ADD COLUMN phone TEXT;
+    ALTER TABLE encounters ADD COLUMN class TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -146,7 +154,7 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3]);
         assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
         c.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",

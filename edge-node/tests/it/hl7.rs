@@ -352,3 +352,121 @@ async fn a_batch_in_one_frame_is_acknowledged_per_message() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
     assert_eq!(bed(&app, "3W-000").await["state"], "vacant_dirty");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patient_index_keeps_identifiers_address_phone_and_visits() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let a04 = "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127||ADT^A04^ADT_A01|R1|P|2.5.1\r\
+               PID|1||MRN-5^^^TH^MR~9434765919^^^NHS^NH||Smith^Anna||19850203|F|||\
+               1 High Street^^Leeds^^LS1 4AB^GB||+44 113 496 0000\r\
+               PV1|1|O|||||||||||||||||V55\r";
+    let acks = send_all(&app, &[a04.as_bytes().to_vec()]).await;
+    assert_eq!(acks[0].code, "AA");
+    let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    let (name, ids, address, phone): (String, String, String, String) = conn
+        .query_row(
+            "SELECT name, identifiers, address, phone FROM patients WHERE mrn = 'MRN-5'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(name, "Smith, Anna");
+    let ids: serde_json::Value = serde_json::from_str(&ids).unwrap();
+    assert_eq!(
+        ids,
+        json!([
+            { "id": "MRN-5", "authority": "TH", "kind": "MR" },
+            { "id": "9434765919", "authority": "NHS", "kind": "NH" }
+        ])
+    );
+    assert_eq!(address, "1 High Street, Leeds, LS1 4AB, GB");
+    assert_eq!(phone, "+44 113 496 0000");
+    let (status, class, mrn): (String, String, String) = conn
+        .query_row(
+            "SELECT status, class, mrn FROM encounters WHERE encounter_id = 'V55'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), class.as_str(), mrn.as_str()),
+        ("registered", "O", "MRN-5")
+    );
+    drop(conn);
+    let dir = app.stop().await;
+    assert!(
+        edge_node::store::verify::verify(&dir.path().join("data"))
+            .unwrap()
+            .ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mllp_over_tls() {
+    use std::sync::Arc;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let pem_dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        pem_dir.path().join("cert.pem"),
+        pem_dir.path().join("key.pem"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let tls = firmware_config::MllpTls {
+        cert: cert.clone(),
+        key,
+    };
+    let app = TestApp::start_with(&[("3W", 2, 2)], move |c| c.mllp.tls = Some(tls)).await;
+    // A client that trusts the appliance's certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    s.write_all(&edge_node::mllp::Framer::encode(&adt(
+        "A01",
+        "T1",
+        "3W^0^0^TH",
+    )))
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !got.ends_with(b"\x1c\r") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("MSA|AA|T1"));
+    // Plain MLLP to the TLS port is not processed: no ACK, the connection closes.
+    let mut plain = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    plain
+        .write_all(&edge_node::mllp::Framer::encode(&adt(
+            "A01",
+            "T2",
+            "3W^1^1^TH",
+        )))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let r = tokio::time::timeout(Duration::from_secs(15), plain.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Ok(0) | Err(_)) || !String::from_utf8_lossy(&buf).contains("MSA|"),
+        "{r:?}"
+    );
+    assert_eq!(bed(&app, "3W-000").await["state"], "occupied");
+    app.stop().await;
+}
