@@ -351,9 +351,11 @@ impl EventBody {
 
 /// Lower-case hex of bytes (raw HL7 messages in events).
 pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     s
 }
@@ -379,11 +381,7 @@ impl EventHash {
 
     /// Lower-case hex.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        to_hex(&self.0)
     }
 
     /// Parses 64 hex digits.
@@ -707,6 +705,9 @@ mod tests {
         assert_eq!(body.kind(), "bed.commissioned");
         let h = EventHash([0xab; 32]);
         assert_eq!(EventHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(from_hex("000fa5ff"), Some(vec![0x00, 0x0f, 0xa5, 0xff]));
+        assert_eq!(from_hex("0g"), None);
         assert_eq!(EventHash::from_hex("zz"), None);
     }
 }

@@ -388,6 +388,7 @@ impl Store {
         });
         let writer = Writer {
             board_stale: false,
+            board_changed: false,
             pending_history: vec![],
             pending_notices: vec![],
             pending_events: 0,
@@ -591,6 +592,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Writer {
     /// The board must be rebuilt from the projections before the next batch.
     board_stale: bool,
+    /// The batch changed the board in a way that sends no notice (patients, topology).
+    board_changed: bool,
     /// History entries of the batch being committed.
     pending_history: Vec<(BedId, HistoryItem)>,
     /// Live-stream notices of the batch being committed.
@@ -762,7 +765,10 @@ impl Writer {
         }
         match self.apply_all(work) {
             Ok(outcomes) => {
-                let view = Arc::new(self.board.view());
+                // Publish a new view only when the batch changed a bed.
+                let view = (!self.pending_notices.is_empty() || self.board_changed)
+                    .then(|| Arc::new(self.board.view()));
+                self.board_changed = false;
                 if let Some(inner) = self.inner.upgrade() {
                     {
                         let mut h = inner.history.write().unwrap_or_else(|p| p.into_inner());
@@ -774,7 +780,9 @@ impl Writer {
                             }
                         }
                     }
-                    inner.view.store(view);
+                    if let Some(view) = view {
+                        inner.view.store(view);
+                    }
                     *lock(&inner.last_error) = None;
                 }
                 self.metrics.commits.inc();
@@ -859,6 +867,14 @@ impl Writer {
         );
         projection::insert_event(&self.conn, &env)?;
         projection::project(&self.conn, &env, &body, &self.board)?;
+        if !matches!(
+            body,
+            EventBody::Hl7Message { .. }
+                | EventBody::Hl7Replayed { .. }
+                | EventBody::PatientRecorded { .. }
+        ) {
+            self.board_changed = true;
+        }
         self.next_seq += 1;
         self.last_hash = env.hash;
         self.pending_events += 1;

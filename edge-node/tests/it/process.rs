@@ -206,7 +206,15 @@ async fn the_2000_bed_example_starts_and_serves() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hospital-2000.toml");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let proc = Proc::start(&root, &["--data-dir", data.to_str().unwrap()]);
+    let proc = Proc::start(
+        &root,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--mllp",
+            "127.0.0.1:0",
+        ],
+    );
     let token = cli_token(&data, "viewer", "kiosk");
     let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
     let v = c.get("/api/v1/units").await.unwrap().json().unwrap();
@@ -228,7 +236,16 @@ async fn the_demo_hospital_starts_and_a_kiosk_token_lists_its_beds() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo-hospital.toml");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let proc = Proc::start(&demo, &["--data-dir", data.to_str().unwrap()]);
+    // The committed file names fixed ports: tests use free ones.
+    let proc = Proc::start(
+        &demo,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--mllp",
+            "127.0.0.1:0",
+        ],
+    );
     let token = cli_token(&data, "viewer", "demo-kiosk");
     let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
     let v = c.get("/api/v1/units").await.unwrap().json().unwrap();
