@@ -292,6 +292,7 @@ where
                     }
                 }
                 FrameEvent::Skipped(n) => {
+                    metrics.mllp_resyncs.inc();
                     metrics.mllp_skipped_bytes.inc_by(n as u64);
                     tracing::debug!(%peer, bytes = n, "mllp resynchronised");
                 }

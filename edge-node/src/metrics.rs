@@ -83,6 +83,8 @@ pub struct Metrics {
     pub mllp_frames: Counter,
     /// Bytes skipped while resynchronising on VT.
     pub mllp_skipped_bytes: Counter,
+    /// Resynchronisations (runs of skipped bytes).
+    pub mllp_resyncs: Counter,
     /// Frames over the size limit.
     pub mllp_oversize: Counter,
     /// Open MLLP connections.
@@ -183,6 +185,12 @@ impl Metrics {
             "Bytes skipped while resynchronising on VT",
             mllp_skipped_bytes.clone(),
         );
+        let mllp_resyncs = Counter::default();
+        registry.register(
+            "mllp_resyncs",
+            "Resynchronisations on VT (runs of skipped bytes)",
+            mllp_resyncs.clone(),
+        );
         let mllp_oversize = Counter::default();
         registry.register(
             "mllp_oversize",
@@ -206,6 +214,7 @@ impl Metrics {
             hl7_messages,
             mllp_frames,
             mllp_skipped_bytes,
+            mllp_resyncs,
             mllp_oversize,
             mllp_connections,
             hl7_ack_seconds,

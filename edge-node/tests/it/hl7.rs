@@ -223,6 +223,15 @@ async fn framing_robustness_over_a_socket() {
     s.write_all(&bytes).await.unwrap();
     let text = read_acks(&mut s, 1).await.unwrap();
     assert!(text.contains("MSA|AA|J1"), "{text}");
+    let mut anon = hms_e2e::client::Conn::connect(app.addr, None)
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(anon.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(metrics.contains("hms_mllp_resyncs_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("hms_mllp_skipped_bytes_total 18"),
+        "{metrics}"
+    );
     // Two frames in one write: two ACKs, in order.
     let mut two = edge_node::mllp::Framer::encode(&adt("A02", "J2", "3W^1^2^TH"));
     two.extend(edge_node::mllp::Framer::encode(&adt(
