@@ -168,9 +168,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs the benchmarks.
-pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let s = parse(args)?;
+/// Builds the appliance and the load generator in release mode; their paths.
+fn build_release() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     crate::run({
         let mut c = cargo();
         c.args([
@@ -188,7 +187,27 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         c
     })?;
     let release = target_dir().join("release");
-    let (edge, load_bin) = (release.join("hms-edge"), release.join("hms-load"));
+    Ok((release.join("hms-edge"), release.join("hms-load")))
+}
+
+/// Medians per key over the runs' rows.
+fn medians(
+    rows: &[serde_json::Map<String, serde_json::Value>],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut summary = serde_json::Map::new();
+    if let Some(first) = rows.first() {
+        for k in first.keys() {
+            let m = median(rows.iter().filter_map(|r| r[k].as_f64()).collect());
+            summary.insert(k.clone(), serde_json::json!(m));
+        }
+    }
+    summary
+}
+
+/// Runs the benchmarks.
+pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let s = parse(args)?;
+    let (edge, load_bin) = build_release()?;
     let config = root.join("config/hospital-2000.toml");
     let secs = s.seconds.to_string();
     let clients = s.query_clients.to_string();
@@ -286,12 +305,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         }
         rows.push(row);
     }
-    let keys: Vec<String> = rows[0].keys().cloned().collect();
-    let mut summary = serde_json::Map::new();
-    for k in keys {
-        let m = median(rows.iter().filter_map(|r| r[&k].as_f64()).collect());
-        summary.insert(k, serde_json::json!(m));
-    }
+    let summary = medians(&rows);
     let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
     let ratios = serde_json::json!({
         "query_p99_over_health_p99": g("query_p99_ms") / g("health_p99_ms"),
@@ -312,24 +326,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 /// connection and 16 connections, against the disk's fsync as the peer.
 pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let s = parse(args)?;
-    crate::run({
-        let mut c = cargo();
-        c.args([
-            "build",
-            "--release",
-            "-p",
-            "edge-node",
-            "--bin",
-            "hms-edge",
-            "-p",
-            "hms-e2e",
-            "--bin",
-            "hms-load",
-        ]);
-        c
-    })?;
-    let release = target_dir().join("release");
-    let (edge, load_bin) = (release.join("hms-edge"), release.join("hms-load"));
+    let (edge, load_bin) = build_release()?;
     let config = root.join("config/hospital-2000.toml");
     let config_s = config.display().to_string();
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = vec![];
@@ -417,14 +414,7 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
         }
         rows.push(row);
     }
-    let keys: Vec<String> = rows[0].keys().cloned().collect();
-    let mut summary = serde_json::Map::new();
-    for k in keys {
-        summary.insert(
-            k.clone(),
-            serde_json::json!(median(rows.iter().filter_map(|r| r[&k].as_f64()).collect())),
-        );
-    }
+    let summary = medians(&rows);
     let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
     let out = serde_json::json!({
         "runs": s.runs,
