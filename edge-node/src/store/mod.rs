@@ -879,14 +879,21 @@ impl Writer {
         self.last_hash = env.hash;
         self.pending_events += 1;
         let bed = body.subject().and_then(|b| self.board.shared(b.as_str()));
-        if let (Some(id), Some(b)) = (body.subject(), &bed) {
-            self.pending_history
-                .push((id.clone(), HistoryItem::of(&env, &body)));
-            self.pending_notices.push(Notice {
-                seq: env.seq,
-                kind: body.kind(),
-                bed: b.clone(),
-            });
+        // A swap changes two beds: both get the history entry and the notice.
+        let other = match &body {
+            EventBody::BedsSwapped { other, .. } => Some(other),
+            _ => None,
+        };
+        for id in body.subject().into_iter().chain(other) {
+            if let Some(b) = self.board.shared(id.as_str()) {
+                self.pending_history
+                    .push((id.clone(), HistoryItem::of(&env, &body)));
+                self.pending_notices.push(Notice {
+                    seq: env.seq,
+                    kind: body.kind(),
+                    bed: b,
+                });
+            }
         }
         Ok((env.seq, bed))
     }

@@ -479,3 +479,28 @@ async fn mllp_over_tls() {
     assert_eq!(bed(&app, "3W-000").await["state"], "occupied");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_shows_in_both_beds_histories() {
+    let app = TestApp::start(&[("3W", 4, 2)]).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/hl7/a17_swap.hl7");
+    let corpus = std::fs::read(path).unwrap();
+    // a17_swap.hl7 uses ICU^0^0^TH for the second bed; this hospital has 3W only.
+    let text = String::from_utf8(corpus)
+        .unwrap()
+        .replace("ICU^0^0^TH", "3W^1^2^TH");
+    let msgs = edge_node::hl7::split_messages(text.as_bytes());
+    let acks = send_all(&app, &msgs).await;
+    assert!(acks.iter().all(|a| a.code == "AA"), "{acks:?}");
+    let mut c = app.conn(&app.nurse).await;
+    for (bed, now) in [("3W-000", "V2"), ("3W-002", "V1")] {
+        let v = c
+            .get(&format!("/api/v1/beds/{bed}"))
+            .await
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v["bed"]["encounter"], now);
+        assert_eq!(v["history"][0]["kind"], "bed.swapped", "{bed}: {v}");
+    }
+}
