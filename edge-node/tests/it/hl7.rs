@@ -504,3 +504,33 @@ async fn a_swap_shows_in_both_beds_histories() {
         assert_eq!(v["history"][0]["kind"], "bed.swapped", "{bed}: {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_is_a_reject_ack_and_the_resend_is_applied() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let db = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    // Simulate a failing disk: every event insert aborts.
+    db.execute_batch(
+        "CREATE TRIGGER fail_inserts BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'simulated IO failure'); END;",
+    )
+    .unwrap();
+    let msg = adt("A01", "D1", "3W^0^0^TH");
+    let acks = send_all(&app, std::slice::from_ref(&msg)).await;
+    assert_eq!(acks[0].code, "AR", "{acks:?}");
+    assert!(acks[0].error.as_deref().unwrap().contains("resend"));
+    assert_eq!(bed(&app, "3W-000").await["state"], "vacant_clean");
+    // The disk recovers; the sender resends the same message: it is applied,
+    // not treated as a duplicate (nothing of the first attempt was stored).
+    db.execute_batch("DROP TRIGGER fail_inserts").unwrap();
+    let acks = send_all(&app, &[msg]).await;
+    assert_eq!(acks[0].code, "AA", "{acks:?}");
+    assert_eq!(bed(&app, "3W-000").await["state"], "occupied");
+    drop(db);
+    let dir = app.stop().await;
+    assert!(
+        edge_node::store::verify::verify(&dir.path().join("data"))
+            .unwrap()
+            .ok()
+    );
+}
