@@ -8,6 +8,7 @@ pub mod bed;
 pub mod event;
 pub mod ids;
 pub mod phi;
+pub mod sync;
 pub mod time;
 
 pub use bed::{BedAttributes, BedState, GenderRestriction, Housekeeping, LevelOfCare};
