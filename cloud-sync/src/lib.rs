@@ -25,6 +25,36 @@ mod tests {
         conformance::run(&|| Box::new(SqliteHospitalStore::open(&path).expect("open")) as Box<_>);
     }
 
+    /// The PostgreSQL server for tests: `HMS_TEST_PG` (libpq-style), by
+    /// default the local server with trust authentication.
+    fn pg_admin() -> Option<String> {
+        let conn = std::env::var("HMS_TEST_PG")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into());
+        match postgres::Client::connect(&conn, postgres::NoTls) {
+            Ok(_) => Some(conn),
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("PostgreSQL is required under CI=true but unreachable ({conn}): {e}")
+            }
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED: PostgreSQL unreachable ({conn}): {e}; set HMS_TEST_PG or start it"
+                );
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn postgres_backend_passes_the_conformance_suite() {
+        let Some(admin) = pg_admin() else { return };
+        let router = super::store::postgres::PgRouter::new(admin);
+        let hospital =
+            hms_domain::HospitalId::new(format!("conf-{}", std::process::id())).expect("id");
+        router.drop_database(&hospital).expect("clean start");
+        conformance::run(&|| Box::new(router.open(&hospital).expect("open")) as Box<_>);
+        router.drop_database(&hospital).expect("clean up");
+    }
+
     #[test]
     fn each_hospital_has_its_own_database() {
         let dir = tempfile::tempdir().expect("tempdir");

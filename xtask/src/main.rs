@@ -40,8 +40,35 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes sure the services the tests use are up: PostgreSQL on
+/// 127.0.0.1:5432 (started with the machine's cluster tools when it is not).
+fn services() -> anyhow::Result<()> {
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+    let pg: SocketAddr = ([127, 0, 0, 1], 5432).into();
+    let up = || TcpStream::connect_timeout(&pg, Duration::from_millis(500)).is_ok();
+    if up() {
+        return Ok(());
+    }
+    eprintln!("xtask: PostgreSQL is not listening on {pg}; starting it");
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main start",
+        ])
+        .status();
+    for _ in 0..60 {
+        if up() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("PostgreSQL is needed by the tests and could not be started on {pg}")
+}
+
 fn ci() -> anyhow::Result<()> {
     tidy::check(&root())?;
+    services()?;
     run({
         let mut c = cargo();
         c.args(["fmt", "--all", "--check"]);

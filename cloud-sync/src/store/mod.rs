@@ -5,7 +5,9 @@
 //! [`SyncBatch`] to it with the rules of [`hms_domain::sync::plan_ingest`]:
 //! idempotent by (hospital, seq), in order, gaps and broken chains refused,
 //! nothing stored from a refused batch. Every backend must pass
-//! [`conformance::run`]; this file has the SQLite backend.
+//! [`conformance::run`]: SQLite here, PostgreSQL in [`postgres`].
+
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
