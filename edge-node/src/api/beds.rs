@@ -113,7 +113,11 @@ pub async fn list_units(State(state): State<AppState>, _c: Caller) -> Response {
         .unit_ids()
         .filter_map(|u| view.census(u.as_str()).map(|c| unit_json(&state, u, c)))
         .collect();
-    Json(json!({ "units": units })).into_response()
+    #[derive(Serialize)]
+    struct Units<'a> {
+        units: Vec<UnitJson<'a>>,
+    }
+    Json(Units { units }).into_response()
 }
 
 /// `GET /api/v1/units/{unit}`: one unit with its census.
@@ -146,7 +150,13 @@ pub async fn unit_beds(
         .ok_or_else(|| Problem::not_found("unit", &unit))?
         .map(|b| BedJson::new(b, with_patient))
         .collect();
-    Ok(Json(json!({ "unit": unit, "beds": beds })).into_response())
+    #[derive(Serialize)]
+    struct UnitBeds<'a> {
+        unit: &'a str,
+        beds: Vec<BedJson<'a>>,
+    }
+    // Serialized straight from the board view: no intermediate JSON tree.
+    Ok(Json(UnitBeds { unit: &unit, beds }).into_response())
 }
 
 /// `GET /api/v1/beds/{bed}`: one bed and its recent history.
@@ -161,10 +171,15 @@ pub async fn get_bed(
         .cloned()
         .ok_or_else(|| Problem::not_found("bed", &bed))?;
     let history = state.store.history(&bed);
-    Ok(Json(json!({
-        "bed": BedJson::new(&b, sees_patients(&c)),
-        "history": history,
-    }))
+    #[derive(Serialize)]
+    struct BedWithHistory<'a> {
+        bed: BedJson<'a>,
+        history: Vec<crate::store::HistoryItem>,
+    }
+    Ok(Json(BedWithHistory {
+        bed: BedJson::new(&b, sees_patients(&c)),
+        history,
+    })
     .into_response())
 }
 
