@@ -6,10 +6,12 @@
 //! `hms-domain` and `cloud-sync-client`, never on `edge-node`.
 //!
 //! Built so far: [`store`], the per-hospital event stores with idempotent,
-//! in-order, chain-verified ingest (SQLite backend and the conformance suite
-//! every backend must pass). The HTTP service, enrolment, residency, DR and
-//! restore come next.
+//! in-order, chain-verified ingest (SQLite and PostgreSQL backends and the
+//! conformance suite every backend must pass), and [`enrolment`]: enrolled
+//! appliances, signed requests, residency, and batch acceptance tying them
+//! together. The HTTP service, uplink, DR and restore come next.
 
+pub mod enrolment;
 pub mod store;
 
 pub use cloud_sync_client::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
@@ -79,5 +81,152 @@ mod tests {
             0,
             "h2 holds none of h1's events"
         );
+    }
+}
+
+#[cfg(test)]
+mod enrolment_tests {
+    use cloud_sync_client::{Signer, generate_key};
+    use hms_domain::sync::{Refusal, SyncBatch};
+    use hms_domain::{HospitalId, NodeId, RegionId};
+
+    use crate::enrolment::{BatchError, Enrolment, Registry, Rejection, accept_batch};
+    use crate::store::{HospitalStore, IngestError, SqliteRouter, conformance};
+
+    const PATH: &str = "/sync/v1/batches";
+    const NOW: i64 = 1_767_000_000_000;
+
+    fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().expect("valid id")
+    }
+
+    struct Setup {
+        registry: Registry,
+        router: SqliteRouter,
+        _dir: tempfile::TempDir,
+        signer: Signer,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut registry = Registry::new(id("eu-west"));
+        let (pkcs8, public) = generate_key().expect("key");
+        registry
+            .enroll(Enrolment {
+                hospital: id("h1"),
+                region: id("eu-west"),
+                node: id("edge-1"),
+                public_key: public,
+            })
+            .expect("enrol");
+        let signer = Signer::new(&pkcs8, id("h1"), id("edge-1")).expect("signer");
+        Setup {
+            registry,
+            router: SqliteRouter::new(dir.path()),
+            _dir: dir,
+            signer,
+        }
+    }
+
+    fn body(h: &str, from: usize, to: usize) -> Vec<u8> {
+        let events = conformance::log(h, 10)[from..to].to_vec();
+        serde_json::to_vec(&SyncBatch {
+            hospital: id(h),
+            node: id("edge-1"),
+            events,
+        })
+        .expect("json")
+    }
+
+    fn send(s: &Setup, signer: &Signer, body: &[u8]) -> Result<u64, BatchError> {
+        let req = signer.sign("POST", PATH, NOW, body);
+        let router = s.router.clone();
+        let mut open =
+            move |h: &HospitalId| Ok(Box::new(router.open(h)?) as Box<dyn HospitalStore>);
+        accept_batch(&s.registry, &mut open, &req, "POST", PATH, body, NOW).map(|r| r.acked.seq)
+    }
+
+    fn stored(s: &Setup, h: &str) -> u64 {
+        s.router
+            .open(&id(h))
+            .expect("open")
+            .position()
+            .expect("position")
+            .seq
+    }
+
+    #[test]
+    fn signed_batches_are_stored_and_every_forgery_is_refused() {
+        let s = setup();
+        assert_eq!(send(&s, &s.signer, &body("h1", 0, 4)).expect("accepted"), 4);
+        // A second appliance signing as the first hospital (its own key).
+        let (other, _) = generate_key().expect("key");
+        let impostor = Signer::new(&other, id("h1"), id("edge-1")).expect("signer");
+        assert!(matches!(
+            send(&s, &impostor, &body("h1", 4, 6)),
+            Err(BatchError::Rejected(Rejection::Signature(_)))
+        ));
+        // Another node name than the enrolled appliance.
+        let node2 = Signer::new(&other, id("h1"), id("edge-2")).expect("signer");
+        assert!(matches!(
+            send(&s, &node2, &body("h1", 4, 6)),
+            Err(BatchError::Rejected(Rejection::UnknownNode { .. }))
+        ));
+        // A batch tampered after signing.
+        let good = body("h1", 4, 6);
+        let req = s.signer.sign("POST", PATH, NOW, &good);
+        let tampered = String::from_utf8(good)
+            .expect("utf8")
+            .replace("E5", "E9")
+            .into_bytes();
+        let router = s.router.clone();
+        let mut open =
+            move |h: &HospitalId| Ok(Box::new(router.open(h)?) as Box<dyn HospitalStore>);
+        assert!(matches!(
+            accept_batch(&s.registry, &mut open, &req, "POST", PATH, &tampered, NOW),
+            Err(BatchError::Rejected(Rejection::Signature(_)))
+        ));
+        // A correctly signed batch with a gap.
+        assert!(matches!(
+            send(&s, &s.signer, &body("h1", 5, 8)),
+            Err(BatchError::Ingest(IngestError::Refused(Refusal::Gap {
+                expected: 5,
+                found: 6
+            })))
+        ));
+        // The hospital posting another hospital's events.
+        assert!(matches!(
+            send(&s, &s.signer, &body("h2", 0, 2)),
+            Err(BatchError::Rejected(Rejection::HospitalMismatch { .. }))
+        ));
+        // A hospital that is not enrolled here.
+        let (k3, _) = generate_key().expect("key");
+        let stranger = Signer::new(&k3, id("h3"), id("edge-1")).expect("signer");
+        assert!(matches!(
+            send(&s, &stranger, &body("h3", 0, 2)),
+            Err(BatchError::Rejected(Rejection::UnknownHospital(_)))
+        ));
+        // Nothing of the refused requests was stored.
+        assert_eq!(stored(&s, "h1"), 4);
+        assert_eq!(stored(&s, "h2"), 0);
+        assert_eq!(stored(&s, "h3"), 0);
+        // The rest, correctly signed and in order, is accepted.
+        assert_eq!(send(&s, &s.signer, &body("h1", 4, 10)).expect("rest"), 10);
+    }
+
+    #[test]
+    fn a_hospital_of_another_region_cannot_enrol() {
+        let mut registry = Registry::new(id::<RegionId>("eu-west"));
+        let (_, public) = generate_key().expect("key");
+        let r = registry.enroll(Enrolment {
+            hospital: id("h9"),
+            region: id("us-east"),
+            node: id::<NodeId>("edge-1"),
+            public_key: public,
+        });
+        assert!(matches!(r, Err(Rejection::OtherRegion { .. })), "{r:?}");
     }
 }

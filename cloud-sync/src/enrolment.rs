@@ -1,0 +1,164 @@
+//! Enrolment, authentication and residency of appliances.
+//!
+//! A regional cloud knows each hospital it serves by an [`Enrolment`]: its
+//! region, its appliance and that appliance's public key. A cloud refuses to
+//! enrol a hospital of another region (residency: a hospital's data is stored
+//! only in its own region and that region's DR peer), and every sync request
+//! must be signed by the enrolled appliance of the hospital it speaks for.
+//! [`accept_batch`] ties authentication to ingest: nothing is stored unless
+//! the signature, the hospital and the batch all check out.
+
+use std::collections::HashMap;
+
+use cloud_sync_client::{SignatureError, SignedRequest, verify};
+use hms_domain::sync::SyncBatch;
+use hms_domain::{HospitalId, NodeId, RegionId};
+
+use crate::store::{HospitalStore, IngestError, Ingested, ingest};
+
+/// One enrolled hospital.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolment {
+    /// The hospital.
+    pub hospital: HospitalId,
+    /// Its region.
+    pub region: RegionId,
+    /// Its appliance.
+    pub node: NodeId,
+    /// The appliance's Ed25519 public key (32 bytes).
+    pub public_key: Vec<u8>,
+}
+
+/// Why a request or an enrolment is refused. Nothing is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The hospital belongs to another region: its data may not be stored here.
+    #[error("hospital {hospital} is enrolled in region {enrolled}; this cloud serves {here}")]
+    OtherRegion {
+        /// The hospital.
+        hospital: HospitalId,
+        /// Its region.
+        enrolled: RegionId,
+        /// This cloud's region.
+        here: RegionId,
+    },
+    /// The hospital is not enrolled here.
+    #[error("hospital {0} is not enrolled in this region")]
+    UnknownHospital(HospitalId),
+    /// The request comes from another appliance than the enrolled one.
+    #[error("node {node} is not the enrolled appliance of hospital {hospital}")]
+    UnknownNode {
+        /// The hospital.
+        hospital: HospitalId,
+        /// The node claimed.
+        node: NodeId,
+    },
+    /// The signature does not verify with the enrolled key.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The batch names another hospital than the signed request.
+    #[error("the request is signed for {signed} but the batch is for {batch}")]
+    HospitalMismatch {
+        /// The signer's hospital.
+        signed: HospitalId,
+        /// The batch's hospital.
+        batch: HospitalId,
+    },
+    /// The public key is not 32 bytes.
+    #[error("an Ed25519 public key has 32 bytes")]
+    BadKey,
+}
+
+/// The hospitals one regional cloud serves.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    region: RegionId,
+    hospitals: HashMap<HospitalId, Enrolment>,
+}
+
+impl Registry {
+    /// An empty registry for the cloud of `region`.
+    pub fn new(region: RegionId) -> Self {
+        Self {
+            region,
+            hospitals: HashMap::new(),
+        }
+    }
+
+    /// Enrols (or re-keys) a hospital; a hospital of another region is refused.
+    pub fn enroll(&mut self, e: Enrolment) -> Result<(), Rejection> {
+        if e.region != self.region {
+            return Err(Rejection::OtherRegion {
+                hospital: e.hospital,
+                enrolled: e.region,
+                here: self.region.clone(),
+            });
+        }
+        if e.public_key.len() != 32 {
+            return Err(Rejection::BadKey);
+        }
+        self.hospitals.insert(e.hospital.clone(), e);
+        Ok(())
+    }
+
+    /// Checks a signed request against the enrolment of the hospital it claims.
+    pub fn authenticate(
+        &self,
+        req: &SignedRequest,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<&Enrolment, Rejection> {
+        let e = self
+            .hospitals
+            .get(&req.hospital)
+            .ok_or_else(|| Rejection::UnknownHospital(req.hospital.clone()))?;
+        if e.node != req.node {
+            return Err(Rejection::UnknownNode {
+                hospital: req.hospital.clone(),
+                node: req.node.clone(),
+            });
+        }
+        verify(&e.public_key, req, method, path, body, now_ms)?;
+        Ok(e)
+    }
+}
+
+/// Why a batch was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Authentication or residency (401/403).
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The body is not a batch (400).
+    #[error("the body is not a sync batch: {0}")]
+    Malformed(String),
+    /// The batch breaks the ingest rules, or the store failed (409/503).
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// Authenticates a signed batch request and ingests it into the hospital's store.
+pub fn accept_batch(
+    registry: &Registry,
+    open: &mut dyn FnMut(&HospitalId) -> anyhow::Result<Box<dyn HospitalStore>>,
+    req: &SignedRequest,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> Result<Ingested, BatchError> {
+    let enrolment = registry.authenticate(req, method, path, body, now_ms)?;
+    let batch: SyncBatch =
+        serde_json::from_slice(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
+    if batch.hospital != enrolment.hospital {
+        return Err(Rejection::HospitalMismatch {
+            signed: enrolment.hospital.clone(),
+            batch: batch.hospital,
+        }
+        .into());
+    }
+    let mut store = open(&batch.hospital).map_err(|e| BatchError::Ingest(IngestError::Store(e)))?;
+    Ok(ingest(store.as_mut(), &batch)?)
+}
