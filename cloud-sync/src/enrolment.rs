@@ -76,6 +76,64 @@ pub struct Registry {
     hospitals: HashMap<HospitalId, Enrolment>,
 }
 
+/// The registry kept in `registry.sqlite` under the cloud's data dir.
+pub fn open_registry(
+    data_dir: &std::path::Path,
+    region: RegionId,
+) -> anyhow::Result<(Registry, rusqlite::Connection)> {
+    use anyhow::Context;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let conn = rusqlite::Connection::open(data_dir.join("registry.sqlite"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS enrolments (
+             hospital   TEXT PRIMARY KEY,
+             region     TEXT NOT NULL,
+             node       TEXT NOT NULL,
+             public_key BLOB NOT NULL
+         ) STRICT;",
+    )?;
+    let mut registry = Registry::new(region);
+    let rows: Vec<(String, String, String, Vec<u8>)> = conn
+        .prepare("SELECT hospital, region, node, public_key FROM enrolments")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    for (h, r, n, k) in rows {
+        registry
+            .enroll(Enrolment {
+                hospital: h.parse().context("stored hospital id")?,
+                region: r.parse().context("stored region")?,
+                node: n.parse().context("stored node id")?,
+                public_key: k,
+            })
+            .context("a stored enrolment no longer fits this cloud")?;
+    }
+    Ok((registry, conn))
+}
+
+/// Enrols a hospital durably (after the residency and key checks).
+pub fn enroll_durably(
+    registry: &mut Registry,
+    conn: &rusqlite::Connection,
+    e: Enrolment,
+) -> Result<(), anyhow::Error> {
+    registry.enroll(e.clone())?;
+    conn.execute(
+        "INSERT INTO enrolments(hospital, region, node, public_key) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(hospital) DO UPDATE SET region = excluded.region, node = excluded.node,
+            public_key = excluded.public_key",
+        rusqlite::params![
+            e.hospital.as_str(),
+            e.region.as_str(),
+            e.node.as_str(),
+            e.public_key
+        ],
+    )?;
+    Ok(())
+}
+
 impl Registry {
     /// An empty registry for the cloud of `region`.
     pub fn new(region: RegionId) -> Self {

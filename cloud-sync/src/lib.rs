@@ -12,6 +12,7 @@
 //! together. The HTTP service, uplink, DR and restore come next.
 
 pub mod enrolment;
+pub mod service;
 pub mod store;
 
 pub use cloud_sync_client::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
@@ -228,5 +229,127 @@ mod enrolment_tests {
             public_key: public,
         });
         assert!(matches!(r, Err(Rejection::OtherRegion { .. })), "{r:?}");
+    }
+}
+
+#[cfg(test)]
+mod service_tests {
+    use std::sync::{Arc, Mutex};
+
+    use cloud_sync_client::{Signer, generate_key};
+    use hms_domain::sync::SyncBatch;
+    use hms_domain::{HospitalId, NodeId};
+    use hms_e2e::client::Conn;
+    use hyper::Method;
+
+    use crate::enrolment::{Enrolment, enroll_durably, open_registry};
+    use crate::service::{BATCHES, CloudState, router};
+    use crate::store::{HospitalStore, SqliteRouter, conformance};
+
+    fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().expect("valid id")
+    }
+
+    async fn push(
+        c: &mut Conn,
+        signer: &Signer,
+        events: &[hms_domain::Envelope],
+    ) -> hms_e2e::client::Reply {
+        let body = serde_json::to_vec(&SyncBatch {
+            hospital: id("h1"),
+            node: id::<NodeId>("edge-1"),
+            events: events.to_vec(),
+        })
+        .expect("json");
+        let s = signer.sign(
+            "POST",
+            BATCHES,
+            hms_domain::Timestamp::now().as_millis(),
+            &body,
+        );
+        let headers = [
+            ("x-hms-hospital", s.hospital.to_string()),
+            ("x-hms-node", s.node.to_string()),
+            ("x-hms-timestamp", s.timestamp_ms.to_string()),
+            ("x-hms-signature", s.signature.clone()),
+        ];
+        c.request_with(Method::POST, BATCHES, &headers, Some(body))
+            .await
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn signed_batches_over_http() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pkcs8, public) = generate_key().expect("key");
+        {
+            // Enrolment is durable: a fresh registry reads it back.
+            let (mut reg, conn) = open_registry(dir.path(), id("eu-west")).expect("registry");
+            enroll_durably(
+                &mut reg,
+                &conn,
+                Enrolment {
+                    hospital: id("h1"),
+                    region: id("eu-west"),
+                    node: id("edge-1"),
+                    public_key: public,
+                },
+            )
+            .expect("enrol");
+            let (_, pub2) = generate_key().expect("key");
+            let other = enroll_durably(
+                &mut reg,
+                &conn,
+                Enrolment {
+                    hospital: id("h9"),
+                    region: id("us-east"),
+                    node: id("edge-1"),
+                    public_key: pub2,
+                },
+            );
+            assert!(other.is_err(), "a hospital of another region is refused");
+        }
+        let (registry, _) = open_registry(dir.path(), id("eu-west")).expect("registry");
+        let stores = SqliteRouter::new(dir.path());
+        let open_router = stores.clone();
+        let state = CloudState {
+            registry: Arc::new(registry),
+            open: Arc::new(move |h: &HospitalId| {
+                Ok(Box::new(open_router.open(h)?) as Box<dyn HospitalStore>)
+            }),
+            ingest_lock: Arc::new(Mutex::new(())),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let signer = Signer::new(&pkcs8, id("h1"), id("edge-1")).expect("signer");
+        let log = conformance::log("h1", 10);
+        let mut c = Conn::connect(addr, None).await.expect("connect");
+        let r = push(&mut c, &signer, &log[..6]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json().expect("json")["acked_seq"], 6);
+        // A gap: 409 naming the seq to resend from; nothing stored.
+        let r = push(&mut c, &signer, &log[7..]).await;
+        assert_eq!(r.status, 409);
+        assert_eq!(r.json().expect("json")["expected_seq"], 7);
+        // Unsigned and wrongly signed requests.
+        let r = c
+            .request(Method::POST, BATCHES, Some(b"{}".to_vec()))
+            .await
+            .expect("request");
+        assert_eq!(r.status, 401);
+        let (other, _) = generate_key().expect("key");
+        let impostor = Signer::new(&other, id("h1"), id("edge-1")).expect("signer");
+        assert_eq!(push(&mut c, &impostor, &log[6..]).await.status, 401);
+        // The resend from the expected position completes the log.
+        let r = push(&mut c, &signer, &log[6..]).await;
+        assert_eq!(r.json().expect("json")["acked_seq"], 10);
+        let mut store = stores.open(&id("h1")).expect("open");
+        assert_eq!(store.events(1, 100).expect("events"), log);
     }
 }

@@ -65,6 +65,17 @@ impl Conn {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Reply> {
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// Sends one request with extra headers and reads the whole response.
+    pub async fn request_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Reply> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -74,6 +85,9 @@ impl Conn {
         }
         if body.is_some() {
             req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         self.send.ready().await?;
