@@ -11,6 +11,7 @@
 //! appliances, signed requests, residency, and batch acceptance tying them
 //! together. The HTTP service, uplink, DR and restore come next.
 
+pub mod config;
 pub mod enrolment;
 pub mod service;
 pub mod store;
