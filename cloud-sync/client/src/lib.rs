@@ -8,6 +8,8 @@
 //! path, hospital, node, time and body. The cloud checks it with
 //! [`verify`] against the public key it enrolled. See `docs/sync-protocol.md`.
 
+pub mod resilience;
+
 use base64::Engine;
 use hms_domain::{HospitalId, NodeId};
 use ring::rand::SystemRandom;
