@@ -347,9 +347,33 @@ mod service_tests {
         let (other, _) = generate_key().expect("key");
         let impostor = Signer::new(&other, id("h1"), id("edge-1")).expect("signer");
         assert_eq!(push(&mut c, &impostor, &log[6..]).await.status, 401);
+        // The appliance-side client reads the same answers as typed results.
+        use cloud_sync_client::push::{PushError, push as client_push};
+        let batch = |events: &[hms_domain::Envelope]| SyncBatch {
+            hospital: id("h1"),
+            node: id::<NodeId>("edge-1"),
+            events: events.to_vec(),
+        };
+        let now = hms_domain::Timestamp::now().as_millis();
+        let t = std::time::Duration::from_secs(5);
+        match client_push(addr, &signer, &batch(&log[8..]), now, t).await {
+            Err(PushError::Gap { expected: 7 }) => {}
+            other => panic!("expected a gap at 7: {other:?}"),
+        }
+        match client_push(addr, &impostor, &batch(&log[6..]), now, t).await {
+            Err(PushError::Refused { status: 401, .. }) => {}
+            other => panic!("expected a refusal: {other:?}"),
+        }
+        let dead: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        assert!(matches!(
+            client_push(dead, &signer, &batch(&log[6..]), now, t).await,
+            Err(PushError::Transient(_))
+        ));
         // The resend from the expected position completes the log.
-        let r = push(&mut c, &signer, &log[6..]).await;
-        assert_eq!(r.json().expect("json")["acked_seq"], 10);
+        let pushed = client_push(addr, &signer, &batch(&log[6..]), now, t)
+            .await
+            .expect("pushed");
+        assert_eq!(pushed.acked_seq, 10);
         let mut store = stores.open(&id("h1")).expect("open");
         assert_eq!(store.events(1, 100).expect("events"), log);
     }

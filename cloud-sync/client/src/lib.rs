@@ -8,6 +8,7 @@
 //! path, hospital, node, time and body. The cloud checks it with
 //! [`verify`] against the public key it enrolled. See `docs/sync-protocol.md`.
 
+pub mod push;
 pub mod resilience;
 
 use base64::Engine;
