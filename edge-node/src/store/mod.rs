@@ -16,6 +16,7 @@
 //! having changed nothing. Live-stream subscribers that fall behind lose
 //! notices and are told to resynchronise (telemetry drops and counts).
 
+pub mod backup;
 pub mod projection;
 pub mod schema;
 pub mod verify;

@@ -500,3 +500,104 @@ async fn parked_messages_replay_after_the_configuration_is_fixed() {
     let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_running_and_restore_into_a_new_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 6, 2)]);
+    let data = dir.path().join("data");
+    let proc = Proc::start(&config, &[]);
+    let token = cli_token(&data, "bed_manager", "bm");
+    let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
+    for i in 0..3 {
+        let r = c
+            .post(
+                "/api/v1/units/3W/placements",
+                &json!({ "encounter": format!("E{i}") }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201);
+    }
+    let before = c
+        .get("/api/v1/units/3W/beds")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let snap = dir.path().join("snap.sqlite");
+    let (code, out, err) = run_cli(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("9 events"), "{out}");
+    // Backups never overwrite.
+    let (code, _, err) = run_cli(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    proc.kill9();
+    // Restore into a fresh data dir; the appliance starts on it with the same board.
+    let restored = dir.path().join("restored");
+    let (code, out, err) = run_cli(&[
+        "restore",
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--from",
+        snap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("restore: ok (9 events, 6 beds"), "{out}");
+    // Not over an existing store.
+    let (code, _, err) = run_cli(&[
+        "restore",
+        "--data-dir",
+        restored.to_str().unwrap(),
+        "--from",
+        snap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let junk = dir.path().join("junk.sqlite");
+    std::fs::write(&junk, b"not a database").unwrap();
+    let (code, _, _) = run_cli(&[
+        "restore",
+        "--data-dir",
+        dir.path().join("other").to_str().unwrap(),
+        "--from",
+        junk.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let proc = Proc::start(&config, &["--data-dir", restored.to_str().unwrap()]);
+    let token = cli_token(&restored, "viewer", "kiosk");
+    let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
+    let after = c
+        .get("/api/v1/units/3W/beds")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let strip = |v: &serde_json::Value| {
+        v["beds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].clone(),
+                    b["state"].clone(),
+                    b["encounter"].clone(),
+                    b["version"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&before), strip(&after));
+}
