@@ -215,6 +215,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": status,
         "hospital": state.store.hospital().as_str(),
+        "name": state.settings.hospital_name,
         "node": state.settings.node,
         "version": env!("CARGO_PKG_VERSION"),
         "components": {
