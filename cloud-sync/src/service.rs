@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloud_sync_client::SignedRequest;
 use hms_domain::HospitalId;
@@ -49,10 +49,14 @@ impl std::fmt::Debug for CloudState {
 /// The ingest path.
 pub const BATCHES: &str = "/sync/v1/batches";
 
+/// The position path: where the cloud is for the signing hospital.
+pub const POSITION: &str = "/sync/v1/position";
+
 /// The router.
 pub fn router(state: CloudState) -> Router {
     Router::new()
         .route(BATCHES, post(batches))
+        .route(POSITION, get(position))
         .layer(DefaultBodyLimit::max(
             cloud_sync_client::MAX_BATCH_BYTES * 4,
         ))
@@ -149,6 +153,46 @@ async fn batches(State(state): State<CloudState>, headers: HeaderMap, body: Byte
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "ingest failed to run".into(),
+            json!({}),
+        ),
+    }
+}
+
+/// `GET /sync/v1/position` (signed, empty body): the hospital's stored position,
+/// so an appliance knows where to resume after a restart.
+async fn position(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    let Some(req) = signed(&headers) else {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "unsigned",
+            "sign the request".into(),
+            json!({}),
+        );
+    };
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        let e = state
+            .registry
+            .authenticate(&req, "GET", POSITION, b"", now)?;
+        let hospital = e.hospital.clone();
+        (state.open)(&hospital)
+            .and_then(|mut s| s.position())
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e)))
+    })
+    .await;
+    match result {
+        Ok(Ok(p)) => Json(json!({ "acked_seq": p.seq, "acked_hash": p.hash })).into_response(),
+        Ok(Err(BatchError::Rejected(r))) => {
+            let status = match r {
+                Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::FORBIDDEN,
+            };
+            problem(status, "rejected", r.to_string(), json!({}))
+        }
+        _ => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the store is unavailable".into(),
             json!({}),
         ),
     }

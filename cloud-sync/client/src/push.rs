@@ -20,6 +20,9 @@ use crate::Signer;
 /// The ingest path.
 pub const BATCHES: &str = "/sync/v1/batches";
 
+/// The position path.
+pub const POSITION: &str = "/sync/v1/position";
+
 /// The cloud's position after a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
@@ -49,19 +52,20 @@ pub enum PushError {
     },
 }
 
-/// Signs and posts `batch` to the cloud at `addr` (plain HTTP; loopback and tests).
-pub async fn push(
+/// Sends one signed request and returns (status, JSON body).
+async fn signed_call(
     addr: SocketAddr,
     signer: &Signer,
-    batch: &SyncBatch,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
     now_ms: i64,
     timeout: Duration,
-) -> Result<Pushed, PushError> {
-    let body = serde_json::to_vec(batch).map_err(|e| PushError::Transient(e.to_string()))?;
-    let s = signer.sign("POST", BATCHES, now_ms, &body);
+) -> Result<(u16, serde_json::Value), PushError> {
+    let s = signer.sign(method.as_str(), path, now_ms, &body);
     let req = Request::builder()
-        .method(Method::POST)
-        .uri(BATCHES)
+        .method(method)
+        .uri(path)
         .header("host", addr.to_string())
         .header("content-type", "application/json")
         .header("x-hms-hospital", s.hospital.as_str())
@@ -96,6 +100,10 @@ pub async fn push(
         .map_err(|_| PushError::Transient("timed out".into()))?
         .map_err(|e| PushError::Transient(e.to_string()))?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, v))
+}
+
+fn answer(status: u16, v: &serde_json::Value) -> Result<Pushed, PushError> {
     match status {
         200 => v["acked_seq"]
             .as_u64()
@@ -110,4 +118,30 @@ pub async fn push(
             detail: v["detail"].as_str().unwrap_or("").to_owned(),
         }),
     }
+}
+
+/// Signs and posts `batch` to the cloud at `addr` (plain HTTP; loopback and tests).
+pub async fn push(
+    addr: SocketAddr,
+    signer: &Signer,
+    batch: &SyncBatch,
+    now_ms: i64,
+    timeout: Duration,
+) -> Result<Pushed, PushError> {
+    let body = serde_json::to_vec(batch).map_err(|e| PushError::Transient(e.to_string()))?;
+    let (status, v) =
+        signed_call(addr, signer, Method::POST, BATCHES, body, now_ms, timeout).await?;
+    answer(status, &v)
+}
+
+/// Asks the cloud where it is for this appliance's hospital (to resume after a restart).
+pub async fn position(
+    addr: SocketAddr,
+    signer: &Signer,
+    now_ms: i64,
+    timeout: Duration,
+) -> Result<Pushed, PushError> {
+    let (status, v) =
+        signed_call(addr, signer, Method::GET, POSITION, vec![], now_ms, timeout).await?;
+    answer(status, &v)
 }
