@@ -601,3 +601,42 @@ async fn backup_while_running_and_restore_into_a_new_data_dir() {
     };
     assert_eq!(strip(&before), strip(&after));
 }
+
+#[test]
+fn sync_keygen_makes_a_key_pair_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, out, err) = run_cli(&["sync", "keygen", "--data-dir", d]);
+    assert_eq!(code, 0, "{out}{err}");
+    let private = std::fs::read(data.join("sync-key.pk8")).unwrap();
+    let public = std::fs::read(data.join("sync-key.pub")).unwrap();
+    assert_eq!(public.len(), 32);
+    assert_eq!(
+        out.lines().last().unwrap().len(),
+        64,
+        "hex public key on the last line"
+    );
+    // The private key signs as this appliance and matches the public key.
+    let signer =
+        cloud_sync_client::Signer::new(&private, "h1".parse().unwrap(), "edge-1".parse().unwrap())
+            .unwrap();
+    assert_eq!(signer.public_key(), public);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("sync-key.pk8"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the private key is readable by its owner only"
+        );
+    }
+    // Never replaced silently.
+    let (code, _, err) = run_cli(&["sync", "keygen", "--data-dir", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("never replaced"), "{err}");
+}
