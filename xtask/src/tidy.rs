@@ -3,7 +3,8 @@
 //! Each check states an absence (ARCHITECTURE.md, "Invariants"):
 //! - `domain` and `firmware-config` depend on no IO crate (tokio, SQLite, HTTP);
 //! - `edge-node` and `cloud-sync` never depend on each other;
-//! - the appliance holds no signing key type;
+//! - the appliance's code holds no signing key type (its sync identity key is
+//!   used only through `cloud-sync-client`);
 //! - every Rust file opens with a `//!` module doc;
 //! - no placeholders or debugging leftovers (`todo!`, `unimplemented!`, `dbg!`,
 //!   ignored tests).
