@@ -20,21 +20,22 @@ fn req(cmd: Command) -> WriteRequest {
     }
 }
 
+/// Store settings for hospital `h1` in `dir`.
+fn settings(dir: &std::path::Path) -> StoreSettings {
+    StoreSettings {
+        data_dir: dir.to_owned(),
+        hospital: HospitalId::new("h1").unwrap(),
+        writer_queue: 1024,
+        max_batch: 256,
+        journal_size_limit: 1 << 20,
+        history_limit: 20,
+        locations: Default::default(),
+        parse: Default::default(),
+    }
+}
+
 fn open(dir: &std::path::Path) -> Store {
-    Store::open(
-        StoreSettings {
-            data_dir: dir.to_owned(),
-            hospital: HospitalId::new("h1").unwrap(),
-            writer_queue: 1024,
-            max_batch: 256,
-            journal_size_limit: 1 << 20,
-            history_limit: 20,
-            locations: Default::default(),
-            parse: Default::default(),
-        },
-        Arc::new(Metrics::new()),
-    )
-    .unwrap()
+    Store::open(settings(dir), Arc::new(Metrics::new())).unwrap()
 }
 
 async fn commission(store: &Store, n: usize) {
@@ -62,20 +63,7 @@ async fn commission(store: &Store, n: usize) {
 async fn group_commit_batches_are_observable_in_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::new());
-    let store = Store::open(
-        StoreSettings {
-            data_dir: dir.path().to_owned(),
-            hospital: HospitalId::new("h1").unwrap(),
-            writer_queue: 1024,
-            max_batch: 256,
-            journal_size_limit: 1 << 20,
-            history_limit: 20,
-            locations: Default::default(),
-            parse: Default::default(),
-        },
-        metrics.clone(),
-    )
-    .unwrap();
+    let store = Store::open(settings(dir.path()), metrics.clone()).unwrap();
     commission(&store, 50).await;
     let dirty = |i: usize| {
         req(Command::Housekeeping {
@@ -265,14 +253,10 @@ async fn checkpoints_run_beside_the_writer() {
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(
         StoreSettings {
-            data_dir: dir.path().to_owned(),
-            hospital: HospitalId::new("h1").unwrap(),
             writer_queue: 16,
             max_batch: 16,
-            journal_size_limit: 1 << 20,
             history_limit: 3,
-            locations: Default::default(),
-            parse: Default::default(),
+            ..settings(dir.path())
         },
         metrics.clone(),
     )

@@ -148,13 +148,7 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
             anyhow::Ok((h, errors))
         }));
     }
-    let mut all = histogram();
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await??;
-        all.add(&h).ok();
-        errors += e;
-    }
+    let (all, errors) = gather(tasks).await?;
     let secs = started.elapsed().as_secs_f64();
     Ok(json!({
         "scenario": "mllp",
@@ -166,6 +160,21 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
         "throughput_mps": all.len() as f64 / secs,
         "latency": summary(&all),
     }))
+}
+
+/// One client's latencies (µs) and error count.
+type ClientResult = anyhow::Result<(Histogram<u64>, u64)>;
+
+/// Waits for every client task and merges their latencies and error counts.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<ClientResult>>) -> ClientResult {
+    let mut all = histogram();
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        all.add(&h).ok();
+        errors += e;
+    }
+    Ok((all, errors))
 }
 
 fn histogram() -> Histogram<u64> {
@@ -293,13 +302,7 @@ async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
             anyhow::Ok((h, errors))
         }));
     }
-    let mut all = histogram();
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await??;
-        all.add(&h).ok();
-        errors += e;
-    }
+    let (all, errors) = gather(tasks).await?;
     Ok(json!({
         "scenario": if floor { "health" } else { "queries" },
         "clients": a.clients,
@@ -401,13 +404,7 @@ async fn assign(a: &Args) -> anyhow::Result<Value> {
             anyhow::Ok((h, errors))
         }));
     }
-    let mut all = histogram();
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await??;
-        all.add(&h).ok();
-        errors += e;
-    }
+    let (all, errors) = gather(tasks).await?;
     Ok(json!({
         "scenario": "assign",
         "clients": clients,
