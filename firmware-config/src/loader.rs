@@ -32,12 +32,14 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Sink};
 use crate::schema::{
-    Bed, Building, CHARSETS, Config, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
-    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
-    DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_SHUTDOWN_GRACE_S,
+    BackupSection, Bed, Building, CHARSETS, Config, DEFAULT_BACKUP_INTERVAL_H, DEFAULT_BACKUP_KEEP,
+    DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT,
+    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
+    DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
     DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection, MllpTls,
-    NodeSection, Room, StoreSection, Unit,
+    NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -45,8 +47,8 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 /// Keys allowed at the top level.
 const TOP_KEYS: &[&str] = &[
-    "node", "listen", "store", "http", "mllp", "facility", "building", "floor", "unit", "room",
-    "bed",
+    "node", "listen", "store", "http", "mllp", "uplink", "backup", "facility", "building", "floor",
+    "unit", "room", "bed",
 ];
 const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name"];
 const LISTEN_KEYS: &[&str] = &["http", "mllp"];
@@ -68,6 +70,24 @@ const MLLP_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
 ];
+const UPLINK_KEYS: &[&str] = &[
+    "cloud",
+    "ca",
+    "key_file",
+    "batch_events",
+    "timeout_s",
+    "poll_ms",
+    "outbox_budget_mb",
+    "outbox_alarm_percent",
+    "retention_adt_h",
+    "retention_bed_h",
+    "retention_or_h",
+    "retention_billing_h",
+    "retention_audit_h",
+    "retention_integration_h",
+    "retention_empi_h",
+];
+const BACKUP_KEYS: &[&str] = &["dir", "interval_h", "keep"];
 const FACILITY_KEYS: &[&str] = &["id", "name"];
 const BUILDING_KEYS: &[&str] = &["id", "facility", "name"];
 const FLOOR_KEYS: &[&str] = &["id", "building", "name"];
@@ -549,6 +569,8 @@ impl<'s, 'a> Walk<'s, 'a> {
         let store = self.store(root);
         let http = self.http(root);
         let mllp = self.mllp(root);
+        let uplink = self.uplink(root);
+        let backup = self.backup(root);
 
         let (facilities, facility_ids) = self.places(root, "facility", FACILITY_KEYS, None);
         let (buildings, building_ids) = self.places(
@@ -601,6 +623,8 @@ impl<'s, 'a> Walk<'s, 'a> {
             store: store?,
             http: http?,
             mllp: mllp?,
+            uplink: uplink?,
+            backup: backup?,
             facilities,
             buildings,
             floors,
@@ -797,6 +821,101 @@ impl<'s, 'a> Walk<'s, 'a> {
             default_charset: charset.unwrap_or_else(|| DEFAULT_CHARSET.to_owned()),
             tls: tls.ok()?,
         })
+    }
+
+    /// `[uplink]`: where and how the appliance ships its log to the cloud.
+    fn uplink(&mut self, root: &Scope<'_, '_>) -> Option<Option<UplinkSection>> {
+        if !root.table.contains_key("uplink") {
+            return Some(None);
+        }
+        let s = self.section(root, "uplink", Need::Optional)?;
+        s.unknown_keys(self.sink, UPLINK_KEYS);
+        let dir = self.dir();
+        let sink = &mut *self.sink;
+        let cloud =
+            s.text(sink, "cloud", Need::Required)
+                .and_then(|raw| match cloud_url(&raw.value) {
+                    Ok(https) => Some((raw.value, https, raw.span)),
+                    Err(why) => {
+                        sink.error(&raw.span, format!("{} {why}", s.key_path("cloud")));
+                        None
+                    }
+                });
+        let ca = existing_file(sink, &s, "ca", dir);
+        let key_file = match s.table.get("key_file") {
+            Some(_) => s
+                .text(sink, "key_file", Need::Optional)
+                .map(|k| Some(dir.join(PathBuf::from(k.value)))),
+            None => Some(None),
+        };
+        let batch = s.int(sink, "batch_events", 1, 1_000);
+        let timeout = s.int(sink, "timeout_s", 1, 600);
+        let poll = s.int(sink, "poll_ms", 10, 60_000);
+        let budget = s.int(sink, "outbox_budget_mb", 1, 1 << 24);
+        let alarm = s.int(sink, "outbox_alarm_percent", 1, 100);
+        let mut retention = Retention::default();
+        let mut bad = false;
+        for (key, slot) in [
+            ("retention_adt_h", &mut retention.adt_h),
+            ("retention_bed_h", &mut retention.bed_h),
+            ("retention_or_h", &mut retention.or_h),
+            ("retention_billing_h", &mut retention.billing_h),
+            ("retention_audit_h", &mut retention.audit_h),
+            ("retention_integration_h", &mut retention.integration_h),
+            ("retention_empi_h", &mut retention.empi_h),
+        ] {
+            match s.int(sink, key, 1, 10 * 8_760) {
+                Ok(Some(h)) => *slot = h,
+                Ok(None) => {}
+                Err(()) => bad = true,
+            }
+        }
+        let (cloud, https, span) = cloud?;
+        let ca = ca.ok()?;
+        if https && ca.is_none() {
+            sink.error(
+                &span,
+                format!(
+                    "{} is https but {} is not given: name the PEM file of the CA that \
+                     signed the cloud's certificate",
+                    s.key_path("cloud"),
+                    s.key_path("ca")
+                ),
+            );
+            return None;
+        }
+        if bad {
+            return None;
+        }
+        Some(Some(UplinkSection {
+            cloud,
+            ca,
+            key_file: key_file?,
+            batch_events: to_usize(batch.ok()?, DEFAULT_UPLINK_BATCH_EVENTS)?,
+            timeout_s: timeout.ok()?.unwrap_or(DEFAULT_UPLINK_TIMEOUT_S),
+            poll_ms: poll.ok()?.unwrap_or(DEFAULT_UPLINK_POLL_MS),
+            outbox_budget_mb: budget.ok()?.unwrap_or(DEFAULT_OUTBOX_BUDGET_MB),
+            outbox_alarm_percent: alarm.ok()?.unwrap_or(DEFAULT_OUTBOX_ALARM_PERCENT),
+            retention,
+        }))
+    }
+
+    /// `[backup]`: scheduled local snapshots.
+    fn backup(&mut self, root: &Scope<'_, '_>) -> Option<Option<BackupSection>> {
+        if !root.table.contains_key("backup") {
+            return Some(None);
+        }
+        let s = self.section(root, "backup", Need::Optional)?;
+        s.unknown_keys(self.sink, BACKUP_KEYS);
+        let sink = &mut *self.sink;
+        let dir = s.text(sink, "dir", Need::Required);
+        let interval = s.int(sink, "interval_h", 1, 8_760);
+        let keep = s.int(sink, "keep", 1, 1_000);
+        Some(Some(BackupSection {
+            dir: self.dir().join(PathBuf::from(dir?.value)),
+            interval_h: interval.ok()?.unwrap_or(DEFAULT_BACKUP_INTERVAL_H),
+            keep: to_usize(keep.ok()?, DEFAULT_BACKUP_KEEP)?,
+        }))
     }
 
     /// Facilities, buildings and floors: an id, a name and (but for
@@ -1217,6 +1336,39 @@ fn to_usize(value: Option<u64>, default: usize) -> Option<usize> {
         None => Some(default),
         Some(n) => usize::try_from(n).ok(),
     }
+}
+
+/// Checks `uplink.cloud`: `http://HOST:PORT` or `https://HOST:PORT`, nothing
+/// more. Returns whether it is https.
+fn cloud_url(url: &str) -> Result<bool, String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!(
+            "must start with https:// (or http:// on loopback), found {}",
+            shown(url)
+        ));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err(format!(
+            "must name a port (HOST:PORT), found {}",
+            shown(url)
+        ));
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!(
+            "must be a URL of the form https://HOST:PORT with no path, found {}",
+            shown(url)
+        ));
+    }
+    Ok(https)
 }
 
 /// `mllp.tls_cert` and `mllp.tls_key`: both or neither, each an existing

@@ -37,6 +37,21 @@ pub const DEFAULT_CHARSET: &str = "UNICODE UTF-8";
 /// The values `mllp.default_charset` may take: the HL7 v2 names of MSH-18.
 pub const CHARSETS: &[&str] = &["ASCII", "8859/1", DEFAULT_CHARSET];
 
+/// Default for `uplink.batch_events`.
+pub const DEFAULT_UPLINK_BATCH_EVENTS: usize = 1_000;
+/// Default for `uplink.timeout_s`.
+pub const DEFAULT_UPLINK_TIMEOUT_S: u64 = 10;
+/// Default for `uplink.poll_ms`.
+pub const DEFAULT_UPLINK_POLL_MS: u64 = 1_000;
+/// Default for `uplink.outbox_budget_mb`.
+pub const DEFAULT_OUTBOX_BUDGET_MB: u64 = 4_096;
+/// Default for `uplink.outbox_alarm_percent`.
+pub const DEFAULT_OUTBOX_ALARM_PERCENT: u64 = 80;
+/// Default for `backup.interval_h`.
+pub const DEFAULT_BACKUP_INTERVAL_H: u64 = 24;
+/// Default for `backup.keep`.
+pub const DEFAULT_BACKUP_KEEP: usize = 7;
+
 /// A validated appliance configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -50,6 +65,10 @@ pub struct Config {
     pub http: HttpSection,
     /// MLLP (HL7 v2 feed) settings.
     pub mllp: MllpSection,
+    /// Shipping the event log to the regional cloud; none: the appliance runs alone.
+    pub uplink: Option<UplinkSection>,
+    /// Scheduled local snapshots; none: only on demand (`hms-edge backup`).
+    pub backup: Option<BackupSection>,
     /// Facilities (sites), in file order.
     pub facilities: Vec<Facility>,
     /// Buildings, in file order.
@@ -190,6 +209,73 @@ impl Default for MllpSection {
             tls: None,
         }
     }
+}
+
+/// `[uplink]`: the appliance's link to its regional cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkSection {
+    /// The cloud's sync service, `https://HOST:PORT` (or `http://` on loopback).
+    pub cloud: String,
+    /// PEM file of the CA that signed the cloud's certificate (required for https).
+    pub ca: Option<PathBuf>,
+    /// The appliance's sync private key (PKCS#8); none: `sync-key.pk8` in the data dir.
+    pub key_file: Option<PathBuf>,
+    /// Most events in one batch (at most 1,000).
+    pub batch_events: usize,
+    /// Seconds one request may take.
+    pub timeout_s: u64,
+    /// How often the uplink looks for new events when no commit woke it.
+    pub poll_ms: u64,
+    /// Disk budget for events the cloud has not acknowledged, in MiB.
+    pub outbox_budget_mb: u64,
+    /// Share of the budget, in percent, at which the outbox alarm fires.
+    pub outbox_alarm_percent: u64,
+    /// How long each stream's events stay on the appliance after the cloud acknowledged them.
+    pub retention: Retention,
+}
+
+/// Hours each stream's events are kept after acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// `adt`.
+    pub adt_h: u64,
+    /// `bed`.
+    pub bed_h: u64,
+    /// `or`.
+    pub or_h: u64,
+    /// `billing`.
+    pub billing_h: u64,
+    /// `audit`.
+    pub audit_h: u64,
+    /// `integration`.
+    pub integration_h: u64,
+    /// `empi`.
+    pub empi_h: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            adt_h: 7 * 24,
+            bed_h: 24,
+            or_h: 7 * 24,
+            billing_h: 30 * 24,
+            audit_h: 365 * 24,
+            integration_h: 48,
+            empi_h: 7 * 24,
+        }
+    }
+}
+
+/// `[backup]`: snapshots taken on a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSection {
+    /// Directory the snapshots go to (resolved against the config file's directory).
+    pub dir: PathBuf,
+    /// Hours between snapshots.
+    pub interval_h: u64,
+    /// Snapshots kept; older ones are removed after a new one verified.
+    pub keep: usize,
 }
 
 /// `mllp.tls_cert` and `mllp.tls_key`: the listener's certificate and key.

@@ -1267,3 +1267,88 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn uplink_and_backup_are_absent_by_default() {
+    let loaded = load_str(&valid(), file()).expect("valid");
+    assert_eq!(loaded.config.uplink, None);
+    assert_eq!(loaded.config.backup, None);
+}
+
+#[test]
+fn the_uplink_section_resolves_paths_and_defaults() {
+    let (dir, config) = tls_dir();
+    let text = format!(
+        "{}\n[uplink]\ncloud = \"https://cloud.example:9443\"\nca = \"edge.crt\"\n\
+         key_file = \"keys/sync.pk8\"\nretention_bed_h = 12\n\n[backup]\ndir = \"snapshots\"\nkeep = 3\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    assert_eq!(render_in(dir.path(), &lint(&config)), "");
+    let loaded = load(&config).expect("valid");
+    let uplink = loaded.config.uplink.expect("uplink");
+    assert_eq!(uplink.cloud, "https://cloud.example:9443");
+    assert_eq!(uplink.ca, Some(dir.path().join("edge.crt")));
+    assert_eq!(uplink.key_file, Some(dir.path().join("keys/sync.pk8")));
+    assert_eq!(uplink.batch_events, 1_000);
+    assert_eq!(uplink.retention.bed_h, 12);
+    assert_eq!(
+        uplink.retention.adt_h,
+        7 * 24,
+        "unset retentions keep the defaults"
+    );
+    assert_eq!(uplink.retention.audit_h, 365 * 24);
+    let backup = loaded.config.backup.expect("backup");
+    assert_eq!(backup.dir, dir.path().join("snapshots"));
+    assert_eq!((backup.interval_h, backup.keep), (24, 3));
+}
+
+#[test]
+fn uplink_errors_are_located() {
+    let (dir, config) = tls_dir();
+    let cases = [
+        (
+            "cloud = \"ftp://cloud:21\"\n",
+            expect![[r#"
+                $DIR/edge.toml:42:9: error: `uplink.cloud` must start with https:// (or http:// on loopback), found "ftp://cloud:21"
+            "#]],
+        ),
+        (
+            "cloud = \"https://cloud.example\"\nca = \"edge.crt\"\n",
+            expect![[r#"
+                $DIR/edge.toml:42:9: error: `uplink.cloud` must name a port (HOST:PORT), found "https://cloud.example"
+            "#]],
+        ),
+        (
+            "cloud = \"http://127.0.0.1:9443/sync\"\n",
+            expect![[r#"
+                $DIR/edge.toml:42:9: error: `uplink.cloud` must be a URL of the form https://HOST:PORT with no path, found "http://127.0.0.1:9443/sync"
+            "#]],
+        ),
+        (
+            "cloud = \"https://cloud.example:9443\"\n",
+            expect![[r#"
+                $DIR/edge.toml:42:9: error: `uplink.cloud` is https but `uplink.ca` is not given: name the PEM file of the CA that signed the cloud's certificate
+            "#]],
+        ),
+        (
+            "cloud = \"http://127.0.0.1:9443\"\nca = \"missing.pem\"\nbatch_events = 5000\nretention_adt_h = 0\n",
+            expect![[r#"
+                $DIR/edge.toml:43:6: error: `uplink.ca` file "missing.pem" does not exist (looked for $DIR/missing.pem)
+                $DIR/edge.toml:44:16: error: `uplink.batch_events` must be between 1 and 1000, found 5000
+                $DIR/edge.toml:45:19: error: `uplink.retention_adt_h` must be between 1 and 87600, found 0
+            "#]],
+        ),
+        (
+            "batch_events = 10\n",
+            expect![[r#"
+                $DIR/edge.toml:41:1: error: missing required key `cloud` in [uplink]
+            "#]],
+        ),
+    ];
+    for (body, expected) in cases {
+        let text = format!("{}\n[uplink]\n{body}", valid());
+        std::fs::write(&config, &text).expect("write");
+        expected.assert_eq(&render_in(dir.path(), &lint(&config)));
+    }
+}
