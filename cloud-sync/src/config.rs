@@ -6,10 +6,24 @@
 //! data_dir = "cloud-data"        # registry and SQLite stores; relative to this file
 //! backend = "sqlite"             # or "postgres"
 //! postgres = "host=127.0.0.1 user=postgres dbname=postgres"   # with backend = "postgres"
+//! mode = "primary"               # or "replica": accepts DR replication only
+//! allowed_dr_regions = ["eu-central"]  # primary: where its DR peer may be;
+//!                                # replica: whose primaries may replicate here
+//!
+//! [tls]                          # serve HTTPS instead of HTTP
+//! cert = "cloud.crt"             # PEM chain; relative to this file
+//! key = "cloud.key"              # PEM private key
+//!
+//! [dr]                           # primary only: replicate to this peer
+//! peer = "https://dr.example:9443"
+//! peer_region = "eu-central"     # must be in allowed_dr_regions
+//! key_file = "primary.pk8"       # this primary's Ed25519 key (hms-cloud keygen)
+//! ca = "dr-ca.pem"               # PEM to trust the peer with (https)
 //! ```
 //!
 //! Unknown keys and missing or malformed values are errors naming the file,
-//! line and column.
+//! line and column; a DR peer outside `allowed_dr_regions` stops start-up
+//! (residency).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +39,42 @@ pub enum Backend {
     Sqlite,
     /// One PostgreSQL database per hospital.
     Postgres,
+}
+
+/// What this cloud is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Serves its region's appliances (and may replicate to a DR peer).
+    #[default]
+    Primary,
+    /// Holds DR copies: accepts replication from enrolled primaries only.
+    Replica,
+}
+
+/// HTTPS certificate and key (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (resolved against the file's directory).
+    pub cert: PathBuf,
+    /// Private key (resolved against the file's directory).
+    pub key: PathBuf,
+}
+
+/// The DR peer a primary replicates to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrConfig {
+    /// `https://HOST:PORT` (or `http://` on a trusted network or in tests).
+    pub peer: String,
+    /// The peer's region; must be in `allowed_dr_regions`.
+    pub peer_region: RegionId,
+    /// This primary's PKCS#8 Ed25519 key (resolved against the file's directory).
+    pub key_file: PathBuf,
+    /// PEM file to trust the peer with (required for https).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 /// The cloud's configuration.
@@ -43,6 +93,18 @@ pub struct CloudConfig {
     /// PostgreSQL maintenance connection string, for `backend = "postgres"`.
     #[serde(default)]
     pub postgres: Option<String>,
+    /// Primary or replica.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Regions allowed as DR partners (see the module doc).
+    #[serde(default)]
+    pub allowed_dr_regions: Vec<RegionId>,
+    /// HTTPS, when set.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The DR peer (primary only).
+    #[serde(default)]
+    pub dr: Option<DrConfig>,
 }
 
 fn default_backend() -> Backend {
@@ -70,9 +132,41 @@ pub fn load(path: &Path) -> Result<CloudConfig, String> {
             path.display()
         ));
     }
-    if cfg.data_dir.is_relative() {
-        let base = path.parent().unwrap_or(Path::new("."));
-        cfg.data_dir = base.join(&cfg.data_dir);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    resolve(&mut cfg.data_dir);
+    if let Some(tls) = &mut cfg.tls {
+        resolve(&mut tls.cert);
+        resolve(&mut tls.key);
+    }
+    if let Some(dr) = &mut cfg.dr {
+        if cfg.mode == Mode::Replica {
+            return Err(format!(
+                "{}: error: a replica has no [dr] peer (replication is not chained)",
+                path.display()
+            ));
+        }
+        if !cfg.allowed_dr_regions.contains(&dr.peer_region) {
+            return Err(format!(
+                "{}: error: residency: [dr] peer_region {} is not in allowed_dr_regions {:?}",
+                path.display(),
+                dr.peer_region,
+                cfg.allowed_dr_regions
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+            ));
+        }
+        resolve(&mut dr.key_file);
+        if let Some(ca) = &mut dr.ca {
+            resolve(ca);
+        }
+        cloud_sync_client::Endpoint::parse(&dr.peer, dr.ca.as_deref())
+            .map_err(|e| format!("{}: error: [dr] peer: {e}", path.display()))?;
     }
     Ok(cfg)
 }
@@ -111,5 +205,46 @@ mod tests {
             "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nbackend = \"postgres\"\n",
         );
         assert!(load(&p).expect_err("no url").contains("needs `postgres`"));
+    }
+
+    #[test]
+    fn dr_peers_obey_residency_and_paths_are_relative_to_the_file() {
+        let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+        let (dir, p) = write(&format!(
+            "{base}allowed_dr_regions = [\"eu-central\"]\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+             [dr]\npeer = \"http://127.0.0.1:9\"\npeer_region = \"eu-central\"\nkey_file = \"dr.pk8\"\n"
+        ));
+        let c = load(&p).expect("valid");
+        assert_eq!(c.mode, Mode::Primary);
+        let tls = c.tls.expect("tls");
+        assert_eq!(tls.cert, dir.path().join("c.pem"));
+        assert_eq!(tls.key, dir.path().join("k.pem"));
+        let dr = c.dr.expect("dr");
+        assert_eq!(dr.key_file, dir.path().join("dr.pk8"));
+        // A peer in a region not allowed: start-up is refused.
+        let (_d, p) = write(&format!(
+            "{base}allowed_dr_regions = [\"eu-central\"]\n\
+             [dr]\npeer = \"http://127.0.0.1:9\"\npeer_region = \"us-east\"\nkey_file = \"k\"\n"
+        ));
+        let e = load(&p).expect_err("residency");
+        assert!(e.contains("residency") && e.contains("us-east"), "{e}");
+        // No allowed list at all: no peer is allowed.
+        let (_d, p) = write(&format!(
+            "{base}[dr]\npeer = \"http://127.0.0.1:9\"\npeer_region = \"eu-central\"\nkey_file = \"k\"\n"
+        ));
+        assert!(load(&p).expect_err("residency").contains("residency"));
+        // https without a CA, a replica with a peer, an unknown mode.
+        let (_d, p) = write(&format!(
+            "{base}allowed_dr_regions = [\"eu-central\"]\n\
+             [dr]\npeer = \"https://dr:9443\"\npeer_region = \"eu-central\"\nkey_file = \"k\"\n"
+        ));
+        assert!(load(&p).expect_err("ca").contains("CA"));
+        let (_d, p) = write(&format!(
+            "{base}mode = \"replica\"\nallowed_dr_regions = [\"eu-central\"]\n\
+             [dr]\npeer = \"http://127.0.0.1:9\"\npeer_region = \"eu-central\"\nkey_file = \"k\"\n"
+        ));
+        assert!(load(&p).expect_err("chained").contains("replica"));
+        let (_d, p) = write(&format!("{base}mode = \"mirror\"\n"));
+        assert!(load(&p).expect_err("mode").contains("cloud.toml:4:"));
     }
 }

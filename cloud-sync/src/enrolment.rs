@@ -67,6 +67,33 @@ pub enum Rejection {
     /// The public key is not 32 bytes.
     #[error("an Ed25519 public key has 32 bytes")]
     BadKey,
+    /// A DR replication request (or primary enrolment) for a region this
+    /// cloud may not hold data of (residency).
+    #[error("this cloud holds no data of region {region} (not in allowed_dr_regions)")]
+    RegionNotAllowed {
+        /// The region claimed.
+        region: RegionId,
+    },
+    /// A DR replication request from a primary that is not enrolled here.
+    #[error("no primary of region {region} is enrolled here")]
+    UnknownPrimary {
+        /// The region claimed.
+        region: RegionId,
+    },
+    /// The request does not fit this cloud's role (an appliance syncing with
+    /// a replica, or replication sent to a cloud that is not a replica).
+    #[error("{0}")]
+    WrongRole(&'static str),
+    /// A replicated hospital arriving from another region than before.
+    #[error("hospital {hospital} is replicated here from region {recorded}, not {claimed}")]
+    RegionChanged {
+        /// The hospital.
+        hospital: HospitalId,
+        /// The region recorded with its first replicated batch.
+        recorded: RegionId,
+        /// The region claimed now.
+        claimed: RegionId,
+    },
 }
 
 /// The hospitals one regional cloud serves.
@@ -95,6 +122,7 @@ pub fn open_registry(
              public_key BLOB NOT NULL
          ) STRICT;",
     )?;
+    crate::meta::init(&conn)?;
     let mut registry = Registry::new(region);
     let rows: Vec<(String, String, String, Vec<u8>)> = conn
         .prepare("SELECT hospital, region, node, public_key FROM enrolments")?
@@ -143,6 +171,23 @@ impl Registry {
         }
     }
 
+    /// The region served.
+    pub fn region(&self) -> &RegionId {
+        &self.region
+    }
+
+    /// The enrolled hospitals, sorted by id.
+    pub fn hospitals(&self) -> Vec<&Enrolment> {
+        let mut v: Vec<&Enrolment> = self.hospitals.values().collect();
+        v.sort_by(|a, b| a.hospital.cmp(&b.hospital));
+        v
+    }
+
+    /// The enrolment of `hospital`, if enrolled here.
+    pub fn get(&self, hospital: &HospitalId) -> Option<&Enrolment> {
+        self.hospitals.get(hospital)
+    }
+
     /// Enrols (or re-keys) a hospital; a hospital of another region is refused.
     pub fn enroll(&mut self, e: Enrolment) -> Result<(), Rejection> {
         if e.region != self.region {
@@ -189,9 +234,15 @@ pub enum BatchError {
     /// Authentication or residency (401/403).
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// The body is not a batch (400).
+    /// The body is not a batch, or not valid in its content encoding (400).
     #[error("the body is not a sync batch: {0}")]
     Malformed(String),
+    /// The body expands beyond the limit once decompressed (413).
+    #[error("the body expands beyond {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
     /// The batch breaks the ingest rules, or the store failed (409/503).
     #[error(transparent)]
     Ingest(#[from] IngestError),
@@ -208,11 +259,21 @@ pub fn accept_batch(
     now_ms: i64,
 ) -> Result<Ingested, BatchError> {
     let enrolment = registry.authenticate(req, method, path, body, now_ms)?;
+    ingest_body(open, &enrolment.hospital, body)
+}
+
+/// Parses an (authenticated, decompressed) batch body of `hospital` and
+/// ingests it into that hospital's store.
+pub fn ingest_body(
+    open: &mut dyn FnMut(&HospitalId) -> anyhow::Result<Box<dyn HospitalStore>>,
+    hospital: &HospitalId,
+    body: &[u8],
+) -> Result<Ingested, BatchError> {
     let batch: SyncBatch =
         serde_json::from_slice(body).map_err(|e| BatchError::Malformed(e.to_string()))?;
-    if batch.hospital != enrolment.hospital {
+    if &batch.hospital != hospital {
         return Err(Rejection::HospitalMismatch {
-            signed: enrolment.hospital.clone(),
+            signed: hospital.clone(),
             batch: batch.hospital,
         }
         .into());

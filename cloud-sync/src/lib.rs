@@ -7,14 +7,30 @@
 //!
 //! Built so far: [`store`], the per-hospital event stores with idempotent,
 //! in-order, chain-verified ingest (SQLite and PostgreSQL backends and the
-//! conformance suite every backend must pass), and [`enrolment`]: enrolled
+//! conformance suite every backend must pass); [`enrolment`]: enrolled
 //! appliances, signed requests, residency, and batch acceptance tying them
-//! together. The HTTP service, uplink, DR and restore come next.
+//! together; [`service`], the HTTP(S) service ([`tls`]) with sync ingest
+//! (gzip or plain), position and restore reads, and health; [`dr`],
+//! replication from a primary to its region's DR replica; [`api`], the
+//! operator API (hospitals, hourly census, ADT volumes, replication lag) over
+//! [`analytics`]; and [`meta`], the cloud's own bookkeeping (operator tokens,
+//! enrolled primaries, ingest times). EMPI, downlink and the fleet console
+//! come next.
 
+pub mod analytics;
+pub mod api;
 pub mod config;
+pub mod dr;
 pub mod enrolment;
+pub mod meta;
 pub mod service;
 pub mod store;
+pub mod tls;
+
+#[cfg(test)]
+mod e2e_tests;
+#[cfg(test)]
+mod testkit;
 
 pub use cloud_sync_client::{MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 
@@ -235,9 +251,9 @@ mod enrolment_tests {
 
 #[cfg(test)]
 mod service_tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use cloud_sync_client::{Signer, generate_key};
+    use cloud_sync_client::{Endpoint, Signer, generate_key};
     use hms_domain::sync::SyncBatch;
     use hms_domain::{HospitalId, NodeId};
     use hms_e2e::client::Conn;
@@ -313,16 +329,16 @@ mod service_tests {
             );
             assert!(other.is_err(), "a hospital of another region is refused");
         }
-        let (registry, _) = open_registry(dir.path(), id("eu-west")).expect("registry");
+        let (registry, conn) = open_registry(dir.path(), id("eu-west")).expect("registry");
         let stores = SqliteRouter::new(dir.path());
         let open_router = stores.clone();
-        let state = CloudState {
-            registry: Arc::new(registry),
-            open: Arc::new(move |h: &HospitalId| {
+        let state = CloudState::new(
+            registry,
+            Arc::new(move |h: &HospitalId| {
                 Ok(Box::new(open_router.open(h)?) as Box<dyn HospitalStore>)
             }),
-            ingest_lock: Arc::new(Mutex::new(())),
-        };
+            conn,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -356,21 +372,22 @@ mod service_tests {
         };
         let now = hms_domain::Timestamp::now().as_millis();
         let t = std::time::Duration::from_secs(5);
-        match client_push(addr, &signer, &batch(&log[8..]), now, t).await {
+        let ep = Endpoint::parse(&format!("http://{addr}"), None).expect("endpoint");
+        match client_push(&ep, &signer, &batch(&log[8..]), now, t).await {
             Err(PushError::Gap { expected: 7 }) => {}
             other => panic!("expected a gap at 7: {other:?}"),
         }
-        match client_push(addr, &impostor, &batch(&log[6..]), now, t).await {
+        match client_push(&ep, &impostor, &batch(&log[6..]), now, t).await {
             Err(PushError::Refused { status: 401, .. }) => {}
             other => panic!("expected a refusal: {other:?}"),
         }
-        let dead: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let dead = Endpoint::parse("http://127.0.0.1:9", None).expect("endpoint");
         assert!(matches!(
-            client_push(dead, &signer, &batch(&log[6..]), now, t).await,
+            client_push(&dead, &signer, &batch(&log[6..]), now, t).await,
             Err(PushError::Transient(_))
         ));
         // The resend from the expected position completes the log.
-        let pushed = client_push(addr, &signer, &batch(&log[6..]), now, t)
+        let pushed = client_push(&ep, &signer, &batch(&log[6..]), now, t)
             .await
             .expect("pushed");
         assert_eq!(pushed.acked_seq, 10);

@@ -6,10 +6,22 @@
 //! signed with the appliance's Ed25519 key (made at enrolment; the private key
 //! never leaves the appliance) over a canonical string that binds the method,
 //! path, hospital, node, time and body. The cloud checks it with
-//! [`verify`] against the public key it enrolled. See `docs/sync-protocol.md`.
+//! [`verify`] against the public key it enrolled.
+//!
+//! Transport: an [`Endpoint`] (`http://` for loopback and tests, `https://`
+//! with rustls and an explicit CA), batches sent gzip-compressed
+//! ([`codec`]), and [`push`], [`position`] and [`fetch`] (restore) with typed
+//! answers; a [`Client`] keeps its connection open between calls. The
+//! regional cloud's DR replication uses the same calls, signed with the
+//! primary's key. See `docs/sync-protocol.md`.
 
+pub mod codec;
+pub mod endpoint;
 pub mod push;
 pub mod resilience;
+
+pub use endpoint::Endpoint;
+pub use push::{Client, PushError, Pushed, fetch, position, push};
 
 use base64::Engine;
 use hms_domain::{HospitalId, NodeId};
@@ -106,6 +118,16 @@ impl Signer {
             hospital,
             node,
         })
+    }
+
+    /// The hospital it signs for.
+    pub fn hospital(&self) -> &HospitalId {
+        &self.hospital
+    }
+
+    /// The node it signs as.
+    pub fn node(&self) -> &NodeId {
+        &self.node
     }
 
     /// The public key to enrol.

@@ -1,27 +1,42 @@
-//! Shipping one batch to the regional cloud over HTTP, with typed answers.
+//! Talking to the regional cloud over HTTP(S), with typed answers.
 //!
-//! [`push`] signs the batch, posts it to `/sync/v1/batches`, and turns the
-//! answer into a [`Pushed`] position or a [`PushError`] that tells the uplink
-//! what to do: resend from a seq (gap), retry later (transport, 503), or stop
-//! and raise an alarm (refused: enrolment, signature, conflict, tampering).
+//! [`push`] signs a batch, sends it gzip-compressed to `/sync/v1/batches`
+//! (the signature covers the bytes as sent), and turns the answer into a
+//! [`Pushed`] position or a [`PushError`] that tells the caller what to do:
+//! resend from a seq (gap), retry later (transport, TLS, timeout, 5xx), or
+//! stop and raise an alarm (refused: enrolment, signature, conflict,
+//! tampering). [`position`] asks where the cloud is; [`fetch`] reads the
+//! hospital's own events back (restore), checking every hash and that the
+//! run is consecutive.
+//!
+//! The free functions open one connection per call. A [`Client`] keeps its
+//! connection open between calls (HTTP/1.1 keep-alive) and reconnects when
+//! it breaks; an uplink catching up should hold one.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 
+use hms_domain::Envelope;
 use hms_domain::sync::SyncBatch;
 
-use crate::Signer;
+use crate::{Endpoint, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, Signer, codec};
 
 /// The ingest path.
 pub const BATCHES: &str = "/sync/v1/batches";
 
 /// The position path.
 pub const POSITION: &str = "/sync/v1/position";
+
+/// The restore path (`?from=N&limit=M`).
+pub const EVENTS: &str = "/sync/v1/events";
+
+/// Largest answer body read, after decompression.
+pub const MAX_RESPONSE_BYTES: usize = 4 * MAX_BATCH_BYTES;
 
 /// The cloud's position after a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,68 +54,301 @@ pub enum PushError {
         /// The seq to resend from.
         expected: u64,
     },
-    /// Not reachable, timed out, or 5xx: retry with backoff.
+    /// Not reachable, TLS failure (including an untrusted certificate),
+    /// timed out, or 5xx: retry with backoff.
     #[error("transient: {0}")]
     Transient(String),
-    /// Refused for good (401, 403, 409 other than a gap, 400): alarm, do not retry blindly.
+    /// Refused for good (401, 403, 409 other than a gap, 400, 413), or an
+    /// answer that does not check out (a fetched event whose hash or order is
+    /// wrong): alarm, do not retry blindly.
     #[error("refused with HTTP {status}: {detail}")]
     Refused {
         /// HTTP status.
         status: u16,
-        /// The cloud's problem detail.
+        /// The cloud's problem detail, or what did not check out.
         detail: String,
     },
 }
 
-/// Sends one signed request and returns (status, JSON body).
-async fn signed_call(
-    addr: SocketAddr,
-    signer: &Signer,
+fn transient(e: impl std::fmt::Display) -> PushError {
+    PushError::Transient(e.to_string())
+}
+
+/// One request to make.
+struct Call {
     method: Method,
-    path: &str,
-    body: Vec<u8>,
+    path: String,
+    body: Bytes,
+    gzip: bool,
     now_ms: i64,
-    timeout: Duration,
-) -> Result<(u16, serde_json::Value), PushError> {
-    let s = signer.sign(method.as_str(), path, now_ms, &body);
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .header("content-type", "application/json")
-        .header("x-hms-hospital", s.hospital.as_str())
-        .header("x-hms-node", s.node.as_str())
-        .header("x-hms-timestamp", s.timestamp_ms.to_string())
-        .header("x-hms-signature", s.signature)
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| PushError::Transient(e.to_string()))?;
-    let call = async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+}
+
+/// One answer: status and (decoded) body.
+struct Reply {
+    status: u16,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A connection to the cloud kept open between calls.
+///
+/// Calls are serialised (one request at a time on the connection). When the
+/// kept connection turns out to be closed or broken, the request is sent
+/// once more on a fresh connection: every request of the protocol is
+/// idempotent (a batch is applied by (hospital, seq)), so a resend is safe.
+pub struct Client {
+    ep: Endpoint,
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.ep)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the cloud at `ep`; it connects on first use.
+    pub fn new(ep: Endpoint) -> Self {
+        Self {
+            ep,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The cloud it talks to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    fn request(&self, signer: &Signer, call: &Call) -> Result<Request<Full<Bytes>>, PushError> {
+        let s = signer.sign(call.method.as_str(), &call.path, call.now_ms, &call.body);
+        let mut b = Request::builder()
+            .method(call.method.clone())
+            .uri(call.path.as_str())
+            .header("host", self.ep.authority())
+            .header("accept", "application/json")
+            .header("accept-encoding", codec::GZIP)
+            .header("x-hms-hospital", s.hospital.as_str())
+            .header("x-hms-node", s.node.as_str())
+            .header("x-hms-timestamp", s.timestamp_ms.to_string())
+            .header("x-hms-signature", s.signature);
+        if !call.body.is_empty() {
+            b = b.header("content-type", "application/json");
+        }
+        if call.gzip {
+            b = b.header("content-encoding", codec::GZIP);
+        }
+        b.body(Full::new(call.body.clone())).map_err(transient)
+    }
+
+    async fn exchange(
+        &self,
+        signer: &Signer,
+        call: Call,
+        timeout: Duration,
+    ) -> Result<Reply, PushError> {
+        let work = async {
+            let mut slot = self.conn.lock().await;
+            if let Some(mut sender) = slot.take()
+                && sender.ready().await.is_ok()
+                && let Ok(reply) = roundtrip(&mut sender, self.request(signer, &call)?).await
+            {
+                *slot = Some(sender);
+                return Ok(reply);
+            }
+            // No kept connection, or it was stale: a fresh one.
+            let io = self.ep.connect().await.map_err(transient)?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(transient)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let reply = roundtrip(&mut sender, self.request(signer, &call)?)
+                .await
+                .map_err(transient)?;
+            *slot = Some(sender);
+            Ok(reply)
+        };
+        // On a timeout the connection (taken out of the slot) is dropped.
+        tokio::time::timeout(timeout, work)
             .await
-            .map_err(std::io::Error::other)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(std::io::Error::other)?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
-        Ok::<_, std::io::Error>((status, bytes))
-    };
-    let (status, bytes) = tokio::time::timeout(timeout, call)
+            .map_err(|_| PushError::Transient("timed out".into()))?
+    }
+
+    /// Signs and sends `batch`, gzip-compressed.
+    pub async fn push(
+        &self,
+        signer: &Signer,
+        batch: &SyncBatch,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<Pushed, PushError> {
+        let json = serde_json::to_vec(batch).map_err(transient)?;
+        let body = codec::gzip(&json).map_err(transient)?;
+        let call = Call {
+            method: Method::POST,
+            path: BATCHES.to_owned(),
+            body: Bytes::from(body),
+            gzip: true,
+            now_ms,
+        };
+        let r = self.exchange(signer, call, timeout).await?;
+        answer(r.status, &r.json())
+    }
+
+    /// Asks the cloud where it is for the signer's hospital.
+    pub async fn position(
+        &self,
+        signer: &Signer,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<Pushed, PushError> {
+        let call = Call {
+            method: Method::GET,
+            path: POSITION.to_owned(),
+            body: Bytes::new(),
+            gzip: false,
+            now_ms,
+        };
+        let r = self.exchange(signer, call, timeout).await?;
+        answer(r.status, &r.json())
+    }
+
+    /// The signer's hospital's events with seq >= `from` (0 reads as 1),
+    /// ascending, at most `limit` (1 to [`MAX_BATCH_EVENTS`]); an empty Vec
+    /// means there is nothing more. Every event must name the hospital,
+    /// verify its own hash, link to the one before it and follow it by one
+    /// seq, starting at `from`; otherwise [`PushError::Refused`].
+    pub async fn fetch(
+        &self,
+        signer: &Signer,
+        from: u64,
+        limit: usize,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<Vec<Envelope>, PushError> {
+        let from = from.max(1);
+        let limit = limit.clamp(1, MAX_BATCH_EVENTS);
+        let call = Call {
+            method: Method::GET,
+            path: format!("{EVENTS}?from={from}&limit={limit}"),
+            body: Bytes::new(),
+            gzip: false,
+            now_ms,
+        };
+        let r = self.exchange(signer, call, timeout).await?;
+        let mut v = r.json();
+        if r.status != 200 {
+            return Err(refusal(r.status, &v));
+        }
+        let events: Vec<Envelope> =
+            serde_json::from_value(v["events"].take()).map_err(|e| PushError::Refused {
+                status: r.status,
+                detail: format!("the cloud's answer is not a list of events: {e}"),
+            })?;
+        check_run(signer.hospital(), from, limit, &events).map_err(|detail| {
+            PushError::Refused {
+                status: r.status,
+                detail,
+            }
+        })?;
+        Ok(events)
+    }
+}
+
+async fn roundtrip(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<Reply, std::io::Error> {
+    let resp = sender
+        .send_request(req)
         .await
-        .map_err(|_| PushError::Transient("timed out".into()))?
-        .map_err(|e| PushError::Transient(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Ok((status, v))
+        .map_err(std::io::Error::other)?;
+    let status = resp.status().as_u16();
+    let gzip = resp
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(codec::GZIP.as_bytes()));
+    let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| std::io::Error::other(format!("reading the answer: {e}")))?
+        .to_bytes();
+    let body = if gzip {
+        Bytes::from(
+            codec::gunzip_bounded(&body, MAX_RESPONSE_BYTES).map_err(std::io::Error::other)?,
+        )
+    } else {
+        body
+    };
+    Ok(Reply { status, body })
+}
+
+/// Checks a fetched run: the hospital's, starting at `from`, consecutive,
+/// linked, each hash matching its content, at most `limit` long.
+fn check_run(
+    hospital: &hms_domain::HospitalId,
+    from: u64,
+    limit: usize,
+    events: &[Envelope],
+) -> Result<(), String> {
+    if events.len() > limit {
+        return Err(format!(
+            "the cloud sent {} events, {limit} were asked for",
+            events.len()
+        ));
+    }
+    let mut prev: Option<hms_domain::EventHash> = None;
+    for (expected, e) in (from..).zip(events) {
+        if &e.hospital != hospital {
+            return Err(format!(
+                "event {} belongs to hospital {}, not {hospital}",
+                e.seq, e.hospital
+            ));
+        }
+        if e.seq != expected {
+            return Err(format!(
+                "expected event {expected}, the cloud sent {}",
+                e.seq
+            ));
+        }
+        if prev.is_some_and(|p| p != e.prev_hash) {
+            return Err(format!(
+                "event {} does not link to the event before it",
+                e.seq
+            ));
+        }
+        if e.compute_hash() != e.hash {
+            return Err(format!(
+                "event {} does not match its hash (tampered or corrupt)",
+                e.seq
+            ));
+        }
+        prev = Some(e.hash);
+    }
+    Ok(())
+}
+
+fn refusal(status: u16, v: &serde_json::Value) -> PushError {
+    match status {
+        409 if v["expected_seq"].is_u64() => PushError::Gap {
+            expected: v["expected_seq"].as_u64().unwrap_or(0),
+        },
+        s if s >= 500 => PushError::Transient(format!("HTTP {s}")),
+        s => PushError::Refused {
+            status: s,
+            detail: v["detail"].as_str().unwrap_or("").to_owned(),
+        },
+    }
 }
 
 fn answer(status: u16, v: &serde_json::Value) -> Result<Pushed, PushError> {
@@ -109,39 +357,125 @@ fn answer(status: u16, v: &serde_json::Value) -> Result<Pushed, PushError> {
             .as_u64()
             .map(|acked_seq| Pushed { acked_seq })
             .ok_or_else(|| PushError::Transient("the cloud's answer has no acked_seq".into())),
-        409 if v["expected_seq"].is_u64() => Err(PushError::Gap {
-            expected: v["expected_seq"].as_u64().unwrap_or(0),
-        }),
-        s if s >= 500 => Err(PushError::Transient(format!("HTTP {s}"))),
-        s => Err(PushError::Refused {
-            status: s,
-            detail: v["detail"].as_str().unwrap_or("").to_owned(),
-        }),
+        s => Err(refusal(s, v)),
     }
 }
 
-/// Signs and posts `batch` to the cloud at `addr` (plain HTTP; loopback and tests).
+/// Signs and sends `batch` to the cloud at `ep` (gzip-compressed), on a
+/// connection of its own.
 pub async fn push(
-    addr: SocketAddr,
+    ep: &Endpoint,
     signer: &Signer,
     batch: &SyncBatch,
     now_ms: i64,
     timeout: Duration,
 ) -> Result<Pushed, PushError> {
-    let body = serde_json::to_vec(batch).map_err(|e| PushError::Transient(e.to_string()))?;
-    let (status, v) =
-        signed_call(addr, signer, Method::POST, BATCHES, body, now_ms, timeout).await?;
-    answer(status, &v)
+    Client::new(ep.clone())
+        .push(signer, batch, now_ms, timeout)
+        .await
 }
 
 /// Asks the cloud where it is for this appliance's hospital (to resume after a restart).
 pub async fn position(
-    addr: SocketAddr,
+    ep: &Endpoint,
     signer: &Signer,
     now_ms: i64,
     timeout: Duration,
 ) -> Result<Pushed, PushError> {
-    let (status, v) =
-        signed_call(addr, signer, Method::GET, POSITION, vec![], now_ms, timeout).await?;
-    answer(status, &v)
+    Client::new(ep.clone())
+        .position(signer, now_ms, timeout)
+        .await
+}
+
+/// Events with seq >= `from`, ascending, at most `limit` (capped at
+/// [`MAX_BATCH_EVENTS`]); empty = nothing more. See [`Client::fetch`].
+pub async fn fetch(
+    ep: &Endpoint,
+    signer: &Signer,
+    from: u64,
+    limit: usize,
+    now_ms: i64,
+    timeout: Duration,
+) -> Result<Vec<Envelope>, PushError> {
+    Client::new(ep.clone())
+        .fetch(signer, from, limit, now_ms, timeout)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hms_domain::{Actor, BedId, Draft, EventBody, EventHash, HospitalId, Timestamp};
+
+    fn log(n: u64) -> Vec<Envelope> {
+        let h = HospitalId::new("h1").unwrap();
+        let mut prev = EventHash::GENESIS;
+        (1..=n)
+            .map(|seq| {
+                let e = Envelope::seal(
+                    &h,
+                    seq,
+                    prev,
+                    Timestamp::from_millis(seq as i64),
+                    Draft {
+                        occurred_at: Timestamp::from_millis(0),
+                        actor: Actor::system(),
+                        correlation: None,
+                        body: EventBody::BedDecommissioned {
+                            bed: BedId::new(format!("B{seq}")).unwrap(),
+                        },
+                    },
+                );
+                prev = e.hash;
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fetched_runs_are_checked() {
+        let h = HospitalId::new("h1").unwrap();
+        let all = log(6);
+        assert_eq!(check_run(&h, 3, 10, &all[2..]), Ok(()));
+        assert_eq!(check_run(&h, 3, 10, &[]), Ok(()));
+        let e = check_run(&h, 3, 2, &all[2..]).unwrap_err();
+        assert!(e.contains("2 were asked"), "{e}");
+        let e = check_run(&h, 2, 10, &all[2..]).unwrap_err();
+        assert!(e.contains("expected event 2"), "{e}");
+        let holes = [all[2].clone(), all[4].clone()];
+        assert!(check_run(&h, 3, 10, &holes).is_err());
+        let mut tampered = all[2..].to_vec();
+        tampered[1].body = tampered[1].body.replace("B4", "B9");
+        let e = check_run(&h, 3, 10, &tampered).unwrap_err();
+        assert!(e.contains("event 4 does not match its hash"), "{e}");
+        // Re-sealed after an edit: its own hash matches, the next link breaks.
+        let mut resealed = all[2..].to_vec();
+        resealed[1].correlation = Some("x".into());
+        resealed[1].hash = resealed[1].compute_hash();
+        let e = check_run(&h, 3, 10, &resealed).unwrap_err();
+        assert!(e.contains("event 5 does not link"), "{e}");
+        let other = HospitalId::new("h2").unwrap();
+        assert!(check_run(&other, 1, 10, &all).is_err());
+    }
+
+    #[test]
+    fn answers_map_to_what_the_uplink_does() {
+        let v = serde_json::json!({"acked_seq": 7});
+        assert_eq!(answer(200, &v).unwrap(), Pushed { acked_seq: 7 });
+        let gap = serde_json::json!({"expected_seq": 4, "detail": "gap"});
+        assert!(matches!(
+            answer(409, &gap),
+            Err(PushError::Gap { expected: 4 })
+        ));
+        let other = serde_json::json!({"detail": "conflict"});
+        assert!(matches!(
+            answer(409, &other),
+            Err(PushError::Refused { status: 409, .. })
+        ));
+        assert!(matches!(
+            answer(413, &other),
+            Err(PushError::Refused { status: 413, .. })
+        ));
+        assert!(matches!(answer(503, &other), Err(PushError::Transient(_))));
+    }
 }

@@ -1,0 +1,407 @@
+//! The operator API of the regional cloud (JSON, `Authorization: Bearer`).
+//!
+//! Tokens are made with `hms-cloud token create` and checked against their
+//! SHA-256 in the registry database ([`crate::meta`]); a missing or unknown
+//! token is a 401 problem.
+//!
+//! - `GET /api/v1/hospitals`: every hospital (enrolled here, or on a replica
+//!   replicated here) with region, event count, position and last ingest.
+//! - `GET /api/v1/hospitals/{hospital}/census?from=RFC3339&to=RFC3339[&unit=U]`:
+//!   occupied beds per unit at each hour boundary in `[from, to]`.
+//! - `GET /api/v1/hospitals/{hospital}/adt-volumes?from=DATE&to=DATE`: ADT
+//!   event counts per UTC day, by kind.
+//! - `GET /api/v1/replication`: DR replication per hospital.
+//!
+//! Census and volumes come from [`crate::analytics`]. An unknown hospital or
+//! unit is a 404 problem, a bad query parameter a 400 problem.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hms_domain::{HospitalId, Timestamp, UnitId};
+use serde_json::json;
+
+use crate::analytics::{DAY_MS, HOUR_MS, hour_boundaries};
+use crate::config::Mode;
+use crate::service::{CloudState, problem};
+
+/// Longest census or volume range, in days.
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+/// The API routes.
+pub fn routes() -> Router<CloudState> {
+    Router::new()
+        .route("/api/v1/hospitals", get(hospitals))
+        .route("/api/v1/hospitals/{hospital}/census", get(census))
+        .route("/api/v1/hospitals/{hospital}/adt-volumes", get(adt_volumes))
+        .route("/api/v1/replication", get(replication))
+}
+
+fn unavailable() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the store could not answer; retry".into(),
+        json!({}),
+    )
+}
+
+fn bad(detail: String) -> Response {
+    problem(StatusCode::BAD_REQUEST, "bad-query", detail, json!({}))
+}
+
+fn not_found(detail: String) -> Response {
+    problem(StatusCode::NOT_FOUND, "not-found", detail, json!({}))
+}
+
+/// Runs `f` on a blocking thread; a failure is a 503 problem (logged).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "operator API store failure");
+            Err(unavailable())
+        }
+        Err(_) => Err(unavailable()),
+    }
+}
+
+/// Checks the bearer token; returns the operator's token name.
+async fn operator(state: &CloudState, headers: &HeaderMap) -> Result<String, Response> {
+    let denied = |detail: &str| {
+        let mut r = problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            detail.to_owned(),
+            json!({}),
+        );
+        if let Ok(v) = "Bearer".parse() {
+            r.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, v);
+        }
+        r
+    };
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+    else {
+        return Err(denied(
+            "send an operator token: Authorization: Bearer TOKEN",
+        ));
+    };
+    let st = state.clone();
+    match blocking(move || st.with_meta(|c| crate::meta::token_name(c, &token))).await? {
+        Some(name) => Ok(name),
+        None => Err(denied("the token is not valid here")),
+    }
+}
+
+/// Whether `hospital`'s data is held here.
+fn known(state: &CloudState, hospital: &HospitalId) -> anyhow::Result<bool> {
+    Ok(match state.mode {
+        Mode::Primary => state.registry.get(hospital).is_some(),
+        Mode::Replica => state
+            .with_meta(|c| crate::meta::hospital_region(c, hospital))?
+            .is_some(),
+    })
+}
+
+async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Response> {
+    let unknown = || not_found(format!("no hospital {raw:?} here"));
+    let Ok(id) = raw.parse::<HospitalId>() else {
+        return Err(unknown());
+    };
+    let (st, h) = (state.clone(), id.clone());
+    if blocking(move || known(&st, &h)).await? {
+        Ok(id)
+    } else {
+        Err(unknown())
+    }
+}
+
+async fn hospitals(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    let st = state.clone();
+    let rows = blocking(move || {
+        let status = st.with_meta(crate::meta::ingest_status)?;
+        let mut list: Vec<(HospitalId, String)> = match st.mode {
+            Mode::Primary => st
+                .registry
+                .hospitals()
+                .into_iter()
+                .map(|e| (e.hospital.clone(), e.region.to_string()))
+                .collect(),
+            Mode::Replica => status
+                .iter()
+                .map(|(h, s)| (h.clone(), s.region.to_string()))
+                .collect(),
+        };
+        list.sort();
+        let mut out = vec![];
+        for (h, region) in list {
+            let p = (st.open)(&h)?.position()?;
+            let last = status
+                .get(&h)
+                .map(|s| Timestamp::from_millis(s.last_ingest_ms).to_rfc3339());
+            out.push(json!({
+                "id": h,
+                "region": region,
+                "events": p.seq,
+                "position": { "seq": p.seq, "hash": p.hash },
+                "last_ingest": last,
+            }));
+        }
+        Ok(out)
+    })
+    .await;
+    match rows {
+        Ok(rows) => axum::Json(json!({ "hospitals": rows })).into_response(),
+        Err(r) => r,
+    }
+}
+
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, String> {
+    q.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| format!("the query parameter {name} is required"))
+}
+
+/// RFC 3339 text; a space where a `+` offset was sent unencoded reads as `+`.
+fn instant(name: &str, raw: &str) -> Result<i64, String> {
+    Timestamp::parse_rfc3339(&raw.replace(' ', "+"))
+        .map(Timestamp::as_millis)
+        .map_err(|_| format!("{name}={raw:?} is not an RFC 3339 time (2026-01-02T03:00:00Z)"))
+}
+
+/// `YYYY-MM-DD` as a day number since the epoch.
+fn day(name: &str, raw: &str) -> Result<i64, String> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(raw, &fmt)
+        .map(|d| i64::from(d.to_julian_day()) - 2_440_588)
+        .map_err(|_| format!("{name}={raw:?} is not a date (YYYY-MM-DD)"))
+}
+
+fn date_text(day: i64) -> String {
+    Timestamp::from_millis(day * DAY_MS).to_rfc3339()[..10].to_owned()
+}
+
+type RawQuery = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn query(q: RawQuery, allowed: &[&str]) -> Result<HashMap<String, String>, String> {
+    let Query(q) = q.map_err(|e| format!("malformed query: {e}"))?;
+    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown query parameter {k:?}; use {}",
+            allowed.join(", ")
+        ));
+    }
+    Ok(q)
+}
+
+async fn census(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: RawQuery,
+) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    let hospital = match hospital_of(&state, &raw).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let parsed = (|| {
+        let q = query(q, &["from", "to", "unit"])?;
+        let from = instant("from", param(&q, "from")?)?;
+        let to = instant("to", param(&q, "to")?)?;
+        if to < from {
+            return Err("to is before from".to_owned());
+        }
+        if to - from > MAX_RANGE_DAYS * DAY_MS {
+            return Err(format!("the range is longer than {MAX_RANGE_DAYS} days"));
+        }
+        let unit = match q.get("unit") {
+            None => None,
+            Some(u) => Some(
+                u.parse::<UnitId>()
+                    .map_err(|e| format!("unit={u:?}: {e}"))?,
+            ),
+        };
+        Ok((from, to, unit))
+    })();
+    let (from, to, unit) = match parsed {
+        Ok(p) => p,
+        Err(detail) => return bad(detail),
+    };
+    let (st, h, u) = (state.clone(), hospital.clone(), unit.clone());
+    let result = blocking(move || {
+        let mut store = (st.open)(&h)?;
+        st.analytics.with(&h, store.as_mut(), |p| {
+            if let Some(u) = &u
+                && !p.has_unit(u)
+            {
+                return None;
+            }
+            Some(
+                hour_boundaries(from, to)
+                    .map(|at| {
+                        json!({
+                            "at": Timestamp::from_millis(at).to_rfc3339(),
+                            "occupied": p.census_at(at, u.as_ref()),
+                        })
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+    })
+    .await;
+    match result {
+        Ok(Some(hours)) => axum::Json(json!({
+            "hospital": hospital,
+            "unit": unit,
+            "from": Timestamp::from_millis(from).to_rfc3339(),
+            "to": Timestamp::from_millis(to).to_rfc3339(),
+            "interval_seconds": HOUR_MS / 1000,
+            "hours": hours,
+        }))
+        .into_response(),
+        Ok(None) => not_found(format!(
+            "hospital {hospital} has no unit {:?}",
+            unit.as_ref().map(UnitId::as_str).unwrap_or("")
+        )),
+        Err(r) => r,
+    }
+}
+
+async fn adt_volumes(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: RawQuery,
+) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    let hospital = match hospital_of(&state, &raw).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let parsed = (|| {
+        let q = query(q, &["from", "to"])?;
+        let from = day("from", param(&q, "from")?)?;
+        let to = day("to", param(&q, "to")?)?;
+        if to < from {
+            return Err("to is before from".to_owned());
+        }
+        if to - from >= MAX_RANGE_DAYS {
+            return Err(format!("the range is longer than {MAX_RANGE_DAYS} days"));
+        }
+        Ok((from, to))
+    })();
+    let (from, to) = match parsed {
+        Ok(p) => p,
+        Err(detail) => return bad(detail),
+    };
+    let (st, h) = (state.clone(), hospital.clone());
+    let result = blocking(move || {
+        let mut store = (st.open)(&h)?;
+        st.analytics.with(&h, store.as_mut(), |p| {
+            (from..=to)
+                .map(|d| {
+                    let c = p.adt_day(d);
+                    json!({
+                        "date": date_text(d),
+                        "admissions": c.admissions,
+                        "transfers": c.transfers,
+                        "discharges": c.discharges,
+                        "other": c.other,
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    match result {
+        Ok(days) => axum::Json(json!({
+            "hospital": hospital,
+            "from": date_text(from),
+            "to": date_text(to),
+            "days": days,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn replication(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    match (&state.mode, &state.replication) {
+        (Mode::Primary, Some(r)) => {
+            let hospitals: Vec<_> = r
+                .snapshot()
+                .into_iter()
+                .map(|(h, lag)| {
+                    let mut v = json!(lag);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("hospital".into(), json!(h));
+                    }
+                    v
+                })
+                .collect();
+            axum::Json(json!({
+                "role": "primary",
+                "peer": r.peer,
+                "peer_region": r.peer_region,
+                "hospitals": hospitals,
+            }))
+            .into_response()
+        }
+        (Mode::Primary, None) => axum::Json(json!({
+            "role": "primary",
+            "peer": null,
+            "hospitals": [],
+        }))
+        .into_response(),
+        (Mode::Replica, _) => {
+            let st = state.clone();
+            let rows = blocking(move || {
+                let status = st.with_meta(crate::meta::ingest_status)?;
+                let mut out = vec![];
+                let mut rows: Vec<_> = status.into_iter().collect();
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                for (h, s) in rows {
+                    let p = (st.open)(&h)?.position()?;
+                    out.push(json!({
+                        "hospital": h,
+                        "region": s.region,
+                        "seq": p.seq,
+                        "last_ingest": Timestamp::from_millis(s.last_ingest_ms).to_rfc3339(),
+                    }));
+                }
+                Ok(out)
+            })
+            .await;
+            match rows {
+                Ok(rows) => axum::Json(json!({
+                    "role": "replica",
+                    "hospitals": rows,
+                }))
+                .into_response(),
+                Err(r) => r,
+            }
+        }
+    }
+}

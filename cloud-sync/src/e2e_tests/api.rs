@@ -1,0 +1,225 @@
+//! The operator API over HTTP: tokens, hospitals, census and ADT volumes
+//! from a hand-built event log, and its refusals.
+
+use hms_e2e::client::Conn;
+
+use crate::analytics::tests::{CENSUS, ward_log};
+use crate::testkit::{Cloud, T, batch, now, serve};
+
+#[tokio::test]
+async fn the_operator_api_needs_a_valid_token() {
+    let cloud = Cloud::primary("eu-west", &["h1"]);
+    let at = serve(cloud.state.clone(), None).await;
+    for token in [None, Some("hmsc_not-a-token"), Some("")] {
+        let mut c = Conn::connect(at.addr, token).await.expect("connect");
+        for path in [
+            "/api/v1/hospitals",
+            "/api/v1/hospitals/h1/census?from=2026-03-02T00:00:00Z&to=2026-03-02T01:00:00Z",
+            "/api/v1/hospitals/h1/adt-volumes?from=2026-03-02&to=2026-03-02",
+            "/api/v1/replication",
+        ] {
+            let r = c.get(path).await.expect("get");
+            assert_eq!(r.status, 401, "{path} with {token:?}");
+            assert_eq!(r.content_type.as_deref(), Some("application/problem+json"));
+        }
+    }
+    // A token made now works at once (no restart).
+    let token = cloud.token("ops");
+    let mut c = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    assert_eq!(c.get("/api/v1/hospitals").await.expect("get").status, 200);
+}
+
+#[tokio::test]
+async fn hospitals_census_and_adt_volumes_from_the_stored_log() {
+    let cloud = Cloud::primary("eu-west", &["h1", "h2"]);
+    let at = serve(cloud.state.clone(), None).await;
+    let log = ward_log();
+    let ep = at.http();
+    // Shipped in two batches, the census asked in between: the cached
+    // projection catches up with the events after it.
+    cloud_sync_client::push(&ep, cloud.signer("h1"), &batch("h1", &log[..6]), now(), T)
+        .await
+        .expect("push");
+    let token = cloud.token("ops");
+    let mut c = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    let census = "/api/v1/hospitals/h1/census?from=2026-03-02T06:00:00Z&to=2026-03-02T15:00:00Z";
+    let early = c.get(census).await.expect("get").json().expect("json");
+    assert_eq!(
+        early["hours"][4]["occupied"],
+        serde_json::json!({"3W": 1, "4E": 1})
+    );
+    cloud_sync_client::push(&ep, cloud.signer("h1"), &batch("h1", &log[6..]), now(), T)
+        .await
+        .expect("push");
+
+    let r = c.get("/api/v1/hospitals").await.expect("get");
+    assert_eq!(r.status, 200);
+    let v = r.json().expect("json");
+    let list = v["hospitals"].as_array().expect("list");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["id"], "h1");
+    assert_eq!(list[0]["region"], "eu-west");
+    assert_eq!(list[0]["events"], log.len());
+    assert_eq!(list[0]["position"]["seq"], log.len());
+    assert_eq!(
+        list[0]["position"]["hash"],
+        log[log.len() - 1].hash.to_hex()
+    );
+    assert!(
+        list[0]["last_ingest"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert_eq!(list[1]["id"], "h2");
+    assert_eq!(list[1]["events"], 0);
+    assert!(list[1]["last_ingest"].is_null());
+
+    let v = c.get(census).await.expect("get").json().expect("json");
+    let hours = v["hours"].as_array().expect("hours");
+    assert_eq!(hours.len(), CENSUS.len());
+    for (h, (when, want)) in hours.iter().zip(CENSUS) {
+        assert_eq!(
+            h["at"],
+            hms_domain::Timestamp::parse_rfc3339(when)
+                .expect("time")
+                .to_rfc3339()
+        );
+        let got = h["occupied"]
+            .as_object()
+            .expect("units")
+            .iter()
+            .map(|(u, n)| format!("{u}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(got, want, "at {when}");
+    }
+    // One unit, a range not on the hour, an offset sent unencoded.
+    let v = c
+        .get("/api/v1/hospitals/h1/census?unit=4E&from=2026-03-02T10:30:00+01:00&to=2026-03-02T11:59:00Z")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(v["unit"], "4E");
+    assert_eq!(
+        v["hours"],
+        serde_json::json!([
+            {"at": "2026-03-02T10:00:00.000Z", "occupied": {"4E": 1}},
+            {"at": "2026-03-02T11:00:00.000Z", "occupied": {"4E": 0}},
+        ])
+    );
+
+    let v = c
+        .get("/api/v1/hospitals/h1/adt-volumes?from=2026-02-28&to=2026-03-04")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(v["from"], "2026-02-28");
+    let days: Vec<String> = v["days"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}/{}/{}/{}",
+                d["date"].as_str().expect("date"),
+                d["admissions"],
+                d["transfers"],
+                d["discharges"],
+                d["other"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        days,
+        [
+            "2026-02-28 0/0/0/0",
+            "2026-03-01 1/0/0/0",
+            "2026-03-02 1/1/1/2",
+            "2026-03-03 0/0/1/1",
+            "2026-03-04 0/0/0/0",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_hospitals_and_units_are_404_and_bad_queries_400() {
+    let cloud = Cloud::primary("eu-west", &["h1"]);
+    let at = serve(cloud.state.clone(), None).await;
+    cloud_sync_client::push(
+        &at.http(),
+        cloud.signer("h1"),
+        &batch("h1", &ward_log()),
+        now(),
+        T,
+    )
+    .await
+    .expect("push");
+    let token = cloud.token("ops");
+    let mut c = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    let day = "from=2026-03-02T00:00:00Z&to=2026-03-02T23:00:00Z";
+    for (path, status) in [
+        (format!("/api/v1/hospitals/h9/census?{day}"), 404),
+        (format!("/api/v1/hospitals/bad%20id/census?{day}"), 404),
+        (
+            "/api/v1/hospitals/h9/adt-volumes?from=2026-03-02&to=2026-03-02".into(),
+            404,
+        ),
+        (format!("/api/v1/hospitals/h1/census?{day}&unit=9Z"), 404),
+        (
+            format!("/api/v1/hospitals/h1/census?{day}&unit=bad%20unit"),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/census?from=2026-03-02T00:00:00Z".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/census?from=yesterday&to=2026-03-02T00:00:00Z".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/census?from=2026-03-02T05:00:00Z&to=2026-03-02T04:00:00Z".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/census?from=2020-01-01T00:00:00Z&to=2026-03-02T00:00:00Z".into(),
+            400,
+        ),
+        (format!("/api/v1/hospitals/h1/census?{day}&colour=red"), 400),
+        (
+            "/api/v1/hospitals/h1/adt-volumes?from=2026-03-02".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/adt-volumes?from=2026-13-01&to=2026-12-01".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/adt-volumes?from=2026-03-02&to=2026-03-01".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/adt-volumes?from=2024-01-01&to=2026-01-01".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/adt-volumes?from=2026-03-02&to=2026-03-02%ZZ".into(),
+            400,
+        ),
+    ] {
+        let r = c.get(&path).await.expect("get");
+        assert_eq!(
+            r.status,
+            status,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/problem+json"),
+            "{path}"
+        );
+    }
+}

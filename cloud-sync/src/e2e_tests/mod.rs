@@ -1,0 +1,7 @@
+//! In-process tests of the cloud over HTTP(S): sync transport (compression,
+//! restore, keep-alive, TLS), DR replication between two clouds, and the
+//! operator API.
+
+mod api;
+mod dr;
+mod sync;
