@@ -1,4 +1,6 @@
-//! `hms-cloud` as a process: enrolment with residency, configuration errors, serving.
+//! `hms-cloud` as a process: enrolment with residency, configuration errors,
+//! serving over HTTP and HTTPS, DR keys and enrolment, operator tokens, and a
+//! primary replicating to its replica.
 
 #![allow(clippy::unwrap_used)]
 
@@ -84,4 +86,209 @@ fn enroll_and_run_from_the_command_line() {
         line.starts_with("hms-cloud ready http=http://127.0.0.1:"),
         "{line}"
     );
+}
+
+/// A running `hms-cloud run`, killed on drop.
+struct Running {
+    child: std::process::Child,
+    ready: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &std::path::Path) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hms-cloud"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("HMS_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("ready line");
+    Running { child, ready }
+}
+
+#[test]
+fn a_dr_pair_with_keys_tokens_and_https_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |name: &str| p(name).to_str().unwrap().to_owned();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(p("replica.crt"), certified.cert.pem()).unwrap();
+    std::fs::write(p("replica.key"), certified.signing_key.serialize_pem()).unwrap();
+
+    // The primary's DR key: private 0600, public raw; never overwritten.
+    let (code, out, err) = cli(&["keygen", "--out", &s("primary.pk8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read(p("primary.pk8.pub")).unwrap().len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p("primary.pk8"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let (code, _, err) = cli(&["keygen", "--out", &s("primary.pk8")]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exists"), "{err}");
+
+    // The replica: its region's DR peer for eu-west, over HTTPS.
+    std::fs::write(
+        p("replica.toml"),
+        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica\"\n\
+         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n\
+         [tls]\ncert = \"replica.crt\"\nkey = \"replica.key\"\n",
+    )
+    .unwrap();
+    let enroll_primary = |config: &str, region: &str| {
+        cli(&[
+            "enroll-primary",
+            "--config",
+            config,
+            "--region",
+            region,
+            "--public-key",
+            &s("primary.pk8.pub"),
+        ])
+    };
+    let (code, out, err) = enroll_primary(&s("replica.toml"), "eu-west");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = enroll_primary(&s("replica.toml"), "us-east");
+    assert_eq!(code, 1);
+    assert!(err.contains("us-east"), "{err}");
+    let (code, out, err) = cli(&[
+        "token",
+        "create",
+        "--config",
+        &s("replica.toml"),
+        "--name",
+        "ops",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("hmsc_"), "{out}");
+    let (code, _, err) = cli(&[
+        "token",
+        "create",
+        "--config",
+        &s("replica.toml"),
+        "--name",
+        "ops",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exists"), "{err}");
+    let replica = start(&p("replica.toml"));
+    let port = replica
+        .ready
+        .trim()
+        .strip_prefix("hms-cloud ready https=https://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{}", replica.ready));
+    let peer = format!("https://localhost:{port}");
+
+    // A primary whose peer is in a region it may not replicate to does not start.
+    let primary_cfg = |peer_region: &str| {
+        format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"primary\"\n\
+             allowed_dr_regions = [\"eu-central\"]\n\
+             [dr]\npeer = \"{peer}\"\npeer_region = \"{peer_region}\"\n\
+             key_file = \"primary.pk8\"\nca = \"replica.crt\"\n"
+        )
+    };
+    std::fs::write(p("bad-primary.toml"), primary_cfg("us-east")).unwrap();
+    let (code, _, err) = cli(&["run", "--config", &s("bad-primary.toml")]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("residency") && err.contains("us-east"),
+        "{err}"
+    );
+    // Primaries are enrolled on replicas only.
+    std::fs::write(p("primary.toml"), primary_cfg("eu-central")).unwrap();
+    let (code, _, err) = enroll_primary(&s("primary.toml"), "eu-west");
+    assert_eq!(code, 64, "{err}");
+
+    // The primary with an appliance, replicating to the replica.
+    let (pkcs8, public) = cloud_sync_client::generate_key().unwrap();
+    std::fs::write(p("edge.pub"), public).unwrap();
+    let (code, out, err) = cli(&[
+        "enroll",
+        "--config",
+        &s("primary.toml"),
+        "--hospital",
+        "h1",
+        "--region",
+        "eu-west",
+        "--node",
+        "edge-1",
+        "--public-key",
+        &s("edge.pub"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let primary = start(&p("primary.toml"));
+    let addr = primary
+        .ready
+        .trim()
+        .strip_prefix("hms-cloud ready http=")
+        .unwrap_or_else(|| panic!("{}", primary.ready))
+        .to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = std::time::Duration::from_secs(10);
+    let now = || hms_domain::Timestamp::now().as_millis();
+    let edge =
+        cloud_sync_client::Signer::new(&pkcs8, "h1".parse().unwrap(), "edge-1".parse().unwrap())
+            .unwrap();
+    let log = cloud_sync::store::conformance::log("h1", 30);
+    let batch = hms_domain::sync::SyncBatch {
+        hospital: "h1".parse().unwrap(),
+        node: "edge-1".parse().unwrap(),
+        events: log.clone(),
+    };
+    let ep = cloud_sync_client::Endpoint::parse(&addr, None).unwrap();
+    let pushed = rt
+        .block_on(cloud_sync_client::push(&ep, &edge, &batch, now(), t))
+        .unwrap();
+    assert_eq!(pushed.acked_seq, 30);
+    // The replica's copy, read as the primary reads it (its key, node dr:eu-west),
+    // over HTTPS trusting the replica's certificate. Replication runs in the
+    // primary process: wait until the replica reports the whole log.
+    let key = std::fs::read(p("primary.pk8")).unwrap();
+    let as_primary =
+        cloud_sync_client::Signer::new(&key, "h1".parse().unwrap(), "dr:eu-west".parse().unwrap())
+            .unwrap();
+    let replica_ep = cloud_sync_client::Endpoint::parse(&peer, Some(&p("replica.crt"))).unwrap();
+    let client = cloud_sync_client::Client::new(replica_ep);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let at = rt
+            .block_on(client.position(&as_primary, now(), t))
+            .unwrap()
+            .acked_seq;
+        if at == 30 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica stayed at {at}"
+        );
+        std::thread::yield_now();
+    }
+    // What the replica stored is the primary's log, event for event.
+    drop(replica);
+    drop(primary);
+    let mut stored = cloud_sync::store::SqliteRouter::new(&p("replica"))
+        .open(&"h1".parse().unwrap())
+        .unwrap();
+    use cloud_sync::store::HospitalStore;
+    assert_eq!(stored.events(1, 100).unwrap(), log);
 }
