@@ -308,7 +308,22 @@ fn not_run() -> Response {
     )
 }
 
-async fn batches(State(state): State<CloudState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn batches(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return problem(
+                e.status(),
+                "unreadable-body",
+                format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
+                json!({}),
+            );
+        }
+    };
     let Some(req) = signed(&headers) else {
         return unsigned();
     };
