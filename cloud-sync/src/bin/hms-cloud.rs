@@ -301,9 +301,7 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
             tokio::spawn(r.run());
         }
         let app = router(state);
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+        let shutdown = stop_signal();
         match tls {
             Some(acceptor) => {
                 let listener = cloud_sync::tls::TlsListener::new(listener, acceptor)
@@ -323,4 +321,23 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
             }
         }
     })
+}
+
+/// Resolves on SIGTERM (how service managers stop a daemon) or SIGINT.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
+                _ = int.recv() => tracing::info!("SIGINT received; stopping"),
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
