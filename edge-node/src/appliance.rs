@@ -41,6 +41,9 @@ pub struct Appliance {
     mllp: crate::integration::MllpSettings,
     checkpoint_every: Duration,
     grace: Duration,
+    uplink: Option<crate::uplink::Settings>,
+    retention: Option<firmware_config::Retention>,
+    backup: Option<firmware_config::BackupSection>,
 }
 
 /// What start-up reconciliation did.
@@ -77,6 +80,7 @@ impl Appliance {
             },
             metrics.clone(),
         )?;
+        let uplink = crate::uplink::Settings::from_config(config)?;
         let tokens = Tokens::open(&data_dir)?;
         let reconciled = reconcile(&store, config).await?;
         let units = config
@@ -122,6 +126,9 @@ impl Appliance {
                 },
                 checkpoint_every: Duration::from_secs(config.store.checkpoint_interval_s.max(1)),
                 grace: Duration::from_secs(config.http.shutdown_grace_s),
+                uplink,
+                retention: config.uplink.as_ref().map(|u| u.retention),
+                backup: config.backup.clone(),
             },
             reconciled,
         ))
@@ -144,12 +151,42 @@ impl Appliance {
                 shutdown.clone(),
             ))
         });
+        let sync = crate::uplink::Status::disabled();
+        let uplink = self.uplink.clone().map(|u| {
+            tokio::spawn(crate::uplink::run(
+                self.store.clone(),
+                u,
+                sync.clone(),
+                self.metrics.clone(),
+                shutdown.clone(),
+            ))
+        });
+        let pruning = self.retention.map(|r| {
+            tokio::spawn(crate::store::retention::run(
+                self.store.clone(),
+                r,
+                sync.clone(),
+                shutdown.clone(),
+            ))
+        });
+        let backups = self.backup.clone().map(|b| {
+            tokio::spawn(crate::store::backup::scheduled(
+                self.store
+                    .db_path()
+                    .parent()
+                    .map(Into::into)
+                    .unwrap_or_default(),
+                b,
+                shutdown.clone(),
+            ))
+        });
         let state = AppState {
             store: self.store.clone(),
             tokens: self.tokens.clone(),
             metrics: self.metrics.clone(),
             settings: self.settings.clone(),
             shutdown: shutdown.clone(),
+            sync,
         };
         let app = api::router(state);
         let wal = {
@@ -202,6 +239,15 @@ impl Appliance {
             }
         }
         let _ = wal.await;
+        if let Some(u) = uplink {
+            let _ = u.await;
+        }
+        if let Some(b) = backups {
+            let _ = b.await;
+        }
+        if let Some(p) = pruning {
+            let _ = p.await;
+        }
         self.store.close().await;
         tracing::info!("appliance stopped");
         Ok(())

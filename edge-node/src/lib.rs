@@ -20,3 +20,4 @@ pub mod integration;
 pub mod metrics;
 pub mod mllp;
 pub mod store;
+pub mod uplink;

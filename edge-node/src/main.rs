@@ -51,13 +51,22 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Restore a snapshot into an empty data dir, then verify it.
+    /// Restore into an empty data dir, from a snapshot file or from the
+    /// regional cloud (`--from-cloud`, with `--config` naming `[uplink]` and
+    /// the sync key), then verify it.
     Restore {
         #[command(flatten)]
         location: Location,
         /// The snapshot file.
-        #[arg(long)]
-        from: PathBuf,
+        #[arg(
+            long,
+            required_unless_present = "from_cloud",
+            conflicts_with = "from_cloud"
+        )]
+        from: Option<PathBuf>,
+        /// Rebuild the store from the events the cloud holds for this hospital.
+        #[arg(long, requires = "config")]
+        from_cloud: bool,
     },
     /// Manage API tokens.
     Token {
@@ -302,8 +311,63 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
             );
             Ok(())
         }
-        Cmd::Restore { location, from } => {
+        Cmd::Restore {
+            location,
+            from: None,
+            from_cloud: true,
+        } => {
+            let config = location
+                .config
+                .as_ref()
+                .ok_or_else(|| Exit(EX_USAGE, "--from-cloud needs --config".into()))?;
+            let mut cfg = load_config(config)?;
+            if let Some(d) = &location.data_dir {
+                cfg.store.data_dir = d.clone();
+            }
+            let settings = edge_node::uplink::Settings::from_config(&cfg)?.ok_or_else(|| {
+                Exit(
+                    EX_USAGE,
+                    format!(
+                        "{}: --from-cloud needs an [uplink] section",
+                        config.display()
+                    ),
+                )
+            })?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let client = cloud_sync_client::Client::new(settings.endpoint.clone());
+            eprintln!(
+                "restore: fetching {}'s events from {}",
+                cfg.node.hospital_id,
+                settings.endpoint.url()
+            );
+            let mut shown = 0u64;
+            let r = rt.block_on(edge_node::store::cloud_restore::restore_from_cloud(
+                &cfg.store.data_dir,
+                &cfg.node.hospital_id,
+                &client,
+                &settings.signer,
+                settings.timeout,
+                |n| {
+                    if n >= shown + 100_000 {
+                        shown = n;
+                        eprintln!("restore: {n} events");
+                    }
+                },
+            ))?;
+            println!(
+                "restore: ok ({} events from the cloud in {:.1} s, {} beds; hash chain intact, \
+                 replay == projections)",
+                r.events, r.seconds, r.report.beds
+            );
+            Ok(())
+        }
+        Cmd::Restore { location, from, .. } => {
             let dir = data_dir(&location)?;
+            let from =
+                from.ok_or_else(|| Exit(EX_USAGE, "give --from FILE or --from-cloud".into()))?;
             let r = edge_node::store::backup::restore(&from, &dir)?;
             println!(
                 "restore: ok ({} events, {} beds; hash chain intact, replay == projections)",

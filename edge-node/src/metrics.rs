@@ -91,6 +91,14 @@ pub struct Metrics {
     pub mllp_connections: Gauge,
     /// Time from a frame's arrival to its last ACK written.
     pub hl7_ack_seconds: Histogram,
+    /// Sync batches by outcome (acked, gap, transient, refused).
+    pub uplink_batches: Family<KindLabels, Counter>,
+    /// Events the cloud acknowledged.
+    pub uplink_events: Counter,
+    /// Time from an event's commit to the cloud's acknowledgement of it.
+    pub uplink_lag_seconds: Histogram,
+    /// Events not yet acknowledged by the cloud.
+    pub uplink_outbox_events: Gauge,
 }
 
 impl Default for Metrics {
@@ -209,7 +217,35 @@ impl Metrics {
             "Time from a frame's arrival to its ACK written",
             hl7_ack_seconds.clone(),
         );
+        let uplink_batches = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "uplink_batches",
+            "Sync batches sent to the cloud, by outcome",
+            uplink_batches.clone(),
+        );
+        let uplink_events = Counter::default();
+        registry.register(
+            "uplink_events",
+            "Events the cloud acknowledged",
+            uplink_events.clone(),
+        );
+        let uplink_lag_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        registry.register(
+            "uplink_lag_seconds",
+            "Time from an event's commit to the cloud's acknowledgement",
+            uplink_lag_seconds.clone(),
+        );
+        let uplink_outbox_events = Gauge::default();
+        registry.register(
+            "uplink_outbox_events",
+            "Events not yet acknowledged by the cloud",
+            uplink_outbox_events.clone(),
+        );
         Self {
+            uplink_batches,
+            uplink_events,
+            uplink_lag_seconds,
+            uplink_outbox_events,
             hl7_acks,
             hl7_messages,
             mllp_frames,

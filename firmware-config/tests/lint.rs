@@ -764,16 +764,16 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-        hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, facility, building, floor, unit, room, bed
-        hospital.toml:43:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
-    "#]],
+            hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
+            hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, facility, building, floor, unit, room, bed
+            hospital.toml:43:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
+        "#]],
     );
 
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
         hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, facility, building, floor, unit, room, bed
+        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, facility, building, floor, unit, room, bed
         hospital.toml:43:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));

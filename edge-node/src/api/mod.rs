@@ -74,6 +74,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Cancelled at shutdown: live streams end.
     pub shutdown: CancellationToken,
+    /// The uplink's state (disabled when the appliance runs alone).
+    pub sync: Arc<crate::uplink::Status>,
 }
 
 /// The request id, set by the middleware; used as the correlation id of events.
@@ -207,10 +209,13 @@ async fn health(State(state): State<AppState>) -> Response {
     let view = state.store.view();
     let last_error = state.store.last_error();
     let writer_alive = state.store.writer_alive();
-    let (status, code) = match (writer_alive, &last_error) {
-        (false, _) => ("failed", StatusCode::SERVICE_UNAVAILABLE),
-        (true, Some(_)) => ("degraded", StatusCode::OK),
-        (true, None) => ("ok", StatusCode::OK),
+    let sync = state.sync.report_at(state.store.last_seq());
+    // An offline uplink degrades the appliance, never fails it: the edge
+    // does its job without the cloud.
+    let (status, code) = match (writer_alive, &last_error, sync.ok()) {
+        (false, _, _) => ("failed", StatusCode::SERVICE_UNAVAILABLE),
+        (true, Some(_), _) | (true, None, false) => ("degraded", StatusCode::OK),
+        (true, None, true) => ("ok", StatusCode::OK),
     };
     let body = json!({
         "status": status,
@@ -224,6 +229,10 @@ async fn health(State(state): State<AppState>) -> Response {
                 "last_error": last_error,
             },
             "board": { "status": "ok", "beds": view.len(), "units": view.unit_ids().count() },
+            "uplink": {
+                "status": if sync.ok() { "ok" } else { "degraded" },
+                "sync": sync,
+            },
         }
     });
     (code, Json(body)).into_response()

@@ -91,3 +91,69 @@ pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<verify::Report> {
     }
     Ok(report)
 }
+
+/// Prefix of scheduled snapshot files; the rest of the name is the time in
+/// ms since the epoch, zero-padded, so names sort by age.
+pub const SCHEDULED_PREFIX: &str = "hms-backup-";
+
+/// Takes one scheduled snapshot into `dir` and then removes the oldest
+/// scheduled snapshots beyond `keep`. Older ones go only after the new one
+/// was written, fsynced and integrity-checked. Returns the new snapshot and
+/// the files removed.
+pub fn take_scheduled(
+    data_dir: &Path,
+    dir: &Path,
+    keep: usize,
+) -> anyhow::Result<(Backup, Vec<PathBuf>)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut ms = hms_domain::Timestamp::now().as_millis().max(0);
+    let mut out = dir.join(format!("{SCHEDULED_PREFIX}{ms:015}.sqlite"));
+    while out.exists() {
+        ms += 1;
+        out = dir.join(format!("{SCHEDULED_PREFIX}{ms:015}.sqlite"));
+    }
+    let made = backup(data_dir, &out)?;
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(SCHEDULED_PREFIX) && n.ends_with(".sqlite"))
+        })
+        .collect();
+    all.sort();
+    let excess = all.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
+    for old in all.into_iter().take(excess) {
+        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+        removed.push(old);
+    }
+    Ok((made, removed))
+}
+
+/// Takes a snapshot every `cfg.interval_h` hours until `shutdown` fires.
+pub async fn scheduled(
+    data_dir: PathBuf,
+    cfg: firmware_config::BackupSection,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let every = std::time::Duration::from_secs(cfg.interval_h.max(1) * 3600);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let (data, dir, keep) = (data_dir.clone(), cfg.dir.clone(), cfg.keep);
+        match tokio::task::spawn_blocking(move || take_scheduled(&data, &dir, keep)).await {
+            Ok(Ok((b, removed))) => tracing::info!(
+                file = %b.file.display(),
+                events = b.events,
+                bytes = b.bytes,
+                removed = removed.len(),
+                "scheduled backup written"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "scheduled backup failed"),
+            Err(e) => tracing::error!(error = %e, "scheduled backup task failed"),
+        }
+    }
+}

@@ -17,7 +17,9 @@
 //! notices and are told to resynchronise (telemetry drops and counts).
 
 pub mod backup;
+pub mod cloud_restore;
 pub mod projection;
+pub mod retention;
 pub mod schema;
 pub mod verify;
 
@@ -207,7 +209,16 @@ enum Msg {
     Write(WriteRequest, oneshot::Sender<Result<Committed, WriteError>>),
     Hl7(Hl7Request, oneshot::Sender<Result<Hl7Reply, WriteError>>),
     Replay(u64, oneshot::Sender<Result<Replayed, WriteError>>),
+    Prune(Prune, oneshot::Sender<Result<usize, WriteError>>),
     Close(oneshot::Sender<()>),
+}
+
+/// A retention deletion for the writer (see [`retention::DELETE_SQL`]).
+#[derive(Debug, Clone, Copy)]
+struct Prune {
+    upto: u64,
+    cutoffs: retention::Cutoffs,
+    limit: usize,
 }
 
 /// Handle to the store, cheap to clone.
@@ -237,6 +248,8 @@ struct Inner {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     last_error: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
+    /// The highest committed seq (0: none), for the uplink.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Opens a write connection with the durability settings of the store.
@@ -386,6 +399,7 @@ impl Store {
             thread: Mutex::new(None),
             last_error: Mutex::new(None),
             metrics,
+            committed: tokio::sync::watch::Sender::new(next_seq - 1),
         });
         let writer = Writer {
             board_stale: false,
@@ -438,6 +452,21 @@ impl Store {
     /// Subscribes to committed changes.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Notice>> {
         self.inner.notices.subscribe()
+    }
+
+    /// The highest committed seq (0 when the log is empty).
+    pub fn last_seq(&self) -> u64 {
+        *self.inner.committed.borrow()
+    }
+
+    /// Follows the highest committed seq (the uplink wakes on it).
+    pub fn watch_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.subscribe()
+    }
+
+    /// The data directory's database file.
+    pub fn db_path(&self) -> &Path {
+        &self.inner.db_path
     }
 
     /// The last commit failure, cleared by the next successful commit.
@@ -553,6 +582,29 @@ impl Store {
         }
     }
 
+    /// Deletes up to `limit` events that the cloud acknowledged (seq at or
+    /// below `upto`), that the retention base covers and whose stream's
+    /// retention ended before `cutoffs`. Returns how many went.
+    pub async fn prune(
+        &self,
+        upto: u64,
+        cutoffs: retention::Cutoffs,
+        limit: usize,
+    ) -> Result<usize, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let p = Prune {
+            upto,
+            cutoffs,
+            limit,
+        };
+        match tokio::time::timeout(QUEUE_WAIT, self.inner.tx.send(Msg::Prune(p, reply))).await {
+            Err(_) => return Err(WriteError::Busy),
+            Ok(Err(_)) => return Err(WriteError::Closed),
+            Ok(Ok(())) => {}
+        }
+        rx.await.unwrap_or(Err(WriteError::Closed))
+    }
+
     /// Runs `f` on a pooled read-only connection, off the async runtime.
     pub async fn read<T, F>(&self, f: F) -> anyhow::Result<T>
     where
@@ -633,9 +685,14 @@ impl Writer {
         let mut batch: Vec<Item> = Vec::with_capacity(self.max_batch);
         while let Some(msg) = rx.blocking_recv() {
             let mut close = None;
+            let mut prune = None;
             let mut next = Some(msg);
             while let Some(m) = next.take() {
                 match m {
+                    Msg::Prune(p, reply) => {
+                        prune = Some((p, reply));
+                        break;
+                    }
                     Msg::Write(req, reply) => batch.push(Item::Write(req, reply)),
                     Msg::Hl7(req, reply) => batch.push(Item::Hl7(req, reply)),
                     Msg::Replay(seq, reply) => batch.push(Item::Replay(seq, reply)),
@@ -652,6 +709,9 @@ impl Writer {
             if !batch.is_empty() {
                 self.commit_batch(std::mem::take(&mut batch));
             }
+            if let Some((p, reply)) = prune {
+                let _ = reply.send(self.prune(p));
+            }
             if let Some(done) = close {
                 self.checkpoint("TRUNCATE");
                 rx.close();
@@ -667,6 +727,9 @@ impl Writer {
                         Msg::Replay(_, reply) => {
                             let _ = reply.send(Err(WriteError::Closed));
                         }
+                        Msg::Prune(_, reply) => {
+                            let _ = reply.send(Err(WriteError::Closed));
+                        }
                         Msg::Close(d) => {
                             let _ = d.send(());
                         }
@@ -677,6 +740,36 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// Deletes acknowledged, expired events covered by the base, in one transaction.
+    fn prune(&mut self, p: Prune) -> Result<usize, WriteError> {
+        let run = |conn: &Connection| -> rusqlite::Result<usize> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let c = &p.cutoffs.0;
+            let n = conn.execute(
+                retention::DELETE_SQL,
+                rusqlite::params![
+                    p.upto as i64,
+                    c[0],
+                    c[1],
+                    c[2],
+                    c[3],
+                    c[4],
+                    c[5],
+                    c[6],
+                    0,
+                    p.limit as i64
+                ],
+            )?;
+            conn.execute_batch("COMMIT")?;
+            Ok(n)
+        };
+        run(&self.conn).map_err(|e| {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, "retention delete failed; nothing deleted");
+            WriteError::Unavailable(e.to_string())
+        })
     }
 
     /// Checkpoints the WAL at close (TRUNCATE: copy everything, empty the file).
@@ -785,6 +878,12 @@ impl Writer {
                         inner.view.store(view);
                     }
                     *lock(&inner.last_error) = None;
+                    inner.committed.send_if_modified(|seq| {
+                        let last = self.next_seq - 1;
+                        let changed = *seq != last;
+                        *seq = last;
+                        changed
+                    });
                 }
                 self.metrics.commits.inc();
                 self.metrics.batch_size.observe(n as f64);

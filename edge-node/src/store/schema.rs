@@ -92,6 +92,67 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE patients ADD COLUMN phone TEXT;
     ALTER TABLE encounters ADD COLUMN class TEXT;
     "#,
+    // 4: retention. The projections as of the last pruned-through seq (the
+    // "base"; its seq and hash are in meta as base_seq and base_hash), so
+    // that verification still replays the retained log onto a known state
+    // after acknowledged, expired events have left the log. Same columns,
+    // in the same order, as the live projections.
+    r#"
+    CREATE TABLE base_beds (
+        bed_id            TEXT PRIMARY KEY,
+        unit_id           TEXT    NOT NULL,
+        attributes        TEXT    NOT NULL,
+        state             TEXT    NOT NULL,
+        isolation         INTEGER NOT NULL,
+        pending_discharge INTEGER NOT NULL,
+        version           INTEGER NOT NULL,
+        since             INTEGER NOT NULL,
+        patient           TEXT,
+        updated_seq       INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE base_encounters (
+        encounter_id TEXT PRIMARY KEY,
+        mrn          TEXT,
+        bed_id       TEXT,
+        status       TEXT    NOT NULL,
+        started_at   INTEGER,
+        ended_at     INTEGER,
+        updated_seq  INTEGER NOT NULL,
+        class        TEXT
+    ) STRICT;
+
+    CREATE TABLE base_patients (
+        mrn          TEXT PRIMARY KEY,
+        name         TEXT,
+        birth_date   TEXT,
+        sex          TEXT,
+        updated_seq  INTEGER NOT NULL,
+        identifiers  TEXT,
+        address      TEXT,
+        phone        TEXT
+    ) STRICT;
+
+    CREATE TABLE base_hl7_messages (
+        sending_app      TEXT    NOT NULL,
+        sending_facility TEXT    NOT NULL,
+        control_id       TEXT    NOT NULL,
+        status           TEXT    NOT NULL,
+        acks             TEXT    NOT NULL,
+        seq              INTEGER NOT NULL,
+        PRIMARY KEY (sending_app, sending_facility, control_id)
+    ) STRICT;
+
+    CREATE TABLE base_parked (
+        seq              INTEGER PRIMARY KEY,
+        sending_app      TEXT    NOT NULL,
+        sending_facility TEXT    NOT NULL,
+        control_id       TEXT    NOT NULL,
+        message_type     TEXT    NOT NULL,
+        reason           TEXT    NOT NULL,
+        parked_at        INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -154,7 +215,7 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4]);
         assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
         c.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",
@@ -165,5 +226,26 @@ mod tests {
             migrate(&mut c),
             Err(MigrateError::TooNew { found: 99 })
         ));
+    }
+
+    #[test]
+    fn base_tables_mirror_the_projections_column_for_column() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        let columns = |t: &str| -> Vec<(String, String, bool, i64)> {
+            let mut stmt = c.prepare(&format!("PRAGMA table_info({t})")).unwrap();
+            stmt.query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(5)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        for t in super::super::retention::TABLES {
+            assert_eq!(
+                columns(t.name),
+                columns(&format!("base_{}", t.name)),
+                "{}",
+                t.name
+            );
+        }
     }
 }

@@ -9,11 +9,11 @@
 use std::path::Path;
 
 use anyhow::Context;
-use hms_domain::{ChainVerifier, Envelope};
+use hms_domain::{ChainVerifier, Envelope, EventHash};
 use rusqlite::Connection;
 
 use super::projection::{self, EVENT_COLUMNS};
-use super::{DB_FILE, schema};
+use super::{DB_FILE, retention, schema};
 use crate::board::Board;
 
 /// What verification found.
@@ -21,6 +21,8 @@ use crate::board::Board;
 pub struct Report {
     /// Events checked.
     pub events: u64,
+    /// The retention base the log replays onto (0: the whole log is kept).
+    pub base_seq: u64,
     /// Beds on the replayed board.
     pub beds: usize,
     /// Problems found; empty means the store verifies.
@@ -64,8 +66,18 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
     let hospital =
         hms_domain::HospitalId::new(hospital).context("the store's hospital id is invalid")?;
 
-    let mut board = Board::new();
-    let mut chain = ChainVerifier::new();
+    // A pruned log replays onto its retention base.
+    let base = retention::base_of(&tx, "live")?;
+    let mut replay = match base {
+        None => Replayer::new(),
+        Some((seq, hash)) => {
+            retention::copy_base(&tx, "live", "main")?;
+            let board = Board::from_beds(super::load_beds(&tx)?)
+                .context("rebuilding the board of the retention base")?;
+            Replayer::resume(board, seq + 1, hash, true)
+        }
+    };
+    let base_seq = base.map_or(0, |b| b.0);
     let mut problems = vec![];
     let mut events = 0u64;
     {
@@ -76,25 +88,25 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
         while let Some(row) = rows.next()? {
             let env: Envelope = projection::event_from_row(&hospital, row)?;
             events += 1;
-            if let Err(e) = chain.check(&env) {
-                problems.push(format!("hash chain: {e}"));
-                break;
-            }
-            let body = match env.decode_body() {
-                Ok(b) => b,
-                Err(e) => {
-                    problems.push(format!("seq {}: undecodable body: {e}", env.seq));
+            if env.seq <= base_seq {
+                // Kept for its stream's retention, already in the base: its
+                // own hash must still hold.
+                if env.compute_hash() != env.hash {
+                    problems.push(format!(
+                        "hash chain: event {} does not match its hash",
+                        env.seq
+                    ));
                     break;
                 }
-            };
-            if let Err(e) = board.apply_change(&body, env.recorded_at) {
-                problems.push(format!("seq {}: replay failed: {e}", env.seq));
+                continue;
+            }
+            if let Some(problem) = replay.apply(&tx, &env)? {
+                problems.push(problem);
                 break;
             }
-            projection::insert_event(&tx, &env)?;
-            projection::project(&tx, &env, &body, &board)?;
         }
     }
+    let board = replay.board;
     if let Err(e) = board.check_invariants() {
         problems.push(format!("replayed board: {e}"));
     }
@@ -112,9 +124,71 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
     tx.rollback()?;
     Ok(Report {
         events,
+        base_seq,
         beds: board.view().len(),
         problems,
     })
+}
+
+/// Replays events, in order, through the live writer's board and projection
+/// code into a database: used by verification (into memory) and by restore
+/// from the cloud (into a new store). The hash chain is checked on the way.
+#[derive(Debug)]
+pub struct Replayer {
+    /// The board rebuilt so far.
+    pub board: Board,
+    chain: ChainVerifier,
+    store_events: bool,
+}
+
+impl Default for Replayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Replayer {
+    /// A replay from the start of the log.
+    pub fn new() -> Self {
+        Self {
+            board: Board::new(),
+            chain: ChainVerifier::new(),
+            store_events: true,
+        }
+    }
+
+    /// A replay that continues from `board`, the state after event
+    /// `next_seq - 1` whose hash is `prev`. With `store_events` false only
+    /// the projections are written (advancing a retention base).
+    pub fn resume(board: Board, next_seq: u64, prev: EventHash, store_events: bool) -> Self {
+        Self {
+            board,
+            chain: ChainVerifier::resume(next_seq, prev),
+            store_events,
+        }
+    }
+
+    /// Checks `env` against the chain, applies it to the board and writes
+    /// it and its projections to `conn`. `Ok(Some(problem))` when the event
+    /// does not fit (broken chain, undecodable body, refused by the board):
+    /// nothing of it was written and the replay must stop.
+    pub fn apply(&mut self, conn: &Connection, env: &Envelope) -> anyhow::Result<Option<String>> {
+        if let Err(e) = self.chain.check(env) {
+            return Ok(Some(format!("hash chain: {e}")));
+        }
+        let body = match env.decode_body() {
+            Ok(b) => b,
+            Err(e) => return Ok(Some(format!("seq {}: undecodable body: {e}", env.seq))),
+        };
+        if let Err(e) = self.board.apply_change(&body, env.recorded_at) {
+            return Ok(Some(format!("seq {}: replay failed: {e}", env.seq)));
+        }
+        if self.store_events {
+            projection::insert_event(conn, env)?;
+        }
+        projection::project(conn, env, &body, &self.board)?;
+        Ok(None)
+    }
 }
 
 /// Compares `main.table` (replayed) with `live.table` (stored).

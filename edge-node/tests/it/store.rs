@@ -286,3 +286,200 @@ async fn checkpoints_run_beside_the_writer() {
     store.close().await;
     assert!(verify::verify(dir.path()).unwrap().ok());
 }
+
+#[tokio::test]
+async fn scheduled_backups_keep_the_newest_and_each_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    commission(&store, 5).await;
+    let snaps = dir.path().join("snapshots");
+    let mut made = vec![];
+    for round in 0..3 {
+        commission_more(&store, round).await;
+        let (b, removed) = edge_node::store::backup::take_scheduled(dir.path(), &snaps, 2).unwrap();
+        made.push(b.file.clone());
+        assert_eq!(
+            removed.len(),
+            usize::from(round == 2),
+            "round {round}: {removed:?}"
+        );
+        if round == 2 {
+            assert_eq!(removed, vec![made[0].clone()], "the oldest goes first");
+        }
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    left.sort();
+    assert_eq!(left, made[1..].to_vec());
+    // The newest holds every event so far and restores into a verified store.
+    let target = dir.path().join("restored");
+    let report = edge_node::store::backup::restore(&made[2], &target).unwrap();
+    assert!(report.ok());
+    assert_eq!(report.events, store.last_seq());
+    store.close().await;
+}
+
+/// One more bed per round, so each snapshot differs from the one before.
+async fn commission_more(store: &Store, round: usize) {
+    store
+        .write(req(Command::Commission {
+            bed: BedId::new(format!("X{round}")).unwrap(),
+            unit: UnitId::new("U").unwrap(),
+            attributes: hms_domain::BedAttributes {
+                gender: Default::default(),
+                isolation_capable: false,
+                telemetry: false,
+                bariatric: false,
+                level_of_care: hms_domain::LevelOfCare::Acute,
+                room: None,
+                tags: vec![],
+            },
+        }))
+        .await
+        .unwrap();
+}
+
+/// The board as comparable text.
+fn board_text(store: &Store) -> Vec<String> {
+    store.view().beds().map(|b| format!("{b:?}")).collect()
+}
+
+/// A mix of events: assignments and releases, HL7 patients, a parked message.
+async fn traffic(store: &Store, round: usize) {
+    for i in 0..4 {
+        let bed = BedId::new(format!("B{:03}", round * 4 + i)).unwrap();
+        let enc = hms_domain::EncounterId::new(format!("E{round}-{i}")).unwrap();
+        store
+            .write(req(Command::Assign {
+                bed: bed.clone(),
+                encounter: enc,
+                patient: None,
+                expected_version: None,
+            }))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            store
+                .write(req(Command::Release {
+                    bed,
+                    expected_version: None,
+                }))
+                .await
+                .unwrap();
+        }
+    }
+    for i in 0..3 {
+        let raw = format!(
+            "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|R{round}-{i}|P|2.5.1\r\
+             EVN|A28|20261127101500\rPID|1||M{round}-{i}^^^TH^MR||Doe^Jane||19700102|F\r"
+        );
+        store
+            .hl7(edge_node::store::Hl7Request {
+                raw: raw.into_bytes(),
+            })
+            .await
+            .unwrap();
+    }
+    let parked = format!(
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A01^ADT_A01|P{round}|P|2.5.1\r\
+         EVN|A01|20261127101500\rPID|1||MP{round}^^^TH^MR||Doe^Jo||19700102|F\r\
+         PV1|1|I|NOWHERE^1^1^TH||||||||||||||||V{round}\r"
+    );
+    store
+        .hl7(edge_node::store::Hl7Request {
+            raw: parked.into_bytes(),
+        })
+        .await
+        .unwrap();
+}
+
+fn event_count(dir: &std::path::Path) -> u64 {
+    rusqlite::Connection::open(dir.join("edge.sqlite"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_only_acknowledged_expired_events_and_verify_still_holds() {
+    use edge_node::store::retention::prune_once;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    commission(&store, 12).await;
+    traffic(&store, 0).await;
+    let hour = firmware_config::Retention {
+        adt_h: 1,
+        bed_h: 1,
+        or_h: 1,
+        billing_h: 1,
+        audit_h: 1,
+        integration_h: 1,
+        empi_h: 1,
+    };
+    let later = hms_domain::Timestamp::from_millis(
+        hms_domain::Timestamp::now().as_millis() + 2 * 3_600_000,
+    );
+
+    // Retention not yet passed: the base moves, nothing is deleted.
+    let acked = store.last_seq() / 2;
+    let total = store.last_seq();
+    let (a, deleted) = prune_once(&store, acked, &hour, hms_domain::Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!((a.from, a.to, deleted), (0, acked, 0));
+    assert!(a.rows > 0);
+    assert_eq!(event_count(dir.path()), total);
+    let r = verify::verify(dir.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(r.base_seq, acked);
+
+    // Passed, but only what the cloud acknowledged goes.
+    let (a, deleted) = prune_once(&store, acked, &hour, later).await.unwrap();
+    assert_eq!((a.from, a.to, deleted), (acked, acked, acked as usize));
+    assert_eq!(event_count(dir.path()), total - acked);
+    let r = verify::verify(dir.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+
+    // More traffic; everything acknowledged: all but the newest event go.
+    traffic(&store, 1).await;
+    let last = store.last_seq();
+    let (a, deleted) = prune_once(&store, last, &hour, later).await.unwrap();
+    assert_eq!(a.to, last);
+    assert_eq!(deleted as u64, last - acked - 1);
+    assert_eq!(event_count(dir.path()), 1, "the newest event is kept");
+    let r = verify::verify(dir.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(r.base_seq, last);
+
+    // A restart carries on from the log's end with the same board.
+    let board = board_text(&store);
+    store.close().await;
+    let store = open(dir.path());
+    assert_eq!(board_text(&store), board);
+    assert_eq!(store.last_seq(), last);
+    traffic(&store, 2).await;
+    assert!(store.last_seq() > last);
+    let r = verify::verify(dir.path()).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+
+    // Tampering is caught both in a retained event the base covers (its
+    // own hash) and in one after the base (the chain).
+    store.close().await;
+    let conn = rusqlite::Connection::open(dir.path().join("edge.sqlite")).unwrap();
+    for seq in [last as i64, last as i64 + 2] {
+        let bump = |d: i64| {
+            conn.execute(
+                "UPDATE events SET recorded_at = recorded_at + ?2 WHERE seq = ?1",
+                [seq, d],
+            )
+            .unwrap()
+        };
+        assert_eq!(bump(1), 1);
+        let r = verify::verify(dir.path()).unwrap();
+        assert!(!r.ok(), "tampering with event {seq} went unnoticed");
+        bump(-1);
+        assert!(verify::verify(dir.path()).unwrap().ok());
+    }
+}

@@ -1,0 +1,365 @@
+//! Retention: acknowledged, expired events leave the appliance's log.
+//!
+//! An event may be deleted from the local log only when (1) the cloud has
+//! acknowledged it, (2) its stream's retention (`uplink.retention_*_h`) has
+//! passed since it was recorded, and (3) it is covered by the **base**: the
+//! projections as they stood after some seq P (tables `base_*`, with P and
+//! its hash as `base_seq`/`base_hash` in `meta`). The base is what lets
+//! `hms-edge verify` still prove "replay == projections" once the head of
+//! the log is gone: it replays the retained events after P onto the base.
+//! The newest event is never deleted, so the next seq always follows the log.
+//!
+//! Pruning runs in two steps, each safe to interrupt:
+//!
+//! 1. [`advance_base`] (a connection of its own, off the writer): copies the
+//!    base into temporary tables that shadow the projections' names, replays
+//!    the events after the old base up to the new P through the live
+//!    writer's board and projection code, and writes back only the rows the
+//!    replay touched, with the new P, in one short transaction. It never
+//!    touches the events or the live projections.
+//! 2. The writer deletes eligible events at or below the base (see
+//!    [`DELETE_SQL`]), in bounded chunks, through its ordinary queue.
+//!
+//! A crash between the steps leaves a base ahead of the deletions: valid.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use firmware_config::Retention;
+use hms_domain::{EventHash, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::projection::{EVENT_COLUMNS, event_from_row};
+use super::verify::Replayer;
+use super::{load_beds, open_write_connection};
+use crate::board::Board;
+
+/// A projection table and its key columns.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// Table name (the base copy is `base_{name}`).
+    pub name: &'static str,
+    /// Primary key columns.
+    pub key: &'static [&'static str],
+}
+
+/// The projections a base holds.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "beds",
+        key: &["bed_id"],
+    },
+    Table {
+        name: "encounters",
+        key: &["encounter_id"],
+    },
+    Table {
+        name: "patients",
+        key: &["mrn"],
+    },
+    Table {
+        name: "hl7_messages",
+        key: &["sending_app", "sending_facility", "control_id"],
+    },
+    Table {
+        name: "parked",
+        key: &["seq"],
+    },
+];
+
+/// Streams in the order of the cut-off parameters of [`DELETE_SQL`].
+pub const STREAMS: [&str; 7] = [
+    "adt",
+    "bed",
+    "or",
+    "billing",
+    "audit",
+    "integration",
+    "empi",
+];
+
+/// Deletes up to `?10` events with seq at or below both `?1` and the base,
+/// below the newest seq, recorded before their stream's cut-off (`?2`..`?8`
+/// in [`STREAMS`] order, ms since the epoch). `?9` is unused padding so the
+/// limit keeps its number.
+pub const DELETE_SQL: &str = "DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events
+     WHERE seq <= min(?1, coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'base_seq'), 0))
+       AND seq < (SELECT max(seq) FROM events)
+       AND recorded_at < CASE stream
+             WHEN 'adt' THEN ?2 WHEN 'bed' THEN ?3 WHEN 'or' THEN ?4 WHEN 'billing' THEN ?5
+             WHEN 'audit' THEN ?6 WHEN 'integration' THEN ?7 WHEN 'empi' THEN ?8
+             ELSE -9223372036854775807 + 0 * ?9 END
+     ORDER BY seq LIMIT ?10)";
+
+/// Per-stream cut-offs: an event recorded before its stream's cut-off has
+/// passed its retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs(pub [i64; 7]);
+
+impl Cutoffs {
+    /// The cut-offs at `now` for `retention`.
+    pub fn at(retention: &Retention, now: Timestamp) -> Cutoffs {
+        let h = |hours: u64| {
+            now.as_millis()
+                .saturating_sub(i64::try_from(hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX))
+        };
+        Cutoffs([
+            h(retention.adt_h),
+            h(retention.bed_h),
+            h(retention.or_h),
+            h(retention.billing_h),
+            h(retention.audit_h),
+            h(retention.integration_h),
+            h(retention.empi_h),
+        ])
+    }
+}
+
+/// The base of the store seen through `schema` (`main`, `live`…): its seq
+/// and hash, or none when nothing was ever pruned.
+pub fn base_of(conn: &Connection, schema: &str) -> anyhow::Result<Option<(u64, EventHash)>> {
+    let get = |k: &str| -> rusqlite::Result<Option<String>> {
+        conn.query_row(
+            &format!("SELECT value FROM {schema}.meta WHERE key = ?1"),
+            [k],
+            |r| r.get(0),
+        )
+        .optional()
+    };
+    let (Some(seq), Some(hash)) = (get("base_seq")?, get("base_hash")?) else {
+        return Ok(None);
+    };
+    let seq: u64 = seq.parse().context("meta base_seq is not a number")?;
+    let hash = EventHash::from_hex(&hash).context("meta base_hash is not a hash")?;
+    Ok((seq > 0).then_some((seq, hash)))
+}
+
+/// Copies the base tables of `from` into the projection tables of `to`.
+pub fn copy_base(conn: &Connection, from: &str, to: &str) -> rusqlite::Result<()> {
+    for t in TABLES {
+        conn.execute(
+            &format!("INSERT INTO {to}.{0} SELECT * FROM {from}.base_{0}", t.name),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// What [`advance_base`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advanced {
+    /// The base before.
+    pub from: u64,
+    /// The base after.
+    pub to: u64,
+    /// Projection rows written back.
+    pub rows: usize,
+}
+
+/// Moves the base of the store at `db` forward to seq `upto` (which the
+/// cloud must have acknowledged). A base already at or past `upto` is left
+/// alone.
+pub fn advance_base(db: &Path, upto: u64) -> anyhow::Result<Advanced> {
+    let conn = open_write_connection(db, 0)
+        .with_context(|| format!("opening {} to advance the base", db.display()))?;
+    let hospital: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'hospital_id'",
+            [],
+            |r| r.get(0),
+        )
+        .context("reading the store's hospital id")?;
+    let hospital = hms_domain::HospitalId::new(hospital).context("bad hospital id")?;
+    let (from, from_hash) = base_of(&conn, "main")?.unwrap_or((0, EventHash::GENESIS));
+    if upto <= from {
+        return Ok(Advanced {
+            from,
+            to: from,
+            rows: 0,
+        });
+    }
+
+    // Temporary copies of the base, under the projections' own names (TEMP
+    // objects shadow main ones); triggers, added after the copy, note every
+    // key the replay touches.
+    conn.execute_batch("BEGIN")?;
+    for t in TABLES {
+        let sql: String = conn.query_row(
+            "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+            [t.name],
+            |r| r.get(0),
+        )?;
+        let Some(rest) = sql.strip_prefix(&format!("CREATE TABLE {}", t.name)) else {
+            bail!("unexpected definition of table {}", t.name);
+        };
+        conn.execute_batch(&format!("CREATE TEMP TABLE {}{rest}", t.name))?;
+    }
+    copy_base(&conn, "main", "temp")?;
+    for t in TABLES {
+        let keys = t.key.join(", ");
+        // A trigger's own conflict clause would be overridden by the
+        // statement that fired it (an upsert), so duplicates are skipped
+        // with NOT EXISTS rather than OR IGNORE.
+        let note = |row: &str| {
+            let vals = t
+                .key
+                .iter()
+                .map(|k| format!("{row}.{k}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let same = t
+                .key
+                .iter()
+                .map(|k| format!("{k} = {row}.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            format!(
+                "INSERT INTO touched_{n} SELECT {vals} WHERE NOT EXISTS \
+                 (SELECT 1 FROM touched_{n} WHERE {same});",
+                n = t.name
+            )
+        };
+        conn.execute_batch(&format!(
+            "CREATE TEMP TABLE touched_{n} ({keys}, PRIMARY KEY ({keys}));
+             CREATE TEMP TRIGGER touched_{n}_i AFTER INSERT ON {n} BEGIN {new} END;
+             CREATE TEMP TRIGGER touched_{n}_u AFTER UPDATE ON {n} BEGIN {new} {old} END;
+             CREATE TEMP TRIGGER touched_{n}_d AFTER DELETE ON {n} BEGIN {old} END;",
+            n = t.name,
+            new = note("new"),
+            old = note("old"),
+        ))?;
+    }
+
+    // Replay (from, upto] onto the copies.
+    let beds = load_beds(&conn).context("loading the base beds")?;
+    let board = Board::from_beds(beds).context("rebuilding the base board")?;
+    let mut replay = Replayer::resume(board, from + 1, from_hash, false);
+    let mut last = (from, from_hash);
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {EVENT_COLUMNS} FROM main.events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq"
+        ))?;
+        let mut rows = stmt.query(params![from as i64, upto as i64])?;
+        while let Some(row) = rows.next()? {
+            let env = event_from_row(&hospital, row)?;
+            if let Some(problem) = replay.apply(&conn, &env)? {
+                bail!("advancing the retention base: {problem}");
+            }
+            last = (env.seq, env.hash);
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    if last.0 != upto {
+        bail!(
+            "advancing the retention base: the log ends at seq {} before {upto}",
+            last.0
+        );
+    }
+
+    // Write back what the replay touched, with the new base position.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let written = (|| -> anyhow::Result<usize> {
+        let mut rows = 0;
+        for t in TABLES {
+            let keys = t.key.join(", ");
+            let cond = format!("({keys}) IN (SELECT {keys} FROM temp.touched_{})", t.name);
+            conn.execute(
+                &format!("DELETE FROM main.base_{} WHERE {cond}", t.name),
+                [],
+            )?;
+            rows += conn.execute(
+                &format!(
+                    "INSERT INTO main.base_{0} SELECT * FROM temp.{0} WHERE {cond}",
+                    t.name
+                ),
+                [],
+            )?;
+        }
+        for (k, v) in [
+            ("base_seq", last.0.to_string()),
+            ("base_hash", last.1.to_hex()),
+        ] {
+            conn.execute(
+                "INSERT INTO main.meta(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![k, v],
+            )?;
+        }
+        Ok(rows)
+    })();
+    match written {
+        Ok(rows) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(Advanced {
+                from,
+                to: last.0,
+                rows,
+            })
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// How often a running appliance prunes.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Events deleted per writer transaction.
+const CHUNK: usize = 2_000;
+
+/// One pruning round: advances the base to `acked` (the cloud's
+/// acknowledged seq), then deletes the events that qualify at `now`, in
+/// chunks through the writer. Returns the base move and the events deleted.
+pub async fn prune_once(
+    store: &super::Store,
+    acked: u64,
+    retention: &Retention,
+    now: Timestamp,
+) -> anyhow::Result<(Advanced, usize)> {
+    let db = store.db_path().to_owned();
+    let advanced = tokio::task::spawn_blocking(move || advance_base(&db, acked))
+        .await
+        .context("the retention task failed")??;
+    let cutoffs = Cutoffs::at(retention, now);
+    let mut deleted = 0;
+    loop {
+        let n = store.prune(advanced.to, cutoffs, CHUNK).await?;
+        deleted += n;
+        if n < CHUNK {
+            break;
+        }
+    }
+    Ok((advanced, deleted))
+}
+
+/// Prunes every [`PRUNE_EVERY`] up to what the uplink reports acknowledged,
+/// until `shutdown` fires.
+pub async fn run(
+    store: super::Store,
+    retention: Retention,
+    sync: std::sync::Arc<crate::uplink::Status>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+        let Some(acked) = sync.report().acked_seq else {
+            continue;
+        };
+        match prune_once(&store, acked, &retention, Timestamp::now()).await {
+            Ok((a, deleted)) => tracing::info!(
+                base_from = a.from,
+                base_to = a.to,
+                rows = a.rows,
+                deleted,
+                "retention round"
+            ),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "retention round failed"),
+        }
+    }
+}
