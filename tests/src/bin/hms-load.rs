@@ -49,6 +49,10 @@ struct Args {
     /// mllp: total messages.
     #[arg(long, default_value_t = 10_000)]
     messages: usize,
+    /// mllp: number of the first message (control ids and MRNs count from
+    /// it), so that successive runs send new messages rather than duplicates.
+    #[arg(long, default_value_t = 0)]
+    first: usize,
     /// mllp: trigger to send: A01 (admit, each into its own configured bed) or A28 (person add).
     #[arg(long, default_value = "A28")]
     trigger: String,
@@ -94,7 +98,7 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
         ("A01", None) => bail!("--trigger A01 needs --config (the beds' HL7 locations)"),
         _ => vec![],
     };
-    if a.trigger == "A01" && a.messages > locations.len() {
+    if a.trigger == "A01" && a.first + a.messages > locations.len() {
         bail!(
             "{} A01 messages need as many beds; the hospital has {}",
             a.messages,
@@ -107,7 +111,10 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
     let mut tasks = vec![];
     for c in 0..clients {
         let (addr, trigger, locations) = (a.addr, a.trigger.clone(), locations.clone());
-        let share: Vec<usize> = (c..a.messages).step_by(clients).collect();
+        let share: Vec<usize> = (c..a.messages)
+            .step_by(clients)
+            .map(|i| i + a.first)
+            .collect();
         tasks.push(tokio::spawn(async move {
             let mut s = tokio::net::TcpStream::connect(addr).await?;
             s.set_nodelay(true)?;

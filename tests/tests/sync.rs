@@ -1,0 +1,505 @@
+//! Cloud sync with real processes on loopback: an appliance (`hms-edge run`)
+//! with its uplink, the regional cloud (`hms-cloud run`, SQLite backend) and
+//! ADT traffic from `hms-load` over MLLP.
+//!
+//! Each case ends by comparing the cloud's copy of the hospital's log with
+//! the appliance's own, event by event: the same seqs 1..=N in order (no gap,
+//! no duplicate), the same hashes, and an intact chain.
+//!
+//! The binaries are the ones built next to this test (`cargo test
+//! --workspace` builds them all first).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hms_e2e::client::Conn;
+
+const HOSPITAL: &str = "sync-general";
+
+/// The directory holding the workspace's binaries.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/sync-<hash> → target/<profile>
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace's binaries first (cargo test --workspace builds them)",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A child process that is killed when dropped.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .env("HMS_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for the line starting with `prefix`; returns the rest.
+    fn ready(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+
+    /// SIGTERM and wait (a clean stop).
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        run(Command::new("kill").args(["-TERM", &pid]));
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+
+    /// SIGKILL and reap.
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (the cloud keeps its port across restarts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A site: the cloud's and the appliance's directories and configurations.
+struct Site {
+    dir: tempfile::TempDir,
+    cloud_port: u16,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud_port = free_port();
+        let cloud = dir.path().join("cloud.toml");
+        std::fs::write(
+            &cloud,
+            format!(
+                "region = \"eu-west\"\nlisten = \"127.0.0.1:{cloud_port}\"\ndata_dir = \"cloud-data\"\n"
+            ),
+        )
+        .unwrap();
+        let edge = dir.path().join("edge.toml");
+        let mut text = firmware_config::example(40, HOSPITAL);
+        text.push_str(&format!(
+            "\n[uplink]\ncloud = \"http://127.0.0.1:{cloud_port}\"\npoll_ms = 50\ntimeout_s = 5\nbatch_events = 100\n"
+        ));
+        std::fs::write(&edge, text).unwrap();
+        let site = Site { dir, cloud_port };
+        let data = site.edge_data();
+        run(Command::new(bin("hms-edge"))
+            .args(["sync", "keygen", "--data-dir"])
+            .arg(&data));
+        run(Command::new(bin("hms-cloud"))
+            .args(["enroll", "--config"])
+            .arg(site.cloud_config())
+            .args([
+                "--hospital",
+                HOSPITAL,
+                "--region",
+                "eu-west",
+                "--node",
+                "edge-1",
+                "--public-key",
+            ])
+            .arg(data.join("sync-key.pub")));
+        site
+    }
+
+    fn cloud_config(&self) -> PathBuf {
+        self.dir.path().join("cloud.toml")
+    }
+
+    fn edge_config(&self) -> PathBuf {
+        self.dir.path().join("edge.toml")
+    }
+
+    fn edge_data(&self) -> PathBuf {
+        let loaded = firmware_config::load(&self.edge_config()).unwrap();
+        assert_eq!(loaded.config.node.node_id.as_str(), "edge-1");
+        loaded.config.store.data_dir
+    }
+
+    fn cloud_db(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("cloud-data/hospitals")
+            .join(format!("{HOSPITAL}.sqlite"))
+    }
+
+    fn start_cloud(&self) -> Proc {
+        let p = Proc::spawn(
+            Command::new(bin("hms-cloud"))
+                .args(["run", "--config"])
+                .arg(self.cloud_config()),
+        );
+        let addr = p.ready("hms-cloud ready http=http://");
+        assert_eq!(addr.parse::<SocketAddr>().unwrap().port(), self.cloud_port);
+        p
+    }
+
+    /// Starts the appliance; returns it with its HTTP and MLLP addresses.
+    fn start_edge(&self) -> (Proc, SocketAddr, SocketAddr) {
+        let p = Proc::spawn(
+            Command::new(bin("hms-edge"))
+                .args(["run", "--config"])
+                .arg(self.edge_config())
+                .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"]),
+        );
+        let rest = p.ready("hms-edge ready http=http://");
+        let mut parts = rest.split_whitespace();
+        let http = parts.next().unwrap().parse().unwrap();
+        let mllp = parts
+            .next()
+            .and_then(|m| m.strip_prefix("mllp="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        (p, http, mllp)
+    }
+
+    /// The cloud's copy: (seq, hash, prev_hash) in seq order.
+    fn cloud_log(&self) -> Vec<(u64, String, String)> {
+        let path = self.cloud_db();
+        if !path.exists() {
+            return vec![];
+        }
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT seq, envelope FROM events ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .map(|r| {
+                let (seq, env) = r.unwrap();
+                let v: serde_json::Value = serde_json::from_str(&env).unwrap();
+                assert_eq!(v["seq"].as_i64(), Some(seq), "stored under its own seq");
+                assert_eq!(v["hospital"].as_str(), Some(HOSPITAL));
+                (
+                    seq as u64,
+                    v["hash"].as_str().unwrap().to_owned(),
+                    v["prev_hash"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The appliance's log: (seq, hash, prev_hash) in seq order.
+    fn edge_log(&self) -> Vec<(u64, String, String)> {
+        let conn = rusqlite::Connection::open(self.edge_data().join("edge.sqlite")).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT seq, hash, prev_hash FROM events ORDER BY seq")
+            .unwrap();
+        stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                hex(&r.get::<_, Vec<u8>>(1)?),
+                hex(&r.get::<_, Vec<u8>>(2)?),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    /// The cloud holds exactly the appliance's log: seqs 1..=N, no gap, no
+    /// duplicate, the same hashes, and each event chained to the one before.
+    fn assert_cloud_equals_edge(&self) {
+        let edge = self.edge_log();
+        let cloud = self.cloud_log();
+        assert!(!edge.is_empty());
+        assert_eq!(cloud.len(), edge.len(), "event counts differ");
+        for (i, ((s, h, p), e)) in cloud.iter().zip(&edge).enumerate() {
+            assert_eq!(*s, i as u64 + 1, "seqs are dense from 1");
+            assert_eq!((s, h, p), (&e.0, &e.1, &e.2), "event {s} differs");
+            if i > 0 {
+                assert_eq!(p, &cloud[i - 1].1, "event {s} is chained to {}", s - 1);
+            }
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Sends `n` ADT A28 messages numbered from `first` over MLLP.
+fn adt(mllp: SocketAddr, first: usize, n: usize) {
+    let out = run(Command::new(bin("hms-load")).args([
+        "--scenario",
+        "mllp",
+        "--addr",
+        &mllp.to_string(),
+        "--messages",
+        &n.to_string(),
+        "--first",
+        &first.to_string(),
+        "--clients",
+        "4",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["errors"].as_u64(), Some(0), "{out}");
+}
+
+/// The uplink part of `/health`.
+async fn sync_state(http: SocketAddr) -> serde_json::Value {
+    let mut c = Conn::connect(http, None).await.unwrap();
+    let r = c.get("/health").await.unwrap();
+    let v = r.json().unwrap();
+    let mut s = v["components"]["uplink"]["sync"].clone();
+    s["health"] = v["status"].clone();
+    s
+}
+
+/// Waits until the cloud acknowledged everything the appliance committed.
+async fn caught_up(http: SocketAddr) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = sync_state(http).await;
+        if s["state"] == "online" && s["acked_seq"] == s["local_seq"] && s["lag_events"] == 0 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the uplink did not catch up: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the cloud's database holds at least `n` events.
+fn cloud_has_at_least(site: &Site, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let count = || -> usize {
+        rusqlite::Connection::open(site.cloud_db())
+            .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)))
+            .map_or(0, |n| n as usize)
+    };
+    while !site.cloud_db().exists() || count() < n {
+        assert!(Instant::now() < deadline, "the cloud never got {n} events");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal() {
+    let site = Site::new();
+    let cloud = site.start_cloud();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 300);
+    let s = caught_up(http).await;
+    assert_eq!(s["health"], "ok", "{s}");
+    cloud.stop();
+
+    // WAN loss: the feed goes on, every message is acknowledged locally.
+    adt(mllp, 300, 700);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let offline = loop {
+        let s = sync_state(http).await;
+        if s["state"] == "offline" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never reported offline: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        offline["health"], "degraded",
+        "offline degrades, never fails"
+    );
+    assert!(offline["lag_events"].as_u64().unwrap() >= 700, "{offline}");
+    assert!(offline["last_error"].is_string(), "{offline}");
+
+    let _cloud = site.start_cloud();
+    let s = caught_up(http).await;
+    assert_eq!(s["health"], "ok", "{s}");
+    site.assert_cloud_equals_edge();
+    edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_killed_mid_batch_loses_and_duplicates_nothing() {
+    let site = Site::new();
+    let (edge, http, mllp) = site.start_edge();
+    // A backlog queued while the cloud is away.
+    adt(mllp, 0, 3_000);
+    let cloud = site.start_cloud();
+    cloud_has_at_least(&site, 1);
+    cloud.kill9();
+    let partial = site.cloud_log().len();
+    let local = site.edge_log().len();
+    assert!(
+        partial < local,
+        "killed before the backlog drained ({partial}/{local})"
+    );
+    let _cloud = site.start_cloud();
+    caught_up(http).await;
+    site.assert_cloud_equals_edge();
+    edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_appliance_killed_mid_batch_resumes_from_the_clouds_position() {
+    let site = Site::new();
+    let (edge, _, mllp) = site.start_edge();
+    adt(mllp, 0, 3_000);
+    edge.stop();
+    let _cloud = site.start_cloud();
+    let (edge, _, _) = site.start_edge();
+    cloud_has_at_least(&site, 1);
+    edge.kill9();
+    let partial = site.cloud_log().len();
+    assert!(
+        partial < site.edge_log().len(),
+        "killed before the backlog drained"
+    );
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 3_000, 100);
+    caught_up(http).await;
+    site.assert_cloud_equals_edge();
+    edge.stop();
+}
+
+/// Every row of the projections, in key order, as text.
+fn projections(data: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(data.join("edge.sqlite")).unwrap();
+    let mut out = vec![];
+    for (table, key) in [
+        ("beds", "bed_id"),
+        ("encounters", "encounter_id"),
+        ("patients", "mrn"),
+        ("hl7_messages", "control_id"),
+        ("parked", "seq"),
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY {key}"))
+            .unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                let cols: Vec<String> = (0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect();
+                Ok(format!("{table}: {}", cols.join(" | ")))
+            })
+            .unwrap();
+        out.extend(rows.map(Result::unwrap));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_data_dir_is_restored_from_the_cloud_equal_and_verified() {
+    let site = Site::new();
+    let _cloud = site.start_cloud();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 500);
+    caught_up(http).await;
+    edge.stop();
+    let data = site.edge_data();
+    let before = projections(&data);
+    let log_before = site.edge_log();
+    assert!(before.len() > 500, "{}", before.len());
+
+    // The disk is lost; the sync key comes back from escrow.
+    for f in [
+        "edge.sqlite",
+        "edge.sqlite-wal",
+        "edge.sqlite-shm",
+        "auth.sqlite",
+    ] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let out = run(Command::new(bin("hms-edge"))
+        .args(["restore", "--from-cloud", "--config"])
+        .arg(site.edge_config()));
+    assert!(out.contains("restore: ok"), "{out}");
+    assert_eq!(
+        projections(&data),
+        before,
+        "the board and projections are equal"
+    );
+    assert_eq!(site.edge_log(), log_before, "the same log, hash for hash");
+    let out = run(Command::new(bin("hms-edge"))
+        .args(["verify", "--config"])
+        .arg(site.edge_config()));
+    assert!(out.contains("verify: ok"), "{out}");
+
+    // A second restore into the now full data dir is refused.
+    let out = Command::new(bin("hms-edge"))
+        .args(["restore", "--from-cloud", "--config"])
+        .arg(site.edge_config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty data dir"));
+
+    // The restored appliance resumes syncing where the cloud is.
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 500, 50);
+    caught_up(http).await;
+    site.assert_cloud_equals_edge();
+    edge.stop();
+}
