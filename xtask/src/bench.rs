@@ -79,10 +79,10 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-struct Appliance {
-    child: Child,
-    addr: String,
-    mllp: Option<String>,
+pub(crate) struct Appliance {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
+    pub(crate) mllp: Option<String>,
 }
 
 impl Drop for Appliance {
@@ -102,7 +102,12 @@ impl Drop for Appliance {
     }
 }
 
-fn start(bin: &Path, config: &Path, data: &Path, with_mllp: bool) -> anyhow::Result<Appliance> {
+pub(crate) fn start(
+    bin: &Path,
+    config: &Path,
+    data: &Path,
+    with_mllp: bool,
+) -> anyhow::Result<Appliance> {
     let mut cmd = Command::new(bin);
     cmd.args(["run", "--config"])
         .arg(config)
@@ -139,7 +144,7 @@ fn start(bin: &Path, config: &Path, data: &Path, with_mllp: bool) -> anyhow::Res
     Ok(Appliance { child, addr, mllp })
 }
 
-fn load(
+pub(crate) fn load(
     load_bin: &Path,
     addr: &str,
     token: &str,
@@ -159,7 +164,7 @@ fn load(
     Ok(v)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         f64::NAN
@@ -169,7 +174,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Builds the appliance and the load generator in release mode; their paths.
-fn build_release() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+pub(crate) fn build_release() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     crate::run({
         let mut c = cargo();
         c.args([
@@ -191,7 +196,7 @@ fn build_release() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
 }
 
 /// Medians per key over the runs' rows.
-fn medians(
+pub(crate) fn medians(
     rows: &[serde_json::Map<String, serde_json::Value>],
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut summary = serde_json::Map::new();

@@ -9,6 +9,7 @@
 //! - `tidy`: checks the architecture invariants that are about the code itself.
 
 mod bench;
+mod sync_bench;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -236,12 +237,15 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("mllp") => {
             bench::mllp(&root(), &args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("sync") => {
+            sync_bench::run(&root(), &args[2..])
+        }
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("tidy") => tidy::check(&root()),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | fuzz [SECONDS] [SEED] | tidy>"
+                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--backend B] | fuzz [SECONDS] [SEED] | tidy>"
             );
             return ExitCode::from(64);
         }
