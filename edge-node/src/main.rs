@@ -382,8 +382,13 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
                 println!("problem: {p}");
             }
             if report.ok() {
+                let base = if report.base_seq > 0 {
+                    format!(", retention base at seq {}", report.base_seq)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "verify: ok ({} events, {} beds; hash chain intact, replay == projections)",
+                    "verify: ok ({} events, {} beds{base}; hash chain intact, replay == projections)",
                     report.events, report.beds
                 );
                 Ok(())

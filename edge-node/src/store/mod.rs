@@ -210,7 +210,14 @@ enum Msg {
     Hl7(Hl7Request, oneshot::Sender<Result<Hl7Reply, WriteError>>),
     Replay(u64, oneshot::Sender<Result<Replayed, WriteError>>),
     Prune(Prune, oneshot::Sender<Result<usize, WriteError>>),
+    Base(retention::Delta, oneshot::Sender<Result<usize, WriteError>>),
     Close(oneshot::Sender<()>),
+}
+
+/// Retention work the writer does between batches.
+enum Upkeep {
+    Prune(Prune, oneshot::Sender<Result<usize, WriteError>>),
+    Base(retention::Delta, oneshot::Sender<Result<usize, WriteError>>),
 }
 
 /// A retention deletion for the writer (see [`retention::DELETE_SQL`]).
@@ -605,6 +612,17 @@ impl Store {
         rx.await.unwrap_or(Err(WriteError::Closed))
     }
 
+    /// Has the writer write a computed retention base (see [`retention`]).
+    pub async fn write_base(&self, delta: retention::Delta) -> Result<usize, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        match tokio::time::timeout(QUEUE_WAIT, self.inner.tx.send(Msg::Base(delta, reply))).await {
+            Err(_) => return Err(WriteError::Busy),
+            Ok(Err(_)) => return Err(WriteError::Closed),
+            Ok(Ok(())) => {}
+        }
+        rx.await.unwrap_or(Err(WriteError::Closed))
+    }
+
     /// Runs `f` on a pooled read-only connection, off the async runtime.
     pub async fn read<T, F>(&self, f: F) -> anyhow::Result<T>
     where
@@ -690,7 +708,11 @@ impl Writer {
             while let Some(m) = next.take() {
                 match m {
                     Msg::Prune(p, reply) => {
-                        prune = Some((p, reply));
+                        prune = Some(Upkeep::Prune(p, reply));
+                        break;
+                    }
+                    Msg::Base(d, reply) => {
+                        prune = Some(Upkeep::Base(d, reply));
                         break;
                     }
                     Msg::Write(req, reply) => batch.push(Item::Write(req, reply)),
@@ -709,8 +731,18 @@ impl Writer {
             if !batch.is_empty() {
                 self.commit_batch(std::mem::take(&mut batch));
             }
-            if let Some((p, reply)) = prune {
-                let _ = reply.send(self.prune(p));
+            match prune {
+                Some(Upkeep::Prune(p, reply)) => {
+                    let _ = reply.send(self.prune(p));
+                }
+                Some(Upkeep::Base(d, reply)) => {
+                    let r = retention::write_base(&self.conn, &d).map_err(|e| {
+                        tracing::error!(error = %format!("{e:#}"), "writing the retention base failed");
+                        WriteError::Unavailable(format!("{e:#}"))
+                    });
+                    let _ = reply.send(r);
+                }
+                None => {}
             }
             if let Some(done) = close {
                 self.checkpoint("TRUNCATE");
@@ -727,7 +759,7 @@ impl Writer {
                         Msg::Replay(_, reply) => {
                             let _ = reply.send(Err(WriteError::Closed));
                         }
-                        Msg::Prune(_, reply) => {
+                        Msg::Prune(_, reply) | Msg::Base(_, reply) => {
                             let _ = reply.send(Err(WriteError::Closed));
                         }
                         Msg::Close(d) => {

@@ -11,27 +11,28 @@
 //!
 //! Pruning runs in two steps, each safe to interrupt:
 //!
-//! 1. [`advance_base`] (a connection of its own, off the writer): copies the
-//!    base into temporary tables that shadow the projections' names, replays
+//! 1. [`compute_base`], off the writer, reading the store only: copies the
+//!    base into a scratch database under the projections' own names, replays
 //!    the events after the old base up to the new P through the live
-//!    writer's board and projection code, and writes back only the rows the
-//!    replay touched, with the new P, in one short transaction. It never
-//!    touches the events or the live projections.
-//! 2. The writer deletes eligible events at or below the base (see
-//!    [`DELETE_SQL`]), in bounded chunks, through its ordinary queue.
+//!    writer's board and projection code, and notes every key it touched.
+//! 2. The writer ([`write_base`], through its ordinary queue) writes only
+//!    the touched rows and the new P into the store's base, in one short
+//!    transaction; it never touches the events or the live projections.
+//! 3. The writer deletes eligible events at or below the base (see
+//!    [`DELETE_SQL`]), in bounded chunks.
 //!
 //! A crash between the steps leaves a base ahead of the deletions: valid.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use firmware_config::Retention;
 use hms_domain::{EventHash, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::load_beds;
 use super::projection::{EVENT_COLUMNS, event_from_row};
 use super::verify::Replayer;
-use super::{load_beds, open_write_connection};
 use crate::board::Board;
 
 /// A projection table and its key columns.
@@ -146,56 +147,91 @@ pub fn copy_base(conn: &Connection, from: &str, to: &str) -> rusqlite::Result<()
     Ok(())
 }
 
-/// What [`advance_base`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Advanced {
-    /// The base before.
+/// A base computed off the writer, waiting to be written by it: the
+/// projection rows the replay touched, in the scratch database `path`
+/// (tables named like the projections, plus `touched_{table}` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// The base it starts from.
     pub from: u64,
-    /// The base after.
+    /// The new base seq.
     pub to: u64,
-    /// Projection rows written back.
-    pub rows: usize,
+    /// Hash of event `to`.
+    pub hash: EventHash,
+    /// The scratch database.
+    pub path: PathBuf,
 }
 
-/// Moves the base of the store at `db` forward to seq `upto` (which the
-/// cloud must have acknowledged). A base already at or past `upto` is left
-/// alone.
-pub fn advance_base(db: &Path, upto: u64) -> anyhow::Result<Advanced> {
-    let conn = open_write_connection(db, 0)
-        .with_context(|| format!("opening {} to advance the base", db.display()))?;
+/// The scratch database of a base computation, beside the store.
+pub const SCRATCH_FILE: &str = "retention-scratch.sqlite";
+
+fn remove_scratch(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// Computes the base of the store at `db` as of seq `upto` (which the
+/// cloud must have acknowledged), reading the store only: the old base is
+/// copied into a scratch database under the projections' own names, the
+/// events after it up to `upto` are replayed onto the copy through the live
+/// writer's board and projection code, and triggers note every key the
+/// replay touched. `None` when the base is already at or past `upto`.
+pub fn compute_base(db: &Path, upto: u64) -> anyhow::Result<Option<Delta>> {
+    let scratch = db.with_file_name(SCRATCH_FILE);
+    remove_scratch(&scratch);
+    let conn =
+        Connection::open(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    conn.pragma_update(None, "journal_mode", "OFF")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS live",
+        [format!("file:{}?mode=ro", db.display())],
+    )
+    .with_context(|| format!("opening {}", db.display()))?;
+    let result = fill(&conn, upto);
+    if !matches!(result, Ok(Some(_))) {
+        drop(conn);
+        remove_scratch(&scratch);
+    }
+    result.map(|o| {
+        o.map(|(from, to, hash)| Delta {
+            from,
+            to,
+            hash,
+            path: scratch,
+        })
+    })
+}
+
+fn fill(conn: &Connection, upto: u64) -> anyhow::Result<Option<(u64, u64, EventHash)>> {
+    // One read transaction: the old base and the events come from one snapshot.
+    conn.execute_batch("BEGIN")?;
     let hospital: String = conn
         .query_row(
-            "SELECT value FROM meta WHERE key = 'hospital_id'",
+            "SELECT value FROM live.meta WHERE key = 'hospital_id'",
             [],
             |r| r.get(0),
         )
         .context("reading the store's hospital id")?;
     let hospital = hms_domain::HospitalId::new(hospital).context("bad hospital id")?;
-    let (from, from_hash) = base_of(&conn, "main")?.unwrap_or((0, EventHash::GENESIS));
+    let (from, from_hash) = base_of(conn, "live")?.unwrap_or((0, EventHash::GENESIS));
     if upto <= from {
-        return Ok(Advanced {
-            from,
-            to: from,
-            rows: 0,
-        });
+        conn.execute_batch("ROLLBACK")?;
+        return Ok(None);
     }
-
-    // Temporary copies of the base, under the projections' own names (TEMP
-    // objects shadow main ones); triggers, added after the copy, note every
-    // key the replay touches.
-    conn.execute_batch("BEGIN")?;
     for t in TABLES {
         let sql: String = conn.query_row(
-            "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+            "SELECT sql FROM live.sqlite_master WHERE type = 'table' AND name = ?1",
             [t.name],
             |r| r.get(0),
         )?;
-        let Some(rest) = sql.strip_prefix(&format!("CREATE TABLE {}", t.name)) else {
-            bail!("unexpected definition of table {}", t.name);
-        };
-        conn.execute_batch(&format!("CREATE TEMP TABLE {}{rest}", t.name))?;
+        conn.execute_batch(&sql)?;
     }
-    copy_base(&conn, "main", "temp")?;
+    copy_base(conn, "live", "main")?;
     for t in TABLES {
         let keys = t.key.join(", ");
         // A trigger's own conflict clause would be overridden by the
@@ -221,30 +257,28 @@ pub fn advance_base(db: &Path, upto: u64) -> anyhow::Result<Advanced> {
             )
         };
         conn.execute_batch(&format!(
-            "CREATE TEMP TABLE touched_{n} ({keys}, PRIMARY KEY ({keys}));
-             CREATE TEMP TRIGGER touched_{n}_i AFTER INSERT ON {n} BEGIN {new} END;
-             CREATE TEMP TRIGGER touched_{n}_u AFTER UPDATE ON {n} BEGIN {new} {old} END;
-             CREATE TEMP TRIGGER touched_{n}_d AFTER DELETE ON {n} BEGIN {old} END;",
+            "CREATE TABLE touched_{n} ({keys}, PRIMARY KEY ({keys}));
+             CREATE TRIGGER touched_{n}_i AFTER INSERT ON {n} BEGIN {new} END;
+             CREATE TRIGGER touched_{n}_u AFTER UPDATE ON {n} BEGIN {new} {old} END;
+             CREATE TRIGGER touched_{n}_d AFTER DELETE ON {n} BEGIN {old} END;",
             n = t.name,
             new = note("new"),
             old = note("old"),
         ))?;
     }
-
-    // Replay (from, upto] onto the copies.
-    let beds = load_beds(&conn).context("loading the base beds")?;
+    let beds = load_beds(conn).context("loading the base beds")?;
     let board = Board::from_beds(beds).context("rebuilding the base board")?;
     let mut replay = Replayer::resume(board, from + 1, from_hash, false);
     let mut last = (from, from_hash);
     {
         let mut stmt = conn.prepare(&format!(
-            "SELECT {EVENT_COLUMNS} FROM main.events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq"
+            "SELECT {EVENT_COLUMNS} FROM live.events WHERE seq > ?1 AND seq <= ?2 ORDER BY seq"
         ))?;
         let mut rows = stmt.query(params![from as i64, upto as i64])?;
         while let Some(row) = rows.next()? {
             let env = event_from_row(&hospital, row)?;
-            if let Some(problem) = replay.apply(&conn, &env)? {
-                bail!("advancing the retention base: {problem}");
+            if let Some(problem) = replay.apply(conn, &env)? {
+                bail!("computing the retention base: {problem}");
             }
             last = (env.seq, env.hash);
         }
@@ -252,56 +286,84 @@ pub fn advance_base(db: &Path, upto: u64) -> anyhow::Result<Advanced> {
     conn.execute_batch("COMMIT")?;
     if last.0 != upto {
         bail!(
-            "advancing the retention base: the log ends at seq {} before {upto}",
+            "computing the retention base: the log ends at seq {} before {upto}",
             last.0
         );
     }
+    Ok(Some((from, last.0, last.1)))
+}
 
-    // Write back what the replay touched, with the new base position.
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let written = (|| -> anyhow::Result<usize> {
-        let mut rows = 0;
-        for t in TABLES {
-            let keys = t.key.join(", ");
-            let cond = format!("({keys}) IN (SELECT {keys} FROM temp.touched_{})", t.name);
-            conn.execute(
-                &format!("DELETE FROM main.base_{} WHERE {cond}", t.name),
-                [],
-            )?;
-            rows += conn.execute(
-                &format!(
-                    "INSERT INTO main.base_{0} SELECT * FROM temp.{0} WHERE {cond}",
-                    t.name
-                ),
-                [],
-            )?;
+/// Writes a computed base into the store, on the writer's connection
+/// (attached scratch database, one transaction). Refuses a delta computed
+/// from a base that has moved since. Returns the rows written.
+pub fn write_base(conn: &Connection, delta: &Delta) -> anyhow::Result<usize> {
+    conn.execute(
+        "ATTACH DATABASE ?1 AS delta",
+        [format!("file:{}?mode=ro", delta.path.display())],
+    )?;
+    let result = (|| -> anyhow::Result<usize> {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let run = || -> anyhow::Result<usize> {
+            let now = base_of(conn, "main")?.map_or(0, |b| b.0);
+            if now != delta.from {
+                bail!(
+                    "the retention base moved from {} to {now} meanwhile",
+                    delta.from
+                );
+            }
+            let mut rows = 0;
+            for t in TABLES {
+                let keys = t.key.join(", ");
+                let cond = format!("({keys}) IN (SELECT {keys} FROM delta.touched_{})", t.name);
+                conn.execute(
+                    &format!("DELETE FROM main.base_{} WHERE {cond}", t.name),
+                    [],
+                )?;
+                rows += conn.execute(
+                    &format!(
+                        "INSERT INTO main.base_{0} SELECT * FROM delta.{0} WHERE {cond}",
+                        t.name
+                    ),
+                    [],
+                )?;
+            }
+            for (k, v) in [
+                ("base_seq", delta.to.to_string()),
+                ("base_hash", delta.hash.to_hex()),
+            ] {
+                conn.execute(
+                    "INSERT INTO main.meta(key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![k, v],
+                )?;
+            }
+            Ok(rows)
+        };
+        match run() {
+            Ok(rows) => {
+                conn.execute_batch("COMMIT")?;
+                Ok(rows)
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
         }
-        for (k, v) in [
-            ("base_seq", last.0.to_string()),
-            ("base_hash", last.1.to_hex()),
-        ] {
-            conn.execute(
-                "INSERT INTO main.meta(key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![k, v],
-            )?;
-        }
-        Ok(rows)
     })();
-    match written {
-        Ok(rows) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(Advanced {
-                from,
-                to: last.0,
-                rows,
-            })
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    let _ = conn.execute("DETACH DATABASE delta", []);
+    remove_scratch(&delta.path);
+    result
+}
+
+/// What a base advance did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advanced {
+    /// The base before.
+    pub from: u64,
+    /// The base after.
+    pub to: u64,
+    /// Projection rows written.
+    pub rows: usize,
 }
 
 /// How often a running appliance prunes.
@@ -320,9 +382,26 @@ pub async fn prune_once(
     now: Timestamp,
 ) -> anyhow::Result<(Advanced, usize)> {
     let db = store.db_path().to_owned();
-    let advanced = tokio::task::spawn_blocking(move || advance_base(&db, acked))
+    let delta = tokio::task::spawn_blocking(move || compute_base(&db, acked))
         .await
         .context("the retention task failed")??;
+    let advanced = match delta {
+        Some(d) => {
+            let (from, to) = (d.from, d.to);
+            let rows = store.write_base(d).await?;
+            Advanced { from, to, rows }
+        }
+        None => {
+            let db = store.db_path().to_owned();
+            let conn = super::open_read_connection(&db)?;
+            let at = base_of(&conn, "main")?.map_or(0, |b| b.0);
+            Advanced {
+                from: at,
+                to: at,
+                rows: 0,
+            }
+        }
+    };
     let cutoffs = Cutoffs::at(retention, now);
     let mut deleted = 0;
     loop {

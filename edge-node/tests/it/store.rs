@@ -407,7 +407,7 @@ async fn retention_prunes_only_acknowledged_expired_events_and_verify_still_hold
     use edge_node::store::retention::prune_once;
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    commission(&store, 12).await;
+    commission(&store, 16).await;
     traffic(&store, 0).await;
     let hour = firmware_config::Retention {
         adt_h: 1,
@@ -452,6 +452,36 @@ async fn retention_prunes_only_acknowledged_expired_events_and_verify_still_hold
     let r = verify::verify(dir.path()).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     assert_eq!(r.base_seq, last);
+
+    assert!(
+        !dir.path()
+            .join(edge_node::store::retention::SCRATCH_FILE)
+            .exists(),
+        "the scratch database is removed"
+    );
+
+    // A base computed from a base that has moved since is refused whole.
+    traffic(&store, 3).await;
+    let db = dir.path().join("edge.sqlite");
+    let stale = edge_node::store::retention::compute_base(&db, store.last_seq() - 1)
+        .unwrap()
+        .unwrap();
+    let stale_copy = dir.path().join("stale.sqlite");
+    std::fs::copy(&stale.path, &stale_copy).unwrap();
+    let fresh = edge_node::store::retention::compute_base(&db, store.last_seq())
+        .unwrap()
+        .unwrap();
+    assert!(store.write_base(fresh).await.unwrap() > 0);
+    let stale = edge_node::store::retention::Delta {
+        path: stale_copy,
+        ..stale
+    };
+    assert!(matches!(
+        store.write_base(stale).await,
+        Err(WriteError::Unavailable(m)) if m.contains("moved")
+    ));
+    let last = store.last_seq();
+    assert_eq!(verify::verify(dir.path()).unwrap().base_seq, last);
 
     // A restart carries on from the log's end with the same board.
     let board = board_text(&store);
