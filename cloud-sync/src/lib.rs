@@ -76,6 +76,35 @@ mod tests {
     }
 
     #[test]
+    fn a_pooled_postgres_connection_that_died_is_replaced() {
+        use super::store::HospitalStore;
+        let Some(admin) = pg_admin() else { return };
+        let router = super::store::postgres::PgRouter::new(admin.clone());
+        let hospital =
+            hms_domain::HospitalId::new(format!("pool-{}", std::process::id())).expect("id");
+        router.drop_database(&hospital).expect("clean start");
+        let batch = hms_domain::sync::SyncBatch {
+            hospital: hospital.clone(),
+            node: hms_domain::NodeId::new("edge-1").expect("id"),
+            events: conformance::log(hospital.as_str(), 5),
+        };
+        let mut s = router.open(&hospital).expect("open");
+        super::store::ingest(&mut s, &batch).expect("ingest");
+        drop(s); // back to the pool
+        // The server ends every session of that database.
+        let mut a = postgres::Client::connect(&admin, postgres::NoTls).expect("admin");
+        a.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&super::store::postgres::database_name(&hospital)],
+        )
+        .expect("terminate");
+        let mut s = router.open(&hospital).expect("reopen");
+        assert_eq!(s.position().expect("position").seq, 5);
+        drop(s);
+        router.drop_database(&hospital).expect("clean up");
+    }
+
+    #[test]
     fn each_hospital_has_its_own_database() {
         let dir = tempfile::tempdir().expect("tempdir");
         let router = SqliteRouter::new(dir.path());

@@ -2,8 +2,15 @@
 //!
 //! The router connects to the server's maintenance database to create a
 //! hospital's database on first use, then each store holds one connection
-//! to its own database. Commits are durable (`synchronous_commit` on, the
-//! server default), so a returned `append` is on disk.
+//! to its own database; a store handed back (dropped) returns its
+//! connection to the router's pool, so steady ingest does not pay a
+//! connection set-up per batch. A batch is appended with one statement
+//! (arrays unnested server-side). Commits are durable (`synchronous_commit`
+//! on, the server default), so a returned `append` is on disk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use hms_domain::sync::Position;
@@ -13,11 +20,24 @@ use postgres::{Client, NoTls};
 use super::HospitalStore;
 
 /// Where the PostgreSQL server is and how to reach it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgRouter {
     /// Connection string of the maintenance database, e.g.
     /// `host=127.0.0.1 user=postgres dbname=postgres`.
     admin: String,
+    /// Idle connections per database.
+    pool: Pool,
+}
+
+type Pool = Arc<Mutex<HashMap<String, Vec<Client>>>>;
+
+/// Idle connections kept per hospital database.
+const POOL_PER_DB: usize = 4;
+
+impl std::fmt::Debug for PgRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRouter").finish_non_exhaustive()
+    }
 }
 
 /// The database name of a hospital (ids are tokens of `[A-Za-z0-9._:-]`).
@@ -30,6 +50,7 @@ impl PgRouter {
     pub fn new(admin: impl Into<String>) -> Self {
         Self {
             admin: admin.into(),
+            pool: Pool::default(),
         }
     }
 
@@ -42,9 +63,25 @@ impl PgRouter {
         format!("{} dbname='{db}'", kept.join(" "))
     }
 
-    /// Opens (creating if needed) the database of `hospital`.
+    /// Opens (creating if needed) the database of `hospital`, reusing an
+    /// idle pooled connection when one is still alive.
     pub fn open(&self, hospital: &HospitalId) -> anyhow::Result<PgHospitalStore> {
         let db = database_name(hospital);
+        loop {
+            let idle = self
+                .pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&db)
+                .and_then(Vec::pop);
+            let Some(mut client) = idle else { break };
+            if client.is_valid(Duration::from_secs(2)).is_ok() {
+                return Ok(PgHospitalStore {
+                    client: Some(client),
+                    home: Some((self.pool.clone(), db)),
+                });
+            }
+        }
         let mut admin = Client::connect(&self.admin, NoTls)
             .with_context(|| "connecting to the PostgreSQL maintenance database")?;
         let exists = admin
@@ -56,11 +93,17 @@ impl PgRouter {
                 .batch_execute(&format!("CREATE DATABASE \"{db}\""))
                 .with_context(|| format!("creating database {db}"))?;
         }
-        PgHospitalStore::connect(&self.with_db(&db))
+        let mut store = PgHospitalStore::connect(&self.with_db(&db))?;
+        store.home = Some((self.pool.clone(), db));
+        Ok(store)
     }
 
     /// Drops the database of `hospital` (tests, decommissioning).
     pub fn drop_database(&self, hospital: &HospitalId) -> anyhow::Result<()> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&database_name(hospital));
         let mut admin = Client::connect(&self.admin, NoTls)?;
         admin.batch_execute(&format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
@@ -72,7 +115,24 @@ impl PgRouter {
 
 /// One hospital's database on PostgreSQL.
 pub struct PgHospitalStore {
-    client: Client,
+    /// Always `Some` until dropped.
+    client: Option<Client>,
+    /// The pool the connection goes back to.
+    home: Option<(Pool, String)>,
+}
+
+impl Drop for PgHospitalStore {
+    fn drop(&mut self) {
+        if let (Some(client), Some((pool, db))) = (self.client.take(), self.home.take())
+            && !client.is_closed()
+        {
+            let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+            let idle = pool.entry(db).or_default();
+            if idle.len() < POOL_PER_DB {
+                idle.push(client);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PgHospitalStore {
@@ -92,13 +152,22 @@ impl PgHospitalStore {
                  envelope TEXT NOT NULL
              )",
         )?;
-        Ok(Self { client })
+        Ok(Self {
+            client: Some(client),
+            home: None,
+        })
+    }
+
+    fn client(&mut self) -> anyhow::Result<&mut Client> {
+        self.client
+            .as_mut()
+            .context("the PostgreSQL connection was handed back")
     }
 }
 
 impl HospitalStore for PgHospitalStore {
     fn position(&mut self) -> anyhow::Result<Position> {
-        let row = self.client.query_opt(
+        let row = self.client()?.query_opt(
             "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
             &[],
         )?;
@@ -117,24 +186,31 @@ impl HospitalStore for PgHospitalStore {
 
     fn stored_hash(&mut self, seq: u64) -> anyhow::Result<Option<EventHash>> {
         let row = self
-            .client
+            .client()?
             .query_opt("SELECT hash FROM events WHERE seq = $1", &[&(seq as i64)])?;
         Ok(row.and_then(|r| EventHash::from_slice(&r.get::<_, Vec<u8>>(0))))
     }
 
     fn append(&mut self, events: &[Envelope]) -> anyhow::Result<()> {
-        let mut tx = self.client.transaction()?;
-        let stmt = tx.prepare("INSERT INTO events(seq, hash, envelope) VALUES ($1, $2, $3)")?;
+        let mut seqs = Vec::with_capacity(events.len());
+        let mut hashes = Vec::with_capacity(events.len());
+        let mut bodies = Vec::with_capacity(events.len());
         for e in events {
-            let json = serde_json::to_string(e)?;
-            tx.execute(&stmt, &[&(e.seq as i64), &&e.hash.0[..], &json])?;
+            seqs.push(e.seq as i64);
+            hashes.push(e.hash.0.to_vec());
+            bodies.push(serde_json::to_string(e)?);
         }
-        tx.commit()?;
+        // One statement, one round trip, atomic on its own.
+        self.client()?.execute(
+            "INSERT INTO events(seq, hash, envelope)
+             SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[])",
+            &[&seqs, &hashes, &bodies],
+        )?;
         Ok(())
     }
 
     fn events(&mut self, from: u64, limit: usize) -> anyhow::Result<Vec<Envelope>> {
-        let rows = self.client.query(
+        let rows = self.client()?.query(
             "SELECT envelope FROM events WHERE seq >= $1 ORDER BY seq LIMIT $2",
             &[&(from as i64), &(limit as i64)],
         )?;
