@@ -132,20 +132,38 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
+        Site::with_tls(false)
+    }
+
+    /// With `tls`, the cloud serves HTTPS with a self-signed certificate
+    /// (`cloud.crt`) and the appliance trusts what `edge-trust.pem` holds
+    /// (a copy of it).
+    fn with_tls(tls: bool) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let cloud_port = free_port();
         let cloud = dir.path().join("cloud.toml");
-        std::fs::write(
-            &cloud,
-            format!(
-                "region = \"eu-west\"\nlisten = \"127.0.0.1:{cloud_port}\"\ndata_dir = \"cloud-data\"\n"
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:{cloud_port}\"\ndata_dir = \"cloud-data\"\n"
+        );
+        let url = if tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            std::fs::write(dir.path().join("cloud.crt"), cert.cert.pem()).unwrap();
+            std::fs::write(dir.path().join("edge-trust.pem"), cert.cert.pem()).unwrap();
+            std::fs::write(
+                dir.path().join("cloud.key"),
+                cert.signing_key.serialize_pem(),
+            )
+            .unwrap();
+            text.push_str("\n[tls]\ncert = \"cloud.crt\"\nkey = \"cloud.key\"\n");
+            format!("https://localhost:{cloud_port}\"\nca = \"edge-trust.pem")
+        } else {
+            format!("http://127.0.0.1:{cloud_port}")
+        };
+        std::fs::write(&cloud, text).unwrap();
         let edge = dir.path().join("edge.toml");
         let mut text = firmware_config::example(40, HOSPITAL);
         text.push_str(&format!(
-            "\n[uplink]\ncloud = \"http://127.0.0.1:{cloud_port}\"\npoll_ms = 50\ntimeout_s = 5\nbatch_events = 100\n"
+            "\n[uplink]\ncloud = \"{url}\"\npoll_ms = 50\ntimeout_s = 5\nbatch_events = 100\n"
         ));
         std::fs::write(&edge, text).unwrap();
         let site = Site { dir, cloud_port };
@@ -196,7 +214,11 @@ impl Site {
                 .args(["run", "--config"])
                 .arg(self.cloud_config()),
         );
-        let addr = p.ready("hms-cloud ready http=http://");
+        let rest = p.ready("hms-cloud ready ");
+        let addr = rest
+            .split_once("://")
+            .map(|(_, a)| a)
+            .unwrap_or_else(|| panic!("ready line: {rest}"));
         assert_eq!(addr.parse::<SocketAddr>().unwrap().port(), self.cloud_port);
         p
     }
@@ -501,5 +523,43 @@ async fn a_lost_data_dir_is_restored_from_the_cloud_equal_and_verified() {
     adt(mllp, 500, 50);
     caught_up(http).await;
     site.assert_cloud_equals_edge();
+    edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uplink_ships_over_https_and_an_untrusted_cloud_gets_nothing() {
+    let site = Site::with_tls(true);
+    let _cloud = site.start_cloud();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 200);
+    let s = caught_up(http).await;
+    assert!(s["cloud"].as_str().unwrap().starts_with("https://"), "{s}");
+    site.assert_cloud_equals_edge();
+    edge.stop();
+
+    // The appliance now trusts another CA: the cloud's certificate is refused
+    // and nothing more is sent, while the appliance carries on.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(site.dir.path().join("edge-trust.pem"), other.cert.pem()).unwrap();
+    let before = site.cloud_log().len();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 200, 50);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = sync_state(http).await;
+        if s["state"] == "offline" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never offline: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let err = s["last_error"].as_str().unwrap().to_lowercase();
+    assert!(err.contains("certificate"), "{s}");
+    assert_eq!(s["health"], "degraded");
+    assert_eq!(
+        site.cloud_log().len(),
+        before,
+        "nothing reached an untrusted cloud"
+    );
     edge.stop();
 }
