@@ -11,6 +11,9 @@
 //! - `GET /api/v1/hospitals/{hospital}/adt-volumes?from=DATE&to=DATE`: ADT
 //!   event counts per UTC day, by kind.
 //! - `GET /api/v1/replication`: DR replication per hospital.
+//! - `POST /api/v1/hospitals`: enrols (or re-keys) a hospital's appliance,
+//!   as `hms-cloud enroll` does, effective at once; a hospital of another
+//!   region is a 403 problem (residency), and nothing is recorded.
 //!
 //! Census and volumes come from [`crate::analytics`]. An unknown hospital or
 //! unit is a 404 problem, a bad query parameter a 400 problem.
@@ -35,7 +38,7 @@ pub const MAX_RANGE_DAYS: i64 = 366;
 /// The API routes.
 pub fn routes() -> Router<CloudState> {
     Router::new()
-        .route("/api/v1/hospitals", get(hospitals))
+        .route("/api/v1/hospitals", get(hospitals).post(enrol))
         .route("/api/v1/hospitals/{hospital}/census", get(census))
         .route("/api/v1/hospitals/{hospital}/adt-volumes", get(adt_volumes))
         .route("/api/v1/replication", get(replication))
@@ -167,6 +170,85 @@ async fn hospitals(State(state): State<CloudState>, headers: HeaderMap) -> Respo
     match rows {
         Ok(rows) => axum::Json(json!({ "hospitals": rows })).into_response(),
         Err(r) => r,
+    }
+}
+
+/// `POST /api/v1/hospitals` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolBody {
+    hospital: String,
+    region: String,
+    node: String,
+    /// The appliance's raw 32-byte Ed25519 public key, base64 (standard).
+    public_key: String,
+}
+
+async fn enrol(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match operator(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if state.mode == Mode::Replica {
+        return problem(
+            StatusCode::CONFLICT,
+            "wrong-role",
+            "a replica holds replicated data only; enrol appliances at the primary".into(),
+            json!({}),
+        );
+    }
+    let b: EnrolBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("the body is not an enrolment: {e}")),
+    };
+    use base64::Engine;
+    let enrolment = (|| -> Result<crate::enrolment::Enrolment, String> {
+        Ok(crate::enrolment::Enrolment {
+            hospital: b.hospital.parse().map_err(|e| format!("hospital: {e}"))?,
+            region: b.region.parse().map_err(|e| format!("region: {e}"))?,
+            node: b.node.parse().map_err(|e| format!("node: {e}"))?,
+            public_key: base64::engine::general_purpose::STANDARD
+                .decode(b.public_key.trim())
+                .map_err(|e| format!("public_key is not base64: {e}"))?,
+        })
+    })();
+    let e = match enrolment {
+        Ok(e) => e,
+        Err(m) => return bad(m),
+    };
+    let answer = json!({ "hospital": e.hospital, "region": e.region, "node": e.node });
+    let st = state.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let known = st.registry.get(&e.hospital).is_some();
+        st.with_meta(|c| crate::enrolment::enroll_durably(&st.registry, c, e))
+            .map(|()| known)
+    })
+    .await;
+    match done {
+        Ok(Ok(known)) => {
+            tracing::info!(operator = %who, hospital = %answer["hospital"], "appliance enrolled");
+            let code = if known {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (code, axum::Json(answer)).into_response()
+        }
+        Ok(Err(err)) => match err.downcast_ref::<crate::enrolment::Rejection>() {
+            Some(r @ crate::enrolment::Rejection::OtherRegion { .. }) => {
+                problem(StatusCode::FORBIDDEN, "residency", r.to_string(), json!({}))
+            }
+            Some(r) => bad(r.to_string()),
+            None => {
+                tracing::error!(error = %format!("{err:#}"), "enrolment failed to store");
+                unavailable()
+            }
+        },
+        Err(_) => unavailable(),
     }
 }
 

@@ -96,11 +96,21 @@ pub enum Rejection {
     },
 }
 
-/// The hospitals one regional cloud serves.
-#[derive(Debug, Clone)]
+/// The hospitals one regional cloud serves. Shared by the running service:
+/// an enrolment through the operator API takes effect at once.
+#[derive(Debug)]
 pub struct Registry {
     region: RegionId,
-    hospitals: HashMap<HospitalId, Enrolment>,
+    hospitals: std::sync::RwLock<HashMap<HospitalId, Enrolment>>,
+}
+
+impl Clone for Registry {
+    fn clone(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            hospitals: std::sync::RwLock::new(self.read().clone()),
+        }
+    }
 }
 
 /// The registry kept in `registry.sqlite` under the cloud's data dir.
@@ -123,7 +133,7 @@ pub fn open_registry(
          ) STRICT;",
     )?;
     crate::meta::init(&conn)?;
-    let mut registry = Registry::new(region);
+    let registry = Registry::new(region);
     let rows: Vec<(String, String, String, Vec<u8>)> = conn
         .prepare("SELECT hospital, region, node, public_key FROM enrolments")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
@@ -143,7 +153,7 @@ pub fn open_registry(
 
 /// Enrols a hospital durably (after the residency and key checks).
 pub fn enroll_durably(
-    registry: &mut Registry,
+    registry: &Registry,
     conn: &rusqlite::Connection,
     e: Enrolment,
 ) -> Result<(), anyhow::Error> {
@@ -167,7 +177,7 @@ impl Registry {
     pub fn new(region: RegionId) -> Self {
         Self {
             region,
-            hospitals: HashMap::new(),
+            hospitals: std::sync::RwLock::new(HashMap::new()),
         }
     }
 
@@ -176,20 +186,24 @@ impl Registry {
         &self.region
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<HospitalId, Enrolment>> {
+        self.hospitals.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The enrolled hospitals, sorted by id.
-    pub fn hospitals(&self) -> Vec<&Enrolment> {
-        let mut v: Vec<&Enrolment> = self.hospitals.values().collect();
+    pub fn hospitals(&self) -> Vec<Enrolment> {
+        let mut v: Vec<Enrolment> = self.read().values().cloned().collect();
         v.sort_by(|a, b| a.hospital.cmp(&b.hospital));
         v
     }
 
     /// The enrolment of `hospital`, if enrolled here.
-    pub fn get(&self, hospital: &HospitalId) -> Option<&Enrolment> {
-        self.hospitals.get(hospital)
+    pub fn get(&self, hospital: &HospitalId) -> Option<Enrolment> {
+        self.read().get(hospital).cloned()
     }
 
     /// Enrols (or re-keys) a hospital; a hospital of another region is refused.
-    pub fn enroll(&mut self, e: Enrolment) -> Result<(), Rejection> {
+    pub fn enroll(&self, e: Enrolment) -> Result<(), Rejection> {
         if e.region != self.region {
             return Err(Rejection::OtherRegion {
                 hospital: e.hospital,
@@ -200,7 +214,10 @@ impl Registry {
         if e.public_key.len() != 32 {
             return Err(Rejection::BadKey);
         }
-        self.hospitals.insert(e.hospital.clone(), e);
+        self.hospitals
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(e.hospital.clone(), e);
         Ok(())
     }
 
@@ -212,9 +229,8 @@ impl Registry {
         path: &str,
         body: &[u8],
         now_ms: i64,
-    ) -> Result<&Enrolment, Rejection> {
+    ) -> Result<Enrolment, Rejection> {
         let e = self
-            .hospitals
             .get(&req.hospital)
             .ok_or_else(|| Rejection::UnknownHospital(req.hospital.clone()))?;
         if e.node != req.node {

@@ -159,7 +159,7 @@ mod enrolment_tests {
 
     fn setup() -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut registry = Registry::new(id("eu-west"));
+        let registry = Registry::new(id("eu-west"));
         let (pkcs8, public) = generate_key().expect("key");
         registry
             .enroll(Enrolment {
@@ -266,7 +266,7 @@ mod enrolment_tests {
 
     #[test]
     fn a_hospital_of_another_region_cannot_enrol() {
-        let mut registry = Registry::new(id::<RegionId>("eu-west"));
+        let registry = Registry::new(id::<RegionId>("eu-west"));
         let (_, public) = generate_key().expect("key");
         let r = registry.enroll(Enrolment {
             hospital: id("h9"),
@@ -333,9 +333,9 @@ mod service_tests {
         let (pkcs8, public) = generate_key().expect("key");
         {
             // Enrolment is durable: a fresh registry reads it back.
-            let (mut reg, conn) = open_registry(dir.path(), id("eu-west")).expect("registry");
+            let (reg, conn) = open_registry(dir.path(), id("eu-west")).expect("registry");
             enroll_durably(
-                &mut reg,
+                &reg,
                 &conn,
                 Enrolment {
                     hospital: id("h1"),
@@ -347,7 +347,7 @@ mod service_tests {
             .expect("enrol");
             let (_, pub2) = generate_key().expect("key");
             let other = enroll_durably(
-                &mut reg,
+                &reg,
                 &conn,
                 Enrolment {
                     hospital: id("h9"),

@@ -58,12 +58,12 @@ impl Cloud {
     /// in that region, each with a fresh appliance key (node `edge-1`).
     pub fn primary(region: &str, hospitals: &[&str]) -> Cloud {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut reg, conn) = open_registry(dir.path(), id(region)).expect("registry");
+        let (reg, conn) = open_registry(dir.path(), id(region)).expect("registry");
         let mut signers = vec![];
         for h in hospitals {
             let (pkcs8, public) = generate_key().expect("key");
             enroll_durably(
-                &mut reg,
+                &reg,
                 &conn,
                 Enrolment {
                     hospital: id(h),

@@ -144,10 +144,10 @@ fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             let cfg = config::load(&config).map_err(|e| (64, e))?;
             let key = std::fs::read(&public_key)
                 .map_err(|e| (64, format!("{}: {e}", public_key.display())))?;
-            let (mut reg, conn) = open_registry(&cfg.data_dir, cfg.region.clone())
+            let (reg, conn) = open_registry(&cfg.data_dir, cfg.region.clone())
                 .map_err(|e| (1, format!("{e:#}")))?;
             enroll_durably(
-                &mut reg,
+                &reg,
                 &conn,
                 Enrolment {
                     hospital: hospital.clone(),

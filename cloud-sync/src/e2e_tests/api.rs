@@ -223,3 +223,81 @@ async fn unknown_hospitals_and_units_are_404_and_bad_queries_400() {
         );
     }
 }
+
+#[tokio::test]
+async fn operators_enrol_appliances_over_the_api_with_residency() {
+    use base64::Engine;
+    let cloud = Cloud::primary("eu-west", &["h1"]);
+    let at = serve(cloud.state.clone(), None).await;
+    let (pkcs8, public) = cloud_sync_client::generate_key().expect("key");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&public);
+    let body = |h: &str, region: &str, key: &str| serde_json::json!({ "hospital": h, "region": region, "node": "edge-9", "public_key": key });
+    // Without a token: 401 and nothing enrolled.
+    let mut anon = Conn::connect(at.addr, None).await.expect("connect");
+    let r = anon
+        .post("/api/v1/hospitals", &body("h9", "eu-west", &b64))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 401);
+    assert!(
+        cloud
+            .state
+            .registry
+            .get(&crate::testkit::id("h9"))
+            .is_none()
+    );
+
+    let token = cloud.token("ops");
+    let mut c = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    // Residency: another region's hospital is refused and not recorded.
+    let r = c
+        .post("/api/v1/hospitals", &body("h8", "us-east", &b64))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403, "{:?}", r.json());
+    assert!(
+        cloud
+            .state
+            .registry
+            .get(&crate::testkit::id("h8"))
+            .is_none()
+    );
+    // Bad input: 400 problems.
+    for bad in [
+        body("h9", "eu-west", "not base64!"),
+        body("h9", "eu-west", "AAAA"),
+        body("not a valid id", "eu-west", &b64),
+        serde_json::json!({ "hospital": "h9" }),
+    ] {
+        let r = c.post("/api/v1/hospitals", &bad).await.expect("post");
+        assert_eq!(r.status, 400, "{bad}");
+        assert_eq!(r.content_type.as_deref(), Some("application/problem+json"));
+    }
+    // Enrolled: 201, and the appliance can sync at once (no restart).
+    let r = c
+        .post("/api/v1/hospitals", &body("h9", "eu-west", &b64))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 201);
+    let signer = cloud_sync_client::Signer::new(
+        &pkcs8,
+        crate::testkit::id("h9"),
+        crate::testkit::id("edge-9"),
+    )
+    .expect("signer");
+    let log = crate::store::conformance::log("h9", 3);
+    let pushed = cloud_sync_client::push(&at.http(), &signer, &batch("h9", &log), now(), T)
+        .await
+        .expect("push");
+    assert_eq!(pushed.acked_seq, 3);
+    // Re-keying the same hospital answers 200; it is durable across a restart.
+    let r = c
+        .post("/api/v1/hospitals", &body("h9", "eu-west", &b64))
+        .await
+        .expect("post");
+    assert_eq!(r.status, 200);
+    let (reg, _) =
+        crate::enrolment::open_registry(cloud._dir.path(), crate::testkit::id("eu-west"))
+            .expect("registry");
+    assert!(reg.get(&crate::testkit::id("h9")).is_some());
+}
