@@ -359,6 +359,29 @@ pub async fn run(
                     acked = Some(local.max(after));
                     continue;
                 }
+                Ok(events) if events[0].seq != after + 1 => {
+                    // The cloud wants events retention already removed here
+                    // (it lost what it had acknowledged): only an operator can
+                    // settle that, from the cloud's DR peer or a backup.
+                    let msg = format!(
+                        "the cloud asks for events from seq {} but this appliance keeps them \
+                         only from seq {} (retention): restore the cloud's copy from its DR \
+                         peer or a backup",
+                        after + 1,
+                        events[0].seq
+                    );
+                    tracing::error!("{msg}");
+                    status.update(|r| {
+                        r.state = "refused";
+                        r.last_error = Some(msg);
+                    });
+                    acked = None;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(REFUSED_RETRY) => {}
+                    }
+                    continue;
+                }
                 Ok(events) => {
                     let n = events.len();
                     let stamps: Vec<i64> =

@@ -132,13 +132,18 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
-        Site::with_tls(false)
+        Site::with(false, "")
+    }
+
+    fn with_tls(tls: bool) -> Site {
+        Site::with(tls, "")
     }
 
     /// With `tls`, the cloud serves HTTPS with a self-signed certificate
     /// (`cloud.crt`) and the appliance trusts what `edge-trust.pem` holds
     /// (a copy of it).
-    fn with_tls(tls: bool) -> Site {
+    /// `uplink` adds keys to the appliance's `[uplink]` section.
+    fn with(tls: bool, uplink: &str) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let cloud_port = free_port();
         let cloud = dir.path().join("cloud.toml");
@@ -163,7 +168,7 @@ impl Site {
         let edge = dir.path().join("edge.toml");
         let mut text = firmware_config::example(40, HOSPITAL);
         text.push_str(&format!(
-            "\n[uplink]\ncloud = \"{url}\"\npoll_ms = 50\ntimeout_s = 5\nbatch_events = 100\n"
+            "\n[uplink]\ncloud = \"{url}\"\npoll_ms = 50\ntimeout_s = 5\nbatch_events = 100\n{uplink}"
         ));
         std::fs::write(&edge, text).unwrap();
         let site = Site { dir, cloud_port };
@@ -245,28 +250,7 @@ impl Site {
 
     /// The cloud's copy: (seq, hash, prev_hash) in seq order.
     fn cloud_log(&self) -> Vec<(u64, String, String)> {
-        let path = self.cloud_db();
-        if !path.exists() {
-            return vec![];
-        }
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT seq, envelope FROM events ORDER BY seq")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .unwrap()
-            .map(|r| {
-                let (seq, env) = r.unwrap();
-                let v: serde_json::Value = serde_json::from_str(&env).unwrap();
-                assert_eq!(v["seq"].as_i64(), Some(seq), "stored under its own seq");
-                assert_eq!(v["hospital"].as_str(), Some(HOSPITAL));
-                (
-                    seq as u64,
-                    v["hash"].as_str().unwrap().to_owned(),
-                    v["prev_hash"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
+        log_at(&self.cloud_db())
     }
 
     /// The appliance's log: (seq, hash, prev_hash) in seq order.
@@ -302,6 +286,31 @@ impl Site {
             }
         }
     }
+}
+
+/// A cloud store's copy of the hospital's log: (seq, hash, prev_hash) in seq order.
+fn log_at(path: &Path) -> Vec<(u64, String, String)> {
+    if !path.exists() {
+        return vec![];
+    }
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT seq, envelope FROM events ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(|r| {
+            let (seq, env) = r.unwrap();
+            let v: serde_json::Value = serde_json::from_str(&env).unwrap();
+            assert_eq!(v["seq"].as_i64(), Some(seq), "stored under its own seq");
+            assert_eq!(v["hospital"].as_str(), Some(HOSPITAL));
+            (
+                seq as u64,
+                v["hash"].as_str().unwrap().to_owned(),
+                v["prev_hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -561,5 +570,123 @@ async fn the_uplink_ships_over_https_and_an_untrusted_cloud_gets_nothing() {
         before,
         "nothing reached an untrusted cloud"
     );
+    edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_the_dr_replica_through_the_regional_cloud() {
+    let site = Site::new();
+    let dir = site.dir.path();
+    // The replica, in another region that may hold eu-west's data.
+    std::fs::write(
+        dir.join("replica.toml"),
+        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica-data\"\n\
+         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n",
+    )
+    .unwrap();
+    run(Command::new(bin("hms-cloud"))
+        .args(["keygen", "--out"])
+        .arg(dir.join("primary.pk8")));
+    run(Command::new(bin("hms-cloud"))
+        .args(["enroll-primary", "--config"])
+        .arg(dir.join("replica.toml"))
+        .args(["--region", "eu-west", "--public-key"])
+        .arg(dir.join("primary.pk8.pub")));
+    let replica = Proc::spawn(
+        Command::new(bin("hms-cloud"))
+            .args(["run", "--config"])
+            .arg(dir.join("replica.toml")),
+    );
+    let rest = replica.ready("hms-cloud ready http=http://");
+    let replica_addr: SocketAddr = rest.trim().parse().unwrap();
+    // The regional cloud replicates to it.
+    let mut cloud = std::fs::read_to_string(site.cloud_config()).unwrap();
+    cloud.push_str(&format!(
+        "allowed_dr_regions = [\"eu-central\"]\n\n[dr]\npeer = \"http://{replica_addr}\"\n\
+         peer_region = \"eu-central\"\nkey_file = \"primary.pk8\"\n"
+    ));
+    std::fs::write(site.cloud_config(), cloud).unwrap();
+    let _cloud = site.start_cloud();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 300);
+    caught_up(http).await;
+    site.assert_cloud_equals_edge();
+
+    let replica_db = dir
+        .join("replica-data/hospitals")
+        .join(format!("{HOSPITAL}.sqlite"));
+    let want = site.edge_log();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_at(&replica_db).len() < want.len() {
+        assert!(Instant::now() < deadline, "replication did not complete");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        log_at(&replica_db),
+        want,
+        "the replica holds exactly the log"
+    );
+    edge.stop();
+    replica.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_that_lost_its_copy_is_resynced_from_the_start() {
+    let site = Site::new();
+    let cloud = site.start_cloud();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 200);
+    caught_up(http).await;
+    cloud.stop();
+    // The cloud's copy is lost (restored from an old backup, say): it now
+    // expects seq 1 while the appliance's cursor is far ahead.
+    std::fs::remove_file(site.cloud_db()).unwrap();
+    adt(mllp, 200, 100);
+    let _cloud = site.start_cloud();
+    caught_up(http).await;
+    site.assert_cloud_equals_edge();
+    let metrics = {
+        let mut c = Conn::connect(http, None).await.unwrap();
+        String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap()
+    };
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hms_uplink_batches_total{kind=\"gap\"}") && !l.ends_with(" 0")),
+        "the resync went through a gap answer"
+    );
+    edge.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_alarm_fires_past_its_share_of_the_budget_and_clears() {
+    // 1 % of 1 MiB: a few hundred queued events pass it.
+    let site = Site::with(false, "outbox_budget_mb = 1\noutbox_alarm_percent = 1\n");
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 300);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = sync_state(http).await;
+        if s["outbox_alarm"] == true {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no alarm: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(s["outbox_bytes"].as_u64().unwrap() >= 10_485, "{s}");
+    assert_eq!(s["health"], "degraded");
+    // Nothing was dropped: once the cloud is there, everything arrives and the alarm clears.
+    let _cloud = site.start_cloud();
+    caught_up(http).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = sync_state(http).await;
+        if s["outbox_alarm"] == false && s["health"] == "ok" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alarm did not clear: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    site.assert_cloud_equals_edge();
     edge.stop();
 }
