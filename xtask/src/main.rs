@@ -245,7 +245,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--backend B] | fuzz [SECONDS] [SEED] | tidy>"
+                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | fuzz [SECONDS] [SEED] | tidy>"
             );
             return ExitCode::from(64);
         }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench sync [--events N] [--backend sqlite|postgres|both]`:
+//! `cargo xtask bench sync [--events N] [--runs N] [--backend sqlite|postgres|both]`:
 //! catch-up, restore and online lag of cloud sync, on loopback.
 //!
 //! For each backend: a fresh appliance (the 2,000-bed hospital) with its
@@ -12,7 +12,10 @@
 //! back-off and breaker decide it) and **drain** (the rest); the
 //! cloud's store is then checked to hold exactly seqs 1..=N (count == max ==
 //! the appliance's last seq). The appliance is stopped, its data dir deleted
-//! and rebuilt with `hms-edge restore --from-cloud`, timed (**restore**). The
+//! and rebuilt with `hms-edge restore --from-cloud`, timed (**restore**; its
+//! peer is `hms-edge verify` of the restored dir, replay without network or
+//! durable writes; the drain's peer is the rate the appliance itself wrote
+//! the backlog at). The
 //! restored appliance starts again and takes 20,000 messages over one
 //! connection while online; the uplink's commit-to-acknowledgement histogram
 //! (`hms_uplink_lag_seconds`) gives the **online lag** p50 and p99.
@@ -255,6 +258,11 @@ fn one_backend(
     )?;
     let restore_s = t.elapsed().as_secs_f64();
     eprintln!("xtask: {}", out.trim());
+    // Peer of the restore: verifying the same data dir (replay of the whole
+    // log into memory, no network, no durable writes).
+    let t = Instant::now();
+    run_ok(Command::new(edge).args(["verify", "--data-dir"]).arg(&data))?;
+    let verify_s = t.elapsed().as_secs_f64();
 
     // Online lag under steady ADT traffic.
     let app = start(edge, &edge_cfg, &data, true)?;
@@ -298,6 +306,12 @@ fn one_backend(
         ("drain_events_per_s", local as f64 / drain_s),
         ("restore_s", restore_s),
         ("restore_events_per_s", local as f64 / restore_s),
+        ("verify_s", verify_s),
+        ("restore_over_verify", restore_s / verify_s),
+        (
+            "backlog_events_per_s",
+            backlog["throughput_mps"].as_f64().unwrap_or(f64::NAN) * 2.0,
+        ),
         (
             "online_mps",
             steady["throughput_mps"].as_f64().unwrap_or(f64::NAN),
@@ -317,6 +331,7 @@ fn one_backend(
 /// Runs the sync benchmark.
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut events = 1_000_000usize;
+    let mut runs = 1usize;
     let mut backends = vec!["sqlite", "postgres"];
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -327,6 +342,13 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .filter(|n| *n >= 1)
                     .context("--events needs a number >= 1")?;
+            }
+            "--runs" => {
+                runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .context("--runs needs a number >= 1")?;
             }
             "--backend" => {
                 backends = match it.next().map(String::as_str) {
@@ -355,9 +377,22 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let bins = (edge, load_bin, target_dir().join("release/hms-cloud"));
     let mut all = serde_json::Map::new();
     for b in backends {
+        let mut rows = vec![];
+        for run in 1..=runs {
+            eprintln!("xtask: bench sync ({b}) run {run}/{runs}");
+            let mut row = one_backend(root, &bins, b, events.div_ceil(2))?;
+            row.insert(
+                "drain_over_backlog".into(),
+                serde_json::json!(
+                    row["drain_events_per_s"].as_f64().unwrap_or(f64::NAN)
+                        / row["backlog_events_per_s"].as_f64().unwrap_or(f64::NAN)
+                ),
+            );
+            rows.push(row);
+        }
         all.insert(
             b.into(),
-            serde_json::Value::Object(one_backend(root, &bins, b, events.div_ceil(2))?),
+            serde_json::Value::Object(crate::bench::medians(&rows)),
         );
     }
     println!("{}", serde_json::to_string_pretty(&all)?);
