@@ -250,6 +250,23 @@ async fn outbox(store: &Store, after: u64) -> anyhow::Result<(u64, u64, Option<i
         .await
 }
 
+/// Records a refusal: `/health` shows it and the log says it once per try.
+fn refuse(status: &Status, msg: String) {
+    tracing::error!("{msg}");
+    status.update(|r| {
+        r.state = "refused";
+        r.last_error = Some(msg);
+    });
+}
+
+/// Sleeps `d`; false when shutdown came first.
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
 /// Runs the uplink until `shutdown` fires.
 pub async fn run(
     store: Store,
@@ -333,9 +350,8 @@ pub async fn run(
                 r.state = "offline";
                 r.breaker = "open";
             });
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+            if !pause(&shutdown, wait.max(Duration::from_millis(10))).await {
+                break;
             }
             continue;
         }
@@ -348,9 +364,8 @@ pub async fn run(
             Some(after) => match read_batch(&store, after, settings.batch_events).await {
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "uplink could not read the log");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(settings.poll) => {}
+                    if !pause(&shutdown, settings.poll).await {
+                        break;
                     }
                     continue;
                 }
@@ -370,15 +385,10 @@ pub async fn run(
                         after + 1,
                         events[0].seq
                     );
-                    tracing::error!("{msg}");
-                    status.update(|r| {
-                        r.state = "refused";
-                        r.last_error = Some(msg);
-                    });
+                    refuse(&status, msg);
                     acked = None;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(REFUSED_RETRY) => {}
+                    if !pause(&shutdown, REFUSED_RETRY).await {
+                        break;
                     }
                     continue;
                 }
@@ -424,14 +434,9 @@ pub async fn run(
                          this data dir is not the one the cloud knows (restore it with \
                          `hms-edge restore --from-cloud`)"
                     );
-                    tracing::error!("{msg}");
-                    status.update(|r| {
-                        r.state = "refused";
-                        r.last_error = Some(msg);
-                    });
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(REFUSED_RETRY) => {}
+                    refuse(&status, msg);
+                    if !pause(&shutdown, REFUSED_RETRY).await {
+                        break;
                     }
                     continue;
                 }
@@ -468,9 +473,8 @@ pub async fn run(
                     r.last_error = Some(why);
                     r.breaker = breaker_name(breaker.state(now));
                 });
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
+                if !pause(&shutdown, delay).await {
+                    break;
                 }
             }
             Err(PushError::Refused {
@@ -482,17 +486,14 @@ pub async fn run(
                     .uplink_batches
                     .get_or_create(&KindLabels { kind: "refused" })
                     .inc();
-                let msg = format!("the cloud refused the uplink (HTTP {code}): {detail}");
-                tracing::error!("{msg}");
-                status.update(|r| {
-                    r.state = "refused";
-                    r.last_error = Some(msg);
-                });
+                refuse(
+                    &status,
+                    format!("the cloud refused the uplink (HTTP {code}): {detail}"),
+                );
                 // Ask again later: an operator may fix the enrolment.
                 acked = None;
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(REFUSED_RETRY) => {}
+                if !pause(&shutdown, REFUSED_RETRY).await {
+                    break;
                 }
             }
         }

@@ -328,6 +328,14 @@ fn one_backend(
     Ok(row)
 }
 
+/// The number ≥ 1 given after `flag`.
+fn count(value: Option<&String>, flag: &str) -> anyhow::Result<usize> {
+    value
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .with_context(|| format!("{flag} needs a number >= 1"))
+}
+
 /// Runs the sync benchmark.
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut events = 1_000_000usize;
@@ -336,20 +344,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--events" => {
-                events = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n >= 1)
-                    .context("--events needs a number >= 1")?;
-            }
-            "--runs" => {
-                runs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n >= 1)
-                    .context("--runs needs a number >= 1")?;
-            }
+            "--events" => events = count(it.next(), a)?,
+            "--runs" => runs = count(it.next(), a)?,
             "--backend" => {
                 backends = match it.next().map(String::as_str) {
                     Some("sqlite") => vec!["sqlite"],

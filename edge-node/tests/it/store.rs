@@ -40,23 +40,28 @@ fn open(dir: &std::path::Path) -> Store {
 
 async fn commission(store: &Store, n: usize) {
     for i in 0..n {
-        store
-            .write(req(Command::Commission {
-                bed: BedId::new(format!("B{i:03}")).unwrap(),
-                unit: UnitId::new("U").unwrap(),
-                attributes: hms_domain::BedAttributes {
-                    gender: Default::default(),
-                    isolation_capable: false,
-                    telemetry: false,
-                    bariatric: false,
-                    level_of_care: hms_domain::LevelOfCare::Acute,
-                    room: None,
-                    tags: vec![],
-                },
-            }))
-            .await
-            .unwrap();
+        commission_named(store, &format!("B{i:03}")).await;
     }
+}
+
+/// Commissions one acute bed of unit `U`.
+async fn commission_named(store: &Store, bed: &str) {
+    store
+        .write(req(Command::Commission {
+            bed: BedId::new(bed).unwrap(),
+            unit: UnitId::new("U").unwrap(),
+            attributes: hms_domain::BedAttributes {
+                gender: Default::default(),
+                isolation_capable: false,
+                telemetry: false,
+                bariatric: false,
+                level_of_care: hms_domain::LevelOfCare::Acute,
+                room: None,
+                tags: vec![],
+            },
+        }))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +300,8 @@ async fn scheduled_backups_keep_the_newest_and_each_restores() {
     let snaps = dir.path().join("snapshots");
     let mut made = vec![];
     for round in 0..3 {
-        commission_more(&store, round).await;
+        // One more bed per round, so each snapshot differs from the one before.
+        commission_named(&store, &format!("X{round}")).await;
         let (b, removed) = edge_node::store::backup::take_scheduled(dir.path(), &snaps, 2).unwrap();
         made.push(b.file.clone());
         assert_eq!(
@@ -319,26 +325,6 @@ async fn scheduled_backups_keep_the_newest_and_each_restores() {
     assert!(report.ok());
     assert_eq!(report.events, store.last_seq());
     store.close().await;
-}
-
-/// One more bed per round, so each snapshot differs from the one before.
-async fn commission_more(store: &Store, round: usize) {
-    store
-        .write(req(Command::Commission {
-            bed: BedId::new(format!("X{round}")).unwrap(),
-            unit: UnitId::new("U").unwrap(),
-            attributes: hms_domain::BedAttributes {
-                gender: Default::default(),
-                isolation_capable: false,
-                telemetry: false,
-                bariatric: false,
-                level_of_care: hms_domain::LevelOfCare::Acute,
-                room: None,
-                tags: vec![],
-            },
-        }))
-        .await
-        .unwrap();
 }
 
 /// The board as comparable text.
