@@ -42,6 +42,8 @@ pub struct Appliance {
     checkpoint_every: Duration,
     grace: Duration,
     uplink: Option<crate::uplink::Settings>,
+    inference: crate::inference::Settings,
+    refresh: Duration,
     retention: Option<firmware_config::Retention>,
     backup: Option<firmware_config::BackupSection>,
 }
@@ -127,6 +129,8 @@ impl Appliance {
                 checkpoint_every: Duration::from_secs(config.store.checkpoint_interval_s.max(1)),
                 grace: Duration::from_secs(config.http.shutdown_grace_s),
                 uplink,
+                inference: crate::inference::Settings::from_config(config),
+                refresh: Duration::from_secs(config.inference.refresh_s),
                 retention: config.uplink.as_ref().map(|u| u.retention),
                 backup: config.backup.clone(),
             },
@@ -180,6 +184,26 @@ impl Appliance {
                 shutdown.clone(),
             ))
         });
+        let runtime = {
+            let (s, m) = (self.inference.clone(), self.metrics.clone());
+            tokio::task::spawn_blocking(move || crate::inference::Runtime::start(&s, m))
+                .await
+                .context("starting the model runtime")?
+        };
+        let forecaster =
+            crate::forecast::Forecaster::new(self.store.clone(), runtime, self.refresh).await;
+        let forecasting = tokio::spawn(
+            forecaster.clone().run(
+                self.inference.clone(),
+                self.store
+                    .db_path()
+                    .parent()
+                    .map(Into::into)
+                    .unwrap_or_default(),
+                self.metrics.clone(),
+                shutdown.clone(),
+            ),
+        );
         let state = AppState {
             store: self.store.clone(),
             tokens: self.tokens.clone(),
@@ -187,6 +211,7 @@ impl Appliance {
             settings: self.settings.clone(),
             shutdown: shutdown.clone(),
             sync,
+            forecaster,
         };
         let app = api::router(state);
         let wal = {
@@ -248,6 +273,7 @@ impl Appliance {
         if let Some(p) = pruning {
             let _ = p.await;
         }
+        let _ = forecasting.await;
         self.store.close().await;
         tracing::info!("appliance stopped");
         Ok(())

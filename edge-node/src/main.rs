@@ -83,6 +83,43 @@ enum Cmd {
         #[command(subcommand)]
         command: Hl7Cmd,
     },
+    /// Model sets for local inference.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCmd {
+    /// Verify the model set in DIR (manifest, every file's sha256) and make it
+    /// the current set, keeping the one it replaces for rollback. A running
+    /// appliance swaps it in at its next forecast refresh.
+    Install {
+        #[command(flatten)]
+        location: Location,
+        /// Directory holding manifest.toml and the models.
+        dir: PathBuf,
+    },
+    /// Switch back to the previous model set.
+    Rollback(Location),
+    /// Load a model set, run its recorded test vectors through each model,
+    /// compare with the recorded outputs, and time calls (in process).
+    /// Exit 1 if a model is not ready or an output differs.
+    Check {
+        /// Directory holding manifest.toml, the models and testvectors.json.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+        /// The ONNX Runtime library (default: ORT_DYLIB_PATH).
+        #[arg(long)]
+        library: Option<PathBuf>,
+        /// Use the CUDA execution provider (fails if it is not offered).
+        #[arg(long)]
+        cuda: bool,
+        /// Timed calls per model (one row each).
+        #[arg(long, default_value_t = 2000)]
+        runs: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -375,6 +412,38 @@ fn dispatch(cli: Cli) -> Result<(), Exit> {
             );
             Ok(())
         }
+        Cmd::Models {
+            command: ModelsCmd::Install { location, dir },
+        } => {
+            let data = data_dir(&location)?;
+            let i = edge_node::models::install(&data, &dir)?;
+            println!(
+                "models: installed set {} into {}{}",
+                i.version,
+                i.dir.display(),
+                i.previous
+                    .map(|p| format!(" (previous: {p}, kept for rollback)"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Cmd::Models {
+            command: ModelsCmd::Rollback(location),
+        } => {
+            let data = data_dir(&location)?;
+            let dir = edge_node::models::rollback(&data)?;
+            println!("models: rolled back to {}", dir.display());
+            Ok(())
+        }
+        Cmd::Models {
+            command:
+                ModelsCmd::Check {
+                    dir,
+                    library,
+                    cuda,
+                    runs,
+                },
+        } => models_check(&dir, library, cuda, runs),
         Cmd::Verify(loc) => {
             let dir = data_dir(&loc)?;
             let report = verify::verify(&dir)?;
@@ -542,6 +611,116 @@ async fn run(cfg: firmware_config::Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     app.serve(listener, mllp, shutdown).await
+}
+
+/// `hms-edge models check`: prints one JSON line per model.
+fn models_check(dir: &Path, library: Option<PathBuf>, cuda: bool, runs: usize) -> Result<(), Exit> {
+    use edge_node::inference::{Runtime, Settings};
+    let settings = Settings {
+        models_dir: dir.to_owned(),
+        library,
+        cuda,
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let rt = Runtime::start(
+        &settings,
+        std::sync::Arc::new(edge_node::metrics::Metrics::new()),
+    );
+    let vectors: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("testvectors.json")).map_err(|e| {
+            Exit(
+                1,
+                format!("{}: {e}", dir.join("testvectors.json").display()),
+            )
+        })?,
+    )
+    .map_err(|e| Exit(1, format!("testvectors.json: {e}")))?;
+    let tolerance = vectors["tolerance"].as_f64().unwrap_or(1e-4);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut failed = false;
+    for report in rt.reports() {
+        let name = report.name.clone();
+        if report.state != "ready" || (cuda && report.provider != Some("cuda")) {
+            println!(
+                "{}",
+                serde_json::json!({ "model": name, "ok": false, "state": report })
+            );
+            failed = true;
+            continue;
+        }
+        let rows: Vec<Vec<f32>> = vectors[&name]["inputs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        r.as_array()
+                            .map(|r| {
+                                r.iter()
+                                    .filter_map(|v| v.as_f64())
+                                    .map(|v| v as f32)
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: Vec<f64> = vectors[&name]["outputs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+                    .filter_map(|v| v.as_f64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let got = runtime.block_on(rt.infer(&name, rows.len(), flat));
+        let max_diff = match &got {
+            Ok(g) if g.len() == want.len() && !want.is_empty() => g
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (f64::from(*g) - w).abs() / w.abs().max(1.0))
+                .fold(0.0, f64::max),
+            _ => f64::INFINITY,
+        };
+        let mut lat = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let row = rows[i % rows.len().max(1)].clone();
+            let t = std::time::Instant::now();
+            let _ = runtime.block_on(rt.infer(&name, 1, row));
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let ok = max_diff <= tolerance;
+        failed |= !ok;
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": name,
+                "ok": ok,
+                "provider": report.provider,
+                "max_relative_diff": max_diff,
+                "tolerance": tolerance,
+                "p50_ms": q(0.5),
+                "p99_ms": q(0.99),
+                "calls_per_s": if lat.is_empty() { 0.0 } else { lat.len() as f64 / (lat.iter().sum::<f64>() / 1000.0) },
+            })
+        );
+    }
+    if failed {
+        Err(Exit(1, "models check failed".into()))
+    } else {
+        Ok(())
+    }
 }
 
 async fn signals(token: CancellationToken) {

@@ -47,6 +47,15 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a model call counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// Model name.
+    pub model: String,
+    /// `model`, or the reason the fallback answered.
+    pub outcome: &'static str,
+}
+
 /// All metrics of one appliance.
 #[derive(Debug)]
 pub struct Metrics {
@@ -99,6 +108,10 @@ pub struct Metrics {
     pub uplink_lag_seconds: Histogram,
     /// Events not yet acknowledged by the cloud.
     pub uplink_outbox_events: Gauge,
+    /// Model calls by outcome (`model` or the fallback's reason).
+    pub model_calls: Family<ModelLabels, Counter>,
+    /// Latency of answered model calls.
+    pub model_seconds: Family<ModelLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -241,7 +254,23 @@ impl Metrics {
             "Events not yet acknowledged by the cloud",
             uplink_outbox_events.clone(),
         );
+        let model_calls = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "model_calls",
+            "Model calls by outcome: model, or the reason the fallback answered",
+            model_calls.clone(),
+        );
+        let model_seconds = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_01, 2.0, 20))
+        });
+        registry.register(
+            "model_duration_seconds",
+            "Latency of answered model calls",
+            model_seconds.clone(),
+        );
         Self {
+            model_calls,
+            model_seconds,
             uplink_batches,
             uplink_events,
             uplink_lag_seconds,

@@ -33,13 +33,14 @@ use toml::de::{DeTable, DeValue};
 use crate::diagnostic::{Diagnostic, Sink};
 use crate::schema::{
     BackupSection, Bed, Building, CHARSETS, Config, DEFAULT_BACKUP_INTERVAL_H, DEFAULT_BACKUP_KEEP,
-    DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT,
-    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_FORECAST_REFRESH_S,
+    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
     DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
     DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, Listen, MllpSection, MllpTls,
-    NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, InferenceSection, Listen,
+    MllpSection, MllpTls, NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -47,9 +48,22 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 /// Keys allowed at the top level.
 const TOP_KEYS: &[&str] = &[
-    "node", "listen", "store", "http", "mllp", "uplink", "backup", "facility", "building", "floor",
-    "unit", "room", "bed",
+    "node",
+    "listen",
+    "store",
+    "http",
+    "mllp",
+    "uplink",
+    "backup",
+    "inference",
+    "facility",
+    "building",
+    "floor",
+    "unit",
+    "room",
+    "bed",
 ];
+const INFERENCE_KEYS: &[&str] = &["models", "library", "cuda", "timeout_ms", "refresh_s"];
 const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name"];
 const LISTEN_KEYS: &[&str] = &["http", "mllp"];
 const STORE_KEYS: &[&str] = &[
@@ -571,6 +585,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let mllp = self.mllp(root);
         let uplink = self.uplink(root);
         let backup = self.backup(root);
+        let inference = self.inference(root);
 
         let (facilities, facility_ids) = self.places(root, "facility", FACILITY_KEYS, None);
         let (buildings, building_ids) = self.places(
@@ -625,6 +640,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             mllp: mllp?,
             uplink: uplink?,
             backup: backup?,
+            inference: inference?,
             facilities,
             buildings,
             floors,
@@ -898,6 +914,41 @@ impl<'s, 'a> Walk<'s, 'a> {
             outbox_alarm_percent: alarm.ok()?.unwrap_or(DEFAULT_OUTBOX_ALARM_PERCENT),
             retention,
         }))
+    }
+
+    /// `[inference]`: the local models; every key has a default.
+    fn inference(&mut self, root: &Scope<'_, '_>) -> Option<InferenceSection> {
+        let dir = self.dir().to_path_buf();
+        if !root.table.contains_key("inference") {
+            return Some(InferenceSection {
+                models: dir.join(DEFAULT_MODELS_DIR),
+                ..InferenceSection::default()
+            });
+        }
+        let s = self.section(root, "inference", Need::Optional)?;
+        s.unknown_keys(self.sink, INFERENCE_KEYS);
+        let sink = &mut *self.sink;
+        let models = match s.table.get("models") {
+            Some(_) => Some(s.text(sink, "models", Need::Optional)?.value),
+            None => None,
+        };
+        let library = match s.table.get("library") {
+            Some(_) => Some(s.text(sink, "library", Need::Optional)?.value),
+            None => None,
+        };
+        let cuda = s.bool(sink, "cuda");
+        let timeout = s.int(sink, "timeout_ms", 1, 60_000);
+        let refresh = s.int(sink, "refresh_s", 10, 86_400);
+        if cuda.is_none() && s.table.contains_key("cuda") {
+            return None;
+        }
+        Some(InferenceSection {
+            models: dir.join(models.as_deref().unwrap_or(DEFAULT_MODELS_DIR)),
+            library: library.map(|l| dir.join(l)),
+            cuda: cuda.unwrap_or(false),
+            timeout_ms: timeout.ok()?.unwrap_or(DEFAULT_INFERENCE_TIMEOUT_MS),
+            refresh_s: refresh.ok()?.unwrap_or(DEFAULT_FORECAST_REFRESH_S),
+        })
     }
 
     /// `[backup]`: scheduled local snapshots.

@@ -52,6 +52,13 @@ pub const DEFAULT_BACKUP_INTERVAL_H: u64 = 24;
 /// Default for `backup.keep`.
 pub const DEFAULT_BACKUP_KEEP: usize = 7;
 
+/// Default for `inference.models`, relative to the configuration file.
+pub const DEFAULT_MODELS_DIR: &str = "models";
+/// Default for `inference.timeout_ms`.
+pub const DEFAULT_INFERENCE_TIMEOUT_MS: u64 = 250;
+/// Default for `inference.refresh_s`.
+pub const DEFAULT_FORECAST_REFRESH_S: u64 = 300;
+
 /// A validated appliance configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -69,6 +76,8 @@ pub struct Config {
     pub uplink: Option<UplinkSection>,
     /// Scheduled local snapshots; none: only on demand (`hms-edge backup`).
     pub backup: Option<BackupSection>,
+    /// Local models (bed demand, OR duration) and their runtime.
+    pub inference: InferenceSection,
     /// Facilities (sites), in file order.
     pub facilities: Vec<Facility>,
     /// Buildings, in file order.
@@ -263,6 +272,35 @@ impl Default for Retention {
             audit_h: 365 * 24,
             integration_h: 48,
             empi_h: 7 * 24,
+        }
+    }
+}
+
+/// `[inference]`: the local ONNX models.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferenceSection {
+    /// Directory holding `manifest.toml` and the models (resolved against
+    /// the config file's directory; a set installed with `hms-edge models
+    /// install` takes precedence).
+    pub models: PathBuf,
+    /// The ONNX Runtime shared library; none: `ORT_DYLIB_PATH`.
+    pub library: Option<PathBuf>,
+    /// Use the CUDA execution provider when the library and a GPU offer it.
+    pub cuda: bool,
+    /// Longest a model call may take before the fallback answers.
+    pub timeout_ms: u64,
+    /// Seconds between forecast refreshes (a significant census change refreshes sooner).
+    pub refresh_s: u64,
+}
+
+impl Default for InferenceSection {
+    fn default() -> Self {
+        Self {
+            models: PathBuf::from(DEFAULT_MODELS_DIR),
+            library: None,
+            cuda: false,
+            timeout_ms: DEFAULT_INFERENCE_TIMEOUT_MS,
+            refresh_s: DEFAULT_FORECAST_REFRESH_S,
         }
     }
 }

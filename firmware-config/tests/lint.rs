@@ -765,7 +765,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
         &text,
         expect![[r#"
             hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-            hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, facility, building, floor, unit, room, bed
+            hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, inference, facility, building, floor, unit, room, bed
             hospital.toml:43:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
         "#]],
     );
@@ -773,7 +773,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
         hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, facility, building, floor, unit, room, bed
+        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, inference, facility, building, floor, unit, room, bed
         hospital.toml:43:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));
@@ -1351,4 +1351,39 @@ fn uplink_errors_are_located() {
         std::fs::write(&config, &text).expect("write");
         expected.assert_eq(&render_in(dir.path(), &lint(&config)));
     }
+}
+
+#[test]
+fn the_inference_section_defaults_and_resolves_paths() {
+    let (dir, config) = tls_dir();
+    std::fs::write(&config, valid()).expect("write");
+    let c = load(&config).expect("valid").config;
+    assert_eq!(c.inference.models, dir.path().join("models"));
+    assert_eq!(c.inference.library, None);
+    assert!(!c.inference.cuda);
+    assert_eq!((c.inference.timeout_ms, c.inference.refresh_s), (250, 300));
+    let text = format!(
+        "{}\n[inference]\nmodels = \"../set\"\nlibrary = \"lib/libonnxruntime.so\"\ncuda = true\ntimeout_ms = 100\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    let c = load(&config).expect("valid").config;
+    assert_eq!(c.inference.models, dir.path().join("../set"));
+    assert_eq!(
+        c.inference.library,
+        Some(dir.path().join("lib/libonnxruntime.so"))
+    );
+    assert!(c.inference.cuda);
+    assert_eq!(c.inference.timeout_ms, 100);
+    let text = format!(
+        "{}\n[inference]\ncuda = \"yes\"\ntimeout_ms = 0\nrefresh_s = 1\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    expect![[r#"
+        $DIR/edge.toml:42:8: error: `inference.cuda` must be true or false, found string
+        $DIR/edge.toml:43:14: error: `inference.timeout_ms` must be between 1 and 60000, found 0
+        $DIR/edge.toml:44:13: error: `inference.refresh_s` must be between 10 and 86400, found 1
+    "#]]
+    .assert_eq(&render_in(dir.path(), &lint(&config)));
 }

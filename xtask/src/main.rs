@@ -9,6 +9,7 @@
 //! - `tidy`: checks the architecture invariants that are about the code itself.
 
 mod bench;
+mod models_bench;
 mod sync_bench;
 mod tidy;
 
@@ -67,9 +68,63 @@ fn services() -> anyhow::Result<()> {
     bail!("PostgreSQL is needed by the tests and could not be started on {pg}")
 }
 
+/// The ONNX Runtime version the appliance is built for (`ort` 2.0 rc.15).
+const ORT_VERSION: &str = "1.31.0";
+
+/// Puts the ONNX Runtime shared library in `target/onnxruntime/` (from the
+/// `onnxruntime` wheel on PyPI, unpacked; no Python environment is made)
+/// and returns its path. Already there: nothing is fetched.
+fn ort_library() -> anyhow::Result<PathBuf> {
+    let dir = target_dir().join("onnxruntime");
+    let lib = dir.join(format!("libonnxruntime.so.{ORT_VERSION}"));
+    if lib.is_file() {
+        return Ok(lib);
+    }
+    std::fs::create_dir_all(&dir)?;
+    let wheels = dir.join("wheel");
+    eprintln!("xtask: fetching the onnxruntime {ORT_VERSION} wheel from PyPI");
+    run({
+        let mut c = Command::new("python3");
+        c.args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
+        .arg(format!("onnxruntime=={ORT_VERSION}"))
+        .arg("-d")
+        .arg(&wheels);
+        c
+    })
+    .context("python3 -m pip download onnxruntime (python3 with pip is needed once)")?;
+    // Unpack only the shared libraries (a wheel is a zip file).
+    run({
+        let mut c = Command::new("python3");
+        c.args([
+            "-c",
+            "import sys, zipfile, glob, os\n\
+             out = sys.argv[1]\n\
+             for w in glob.glob(os.path.join(out, 'wheel', 'onnxruntime-*.whl')):\n\
+             \x20   z = zipfile.ZipFile(w)\n\
+             \x20   for n in z.namelist():\n\
+             \x20       if n.startswith('onnxruntime/capi/libonnxruntime'):\n\
+             \x20           open(os.path.join(out, os.path.basename(n)), 'wb').write(z.read(n))\n",
+        ])
+        .arg(&dir);
+        c
+    })?;
+    if !lib.is_file() {
+        bail!("the onnxruntime wheel held no {}", lib.display());
+    }
+    Ok(lib)
+}
+
 fn ci() -> anyhow::Result<()> {
     tidy::check(&root())?;
     services()?;
+    let ort = ort_library()?;
     run({
         let mut c = cargo();
         c.args(["fmt", "--all", "--check"]);
@@ -87,19 +142,21 @@ fn ci() -> anyhow::Result<()> {
         ]);
         c
     })?;
-    test_all()?;
+    test_all(&ort)?;
     eprintln!("xtask: ci passed");
     Ok(())
 }
 
-/// Runs every test target of the workspace (`CI=true`: service-backed tests
-/// must run, not skip), echoing the output, and closes with one summary line
+/// Runs every test target of the workspace (`CI=true`: service-backed and
+/// model tests must run, not skip; `ORT_DYLIB_PATH` names the ONNX Runtime
+/// library), echoing the output, and closes with one summary line
 /// `N passed, N failed` over all test binaries.
-fn test_all() -> anyhow::Result<()> {
+fn test_all(ort: &Path) -> anyhow::Result<()> {
     use std::io::{BufRead, BufReader};
     let mut c = cargo();
     c.args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
         .env("CI", "true")
+        .env("ORT_DYLIB_PATH", ort)
         .stdout(std::process::Stdio::piped());
     eprintln!("xtask: running {c:?}");
     let mut child = c.spawn().context("starting cargo test")?;
@@ -180,6 +237,16 @@ fn create_token(bin: &Path, data_dir: &Path, role: &str, name: &str) -> anyhow::
 
 fn demo() -> anyhow::Result<()> {
     let bin = build_edge(false)?;
+    // The models run on ONNX Runtime; without it every answer is the fallback rule's.
+    let ort = match ort_library() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!(
+                "xtask: no ONNX Runtime ({e:#}); forecasts will come from the fallback rules"
+            );
+            None
+        }
+    };
     let config = root().join("config/demo-hospital.toml");
     let data_dir = root().join("demo-data");
     let viewer = create_token(&bin, &data_dir, "viewer", "demo-kiosk")?;
@@ -193,6 +260,7 @@ fn demo() -> anyhow::Result<()> {
     println!("  health      {base}/health");
     println!("  metrics     {base}/metrics");
     println!("  units       {base}/api/v1/units");
+    println!("  forecast    {base}/api/v1/forecast");
     println!("  live stream {base}/api/v1/stream?access_token=<token>");
     println!();
     println!("  kiosk token (viewer):        {viewer}");
@@ -201,13 +269,59 @@ fn demo() -> anyhow::Result<()> {
     println!("  try: curl -H 'Authorization: Bearer {viewer}' {base}/api/v1/units");
     println!("  stop with Ctrl-C (SIGINT) or SIGTERM");
     println!();
-    let status = Command::new(&bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .status()
-        .context("starting hms-edge")?;
+    let mut cmd = Command::new(&bin);
+    cmd.args(["run", "--config"]).arg(&config);
+    if let Some(p) = ort {
+        cmd.env("ORT_DYLIB_PATH", p);
+    }
+    let status = cmd.status().context("starting hms-edge")?;
     if !status.success() {
         bail!("hms-edge exited with {status}");
+    }
+    Ok(())
+}
+
+/// `cargo xtask gpu-check`: both models under the CUDA execution provider,
+/// outputs compared with the CPU run and the recorded test vectors, latency
+/// printed. Needs an NVIDIA GPU (`nvidia-smi`) and a CUDA-enabled ONNX
+/// Runtime 1.31 library in `ORT_GPU_DYLIB_PATH` (from the `onnxruntime-gpu`
+/// wheel, with the CUDA and cuDNN libraries it needs on `LD_LIBRARY_PATH`).
+/// Exit 2 when there is no GPU: nothing was measured.
+fn gpu_check() -> anyhow::Result<()> {
+    let gpu = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,driver_version,memory.total",
+            "--format=csv,noheader",
+        ])
+        .output();
+    let gpu = match gpu {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => {
+            eprintln!("xtask: gpu-check: no NVIDIA GPU here (nvidia-smi failed); nothing measured");
+            std::process::exit(2);
+        }
+    };
+    println!("gpu: {gpu}");
+    let gpu_lib = std::env::var_os("ORT_GPU_DYLIB_PATH")
+        .map(PathBuf::from)
+        .context(
+            "set ORT_GPU_DYLIB_PATH to a CUDA-enabled libonnxruntime.so (onnxruntime-gpu 1.31)",
+        )?;
+    let cpu_lib = ort_library()?;
+    let bin = build_edge(true)?;
+    let models = root().join("models");
+    for (label, lib, cuda) in [("cpu", cpu_lib, false), ("cuda", gpu_lib, true)] {
+        println!("{label}:");
+        let mut c = Command::new(&bin);
+        c.args(["models", "check", "--dir"])
+            .arg(&models)
+            .arg("--library")
+            .arg(&lib)
+            .args(["--runs", "2000"]);
+        if cuda {
+            c.arg("--cuda");
+        }
+        run(c)?;
     }
     Ok(())
 }
@@ -237,15 +351,19 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("mllp") => {
             bench::mllp(&root(), &args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("models") => {
+            models_bench::run(&root(), &args[2..])
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("sync") => {
             sync_bench::run(&root(), &args[2..])
         }
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("tidy") => tidy::check(&root()),
+        Some("gpu-check") => gpu_check(),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | fuzz [SECONDS] [SEED] | tidy>"
+                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | fuzz [SECONDS] [SEED] | gpu-check | tidy>"
             );
             return ExitCode::from(64);
         }

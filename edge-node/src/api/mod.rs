@@ -6,6 +6,7 @@
 //! Every error is a problem document (see [`problem`]).
 
 pub mod beds;
+pub mod forecast;
 pub mod integration;
 pub mod problem;
 pub mod stream;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The uplink's state (disabled when the appliance runs alone).
     pub sync: Arc<crate::uplink::Status>,
+    /// Forecasts and OR predictions.
+    pub forecaster: Arc<crate::forecast::Forecaster>,
 }
 
 /// The request id, set by the middleware; used as the correlation id of events.
@@ -105,6 +108,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/beds/{bed}/pending-discharge",
             post(beds::set_pending_discharge),
         )
+        .route("/api/v1/forecast", get(forecast::hospital))
+        .route("/api/v1/forecast/units/{unit}", get(forecast::unit))
+        .route("/api/v1/or/cases/predict", post(forecast::predict_or))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/integration/parked", get(integration::list))
         .route(
@@ -233,9 +239,23 @@ async fn health(State(state): State<AppState>) -> Response {
                 "status": if sync.ok() { "ok" } else { "degraded" },
                 "sync": sync,
             },
+            "models": models_health(&state),
         }
     });
     (code, Json(body)).into_response()
+}
+
+/// The models' part of `/health`: `ok` when every model answers, else
+/// `degraded` (the fallbacks answer; the appliance's status is unaffected).
+fn models_health(state: &AppState) -> serde_json::Value {
+    let runtime = state.forecaster.runtime();
+    let models = runtime.reports();
+    let all_ready = models.iter().all(|m| m.state == "ready");
+    json!({
+        "status": if all_ready { "ok" } else { "degraded" },
+        "set": runtime.set_version(),
+        "models": models,
+    })
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

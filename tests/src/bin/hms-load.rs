@@ -30,6 +30,10 @@ enum Scenario {
     /// `GET /health` only: the HTTP floor, the peer of `queries`.
     Health,
     Queries,
+    /// `GET /api/v1/forecast/units/{unit}` over every unit (served from the forecast cache).
+    Forecast,
+    /// `POST /api/v1/or/cases/predict`, one case per request (a model call each).
+    OrPredict,
     Assign,
     MassCasualty,
 }
@@ -234,9 +238,40 @@ async fn unit_beds(c: &mut Conn, unit: &str) -> anyhow::Result<Vec<Value>> {
     Ok(v["beds"].as_array().cloned().unwrap_or_default())
 }
 
-async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
+/// Which requests the read scenarios send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    Health,
+    Queries,
+    Forecast,
+    OrPredict,
+}
+
+/// The OR case of request `k` (surgeons and procedures rotate).
+fn or_case(k: usize) -> Value {
+    json!({
+        "booked_minutes": 60 + (k % 7) * 20,
+        "age": 30 + (k % 50),
+        "asa": 1 + (k % 4),
+        "procedure": format!("P{:02}", k % 20),
+        "surgeon": format!("S{:02}", 1 + k % 30),
+    })
+}
+
+async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
+    let floor = kind == Reads::Health;
     let paths: Arc<Vec<String>> = if floor {
         Arc::new(vec!["/health".to_owned()])
+    } else if kind == Reads::OrPredict {
+        Arc::new(vec!["/api/v1/or/cases/predict".to_owned()])
+    } else if kind == Reads::Forecast {
+        let units = units(a.addr, &a.token).await?;
+        Arc::new(
+            units
+                .iter()
+                .map(|(u, _)| format!("/api/v1/forecast/units/{u}"))
+                .collect(),
+        )
     } else {
         let units = units(a.addr, &a.token).await?;
         let mut probe = Conn::connect(a.addr, Some(&a.token)).await?;
@@ -295,7 +330,12 @@ async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
                 }
                 let path = &paths[k % paths.len()];
                 k += 7;
-                let ok = matches!(c.get(path).await, Ok(r) if r.status == 200);
+                let reply = if kind == Reads::OrPredict {
+                    c.post(path, &or_case(k)).await
+                } else {
+                    c.get(path).await
+                };
+                let ok = matches!(reply, Ok(r) if r.status == 200);
                 if elapsed >= warmup {
                     let _ = h.record(now.elapsed().as_micros().max(1) as u64);
                     if !ok {
@@ -311,7 +351,12 @@ async fn queries(a: &Args, floor: bool) -> anyhow::Result<Value> {
     }
     let (all, errors) = gather(tasks).await?;
     Ok(json!({
-        "scenario": if floor { "health" } else { "queries" },
+        "scenario": match kind {
+            Reads::Health => "health",
+            Reads::Queries => "queries",
+            Reads::Forecast => "forecast",
+            Reads::OrPredict => "or-predict",
+        },
         "clients": a.clients,
         "target_rps": if a.rate > 0.0 { json!(a.rate) } else { json!("closed-loop") },
         "seconds": a.seconds,
@@ -528,8 +573,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let out = match a.scenario {
         Scenario::Mllp => mllp(&a).await?,
-        Scenario::Health => queries(&a, true).await?,
-        Scenario::Queries => queries(&a, false).await?,
+        Scenario::Health => queries(&a, Reads::Health).await?,
+        Scenario::Queries => queries(&a, Reads::Queries).await?,
+        Scenario::Forecast => queries(&a, Reads::Forecast).await?,
+        Scenario::OrPredict => queries(&a, Reads::OrPredict).await?,
         Scenario::Assign => assign(&a).await?,
         Scenario::MassCasualty => mass_casualty(&a).await?,
     };

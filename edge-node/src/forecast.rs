@@ -1,0 +1,575 @@
+//! Bed-demand forecasts and OR case durations: model first, rules second.
+//!
+//! The [`Forecaster`] computes, per unit, occupied beds at +24, +48 and
+//! +72 h with an 80 % interval from the live board (census, capacity,
+//! reservations as pending admissions, expected discharges) and the last
+//! 24 h of admissions and discharges (kept from the store's commit notices,
+//! seeded from the log at start). It recomputes on a schedule
+//! (`inference.refresh_s`) and when a unit's census moves by at least
+//! [`SIGNIFICANT`] beds, and serves every request from the cached result.
+//!
+//! When the model cannot answer (see [`crate::inference::Reason`]), the
+//! fallback is the historical average census of the unit at the target
+//! weekday and hour, from hourly samples the forecaster takes itself (the
+//! interval is ±1.28 standard deviations of those samples); before a slot
+//! has samples it is the current census (persistence) with ±10 % of the
+//! unit's capacity. Hours and weekdays are UTC.
+//!
+//! OR durations: the model, else the surgeon's mean duration from the
+//! manifest plus 20 %, else (unknown surgeon, or no manifest) the booked
+//! minutes plus 20 %.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hms_domain::{Timestamp, UnitId};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::inference::{BED_DEMAND, OR_DURATION, Reason, Runtime, Unanswered};
+use crate::store::Store;
+
+/// Census change (beds) in a unit that triggers a refresh before the schedule.
+pub const SIGNIFICANT: u32 = 2;
+
+/// Forecast horizons, hours.
+pub const HORIZONS: [i64; 3] = [24, 48, 72];
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// One horizon of a forecast.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Horizon {
+    /// Hours ahead.
+    pub hours: i64,
+    /// Lower bound of the 80 % interval.
+    pub low: f64,
+    /// Point forecast.
+    pub mid: f64,
+    /// Upper bound of the 80 % interval.
+    pub high: f64,
+}
+
+/// A unit's forecast.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnitForecast {
+    /// The unit.
+    pub unit: UnitId,
+    /// When it was computed.
+    pub generated_at: Timestamp,
+    /// Occupied beds now.
+    pub census: u32,
+    /// Beds in the unit.
+    pub capacity: u32,
+    /// `model` or `fallback`.
+    pub source: &'static str,
+    /// Why the fallback answered.
+    pub reason: Option<Reason>,
+    /// The horizons.
+    pub horizons: Vec<Horizon>,
+}
+
+/// Every unit's forecast, as cached.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Forecasts {
+    /// When computed (none before the first refresh).
+    pub generated_at: Option<Timestamp>,
+    /// By unit.
+    pub units: BTreeMap<UnitId, UnitForecast>,
+    /// How long the refresh took, ms.
+    pub refresh_ms: f64,
+}
+
+/// The hospital roll-up: sums over units.
+pub fn roll_up(f: &Forecasts) -> serde_json::Value {
+    let mut sums = HORIZONS.map(|h| Horizon {
+        hours: h,
+        low: 0.0,
+        mid: 0.0,
+        high: 0.0,
+    });
+    let (mut census, mut capacity, mut from_model) = (0u32, 0u32, 0usize);
+    for u in f.units.values() {
+        census += u.census;
+        capacity += u.capacity;
+        from_model += usize::from(u.source == "model");
+        for (s, h) in sums.iter_mut().zip(&u.horizons) {
+            s.low += h.low;
+            s.mid += h.mid;
+            s.high += h.high;
+        }
+    }
+    serde_json::json!({
+        "generated_at": f.generated_at,
+        "refresh_ms": f.refresh_ms,
+        "census": census,
+        "capacity": capacity,
+        "units": f.units.len(),
+        "units_from_model": from_model,
+        "horizons": sums,
+    })
+}
+
+/// Admissions and discharges of the last 24 h, per unit.
+#[derive(Debug, Default)]
+struct Activity {
+    /// (time ms, unit, admission?)
+    recent: VecDeque<(i64, UnitId, bool)>,
+}
+
+impl Activity {
+    fn add(&mut self, at: i64, unit: UnitId, admission: bool) {
+        self.recent.push_back((at, unit, admission));
+    }
+
+    fn counts(&mut self, now: i64) -> HashMap<UnitId, (u32, u32)> {
+        while self.recent.front().is_some_and(|(t, ..)| *t < now - DAY_MS) {
+            self.recent.pop_front();
+        }
+        let mut out: HashMap<UnitId, (u32, u32)> = HashMap::new();
+        for (_, unit, admission) in &self.recent {
+            let e = out.entry(unit.clone()).or_default();
+            if *admission {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Whether an event kind admits to a bed (`Some(true)`) or discharges from it.
+fn movement(kind: &str) -> Option<bool> {
+    match kind {
+        "bed.assigned" | "bed.placed" | "bed.transferred_in" | "bed.readmitted" => Some(true),
+        "bed.released" | "bed.transferred_out" => Some(false),
+        _ => None,
+    }
+}
+
+/// Census samples per unit × weekday × hour: the fallback's history.
+#[derive(Debug, Default)]
+struct History {
+    /// (sum, sum of squares, count) per slot.
+    slots: HashMap<(UnitId, u8, u8), (f64, f64, u32)>,
+    /// The hour (ms, floored) each unit was last sampled in.
+    sampled: HashMap<UnitId, i64>,
+}
+
+/// Weekday (0 = Monday) and hour of a time, UTC.
+fn slot_of(ms: i64) -> (u8, u8) {
+    let days = ms.div_euclid(DAY_MS);
+    // 1970-01-01 was a Thursday (3 when Monday is 0).
+    let weekday = (days + 3).rem_euclid(7) as u8;
+    let hour = (ms.rem_euclid(DAY_MS) / HOUR_MS) as u8;
+    (weekday, hour)
+}
+
+impl History {
+    fn sample(&mut self, unit: &UnitId, now: i64, census: u32) {
+        let hour = now - now.rem_euclid(HOUR_MS);
+        if self.sampled.get(unit) == Some(&hour) {
+            return;
+        }
+        self.sampled.insert(unit.clone(), hour);
+        let (w, h) = slot_of(now);
+        let c = f64::from(census);
+        let e = self.slots.entry((unit.clone(), w, h)).or_default();
+        e.0 += c;
+        e.1 += c * c;
+        e.2 += 1;
+    }
+
+    /// Mean and standard deviation of the slot of `at`.
+    fn stats(&self, unit: &UnitId, at: i64) -> Option<(f64, f64)> {
+        let (w, h) = slot_of(at);
+        let (s, ss, n) = *self.slots.get(&(unit.clone(), w, h))?;
+        let n = f64::from(n);
+        let mean = s / n;
+        Some((mean, (ss / n - mean * mean).max(0.0).sqrt()))
+    }
+}
+
+/// One unit's inputs at a time.
+#[derive(Debug, Clone, PartialEq)]
+struct UnitState {
+    unit: UnitId,
+    census: u32,
+    capacity: u32,
+    arrivals: u32,
+    discharges: u32,
+    pending_in: u32,
+    pending_out: u32,
+}
+
+impl UnitState {
+    /// The model's feature row, in the manifest's order.
+    fn features(&self, now: i64) -> [f32; 10] {
+        let (w, h) = slot_of(now);
+        let tau = std::f64::consts::TAU;
+        let (hs, hc) = (tau * f64::from(h) / 24.0).sin_cos();
+        let (ws, wc) = (tau * f64::from(w) / 7.0).sin_cos();
+        [
+            self.census as f32,
+            self.capacity as f32,
+            self.arrivals as f32,
+            self.discharges as f32,
+            self.pending_in as f32,
+            self.pending_out as f32,
+            hs as f32,
+            hc as f32,
+            ws as f32,
+            wc as f32,
+        ]
+    }
+}
+
+/// The manifest's bed-demand feature order, which [`UnitState::features`] fills.
+pub const BED_FEATURES: [&str; 10] = [
+    "census",
+    "capacity",
+    "arrivals_24h",
+    "discharges_24h",
+    "pending_admissions",
+    "pending_discharges",
+    "hour_sin",
+    "hour_cos",
+    "weekday_sin",
+    "weekday_cos",
+];
+
+/// The manifest's OR feature order.
+pub const OR_FEATURES: [&str; 5] = [
+    "booked_minutes",
+    "age",
+    "asa",
+    "procedure_code",
+    "surgeon_code",
+];
+
+/// Forecasts and OR predictions of one appliance.
+pub struct Forecaster {
+    runtime: ArcSwap<Runtime>,
+    store: Store,
+    cache: ArcSwap<Forecasts>,
+    activity: Mutex<Activity>,
+    history: Mutex<History>,
+    refresh: Duration,
+}
+
+impl std::fmt::Debug for Forecaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forecaster").finish_non_exhaustive()
+    }
+}
+
+/// An OR case to predict.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrCase {
+    /// Booked duration, minutes.
+    pub booked_minutes: f64,
+    /// Patient age, years.
+    pub age: f64,
+    /// ASA physical status class, 1 to 6.
+    pub asa: u8,
+    /// Procedure code.
+    pub procedure: String,
+    /// Surgeon code.
+    pub surgeon: String,
+}
+
+/// A predicted OR case duration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OrPrediction {
+    /// Predicted minutes.
+    pub minutes: f64,
+    /// `model` or `fallback`.
+    pub source: &'static str,
+    /// Why the fallback answered.
+    pub reason: Option<Reason>,
+}
+
+impl Forecaster {
+    /// A forecaster over `store` with `runtime`; seed its activity from the log.
+    pub async fn new(store: Store, runtime: Runtime, refresh: Duration) -> Arc<Forecaster> {
+        let f = Arc::new(Forecaster {
+            runtime: ArcSwap::from_pointee(runtime),
+            store,
+            cache: ArcSwap::from_pointee(Forecasts::default()),
+            activity: Mutex::new(Activity::default()),
+            history: Mutex::new(History::default()),
+            refresh,
+        });
+        f.seed_activity().await;
+        f
+    }
+
+    /// The runtime (model states for `/health`).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Replaces the runtime (a new model set).
+    pub fn swap_runtime(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// The cached forecasts.
+    pub fn cached(&self) -> Arc<Forecasts> {
+        self.cache.load_full()
+    }
+
+    async fn seed_activity(&self) {
+        let since = Timestamp::now().as_millis() - DAY_MS;
+        let rows = self
+            .store
+            .read(move |conn, _| {
+                let mut stmt = conn.prepare(
+                    "SELECT kind, subject, recorded_at FROM events ORDER BY seq DESC LIMIT 200000",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut out = vec![];
+                while let Some(r) = rows.next()? {
+                    let at: i64 = r.get(2)?;
+                    if at < since {
+                        break;
+                    }
+                    let kind: String = r.get(0)?;
+                    if let (Some(adm), Some(bed)) =
+                        (movement(&kind), r.get::<_, Option<String>>(1)?)
+                    {
+                        out.push((at, bed, adm));
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap_or_default();
+        let view = self.store.view();
+        let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        for (at, bed, adm) in rows.into_iter().rev() {
+            if let Some(b) = view.bed(&bed) {
+                a.add(at, b.unit.clone(), adm);
+            }
+        }
+    }
+
+    fn unit_states(&self, now: i64) -> Vec<UnitState> {
+        let view = self.store.view();
+        let counts = self
+            .activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts(now);
+        view.unit_ids()
+            .filter_map(|u| {
+                let c = view.census(u.as_str())?;
+                let (arrivals, discharges) = counts.get(u).copied().unwrap_or_default();
+                Some(UnitState {
+                    unit: u.clone(),
+                    census: c.occupied,
+                    capacity: c.total,
+                    arrivals,
+                    discharges,
+                    pending_in: c.pending_in,
+                    pending_out: c.pending_out,
+                })
+            })
+            .collect()
+    }
+
+    fn fallback(&self, s: &UnitState, now: i64) -> Vec<Horizon> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let cap = f64::from(s.capacity);
+        HORIZONS
+            .iter()
+            .map(|&h| {
+                let (mid, spread) = match history.stats(&s.unit, now + h * HOUR_MS) {
+                    Some((mean, sd)) => (mean, 1.28 * sd),
+                    None => (f64::from(s.census), 0.1 * cap),
+                };
+                Horizon {
+                    hours: h,
+                    low: (mid - spread).clamp(0.0, cap),
+                    mid: mid.clamp(0.0, cap),
+                    high: (mid + spread).clamp(0.0, cap),
+                }
+            })
+            .collect()
+    }
+
+    /// Recomputes every unit's forecast and caches it.
+    pub async fn refresh_now(&self) -> Arc<Forecasts> {
+        let started = std::time::Instant::now();
+        let now = Timestamp::now().as_millis();
+        let states = self.unit_states(now);
+        {
+            let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            for s in &states {
+                h.sample(&s.unit, now, s.census);
+            }
+        }
+        let runtime = self.runtime();
+        let input: Vec<f32> = states.iter().flat_map(|s| s.features(now)).collect();
+        let answer = if states.is_empty() {
+            Ok(vec![])
+        } else {
+            runtime.infer(BED_DEMAND, states.len(), input).await
+        };
+        let generated_at = Timestamp::from_millis(now);
+        let mut units = BTreeMap::new();
+        for (i, s) in states.iter().enumerate() {
+            let (source, reason, horizons) = match &answer {
+                Ok(out) => {
+                    let cap = f64::from(s.capacity);
+                    let row = &out[i * 9..(i + 1) * 9];
+                    let horizons = HORIZONS
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &h)| {
+                            let mut v = [row[3 * k], row[3 * k + 1], row[3 * k + 2]]
+                                .map(|x| f64::from(x).clamp(0.0, cap));
+                            v.sort_by(f64::total_cmp);
+                            Horizon {
+                                hours: h,
+                                low: v[0],
+                                mid: v[1],
+                                high: v[2],
+                            }
+                        })
+                        .collect();
+                    ("model", None, horizons)
+                }
+                Err(u) => ("fallback", Some(u.reason), self.fallback(s, now)),
+            };
+            units.insert(
+                s.unit.clone(),
+                UnitForecast {
+                    unit: s.unit.clone(),
+                    generated_at,
+                    census: s.census,
+                    capacity: s.capacity,
+                    source,
+                    reason,
+                    horizons,
+                },
+            );
+        }
+        let f = Arc::new(Forecasts {
+            generated_at: Some(generated_at),
+            units,
+            refresh_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+        self.cache.store(f.clone());
+        f
+    }
+
+    /// Predicts OR case durations.
+    pub async fn predict_or(&self, cases: &[OrCase]) -> Vec<OrPrediction> {
+        let runtime = self.runtime();
+        let spec = runtime.spec(OR_DURATION);
+        let code = |list: Option<&Vec<String>>, v: &str| -> f32 {
+            list.and_then(|l| l.iter().position(|x| x == v))
+                .map_or(-1.0, |i| i as f32)
+        };
+        let input: Vec<f32> = cases
+            .iter()
+            .flat_map(|c| {
+                [
+                    c.booked_minutes as f32,
+                    c.age as f32,
+                    f32::from(c.asa),
+                    code(spec.map(|s| &s.procedures), &c.procedure),
+                    code(spec.map(|s| &s.surgeons), &c.surgeon),
+                ]
+            })
+            .collect();
+        let answer: Result<Vec<f32>, Unanswered> = if cases.is_empty() {
+            Ok(vec![])
+        } else {
+            runtime.infer(OR_DURATION, cases.len(), input).await
+        };
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match &answer {
+                Ok(out) => OrPrediction {
+                    minutes: f64::from(out[i]).max(0.0),
+                    source: "model",
+                    reason: None,
+                },
+                Err(u) => {
+                    let surgeon_mean = spec.and_then(|s| {
+                        let i = s.surgeons.iter().position(|x| *x == c.surgeon)?;
+                        s.surgeon_mean_minutes.get(i).copied()
+                    });
+                    OrPrediction {
+                        minutes: surgeon_mean.unwrap_or(c.booked_minutes) * 1.2,
+                        source: "fallback",
+                        reason: Some(u.reason),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps the cache fresh until `shutdown`: on the schedule, on a
+    /// significant census change, and picks up a newly installed model set.
+    pub async fn run(
+        self: Arc<Self>,
+        settings: crate::inference::Settings,
+        data_dir: std::path::PathBuf,
+        metrics: Arc<crate::metrics::Metrics>,
+        shutdown: CancellationToken,
+    ) {
+        let mut notices = self.store.subscribe();
+        let mut last = self.refresh_now().await;
+        let mut tick = tokio::time::interval(self.refresh);
+        tick.tick().await;
+        loop {
+            let mut due = false;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => due = true,
+                n = notices.recv() => match n {
+                    Ok(n) => {
+                        if let Some(adm) = movement(n.kind) {
+                            self.activity
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .add(Timestamp::now().as_millis(), n.bed.unit.clone(), adm);
+                        }
+                        let now = self.store.view().census(n.bed.unit.as_str()).map(|c| c.occupied);
+                        let then = last.units.get(&n.bed.unit).map(|u| u.census);
+                        if let (Some(now), Some(then)) = (now, then) {
+                            due = now.abs_diff(then) >= SIGNIFICANT;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => due = true,
+                    Err(_) => break,
+                },
+            }
+            if !due {
+                continue;
+            }
+            // A model set installed since the runtime started replaces it.
+            if let Some(dir) = crate::models::current(&data_dir)
+                && dir != self.runtime().dir()
+            {
+                let mut s = settings.clone();
+                s.models_dir = dir;
+                let m = metrics.clone();
+                if let Ok(rt) = tokio::task::spawn_blocking(move || Runtime::start(&s, m)).await {
+                    tracing::info!(set = ?rt.set_version(), "model set swapped in");
+                    self.swap_runtime(rt);
+                }
+            }
+            last = self.refresh_now().await;
+        }
+    }
+}
