@@ -456,6 +456,11 @@ impl Runtime {
                         .name(format!("onnx-{name}"))
                         .spawn(move || {
                             while let Ok(job) = rx.recv() {
+                                // A caller that gave up (timed out) wants no answer:
+                                // skip its job rather than spend the model on it.
+                                if job.reply.is_closed() {
+                                    continue;
+                                }
                                 let out = run_job(&mut session, &worker_spec, job.rows, job.input);
                                 let _ = job.reply.send(out);
                             }

@@ -6,6 +6,7 @@
 mod api;
 mod corpus;
 mod hl7;
+mod inference;
 mod process;
 mod store;
 mod support;
