@@ -281,6 +281,56 @@ fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask models-train`: makes the pinned training environment
+/// (`target/models-venv`, from `models/train/requirements.txt`), runs the
+/// training script into `target/models-retrained/`, and checks that every
+/// model file comes out byte for byte as committed (same sha256).
+fn models_train() -> anyhow::Result<()> {
+    let venv = target_dir().join("models-venv");
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        run({
+            let mut c = Command::new("python3");
+            c.args(["-m", "venv"]).arg(&venv);
+            c
+        })?;
+    }
+    run({
+        let mut c = Command::new(&python);
+        c.args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(root().join("models/train/requirements.txt"));
+        c
+    })?;
+    let out = target_dir().join("models-retrained");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    run({
+        let mut c = Command::new(&python);
+        c.arg(root().join("models/train/train.py"))
+            .arg("--out")
+            .arg(&out);
+        c
+    })?;
+    let mut differ = vec![];
+    for f in [
+        "bed_demand.onnx",
+        "or_duration.onnx",
+        "manifest.toml",
+        "testvectors.json",
+    ] {
+        let a = std::fs::read(root().join("models").join(f))?;
+        let b = std::fs::read(out.join(f)).with_context(|| format!("{f} was not written"))?;
+        println!("{f}: {}", if a == b { "identical" } else { "DIFFERS" });
+        if a != b {
+            differ.push(f);
+        }
+    }
+    if !differ.is_empty() {
+        bail!("retrained files differ from the committed ones: {differ:?}");
+    }
+    Ok(())
+}
+
 /// `cargo xtask gpu-check`: both models under the CUDA execution provider,
 /// outputs compared with the CPU run and the recorded test vectors, latency
 /// printed. Needs an NVIDIA GPU (`nvidia-smi`) and a CUDA-enabled ONNX
@@ -360,10 +410,11 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("tidy") => tidy::check(&root()),
         Some("gpu-check") => gpu_check(),
+        Some("models-train") => models_train(),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | fuzz [SECONDS] [SEED] | gpu-check | tidy>"
+                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | fuzz [SECONDS] [SEED] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

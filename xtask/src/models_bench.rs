@@ -4,8 +4,10 @@
 //! (`hms-edge models check`, one row per call); then the 2,000-bed
 //! appliance with the committed models: the forecast refresh time of all
 //! units, the forecast endpoint (served from the cache) and the OR endpoint
-//! (one model call per request) under load, each next to `/health` (the
-//! HTTP floor) measured in the same run, and the appliance's RSS with the
+//! (one model call per request, 4 closed-loop clients so the model's queue
+//! never overflows into the "busy" fallback; the share of answers the model
+//! gave is reported) under load, each next to `/health` (the HTTP floor)
+//! measured in the same run, and the appliance's RSS with the
 //! models loaded against the same appliance without them.
 
 use std::path::Path;
@@ -28,7 +30,7 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn get_json(addr: &str, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {
+fn get(addr: &str, path: &str, token: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr)?;
     write!(
@@ -37,11 +39,37 @@ fn get_json(addr: &str, path: &str, token: &str) -> anyhow::Result<serde_json::V
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    let body = out
+    Ok(out
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    Ok(serde_json::from_str(body)?)
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+fn get_json(addr: &str, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_str(&get(addr, path, token)?)?)
+}
+
+/// Calls of `model` by outcome, from `/metrics`.
+fn outcomes(addr: &str, model: &str) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let text = get(addr, "/metrics", "")?;
+    let mut out = serde_json::Map::new();
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("hms_model_calls_total{"))
+    {
+        if !l.contains(&format!("model=\"{model}\"")) {
+            continue;
+        }
+        let outcome = l
+            .split("outcome=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        let n: Option<f64> = l.rsplit(' ').next().and_then(|v| v.parse().ok());
+        if let (Some(o), Some(n)) = (outcome, n) {
+            out.insert(o.to_owned(), serde_json::json!(n));
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the benchmark.
@@ -125,7 +153,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 for (label, scenario, clients, rate) in [
                     ("health", "health", "50", "0"),
                     ("forecast", "forecast", "50", "0"),
-                    ("or_predict", "or-predict", "16", "0"),
+                    ("or_predict", "or-predict", "4", "0"),
                 ] {
                     let v = load(
                         &load_bin,
@@ -153,6 +181,14 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
                     );
                     row.insert(format!("{label}_api_errors"), v["errors"].clone());
                 }
+                // Every OR answer under load must have come from the model.
+                let o = outcomes(&app.addr, "or_duration")?;
+                let model = o.get("model").and_then(|v| v.as_f64()).unwrap_or(0.0);
+                let all: f64 = o.values().filter_map(|v| v.as_f64()).sum();
+                row.insert(
+                    "or_predict_model_share".into(),
+                    serde_json::json!(model / all),
+                );
             }
             drop(app);
         }
