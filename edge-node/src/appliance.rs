@@ -204,6 +204,14 @@ impl Appliance {
                 shutdown.clone(),
             ),
         );
+        let patients = crate::patients::PatientIndex::load(&self.store)
+            .await
+            .context("loading the patient index")?;
+        let following = tokio::spawn(
+            patients
+                .clone()
+                .follow(self.store.clone(), shutdown.clone()),
+        );
         let state = AppState {
             store: self.store.clone(),
             tokens: self.tokens.clone(),
@@ -212,6 +220,7 @@ impl Appliance {
             shutdown: shutdown.clone(),
             sync,
             forecaster,
+            patients,
         };
         let app = api::router(state);
         let wal = {
@@ -274,6 +283,7 @@ impl Appliance {
             let _ = p.await;
         }
         let _ = forecasting.await;
+        let _ = following.await;
         self.store.close().await;
         tracing::info!("appliance stopped");
         Ok(())

@@ -22,5 +22,6 @@ pub mod integration;
 pub mod metrics;
 pub mod mllp;
 pub mod models;
+pub mod patients;
 pub mod store;
 pub mod uplink;

@@ -8,6 +8,7 @@
 pub mod beds;
 pub mod forecast;
 pub mod integration;
+pub mod patients;
 pub mod problem;
 pub mod stream;
 
@@ -79,6 +80,8 @@ pub struct AppState {
     pub sync: Arc<crate::uplink::Status>,
     /// Forecasts and OR predictions.
     pub forecaster: Arc<crate::forecast::Forecaster>,
+    /// The local patient index.
+    pub patients: Arc<crate::patients::PatientIndex>,
 }
 
 /// The request id, set by the middleware; used as the correlation id of events.
@@ -108,6 +111,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/beds/{bed}/pending-discharge",
             post(beds::set_pending_discharge),
         )
+        .route("/api/v1/patients", get(patients::search))
         .route("/api/v1/forecast", get(forecast::hospital))
         .route("/api/v1/forecast/units/{unit}", get(forecast::unit))
         .route("/api/v1/or/cases/predict", post(forecast::predict_or))

@@ -257,6 +257,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// The highest committed seq (0: none), for the uplink.
     committed: tokio::sync::watch::Sender<u64>,
+    /// Committed patient record events, for the patient index.
+    patients: broadcast::Sender<Arc<EventBody>>,
 }
 
 /// Opens a write connection with the durability settings of the store.
@@ -407,12 +409,14 @@ impl Store {
             last_error: Mutex::new(None),
             metrics,
             committed: tokio::sync::watch::Sender::new(next_seq - 1),
+            patients: broadcast::channel(4096).0,
         });
         let writer = Writer {
             board_stale: false,
             board_changed: false,
             pending_history: vec![],
             pending_notices: vec![],
+            pending_patients: vec![],
             pending_events: 0,
             locations: settings.locations,
             parse: settings.parse,
@@ -424,6 +428,7 @@ impl Store {
             max_batch: settings.max_batch.max(1),
             inner: Arc::downgrade(&inner),
             notices: inner.notices.clone(),
+            patients: inner.patients.clone(),
             metrics: inner.metrics.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -464,6 +469,11 @@ impl Store {
     /// The highest committed seq (0 when the log is empty).
     pub fn last_seq(&self) -> u64 {
         *self.inner.committed.borrow()
+    }
+
+    /// Committed patient record events (recorded, merged), after commit.
+    pub fn subscribe_patients(&self) -> broadcast::Receiver<Arc<EventBody>> {
+        self.inner.patients.subscribe()
     }
 
     /// Follows the highest committed seq (the uplink wakes on it).
@@ -669,6 +679,8 @@ struct Writer {
     pending_history: Vec<(BedId, HistoryItem)>,
     /// Live-stream notices of the batch being committed.
     pending_notices: Vec<Notice>,
+    /// Patient record events of the batch being committed.
+    pending_patients: Vec<Arc<EventBody>>,
     /// Events appended by the batch being committed.
     pending_events: u64,
     conn: Connection,
@@ -681,6 +693,7 @@ struct Writer {
     parse: ParseConfig,
     inner: std::sync::Weak<Inner>,
     notices: broadcast::Sender<Arc<Notice>>,
+    patients: broadcast::Sender<Arc<EventBody>>,
     metrics: Arc<Metrics>,
 }
 
@@ -870,6 +883,7 @@ impl Writer {
         }
         self.pending_history.clear();
         self.pending_notices.clear();
+        self.pending_patients.clear();
         self.pending_events = 0;
         let mut replies = Vec::with_capacity(n);
         let mut work = Vec::with_capacity(n);
@@ -923,6 +937,9 @@ impl Writer {
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.events.inc_by(self.pending_events);
+                for change in self.pending_patients.drain(..) {
+                    let _ = self.patients.send(change);
+                }
                 for notice in self.pending_notices.drain(..) {
                     let _ = self.notices.send(Arc::new(notice));
                 }
@@ -951,6 +968,7 @@ impl Writer {
                 self.reload_board();
                 self.pending_history.clear();
                 self.pending_notices.clear();
+                self.pending_patients.clear();
                 let msg = e.to_string();
                 tracing::error!(error = %msg, items = n, "store commit failed; batch refused");
                 self.metrics.commit_failures.inc();
@@ -999,6 +1017,12 @@ impl Writer {
         );
         projection::insert_event(&self.conn, &env)?;
         projection::project(&self.conn, &env, &body, &self.board)?;
+        if matches!(
+            body,
+            EventBody::PatientRecorded { .. } | EventBody::PatientsMerged { .. }
+        ) {
+            self.pending_patients.push(Arc::new(body.clone()));
+        }
         if !matches!(
             body,
             EventBody::Hl7Message { .. }

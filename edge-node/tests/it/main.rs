@@ -7,6 +7,7 @@ mod api;
 mod corpus;
 mod hl7;
 mod inference;
+mod patients;
 mod process;
 mod store;
 mod support;

@@ -1,0 +1,266 @@
+//! The appliance's local patient index: every patient the ADT feed has
+//! described, in memory, for look-ups that work offline.
+//!
+//! Loaded from the `patients` projection at start, then kept current from
+//! the store's committed patient events (recorded, merged); a follower that
+//! falls behind the event feed reloads from the projection, so the index
+//! never misses a change. Look-up by MRN is exact. Each patient carries the
+//! enterprise id (EID) the regional EMPI assigned, or `pending` until the
+//! cloud has assigned one (and while offline).
+//!
+//! Responses carry the minimum necessary: MRN, name, birth date, sex and
+//! EID; addresses, phones and other identifiers stay in the index.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hms_domain::phi::{Address, BirthDate, Identifier, Mrn, PersonName, Phone, Sex};
+use hms_domain::{EventBody, PatientRef};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// One patient as the index holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patient {
+    /// Medical record number (the key).
+    pub mrn: Mrn,
+    /// Name.
+    pub name: Option<PersonName>,
+    /// Date of birth.
+    pub birth_date: Option<BirthDate>,
+    /// Administrative sex.
+    pub sex: Option<Sex>,
+    /// Address (PID-11).
+    pub address: Option<Address>,
+    /// Phone (PID-13).
+    pub phone: Option<Phone>,
+    /// Every identifier (PID-3).
+    pub identifiers: Vec<Identifier>,
+    /// The enterprise id, once the regional EMPI assigned one.
+    pub eid: Option<String>,
+}
+
+/// What the API shows of a patient (minimum necessary).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PatientJson {
+    /// MRN.
+    pub mrn: String,
+    /// Name.
+    pub name: Option<String>,
+    /// Date of birth.
+    pub birth_date: Option<String>,
+    /// Sex.
+    pub sex: Option<Sex>,
+    /// The EID, or `pending`.
+    pub eid: String,
+}
+
+impl Patient {
+    /// The API view.
+    pub fn json(&self) -> PatientJson {
+        PatientJson {
+            mrn: self.mrn.expose().to_owned(),
+            name: self.name.as_ref().map(|n| n.expose().to_owned()),
+            birth_date: self.birth_date.as_ref().map(|d| d.expose().to_owned()),
+            sex: self.sex,
+            eid: self.eid.clone().unwrap_or_else(|| "pending".into()),
+        }
+    }
+
+    fn from_ref(p: &PatientRef) -> Patient {
+        Patient {
+            mrn: p.mrn.clone(),
+            name: p.name.clone(),
+            birth_date: p.birth_date.clone(),
+            sex: p.sex,
+            address: None,
+            phone: None,
+            identifiers: vec![],
+            eid: None,
+        }
+    }
+
+    /// Folds a newer description in (absent fields keep their value, as in
+    /// the projection).
+    fn update(&mut self, p: &PatientRef) {
+        if p.name.is_some() {
+            self.name = p.name.clone();
+        }
+        if p.birth_date.is_some() {
+            self.birth_date = p.birth_date.clone();
+        }
+        if p.sex.is_some() {
+            self.sex = p.sex;
+        }
+    }
+}
+
+/// The index.
+#[derive(Debug, Default)]
+pub struct PatientIndex {
+    by_mrn: RwLock<HashMap<String, Patient>>,
+}
+
+fn parse_sex(s: &str) -> Option<Sex> {
+    match s {
+        "female" => Some(Sex::Female),
+        "male" => Some(Sex::Male),
+        "other" => Some(Sex::Other),
+        _ => None,
+    }
+}
+
+impl PatientIndex {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Patient>> {
+        self.by_mrn.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Patient>> {
+        self.by_mrn.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every patient of the projection.
+    async fn rows(store: &Store) -> anyhow::Result<HashMap<String, Patient>> {
+        store
+            .read(|conn, _| {
+                let mut stmt = conn.prepare(
+                    "SELECT mrn, name, birth_date, sex, identifiers, address, phone FROM patients",
+                )?;
+                let mut rows = stmt.query([])?;
+                let mut out = HashMap::new();
+                while let Some(r) = rows.next()? {
+                    let mrn: String = r.get(0)?;
+                    let identifiers: Option<String> = r.get(4)?;
+                    let p = Patient {
+                        mrn: Mrn::new(mrn.clone()),
+                        name: r.get::<_, Option<String>>(1)?.map(PersonName::new),
+                        birth_date: r.get::<_, Option<String>>(2)?.map(BirthDate::new),
+                        sex: r
+                            .get::<_, Option<String>>(3)?
+                            .as_deref()
+                            .and_then(parse_sex),
+                        identifiers: identifiers
+                            .as_deref()
+                            .and_then(|j| serde_json::from_str(j).ok())
+                            .unwrap_or_default(),
+                        address: r.get::<_, Option<String>>(5)?.map(Address::new),
+                        phone: r.get::<_, Option<String>>(6)?.map(Phone::new),
+                        eid: None,
+                    };
+                    out.insert(mrn, p);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Loads the index from the store's projection.
+    pub async fn load(store: &Store) -> anyhow::Result<Arc<PatientIndex>> {
+        let index = PatientIndex::default();
+        *index.write() = Self::rows(store).await?;
+        Ok(Arc::new(index))
+    }
+
+    /// Reloads from the projection, keeping the EIDs already known.
+    pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {
+        let mut fresh = Self::rows(store).await?;
+        let mut map = self.write();
+        for (mrn, p) in fresh.iter_mut() {
+            p.eid = map.get(mrn).and_then(|old| old.eid.clone());
+        }
+        *map = fresh;
+        Ok(())
+    }
+
+    /// Applies one committed patient event.
+    pub fn apply(&self, body: &EventBody) {
+        let mut map = self.write();
+        match body {
+            EventBody::PatientRecorded {
+                patient,
+                identifiers,
+                address,
+                phone,
+                ..
+            } => {
+                let p = map
+                    .entry(patient.mrn.expose().to_owned())
+                    .or_insert_with(|| Patient::from_ref(patient));
+                p.update(patient);
+                if !identifiers.is_empty() {
+                    p.identifiers = identifiers.clone();
+                }
+                if address.is_some() {
+                    p.address = address.clone();
+                }
+                if phone.is_some() {
+                    p.phone = phone.clone();
+                }
+            }
+            EventBody::PatientsMerged { from, into } => {
+                let merged = map.remove(from.expose());
+                let p = map
+                    .entry(into.mrn.expose().to_owned())
+                    .or_insert_with(|| Patient::from_ref(into));
+                p.update(into);
+                if p.eid.is_none() {
+                    p.eid = merged.and_then(|m| m.eid);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The patient with this MRN.
+    pub fn get(&self, mrn: &str) -> Option<Patient> {
+        self.read().get(mrn).cloned()
+    }
+
+    /// Records the EID the regional EMPI assigned to a local patient.
+    pub fn set_eid(&self, mrn: &str, eid: String) -> bool {
+        match self.write().get_mut(mrn) {
+            Some(p) => {
+                p.eid = Some(eid);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Patients indexed.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Follows the store's committed patient events until `shutdown`.
+    pub async fn follow(self: Arc<Self>, store: Store, shutdown: CancellationToken) {
+        let mut rx = store.subscribe_patients();
+        // Events committed between the load and the subscription are caught
+        // by one reload now.
+        if let Err(e) = self.reload(&store).await {
+            tracing::error!(error = %format!("{e:#}"), "patient index reload failed");
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = rx.recv() => match m {
+                    Ok(body) => self.apply(&body),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "patient index fell behind; reloading");
+                        if let Err(e) = self.reload(&store).await {
+                            tracing::error!(error = %format!("{e:#}"), "patient index reload failed");
+                        }
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+}

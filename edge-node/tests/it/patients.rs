@@ -1,0 +1,137 @@
+//! The local patient index over HTTP: exact MRN look-up, minimum necessary
+//! fields, roles, updates and merges from the ADT feed, the pending EID.
+
+use std::time::Duration;
+
+use edge_node::integration::send;
+use serde_json::json;
+
+use crate::support::TestApp;
+
+fn msg(trigger: &str, structure: &str, control: &str, pid: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^{trigger}^{structure}|{control}|P|2.5.1\r\
+         EVN|{trigger}|20261127101500\r{pid}\r{extra}"
+    )
+    .into_bytes()
+}
+
+async fn lookup(app: &TestApp, token: &str, query: &str) -> (u16, serde_json::Value) {
+    let mut c = app.conn(token).await;
+    let r = c.get(&format!("/api/v1/patients{query}")).await.unwrap();
+    (r.status, r.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// Waits until the index shows `want` for `mrn` (it follows commits asynchronously).
+async fn until(
+    app: &TestApp,
+    mrn: &str,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..200 {
+        let (_, v) = lookup(app, &app.nurse, &format!("?mrn={mrn}")).await;
+        if want(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the index never showed the change for a patient");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patients_are_looked_up_by_mrn_with_the_minimum_necessary() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let acks = send(
+        app.mllp,
+        &[
+            msg(
+                "A04",
+                "ADT_A01",
+                "P1",
+                "PID|1||MRN-5^^^TH^MR~9434765919^^^NHS^NH||Smith^Anna||19850203|F|||\
+                 1 High Street^^Leeds^^LS1 4AB^GB||+44 113 496 0000",
+                "PV1|1|O|||||||||||||||||V55\r",
+            ),
+            msg(
+                "A28",
+                "ADT_A05",
+                "P2",
+                "PID|1||MRN-6^^^TH^MR||Smith^Ann||19850203|F",
+                "",
+            ),
+        ],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(acks.iter().all(|a| a.code == "AA"), "{acks:?}");
+
+    let v = until(&app, "MRN-5", |v| {
+        v["patients"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    assert_eq!(
+        v,
+        json!({ "patients": [{
+            "mrn": "MRN-5", "name": "Smith, Anna", "birth_date": "1985-02-03",
+            "sex": "female", "eid": "pending"
+        }]}),
+        "address, phone and other identifiers are not shown"
+    );
+    // Roles: a kiosk may not look patients up; no token is 401.
+    assert_eq!(lookup(&app, &app.viewer, "?mrn=MRN-5").await.0, 403);
+    let mut anon = hms_e2e::client::Conn::connect(app.addr, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        anon.get("/api/v1/patients?mrn=MRN-5").await.unwrap().status,
+        401
+    );
+    // Unknown MRN: an empty list. Bad queries: 400 problems that do not echo PHI.
+    assert_eq!(
+        lookup(&app, &app.nurse, "?mrn=NOPE").await,
+        (200, json!({ "patients": [] }))
+    );
+    for q in ["", "?mrn=", "?name=Smith"] {
+        let (status, v) = lookup(&app, &app.nurse, q).await;
+        assert_eq!(status, 400, "{q}");
+        assert!(!v.to_string().contains("Smith"), "{v}");
+    }
+
+    // An update (A08) changes the name; a merge (A40) removes the merged MRN.
+    send(
+        app.mllp,
+        &[
+            msg(
+                "A08",
+                "ADT_A01",
+                "P3",
+                "PID|1||MRN-5^^^TH^MR||Smith-Jones^Anna",
+                "PV1|1|O\r",
+            ),
+            msg(
+                "A40",
+                "ADT_A39",
+                "P4",
+                "PID|1||MRN-5^^^TH^MR||Smith-Jones^Anna||19850203|F",
+                "MRG|MRN-6^^^TH^MR\r",
+            ),
+        ],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let v = until(&app, "MRN-5", |v| {
+        v["patients"][0]["name"] == "Smith-Jones, Anna"
+    })
+    .await;
+    assert_eq!(
+        v["patients"][0]["birth_date"], "1985-02-03",
+        "kept when not resent"
+    );
+    until(&app, "MRN-6", |v| {
+        v["patients"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await;
+    app.stop().await;
+}
