@@ -10,10 +10,11 @@
 //!
 //! When the model cannot answer (see [`crate::inference::Reason`]), the
 //! fallback is the historical average census of the unit at the target
-//! weekday and hour, from hourly samples the forecaster takes itself (the
-//! interval is ±1.28 standard deviations of those samples); before a slot
-//! has samples it is the current census (persistence) with ±10 % of the
-//! unit's capacity. Hours and weekdays are UTC.
+//! weekday and hour: hourly census rebuilt from the log at start (the last
+//! [`HISTORY_DAYS`] days, as far as retention kept bed events) plus the
+//! samples the forecaster takes as it runs (the interval is ±1.28 standard
+//! deviations); before a slot has any, the current census (persistence)
+//! with ±10 % of the unit's capacity. Hours and weekdays are UTC.
 //!
 //! OR durations: the model, else the surgeon's mean duration from the
 //! manifest plus 20 %, else (unknown surgeon, or no manifest) the booked
@@ -38,6 +39,9 @@ pub const SIGNIFICANT: u32 = 2;
 pub const HORIZONS: [i64; 3] = [24, 48, 72];
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// How far back the fallback's history is rebuilt from the log at start.
+pub const HISTORY_DAYS: i64 = 56;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// One horizon of a forecast.
@@ -176,7 +180,12 @@ impl History {
             return;
         }
         self.sampled.insert(unit.clone(), hour);
-        let (w, h) = slot_of(now);
+        self.record(unit, hour, census);
+    }
+
+    /// Adds one census observation at `at`.
+    fn record(&mut self, unit: &UnitId, at: i64, census: u32) {
+        let (w, h) = slot_of(at);
         let c = f64::from(census);
         let e = self.slots.entry((unit.clone(), w, h)).or_default();
         e.0 += c;
@@ -192,6 +201,40 @@ impl History {
         let mean = s / n;
         Some((mean, (ss / n - mean * mean).max(0.0).sqrt()))
     }
+}
+
+/// Each unit's census at every hour boundary from `now` back to `oldest`,
+/// rebuilt from the census `now` and the moves (newest first: time, unit,
+/// admission?) by undoing, going back, every move after each boundary.
+fn rebuild(
+    now_census: &HashMap<UnitId, u32>,
+    moves: &[(i64, UnitId, bool)],
+    now: i64,
+    oldest: i64,
+) -> Vec<(UnitId, i64, u32)> {
+    let mut census: HashMap<&UnitId, i64> =
+        now_census.iter().map(|(u, c)| (u, i64::from(*c))).collect();
+    let mut out = vec![];
+    let mut next = moves.iter().peekable();
+    let mut hour = now - now.rem_euclid(HOUR_MS);
+    while hour >= oldest {
+        while let Some((at, unit, adm)) = next.peek() {
+            if *at <= hour {
+                break;
+            }
+            if let Some(c) = census.get_mut(unit) {
+                *c -= if *adm { 1 } else { -1 };
+            }
+            next.next();
+        }
+        let mut units: Vec<_> = census.iter().collect();
+        units.sort();
+        for (unit, c) in units {
+            out.push(((*unit).clone(), hour, (*c).max(0) as u32));
+        }
+        hour -= HOUR_MS;
+    }
+    out
 }
 
 /// One unit's inputs at a time.
@@ -324,21 +367,28 @@ impl Forecaster {
         self.cache.load_full()
     }
 
+    /// Seeds the last 24 h of admissions and discharges and the fallback's
+    /// history from the log: walking back from the current census, each
+    /// admission after an hour boundary was not yet there and each
+    /// discharge still was, which gives every unit's census at each hour of
+    /// the last [`HISTORY_DAYS`] days (or as far back as the log reaches).
     async fn seed_activity(&self) {
-        let since = Timestamp::now().as_millis() - DAY_MS;
-        let rows = self
+        let now = Timestamp::now().as_millis();
+        let since = now - HISTORY_DAYS * DAY_MS;
+        let read = self
             .store
             .read(move |conn, _| {
-                let mut stmt = conn.prepare(
-                    "SELECT kind, subject, recorded_at FROM events ORDER BY seq DESC LIMIT 200000",
-                )?;
+                let mut stmt = conn
+                    .prepare("SELECT kind, subject, recorded_at FROM events ORDER BY seq DESC")?;
                 let mut rows = stmt.query([])?;
                 let mut out = vec![];
+                let mut oldest = now;
                 while let Some(r) = rows.next()? {
                     let at: i64 = r.get(2)?;
                     if at < since {
                         break;
                     }
+                    oldest = oldest.min(at);
                     let kind: String = r.get(0)?;
                     if let (Some(adm), Some(bed)) =
                         (movement(&kind), r.get::<_, Option<String>>(1)?)
@@ -346,16 +396,34 @@ impl Forecaster {
                         out.push((at, bed, adm));
                     }
                 }
-                Ok(out)
+                Ok((out, oldest))
             })
-            .await
-            .unwrap_or_default();
+            .await;
+        let Ok((rows, oldest)) = read else { return };
         let view = self.store.view();
-        let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
-        for (at, bed, adm) in rows.into_iter().rev() {
-            if let Some(b) = view.bed(&bed) {
-                a.add(at, b.unit.clone(), adm);
+        // Newest first.
+        let moves: Vec<(i64, UnitId, bool)> = rows
+            .into_iter()
+            .filter_map(|(at, bed, adm)| view.bed(&bed).map(|b| (at, b.unit.clone(), adm)))
+            .collect();
+        {
+            let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+            for (at, unit, adm) in moves.iter().rev().filter(|m| m.0 >= now - DAY_MS) {
+                a.add(*at, unit.clone(), *adm);
             }
+        }
+        let census: HashMap<UnitId, u32> = view
+            .unit_ids()
+            .filter_map(|u| Some((u.clone(), view.census(u.as_str())?.occupied)))
+            .collect();
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        for (unit, hour, c) in rebuild(&census, &moves, now, oldest) {
+            history.record(&unit, hour, c);
+        }
+        // The current hour is sampled already.
+        let hour = now - now.rem_euclid(HOUR_MS);
+        for unit in census.keys() {
+            history.sampled.insert(unit.clone(), hour);
         }
     }
 
@@ -571,5 +639,56 @@ impl Forecaster {
             }
             last = self.refresh_now().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> UnitId {
+        UnitId::new(s).expect("unit id")
+    }
+
+    #[test]
+    fn hourly_census_is_rebuilt_backwards_from_the_moves() {
+        // 2026-11-23 was a Monday; now is 10:30 UTC that day.
+        let day = 20_780 * DAY_MS;
+        assert_eq!(slot_of(day), (0, 0), "the epoch arithmetic");
+        let now = day + 10 * HOUR_MS + 30 * 60_000;
+        let census = HashMap::from([(u("A"), 5), (u("B"), 2)]);
+        // Newest first: A admitted at 10:10, A discharged at 09:20, B admitted at 08:45.
+        let moves = vec![
+            (day + 10 * HOUR_MS + 10 * 60_000, u("A"), true),
+            (day + 9 * HOUR_MS + 20 * 60_000, u("A"), false),
+            (day + 8 * HOUR_MS + 45 * 60_000, u("B"), true),
+        ];
+        let got = rebuild(&census, &moves, now, day + 8 * HOUR_MS);
+        let at = |unit: &str, h: i64| {
+            got.iter()
+                .find(|(x, t, _)| x.as_str() == unit && *t == day + h * HOUR_MS)
+                .map(|r| r.2)
+        };
+        // 10:00: before the 10:10 admission to A.
+        assert_eq!((at("A", 10), at("B", 10)), (Some(4), Some(2)));
+        // 09:00: before the 09:20 discharge from A too.
+        assert_eq!((at("A", 9), at("B", 9)), (Some(5), Some(2)));
+        // 08:00: before the 08:45 admission to B.
+        assert_eq!((at("A", 8), at("B", 8)), (Some(5), Some(1)));
+        assert_eq!(at("A", 7), None, "nothing before the oldest event");
+        assert_eq!(got.len(), 6);
+    }
+
+    #[test]
+    fn the_fallback_uses_the_slot_of_the_target_hour() {
+        let mut h = History::default();
+        let monday_9 = 20_780 * DAY_MS + 9 * HOUR_MS;
+        for week in 0..4 {
+            h.record(&u("A"), monday_9 - week * 7 * DAY_MS, 10 + 2 * week as u32);
+        }
+        let (mean, sd) = h.stats(&u("A"), monday_9 + 7 * DAY_MS).expect("slot");
+        assert!((mean - 13.0).abs() < 1e-9);
+        assert!((sd - 5f64.sqrt()).abs() < 1e-9);
+        assert_eq!(h.stats(&u("A"), monday_9 + HOUR_MS), None);
     }
 }
