@@ -5,6 +5,7 @@
 //! HTTP, so the appliance, the configuration tooling and the cloud can all use it.
 
 pub mod bed;
+pub mod empi;
 pub mod event;
 pub mod ids;
 pub mod phi;

@@ -1,0 +1,313 @@
+//! Blocking: which stored records are worth comparing with a new one.
+//!
+//! A record is filed under one key per applicable [`Rule`]; the candidates of
+//! a query are the union of the lists under its keys. Keys are 64-bit hashes
+//! of the rule and its values (a collision only adds a candidate). Lists
+//! longer than the cap are skipped at query time, as a too-broad key (a
+//! placeholder birth date shared by thousands) finds nothing useful, and the
+//! skip is reported in [`CandidateStats`].
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use super::standardise::Prepared;
+
+/// A blocking rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// Double Metaphone of given and family name, unordered (so swapped
+    /// names meet).
+    NamePairMetaphone,
+    /// NYSIIS of given and family name, unordered.
+    NamePairNysiis,
+    /// Double Metaphone of the family name and the birth year.
+    FamilyMetaphoneYear,
+    /// Double Metaphone of the given name and the birth year.
+    GivenMetaphoneYear,
+    /// Nickname group of the first given name and Double Metaphone of the
+    /// family name (`Bill Smith` meets `William Smith`).
+    NicknameFamily,
+    /// Full birth date with day and month unordered (transpositions meet).
+    BirthDate,
+    /// Postal code and house number.
+    PostalCodeStreetNumber,
+    /// Postal code and family name's Double Metaphone.
+    PostalCodeFamily,
+    /// Phone number.
+    Phone,
+    /// An identifier with its authority.
+    Identifier,
+}
+
+impl Rule {
+    /// Every rule.
+    pub const ALL: [Rule; 10] = [
+        Rule::NamePairMetaphone,
+        Rule::NamePairNysiis,
+        Rule::FamilyMetaphoneYear,
+        Rule::GivenMetaphoneYear,
+        Rule::NicknameFamily,
+        Rule::BirthDate,
+        Rule::PostalCodeStreetNumber,
+        Rule::PostalCodeFamily,
+        Rule::Phone,
+        Rule::Identifier,
+    ];
+}
+
+fn key(rule: Rule, parts: &[&[u8]]) -> u64 {
+    let mut h = DefaultHasher::new();
+    (rule as u8).hash(&mut h);
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
+}
+
+fn unordered<'a>(a: &'a str, b: &'a str) -> [&'a [u8]; 2] {
+    if a <= b {
+        [a.as_bytes(), b.as_bytes()]
+    } else {
+        [b.as_bytes(), a.as_bytes()]
+    }
+}
+
+/// Calls `emit(rule, key)` for every blocking key of a record.
+pub fn keys(p: &Prepared, mut emit: impl FnMut(Rule, u64)) {
+    let year = p.birth.map(|d| d.year.to_le_bytes());
+    if let (Some(g), Some(f)) = (&p.given, &p.family) {
+        emit(
+            Rule::NamePairMetaphone,
+            key(
+                Rule::NamePairMetaphone,
+                &unordered(&g.metaphone, &f.metaphone),
+            ),
+        );
+        emit(
+            Rule::NamePairNysiis,
+            key(Rule::NamePairNysiis, &unordered(&g.nysiis, &f.nysiis)),
+        );
+        for group in g.nick {
+            let k = key(
+                Rule::NicknameFamily,
+                &[&group.to_le_bytes(), f.metaphone.as_bytes()],
+            );
+            emit(Rule::NicknameFamily, k);
+        }
+    }
+    if let (Some(f), Some(y)) = (&p.family, &year) {
+        emit(
+            Rule::FamilyMetaphoneYear,
+            key(Rule::FamilyMetaphoneYear, &[f.metaphone.as_bytes(), y]),
+        );
+    }
+    if let (Some(g), Some(y)) = (&p.given, &year) {
+        emit(
+            Rule::GivenMetaphoneYear,
+            key(Rule::GivenMetaphoneYear, &[g.metaphone.as_bytes(), y]),
+        );
+    }
+    if let Some(d) = p.birth
+        && let (Some(m), Some(day)) = (d.month, d.day)
+    {
+        let (lo, hi) = (m.min(day), m.max(day));
+        emit(
+            Rule::BirthDate,
+            key(Rule::BirthDate, &[&d.year.to_le_bytes(), &[lo, hi]]),
+        );
+    }
+    if let Some(pc) = &p.postal_code {
+        if let Some(n) = &p.street_number {
+            let k = key(Rule::PostalCodeStreetNumber, &[pc.as_bytes(), n.as_bytes()]);
+            emit(Rule::PostalCodeStreetNumber, k);
+        }
+        if let Some(f) = &p.family {
+            let k = key(
+                Rule::PostalCodeFamily,
+                &[pc.as_bytes(), f.metaphone.as_bytes()],
+            );
+            emit(Rule::PostalCodeFamily, k);
+        }
+    }
+    if let Some(ph) = &p.phone {
+        emit(Rule::Phone, key(Rule::Phone, &[ph.as_bytes()]));
+    }
+    for (auth, v) in &p.identifiers {
+        emit(
+            Rule::Identifier,
+            key(Rule::Identifier, &[auth.as_bytes(), v.as_bytes()]),
+        );
+    }
+}
+
+/// What a candidate query found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateStats {
+    /// Keys the query record has.
+    pub keys: usize,
+    /// Keys skipped because their list was longer than the cap.
+    pub capped_keys: usize,
+    /// Distinct candidates returned.
+    pub candidates: usize,
+}
+
+/// The in-memory blocking index: key → record numbers.
+#[derive(Debug, Clone)]
+pub struct BlockIndex {
+    lists: HashMap<u64, Vec<u32>>,
+    cap: usize,
+}
+
+impl BlockIndex {
+    /// An empty index whose query skips lists longer than `cap`.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            lists: HashMap::new(),
+            cap,
+        }
+    }
+
+    /// Files record `id` under its keys.
+    pub fn insert(&mut self, id: u32, p: &Prepared) {
+        keys(p, |_, k| {
+            let list = self.lists.entry(k).or_default();
+            if list.last() != Some(&id) {
+                list.push(id);
+            }
+        });
+    }
+
+    /// Removes record `id`, filed earlier with the same `p`.
+    pub fn remove(&mut self, id: u32, p: &Prepared) {
+        keys(p, |_, k| {
+            if let Some(list) = self.lists.get_mut(&k) {
+                list.retain(|x| *x != id);
+                if list.is_empty() {
+                    self.lists.remove(&k);
+                }
+            }
+        });
+    }
+
+    /// Fills `out` with the distinct candidates of `p`, sorted ascending.
+    pub fn candidates(&self, p: &Prepared, out: &mut Vec<u32>) -> CandidateStats {
+        out.clear();
+        let mut stats = CandidateStats::default();
+        keys(p, |_, k| {
+            stats.keys += 1;
+            if let Some(list) = self.lists.get(&k) {
+                if list.len() > self.cap {
+                    stats.capped_keys += 1;
+                } else {
+                    out.extend_from_slice(list);
+                }
+            }
+        });
+        out.sort_unstable();
+        out.dedup();
+        stats.candidates = out.len();
+        stats
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.lists.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::empi::standardise::{Record, prepare};
+    use crate::phi::{Address, BirthDate, PersonName};
+
+    fn rec(given: &str, family: &str, dob: &str, postcode: &str, address: &str) -> Prepared {
+        let mut r = Record::new("h1", "1");
+        r.given_name = Some(PersonName::new(given));
+        r.family_name = Some(PersonName::new(family));
+        r.birth_date = Some(BirthDate::new(dob));
+        r.postal_code = Some(Address::new(postcode));
+        r.address_line = Some(Address::new(address));
+        prepare(&r)
+    }
+
+    fn shared_rules(a: &Prepared, b: &Prepared) -> Vec<Rule> {
+        let mut ka = vec![];
+        keys(a, |r, k| ka.push((r, k)));
+        let mut out = vec![];
+        keys(b, |r, k| {
+            if ka.contains(&(r, k)) && !out.contains(&r) {
+                out.push(r);
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn rules_that_bring_pairs_together() {
+        use Rule::*;
+        let base = rec("William", "Smith", "1970-03-04", "2600", "12 Long St");
+        let cases: Vec<(Prepared, Vec<Rule>)> = vec![
+            (
+                rec("Smith", "William", "1980-01-01", "4000", "1 Short Rd"),
+                vec![NamePairMetaphone, NamePairNysiis],
+            ),
+            (
+                rec("Bill", "Smith", "1980-01-01", "4000", "1 Short Rd"),
+                vec![NicknameFamily],
+            ),
+            (
+                rec("Xavier", "Smyth", "1970-01-01", "4000", "1 Short Rd"),
+                vec![FamilyMetaphoneYear],
+            ),
+            (
+                rec("Xavier", "Jones", "1970-04-03", "4000", "1 Short Rd"),
+                vec![BirthDate],
+            ),
+            (
+                rec("Xavier", "Jones", "1981-04-03", "2600", "12 Other Rd"),
+                vec![PostalCodeStreetNumber],
+            ),
+            (
+                rec("Xavier", "Smith", "1981-04-03", "2600", "9 Other Rd"),
+                vec![PostalCodeFamily],
+            ),
+            (
+                rec("Xavier", "Jones", "1981-04-03", "4000", "9 Other Rd"),
+                vec![],
+            ),
+        ];
+        for (other, want) in cases {
+            let mut got = shared_rules(&base, &other);
+            got.sort_by_key(|r| *r as u8);
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn index_query_remove_and_cap() {
+        let mut idx = BlockIndex::new(2);
+        let a = rec("John", "Smith", "1970-03-04", "2600", "12 Long St");
+        idx.insert(0, &a);
+        idx.insert(1, &rec("Jon", "Smith", "1970-03-04", "2600", "12 Long St"));
+        let mut out = vec![];
+        let s = idx.candidates(&a, &mut out);
+        assert_eq!(out, vec![0, 1]);
+        assert_eq!(s.capped_keys, 0);
+        idx.insert(2, &rec("Jan", "Smith", "1970-03-04", "2600", "12 Long St"));
+        let s = idx.candidates(&a, &mut out);
+        assert!(s.capped_keys > 0, "{s:?}");
+        idx.remove(2, &rec("Jan", "Smith", "1970-03-04", "2600", "12 Long St"));
+        idx.remove(1, &rec("Jon", "Smith", "1970-03-04", "2600", "12 Long St"));
+        let s = idx.candidates(&a, &mut out);
+        assert_eq!((out.as_slice(), s.capped_keys), (&[0u32][..], 0));
+    }
+}

@@ -1,0 +1,430 @@
+//! Multi-level field comparisons: the comparison vector of a record pair.
+//!
+//! Each [`Field`] has a fixed list of agreement levels, best first, and an
+//! explicit null level ([`NULL`]) when either side lacks the value; the null
+//! level carries no evidence. Names are compared under both alignments
+//! (given↔given, family↔family, and swapped) and the better one is kept.
+//! Comparisons allocate nothing except inside Jaro–Winkler.
+
+use serde::{Deserialize, Serialize};
+
+use super::nickname;
+use super::standardise::{Name, PartialDate, Prepared};
+
+/// A compared field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// Given names.
+    GivenName,
+    /// Family name.
+    FamilyName,
+    /// Birth date.
+    BirthDate,
+    /// Sex.
+    Sex,
+    /// House number.
+    StreetNumber,
+    /// Street (address line without the number).
+    Street,
+    /// City or suburb.
+    City,
+    /// Postal code.
+    PostalCode,
+    /// State.
+    State,
+    /// Phone.
+    Phone,
+    /// Identifiers sharing an authority.
+    Identifier,
+}
+
+/// Number of fields.
+pub const FIELDS: usize = 11;
+
+/// The null level: a side lacks the value; weight 0.
+pub const NULL: u8 = u8::MAX;
+
+const NAME_LEVELS: &[&str] = &[
+    "exact",
+    "jaro_winkler>=0.94",
+    "jaro_winkler>=0.88",
+    "nickname",
+    "phonetic",
+    "else",
+];
+const DATE_LEVELS: &[&str] = &[
+    "exact",
+    "day_month_transposed",
+    "one_edit",
+    "partial_agrees",
+    "else",
+];
+const BINARY_LEVELS: &[&str] = &["exact", "else"];
+const TEXT_LEVELS: &[&str] = &["exact", "jaro_winkler>=0.90", "else"];
+const CODE_LEVELS: &[&str] = &["exact", "one_edit", "two_edits", "else"];
+
+impl Field {
+    /// Every field, in comparison-vector order.
+    pub const ALL: [Field; FIELDS] = [
+        Field::GivenName,
+        Field::FamilyName,
+        Field::BirthDate,
+        Field::Sex,
+        Field::StreetNumber,
+        Field::Street,
+        Field::City,
+        Field::PostalCode,
+        Field::State,
+        Field::Phone,
+        Field::Identifier,
+    ];
+
+    /// Names of the non-null levels, best first.
+    pub fn levels(self) -> &'static [&'static str] {
+        match self {
+            Field::GivenName | Field::FamilyName => NAME_LEVELS,
+            Field::BirthDate => DATE_LEVELS,
+            Field::Sex | Field::StreetNumber | Field::State => BINARY_LEVELS,
+            Field::Street | Field::City => TEXT_LEVELS,
+            Field::PostalCode | Field::Phone | Field::Identifier => CODE_LEVELS,
+        }
+    }
+
+    /// Name of a level (`null` for [`NULL`]).
+    pub fn level_name(self, level: u8) -> &'static str {
+        self.levels()
+            .get(usize::from(level))
+            .copied()
+            .unwrap_or("null")
+    }
+
+    /// Whether the field describes where someone lives, shared by a
+    /// household (address, postal code, state, phone).
+    pub fn is_household(self) -> bool {
+        matches!(
+            self,
+            Field::StreetNumber
+                | Field::Street
+                | Field::City
+                | Field::PostalCode
+                | Field::State
+                | Field::Phone
+        )
+    }
+
+    /// Stable snake-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::GivenName => "given_name",
+            Field::FamilyName => "family_name",
+            Field::BirthDate => "birth_date",
+            Field::Sex => "sex",
+            Field::StreetNumber => "street_number",
+            Field::Street => "street",
+            Field::City => "city",
+            Field::PostalCode => "postal_code",
+            Field::State => "state",
+            Field::Phone => "phone",
+            Field::Identifier => "identifier",
+        }
+    }
+}
+
+/// The comparison vector of a pair: one level per field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Comparison {
+    /// Level per field, indexed by `Field as usize`.
+    pub levels: [u8; FIELDS],
+    /// Whether the names agreed better with given and family swapped.
+    pub swapped: bool,
+}
+
+impl Comparison {
+    /// The level of one field.
+    pub fn level(&self, f: Field) -> u8 {
+        self.levels[f as usize]
+    }
+}
+
+/// Whether `a` and `b` differ by at most one substitution, insertion,
+/// deletion or adjacent transposition. No allocation.
+pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    match long.len() - short.len() {
+        0 => {
+            let mut diffs = short
+                .iter()
+                .zip(long)
+                .enumerate()
+                .filter(|(_, (x, y))| x != y);
+            match (diffs.next(), diffs.next(), diffs.next()) {
+                (None, _, _) | (Some(_), None, _) => true,
+                (Some((i, _)), Some((j, _)), None) => {
+                    j == i + 1 && short[i] == long[j] && short[j] == long[i]
+                }
+                _ => false,
+            }
+        }
+        1 => {
+            let mut i = 0;
+            while i < short.len() && short[i] == long[i] {
+                i += 1;
+            }
+            short[i..] == long[i + 1..]
+        }
+        _ => false,
+    }
+}
+
+fn name_level(a: &Name, b: &Name) -> u8 {
+    if a.squashed == b.squashed {
+        return 0;
+    }
+    let jw = strsim::jaro_winkler(&a.squashed, &b.squashed);
+    if jw >= 0.94 {
+        1
+    } else if jw >= 0.88 {
+        2
+    } else if nickname::intersects(a.nick, b.nick) {
+        3
+    } else if a.metaphone == b.metaphone
+        || (!a.metaphone_alt.is_empty() && a.metaphone_alt == b.metaphone_alt)
+        || a.nysiis == b.nysiis
+    {
+        4
+    } else {
+        5
+    }
+}
+
+fn opt<T>(a: Option<&T>, b: Option<&T>, f: impl Fn(&T, &T) -> u8) -> u8 {
+    match (a, b) {
+        (Some(a), Some(b)) => f(a, b),
+        _ => NULL,
+    }
+}
+
+fn names(a: &Prepared, b: &Prepared) -> (u8, u8, bool) {
+    let given = opt(a.given.as_ref(), b.given.as_ref(), name_level);
+    let family = opt(a.family.as_ref(), b.family.as_ref(), name_level);
+    // Only consider a swap when the straight alignment is poor on both.
+    let poor = |l: u8| l == NULL || l >= 3;
+    if !(poor(given) && poor(family)) {
+        return (given, family, false);
+    }
+    let g_swapped = opt(a.given.as_ref(), b.family.as_ref(), name_level);
+    let f_swapped = opt(a.family.as_ref(), b.given.as_ref(), name_level);
+    let rank = |l: u8| if l == NULL { 4 } else { u32::from(l) };
+    if g_swapped != NULL
+        && f_swapped != NULL
+        && g_swapped <= 2
+        && f_swapped <= 2
+        && rank(g_swapped) + rank(f_swapped) < rank(given) + rank(family)
+    {
+        (g_swapped, f_swapped, true)
+    } else {
+        (given, family, false)
+    }
+}
+
+/// Birth-date level.
+pub fn date_level(a: &PartialDate, b: &PartialDate) -> u8 {
+    if a.is_full() && b.is_full() {
+        if a == b {
+            return 0;
+        }
+        if a.year == b.year && a.month == b.day && a.day == b.month {
+            return 1;
+        }
+        if let (Some(x), Some(y)) = (a.digits(), b.digits())
+            && within_one_edit(&x, &y)
+        {
+            return 2;
+        }
+        return 4;
+    }
+    let agree = |x: Option<u8>, y: Option<u8>| x.is_none() || y.is_none() || x == y;
+    if a.year == b.year
+        && agree(a.month, b.month)
+        && (a.month.is_none() || b.month.is_none() || agree(a.day, b.day))
+    {
+        3
+    } else {
+        4
+    }
+}
+
+fn exact<T: PartialEq + ?Sized>(a: &T, b: &T) -> u8 {
+    if a == b { 0 } else { 1 }
+}
+
+fn text_level(a: &String, b: &String) -> u8 {
+    if a == b {
+        0
+    } else if strsim::jaro_winkler(a, b) >= 0.90 {
+        1
+    } else {
+        2
+    }
+}
+
+/// Level for codes (postal codes, phones, identifiers): exact, one edit,
+/// two edits, else.
+pub fn code_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        0
+    } else if within_one_edit(a.as_bytes(), b.as_bytes()) {
+        1
+    } else if a.len().abs_diff(b.len()) <= 2 && strsim::osa_distance(a, b) <= 2 {
+        2
+    } else {
+        3
+    }
+}
+
+fn identifier_level(a: &[(String, String)], b: &[(String, String)]) -> u8 {
+    let mut best = NULL;
+    for (auth_a, va) in a {
+        for (auth_b, vb) in b {
+            if auth_a == auth_b {
+                best = best.min(code_level(va, vb));
+            }
+        }
+    }
+    best
+}
+
+/// Compares two prepared records.
+pub fn compare(a: &Prepared, b: &Prepared) -> Comparison {
+    let (given, family, swapped) = names(a, b);
+    let mut levels = [NULL; FIELDS];
+    levels[Field::GivenName as usize] = given;
+    levels[Field::FamilyName as usize] = family;
+    levels[Field::BirthDate as usize] = opt(a.birth.as_ref(), b.birth.as_ref(), date_level);
+    levels[Field::Sex as usize] = opt(a.sex.as_ref(), b.sex.as_ref(), exact);
+    levels[Field::StreetNumber as usize] =
+        opt(a.street_number.as_ref(), b.street_number.as_ref(), exact);
+    levels[Field::Street as usize] = opt(a.street.as_ref(), b.street.as_ref(), text_level);
+    levels[Field::City as usize] = opt(a.city.as_ref(), b.city.as_ref(), text_level);
+    levels[Field::PostalCode as usize] =
+        opt(a.postal_code.as_ref(), b.postal_code.as_ref(), |x, y| {
+            code_level(x, y)
+        });
+    levels[Field::State as usize] = opt(a.state.as_ref(), b.state.as_ref(), exact);
+    levels[Field::Phone as usize] =
+        opt(a.phone.as_ref(), b.phone.as_ref(), |x, y| code_level(x, y));
+    levels[Field::Identifier as usize] = identifier_level(&a.identifiers, &b.identifiers);
+    Comparison { levels, swapped }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::empi::standardise::{date, name_parts};
+
+    #[test]
+    fn one_edit() {
+        let cases = [
+            ("2600", "2600", true),
+            ("2600", "2601", true),
+            ("2600", "2060", true),
+            ("2600", "260", true),
+            ("2600", "26000", true),
+            ("2600", "0062", false),
+            ("2600", "2611", false),
+            ("", "1", true),
+            ("abc", "cab", false),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(within_one_edit(a.as_bytes(), b.as_bytes()), want, "{a} {b}");
+            assert_eq!(within_one_edit(b.as_bytes(), a.as_bytes()), want, "{b} {a}");
+        }
+    }
+
+    #[test]
+    fn name_levels() {
+        let cases = [
+            ("John", "JOHN", "exact"),
+            ("Jonathon", "Jonathan", "jaro_winkler>=0.94"),
+            ("Catherine", "Katherine", "jaro_winkler>=0.88"),
+            ("Bill", "William", "nickname"),
+            ("Peggy", "Margaret", "nickname"),
+            ("Smyth", "Smith", "jaro_winkler>=0.88"),
+            ("Geoff", "Jeff", "phonetic"),
+            ("Maria", "Xavier", "else"),
+        ];
+        for (a, b, want) in cases {
+            let (x, y) = (name_parts(a).expect("name"), name_parts(b).expect("name"));
+            assert_eq!(
+                Field::GivenName.level_name(name_level(&x, &y)),
+                want,
+                "{a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn date_levels() {
+        let cases = [
+            ("1970-01-02", "1970-01-02", "exact"),
+            ("1970-01-02", "1970-02-01", "day_month_transposed"),
+            ("1970-01-02", "1970-01-03", "one_edit"),
+            ("1970-01-12", "1970-01-21", "one_edit"),
+            ("1970-01-02", "1971-01-02", "one_edit"),
+            ("1970-01-02", "1970", "partial_agrees"),
+            ("1970-01", "1970-01-02", "partial_agrees"),
+            ("1970-02", "1970-01-02", "else"),
+            ("1970-01-02", "1980-05-09", "else"),
+        ];
+        for (a, b, want) in cases {
+            let (x, y) = (date(a).expect("date"), date(b).expect("date"));
+            assert_eq!(
+                Field::BirthDate.level_name(date_level(&x, &y)),
+                want,
+                "{a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn code_levels() {
+        let cases = [
+            ("2600", "2600", "exact"),
+            ("2600", "2609", "one_edit"),
+            ("2600", "2699", "two_edits"),
+            ("2600", "4811", "else"),
+            ("123456789", "123456798", "one_edit"),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(
+                Field::PostalCode.level_name(code_level(a, b)),
+                want,
+                "{a} vs {b}"
+            );
+        }
+    }
+
+    fn rec(given: &str, family: &str) -> Prepared {
+        Prepared {
+            given: name_parts(given),
+            family: name_parts(family),
+            ..Prepared::default()
+        }
+    }
+
+    #[test]
+    fn swapped_names_and_nulls() {
+        let c = compare(&rec("Smith", "John"), &rec("John", "Smith"));
+        assert!(c.swapped);
+        assert_eq!(c.level(Field::GivenName), 0);
+        assert_eq!(c.level(Field::FamilyName), 0);
+        assert_eq!(c.level(Field::BirthDate), NULL);
+        assert_eq!(Field::BirthDate.level_name(NULL), "null");
+        let c = compare(&rec("John", "Smith"), &rec("Jon", "Smith"));
+        assert!(!c.swapped);
+        let c = compare(&rec("UNKNOWN", "Smith"), &rec("John", "Smith"));
+        assert_eq!(c.level(Field::GivenName), NULL);
+        assert_eq!(c.level(Field::FamilyName), 0);
+    }
+}

@@ -1,0 +1,856 @@
+//! The matching engine: an in-memory index of records and the enterprise
+//! identities (EIDs) they belong to, updated one record at a time.
+//!
+//! `match_or_create` standardises a record, gathers candidates by blocking,
+//! scores them, takes the best score per identity and decides. EIDs are
+//! stable: a new record joins an existing EID or gets a fresh one; no
+//! automatic step renumbers or merges existing identities. Merges and splits
+//! happen only through the human-decision methods, and those decisions stay
+//! in force whenever records are matched again. The engine does no IO; the
+//! caller persists records, EIDs and [`Decisions`] and can rebuild it with
+//! [`Engine::restore`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::blocking::{BlockIndex, CandidateStats};
+use super::decision::{Decisions, Outcome, RecordKey, Separation, decide};
+use super::model::{Explanation, Model, Params, TermFrequencies};
+use super::standardise::{Prepared, Record, prepare};
+
+/// An enterprise identity: one person across sources. Not PHI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Eid(pub u64);
+
+impl fmt::Display for Eid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "E{:010}", self.0)
+    }
+}
+
+/// One candidate identity with the score of its best record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The identity.
+    pub eid: Eid,
+    /// Its best-scoring record.
+    pub key: RecordKey,
+    /// Score in bits.
+    pub score: f64,
+}
+
+/// The answer to [`Engine::match_or_create`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchResult {
+    /// The record's identity now.
+    pub eid: Eid,
+    /// How it was decided.
+    pub decision: Outcome,
+    /// Best candidate's score (bits), if there was a candidate.
+    pub score: Option<f64>,
+    /// Per-field explanation against the best candidate record.
+    pub explanation: Option<Explanation>,
+    /// Best identities, best first (at most five), for review tasks.
+    pub candidates: Vec<Candidate>,
+    /// For a re-matched record: its identity before.
+    pub previous_eid: Option<Eid>,
+    /// An identity that ceased to exist (its only record moved).
+    pub retired: Option<Eid>,
+    /// What blocking found.
+    pub blocking: CandidateStats,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The record.
+    pub key: RecordKey,
+    /// Its identity.
+    pub eid: Eid,
+    /// Score in bits.
+    pub score: f64,
+    /// Why.
+    pub explanation: Explanation,
+}
+
+/// What a human decision changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// Nothing moved (already so).
+    Unchanged,
+    /// `retired`'s records joined `survivor`.
+    Merged {
+        /// The identity that remains (the older).
+        survivor: Eid,
+        /// The identity that ceased.
+        retired: Eid,
+    },
+    /// Records left `from` for the new identity `to`.
+    Split {
+        /// The identity that kept the other records.
+        from: Eid,
+        /// The new identity.
+        to: Eid,
+        /// Records that moved.
+        moved: Vec<RecordKey>,
+    },
+}
+
+/// Why a human decision could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A record named is not in the index.
+    #[error("record not indexed")]
+    UnknownRecord,
+    /// Linking would put together records a human separated.
+    #[error("a human decision keeps records of these identities apart")]
+    Separated,
+    /// The records are human-linked (directly or through others); unlink
+    /// those links first.
+    #[error("the records are joined by human links")]
+    HumanLinked,
+}
+
+#[derive(Clone)]
+struct Slot {
+    key: RecordKey,
+    prepared: Prepared,
+    eid: Eid,
+}
+
+/// Counters for monitoring (no PHI).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Matches run.
+    pub matches: u64,
+    /// Matches where some blocking key was skipped for its length.
+    pub capped_queries: u64,
+    /// Candidate records scored, in total.
+    pub candidates_scored: u64,
+}
+
+/// The matching engine.
+pub struct Engine {
+    model: Model,
+    slots: Vec<Option<Slot>>,
+    by_key: HashMap<RecordKey, u32>,
+    index: BlockIndex,
+    tf: TermFrequencies,
+    members: HashMap<Eid, Vec<u32>>,
+    next_eid: u64,
+    decisions: Decisions,
+    stats: EngineStats,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("records", &self.by_key.len())
+            .field("identities", &self.members.len())
+            .field("model", &self.model.params().version)
+            .finish()
+    }
+}
+
+struct Scored {
+    /// (eid, best score, best slot) per identity, best first.
+    per_eid: Vec<(Eid, f64, u32)>,
+    /// A trusted-identifier agreement: identity and slot.
+    trusted: Option<(Eid, u32)>,
+    stats: CandidateStats,
+}
+
+impl Engine {
+    /// An empty engine.
+    pub fn new(params: Params) -> Self {
+        Self::with_decisions(params, Decisions::new())
+    }
+
+    /// An empty engine that honours stored human decisions.
+    pub fn with_decisions(params: Params, decisions: Decisions) -> Self {
+        let cap = params.block_cap;
+        Engine {
+            model: Model::new(params),
+            slots: vec![],
+            by_key: HashMap::new(),
+            index: BlockIndex::new(cap),
+            tf: TermFrequencies::default(),
+            members: HashMap::new(),
+            next_eid: 1,
+            decisions,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// The model in use.
+    pub fn params(&self) -> &Params {
+        self.model.params()
+    }
+
+    /// The human decisions in force.
+    pub fn decisions(&self) -> &Decisions {
+        &self.decisions
+    }
+
+    /// Monitoring counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Records indexed.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether no record is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Identities in use.
+    pub fn identities(&self) -> usize {
+        self.members.len()
+    }
+
+    /// A record's identity.
+    pub fn eid_of(&self, key: &RecordKey) -> Option<Eid> {
+        self.by_key
+            .get(key)
+            .and_then(|&i| self.slot(i))
+            .map(|s| s.eid)
+    }
+
+    /// The records of an identity, sorted.
+    pub fn members(&self, eid: Eid) -> Vec<RecordKey> {
+        let mut out: Vec<RecordKey> = self
+            .members
+            .get(&eid)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.slot(i).map(|s| s.key.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every identity with its records (sorted), for audits and tests.
+    pub fn partition(&self) -> Vec<(Eid, Vec<RecordKey>)> {
+        let mut out: Vec<(Eid, Vec<RecordKey>)> =
+            self.members.keys().map(|&e| (e, self.members(e))).collect();
+        out.sort();
+        out
+    }
+
+    fn slot(&self, i: u32) -> Option<&Slot> {
+        self.slots.get(i as usize).and_then(Option::as_ref)
+    }
+
+    fn new_eid(&mut self) -> Eid {
+        let e = Eid(self.next_eid);
+        self.next_eid += 1;
+        e
+    }
+
+    /// Scores the candidates of `p`, skipping `skip` and identities a human
+    /// separated from `key`.
+    fn score(&self, key: Option<&RecordKey>, p: &Prepared, skip: Option<u32>) -> Scored {
+        let mut cands = Vec::new();
+        let stats = self.index.candidates(p, &mut cands);
+        let excluded: BTreeSet<Eid> = key
+            .map(|k| {
+                self.decisions
+                    .apart_from(k)
+                    .filter_map(|o| self.eid_of(o))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut per_eid: HashMap<Eid, (f64, u32)> = HashMap::new();
+        let mut trusted: Option<(Eid, u32, f64)> = None;
+        for &i in &cands {
+            if Some(i) == skip {
+                continue;
+            }
+            let Some(slot) = self.slot(i) else { continue };
+            if excluded.contains(&slot.eid) {
+                continue;
+            }
+            let (_, s) = self.model.compare_score(p, &slot.prepared, Some(&self.tf));
+            let e = per_eid.entry(slot.eid).or_insert((f64::NEG_INFINITY, i));
+            if s > e.0 {
+                *e = (s, i);
+            }
+            if self.model.trusted_identifier_agrees(p, &slot.prepared)
+                && trusted.is_none_or(|(_, _, t)| s > t)
+            {
+                trusted = Some((slot.eid, i, s));
+            }
+        }
+        let mut per_eid: Vec<(Eid, f64, u32)> =
+            per_eid.into_iter().map(|(e, (s, i))| (e, s, i)).collect();
+        per_eid.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Scored {
+            per_eid,
+            trusted: trusted.map(|(e, i, _)| (e, i)),
+            stats,
+        }
+    }
+
+    /// The identity a human link pins `key` to, if any (the oldest such).
+    fn human_link_target(&self, key: &RecordKey) -> Option<Eid> {
+        self.decisions
+            .links_of(key)
+            .filter(|k| *k != key)
+            .filter_map(|k| self.eid_of(k))
+            .min()
+    }
+
+    fn result(
+        &mut self,
+        p: &Prepared,
+        scored: &Scored,
+        eid: Eid,
+        decision: Outcome,
+    ) -> MatchResult {
+        self.stats.matches += 1;
+        self.stats.candidates_scored += scored.stats.candidates as u64;
+        if scored.stats.capped_keys > 0 {
+            self.stats.capped_queries += 1;
+        }
+        let best = scored.per_eid.first();
+        let explanation = best.and_then(|&(_, _, i)| {
+            let slot = self.slot(i)?;
+            let c = super::compare::compare(p, &slot.prepared);
+            Some(self.model.explain(&c, p, Some(&self.tf)))
+        });
+        let candidates = scored
+            .per_eid
+            .iter()
+            .take(5)
+            .filter_map(|&(eid, score, i)| {
+                Some(Candidate {
+                    eid,
+                    key: self.slot(i)?.key.clone(),
+                    score,
+                })
+            })
+            .collect();
+        MatchResult {
+            eid,
+            decision,
+            score: best.map(|b| b.1),
+            explanation,
+            candidates,
+            previous_eid: None,
+            retired: None,
+            blocking: scored.stats,
+        }
+    }
+
+    /// Chooses an identity for `p` from scores and decisions: `None` means a
+    /// new identity.
+    fn choose(&self, key: &RecordKey, scored: &Scored) -> (Option<Eid>, Outcome) {
+        if let Some(e) = self.human_link_target(key) {
+            return (Some(e), Outcome::HumanLink);
+        }
+        if let Some((e, _)) = scored.trusted {
+            return (Some(e), Outcome::Deterministic);
+        }
+        let best = scored.per_eid.first().map(|b| b.1);
+        let second = scored.per_eid.get(1).map(|b| b.1);
+        match decide(&self.params().thresholds, best, second) {
+            Outcome::AutoLink => (scored.per_eid.first().map(|b| b.0), Outcome::AutoLink),
+            other => (None, other),
+        }
+    }
+
+    fn place(&mut self, key: RecordKey, p: Prepared, eid: Eid) -> u32 {
+        let i = self.slots.len() as u32;
+        self.index.insert(i, &p);
+        self.tf.add(&p);
+        self.members.entry(eid).or_default().push(i);
+        self.by_key.insert(key.clone(), i);
+        self.slots.push(Some(Slot {
+            key,
+            prepared: p,
+            eid,
+        }));
+        i
+    }
+
+    fn unplace(&mut self, i: u32) -> Option<Slot> {
+        let slot = self.slots.get_mut(i as usize)?.take()?;
+        self.index.remove(i, &slot.prepared);
+        self.tf.remove(&slot.prepared);
+        if let Some(m) = self.members.get_mut(&slot.eid) {
+            m.retain(|&x| x != i);
+            if m.is_empty() {
+                self.members.remove(&slot.eid);
+            }
+        }
+        self.by_key.remove(&slot.key);
+        Some(slot)
+    }
+
+    fn move_to(&mut self, i: u32, to: Eid) {
+        let Some(Some(slot)) = self.slots.get_mut(i as usize) else {
+            return;
+        };
+        let from = std::mem::replace(&mut slot.eid, to);
+        if let Some(m) = self.members.get_mut(&from) {
+            m.retain(|&x| x != i);
+            if m.is_empty() {
+                self.members.remove(&from);
+            }
+        }
+        self.members.entry(to).or_default().push(i);
+    }
+
+    /// Matches a record and files it: joins an existing identity or creates
+    /// one. A record already indexed under the same (source, local id) is
+    /// re-matched with its new demographics (see [`Engine::rematch`]).
+    pub fn match_or_create(&mut self, record: &Record) -> MatchResult {
+        let key = RecordKey {
+            source: record.source.clone(),
+            local_id: record.local_id.clone(),
+        };
+        if self.by_key.contains_key(&key) {
+            return self.rematch(record);
+        }
+        let p = prepare(record);
+        let scored = self.score(Some(&key), &p, None);
+        let (target, decision) = self.choose(&key, &scored);
+        let eid = target.unwrap_or_else(|| self.new_eid());
+        let result = self.result(&p, &scored, eid, decision);
+        self.place(key, p, eid);
+        result
+    }
+
+    /// Re-matches an indexed record after its demographics changed. Human
+    /// links and separations still hold. The record stays in its identity
+    /// while it still scores at least the review threshold against another
+    /// member, or is the identity's only record; otherwise it moves to the
+    /// identity it now links to, or to a new one. A record not yet indexed is
+    /// simply matched.
+    pub fn rematch(&mut self, record: &Record) -> MatchResult {
+        let key = RecordKey {
+            source: record.source.clone(),
+            local_id: record.local_id.clone(),
+        };
+        let Some(&old) = self.by_key.get(&key) else {
+            return self.match_or_create(record);
+        };
+        let Some(old_slot) = self.unplace(old) else {
+            return self.match_or_create(record);
+        };
+        let current = old_slot.eid;
+        let p = prepare(record);
+        let scored = self.score(Some(&key), &p, None);
+        let others = self.members.get(&current).is_some_and(|m| !m.is_empty());
+        let own = scored.per_eid.iter().find(|e| e.0 == current).map(|e| e.1);
+        let review = self.params().thresholds.review;
+        let (target, decision) = self.choose(&key, &scored);
+        let (eid, decision) = match target {
+            Some(t) if decision == Outcome::HumanLink => (t, decision),
+            Some(t) if t == current => (t, decision),
+            Some(t) if !others || own.is_none_or(|s| s < review) => (t, decision),
+            _ if others && own.is_none_or(|s| s < review) => (self.new_eid(), decision),
+            _ => (current, if others { Outcome::AutoLink } else { decision }),
+        };
+        let mut result = self.result(&p, &scored, eid, decision);
+        result.previous_eid = Some(current);
+        if eid != current && !others {
+            result.retired = Some(current);
+        }
+        self.place(key, p, eid);
+        result
+    }
+
+    /// Files a record under a known identity without matching (rebuilding the
+    /// engine from the caller's store). Later new identities number above
+    /// every restored one.
+    pub fn restore(&mut self, record: &Record, eid: Eid) {
+        let key = RecordKey {
+            source: record.source.clone(),
+            local_id: record.local_id.clone(),
+        };
+        if let Some(&i) = self.by_key.get(&key) {
+            self.unplace(i);
+        }
+        self.next_eid = self.next_eid.max(eid.0 + 1);
+        self.place(key, prepare(record), eid);
+    }
+
+    /// Removes a record (e.g. merged away at its source). Its identity ends
+    /// when it was the only record.
+    pub fn remove(&mut self, key: &RecordKey) -> Option<Eid> {
+        let &i = self.by_key.get(key)?;
+        self.unplace(i).map(|s| s.eid)
+    }
+
+    /// Ranked records resembling `query` (its source and local id are
+    /// ignored), best first, with explanations. Read-only.
+    pub fn search(&self, query: &Record, limit: usize) -> Vec<SearchHit> {
+        let p = prepare(query);
+        let mut cands = Vec::new();
+        self.index.candidates(&p, &mut cands);
+        let mut scored: Vec<(f64, u32)> = cands
+            .iter()
+            .filter_map(|&i| {
+                let slot = self.slot(i)?;
+                Some((
+                    self.model
+                        .compare_score(&p, &slot.prepared, Some(&self.tf))
+                        .1,
+                    i,
+                ))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored
+            .into_iter()
+            .take(limit)
+            .filter_map(|(score, i)| {
+                let slot = self.slot(i)?;
+                let c = super::compare::compare(&p, &slot.prepared);
+                Some(SearchHit {
+                    key: slot.key.clone(),
+                    eid: slot.eid,
+                    score,
+                    explanation: self.model.explain(&c, &p, Some(&self.tf)),
+                })
+            })
+            .collect()
+    }
+
+    /// Scores two indexed records against each other.
+    pub fn explain_pair(&self, a: &RecordKey, b: &RecordKey) -> Result<Explanation, EngineError> {
+        let sa = self
+            .by_key
+            .get(a)
+            .and_then(|&i| self.slot(i))
+            .ok_or(EngineError::UnknownRecord)?;
+        let sb = self
+            .by_key
+            .get(b)
+            .and_then(|&i| self.slot(i))
+            .ok_or(EngineError::UnknownRecord)?;
+        let c = super::compare::compare(&sa.prepared, &sb.prepared);
+        Ok(self.model.explain(&c, &sa.prepared, Some(&self.tf)))
+    }
+
+    fn indexed(&self, key: &RecordKey) -> Result<(u32, Eid), EngineError> {
+        let &i = self.by_key.get(key).ok_or(EngineError::UnknownRecord)?;
+        let eid = self.slot(i).ok_or(EngineError::UnknownRecord)?.eid;
+        Ok((i, eid))
+    }
+
+    /// A human says `a` and `b` are the same person: their identities merge
+    /// (the older EID survives) and the link is remembered.
+    pub fn link(&mut self, a: &RecordKey, b: &RecordKey) -> Result<Change, EngineError> {
+        let (_, ea) = self.indexed(a)?;
+        let (_, eb) = self.indexed(b)?;
+        if ea == eb {
+            self.decisions.link(a, b);
+            return Ok(Change::Unchanged);
+        }
+        let ka = self.members(ea);
+        let kb = self.members(eb);
+        for x in &ka {
+            for y in &kb {
+                if (x, y) != (a, b) && (x, y) != (b, a) && self.decisions.separated(x, y).is_some()
+                {
+                    return Err(EngineError::Separated);
+                }
+            }
+        }
+        self.decisions.link(a, b);
+        let (survivor, retired) = (ea.min(eb), ea.max(eb));
+        for i in self.members.get(&retired).cloned().unwrap_or_default() {
+            self.move_to(i, survivor);
+        }
+        Ok(Change::Merged { survivor, retired })
+    }
+
+    /// Merges two identities on a human's word (links a record of each).
+    pub fn merge(&mut self, survivor: Eid, other: Eid) -> Result<Change, EngineError> {
+        let a = self
+            .members(survivor)
+            .into_iter()
+            .next()
+            .ok_or(EngineError::UnknownRecord)?;
+        let b = self
+            .members(other)
+            .into_iter()
+            .next()
+            .ok_or(EngineError::UnknownRecord)?;
+        self.link(&a, &b)
+    }
+
+    /// A human says `a` and `b` are different people (`Unlink` for a link
+    /// being undone, `NeverLink` in advance). If they share an identity, `b`
+    /// and the records a human tied to it move to a new identity, as do
+    /// records that no longer reach the review threshold with `a`'s side.
+    pub fn separate(
+        &mut self,
+        a: &RecordKey,
+        b: &RecordKey,
+        how: Separation,
+    ) -> Result<Change, EngineError> {
+        let (_, ea) = self.indexed(a)?;
+        let (_, eb) = self.indexed(b)?;
+        if ea == eb && self.human_component(a).contains(b) && !self.decisions.linked(a, b) {
+            return Err(EngineError::HumanLinked);
+        }
+        self.decisions.separate(a, b, how);
+        if ea != eb {
+            return Ok(Change::Unchanged);
+        }
+        let moving = self.human_component(b);
+        let to = self.new_eid();
+        let mut moved = vec![];
+        for k in &moving {
+            if let Some(&i) = self.by_key.get(k)
+                && self.slot(i).is_some_and(|s| s.eid == ea)
+            {
+                self.move_to(i, to);
+                moved.push(k.clone());
+            }
+        }
+        // Remaining members follow whichever side they resemble more, unless
+        // a human tied them to `a`.
+        let tied_to_a = self.human_component(a);
+        let review = self.params().thresholds.review;
+        for k in self.members(ea) {
+            if tied_to_a.contains(&k) {
+                continue;
+            }
+            let best = |side: Eid, this: &Self| {
+                this.members(side)
+                    .iter()
+                    .filter(|o| **o != k)
+                    .filter_map(|o| this.explain_pair(&k, o).ok().map(|e| e.total))
+                    .fold(f64::NEG_INFINITY, f64::max)
+            };
+            let (stay, go) = (best(ea, self), best(to, self));
+            let apart_from_to = self
+                .members(to)
+                .iter()
+                .any(|o| self.decisions.separated(&k, o).is_some());
+            if go > stay
+                && go >= review
+                && !apart_from_to
+                && let Some(&i) = self.by_key.get(&k)
+            {
+                self.move_to(i, to);
+                moved.push(k);
+            }
+        }
+        moved.sort();
+        Ok(Change::Split {
+            from: ea,
+            to,
+            moved,
+        })
+    }
+
+    /// Records joined to `k` by human links, transitively (including `k`).
+    fn human_component(&self, k: &RecordKey) -> BTreeSet<RecordKey> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![k.clone()];
+        while let Some(x) = stack.pop() {
+            if seen.insert(x.clone()) {
+                stack.extend(self.decisions.links_of(&x).cloned());
+            }
+        }
+        seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phi::{Address, BirthDate, Identifier, Mrn, PersonName};
+
+    fn rec(source: &str, id: &str, given: &str, family: &str, dob: &str, postcode: &str) -> Record {
+        let mut r = Record::new(source, id);
+        r.given_name = Some(PersonName::new(given));
+        r.family_name = Some(PersonName::new(family));
+        r.birth_date = Some(BirthDate::new(dob));
+        r.postal_code = Some(Address::new(postcode));
+        r.address_line = Some(Address::new("12 Long Street"));
+        r.city = Some(Address::new("Canberra"));
+        r
+    }
+
+    fn key(source: &str, id: &str) -> RecordKey {
+        RecordKey::new(source, id)
+    }
+
+    #[test]
+    fn decisions_table() {
+        let mut e = Engine::new(Params {
+            trusted_authorities: vec!["NATIONAL".to_owned()],
+            ..Params::default()
+        });
+        let first = e.match_or_create(&rec("h1", "1", "Jonathan", "Smith", "1970-03-04", "2600"));
+        assert_eq!((first.eid, first.decision), (Eid(1), Outcome::NewIdentity));
+        let mut with_id = rec("h1", "2", "Maria", "Garcia", "1980-05-06", "4000");
+        with_id.identifiers.push(Identifier {
+            id: Mrn::new("123-45-6789"),
+            authority: "national".into(),
+            kind: "NI".into(),
+        });
+        e.match_or_create(&with_id);
+
+        let cases: Vec<(Record, &str, Option<Eid>)> = vec![
+            (
+                rec("h2", "a", "Jonathon", "Smith", "1970-03-04", "2600"),
+                "auto_link",
+                Some(Eid(1)),
+            ),
+            (
+                rec("h2", "b", "John", "Smith", "1970-04-03", "2601"),
+                "auto_link",
+                Some(Eid(1)),
+            ),
+            (
+                {
+                    let mut r = rec("h2", "c", "Jon", "Smyth", "1970-03-05", "9999");
+                    (r.address_line, r.city) = (None, None);
+                    r
+                },
+                "review",
+                None,
+            ),
+            (
+                {
+                    // Same postcode only: nothing close.
+                    let mut r = rec("h2", "d", "Xavier", "Nguyen", "1990-01-01", "2600");
+                    (r.address_line, r.city) = (None, None);
+                    r
+                },
+                "new_identity",
+                None,
+            ),
+            (
+                {
+                    let mut r = rec("h2", "e", "M", "Garcia-Lopez", "1980", "9999");
+                    r.identifiers.push(Identifier {
+                        id: Mrn::new("123456789"),
+                        authority: "NATIONAL".into(),
+                        kind: String::new(),
+                    });
+                    r
+                },
+                "deterministic",
+                Some(Eid(2)),
+            ),
+        ];
+        for (r, want, eid) in cases {
+            let got = e.match_or_create(&r);
+            assert_eq!(got.decision.as_str(), want, "{:?}", got.explanation);
+            if let Some(eid) = eid {
+                assert_eq!(got.eid, eid);
+            } else {
+                assert!(got.eid.0 > 2);
+            }
+        }
+    }
+
+    #[test]
+    fn margin_rule_asks_for_review() {
+        let mut e = Engine::new(Params::default());
+        e.match_or_create(&rec("h1", "1", "Jonathan", "Smith", "1970-03-04", "2600"));
+        // A twin at the same address with a near-identical name: two identities.
+        e.match_or_create(&rec("h1", "2", "Jonathon", "Smith", "1970-03-04", "2600"));
+        e.link(&key("h1", "1"), &key("h1", "2")).expect("link");
+        e.separate(&key("h1", "1"), &key("h1", "2"), Separation::Unlink)
+            .expect("unlink");
+        let r = e.match_or_create(&rec("h2", "x", "Jonathen", "Smith", "1970-03-04", "2600"));
+        assert_eq!(
+            r.decision,
+            Outcome::Review(super::super::decision::ReviewReason::Margin)
+        );
+        assert_eq!(r.candidates.len(), 2);
+    }
+
+    #[test]
+    fn human_decisions_stick() {
+        let mut e = Engine::new(Params::default());
+        let a = e.match_or_create(&rec("h1", "1", "Jonathan", "Smith", "1970-03-04", "2600"));
+        let b = e.match_or_create(&rec("h2", "7", "Jonathan", "Smith", "1970-03-04", "2600"));
+        assert_eq!(a.eid, b.eid);
+        let split = e
+            .separate(&key("h1", "1"), &key("h2", "7"), Separation::Unlink)
+            .expect("unlink");
+        let Change::Split { from, to, moved } = split else {
+            panic!("{split:?}")
+        };
+        assert_eq!((from, moved), (a.eid, vec![key("h2", "7")]));
+        // Re-matching either record with the same data keeps them apart.
+        let again = e.match_or_create(&rec("h2", "7", "Jonathan", "Smith", "1970-03-04", "2600"));
+        assert_eq!(again.eid, to);
+        let again = e.rematch(&rec("h1", "1", "Jonathan", "Smith", "1970-03-04", "2600"));
+        assert_eq!(again.eid, a.eid);
+        // A human link to a dissimilar record holds through a re-match.
+        let c = e.match_or_create(&rec("h3", "9", "Xavier", "Nguyen", "1990-01-01", "4000"));
+        assert_ne!(c.eid, a.eid);
+        let merged = e.link(&key("h1", "1"), &key("h3", "9")).expect("link");
+        assert_eq!(
+            merged,
+            Change::Merged {
+                survivor: a.eid,
+                retired: c.eid
+            }
+        );
+        let again = e.rematch(&rec("h3", "9", "Xavier", "Nguyen", "1990-01-01", "4000"));
+        assert_eq!((again.eid, again.decision), (a.eid, Outcome::HumanLink));
+        // Linking across a separation is refused.
+        assert_eq!(
+            e.link(&key("h3", "9"), &key("h2", "7")),
+            Err(EngineError::Separated)
+        );
+    }
+
+    #[test]
+    fn eids_are_not_renumbered_and_restore_continues_numbering() {
+        let mut e = Engine::new(Params::default());
+        let a = e
+            .match_or_create(&rec("h1", "1", "Ann", "Lee", "1950-01-01", "2600"))
+            .eid;
+        let b = e
+            .match_or_create(&rec("h1", "2", "Bob", "Ray", "1962-07-19", "2600"))
+            .eid;
+        let joined = e.match_or_create(&rec("h2", "1", "Ann", "Lee", "1950-01-01", "2600"));
+        assert_eq!(joined.eid, a);
+        assert_eq!(e.eid_of(&key("h1", "2")), Some(b));
+        assert_eq!(e.members(a), vec![key("h1", "1"), key("h2", "1")]);
+        let mut r = Engine::new(Params::default());
+        r.restore(&rec("h1", "1", "Ann", "Lee", "1950-01-01", "2600"), Eid(41));
+        let next = r.match_or_create(&rec("h1", "3", "Cy", "Orr", "1940-01-01", "4000"));
+        assert_eq!(next.eid, Eid(42));
+        let hits = r.search(&rec("", "", "Ann", "Lee", "1950", ""), 5);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].eid, Eid(41));
+        assert_eq!(format!("{}", Eid(41)), "E0000000041");
+    }
+
+    #[test]
+    fn rematch_moves_a_singleton_to_the_identity_it_now_matches() {
+        let mut e = Engine::new(Params::default());
+        let a = e
+            .match_or_create(&rec("h1", "1", "Ann", "Lee", "1950-01-01", "2600"))
+            .eid;
+        let typo = e.match_or_create(&rec("h2", "1", "Xnn", "Qee", "1905-11-11", "9999"));
+        assert_ne!(typo.eid, a);
+        let fixed = e.match_or_create(&rec("h2", "1", "Ann", "Lee", "1950-01-01", "2600"));
+        assert_eq!(
+            (fixed.eid, fixed.previous_eid, fixed.retired),
+            (a, Some(typo.eid), Some(typo.eid))
+        );
+    }
+}

@@ -1,0 +1,754 @@
+//! Fellegi–Sunter scoring and its training.
+//!
+//! For each field and agreement level, `m` is the probability of the level
+//! among true matches and `u` among non-matches; a pair's score is the sum of
+//! `log2(m/u)` over its fields (the null level adds 0). On an exact name
+//! agreement `u` is replaced by the name's frequency among indexed records
+//! (term-frequency adjustment: agreeing on "Smith" is weaker evidence than on
+//! "Vanstone"). [`train`] estimates `u` from random pairs and `m` by
+//! expectation–maximisation over blocked pairs.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::blocking::{Rule, keys};
+use super::compare::{Comparison, FIELDS, Field, NULL, compare};
+use super::decision::Thresholds;
+use super::standardise::Prepared;
+
+/// Probabilities of one field's levels (non-null, best first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldParams {
+    /// The field.
+    pub field: Field,
+    /// P(level | match).
+    pub m: Vec<f64>,
+    /// P(level | non-match).
+    pub u: Vec<f64>,
+}
+
+/// Everything the engine needs to score and decide. Serialisable so a
+/// trained model can be versioned, shipped and audited.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// Model version, recorded with every decision.
+    pub version: String,
+    /// Per-field probabilities, in [`Field::ALL`] order.
+    pub fields: Vec<FieldParams>,
+    /// Share of blocked pairs that EM estimated to be matches (informative).
+    pub lambda: f64,
+    /// Decision thresholds, in bits of evidence.
+    pub thresholds: Thresholds,
+    /// Identifier authorities whose exact agreement links deterministically
+    /// (upper-case alphanumerics, as standardised).
+    pub trusted_authorities: Vec<String>,
+    /// Blocking lists longer than this are skipped at query time.
+    pub block_cap: usize,
+    /// Term-frequency adjustment applies once this many records are indexed.
+    pub tf_min_records: u32,
+    /// Lowest frequency used by the term-frequency adjustment.
+    pub tf_floor: f64,
+    /// Most bits the household fields (address, postal code, state, phone)
+    /// may add together: they are correlated, and shared by everyone living
+    /// at one address, so they must not link two people on their own.
+    pub household_cap: f64,
+}
+
+fn fp(field: Field, m: &[f64], u: &[f64]) -> FieldParams {
+    FieldParams {
+        field,
+        m: m.to_vec(),
+        u: u.to_vec(),
+    }
+}
+
+impl Default for Params {
+    /// Hand-set starting values: usable untrained, and the start point of EM.
+    fn default() -> Self {
+        let name_m = [0.86, 0.05, 0.02, 0.02, 0.02, 0.03];
+        let name_u = [0.004, 0.002, 0.004, 0.002, 0.02, 0.968];
+        Params {
+            version: "empi-default-1".to_owned(),
+            fields: vec![
+                fp(Field::GivenName, &name_m, &name_u),
+                fp(Field::FamilyName, &name_m, &name_u),
+                fp(
+                    Field::BirthDate,
+                    &[0.9, 0.02, 0.05, 0.01, 0.02],
+                    &[4e-5, 2e-6, 5e-4, 0.01, 0.98946],
+                ),
+                fp(Field::Sex, &[0.98, 0.02], &[0.5, 0.5]),
+                fp(Field::StreetNumber, &[0.9, 0.1], &[0.02, 0.98]),
+                fp(Field::Street, &[0.85, 0.05, 0.1], &[0.001, 0.01, 0.989]),
+                fp(Field::City, &[0.85, 0.05, 0.1], &[0.01, 0.02, 0.97]),
+                fp(
+                    Field::PostalCode,
+                    &[0.85, 0.05, 0.02, 0.08],
+                    &[0.005, 0.02, 0.05, 0.925],
+                ),
+                fp(Field::State, &[0.95, 0.05], &[0.3, 0.7]),
+                fp(
+                    Field::Phone,
+                    &[0.8, 0.05, 0.02, 0.13],
+                    &[1e-6, 1e-5, 1e-4, 0.999889],
+                ),
+                fp(
+                    Field::Identifier,
+                    &[0.95, 0.03, 0.01, 0.01],
+                    &[1e-7, 1e-6, 1e-5, 0.9999889],
+                ),
+            ],
+            lambda: 0.01,
+            thresholds: Thresholds::default(),
+            trusted_authorities: vec![],
+            block_cap: 2000,
+            tf_min_records: 1000,
+            tf_floor: 1e-5,
+            household_cap: 16.0,
+        }
+    }
+}
+
+/// Name frequencies among indexed records, for the term-frequency adjustment.
+#[derive(Debug, Clone, Default)]
+pub struct TermFrequencies {
+    given: HashMap<String, u32>,
+    family: HashMap<String, u32>,
+    records: u32,
+}
+
+impl TermFrequencies {
+    /// Counts a record in.
+    pub fn add(&mut self, p: &Prepared) {
+        self.records += 1;
+        if let Some(g) = &p.given {
+            *self.given.entry(g.squashed.clone()).or_default() += 1;
+        }
+        if let Some(f) = &p.family {
+            *self.family.entry(f.squashed.clone()).or_default() += 1;
+        }
+    }
+
+    /// Counts a record out.
+    pub fn remove(&mut self, p: &Prepared) {
+        self.records = self.records.saturating_sub(1);
+        for (map, name) in [(&mut self.given, &p.given), (&mut self.family, &p.family)] {
+            if let Some(n) = name
+                && let Some(c) = map.get_mut(&n.squashed)
+            {
+                *c -= 1;
+                if *c == 0 {
+                    map.remove(&n.squashed);
+                }
+            }
+        }
+    }
+
+    /// Records counted.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    fn frequency(&self, field: Field, value: &str) -> Option<f64> {
+        let map = match field {
+            Field::GivenName => &self.given,
+            Field::FamilyName => &self.family,
+            _ => return None,
+        };
+        let count = map.get(value).copied().unwrap_or(0);
+        Some(f64::from(count.max(1)) / f64::from(self.records.max(1)))
+    }
+}
+
+/// One field's contribution to a score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldScore {
+    /// The field.
+    pub field: Field,
+    /// Agreement level name (`exact`, `one_edit`, `null`…).
+    pub level: Cow<'static, str>,
+    /// Weight in bits, `log2(m/u)`; 0 for null.
+    pub weight: f64,
+    /// Whether the weight used the value's frequency instead of `u`.
+    pub tf_adjusted: bool,
+}
+
+/// Why a pair scored what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// Total score in bits (the sum of the field weights).
+    pub total: f64,
+    /// Whether names agreed with given and family swapped.
+    pub swapped_names: bool,
+    /// Bits removed because the household fields (address and phone)
+    /// together gave more than `Params::household_cap` (0 or negative).
+    pub household_cap: f64,
+    /// Per field, in [`Field::ALL`] order.
+    pub fields: Vec<FieldScore>,
+}
+
+/// [`Params`] with the log weights computed once.
+#[derive(Debug, Clone)]
+pub struct Model {
+    params: Params,
+    weights: [[f64; 8]; FIELDS],
+    m_exact: [f64; FIELDS],
+    trusted: Vec<String>,
+}
+
+impl Model {
+    /// Builds the weight tables.
+    pub fn new(params: Params) -> Self {
+        let mut weights = [[0.0; 8]; FIELDS];
+        let mut m_exact = [0.0; FIELDS];
+        for fp in &params.fields {
+            let i = fp.field as usize;
+            for (l, (m, u)) in fp.m.iter().zip(&fp.u).enumerate().take(8) {
+                weights[i][l] = (m.max(1e-9) / u.max(1e-12)).log2();
+            }
+            m_exact[i] = fp.m.first().copied().unwrap_or(0.0);
+        }
+        let trusted = params.trusted_authorities.clone();
+        Model {
+            params,
+            weights,
+            m_exact,
+            trusted,
+        }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn field_weight(
+        &self,
+        f: Field,
+        level: u8,
+        a: &Prepared,
+        tf: Option<&TermFrequencies>,
+    ) -> (f64, bool) {
+        if level == NULL {
+            return (0.0, false);
+        }
+        if level == 0
+            && let Some(tf) = tf.filter(|t| t.records >= self.params.tf_min_records)
+        {
+            let value = match f {
+                Field::GivenName => a.given.as_ref(),
+                Field::FamilyName => a.family.as_ref(),
+                _ => None,
+            };
+            if let Some(v) = value
+                && let Some(freq) = tf.frequency(f, &v.squashed)
+            {
+                let u = freq.max(self.params.tf_floor);
+                return ((self.m_exact[f as usize].max(1e-9) / u).log2(), true);
+            }
+        }
+        (self.weights[f as usize][usize::from(level)], false)
+    }
+
+    /// Score of a comparison in bits. `a` is the query record (its names are
+    /// the looked-up terms; under a swap the exact agreement still names the
+    /// same strings, so either side serves).
+    pub fn score(&self, c: &Comparison, a: &Prepared, tf: Option<&TermFrequencies>) -> f64 {
+        let a_names = swap_view(a, c.swapped);
+        let a = a_names.as_ref().unwrap_or(a);
+        let (mut total, mut household) = (0.0, 0.0);
+        for f in Field::ALL {
+            let w = self.field_weight(f, c.level(f), a, tf).0;
+            total += w;
+            if f.is_household() && w > 0.0 {
+                household += w;
+            }
+        }
+        total - (household - self.params.household_cap).max(0.0)
+    }
+
+    /// Per-field explanation of a comparison's score.
+    pub fn explain(
+        &self,
+        c: &Comparison,
+        a: &Prepared,
+        tf: Option<&TermFrequencies>,
+    ) -> Explanation {
+        let a_names = swap_view(a, c.swapped);
+        let a = a_names.as_ref().unwrap_or(a);
+        let fields: Vec<FieldScore> = Field::ALL
+            .iter()
+            .map(|&f| {
+                let level = c.level(f);
+                let (weight, tf_adjusted) = self.field_weight(f, level, a, tf);
+                FieldScore {
+                    field: f,
+                    level: Cow::Borrowed(f.level_name(level)),
+                    weight,
+                    tf_adjusted,
+                }
+            })
+            .collect();
+        let household: f64 = fields
+            .iter()
+            .filter(|f| f.field.is_household() && f.weight > 0.0)
+            .map(|f| f.weight)
+            .sum();
+        let household_cap = -(household - self.params.household_cap).max(0.0);
+        Explanation {
+            total: fields.iter().map(|f| f.weight).sum::<f64>() + household_cap,
+            swapped_names: c.swapped,
+            household_cap,
+            fields,
+        }
+    }
+
+    /// Whether the pair shares an identifier of a trusted authority exactly.
+    pub fn trusted_identifier_agrees(&self, a: &Prepared, b: &Prepared) -> bool {
+        a.identifiers.iter().any(|(auth, v)| {
+            self.trusted.contains(auth)
+                && b.identifiers.iter().any(|(ab, vb)| ab == auth && vb == v)
+        })
+    }
+
+    /// Compares and scores.
+    pub fn compare_score(
+        &self,
+        a: &Prepared,
+        b: &Prepared,
+        tf: Option<&TermFrequencies>,
+    ) -> (Comparison, f64) {
+        let c = compare(a, b);
+        let s = self.score(&c, a, tf);
+        (c, s)
+    }
+}
+
+/// Under a swap, the query's given name agreed with the candidate's family
+/// name; the frequency looked up for the family field is then the query's
+/// given name. Only clones when swapped (rare).
+fn swap_view(a: &Prepared, swapped: bool) -> Option<Prepared> {
+    swapped.then(|| Prepared {
+        given: a.family.clone(),
+        family: a.given.clone(),
+        ..Prepared::default()
+    })
+}
+
+/// A small deterministic generator (SplitMix64) for sampling.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Training settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Random pairs sampled to estimate `u`.
+    pub u_pairs: usize,
+    /// Most blocked pairs used by EM.
+    pub em_pairs: usize,
+    /// EM iteration limit.
+    pub max_iterations: usize,
+    /// EM stops when no probability moves more than this.
+    pub tolerance: f64,
+    /// Sampling seed.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            u_pairs: 2_000_000,
+            em_pairs: 2_000_000,
+            max_iterations: 200,
+            tolerance: 1e-7,
+            seed: 1,
+        }
+    }
+}
+
+/// What training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Random pairs compared for `u`.
+    pub u_pairs: usize,
+    /// Blocked pairs fed to EM.
+    pub em_pairs: usize,
+    /// Distinct comparison patterns among them.
+    pub patterns: usize,
+    /// EM iterations run.
+    pub iterations: usize,
+    /// Whether EM met the tolerance.
+    pub converged: bool,
+    /// Estimated share of matches among blocked pairs.
+    pub lambda: f64,
+}
+
+/// Estimates `u` from random pairs of `records` and `m` by EM over the pairs
+/// that blocking proposes, starting from `base`; returns new parameters (with
+/// `base`'s thresholds and settings) and a report. Deterministic for a seed.
+pub fn train(records: &[Prepared], base: &Params, config: &TrainConfig) -> (Params, TrainReport) {
+    let mut params = base.clone();
+    let n = records.len();
+    let mut report = TrainReport {
+        u_pairs: 0,
+        em_pairs: 0,
+        patterns: 0,
+        iterations: 0,
+        converged: false,
+        lambda: base.lambda,
+    };
+    if n < 2 {
+        return (params, report);
+    }
+    // u by random sampling.
+    let mut rng = SplitMix64::new(config.seed);
+    let mut u_counts = [[0u64; 8]; FIELDS];
+    for _ in 0..config.u_pairs {
+        let i = rng.below(n);
+        let mut j = rng.below(n - 1);
+        if j >= i {
+            j += 1;
+        }
+        let c = compare(&records[i], &records[j]);
+        for (f, &l) in c.levels.iter().enumerate() {
+            if l != NULL {
+                u_counts[f][usize::from(l)] += 1;
+            }
+        }
+    }
+    report.u_pairs = config.u_pairs;
+    let mut u: Vec<Vec<f64>> = params.fields.iter().map(|f| f.u.clone()).collect();
+    for (f, fp) in params.fields.iter().enumerate() {
+        let counts = &u_counts[fp.field as usize][..fp.u.len()];
+        let seen: u64 = counts.iter().sum();
+        if seen > 0 {
+            let levels = counts.len() as f64;
+            u[f] = counts
+                .iter()
+                .map(|&c| (c as f64 + 0.5) / (seen as f64 + 0.5 * levels))
+                .collect();
+        }
+    }
+
+    // m by EM, one session per training rule: pairs sharing that rule's key,
+    // with the rule's own fields left out of the likelihood (non-matches
+    // that share a key agree on its fields far more often than random
+    // pairs, so their u would be wrong there). Each field's m is the mean
+    // over the sessions that estimated it.
+    let init: Vec<Vec<f64>> = params.fields.iter().map(|f| f.m.clone()).collect();
+    let mut m_sum: Vec<Vec<f64>> = init.iter().map(|v| vec![0.0; v.len()]).collect();
+    let mut m_n = [0u32; FIELDS];
+    let mut lambdas = vec![];
+    for (rule, excluded) in TRAINING_SESSIONS {
+        let patterns = session_patterns(records, *rule, excluded, base.block_cap, config.em_pairs);
+        report.em_pairs += patterns.iter().map(|p| p.1 as usize).sum::<usize>();
+        report.patterns += patterns.len();
+        let fit = em(&patterns, init.clone(), &u, base.lambda, config);
+        report.iterations = report.iterations.max(fit.iterations);
+        report.converged = fit.iterations < config.max_iterations || report.converged;
+        lambdas.push(fit.lambda);
+        for f in 0..FIELDS {
+            let estimated = !excluded.iter().any(|x| *x as usize == f) && fit.seen[f];
+            if estimated {
+                for (acc, v) in m_sum[f].iter_mut().zip(&fit.m[f]) {
+                    *acc += v;
+                }
+                m_n[f] += 1;
+            }
+        }
+    }
+    let lambda = lambdas.iter().sum::<f64>() / lambdas.len().max(1) as f64;
+    report.lambda = lambda;
+    for (f, fp) in params.fields.iter_mut().enumerate() {
+        if m_n[f] > 0 {
+            fp.m = m_sum[f].iter().map(|v| v / f64::from(m_n[f])).collect();
+        }
+        fp.u.clone_from(&u[f]);
+    }
+    params.lambda = lambda;
+    (params, report)
+}
+
+/// EM training sessions: a blocking rule and the fields it constrains.
+const TRAINING_SESSIONS: &[(Rule, &[Field])] = &[
+    (Rule::BirthDate, &[Field::BirthDate]),
+    (
+        Rule::NamePairMetaphone,
+        &[Field::GivenName, Field::FamilyName, Field::Sex],
+    ),
+    (
+        Rule::PostalCodeStreetNumber,
+        &[
+            Field::StreetNumber,
+            Field::Street,
+            Field::City,
+            Field::PostalCode,
+            Field::State,
+            Field::Phone,
+        ],
+    ),
+];
+
+/// Comparison patterns (with `excluded` fields nulled) and their counts over
+/// the pairs that share a key of `rule`.
+fn session_patterns(
+    records: &[Prepared],
+    rule: Rule,
+    excluded: &[Field],
+    cap: usize,
+    max_pairs: usize,
+) -> Vec<([u8; FIELDS], f64)> {
+    let mut lists: HashMap<u64, Vec<u32>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        keys(r, |rl, k| {
+            if rl == rule {
+                lists.entry(k).or_default().push(i as u32);
+            }
+        });
+    }
+    let mut lists: Vec<(u64, Vec<u32>)> = lists
+        .into_iter()
+        .filter(|(_, l)| l.len() > 1 && l.len() <= cap)
+        .collect();
+    lists.sort_unstable_by_key(|(k, _)| *k);
+    let mut seen = std::collections::HashSet::new();
+    let mut patterns: HashMap<[u8; FIELDS], f64> = HashMap::new();
+    'outer: for (_, list) in &lists {
+        for (x, &a) in list.iter().enumerate() {
+            for &b in &list[x + 1..] {
+                if seen.len() >= max_pairs {
+                    break 'outer;
+                }
+                if !seen.insert((a.min(b), a.max(b))) {
+                    continue;
+                }
+                let mut levels = compare(&records[a as usize], &records[b as usize]).levels;
+                for f in excluded {
+                    levels[*f as usize] = NULL;
+                }
+                *patterns.entry(levels).or_default() += 1.0;
+            }
+        }
+    }
+    let mut patterns: Vec<([u8; FIELDS], f64)> = patterns.into_iter().collect();
+    patterns.sort_by_key(|p| p.0);
+    patterns
+}
+
+struct Fit {
+    m: Vec<Vec<f64>>,
+    lambda: f64,
+    iterations: usize,
+    /// Fields with at least one non-null level in the data.
+    seen: [bool; FIELDS],
+}
+
+/// Expectation–maximisation of `m` and the match share with `u` fixed.
+fn em(
+    patterns: &[([u8; FIELDS], f64)],
+    mut m: Vec<Vec<f64>>,
+    u: &[Vec<f64>],
+    lambda0: f64,
+    config: &TrainConfig,
+) -> Fit {
+    let mut lambda = lambda0.clamp(1e-4, 0.5);
+    let mut seen = [false; FIELDS];
+    for (levels, _) in patterns {
+        for (f, &l) in levels.iter().enumerate() {
+            seen[f] |= l != NULL;
+        }
+    }
+    let mut iterations = 0;
+    for it in 0..config.max_iterations {
+        iterations = it + 1;
+        let mut m_acc: Vec<Vec<f64>> = m.iter().map(|v| vec![0.0; v.len()]).collect();
+        let (mut g_sum, mut total) = (0.0, 0.0);
+        for (levels, count) in patterns {
+            let (mut lm, mut lu) = (lambda.ln(), (1.0 - lambda).ln());
+            for (f, &l) in levels.iter().enumerate() {
+                if l != NULL {
+                    lm += m[f][usize::from(l)].max(1e-12).ln();
+                    lu += u[f][usize::from(l)].max(1e-12).ln();
+                }
+            }
+            let g = 1.0 / (1.0 + (lu - lm).exp());
+            g_sum += g * count;
+            total += count;
+            for (f, &l) in levels.iter().enumerate() {
+                if l != NULL {
+                    m_acc[f][usize::from(l)] += g * count;
+                }
+            }
+        }
+        let mut delta: f64 = 0.0;
+        for (f, acc) in m_acc.iter().enumerate() {
+            let s: f64 = acc.iter().sum();
+            if s > 0.0 {
+                for (l, a) in acc.iter().enumerate() {
+                    let v = (a + 1e-6) / (s + 1e-6 * acc.len() as f64);
+                    delta = delta.max((v - m[f][l]).abs());
+                    m[f][l] = v;
+                }
+            }
+        }
+        let new_lambda = if total > 0.0 {
+            (g_sum / total).clamp(1e-6, 0.999)
+        } else {
+            lambda
+        };
+        delta = delta.max((new_lambda - lambda).abs());
+        lambda = new_lambda;
+        if delta < config.tolerance {
+            break;
+        }
+    }
+    Fit {
+        m,
+        lambda,
+        iterations,
+        seen,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::empi::standardise::{Record, prepare};
+    use crate::phi::{BirthDate, PersonName};
+
+    fn rec(given: &str, family: &str, dob: &str) -> Prepared {
+        let mut r = Record::new("h", "1");
+        r.given_name = Some(PersonName::new(given));
+        r.family_name = Some(PersonName::new(family));
+        r.birth_date = Some(BirthDate::new(dob));
+        prepare(&r)
+    }
+
+    #[test]
+    fn explanation_lists_levels_and_weights() {
+        let model = Model::new(Params::default());
+        let a = rec("Jonathan", "Smith", "1970-03-04");
+        let b = rec("Jonathon", "Smith", "1970-04-03");
+        let (c, s) = model.compare_score(&a, &b, None);
+        let e = model.explain(&c, &a, None);
+        assert!((e.total - s).abs() < 1e-9);
+        let shown: Vec<String> = e
+            .fields
+            .iter()
+            .map(|f| format!("{}={}:{:.2}", f.field.as_str(), f.level, f.weight))
+            .collect();
+        expect_test::expect![[r#"
+            [
+                "given_name=jaro_winkler>=0.94:4.64",
+                "family_name=exact:7.75",
+                "birth_date=day_month_transposed:13.29",
+                "sex=null:0.00",
+                "street_number=null:0.00",
+                "street=null:0.00",
+                "city=null:0.00",
+                "postal_code=null:0.00",
+                "state=null:0.00",
+                "phone=null:0.00",
+                "identifier=null:0.00",
+            ]
+        "#]]
+        .assert_debug_eq(&shown);
+    }
+
+    #[test]
+    fn term_frequency_weakens_common_names() {
+        let model = Model::new(Params {
+            tf_min_records: 10,
+            ..Params::default()
+        });
+        let mut tf = TermFrequencies::default();
+        for i in 0..100 {
+            let family = if i < 50 { "Smith" } else { "Vanstone" };
+            let family = if i >= 51 {
+                format!("Other{i}")
+            } else {
+                family.to_owned()
+            };
+            tf.add(&rec("Ann", &family, "1970"));
+        }
+        let smith = rec("Ann", "Smith", "1970");
+        let rare = rec("Ann", "Vanstone", "1970");
+        let c = compare(&smith, &smith);
+        let common = model.explain(&c, &smith, Some(&tf));
+        let c = compare(&rare, &rare);
+        let unusual = model.explain(&c, &rare, Some(&tf));
+        let fam = |e: &Explanation| e.fields[Field::FamilyName as usize].clone();
+        assert!(fam(&common).tf_adjusted && fam(&unusual).tf_adjusted);
+        assert!(fam(&unusual).weight > fam(&common).weight + 5.0);
+    }
+
+    #[test]
+    fn em_learns_from_unlabelled_synthetic_data() {
+        use crate::empi::synth::{SynthConfig, generate};
+        let data = generate(&SynthConfig {
+            people: 1500,
+            ..SynthConfig::default()
+        });
+        let records: Vec<Prepared> = data.iter().map(|l| prepare(&l.record)).collect();
+        let config = TrainConfig {
+            u_pairs: 200_000,
+            ..TrainConfig::default()
+        };
+        let (params, report) = train(&records, &Params::default(), &config);
+        assert!(report.em_pairs > 1000 && report.patterns > 10, "{report:?}");
+        let dob = &params.fields[Field::BirthDate as usize];
+        assert!(dob.m[0] > 0.7 && dob.u[0] < 0.01, "{:?} {:?}", dob.m, dob.u);
+        // Labels are used only to check: pairwise F1 at the link threshold.
+        let model = Model::new(params);
+        let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+        for i in 0..records.len() {
+            for j in i + 1..records.len() {
+                let same = data[i].person == data[j].person;
+                if !same
+                    && data[i].record.birth_date != data[j].record.birth_date
+                    && (i + j) % 7 != 0
+                {
+                    continue; // sample non-matches to keep the test fast
+                }
+                let linked = model.compare_score(&records[i], &records[j], None).1
+                    >= model.params().thresholds.link;
+                match (linked, same) {
+                    (true, true) => tp += 1,
+                    (true, false) => fp += 1,
+                    (false, true) => fn_ += 1,
+                    _ => {}
+                }
+            }
+        }
+        let f1 = 2.0 * f64::from(tp) / f64::from(2 * tp + fp + fn_);
+        assert!(f1 > 0.9, "tp {tp} fp {fp} fn {fn_}");
+    }
+}
