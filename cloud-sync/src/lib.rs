@@ -20,6 +20,7 @@
 pub mod analytics;
 pub mod api;
 pub mod config;
+pub mod downlink;
 pub mod dr;
 pub mod enrolment;
 pub mod meta;

@@ -68,6 +68,8 @@ pub struct CloudState {
     pub ingested: Arc<Notify>,
     /// Analytics projections.
     pub analytics: Arc<analytics::Cache>,
+    /// What goes back to the appliances (EIDs); none: the downlink answers 503.
+    pub downlink: Option<Arc<crate::downlink::Downlink>>,
 }
 
 impl std::fmt::Debug for CloudState {
@@ -94,7 +96,14 @@ impl CloudState {
             replication: None,
             ingested: Arc::new(Notify::new()),
             analytics: Arc::new(analytics::Cache::default()),
+            downlink: None,
         }
+    }
+
+    /// Keeps the downlink in `downlink` (the file under the data dir).
+    pub fn with_downlink(mut self, downlink: crate::downlink::Downlink) -> Self {
+        self.downlink = Some(Arc::new(downlink));
+        self
     }
 
     /// Makes it a replica accepting `primaries`.
@@ -126,6 +135,9 @@ pub const POSITION: &str = cloud_sync_client::push::POSITION;
 /// The restore path.
 pub const EVENTS: &str = cloud_sync_client::push::EVENTS;
 
+/// The downlink path: EIDs for the signing hospital's patients.
+pub const DOWNLINK: &str = cloud_sync_client::push::DOWNLINK;
+
 /// The health path.
 pub const HEALTH: &str = "/health";
 
@@ -135,6 +147,7 @@ pub fn router(state: CloudState) -> Router {
         .route(BATCHES, post(batches))
         .route(POSITION, get(position))
         .route(EVENTS, get(events))
+        .route(DOWNLINK, get(downlink))
         .route(HEALTH, get(health))
         .merge(crate::api::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -485,6 +498,58 @@ async fn events(State(state): State<CloudState>, headers: HeaderMap, uri: Uri) -
             }
             resp
         }
+        Ok(Err(e)) => failure(e),
+        Err(_) => not_run(),
+    }
+}
+
+/// `GET /sync/v1/downlink?after=N` (signed by the enrolled appliance): the
+/// EIDs assigned to its hospital's patients after downlink position N.
+async fn downlink(State(state): State<CloudState>, headers: HeaderMap, uri: Uri) -> Response {
+    let Some(req) = signed(&headers) else {
+        return unsigned();
+    };
+    let mut after = 0u64;
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("after", v)) => match v.parse() {
+                Ok(n) => after = n,
+                Err(_) => return bad_query(format!("after={v:?} is not a position")),
+            },
+            _ => return bad_query(format!("unknown parameter {pair:?}; use after")),
+        }
+    }
+    let Some(store) = state.downlink.clone() else {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this cloud keeps no downlink".into(),
+            json!({}),
+        );
+    };
+    let signed_path = uri
+        .path_and_query()
+        .map_or(DOWNLINK.to_owned(), |p| p.as_str().to_owned());
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        if dr::is_primary(&req) {
+            return Err(BatchError::Rejected(Rejection::WrongRole(
+                "the downlink is for appliances",
+            )));
+        }
+        authenticate(&state, &req, "GET", &signed_path, b"", now)?;
+        store
+            .after(&req.hospital, after, crate::downlink::MAX_ASSIGNMENTS)
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e)))
+    })
+    .await;
+    match result {
+        Ok(Ok(assignments)) => Json(json!({ "assignments": assignments })).into_response(),
         Ok(Err(e)) => failure(e),
         Err(_) => not_run(),
     }

@@ -241,6 +241,16 @@ pub enum EventBody {
         /// The surviving patient (PID).
         into: PatientRef,
     },
+    /// The regional EMPI assigned an enterprise id to a local patient (from
+    /// the cloud's downlink).
+    EidAssigned {
+        /// The local patient.
+        mrn: crate::phi::Mrn,
+        /// The enterprise id.
+        eid: String,
+        /// The downlink position the assignment came from (where to resume).
+        downlink_seq: u64,
+    },
     /// Patient demographics were recorded or updated (PID of an ADT message).
     PatientRecorded {
         /// The patient as the message gave it.
@@ -302,6 +312,7 @@ impl EventBody {
     pub fn stream(&self) -> Stream {
         match self {
             Self::PatientRecorded { .. } | Self::PatientsMerged { .. } => Stream::Adt,
+            Self::EidAssigned { .. } => Stream::Empi,
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             _ => Stream::Bed,
         }
@@ -321,6 +332,7 @@ impl EventBody {
             Self::BedsSwapped { .. } => "bed.swapped",
             Self::Hl7Message { .. } => "integration.hl7_message",
             Self::Hl7Replayed { .. } => "integration.hl7_replayed",
+            Self::EidAssigned { .. } => "empi.eid_assigned",
         }
     }
 
@@ -337,7 +349,8 @@ impl EventBody {
             Self::PatientRecorded { .. }
             | Self::PatientsMerged { .. }
             | Self::Hl7Message { .. }
-            | Self::Hl7Replayed { .. } => None,
+            | Self::Hl7Replayed { .. }
+            | Self::EidAssigned { .. } => None,
         }
     }
 

@@ -27,6 +27,18 @@ pub struct SyncBatch {
     pub events: Vec<Envelope>,
 }
 
+/// One enterprise id the regional EMPI assigned to a hospital's patient, as
+/// the downlink (`GET /sync/v1/downlink`) delivers it, in `seq` order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EidAssignment {
+    /// Position in the hospital's downlink (dense from 1).
+    pub seq: u64,
+    /// The hospital's local patient.
+    pub mrn: crate::phi::Mrn,
+    /// The enterprise id.
+    pub eid: String,
+}
+
 /// The cloud's durable position for a hospital.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {

@@ -281,6 +281,15 @@ pub enum Command {
         /// The bed.
         bed: BedId,
     },
+    /// Record the enterprise id the regional EMPI assigned to a patient.
+    AssignEid {
+        /// The local patient.
+        mrn: hms_domain::phi::Mrn,
+        /// The enterprise id.
+        eid: String,
+        /// The downlink position it came from.
+        downlink_seq: u64,
+    },
 }
 
 impl Command {
@@ -291,7 +300,7 @@ impl Command {
             Command::Transfer { to, .. } => Some(to),
             Command::Swap { a, .. } => Some(a),
             Command::ReserveTransfer { to, .. } => Some(to),
-            Command::MergePatients { .. } => None,
+            Command::MergePatients { .. } | Command::AssignEid { .. } => None,
             Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
             | Command::Release { bed, .. }
@@ -1008,6 +1017,15 @@ impl Board {
                 }
                 vec![EventBody::BedDecommissioned { bed }]
             }
+            Command::AssignEid {
+                mrn,
+                eid,
+                downlink_seq,
+            } => vec![EventBody::EidAssigned {
+                mrn,
+                eid,
+                downlink_seq,
+            }],
         })
     }
 
@@ -1216,7 +1234,8 @@ impl Board {
             }
             EventBody::PatientRecorded { .. }
             | EventBody::Hl7Message { .. }
-            | EventBody::Hl7Replayed { .. } => Ok(()),
+            | EventBody::Hl7Replayed { .. }
+            | EventBody::EidAssigned { .. } => Ok(()),
         }
     }
 

@@ -5,8 +5,9 @@
 //! the store's committed patient events (recorded, merged); a follower that
 //! falls behind the event feed reloads from the projection, so the index
 //! never misses a change. Look-up by MRN is exact. Each patient carries the
-//! enterprise id (EID) the regional EMPI assigned, or `pending` until the
-//! cloud has assigned one (and while offline).
+//! enterprise id (EID) the regional EMPI assigned (an `empi.eid_assigned`
+//! event from the cloud's downlink), or `pending` until the cloud has
+//! assigned one (and while offline).
 //!
 //! Responses carry the minimum necessary: MRN, name, birth date, sex and
 //! EID; addresses, phones and other identifiers stay in the index.
@@ -126,7 +127,7 @@ impl PatientIndex {
         store
             .read(|conn, _| {
                 let mut stmt = conn.prepare(
-                    "SELECT mrn, name, birth_date, sex, identifiers, address, phone FROM patients",
+                    "SELECT mrn, name, birth_date, sex, identifiers, address, phone, eid FROM patients",
                 )?;
                 let mut rows = stmt.query([])?;
                 let mut out = HashMap::new();
@@ -147,7 +148,7 @@ impl PatientIndex {
                             .unwrap_or_default(),
                         address: r.get::<_, Option<String>>(5)?.map(Address::new),
                         phone: r.get::<_, Option<String>>(6)?.map(Phone::new),
-                        eid: None,
+                        eid: r.get(7)?,
                     };
                     out.insert(mrn, p);
                 }
@@ -163,14 +164,10 @@ impl PatientIndex {
         Ok(Arc::new(index))
     }
 
-    /// Reloads from the projection, keeping the EIDs already known.
+    /// Reloads from the projection.
     pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {
-        let mut fresh = Self::rows(store).await?;
-        let mut map = self.write();
-        for (mrn, p) in fresh.iter_mut() {
-            p.eid = map.get(mrn).and_then(|old| old.eid.clone());
-        }
-        *map = fresh;
+        let fresh = Self::rows(store).await?;
+        *self.write() = fresh;
         Ok(())
     }
 
@@ -199,6 +196,11 @@ impl PatientIndex {
                     p.phone = phone.clone();
                 }
             }
+            EventBody::EidAssigned { mrn, eid, .. } => {
+                if let Some(p) = map.get_mut(mrn.expose()) {
+                    p.eid = Some(eid.clone());
+                }
+            }
             EventBody::PatientsMerged { from, into } => {
                 let merged = map.remove(from.expose());
                 let p = map
@@ -216,17 +218,6 @@ impl PatientIndex {
     /// The patient with this MRN.
     pub fn get(&self, mrn: &str) -> Option<Patient> {
         self.read().get(mrn).cloned()
-    }
-
-    /// Records the EID the regional EMPI assigned to a local patient.
-    pub fn set_eid(&self, mrn: &str, eid: String) -> bool {
-        match self.write().get_mut(mrn) {
-            Some(p) => {
-                p.eid = Some(eid);
-                true
-            }
-            None => false,
-        }
     }
 
     /// Patients indexed.

@@ -15,6 +15,11 @@
 //! changes nothing a kiosk or the ADT feed sees except the sync figures in
 //! `/health` and `/metrics` (acknowledged seq, lag in events and seconds,
 //! last success, breaker state, outbox size and its disk alarm).
+//!
+//! While caught up it also reads the downlink every few seconds: the EIDs
+//! the regional EMPI assigned to this hospital's patients, each recorded as
+//! an `empi.eid_assigned` event through the writer (so the patient index,
+//! the projection and the resume position follow from the log).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -39,6 +44,9 @@ pub const KEY_FILE: &str = "sync-key.pk8";
 
 /// How long a refused uplink waits before asking the cloud again.
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// How often the downlink (EIDs from the regional EMPI) is read while online.
+const DOWNLINK_EVERY: Duration = Duration::from_secs(5);
 
 /// How often the outbox size is measured.
 const OUTBOX_EVERY: Duration = Duration::from_secs(2);
@@ -267,6 +275,58 @@ async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
     }
 }
 
+/// The downlink position the store has applied (meta `downlink_seq`).
+async fn downlink_position(store: &Store) -> u64 {
+    store
+        .read(|conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'downlink_seq'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0))
+        })
+        .await
+        .map_or(0, |v| v.max(0) as u64)
+}
+
+/// Reads the downlink after the store's position and records each EID
+/// assignment as an event (through the writer). Returns how many.
+async fn pull_downlink(store: &Store, client: &Client, settings: &Settings) -> usize {
+    let after = downlink_position(store).await;
+    let now_ms = Timestamp::now().as_millis();
+    let list = match client
+        .downlink(&settings.signer, after, now_ms, settings.timeout)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "downlink not read");
+            return 0;
+        }
+    };
+    let mut applied = 0;
+    for a in list {
+        let req = crate::store::WriteRequest {
+            cmd: crate::board::Command::AssignEid {
+                mrn: a.mrn,
+                eid: a.eid,
+                downlink_seq: a.seq,
+            },
+            actor: hms_domain::Actor::system(),
+            correlation: Some(format!("downlink:{}", a.seq)),
+            occurred_at: None,
+        };
+        if let Err(e) = store.write(req).await {
+            tracing::warn!(error = %e, seq = a.seq, "an EID assignment was not recorded; retried later");
+            break;
+        }
+        applied += 1;
+    }
+    applied
+}
+
 /// Runs the uplink until `shutdown` fires.
 pub async fn run(
     store: Store,
@@ -281,6 +341,7 @@ pub async fn run(
     let mut attempt: u32 = 0;
     let mut acked: Option<u64> = None;
     let mut last_outbox: Option<Instant> = None;
+    let mut last_downlink: Option<Instant> = None;
     let mut alarmed = false;
     status.update(|r| {
         *r = Report {
@@ -331,8 +392,15 @@ pub async fn run(
             r.breaker = breaker_name(breaker.state(now));
         });
 
-        // Caught up: wait for a commit, the poll interval or shutdown.
+        // Caught up: read the downlink now and then; wait for a commit, the
+        // poll interval or shutdown.
         if acked.is_some_and(|a| a >= local) {
+            if last_downlink.is_none_or(|t| now.duration_since(t) >= DOWNLINK_EVERY) {
+                last_downlink = Some(now);
+                if pull_downlink(&store, &client, &settings).await > 0 {
+                    continue;
+                }
+            }
             status.update(|r| r.lag_seconds = 0.0);
             tokio::select! {
                 _ = shutdown.cancelled() => break,

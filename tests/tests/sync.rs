@@ -690,3 +690,87 @@ async fn the_outbox_alarm_fires_past_its_share_of_the_budget_and_clears() {
     site.assert_cloud_equals_edge();
     edge.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eids_assigned_in_the_cloud_reach_the_appliances_patient_index() {
+    let site = Site::new();
+    let _cloud = site.start_cloud();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 3);
+    caught_up(http).await;
+    let nurse = run(Command::new(bin("hms-edge"))
+        .args([
+            "token",
+            "create",
+            "--role",
+            "nurse",
+            "--name",
+            "n1",
+            "--data-dir",
+        ])
+        .arg(site.edge_data()))
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_owned();
+    let lookup = |mrn: &'static str| {
+        let nurse = nurse.clone();
+        async move {
+            let mut c = Conn::connect(http, Some(&nurse)).await.unwrap();
+            let r = c.get(&format!("/api/v1/patients?mrn={mrn}")).await.unwrap();
+            assert_eq!(r.status, 200);
+            r.json().unwrap()["patients"][0]["eid"].clone()
+        }
+    };
+    assert_eq!(lookup("LM1").await, "pending");
+    // The regional EMPI assigns EIDs (written where the cloud keeps its downlink).
+    let downlink = site.dir.path().join("cloud-data/downlink.sqlite");
+    let conn = rusqlite::Connection::open(&downlink).unwrap();
+    for (seq, mrn, eid) in [(1, "LM1", "E-0001"), (2, "LM2", "E-0002")] {
+        conn.execute(
+            "INSERT INTO eid_assignments(hospital, seq, mrn, eid) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![HOSPITAL, seq, mrn, eid],
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lookup("LM2").await != "E-0002" {
+        assert!(
+            Instant::now() < deadline,
+            "the EID never reached the appliance"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lookup("LM1").await, "E-0001");
+    assert_eq!(lookup("LM0").await, "pending");
+    // Recorded in the appliance's own log (and so shipped back and kept by restores).
+    let events = rusqlite::Connection::open(site.edge_data().join("edge.sqlite"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'empi.eid_assigned'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap();
+    assert_eq!(events, 2);
+    edge.stop();
+    // After a restart nothing is fetched twice: the position is in the store.
+    let (edge, http, _) = site.start_edge();
+    caught_up(http).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = rusqlite::Connection::open(site.edge_data().join("edge.sqlite"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'empi.eid_assigned'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap();
+    assert_eq!(events, 2);
+    let out = run(Command::new(bin("hms-edge"))
+        .args(["verify", "--data-dir"])
+        .arg(site.edge_data()));
+    assert!(out.contains("verify: ok"), "{out}");
+    edge.stop();
+}

@@ -35,6 +35,9 @@ pub const POSITION: &str = "/sync/v1/position";
 /// The restore path (`?from=N&limit=M`).
 pub const EVENTS: &str = "/sync/v1/events";
 
+/// The downlink path (EIDs for the signing hospital's patients).
+pub const DOWNLINK: &str = "/sync/v1/downlink";
+
 /// Largest answer body read, after decompression.
 pub const MAX_RESPONSE_BYTES: usize = 4 * MAX_BATCH_BYTES;
 
@@ -262,6 +265,50 @@ impl Client {
             }
         })?;
         Ok(events)
+    }
+}
+
+impl Client {
+    /// The EIDs assigned to the signer's hospital's patients after downlink
+    /// position `after`, in order (at most 1,000; empty: nothing new). The
+    /// run must start after `after` and be dense; otherwise `Refused`.
+    pub async fn downlink(
+        &self,
+        signer: &Signer,
+        after: u64,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<Vec<hms_domain::sync::EidAssignment>, PushError> {
+        let call = Call {
+            method: Method::GET,
+            path: format!("{DOWNLINK}?after={after}"),
+            body: Bytes::new(),
+            gzip: false,
+            now_ms,
+        };
+        let r = self.exchange(signer, call, timeout).await?;
+        let mut v = r.json();
+        if r.status != 200 {
+            return Err(refusal(r.status, &v));
+        }
+        let list: Vec<hms_domain::sync::EidAssignment> =
+            serde_json::from_value(v["assignments"].take()).map_err(|e| PushError::Refused {
+                status: r.status,
+                detail: format!("the cloud's answer is not a list of assignments: {e}"),
+            })?;
+        for (i, a) in list.iter().enumerate() {
+            if a.seq != after + 1 + i as u64 {
+                return Err(PushError::Refused {
+                    status: r.status,
+                    detail: format!(
+                        "downlink position {} where {} was due",
+                        a.seq,
+                        after + 1 + i as u64
+                    ),
+                });
+            }
+        }
+        Ok(list)
     }
 }
 

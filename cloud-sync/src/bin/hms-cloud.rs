@@ -257,7 +257,9 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
         }
     };
     let primaries = cloud_sync::meta::primaries(&conn).map_err(|e| (1, format!("{e:#}")))?;
-    let mut state = CloudState::new(registry, open, conn);
+    let downlink = cloud_sync::downlink::Downlink::open(&cfg.data_dir)
+        .map_err(|e| (1, format!("opening the downlink: {e:#}")))?;
+    let mut state = CloudState::new(registry, open, conn).with_downlink(downlink);
     if cfg.mode == Mode::Replica {
         state = state.replica(Primaries::new(cfg.allowed_dr_regions.clone(), primaries));
     }

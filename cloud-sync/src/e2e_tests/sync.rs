@@ -351,3 +351,66 @@ async fn https_with_the_trusted_ca_and_refused_without_it() {
     assert!(position(&plain, signer, now(), T).await.is_err());
     assert_eq!(cloud.events("h1"), log);
 }
+
+#[tokio::test]
+async fn the_downlink_gives_each_appliance_its_own_hospitals_eids_in_order() {
+    use hms_domain::phi::Mrn;
+    let cloud = Cloud::primary("eu-west", &["h1", "h2"]);
+    let state = cloud
+        .state
+        .clone()
+        .with_downlink(crate::downlink::Downlink::in_memory().expect("downlink"));
+    let store = state.downlink.clone().expect("downlink");
+    let at = serve(state, None).await;
+    let client = Client::new(at.http());
+    // Nothing yet.
+    let none = client
+        .downlink(cloud.signer("h1"), 0, now(), T)
+        .await
+        .expect("read");
+    assert!(none.is_empty());
+    let h1 = crate::testkit::id("h1");
+    let h2 = crate::testkit::id("h2");
+    store.assign(&h1, &Mrn::new("M1"), "E-100").expect("assign");
+    store.assign(&h2, &Mrn::new("X1"), "E-100").expect("assign");
+    store.assign(&h1, &Mrn::new("M2"), "E-101").expect("assign");
+    let got = client
+        .downlink(cloud.signer("h1"), 0, now(), T)
+        .await
+        .expect("read");
+    assert_eq!(
+        got.iter()
+            .map(|a| (a.seq, a.mrn.expose(), a.eid.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "M1", "E-100"), (2, "M2", "E-101")]
+    );
+    let after = client
+        .downlink(cloud.signer("h1"), 1, now(), T)
+        .await
+        .expect("read");
+    assert_eq!(after.len(), 1);
+    let h2s = client
+        .downlink(cloud.signer("h2"), 0, now(), T)
+        .await
+        .expect("read");
+    assert_eq!(h2s.len(), 1, "another hospital's EIDs are not shown");
+    // Unsigned: 401; a bad parameter: 400.
+    let mut c = Conn::connect(at.addr, None).await.expect("connect");
+    assert_eq!(
+        c.get("/sync/v1/downlink?after=0")
+            .await
+            .expect("get")
+            .status,
+        401
+    );
+    let r = raw(
+        &mut c,
+        cloud.signer("h1"),
+        Method::GET,
+        "/sync/v1/downlink?after=x",
+        vec![],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+}

@@ -1019,7 +1019,9 @@ impl Writer {
         projection::project(&self.conn, &env, &body, &self.board)?;
         if matches!(
             body,
-            EventBody::PatientRecorded { .. } | EventBody::PatientsMerged { .. }
+            EventBody::PatientRecorded { .. }
+                | EventBody::PatientsMerged { .. }
+                | EventBody::EidAssigned { .. }
         ) {
             self.pending_patients.push(Arc::new(body.clone()));
         }
@@ -1028,6 +1030,7 @@ impl Writer {
             EventBody::Hl7Message { .. }
                 | EventBody::Hl7Replayed { .. }
                 | EventBody::PatientRecorded { .. }
+                | EventBody::EidAssigned { .. }
         ) {
             self.board_changed = true;
         }

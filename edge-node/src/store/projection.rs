@@ -288,6 +288,22 @@ pub fn project(
             }
             return Ok(());
         }
+        EventBody::EidAssigned {
+            mrn,
+            eid,
+            downlink_seq,
+        } => {
+            conn.prepare_cached("UPDATE patients SET eid = ?2 WHERE mrn = ?1")?
+                .execute(params![mrn.expose(), eid])?;
+            // Where the uplink resumes reading the downlink.
+            conn.prepare_cached(
+                "INSERT INTO meta(key, value) VALUES ('downlink_seq', ?1)
+                 ON CONFLICT(key) DO UPDATE SET
+                    value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            )?
+            .execute([downlink_seq.to_string()])?;
+            return Ok(());
+        }
         EventBody::Hl7Replayed {
             parked_seq, status, ..
         } => {

@@ -153,6 +153,11 @@ const MIGRATIONS: &[&str] = &[
         parked_at        INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 5: the enterprise id the regional EMPI assigned to each local patient.
+    r#"
+    ALTER TABLE patients ADD COLUMN eid TEXT;
+    ALTER TABLE base_patients ADD COLUMN eid TEXT;
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -215,7 +220,7 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4, 5]);
         assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
         c.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",
