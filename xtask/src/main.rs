@@ -9,6 +9,7 @@
 //! - `tidy`: checks the architecture invariants that are about the code itself.
 
 mod bench;
+mod empi_eval;
 mod models_bench;
 mod sync_bench;
 mod tidy;
@@ -409,12 +410,13 @@ fn main() -> ExitCode {
         }
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("tidy") => tidy::check(&root()),
+        Some("empi-eval") => empi_eval::run(&root(), &args[1..]),
         Some("gpu-check") => gpu_check(),
         Some("models-train") => models_train(),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | fuzz [SECONDS] [SEED] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

@@ -36,6 +36,14 @@ pub enum Rule {
     PostalCodeStreetNumber,
     /// Postal code and family name's Double Metaphone.
     PostalCodeFamily,
+    /// Postal code and given name's Double Metaphone.
+    PostalCodeGiven,
+    /// City and given name's Double Metaphone.
+    CityGiven,
+    /// City and family name's Double Metaphone.
+    CityFamily,
+    /// House number and street (without postal code or city).
+    StreetAddress,
     /// Phone number.
     Phone,
     /// An identifier with its authority.
@@ -44,7 +52,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 14] = [
         Rule::NamePairMetaphone,
         Rule::NamePairNysiis,
         Rule::FamilyMetaphoneYear,
@@ -53,6 +61,10 @@ impl Rule {
         Rule::BirthDate,
         Rule::PostalCodeStreetNumber,
         Rule::PostalCodeFamily,
+        Rule::PostalCodeGiven,
+        Rule::CityGiven,
+        Rule::CityFamily,
+        Rule::StreetAddress,
         Rule::Phone,
         Rule::Identifier,
     ];
@@ -131,6 +143,33 @@ pub fn keys(p: &Prepared, mut emit: impl FnMut(Rule, u64)) {
             );
             emit(Rule::PostalCodeFamily, k);
         }
+        if let Some(g) = &p.given {
+            let k = key(
+                Rule::PostalCodeGiven,
+                &[pc.as_bytes(), g.metaphone.as_bytes()],
+            );
+            emit(Rule::PostalCodeGiven, k);
+        }
+    }
+    if let Some(c) = &p.city {
+        if let Some(g) = &p.given {
+            emit(
+                Rule::CityGiven,
+                key(Rule::CityGiven, &[c.as_bytes(), g.metaphone.as_bytes()]),
+            );
+        }
+        if let Some(f) = &p.family {
+            emit(
+                Rule::CityFamily,
+                key(Rule::CityFamily, &[c.as_bytes(), f.metaphone.as_bytes()]),
+            );
+        }
+    }
+    if let (Some(n), Some(st)) = (&p.street_number, &p.street) {
+        emit(
+            Rule::StreetAddress,
+            key(Rule::StreetAddress, &[n.as_bytes(), st.as_bytes()]),
+        );
     }
     if let Some(ph) = &p.phone {
         emit(Rule::Phone, key(Rule::Phone, &[ph.as_bytes()]));
