@@ -11,6 +11,9 @@
 //! - `GET /api/v1/hospitals/{hospital}/adt-volumes?from=DATE&to=DATE`: ADT
 //!   event counts per UTC day, by kind.
 //! - `GET /api/v1/replication`: DR replication per hospital.
+//! - `POST /api/v1/empi/records`: match-or-create a patient record in the
+//!   regional EMPI → `{eid, decision, score}`; `GET
+//!   /api/v1/empi/records/{source}/{local_id}` → its EID.
 //! - `POST /api/v1/hospitals`: enrols (or re-keys) a hospital's appliance,
 //!   as `hms-cloud enroll` does, effective at once; a hospital of another
 //!   region is a 403 problem (residency), and nothing is recorded.
@@ -42,6 +45,8 @@ pub fn routes() -> Router<CloudState> {
         .route("/api/v1/hospitals/{hospital}/census", get(census))
         .route("/api/v1/hospitals/{hospital}/adt-volumes", get(adt_volumes))
         .route("/api/v1/replication", get(replication))
+        .route("/api/v1/empi/records", axum::routing::post(empi_register))
+        .route("/api/v1/empi/records/{source}/{local_id}", get(empi_record))
 }
 
 fn unavailable() -> Response {
@@ -170,6 +175,96 @@ async fn hospitals(State(state): State<CloudState>, headers: HeaderMap) -> Respo
     match rows {
         Ok(rows) => axum::Json(json!({ "hospitals": rows })).into_response(),
         Err(r) => r,
+    }
+}
+
+/// `POST /api/v1/empi/records` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmpiBody {
+    source: String,
+    local_id: String,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    birth_date: Option<String>,
+    sex: Option<hms_domain::phi::Sex>,
+    address_line: Option<String>,
+    city: Option<String>,
+    postal_code: Option<String>,
+    state: Option<String>,
+    phone: Option<String>,
+    national_id: Option<String>,
+}
+
+async fn empi_register(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match operator(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let Some(empi) = state.empi.clone() else {
+        return problem(
+            StatusCode::CONFLICT,
+            "wrong-role",
+            "the regional EMPI runs on the primary".into(),
+            json!({}),
+        );
+    };
+    let b: EmpiBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("the body is not an EMPI record: {e}")),
+    };
+    if b.source.trim().is_empty() || b.local_id.trim().is_empty() {
+        return bad("source and local_id are required".into());
+    }
+    use hms_domain::phi::{Address, BirthDate, Identifier, Mrn, PersonName, Phone};
+    let mut r = hms_domain::empi::Record::new(b.source.trim(), b.local_id.trim());
+    r.given_name = b.given_name.map(PersonName::new);
+    r.family_name = b.family_name.map(PersonName::new);
+    r.birth_date = b.birth_date.map(BirthDate::new);
+    r.sex = b.sex;
+    r.address_line = b.address_line.map(Address::new);
+    r.city = b.city.map(Address::new);
+    r.postal_code = b.postal_code.map(Address::new);
+    r.state = b.state;
+    r.phone = b.phone.map(Phone::new);
+    if let Some(n) = b.national_id {
+        r.identifiers.push(Identifier {
+            id: Mrn::new(n),
+            authority: "national".into(),
+            kind: "NI".into(),
+        });
+    }
+    let actor = format!("operator:{who}");
+    match blocking(move || empi.register(&r, &actor)).await {
+        Ok(m) => axum::Json(json!({
+            "eid": crate::empi::eid_text(m.eid),
+            "decision": m.decision.as_str(),
+            "score": m.score,
+        }))
+        .into_response(),
+        Err(resp) => resp,
+    }
+}
+
+async fn empi_record(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path((source, local_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    match state
+        .empi
+        .as_ref()
+        .and_then(|e| e.eid_of(&source, &local_id))
+    {
+        Some(eid) => axum::Json(json!({ "eid": crate::empi::eid_text(eid) })).into_response(),
+        None => not_found("no such record in the regional EMPI".into()),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod api;
 pub mod config;
 pub mod downlink;
 pub mod dr;
+pub mod empi;
 pub mod enrolment;
 pub mod meta;
 pub mod service;

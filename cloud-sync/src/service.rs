@@ -70,6 +70,10 @@ pub struct CloudState {
     pub analytics: Arc<analytics::Cache>,
     /// What goes back to the appliances (EIDs); none: the downlink answers 503.
     pub downlink: Option<Arc<crate::downlink::Downlink>>,
+    /// The regional EMPI (primary only).
+    pub empi: Option<Arc<crate::empi::RegionalEmpi>>,
+    /// Notified after every ingest that stored events (wakes the EMPI).
+    pub empi_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for CloudState {
@@ -97,7 +101,15 @@ impl CloudState {
             ingested: Arc::new(Notify::new()),
             analytics: Arc::new(analytics::Cache::default()),
             downlink: None,
+            empi: None,
+            empi_wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Runs the regional EMPI over every ingested patient record.
+    pub fn with_empi(mut self, empi: Arc<crate::empi::RegionalEmpi>) -> Self {
+        self.empi = Some(empi);
+        self
     }
 
     /// Keeps the downlink in `downlink` (the file under the data dir).
@@ -370,6 +382,7 @@ async fn batches(
                 r.note_ingest(&hospital, ingested.acked.seq);
             }
             state.ingested.notify_one();
+            state.empi_wake.notify_one();
         }
         tracing::debug!(%hospital, node = %req.node, acked = ingested.acked.seq, stored = ingested.stored, "batch");
         Ok::<_, BatchError>(ingested)

@@ -774,3 +774,161 @@ async fn eids_assigned_in_the_cloud_reach_the_appliances_patient_index() {
     assert!(out.contains("verify: ok"), "{out}");
     edge.stop();
 }
+
+/// A second hospital's appliance beside the site's, enrolled in the same cloud.
+fn second_appliance(site: &Site, hospital: &str) -> PathBuf {
+    let dir = site.dir.path().join(hospital);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("edge.toml");
+    let mut text = firmware_config::example(20, hospital);
+    text.push_str(&format!(
+        "\n[uplink]\ncloud = \"http://127.0.0.1:{}\"\npoll_ms = 50\ntimeout_s = 5\n",
+        site.cloud_port
+    ));
+    std::fs::write(&config, text).unwrap();
+    let data = firmware_config::load(&config)
+        .unwrap()
+        .config
+        .store
+        .data_dir;
+    run(Command::new(bin("hms-edge"))
+        .args(["sync", "keygen", "--data-dir"])
+        .arg(&data));
+    run(Command::new(bin("hms-cloud"))
+        .args(["enroll", "--config"])
+        .arg(site.cloud_config())
+        .args([
+            "--hospital",
+            hospital,
+            "--region",
+            "eu-west",
+            "--node",
+            "edge-1",
+            "--public-key",
+        ])
+        .arg(data.join("sync-key.pub")));
+    config
+}
+
+fn start_edge_at(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
+    let p = Proc::spawn(
+        Command::new(bin("hms-edge"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"]),
+    );
+    let rest = p.ready("hms-edge ready http=http://");
+    let mut parts = rest.split_whitespace();
+    let http = parts.next().unwrap().parse().unwrap();
+    let mllp = parts
+        .next()
+        .and_then(|m| m.strip_prefix("mllp="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (p, http, mllp)
+}
+
+/// Sends one HL7 message over MLLP with the CLI.
+fn send_hl7(dir: &Path, mllp: SocketAddr, name: &str, text: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, text.replace('\n', "\r")).unwrap();
+    let out = run(Command::new(bin("hms-edge"))
+        .args(["hl7", "send", "--to", &mllp.to_string()])
+        .arg(&file));
+    assert!(out.contains("AA"), "{out}");
+}
+
+fn nurse_token(data: &Path) -> String {
+    run(Command::new(bin("hms-edge"))
+        .args([
+            "token",
+            "create",
+            "--role",
+            "nurse",
+            "--name",
+            "n",
+            "--data-dir",
+        ])
+        .arg(data))
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_owned()
+}
+
+async fn eid_at(http: SocketAddr, token: &str, mrn: &str) -> String {
+    let mut c = Conn::connect(http, Some(token)).await.unwrap();
+    let r = c.get(&format!("/api/v1/patients?mrn={mrn}")).await.unwrap();
+    r.json().unwrap()["patients"][0]["eid"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_person_at_two_hospitals_gets_one_eid_from_the_regional_empi() {
+    let site = Site::new();
+    let second = second_appliance(&site, "sync-second");
+    let _cloud = site.start_cloud();
+    let (a, http_a, mllp_a) = site.start_edge();
+    let (b, http_b, mllp_b) = start_edge_at(&second);
+    let dir = site.dir.path();
+    // The same woman, registered at each hospital under its own MRN, with a
+    // typo in the family name at the second; and someone else.
+    send_hl7(
+        dir,
+        mllp_a,
+        "a.hl7",
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|EA1|P|2.5.1\n\
+         EVN|A28|20261127101500\n\
+         PID|1||A-100^^^TH^MR||Nightingale^Florence||19800512|F|||1 High Street^^Leeds^^LS1 4AB^GB||+44 113 496 0001\n",
+    );
+    send_hl7(
+        dir,
+        mllp_b,
+        "b.hl7",
+        "MSH|^~\\&|PAS|TB|HMS|EDGE|20261127101600||ADT^A28^ADT_A05|EB1|P|2.5.1\n\
+         EVN|A28|20261127101600\n\
+         PID|1||B-777^^^TB^MR||Nightingal^Florence||19800512|F|||1 High St^^Leeds^^LS1 4AB^GB||+44 113 496 0001\n",
+    );
+    send_hl7(
+        dir,
+        mllp_b,
+        "c.hl7",
+        "MSH|^~\\&|PAS|TB|HMS|EDGE|20261127101700||ADT^A28^ADT_A05|EB2|P|2.5.1\n\
+         EVN|A28|20261127101700\n\
+         PID|1||B-778^^^TB^MR||Seacole^Mary||19650123|F|||9 Low Road^^York^^YO1 7HH^GB\n",
+    );
+    let (ta, tb) = (
+        nurse_token(&site.edge_data()),
+        nurse_token(&dir.join("sync-second/data")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (ea, eb) = loop {
+        let (ea, eb) = (
+            eid_at(http_a, &ta, "A-100").await,
+            eid_at(http_b, &tb, "B-777").await,
+        );
+        if ea != "pending" && eb != "pending" {
+            break (ea, eb);
+        }
+        assert!(Instant::now() < deadline, "EIDs never arrived: {ea} {eb}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(ea.starts_with('E'), "{ea}");
+    assert_eq!(ea, eb, "one person, one enterprise id");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let other = loop {
+        let e = eid_at(http_b, &tb, "B-778").await;
+        if e != "pending" {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no EID for the other patient");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(other, ea, "someone else keeps an identity of her own");
+    a.stop();
+    b.stop();
+}

@@ -257,9 +257,17 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
         }
     };
     let primaries = cloud_sync::meta::primaries(&conn).map_err(|e| (1, format!("{e:#}")))?;
-    let downlink = cloud_sync::downlink::Downlink::open(&cfg.data_dir)
-        .map_err(|e| (1, format!("opening the downlink: {e:#}")))?;
-    let mut state = CloudState::new(registry, open, conn).with_downlink(downlink);
+    let downlink = std::sync::Arc::new(
+        cloud_sync::downlink::Downlink::open(&cfg.data_dir)
+            .map_err(|e| (1, format!("opening the downlink: {e:#}")))?,
+    );
+    let mut state = CloudState::new(registry, open, conn);
+    state.downlink = Some(downlink.clone());
+    if cfg.mode == Mode::Primary {
+        let empi = cloud_sync::empi::RegionalEmpi::open(&cfg.data_dir, downlink)
+            .map_err(|e| (1, format!("opening the regional EMPI: {e:#}")))?;
+        state = state.with_empi(std::sync::Arc::new(empi));
+    }
     if cfg.mode == Mode::Replica {
         state = state.replica(Primaries::new(cfg.allowed_dr_regions.clone(), primaries));
     }
@@ -302,6 +310,7 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
             tracing::info!(peer = ?r, "DR replication on");
             tokio::spawn(r.run());
         }
+        tokio::spawn(cloud_sync::empi::run(state.clone()));
         let app = router(state);
         let shutdown = stop_signal();
         match tls {

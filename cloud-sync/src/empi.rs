@@ -1,0 +1,332 @@
+//! The regional EMPI: one enterprise id (EID) per person across the region's
+//! hospitals.
+//!
+//! Every patient record the hospitals' logs carry (`adt.patient_recorded`,
+//! `adt.patients_merged`) is matched with [`hms_domain::empi::Engine`], in
+//! log order, from a per-hospital cursor, by a task that the ingest wakes.
+//! Records, their EIDs, the cursors and an append-only audit (who, what,
+//! score, decision, model version, EID before and after) are kept in
+//! `empi.sqlite` under the cloud's data dir; at start the engine is rebuilt
+//! from the stored records with their EIDs (no renumbering). Each new or
+//! changed assignment is appended to the [`Downlink`], so it reaches the
+//! hospital's appliance.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use hms_domain::empi::{Eid, Engine, MatchResult, Params, Record, RecordKey};
+use hms_domain::phi::{Address, Mrn, PersonName};
+use hms_domain::{EventBody, HospitalId, PatientRef, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::downlink::Downlink;
+use crate::store::HospitalStore;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS records (
+    source   TEXT    NOT NULL,
+    local_id TEXT    NOT NULL,
+    record   TEXT    NOT NULL,
+    eid      INTEGER NOT NULL,
+    PRIMARY KEY (source, local_id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS audit (
+    id            INTEGER PRIMARY KEY,
+    at            INTEGER NOT NULL,
+    actor         TEXT    NOT NULL,
+    action        TEXT    NOT NULL,
+    source        TEXT    NOT NULL,
+    local_id      TEXT    NOT NULL,
+    before_eid    INTEGER,
+    after_eid     INTEGER,
+    score         REAL,
+    decision      TEXT,
+    model_version TEXT    NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS cursors (
+    hospital TEXT PRIMARY KEY,
+    seq      INTEGER NOT NULL
+) STRICT;";
+
+/// The EID as the appliances and the API show it.
+pub fn eid_text(eid: Eid) -> String {
+    format!("E{:010}", eid.0)
+}
+
+/// The region's EMPI.
+pub struct RegionalEmpi {
+    engine: Mutex<Engine>,
+    db: Mutex<Connection>,
+    downlink: Arc<Downlink>,
+}
+
+impl std::fmt::Debug for RegionalEmpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionalEmpi").finish_non_exhaustive()
+    }
+}
+
+/// A matching record built from a patient of a hospital's log.
+pub fn record_of(
+    hospital: &HospitalId,
+    patient: &PatientRef,
+    address: Option<&Address>,
+    phone: Option<&hms_domain::phi::Phone>,
+    identifiers: &[hms_domain::phi::Identifier],
+) -> Record {
+    let mut r = Record::new(hospital.as_str(), patient.mrn.expose());
+    // Names arrive as "Family, Given Middle" (PID-5).
+    if let Some(n) = &patient.name {
+        let (family, given) = n.expose().split_once(',').unwrap_or((n.expose(), ""));
+        r.family_name = Some(PersonName::new(family.trim()));
+        if !given.trim().is_empty() {
+            r.given_name = Some(PersonName::new(given.trim()));
+        }
+    }
+    r.birth_date = patient.birth_date.clone();
+    r.sex = patient.sex;
+    // Addresses arrive as "street, city, postal code, state, country" (PID-11).
+    if let Some(a) = address {
+        let parts: Vec<&str> = a.expose().split(',').map(str::trim).collect();
+        r.address_line = parts.first().map(|s| Address::new(*s));
+        r.city = parts.get(1).map(|s| Address::new(*s));
+        r.postal_code = parts.get(2).map(|s| Address::new(*s));
+    }
+    r.phone = phone.cloned();
+    r.identifiers = identifiers
+        .iter()
+        .filter(|i| i.authority != hospital.as_str())
+        .cloned()
+        .collect();
+    r
+}
+
+impl RegionalEmpi {
+    /// Opens `empi.sqlite` in `data_dir` and rebuilds the engine from it.
+    pub fn open(data_dir: &Path, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("empi.sqlite");
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let mut engine = Engine::new(Params::default());
+        {
+            let mut stmt = conn.prepare("SELECT record, eid FROM records ORDER BY eid, rowid")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (json, eid) = row?;
+                let record: Record =
+                    serde_json::from_str(&json).context("a stored EMPI record does not parse")?;
+                engine.restore(&record, Eid(eid.max(0) as u64));
+            }
+        }
+        Ok(RegionalEmpi {
+            engine: Mutex::new(engine),
+            db: Mutex::new(conn),
+            downlink,
+        })
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Matches (or creates) `record`, stores it and its EID, audits the
+    /// decision, and sends a new or changed EID down to its hospital.
+    pub fn register(&self, record: &Record, actor: &str) -> anyhow::Result<MatchResult> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let key = RecordKey {
+            source: record.source.clone(),
+            local_id: record.local_id.clone(),
+        };
+        let before = engine.eid_of(&key);
+        let result = engine.match_or_create(record);
+        let version = engine.params().version.clone();
+        drop(engine);
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT INTO records(source, local_id, record, eid) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(source, local_id) DO UPDATE SET record = excluded.record, eid = excluded.eid",
+            params![
+                record.source,
+                record.local_id.expose(),
+                serde_json::to_string(record)?,
+                result.eid.0 as i64
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO audit(at, actor, action, source, local_id, before_eid, after_eid, score,
+                               decision, model_version)
+             VALUES (?1, ?2, 'match', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                Timestamp::now().as_millis(),
+                actor,
+                record.source,
+                record.local_id.expose(),
+                before.map(|e| e.0 as i64),
+                result.eid.0 as i64,
+                result.score,
+                result.decision.as_str(),
+                version,
+            ],
+        )?;
+        tx.commit()?;
+        drop(db);
+        if before != Some(result.eid)
+            && let Ok(hospital) = HospitalId::new(record.source.clone())
+        {
+            self.downlink
+                .assign(&hospital, &record.local_id, &eid_text(result.eid))?;
+        }
+        Ok(result)
+    }
+
+    /// Removes a record merged away at its hospital (A40), audited.
+    pub fn retire(&self, hospital: &HospitalId, mrn: &Mrn, actor: &str) -> anyhow::Result<()> {
+        let key = RecordKey {
+            source: hospital.to_string(),
+            local_id: mrn.clone(),
+        };
+        let before = self
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "DELETE FROM records WHERE source = ?1 AND local_id = ?2",
+            params![hospital.as_str(), mrn.expose()],
+        )?;
+        tx.execute(
+            "INSERT INTO audit(at, actor, action, source, local_id, before_eid, after_eid, score,
+                               decision, model_version)
+             VALUES (?1, ?2, 'retire', ?3, ?4, ?5, NULL, NULL, 'merged_at_source', '')",
+            params![
+                Timestamp::now().as_millis(),
+                actor,
+                hospital.as_str(),
+                mrn.expose(),
+                before.map(|e| e.0 as i64)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The EID of a hospital's patient.
+    pub fn eid_of(&self, source: &str, local_id: &str) -> Option<Eid> {
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .eid_of(&RecordKey {
+                source: source.to_owned(),
+                local_id: Mrn::new(local_id),
+            })
+    }
+
+    fn cursor(&self, hospital: &HospitalId) -> anyhow::Result<u64> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT seq FROM cursors WHERE hospital = ?1",
+                [hospital.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .unwrap_or(0)
+            .max(0) as u64)
+    }
+
+    fn set_cursor(&self, hospital: &HospitalId, seq: u64) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT INTO cursors(hospital, seq) VALUES (?1, ?2)
+             ON CONFLICT(hospital) DO UPDATE SET seq = excluded.seq",
+            params![hospital.as_str(), seq as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Matches the patient records of `hospital`'s log after its cursor.
+    /// Returns how many events were read.
+    pub fn catch_up(
+        &self,
+        hospital: &HospitalId,
+        store: &mut dyn HospitalStore,
+    ) -> anyhow::Result<usize> {
+        let mut read = 0;
+        loop {
+            let after = self.cursor(hospital)?;
+            let events = store.events(after + 1, 1_000)?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                return Ok(read);
+            };
+            let actor = format!("sync:{hospital}");
+            for env in &events {
+                let Ok(body) = env.decode_body() else {
+                    continue;
+                };
+                match body {
+                    EventBody::PatientRecorded {
+                        patient,
+                        identifiers,
+                        address,
+                        phone,
+                        ..
+                    } => {
+                        let r = record_of(
+                            hospital,
+                            &patient,
+                            address.as_ref(),
+                            phone.as_ref(),
+                            &identifiers,
+                        );
+                        self.register(&r, &actor)?;
+                    }
+                    EventBody::PatientsMerged { from, into } => {
+                        self.retire(hospital, &from, &actor)?;
+                        if self.eid_of(hospital.as_str(), into.mrn.expose()).is_none() {
+                            let r = record_of(hospital, &into, None, None, &[]);
+                            self.register(&r, &actor)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            read += events.len();
+            self.set_cursor(hospital, last)?;
+        }
+    }
+}
+
+/// Keeps the EMPI current: after every ingest (and every few seconds),
+/// matches each enrolled hospital's new patient records. Runs until the
+/// process ends.
+pub async fn run(state: crate::service::CloudState) {
+    let Some(empi) = state.empi.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = state.empi_wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        let (st, empi) = (state.clone(), empi.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            for e in st.registry.hospitals() {
+                let result = (st.open)(&e.hospital).and_then(|mut s| empi.catch_up(&e.hospital, s.as_mut()));
+                if let Err(err) = result {
+                    tracing::error!(hospital = %e.hospital, error = %format!("{err:#}"), "EMPI catch-up failed; retried");
+                }
+            }
+        })
+        .await;
+        if done.is_err() {
+            tracing::error!("EMPI task failed; retried");
+        }
+    }
+}
