@@ -47,6 +47,14 @@ pub fn routes() -> Router<CloudState> {
         .route("/api/v1/replication", get(replication))
         .route("/api/v1/empi/records", axum::routing::post(empi_register))
         .route("/api/v1/empi/records/{source}/{local_id}", get(empi_record))
+        .route("/api/v1/empi/search", axum::routing::post(empi_search))
+        .route("/api/v1/empi/decisions", axum::routing::post(empi_decide))
+        .route("/api/v1/empi/merge", axum::routing::post(empi_merge))
+        .route("/api/v1/empi/reviews", get(empi_reviews))
+        .route(
+            "/api/v1/empi/reviews/{id}/close",
+            axum::routing::post(empi_close_review),
+        )
 }
 
 fn unavailable() -> Response {
@@ -182,7 +190,9 @@ async fn hospitals(State(state): State<CloudState>, headers: HeaderMap) -> Respo
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmpiBody {
+    #[serde(default)]
     source: String,
+    #[serde(default)]
     local_id: String,
     given_name: Option<String>,
     family_name: Option<String>,
@@ -205,13 +215,9 @@ async fn empi_register(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let Some(empi) = state.empi.clone() else {
-        return problem(
-            StatusCode::CONFLICT,
-            "wrong-role",
-            "the regional EMPI runs on the primary".into(),
-            json!({}),
-        );
+    let empi = match empi_of(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let b: EmpiBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -220,6 +226,20 @@ async fn empi_register(
     if b.source.trim().is_empty() || b.local_id.trim().is_empty() {
         return bad("source and local_id are required".into());
     }
+    let r = empi_record_of(b);
+    let actor = format!("operator:{who}");
+    match blocking(move || empi.register(&r, &actor)).await {
+        Ok(m) => axum::Json(json!({
+            "eid": crate::empi::eid_text(m.eid),
+            "decision": m.decision.as_str(),
+            "score": m.score,
+        }))
+        .into_response(),
+        Err(resp) => resp,
+    }
+}
+
+fn empi_record_of(b: EmpiBody) -> hms_domain::empi::Record {
     use hms_domain::phi::{Address, BirthDate, Identifier, Mrn, PersonName, Phone};
     let mut r = hms_domain::empi::Record::new(b.source.trim(), b.local_id.trim());
     r.given_name = b.given_name.map(PersonName::new);
@@ -238,15 +258,229 @@ async fn empi_register(
             kind: "NI".into(),
         });
     }
+    r
+}
+
+/// The regional EMPI, or the 409 problem of a cloud that runs none.
+fn empi_of(state: &CloudState) -> Result<std::sync::Arc<crate::empi::RegionalEmpi>, Response> {
+    state.empi.clone().ok_or_else(|| {
+        problem(
+            StatusCode::CONFLICT,
+            "wrong-role",
+            "the regional EMPI runs on the primary".into(),
+            json!({}),
+        )
+    })
+}
+
+/// `POST /api/v1/empi/search`: candidates for a record, with explanations.
+async fn empi_search(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    let empi = match empi_of(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let b: EmpiBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("the body is not an EMPI record: {e}")),
+    };
+    let q = empi_record_of(b);
+    let hits = empi.search(&q, 10);
+    axum::Json(json!({
+        "candidates": hits.iter().map(|h| json!({
+            "source": h.key.source,
+            "local_id": h.key.local_id.expose(),
+            "eid": crate::empi::eid_text(h.eid),
+            "score": h.score,
+            "explanation": h.explanation,
+        })).collect::<Vec<_>>()
+    }))
+    .into_response()
+}
+
+/// A record named by source and local id.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    source: String,
+    local_id: String,
+}
+
+impl KeyBody {
+    fn key(&self) -> hms_domain::empi::RecordKey {
+        hms_domain::empi::RecordKey {
+            source: self.source.clone(),
+            local_id: hms_domain::phi::Mrn::new(self.local_id.clone()),
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    action: String,
+    a: KeyBody,
+    b: KeyBody,
+}
+
+fn change_json(c: &hms_domain::empi::Change) -> serde_json::Value {
+    use hms_domain::empi::Change;
+    match c {
+        Change::Unchanged => json!({ "change": "unchanged" }),
+        Change::Merged { survivor, retired } => json!({
+            "change": "merged",
+            "survivor": crate::empi::eid_text(*survivor),
+            "retired": crate::empi::eid_text(*retired),
+        }),
+        Change::Split { from, to, moved } => json!({
+            "change": "split",
+            "from": crate::empi::eid_text(*from),
+            "to": crate::empi::eid_text(*to),
+            "moved": moved.len(),
+        }),
+    }
+}
+
+fn decision_failed(e: anyhow::Error) -> Response {
+    match e.downcast_ref::<hms_domain::empi::EngineError>() {
+        Some(err) => problem(StatusCode::CONFLICT, "refused", err.to_string(), json!({})),
+        None if e.to_string().starts_with("unknown decision") => bad(e.to_string()),
+        None => {
+            tracing::error!(error = %format!("{e:#}"), "EMPI decision failed to store");
+            unavailable()
+        }
+    }
+}
+
+/// `POST /api/v1/empi/decisions`: link, unlink or never-link two records.
+async fn empi_decide(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match operator(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let empi = match empi_of(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let b: DecisionBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("the body is not a decision: {e}")),
+    };
     let actor = format!("operator:{who}");
-    match blocking(move || empi.register(&r, &actor)).await {
-        Ok(m) => axum::Json(json!({
-            "eid": crate::empi::eid_text(m.eid),
-            "decision": m.decision.as_str(),
-            "score": m.score,
-        }))
-        .into_response(),
-        Err(resp) => resp,
+    match tokio::task::spawn_blocking(move || {
+        empi.decide(&b.a.key(), &b.b.key(), &b.action, &actor)
+    })
+    .await
+    {
+        Ok(Ok(c)) => axum::Json(change_json(&c)).into_response(),
+        Ok(Err(e)) => decision_failed(e),
+        Err(_) => unavailable(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeBody {
+    survivor: String,
+    other: String,
+}
+
+fn parse_eid(s: &str) -> Option<hms_domain::empi::Eid> {
+    s.strip_prefix('E')?.parse().ok().map(hms_domain::empi::Eid)
+}
+
+/// `POST /api/v1/empi/merge`: two identities become one (the older survives).
+async fn empi_merge(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match operator(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let empi = match empi_of(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let b: MergeBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("the body is not a merge: {e}")),
+    };
+    let (Some(s), Some(o)) = (parse_eid(&b.survivor), parse_eid(&b.other)) else {
+        return bad("survivor and other are EIDs (E followed by digits)".into());
+    };
+    let actor = format!("operator:{who}");
+    match tokio::task::spawn_blocking(move || empi.merge(s, o, &actor)).await {
+        Ok(Ok(c)) => axum::Json(change_json(&c)).into_response(),
+        Ok(Err(e)) => decision_failed(e),
+        Err(_) => unavailable(),
+    }
+}
+
+/// `GET /api/v1/empi/reviews?status=open|closed`.
+async fn empi_reviews(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    let empi = match empi_of(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let status = q.get("status").map_or("open", String::as_str).to_owned();
+    if status != "open" && status != "closed" {
+        return bad("status is open or closed".into());
+    }
+    match blocking(move || empi.reviews(&status)).await {
+        Ok(list) => axum::Json(json!({ "reviews": list })).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseBody {
+    resolution: String,
+}
+
+/// `POST /api/v1/empi/reviews/{id}/close`.
+async fn empi_close_review(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let who = match operator(&state, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let empi = match empi_of(&state) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let b: CloseBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("the body is not a closing: {e}")),
+    };
+    let actor = format!("operator:{who}");
+    match blocking(move || empi.close_review(id, &actor, &b.resolution)).await {
+        Ok(true) => axum::Json(json!({ "id": id, "status": "closed" })).into_response(),
+        Ok(false) => not_found(format!("no open review {id}")),
+        Err(r) => r,
     }
 }
 

@@ -15,7 +15,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use hms_domain::empi::{Eid, Engine, MatchResult, Params, Record, RecordKey};
+use hms_domain::empi::{
+    Change, Decisions, Eid, Engine, MatchResult, Outcome, Params, Record, RecordKey, SearchHit,
+    Separation,
+};
 use hms_domain::phi::{Address, Mrn, PersonName};
 use hms_domain::{EventBody, HospitalId, PatientRef, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -47,6 +50,24 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS cursors (
     hospital TEXT PRIMARY KEY,
     seq      INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS decisions (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    json TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS reviews (
+    id         INTEGER PRIMARY KEY,
+    source     TEXT    NOT NULL,
+    local_id   TEXT    NOT NULL,
+    eid        INTEGER NOT NULL,
+    reason     TEXT    NOT NULL,
+    score      REAL,
+    candidates TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    opened_at  INTEGER NOT NULL,
+    closed_at  INTEGER,
+    closed_by  TEXT,
+    resolution TEXT
 ) STRICT;";
 
 /// The EID as the appliances and the API show it.
@@ -112,7 +133,16 @@ impl RegionalEmpi {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        let mut engine = Engine::new(Params::default());
+        let decisions: Decisions = conn
+            .query_row("SELECT json FROM decisions WHERE id = 1", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .context("the stored EMPI decisions do not parse")?
+            .unwrap_or_default();
+        let mut engine = Engine::with_decisions(Params::default(), decisions);
         {
             let mut stmt = conn.prepare("SELECT record, eid FROM records ORDER BY eid, rowid")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -174,6 +204,21 @@ impl RegionalEmpi {
                 version,
             ],
         )?;
+        if let Outcome::Review(reason) = result.decision {
+            tx.execute(
+                "INSERT INTO reviews(source, local_id, eid, reason, score, candidates, status, opened_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)",
+                params![
+                    record.source,
+                    record.local_id.expose(),
+                    result.eid.0 as i64,
+                    format!("{reason:?}").to_lowercase(),
+                    result.score,
+                    serde_json::to_string(&result.candidates)?,
+                    Timestamp::now().as_millis(),
+                ],
+            )?;
+        }
         tx.commit()?;
         drop(db);
         if before != Some(result.eid)
@@ -216,6 +261,177 @@ impl RegionalEmpi {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Ranked records resembling `query`, with per-field explanations.
+    pub fn search(&self, query: &Record, limit: usize) -> Vec<SearchHit> {
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .search(query, limit)
+    }
+
+    /// Applies a human decision (`link`, `unlink`, `never_link`) about two
+    /// records: sticky (the engine never overrides it), persisted, audited,
+    /// and every record whose EID changed is sent down to its hospital.
+    pub fn decide(
+        &self,
+        a: &RecordKey,
+        b: &RecordKey,
+        action: &str,
+        actor: &str,
+    ) -> anyhow::Result<Change> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let before: Vec<(RecordKey, Option<Eid>)> = [a, b]
+            .iter()
+            .flat_map(|k| match engine.eid_of(k) {
+                Some(e) => engine.members(e),
+                None => vec![],
+            })
+            .map(|k| {
+                let e = engine.eid_of(&k);
+                (k, e)
+            })
+            .collect();
+        let change = match action {
+            "link" => engine.link(a, b),
+            "unlink" => engine.separate(a, b, Separation::Unlink),
+            "never_link" => engine.separate(a, b, Separation::NeverLink),
+            other => anyhow::bail!("unknown decision {other:?}: link, unlink or never_link"),
+        }?;
+        let after: Vec<(RecordKey, Option<Eid>, Option<Eid>)> = before
+            .into_iter()
+            .map(|(k, was)| {
+                let now = engine.eid_of(&k);
+                (k, was, now)
+            })
+            .collect();
+        let decisions = serde_json::to_string(engine.decisions())?;
+        let version = engine.params().version.clone();
+        drop(engine);
+        self.record_changes(&after, action, actor, &version, &decisions)?;
+        Ok(change)
+    }
+
+    /// Merges two identities (the older survives), like `decide`.
+    pub fn merge(&self, survivor: Eid, other: Eid, actor: &str) -> anyhow::Result<Change> {
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let members: Vec<RecordKey> = engine
+            .members(survivor)
+            .into_iter()
+            .chain(engine.members(other))
+            .collect();
+        let before: Vec<(RecordKey, Option<Eid>)> = members
+            .into_iter()
+            .map(|k| {
+                let e = engine.eid_of(&k);
+                (k, e)
+            })
+            .collect();
+        let change = engine.merge(survivor, other)?;
+        let after: Vec<(RecordKey, Option<Eid>, Option<Eid>)> = before
+            .into_iter()
+            .map(|(k, was)| {
+                let now = engine.eid_of(&k);
+                (k, was, now)
+            })
+            .collect();
+        let decisions = serde_json::to_string(engine.decisions())?;
+        let version = engine.params().version.clone();
+        drop(engine);
+        self.record_changes(&after, "merge", actor, &version, &decisions)?;
+        Ok(change)
+    }
+
+    /// Persists the decisions and each record's new EID, audits, and sends
+    /// every changed EID down.
+    fn record_changes(
+        &self,
+        changes: &[(RecordKey, Option<Eid>, Option<Eid>)],
+        action: &str,
+        actor: &str,
+        version: &str,
+        decisions: &str,
+    ) -> anyhow::Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT INTO decisions(id, json) VALUES (1, ?1)
+             ON CONFLICT(id) DO UPDATE SET json = excluded.json",
+            [decisions],
+        )?;
+        for (k, was, now) in changes {
+            if was == now {
+                continue;
+            }
+            tx.execute(
+                "UPDATE records SET eid = ?3 WHERE source = ?1 AND local_id = ?2",
+                params![k.source, k.local_id.expose(), now.map(|e| e.0 as i64)],
+            )?;
+            tx.execute(
+                "INSERT INTO audit(at, actor, action, source, local_id, before_eid, after_eid,
+                                   score, decision, model_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 'human', ?8)",
+                params![
+                    Timestamp::now().as_millis(),
+                    actor,
+                    action,
+                    k.source,
+                    k.local_id.expose(),
+                    was.map(|e| e.0 as i64),
+                    now.map(|e| e.0 as i64),
+                    version
+                ],
+            )?;
+        }
+        tx.commit()?;
+        drop(db);
+        for (k, was, now) in changes {
+            if let (Some(now), true) = (now, was != now)
+                && let Ok(h) = HospitalId::new(k.source.clone())
+            {
+                self.downlink.assign(&h, &k.local_id, &eid_text(*now))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Review tasks with `status` (`open` or `closed`).
+    pub fn reviews(&self, status: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let db = self.db();
+        let mut stmt = db.prepare(
+            "SELECT id, source, local_id, eid, reason, score, candidates, status, opened_at,
+                    closed_at, closed_by, resolution
+             FROM reviews WHERE status = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([status], |r| {
+            let candidates: String = r.get(6)?;
+            Ok(serde_json::json!({
+                "id": r.get::<_, i64>(0)?,
+                "source": r.get::<_, String>(1)?,
+                "local_id": r.get::<_, String>(2)?,
+                "eid": eid_text(Eid(r.get::<_, i64>(3)?.max(0) as u64)),
+                "reason": r.get::<_, String>(4)?,
+                "score": r.get::<_, Option<f64>>(5)?,
+                "candidates": serde_json::from_str::<serde_json::Value>(&candidates).unwrap_or_default(),
+                "status": r.get::<_, String>(7)?,
+                "opened_at": r.get::<_, i64>(8)?,
+                "closed_at": r.get::<_, Option<i64>>(9)?,
+                "closed_by": r.get::<_, Option<String>>(10)?,
+                "resolution": r.get::<_, Option<String>>(11)?,
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Closes an open review task; false when there is none with that id.
+    pub fn close_review(&self, id: i64, actor: &str, resolution: &str) -> anyhow::Result<bool> {
+        let n = self.db().execute(
+            "UPDATE reviews SET status = 'closed', closed_at = ?2, closed_by = ?3, resolution = ?4
+             WHERE id = ?1 AND status = 'open'",
+            params![id, Timestamp::now().as_millis(), actor, resolution],
+        )?;
+        Ok(n == 1)
     }
 
     /// The EID of a hospital's patient.

@@ -929,6 +929,63 @@ async fn the_same_person_at_two_hospitals_gets_one_eid_from_the_regional_empi() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_ne!(other, ea, "someone else keeps an identity of her own");
+
+    // An operator unlinks the two records: they split, both appliances
+    // follow, and a later update of the record does not join them again.
+    let token = run(Command::new(bin("hms-cloud"))
+        .args(["token", "create", "--config"])
+        .arg(site.cloud_config())
+        .args(["--name", "ops"]))
+    .trim()
+    .to_owned();
+    let cloud: SocketAddr = format!("127.0.0.1:{}", site.cloud_port).parse().unwrap();
+    let mut ops = Conn::connect(cloud, Some(&token)).await.unwrap();
+    let r = ops
+        .post(
+            "/api/v1/empi/decisions",
+            &serde_json::json!({
+                "action": "unlink",
+                "a": { "source": HOSPITAL, "local_id": "A-100" },
+                "b": { "source": "sync-second", "local_id": "B-777" },
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json().unwrap()["change"], "split");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (ea2, eb2) = loop {
+        let (x, y) = (
+            eid_at(http_a, &ta, "A-100").await,
+            eid_at(http_b, &tb, "B-777").await,
+        );
+        if x != y {
+            break (x, y);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the split never reached the appliances"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    send_hl7(
+        dir,
+        mllp_b,
+        "b2.hl7",
+        "MSH|^~\\&|PAS|TB|HMS|EDGE|20261127111600||ADT^A28^ADT_A05|EB3|P|2.5.1\n\
+         EVN|A28|20261127111600\n\
+         PID|1||B-777^^^TB^MR||Nightingal^Florence||19800512|F|||1 High St^^Leeds^^LS1 4AB^GB||+44 113 496 0001\n",
+    );
+    caught_up(http_b).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = ops
+        .get("/api/v1/empi/records/sync-second/B-777")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["eid"], eb2.as_str(), "the unlink is sticky");
+    assert_eq!(eid_at(http_a, &ta, "A-100").await, ea2);
     a.stop();
     b.stop();
 }

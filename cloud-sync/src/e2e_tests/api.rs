@@ -406,3 +406,136 @@ async fn empi_records_are_matched_or_created_with_stable_eids_and_audited() {
         .expect("count");
     assert_eq!(n, 3);
 }
+
+#[tokio::test]
+async fn empi_human_decisions_are_sticky_and_the_review_queue_opens_and_closes() {
+    let cloud = Cloud::primary("eu-west", &["h1"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let downlink = std::sync::Arc::new(crate::downlink::Downlink::in_memory().expect("downlink"));
+    let empi = std::sync::Arc::new(
+        crate::empi::RegionalEmpi::open(dir.path(), downlink.clone()).expect("empi"),
+    );
+    let at = serve(cloud.state.clone().with_empi(empi.clone()), None).await;
+    let token = cloud.token("ops");
+    let mut c = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    let post = |path: &'static str, body: serde_json::Value| {
+        let token = token.clone();
+        let addr = at.addr;
+        async move {
+            let mut c = Conn::connect(addr, Some(&token)).await.expect("connect");
+            let r = c.post(path, &body).await.expect("post");
+            (r.status, r.json().unwrap_or_default())
+        }
+    };
+    let person = |src: &str, id: &str, given: &str, pc: &str| {
+        serde_json::json!({
+            "source": src, "local_id": id, "given_name": given, "family_name": "Nightingale",
+            "birth_date": "1980-05-12", "sex": "female", "postal_code": pc
+        })
+    };
+    let (_, a) = post(
+        "/api/v1/empi/records",
+        person("h1", "A-1", "Florence", "LS1 4AB"),
+    )
+    .await;
+    let (_, b) = post(
+        "/api/v1/empi/records",
+        person("h2", "B-1", "Florence", "LS1 4AB"),
+    )
+    .await;
+    assert_eq!(a["eid"], b["eid"]);
+    // Unlink: split, and re-registering the same record does not rejoin.
+    let key = |s: &str, id: &str| serde_json::json!({ "source": s, "local_id": id });
+    let (status, change) = post(
+        "/api/v1/empi/decisions",
+        serde_json::json!({ "action": "unlink", "a": key("h1", "A-1"), "b": key("h2", "B-1") }),
+    )
+    .await;
+    assert_eq!((status, change["change"].as_str()), (200, Some("split")));
+    let (_, again) = post(
+        "/api/v1/empi/records",
+        person("h2", "B-1", "Florence", "LS1 4AB"),
+    )
+    .await;
+    assert_ne!(again["eid"], a["eid"], "the unlink is sticky");
+    // Link them back by hand; a merge of an identity with itself changes nothing.
+    let (status, change) = post(
+        "/api/v1/empi/decisions",
+        serde_json::json!({ "action": "link", "a": key("h1", "A-1"), "b": key("h2", "B-1") }),
+    )
+    .await;
+    assert_eq!((status, change["change"].as_str()), (200, Some("merged")));
+    let (status, _) = post(
+        "/api/v1/empi/decisions",
+        serde_json::json!({ "action": "befriend", "a": key("h1", "A-1"), "b": key("h2", "B-1") }),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        "/api/v1/empi/decisions",
+        serde_json::json!({ "action": "link", "a": key("h1", "A-1"), "b": key("h9", "nobody") }),
+    )
+    .await;
+    assert_eq!(status, 409, "an unknown record is refused");
+    // A near miss (same names, another birth date and postcode) is a new
+    // identity with an open review task, which an operator closes.
+    let mut near = person("h3", "C-1", "Florence", "YO1 7HH");
+    near["birth_date"] = "1981-06-13".into();
+    let (_, near) = post("/api/v1/empi/records", near).await;
+    assert_eq!(near["decision"], "review", "{near}");
+    assert_ne!(near["eid"], a["eid"]);
+    let reviews = c
+        .get("/api/v1/empi/reviews?status=open")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    let open = reviews["reviews"].as_array().expect("list");
+    let task = open
+        .iter()
+        .find(|r| r["local_id"] == "C-1")
+        .expect("a review task for the near miss");
+    assert_eq!(task["reason"], "threshold");
+    assert!(task["candidates"].as_array().is_some_and(|c| !c.is_empty()));
+    let id = task["id"].as_i64().expect("id");
+    let mut closer = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    let r = closer
+        .post(
+            &format!("/api/v1/empi/reviews/{id}/close"),
+            &serde_json::json!({ "resolution": "different people" }),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 200);
+    let r = closer
+        .post(
+            &format!("/api/v1/empi/reviews/{id}/close"),
+            &serde_json::json!({ "resolution": "again" }),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 404, "closed once");
+    let closed = c
+        .get("/api/v1/empi/reviews?status=closed")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    assert!(
+        closed["reviews"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r["id"] == id && r["closed_by"] == "operator:ops")
+    );
+    // Search explains its candidates.
+    let (status, hits) = post("/api/v1/empi/search", person("", "", "Florence", "LS1 4AB")).await;
+    assert_eq!(status, 200);
+    let first = &hits["candidates"][0];
+    assert!(first["score"].as_f64().expect("score") > 0.0);
+    assert!(first["explanation"].is_object(), "{first}");
+    // Decisions survive a restart.
+    drop(at);
+    let reopened = crate::empi::RegionalEmpi::open(dir.path(), downlink).expect("reopen");
+    assert_eq!(reopened.eid_of("h1", "A-1"), reopened.eid_of("h2", "B-1"));
+}
