@@ -215,9 +215,8 @@ async fn empi_register(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let empi = match empi_of(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let Some(empi) = state.empi.clone() else {
+        return no_empi();
     };
     let b: EmpiBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -261,16 +260,14 @@ fn empi_record_of(b: EmpiBody) -> hms_domain::empi::Record {
     r
 }
 
-/// The regional EMPI, or the 409 problem of a cloud that runs none.
-fn empi_of(state: &CloudState) -> Result<std::sync::Arc<crate::empi::RegionalEmpi>, Response> {
-    state.empi.clone().ok_or_else(|| {
-        problem(
-            StatusCode::CONFLICT,
-            "wrong-role",
-            "the regional EMPI runs on the primary".into(),
-            json!({}),
-        )
-    })
+/// The 409 problem of a cloud that runs no EMPI (a replica).
+fn no_empi() -> Response {
+    problem(
+        StatusCode::CONFLICT,
+        "wrong-role",
+        "the regional EMPI runs on the primary".into(),
+        json!({}),
+    )
 }
 
 /// `POST /api/v1/empi/search`: candidates for a record, with explanations.
@@ -282,9 +279,8 @@ async fn empi_search(
     if let Err(r) = operator(&state, &headers).await {
         return r;
     }
-    let empi = match empi_of(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let Some(empi) = state.empi.clone() else {
+        return no_empi();
     };
     let b: EmpiBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -368,9 +364,8 @@ async fn empi_decide(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let empi = match empi_of(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let Some(empi) = state.empi.clone() else {
+        return no_empi();
     };
     let b: DecisionBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -409,9 +404,8 @@ async fn empi_merge(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let empi = match empi_of(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let Some(empi) = state.empi.clone() else {
+        return no_empi();
     };
     let b: MergeBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -437,9 +431,8 @@ async fn empi_reviews(
     if let Err(r) = operator(&state, &headers).await {
         return r;
     }
-    let empi = match empi_of(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let Some(empi) = state.empi.clone() else {
+        return no_empi();
     };
     let status = q.get("status").map_or("open", String::as_str).to_owned();
     if status != "open" && status != "closed" {
@@ -468,9 +461,8 @@ async fn empi_close_review(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let empi = match empi_of(&state) {
-        Ok(e) => e,
-        Err(r) => return r,
+    let Some(empi) = state.empi.clone() else {
+        return no_empi();
     };
     let b: CloseBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
