@@ -19,7 +19,7 @@ use hms_domain::empi::{
     Change, Decisions, Eid, Engine, MatchResult, Outcome, Params, Record, RecordKey, SearchHit,
     Separation,
 };
-use hms_domain::phi::{Address, Mrn, PersonName};
+use hms_domain::phi::{Address, Mrn};
 use hms_domain::{EventBody, HospitalId, PatientRef, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -96,31 +96,7 @@ pub fn record_of(
     phone: Option<&hms_domain::phi::Phone>,
     identifiers: &[hms_domain::phi::Identifier],
 ) -> Record {
-    let mut r = Record::new(hospital.as_str(), patient.mrn.expose());
-    // Names arrive as "Family, Given Middle" (PID-5).
-    if let Some(n) = &patient.name {
-        let (family, given) = n.expose().split_once(',').unwrap_or((n.expose(), ""));
-        r.family_name = Some(PersonName::new(family.trim()));
-        if !given.trim().is_empty() {
-            r.given_name = Some(PersonName::new(given.trim()));
-        }
-    }
-    r.birth_date = patient.birth_date.clone();
-    r.sex = patient.sex;
-    // Addresses arrive as "street, city, postal code, state, country" (PID-11).
-    if let Some(a) = address {
-        let parts: Vec<&str> = a.expose().split(',').map(str::trim).collect();
-        r.address_line = parts.first().map(|s| Address::new(*s));
-        r.city = parts.get(1).map(|s| Address::new(*s));
-        r.postal_code = parts.get(2).map(|s| Address::new(*s));
-    }
-    r.phone = phone.cloned();
-    r.identifiers = identifiers
-        .iter()
-        .filter(|i| i.authority != hospital.as_str())
-        .cloned()
-        .collect();
-    r
+    Record::from_patient(hospital.as_str(), patient, address, phone, identifiers)
 }
 
 impl RegionalEmpi {

@@ -9,12 +9,18 @@
 //! event from the cloud's downlink), or `pending` until the cloud has
 //! assigned one (and while offline).
 //!
+//! Ranked search by demographics (name, birth date, sex, address, phone,
+//! identifiers) runs the shared EMPI engine ([`hms_domain::empi`]) over the
+//! same patients: blocking, Fellegi–Sunter scores in bits.
+//!
 //! Responses carry the minimum necessary: MRN, name, birth date, sex and
-//! EID; addresses, phones and other identifiers stay in the index.
+//! EID (and a score for ranked hits); addresses, phones and other
+//! identifiers stay in the index.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use hms_domain::empi::{Eid, Engine, Params, Record, RecordKey};
 use hms_domain::phi::{Address, BirthDate, Identifier, Mrn, PersonName, Phone, Sex};
 use hms_domain::{EventBody, PatientRef};
 use serde::Serialize;
@@ -102,6 +108,38 @@ impl Patient {
 #[derive(Debug, Default)]
 pub struct PatientIndex {
     by_mrn: RwLock<HashMap<String, Patient>>,
+    /// The matching engine over the same patients, for ranked search (each
+    /// patient its own local identity; the EMPI's EIDs come from the cloud).
+    engine: RwLock<Option<Engine>>,
+}
+
+/// The engine's source name for the appliance's own patients.
+const LOCAL: &str = "local";
+
+fn record(p: &Patient) -> Record {
+    let r = PatientRef {
+        mrn: p.mrn.clone(),
+        name: p.name.clone(),
+        birth_date: p.birth_date.clone(),
+        sex: p.sex,
+    };
+    Record::from_patient(
+        LOCAL,
+        &r,
+        p.address.as_ref(),
+        p.phone.as_ref(),
+        &p.identifiers,
+    )
+}
+
+/// A ranked search hit.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hit {
+    /// The patient (minimum necessary fields).
+    #[serde(flatten)]
+    pub patient: PatientJson,
+    /// Match score, bits (higher is closer).
+    pub score: f64,
 }
 
 fn parse_sex(s: &str) -> Option<Sex> {
@@ -120,6 +158,52 @@ impl PatientIndex {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Patient>> {
         self.by_mrn.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the engine from `patients`.
+    fn build(patients: &HashMap<String, Patient>) -> Engine {
+        let mut e = Engine::new(Params::default());
+        for (i, p) in patients.values().enumerate() {
+            e.restore(&record(p), Eid(i as u64 + 1));
+        }
+        e
+    }
+
+    /// Re-indexes one patient in the engine (or drops it).
+    fn reindex(&self, mrn: &str, patient: Option<&Patient>) {
+        let mut guard = self.engine.write().unwrap_or_else(|p| p.into_inner());
+        let Some(e) = guard.as_mut() else { return };
+        let key = RecordKey {
+            source: LOCAL.into(),
+            local_id: Mrn::new(mrn),
+        };
+        let eid = e.remove(&key);
+        if let Some(p) = patient {
+            let eid = eid.unwrap_or_else(|| Eid(e.len() as u64 + 1_000_000_000));
+            e.restore(&record(p), eid);
+        }
+    }
+
+    /// Patients resembling `query` (name, birth date, sex, address…), best
+    /// first, at most `limit`, scoring at least `min_score` bits.
+    pub fn search(&self, query: &Record, limit: usize, min_score: f64) -> Vec<Hit> {
+        let hits = {
+            let guard = self.engine.read().unwrap_or_else(|p| p.into_inner());
+            match guard.as_ref() {
+                Some(e) => e.search(query, limit),
+                None => vec![],
+            }
+        };
+        let map = self.read();
+        hits.into_iter()
+            .filter(|h| h.score >= min_score)
+            .filter_map(|h| {
+                map.get(h.key.local_id.expose()).map(|p| Hit {
+                    patient: p.json(),
+                    score: h.score,
+                })
+            })
+            .collect()
     }
 
     /// Every patient of the projection.
@@ -160,19 +244,29 @@ impl PatientIndex {
     /// Loads the index from the store's projection.
     pub async fn load(store: &Store) -> anyhow::Result<Arc<PatientIndex>> {
         let index = PatientIndex::default();
-        *index.write() = Self::rows(store).await?;
+        index.reload(store).await?;
         Ok(Arc::new(index))
     }
 
     /// Reloads from the projection.
     pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {
         let fresh = Self::rows(store).await?;
+        let engine = Self::build(&fresh);
         *self.write() = fresh;
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(engine);
         Ok(())
     }
 
     /// Applies one committed patient event.
     pub fn apply(&self, body: &EventBody) {
+        let touched = self.apply_map(body);
+        for (mrn, patient) in touched {
+            self.reindex(&mrn, patient.as_ref());
+        }
+    }
+
+    /// Updates the map; returns the patients to re-index (none: removed).
+    fn apply_map(&self, body: &EventBody) -> Vec<(String, Option<Patient>)> {
         let mut map = self.write();
         match body {
             EventBody::PatientRecorded {
@@ -195,11 +289,13 @@ impl PatientIndex {
                 if phone.is_some() {
                     p.phone = phone.clone();
                 }
+                vec![(patient.mrn.expose().to_owned(), Some(p.clone()))]
             }
             EventBody::EidAssigned { mrn, eid, .. } => {
                 if let Some(p) = map.get_mut(mrn.expose()) {
                     p.eid = Some(eid.clone());
                 }
+                vec![]
             }
             EventBody::PatientsMerged { from, into } => {
                 let merged = map.remove(from.expose());
@@ -210,8 +306,12 @@ impl PatientIndex {
                 if p.eid.is_none() {
                     p.eid = merged.and_then(|m| m.eid);
                 }
+                vec![
+                    (from.expose().to_owned(), None),
+                    (into.mrn.expose().to_owned(), Some(p.clone())),
+                ]
             }
-            _ => {}
+            _ => vec![],
         }
     }
 

@@ -62,6 +62,42 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of a hospital's patient as its log describes it: the name
+    /// as `Family, Given Middle` (PID-5), the address as `street, city,
+    /// postal code, …` (PID-11); identifiers of the hospital's own authority
+    /// (its MRNs) are left out, others (national ids) kept.
+    pub fn from_patient(
+        source: &str,
+        patient: &crate::PatientRef,
+        address: Option<&Address>,
+        phone: Option<&Phone>,
+        identifiers: &[Identifier],
+    ) -> Record {
+        let mut r = Record::new(source, patient.mrn.expose());
+        if let Some(n) = &patient.name {
+            let (family, given) = n.expose().split_once(',').unwrap_or((n.expose(), ""));
+            r.family_name = Some(PersonName::new(family.trim()));
+            if !given.trim().is_empty() {
+                r.given_name = Some(PersonName::new(given.trim()));
+            }
+        }
+        r.birth_date = patient.birth_date.clone();
+        r.sex = patient.sex;
+        if let Some(a) = address {
+            let parts: Vec<&str> = a.expose().split(',').map(str::trim).collect();
+            r.address_line = parts.first().map(|s| Address::new(*s));
+            r.city = parts.get(1).map(|s| Address::new(*s));
+            r.postal_code = parts.get(2).map(|s| Address::new(*s));
+        }
+        r.phone = phone.cloned();
+        r.identifiers = identifiers
+            .iter()
+            .filter(|i| i.authority != source)
+            .cloned()
+            .collect();
+        r
+    }
+
     /// A record with identity only; fill in the demographics that are known.
     pub fn new(source: impl Into<String>, local_id: impl Into<String>) -> Self {
         Self {

@@ -98,6 +98,37 @@ async fn patients_are_looked_up_by_mrn_with_the_minimum_necessary() {
         assert!(!v.to_string().contains("Smith"), "{v}");
     }
 
+    // Ranked search by demographics: the closest first, with scores.
+    let (status, v) = lookup(
+        &app,
+        &app.nurse,
+        "?family_name=Smith&given_name=Anna&birth_date=1985-02-03",
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let hits = v["patients"].as_array().unwrap();
+    assert_eq!(hits[0]["mrn"], "MRN-5", "{v}");
+    assert_eq!(hits[0]["eid"], "pending");
+    assert!(hits[0].get("address").is_none());
+    if let Some(second) = hits.get(1) {
+        assert_eq!(second["mrn"], "MRN-6");
+        assert!(hits[0]["score"].as_f64() > second["score"].as_f64(), "{v}");
+    }
+    let (_, v) = lookup(
+        &app,
+        &app.nurse,
+        "?family_name=Okonkwo&birth_date=1931-12-30",
+    )
+    .await;
+    assert_eq!(v["patients"], json!([]), "nobody like that: {v}");
+    for q in [
+        "?sex=female",
+        "?family_name=Smith&limit=0",
+        "?family_name=Smith&sex=x",
+    ] {
+        assert_eq!(lookup(&app, &app.nurse, q).await.0, 400, "{q}");
+    }
+
     // An update (A08) changes the name; a merge (A40) removes the merged MRN.
     send(
         app.mllp,
