@@ -99,12 +99,19 @@ pub struct CloudConfig {
     /// Regions allowed as DR partners (see the module doc).
     #[serde(default)]
     pub allowed_dr_regions: Vec<RegionId>,
+    /// Run the regional EMPI over ingested patient records (primary only).
+    #[serde(default = "default_empi")]
+    pub empi: bool,
     /// HTTPS, when set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// The DR peer (primary only).
     #[serde(default)]
     pub dr: Option<DrConfig>,
+}
+
+fn default_empi() -> bool {
+    true
 }
 
 fn default_backend() -> Backend {

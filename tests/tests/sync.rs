@@ -135,6 +135,18 @@ impl Site {
         Site::with(false, "")
     }
 
+    /// A site whose cloud runs the regional EMPI (EIDs come back down and
+    /// add events to the appliance's log after it caught up).
+    fn with_empi() -> Site {
+        let site = Site::new();
+        let cfg = site.cloud_config();
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("empi = false\n", "");
+        std::fs::write(cfg, text).unwrap();
+        site
+    }
+
     fn with_tls(tls: bool) -> Site {
         Site::with(tls, "")
     }
@@ -148,7 +160,7 @@ impl Site {
         let cloud_port = free_port();
         let cloud = dir.path().join("cloud.toml");
         let mut text = format!(
-            "region = \"eu-west\"\nlisten = \"127.0.0.1:{cloud_port}\"\ndata_dir = \"cloud-data\"\n"
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:{cloud_port}\"\ndata_dir = \"cloud-data\"\nempi = false\n"
         );
         let url = if tls {
             let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -693,7 +705,7 @@ async fn the_outbox_alarm_fires_past_its_share_of_the_budget_and_clears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eids_assigned_in_the_cloud_reach_the_appliances_patient_index() {
-    let site = Site::new();
+    let site = Site::with_empi();
     let _cloud = site.start_cloud();
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 3);
@@ -875,7 +887,7 @@ async fn eid_at(http: SocketAddr, token: &str, mrn: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_person_at_two_hospitals_gets_one_eid_from_the_regional_empi() {
-    let site = Site::new();
+    let site = Site::with_empi();
     let second = second_appliance(&site, "sync-second");
     let _cloud = site.start_cloud();
     let (a, http_a, mllp_a) = site.start_edge();

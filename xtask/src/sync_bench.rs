@@ -167,7 +167,9 @@ fn one_backend(
         .port();
     let cloud_cfg = site.join("cloud.toml");
     let mut text = format!(
-        "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"cloud-data\"\nbackend = \"{backend}\"\n"
+        "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"cloud-data\"\nbackend = \"{backend}\"\n\
+         # the regional EMPI would match the 500,000 synthetic patients meanwhile: measured apart\n\
+         empi = false\n"
     );
     if backend == "postgres" {
         text.push_str(&format!("postgres = \"{PG_ADMIN}\"\n"));

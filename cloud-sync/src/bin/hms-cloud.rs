@@ -263,7 +263,7 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
     );
     let mut state = CloudState::new(registry, open, conn);
     state.downlink = Some(downlink.clone());
-    if cfg.mode == Mode::Primary {
+    if cfg.mode == Mode::Primary && cfg.empi {
         let empi = cloud_sync::empi::RegionalEmpi::open(&cfg.data_dir, downlink)
             .map_err(|e| (1, format!("opening the regional EMPI: {e:#}")))?;
         state = state.with_empi(std::sync::Arc::new(empi));
