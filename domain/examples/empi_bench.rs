@@ -1,0 +1,100 @@
+//! EMPI at scale: `cargo run --release -p hms-domain --example empi_bench -- [PEOPLE]`.
+//!
+//! Generates a seeded synthetic region (about 1.45 records per person with
+//! the default duplicate rate), trains the model by EM on a sample, then
+//! inserts every record with `match_or_create`, timing each call over the
+//! last tenth (the index at its largest), times 10,000 searches against the
+//! full index, and reports the process's resident memory. Prints one JSON
+//! object.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::time::Instant;
+
+use hms_domain::empi::synth::{SynthConfig, generate};
+use hms_domain::empi::{Engine, Params, TrainConfig, prepare, train};
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn quantiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
+    (q(0.5), q(0.99))
+}
+
+fn main() {
+    let people: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(700_000);
+    let started = Instant::now();
+    let data = generate(&SynthConfig {
+        people,
+        ..SynthConfig::default()
+    });
+    let generate_s = started.elapsed().as_secs_f64();
+    let rss_data = rss_mb();
+
+    // EM on a sample of 50,000 records.
+    let sample: Vec<_> = data
+        .iter()
+        .take(50_000)
+        .map(|l| prepare(&l.record))
+        .collect();
+    let t = Instant::now();
+    let (params, _) = train(&sample, &Params::default(), &TrainConfig::default());
+    let train_s = t.elapsed().as_secs_f64();
+    drop(sample);
+
+    let mut engine = Engine::new(params);
+    let tail = data.len() - data.len() / 10;
+    let mut insert_us = Vec::with_capacity(data.len() / 10 + 1);
+    let t = Instant::now();
+    for (i, l) in data.iter().enumerate() {
+        let s = Instant::now();
+        let _ = engine.match_or_create(&l.record);
+        if i >= tail {
+            insert_us.push(s.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let insert_total_s = t.elapsed().as_secs_f64();
+    let rss_full = rss_mb();
+    let mut search_us = Vec::with_capacity(10_000);
+    for l in data
+        .iter()
+        .step_by((data.len() / 10_000).max(1))
+        .take(10_000)
+    {
+        let s = Instant::now();
+        let _ = engine.search(&l.record, 10);
+        search_us.push(s.elapsed().as_secs_f64() * 1e6);
+    }
+    let (ip50, ip99) = quantiles(insert_us);
+    let (sp50, sp99) = quantiles(search_us);
+    println!(
+        "{}",
+        serde_json::json!({
+            "people": people,
+            "records": data.len(),
+            "identities": engine.identities(),
+            "generate_s": generate_s,
+            "em_train_s_50k": train_s,
+            "insert_total_s": insert_total_s,
+            "match_or_create_p50_us_last_tenth": ip50,
+            "match_or_create_p99_us_last_tenth": ip99,
+            "search_p50_us": sp50,
+            "search_p99_us": sp99,
+            "rss_mb_records_only": rss_data,
+            "rss_mb_with_index": rss_full,
+        })
+    );
+}
