@@ -230,8 +230,9 @@ async fn empi_register(
     match blocking(move || empi.register(&r, &actor)).await {
         Ok(m) => axum::Json(json!({
             "eid": crate::empi::eid_text(m.eid),
-            "decision": m.decision.as_str(),
+            "decision": m.decision,
             "score": m.score,
+            "degraded": m.degraded,
         }))
         .into_response(),
         Err(resp) => resp,

@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use hms_domain::empi::{
-    Change, Decisions, Eid, Engine, MatchResult, Outcome, Params, Record, RecordKey, SearchHit,
-    Separation,
+    Change, Decisions, Eid, Engine, Outcome, Params, Record, RecordKey, SearchHit, Separation,
 };
 use hms_domain::phi::{Address, Mrn};
 use hms_domain::{EventBody, HospitalId, PatientRef, Timestamp};
@@ -80,6 +79,40 @@ pub struct RegionalEmpi {
     engine: Mutex<Engine>,
     db: Mutex<Connection>,
     downlink: Arc<Downlink>,
+    /// Exact key (standardised family name, given name, birth date) → EID,
+    /// for degraded mode.
+    exact: Mutex<std::collections::HashMap<String, Eid>>,
+    /// Matching slower than this switches to exact matching for a while.
+    slow_after: Mutex<std::time::Duration>,
+    /// Until when matching is degraded to exact keys.
+    degraded_until: Mutex<Option<std::time::Instant>>,
+}
+
+/// How long a slow match keeps the EMPI on exact matching.
+pub const DEGRADED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a registration decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The record's EID.
+    pub eid: Eid,
+    /// `auto_link`, `deterministic`, `human_link`, `review`, `new_identity`,
+    /// or in degraded mode `exact_match` / `exact_new_identity`.
+    pub decision: &'static str,
+    /// Best score, bits (none in degraded mode).
+    pub score: Option<f64>,
+    /// Whether matching was degraded to exact keys (slow matching).
+    pub degraded: bool,
+}
+
+/// The exact key of a record: standardised family and given names and the
+/// full birth date; none when any is missing.
+fn exact_key(record: &Record) -> Option<String> {
+    let p = hms_domain::empi::prepare(record);
+    let f = p.family.as_ref()?;
+    let g = p.given.as_ref()?;
+    let b = p.birth.as_ref()?;
+    Some(format!("{f:?}|{g:?}|{b:?}"))
 }
 
 impl std::fmt::Debug for RegionalEmpi {
@@ -133,6 +166,9 @@ impl RegionalEmpi {
             engine: Mutex::new(engine),
             db: Mutex::new(conn),
             downlink,
+            exact: Mutex::new(std::collections::HashMap::new()),
+            slow_after: Mutex::new(std::time::Duration::from_secs(1)),
+            degraded_until: Mutex::new(None),
         })
     }
 
@@ -142,16 +178,80 @@ impl RegionalEmpi {
 
     /// Matches (or creates) `record`, stores it and its EID, audits the
     /// decision, and sends a new or changed EID down to its hospital.
-    pub fn register(&self, record: &Record, actor: &str) -> anyhow::Result<MatchResult> {
-        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn register(&self, record: &Record, actor: &str) -> anyhow::Result<Registered> {
         let key = RecordKey {
             source: record.source.clone(),
             local_id: record.local_id.clone(),
         };
+        let degraded = self
+            .degraded_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| std::time::Instant::now() < t);
+        let exact = exact_key(record);
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let before = engine.eid_of(&key);
-        let result = engine.match_or_create(record);
         let version = engine.params().version.clone();
+        let (result, review) = if degraded {
+            // Exact keys only: a known key joins its identity, else a new one.
+            let found = exact.as_ref().and_then(|k| {
+                self.exact
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(k)
+                    .copied()
+            });
+            let (eid, decision) = match found {
+                Some(e) => (e, "exact_match"),
+                None => (Eid(engine.next_eid()), "exact_new_identity"),
+            };
+            engine.restore(record, eid);
+            (
+                Registered {
+                    eid,
+                    decision,
+                    score: None,
+                    degraded: true,
+                },
+                None,
+            )
+        } else {
+            let started = std::time::Instant::now();
+            let m = engine.match_or_create(record);
+            let took = started.elapsed();
+            let slow_after = *self.slow_after.lock().unwrap_or_else(|p| p.into_inner());
+            if took > slow_after {
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    "EMPI matching is slow; exact matching for the next minute"
+                );
+                *self
+                    .degraded_until
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    Some(std::time::Instant::now() + DEGRADED_FOR);
+            }
+            let review = match m.decision {
+                Outcome::Review(reason) => Some((reason, m.candidates.clone())),
+                _ => None,
+            };
+            (
+                Registered {
+                    eid: m.eid,
+                    decision: m.decision.as_str(),
+                    score: m.score,
+                    degraded: false,
+                },
+                review,
+            )
+        };
         drop(engine);
+        if let Some(k) = exact {
+            self.exact
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k, result.eid);
+        }
         let mut db = self.db();
         let tx = db.transaction()?;
         tx.execute(
@@ -176,11 +276,11 @@ impl RegionalEmpi {
                 before.map(|e| e.0 as i64),
                 result.eid.0 as i64,
                 result.score,
-                result.decision.as_str(),
+                result.decision,
                 version,
             ],
         )?;
-        if let Outcome::Review(reason) = result.decision {
+        if let Some((reason, candidates)) = review {
             tx.execute(
                 "INSERT INTO reviews(source, local_id, eid, reason, score, candidates, status, opened_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)",
@@ -190,7 +290,7 @@ impl RegionalEmpi {
                     result.eid.0 as i64,
                     format!("{reason:?}").to_lowercase(),
                     result.score,
-                    serde_json::to_string(&result.candidates)?,
+                    serde_json::to_string(&candidates)?,
                     Timestamp::now().as_millis(),
                 ],
             )?;
@@ -237,6 +337,19 @@ impl RegionalEmpi {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Sets the latency above which matching degrades to exact keys.
+    pub fn set_slow_after(&self, limit: std::time::Duration) {
+        *self.slow_after.lock().unwrap_or_else(|p| p.into_inner()) = limit;
+    }
+
+    /// Whether matching is degraded to exact keys now.
+    pub fn degraded(&self) -> bool {
+        self.degraded_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// Ranked records resembling `query`, with per-field explanations.

@@ -587,14 +587,19 @@ async fn health(State(state): State<CloudState>) -> Response {
             "max_lag_seconds": lag.values().map(|h| h.lag_seconds).fold(0.0, f64::max),
         })
     });
-    let degraded = replication
-        .as_ref()
-        .is_some_and(|r| r["hospitals_failing"].as_u64().unwrap_or(0) > 0);
+    let empi_degraded = state.empi.as_ref().is_some_and(|e| e.degraded());
+    let degraded = empi_degraded
+        || replication
+            .as_ref()
+            .is_some_and(|r| r["hospitals_failing"].as_u64().unwrap_or(0) > 0);
     Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "region": state.registry.region(),
         "mode": mode,
         "replication": replication,
+        "empi": state.empi.as_ref().map(|_| json!({
+            "matching": if empi_degraded { "exact (degraded: matching was slow)" } else { "full" },
+        })),
     }))
     .into_response()
 }

@@ -539,3 +539,65 @@ async fn empi_human_decisions_are_sticky_and_the_review_queue_opens_and_closes()
     let reopened = crate::empi::RegionalEmpi::open(dir.path(), downlink).expect("reopen");
     assert_eq!(reopened.eid_of("h1", "A-1"), reopened.eid_of("h2", "B-1"));
 }
+
+#[tokio::test]
+async fn slow_matching_degrades_to_exact_matching_and_says_so() {
+    let cloud = Cloud::primary("eu-west", &["h1"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let downlink = std::sync::Arc::new(crate::downlink::Downlink::in_memory().expect("downlink"));
+    let empi =
+        std::sync::Arc::new(crate::empi::RegionalEmpi::open(dir.path(), downlink).expect("empi"));
+    // Every match counts as slow: the first one switches to exact matching.
+    empi.set_slow_after(std::time::Duration::ZERO);
+    let at = serve(cloud.state.clone().with_empi(empi.clone()), None).await;
+    let token = cloud.token("ops");
+    let mut c = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    let rec = |id: &str, given: &str, dob: &str| {
+        serde_json::json!({
+            "source": "h1", "local_id": id, "given_name": given, "family_name": "Seacole",
+            "birth_date": dob, "sex": "female"
+        })
+    };
+    let first = c
+        .post("/api/v1/empi/records", &rec("A-1", "Mary", "1965-01-23"))
+        .await
+        .expect("post")
+        .json()
+        .expect("json");
+    assert_eq!(first["degraded"], false);
+    assert!(empi.degraded());
+    let mut anon = Conn::connect(at.addr, None).await.expect("connect");
+    let health = anon
+        .get("/health")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["empi"]["matching"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("exact"))
+    );
+    let same = c
+        .post("/api/v1/empi/records", &rec("A-2", "Mary", "1965-01-23"))
+        .await
+        .expect("post")
+        .json()
+        .expect("json");
+    assert_eq!(
+        (same["degraded"].as_bool(), same["decision"].as_str()),
+        (Some(true), Some("exact_match"))
+    );
+    assert_eq!(same["eid"], first["eid"]);
+    assert!(same["score"].is_null());
+    // A near miss that the full engine would weigh gets its own identity now.
+    let near = c
+        .post("/api/v1/empi/records", &rec("A-3", "Mary", "1965-01-24"))
+        .await
+        .expect("post")
+        .json()
+        .expect("json");
+    assert_eq!(near["decision"], "exact_new_identity");
+    assert_ne!(near["eid"], first["eid"]);
+}

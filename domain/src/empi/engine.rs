@@ -196,6 +196,12 @@ impl Engine {
         &self.decisions
     }
 
+    /// The EID the next new identity will get (for callers that create one
+    /// themselves with [`Engine::restore`], e.g. when matching is degraded).
+    pub fn next_eid(&self) -> u64 {
+        self.next_eid
+    }
+
     /// Monitoring counters.
     pub fn stats(&self) -> EngineStats {
         self.stats
