@@ -211,17 +211,11 @@ async fn empi_register(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let who = match operator(&state, &headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let Some(empi) = state.empi.clone() else {
-        return no_empi();
-    };
-    let b: EmpiBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return bad(format!("the body is not an EMPI record: {e}")),
-    };
+    let (who, empi, b): (String, _, EmpiBody) =
+        match empi_call(&state, &headers, &body, "an EMPI record").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     if b.source.trim().is_empty() || b.local_id.trim().is_empty() {
         return bad("source and local_id are required".into());
     }
@@ -271,22 +265,34 @@ fn no_empi() -> Response {
     )
 }
 
+/// The operator, the EMPI and the JSON body of an EMPI request, or the
+/// problem to answer (401, 409 without an EMPI, 400 for a bad body).
+async fn empi_call<T: serde::de::DeserializeOwned>(
+    state: &CloudState,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(String, std::sync::Arc<crate::empi::RegionalEmpi>, T), Response> {
+    let who = operator(state, headers).await?;
+    let Some(empi) = state.empi.clone() else {
+        return Err(no_empi());
+    };
+    let parsed: T =
+        serde_json::from_slice(body).map_err(|e| bad(format!("the body is not {what}: {e}")))?;
+    Ok((who, empi, parsed))
+}
+
 /// `POST /api/v1/empi/search`: candidates for a record, with explanations.
 async fn empi_search(
     State(state): State<CloudState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
-        return r;
-    }
-    let Some(empi) = state.empi.clone() else {
-        return no_empi();
-    };
-    let b: EmpiBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return bad(format!("the body is not an EMPI record: {e}")),
-    };
+    let (_, empi, b): (String, _, EmpiBody) =
+        match empi_call(&state, &headers, &body, "an EMPI record").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let q = empi_record_of(b);
     let hits = empi.search(&q, 10);
     axum::Json(json!({
@@ -361,17 +367,11 @@ async fn empi_decide(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let who = match operator(&state, &headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let Some(empi) = state.empi.clone() else {
-        return no_empi();
-    };
-    let b: DecisionBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return bad(format!("the body is not a decision: {e}")),
-    };
+    let (who, empi, b): (String, _, DecisionBody) =
+        match empi_call(&state, &headers, &body, "a decision").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let actor = format!("operator:{who}");
     match tokio::task::spawn_blocking(move || {
         empi.decide(&b.a.key(), &b.b.key(), &b.action, &actor)
@@ -401,17 +401,11 @@ async fn empi_merge(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let who = match operator(&state, &headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let Some(empi) = state.empi.clone() else {
-        return no_empi();
-    };
-    let b: MergeBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return bad(format!("the body is not a merge: {e}")),
-    };
+    let (who, empi, b): (String, _, MergeBody) =
+        match empi_call(&state, &headers, &body, "a merge").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let (Some(s), Some(o)) = (parse_eid(&b.survivor), parse_eid(&b.other)) else {
         return bad("survivor and other are EIDs (E followed by digits)".into());
     };
@@ -458,17 +452,11 @@ async fn empi_close_review(
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Response {
-    let who = match operator(&state, &headers).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let Some(empi) = state.empi.clone() else {
-        return no_empi();
-    };
-    let b: CloseBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return bad(format!("the body is not a closing: {e}")),
-    };
+    let (who, empi, b): (String, _, CloseBody) =
+        match empi_call(&state, &headers, &body, "a closing").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let actor = format!("operator:{who}");
     match blocking(move || empi.close_review(id, &actor, &b.resolution)).await {
         Ok(true) => axum::Json(json!({ "id": id, "status": "closed" })).into_response(),

@@ -370,24 +370,62 @@ impl RegionalEmpi {
         action: &str,
         actor: &str,
     ) -> anyhow::Result<Change> {
+        if !matches!(action, "link" | "unlink" | "never_link") {
+            anyhow::bail!("unknown decision {action:?}: link, unlink or never_link");
+        }
+        self.human(
+            action,
+            actor,
+            |e| {
+                let mut keys = vec![];
+                for k in [a, b] {
+                    if let Some(eid) = e.eid_of(k) {
+                        keys.extend(e.members(eid));
+                    }
+                }
+                keys
+            },
+            |e| match action {
+                "link" => e.link(a, b),
+                "unlink" => e.separate(a, b, Separation::Unlink),
+                _ => e.separate(a, b, Separation::NeverLink),
+            },
+        )
+    }
+
+    /// Merges two identities (the older survives), like `decide`.
+    pub fn merge(&self, survivor: Eid, other: Eid, actor: &str) -> anyhow::Result<Change> {
+        self.human(
+            "merge",
+            actor,
+            |e| {
+                e.members(survivor)
+                    .into_iter()
+                    .chain(e.members(other))
+                    .collect()
+            },
+            |e| e.merge(survivor, other),
+        )
+    }
+
+    /// Runs a human decision on the engine: the EIDs of the records `affected`
+    /// names are read before and after `apply`, and every change is recorded.
+    fn human(
+        &self,
+        action: &str,
+        actor: &str,
+        affected: impl FnOnce(&Engine) -> Vec<RecordKey>,
+        apply: impl FnOnce(&mut Engine) -> Result<Change, hms_domain::empi::EngineError>,
+    ) -> anyhow::Result<Change> {
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let before: Vec<(RecordKey, Option<Eid>)> = [a, b]
-            .iter()
-            .flat_map(|k| match engine.eid_of(k) {
-                Some(e) => engine.members(e),
-                None => vec![],
-            })
+        let before: Vec<(RecordKey, Option<Eid>)> = affected(&engine)
+            .into_iter()
             .map(|k| {
                 let e = engine.eid_of(&k);
                 (k, e)
             })
             .collect();
-        let change = match action {
-            "link" => engine.link(a, b),
-            "unlink" => engine.separate(a, b, Separation::Unlink),
-            "never_link" => engine.separate(a, b, Separation::NeverLink),
-            other => anyhow::bail!("unknown decision {other:?}: link, unlink or never_link"),
-        }?;
+        let change = apply(&mut engine)?;
         let after: Vec<(RecordKey, Option<Eid>, Option<Eid>)> = before
             .into_iter()
             .map(|(k, was)| {
@@ -399,36 +437,6 @@ impl RegionalEmpi {
         let version = engine.params().version.clone();
         drop(engine);
         self.record_changes(&after, action, actor, &version, &decisions)?;
-        Ok(change)
-    }
-
-    /// Merges two identities (the older survives), like `decide`.
-    pub fn merge(&self, survivor: Eid, other: Eid, actor: &str) -> anyhow::Result<Change> {
-        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let members: Vec<RecordKey> = engine
-            .members(survivor)
-            .into_iter()
-            .chain(engine.members(other))
-            .collect();
-        let before: Vec<(RecordKey, Option<Eid>)> = members
-            .into_iter()
-            .map(|k| {
-                let e = engine.eid_of(&k);
-                (k, e)
-            })
-            .collect();
-        let change = engine.merge(survivor, other)?;
-        let after: Vec<(RecordKey, Option<Eid>, Option<Eid>)> = before
-            .into_iter()
-            .map(|(k, was)| {
-                let now = engine.eid_of(&k);
-                (k, was, now)
-            })
-            .collect();
-        let decisions = serde_json::to_string(engine.decisions())?;
-        let version = engine.params().version.clone();
-        drop(engine);
-        self.record_changes(&after, "merge", actor, &version, &decisions)?;
         Ok(change)
     }
 

@@ -242,22 +242,7 @@ impl Site {
 
     /// Starts the appliance; returns it with its HTTP and MLLP addresses.
     fn start_edge(&self) -> (Proc, SocketAddr, SocketAddr) {
-        let p = Proc::spawn(
-            Command::new(bin("hms-edge"))
-                .args(["run", "--config"])
-                .arg(self.edge_config())
-                .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"]),
-        );
-        let rest = p.ready("hms-edge ready http=http://");
-        let mut parts = rest.split_whitespace();
-        let http = parts.next().unwrap().parse().unwrap();
-        let mllp = parts
-            .next()
-            .and_then(|m| m.strip_prefix("mllp="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        (p, http, mllp)
+        start_edge_at(&self.edge_config())
     }
 
     /// The cloud's copy: (seq, hash, prev_hash) in seq order.
@@ -828,6 +813,7 @@ fn second_appliance(site: &Site, hospital: &str) -> PathBuf {
     config
 }
 
+/// Starts the appliance of `config`; returns it with its HTTP and MLLP addresses.
 fn start_edge_at(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
     let p = Proc::spawn(
         Command::new(bin("hms-edge"))

@@ -16,33 +16,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::bench::{build_release, load, medians, start};
+use crate::bench::{build_release, http_get, load, medians, rss_mb, start};
 use crate::{create_token, ort_library, target_dir};
 
-fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn get(addr: &str, path: &str, token: &str) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
+    http_get(addr, path, (!token.is_empty()).then_some(token))
 }
 
 fn get_json(addr: &str, path: &str, token: &str) -> anyhow::Result<serde_json::Value> {

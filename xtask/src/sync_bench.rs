@@ -20,37 +20,21 @@
 //! connection while online; the uplink's commit-to-acknowledgement histogram
 //! (`hms_uplink_lag_seconds`) gives the **online lag** p50 and p99.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::bench::{build_release, load, start};
+use crate::bench::{build_release, http_get, load, start};
 use crate::{cargo, target_dir};
 
 const HOSPITAL: &str = "metro-general";
 const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
-fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
-}
-
 fn sync_state(addr: &str) -> anyhow::Result<serde_json::Value> {
-    let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/health")?)?;
+    let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/health", None)?)?;
     Ok(v["components"]["uplink"]["sync"].clone())
 }
 
@@ -290,7 +274,7 @@ fn one_backend(
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let metrics = http_get(&app.addr, "/metrics")?;
+    let metrics = http_get(&app.addr, "/metrics", None)?;
     let (lag_p50, lag_p99) = histogram_quantiles(&metrics, "hms_uplink_lag_seconds");
     drop(app);
     drop(cloud);
