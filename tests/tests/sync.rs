@@ -184,23 +184,7 @@ impl Site {
         ));
         std::fs::write(&edge, text).unwrap();
         let site = Site { dir, cloud_port };
-        let data = site.edge_data();
-        run(Command::new(bin("hms-edge"))
-            .args(["sync", "keygen", "--data-dir"])
-            .arg(&data));
-        run(Command::new(bin("hms-cloud"))
-            .args(["enroll", "--config"])
-            .arg(site.cloud_config())
-            .args([
-                "--hospital",
-                HOSPITAL,
-                "--region",
-                "eu-west",
-                "--node",
-                "edge-1",
-                "--public-key",
-            ])
-            .arg(data.join("sync-key.pub")));
+        enrol(&site.cloud_config(), HOSPITAL, &site.edge_data());
         site
     }
 
@@ -695,39 +679,15 @@ async fn eids_assigned_in_the_cloud_reach_the_appliances_patient_index() {
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 3);
     caught_up(http).await;
-    let nurse = run(Command::new(bin("hms-edge"))
-        .args([
-            "token",
-            "create",
-            "--role",
-            "nurse",
-            "--name",
-            "n1",
-            "--data-dir",
-        ])
-        .arg(site.edge_data()))
-    .lines()
-    .last()
-    .unwrap()
-    .trim()
-    .to_owned();
-    let lookup = |mrn: &'static str| {
-        let nurse = nurse.clone();
-        async move {
-            let mut c = Conn::connect(http, Some(&nurse)).await.unwrap();
-            let r = c.get(&format!("/api/v1/patients?mrn={mrn}")).await.unwrap();
-            assert_eq!(r.status, 200);
-            r.json().unwrap()["patients"][0]["eid"].clone()
-        }
-    };
+    let nurse = nurse_token(&site.edge_data());
     // The regional EMPI matches the synced records and sends their EIDs down.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut eids = vec![];
     for mrn in ["LM0", "LM1", "LM2"] {
         loop {
-            let e = lookup(mrn).await;
+            let e = eid_at(http, &nurse, mrn).await;
             if e != "pending" {
-                assert!(e.as_str().is_some_and(|s| s.starts_with('E')), "{e}");
+                assert!(e.starts_with('E'), "{e}");
                 eids.push(e);
                 break;
             }
@@ -794,12 +754,19 @@ fn second_appliance(site: &Site, hospital: &str) -> PathBuf {
         .config
         .store
         .data_dir;
+    enrol(&site.cloud_config(), hospital, &data);
+    config
+}
+
+/// Makes the sync key of the appliance whose data dir is `data` and enrols
+/// it (node `edge-1`) for `hospital` in the cloud of `cloud_config`.
+fn enrol(cloud_config: &Path, hospital: &str, data: &Path) {
     run(Command::new(bin("hms-edge"))
         .args(["sync", "keygen", "--data-dir"])
-        .arg(&data));
+        .arg(data));
     run(Command::new(bin("hms-cloud"))
         .args(["enroll", "--config"])
-        .arg(site.cloud_config())
+        .arg(cloud_config)
         .args([
             "--hospital",
             hospital,
@@ -810,7 +777,6 @@ fn second_appliance(site: &Site, hospital: &str) -> PathBuf {
             "--public-key",
         ])
         .arg(data.join("sync-key.pub")));
-    config
 }
 
 /// Starts the appliance of `config`; returns it with its HTTP and MLLP addresses.

@@ -640,3 +640,41 @@ fn sync_keygen_makes_a_key_pair_once() {
     assert_eq!(code, 1);
     assert!(err.contains("never replaced"), "{err}");
 }
+
+#[test]
+fn new_commands_answer_bad_usage_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("hospital.toml");
+    std::fs::write(&config, hospital_toml(&data, &[("U", 2, 2)])).unwrap();
+    let c = config.to_str().unwrap();
+    // restore --from-cloud needs --config, and that config needs [uplink].
+    let (code, _, err) = run_cli(&["restore", "--from-cloud", "--data-dir", "x"]);
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = run_cli(&["restore", "--from-cloud", "--config", c]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("[uplink]"), "{err}");
+    // --from and --from-cloud exclude each other; one of them is needed.
+    let (code, _, _) = run_cli(&["restore", "--from", "f", "--from-cloud", "--config", c]);
+    assert_eq!(code, 64);
+    let (code, _, _) = run_cli(&["restore", "--config", c]);
+    assert_eq!(code, 64);
+    // A model set that is not there: a clear refusal, nothing installed.
+    let (code, _, err) = run_cli(&["models", "install", "/nonexistent/set", "--config", c]);
+    assert_eq!(code, 1);
+    assert!(err.contains("manifest.toml"), "{err}");
+    let (code, _, err) = run_cli(&["models", "rollback", "--config", c]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no previous model set"), "{err}");
+    let (code, out, _) = run_cli(&[
+        "models",
+        "check",
+        "--dir",
+        "/nonexistent/set",
+        "--library",
+        "/nonexistent/lib.so",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty() || out.contains("\"ok\":false"), "{out}");
+    assert!(!data.join("models").exists());
+}
