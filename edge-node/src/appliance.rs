@@ -191,7 +191,7 @@ impl Appliance {
                 .context("starting the model runtime")?
         };
         let forecaster =
-            crate::forecast::Forecaster::new(self.store.clone(), runtime, self.refresh).await;
+            crate::forecast::Forecaster::new(self.store.clone(), runtime, self.refresh);
         let forecasting = tokio::spawn(
             forecaster.clone().run(
                 self.inference.clone(),
@@ -204,9 +204,7 @@ impl Appliance {
                 shutdown.clone(),
             ),
         );
-        let patients = crate::patients::PatientIndex::load(&self.store)
-            .await
-            .context("loading the patient index")?;
+        let patients = Arc::new(crate::patients::PatientIndex::default());
         let following = tokio::spawn(
             patients
                 .clone()

@@ -338,18 +338,17 @@ pub struct OrPrediction {
 }
 
 impl Forecaster {
-    /// A forecaster over `store` with `runtime`; seed its activity from the log.
-    pub async fn new(store: Store, runtime: Runtime, refresh: Duration) -> Arc<Forecaster> {
-        let f = Arc::new(Forecaster {
+    /// A forecaster over `store` with `runtime` (its history is seeded from
+    /// the log when [`Forecaster::run`] starts).
+    pub fn new(store: Store, runtime: Runtime, refresh: Duration) -> Arc<Forecaster> {
+        Arc::new(Forecaster {
             runtime: ArcSwap::from_pointee(runtime),
             store,
             cache: ArcSwap::from_pointee(Forecasts::default()),
             activity: Mutex::new(Activity::default()),
             history: Mutex::new(History::default()),
             refresh,
-        });
-        f.seed_activity().await;
-        f
+        })
     }
 
     /// The runtime (model states for `/health`).
@@ -596,6 +595,8 @@ impl Forecaster {
         shutdown: CancellationToken,
     ) {
         let mut notices = self.store.subscribe();
+        // Seeded here, beside the appliance, so a long log never delays start-up.
+        self.seed_activity().await;
         let mut last = self.refresh_now().await;
         let mut tick = tokio::time::interval(self.refresh);
         tick.tick().await;

@@ -111,6 +111,8 @@ pub struct PatientIndex {
     /// The matching engine over the same patients, for ranked search (each
     /// patient its own local identity; the EMPI's EIDs come from the cloud).
     engine: RwLock<Option<Engine>>,
+    /// Set once the first load from the projection is done.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// The engine's source name for the appliance's own patients.
@@ -241,19 +243,23 @@ impl PatientIndex {
             .await
     }
 
-    /// Loads the index from the store's projection.
-    pub async fn load(store: &Store) -> anyhow::Result<Arc<PatientIndex>> {
-        let index = PatientIndex::default();
-        index.reload(store).await?;
-        Ok(Arc::new(index))
+    /// Whether the first load is done (until then look-ups cannot answer).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Reloads from the projection.
+    /// Reloads from the projection (off the async runtime: building the
+    /// search index of many patients takes a while).
     pub async fn reload(&self, store: &Store) -> anyhow::Result<()> {
         let fresh = Self::rows(store).await?;
-        let engine = Self::build(&fresh);
+        let (fresh, engine) = tokio::task::spawn_blocking(move || {
+            let engine = Self::build(&fresh);
+            (fresh, engine)
+        })
+        .await?;
         *self.write() = fresh;
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(engine);
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -330,11 +336,12 @@ impl PatientIndex {
         self.len() == 0
     }
 
-    /// Follows the store's committed patient events until `shutdown`.
+    /// Loads the index, then follows the store's committed patient events
+    /// until `shutdown`. Runs beside the appliance, so a large index never
+    /// delays start-up; look-ups answer "loading" until the load is done.
     pub async fn follow(self: Arc<Self>, store: Store, shutdown: CancellationToken) {
+        // Subscribe first, then load: nothing committed in between is missed.
         let mut rx = store.subscribe_patients();
-        // Events committed between the load and the subscription are caught
-        // by one reload now.
         if let Err(e) = self.reload(&store).await {
             tracing::error!(error = %format!("{e:#}"), "patient index reload failed");
         }

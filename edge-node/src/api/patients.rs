@@ -27,6 +27,11 @@ pub async fn search(
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     c.require(Role::Nurse, &state.metrics, "look up patients")?;
+    if !state.patients.is_ready() {
+        return Err(Problem::unavailable(
+            "the patient index is loading; retry in a moment",
+        ));
+    }
     let Ok(Query(q)) = query else {
         return Err(Problem::bad_request("the query string does not decode"));
     };
