@@ -1,7 +1,8 @@
-//! EMPI at scale: `cargo run --release -p hms-domain --example empi_bench -- [PEOPLE]`.
+//! EMPI at scale: `cargo run --release -p hms-domain --example empi_bench -- [PEOPLE] [dense|population]`.
 //!
-//! Generates a seeded synthetic region (about 1.45 records per person with
-//! the default duplicate rate), trains the model by EM on a sample, then
+//! Generates a seeded synthetic region (about 1.74 records per person with
+//! the default duplicate rate; the population vocabulary by default, see
+//! [`Vocabulary`]), trains the model by EM on a sample, then
 //! inserts every record with `match_or_create`, timing each call over the
 //! last tenth (the index at its largest), times 10,000 searches against the
 //! full index, and reports the process's resident memory. Prints one JSON
@@ -11,7 +12,7 @@
 
 use std::time::Instant;
 
-use hms_domain::empi::synth::{SynthConfig, generate};
+use hms_domain::empi::synth::{SynthConfig, Vocabulary, generate};
 use hms_domain::empi::{Engine, Params, TrainConfig, prepare, train};
 
 fn rss_mb() -> f64 {
@@ -35,10 +36,15 @@ fn main() {
     let people: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(700_000);
+        .unwrap_or(575_000);
+    let vocabulary = match std::env::args().nth(2).as_deref() {
+        Some("dense") => Vocabulary::Dense,
+        _ => Vocabulary::Population,
+    };
     let started = Instant::now();
     let data = generate(&SynthConfig {
         people,
+        vocabulary,
         ..SynthConfig::default()
     });
     let generate_s = started.elapsed().as_secs_f64();
@@ -58,12 +64,16 @@ fn main() {
     let mut engine = Engine::new(params);
     let tail = data.len() - data.len() / 10;
     let mut insert_us = Vec::with_capacity(data.len() / 10 + 1);
+    let mut candidates = Vec::with_capacity(data.len() / 10 + 1);
+    let mut capped = 0usize;
     let t = Instant::now();
     for (i, l) in data.iter().enumerate() {
         let s = Instant::now();
-        let _ = engine.match_or_create(&l.record);
+        let r = engine.match_or_create(&l.record);
         if i >= tail {
             insert_us.push(s.elapsed().as_secs_f64() * 1e6);
+            candidates.push(r.blocking.candidates as f64);
+            capped += usize::from(r.blocking.capped_keys > 0);
         }
     }
     let insert_total_s = t.elapsed().as_secs_f64();
@@ -80,10 +90,15 @@ fn main() {
     }
     let (ip50, ip99) = quantiles(insert_us);
     let (sp50, sp99) = quantiles(search_us);
+    let (cp50, cp99) = quantiles(candidates);
     println!(
         "{}",
         serde_json::json!({
             "people": people,
+            "vocabulary": format!("{vocabulary:?}"),
+            "candidates_p50_last_tenth": cp50,
+            "candidates_p99_last_tenth": cp99,
+            "capped_queries_last_tenth": capped,
             "records": data.len(),
             "identities": engine.identities(),
             "generate_s": generate_s,

@@ -7,6 +7,15 @@
 //! partial or missing birth dates, moves to a new address, new phone
 //! numbers, married names and missing fields. Family names follow a skewed
 //! frequency so some are common. The same seed always gives the same data.
+//!
+//! Two vocabularies: [`Vocabulary::Dense`] draws from a few hundred names,
+//! 20 cities and 100 postal codes, so that even a few thousand people share
+//! many names and places (a hard evaluation set); [`Vocabulary::Population`]
+//! adds long tails of composed family names (about 23,000), given names,
+//! towns and streets, shaped like a national population (the commonest
+//! family name about 1 % of people, as in published census tables), for
+//! benchmarks at a million records where the dense lists would put one
+//! person in five under the same family name.
 
 use crate::phi::{Address, BirthDate, Identifier, Mrn, PersonName, Phone, Sex};
 
@@ -300,6 +309,39 @@ const CITIES: &[(&str, &str)] = &[
     ("Mildura", "VIC"),
 ];
 
+/// Composed names of the population vocabulary: onset, middle, ending.
+const ONSETS: &[&str] = &[
+    "Ab", "Al", "Ash", "Bar", "Bel", "Bl", "Br", "Cal", "Car", "Ch", "Cr", "Dal", "Dar", "Den",
+    "Dr", "Ed", "El", "Fal", "Far", "Fen", "Gar", "Gil", "Gr", "Hal", "Har", "Hol", "Kel", "Ken",
+    "Kin", "Lan", "Lar", "Lind", "Mal", "Mar", "Mor", "Nor", "Ol", "Pen", "Pr", "Ram", "Ren",
+    "Ros", "Sal", "Sh", "St", "Tal", "Tr", "Val", "War", "Wil", "Yar", "Zel",
+];
+const MIDDLES: &[&str] = &[
+    "a", "e", "i", "o", "u", "ar", "en", "in", "on", "el", "is", "ot", "am", "ur", "ey",
+];
+const FAMILY_ENDINGS: &[&str] = &[
+    "berg", "by", "combe", "dale", "den", "ford", "gate", "ham", "hurst", "ington", "kins", "land",
+    "ley", "low", "man", "more", "ner", "ridge", "son", "ston", "ton", "ville", "well", "wick",
+    "wood", "worth", "ski", "escu", "ov", "ak",
+];
+const FEMALE_ENDINGS: &[&str] = &[
+    "a", "ella", "ina", "ette", "ia", "elle", "yn", "ie", "ara", "issa",
+];
+const MALE_ENDINGS: &[&str] = &["an", "en", "on", "ard", "ius", "o", "el", "ek", "ias", "us"];
+const PLACE_ENDINGS: &[&str] = &[
+    "ton", "ville", "burg", "field", "wood", "bridge", "port", "dale", "ford", "mount",
+];
+
+/// Which names and places the generator draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Vocabulary {
+    /// A few hundred names, 20 cities, 100 postal codes: dense on purpose.
+    #[default]
+    Dense,
+    /// The dense lists plus long composed tails, shaped like a population.
+    Population,
+}
+
 /// Generator settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthConfig {
@@ -311,6 +353,8 @@ pub struct SynthConfig {
     pub duplicate_rate: f64,
     /// Share of records carrying a national identifier.
     pub national_id_rate: f64,
+    /// Names and places drawn from.
+    pub vocabulary: Vocabulary,
 }
 
 impl Default for SynthConfig {
@@ -320,6 +364,7 @@ impl Default for SynthConfig {
             seed: 42,
             duplicate_rate: 0.45,
             national_id_rate: 0.6,
+            vocabulary: Vocabulary::Dense,
         }
     }
 }
@@ -365,32 +410,85 @@ fn digits(rng: &mut SplitMix64, n: usize) -> String {
         .collect()
 }
 
-fn address(rng: &mut SplitMix64) -> (u32, String, usize, String) {
-    let street = format!("{} {}", pick(rng, STREETS), pick(rng, STREET_TYPES));
-    let city = rng.below(CITIES.len());
-    let postcode = format!("{}", 2000 + city * 97 + rng.below(5));
+/// Towns of the population vocabulary beyond the 20 dense cities.
+const TOWNS: usize = 480;
+
+fn composed(onset: usize, ending: &str) -> String {
+    format!("{}{}", ONSETS[onset % ONSETS.len()], ending)
+}
+
+fn town(i: usize) -> String {
+    composed(
+        i / PLACE_ENDINGS.len(),
+        PLACE_ENDINGS[i % PLACE_ENDINGS.len()],
+    )
+}
+
+fn address(rng: &mut SplitMix64, v: Vocabulary) -> (u32, String, usize, String) {
+    let name = if v == Vocabulary::Dense || rng.unit() < 0.3 {
+        pick(rng, STREETS).to_owned()
+    } else {
+        town(rng.below(ONSETS.len() * PLACE_ENDINGS.len()))
+    };
+    let street = format!("{name} {}", pick(rng, STREET_TYPES));
+    let city = match v {
+        Vocabulary::Dense => rng.below(CITIES.len()),
+        Vocabulary::Population => rng.below(CITIES.len() + TOWNS),
+    };
+    let postcode = format!("{}", 2000 + city * 97 % 7919 + rng.below(5));
     (1 + rng.below(250) as u32, street, city, postcode)
 }
 
-fn person(rng: &mut SplitMix64) -> Person {
+fn city_name(city: usize) -> (String, &'static str) {
+    match CITIES.get(city) {
+        Some((name, state)) => ((*name).to_owned(), state),
+        None => (town(city - CITIES.len()), CITIES[city % CITIES.len()].1),
+    }
+}
+
+fn given_name(rng: &mut SplitMix64, sex: Sex, v: Vocabulary) -> String {
+    let (head, endings) = if sex == Sex::Female {
+        (FEMALE, FEMALE_ENDINGS)
+    } else {
+        (MALE, MALE_ENDINGS)
+    };
+    if v == Vocabulary::Dense || rng.unit() < 0.6 {
+        pick(rng, head).to_owned()
+    } else {
+        composed(rng.below(ONSETS.len()), pick(rng, endings))
+    }
+}
+
+fn family_name(rng: &mut SplitMix64, v: Vocabulary) -> String {
+    if v == Vocabulary::Dense {
+        return FAMILY[skewed(rng, FAMILY.len())].to_owned();
+    }
+    if rng.unit() < 0.3 {
+        let x = rng.unit().powf(1.5);
+        return FAMILY[(x * FAMILY.len() as f64) as usize % FAMILY.len()].to_owned();
+    }
+    let o = rng.below(ONSETS.len());
+    let m = MIDDLES[rng.below(MIDDLES.len())];
+    let e = FAMILY_ENDINGS[rng.below(FAMILY_ENDINGS.len())];
+    format!("{}{m}{e}", ONSETS[o])
+}
+
+fn person(rng: &mut SplitMix64, v: Vocabulary) -> Person {
     let sex = if rng.below(2) == 0 {
         Sex::Female
     } else {
         Sex::Male
     };
-    let given = pick(rng, if sex == Sex::Female { FEMALE } else { MALE });
+    let given = given_name(rng, sex, v);
     let second = if rng.unit() < 0.2 {
-        format!(
-            " {}",
-            pick(rng, if sex == Sex::Female { FEMALE } else { MALE })
-        )
+        format!(" {}", given_name(rng, sex, v))
     } else {
         String::new()
     };
-    let (number, street, city, postcode) = address(rng);
+    let (number, street, city, postcode) = address(rng, v);
     Person {
         given: format!("{given}{second}"),
-        family: FAMILY[skewed(rng, FAMILY.len())].to_owned(),
+        family: family_name(rng, v),
         sex,
         year: 1925 + rng.below(98) as u16,
         month: 1 + rng.below(12) as u8,
@@ -438,8 +536,9 @@ fn render(p: &Person, source: &str, id: &str, with_id: bool) -> Record {
     )));
     r.sex = Some(p.sex);
     r.address_line = Some(Address::new(format!("{} {}", p.number, p.street)));
-    r.city = Some(Address::new(CITIES[p.city].0));
-    r.state = Some(CITIES[p.city].1.to_owned());
+    let (city, state) = city_name(p.city);
+    r.city = Some(Address::new(city));
+    r.state = Some(state.to_owned());
     r.postal_code = Some(Address::new(p.postcode.clone()));
     r.phone = Some(Phone::new(p.phone.clone()));
     if with_id {
@@ -452,7 +551,7 @@ fn render(p: &Person, source: &str, id: &str, with_id: bool) -> Record {
     r
 }
 
-fn noisy(rng: &mut SplitMix64, original: &Person) -> (Person, Option<String>) {
+fn noisy(rng: &mut SplitMix64, original: &Person, v: Vocabulary) -> (Person, Option<String>) {
     let mut p = original.clone();
     let mut partial_date = None;
     if chance(rng, 0.12) {
@@ -468,7 +567,10 @@ fn noisy(rng: &mut SplitMix64, original: &Person) -> (Person, Option<String>) {
         p.family = typo(rng, &p.family);
     }
     if p.sex == Sex::Female && chance(rng, 0.04) {
-        p.family = FAMILY[rng.below(FAMILY.len())].to_owned();
+        p.family = match v {
+            Vocabulary::Dense => FAMILY[rng.below(FAMILY.len())].to_owned(),
+            Vocabulary::Population => family_name(rng, v),
+        };
     }
     if chance(rng, 0.03) {
         std::mem::swap(&mut p.given, &mut p.family);
@@ -484,7 +586,7 @@ fn noisy(rng: &mut SplitMix64, original: &Person) -> (Person, Option<String>) {
         partial_date = Some(format!("{:04}", p.year));
     }
     if chance(rng, 0.15) {
-        let (number, street, city, postcode) = address(rng);
+        let (number, street, city, postcode) = address(rng, v);
         (p.number, p.street, p.city, p.postcode) = (number, street, city, postcode);
         if chance(rng, 0.5) {
             p.phone = format!("04{}", digits(rng, 8));
@@ -507,7 +609,7 @@ pub fn generate(config: &SynthConfig) -> Vec<Labelled> {
     let mut rng = SplitMix64::new(config.seed);
     let mut out = vec![];
     for person_no in 0..config.people {
-        let original = person(&mut rng);
+        let original = person(&mut rng, config.vocabulary);
         let mut copies = 0;
         while copies < 3 && chance(&mut rng, config.duplicate_rate) {
             copies += 1;
@@ -516,7 +618,7 @@ pub fn generate(config: &SynthConfig) -> Vec<Labelled> {
             let (p, partial) = if copy == 0 {
                 (original.clone(), None)
             } else {
-                noisy(&mut rng, &original)
+                noisy(&mut rng, &original, config.vocabulary)
             };
             let source = format!("h{}", 1 + (copy + person_no) % 4);
             let id = format!("{}{:07}", &source, person_no * 4 + copy);
@@ -568,5 +670,39 @@ mod tests {
         assert_eq!(people.len(), 200);
         let other = generate(&SynthConfig { seed: 7, ..config });
         assert_ne!(a, other);
+    }
+
+    /// Share of the commonest family name, and how many distinct ones.
+    fn family_spread(v: Vocabulary) -> (f64, usize) {
+        let data = generate(&SynthConfig {
+            people: 20_000,
+            vocabulary: v,
+            ..SynthConfig::default()
+        });
+        let mut counts = std::collections::HashMap::new();
+        for l in &data {
+            let f = l.record.family_name.as_ref().map(|n| n.expose().to_owned());
+            *counts.entry(f).or_insert(0usize) += 1;
+        }
+        let top = counts.values().max().copied().unwrap_or(0);
+        (top as f64 / data.len() as f64, counts.len())
+    }
+
+    #[test]
+    fn population_vocabulary_spreads_names_like_a_population() {
+        let (dense_top, dense_names) = family_spread(Vocabulary::Dense);
+        let (pop_top, pop_names) = family_spread(Vocabulary::Population);
+        assert!(dense_top > 0.15, "{dense_top}");
+        assert!(pop_top < 0.02, "{pop_top}");
+        assert!(pop_names > 5 * dense_names, "{pop_names} vs {dense_names}");
+        let towns: std::collections::BTreeSet<String> = generate(&SynthConfig {
+            people: 20_000,
+            vocabulary: Vocabulary::Population,
+            ..SynthConfig::default()
+        })
+        .iter()
+        .filter_map(|l| l.record.postal_code.as_ref().map(|c| c.expose().to_owned()))
+        .collect();
+        assert!(towns.len() > 1_000, "{}", towns.len());
     }
 }
