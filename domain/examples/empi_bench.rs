@@ -26,6 +26,19 @@ fn rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time of this thread, in microseconds: the work of a call, without
+/// the time another process had the core (the bench machine is shared).
+#[expect(unsafe_code, reason = "clock_gettime has no safe std wrapper")]
+fn cpu_us() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+}
+
 fn quantiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     let q = |p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
@@ -64,14 +77,16 @@ fn main() {
     let mut engine = Engine::new(params);
     let tail = data.len() - data.len() / 10;
     let mut insert_us = Vec::with_capacity(data.len() / 10 + 1);
+    let mut insert_cpu_us = Vec::with_capacity(data.len() / 10 + 1);
     let mut candidates = Vec::with_capacity(data.len() / 10 + 1);
     let mut capped = 0usize;
     let t = Instant::now();
     for (i, l) in data.iter().enumerate() {
-        let s = Instant::now();
+        let (s, c) = (Instant::now(), cpu_us());
         let r = engine.match_or_create(&l.record);
         if i >= tail {
             insert_us.push(s.elapsed().as_secs_f64() * 1e6);
+            insert_cpu_us.push(cpu_us() - c);
             candidates.push(r.blocking.candidates as f64);
             capped += usize::from(r.blocking.capped_keys > 0);
         }
@@ -79,18 +94,22 @@ fn main() {
     let insert_total_s = t.elapsed().as_secs_f64();
     let rss_full = rss_mb();
     let mut search_us = Vec::with_capacity(10_000);
+    let mut search_cpu_us = Vec::with_capacity(10_000);
     for l in data
         .iter()
         .step_by((data.len() / 10_000).max(1))
         .take(10_000)
     {
-        let s = Instant::now();
+        let (s, c) = (Instant::now(), cpu_us());
         let _ = engine.search(&l.record, 10);
         search_us.push(s.elapsed().as_secs_f64() * 1e6);
+        search_cpu_us.push(cpu_us() - c);
     }
     let (ip50, ip99) = quantiles(insert_us);
     let (sp50, sp99) = quantiles(search_us);
     let (cp50, cp99) = quantiles(candidates);
+    let (icp50, icp99) = quantiles(insert_cpu_us);
+    let (scp50, scp99) = quantiles(search_cpu_us);
     println!(
         "{}",
         serde_json::json!({
@@ -106,6 +125,10 @@ fn main() {
             "insert_total_s": insert_total_s,
             "match_or_create_p50_us_last_tenth": ip50,
             "match_or_create_p99_us_last_tenth": ip99,
+            "match_or_create_cpu_p50_us_last_tenth": icp50,
+            "match_or_create_cpu_p99_us_last_tenth": icp99,
+            "search_cpu_p50_us": scp50,
+            "search_cpu_p99_us": scp99,
             "search_p50_us": sp50,
             "search_p99_us": sp99,
             "rss_mb_records_only": rss_data,

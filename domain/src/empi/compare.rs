@@ -4,7 +4,10 @@
 //! explicit null level ([`NULL`]) when either side lacks the value; the null
 //! level carries no evidence. Names are compared under both alignments
 //! (given↔given, family↔family, and swapped) and the better one is kept.
-//! Comparisons allocate nothing except inside Jaro–Winkler.
+//! Comparisons allocate nothing except inside the `strsim` metrics, and
+//! those run only for pairs that can reach a level: a cheap bound from
+//! shared characters ([`jaro_winkler_bound`], [`edit_distance_floor`]) turns
+//! away the rest, with the same levels as computing the metric every time.
 
 use serde::{Deserialize, Serialize};
 
@@ -177,11 +180,86 @@ pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// Small per-character counts (bytes folded to 64 classes) of a string
+/// shorter than 256 bytes, or `None` for a longer one.
+fn histogram(s: &[u8]) -> Option<[u8; 64]> {
+    if s.len() > 255 {
+        return None;
+    }
+    let mut h = [0u8; 64];
+    for &x in s {
+        h[usize::from(x & 63)] += 1;
+    }
+    Some(h)
+}
+
+/// An upper bound of `strsim::jaro_winkler(a, b)`, cheap and
+/// allocation-free. Jaro counts matching characters, and a character can
+/// only match an equal one, so the characters the strings share (counted
+/// with multiplicity, over 64 byte classes, which can only overcount) bound
+/// the matches; transpositions are bounded by none, and the Winkler boost
+/// uses the real common prefix (at most four). A pair whose bound is under
+/// a level's threshold cannot reach that level, so the metric itself is
+/// computed only for pairs that might.
+pub fn jaro_winkler_bound(a: &str, b: &str) -> f64 {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.is_empty() || b.is_empty() {
+        return if a.is_empty() && b.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    if !a.is_ascii() || !b.is_ascii() {
+        return 1.0;
+    }
+    let Some(mut h) = histogram(a) else {
+        return 1.0;
+    };
+    let mut common = 0usize;
+    for &x in b {
+        let c = &mut h[usize::from(x & 63)];
+        if *c > 0 {
+            *c -= 1;
+            common += 1;
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let m = common as f64;
+    let jaro = (m / a.len() as f64 + m / b.len() as f64 + 1.0) / 3.0;
+    let prefix = a.iter().zip(b).take(4).take_while(|(x, y)| x == y).count();
+    // A hair above, so rounding never puts the bound under the metric.
+    jaro + 0.1 * prefix as f64 * (1.0 - jaro) + 1e-9
+}
+
+/// `strsim::jaro_winkler(a, b)` when it can reach `floor`, else `None`.
+fn jaro_winkler_from(a: &str, b: &str, floor: f64) -> Option<f64> {
+    (jaro_winkler_bound(a, b) >= floor).then(|| strsim::jaro_winkler(a, b))
+}
+
+/// A lower bound of the optimal-string-alignment distance: a substitution
+/// changes the character counts by at most two, an insertion or deletion
+/// by one, a transposition not at all, so half the difference of the counts
+/// (over 64 byte classes, which can only undercount) never exceeds it.
+pub fn edit_distance_floor(a: &str, b: &str) -> usize {
+    let (Some(ha), Some(hb)) = (histogram(a.as_bytes()), histogram(b.as_bytes())) else {
+        return 0;
+    };
+    let diff: usize = ha
+        .iter()
+        .zip(&hb)
+        .map(|(x, y)| usize::from(x.abs_diff(*y)))
+        .sum();
+    diff.div_ceil(2)
+}
+
 fn name_level(a: &Name, b: &Name) -> u8 {
     if a.squashed == b.squashed {
         return 0;
     }
-    let jw = strsim::jaro_winkler(&a.squashed, &b.squashed);
+    let jw = jaro_winkler_from(&a.squashed, &b.squashed, 0.88).unwrap_or(0.0);
     if jw >= 0.94 {
         1
     } else if jw >= 0.88 {
@@ -262,7 +340,7 @@ fn exact<T: PartialEq + ?Sized>(a: &T, b: &T) -> u8 {
 fn text_level(a: &String, b: &String) -> u8 {
     if a == b {
         0
-    } else if strsim::jaro_winkler(a, b) >= 0.90 {
+    } else if jaro_winkler_from(a, b, 0.90).is_some_and(|jw| jw >= 0.90) {
         1
     } else {
         2
@@ -276,7 +354,10 @@ pub fn code_level(a: &str, b: &str) -> u8 {
         0
     } else if within_one_edit(a.as_bytes(), b.as_bytes()) {
         1
-    } else if a.len().abs_diff(b.len()) <= 2 && strsim::osa_distance(a, b) <= 2 {
+    } else if a.len().abs_diff(b.len()) <= 2
+        && edit_distance_floor(a, b) <= 2
+        && strsim::osa_distance(a, b) <= 2
+    {
         2
     } else {
         3
@@ -322,6 +403,52 @@ pub fn compare(a: &Prepared, b: &Prepared) -> Comparison {
 mod tests {
     use super::*;
     use crate::empi::standardise::{date, name_parts};
+
+    mod bounds {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// The bound never falls under the metric, for related and
+            /// unrelated strings alike.
+            #[test]
+            fn jaro_winkler_bound_holds(a in "[a-e ]{0,12}", b in "[a-e ]{0,12}", c in "[a-z0-9]{1,20}") {
+                for (x, y) in [(&a, &b), (&a, &c), (&c, &b)] {
+                    let jw = strsim::jaro_winkler(x, y);
+                    prop_assert!(jaro_winkler_bound(x, y) >= jw, "{x:?} {y:?}");
+                }
+            }
+
+            /// The floor never exceeds the distance, so code levels are
+            /// what the distance alone gives.
+            #[test]
+            fn edit_distance_floor_holds(a in "[0-3]{0,10}", b in "[0-3]{0,10}", c in "[0-9A-Z]{0,12}") {
+                for (x, y) in [(&a, &b), (&a, &c), (&c, &b)] {
+                    prop_assert!(edit_distance_floor(x, y) <= strsim::osa_distance(x, y));
+                    let plain = if x == y {
+                        0
+                    } else if within_one_edit(x.as_bytes(), y.as_bytes()) {
+                        1
+                    } else if strsim::osa_distance(x, y) <= 2 {
+                        2
+                    } else {
+                        3
+                    };
+                    prop_assert_eq!(code_level(x, y), plain);
+                }
+            }
+        }
+
+        #[test]
+        fn bounds_turn_away_unrelated_pairs() {
+            assert!(jaro_winkler_bound("margaret", "bob") < 0.88);
+            assert!(jaro_winkler_bound("smith", "smyth") >= strsim::jaro_winkler("smith", "smyth"));
+            assert_eq!(edit_distance_floor("0412345678", "0499999999"), 8);
+            assert_eq!(edit_distance_floor("2600", "2600"), 0);
+        }
+    }
 
     #[test]
     fn one_edit() {
