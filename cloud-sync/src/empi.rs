@@ -7,7 +7,9 @@
 //! Records, their EIDs, the cursors and an append-only audit (who, what,
 //! score, decision, model version, EID before and after) are kept in
 //! `empi.sqlite` under the cloud's data dir; at start the engine is rebuilt
-//! from the stored records with their EIDs (no renumbering). Each new or
+//! from the stored records with their EIDs (no renumbering), and new
+//! identities are numbered above every EID the audit ever names (an EID a
+//! merge retired is never handed out again). Each new or
 //! changed assignment is appended to the [`Downlink`], so it reaches the
 //! hospital's appliance.
 
@@ -132,8 +134,72 @@ pub fn record_of(
     Record::from_patient(hospital.as_str(), patient, address, phone, identifiers)
 }
 
+/// The records and EIDs of `empi.sqlite`, in the order they are restored.
+fn stored_records(conn: &Connection) -> anyhow::Result<Vec<(Record, Eid)>> {
+    let mut stmt = conn.prepare("SELECT record, eid FROM records ORDER BY eid, rowid")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = vec![];
+    for row in rows {
+        let (json, eid) = row?;
+        let record: Record =
+            serde_json::from_str(&json).context("a stored EMPI record does not parse")?;
+        out.push((record, Eid(eid.max(0) as u64)));
+    }
+    Ok(out)
+}
+
+/// One more than the highest EID ever handed out: the stored records' and
+/// every EID the audit names (an identity retired by a merge or a move
+/// keeps its number forever).
+fn eid_high_water(conn: &Connection) -> anyhow::Result<u64> {
+    let top: i64 = conn.query_row(
+        "SELECT max(coalesce((SELECT max(eid) FROM records), 0),
+                    coalesce((SELECT max(before_eid) FROM audit), 0),
+                    coalesce((SELECT max(after_eid) FROM audit), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(top.max(0) as u64 + 1)
+}
+
+/// Makes `engine` number new identities from `next` on (at least): files
+/// a record under `next - 1` and removes it again, with a key no real
+/// record has.
+fn reserve_eids(engine: &mut Engine, next: u64) {
+    if next <= engine.next_eid() {
+        return;
+    }
+    let mut local = String::new();
+    let key = loop {
+        let key = RecordKey::new(RESERVED_SOURCE, local.clone());
+        if engine.eid_of(&key).is_none() {
+            break key;
+        }
+        local.push('+');
+    };
+    engine.restore(&Record::new(key.source.clone(), local), Eid(next - 1));
+    engine.remove(&key);
+}
+
+/// The source of the placeholder record [`reserve_eids`] files for a moment.
+const RESERVED_SOURCE: &str = "\u{0}reserved";
+
+/// An engine with `params` and `decisions` holding every stored record
+/// under its stored EID, numbering new identities above every EID ever
+/// handed out.
+fn build(conn: &Connection, params: Params, decisions: Decisions) -> anyhow::Result<Engine> {
+    let mut engine = Engine::with_decisions(params, decisions);
+    for (record, eid) in stored_records(conn)? {
+        engine.restore(&record, eid);
+    }
+    reserve_eids(&mut engine, eid_high_water(conn)?);
+    Ok(engine)
+}
+
 impl RegionalEmpi {
-    /// Opens `empi.sqlite` in `data_dir` and rebuilds the engine from it.
+    /// Opens `empi.sqlite` in `data_dir` and rebuilds the engine from it:
+    /// every record keeps its EID, and new identities are numbered above
+    /// every EID ever handed out.
     pub fn open(data_dir: &Path, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("empi.sqlite");
@@ -151,17 +217,7 @@ impl RegionalEmpi {
             .transpose()
             .context("the stored EMPI decisions do not parse")?
             .unwrap_or_default();
-        let mut engine = Engine::with_decisions(Params::default(), decisions);
-        {
-            let mut stmt = conn.prepare("SELECT record, eid FROM records ORDER BY eid, rowid")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (json, eid) = row?;
-                let record: Record =
-                    serde_json::from_str(&json).context("a stored EMPI record does not parse")?;
-                engine.restore(&record, Eid(eid.max(0) as u64));
-            }
-        }
+        let engine = build(&conn, Params::default(), decisions)?;
         Ok(RegionalEmpi {
             engine: Mutex::new(engine),
             db: Mutex::new(conn),
@@ -641,5 +697,53 @@ pub async fn run(state: crate::service::CloudState) {
         if done.is_err() {
             tracing::error!("EMPI task failed; retried");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hms_domain::empi::Record;
+    use hms_domain::phi::{BirthDate, PersonName};
+
+    use super::*;
+
+    fn person(source: &str, id: &str, given: &str, family: &str, dob: &str) -> Record {
+        let mut r = Record::new(source, id);
+        r.given_name = Some(PersonName::new(given));
+        r.family_name = Some(PersonName::new(family));
+        r.birth_date = Some(BirthDate::new(dob));
+        r
+    }
+
+    #[test]
+    fn an_eid_retired_before_a_restart_is_never_handed_out_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let downlink = Arc::new(Downlink::in_memory().expect("downlink"));
+        let empi = RegionalEmpi::open(dir.path(), downlink.clone()).expect("open");
+        let a = empi
+            .register(&person("h1", "A-1", "Mary", "Seacole", "1965-01-23"), "t")
+            .expect("a");
+        let b = empi
+            .register(&person("h1", "A-2", "Edith", "Cavell", "1971-12-04"), "t")
+            .expect("b");
+        assert_eq!((a.eid, b.eid), (Eid(1), Eid(2)));
+        // A merge retires the newer identity, the highest number so far.
+        empi.merge(a.eid, b.eid, "t").expect("merge");
+        assert_eq!(empi.eid_of("h1", "A-2"), Some(Eid(1)));
+        drop(empi);
+        let empi = RegionalEmpi::open(dir.path(), downlink).expect("reopen");
+        let c = empi
+            .register(&person("h2", "B-1", "Clara", "Barton", "1921-12-25"), "t")
+            .expect("c");
+        assert_eq!(c.decision, "new_identity");
+        assert_eq!(
+            c.eid,
+            Eid(3),
+            "E2 was handed out before and is never reused"
+        );
+        assert_eq!(empi.eid_of("h1", "A-1"), Some(Eid(1)));
+        assert_eq!(empi.eid_of("h1", "A-2"), Some(Eid(1)));
     }
 }
