@@ -224,7 +224,8 @@ fn sample(conn: &Connection, k: usize, seed: u64) -> anyhow::Result<(Vec<Record>
     Ok((records, n))
 }
 
-/// Checks that every field's `m` and `u` are probabilities summing to one,
+/// Checks that every field's `m` and `u` are probabilities summing to one
+/// (within 0.001: a field the data never shows keeps its hand-set values),
 /// level for level like the hand-set model, and that EM had pairs to learn
 /// from.
 fn check(params: &Params, report: &TrainReport) -> Result<(), ModelError> {
@@ -243,7 +244,7 @@ fn check(params: &Params, report: &TrainReport) -> Result<(), ModelError> {
             if f.field != r.field
                 || p.len() != r.m.len()
                 || p.iter().any(|v| !v.is_finite() || *v < 0.0 || *v > 1.0)
-                || (sum - 1.0).abs() > 1e-6
+                || (sum - 1.0).abs() > 1e-3
             {
                 return Err(ModelError::Unusable(format!(
                     "{name} of {} is not a set of probabilities",
@@ -970,6 +971,78 @@ mod tests {
         assert_eq!(empi.model(), info);
         assert_eq!(params_in_force(&empi), trained);
         assert_eq!(eids(&empi, &keys)[..], before[..]);
+    }
+
+    #[test]
+    fn training_learns_only_the_probabilities_and_keeps_every_setting_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        seed_empi(dir.path(), 700);
+        let empi = open(dir.path());
+        let current = Params {
+            version: "site-1".into(),
+            thresholds: Thresholds {
+                link: 12.0,
+                review: 5.0,
+                margin: 2.5,
+            },
+            trusted_authorities: vec!["NATIONAL".into()],
+            block_cap: 1_500,
+            tf_min_records: 800,
+            tf_floor: 1e-4,
+            household_cap: 14.0,
+            ..Params::default()
+        };
+        let t =
+            train_from(&empi.reader().expect("reader"), &current, &quick(), "t").expect("trained");
+        assert!(
+            t.params.version.starts_with("em-1-"),
+            "{}",
+            t.params.version
+        );
+        let learned = Params {
+            version: current.version.clone(),
+            fields: current.fields.clone(),
+            lambda: current.lambda,
+            ..t.params.clone()
+        };
+        assert_eq!(learned, current, "only fields and lambda change");
+        assert_ne!(t.params.fields, current.fields);
+        assert_eq!(t.params.lambda, t.report.lambda);
+    }
+
+    #[test]
+    fn a_model_that_is_not_a_set_of_probabilities_is_refused() {
+        let report = TrainReport {
+            u_pairs: 10,
+            em_pairs: 10,
+            patterns: 3,
+            iterations: 5,
+            converged: true,
+            lambda: 0.1,
+        };
+        assert!(check(&Params::default(), &report).is_ok());
+        let unusable = |params: &Params, report: &TrainReport| {
+            matches!(check(params, report), Err(ModelError::Unusable(_)))
+        };
+        let no_pairs = TrainReport {
+            em_pairs: 0,
+            ..report.clone()
+        };
+        assert!(unusable(&Params::default(), &no_pairs));
+        let mut nan = Params::default();
+        nan.fields[2].m[0] = f64::NAN;
+        assert!(unusable(&nan, &report));
+        let mut unnormalised = Params::default();
+        unnormalised.fields[0].u[0] += 0.1;
+        assert!(unusable(&unnormalised, &report));
+        let mut short = Params::default();
+        short.fields[5].m.pop();
+        assert!(unusable(&short, &report));
+        let lambda = Params {
+            lambda: 1.0,
+            ..Params::default()
+        };
+        assert!(unusable(&lambda, &report));
     }
 
     #[test]
