@@ -14,6 +14,14 @@
 //! - `POST /api/v1/empi/records`: match-or-create a patient record in the
 //!   regional EMPI → `{eid, decision, score}`; `GET
 //!   /api/v1/empi/records/{source}/{local_id}` → its EID.
+//! - `GET /api/v1/empi/model`: the matching model in force (version, when
+//!   and on how many records it was trained, the EM report, thresholds, `m`,
+//!   `u` and weight per field level) and the stored models; `POST
+//!   /api/v1/empi/model/train` `{sample?, seed?}` trains one on the region's
+//!   records and installs it (409 while another runs or with too few
+//!   records, 422 when training gives no usable model); `POST
+//!   /api/v1/empi/model/activate` `{version}` installs a stored one again.
+//!   EIDs never change on installation ([`crate::empi::model`]).
 //! - `POST /api/v1/hospitals`: enrols (or re-keys) a hospital's appliance,
 //!   as `hms-cloud enroll` does, effective at once; a hospital of another
 //!   region is a 403 problem (residency), and nothing is recorded.
@@ -51,6 +59,15 @@ pub fn routes() -> Router<CloudState> {
         .route("/api/v1/empi/decisions", axum::routing::post(empi_decide))
         .route("/api/v1/empi/merge", axum::routing::post(empi_merge))
         .route("/api/v1/empi/reviews", get(empi_reviews))
+        .route("/api/v1/empi/model", get(empi_model))
+        .route(
+            "/api/v1/empi/model/train",
+            axum::routing::post(empi_model_train),
+        )
+        .route(
+            "/api/v1/empi/model/activate",
+            axum::routing::post(empi_model_activate),
+        )
         .route(
             "/api/v1/empi/reviews/{id}/close",
             axum::routing::post(empi_close_review),
@@ -463,6 +480,135 @@ async fn empi_close_review(
         Ok(false) => not_found(format!("no open review {id}")),
         Err(r) => r,
     }
+}
+
+/// `GET /api/v1/empi/model`.
+async fn empi_model(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    if let Err(r) = operator(&state, &headers).await {
+        return r;
+    }
+    let Some(empi) = state.empi.clone() else {
+        return no_empi();
+    };
+    match blocking(move || empi.describe_model()).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/v1/empi/model/train` body; an empty body takes the defaults.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainBody {
+    /// Most records sampled.
+    sample: Option<usize>,
+    /// Sampling and EM seed.
+    seed: Option<u64>,
+}
+
+/// `POST /api/v1/empi/model/activate` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateBody {
+    version: String,
+}
+
+fn model_failed(e: crate::empi::model::ModelError) -> Response {
+    use crate::empi::model::ModelError;
+    match e {
+        ModelError::Busy => problem(StatusCode::CONFLICT, "busy", e.to_string(), json!({})),
+        ModelError::TooFewRecords { held, needed } => problem(
+            StatusCode::CONFLICT,
+            "too-few-records",
+            e.to_string(),
+            json!({ "held": held, "needed": needed }),
+        ),
+        ModelError::Unusable(_) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unusable-model",
+            e.to_string(),
+            json!({}),
+        ),
+        ModelError::UnknownVersion(_) => not_found(e.to_string()),
+        ModelError::Store(err) => {
+            tracing::error!(error = %format!("{err:#}"), "EMPI model not installed");
+            unavailable()
+        }
+    }
+}
+
+/// Runs a model change on a blocking thread and answers with the model in
+/// force.
+async fn model_change(
+    empi: std::sync::Arc<crate::empi::RegionalEmpi>,
+    change: impl FnOnce(
+        &crate::empi::RegionalEmpi,
+    ) -> Result<crate::empi::model::ModelInfo, crate::empi::model::ModelError>
+    + Send
+    + 'static,
+) -> Response {
+    let done = tokio::task::spawn_blocking(move || {
+        change(&empi)?;
+        empi.describe_model()
+            .map_err(crate::empi::model::ModelError::Store)
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => model_failed(e),
+        Err(_) => unavailable(),
+    }
+}
+
+/// `POST /api/v1/empi/model/train`: trains on the region's records and
+/// installs the model; answers when it is in force.
+async fn empi_model_train(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::empi::model::{MAX_SAMPLE, MIN_TRAIN_RECORDS};
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    let (who, empi, b): (String, _, TrainBody) =
+        match empi_call(&state, &headers, body, "a training request").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    let mut settings = empi.train_settings();
+    let sample = b.sample.unwrap_or(settings.sample);
+    if !(MIN_TRAIN_RECORDS..=MAX_SAMPLE).contains(&sample) {
+        return bad(format!(
+            "sample is a number of records from {MIN_TRAIN_RECORDS} to {MAX_SAMPLE}"
+        ));
+    }
+    settings.sample = sample;
+    if let Some(seed) = b.seed {
+        settings.config.seed = seed;
+    }
+    let actor = format!("operator:{who}");
+    tracing::info!(operator = %who, sample, "EMPI model training requested");
+    model_change(empi, move |e| e.train(&settings, &actor)).await
+}
+
+/// `POST /api/v1/empi/model/activate`: installs a stored model again (or
+/// the hand-set one by its version).
+async fn empi_model_activate(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (who, empi, b): (String, _, ActivateBody) =
+        match empi_call(&state, &headers, &body, "a model to activate").await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    let actor = format!("operator:{who}");
+    tracing::info!(operator = %who, version = %b.version, "EMPI model activation requested");
+    model_change(empi, move |e| e.activate(&b.version, &actor)).await
 }
 
 async fn empi_record(

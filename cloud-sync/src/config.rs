@@ -9,6 +9,9 @@
 //! mode = "primary"               # or "replica": accepts DR replication only
 //! allowed_dr_regions = ["eu-central"]  # primary: where its DR peer may be;
 //!                                # replica: whose primaries may replicate here
+//! empi = true                    # run the regional EMPI (primary only)
+//! empi_auto_train_records = 5000 # train the EMPI's model once it holds this
+//!                                # many records (0: only on request)
 //!
 //! [tls]                          # serve HTTPS instead of HTTP
 //! cert = "cloud.crt"             # PEM chain; relative to this file
@@ -102,6 +105,11 @@ pub struct CloudConfig {
     /// Run the regional EMPI over ingested patient records (primary only).
     #[serde(default = "default_empi")]
     pub empi: bool,
+    /// Records at which an EMPI still on the hand-set model trains one on
+    /// its own records (once); 0: only on request. 0 or at least
+    /// [`crate::empi::model::MIN_TRAIN_RECORDS`].
+    #[serde(default = "default_auto_train")]
+    pub empi_auto_train_records: usize,
     /// HTTPS, when set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -112,6 +120,10 @@ pub struct CloudConfig {
 
 fn default_empi() -> bool {
     true
+}
+
+fn default_auto_train() -> usize {
+    crate::empi::model::DEFAULT_AUTO_TRAIN_RECORDS
 }
 
 fn default_backend() -> Backend {
@@ -136,6 +148,14 @@ pub fn load(path: &Path) -> Result<CloudConfig, String> {
     if cfg.backend == Backend::Postgres && cfg.postgres.is_none() {
         return Err(format!(
             "{}: error: backend = \"postgres\" needs `postgres`",
+            path.display()
+        ));
+    }
+    let min = crate::empi::model::MIN_TRAIN_RECORDS;
+    if cfg.empi_auto_train_records != 0 && cfg.empi_auto_train_records < min {
+        return Err(format!(
+            "{}: error: empi_auto_train_records is 0 (train only on request) or at least {min} \
+             (fewer records do not train a model)",
             path.display()
         ));
     }
@@ -212,6 +232,32 @@ mod tests {
             "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nbackend = \"postgres\"\n",
         );
         assert!(load(&p).expect_err("no url").contains("needs `postgres`"));
+    }
+
+    #[test]
+    fn automatic_empi_training_is_off_or_needs_enough_records() {
+        let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+        let (_d, p) = write(base);
+        assert_eq!(load(&p).expect("valid").empi_auto_train_records, 5_000);
+        for (value, ok) in [("0", true), ("1000", true), ("20000", true), ("999", false)] {
+            let (_d, p) = write(&format!("{base}empi_auto_train_records = {value}\n"));
+            match load(&p) {
+                Ok(c) => {
+                    assert!(ok, "{value} accepted");
+                    assert_eq!(c.empi_auto_train_records.to_string(), value);
+                }
+                Err(e) => {
+                    assert!(!ok, "{value} refused: {e}");
+                    assert!(
+                        e.contains("cloud.toml: error: empi_auto_train_records")
+                            && e.contains("1000"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        let (_d, p) = write(&format!("{base}empi_auto_train_records = -1\n"));
+        assert!(load(&p).expect_err("negative").contains("cloud.toml:4:"));
     }
 
     #[test]

@@ -7,12 +7,20 @@
 //! Records, their EIDs, the cursors and an append-only audit (who, what,
 //! score, decision, model version, EID before and after) are kept in
 //! `empi.sqlite` under the cloud's data dir; at start the engine is rebuilt
-//! from the stored records with their EIDs (no renumbering). Each new or
+//! from the stored records with their EIDs (no renumbering), and new
+//! identities are numbered above every EID the audit ever names (an EID a
+//! merge retired is never handed out again). Each new or
 //! changed assignment is appended to the [`Downlink`], so it reaches the
 //! hospital's appliance.
+//!
+//! The matching model is trained on the region's own records, stored and
+//! versioned beside them, and installed without changing an EID
+//! ([`model`]).
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
 use hms_domain::empi::{
@@ -24,6 +32,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::downlink::Downlink;
 use crate::store::HospitalStore;
+
+pub mod model;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS records (
@@ -67,7 +77,20 @@ CREATE TABLE IF NOT EXISTS reviews (
     closed_at  INTEGER,
     closed_by  TEXT,
     resolution TEXT
-) STRICT;";
+) STRICT;
+CREATE TABLE IF NOT EXISTS models (
+    id         INTEGER PRIMARY KEY,
+    version    TEXT    NOT NULL UNIQUE,
+    trained_at INTEGER NOT NULL,
+    trained_by TEXT    NOT NULL,
+    records    INTEGER NOT NULL,
+    sampled    INTEGER NOT NULL,
+    seed       INTEGER NOT NULL,
+    params     TEXT    NOT NULL,
+    report     TEXT    NOT NULL,
+    active     INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1))
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS models_one_active ON models(active) WHERE active = 1;";
 
 /// The EID as the appliances and the API show it.
 pub fn eid_text(eid: Eid) -> String {
@@ -78,6 +101,26 @@ pub fn eid_text(eid: Eid) -> String {
 pub struct RegionalEmpi {
     engine: Mutex<Engine>,
     db: Mutex<Connection>,
+    /// `empi.sqlite` (a model installation reads it on its own connection).
+    path: PathBuf,
+    /// Held shared by every change to the engine, from the change until its
+    /// store commit; held exclusively by a model installation to see the
+    /// engine and the store agree.
+    gate: RwLock<()>,
+    /// While a model is being installed: the records changed meanwhile.
+    journal: Mutex<Option<HashSet<RecordKey>>>,
+    /// One training or installation at a time.
+    installing: Mutex<()>,
+    /// The model in force.
+    model: Mutex<model::ModelInfo>,
+    /// Its version, for those waiting for a new one.
+    model_version: tokio::sync::watch::Sender<String>,
+    /// Records at which a never-trained EMPI trains itself (0: never).
+    auto_train_records: AtomicUsize,
+    /// Whether this process tried automatic training already.
+    auto_train_tried: AtomicBool,
+    /// What trainings start from.
+    train_settings: Mutex<model::TrainSettings>,
     downlink: Arc<Downlink>,
     /// Exact key (standardised family name, given name, birth date) → EID,
     /// for degraded mode.
@@ -132,16 +175,103 @@ pub fn record_of(
     Record::from_patient(hospital.as_str(), patient, address, phone, identifiers)
 }
 
+/// Sets up a connection to `empi.sqlite` and its tables.
+fn init(conn: &Connection) -> anyhow::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(())
+}
+
+/// Calls `f` with every stored record and its EID, in the order they are
+/// restored (streamed: the records are not all held at once).
+fn each_record(
+    conn: &Connection,
+    mut f: impl FnMut(Record, Eid) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare("SELECT record, eid FROM records ORDER BY eid, rowid")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let json: String = row.get(0)?;
+        let eid: i64 = row.get(1)?;
+        let record: Record =
+            serde_json::from_str(&json).context("a stored EMPI record does not parse")?;
+        f(record, Eid(eid.max(0) as u64))?;
+    }
+    Ok(())
+}
+
+/// One more than the highest EID ever handed out: the stored records' and
+/// every EID the audit names (an identity retired by a merge or a move
+/// keeps its number forever).
+fn eid_high_water(conn: &Connection) -> anyhow::Result<u64> {
+    let top: i64 = conn.query_row(
+        "SELECT max(coalesce((SELECT max(eid) FROM records), 0),
+                    coalesce((SELECT max(before_eid) FROM audit), 0),
+                    coalesce((SELECT max(after_eid) FROM audit), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(top.max(0) as u64 + 1)
+}
+
+/// Makes `engine` number new identities from `next` on (at least): files
+/// a record under `next - 1` and removes it again, with a key no real
+/// record has.
+fn reserve_eids(engine: &mut Engine, next: u64) {
+    if next <= engine.next_eid() {
+        return;
+    }
+    let mut local = String::new();
+    let key = loop {
+        let key = RecordKey::new(RESERVED_SOURCE, local.clone());
+        if engine.eid_of(&key).is_none() {
+            break key;
+        }
+        local.push('+');
+    };
+    engine.restore(&Record::new(key.source.clone(), local), Eid(next - 1));
+    engine.remove(&key);
+}
+
+/// The source of the placeholder record [`reserve_eids`] files for a moment.
+const RESERVED_SOURCE: &str = "\u{0}reserved";
+
+/// An engine with `params` and `decisions` holding every stored record
+/// under its stored EID, numbering new identities above every EID ever
+/// handed out. With `keys`, the key of every record filed is pushed there.
+fn build(
+    conn: &Connection,
+    params: Params,
+    decisions: Decisions,
+    mut keys: Option<&mut Vec<RecordKey>>,
+) -> anyhow::Result<Engine> {
+    let mut engine = Engine::with_decisions(params, decisions);
+    each_record(conn, |record, eid| {
+        engine.restore(&record, eid);
+        if let Some(keys) = keys.as_deref_mut() {
+            keys.push(RecordKey {
+                source: record.source,
+                local_id: record.local_id,
+            });
+        }
+        Ok(())
+    })?;
+    reserve_eids(&mut engine, eid_high_water(conn)?);
+    Ok(engine)
+}
+
 impl RegionalEmpi {
-    /// Opens `empi.sqlite` in `data_dir` and rebuilds the engine from it.
+    /// Opens `empi.sqlite` in `data_dir` and rebuilds the engine from it:
+    /// every record keeps its EID, and new identities are numbered above
+    /// every EID ever handed out.
     pub fn open(data_dir: &Path, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
         std::fs::create_dir_all(data_dir)?;
         let path = data_dir.join("empi.sqlite");
         let conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        init(&conn)?;
         let decisions: Decisions = conn
             .query_row("SELECT json FROM decisions WHERE id = 1", [], |r| {
                 r.get::<_, String>(0)
@@ -151,20 +281,20 @@ impl RegionalEmpi {
             .transpose()
             .context("the stored EMPI decisions do not parse")?
             .unwrap_or_default();
-        let mut engine = Engine::with_decisions(Params::default(), decisions);
-        {
-            let mut stmt = conn.prepare("SELECT record, eid FROM records ORDER BY eid, rowid")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (json, eid) = row?;
-                let record: Record =
-                    serde_json::from_str(&json).context("a stored EMPI record does not parse")?;
-                engine.restore(&record, Eid(eid.max(0) as u64));
-            }
-        }
+        let (info, params) = model::active(&conn)?;
+        let engine = build(&conn, params, decisions, None)?;
         Ok(RegionalEmpi {
             engine: Mutex::new(engine),
             db: Mutex::new(conn),
+            path,
+            gate: RwLock::new(()),
+            journal: Mutex::new(None),
+            installing: Mutex::new(()),
+            model_version: tokio::sync::watch::Sender::new(info.version.clone()),
+            model: Mutex::new(info),
+            auto_train_records: AtomicUsize::new(model::DEFAULT_AUTO_TRAIN_RECORDS),
+            auto_train_tried: AtomicBool::new(false),
+            train_settings: Mutex::new(model::TrainSettings::default()),
             downlink,
             exact: Mutex::new(std::collections::HashMap::new()),
             slow_after: Mutex::new(std::time::Duration::from_secs(1)),
@@ -174,6 +304,23 @@ impl RegionalEmpi {
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Shared hold on the gate, for a change to the engine and its store.
+    fn changing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes records a change touched, for a model installation under way.
+    fn touched<'a>(&self, keys: impl IntoIterator<Item = &'a RecordKey>) {
+        if let Some(set) = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            set.extend(keys.into_iter().cloned());
+        }
     }
 
     /// Matches (or creates) `record`, stores it and its EID, audits the
@@ -189,6 +336,8 @@ impl RegionalEmpi {
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|t| std::time::Instant::now() < t);
         let exact = exact_key(record);
+        let _changing = self.changing();
+        self.touched([&key]);
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let before = engine.eid_of(&key);
         let version = engine.params().version.clone();
@@ -312,6 +461,8 @@ impl RegionalEmpi {
             source: hospital.to_string(),
             local_id: mrn.clone(),
         };
+        let _changing = self.changing();
+        self.touched([&key]);
         let before = self
             .engine
             .lock()
@@ -417,8 +568,11 @@ impl RegionalEmpi {
         affected: impl FnOnce(&Engine) -> Vec<RecordKey>,
         apply: impl FnOnce(&mut Engine) -> Result<Change, hms_domain::empi::EngineError>,
     ) -> anyhow::Result<Change> {
+        let _changing = self.changing();
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let before: Vec<(RecordKey, Option<Eid>)> = affected(&engine)
+        let affected = affected(&engine);
+        self.touched(&affected);
+        let before: Vec<(RecordKey, Option<Eid>)> = affected
             .into_iter()
             .map(|k| {
                 let e = engine.eid_of(&k);
@@ -617,8 +771,9 @@ impl RegionalEmpi {
 }
 
 /// Keeps the EMPI current: after every ingest (and every few seconds),
-/// matches each enrolled hospital's new patient records. Runs until the
-/// process ends.
+/// matches each enrolled hospital's new patient records, then sees to the
+/// model beside it ([`RegionalEmpi::model_upkeep`]). Runs until the process
+/// ends.
 pub async fn run(state: crate::service::CloudState) {
     let Some(empi) = state.empi.clone() else {
         return;
@@ -628,10 +783,10 @@ pub async fn run(state: crate::service::CloudState) {
             _ = state.empi_wake.notified() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
-        let (st, empi) = (state.clone(), empi.clone());
+        let (st, matcher) = (state.clone(), empi.clone());
         let done = tokio::task::spawn_blocking(move || {
             for e in st.registry.hospitals() {
-                let result = (st.open)(&e.hospital).and_then(|mut s| empi.catch_up(&e.hospital, s.as_mut()));
+                let result = (st.open)(&e.hospital).and_then(|mut s| matcher.catch_up(&e.hospital, s.as_mut()));
                 if let Err(err) = result {
                     tracing::error!(hospital = %e.hospital, error = %format!("{err:#}"), "EMPI catch-up failed; retried");
                 }
@@ -641,5 +796,59 @@ pub async fn run(state: crate::service::CloudState) {
         if done.is_err() {
             tracing::error!("EMPI task failed; retried");
         }
+        // Beside the catch-up (training takes seconds to minutes): install a
+        // model the command line stored, train when due.
+        if !empi.model_busy() {
+            let empi = empi.clone();
+            tokio::task::spawn_blocking(move || empi.model_upkeep());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hms_domain::empi::Record;
+    use hms_domain::phi::{BirthDate, PersonName};
+
+    use super::*;
+
+    fn person(source: &str, id: &str, given: &str, family: &str, dob: &str) -> Record {
+        let mut r = Record::new(source, id);
+        r.given_name = Some(PersonName::new(given));
+        r.family_name = Some(PersonName::new(family));
+        r.birth_date = Some(BirthDate::new(dob));
+        r
+    }
+
+    #[test]
+    fn an_eid_retired_before_a_restart_is_never_handed_out_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let downlink = Arc::new(Downlink::in_memory().expect("downlink"));
+        let empi = RegionalEmpi::open(dir.path(), downlink.clone()).expect("open");
+        let a = empi
+            .register(&person("h1", "A-1", "Mary", "Seacole", "1965-01-23"), "t")
+            .expect("a");
+        let b = empi
+            .register(&person("h1", "A-2", "Edith", "Cavell", "1971-12-04"), "t")
+            .expect("b");
+        assert_eq!((a.eid, b.eid), (Eid(1), Eid(2)));
+        // A merge retires the newer identity, the highest number so far.
+        empi.merge(a.eid, b.eid, "t").expect("merge");
+        assert_eq!(empi.eid_of("h1", "A-2"), Some(Eid(1)));
+        drop(empi);
+        let empi = RegionalEmpi::open(dir.path(), downlink).expect("reopen");
+        let c = empi
+            .register(&person("h2", "B-1", "Clara", "Barton", "1921-12-25"), "t")
+            .expect("c");
+        assert_eq!(c.decision, "new_identity");
+        assert_eq!(
+            c.eid,
+            Eid(3),
+            "E2 was handed out before and is never reused"
+        );
+        assert_eq!(empi.eid_of("h1", "A-1"), Some(Eid(1)));
+        assert_eq!(empi.eid_of("h1", "A-2"), Some(Eid(1)));
     }
 }

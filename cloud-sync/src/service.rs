@@ -14,8 +14,9 @@
 //! - `GET /sync/v1/position` (signed): the signer's hospital's position.
 //! - `GET /sync/v1/events?from=N&limit=M` (signed by the appliance, over the
 //!   path with its query): the hospital's own events for restore.
-//! - `GET /health` (no auth): `ok` or `degraded` (replication failing), with
-//!   the DR lag in figures only.
+//! - `GET /health` (no auth): `ok` or `degraded` (replication failing, EMPI
+//!   matching degraded), with the DR lag in figures only and the EMPI's
+//!   model version (and whether it was trained or is the hand-set one).
 //!
 //! Errors are `application/problem+json`. Logs carry hospital ids and seqs,
 //! never event content.
@@ -597,9 +598,14 @@ async fn health(State(state): State<CloudState>) -> Response {
         "region": state.registry.region(),
         "mode": mode,
         "replication": replication,
-        "empi": state.empi.as_ref().map(|_| json!({
-            "matching": if empi_degraded { "exact (degraded: matching was slow)" } else { "full" },
-        })),
+        "empi": state.empi.as_ref().map(|e| {
+            let model = e.model();
+            json!({
+                "matching": if empi_degraded { "exact (degraded: matching was slow)" } else { "full" },
+                "model": model.version,
+                "model_trained": model.trained,
+            })
+        }),
     }))
     .into_response()
 }

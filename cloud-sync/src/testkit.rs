@@ -197,6 +197,51 @@ pub fn self_signed(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// EMPI training sized for debug builds: fewer random pairs for `u`.
+pub fn quick_training() -> crate::empi::model::TrainSettings {
+    let mut settings = crate::empi::model::TrainSettings::default();
+    settings.config.u_pairs = 100_000;
+    settings
+}
+
+/// Fills an `empi.sqlite` in `dir` with the seeded synthetic records of
+/// `people` people (about 1.7 records each, sources h1 to h4), under the
+/// EIDs the hand-set engine gives them in order, as registrations would;
+/// returns their keys. Faster than registering each.
+pub fn seed_empi(dir: &std::path::Path, people: usize) -> Vec<hms_domain::empi::RecordKey> {
+    use hms_domain::empi::synth::{SynthConfig, generate};
+    use hms_domain::empi::{Engine, Params, RecordKey};
+    let downlink = Arc::new(crate::downlink::Downlink::in_memory().expect("downlink"));
+    drop(crate::empi::RegionalEmpi::open(dir, downlink).expect("schema"));
+    let data = generate(&SynthConfig {
+        people,
+        ..SynthConfig::default()
+    });
+    let mut engine = Engine::new(Params::default());
+    let mut conn = rusqlite::Connection::open(dir.join("empi.sqlite")).expect("open");
+    let tx = conn.transaction().expect("tx");
+    let mut keys = vec![];
+    for l in &data {
+        let eid = engine.match_or_create(&l.record).eid;
+        tx.execute(
+            "INSERT INTO records(source, local_id, record, eid) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                l.record.source,
+                l.record.local_id.expose(),
+                serde_json::to_string(&l.record).expect("json"),
+                eid.0 as i64
+            ],
+        )
+        .expect("insert");
+        keys.push(RecordKey {
+            source: l.record.source.clone(),
+            local_id: l.record.local_id.clone(),
+        });
+    }
+    tx.commit().expect("commit");
+    keys
+}
+
 /// Builds a hospital's hash-chained log from typed bodies, as the appliance
 /// seals them.
 pub struct LogBuilder {

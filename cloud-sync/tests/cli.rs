@@ -1,6 +1,6 @@
 //! `hms-cloud` as a process: enrolment with residency, configuration errors,
-//! serving over HTTP and HTTPS, DR keys and enrolment, operator tokens, and a
-//! primary replicating to its replica.
+//! serving over HTTP and HTTPS, DR keys and enrolment, operator tokens, a
+//! primary replicating to its replica, and EMPI training refusals.
 
 #![allow(clippy::unwrap_used)]
 
@@ -291,4 +291,50 @@ fn a_dr_pair_with_keys_tokens_and_https_from_the_command_line() {
         .unwrap();
     use cloud_sync::store::HospitalStore;
     assert_eq!(stored.events(1, 100).unwrap(), log);
+}
+
+#[test]
+fn empi_training_from_the_command_line_says_why_it_cannot_train() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |name: &str| p(name).to_str().unwrap().to_owned();
+    let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n";
+    std::fs::write(p("cloud.toml"), base).unwrap();
+    std::fs::write(p("replica.toml"), format!("{base}mode = \"replica\"\n")).unwrap();
+    std::fs::write(p("off.toml"), format!("{base}empi = false\n")).unwrap();
+    let train = |config: &str, extra: &[&str]| {
+        let mut args = vec!["empi", "train", "--config", config];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    // No EMPI here: usage.
+    for config in ["replica.toml", "off.toml"] {
+        let (code, _, err) = train(&s(config), &[]);
+        assert_eq!(code, 64, "{config}: {err}");
+        assert!(err.contains("runs no regional EMPI"), "{err}");
+    }
+    let (code, _, err) = train(&s("cloud.toml"), &["--sample", "10"]);
+    assert_eq!(code, 64);
+    assert!(err.contains("--sample") && err.contains("1000"), "{err}");
+    // A primary that never ran: nothing to train on, and nothing created.
+    let (code, _, err) = train(&s("cloud.toml"), &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("empi.sqlite is missing"), "{err}");
+    assert!(!p("data/empi.sqlite").exists());
+    // Three records: too few, said with the numbers.
+    {
+        let downlink = std::sync::Arc::new(cloud_sync::downlink::Downlink::in_memory().unwrap());
+        let empi = cloud_sync::empi::RegionalEmpi::open(&p("data"), downlink).unwrap();
+        for (id, given) in [("A-1", "Mary"), ("A-2", "Edith"), ("A-3", "Clara")] {
+            let mut r = hms_domain::empi::Record::new("h1", id);
+            r.given_name = Some(hms_domain::phi::PersonName::new(given));
+            empi.register(&r, "test").unwrap();
+        }
+    }
+    let (code, out, err) = train(&s("cloud.toml"), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("too few records") && err.contains("holds 3") && err.contains("at least 1000"),
+        "{err}"
+    );
 }

@@ -13,6 +13,10 @@
 //!   `allowed_dr_regions`).
 //! - `hms-cloud token create --config FILE --name NAME`: prints a new operator
 //!   API token (stored hashed).
+//! - `hms-cloud empi train --config FILE [--sample N] [--seed S]`: trains the
+//!   regional EMPI's model on its records and stores it as the active one;
+//!   a running `hms-cloud run` on that data dir installs it within seconds,
+//!   otherwise it is in force from the next start.
 //!
 //! Enrolments (appliances and primaries) are read at start-up: restart
 //! `run` after enrolling. Tokens take effect at once.
@@ -92,6 +96,27 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         command: TokenCmd,
+    },
+    /// The regional EMPI.
+    Empi {
+        #[command(subcommand)]
+        command: EmpiCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EmpiCmd {
+    /// Train the matching model on the EMPI's records and make it the active one.
+    Train {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Most records sampled.
+        #[arg(long, default_value_t = cloud_sync::empi::model::DEFAULT_SAMPLE)]
+        sample: usize,
+        /// Sampling and EM seed (the same records and seed give the same model).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -203,6 +228,14 @@ fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             println!("{token}");
             Ok(())
         }
+        Cmd::Empi {
+            command:
+                EmpiCmd::Train {
+                    config,
+                    sample,
+                    seed,
+                },
+        } => empi_train(&config, sample, seed),
         Cmd::Run { config, http } => {
             let mut cfg = config::load(&config).map_err(|e| (64, e))?;
             if let Some(h) = http {
@@ -211,6 +244,47 @@ fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             run(cfg)
         }
     }
+}
+
+fn empi_train(config: &Path, sample: usize, seed: u64) -> Result<(), (u8, String)> {
+    use cloud_sync::empi::model::{MAX_SAMPLE, MIN_TRAIN_RECORDS, TrainSettings, train_stored};
+    let cfg = config::load(config).map_err(|e| (64, e))?;
+    if cfg.mode != Mode::Primary || !cfg.empi {
+        return Err((
+            64,
+            format!(
+                "{}: this cloud runs no regional EMPI (it runs on a primary with empi = true)",
+                config.display()
+            ),
+        ));
+    }
+    if !(MIN_TRAIN_RECORDS..=MAX_SAMPLE).contains(&sample) {
+        return Err((
+            64,
+            format!("--sample is a number of records from {MIN_TRAIN_RECORDS} to {MAX_SAMPLE}"),
+        ));
+    }
+    let mut settings = TrainSettings {
+        sample,
+        ..TrainSettings::default()
+    };
+    settings.config.seed = seed;
+    let info = train_stored(&cfg.data_dir, &settings, "cli").map_err(|e| (1, format!("{e:#}")))?;
+    let report = info.report.as_ref();
+    println!(
+        "trained EMPI model {} on {} of {} records (EM: {} iterations, {}); active: a running \
+         hms-cloud installs it within seconds, otherwise it is in force from the next start",
+        info.version,
+        info.sampled.unwrap_or(0),
+        info.records.unwrap_or(0),
+        report.map_or(0, |r| r.iterations),
+        if report.is_some_and(|r| r.converged) {
+            "converged"
+        } else {
+            "not converged"
+        },
+    );
+    Ok(())
 }
 
 fn keygen(out: &Path) -> Result<(), (u8, String)> {
@@ -266,6 +340,7 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
     if cfg.mode == Mode::Primary && cfg.empi {
         let empi = cloud_sync::empi::RegionalEmpi::open(&cfg.data_dir, downlink)
             .map_err(|e| (1, format!("opening the regional EMPI: {e:#}")))?;
+        empi.set_auto_train_records(cfg.empi_auto_train_records);
         state = state.with_empi(std::sync::Arc::new(empi));
     }
     if cfg.mode == Mode::Replica {

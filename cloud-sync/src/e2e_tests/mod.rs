@@ -4,4 +4,5 @@
 
 mod api;
 mod dr;
+mod empi_model;
 mod sync;
