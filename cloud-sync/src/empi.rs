@@ -216,28 +216,6 @@ fn eid_high_water(conn: &Connection) -> anyhow::Result<u64> {
     Ok(top.max(0) as u64 + 1)
 }
 
-/// Makes `engine` number new identities from `next` on (at least): files
-/// a record under `next - 1` and removes it again, with a key no real
-/// record has.
-fn reserve_eids(engine: &mut Engine, next: u64) {
-    if next <= engine.next_eid() {
-        return;
-    }
-    let mut local = String::new();
-    let key = loop {
-        let key = RecordKey::new(RESERVED_SOURCE, local.clone());
-        if engine.eid_of(&key).is_none() {
-            break key;
-        }
-        local.push('+');
-    };
-    engine.restore(&Record::new(key.source.clone(), local), Eid(next - 1));
-    engine.remove(&key);
-}
-
-/// The source of the placeholder record [`reserve_eids`] files for a moment.
-const RESERVED_SOURCE: &str = "\u{0}reserved";
-
 /// An engine with `params` and `decisions` holding every stored record
 /// under its stored EID, numbering new identities above every EID ever
 /// handed out. With `keys`, the key of every record filed is pushed there.
@@ -258,7 +236,7 @@ fn build(
         }
         Ok(())
     })?;
-    reserve_eids(&mut engine, eid_high_water(conn)?);
+    engine.reserve_eids(eid_high_water(conn)?);
     Ok(engine)
 }
 

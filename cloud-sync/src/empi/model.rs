@@ -39,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{RegionalEmpi, build, init, reserve_eids};
+use super::{RegionalEmpi, build, init};
 
 /// Fewest records a model is trained on.
 pub const MIN_TRAIN_RECORDS: usize = 1_000;
@@ -757,7 +757,7 @@ impl RegionalEmpi {
                     }
                 }
             }
-            reserve_eids(&mut fresh, engine.next_eid());
+            fresh.reserve_eids(engine.next_eid());
             same_identities(&engine, &fresh, keys.iter().chain(&touched))
         };
         if !agrees && !decided {
@@ -773,7 +773,7 @@ impl RegionalEmpi {
                 engine.decisions().clone(),
                 Some(&mut keys),
             )?;
-            reserve_eids(&mut fresh, engine.next_eid());
+            fresh.reserve_eids(engine.next_eid());
             if !same_identities(&engine, &fresh, keys.iter()) {
                 return Err(ModelError::Store(anyhow::anyhow!(
                     "the EMPI's stored records do not give the EIDs in force; nothing installed"

@@ -4,11 +4,12 @@
 //! a query are the union of the lists under its keys. Keys are 64-bit hashes
 //! of the rule and its values (a collision only adds a candidate). Lists
 //! longer than the cap are skipped at query time, as a too-broad key (a
-//! placeholder birth date shared by thousands) finds nothing useful, and the
-//! skip is reported in [`CandidateStats`].
+//! placeholder birth date shared by thousands) finds nothing useful, and a
+//! query takes lists narrowest first up to the same number of candidates, so
+//! its cost is bounded; skips are reported in [`CandidateStats`].
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -193,58 +194,182 @@ pub struct CandidateStats {
     pub candidates: usize,
 }
 
+/// A hasher for keys that are hashes already: one multiplication spreads
+/// them over all 64 bits (the table uses the high bits too).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spread(u64);
+
+impl Hasher for Spread {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u32(&mut self, x: u32) {
+        self.0 = (u64::from(x) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type SpreadMap<K, V> = HashMap<K, V, BuildHasherDefault<Spread>>;
+
+/// A value of [`BlockIndex`]'s table with this bit set is a list number;
+/// without it, the only record filed under the key.
+const LIST: u32 = 1 << 31;
+
 /// The in-memory blocking index: key → record numbers.
+///
+/// Built for a million records in little memory: keys are folded to 32
+/// bits (a collision only adds candidates), and a key with one record —
+/// most identifier, phone and address keys — holds it inline in the table;
+/// only keys shared by several records own a list.
 #[derive(Debug, Clone)]
 pub struct BlockIndex {
-    lists: HashMap<u64, Vec<u32>>,
+    heads: SpreadMap<u32, u32>,
+    lists: Vec<Vec<u32>>,
+    free: Vec<u32>,
     cap: usize,
+    budget: usize,
+}
+
+fn fold(k: u64) -> u32 {
+    (k ^ (k >> 32)) as u32
 }
 
 impl BlockIndex {
-    /// An empty index whose query skips lists longer than `cap`.
+    /// An empty index whose query skips lists longer than `cap` and stops
+    /// adding lists once `cap` candidates are gathered (narrowest first).
     pub fn new(cap: usize) -> Self {
         Self {
-            lists: HashMap::new(),
+            heads: SpreadMap::default(),
+            lists: vec![],
+            free: vec![],
             cap,
+            budget: cap,
         }
     }
 
-    /// Files record `id` under its keys.
-    pub fn insert(&mut self, id: u32, p: &Prepared) {
-        keys(p, |_, k| {
-            let list = self.lists.entry(k).or_default();
-            if list.last() != Some(&id) {
-                list.push(id);
+    fn new_list(&mut self, ids: Vec<u32>) -> u32 {
+        match self.free.pop() {
+            Some(n) => {
+                self.lists[n as usize] = ids;
+                n | LIST
             }
-        });
+            None => {
+                self.lists.push(ids);
+                (self.lists.len() as u32 - 1) | LIST
+            }
+        }
+    }
+
+    /// Files record `id` (below 2³¹) under its keys.
+    pub fn insert(&mut self, id: u32, p: &Prepared) {
+        debug_assert!(id < LIST, "record numbers stay below 2^31");
+        keys(p, |_, k| self.file(id, fold(k)));
+    }
+
+    fn file(&mut self, id: u32, k: u32) {
+        match self.heads.get(&k).copied() {
+            None => {
+                self.heads.insert(k, id);
+            }
+            Some(v) if v & LIST != 0 => {
+                let list = &mut self.lists[(v & !LIST) as usize];
+                if list.last() != Some(&id) {
+                    list.push(id);
+                }
+            }
+            Some(v) if v == id => {}
+            Some(v) => {
+                let n = self.new_list(vec![v, id]);
+                self.heads.insert(k, n);
+            }
+        }
     }
 
     /// Removes record `id`, filed earlier with the same `p`.
     pub fn remove(&mut self, id: u32, p: &Prepared) {
-        keys(p, |_, k| {
-            if let Some(list) = self.lists.get_mut(&k) {
+        keys(p, |_, k| self.unfile(id, fold(k)));
+    }
+
+    fn unfile(&mut self, id: u32, k: u32) {
+        match self.heads.get(&k).copied() {
+            Some(v) if v & LIST != 0 => {
+                let n = v & !LIST;
+                let list = &mut self.lists[n as usize];
                 list.retain(|x| *x != id);
-                if list.is_empty() {
-                    self.lists.remove(&k);
+                match list.len() {
+                    0 | 1 => {
+                        let last = list.first().copied();
+                        self.lists[n as usize] = vec![];
+                        self.free.push(n);
+                        match last {
+                            Some(one) => self.heads.insert(k, one),
+                            None => self.heads.remove(&k),
+                        };
+                    }
+                    _ => {}
                 }
             }
-        });
+            Some(v) if v == id => {
+                self.heads.remove(&k);
+            }
+            _ => {}
+        }
     }
 
     /// Fills `out` with the distinct candidates of `p`, sorted ascending.
+    /// Lists are taken narrowest first; a list longer than the cap, or one
+    /// that would take the candidates past it, is skipped and counted in
+    /// `capped_keys`.
     pub fn candidates(&self, p: &Prepared, out: &mut Vec<u32>) -> CandidateStats {
         out.clear();
         let mut stats = CandidateStats::default();
+        let mut found: Vec<(usize, u32)> = Vec::with_capacity(24);
         keys(p, |_, k| {
             stats.keys += 1;
-            if let Some(list) = self.lists.get(&k) {
-                if list.len() > self.cap {
-                    stats.capped_keys += 1;
+            if let Some(&v) = self.heads.get(&fold(k)) {
+                let len = if v & LIST != 0 {
+                    self.lists[(v & !LIST) as usize].len()
                 } else {
-                    out.extend_from_slice(list);
-                }
+                    1
+                };
+                found.push((len, v));
             }
         });
+        found.sort_unstable();
+        found.dedup();
+        let mut sorted = true;
+        for (len, v) in found {
+            let ids = if v & LIST != 0 {
+                &self.lists[(v & !LIST) as usize][..]
+            } else {
+                std::slice::from_ref(&v)
+            };
+            if len > self.cap {
+                stats.capped_keys += 1;
+                continue;
+            }
+            if out.len() + len > self.budget {
+                if !sorted {
+                    out.sort_unstable();
+                    out.dedup();
+                    sorted = true;
+                }
+                let new = ids.iter().filter(|x| out.binary_search(x).is_err()).count();
+                if out.len() + new > self.budget {
+                    stats.capped_keys += 1;
+                    continue;
+                }
+            }
+            out.extend_from_slice(ids);
+            sorted = false;
+        }
         out.sort_unstable();
         out.dedup();
         stats.candidates = out.len();
@@ -253,12 +378,12 @@ impl BlockIndex {
 
     /// Number of keys held.
     pub fn len(&self) -> usize {
-        self.lists.len()
+        self.heads.len()
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty()
+        self.heads.is_empty()
     }
 }
 
@@ -348,5 +473,56 @@ mod tests {
         idx.remove(1, &rec("Jon", "Smith", "1970-03-04", "2600", "12 Long St"));
         let s = idx.candidates(&a, &mut out);
         assert_eq!((out.as_slice(), s.capped_keys), (&[0u32][..], 0));
+        idx.remove(0, &a);
+        assert!(idx.is_empty());
+    }
+
+    #[test]
+    fn a_query_stops_at_the_budget_narrowest_lists_first() {
+        let mut idx = BlockIndex::new(3);
+        let q = rec("John", "Smith", "1970-03-04", "2600", "12 Long St");
+        // Four records share only the query's birth date; one shares its
+        // address too.
+        for (i, given) in ["Xavier", "Yusuf", "Zane", "Quentin"].iter().enumerate() {
+            idx.insert(
+                i as u32,
+                &rec(given, "Jones", "1970-03-04", "4000", "9 Far Rd"),
+            );
+        }
+        idx.insert(
+            9,
+            &rec("Walter", "Brown", "1981-01-01", "2600", "12 Long St"),
+        );
+        let mut out = vec![];
+        let s = idx.candidates(&q, &mut out);
+        // The birth-date list (4) is over the cap; the address keys (1 each)
+        // are taken.
+        assert_eq!(out, vec![9]);
+        assert_eq!(s.capped_keys, 1, "{s:?}");
+        // Under a cap of 4 the birth-date list fits the cap but not the
+        // budget left after the narrower address keys.
+        let mut idx4 = BlockIndex::new(4);
+        for (i, given) in ["Xavier", "Yusuf", "Zane", "Quentin"].iter().enumerate() {
+            idx4.insert(
+                i as u32,
+                &rec(given, "Jones", "1970-03-04", "4000", "9 Far Rd"),
+            );
+        }
+        idx4.insert(
+            9,
+            &rec("Walter", "Brown", "1981-01-01", "2600", "12 Long St"),
+        );
+        let s = idx4.candidates(&q, &mut out);
+        assert_eq!((out.as_slice(), s.capped_keys), (&[9u32][..], 1));
+        // Removing records brings lists back to one inline record and then
+        // to nothing.
+        for (i, given) in ["Xavier", "Yusuf", "Zane"].iter().enumerate() {
+            idx4.remove(
+                i as u32,
+                &rec(given, "Jones", "1970-03-04", "4000", "9 Far Rd"),
+            );
+        }
+        let s = idx4.candidates(&q, &mut out);
+        assert_eq!((out.as_slice(), s.capped_keys), (&[3u32, 9][..], 0));
     }
 }
