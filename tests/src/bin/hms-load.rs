@@ -6,7 +6,9 @@
 //! - `assign`: durable bed mutations at a fixed total rate, each client
 //!   cycling its own beds through assign → release → clean (assignment p99);
 //! - `mass-casualty`: M simultaneous placements of new encounters into units
-//!   with free beds; checks failures and double assignments afterwards.
+//!   with free beds; checks failures and double assignments afterwards;
+//! - `patients`: ranked patient look-ups by name and birth date against an
+//!   index the `mllp` scenario filled with `--population` demographics.
 //!
 //! Only loopback targets are accepted: this is a bench tool for the machine it
 //! runs on.
@@ -36,6 +38,9 @@ enum Scenario {
     OrPredict,
     Assign,
     MassCasualty,
+    /// `GET /api/v1/patients?family_name=&given_name=&birth_date=` for patients
+    /// the `mllp` scenario sent with `--population` (same `--messages`).
+    Patients,
 }
 
 #[derive(Debug, Parser)]
@@ -80,6 +85,85 @@ struct Args {
     /// Warm-up before measuring (queries/assign), seconds.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// mllp, A28: demographics from the seeded population generator
+    /// (names, birth date, sex, address, phone, national id) instead of one
+    /// fixed patient.
+    #[arg(long)]
+    population: bool,
+}
+
+/// The first `n` records of the seeded population generator: message `i`
+/// of the `mllp` scenario with `--population` describes record `i`.
+fn population(n: usize) -> Vec<hms_domain::empi::Record> {
+    use hms_domain::empi::synth::{SynthConfig, Vocabulary, generate};
+    let mut records: Vec<_> = generate(&SynthConfig {
+        people: n * 10 / 17 + 16,
+        vocabulary: Vocabulary::Population,
+        ..SynthConfig::default()
+    })
+    .into_iter()
+    .map(|l| l.record)
+    .collect();
+    records.truncate(n);
+    records
+}
+
+/// The PID segment of population record `r` as patient `LM{i}`.
+fn population_pid(i: usize, r: &hms_domain::empi::Record) -> String {
+    let v = |x: Option<&str>| x.unwrap_or_default().to_owned();
+    let national = r
+        .identifiers
+        .first()
+        .map(|id| format!("~{}^^^NATIONAL^NI", id.id.expose()))
+        .unwrap_or_default();
+    format!(
+        "PID|1||LM{i}^^^TH^MR{national}||{}^{}||{}|{}|||{}^^{}^{}^{}||{}\r",
+        v(r.family_name.as_ref().map(|n| n.expose())),
+        v(r.given_name.as_ref().map(|n| n.expose())),
+        v(r.birth_date.as_ref().map(|d| d.expose())).replace('-', ""),
+        match r.sex {
+            Some(hms_domain::phi::Sex::Female) => "F",
+            Some(hms_domain::phi::Sex::Male) => "M",
+            _ => "U",
+        },
+        v(r.address_line.as_ref().map(|a| a.expose())),
+        v(r.city.as_ref().map(|a| a.expose())),
+        v(r.state.as_deref()),
+        v(r.postal_code.as_ref().map(|a| a.expose())),
+        v(r.phone.as_ref().map(|p| p.expose())),
+    )
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The look-up a registration clerk would type for record `r`: family
+/// name, first given name and birth date as far as known.
+fn patient_query(r: &hms_domain::empi::Record) -> String {
+    let mut q = vec![];
+    if let Some(f) = &r.family_name {
+        q.push(format!("family_name={}", encode(f.expose())));
+    }
+    if let Some(g) = r
+        .given_name
+        .as_ref()
+        .and_then(|g| g.expose().split(' ').next())
+    {
+        q.push(format!("given_name={}", encode(g)));
+    }
+    if let Some(d) = &r.birth_date {
+        q.push(format!("birth_date={}", encode(d.expose())));
+    }
+    format!("/api/v1/patients?{}&limit=10", q.join("&"))
 }
 
 /// HL7 over MLLP: `clients` connections share `messages`; each connection
@@ -110,11 +194,17 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
         );
     }
     let locations = Arc::new(locations);
+    let people = Arc::new(if a.population && a.trigger == "A28" {
+        population(a.first + a.messages)
+    } else {
+        vec![]
+    });
     let clients = a.clients.max(1);
     let started = Instant::now();
     let mut tasks = vec![];
     for c in 0..clients {
         let (addr, trigger, locations) = (a.addr, a.trigger.clone(), locations.clone());
+        let people = people.clone();
         let share: Vec<usize> = (c..a.messages)
             .step_by(clients)
             .map(|i| i + a.first)
@@ -135,7 +225,11 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
                     ),
                     _ => format!(
                         "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|L{i}|P|2.5.1\r\
-                         EVN|A28|20261127101500\rPID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r"
+                         EVN|A28|20261127101500\r{}",
+                        people.get(i).map_or_else(
+                            || format!("PID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r"),
+                            |r| population_pid(i, r)
+                        )
                     ),
                 };
                 let mut frame = vec![0x0b];
@@ -245,6 +339,7 @@ enum Reads {
     Queries,
     Forecast,
     OrPredict,
+    Patients,
 }
 
 /// The OR case of request `k` (surgeons and procedures rotate).
@@ -264,6 +359,15 @@ async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
         Arc::new(vec!["/health".to_owned()])
     } else if kind == Reads::OrPredict {
         Arc::new(vec!["/api/v1/or/cases/predict".to_owned()])
+    } else if kind == Reads::Patients {
+        let people = population(a.first + a.messages);
+        Arc::new(
+            people
+                .iter()
+                .step_by((people.len() / 20_000).max(1))
+                .map(patient_query)
+                .collect(),
+        )
     } else if kind == Reads::Forecast {
         let units = units(a.addr, &a.token).await?;
         Arc::new(
@@ -356,6 +460,7 @@ async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
             Reads::Queries => "queries",
             Reads::Forecast => "forecast",
             Reads::OrPredict => "or-predict",
+            Reads::Patients => "patients",
         },
         "clients": a.clients,
         "target_rps": if a.rate > 0.0 { json!(a.rate) } else { json!("closed-loop") },
@@ -579,6 +684,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::OrPredict => queries(&a, Reads::OrPredict).await?,
         Scenario::Assign => assign(&a).await?,
         Scenario::MassCasualty => mass_casualty(&a).await?,
+        Scenario::Patients => queries(&a, Reads::Patients).await?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
