@@ -74,6 +74,7 @@ fn febrl(path: &str, source: &str, with_ssn: bool) -> Result<Vec<(Record, u32)>,
             .collect::<Vec<_>>()
             .join(" ");
         r.address_line = some(&line1).map(Address::new);
+        r.address_line2 = some(f[5]).map(Address::new);
         r.city = some(f[6]).map(Address::new);
         r.postal_code = some(f[7]).map(Address::new);
         r.state = some(f[8]);

@@ -43,8 +43,15 @@ pub enum Rule {
     CityGiven,
     /// City and family name's Double Metaphone.
     CityFamily,
-    /// House number and street (without postal code or city).
+    /// House number and street name without its last word, the street type
+    /// (`12 long` for `12 Long St`), so a mistyped or different street type
+    /// still meets; no postal code or city.
     StreetAddress,
+    /// Postal code and one address line: the street without its number, or
+    /// a second line without digits (a building or estate name; `Flat 2`
+    /// is shared by too many). The lines are interchangeable, so a name
+    /// typed on the other line still meets.
+    PostalCodeLine,
     /// Phone number.
     Phone,
     /// An identifier with its authority.
@@ -53,7 +60,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 14] = [
+    pub const ALL: [Rule; 15] = [
         Rule::NamePairMetaphone,
         Rule::NamePairNysiis,
         Rule::FamilyMetaphoneYear,
@@ -66,6 +73,7 @@ impl Rule {
         Rule::CityGiven,
         Rule::CityFamily,
         Rule::StreetAddress,
+        Rule::PostalCodeLine,
         Rule::Phone,
         Rule::Identifier,
     ];
@@ -167,10 +175,21 @@ pub fn keys(p: &Prepared, mut emit: impl FnMut(Rule, u64)) {
         }
     }
     if let (Some(n), Some(st)) = (&p.street_number, &p.street) {
+        let st = st.rsplit_once(' ').map_or(st.as_str(), |(name, _)| name);
         emit(
             Rule::StreetAddress,
             key(Rule::StreetAddress, &[n.as_bytes(), st.as_bytes()]),
         );
+    }
+    if let Some(pc) = &p.postal_code {
+        let line2 = p
+            .line2
+            .as_deref()
+            .filter(|l| !l.bytes().any(|b| b.is_ascii_digit()) && Some(*l) != p.street.as_deref());
+        for line in [p.street.as_deref(), line2].into_iter().flatten() {
+            let k = key(Rule::PostalCodeLine, &[pc.as_bytes(), line.as_bytes()]);
+            emit(Rule::PostalCodeLine, k);
+        }
     }
     if let Some(ph) = &p.phone {
         emit(Rule::Phone, key(Rule::Phone, &[ph.as_bytes()]));
@@ -448,12 +467,60 @@ mod tests {
                 rec("Xavier", "Jones", "1981-04-03", "4000", "9 Other Rd"),
                 vec![],
             ),
+            (
+                rec("Xavier", "Jones", "1981-04-03", "2600", "Long Street"),
+                vec![PostalCodeLine],
+            ),
+            (
+                rec("Xavier", "Jones", "1981-04-03", "4000", "12 Long Stret"),
+                vec![StreetAddress],
+            ),
         ];
         for (other, want) in cases {
             let mut got = shared_rules(&base, &other);
             got.sort_by_key(|r| *r as u8);
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn second_address_lines_meet_either_line() {
+        let with_lines = |line1: &str, line2: &str| {
+            let mut r = Record::new("h1", "1");
+            r.postal_code = Some(Address::new("2600"));
+            r.address_line = Some(Address::new(line1));
+            r.address_line2 = Some(Address::new(line2));
+            prepare(&r)
+        };
+        let base = with_lines("12 Long St", "Rose Court");
+        let cases = [
+            (
+                with_lines("4 Short Rd", "Rose Court"),
+                vec![Rule::PostalCodeLine],
+            ),
+            (
+                with_lines("Rose Court", "4 Short Rd"),
+                vec![Rule::PostalCodeLine],
+            ),
+            (
+                with_lines("4 Short Rd", "Long Street"),
+                vec![Rule::PostalCodeLine],
+            ),
+            (
+                with_lines("4 Short Rd", "Rose Crt"),
+                vec![Rule::PostalCodeLine],
+            ),
+            (with_lines("4 Short Rd", "Rose Vale"), vec![]),
+        ];
+        for (other, want) in cases {
+            assert_eq!(shared_rules(&base, &other), want);
+        }
+        // Numbered lines (`Flat 2`) are shared too widely to be keys.
+        let (a, b) = (
+            with_lines("4 Short Rd", "Flat 2"),
+            with_lines("9 Hill Rd", "Flat 2"),
+        );
+        assert_eq!(shared_rules(&a, &b), vec![]);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! Each [`Field`] has a fixed list of agreement levels, best first, and an
 //! explicit null level ([`NULL`]) when either side lacks the value; the null
 //! level carries no evidence. Names are compared under both alignments
-//! (given↔given, family↔family, and swapped) and the better one is kept.
+//! (given↔given, family↔family, and swapped) and the better one is kept; a
+//! swap counts when both names are close under it, or when one name is
+//! found exactly in the other field. A birth date that is not a valid date
+//! is compared by its digits only.
 //! Comparisons allocate nothing except inside the `strsim` metrics, and
 //! those run only for pairs that can reach a level: a cheap bound from
 //! shared characters ([`jaro_winkler_bound`], [`edit_distance_floor`]) turns
@@ -294,10 +297,10 @@ fn names(a: &Prepared, b: &Prepared) -> (u8, u8, bool) {
     let g_swapped = opt(a.given.as_ref(), b.family.as_ref(), name_level);
     let f_swapped = opt(a.family.as_ref(), b.given.as_ref(), name_level);
     let rank = |l: u8| if l == NULL { 4 } else { u32::from(l) };
-    if g_swapped != NULL
-        && f_swapped != NULL
-        && g_swapped <= 2
-        && f_swapped <= 2
+    let close = |l: u8| l != NULL && l <= 2;
+    // Both names close under the swap, or one name exactly in the other
+    // field (a family name typed as the given name, the other name lost).
+    if ((close(g_swapped) && close(f_swapped)) || g_swapped == 0 || f_swapped == 0)
         && rank(g_swapped) + rank(f_swapped) < rank(given) + rank(family)
     {
         (g_swapped, f_swapped, true)
@@ -330,6 +333,22 @@ pub fn date_level(a: &PartialDate, b: &PartialDate) -> u8 {
         3
     } else {
         4
+    }
+}
+
+/// Birth-date level when a side has only the digits of a mistyped date
+/// ([`Prepared::birth_typo`]): the same digits are `exact`, one edit apart
+/// `one_edit`; anything else is no evidence (null), as the date is known to
+/// be wrong.
+fn birth_level(a: &Prepared, b: &Prepared) -> u8 {
+    if let (Some(x), Some(y)) = (&a.birth, &b.birth) {
+        return date_level(x, y);
+    }
+    let digits = |p: &Prepared| p.birth_typo.or_else(|| p.birth.and_then(|d| d.digits()));
+    match (digits(a), digits(b)) {
+        (Some(x), Some(y)) if x == y => 0,
+        (Some(x), Some(y)) if within_one_edit(&x, &y) => 2,
+        _ => NULL,
     }
 }
 
@@ -382,7 +401,7 @@ pub fn compare(a: &Prepared, b: &Prepared) -> Comparison {
     let mut levels = [NULL; FIELDS];
     levels[Field::GivenName as usize] = given;
     levels[Field::FamilyName as usize] = family;
-    levels[Field::BirthDate as usize] = opt(a.birth.as_ref(), b.birth.as_ref(), date_level);
+    levels[Field::BirthDate as usize] = birth_level(a, b);
     levels[Field::Sex as usize] = opt(a.sex.as_ref(), b.sex.as_ref(), exact);
     levels[Field::StreetNumber as usize] =
         opt(a.street_number.as_ref(), b.street_number.as_ref(), exact);
@@ -553,5 +572,58 @@ mod tests {
         let c = compare(&rec("UNKNOWN", "Smith"), &rec("John", "Smith"));
         assert_eq!(c.level(Field::GivenName), NULL);
         assert_eq!(c.level(Field::FamilyName), 0);
+    }
+
+    #[test]
+    fn a_name_in_the_other_field() {
+        let level = |a: (&str, &str), b: (&str, &str)| {
+            let c = compare(&rec(a.0, a.1), &rec(b.0, b.1));
+            (
+                c.swapped,
+                c.level(Field::GivenName),
+                c.level(Field::FamilyName),
+            )
+        };
+        // The family name typed as the given name, the family name lost.
+        assert_eq!(
+            level(("Harrison", "Capurso"), ("Capurso", "Ruby")),
+            (true, 5, 0)
+        );
+        assert_eq!(
+            level(("Harrison", ""), ("Wheatley", "Harrison")),
+            (true, 0, NULL)
+        );
+        // A close but inexact name in the other field is not enough.
+        assert_eq!(
+            level(("Harrison", "Capurso"), ("Capuso", "Ruby")),
+            (false, 5, 5)
+        );
+        // Nor when the straight alignment already agrees somewhere.
+        assert_eq!(level(("Ruby", "Capurso"), ("Ruby", "Ruby")), (false, 0, 5));
+    }
+
+    #[test]
+    fn mistyped_birth_dates() {
+        let with_date = |d: &str| {
+            let mut r = crate::empi::standardise::Record::new("h", "1");
+            r.birth_date = Some(crate::phi::BirthDate::new(d));
+            crate::empi::standardise::prepare(&r)
+        };
+        let cases = [
+            ("19141122", "19142122", "one_edit"),
+            ("19142122", "19142122", "exact"),
+            ("19740614", "19740164", "one_edit"),
+            ("19150412", "19105412", "one_edit"),
+            ("19150412", "19901312", "null"),
+            ("1915", "19105412", "null"),
+        ];
+        for (a, b, want) in cases {
+            let c = compare(&with_date(a), &with_date(b));
+            assert_eq!(
+                Field::BirthDate.level_name(c.level(Field::BirthDate)),
+                want,
+                "{a} vs {b}"
+            );
+        }
     }
 }

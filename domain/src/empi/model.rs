@@ -5,7 +5,9 @@
 //! `log2(m/u)` over its fields (the null level adds 0). On an exact name
 //! agreement `u` is replaced by the name's frequency among indexed records
 //! (term-frequency adjustment: agreeing on "Smith" is weaker evidence than on
-//! "Vanstone"). [`train`] estimates `u` from random pairs and `m` by
+//! "Vanstone"); under a name swap the frequency is that of the name's role
+//! in the candidate (a family name typed as a given name counts as a family
+//! name). [`train`] estimates `u` from random pairs and `m` by
 //! expectation–maximisation over blocked pairs.
 
 use std::borrow::Cow;
@@ -224,11 +226,16 @@ impl Model {
         &self.params
     }
 
+    /// The weight of one field's level. `swapped`: the name levels compare
+    /// the query's given name with the candidate's family name and the other
+    /// way round; an exact agreement is then a name in the other role, and
+    /// its frequency is looked up among names of that role.
     fn field_weight(
         &self,
         f: Field,
         level: u8,
         a: &Prepared,
+        swapped: bool,
         tf: Option<&TermFrequencies>,
     ) -> (f64, bool) {
         if level == NULL {
@@ -237,13 +244,15 @@ impl Model {
         if level == 0
             && let Some(tf) = tf.filter(|t| t.records >= self.params.tf_min_records)
         {
-            let value = match f {
-                Field::GivenName => a.given.as_ref(),
-                Field::FamilyName => a.family.as_ref(),
-                _ => None,
+            let (value, role) = match (f, swapped) {
+                (Field::GivenName, false) => (a.given.as_ref(), Field::GivenName),
+                (Field::FamilyName, false) => (a.family.as_ref(), Field::FamilyName),
+                (Field::GivenName, true) => (a.given.as_ref(), Field::FamilyName),
+                (Field::FamilyName, true) => (a.family.as_ref(), Field::GivenName),
+                _ => (None, f),
             };
             if let Some(v) = value
-                && let Some(freq) = tf.frequency(f, &v.squashed)
+                && let Some(freq) = tf.frequency(role, &v.squashed)
             {
                 let u = freq.max(self.params.tf_floor);
                 return ((self.m_exact[f as usize].max(1e-9) / u).log2(), true);
@@ -253,14 +262,12 @@ impl Model {
     }
 
     /// Score of a comparison in bits. `a` is the query record (its names are
-    /// the looked-up terms; under a swap the exact agreement still names the
-    /// same strings, so either side serves).
+    /// the looked-up terms: an exact agreement names the same string on both
+    /// sides, so either side serves).
     pub fn score(&self, c: &Comparison, a: &Prepared, tf: Option<&TermFrequencies>) -> f64 {
-        let a_names = swap_view(a, c.swapped);
-        let a = a_names.as_ref().unwrap_or(a);
         let (mut total, mut household) = (0.0, 0.0);
         for f in Field::ALL {
-            let w = self.field_weight(f, c.level(f), a, tf).0;
+            let w = self.field_weight(f, c.level(f), a, c.swapped, tf).0;
             total += w;
             if f.is_household() && w > 0.0 {
                 household += w;
@@ -276,13 +283,11 @@ impl Model {
         a: &Prepared,
         tf: Option<&TermFrequencies>,
     ) -> Explanation {
-        let a_names = swap_view(a, c.swapped);
-        let a = a_names.as_ref().unwrap_or(a);
         let fields: Vec<FieldScore> = Field::ALL
             .iter()
             .map(|&f| {
                 let level = c.level(f);
-                let (weight, tf_adjusted) = self.field_weight(f, level, a, tf);
+                let (weight, tf_adjusted) = self.field_weight(f, level, a, c.swapped, tf);
                 FieldScore {
                     field: f,
                     level: Cow::Borrowed(f.level_name(level)),
@@ -324,17 +329,6 @@ impl Model {
         let s = self.score(&c, a, tf);
         (c, s)
     }
-}
-
-/// Under a swap, the query's given name agreed with the candidate's family
-/// name; the frequency looked up for the family field is then the query's
-/// given name. Only clones when swapped (rare).
-fn swap_view(a: &Prepared, swapped: bool) -> Option<Prepared> {
-    swapped.then(|| Prepared {
-        given: a.family.clone(),
-        family: a.given.clone(),
-        ..Prepared::default()
-    })
 }
 
 /// A small deterministic generator (SplitMix64) for sampling.
@@ -708,6 +702,41 @@ mod tests {
         let fam = |e: &Explanation| e.fields[Field::FamilyName as usize].clone();
         assert!(fam(&common).tf_adjusted && fam(&unusual).tf_adjusted);
         assert!(fam(&unusual).weight > fam(&common).weight + 5.0);
+    }
+
+    #[test]
+    fn a_name_in_the_other_field_is_weighed_by_its_frequency_in_its_role() {
+        let model = Model::new(Params {
+            tf_min_records: 10,
+            ..Params::default()
+        });
+        let mut tf = TermFrequencies::default();
+        for i in 0..100 {
+            let family = if i < 50 {
+                "Smith".to_owned()
+            } else {
+                format!("Family{i}")
+            };
+            tf.add(&rec(&format!("Given{i}"), &family, "1970"));
+        }
+        tf.add(&rec("Xavier", "Vanstone", "1970"));
+        let given_slot = |query: &Prepared, candidate: &Prepared| {
+            let c = compare(query, candidate);
+            assert!(c.swapped);
+            model.explain(&c, query, Some(&tf)).fields[Field::GivenName as usize].clone()
+        };
+        // A family name typed as the given name: common as a family name.
+        let common = given_slot(
+            &rec("Smith", "Zzyzx", "1970"),
+            &rec("Xavier", "Smith", "1970"),
+        );
+        let rare = given_slot(
+            &rec("Vanstone", "Zzyzx", "1970"),
+            &rec("Xavier", "Vanstone", "1970"),
+        );
+        assert!(common.tf_adjusted && rare.tf_adjusted);
+        assert!(common.weight < 1.0, "{common:?}");
+        assert!(rare.weight > common.weight + 5.0, "{rare:?}");
     }
 
     #[test]

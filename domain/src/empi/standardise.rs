@@ -4,7 +4,9 @@
 //! Text is decomposed (Unicode NFKD), stripped of accents, folded to lower
 //! case ASCII and split into tokens on punctuation. Names lose titles and
 //! suffixes and null tokens (`UNKNOWN`, `N/A`, `BABY`…); birth dates accept
-//! full and partial forms; postal codes and phone numbers keep only what
+//! full and partial forms, and a full date that is not a valid date keeps
+//! its digits; address lines split into house number and street, a second
+//! line is kept whole; postal codes and phone numbers keep only what
 //! identifies them. The result, [`Prepared`], also carries the phonetic codes
 //! and nickname groups that blocking and comparison need, computed once.
 
@@ -42,6 +44,10 @@ pub struct Record {
     /// Street address line (`12 Smith St`).
     #[serde(default)]
     pub address_line: Option<Address>,
+    /// Second address line: unit, building, estate or locality
+    /// (`Flat 3`, `Rose Court`).
+    #[serde(default)]
+    pub address_line2: Option<Address>,
     /// City or suburb.
     #[serde(default)]
     pub city: Option<Address>,
@@ -108,6 +114,7 @@ impl Record {
             birth_date: None,
             sex: None,
             address_line: None,
+            address_line2: None,
             city: None,
             postal_code: None,
             state: None,
@@ -186,12 +193,17 @@ pub struct Prepared {
     pub family: Option<Name>,
     /// Birth date.
     pub birth: Option<PartialDate>,
+    /// `YYYYMMDD` digits of a birth date that is not a valid date (a typing
+    /// error such as month 21), kept for edit-distance comparison only.
+    pub birth_typo: Option<[u8; 8]>,
     /// Sex, when female or male.
     pub sex: Option<Sex>,
     /// House number (first numeric token of the address line).
     pub street_number: Option<String>,
     /// The rest of the address line with street types expanded.
     pub street: Option<String>,
+    /// The second address line with street types expanded.
+    pub line2: Option<String>,
     /// City or suburb.
     pub city: Option<String>,
     /// Postal code, upper-case alphanumerics.
@@ -210,10 +222,11 @@ impl fmt::Debug for Prepared {
         for (name, yes) in [
             ("given", self.given.is_some()),
             ("family", self.family.is_some()),
-            ("birth", self.birth.is_some()),
+            ("birth", self.birth.is_some() || self.birth_typo.is_some()),
             ("sex", self.sex.is_some()),
             ("street_number", self.street_number.is_some()),
             ("street", self.street.is_some()),
+            ("line2", self.line2.is_some()),
             ("city", self.city.is_some()),
             ("postal_code", self.postal_code.is_some()),
             ("state", self.state.is_some()),
@@ -252,13 +265,23 @@ pub fn prepare(r: &Record) -> Prepared {
         .collect();
     identifiers.sort();
     identifiers.dedup();
+    let birth = r.birth_date.as_ref().and_then(|d| date(d.expose()));
+    let birth_typo = match birth {
+        Some(_) => None,
+        None => r.birth_date.as_ref().and_then(|d| date_digits(d.expose())),
+    };
     Prepared {
         given: r.given_name.as_ref().and_then(|n| name_parts(n.expose())),
         family: r.family_name.as_ref().and_then(|n| name_parts(n.expose())),
-        birth: r.birth_date.as_ref().and_then(|d| date(d.expose())),
+        birth,
+        birth_typo,
         sex: r.sex.filter(|s| *s != Sex::Other),
         street_number,
         street,
+        line2: r
+            .address_line2
+            .as_ref()
+            .and_then(|a| address_line2(a.expose())),
         city: r.city.as_ref().and_then(|c| words(c.expose())),
         postal_code: r.postal_code.as_ref().and_then(|p| postal_code(p.expose())),
         state: r.state.as_deref().and_then(words),
@@ -456,6 +479,36 @@ pub fn date(s: &str) -> Option<PartialDate> {
     }
 }
 
+/// The `YYYYMMDD` digits of a full birth date in one of [`date`]'s forms
+/// whatever their values (`19142122`, `31/02/1970` → `19700231`): the
+/// comparable remains of a mistyped date. `None` for partial dates, a year
+/// outside 1800–2999 or a single repeated digit.
+pub fn date_digits(s: &str) -> Option<[u8; 8]> {
+    let parts: Vec<&str> = s
+        .trim()
+        .split(['-', '/', '.', ' '])
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.iter().any(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let two = |p: &str| (1..=2).contains(&p.len()).then(|| format!("{p:0>2}"));
+    let ymd = match parts.as_slice() {
+        [one] if one.len() == 8 => (*one).to_owned(),
+        [y, m, d] if y.len() == 4 => format!("{y}{}{}", two(m)?, two(d)?),
+        [d, m, y] if y.len() == 4 => format!("{y}{}{}", two(m)?, two(d)?),
+        _ => return None,
+    };
+    let year: u32 = ymd[..4].parse().ok()?;
+    let b = ymd.as_bytes();
+    if !(1800..=2999).contains(&year) || b.iter().all(|x| *x == b[0]) {
+        return None;
+    }
+    let mut out = [0u8; 8];
+    out.copy_from_slice(b);
+    Some(out)
+}
+
 /// Upper-case alphanumerics of a postal code; `None` when empty or all zeros.
 pub fn postal_code(s: &str) -> Option<String> {
     let p: String = fold(s)
@@ -538,6 +591,25 @@ pub fn address_line(s: &str) -> (Option<String>, Option<String>) {
     }
     let street = (!rest.is_empty()).then(|| rest.join(" "));
     (number, street)
+}
+
+/// Standardises a second address line: folded, street types expanded,
+/// numbers kept (`Apt 27` → `unit 27`); `None` when empty or a null value.
+pub fn address_line2(s: &str) -> Option<String> {
+    let f = fold(s);
+    if is_null(&f) {
+        return None;
+    }
+    let tokens: Vec<&str> = f
+        .split(' ')
+        .map(|t| {
+            STREET_TYPES
+                .iter()
+                .find(|(abbr, _)| *abbr == t)
+                .map_or(t, |(_, full)| full)
+        })
+        .collect();
+    Some(tokens.join(" "))
 }
 
 #[cfg(test)]
@@ -624,6 +696,55 @@ mod tests {
             Some(*b"19700102")
         );
         assert_eq!(date("1970").and_then(|d| d.digits()), None);
+    }
+
+    #[test]
+    fn mistyped_dates_keep_their_digits() {
+        let cases = [
+            ("19142122", Some(*b"19142122")),
+            ("1970-13-01", Some(*b"19701301")),
+            ("31/02/1970", Some(*b"19700231")),
+            ("1970-2-5", Some(*b"19700205")),
+            ("1970", None),
+            ("1970-07", None),
+            ("00000000", None),
+            ("99999999", None),
+            ("05421915", None),
+            ("1970-01-02T00:00", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(date_digits(input), want, "{input}");
+        }
+        let with_date = |d: &str| {
+            let mut r = Record::new("h", "1");
+            r.birth_date = Some(BirthDate::new(d));
+            prepare(&r)
+        };
+        let valid = with_date("19700102");
+        assert!(valid.birth.is_some() && valid.birth_typo.is_none());
+        let typo = with_date("19702102");
+        assert_eq!((typo.birth, typo.birth_typo), (None, Some(*b"19702102")));
+        assert_eq!(format!("{typo:?}"), "Prepared[PHI: birth]");
+    }
+
+    #[test]
+    fn second_address_line() {
+        let cases = [
+            ("Apt 27", Some("unit 27")),
+            ("Rose Vale", Some("rose vale")),
+            ("Oxley's Way", Some("oxleys way")),
+            ("  ", None),
+            ("N/A", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(address_line2(input).as_deref(), want, "{input}");
+        }
+        let mut r = Record::new("h", "1");
+        r.address_line2 = Some(Address::new("Willow Lodge"));
+        let p = prepare(&r);
+        assert_eq!(p.line2.as_deref(), Some("willow lodge"));
+        assert_eq!(format!("{p:?}"), "Prepared[PHI: line2]");
     }
 
     #[test]
