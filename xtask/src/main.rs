@@ -11,6 +11,7 @@
 mod bench;
 mod empi_eval;
 mod models_bench;
+mod patients_bench;
 mod sync_bench;
 mod tidy;
 
@@ -405,6 +406,9 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("models") => {
             models_bench::run(&root(), &args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("patients") => {
+            patients_bench::run(&root(), &args[2..])
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("sync") => {
             sync_bench::run(&root(), &args[2..])
         }
@@ -416,7 +420,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }
