@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use hms_domain::empi::synth::{SynthConfig, Vocabulary, generate};
-use hms_domain::empi::{Engine, Params, TrainConfig, prepare, train};
+use hms_domain::empi::{Engine, Model, Params, TrainConfig, prepare, train};
 
 fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -105,6 +105,26 @@ fn main() {
         search_us.push(s.elapsed().as_secs_f64() * 1e6);
         search_cpu_us.push(cpu_us() - c);
     }
+    // Peer: one record scored against 5,000 without blocking (the setting
+    // of the reference figure for Splink), median of 200 queries.
+    let model = Model::new(engine.params().clone());
+    let pool: Vec<_> = data
+        .iter()
+        .take(5_000)
+        .map(|l| prepare(&l.record))
+        .collect();
+    let mut exhaustive_us = Vec::with_capacity(200);
+    for l in data.iter().skip(5_000).take(200) {
+        let c = cpu_us();
+        let q = prepare(&l.record);
+        let best = pool
+            .iter()
+            .map(|p| model.compare_score(&q, p, None).1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        std::hint::black_box(best);
+        exhaustive_us.push(cpu_us() - c);
+    }
+    let (ep50, _) = quantiles(exhaustive_us);
     let (ip50, ip99) = quantiles(insert_us);
     let (sp50, sp99) = quantiles(search_us);
     let (cp50, cp99) = quantiles(candidates);
@@ -129,6 +149,7 @@ fn main() {
             "match_or_create_cpu_p99_us_last_tenth": icp99,
             "search_cpu_p50_us": scp50,
             "search_cpu_p99_us": scp99,
+            "peer_exhaustive_5000_cpu_p50_us": ep50,
             "search_p50_us": sp50,
             "search_p99_us": sp99,
             "rss_mb_records_only": rss_data,

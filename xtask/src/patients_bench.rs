@@ -8,9 +8,10 @@
 //! MRN the index is complete; then one keep-alive client sends ranked
 //! look-ups by family name, first given name and birth date (`GET
 //! /api/v1/patients`, the `patients` scenario) back to back for 20 s, after
-//! the same client measured `GET /health` (the HTTP floor, the peer). The
-//! appliance's resident memory is read before the load and after the
-//! look-ups.
+//! the same client measured `GET /health` (the HTTP floor, the peer). Each
+//! look-up is for a patient sent, and counts as missed when that patient is
+//! not among the ten hits. The appliance's resident memory is read before
+//! the load and after the look-ups.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -140,6 +141,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ("health_p99_ms", f(&health, "/latency/p99_ms")),
             ("search_requests", f(&search, "/requests")),
             ("search_errors", f(&search, "/errors")),
+            ("search_own_patient_missed", f(&search, "/missed")),
             ("search_rps", f(&search, "/throughput_rps")),
             ("search_p50_ms", f(&search, "/latency/p50_ms")),
             ("search_p99_ms", f(&search, "/latency/p99_ms")),

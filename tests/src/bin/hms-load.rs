@@ -355,19 +355,24 @@ fn or_case(k: usize) -> Value {
 
 async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
     let floor = kind == Reads::Health;
+    // Per path, a text the answer must contain (patients: the MRN of the
+    // patient looked up, among the ranked hits).
+    let mut expected: Arc<Vec<String>> = Arc::new(vec![]);
     let paths: Arc<Vec<String>> = if floor {
         Arc::new(vec!["/health".to_owned()])
     } else if kind == Reads::OrPredict {
         Arc::new(vec!["/api/v1/or/cases/predict".to_owned()])
     } else if kind == Reads::Patients {
         let people = population(a.first + a.messages);
-        Arc::new(
-            people
-                .iter()
-                .step_by((people.len() / 20_000).max(1))
-                .map(patient_query)
-                .collect(),
-        )
+        let step = (people.len() / 20_000).max(1);
+        let (paths, mrns) = people
+            .iter()
+            .enumerate()
+            .step_by(step)
+            .map(|(i, r)| (patient_query(r), format!("\"mrn\":\"LM{i}\"")))
+            .unzip();
+        expected = Arc::new(mrns);
+        Arc::new(paths)
     } else if kind == Reads::Forecast {
         let units = units(a.addr, &a.token).await?;
         Arc::new(
@@ -413,11 +418,13 @@ async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
     let n = a.clients;
     for i in 0..a.clients {
         let paths = paths.clone();
+        let expected = expected.clone();
         let barrier = barrier.clone();
         let (addr, token) = (a.addr, a.token.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut errors = 0u64;
+            let mut missed = 0u64;
             let mut c = Conn::connect(addr, Some(&token)).await?;
             barrier.wait().await;
             let start = Instant::now();
@@ -433,28 +440,43 @@ async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
                     break;
                 }
                 let path = &paths[k % paths.len()];
+                let expect = expected.get(k % paths.len());
                 k += 7;
                 let reply = if kind == Reads::OrPredict {
                     c.post(path, &or_case(k)).await
                 } else {
                     c.get(path).await
                 };
-                let ok = matches!(reply, Ok(r) if r.status == 200);
+                let ok = matches!(&reply, Ok(r) if r.status == 200);
                 if elapsed >= warmup {
                     let _ = h.record(now.elapsed().as_micros().max(1) as u64);
                     if !ok {
                         errors += 1;
+                    }
+                    if let (Some(e), Ok(r)) = (expect, &reply)
+                        && ok
+                        && !String::from_utf8_lossy(&r.body).contains(e.as_str())
+                    {
+                        missed += 1;
                     }
                 }
                 if !ok {
                     c = Conn::connect(addr, Some(&token)).await?;
                 }
             }
-            anyhow::Ok((h, errors))
+            anyhow::Ok((h, errors, missed))
         }));
     }
-    let (all, errors) = gather(tasks).await?;
+    let mut all = histogram();
+    let (mut errors, mut missed) = (0, 0);
+    for t in tasks {
+        let (h, e, m) = t.await??;
+        all.add(&h).ok();
+        errors += e;
+        missed += m;
+    }
     Ok(json!({
+        "missed": missed,
         "scenario": match kind {
             Reads::Health => "health",
             Reads::Queries => "queries",
