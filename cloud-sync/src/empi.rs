@@ -154,8 +154,15 @@ fn exact_key(record: &Record) -> Option<String> {
     let p = hms_domain::empi::prepare(record);
     let f = p.family.as_ref()?;
     let g = p.given.as_ref()?;
-    let b = p.birth.as_ref()?;
-    Some(format!("{f:?}|{g:?}|{b:?}"))
+    let b = p.birth.filter(|b| b.is_full())?;
+    Some(format!(
+        "{}|{}|{:04}-{:02}-{:02}",
+        f.squashed,
+        g.squashed,
+        b.year,
+        b.month.unwrap_or(0),
+        b.day.unwrap_or(0)
+    ))
 }
 
 impl std::fmt::Debug for RegionalEmpi {

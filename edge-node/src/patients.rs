@@ -3,8 +3,8 @@
 //!
 //! Loaded from the `patients` projection at start, then kept current from
 //! the store's committed patient events (recorded, merged); a follower that
-//! falls behind the event feed reloads from the projection, so the index
-//! never misses a change. Look-up by MRN is exact. Each patient carries the
+//! falls behind the event feed re-reads the projection and re-indexes the
+//! patients that differ, so the index never misses a change. Look-up by MRN is exact. Each patient carries the
 //! enterprise id (EID) the regional EMPI assigned (an `empi.eid_assigned`
 //! event from the cloud's downlink), or `pending` until the cloud has
 //! assigned one (and while offline).
@@ -144,6 +144,28 @@ pub struct Hit {
     pub score: f64,
 }
 
+/// Whether two descriptions of a patient match the same way (the EID
+/// plays no part in matching).
+fn same_demographics(a: &Patient, b: &Patient) -> bool {
+    (
+        &a.mrn,
+        &a.name,
+        &a.birth_date,
+        a.sex,
+        &a.address,
+        &a.phone,
+        &a.identifiers,
+    ) == (
+        &b.mrn,
+        &b.name,
+        &b.birth_date,
+        b.sex,
+        &b.address,
+        &b.phone,
+        &b.identifiers,
+    )
+}
+
 fn parse_sex(s: &str) -> Option<Sex> {
     match s {
         "female" => Some(Sex::Female),
@@ -263,6 +285,41 @@ impl PatientIndex {
         Ok(())
     }
 
+    /// Brings the index level with the projection after the follower missed
+    /// events: reads every patient and re-indexes only those whose
+    /// demographics differ, so the search index is never rebuilt (nor held
+    /// twice) while the feed runs, and catching up takes far less than the
+    /// first load.
+    pub async fn catch_up(self: &Arc<Self>, store: &Store) -> anyhow::Result<usize> {
+        let fresh = Self::rows(store).await?;
+        let me = self.clone();
+        Ok(tokio::task::spawn_blocking(move || me.replace(fresh)).await?)
+    }
+
+    /// Replaces the patients with `fresh`, re-indexing those that changed;
+    /// returns how many did.
+    fn replace(&self, fresh: HashMap<String, Patient>) -> usize {
+        let changed: Vec<(String, Option<Patient>)> = {
+            let map = self.read();
+            let mut changed: Vec<(String, Option<Patient>)> = fresh
+                .iter()
+                .filter(|(mrn, p)| map.get(*mrn).is_none_or(|old| !same_demographics(old, p)))
+                .map(|(mrn, p)| (mrn.clone(), Some(p.clone())))
+                .collect();
+            changed.extend(
+                map.keys()
+                    .filter(|mrn| !fresh.contains_key(*mrn))
+                    .map(|mrn| (mrn.clone(), None)),
+            );
+            changed
+        };
+        *self.write() = fresh;
+        for (mrn, p) in &changed {
+            self.reindex(mrn, p.as_ref());
+        }
+        changed.len()
+    }
+
     /// Applies one committed patient event.
     pub fn apply(&self, body: &EventBody) {
         let touched = self.apply_map(body);
@@ -351,14 +408,91 @@ impl PatientIndex {
                 m = rx.recv() => match m {
                     Ok(body) => self.apply(&body),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "patient index fell behind; reloading");
-                        if let Err(e) = self.reload(&store).await {
-                            tracing::error!(error = %format!("{e:#}"), "patient index reload failed");
+                        tracing::warn!(missed = n, "patient index fell behind; catching up from the projection");
+                        match self.catch_up(&store).await {
+                            Ok(changed) => tracing::info!(changed, "patient index caught up"),
+                            Err(e) => tracing::error!(error = %format!("{e:#}"), "patient index catch-up failed"),
                         }
                     }
                     Err(_) => break,
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient(mrn: &str, name: &str, dob: &str) -> Patient {
+        Patient {
+            mrn: Mrn::new(mrn),
+            name: Some(PersonName::new(name)),
+            birth_date: Some(BirthDate::new(dob)),
+            sex: Some(Sex::Female),
+            address: None,
+            phone: None,
+            identifiers: vec![],
+            eid: None,
+        }
+    }
+
+    fn index(patients: &[Patient]) -> PatientIndex {
+        let map: HashMap<String, Patient> = patients
+            .iter()
+            .map(|p| (p.mrn.expose().to_owned(), p.clone()))
+            .collect();
+        let idx = PatientIndex::default();
+        *idx.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(PatientIndex::build(&map));
+        *idx.write() = map;
+        idx
+    }
+
+    fn found(idx: &PatientIndex, name: &str, dob: &str) -> Vec<String> {
+        let (family, given) = name.split_once(", ").unwrap_or((name, ""));
+        let mut q = Record::new("query", "");
+        q.family_name = Some(PersonName::new(family));
+        q.given_name = Some(PersonName::new(given));
+        q.birth_date = Some(BirthDate::new(dob));
+        idx.search(&q, 5, 10.0)
+            .into_iter()
+            .map(|h| h.patient.mrn)
+            .collect()
+    }
+
+    #[test]
+    fn catching_up_re_indexes_only_what_changed() {
+        let idx = index(&[
+            patient("M1", "Seacole, Mary", "1965-01-23"),
+            patient("M2", "Nightingale, Florence", "1920-05-12"),
+            patient("M3", "Barton, Clara", "1921-12-25"),
+        ]);
+        assert_eq!(found(&idx, "Seacole, Mary", "1965-01-23"), vec!["M1"]);
+        let mut assigned = patient("M3", "Barton, Clara", "1921-12-25");
+        assigned.eid = Some("E0000000007".into());
+        let fresh: HashMap<String, Patient> = [
+            // Renamed, with the birth date corrected.
+            patient("M1", "Grant, Mary", "1966-02-14"),
+            // Unchanged but for the EID: not re-indexed.
+            assigned,
+            // New.
+            patient("M4", "Cavell, Edith", "1915-10-12"),
+        ]
+        .into_iter()
+        .map(|p| (p.mrn.expose().to_owned(), p))
+        .collect();
+        // M1 changed, M2 went (merged away), M4 came; M3 only got its EID.
+        assert_eq!(idx.replace(fresh), 3);
+        assert!(found(&idx, "Seacole, Mary", "1965-01-23").is_empty());
+        assert_eq!(found(&idx, "Grant, Mary", "1966-02-14"), vec!["M1"]);
+        assert!(found(&idx, "Nightingale, Florence", "1920-05-12").is_empty());
+        assert_eq!(found(&idx, "Cavell, Edith", "1915-10-12"), vec!["M4"]);
+        assert_eq!(found(&idx, "Barton, Clara", "1921-12-25"), vec!["M3"]);
+        assert_eq!(
+            idx.get("M3").and_then(|p| p.eid).as_deref(),
+            Some("E0000000007")
+        );
+        assert_eq!(idx.len(), 3);
     }
 }

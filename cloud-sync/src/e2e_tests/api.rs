@@ -591,6 +591,21 @@ async fn slow_matching_degrades_to_exact_matching_and_says_so() {
     );
     assert_eq!(same["eid"], first["eid"]);
     assert!(same["score"].is_null());
+    // Someone else born the same day is not that identity.
+    let other = c
+        .post(
+            "/api/v1/empi/records",
+            &serde_json::json!({
+                "source": "h1", "local_id": "A-9", "given_name": "Ada",
+                "family_name": "Lovelace", "birth_date": "1965-01-23"
+            }),
+        )
+        .await
+        .expect("post")
+        .json()
+        .expect("json");
+    assert_eq!(other["decision"], "exact_new_identity", "{other}");
+    assert_ne!(other["eid"], first["eid"]);
     // A near miss that the full engine would weigh gets its own identity now.
     let near = c
         .post("/api/v1/empi/records", &rec("A-3", "Mary", "1965-01-24"))

@@ -409,7 +409,10 @@ impl Store {
             last_error: Mutex::new(None),
             metrics,
             committed: tokio::sync::watch::Sender::new(next_seq - 1),
-            patients: broadcast::channel(4096).0,
+            // Deep enough for the patient index to ride out bursts of a
+            // busy feed; if it still falls behind it catches up from the
+            // projection.
+            patients: broadcast::channel(65_536).0,
         });
         let writer = Writer {
             board_stale: false,
