@@ -214,6 +214,21 @@ pub(crate) fn build_release() -> anyhow::Result<(std::path::PathBuf, std::path::
     Ok((release.join("hms-edge"), release.join("hms-load")))
 }
 
+/// The number at JSON pointer `p` of `v` (NaN when absent).
+pub(crate) fn num(v: &serde_json::Value, p: &str) -> f64 {
+    v.pointer(p)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+/// One run's row of named figures.
+pub(crate) fn row(figures: &[(&str, f64)]) -> serde_json::Map<String, serde_json::Value> {
+    figures
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+        .collect()
+}
+
 /// Medians per key over the runs' rows.
 pub(crate) fn medians(
     rows: &[serde_json::Map<String, serde_json::Value>],
@@ -298,36 +313,27 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         )?;
         let rss_end = rss_mb(pid);
         drop(app);
-        let f = |v: &serde_json::Value, p: &str| {
-            v.pointer(p)
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(f64::NAN)
-        };
-        let mut row = serde_json::Map::new();
-        for (k, v) in [
+        rows.push(row(&[
             ("fsync_p50_ms", fsync_p50),
             ("fsync_p99_ms", fsync_p99),
-            ("mci_failures", f(&mci, "/failures")),
-            ("mci_double_assignments", f(&mci, "/double_assignments")),
-            ("mci_all_done_ms", f(&mci, "/all_done_ms")),
-            ("health_rps", f(&floor, "/throughput_rps")),
-            ("health_p99_ms", f(&floor, "/latency/p99_ms")),
-            ("query_rps", f(&q, "/throughput_rps")),
-            ("query_saturation_rps", f(&sat, "/throughput_rps")),
-            ("query_saturation_p99_ms", f(&sat, "/latency/p99_ms")),
-            ("query_p50_ms", f(&q, "/latency/p50_ms")),
-            ("query_p99_ms", f(&q, "/latency/p99_ms")),
-            ("query_errors", f(&q, "/errors")),
-            ("assign_rps", f(&asg, "/throughput_rps")),
-            ("assign_p50_ms", f(&asg, "/latency/p50_ms")),
-            ("assign_p99_ms", f(&asg, "/latency/p99_ms")),
-            ("assign_errors", f(&asg, "/errors")),
+            ("mci_failures", num(&mci, "/failures")),
+            ("mci_double_assignments", num(&mci, "/double_assignments")),
+            ("mci_all_done_ms", num(&mci, "/all_done_ms")),
+            ("health_rps", num(&floor, "/throughput_rps")),
+            ("health_p99_ms", num(&floor, "/latency/p99_ms")),
+            ("query_rps", num(&q, "/throughput_rps")),
+            ("query_saturation_rps", num(&sat, "/throughput_rps")),
+            ("query_saturation_p99_ms", num(&sat, "/latency/p99_ms")),
+            ("query_p50_ms", num(&q, "/latency/p50_ms")),
+            ("query_p99_ms", num(&q, "/latency/p99_ms")),
+            ("query_errors", num(&q, "/errors")),
+            ("assign_rps", num(&asg, "/throughput_rps")),
+            ("assign_p50_ms", num(&asg, "/latency/p50_ms")),
+            ("assign_p99_ms", num(&asg, "/latency/p99_ms")),
+            ("assign_errors", num(&asg, "/errors")),
             ("rss_start_mb", rss_start),
             ("rss_end_mb", rss_end),
-        ] {
-            row.insert(k.into(), serde_json::json!(v));
-        }
-        rows.push(row);
+        ]));
     }
     let summary = medians(&rows);
     let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
@@ -413,30 +419,21 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ],
         )?;
         drop(app);
-        let f = |v: &serde_json::Value, p: &str| {
-            v.pointer(p)
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(f64::NAN)
-        };
-        let mut row = serde_json::Map::new();
-        for (k, v) in [
+        rows.push(row(&[
             ("fsync_p50_ms", fsync_p50),
             ("fsync_p99_ms", fsync_p99),
-            ("a01_1conn_mps", f(&a01, "/throughput_mps")),
-            ("a01_1conn_p50_ms", f(&a01, "/latency/p50_ms")),
-            ("a01_1conn_p99_ms", f(&a01, "/latency/p99_ms")),
-            ("a01_errors", f(&a01, "/errors")),
-            ("a28_1conn_mps", f(&one, "/throughput_mps")),
-            ("a28_1conn_p50_ms", f(&one, "/latency/p50_ms")),
-            ("a28_1conn_p99_ms", f(&one, "/latency/p99_ms")),
-            ("a28_16conn_mps", f(&many, "/throughput_mps")),
-            ("a28_16conn_p50_ms", f(&many, "/latency/p50_ms")),
-            ("a28_16conn_p99_ms", f(&many, "/latency/p99_ms")),
-            ("a28_errors", f(&one, "/errors") + f(&many, "/errors")),
-        ] {
-            row.insert(k.into(), serde_json::json!(v));
-        }
-        rows.push(row);
+            ("a01_1conn_mps", num(&a01, "/throughput_mps")),
+            ("a01_1conn_p50_ms", num(&a01, "/latency/p50_ms")),
+            ("a01_1conn_p99_ms", num(&a01, "/latency/p99_ms")),
+            ("a01_errors", num(&a01, "/errors")),
+            ("a28_1conn_mps", num(&one, "/throughput_mps")),
+            ("a28_1conn_p50_ms", num(&one, "/latency/p50_ms")),
+            ("a28_1conn_p99_ms", num(&one, "/latency/p99_ms")),
+            ("a28_16conn_mps", num(&many, "/throughput_mps")),
+            ("a28_16conn_p50_ms", num(&many, "/latency/p50_ms")),
+            ("a28_16conn_p99_ms", num(&many, "/latency/p99_ms")),
+            ("a28_errors", num(&one, "/errors") + num(&many, "/errors")),
+        ]));
     }
     let summary = medians(&rows);
     let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);

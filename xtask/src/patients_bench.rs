@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::bench::{build_release, http_get, load, medians, rss_mb, start};
+use crate::bench::{build_release, http_get, load, medians, num, row, rss_mb, start};
 use crate::{create_token, target_dir};
 
 struct Settings {
@@ -126,32 +126,23 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let search = read("patients", "20")?;
         let rss_full = rss_mb(pid);
         drop(app);
-        let f = |v: &serde_json::Value, p: &str| {
-            v.pointer(p)
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(f64::NAN)
-        };
-        let mut row = serde_json::Map::new();
-        for (k, v) in [
+        rows.push(row(&[
             ("patients", s.patients as f64),
-            ("fill_mps", f(&fill, "/throughput_mps")),
-            ("fill_errors", f(&fill, "/errors")),
+            ("fill_mps", num(&fill, "/throughput_mps")),
+            ("fill_errors", num(&fill, "/errors")),
             ("index_complete_after_fill_s", indexed_after.as_secs_f64()),
-            ("health_p50_ms", f(&health, "/latency/p50_ms")),
-            ("health_p99_ms", f(&health, "/latency/p99_ms")),
-            ("search_requests", f(&search, "/requests")),
-            ("search_errors", f(&search, "/errors")),
-            ("search_own_patient_missed", f(&search, "/missed")),
-            ("search_rps", f(&search, "/throughput_rps")),
-            ("search_p50_ms", f(&search, "/latency/p50_ms")),
-            ("search_p99_ms", f(&search, "/latency/p99_ms")),
-            ("search_max_ms", f(&search, "/latency/max_ms")),
+            ("health_p50_ms", num(&health, "/latency/p50_ms")),
+            ("health_p99_ms", num(&health, "/latency/p99_ms")),
+            ("search_requests", num(&search, "/requests")),
+            ("search_errors", num(&search, "/errors")),
+            ("search_own_patient_missed", num(&search, "/missed")),
+            ("search_rps", num(&search, "/throughput_rps")),
+            ("search_p50_ms", num(&search, "/latency/p50_ms")),
+            ("search_p99_ms", num(&search, "/latency/p99_ms")),
+            ("search_max_ms", num(&search, "/latency/max_ms")),
             ("rss_mb_before_load", rss_empty),
             ("rss_mb_with_patients", rss_full),
-        ] {
-            row.insert(k.into(), serde_json::json!(v));
-        }
-        rows.push(row);
+        ]));
     }
     let summary = medians(&rows);
     let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);

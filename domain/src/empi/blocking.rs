@@ -546,50 +546,37 @@ mod tests {
 
     #[test]
     fn a_query_stops_at_the_budget_narrowest_lists_first() {
-        let mut idx = BlockIndex::new(3);
         let q = rec("John", "Smith", "1970-03-04", "2600", "12 Long St");
+        let born_same_day = |given: &str| rec(given, "Jones", "1970-03-04", "4000", "9 Far Rd");
+        let givens = ["Xavier", "Yusuf", "Zane", "Quentin"];
         // Four records share only the query's birth date; one shares its
-        // address too.
-        for (i, given) in ["Xavier", "Yusuf", "Zane", "Quentin"].iter().enumerate() {
+        // address.
+        let filled = |cap: usize| {
+            let mut idx = BlockIndex::new(cap);
+            for (i, given) in givens.iter().enumerate() {
+                idx.insert(i as u32, &born_same_day(given));
+            }
             idx.insert(
-                i as u32,
-                &rec(given, "Jones", "1970-03-04", "4000", "9 Far Rd"),
+                9,
+                &rec("Walter", "Brown", "1981-01-01", "2600", "12 Long St"),
             );
-        }
-        idx.insert(
-            9,
-            &rec("Walter", "Brown", "1981-01-01", "2600", "12 Long St"),
-        );
+            idx
+        };
         let mut out = vec![];
-        let s = idx.candidates(&q, &mut out);
-        // The birth-date list (4) is over the cap; the address keys (1 each)
-        // are taken.
-        assert_eq!(out, vec![9]);
-        assert_eq!(s.capped_keys, 1, "{s:?}");
-        // Under a cap of 4 the birth-date list fits the cap but not the
-        // budget left after the narrower address keys.
-        let mut idx4 = BlockIndex::new(4);
-        for (i, given) in ["Xavier", "Yusuf", "Zane", "Quentin"].iter().enumerate() {
-            idx4.insert(
-                i as u32,
-                &rec(given, "Jones", "1970-03-04", "4000", "9 Far Rd"),
-            );
-        }
-        idx4.insert(
-            9,
-            &rec("Walter", "Brown", "1981-01-01", "2600", "12 Long St"),
-        );
-        let s = idx4.candidates(&q, &mut out);
+        // Cap 3: the birth-date list (4) is over the cap; the address keys
+        // (one record each) are taken.
+        let s = filled(3).candidates(&q, &mut out);
         assert_eq!((out.as_slice(), s.capped_keys), (&[9u32][..], 1));
-        // Removing records brings lists back to one inline record and then
-        // to nothing.
-        for (i, given) in ["Xavier", "Yusuf", "Zane"].iter().enumerate() {
-            idx4.remove(
-                i as u32,
-                &rec(given, "Jones", "1970-03-04", "4000", "9 Far Rd"),
-            );
+        // Cap 4: the birth-date list fits the cap but not what is left of
+        // it after the narrower address keys.
+        let mut idx = filled(4);
+        let s = idx.candidates(&q, &mut out);
+        assert_eq!((out.as_slice(), s.capped_keys), (&[9u32][..], 1));
+        // Removing records brings the list back to one inline record.
+        for (i, given) in givens.iter().take(3).enumerate() {
+            idx.remove(i as u32, &born_same_day(given));
         }
-        let s = idx4.candidates(&q, &mut out);
+        let s = idx.candidates(&q, &mut out);
         assert_eq!((out.as_slice(), s.capped_keys), (&[3u32, 9][..], 0));
     }
 }
