@@ -113,11 +113,17 @@ pub fn details(m: &Message) -> Details {
             })
         })
         .collect();
+    // `street, city, postal code, state, country`, by position: a missing
+    // part stays empty so the parts after it keep their meaning (the
+    // patient index reads them back by position).
     let address = m.repetitions("PID", 11).first().and_then(|r| {
-        let parts: Vec<String> = [1, 3, 5, 4, 6]
+        let mut parts: Vec<String> = [1, 3, 5, 4, 6]
             .iter()
-            .filter_map(|&c| m.component(r, c, 1).filter(|s| !s.is_empty()))
+            .map(|&c| m.component(r, c, 1).unwrap_or_default())
             .collect();
+        while parts.last().is_some_and(String::is_empty) {
+            parts.pop();
+        }
         (!parts.is_empty()).then(|| Address::new(parts.join(", ")))
     });
     let phone = m
@@ -633,4 +639,48 @@ pub fn plan(
         }
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::{Message, ParseConfig};
+
+    fn address_of(pid11: &str) -> Option<String> {
+        let raw = format!(
+            "MSH|^~\\&|A|B|C|D|20261127101500||ADT^A28^ADT_A05|1|P|2.5.1\rPID|1||M1^^^TH^MR||Doe^Jane||19700101|F|||{pid11}\r"
+        );
+        let m = Message::parse(raw.as_bytes(), ParseConfig::default()).expect("parses");
+        details(&m).address.map(|a| a.expose().to_owned())
+    }
+
+    #[test]
+    fn address_parts_keep_their_positions() {
+        assert_eq!(
+            address_of("12 Long St^^Canberra^ACT^2600^AU").as_deref(),
+            Some("12 Long St, Canberra, 2600, ACT, AU")
+        );
+        // No city: the postal code is still third, not taken for the city.
+        assert_eq!(
+            address_of("12 Long St^^^ACT^2600").as_deref(),
+            Some("12 Long St, , 2600, ACT")
+        );
+        assert_eq!(address_of("12 Long St").as_deref(), Some("12 Long St"));
+        assert_eq!(address_of(""), None);
+        let r = hms_domain::empi::Record::from_patient(
+            "h1",
+            &hms_domain::PatientRef {
+                mrn: hms_domain::phi::Mrn::new("M1"),
+                name: None,
+                birth_date: None,
+                sex: None,
+            },
+            Some(&Address::new("12 Long St, , 2600, ACT")),
+            None,
+            &[],
+        );
+        let p = hms_domain::empi::prepare(&r);
+        assert!(p.city.is_none());
+        assert_eq!(p.postal_code.as_deref(), Some("2600"));
+    }
 }

@@ -388,7 +388,7 @@ async fn the_patient_index_keeps_identifiers_address_phone_and_visits() {
             { "id": "9434765919", "authority": "NHS", "kind": "NH" }
         ])
     );
-    assert_eq!(address, "1 High Street, Leeds, LS1 4AB, GB");
+    assert_eq!(address, "1 High Street, Leeds, LS1 4AB, , GB");
     assert_eq!(phone, "+44 113 496 0000");
     let (status, class, mrn): (String, String, String) = conn
         .query_row(
