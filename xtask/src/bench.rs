@@ -214,6 +214,14 @@ pub(crate) fn build_release() -> anyhow::Result<(std::path::PathBuf, std::path::
     Ok((release.join("hms-edge"), release.join("hms-load")))
 }
 
+/// An empty data dir for one run (`target/bench-data`).
+pub(crate) fn fresh_data_dir() -> anyhow::Result<std::path::PathBuf> {
+    let data = target_dir().join("bench-data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    Ok(data)
+}
+
 /// The number at JSON pointer `p` of `v` (NaN when absent).
 pub(crate) fn num(v: &serde_json::Value, p: &str) -> f64 {
     v.pointer(p)
@@ -253,9 +261,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = vec![];
     for run_no in 1..=s.runs {
         eprintln!("xtask: bench run {run_no}/{}", s.runs);
-        let data = target_dir().join("bench-data");
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data)?;
+        let data = fresh_data_dir()?;
         let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
         let app = start(&edge, &config, &data, false)?;
         let pid = app.child.id();
@@ -362,9 +368,7 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = vec![];
     for run_no in 1..=s.runs {
         eprintln!("xtask: bench mllp run {run_no}/{}", s.runs);
-        let data = target_dir().join("bench-data");
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data)?;
+        let data = fresh_data_dir()?;
         let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
         let app = start(&edge, &config, &data, true)?;
         let m = app

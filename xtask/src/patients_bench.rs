@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::bench::{build_release, http_get, load, medians, num, row, rss_mb, start};
-use crate::{create_token, target_dir};
+use crate::bench::{
+    build_release, fresh_data_dir, http_get, load, medians, num, row, rss_mb, start,
+};
+use crate::create_token;
 
 struct Settings {
     patients: usize,
@@ -75,9 +77,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut rows = vec![];
     for run_no in 1..=s.runs {
         eprintln!("xtask: bench patients run {run_no}/{}", s.runs);
-        let data = target_dir().join("bench-data");
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data)?;
+        let data = fresh_data_dir()?;
         let nurse = create_token(&edge, &data, "nurse", "bench-ward")?;
         let app = start(&edge, &config, &data, true)?;
         let pid = app.child.id();
