@@ -27,7 +27,6 @@ pub mod enrolment;
 pub mod meta;
 pub mod service;
 pub mod store;
-pub mod tls;
 
 #[cfg(test)]
 mod e2e_tests;

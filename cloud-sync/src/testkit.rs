@@ -173,7 +173,7 @@ pub async fn serve(state: CloudState, tls: Option<tokio_rustls::TlsAcceptor>) ->
             tokio::spawn(async move { axum::serve(l, app).await });
         }
         Some(acceptor) => {
-            let l = crate::tls::TlsListener::new(listener, acceptor)
+            let l = hms_web::tls::TlsListener::new(listener, acceptor)
                 .expect("tls listener")
                 .tap_io(move |_| {
                     count.fetch_add(1, Ordering::SeqCst);

@@ -115,7 +115,7 @@ impl Appliance {
                 settings,
                 mllp: crate::integration::MllpSettings {
                     tls: match &config.mllp.tls {
-                        Some(t) => Some(crate::integration::tls_acceptor(&t.cert, &t.key)?),
+                        Some(t) => Some(hms_web::tls::acceptor(&t.cert, &t.key)?),
                         None => None,
                     },
                     framer: crate::mllp::FramerConfig {

@@ -368,7 +368,7 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
     }
     let tls = match &cfg.tls {
         Some(t) => Some(
-            cloud_sync::tls::acceptor(&t.cert, &t.key).map_err(|e| (64, format!("[tls] {e:#}")))?,
+            hms_web::tls::acceptor(&t.cert, &t.key).map_err(|e| (64, format!("[tls] {e:#}")))?,
         ),
         None => None,
     };
@@ -390,7 +390,7 @@ fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
         let shutdown = stop_signal();
         match tls {
             Some(acceptor) => {
-                let listener = cloud_sync::tls::TlsListener::new(listener, acceptor)
+                let listener = hms_web::tls::TlsListener::new(listener, acceptor)
                     .map_err(|e| (1, format!("TLS listener: {e}")))?;
                 println!("hms-cloud ready https=https://{addr}");
                 axum::serve(listener, app)

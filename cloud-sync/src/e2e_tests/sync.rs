@@ -306,7 +306,7 @@ async fn https_with_the_trusted_ca_and_refused_without_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = self_signed(dir.path(), "cloud");
     let (stranger, _) = self_signed(dir.path(), "stranger");
-    let acceptor = crate::tls::acceptor(&cert, &key).expect("acceptor");
+    let acceptor = hms_web::tls::acceptor(&cert, &key).expect("acceptor");
     let served = serve(cloud.state.clone(), Some(acceptor)).await;
     let port = served.addr.port();
     let signer = cloud.signer("h1");

@@ -19,11 +19,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::problem::Problem;
 use super::{AppState, Caller, RequestId, Segment};
 use crate::auth::Role;
 use crate::board::{Bed, BoardError, Census, Command, Requirements};
 use crate::store::{WriteError, WriteRequest};
+use hms_web::problem::Problem;
 
 /// A JSON body whose rejections are problem documents.
 #[derive(Debug)]

@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::beds::Body;
-use super::problem::Problem;
 use super::{AppState, Caller, Segment};
 use crate::forecast::{OrCase, roll_up};
+use hms_web::problem::Problem;
 
 /// Most OR cases in one request.
 pub const MAX_CASES: usize = 1_000;

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
-use super::problem::Problem;
 use super::{AppState, Caller, Segment};
 use crate::auth::Role;
 use crate::store::WriteError;
+use hms_web::problem::Problem;
 
 #[derive(Debug, Serialize)]
 struct ParkedRow {

@@ -3,13 +3,12 @@
 //! Reads are answered from the in-memory [`crate::board::BoardView`] and never
 //! touch SQLite (except a bed's history). Mutations go through the store's
 //! single writer and are answered only after their transaction has committed.
-//! Every error is a problem document (see [`problem`]).
+//! Every error is a problem document ([`hms_web::Problem`]).
 
 pub mod beds;
 pub mod forecast;
 pub mod integration;
 pub mod patients;
-pub mod problem;
 pub mod stream;
 
 use std::collections::BTreeMap;
@@ -33,7 +32,7 @@ use tracing::Instrument;
 use crate::auth::{Principal, Role, Tokens};
 use crate::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels};
 use crate::store::Store;
-use problem::Problem;
+use hms_web::Problem;
 
 /// Display information about a unit, from the configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -344,7 +343,7 @@ impl FromRequestParts<AppState> for Caller {
                 .auth_failures
                 .get_or_create(&ReasonLabels { reason })
                 .inc();
-            Problem::unauthorized(detail.to_owned())
+            Problem::unauthorized(detail.to_owned()).realm("hms-edge")
         };
         let Some(token) = bearer(parts) else {
             return Err(fail(

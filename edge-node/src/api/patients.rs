@@ -16,9 +16,9 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::problem::Problem;
 use super::{AppState, Caller};
 use crate::auth::Role;
+use hms_web::problem::Problem;
 
 /// `GET /api/v1/patients`.
 pub async fn search(
@@ -48,7 +48,7 @@ pub async fn search(
     if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(Problem::bad_request(format!(
             "unknown query parameter {:?}; use {}",
-            super::problem::safe_detail(k),
+            hms_web::problem::safe_detail(k),
             KNOWN.join(", ")
         )));
     }

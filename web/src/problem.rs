@@ -1,6 +1,12 @@
-//! RFC 9457 problem documents (`application/problem+json`) for every error.
+//! RFC 9457 problem documents (`application/problem+json`) for every error
+//! of both servers.
 //!
-//! Problem bodies name ids (beds, units, request ids) but never PHI.
+//! A problem has a type (`urn:hms:problem:<slug>`), a title (the same for
+//! every problem of that type), the HTTP status, a detail for this occurrence
+//! and extra members (a conflict's current state, the seq a gap expects).
+//! Problem bodies name ids (beds, units, hospitals, request ids) but never
+//! PHI: [`safe_detail`] rewrites deserialiser messages so that no sent value
+//! is echoed.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -24,6 +30,9 @@ pub struct Problem {
     /// Extra members (e.g. `current` bed on a conflict).
     #[serde(flatten, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, Value>,
+    /// The `realm` of the `WWW-Authenticate` challenge a 401 carries.
+    #[serde(skip)]
+    pub realm: Option<&'static str>,
 }
 
 impl Problem {
@@ -40,7 +49,21 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             extra: serde_json::Map::new(),
+            realm: None,
         }
+    }
+
+    /// Names the realm of the `WWW-Authenticate: Bearer` challenge (401 only).
+    pub fn realm(mut self, realm: &'static str) -> Self {
+        self.realm = Some(realm);
+        self
+    }
+
+    /// The slug of the type (`urn:hms:problem:<slug>`).
+    pub fn slug(&self) -> &str {
+        self.kind
+            .strip_prefix("urn:hms:problem:")
+            .unwrap_or(&self.kind)
     }
 
     /// Adds an extra member.
@@ -122,17 +145,18 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let unauthorized = status == StatusCode::UNAUTHORIZED;
+        let challenge = (status == StatusCode::UNAUTHORIZED).then(|| match self.realm {
+            Some(realm) => HeaderValue::from_str(&format!("Bearer realm=\"{realm}\""))
+                .unwrap_or(HeaderValue::from_static("Bearer")),
+            None => HeaderValue::from_static("Bearer"),
+        });
         let mut resp = (status, Json(self)).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if unauthorized {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"hms-edge\""),
-            );
+        if let Some(c) = challenge {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }
         resp
     }
@@ -247,5 +271,64 @@ mod tests {
         ] {
             assert_eq!(safe_detail(&format!("{p}{raw}")), want);
         }
+    }
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::*;
+
+    async fn body(resp: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    #[tokio::test]
+    async fn a_problem_is_problem_json_with_type_title_status_detail_and_extras() {
+        let resp = Problem::new(
+            StatusCode::CONFLICT,
+            "stale-version",
+            "Stale version",
+            "bed B1 moved on",
+        )
+        .with("current", serde_json::json!({ "version": 7 }))
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(
+            body(resp).await,
+            serde_json::json!({
+                "type": "urn:hms:problem:stale-version",
+                "title": "Stale version",
+                "status": 409,
+                "detail": "bed B1 moved on",
+                "current": { "version": 7 },
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_401_carries_a_bearer_challenge_with_the_realm_when_named() {
+        let plain = Problem::unauthorized("no token").into_response();
+        assert_eq!(plain.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let named = Problem::unauthorized("no token").realm("hms-edge");
+        assert_eq!(named.slug(), "unauthorized");
+        let resp = named.into_response();
+        assert_eq!(
+            resp.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"hms-edge\""
+        );
+        let b = body(resp).await;
+        assert_eq!(b["title"], "Authentication required");
+        assert!(
+            b.get("realm").is_none(),
+            "the realm is a header, not a member"
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! HTTPS for `hms-cloud run`: a TLS listener the HTTP service runs on.
+//! TLS for both servers: the rustls configuration from PEM files
+//! ([`acceptor`], used by the cloud's HTTPS and the appliance's MLLP over
+//! TLS) and [`TlsListener`], the listener an axum server runs on for HTTPS.
 //!
 //! TLS handshakes run in tasks of their own, each bounded by
 //! [`HANDSHAKE_TIMEOUT`], so a slow or silent client never holds up the
@@ -101,5 +103,40 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, certified.cert.pem()).expect("write cert");
+        std::fs::write(&k, certified.signing_key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+
+    #[test]
+    fn an_acceptor_comes_from_a_matching_pair_and_says_what_is_wrong_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = self_signed(dir.path());
+        let err = |r: anyhow::Result<tokio_rustls::TlsAcceptor>| match r {
+            Ok(_) => panic!("accepted a bad certificate/key pair"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(acceptor(&cert, &key).is_ok());
+        let missing = err(acceptor(&dir.path().join("nope.pem"), &key));
+        assert!(missing.contains("reading the certificate"), "{missing}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        let none = err(acceptor(&empty, &key));
+        assert!(none.contains("holds no certificate"), "{none}");
+        let other = tempfile::tempdir().expect("tempdir");
+        let (_, other_key) = self_signed(other.path());
+        let mismatch = err(acceptor(&cert, &other_key));
+        assert!(mismatch.contains("do not match"), "{mismatch}");
     }
 }
