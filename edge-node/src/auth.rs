@@ -7,18 +7,17 @@
 //! a miss reads the table, so a token created by another process works at once.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use anyhow::Context;
 use base64::Engine;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-/// File name of the credential store inside the data dir.
-pub const AUTH_FILE: &str = "auth.sqlite";
+use crate::store::credentials::Credentials;
+
+pub use crate::store::credentials::AUTH_FILE;
 
 /// What a token may do. Ordered: each role may do everything the previous may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -69,27 +68,9 @@ pub struct Principal {
 /// The token store.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    path: PathBuf,
     cache: Arc<RwLock<HashMap<[u8; 32], Principal>>>,
-    /// One read connection for cache misses, opened on first use.
-    reader: Arc<std::sync::Mutex<Option<Connection>>>,
-}
-
-fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS tokens (
-             id         INTEGER PRIMARY KEY,
-             name       TEXT    NOT NULL,
-             role       TEXT    NOT NULL,
-             hash       BLOB    NOT NULL UNIQUE,
-             created_at INTEGER NOT NULL
-         ) STRICT;",
-    )?;
-    Ok(conn)
+    /// The stored hashes (read on a cache miss).
+    store: Arc<Credentials>,
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -102,14 +83,9 @@ fn hash(token: &str) -> [u8; 32] {
 impl Tokens {
     /// Opens (creating) the credential store of `data_dir`.
     pub fn open(data_dir: &Path) -> anyhow::Result<Tokens> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-        let path = data_dir.join(AUTH_FILE);
-        open(&path).with_context(|| format!("opening {}", path.display()))?;
         Ok(Tokens {
-            path,
+            store: Arc::new(Credentials::open(data_dir)?),
             cache: Arc::default(),
-            reader: Arc::default(),
         })
     }
 
@@ -127,17 +103,12 @@ impl Tokens {
             "hms_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         );
-        let conn = open(&self.path)?;
-        conn.execute(
-            "INSERT INTO tokens(name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                name,
-                role.as_str(),
-                &hash(&token)[..],
-                hms_domain::Timestamp::now().as_millis()
-            ],
-        )
-        .context("storing the token")?;
+        self.store.insert(
+            name,
+            role.as_str(),
+            &hash(&token),
+            hms_domain::Timestamp::now().as_millis(),
+        )?;
         Ok(token)
     }
 
@@ -150,17 +121,7 @@ impl Tokens {
         if let Some(p) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&h) {
             return Ok(Some(p.clone()));
         }
-        let found: Option<(String, String)> = {
-            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-            if reader.is_none() {
-                *reader = Some(crate::store::open_read_connection(&self.path)?);
-            }
-            let conn = reader.as_ref().context("token reader unavailable")?;
-            conn.prepare_cached("SELECT name, role FROM tokens WHERE hash = ?1")?
-                .query_row([&h[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-        };
-        let Some((name, role)) = found else {
+        let Some((name, role)) = self.store.lookup(&h)? else {
             return Ok(None);
         };
         let Some(role) = Role::parse(&role) else {
@@ -208,12 +169,11 @@ mod tests {
         assert!(tokens.authenticate("hms_wrong").unwrap().is_none());
         assert!(tokens.authenticate("Basic abc").unwrap().is_none());
         // Only the hash is stored.
-        let conn = Connection::open(dir.path().join(AUTH_FILE)).unwrap();
-        let stored: Vec<u8> = conn
-            .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
-            .unwrap();
+        let stored = tokens.store.stored_hashes().unwrap();
+        assert_eq!(stored.len(), 1);
+        let stored = &stored[0];
         assert_eq!(stored.len(), 32);
-        assert!(!String::from_utf8_lossy(&stored).contains(&t[4..]));
+        assert!(!String::from_utf8_lossy(stored).contains(&t[4..]));
         assert!(tokens.create("", Role::Admin).is_err());
         assert!(Role::Viewer < Role::Nurse && Role::BedManager < Role::Admin);
     }

@@ -6,11 +6,11 @@
 
 use hms_domain::{BedAttributes, BedId, LevelOfCare, RoomId, Timestamp, UnitId};
 
-use crate::adt::{self, Locations};
 use crate::board::{Board, Command};
-use crate::hl7::ack::{self, Header, Outcome};
-use crate::hl7::{Message, ParseConfig};
-use crate::mllp::{FrameEvent, Framer, FramerConfig};
+use crate::integration::adt::{self, Locations};
+use crate::integration::hl7::ack::{self, Header, Outcome};
+use crate::integration::hl7::{Message, ParseConfig};
+use crate::integration::mllp::{FrameEvent, Framer, FramerConfig};
 
 /// A small hospital for the ADT step: unit `3W`, beds `3W-000`..`3W-003`
 /// at HL7 locations `3W^0^0^TH`..`3W^1^3^TH`.
@@ -89,7 +89,8 @@ fn events(cfg: FramerConfig, chunks: &[&[u8]]) -> Vec<FrameEvent> {
 /// board: never a panic, and the board keeps its invariants.
 pub fn message(bytes: &[u8]) {
     let (mut board, locations) = board_and_locations();
-    for raw in std::iter::once(bytes.to_vec()).chain(crate::hl7::split_messages(bytes)) {
+    for raw in std::iter::once(bytes.to_vec()).chain(crate::integration::hl7::split_messages(bytes))
+    {
         let parsed = Message::parse(&raw, ParseConfig::default());
         let header = match &parsed {
             Ok(m) => Header::of(m),

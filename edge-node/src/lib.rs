@@ -1,27 +1,32 @@
 //! The HMS Edge appliance.
 //!
-//! - [`board`]: the live bed board, sans-IO (`Board::apply(cmd) -> changes`).
-//! - [`mllp`], [`hl7`]: MLLP framing and HL7 v2 parsing, sans-IO; [`adt`]: ADT semantics.
-//! - [`integration`]: the MLLP listener.
-//! - [`store`]: SQLite event log and projections behind one group-committing writer.
-//! - [`api`]: the kiosk HTTP API.
-//! - [`auth`]: bearer tokens and roles.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`appliance`]: wiring, start-up reconciliation, graceful shutdown.
+//! Sans-IO (no tokio, SQLite or HTTP; `cargo xtask tidy` checks it):
+//! - [`board`]: the live bed board (`Board::apply(cmd) -> changes`);
+//! - [`integration`]'s [`mllp`](integration::mllp), [`hl7`](integration::hl7)
+//!   and [`adt`](integration::adt): MLLP framing, HL7 v2 parsing and ADT
+//!   semantics.
+//!
+//! With IO, each behind its own door:
+//! - [`store`]: the SQLite event log and projections behind one
+//!   group-committing writer; the only module that speaks SQL;
+//! - [`integration`]'s [`listener`](integration::listener): the MLLP listener;
+//! - [`api`]: the kiosk HTTP API;
+//! - [`sync`]: the uplink to the regional cloud and the downlink back;
+//! - [`inference`]: local ONNX models, the forecaster, model sets;
+//! - [`patients`]: the local patient index;
+//! - [`auth`]: bearer tokens and roles; [`metrics`]: Prometheus metrics;
+//! - [`appliance`]: opens and serves the whole appliance;
+//! - [`cli`]: the `hms-edge` subcommands; `main.rs` only calls it.
 
-pub mod adt;
 pub mod api;
 pub mod appliance;
 pub mod auth;
 pub mod board;
-pub mod forecast;
+pub mod cli;
 pub mod fuzz;
-pub mod hl7;
 pub mod inference;
 pub mod integration;
 pub mod metrics;
-pub mod mllp;
-pub mod models;
 pub mod patients;
 pub mod store;
-pub mod uplink;
+pub mod sync;

@@ -232,37 +232,28 @@ impl PatientIndex {
 
     /// Every patient of the projection.
     async fn rows(store: &Store) -> anyhow::Result<HashMap<String, Patient>> {
-        store
-            .read(|conn, _| {
-                let mut stmt = conn.prepare(
-                    "SELECT mrn, name, birth_date, sex, identifiers, address, phone, eid FROM patients",
-                )?;
-                let mut rows = stmt.query([])?;
-                let mut out = HashMap::new();
-                while let Some(r) = rows.next()? {
-                    let mrn: String = r.get(0)?;
-                    let identifiers: Option<String> = r.get(4)?;
-                    let p = Patient {
-                        mrn: Mrn::new(mrn.clone()),
-                        name: r.get::<_, Option<String>>(1)?.map(PersonName::new),
-                        birth_date: r.get::<_, Option<String>>(2)?.map(BirthDate::new),
-                        sex: r
-                            .get::<_, Option<String>>(3)?
-                            .as_deref()
-                            .and_then(parse_sex),
-                        identifiers: identifiers
-                            .as_deref()
-                            .and_then(|j| serde_json::from_str(j).ok())
-                            .unwrap_or_default(),
-                        address: r.get::<_, Option<String>>(5)?.map(Address::new),
-                        phone: r.get::<_, Option<String>>(6)?.map(Phone::new),
-                        eid: r.get(7)?,
-                    };
-                    out.insert(mrn, p);
-                }
-                Ok(out)
+        Ok(store
+            .patients()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let p = Patient {
+                    mrn: r.mrn,
+                    name: r.name,
+                    birth_date: r.birth_date,
+                    sex: r.sex.as_deref().and_then(parse_sex),
+                    identifiers: r
+                        .identifiers_json
+                        .as_deref()
+                        .and_then(|j| serde_json::from_str(j).ok())
+                        .unwrap_or_default(),
+                    address: r.address,
+                    phone: r.phone,
+                    eid: r.eid,
+                };
+                (p.mrn.expose().to_owned(), p)
             })
-            .await
+            .collect())
     }
 
     /// Whether the first load is done (until then look-ups cannot answer).

@@ -1,4 +1,7 @@
 //! End-to-end support: a small keep-alive HTTP/1.1 client used by the load
 //! generator (`hms-load`) and by tests that drive real appliance processes.
+//!
+//! - [`lossyfs`]: an in-memory FUSE filesystem that loses unsynced writes on a simulated power cut.
 
 pub mod client;
+pub mod lossyfs;

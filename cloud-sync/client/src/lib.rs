@@ -11,14 +11,19 @@
 //! Transport: an [`Endpoint`] (`http://` for loopback and tests, `https://`
 //! with rustls and an explicit CA), batches sent gzip-compressed
 //! ([`codec`]), and [`push`], [`position`] and [`fetch`] (restore) with typed
-//! answers; a [`Client`] keeps its connection open between calls. The
-//! regional cloud's DR replication uses the same calls, signed with the
-//! primary's key. See `docs/sync-protocol.md`.
+//! answers; a [`Client`] keeps its connection open between calls.
+//!
+//! Shipping a log: [`shipper`] is the sans-IO state machine that decides
+//! what to do next from the time and the last answer (ask the position,
+//! send a batch, wait), with the [`resilience`] back-off and breaker; both
+//! the appliance's uplink and the regional cloud's DR replication (signed
+//! with the primary's key) drive one. See `docs/sync-protocol.md`.
 
 pub mod codec;
 pub mod endpoint;
 pub mod push;
 pub mod resilience;
+pub mod shipper;
 
 pub use endpoint::Endpoint;
 pub use push::{Client, PushError, Pushed, fetch, position, push};

@@ -1,5 +1,5 @@
 //! Retries with exponential backoff and jitter, and a circuit breaker, for the
-//! uplink. Sans-IO: callers pass the current time (`Instant`), so tests drive
+//! uplink, DR replication and local inference. Sans-IO: callers pass the current time (`Instant`), so tests drive
 //! them with paused tokio time.
 //!
 //! Default breaker: a sliding window of 10 calls, judged from 5 calls, opens
@@ -9,7 +9,19 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use ring::rand::SecureRandom;
 use tokio::time::Instant;
+
+/// A jitter value in [0, 1) from the system's random generator: the one
+/// source every retry of the project spreads its delays with.
+pub fn jitter() -> f64 {
+    let mut b = [0u8; 2];
+    match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u16::from_le_bytes(b)) / 65_536.0,
+        // A generator that fails still gets a delay in the window.
+        Err(_) => 0.5,
+    }
+}
 
 /// Backoff: `base * 2^attempt`, capped, with full jitter from `jitter` in [0, 1).
 #[derive(Debug, Clone, Copy)]

@@ -17,13 +17,13 @@ use serde_json::json;
 
 use super::beds::Body;
 use super::{AppState, Caller, Segment};
-use crate::forecast::{OrCase, roll_up};
+use crate::inference::forecast::{OrCase, roll_up};
 use hms_web::problem::Problem;
 
 /// Most OR cases in one request.
 pub const MAX_CASES: usize = 1_000;
 
-async fn forecasts(state: &AppState) -> std::sync::Arc<crate::forecast::Forecasts> {
+async fn forecasts(state: &AppState) -> std::sync::Arc<crate::inference::forecast::Forecasts> {
     let cached = state.forecaster.cached();
     if cached.generated_at.is_some() {
         cached

@@ -8,51 +8,19 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::json;
 
 use super::{AppState, Caller, Segment};
 use crate::auth::Role;
 use crate::store::WriteError;
+use crate::store::queries::ParkedRow;
 use hms_web::problem::Problem;
 
-#[derive(Debug, Serialize)]
-struct ParkedRow {
-    seq: u64,
-    sending_app: String,
-    sending_facility: String,
-    control_id: String,
-    message_type: String,
-    reason: String,
-    parked_at: hms_domain::Timestamp,
-}
-
 async fn parked_seqs(state: &AppState) -> Result<Vec<ParkedRow>, Problem> {
-    state
-        .store
-        .read(|conn, _| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, sending_app, sending_facility, control_id, message_type, reason, parked_at
-                 FROM parked ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ParkedRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    sending_app: r.get(1)?,
-                    sending_facility: r.get(2)?,
-                    control_id: r.get(3)?,
-                    message_type: r.get(4)?,
-                    reason: r.get(5)?,
-                    parked_at: hms_domain::Timestamp::from_millis(r.get(6)?),
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "reading the parked queue failed");
-            Problem::unavailable("the parked queue is unavailable")
-        })
+    state.store.parked().await.map_err(|e| {
+        tracing::error!(error = %e, "reading the parked queue failed");
+        Problem::unavailable("the parked queue is unavailable")
+    })
 }
 
 /// `GET /api/v1/integration/parked`: the parked messages, oldest first (no PHI).

@@ -76,9 +76,9 @@ pub struct AppState {
     /// Cancelled at shutdown: live streams end.
     pub shutdown: CancellationToken,
     /// The uplink's state (disabled when the appliance runs alone).
-    pub sync: Arc<crate::uplink::Status>,
+    pub sync: Arc<crate::sync::uplink::Status>,
     /// Forecasts and OR predictions.
-    pub forecaster: Arc<crate::forecast::Forecaster>,
+    pub forecaster: Arc<crate::inference::forecast::Forecaster>,
     /// The local patient index.
     pub patients: Arc<crate::patients::PatientIndex>,
 }

@@ -11,9 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use rusqlite::Connection;
 
-use super::{DB_FILE, open_read_connection, verify};
+use super::{DB_FILE, connection, verify};
 
 /// What a backup wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +37,7 @@ fn fsync(path: &Path) -> anyhow::Result<()> {
 }
 
 fn integrity(path: &Path) -> anyhow::Result<u64> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = connection::open_read_only(path)?;
     let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if ok != "ok" {
         bail!("integrity check of {} failed: {ok}", path.display());
@@ -55,7 +54,7 @@ pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<Backup> {
     if out.exists() {
         bail!("{} already exists; backups never overwrite", out.display());
     }
-    let conn = open_read_connection(&db)?;
+    let conn = connection::open_read(&db)?;
     let target = out.to_str().context("the backup path is not valid UTF-8")?;
     conn.execute("VACUUM INTO ?1", [target])
         .with_context(|| format!("writing the snapshot to {}", out.display()))?;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cloud_sync_client::{Client, MAX_BATCH_EVENTS, Signer};
 use hms_domain::{Envelope, HospitalId, Timestamp};
-use rusqlite::Connection;
 
 use super::verify::{self, Replayer};
 use super::{DB_FILE, schema};
@@ -73,12 +72,10 @@ pub async fn restore_from_cloud(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Envelope>>(4);
     // The applying side: one connection, one transaction per batch.
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let mut conn = Connection::open(&tmp_for_writer)
-            .with_context(|| format!("creating {}", tmp_for_writer.display()))?;
         // Nothing is acknowledged from this file until it is complete, synced
         // and renamed, so the bulk load needs no per-commit fsync.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "OFF")?;
+        let mut conn = super::connection::open_bulk(&tmp_for_writer)
+            .with_context(|| format!("creating {}", tmp_for_writer.display()))?;
         schema::migrate(&mut conn)?;
         conn.execute(
             "INSERT INTO meta(key, value) VALUES ('hospital_id', ?1)",
@@ -106,8 +103,7 @@ pub async fn restore_from_cloud(
             .board
             .check_invariants()
             .map_err(|e| anyhow::anyhow!("the restored board: {e}"))?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        super::connection::finish_bulk(&conn)?;
         conn.pragma_update(None, "journal_mode", "DELETE")?;
         drop(conn);
         std::fs::File::open(&tmp_for_writer)

@@ -182,11 +182,8 @@ fn remove_scratch(path: &Path) {
 pub fn compute_base(db: &Path, upto: u64) -> anyhow::Result<Option<Delta>> {
     let scratch = db.with_file_name(SCRATCH_FILE);
     remove_scratch(&scratch);
-    let conn =
-        Connection::open(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    conn.pragma_update(None, "journal_mode", "OFF")?;
-    conn.pragma_update(None, "synchronous", "OFF")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let conn = super::connection::open_scratch(&scratch)
+        .with_context(|| format!("creating {}", scratch.display()))?;
     conn.execute(
         "ATTACH DATABASE ?1 AS live",
         [format!("file:{}?mode=ro", db.display())],
@@ -393,7 +390,7 @@ pub async fn prune_once(
         }
         None => {
             let db = store.db_path().to_owned();
-            let conn = super::open_read_connection(&db)?;
+            let conn = super::connection::open_read(&db)?;
             let at = base_of(&conn, "main")?.map_or(0, |b| b.0);
             Advanced {
                 from: at,
@@ -414,12 +411,13 @@ pub async fn prune_once(
     Ok((advanced, deleted))
 }
 
-/// Prunes every [`PRUNE_EVERY`] up to what the uplink reports acknowledged,
-/// until `shutdown` fires.
+/// Prunes every [`PRUNE_EVERY`] up to the cloud's acknowledged position
+/// (`acked`, which the uplink publishes; nothing while it is unknown), until
+/// `shutdown` fires.
 pub async fn run(
     store: super::Store,
     retention: Retention,
-    sync: std::sync::Arc<crate::uplink::Status>,
+    acked: tokio::sync::watch::Receiver<Option<u64>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -427,7 +425,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
         }
-        let Some(acked) = sync.report().acked_seq else {
+        let Some(acked) = *acked.borrow() else {
             continue;
         };
         match prune_once(&store, acked, &retention, Timestamp::now()).await {

@@ -17,11 +17,11 @@ async fn run(file: &str, extra: Option<Vec<u8>>) -> String {
         .join("test_data/hl7")
         .join(file);
     let mut msgs = match extra {
-        Some(bytes) => edge_node::hl7::split_messages(&bytes),
-        None => edge_node::hl7::split_messages(&std::fs::read(&path).unwrap()),
+        Some(bytes) => edge_node::integration::hl7::split_messages(&bytes),
+        None => edge_node::integration::hl7::split_messages(&std::fs::read(&path).unwrap()),
     };
     msgs.retain(|m| !m.is_empty());
-    let acks = edge_node::integration::send(app.mllp, &msgs, Duration::from_secs(10))
+    let acks = edge_node::integration::client::send(app.mllp, &msgs, Duration::from_secs(10))
         .await
         .unwrap();
     let mut out = String::new();

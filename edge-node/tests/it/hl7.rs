@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use edge_node::integration::{AckLine, send};
+use edge_node::integration::client::{AckLine, send};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -110,7 +110,7 @@ async fn a_duplicate_gets_the_identical_ack_and_changes_nothing() {
     let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
     let mut acks = vec![];
     for _ in 0..2 {
-        s.write_all(&edge_node::mllp::Framer::encode(&msg))
+        s.write_all(&edge_node::integration::mllp::Framer::encode(&msg))
             .await
             .unwrap();
         let mut buf = vec![0u8; 4096];
@@ -161,7 +161,7 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
     assert_eq!(parked, 3);
     // The AE ACK carries the ERR location of the unknown bed.
     let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
-    s.write_all(&edge_node::mllp::Framer::encode(&adt(
+    s.write_all(&edge_node::integration::mllp::Framer::encode(&adt(
         "A01",
         "P4",
         "9Z^1^1^TH",
@@ -215,7 +215,7 @@ async fn framing_robustness_over_a_socket() {
     let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
     // Junk before VT: skipped, and the frame after it is acknowledged.
     let mut bytes = b"GET / HTTP/1.1\r\n\r\n".to_vec();
-    bytes.extend(edge_node::mllp::Framer::encode(&adt(
+    bytes.extend(edge_node::integration::mllp::Framer::encode(&adt(
         "A01",
         "J1",
         "3W^0^0^TH",
@@ -233,8 +233,8 @@ async fn framing_robustness_over_a_socket() {
         "{metrics}"
     );
     // Two frames in one write: two ACKs, in order.
-    let mut two = edge_node::mllp::Framer::encode(&adt("A02", "J2", "3W^1^2^TH"));
-    two.extend(edge_node::mllp::Framer::encode(&adt(
+    let mut two = edge_node::integration::mllp::Framer::encode(&adt("A02", "J2", "3W^1^2^TH"));
+    two.extend(edge_node::integration::mllp::Framer::encode(&adt(
         "A03",
         "J3",
         "3W^1^2^TH",
@@ -247,7 +247,7 @@ async fn framing_robustness_over_a_socket() {
     );
     assert!(a < b, "{text}");
     // A malformed message: AR with an ERR, and the connection stays up.
-    s.write_all(&edge_node::mllp::Framer::encode(
+    s.write_all(&edge_node::integration::mllp::Framer::encode(
         b"MSH|^~|broken|header|\rPID|1\r",
     ))
     .await
@@ -260,7 +260,7 @@ async fn framing_robustness_over_a_socket() {
     // An over-limit frame (default 1 MiB): AR, and the connection after it works.
     let mut big = adt("A08", "BIG", "3W^0^0^TH");
     big.extend(std::iter::repeat_n(b'x', (1 << 20) + 10));
-    s.write_all(&edge_node::mllp::Framer::encode(&big))
+    s.write_all(&edge_node::integration::mllp::Framer::encode(&big))
         .await
         .unwrap();
     let text = read_acks(&mut s, 1).await.unwrap();
@@ -268,7 +268,7 @@ async fn framing_robustness_over_a_socket() {
         text.contains("MSA|AR|BIG") && text.contains("exceeds"),
         "{text}"
     );
-    s.write_all(&edge_node::mllp::Framer::encode(&adt(
+    s.write_all(&edge_node::integration::mllp::Framer::encode(&adt(
         "A08",
         "AFTER",
         "3W^0^0^TH",
@@ -347,7 +347,7 @@ async fn a_batch_in_one_frame_is_acknowledged_per_message() {
     batch.extend(adt("A03", "B3", "3W^0^0^TH"));
     batch.extend(b"BTS|3\rFTS|1\r");
     let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
-    s.write_all(&edge_node::mllp::Framer::encode(&batch))
+    s.write_all(&edge_node::integration::mllp::Framer::encode(&batch))
         .await
         .unwrap();
     let text = read_acks(&mut s, 3).await.unwrap();
@@ -440,7 +440,7 @@ async fn mllp_over_tls() {
     let tcp = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut s = connector.connect(name, tcp).await.unwrap();
-    s.write_all(&edge_node::mllp::Framer::encode(&adt(
+    s.write_all(&edge_node::integration::mllp::Framer::encode(&adt(
         "A01",
         "T1",
         "3W^0^0^TH",
@@ -461,7 +461,7 @@ async fn mllp_over_tls() {
     // Plain MLLP to the TLS port is not processed: no ACK, the connection closes.
     let mut plain = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
     plain
-        .write_all(&edge_node::mllp::Framer::encode(&adt(
+        .write_all(&edge_node::integration::mllp::Framer::encode(&adt(
             "A01",
             "T2",
             "3W^1^1^TH",
@@ -489,7 +489,7 @@ async fn a_swap_shows_in_both_beds_histories() {
     let text = String::from_utf8(corpus)
         .unwrap()
         .replace("ICU^0^0^TH", "3W^1^2^TH");
-    let msgs = edge_node::hl7::split_messages(text.as_bytes());
+    let msgs = edge_node::integration::hl7::split_messages(text.as_bytes());
     let acks = send_all(&app, &msgs).await;
     assert!(acks.iter().all(|a| a.code == "AA"), "{acks:?}");
     let mut c = app.conn(&app.nurse).await;

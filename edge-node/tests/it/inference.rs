@@ -360,7 +360,7 @@ async fn the_api_answers_from_the_models_when_they_are_there() {
 
 #[test]
 fn a_model_set_is_installed_only_when_it_verifies_and_can_be_rolled_back() {
-    use edge_node::models::{current, install, rollback};
+    use edge_node::inference::models::{current, install, rollback};
     let data = tempfile::tempdir().unwrap();
     assert_eq!(current(data.path()), None);
     assert!(rollback(data.path()).is_err(), "nothing to roll back to");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use edge_node::integration::send;
+use edge_node::integration::client::send;
 use serde_json::json;
 
 use crate::support::TestApp;

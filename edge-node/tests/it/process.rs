@@ -339,7 +339,7 @@ async fn every_acknowledged_hl7_message_survives_sigkill_exactly_once() {
         let mut buf = vec![0u8; 4096];
         for i in 0..kill_after + 1 {
             let id = format!("K{round}-{i}");
-            s.write_all(&edge_node::mllp::Framer::encode(&a28(&id)))
+            s.write_all(&edge_node::integration::mllp::Framer::encode(&a28(&id)))
                 .await
                 .unwrap();
             sent += 1;
@@ -425,7 +425,7 @@ async fn parked_messages_replay_after_the_configuration_is_fixed() {
     let admit = "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127||ADT^A01^ADT_A01|R1|P|2.5.1\r\
          PID|1||MRN-9^^^TH^MR||Poe^Pat\rPV1|1|I|3W^2^2^TH||||||||||||||||V9\r"
         .to_owned();
-    let acks = edge_node::integration::send(
+    let acks = edge_node::integration::client::send(
         proc.mllp.unwrap(),
         &[admit.into_bytes()],
         Duration::from_secs(10),

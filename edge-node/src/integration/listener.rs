@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hl7::ErrorCode;
-use crate::hl7::ack::{self, Header, Outcome};
+use crate::integration::hl7::ErrorCode;
+use crate::integration::hl7::ack::{self, Header, Outcome};
+use crate::integration::mllp::{FrameEvent, Framer, FramerConfig};
 use crate::metrics::Metrics;
-use crate::mllp::{FrameEvent, Framer, FramerConfig};
 use crate::store::{Hl7Request, Store};
 
 /// Listener settings.
@@ -232,19 +232,23 @@ where
                     // A batch (FHS/BHS, or several MSH) in one frame: each
                     // message is handled and acknowledged on its own, in order.
                     let messages = if is_batch(&content) {
-                        crate::hl7::split_messages(&content)
+                        crate::integration::hl7::split_messages(&content)
                     } else {
                         vec![content]
                     };
+                    let mut out = Vec::new();
                     for raw in messages {
                         for a in handle(store, &raw, peer).await {
                             count_ack(metrics, &a);
-                            stream.write_all(&Framer::encode(&a)).await?;
+                            out.extend_from_slice(&Framer::encode(&a));
                         }
                     }
+                    // Counted before the ACKs leave: a sender that has them
+                    // finds them in /metrics.
                     metrics
                         .hl7_ack_seconds
                         .observe(arrived.elapsed().as_secs_f64());
+                    stream.write_all(&out).await?;
                 }
                 FrameEvent::Oversize { head } => {
                     metrics.mllp_oversize.inc();
@@ -276,116 +280,4 @@ where
             None
         };
     }
-}
-
-/// One acknowledgement as a sender sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckLine {
-    /// MSA-2: the control id acknowledged.
-    pub control_id: String,
-    /// MSA-1: AA, AE, AR, CA, CE or CR.
-    pub code: String,
-    /// ERR-8 (or ERR-3 text), when the ACK carries an error.
-    pub error: Option<String>,
-    /// ERR-2, the error location (`PV1^1^3`).
-    pub location: Option<String>,
-}
-
-impl std::fmt::Display for AckLine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.control_id, self.code)?;
-        if let Some(l) = &self.location {
-            write!(f, " @{l}")?;
-        }
-        if let Some(e) = &self.error {
-            write!(f, " {e}")?;
-        }
-        Ok(())
-    }
-}
-
-fn ack_line(frame: &[u8]) -> AckLine {
-    match crate::hl7::Message::parse(frame, crate::hl7::ParseConfig::default()) {
-        Ok(m) => AckLine {
-            control_id: m.get("MSA-2").unwrap_or_default(),
-            code: m.get("MSA-1").unwrap_or_default(),
-            error: m.get("ERR-8").or_else(|| m.get("ERR-3.2")),
-            location: m
-                .segment("ERR", 1)
-                .and_then(|s| s.raw(2))
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned),
-        },
-        Err(e) => AckLine {
-            control_id: String::new(),
-            code: "??".into(),
-            error: Some(format!("unreadable ACK: {e}")),
-            location: None,
-        },
-    }
-}
-
-/// Sends `messages` over one MLLP connection, each after the previous one's
-/// ACK, and returns the ACKs (an application ACK after a commit ACK too, when
-/// the message asked for one).
-pub async fn send(
-    addr: SocketAddr,
-    messages: &[Vec<u8>],
-    timeout: Duration,
-) -> anyhow::Result<Vec<AckLine>> {
-    use anyhow::Context;
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .context("connecting timed out")?
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let mut framer = Framer::new(FramerConfig {
-        max_frame: 16 << 20,
-        tolerate_missing_cr: true,
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = vec![];
-    for msg in messages {
-        stream.write_all(&Framer::encode(msg)).await?;
-        let h = Header::salvage(msg);
-        let wants_app = h.app_ack.as_deref().is_some_and(|a| a != "NE");
-        let mut got = 0;
-        loop {
-            let wait = if got == 0 {
-                timeout
-            } else {
-                Duration::from_millis(500)
-            };
-            let mut frame = None;
-            while frame.is_none() {
-                if let Some(ev) = framer.next_event() {
-                    if let FrameEvent::Frame(f) = ev {
-                        frame = Some(f);
-                    }
-                    continue;
-                }
-                let n = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
-                    Ok(r) => r?,
-                    Err(_) if got > 0 => break,
-                    Err(_) => anyhow::bail!("no ACK within {timeout:?}"),
-                };
-                if n == 0 {
-                    if got > 0 {
-                        break;
-                    }
-                    anyhow::bail!("the receiver closed the connection without an ACK");
-                }
-                framer.push(&buf[..n]);
-            }
-            let Some(frame) = frame else { break };
-            let line = ack_line(&frame);
-            let commit = line.code.starts_with('C');
-            out.push(line);
-            got += 1;
-            if !(commit && wants_app) {
-                break;
-            }
-        }
-    }
-    Ok(out)
 }

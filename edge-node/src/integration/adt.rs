@@ -28,7 +28,7 @@ use hms_domain::{
 };
 
 use crate::board::{Board, Command};
-use crate::hl7::{ErrorCode, Location, Message};
+use crate::integration::hl7::{ErrorCode, Location, Message};
 
 /// HL7 location (facility, point of care, room, bed) → configured bed.
 #[derive(Debug, Clone, Default)]
@@ -644,7 +644,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hl7::{Message, ParseConfig};
+    use crate::integration::hl7::{Message, ParseConfig};
 
     fn address_of(pid11: &str) -> Option<String> {
         let raw = format!(

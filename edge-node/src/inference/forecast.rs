@@ -374,36 +374,16 @@ impl Forecaster {
     async fn seed_activity(&self) {
         let now = Timestamp::now().as_millis();
         let since = now - HISTORY_DAYS * DAY_MS;
-        let read = self
-            .store
-            .read(move |conn, _| {
-                let mut stmt = conn
-                    .prepare("SELECT kind, subject, recorded_at FROM events ORDER BY seq DESC")?;
-                let mut rows = stmt.query([])?;
-                let mut out = vec![];
-                let mut oldest = now;
-                while let Some(r) = rows.next()? {
-                    let at: i64 = r.get(2)?;
-                    if at < since {
-                        break;
-                    }
-                    oldest = oldest.min(at);
-                    let kind: String = r.get(0)?;
-                    if let (Some(adm), Some(bed)) =
-                        (movement(&kind), r.get::<_, Option<String>>(1)?)
-                    {
-                        out.push((at, bed, adm));
-                    }
-                }
-                Ok((out, oldest))
-            })
-            .await;
+        let read = self.store.movements_since(since, now, movement).await;
         let Ok((rows, oldest)) = read else { return };
         let view = self.store.view();
         // Newest first.
         let moves: Vec<(i64, UnitId, bool)> = rows
             .into_iter()
-            .filter_map(|(at, bed, adm)| view.bed(&bed).map(|b| (at, b.unit.clone(), adm)))
+            .filter_map(|m| {
+                view.bed(&m.bed)
+                    .map(|b| (m.at_ms, b.unit.clone(), m.admission))
+            })
             .collect();
         {
             let mut a = self.activity.lock().unwrap_or_else(|p| p.into_inner());
@@ -627,7 +607,7 @@ impl Forecaster {
                 continue;
             }
             // A model set installed since the runtime started replaces it.
-            if let Some(dir) = crate::models::current(&data_dir)
+            if let Some(dir) = crate::inference::models::current(&data_dir)
                 && dir != self.runtime().dir()
             {
                 let mut s = settings.clone();

@@ -18,6 +18,7 @@ use firmware_config::Config;
 use hms_domain::Actor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiSettings, AppState, UnitInfo};
 use crate::auth::Tokens;
@@ -38,10 +39,10 @@ pub struct Appliance {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     settings: Arc<ApiSettings>,
-    mllp: crate::integration::MllpSettings,
+    mllp: crate::integration::listener::MllpSettings,
     checkpoint_every: Duration,
     grace: Duration,
-    uplink: Option<crate::uplink::Settings>,
+    uplink: Option<crate::sync::uplink::Settings>,
     inference: crate::inference::Settings,
     refresh: Duration,
     retention: Option<firmware_config::Retention>,
@@ -74,15 +75,17 @@ impl Appliance {
                 max_batch: config.store.max_batch,
                 journal_size_limit: config.store.journal_size_limit_mb * 1024 * 1024,
                 history_limit: config.http.history_limit,
-                locations: crate::adt::Locations::from_config(config),
-                parse: crate::hl7::ParseConfig {
-                    default_charset: crate::hl7::Charset::from_msh18(&config.mllp.default_charset)
-                        .unwrap_or(crate::hl7::Charset::Utf8),
+                locations: crate::integration::adt::Locations::from_config(config),
+                parse: crate::integration::hl7::ParseConfig {
+                    default_charset: crate::integration::hl7::Charset::from_msh18(
+                        &config.mllp.default_charset,
+                    )
+                    .unwrap_or(crate::integration::hl7::Charset::Utf8),
                 },
             },
             metrics.clone(),
         )?;
-        let uplink = crate::uplink::Settings::from_config(config)?;
+        let uplink = crate::sync::uplink::Settings::from_config(config)?;
         let tokens = Tokens::open(&data_dir)?;
         let reconciled = reconcile(&store, config).await?;
         let units = config
@@ -113,12 +116,12 @@ impl Appliance {
                 tokens,
                 metrics,
                 settings,
-                mllp: crate::integration::MllpSettings {
+                mllp: crate::integration::listener::MllpSettings {
                     tls: match &config.mllp.tls {
                         Some(t) => Some(hms_web::tls::acceptor(&t.cert, &t.key)?),
                         None => None,
                     },
-                    framer: crate::mllp::FramerConfig {
+                    framer: crate::integration::mllp::FramerConfig {
                         max_frame: config.mllp.max_frame_bytes,
                         tolerate_missing_cr: config.mllp.tolerate_missing_cr,
                     },
@@ -138,52 +141,55 @@ impl Appliance {
         ))
     }
 
-    /// Serves HTTP on `listener` until `shutdown` fires; then stops accepting,
-    /// lets requests in flight finish within the grace period, and closes the store.
+    /// Serves HTTP on `listener` (and MLLP on `mllp`) until `shutdown`
+    /// fires; then stops accepting, lets requests and frames in flight
+    /// finish within the grace period, stops every background task and
+    /// closes the store.
     pub async fn serve(
         self,
         listener: TcpListener,
         mllp: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
+        let tasks = TaskTracker::new();
+        let data_dir = self.store.data_dir().to_owned();
+        // The MLLP listener runs on the writer's thread: a message goes from
+        // its socket to the commit and its ACK back without a thread change.
         let mllp = mllp.map(|l| {
-            tokio::spawn(crate::integration::serve(
-                l,
-                self.store.clone(),
-                self.metrics.clone(),
-                self.mllp.clone(),
-                shutdown.clone(),
-            ))
+            self.store
+                .spawn_on_writer(crate::integration::listener::serve(
+                    l,
+                    self.store.clone(),
+                    self.metrics.clone(),
+                    self.mllp.clone(),
+                    shutdown.clone(),
+                ))
         });
-        let sync = crate::uplink::Status::disabled();
-        let uplink = self.uplink.clone().map(|u| {
-            tokio::spawn(crate::uplink::run(
+        let sync = crate::sync::status::Status::disabled();
+        if let Some(u) = self.uplink.clone() {
+            tasks.spawn(crate::sync::uplink::run(
                 self.store.clone(),
                 u,
                 sync.clone(),
                 self.metrics.clone(),
                 shutdown.clone(),
-            ))
-        });
-        let pruning = self.retention.map(|r| {
-            tokio::spawn(crate::store::retention::run(
+            ));
+        }
+        if let Some(r) = self.retention {
+            tasks.spawn(crate::store::retention::run(
                 self.store.clone(),
                 r,
-                sync.clone(),
+                sync.acknowledged(),
                 shutdown.clone(),
-            ))
-        });
-        let backups = self.backup.clone().map(|b| {
-            tokio::spawn(crate::store::backup::scheduled(
-                self.store
-                    .db_path()
-                    .parent()
-                    .map(Into::into)
-                    .unwrap_or_default(),
+            ));
+        }
+        if let Some(b) = self.backup.clone() {
+            tasks.spawn(crate::store::backup::scheduled(
+                data_dir.clone(),
                 b,
                 shutdown.clone(),
-            ))
-        });
+            ));
+        }
         let runtime = {
             let (s, m) = (self.inference.clone(), self.metrics.clone());
             tokio::task::spawn_blocking(move || crate::inference::Runtime::start(&s, m))
@@ -191,25 +197,24 @@ impl Appliance {
                 .context("starting the model runtime")?
         };
         let forecaster =
-            crate::forecast::Forecaster::new(self.store.clone(), runtime, self.refresh);
-        let forecasting = tokio::spawn(
-            forecaster.clone().run(
-                self.inference.clone(),
-                self.store
-                    .db_path()
-                    .parent()
-                    .map(Into::into)
-                    .unwrap_or_default(),
-                self.metrics.clone(),
-                shutdown.clone(),
-            ),
-        );
+            crate::inference::forecast::Forecaster::new(self.store.clone(), runtime, self.refresh);
+        tasks.spawn(forecaster.clone().run(
+            self.inference.clone(),
+            data_dir,
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
         let patients = Arc::new(crate::patients::PatientIndex::default());
-        let following = tokio::spawn(
+        tasks.spawn(
             patients
                 .clone()
                 .follow(self.store.clone(), shutdown.clone()),
         );
+        tasks.spawn(checkpoints(
+            self.store.clone(),
+            self.checkpoint_every,
+            shutdown.clone(),
+        ));
         let state = AppState {
             store: self.store.clone(),
             tokens: self.tokens.clone(),
@@ -221,30 +226,6 @@ impl Appliance {
             patients,
         };
         let app = api::router(state);
-        let wal = {
-            let store = self.store.clone();
-            let token = shutdown.clone();
-            let every = self.checkpoint_every;
-            tokio::spawn(async move {
-                // WAL hygiene off the commit path: look at the WAL four times a
-                // second; checkpoint when it passes WAL_CHECKPOINT_BYTES or the
-                // configured interval has passed.
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
-                let mut last = tokio::time::Instant::now();
-                loop {
-                    tokio::select! {
-                        _ = token.cancelled() => break,
-                        _ = tick.tick() => {
-                            store.refresh_wal_size();
-                            if store.wal_bytes() >= WAL_CHECKPOINT_BYTES || last.elapsed() >= every {
-                                store.checkpoint().await;
-                                last = tokio::time::Instant::now();
-                            }
-                        }
-                    }
-                }
-            })
-        };
         let token = shutdown.clone();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             token.cancelled().await;
@@ -270,21 +251,35 @@ impl Appliance {
                 tracing::warn!("grace period over; closing MLLP connections");
             }
         }
-        let _ = wal.await;
-        if let Some(u) = uplink {
-            let _ = u.await;
+        tasks.close();
+        if tokio::time::timeout(self.grace, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; background tasks still running");
         }
-        if let Some(b) = backups {
-            let _ = b.await;
-        }
-        if let Some(p) = pruning {
-            let _ = p.await;
-        }
-        let _ = forecasting.await;
-        let _ = following.await;
         self.store.close().await;
         tracing::info!("appliance stopped");
         Ok(())
+    }
+}
+
+/// WAL hygiene off the commit path: looks at the WAL four times a second and
+/// checkpoints when it passes [`WAL_CHECKPOINT_BYTES`] or `every` has passed.
+async fn checkpoints(store: Store, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                store.refresh_wal_size();
+                if store.wal_bytes() >= WAL_CHECKPOINT_BYTES || last.elapsed() >= every {
+                    store.checkpoint().await;
+                    last = tokio::time::Instant::now();
+                }
+            }
+        }
     }
 }
 

@@ -229,7 +229,7 @@ pub fn acks(h: &Header, outcome: &Outcome, control_id: &str, timestamp: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hl7::ParseConfig;
+    use crate::integration::hl7::ParseConfig;
 
     fn header(extra: &str) -> Header {
         let raw = format!(

@@ -1,0 +1,80 @@
+//! `hms-edge models install | rollback | check`: model sets for local
+//! inference.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::{Failure, Location, Outcome, data_dir};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ModelsCmd {
+    /// Verify the model set in DIR (manifest, every file's sha256) and make it
+    /// the current set, keeping the one it replaces for rollback. A running
+    /// appliance swaps it in at its next forecast refresh.
+    Install {
+        #[command(flatten)]
+        location: Location,
+        /// Directory holding manifest.toml and the models.
+        dir: PathBuf,
+    },
+    /// Switch back to the previous model set.
+    Rollback(Location),
+    /// Load a model set, run its recorded test vectors through each model,
+    /// compare with the recorded outputs, and time calls (in process).
+    /// Exit 1 if a model is not ready or an output differs.
+    Check {
+        /// Directory holding manifest.toml, the models and testvectors.json.
+        #[arg(long, default_value = "models")]
+        dir: PathBuf,
+        /// The ONNX Runtime library (default: ORT_DYLIB_PATH).
+        #[arg(long)]
+        library: Option<PathBuf>,
+        /// Use the CUDA execution provider (fails if it is not offered).
+        #[arg(long)]
+        cuda: bool,
+        /// Timed calls per model (one row each).
+        #[arg(long, default_value_t = 2000)]
+        runs: usize,
+    },
+}
+
+pub(super) fn models(cmd: ModelsCmd) -> Outcome {
+    match cmd {
+        ModelsCmd::Install { location, dir } => {
+            let data = data_dir(&location)?;
+            let i = crate::inference::models::install(&data, &dir)?;
+            println!(
+                "models: installed set {} into {}{}",
+                i.version,
+                i.dir.display(),
+                i.previous
+                    .map(|p| format!(" (previous: {p}, kept for rollback)"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        ModelsCmd::Rollback(location) => {
+            let data = data_dir(&location)?;
+            let dir = crate::inference::models::rollback(&data)?;
+            println!("models: rolled back to {}", dir.display());
+            Ok(())
+        }
+        ModelsCmd::Check {
+            dir,
+            library,
+            cuda,
+            runs,
+        } => {
+            let rows = crate::inference::check::check(&dir, library, cuda, runs)?;
+            for row in &rows {
+                println!("{}", row.json);
+            }
+            if rows.iter().all(|r| r.ok) {
+                Ok(())
+            } else {
+                Err(Failure::Failed("models check failed".into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! Local ONNX inference with graceful degradation.
+//!
+//! [`Runtime::start`] loads the ONNX Runtime shared library (`ort` with
+//! `load-dynamic`: `inference.library` or `ORT_DYLIB_PATH`), reads the model
+//! set's `manifest.toml`, checks each model's file against its SHA-256,
+//! creates a session (CUDA execution provider when configured and offered,
+//! CPU otherwise) and checks the session's input and output names, element
+//! types and shapes against the manifest. Whatever fails disables that model
+//! with the reason; nothing here stops the appliance.
+//!
+//! Each ready model runs on a thread of its own (never on the async
+//! runtime), fed by a small bounded queue. Every call goes through a
+//! [`Guard`]: a timeout and a circuit breaker (sliding window of 20 calls,
+//! judged from 10, opens at 60 % failures, stays open 60 s, then 3 probes).
+//! A call that cannot be answered by the model returns the [`Reason`], and
+//! the caller answers with its fallback rule instead.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use cloud_sync_client::resilience::{Breaker, BreakerConfig, BreakerState};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::manifest::{Manifest, ModelSpec};
+use crate::metrics::{Metrics, ModelLabels};
+
+/// The bed-demand model's name.
+pub const BED_DEMAND: &str = "bed_demand";
+/// The OR-duration model's name.
+pub const OR_DURATION: &str = "or_duration";
+/// Every model the appliance knows.
+pub const MODELS: [&str; 2] = [BED_DEMAND, OR_DURATION];
+
+/// Calls waiting for a model's thread beyond the one it runs.
+const QUEUE: usize = 8;
+
+/// Why a fallback answered instead of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No such model in the set, or its file is missing.
+    ModelMissing,
+    /// The ONNX Runtime library could not be loaded.
+    LibraryMissing,
+    /// The file or the session does not match the manifest.
+    ManifestMismatch,
+    /// The call took longer than `inference.timeout_ms`.
+    Timeout,
+    /// The model failed.
+    Error,
+    /// The breaker is open after too many failures.
+    BreakerOpen,
+    /// The model's queue is full.
+    Busy,
+}
+
+impl Reason {
+    /// The reason as a label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ModelMissing => "model_missing",
+            Reason::LibraryMissing => "library_missing",
+            Reason::ManifestMismatch => "manifest_mismatch",
+            Reason::Timeout => "timeout",
+            Reason::Error => "error",
+            Reason::BreakerOpen => "breaker_open",
+            Reason::Busy => "busy",
+        }
+    }
+}
+
+/// A model call that the model did not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanswered {
+    /// Why.
+    pub reason: Reason,
+    /// Details (no PHI: file names, library errors, timings).
+    pub detail: String,
+}
+
+/// Runtime settings, from `[inference]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The model set's directory.
+    pub models_dir: PathBuf,
+    /// The ONNX Runtime library; none: `ORT_DYLIB_PATH`.
+    pub library: Option<PathBuf>,
+    /// Use CUDA when offered.
+    pub cuda: bool,
+    /// Per-call time limit.
+    pub timeout: Duration,
+}
+
+impl Settings {
+    /// From the configuration; a model set installed into the data dir
+    /// (`hms-edge models install`) takes precedence over `inference.models`.
+    pub fn from_config(config: &firmware_config::Config) -> Settings {
+        let installed = crate::inference::models::current(&config.store.data_dir);
+        Settings {
+            models_dir: installed.unwrap_or_else(|| config.inference.models.clone()),
+            library: config.inference.library.clone(),
+            cuda: config.inference.cuda,
+            timeout: Duration::from_millis(config.inference.timeout_ms),
+        }
+    }
+
+    /// The library to load: the configured one, else `ORT_DYLIB_PATH`.
+    pub fn library_path(&self) -> Option<PathBuf> {
+        self.library.clone().or_else(|| {
+            std::env::var_os("ORT_DYLIB_PATH")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    }
+}
+
+/// A timeout and a circuit breaker around a model's calls.
+#[derive(Debug)]
+pub struct Guard {
+    breaker: Mutex<Breaker>,
+    timeout: Duration,
+}
+
+/// The breaker settings for model calls.
+pub fn breaker_config() -> BreakerConfig {
+    BreakerConfig {
+        window: 20,
+        min_calls: 10,
+        failure_rate: 0.6,
+        open_for: Duration::from_secs(60),
+        half_open_probes: 3,
+    }
+}
+
+impl Guard {
+    /// A guard with a closed breaker.
+    pub fn new(timeout: Duration) -> Guard {
+        Guard {
+            breaker: Mutex::new(Breaker::new(breaker_config())),
+            timeout,
+        }
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn state(&self) -> &'static str {
+        match self.breaker().state(Instant::now()) {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen { .. } => "half_open",
+        }
+    }
+
+    /// Runs `call` within the time limit, if the breaker allows; records
+    /// the outcome. A busy queue is not held against the model.
+    pub async fn call<T, F>(&self, call: F) -> Result<T, Unanswered>
+    where
+        F: std::future::Future<Output = Result<T, Unanswered>>,
+    {
+        if !self.breaker().allow(Instant::now()) {
+            return Err(Unanswered {
+                reason: Reason::BreakerOpen,
+                detail: "too many recent failures; the model rests".into(),
+            });
+        }
+        let outcome = match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => r,
+            Err(_) => Err(Unanswered {
+                reason: Reason::Timeout,
+                detail: format!("no answer within {} ms", self.timeout.as_millis()),
+            }),
+        };
+        match &outcome {
+            Err(u) if u.reason == Reason::Busy => {}
+            r => self.breaker().record(r.is_ok(), Instant::now()),
+        }
+        outcome
+    }
+}
+
+/// What `/health` shows of a model.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelReport {
+    /// Model name.
+    pub name: String,
+    /// `ready` or `disabled`.
+    pub state: &'static str,
+    /// Why it is disabled.
+    pub reason: Option<Reason>,
+    /// Details of the reason.
+    pub detail: Option<String>,
+    /// `cuda` or `cpu` when ready.
+    pub provider: Option<&'static str>,
+    /// The model's version from the manifest.
+    pub version: Option<String>,
+    /// Breaker state.
+    pub breaker: &'static str,
+}
+
+struct Job {
+    rows: usize,
+    input: Vec<f32>,
+    reply: oneshot::Sender<Result<Vec<f32>, String>>,
+}
+
+struct Model {
+    spec: Option<ModelSpec>,
+    disabled: Option<Unanswered>,
+    worker: Option<SyncSender<Job>>,
+    provider: Option<&'static str>,
+    guard: Guard,
+}
+
+/// The models of one appliance.
+pub struct Runtime {
+    models: BTreeMap<&'static str, Model>,
+    set: Option<String>,
+    dir: PathBuf,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("dir", &self.dir)
+            .field("set", &self.set)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process's one ONNX Runtime environment (the first library loaded).
+static ENVIRONMENT: OnceLock<Mutex<Option<ort::environment::Environment>>> = OnceLock::new();
+
+fn environment(library: &Path) -> Result<ort::environment::Environment, String> {
+    if !library.is_file() {
+        return Err(format!(
+            "the ONNX Runtime library {} does not exist",
+            library.display()
+        ));
+    }
+    let slot = ENVIRONMENT.get_or_init(|| Mutex::new(None));
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(env) = slot.as_ref() {
+        return Ok(env.clone());
+    }
+    let env = ort::init_from(library)
+        .map_err(|e| format!("loading {}: {e}", library.display()))?
+        .with_name("hms-edge")
+        .build()
+        .map_err(|e| format!("starting ONNX Runtime: {e}"))?;
+    *slot = Some(env.clone());
+    Ok(env)
+}
+
+fn mismatch(detail: String) -> Unanswered {
+    Unanswered {
+        reason: Reason::ManifestMismatch,
+        detail,
+    }
+}
+
+/// Checks a session's single input and output against the manifest.
+fn check_signature(session: &ort::session::Session, spec: &ModelSpec) -> Result<(), Unanswered> {
+    let check = |what: &str, outlets: &[ort::value::Outlet], want: &super::manifest::TensorSpec| {
+        let [outlet] = outlets else {
+            return Err(mismatch(format!(
+                "the model has {} {what}s, the manifest describes one",
+                outlets.len()
+            )));
+        };
+        if outlet.name() != want.name {
+            return Err(mismatch(format!(
+                "{what} is named {:?}, the manifest says {:?}",
+                outlet.name(),
+                want.name
+            )));
+        }
+        match outlet.dtype() {
+            ort::value::ValueType::Tensor { ty, shape, .. } => {
+                if want.ty != "float32" || *ty != ort::value::TensorElementType::Float32 {
+                    return Err(mismatch(format!(
+                        "{what} {:?} has type {ty}, the manifest says {}",
+                        want.name, want.ty
+                    )));
+                }
+                let got: &[i64] = shape;
+                let fits = got.len() == want.shape.len()
+                    && got
+                        .iter()
+                        .zip(&want.shape)
+                        .all(|(g, w)| *w < 0 && *g < 0 || g == w);
+                if !fits {
+                    return Err(mismatch(format!(
+                        "{what} {:?} has shape {got:?}, the manifest says {:?}",
+                        want.name, want.shape
+                    )));
+                }
+                Ok(())
+            }
+            other => Err(mismatch(format!("{what} is {other:?}, not a tensor"))),
+        }
+    };
+    check("input", session.inputs(), &spec.input)?;
+    check("output", session.outputs(), &spec.output)
+}
+
+/// Opens a session for `spec`: CUDA first when asked, else CPU.
+fn open_session(
+    env: &ort::environment::Environment,
+    path: &Path,
+    cuda: bool,
+) -> Result<(ort::session::Session, &'static str), String> {
+    let builder = |with_cuda: bool| -> ort::Result<ort::session::Session> {
+        let mut b = ort::session::Session::builder(env)?
+            .with_intra_threads(1)?
+            .with_inter_threads(1)?;
+        if with_cuda {
+            b =
+                b.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?;
+        }
+        b.commit_from_file(path)
+    };
+    if cuda {
+        match builder(true) {
+            Ok(s) => return Ok((s, "cuda")),
+            Err(e) => tracing::warn!(error = %e, "CUDA execution provider unavailable; using CPU"),
+        }
+    }
+    builder(false)
+        .map(|s| (s, "cpu"))
+        .map_err(|e| format!("loading {}: {e}", path.display()))
+}
+
+fn run_job(
+    session: &mut ort::session::Session,
+    spec: &ModelSpec,
+    rows: usize,
+    input: Vec<f32>,
+) -> Result<Vec<f32>, String> {
+    let (w_in, w_out) = (spec.input_width(), spec.output_width());
+    if input.len() != rows * w_in {
+        return Err(format!("{} values for {rows} rows of {w_in}", input.len()));
+    }
+    let tensor = ort::value::Tensor::from_array((vec![rows as i64, w_in as i64], input))
+        .map_err(|e| e.to_string())?;
+    let outputs = session
+        .run(ort::inputs![spec.input.name.as_str() => tensor])
+        .map_err(|e| e.to_string())?;
+    let (shape, data) = outputs[spec.output.name.as_str()]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
+    let want = [rows as i64, w_out as i64];
+    if shape[..] != want[..] {
+        return Err(format!("output shape {:?}, expected {want:?}", &shape[..]));
+    }
+    if data.iter().any(|v| !v.is_finite()) {
+        return Err("the model returned a non-finite value".into());
+    }
+    Ok(data.to_vec())
+}
+
+impl Runtime {
+    /// Loads what can be loaded; never fails (see the module doc). Blocking.
+    pub fn start(settings: &Settings, metrics: Arc<Metrics>) -> Runtime {
+        let guard = || Guard::new(settings.timeout);
+        let disabled = |reason: Reason, detail: String| Model {
+            spec: None,
+            disabled: Some(Unanswered { reason, detail }),
+            worker: None,
+            provider: None,
+            guard: guard(),
+        };
+        let mut models = BTreeMap::new();
+        let manifest = Manifest::load(&settings.models_dir);
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => {
+                let detail = format!("{e:#}");
+                tracing::warn!(error = %detail, "no model set; every answer comes from the fallback rules");
+                for name in MODELS {
+                    models.insert(name, disabled(Reason::ModelMissing, detail.clone()));
+                }
+                return Runtime {
+                    models,
+                    set: None,
+                    dir: settings.models_dir.clone(),
+                    metrics,
+                };
+            }
+        };
+        let files: BTreeMap<String, Result<(), String>> =
+            super::manifest::check_files(&settings.models_dir, &manifest)
+                .into_iter()
+                .collect();
+        let env = match settings.library_path() {
+            None => Err("no ONNX Runtime library: set inference.library or ORT_DYLIB_PATH".into()),
+            Some(p) => environment(&p),
+        };
+        for name in MODELS {
+            let Some(spec) = manifest.model(name).cloned() else {
+                models.insert(
+                    name,
+                    disabled(
+                        Reason::ModelMissing,
+                        format!("the model set has no {name} model"),
+                    ),
+                );
+                continue;
+            };
+            let path = spec.path(&settings.models_dir);
+            let prepared = match (&env, files.get(name)) {
+                (_, Some(Err(e))) if !path.exists() => Err(Unanswered {
+                    reason: Reason::ModelMissing,
+                    detail: e.clone(),
+                }),
+                (_, Some(Err(e))) => Err(mismatch(e.clone())),
+                (Err(e), _) => Err(Unanswered {
+                    reason: Reason::LibraryMissing,
+                    detail: e.clone(),
+                }),
+                (Ok(env), _) => open_session(env, &path, settings.cuda)
+                    .map_err(|e| Unanswered {
+                        reason: Reason::Error,
+                        detail: e,
+                    })
+                    .and_then(|(s, provider)| {
+                        check_signature(&s, &spec)?;
+                        Ok((s, provider))
+                    }),
+            };
+            let model = match prepared {
+                Err(u) => {
+                    tracing::warn!(model = name, reason = u.reason.as_str(), detail = %u.detail, "model disabled");
+                    Model {
+                        spec: Some(spec),
+                        disabled: Some(u),
+                        worker: None,
+                        provider: None,
+                        guard: guard(),
+                    }
+                }
+                Ok((mut session, provider)) => {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+                    let worker_spec = spec.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("onnx-{name}"))
+                        .spawn(move || {
+                            while let Ok(job) = rx.recv() {
+                                // A caller that gave up (timed out) wants no answer:
+                                // skip its job rather than spend the model on it.
+                                if job.reply.is_closed() {
+                                    continue;
+                                }
+                                let out = run_job(&mut session, &worker_spec, job.rows, job.input);
+                                let _ = job.reply.send(out);
+                            }
+                        });
+                    match spawned {
+                        Ok(_) => {
+                            tracing::info!(model = name, provider, version = %spec.version, "model ready");
+                            Model {
+                                spec: Some(spec),
+                                disabled: None,
+                                worker: Some(tx),
+                                provider: Some(provider),
+                                guard: guard(),
+                            }
+                        }
+                        Err(e) => disabled(Reason::Error, format!("starting its thread: {e}")),
+                    }
+                }
+            };
+            models.insert(name, model);
+        }
+        Runtime {
+            models,
+            set: Some(manifest.version.clone()),
+            dir: settings.models_dir.clone(),
+            metrics,
+        }
+    }
+
+    /// The manifest entry of `model`, when the set has one.
+    pub fn spec(&self, model: &str) -> Option<&ModelSpec> {
+        self.models.get(model).and_then(|m| m.spec.as_ref())
+    }
+
+    /// The directory the model set was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The model set's version.
+    pub fn set_version(&self) -> Option<&str> {
+        self.set.as_deref()
+    }
+
+    /// Each model's state.
+    pub fn reports(&self) -> Vec<ModelReport> {
+        self.models
+            .iter()
+            .map(|(name, m)| ModelReport {
+                name: (*name).to_owned(),
+                state: if m.disabled.is_some() {
+                    "disabled"
+                } else {
+                    "ready"
+                },
+                reason: m.disabled.as_ref().map(|u| u.reason),
+                detail: m.disabled.as_ref().map(|u| u.detail.clone()),
+                provider: m.provider,
+                version: m.spec.as_ref().map(|s| s.version.clone()),
+                breaker: m.guard.state(),
+            })
+            .collect()
+    }
+
+    /// Runs `model` on `rows` rows of `input` (row-major, the manifest's
+    /// feature order). The output rows, row-major, or why there are none.
+    pub async fn infer(
+        &self,
+        model: &str,
+        rows: usize,
+        input: Vec<f32>,
+    ) -> Result<Vec<f32>, Unanswered> {
+        let started = std::time::Instant::now();
+        let result = match self.models.get(model) {
+            None => Err(Unanswered {
+                reason: Reason::ModelMissing,
+                detail: format!("no model {model}"),
+            }),
+            Some(m) => match (&m.disabled, &m.worker) {
+                (Some(u), _) => Err(u.clone()),
+                (None, None) => Err(Unanswered {
+                    reason: Reason::Error,
+                    detail: "the model has no worker".into(),
+                }),
+                (None, Some(tx)) => {
+                    let tx = tx.clone();
+                    m.guard
+                        .call(async move {
+                            let (reply, rx) = oneshot::channel();
+                            match tx.try_send(Job { rows, input, reply }) {
+                                Err(TrySendError::Full(_)) => {
+                                    return Err(Unanswered {
+                                        reason: Reason::Busy,
+                                        detail: "the model's queue is full".into(),
+                                    });
+                                }
+                                Err(TrySendError::Disconnected(_)) => {
+                                    return Err(Unanswered {
+                                        reason: Reason::Error,
+                                        detail: "the model's thread stopped".into(),
+                                    });
+                                }
+                                Ok(()) => {}
+                            }
+                            match rx.await {
+                                Ok(Ok(v)) => Ok(v),
+                                Ok(Err(e)) => Err(Unanswered {
+                                    reason: Reason::Error,
+                                    detail: e,
+                                }),
+                                Err(_) => Err(Unanswered {
+                                    reason: Reason::Error,
+                                    detail: "the model's thread stopped".into(),
+                                }),
+                            }
+                        })
+                        .await
+                }
+            },
+        };
+        let outcome = match &result {
+            Ok(_) => "model",
+            Err(u) => u.reason.as_str(),
+        };
+        let labels = ModelLabels {
+            model: model.to_owned(),
+            outcome,
+        };
+        self.metrics.model_calls.get_or_create(&labels).inc();
+        if result.is_ok() {
+            self.metrics
+                .model_seconds
+                .get_or_create(&ModelLabels {
+                    model: model.to_owned(),
+                    outcome: "model",
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Result<u32, Unanswered> {
+        Ok(7)
+    }
+
+    /// A call that never answers (a hung model).
+    async fn hang() -> Result<u32, Unanswered> {
+        std::future::pending().await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_on_timeouts_rests_60_s_and_closes_on_good_probes() {
+        let g = Guard::new(Duration::from_millis(250));
+        assert_eq!(g.call(async { ok() }).await, Ok(7));
+        // Hung calls time out (paused time: no real waiting) until the
+        // window judges the failure rate: 10 calls, 60 % failures.
+        let mut reasons = vec![];
+        for _ in 0..12 {
+            let started = Instant::now();
+            let r = g.call(hang()).await.unwrap_err();
+            if r.reason == Reason::Timeout {
+                assert_eq!(started.elapsed(), Duration::from_millis(250));
+            }
+            reasons.push(r.reason);
+        }
+        assert_eq!(reasons[0], Reason::Timeout);
+        let first_open = reasons
+            .iter()
+            .position(|r| *r == Reason::BreakerOpen)
+            .expect("the breaker opened");
+        assert!(
+            (9..=11).contains(&first_open),
+            "opened after {first_open} failures"
+        );
+        assert_eq!(g.state(), "open");
+        // Open: even a healthy model is not called.
+        let r = g.call(async { ok() }).await.unwrap_err();
+        assert_eq!(r.reason, Reason::BreakerOpen);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(g.state(), "open");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(g.state(), "half_open");
+        // Three good probes close it.
+        for _ in 0..3 {
+            assert_eq!(g.call(async { ok() }).await, Ok(7));
+        }
+        assert_eq!(g.state(), "closed");
+        // A failed probe opens it again at once.
+        for _ in 0..10 {
+            let _ = g.call(hang()).await;
+        }
+        assert_eq!(g.state(), "open");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(g.call(hang()).await.unwrap_err().reason, Reason::Timeout);
+        assert_eq!(g.state(), "open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_queue_is_not_held_against_the_model() {
+        let g = Guard::new(Duration::from_millis(250));
+        for _ in 0..30 {
+            let r = g
+                .call(async {
+                    Err::<u32, _>(Unanswered {
+                        reason: Reason::Busy,
+                        detail: String::new(),
+                    })
+                })
+                .await;
+            assert_eq!(r.unwrap_err().reason, Reason::Busy);
+        }
+        assert_eq!(g.state(), "closed");
+    }
+}

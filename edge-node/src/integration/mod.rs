@@ -1,0 +1,18 @@
+//! The integration hub: the hospital's HL7 v2 feed over MLLP.
+//!
+//! Sans-IO, and so free of tokio, SQLite and HTTP (`cargo xtask tidy`):
+//! - [`mllp`]: the MLLP framer (resync, oversize, FS without CR);
+//! - [`hl7`]: pre-parse and parse of HL7 v2 messages, escapes, ACKs, batches;
+//! - [`adt`]: ADT semantics, a parsed message and the board in, board
+//!   commands (or a refusal that parks the message) out.
+//!
+//! With IO:
+//! - [`listener`]: the MLLP listener (connections, timeouts, TLS), handing
+//!   every frame to the store's writer and writing its ACKs after commit;
+//! - [`client`]: the MLLP client behind `hms-edge hl7 send`.
+
+pub mod adt;
+pub mod client;
+pub mod hl7;
+pub mod listener;
+pub mod mllp;

@@ -1,0 +1,234 @@
+//! Typed reads of what only the log and the projections hold.
+//!
+//! Kiosk reads come from the board the writer publishes; these are for the
+//! rest: the uplink (events after the cloud's position, the outbox), the
+//! downlink's position, the patient index's load, the forecaster's seed and
+//! the parked queue. Each runs on a pooled read-only connection off the
+//! async runtime ([`Store::read`]); no other module sees a connection.
+
+use hms_domain::phi::{Address, BirthDate, Mrn, PersonName, Phone};
+use hms_domain::{Envelope, Timestamp};
+use rusqlite::params;
+
+use super::Store;
+use super::projection::{EVENT_COLUMNS, event_from_row};
+
+/// Unacknowledged events, as the uplink measures them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outbox {
+    /// Events after the position.
+    pub events: u64,
+    /// Their approximate size: body bytes plus `row_overhead` each.
+    pub bytes: u64,
+    /// `recorded_at` (ms) of the oldest of them.
+    pub oldest_ms: Option<i64>,
+}
+
+/// One row of the patients projection.
+#[derive(Debug, Clone)]
+pub struct PatientRow {
+    /// Medical record number.
+    pub mrn: Mrn,
+    /// Name.
+    pub name: Option<PersonName>,
+    /// Date of birth.
+    pub birth_date: Option<BirthDate>,
+    /// Administrative sex as stored (`female`, `male`, `other`).
+    pub sex: Option<String>,
+    /// Every identifier, as stored (JSON).
+    pub identifiers_json: Option<String>,
+    /// Address.
+    pub address: Option<Address>,
+    /// Phone.
+    pub phone: Option<Phone>,
+    /// Enterprise id.
+    pub eid: Option<String>,
+}
+
+/// A bed movement in the log (for the forecaster's history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    /// When it was recorded (ms).
+    pub at_ms: i64,
+    /// The bed.
+    pub bed: String,
+    /// An admission into the bed (true) or a departure from it (false).
+    pub admission: bool,
+}
+
+/// One parked message (no PHI: ids and the reason only), as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ParkedRow {
+    /// Seq of its `integration.hl7_message` event.
+    pub seq: u64,
+    /// MSH-3.
+    pub sending_app: String,
+    /// MSH-4.
+    pub sending_facility: String,
+    /// MSH-10.
+    pub control_id: String,
+    /// MSH-9 (`ADT^A01`).
+    pub message_type: String,
+    /// Why it could not apply.
+    pub reason: String,
+    /// When it was parked.
+    pub parked_at: Timestamp,
+}
+
+impl Store {
+    /// Up to `max` events after seq `after`, in order, cut before the JSON
+    /// of bodies (plus `row_overhead` each) passes `max_bytes` (at least one).
+    pub async fn events_after(
+        &self,
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+        row_overhead: usize,
+    ) -> anyhow::Result<Vec<Envelope>> {
+        self.read(move |conn, hospital| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after as i64, max as i64], |r| {
+                event_from_row(hospital, r)
+            })?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            for row in rows {
+                let e = row?;
+                bytes += e.body.len() + row_overhead;
+                if !out.is_empty() && bytes > max_bytes {
+                    break;
+                }
+                out.push(e);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The events after `after`: how many, their size (`row_overhead` added
+    /// per event) and the oldest one's time.
+    pub async fn outbox(&self, after: u64, row_overhead: u64) -> anyhow::Result<Outbox> {
+        self.read(move |conn, _| {
+            let (n, bytes): (i64, i64) = conn.query_row(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM events WHERE seq > ?1",
+                [after as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let oldest_ms: Option<i64> = conn
+                .query_row(
+                    "SELECT recorded_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                    [after as i64],
+                    |r| r.get(0),
+                )
+                .ok();
+            let events = n.max(0) as u64;
+            Ok(Outbox {
+                events,
+                bytes: bytes.max(0) as u64 + events * row_overhead,
+                oldest_ms,
+            })
+        })
+        .await
+    }
+
+    /// The downlink position the store has applied (0: none yet).
+    pub async fn downlink_position(&self) -> anyhow::Result<u64> {
+        self.read(|conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'downlink_seq'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                .max(0) as u64)
+        })
+        .await
+    }
+
+    /// Every row of the patients projection.
+    pub async fn patients(&self) -> anyhow::Result<Vec<PatientRow>> {
+        self.read(|conn, _| {
+            let mut stmt = conn.prepare(
+                "SELECT mrn, name, birth_date, sex, identifiers, address, phone, eid FROM patients",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(PatientRow {
+                    mrn: Mrn::new(r.get::<_, String>(0)?),
+                    name: r.get::<_, Option<String>>(1)?.map(PersonName::new),
+                    birth_date: r.get::<_, Option<String>>(2)?.map(BirthDate::new),
+                    sex: r.get(3)?,
+                    identifiers_json: r.get(4)?,
+                    address: r.get::<_, Option<String>>(5)?.map(Address::new),
+                    phone: r.get::<_, Option<String>>(6)?.map(Phone::new),
+                    eid: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Bed movements recorded at or after `since_ms`, newest first, as
+    /// `movement` classifies event kinds (`Some(true)` an admission,
+    /// `Some(false)` a departure), and the oldest time the log reaches back
+    /// to within that window (`now_ms` when it holds nothing that old).
+    pub async fn movements_since(
+        &self,
+        since_ms: i64,
+        now_ms: i64,
+        movement: fn(&str) -> Option<bool>,
+    ) -> anyhow::Result<(Vec<Movement>, i64)> {
+        self.read(move |conn, _| {
+            let mut stmt =
+                conn.prepare("SELECT kind, subject, recorded_at FROM events ORDER BY seq DESC")?;
+            let mut rows = stmt.query([])?;
+            let mut out = vec![];
+            let mut oldest = now_ms;
+            while let Some(r) = rows.next()? {
+                let at: i64 = r.get(2)?;
+                if at < since_ms {
+                    break;
+                }
+                oldest = oldest.min(at);
+                let kind: String = r.get(0)?;
+                if let (Some(admission), Some(bed)) =
+                    (movement(&kind), r.get::<_, Option<String>>(1)?)
+                {
+                    out.push(Movement {
+                        at_ms: at,
+                        bed,
+                        admission,
+                    });
+                }
+            }
+            Ok((out, oldest))
+        })
+        .await
+    }
+
+    /// The parked messages, oldest first.
+    pub async fn parked(&self) -> anyhow::Result<Vec<ParkedRow>> {
+        self.read(|conn, _| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, sending_app, sending_facility, control_id, message_type, reason, parked_at
+                 FROM parked ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ParkedRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    sending_app: r.get(1)?,
+                    sending_facility: r.get(2)?,
+                    control_id: r.get(3)?,
+                    message_type: r.get(4)?,
+                    reason: r.get(5)?,
+                    parked_at: Timestamp::from_millis(r.get(6)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
