@@ -20,6 +20,9 @@ use std::time::Instant;
 
 use cloud_sync::downlink::Downlink;
 use cloud_sync::empi::RegionalEmpi;
+use cloud_sync::store::empi::EmpiDb;
+use cloud_sync::store::sqlite::CommitProbe;
+use hms_domain::empi::Eid;
 use hms_domain::empi::synth::{SynthConfig, Vocabulary, generate};
 
 fn rss_mb() -> f64 {
@@ -64,23 +67,11 @@ fn main() {
     drop(RegionalEmpi::open(&dir, Arc::new(Downlink::in_memory().unwrap())).unwrap());
     let t = Instant::now();
     {
-        let mut conn = rusqlite::Connection::open(dir.join("empi.sqlite")).unwrap();
-        let tx = conn.transaction().unwrap();
-        {
-            let mut put = tx
-                .prepare(
-                    "INSERT INTO records (source, local_id, record, eid) VALUES (?1, ?2, ?3, ?4)",
-                )
+        let mut db = EmpiDb::open(&dir).unwrap();
+        let tx = db.transaction().unwrap();
+        for l in &data[..n] {
+            tx.put_record(&l.record, Eid(u64::from(l.person) + 1))
                 .unwrap();
-            for l in &data[..n] {
-                put.execute(rusqlite::params![
-                    l.record.source,
-                    l.record.local_id.expose(),
-                    serde_json::to_string(&l.record).unwrap(),
-                    i64::from(l.person) + 1
-                ])
-                .unwrap();
-            }
         }
         tx.commit().unwrap();
     }
@@ -101,16 +92,11 @@ fn main() {
     }
 
     // Peer: a one-row commit on the same disk with the same settings.
-    let peer = rusqlite::Connection::open(dir.join("peer.sqlite")).unwrap();
-    peer.pragma_update(None, "journal_mode", "WAL").unwrap();
-    peer.pragma_update(None, "synchronous", "FULL").unwrap();
-    peer.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        .unwrap();
+    let peer = CommitProbe::create(&dir.join("peer.sqlite")).unwrap();
     let mut commit = Vec::with_capacity(2_000);
     for i in 0..2_000 {
         let t = Instant::now();
-        peer.execute("INSERT INTO t (id, v) VALUES (?1, 'x')", [i])
-            .unwrap();
+        peer.commit(i).unwrap();
         commit.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let (p50, p99) = quantiles(wall);

@@ -16,8 +16,12 @@
 //! The [`Replicator`] runs as a background task of the primary: after each
 //! ingest it is woken, brings every hospital up to date, and on failure
 //! retries with jittered exponential backoff
-//! ([`cloud_sync_client::resilience::Backoff`]). [`ReplicationStatus`]
-//! holds the lag per hospital (events behind, and for how long).
+//! ([`cloud_sync_client::resilience::Backoff`]) until it is cancelled.
+//! [`ReplicationStatus`] holds the lag per hospital (events behind, and for
+//! how long).
+//!
+//! This module imports [`crate::enrolment`] (the hospitals, refusals) and
+//! [`crate::store`], never the cloud's state or its HTTP layer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -31,9 +35,11 @@ use hms_domain::{Envelope, HospitalId, NodeId, RegionId, Timestamp};
 use ring::rand::SecureRandom;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::enrolment::{Registry, Rejection};
-use crate::service::OpenStore;
+use crate::enrolment::{EnrolError, Registry, Rejection};
+use crate::store::OpenStore;
+use crate::store::registry::RegistryDb;
 
 /// Node ids of primaries start with this, followed by the primary's region.
 pub const DR_NODE_PREFIX: &str = "dr:";
@@ -88,6 +94,28 @@ impl Primaries {
         verify(key, req, method, path, body, now_ms)?;
         Ok(region)
     }
+}
+
+/// Enrols (or re-keys) the DR primary of `region` on a replica, in `db`;
+/// a region outside `allowed` is refused (residency), and so is a key that
+/// is not 32 bytes.
+pub fn enroll_primary(
+    db: &RegistryDb,
+    allowed: &[RegionId],
+    region: &RegionId,
+    public_key: &[u8],
+) -> Result<(), EnrolError> {
+    if !allowed.contains(region) {
+        return Err(Rejection::RegionNotAllowed {
+            region: region.clone(),
+        }
+        .into());
+    }
+    if public_key.len() != 32 {
+        return Err(Rejection::BadKey.into());
+    }
+    db.put_primary(region, public_key)?;
+    Ok(())
 }
 
 /// Whether a signed request comes from a DR primary (rather than an appliance).
@@ -188,6 +216,22 @@ impl ReplicationStatus {
     }
 }
 
+/// Why a [`Replicator`] cannot be made (a configuration error).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicatorError {
+    /// The region does not fit in a node id with the `dr:` prefix.
+    #[error("region {region} as a DR node id: {reason}")]
+    NodeId {
+        /// The region.
+        region: RegionId,
+        /// Why.
+        reason: String,
+    },
+    /// The key is not a usable PKCS#8 Ed25519 key.
+    #[error("the DR key: {0}")]
+    Key(String),
+}
+
 /// The primary's replication task.
 pub struct Replicator {
     client: Client,
@@ -221,16 +265,14 @@ impl Replicator {
         open: OpenStore,
         status: Arc<ReplicationStatus>,
         wake: Arc<Notify>,
-    ) -> Result<Self, String> {
-        let node = dr_node(registry.region())
-            .map_err(|e| format!("region {} as a DR node id: {e}", registry.region()))?;
+    ) -> Result<Self, ReplicatorError> {
+        let node = dr_node(registry.region()).map_err(|e| ReplicatorError::NodeId {
+            region: registry.region().clone(),
+            reason: e.to_string(),
+        })?;
         // Check the key now rather than at the first batch.
-        Signer::new(
-            &key,
-            HospitalId::new("check").map_err(|e| e.to_string())?,
-            node.clone(),
-        )
-        .map_err(|e| format!("the DR key: {e}"))?;
+        let check = HospitalId::new("check").map_err(|e| ReplicatorError::Key(e.to_string()))?;
+        Signer::new(&key, check, node.clone()).map_err(|e| ReplicatorError::Key(e.to_string()))?;
         Ok(Self {
             client,
             key,
@@ -244,8 +286,18 @@ impl Replicator {
         })
     }
 
-    /// Replicates until the task is dropped.
-    pub async fn run(self) {
+    /// Replicates until `shutdown` is cancelled; a batch in flight then is
+    /// abandoned (the replica stores a batch whole or not at all, and the
+    /// next run resends from the replica's position).
+    pub async fn run(self, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = self.replicate_forever() => {}
+        }
+        tracing::info!(peer = %self.status.peer, "DR replication stopped");
+    }
+
+    async fn replicate_forever(&self) {
         let mut attempt = 0u32;
         loop {
             let mut ok = true;
@@ -349,13 +401,35 @@ impl Replicator {
 
 /// Up to one batch of events from `from`, within the batch bounds.
 fn read_batch(open: &OpenStore, hospital: &HospitalId, from: u64) -> anyhow::Result<Vec<Envelope>> {
-    let mut events = open(hospital)?.events(from, cloud_sync_client::MAX_BATCH_EVENTS)?;
-    crate::service::trim_to_batch_bytes(&mut events);
-    Ok(events)
+    crate::store::batch_from(
+        open(hospital)?.as_mut(),
+        from,
+        cloud_sync_client::MAX_BATCH_EVENTS,
+    )
 }
 
 fn jitter() -> f64 {
     let mut b = [0u8; 1];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
     f64::from(b[0]) / 256.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primaries_only_of_allowed_regions() {
+        let conn = RegistryDb::in_memory().expect("db");
+        let allowed: Vec<RegionId> = vec!["eu-west".parse().expect("id")];
+        let eu: RegionId = "eu-west".parse().expect("id");
+        let us: RegionId = "us-east".parse().expect("id");
+        enroll_primary(&conn, &allowed, &eu, &[7; 32]).expect("allowed");
+        let e = enroll_primary(&conn, &allowed, &us, &[7; 32]).expect_err("residency");
+        assert!(e.to_string().contains("us-east"), "{e}");
+        assert!(enroll_primary(&conn, &allowed, &eu, &[7; 31]).is_err());
+        let p = conn.primaries().expect("read");
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[&eu], vec![7; 32]);
+    }
 }

@@ -16,81 +16,35 @@
 //! The matching model is trained on the region's own records, stored and
 //! versioned beside them, and installed without changing an EID
 //! ([`model`]).
+//!
+//! Human decisions and merges fail with a [`DecisionError`] that says why
+//! (an unknown action, a refusal of the engine, the store). [`run`] is the
+//! background task; it is handed the pieces it works with and a
+//! cancellation token. The EMPI's rows are read and written through
+//! [`crate::store::empi`]; this module holds no SQL. It imports
+//! [`crate::store`], [`crate::downlink`] and [`crate::enrolment`] (the
+//! hospitals to follow), never the cloud's state or its HTTP layer.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
-use anyhow::Context;
 use hms_domain::empi::{
-    Change, Decisions, Eid, Engine, Outcome, Params, Record, RecordKey, SearchHit, Separation,
+    Change, Decisions, Eid, Engine, EngineError, Outcome, Params, Record, RecordKey, SearchHit,
+    Separation,
 };
 use hms_domain::phi::{Address, Mrn};
 use hms_domain::{EventBody, HospitalId, PatientRef, Timestamp};
-use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::downlink::Downlink;
-use crate::store::HospitalStore;
+use crate::enrolment::Registry;
+use crate::store::empi::{AuditRow, EmpiDb, NewReview};
+use crate::store::{HospitalStore, OpenStore};
 
 pub mod model;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS records (
-    source   TEXT    NOT NULL,
-    local_id TEXT    NOT NULL,
-    record   TEXT    NOT NULL,
-    eid      INTEGER NOT NULL,
-    PRIMARY KEY (source, local_id)
-) STRICT;
-CREATE TABLE IF NOT EXISTS audit (
-    id            INTEGER PRIMARY KEY,
-    at            INTEGER NOT NULL,
-    actor         TEXT    NOT NULL,
-    action        TEXT    NOT NULL,
-    source        TEXT    NOT NULL,
-    local_id      TEXT    NOT NULL,
-    before_eid    INTEGER,
-    after_eid     INTEGER,
-    score         REAL,
-    decision      TEXT,
-    model_version TEXT    NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS cursors (
-    hospital TEXT PRIMARY KEY,
-    seq      INTEGER NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS decisions (
-    id   INTEGER PRIMARY KEY CHECK (id = 1),
-    json TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS reviews (
-    id         INTEGER PRIMARY KEY,
-    source     TEXT    NOT NULL,
-    local_id   TEXT    NOT NULL,
-    eid        INTEGER NOT NULL,
-    reason     TEXT    NOT NULL,
-    score      REAL,
-    candidates TEXT    NOT NULL,
-    status     TEXT    NOT NULL,
-    opened_at  INTEGER NOT NULL,
-    closed_at  INTEGER,
-    closed_by  TEXT,
-    resolution TEXT
-) STRICT;
-CREATE TABLE IF NOT EXISTS models (
-    id         INTEGER PRIMARY KEY,
-    version    TEXT    NOT NULL UNIQUE,
-    trained_at INTEGER NOT NULL,
-    trained_by TEXT    NOT NULL,
-    records    INTEGER NOT NULL,
-    sampled    INTEGER NOT NULL,
-    seed       INTEGER NOT NULL,
-    params     TEXT    NOT NULL,
-    report     TEXT    NOT NULL,
-    active     INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1))
-) STRICT;
-CREATE UNIQUE INDEX IF NOT EXISTS models_one_active ON models(active) WHERE active = 1;";
 
 /// The EID as the appliances and the API show it.
 pub fn eid_text(eid: Eid) -> String {
@@ -100,7 +54,7 @@ pub fn eid_text(eid: Eid) -> String {
 /// The region's EMPI.
 pub struct RegionalEmpi {
     engine: Mutex<Engine>,
-    db: Mutex<Connection>,
+    db: Mutex<EmpiDb>,
     /// `empi.sqlite` (a model installation reads it on its own connection).
     path: PathBuf,
     /// Held shared by every change to the engine, from the change until its
@@ -148,6 +102,48 @@ pub struct Registered {
     pub degraded: bool,
 }
 
+/// Why a human decision or a merge was not applied. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    /// The action is none of `link`, `unlink`, `never_link`.
+    #[error("unknown decision {0:?}: link, unlink or never_link")]
+    UnknownAction(String),
+    /// The engine refused it (an unknown record or identity, a decision
+    /// that contradicts another).
+    #[error(transparent)]
+    Refused(#[from] EngineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// A human decision about two records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Link,
+    Unlink,
+    NeverLink,
+}
+
+impl Decision {
+    fn parse(action: &str) -> Result<Decision, DecisionError> {
+        match action {
+            "link" => Ok(Decision::Link),
+            "unlink" => Ok(Decision::Unlink),
+            "never_link" => Ok(Decision::NeverLink),
+            other => Err(DecisionError::UnknownAction(other.to_owned())),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Decision::Link => "link",
+            Decision::Unlink => "unlink",
+            Decision::NeverLink => "never_link",
+        }
+    }
+}
+
 /// The exact key of a record: standardised family and given names and the
 /// full birth date; none when any is missing.
 fn exact_key(record: &Record) -> Option<String> {
@@ -182,58 +178,17 @@ pub fn record_of(
     Record::from_patient(hospital.as_str(), patient, address, phone, identifiers)
 }
 
-/// Sets up a connection to `empi.sqlite` and its tables.
-fn init(conn: &Connection) -> anyhow::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(())
-}
-
-/// Calls `f` with every stored record and its EID, in the order they are
-/// restored (streamed: the records are not all held at once).
-fn each_record(
-    conn: &Connection,
-    mut f: impl FnMut(Record, Eid) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let mut stmt = conn.prepare("SELECT record, eid FROM records ORDER BY eid, rowid")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let json: String = row.get(0)?;
-        let eid: i64 = row.get(1)?;
-        let record: Record =
-            serde_json::from_str(&json).context("a stored EMPI record does not parse")?;
-        f(record, Eid(eid.max(0) as u64))?;
-    }
-    Ok(())
-}
-
-/// One more than the highest EID ever handed out: the stored records' and
-/// every EID the audit names (an identity retired by a merge or a move
-/// keeps its number forever).
-fn eid_high_water(conn: &Connection) -> anyhow::Result<u64> {
-    let top: i64 = conn.query_row(
-        "SELECT max(coalesce((SELECT max(eid) FROM records), 0),
-                    coalesce((SELECT max(before_eid) FROM audit), 0),
-                    coalesce((SELECT max(after_eid) FROM audit), 0))",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(top.max(0) as u64 + 1)
-}
-
 /// An engine with `params` and `decisions` holding every stored record
 /// under its stored EID, numbering new identities above every EID ever
 /// handed out. With `keys`, the key of every record filed is pushed there.
 fn build(
-    conn: &Connection,
+    db: &EmpiDb,
     params: Params,
     decisions: Decisions,
     mut keys: Option<&mut Vec<RecordKey>>,
 ) -> anyhow::Result<Engine> {
     let mut engine = Engine::with_decisions(params, decisions);
-    each_record(conn, |record, eid| {
+    db.each_record(|record, eid| {
         engine.restore(&record, eid);
         if let Some(keys) = keys.as_deref_mut() {
             keys.push(RecordKey {
@@ -243,7 +198,10 @@ fn build(
         }
         Ok(())
     })?;
-    engine.reserve_eids(eid_high_water(conn)?);
+    // One more than the highest EID ever handed out: the stored records'
+    // and every EID the audit names (an identity retired by a merge or a
+    // move keeps its number forever).
+    engine.reserve_eids(db.highest_eid()? + 1);
     Ok(engine)
 }
 
@@ -252,25 +210,14 @@ impl RegionalEmpi {
     /// every record keeps its EID, and new identities are numbered above
     /// every EID ever handed out.
     pub fn open(data_dir: &Path, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
-        std::fs::create_dir_all(data_dir)?;
-        let path = data_dir.join("empi.sqlite");
-        let conn =
-            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        init(&conn)?;
-        let decisions: Decisions = conn
-            .query_row("SELECT json FROM decisions WHERE id = 1", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()?
-            .map(|j| serde_json::from_str(&j))
-            .transpose()
-            .context("the stored EMPI decisions do not parse")?
-            .unwrap_or_default();
-        let (info, params) = model::active(&conn)?;
-        let engine = build(&conn, params, decisions, None)?;
+        let db = EmpiDb::open(data_dir)?;
+        let path = crate::store::empi::path(data_dir);
+        let decisions: Decisions = db.decisions()?.unwrap_or_default();
+        let (info, params) = model::active(&db)?;
+        let engine = build(&db, params, decisions, None)?;
         Ok(RegionalEmpi {
             engine: Mutex::new(engine),
-            db: Mutex::new(conn),
+            db: Mutex::new(db),
             path,
             gate: RwLock::new(()),
             journal: Mutex::new(None),
@@ -287,7 +234,7 @@ impl RegionalEmpi {
         })
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn db(&self) -> std::sync::MutexGuard<'_, EmpiDb> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -386,48 +333,32 @@ impl RegionalEmpi {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(k, result.eid);
         }
+        let now = Timestamp::now().as_millis();
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO records(source, local_id, record, eid) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(source, local_id) DO UPDATE SET record = excluded.record, eid = excluded.eid",
-            params![
-                record.source,
-                record.local_id.expose(),
-                serde_json::to_string(record)?,
-                result.eid.0 as i64
-            ],
-        )?;
-        tx.execute(
-            "INSERT INTO audit(at, actor, action, source, local_id, before_eid, after_eid, score,
-                               decision, model_version)
-             VALUES (?1, ?2, 'match', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                Timestamp::now().as_millis(),
-                actor,
-                record.source,
-                record.local_id.expose(),
-                before.map(|e| e.0 as i64),
-                result.eid.0 as i64,
-                result.score,
-                result.decision,
-                version,
-            ],
-        )?;
+        tx.put_record(record, result.eid)?;
+        tx.audit(&AuditRow {
+            at: now,
+            actor,
+            action: "match",
+            source: &record.source,
+            local_id: record.local_id.expose(),
+            before,
+            after: Some(result.eid),
+            score: result.score,
+            decision: Some(result.decision),
+            model_version: &version,
+        })?;
         if let Some((reason, candidates)) = review {
-            tx.execute(
-                "INSERT INTO reviews(source, local_id, eid, reason, score, candidates, status, opened_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)",
-                params![
-                    record.source,
-                    record.local_id.expose(),
-                    result.eid.0 as i64,
-                    format!("{reason:?}").to_lowercase(),
-                    result.score,
-                    serde_json::to_string(&candidates)?,
-                    Timestamp::now().as_millis(),
-                ],
-            )?;
+            tx.open_review(&NewReview {
+                source: &record.source,
+                local_id: record.local_id.expose(),
+                eid: result.eid,
+                reason: &format!("{reason:?}").to_lowercase(),
+                score: result.score,
+                candidates: &serde_json::to_string(&candidates)?,
+                opened_at: now,
+            })?;
         }
         tx.commit()?;
         drop(db);
@@ -455,22 +386,19 @@ impl RegionalEmpi {
             .remove(&key);
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute(
-            "DELETE FROM records WHERE source = ?1 AND local_id = ?2",
-            params![hospital.as_str(), mrn.expose()],
-        )?;
-        tx.execute(
-            "INSERT INTO audit(at, actor, action, source, local_id, before_eid, after_eid, score,
-                               decision, model_version)
-             VALUES (?1, ?2, 'retire', ?3, ?4, ?5, NULL, NULL, 'merged_at_source', '')",
-            params![
-                Timestamp::now().as_millis(),
-                actor,
-                hospital.as_str(),
-                mrn.expose(),
-                before.map(|e| e.0 as i64)
-            ],
-        )?;
+        tx.delete_record(&key)?;
+        tx.audit(&AuditRow {
+            at: Timestamp::now().as_millis(),
+            actor,
+            action: "retire",
+            source: hospital.as_str(),
+            local_id: mrn.expose(),
+            before,
+            after: None,
+            score: None,
+            decision: Some("merged_at_source"),
+            model_version: "",
+        })?;
         tx.commit()?;
         Ok(())
     }
@@ -505,12 +433,10 @@ impl RegionalEmpi {
         b: &RecordKey,
         action: &str,
         actor: &str,
-    ) -> anyhow::Result<Change> {
-        if !matches!(action, "link" | "unlink" | "never_link") {
-            anyhow::bail!("unknown decision {action:?}: link, unlink or never_link");
-        }
+    ) -> Result<Change, DecisionError> {
+        let decision = Decision::parse(action)?;
         self.human(
-            action,
+            decision.as_str(),
             actor,
             |e| {
                 let mut keys = vec![];
@@ -521,16 +447,16 @@ impl RegionalEmpi {
                 }
                 keys
             },
-            |e| match action {
-                "link" => e.link(a, b),
-                "unlink" => e.separate(a, b, Separation::Unlink),
-                _ => e.separate(a, b, Separation::NeverLink),
+            |e| match decision {
+                Decision::Link => e.link(a, b),
+                Decision::Unlink => e.separate(a, b, Separation::Unlink),
+                Decision::NeverLink => e.separate(a, b, Separation::NeverLink),
             },
         )
     }
 
     /// Merges two identities (the older survives), like `decide`.
-    pub fn merge(&self, survivor: Eid, other: Eid, actor: &str) -> anyhow::Result<Change> {
+    pub fn merge(&self, survivor: Eid, other: Eid, actor: &str) -> Result<Change, DecisionError> {
         self.human(
             "merge",
             actor,
@@ -551,8 +477,8 @@ impl RegionalEmpi {
         action: &str,
         actor: &str,
         affected: impl FnOnce(&Engine) -> Vec<RecordKey>,
-        apply: impl FnOnce(&mut Engine) -> Result<Change, hms_domain::empi::EngineError>,
-    ) -> anyhow::Result<Change> {
+        apply: impl FnOnce(&mut Engine) -> Result<Change, EngineError>,
+    ) -> Result<Change, DecisionError> {
         let _changing = self.changing();
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         let affected = affected(&engine);
@@ -572,7 +498,7 @@ impl RegionalEmpi {
                 (k, was, now)
             })
             .collect();
-        let decisions = serde_json::to_string(engine.decisions())?;
+        let decisions = serde_json::to_string(engine.decisions()).map_err(anyhow::Error::from)?;
         let version = engine.params().version.clone();
         drop(engine);
         self.record_changes(&after, action, actor, &version, &decisions)?;
@@ -591,34 +517,24 @@ impl RegionalEmpi {
     ) -> anyhow::Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute(
-            "INSERT INTO decisions(id, json) VALUES (1, ?1)
-             ON CONFLICT(id) DO UPDATE SET json = excluded.json",
-            [decisions],
-        )?;
+        tx.put_decisions(decisions)?;
         for (k, was, now) in changes {
             if was == now {
                 continue;
             }
-            tx.execute(
-                "UPDATE records SET eid = ?3 WHERE source = ?1 AND local_id = ?2",
-                params![k.source, k.local_id.expose(), now.map(|e| e.0 as i64)],
-            )?;
-            tx.execute(
-                "INSERT INTO audit(at, actor, action, source, local_id, before_eid, after_eid,
-                                   score, decision, model_version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 'human', ?8)",
-                params![
-                    Timestamp::now().as_millis(),
-                    actor,
-                    action,
-                    k.source,
-                    k.local_id.expose(),
-                    was.map(|e| e.0 as i64),
-                    now.map(|e| e.0 as i64),
-                    version
-                ],
-            )?;
+            tx.set_eid(k, *now)?;
+            tx.audit(&AuditRow {
+                at: Timestamp::now().as_millis(),
+                actor,
+                action,
+                source: &k.source,
+                local_id: k.local_id.expose(),
+                before: *was,
+                after: *now,
+                score: None,
+                decision: Some("human"),
+                model_version: version,
+            })?;
         }
         tx.commit()?;
         drop(db);
@@ -634,40 +550,33 @@ impl RegionalEmpi {
 
     /// Review tasks with `status` (`open` or `closed`).
     pub fn reviews(&self, status: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        let db = self.db();
-        let mut stmt = db.prepare(
-            "SELECT id, source, local_id, eid, reason, score, candidates, status, opened_at,
-                    closed_at, closed_by, resolution
-             FROM reviews WHERE status = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([status], |r| {
-            let candidates: String = r.get(6)?;
-            Ok(serde_json::json!({
-                "id": r.get::<_, i64>(0)?,
-                "source": r.get::<_, String>(1)?,
-                "local_id": r.get::<_, String>(2)?,
-                "eid": eid_text(Eid(r.get::<_, i64>(3)?.max(0) as u64)),
-                "reason": r.get::<_, String>(4)?,
-                "score": r.get::<_, Option<f64>>(5)?,
-                "candidates": serde_json::from_str::<serde_json::Value>(&candidates).unwrap_or_default(),
-                "status": r.get::<_, String>(7)?,
-                "opened_at": r.get::<_, i64>(8)?,
-                "closed_at": r.get::<_, Option<i64>>(9)?,
-                "closed_by": r.get::<_, Option<String>>(10)?,
-                "resolution": r.get::<_, Option<String>>(11)?,
-            }))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = self.db().reviews(status)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "source": r.source,
+                    "local_id": r.local_id,
+                    "eid": eid_text(r.eid),
+                    "reason": r.reason,
+                    "score": r.score,
+                    "candidates": serde_json::from_str::<serde_json::Value>(&r.candidates)
+                        .unwrap_or_default(),
+                    "status": r.status,
+                    "opened_at": r.opened_at,
+                    "closed_at": r.closed_at,
+                    "closed_by": r.closed_by,
+                    "resolution": r.resolution,
+                })
+            })
+            .collect())
     }
 
     /// Closes an open review task; false when there is none with that id.
     pub fn close_review(&self, id: i64, actor: &str, resolution: &str) -> anyhow::Result<bool> {
-        let n = self.db().execute(
-            "UPDATE reviews SET status = 'closed', closed_at = ?2, closed_by = ?3, resolution = ?4
-             WHERE id = ?1 AND status = 'open'",
-            params![id, Timestamp::now().as_millis(), actor, resolution],
-        )?;
-        Ok(n == 1)
+        self.db()
+            .close_review(id, Timestamp::now().as_millis(), actor, resolution)
     }
 
     /// The EID of a hospital's patient.
@@ -681,28 +590,6 @@ impl RegionalEmpi {
             })
     }
 
-    fn cursor(&self, hospital: &HospitalId) -> anyhow::Result<u64> {
-        Ok(self
-            .db()
-            .query_row(
-                "SELECT seq FROM cursors WHERE hospital = ?1",
-                [hospital.as_str()],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .unwrap_or(0)
-            .max(0) as u64)
-    }
-
-    fn set_cursor(&self, hospital: &HospitalId, seq: u64) -> anyhow::Result<()> {
-        self.db().execute(
-            "INSERT INTO cursors(hospital, seq) VALUES (?1, ?2)
-             ON CONFLICT(hospital) DO UPDATE SET seq = excluded.seq",
-            params![hospital.as_str(), seq as i64],
-        )?;
-        Ok(())
-    }
-
     /// Matches the patient records of `hospital`'s log after its cursor.
     /// Returns how many events were read.
     pub fn catch_up(
@@ -710,9 +597,24 @@ impl RegionalEmpi {
         hospital: &HospitalId,
         store: &mut dyn HospitalStore,
     ) -> anyhow::Result<usize> {
+        self.catch_up_until(hospital, store, &|| false)
+    }
+
+    /// [`RegionalEmpi::catch_up`], stopping between two reads of the log
+    /// (at most 1,000 events apart, the cursor saved after each) once
+    /// `stop` says so.
+    pub fn catch_up_until(
+        &self,
+        hospital: &HospitalId,
+        store: &mut dyn HospitalStore,
+        stop: &dyn Fn() -> bool,
+    ) -> anyhow::Result<usize> {
         let mut read = 0;
         loop {
-            let after = self.cursor(hospital)?;
+            if stop() {
+                return Ok(read);
+            }
+            let after = self.db().cursor(hospital.as_str())?;
             let events = store.events(after + 1, 1_000)?;
             let Some(last) = events.last().map(|e| e.seq) else {
                 return Ok(read);
@@ -750,28 +652,45 @@ impl RegionalEmpi {
                 }
             }
             read += events.len();
-            self.set_cursor(hospital, last)?;
+            self.db().set_cursor(hospital.as_str(), last)?;
         }
     }
 }
 
-/// Keeps the EMPI current: after every ingest (and every few seconds),
-/// matches each enrolled hospital's new patient records, then sees to the
-/// model beside it ([`RegionalEmpi::model_upkeep`]). Runs until the process
-/// ends.
-pub async fn run(state: crate::service::CloudState) {
-    let Some(empi) = state.empi.clone() else {
-        return;
-    };
+/// Keeps the EMPI current: after every ingest (`wake`) and every few
+/// seconds, matches the new patient records of each hospital of
+/// `hospitals` (stores via `open`), then sees to the model beside it
+/// ([`RegionalEmpi::model_upkeep`]). Returns once `shutdown` is cancelled,
+/// after the catch-up under way stopped (between two reads of a log) and
+/// the model upkeep under way ended.
+pub async fn run(
+    empi: Arc<RegionalEmpi>,
+    hospitals: Arc<Registry>,
+    open: OpenStore,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut upkeep: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
-            _ = state.empi_wake.notified() => {}
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
-        let (st, matcher) = (state.clone(), empi.clone());
+        let (matcher, hospitals, open, stop) = (
+            empi.clone(),
+            hospitals.clone(),
+            open.clone(),
+            shutdown.clone(),
+        );
         let done = tokio::task::spawn_blocking(move || {
-            for e in st.registry.hospitals() {
-                let result = (st.open)(&e.hospital).and_then(|mut s| matcher.catch_up(&e.hospital, s.as_mut()));
+            for e in hospitals.hospitals() {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let result = open(&e.hospital).and_then(|mut s| {
+                    matcher.catch_up_until(&e.hospital, s.as_mut(), &|| stop.is_cancelled())
+                });
                 if let Err(err) = result {
                     tracing::error!(hospital = %e.hospital, error = %format!("{err:#}"), "EMPI catch-up failed; retried");
                 }
@@ -781,12 +700,24 @@ pub async fn run(state: crate::service::CloudState) {
         if done.is_err() {
             tracing::error!("EMPI task failed; retried");
         }
+        if shutdown.is_cancelled() {
+            break;
+        }
         // Beside the catch-up (training takes seconds to minutes): install a
         // model the command line stored, train when due.
-        if !empi.model_busy() {
+        if upkeep
+            .as_ref()
+            .is_none_or(tokio::task::JoinHandle::is_finished)
+            && !empi.model_busy()
+        {
             let empi = empi.clone();
-            tokio::task::spawn_blocking(move || empi.model_upkeep());
+            upkeep = Some(tokio::task::spawn_blocking(move || empi.model_upkeep()));
         }
+    }
+    if let Some(upkeep) = upkeep
+        && upkeep.await.is_err()
+    {
+        tracing::error!("EMPI model upkeep failed");
     }
 }
 

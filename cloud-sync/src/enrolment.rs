@@ -7,6 +7,9 @@
 //! must be signed by the enrolled appliance of the hospital it speaks for.
 //! [`accept_batch`] ties authentication to ingest: nothing is stored unless
 //! the signature, the hospital and the batch all check out.
+//!
+//! Enrolments are kept in the registry database
+//! ([`crate::store::registry`]); this module imports only [`crate::store`].
 
 use std::collections::HashMap;
 
@@ -14,6 +17,7 @@ use cloud_sync_client::{SignatureError, SignedRequest, verify};
 use hms_domain::sync::SyncBatch;
 use hms_domain::{HospitalId, NodeId, RegionId};
 
+use crate::store::registry::{EnrolmentRow, RegistryDb};
 use crate::store::{HospitalStore, IngestError, Ingested, ingest};
 
 /// One enrolled hospital.
@@ -96,6 +100,17 @@ pub enum Rejection {
     },
 }
 
+/// Why an enrolment (of an appliance, or of a DR primary) was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    /// Residency or a bad key: refused, nothing recorded.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The registry database failed.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
 /// The hospitals one regional cloud serves. Shared by the running service:
 /// an enrolment through the operator API takes effect at once.
 #[derive(Debug)]
@@ -113,62 +128,41 @@ impl Clone for Registry {
     }
 }
 
-/// The registry kept in `registry.sqlite` under the cloud's data dir.
+/// The registry kept in `registry.sqlite` under the cloud's data dir, and
+/// that database (for later enrolments and the cloud's bookkeeping).
 pub fn open_registry(
     data_dir: &std::path::Path,
     region: RegionId,
-) -> anyhow::Result<(Registry, rusqlite::Connection)> {
+) -> anyhow::Result<(Registry, RegistryDb)> {
     use anyhow::Context;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let conn = rusqlite::Connection::open(data_dir.join("registry.sqlite"))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS enrolments (
-             hospital   TEXT PRIMARY KEY,
-             region     TEXT NOT NULL,
-             node       TEXT NOT NULL,
-             public_key BLOB NOT NULL
-         ) STRICT;",
-    )?;
-    crate::meta::init(&conn)?;
+    let db = RegistryDb::open(data_dir)?;
     let registry = Registry::new(region);
-    let rows: Vec<(String, String, String, Vec<u8>)> = conn
-        .prepare("SELECT hospital, region, node, public_key FROM enrolments")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
-    for (h, r, n, k) in rows {
+    for row in db.enrolments()? {
         registry
             .enroll(Enrolment {
-                hospital: h.parse().context("stored hospital id")?,
-                region: r.parse().context("stored region")?,
-                node: n.parse().context("stored node id")?,
-                public_key: k,
+                hospital: row.hospital,
+                region: row.region,
+                node: row.node,
+                public_key: row.public_key,
             })
             .context("a stored enrolment no longer fits this cloud")?;
     }
-    Ok((registry, conn))
+    Ok((registry, db))
 }
 
 /// Enrols a hospital durably (after the residency and key checks).
 pub fn enroll_durably(
     registry: &Registry,
-    conn: &rusqlite::Connection,
+    db: &RegistryDb,
     e: Enrolment,
-) -> Result<(), anyhow::Error> {
+) -> Result<(), EnrolError> {
     registry.enroll(e.clone())?;
-    conn.execute(
-        "INSERT INTO enrolments(hospital, region, node, public_key) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(hospital) DO UPDATE SET region = excluded.region, node = excluded.node,
-            public_key = excluded.public_key",
-        rusqlite::params![
-            e.hospital.as_str(),
-            e.region.as_str(),
-            e.node.as_str(),
-            e.public_key
-        ],
-    )?;
+    db.put_enrolment(&EnrolmentRow {
+        hospital: e.hospital,
+        region: e.region,
+        node: e.node,
+        public_key: e.public_key,
+    })?;
     Ok(())
 }
 
@@ -296,4 +290,151 @@ pub fn ingest_body(
     }
     let mut store = open(&batch.hospital).map_err(|e| BatchError::Ingest(IngestError::Store(e)))?;
     Ok(ingest(store.as_mut(), &batch)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use cloud_sync_client::{Signer, generate_key};
+    use hms_domain::sync::{Refusal, SyncBatch};
+    use hms_domain::{HospitalId, NodeId, RegionId};
+
+    use crate::enrolment::{BatchError, Enrolment, Registry, Rejection, accept_batch};
+    use crate::store::{HospitalStore, IngestError, SqliteRouter, conformance};
+
+    const PATH: &str = "/sync/v1/batches";
+    const NOW: i64 = 1_767_000_000_000;
+
+    fn id<T: std::str::FromStr>(s: &str) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        s.parse().expect("valid id")
+    }
+
+    struct Setup {
+        registry: Registry,
+        router: SqliteRouter,
+        _dir: tempfile::TempDir,
+        signer: Signer,
+    }
+
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Registry::new(id("eu-west"));
+        let (pkcs8, public) = generate_key().expect("key");
+        registry
+            .enroll(Enrolment {
+                hospital: id("h1"),
+                region: id("eu-west"),
+                node: id("edge-1"),
+                public_key: public,
+            })
+            .expect("enrol");
+        let signer = Signer::new(&pkcs8, id("h1"), id("edge-1")).expect("signer");
+        Setup {
+            registry,
+            router: SqliteRouter::new(dir.path()),
+            _dir: dir,
+            signer,
+        }
+    }
+
+    fn body(h: &str, from: usize, to: usize) -> Vec<u8> {
+        let events = conformance::log(h, 10)[from..to].to_vec();
+        serde_json::to_vec(&SyncBatch {
+            hospital: id(h),
+            node: id("edge-1"),
+            events,
+        })
+        .expect("json")
+    }
+
+    fn send(s: &Setup, signer: &Signer, body: &[u8]) -> Result<u64, BatchError> {
+        let req = signer.sign("POST", PATH, NOW, body);
+        let router = s.router.clone();
+        let mut open =
+            move |h: &HospitalId| Ok(Box::new(router.open(h)?) as Box<dyn HospitalStore>);
+        accept_batch(&s.registry, &mut open, &req, "POST", PATH, body, NOW).map(|r| r.acked.seq)
+    }
+
+    fn stored(s: &Setup, h: &str) -> u64 {
+        s.router
+            .open(&id(h))
+            .expect("open")
+            .position()
+            .expect("position")
+            .seq
+    }
+
+    #[test]
+    fn signed_batches_are_stored_and_every_forgery_is_refused() {
+        let s = setup();
+        assert_eq!(send(&s, &s.signer, &body("h1", 0, 4)).expect("accepted"), 4);
+        // A second appliance signing as the first hospital (its own key).
+        let (other, _) = generate_key().expect("key");
+        let impostor = Signer::new(&other, id("h1"), id("edge-1")).expect("signer");
+        assert!(matches!(
+            send(&s, &impostor, &body("h1", 4, 6)),
+            Err(BatchError::Rejected(Rejection::Signature(_)))
+        ));
+        // Another node name than the enrolled appliance.
+        let node2 = Signer::new(&other, id("h1"), id("edge-2")).expect("signer");
+        assert!(matches!(
+            send(&s, &node2, &body("h1", 4, 6)),
+            Err(BatchError::Rejected(Rejection::UnknownNode { .. }))
+        ));
+        // A batch tampered after signing.
+        let good = body("h1", 4, 6);
+        let req = s.signer.sign("POST", PATH, NOW, &good);
+        let tampered = String::from_utf8(good)
+            .expect("utf8")
+            .replace("E5", "E9")
+            .into_bytes();
+        let router = s.router.clone();
+        let mut open =
+            move |h: &HospitalId| Ok(Box::new(router.open(h)?) as Box<dyn HospitalStore>);
+        assert!(matches!(
+            accept_batch(&s.registry, &mut open, &req, "POST", PATH, &tampered, NOW),
+            Err(BatchError::Rejected(Rejection::Signature(_)))
+        ));
+        // A correctly signed batch with a gap.
+        assert!(matches!(
+            send(&s, &s.signer, &body("h1", 5, 8)),
+            Err(BatchError::Ingest(IngestError::Refused(Refusal::Gap {
+                expected: 5,
+                found: 6
+            })))
+        ));
+        // The hospital posting another hospital's events.
+        assert!(matches!(
+            send(&s, &s.signer, &body("h2", 0, 2)),
+            Err(BatchError::Rejected(Rejection::HospitalMismatch { .. }))
+        ));
+        // A hospital that is not enrolled here.
+        let (k3, _) = generate_key().expect("key");
+        let stranger = Signer::new(&k3, id("h3"), id("edge-1")).expect("signer");
+        assert!(matches!(
+            send(&s, &stranger, &body("h3", 0, 2)),
+            Err(BatchError::Rejected(Rejection::UnknownHospital(_)))
+        ));
+        // Nothing of the refused requests was stored.
+        assert_eq!(stored(&s, "h1"), 4);
+        assert_eq!(stored(&s, "h2"), 0);
+        assert_eq!(stored(&s, "h3"), 0);
+        // The rest, correctly signed and in order, is accepted.
+        assert_eq!(send(&s, &s.signer, &body("h1", 4, 10)).expect("rest"), 10);
+    }
+
+    #[test]
+    fn a_hospital_of_another_region_cannot_enrol() {
+        let registry = Registry::new(id::<RegionId>("eu-west"));
+        let (_, public) = generate_key().expect("key");
+        let r = registry.enroll(Enrolment {
+            hospital: id("h9"),
+            region: id("us-east"),
+            node: id::<NodeId>("edge-1"),
+            public_key: public,
+        });
+        assert!(matches!(r, Err(Rejection::OtherRegion { .. })), "{r:?}");
+    }
 }

@@ -13,7 +13,8 @@ use hms_domain::sync::SyncBatch;
 use hms_domain::{Envelope, HospitalId, NodeId};
 
 use crate::enrolment::{Enrolment, enroll_durably, open_registry};
-use crate::service::{CloudState, OpenStore, router};
+use crate::http::router;
+use crate::state::CloudState;
 use crate::store::{HospitalStore, SqliteRouter};
 
 /// Timeout of client calls in tests (a guard, not a timing).
@@ -79,11 +80,8 @@ impl Cloud {
             ));
         }
         let stores = SqliteRouter::new(dir.path());
-        let r = stores.clone();
-        let open: OpenStore =
-            Arc::new(move |h: &HospitalId| Ok(Box::new(r.open(h)?) as Box<dyn HospitalStore>));
         Cloud {
-            state: CloudState::new(reg, open, conn),
+            state: CloudState::new(reg, stores.clone().opener(), conn),
             stores,
             _dir: dir,
             signers,
@@ -96,12 +94,11 @@ impl Cloud {
     pub fn replica(region: &str, allowed: &[&str], primaries: &[(&str, Vec<u8>)]) -> Cloud {
         let mut cloud = Cloud::primary(region, &[]);
         let allowed: Vec<hms_domain::RegionId> = allowed.iter().map(|r| id(r)).collect();
-        let keys = cloud.state.with_meta(|c| {
-            for (r, k) in primaries {
-                crate::meta::enroll_primary(c, &allowed, &id(r), k).expect("enrol primary");
-            }
-            crate::meta::primaries(c).expect("primaries")
-        });
+        let db = cloud.state.registry_db.clone();
+        for (r, k) in primaries {
+            crate::dr::enroll_primary(&db, &allowed, &id(r), k).expect("enrol primary");
+        }
+        let keys = db.primaries().expect("primaries");
         cloud.state = cloud
             .state
             .clone()
@@ -131,7 +128,8 @@ impl Cloud {
     /// A new operator token.
     pub fn token(&self, name: &str) -> String {
         self.state
-            .with_meta(|c| crate::meta::create_token(c, name, now()))
+            .registry_db
+            .create_token(name, now())
             .expect("token")
     }
 }
@@ -218,21 +216,12 @@ pub fn seed_empi(dir: &std::path::Path, people: usize) -> Vec<hms_domain::empi::
         ..SynthConfig::default()
     });
     let mut engine = Engine::new(Params::default());
-    let mut conn = rusqlite::Connection::open(dir.join("empi.sqlite")).expect("open");
-    let tx = conn.transaction().expect("tx");
+    let mut db = crate::store::empi::EmpiDb::open(dir).expect("open");
+    let tx = db.transaction().expect("tx");
     let mut keys = vec![];
     for l in &data {
         let eid = engine.match_or_create(&l.record).eid;
-        tx.execute(
-            "INSERT INTO records(source, local_id, record, eid) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![
-                l.record.source,
-                l.record.local_id.expose(),
-                serde_json::to_string(&l.record).expect("json"),
-                eid.0 as i64
-            ],
-        )
-        .expect("insert");
+        tx.put_record(&l.record, eid).expect("insert");
         keys.push(RecordKey {
             source: l.record.source.clone(),
             local_id: l.record.local_id.clone(),

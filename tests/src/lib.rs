@@ -2,6 +2,8 @@
 //! generator (`hms-load`) and by tests that drive real appliance processes.
 //!
 //! - [`lossyfs`]: an in-memory FUSE filesystem that loses unsynced writes on a simulated power cut.
+//! - [`skip`]: how a test that needs a missing service skips (never under `CI=true`).
 
 pub mod client;
 pub mod lossyfs;
+pub mod skip;

@@ -358,8 +358,62 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The python-hl7 version of the MLLP peer.
+const PYTHON_HL7: &str = "hl7==0.4.5";
+
+/// A Python virtual environment under `target/` with python-hl7 installed
+/// (made once); its interpreter.
+fn hl7_venv() -> anyhow::Result<std::path::PathBuf> {
+    let venv = crate::target_dir().join("bench-venv-hl7");
+    let python = venv.join("bin/python");
+    let marker = venv.join(PYTHON_HL7);
+    if !marker.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        crate::run({
+            let mut c = Command::new("python3");
+            c.args(["-m", "venv"]).arg(&venv);
+            c
+        })
+        .context("python3 -m venv (python3 with venv is needed for the peer)")?;
+        crate::run({
+            let mut c = Command::new(&python);
+            c.args(["-m", "pip", "install", "--quiet", PYTHON_HL7]);
+            c
+        })?;
+        std::fs::write(&marker, b"")?;
+    }
+    Ok(python)
+}
+
+/// The peer of one-connection MLLP: python-hl7's asyncio server answering
+/// `create_ack()` and storing nothing (`xtask/peers/hl7_ack_server.py`).
+/// The child and its address.
+fn hl7_peer(root: &Path) -> anyhow::Result<(Child, String)> {
+    let python = hl7_venv()?;
+    let mut child = Command::new(python)
+        .arg(root.join("xtask/peers/hl7_ack_server.py"))
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the python-hl7 peer")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    match lines.next() {
+        Some(Ok(l)) if l.starts_with("port=") => {
+            let port = l.trim_start_matches("port=").trim().to_owned();
+            Ok((child, format!("127.0.0.1:{port}")))
+        }
+        _ => {
+            let _ = child.kill();
+            bail!("the python-hl7 peer did not start")
+        }
+    }
+}
+
 /// `cargo xtask bench mllp [--runs N]`: HL7 ADT over MLLP, durable, one
-/// connection and 16 connections, against the disk's fsync as the peer.
+/// connection and 16 connections, against the disk's fsync and, for one
+/// connection, python-hl7's MLLP server storing nothing, both measured in
+/// the same run.
 pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let s = parse(args)?;
     let (edge, load_bin) = build_release()?;
@@ -423,6 +477,25 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ],
         )?;
         drop(app);
+        let (mut peer, peer_addr) = hl7_peer(root)?;
+        let python = load(
+            &load_bin,
+            &peer_addr,
+            "",
+            &[
+                "--scenario",
+                "mllp",
+                "--trigger",
+                "A28",
+                "--messages",
+                "10000",
+                "--clients",
+                "1",
+            ],
+        );
+        let _ = peer.kill();
+        let _ = peer.wait();
+        let python = python?;
         rows.push(row(&[
             ("fsync_p50_ms", fsync_p50),
             ("fsync_p99_ms", fsync_p99),
@@ -437,6 +510,10 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ("a28_16conn_p50_ms", num(&many, "/latency/p50_ms")),
             ("a28_16conn_p99_ms", num(&many, "/latency/p99_ms")),
             ("a28_errors", num(&one, "/errors") + num(&many, "/errors")),
+            ("python_hl7_1conn_mps", num(&python, "/throughput_mps")),
+            ("python_hl7_1conn_p50_ms", num(&python, "/latency/p50_ms")),
+            ("python_hl7_1conn_p99_ms", num(&python, "/latency/p99_ms")),
+            ("python_hl7_errors", num(&python, "/errors")),
         ]));
     }
     let summary = medians(&rows);
@@ -447,6 +524,7 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
         "ratios": {
             "a28_1conn_p50_over_fsync_p50": g("a28_1conn_p50_ms") / g("fsync_p50_ms"),
             "a28_1conn_p99_over_fsync_p99": g("a28_1conn_p99_ms") / g("fsync_p99_ms"),
+            "a28_1conn_mps_over_python_hl7": g("a28_1conn_mps") / g("python_hl7_1conn_mps"),
         },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

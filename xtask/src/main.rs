@@ -1,7 +1,10 @@
 //! Project automation: `cargo xtask <command>`.
 //!
 //! - `ci`: everything CI checks: tidy, `cargo fmt --check`, clippy with
-//!   `-D warnings`, and the whole test suite (with `CI=true`).
+//!   `-D warnings`, and the whole test suite (with `CI=true`, under
+//!   `cargo nextest` with per-test time limits).
+//! - `test`: the whole test suite as a developer runs it (tests that need a
+//!   missing service skip, and are listed at the end).
 //! - `demo`: builds the appliance and runs the 40-bed demo hospital, printing
 //!   its URLs and kiosk tokens.
 //! - `bench`: builds in release mode and runs the load generator against the
@@ -138,54 +141,94 @@ fn ci() -> anyhow::Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--locked",
             "--",
             "-D",
             "warnings",
         ]);
         c
     })?;
-    test_all(&ort)?;
+    test_all(&ort, true)?;
     eprintln!("xtask: ci passed");
     Ok(())
 }
 
-/// Runs every test target of the workspace (`CI=true`: service-backed and
-/// model tests must run, not skip; `ORT_DYLIB_PATH` names the ONNX Runtime
-/// library), echoing the output, and closes with one summary line
-/// `N passed, N failed` over all test binaries.
-fn test_all(ort: &Path) -> anyhow::Result<()> {
-    use std::io::{BufRead, BufReader};
-    let mut c = cargo();
-    c.args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
-        .env("CI", "true")
-        .env("ORT_DYLIB_PATH", ort)
-        .stdout(std::process::Stdio::piped());
-    eprintln!("xtask: running {c:?}");
-    let mut child = c.spawn().context("starting cargo test")?;
-    let (mut passed, mut failed) = (0u64, 0u64);
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            let line = line?;
-            println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                let count = |what: &str| -> u64 {
-                    rest.split(';')
-                        .find_map(|part| part.trim().strip_suffix(what))
-                        .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
-                        .unwrap_or(0)
-                };
-                passed += count(" passed");
-                failed += count(" failed");
-            }
+/// Makes sure `cargo nextest` is there (it is on the CI machine; installed
+/// from crates.io otherwise).
+fn nextest() -> anyhow::Result<()> {
+    let there = cargo()
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !there {
+        eprintln!("xtask: cargo-nextest is missing; installing it");
+        run({
+            let mut c = cargo();
+            c.args(["install", "cargo-nextest", "--locked"]);
+            c
+        })
+        .context("installing cargo-nextest")?;
+    }
+    Ok(())
+}
+
+/// Runs every test of the workspace with `cargo nextest` (each test under
+/// the time limits of `.config/nextest.toml`) and the doc tests, with
+/// `--locked`, `ORT_DYLIB_PATH` naming the ONNX Runtime library, and
+/// `UPDATE_EXPECT` and `PROPTEST_CASES` cleared so that no run rewrites an
+/// expectation or shrinks a property test. `ci`: with `CI=true`, where a
+/// test that needs a missing service fails instead of skipping. Otherwise
+/// skipped tests are listed after the run.
+fn test_all(ort: &Path, ci: bool) -> anyhow::Result<()> {
+    nextest()?;
+    let skipped = target_dir().join("skipped-tests.txt");
+    let _ = std::fs::remove_file(&skipped);
+    let setup = |c: &mut Command| {
+        c.env("ORT_DYLIB_PATH", ort)
+            .env("HMS_SKIPPED_LOG", &skipped)
+            .env_remove("UPDATE_EXPECT")
+            .env_remove("PROPTEST_CASES");
+        if ci {
+            c.env("CI", "true");
+        }
+    };
+    let tests = run({
+        let mut c = cargo();
+        c.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--no-fail-fast",
+            "--profile",
+            "ci",
+        ]);
+        setup(&mut c);
+        c
+    });
+    let docs = run({
+        let mut c = cargo();
+        c.args(["test", "--doc", "--workspace", "--locked"]);
+        setup(&mut c);
+        c
+    });
+    let skips = std::fs::read_to_string(&skipped).unwrap_or_default();
+    let skips: Vec<&str> = skips.lines().filter(|l| !l.is_empty()).collect();
+    if skips.is_empty() {
+        eprintln!("xtask: no test skipped");
+    } else {
+        eprintln!("xtask: {} test(s) skipped:", skips.len());
+        for s in &skips {
+            eprintln!("  SKIPPED {s}");
         }
     }
-    let status = child.wait()?;
-    println!("{passed} passed, {failed} failed");
-    if !status.success() || failed > 0 {
-        bail!("tests failed ({status})");
-    }
-    if passed == 0 {
-        bail!("no test ran");
+    tests?;
+    docs?;
+    if ci && !skips.is_empty() {
+        bail!("tests skipped under CI=true");
     }
     Ok(())
 }
@@ -399,6 +442,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("test") => ort_library().and_then(|ort| test_all(&ort, false)),
         Some("demo") => demo(),
         Some("bench") if args.get(1).map(String::as_str) == Some("mllp") => {
             bench::mllp(&root(), &args[2..])
@@ -420,7 +464,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

@@ -1,4 +1,6 @@
-//! `hms-cloud`: the regional cloud. `main` only wires things together.
+//! `hms-cloud`: the regional cloud. This binary only parses the command
+//! line and calls the library: [`cloud_sync::cloud::Cloud`] for `run`,
+//! [`cloud_sync::cli`] for the other commands.
 //!
 //! - `hms-cloud run --config FILE [--http ADDR]`: the service; prints
 //!   `hms-cloud ready http=http://ADDR` (or `https=https://ADDR` with `[tls]`)
@@ -26,17 +28,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use cloud_sync::config::{self, Backend, Mode};
-use cloud_sync::dr::{Primaries, ReplicationStatus, Replicator};
-use cloud_sync::enrolment::{Enrolment, enroll_durably, open_registry};
-use cloud_sync::service::{CloudState, OpenStore, router};
-use cloud_sync::store::HospitalStore;
-use cloud_sync::store::SqliteRouter;
-use cloud_sync::store::postgres::PgRouter;
+use cloud_sync::cli::{self, Failure};
+use cloud_sync::cloud::{Cloud, ConfigError};
 use hms_domain::{HospitalId, NodeId, RegionId};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(name = "hms-cloud", version, about = "HMS Edge regional cloud")]
@@ -150,14 +147,14 @@ fn main() -> ExitCode {
         .try_init();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => {
-            eprintln!("hms-cloud: {msg}");
-            ExitCode::from(code)
+        Err(failure) => {
+            eprintln!("hms-cloud: {failure}");
+            ExitCode::from(failure.exit_code())
         }
     }
 }
 
-fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
+fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Cmd::Enroll {
             config,
@@ -165,69 +162,16 @@ fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
             region,
             node,
             public_key,
-        } => {
-            let cfg = config::load(&config).map_err(|e| (64, e))?;
-            let key = std::fs::read(&public_key)
-                .map_err(|e| (64, format!("{}: {e}", public_key.display())))?;
-            let (reg, conn) = open_registry(&cfg.data_dir, cfg.region.clone())
-                .map_err(|e| (1, format!("{e:#}")))?;
-            enroll_durably(
-                &reg,
-                &conn,
-                Enrolment {
-                    hospital: hospital.clone(),
-                    region,
-                    node,
-                    public_key: key,
-                },
-            )
-            .map_err(|e| (1, format!("{e:#}")))?;
-            println!("enrolled {hospital} in {}", cfg.region);
-            Ok(())
-        }
-        Cmd::Keygen { out } => keygen(&out),
+        } => cli::enroll(&config, hospital, region, node, &public_key),
+        Cmd::Keygen { out } => cli::keygen(&out),
         Cmd::EnrollPrimary {
             config,
             region,
             public_key,
-        } => {
-            let cfg = config::load(&config).map_err(|e| (64, e))?;
-            if cfg.mode != Mode::Replica {
-                return Err((
-                    64,
-                    format!(
-                        "{}: primaries are enrolled on a replica (mode = \"replica\")",
-                        config.display()
-                    ),
-                ));
-            }
-            let key = std::fs::read(&public_key)
-                .map_err(|e| (64, format!("{}: {e}", public_key.display())))?;
-            let (_, conn) = open_registry(&cfg.data_dir, cfg.region.clone())
-                .map_err(|e| (1, format!("{e:#}")))?;
-            cloud_sync::meta::enroll_primary(&conn, &cfg.allowed_dr_regions, &region, &key)
-                .map_err(|e| (1, format!("{e:#}")))?;
-            println!(
-                "enrolled the primary of {region} on the replica in {}",
-                cfg.region
-            );
-            Ok(())
-        }
+        } => cli::enroll_primary(&config, region, &public_key),
         Cmd::Token {
             command: TokenCmd::Create { config, name },
-        } => {
-            let cfg = config::load(&config).map_err(|e| (64, e))?;
-            let (_, conn) = open_registry(&cfg.data_dir, cfg.region.clone())
-                .map_err(|e| (1, format!("{e:#}")))?;
-            let token = cloud_sync::meta::create_token(
-                &conn,
-                &name,
-                hms_domain::Timestamp::now().as_millis(),
-            )
-            .map_err(|e| (1, format!("{e:#}")))?;
-            println!("{token}");
-            Ok(())
-        }
+        } => cli::create_token(&config, &name),
         Cmd::Empi {
             command:
                 EmpiCmd::Train {
@@ -235,177 +179,47 @@ fn dispatch(cli: Cli) -> Result<(), (u8, String)> {
                     sample,
                     seed,
                 },
-        } => empi_train(&config, sample, seed),
-        Cmd::Run { config, http } => {
-            let mut cfg = config::load(&config).map_err(|e| (64, e))?;
-            if let Some(h) = http {
-                cfg.listen = h;
-            }
-            run(cfg)
-        }
+        } => cli::empi_train(&config, sample, seed),
+        Cmd::Run { config, http } => run(&config, http),
     }
 }
 
-fn empi_train(config: &Path, sample: usize, seed: u64) -> Result<(), (u8, String)> {
-    use cloud_sync::empi::model::{MAX_SAMPLE, MIN_TRAIN_RECORDS, TrainSettings, train_stored};
-    let cfg = config::load(config).map_err(|e| (64, e))?;
-    if cfg.mode != Mode::Primary || !cfg.empi {
-        return Err((
-            64,
-            format!(
-                "{}: this cloud runs no regional EMPI (it runs on a primary with empi = true)",
-                config.display()
-            ),
-        ));
+/// `hms-cloud run`: opens the cloud (before binding anything), binds,
+/// prints the ready line and serves until SIGTERM or SIGINT.
+fn run(config: &Path, http: Option<SocketAddr>) -> Result<(), Failure> {
+    let mut cfg = cli::load(config)?;
+    if let Some(h) = http {
+        cfg.listen = h;
     }
-    if !(MIN_TRAIN_RECORDS..=MAX_SAMPLE).contains(&sample) {
-        return Err((
-            64,
-            format!("--sample is a number of records from {MIN_TRAIN_RECORDS} to {MAX_SAMPLE}"),
-        ));
-    }
-    let mut settings = TrainSettings {
-        sample,
-        ..TrainSettings::default()
-    };
-    settings.config.seed = seed;
-    let info = train_stored(&cfg.data_dir, &settings, "cli").map_err(|e| (1, format!("{e:#}")))?;
-    let report = info.report.as_ref();
-    println!(
-        "trained EMPI model {} on {} of {} records (EM: {} iterations, {}); active: a running \
-         hms-cloud installs it within seconds, otherwise it is in force from the next start",
-        info.version,
-        info.sampled.unwrap_or(0),
-        info.records.unwrap_or(0),
-        report.map_or(0, |r| r.iterations),
-        if report.is_some_and(|r| r.converged) {
-            "converged"
-        } else {
-            "not converged"
-        },
-    );
-    Ok(())
-}
-
-fn keygen(out: &Path) -> Result<(), (u8, String)> {
-    use std::io::Write;
-    let public = PathBuf::from(format!("{}.pub", out.display()));
-    if out.exists() {
-        return Err((
-            1,
-            format!("{} exists; a key is never replaced silently", out.display()),
-        ));
-    }
-    let (pkcs8, pubkey) = cloud_sync_client::generate_key().map_err(|e| (1, e.to_string()))?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let write_private = || -> std::io::Result<()> {
-        let mut f = opts.open(out)?;
-        f.write_all(&pkcs8)?;
-        f.sync_all()
-    };
-    write_private().map_err(|e| (1, format!("{}: {e}", out.display())))?;
-    std::fs::write(&public, &pubkey).map_err(|e| (1, format!("{}: {e}", public.display())))?;
-    println!("private key: {} (keep on the primary)", out.display());
-    println!(
-        "public key:  {} (on the replica: hms-cloud enroll-primary --public-key FILE)",
-        public.display()
-    );
-    println!("{}", hms_domain::event::to_hex(&pubkey));
-    Ok(())
-}
-
-fn run(cfg: config::CloudConfig) -> Result<(), (u8, String)> {
-    let (registry, conn) =
-        open_registry(&cfg.data_dir, cfg.region.clone()).map_err(|e| (1, format!("{e:#}")))?;
-    let open: OpenStore = match cfg.backend {
-        Backend::Sqlite => {
-            let r = SqliteRouter::new(&cfg.data_dir);
-            Arc::new(move |h: &HospitalId| Ok(Box::new(r.open(h)?) as Box<dyn HospitalStore>))
-        }
-        Backend::Postgres => {
-            let r = PgRouter::new(cfg.postgres.clone().unwrap_or_default());
-            Arc::new(move |h: &HospitalId| Ok(Box::new(r.open(h)?) as Box<dyn HospitalStore>))
-        }
-    };
-    let primaries = cloud_sync::meta::primaries(&conn).map_err(|e| (1, format!("{e:#}")))?;
-    let downlink = std::sync::Arc::new(
-        cloud_sync::downlink::Downlink::open(&cfg.data_dir)
-            .map_err(|e| (1, format!("opening the downlink: {e:#}")))?,
-    );
-    let mut state = CloudState::new(registry, open, conn);
-    state.downlink = Some(downlink.clone());
-    if cfg.mode == Mode::Primary && cfg.empi {
-        let empi = cloud_sync::empi::RegionalEmpi::open(&cfg.data_dir, downlink)
-            .map_err(|e| (1, format!("opening the regional EMPI: {e:#}")))?;
-        empi.set_auto_train_records(cfg.empi_auto_train_records);
-        state = state.with_empi(std::sync::Arc::new(empi));
-    }
-    if cfg.mode == Mode::Replica {
-        state = state.replica(Primaries::new(cfg.allowed_dr_regions.clone(), primaries));
-    }
-    let mut replicator = None;
-    if let Some(dr) = &cfg.dr {
-        let ep = cloud_sync_client::Endpoint::parse(&dr.peer, dr.ca.as_deref())
-            .map_err(|e| (64, format!("[dr] peer: {e}")))?;
-        let key = std::fs::read(&dr.key_file)
-            .map_err(|e| (64, format!("[dr] key_file {}: {e}", dr.key_file.display())))?;
-        let status = Arc::new(ReplicationStatus::new(ep.url(), dr.peer_region.clone()));
-        state = state.with_replication(status.clone());
-        replicator = Some(
-            Replicator::new(
-                cloud_sync_client::Client::new(ep),
-                key,
-                state.registry.clone(),
-                state.open.clone(),
-                status,
-                state.ingested.clone(),
-            )
-            .map_err(|e| (64, e))?,
-        );
-    }
-    let tls = match &cfg.tls {
-        Some(t) => Some(
-            hms_web::tls::acceptor(&t.cert, &t.key).map_err(|e| (64, format!("[tls] {e:#}")))?,
-        ),
-        None => None,
-    };
+    let cloud = Cloud::open(cfg).map_err(|e| match e.downcast::<ConfigError>() {
+        Ok(ConfigError(message)) => Failure::Usage(message),
+        Err(e) => Failure::Runtime(e),
+    })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| (1, format!("starting the runtime: {e}")))?;
+        .map_err(|e| Failure::runtime(format!("starting the runtime: {e}")))?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
+        let listen = cloud.listen_addr();
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| (1, format!("binding {}: {e}", cfg.listen)))?;
-        let addr = listener.local_addr().map_err(|e| (1, e.to_string()))?;
-        if let Some(r) = replicator {
-            tracing::info!(peer = ?r, "DR replication on");
-            tokio::spawn(r.run());
-        }
-        tokio::spawn(cloud_sync::empi::run(state.clone()));
-        let app = router(state);
-        let shutdown = stop_signal();
-        match tls {
-            Some(acceptor) => {
-                let listener = hms_web::tls::TlsListener::new(listener, acceptor)
-                    .map_err(|e| (1, format!("TLS listener: {e}")))?;
-                println!("hms-cloud ready https=https://{addr}");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .map_err(|e| (1, format!("serving: {e}")))
+            .map_err(|e| Failure::runtime(format!("binding {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        println!("{}", cloud.ready_line(addr));
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                stop_signal().await;
+                shutdown.cancel();
             }
-            None => {
-                println!("hms-cloud ready http=http://{addr}");
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .map_err(|e| (1, format!("serving: {e}")))
-            }
-        }
+        });
+        cloud
+            .serve(listener, shutdown)
+            .await
+            .map_err(Failure::Runtime)
     })
 }
 

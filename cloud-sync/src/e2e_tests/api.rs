@@ -396,14 +396,9 @@ async fn empi_records_are_matched_or_created_with_stable_eids_and_audited() {
         first["eid"].as_str()
     );
     // And the audit has one row per decision.
-    let n: i64 = rusqlite::Connection::open(dir.path().join("empi.sqlite"))
+    let n: i64 = crate::store::empi::EmpiDb::reader(&dir.path().join("empi.sqlite"))
         .expect("open")
-        .query_row(
-            "SELECT count(*) FROM audit WHERE action = 'match'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+        .count_audit(None, &["match"]);
     assert_eq!(n, 3);
 }
 

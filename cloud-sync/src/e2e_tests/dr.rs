@@ -29,7 +29,7 @@ fn start(primary: &Cloud, peer: Endpoint, key: Vec<u8>, status: Arc<ReplicationS
         primary.state.ingested.clone(),
     )
     .expect("replicator");
-    tokio::spawn(r.run());
+    tokio::spawn(r.run(tokio_util::sync::CancellationToken::new()));
 }
 
 async fn until(

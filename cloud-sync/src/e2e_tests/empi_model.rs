@@ -246,7 +246,7 @@ async fn a_never_trained_empi_trains_itself_in_the_background_once_it_holds_enou
     let before = eids(&empi, &keys);
     let mut version = empi.watch_model();
     let state = cloud.state.clone().with_empi(empi.clone());
-    tokio::spawn(crate::empi::run(state.clone()));
+    tokio::spawn(state.run_empi(tokio_util::sync::CancellationToken::new()));
     state.empi_wake.notify_one();
     // A guard, not a timing: training in a debug build takes seconds.
     tokio::time::timeout(6 * T, version.wait_for(|v| v.starts_with("em-1-")))

@@ -6,7 +6,7 @@ use cloud_sync_client::{Client, Endpoint, Signer, codec, fetch, position, push};
 use hms_e2e::client::{Conn, Reply};
 use hyper::Method;
 
-use crate::service::BATCHES;
+use crate::http::BATCHES;
 use crate::store::conformance;
 use crate::testkit::{Cloud, T, batch, now, self_signed, serve};
 
@@ -90,7 +90,7 @@ async fn gzip_and_plain_batches_are_accepted_and_bombs_refused() {
             .header("x-hms-signature", s.signature)
             .body(axum::body::Body::from(body))
             .expect("request");
-        let r = crate::service::router(cloud.state.clone())
+        let r = crate::http::router(cloud.state.clone())
             .oneshot(req)
             .await
             .expect("answer");

@@ -24,6 +24,9 @@
 //! swapped. Human decisions are carried over; one that comes in during the
 //! build makes it start again. Later decisions are audited with the new
 //! version.
+//!
+//! The models are read and stored through [`crate::store::empi`]; this
+//! module holds no SQL.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -35,11 +38,11 @@ use hms_domain::empi::{
     Decisions, Eid, Engine, Params, Prepared, Record, RecordKey, TrainConfig, TrainReport, prepare,
     train,
 };
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{RegionalEmpi, build, init};
+use super::{AuditRow, EmpiDb, RegionalEmpi, build};
+use crate::store::empi::{ModelRow, NewModel, Transaction};
 
 /// Fewest records a model is trained on.
 pub const MIN_TRAIN_RECORDS: usize = 1_000;
@@ -134,31 +137,18 @@ pub enum ModelError {
     Store(#[from] anyhow::Error),
 }
 
-impl From<rusqlite::Error> for ModelError {
-    fn from(e: rusqlite::Error) -> Self {
-        ModelError::Store(e.into())
+/// What operators see of a stored model.
+fn info_of(row: &ModelRow) -> ModelInfo {
+    ModelInfo {
+        version: row.version.clone(),
+        trained: true,
+        trained_at: Some(row.trained_at),
+        trained_by: Some(row.trained_by.clone()),
+        records: Some(row.records.max(0) as u64),
+        sampled: Some(row.sampled.max(0) as u64),
+        seed: Some(row.seed as u64),
+        report: serde_json::from_str(&row.report).ok(),
     }
-}
-
-const COLUMNS: &str = "version, trained_at, trained_by, records, sampled, seed, report, params, id";
-
-/// A `models` row: what operators see, its parameters (JSON) and id.
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ModelInfo, String, i64)> {
-    let report: String = r.get(6)?;
-    Ok((
-        ModelInfo {
-            version: r.get(0)?,
-            trained: true,
-            trained_at: Some(r.get(1)?),
-            trained_by: Some(r.get(2)?),
-            records: Some(r.get::<_, i64>(3)?.max(0) as u64),
-            sampled: Some(r.get::<_, i64>(4)?.max(0) as u64),
-            seed: Some(r.get::<_, i64>(5)? as u64),
-            report: serde_json::from_str(&report).ok(),
-        },
-        r.get(7)?,
-        r.get(8)?,
-    ))
 }
 
 fn parse_params(version: &str, json: &str) -> anyhow::Result<Params> {
@@ -168,28 +158,19 @@ fn parse_params(version: &str, json: &str) -> anyhow::Result<Params> {
 
 /// The active model of `empi.sqlite`, or the hand-set defaults when none
 /// is.
-pub(super) fn active(conn: &Connection) -> anyhow::Result<(ModelInfo, Params)> {
-    let found = conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM models WHERE active = 1"),
-            [],
-            row,
-        )
-        .optional()?;
-    match found {
-        Some((info, json, _)) => {
-            let params = parse_params(&info.version, &json)?;
-            Ok((info, params))
+pub(super) fn active(db: &EmpiDb) -> anyhow::Result<(ModelInfo, Params)> {
+    match db.active_model()? {
+        Some(row) => {
+            let params = parse_params(&row.version, &row.params)?;
+            Ok((info_of(&row), params))
         }
         None => Ok((ModelInfo::defaults(), Params::default())),
     }
 }
 
 /// The version the next trained model gets.
-fn next_version(conn: &Connection, at: Timestamp) -> anyhow::Result<String> {
-    let n: i64 = conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM models", [], |r| {
-        r.get(0)
-    })?;
+fn next_version(db: &EmpiDb, at: Timestamp) -> anyhow::Result<String> {
+    let n = db.next_model_number()?;
     let stamp: String = at.to_rfc3339()[..19]
         .chars()
         .filter(|c| *c != '-' && *c != ':')
@@ -200,23 +181,21 @@ fn next_version(conn: &Connection, at: Timestamp) -> anyhow::Result<String> {
 /// Up to `k` of the stored records, drawn uniformly with `seed`
 /// (reservoir sampling over the records in restore order), and how many
 /// records there are.
-fn sample(conn: &Connection, k: usize, seed: u64) -> anyhow::Result<(Vec<Record>, usize)> {
+fn sample(db: &EmpiDb, k: usize, seed: u64) -> anyhow::Result<(Vec<Record>, usize)> {
     let mut rng = SplitMix64::new(seed);
     let mut chosen: Vec<String> = Vec::with_capacity(k.min(1 << 20));
     let mut n = 0usize;
-    let mut stmt = conn.prepare("SELECT record FROM records ORDER BY eid, rowid")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
+    db.each_record_json(|json| {
         if chosen.len() < k {
-            chosen.push(r.get(0)?);
+            chosen.push(json);
         } else {
             let j = rng.below(n + 1);
             if j < k {
-                chosen[j] = r.get(0)?;
+                chosen[j] = json;
             }
         }
         n += 1;
-    }
+    })?;
     let records = chosen
         .iter()
         .map(|j| serde_json::from_str(j).context("a stored EMPI record does not parse"))
@@ -273,12 +252,12 @@ struct Trained {
 /// are learned, starting from the hand-set values; every other setting
 /// (thresholds above all: they are pre-declared) is `current`'s.
 fn train_from(
-    conn: &Connection,
+    db: &EmpiDb,
     current: &Params,
     settings: &TrainSettings,
     actor: &str,
 ) -> Result<Trained, ModelError> {
-    let (records, held) = sample(conn, settings.sample, settings.config.seed)?;
+    let (records, held) = sample(db, settings.sample, settings.config.seed)?;
     if held < MIN_TRAIN_RECORDS || records.len() < MIN_TRAIN_RECORDS {
         return Err(ModelError::TooFewRecords {
             held,
@@ -297,7 +276,7 @@ fn train_from(
     let (learned, report) = train(&prepared, &start, &settings.config);
     let now = Timestamp::now();
     let params = Params {
-        version: next_version(conn, now)?,
+        version: next_version(db, now)?,
         fields: learned.fields,
         lambda: learned.lambda,
         ..current.clone()
@@ -331,34 +310,32 @@ fn train_from(
 
 /// Stores a trained model as the active one.
 fn store(tx: &Transaction<'_>, t: &Trained) -> anyhow::Result<()> {
-    tx.execute("UPDATE models SET active = 0 WHERE active = 1", [])?;
-    tx.execute(
-        "INSERT INTO models(version, trained_at, trained_by, records, sampled, seed, params,
-                            report, active)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)",
-        params![
-            t.info.version,
-            t.info.trained_at,
-            t.info.trained_by,
-            t.info.records.map(|n| n as i64),
-            t.info.sampled.map(|n| n as i64),
-            t.info.seed.map(|s| s as i64),
-            serde_json::to_string(&t.params)?,
-            serde_json::to_string(&t.report)?,
-        ],
-    )?;
-    Ok(())
+    tx.insert_active_model(&NewModel {
+        version: &t.info.version,
+        trained_at: t.info.trained_at,
+        trained_by: t.info.trained_by.as_deref(),
+        records: t.info.records,
+        sampled: t.info.sampled,
+        seed: t.info.seed,
+        params: &serde_json::to_string(&t.params)?,
+        report: &serde_json::to_string(&t.report)?,
+    })
 }
 
 /// Appends a model event (`model_trained`, `model_installed`) to the audit.
 fn audit(tx: &Transaction<'_>, action: &str, actor: &str, version: &str) -> anyhow::Result<()> {
-    tx.execute(
-        "INSERT INTO audit(at, actor, action, source, local_id, before_eid, after_eid, score,
-                           decision, model_version)
-         VALUES (?1, ?2, ?3, '', '', NULL, NULL, NULL, NULL, ?4)",
-        params![Timestamp::now().as_millis(), actor, action, version],
-    )?;
-    Ok(())
+    tx.audit(&AuditRow {
+        at: Timestamp::now().as_millis(),
+        actor,
+        action,
+        source: "",
+        local_id: "",
+        before: None,
+        after: None,
+        score: None,
+        decision: None,
+        model_version: version,
+    })
 }
 
 /// Trains a model on the records of the EMPI in `data_dir` and stores it
@@ -371,19 +348,17 @@ pub fn train_stored(
     settings: &TrainSettings,
     actor: &str,
 ) -> Result<ModelInfo, ModelError> {
-    let path = data_dir.join("empi.sqlite");
+    let path = crate::store::empi::path(data_dir);
     if !path.exists() {
         return Err(ModelError::Store(anyhow::anyhow!(
             "no regional EMPI in {}: empi.sqlite is missing",
             data_dir.display()
         )));
     }
-    let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .with_context(|| format!("opening {}", path.display()))?;
-    init(&conn)?;
-    let (_, current) = active(&conn)?;
-    let trained = train_from(&conn, &current, settings, actor)?;
-    let tx = conn.transaction()?;
+    let mut db = EmpiDb::open_existing(&path)?;
+    let (_, current) = active(&db)?;
+    let trained = train_from(&db, &current, settings, actor)?;
+    let tx = db.transaction()?;
     store(&tx, &trained)?;
     audit(&tx, "model_trained", actor, &trained.info.version)?;
     tx.commit()?;
@@ -391,22 +366,21 @@ pub fn train_stored(
 }
 
 /// The stored models, newest first (no parameters).
-fn history(conn: &Connection) -> anyhow::Result<Vec<serde_json::Value>> {
-    let mut stmt = conn.prepare(
-        "SELECT version, trained_at, trained_by, records, sampled, active FROM models
-         ORDER BY id DESC",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(json!({
-            "version": r.get::<_, String>(0)?,
-            "trained_at": Timestamp::from_millis(r.get(1)?).to_rfc3339(),
-            "trained_by": r.get::<_, String>(2)?,
-            "records": r.get::<_, i64>(3)?,
-            "sampled": r.get::<_, i64>(4)?,
-            "active": r.get::<_, i64>(5)? == 1,
-        }))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn history(db: &EmpiDb) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(db
+        .models()?
+        .into_iter()
+        .map(|m| {
+            json!({
+                "version": m.version,
+                "trained_at": Timestamp::from_millis(m.trained_at).to_rfc3339(),
+                "trained_by": m.trained_by,
+                "records": m.records,
+                "sampled": m.sampled,
+                "active": m.active,
+            })
+        })
+        .collect())
 }
 
 /// Per field and level: `m`, `u` and the weight in bits.
@@ -517,11 +491,8 @@ impl RegionalEmpi {
 
     /// A read-only connection of its own (long reads do not hold up
     /// registrations).
-    fn reader(&self) -> anyhow::Result<Connection> {
-        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .with_context(|| format!("opening {}", self.path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        Ok(conn)
+    fn reader(&self) -> anyhow::Result<EmpiDb> {
+        EmpiDb::reader(&self.path)
     }
 
     /// Trains a model on a sample of the EMPI's records and installs it.
@@ -560,25 +531,18 @@ impl RegionalEmpi {
         }
         if version == ModelInfo::defaults().version {
             return self.install(&Params::default(), None, actor, &|tx| {
-                tx.execute("UPDATE models SET active = 0 WHERE active = 1", [])?;
+                tx.deactivate_models()?;
                 Ok(ModelInfo::defaults())
             });
         }
-        let found = self
-            .db()
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM models WHERE version = ?1"),
-                [version],
-                row,
-            )
-            .optional()?;
-        let Some((info, json, id)) = found else {
+        let found = self.db().model(version)?;
+        let Some(row) = found else {
             return Err(ModelError::UnknownVersion(version.to_owned()));
         };
-        let params = parse_params(version, &json)?;
+        let params = parse_params(version, &row.params)?;
+        let info = info_of(&row);
         self.install(&params, None, actor, &|tx| {
-            tx.execute("UPDATE models SET active = 0 WHERE active = 1", [])?;
-            tx.execute("UPDATE models SET active = 1 WHERE id = ?1", [id])?;
+            tx.activate_model(row.id)?;
             Ok(info.clone())
         })
     }
@@ -589,12 +553,7 @@ impl RegionalEmpi {
         let Ok(_one) = self.one_at_a_time() else {
             return Ok(false);
         };
-        let stored: Option<String> = self
-            .db()
-            .query_row("SELECT version FROM models WHERE active = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let stored: Option<String> = self.db().active_model_version()?;
         let in_force = self.model().version;
         if stored.as_deref().unwrap_or(&ModelInfo::defaults().version) == in_force {
             return Ok(false);
@@ -816,21 +775,8 @@ struct Swapped {
 }
 
 /// A stored record and its EID.
-fn stored(conn: &Connection, key: &RecordKey) -> anyhow::Result<Option<(Record, Eid)>> {
-    let found = conn
-        .query_row(
-            "SELECT record, eid FROM records WHERE source = ?1 AND local_id = ?2",
-            params![key.source, key.local_id.expose()],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
-        )
-        .optional()?;
-    found
-        .map(|(json, eid)| {
-            let record: Record =
-                serde_json::from_str(&json).context("a stored EMPI record does not parse")?;
-            Ok((record, Eid(eid.max(0) as u64)))
-        })
-        .transpose()
+fn stored(db: &EmpiDb, key: &RecordKey) -> anyhow::Result<Option<(Record, Eid)>> {
+    db.record(key)
 }
 
 /// Whether `new` files exactly the records of `old` under the same EIDs,
@@ -879,8 +825,23 @@ mod tests {
         stored(&empi.db(), key).expect("read").expect("stored").0
     }
 
-    fn count(empi: &RegionalEmpi, sql: &str) -> i64 {
-        empi.db().query_row(sql, [], |r| r.get(0)).expect("count")
+    /// What the tests count in `empi.sqlite`.
+    enum Count<'a> {
+        /// Stored models.
+        Models,
+        /// The active model (0 or 1).
+        ActiveModels,
+        /// Audit rows of a model version with one of some actions.
+        Audit(&'a str, &'a [&'a str]),
+    }
+
+    fn count(empi: &RegionalEmpi, what: Count<'_>) -> i64 {
+        let db = empi.db();
+        match what {
+            Count::Models => db.count_models(false),
+            Count::ActiveModels => db.count_models(true),
+            Count::Audit(version, actions) => db.count_audit(Some(version), actions),
+        }
     }
 
     /// Two records the engine put under one identity.
@@ -956,10 +917,9 @@ mod tests {
         assert_eq!(
             count(
                 &empi,
-                &format!(
-                    "SELECT count(*) FROM audit WHERE model_version = '{}' AND action IN
-                     ('model_trained', 'model_installed', 'match')",
-                    info.version
+                Count::Audit(
+                    &info.version,
+                    &["model_trained", "model_installed", "match"]
                 )
             ),
             3
@@ -1060,7 +1020,7 @@ mod tests {
             train_stored(dir.path(), &quick(), "cli"),
             Err(ModelError::TooFewRecords { .. })
         ));
-        assert_eq!(count(&empi, "SELECT count(*) FROM models"), 0);
+        assert_eq!(count(&empi, Count::Models), 0);
         assert_eq!(empi.model(), ModelInfo::defaults());
         // A data dir without an EMPI is said so, and gets none.
         let empty = tempfile::tempdir().expect("tempdir");
@@ -1178,10 +1138,7 @@ mod tests {
             first
         );
         assert_eq!(params_in_force(&empi), first_params);
-        assert_eq!(
-            count(&empi, "SELECT count(*) FROM models WHERE active = 1"),
-            1
-        );
+        assert_eq!(count(&empi, Count::ActiveModels), 1);
         // Back to the hand-set model, which a restart keeps.
         let hand_set = Params::default().version;
         assert!(
@@ -1231,7 +1188,7 @@ mod tests {
         let empi = open(dir.path());
         empi.set_auto_train_records(MIN_TRAIN_RECORDS);
         assert!(empi.maybe_auto_train().is_none());
-        assert_eq!(count(&empi, "SELECT count(*) FROM models"), 1);
+        assert_eq!(count(&empi, Count::Models), 1);
     }
 
     #[test]
@@ -1255,7 +1212,7 @@ mod tests {
     fn the_sample_is_seeded_and_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = seed_empi(dir.path(), 100);
-        let conn = Connection::open(dir.path().join("empi.sqlite")).expect("open");
+        let conn = EmpiDb::reader(&dir.path().join("empi.sqlite")).expect("open");
         let (a, n) = sample(&conn, 50, 3).expect("sample");
         assert_eq!((a.len(), n), (50, keys.len()));
         let (b, _) = sample(&conn, 50, 3).expect("sample");

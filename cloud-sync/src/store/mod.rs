@@ -5,17 +5,39 @@
 //! [`SyncBatch`] to it with the rules of [`hms_domain::sync::plan_ingest`]:
 //! idempotent by (hospital, seq), in order, gaps and broken chains refused,
 //! nothing stored from a refused batch. Every backend must pass
-//! [`conformance::run`]: SQLite here, PostgreSQL in [`postgres`].
+//! [`conformance::run`]: SQLite here, PostgreSQL in [`postgres`]. An
+//! [`OpenStore`] is how the rest of the cloud reaches a hospital's store,
+//! whatever the backend.
+//!
+//! The cloud's own databases live here too, each behind typed functions:
+//! [`registry`] (`registry.sqlite`: enrolments, operator tokens, DR
+//! primaries, ingest times), [`empi`] (`empi.sqlite`: the regional EMPI's
+//! records, EIDs, decisions, reviews, audit and models) and [`downlink`]
+//! (`downlink.sqlite`). Every SQLite connection is opened by [`sqlite`], so
+//! each writing one commits with `synchronous=FULL`. No SQL is written
+//! anywhere else in the cloud.
+//!
+//! This module imports nothing of the cloud's own: everything else builds
+//! on it.
 
+pub mod downlink;
+pub mod empi;
 pub mod postgres;
+pub mod registry;
+pub mod sqlite;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use hms_domain::sync::{Position, Refusal, SyncBatch, plan_ingest};
 use hms_domain::{Envelope, EventHash, HospitalId};
 use rusqlite::{Connection, OptionalExtension, params};
+
+/// Opens a hospital's store (database per hospital), whatever the backend.
+pub type OpenStore =
+    Arc<dyn Fn(&HospitalId) -> anyhow::Result<Box<dyn HospitalStore>> + Send + Sync>;
 
 /// One hospital's event database.
 pub trait HospitalStore: Send {
@@ -89,10 +111,11 @@ impl SqliteHospitalStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let conn = sqlite::writer(
+            path,
+            sqlite::Create::IfMissing,
+            std::time::Duration::from_secs(5),
+        )?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS events (
                  seq      INTEGER PRIMARY KEY,
@@ -101,6 +124,14 @@ impl SqliteHospitalStore {
              ) STRICT;",
         )?;
         Ok(Self { conn })
+    }
+}
+
+impl SqliteHospitalStore {
+    /// `PRAGMA synchronous` and `journal_mode` of the connection (tests).
+    #[cfg(test)]
+    pub(crate) fn durability(&self) -> (i64, String) {
+        sqlite::durability(&self.conn)
     }
 }
 
@@ -184,7 +215,42 @@ impl SqliteRouter {
     pub fn open(&self, hospital: &HospitalId) -> anyhow::Result<SqliteHospitalStore> {
         SqliteHospitalStore::open(&self.dir.join(format!("{hospital}.sqlite")))
     }
+
+    /// The router as an [`OpenStore`].
+    pub fn opener(self) -> OpenStore {
+        Arc::new(move |h: &HospitalId| Ok(Box::new(self.open(h)?) as Box<dyn HospitalStore>))
+    }
 }
+
+/// Keeps the longest prefix of `events` (at least one) whose JSON fits one
+/// sync batch ([`cloud_sync_client::MAX_BATCH_BYTES`]).
+pub fn trim_to_batch_bytes(events: &mut Vec<Envelope>) {
+    let mut bytes = 0usize;
+    let mut keep = 0usize;
+    for e in events.iter() {
+        bytes += serde_json::to_vec(e).map_or(0, |v| v.len()) + 1;
+        if keep > 0 && bytes > cloud_sync_client::MAX_BATCH_BYTES {
+            break;
+        }
+        keep += 1;
+    }
+    events.truncate(keep);
+}
+
+/// Up to `limit` events of `store` from `from`, and at most one batch of
+/// JSON: what a restore read or a DR batch carries.
+pub fn batch_from(
+    store: &mut dyn HospitalStore,
+    from: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<Envelope>> {
+    let mut events = store.events(from, limit)?;
+    trim_to_batch_bytes(&mut events);
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests;
 
 /// The conformance suite every backend must pass.
 pub mod conformance {

@@ -98,6 +98,13 @@ impl PgRouter {
         Ok(store)
     }
 
+    /// The router as an [`OpenStore`](super::OpenStore).
+    pub fn opener(self) -> super::OpenStore {
+        std::sync::Arc::new(move |h: &HospitalId| {
+            Ok(Box::new(self.open(h)?) as Box<dyn HospitalStore>)
+        })
+    }
+
     /// Drops the database of `hospital` (tests, decommissioning).
     pub fn drop_database(&self, hospital: &HospitalId) -> anyhow::Result<()> {
         self.pool

@@ -25,12 +25,12 @@ fn ort() -> Option<PathBuf> {
     let path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
     match path {
         Some(p) if p.is_file() => Some(p),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-            "the ONNX Runtime library is required under CI=true: set ORT_DYLIB_PATH \
-             (cargo xtask ci installs it into target/onnxruntime/)"
-        ),
         _ => {
-            eprintln!("SKIPPED: ORT_DYLIB_PATH is not set; run through cargo xtask ci");
+            hms_e2e::skip::skip(
+                "inference (ONNX Runtime)",
+                "ORT_DYLIB_PATH names no library; cargo xtask test and ci install it into \
+                 target/onnxruntime/",
+            );
             None
         }
     }

@@ -1,8 +1,9 @@
 //! The operator API of the regional cloud (JSON, `Authorization: Bearer`).
 //!
 //! Tokens are made with `hms-cloud token create` and checked against their
-//! SHA-256 in the registry database ([`crate::meta`]); a missing or unknown
-//! token is a 401 problem.
+//! SHA-256 in the registry database ([`crate::store::registry`]); a missing
+//! or unknown token is a 401 problem with a `WWW-Authenticate: Bearer`
+//! challenge.
 //!
 //! - `GET /api/v1/hospitals`: every hospital (enrolled here, or on a replica
 //!   replicated here) with region, event count, position and last ingest.
@@ -27,7 +28,9 @@
 //!   region is a 403 problem (residency), and nothing is recorded.
 //!
 //! Census and volumes come from [`crate::analytics`]. An unknown hospital or
-//! unit is a 404 problem, a bad query parameter a 400 problem.
+//! unit is a 404 problem, a bad query parameter a 400 problem. Every error
+//! is a problem document ([`super::problem`]), chosen by the type of the
+//! error, never by its message.
 
 use std::collections::HashMap;
 
@@ -39,9 +42,10 @@ use axum::routing::get;
 use hms_domain::{HospitalId, Timestamp, UnitId};
 use serde_json::json;
 
+use super::problem;
 use crate::analytics::{DAY_MS, HOUR_MS, hour_boundaries};
 use crate::config::Mode;
-use crate::service::{CloudState, problem};
+use crate::state::CloudState;
 
 /// Longest census or volume range, in days.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -75,20 +79,15 @@ pub fn routes() -> Router<CloudState> {
 }
 
 fn unavailable() -> Response {
-    problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the store could not answer; retry".into(),
-        json!({}),
-    )
+    problem::unavailable().into_response()
 }
 
 fn bad(detail: String) -> Response {
-    problem(StatusCode::BAD_REQUEST, "bad-query", detail, json!({}))
+    problem::bad(detail).into_response()
 }
 
 fn not_found(detail: String) -> Response {
-    problem(StatusCode::NOT_FOUND, "not-found", detail, json!({}))
+    problem::not_found(detail).into_response()
 }
 
 /// Runs `f` on a blocking thread; a failure is a 503 problem (logged).
@@ -107,19 +106,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Checks the bearer token; returns the operator's token name.
 async fn operator(state: &CloudState, headers: &HeaderMap) -> Result<String, Response> {
-    let denied = |detail: &str| {
-        let mut r = problem(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            detail.to_owned(),
-            json!({}),
-        );
-        if let Ok(v) = "Bearer".parse() {
-            r.headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, v);
-        }
-        r
-    };
+    let denied = |detail: &str| problem::unauthorized(detail).into_response();
     let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -131,20 +118,10 @@ async fn operator(state: &CloudState, headers: &HeaderMap) -> Result<String, Res
         ));
     };
     let st = state.clone();
-    match blocking(move || st.with_meta(|c| crate::meta::token_name(c, &token))).await? {
+    match blocking(move || st.registry_db.token_name(&token)).await? {
         Some(name) => Ok(name),
         None => Err(denied("the token is not valid here")),
     }
-}
-
-/// Whether `hospital`'s data is held here.
-fn known(state: &CloudState, hospital: &HospitalId) -> anyhow::Result<bool> {
-    Ok(match state.mode {
-        Mode::Primary => state.registry.get(hospital).is_some(),
-        Mode::Replica => state
-            .with_meta(|c| crate::meta::hospital_region(c, hospital))?
-            .is_some(),
-    })
 }
 
 async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Response> {
@@ -153,7 +130,7 @@ async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Respon
         return Err(unknown());
     };
     let (st, h) = (state.clone(), id.clone());
-    if blocking(move || known(&st, &h)).await? {
+    if blocking(move || st.holds(&h)).await? {
         Ok(id)
     } else {
         Err(unknown())
@@ -166,7 +143,7 @@ async fn hospitals(State(state): State<CloudState>, headers: HeaderMap) -> Respo
     }
     let st = state.clone();
     let rows = blocking(move || {
-        let status = st.with_meta(crate::meta::ingest_status)?;
+        let status = st.registry_db.ingest_status()?;
         let mut list: Vec<(HospitalId, String)> = match st.mode {
             Mode::Primary => st
                 .registry
@@ -274,12 +251,7 @@ fn empi_record_of(b: EmpiBody) -> hms_domain::empi::Record {
 
 /// The 409 problem of a cloud that runs no EMPI (a replica).
 fn no_empi() -> Response {
-    problem(
-        StatusCode::CONFLICT,
-        "wrong-role",
-        "the regional EMPI runs on the primary".into(),
-        json!({}),
-    )
+    problem::wrong_role("the regional EMPI runs on the primary").into_response()
 }
 
 /// The operator, the EMPI and the JSON body of an EMPI request, or the
@@ -367,15 +339,8 @@ fn change_json(c: &hms_domain::empi::Change) -> serde_json::Value {
     }
 }
 
-fn decision_failed(e: anyhow::Error) -> Response {
-    match e.downcast_ref::<hms_domain::empi::EngineError>() {
-        Some(err) => problem(StatusCode::CONFLICT, "refused", err.to_string(), json!({})),
-        None if e.to_string().starts_with("unknown decision") => bad(e.to_string()),
-        None => {
-            tracing::error!(error = %format!("{e:#}"), "EMPI decision failed to store");
-            unavailable()
-        }
-    }
+fn decision_failed(e: crate::empi::DecisionError) -> Response {
+    problem::decision(e).into_response()
 }
 
 /// `POST /api/v1/empi/decisions`: link, unlink or never-link two records.
@@ -514,27 +479,7 @@ struct ActivateBody {
 }
 
 fn model_failed(e: crate::empi::model::ModelError) -> Response {
-    use crate::empi::model::ModelError;
-    match e {
-        ModelError::Busy => problem(StatusCode::CONFLICT, "busy", e.to_string(), json!({})),
-        ModelError::TooFewRecords { held, needed } => problem(
-            StatusCode::CONFLICT,
-            "too-few-records",
-            e.to_string(),
-            json!({ "held": held, "needed": needed }),
-        ),
-        ModelError::Unusable(_) => problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unusable-model",
-            e.to_string(),
-            json!({}),
-        ),
-        ModelError::UnknownVersion(_) => not_found(e.to_string()),
-        ModelError::Store(err) => {
-            tracing::error!(error = %format!("{err:#}"), "EMPI model not installed");
-            unavailable()
-        }
-    }
+    problem::model(e).into_response()
 }
 
 /// Runs a model change on a blocking thread and answers with the model in
@@ -650,12 +595,10 @@ async fn enrol(
         Err(r) => return r,
     };
     if state.mode == Mode::Replica {
-        return problem(
-            StatusCode::CONFLICT,
-            "wrong-role",
-            "a replica holds replicated data only; enrol appliances at the primary".into(),
-            json!({}),
-        );
+        return problem::wrong_role(
+            "a replica holds replicated data only; enrol appliances at the primary",
+        )
+        .into_response();
     }
     let b: EnrolBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -680,8 +623,7 @@ async fn enrol(
     let st = state.clone();
     let done = tokio::task::spawn_blocking(move || {
         let known = st.registry.get(&e.hospital).is_some();
-        st.with_meta(|c| crate::enrolment::enroll_durably(&st.registry, c, e))
-            .map(|()| known)
+        crate::enrolment::enroll_durably(&st.registry, &st.registry_db, e).map(|()| known)
     })
     .await;
     match done {
@@ -694,16 +636,7 @@ async fn enrol(
             };
             (code, axum::Json(answer)).into_response()
         }
-        Ok(Err(err)) => match err.downcast_ref::<crate::enrolment::Rejection>() {
-            Some(r @ crate::enrolment::Rejection::OtherRegion { .. }) => {
-                problem(StatusCode::FORBIDDEN, "residency", r.to_string(), json!({}))
-            }
-            Some(r) => bad(r.to_string()),
-            None => {
-                tracing::error!(error = %format!("{err:#}"), "enrolment failed to store");
-                unavailable()
-            }
-        },
+        Ok(Err(err)) => problem::enrol(err).into_response(),
         Err(_) => unavailable(),
     }
 }
@@ -916,7 +849,7 @@ async fn replication(State(state): State<CloudState>, headers: HeaderMap) -> Res
         (Mode::Replica, _) => {
             let st = state.clone();
             let rows = blocking(move || {
-                let status = st.with_meta(crate::meta::ingest_status)?;
+                let status = st.registry_db.ingest_status()?;
                 let mut out = vec![];
                 let mut rows: Vec<_> = status.into_iter().collect();
                 rows.sort_by(|a, b| a.0.cmp(&b.0));

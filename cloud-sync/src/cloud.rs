@@ -1,0 +1,179 @@
+//! Wiring of one regional cloud (`hms-cloud run`), as the appliance's
+//! `Appliance` wires one appliance.
+//!
+//! [`Cloud::open`] does everything that can fail before a port is bound:
+//! the registry and its database, the store router (SQLite or
+//! PostgreSQL), the downlink, the regional EMPI (primary with `empi =
+//! true`), the DR primaries a replica accepts, the DR replicator (primary
+//! with `[dr]`) and the TLS acceptor. A configuration the files cannot
+//! satisfy (a DR peer address, key or TLS certificate) is a [`ConfigError`]
+//! inside the returned error. [`Cloud::serve`] then starts every background
+//! task (the EMPI runner, the replicator) on one tracker, serves HTTP or
+//! HTTPS until the cancellation token fires, stops accepting, lets the
+//! requests in flight finish, cancels the background tasks and waits for
+//! each of them before it returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Backend, CloudConfig, Mode};
+use crate::downlink::Downlink;
+use crate::dr::{Primaries, ReplicationStatus, Replicator};
+use crate::empi::RegionalEmpi;
+use crate::enrolment::open_registry;
+use crate::state::{CloudState, OpenStore};
+use crate::store::SqliteRouter;
+use crate::store::postgres::PgRouter;
+
+/// A configuration that cannot be put in force (the command line's exit
+/// code 64): the DR peer, the DR key or the TLS certificate and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// An opened cloud, ready to serve.
+pub struct Cloud {
+    state: CloudState,
+    listen: SocketAddr,
+    replicator: Option<Replicator>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloud")
+            .field("state", &self.state)
+            .field("listen", &self.listen)
+            .field("replicator", &self.replicator)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Cloud {
+    /// Opens everything `config` names, binding no port.
+    pub fn open(config: CloudConfig) -> anyhow::Result<Cloud> {
+        let (registry, db) = open_registry(&config.data_dir, config.region.clone())?;
+        let open: OpenStore = match config.backend {
+            Backend::Sqlite => SqliteRouter::new(&config.data_dir).opener(),
+            Backend::Postgres => {
+                PgRouter::new(config.postgres.clone().unwrap_or_default()).opener()
+            }
+        };
+        let primaries = db.primaries()?;
+        let downlink = Arc::new(Downlink::open(&config.data_dir).context("opening the downlink")?);
+        let mut state = CloudState::new(registry, open, db);
+        state.downlink = Some(downlink.clone());
+        if config.mode == Mode::Primary && config.empi {
+            let empi = RegionalEmpi::open(&config.data_dir, downlink)
+                .context("opening the regional EMPI")?;
+            empi.set_auto_train_records(config.empi_auto_train_records);
+            state = state.with_empi(Arc::new(empi));
+        }
+        if config.mode == Mode::Replica {
+            state = state.replica(Primaries::new(config.allowed_dr_regions.clone(), primaries));
+        }
+        let mut replicator = None;
+        if let Some(dr) = &config.dr {
+            let ep = cloud_sync_client::Endpoint::parse(&dr.peer, dr.ca.as_deref())
+                .map_err(|e| ConfigError(format!("[dr] peer: {e}")))?;
+            let key = std::fs::read(&dr.key_file).map_err(|e| {
+                ConfigError(format!("[dr] key_file {}: {e}", dr.key_file.display()))
+            })?;
+            let status = Arc::new(ReplicationStatus::new(ep.url(), dr.peer_region.clone()));
+            state = state.with_replication(status.clone());
+            replicator = Some(
+                Replicator::new(
+                    cloud_sync_client::Client::new(ep),
+                    key,
+                    state.registry.clone(),
+                    state.open.clone(),
+                    status,
+                    state.ingested.clone(),
+                )
+                .map_err(|e| ConfigError(e.to_string()))?,
+            );
+        }
+        let tls = match &config.tls {
+            Some(t) => Some(
+                hms_web::tls::acceptor(&t.cert, &t.key)
+                    .map_err(|e| ConfigError(format!("[tls] {e:#}")))?,
+            ),
+            None => None,
+        };
+        Ok(Cloud {
+            state,
+            listen: config.listen,
+            replicator,
+            tls,
+        })
+    }
+
+    /// The shared state (tests, and whoever embeds the cloud).
+    pub fn state(&self) -> &CloudState {
+        &self.state
+    }
+
+    /// The configured listen address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The line `hms-cloud run` prints once it listens on `addr`:
+    /// `hms-cloud ready http=http://ADDR`, or `https=https://ADDR` with TLS.
+    pub fn ready_line(&self, addr: SocketAddr) -> String {
+        match self.tls {
+            Some(_) => format!("hms-cloud ready https=https://{addr}"),
+            None => format!("hms-cloud ready http=http://{addr}"),
+        }
+    }
+
+    /// Serves on `listener` (HTTPS when TLS is configured) until `shutdown`
+    /// is cancelled, with the background tasks running beside it; then
+    /// stops accepting, lets the requests in flight finish, cancels the
+    /// background tasks and returns once every one has ended. A server
+    /// failure stops the background tasks too.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let listener = match self.tls {
+            Some(acceptor) => Listener::Tls(
+                hms_web::tls::TlsListener::new(listener, acceptor).context("TLS listener")?,
+            ),
+            None => Listener::Plain(listener),
+        };
+        let tasks = TaskTracker::new();
+        // The background tasks stop with the server, whether it was told
+        // to or failed.
+        let stop = shutdown.child_token();
+        if let Some(r) = self.replicator {
+            tracing::info!(peer = ?r, "DR replication on");
+            tasks.spawn(r.run(stop.clone()));
+        }
+        tasks.spawn(self.state.run_empi(stop.clone()));
+        tasks.close();
+        let app = crate::http::router(self.state);
+        let until = stop.clone().cancelled_owned();
+        let served = match listener {
+            Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(until).await,
+            Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(until).await,
+        };
+        stop.cancel();
+        tasks.wait().await;
+        tracing::info!("cloud stopped");
+        served.context("serving")
+    }
+}
+
+/// Where [`Cloud::serve`] accepts.
+enum Listener {
+    Plain(TcpListener),
+    Tls(hms_web::tls::TlsListener),
+}

@@ -1,0 +1,51 @@
+//! The regional cloud's HTTP service: one router with the sync API for
+//! appliances and DR primaries ([`sync`]: batches, position, restore
+//! reads, downlink, health), the operator API ([`operator`]) and a body
+//! limit. Every error is an `application/problem+json` document
+//! ([`problem`]).
+//!
+//! Handlers do only HTTP: they read the request, run the work (through
+//! [`crate::state::CloudState`] and the domain modules, blocking work off
+//! the runtime) and answer. Nothing below this module imports it.
+
+pub mod operator;
+pub mod problem;
+pub mod sync;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use cloud_sync_client::MAX_BATCH_BYTES;
+
+use crate::state::CloudState;
+
+/// Largest request body accepted, as sent and once decompressed.
+pub const MAX_BODY_BYTES: usize = 4 * MAX_BATCH_BYTES;
+
+/// The ingest path.
+pub const BATCHES: &str = cloud_sync_client::push::BATCHES;
+
+/// The position path: where the cloud is for the signing hospital.
+pub const POSITION: &str = cloud_sync_client::push::POSITION;
+
+/// The restore path.
+pub const EVENTS: &str = cloud_sync_client::push::EVENTS;
+
+/// The downlink path: EIDs for the signing hospital's patients.
+pub const DOWNLINK: &str = cloud_sync_client::push::DOWNLINK;
+
+/// The health path.
+pub const HEALTH: &str = "/health";
+
+/// The router.
+pub fn router(state: CloudState) -> Router {
+    Router::new()
+        .route(BATCHES, post(sync::batches))
+        .route(POSITION, get(sync::position))
+        .route(EVENTS, get(sync::events))
+        .route(DOWNLINK, get(sync::downlink))
+        .route(HEALTH, get(sync::health))
+        .merge(operator::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,352 @@
+//! The sync API (`hms-cloud run`): ingest, position, restore reads and the
+//! downlink for appliances (and ingest and position for DR primaries on a
+//! replica), and health.
+//!
+//! - `POST /sync/v1/batches` takes a JSON [`hms_domain::sync::SyncBatch`],
+//!   gzip-compressed (`content-encoding: gzip`) or not, signed over the bytes
+//!   as sent (headers `x-hms-hospital`, `x-hms-node`, `x-hms-timestamp`,
+//!   `x-hms-signature`) by the enrolled appliance or, on a replica, by an
+//!   enrolled DR primary (node `dr:{region}`, see [`crate::dr`]). It answers,
+//!   only after the batch is durably stored, with the hospital's new position.
+//!   Refusals store nothing: 401 signature, 403 not enrolled here / other
+//!   hospital / wrong role / region not allowed, 409 a sync rule (a gap names
+//!   the seq to resend from), 400 malformed, 413 too large (also once
+//!   decompressed), 415 unknown encoding, 503 store.
+//! - `GET /sync/v1/position` (signed): the signer's hospital's position.
+//! - `GET /sync/v1/events?from=N&limit=M` (signed by the appliance, over the
+//!   path with its query): the hospital's own events for restore.
+//! - `GET /sync/v1/downlink?after=N` (signed by the appliance): its
+//!   hospital's EID assignments after N.
+//! - `GET /health` (no auth): `ok` or `degraded` (replication failing, EMPI
+//!   matching degraded), with the DR lag in figures only and the EMPI's
+//!   model version (and whether it was trained or is the hand-set one).
+//!
+//! Errors are `application/problem+json` ([`super::problem`]); sync
+//! requests are signed, so a 401 here carries no bearer challenge. Logs
+//! carry hospital ids and seqs, never event content.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use cloud_sync_client::{MAX_BATCH_EVENTS, SignedRequest, codec};
+use serde_json::json;
+
+use super::problem::{self, unchallenged};
+use super::{BATCHES, DOWNLINK, EVENTS, MAX_BODY_BYTES, POSITION};
+use crate::config::Mode;
+use crate::dr;
+use crate::enrolment::{BatchError, Rejection};
+use crate::state::CloudState;
+use crate::store::IngestError;
+
+fn signed(headers: &HeaderMap) -> Option<SignedRequest> {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    Some(SignedRequest {
+        hospital: h("x-hms-hospital")?.parse().ok()?,
+        node: h("x-hms-node")?.parse().ok()?,
+        timestamp_ms: h("x-hms-timestamp")?.parse().ok()?,
+        signature: h("x-hms-signature")?.to_owned(),
+    })
+}
+
+fn unsigned() -> Response {
+    unchallenged(problem::problem(
+        StatusCode::UNAUTHORIZED,
+        problem::UNSIGNED,
+        "sign the request: x-hms-hospital, x-hms-node, x-hms-timestamp, x-hms-signature",
+    ))
+}
+
+/// How the request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    match headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => Ok(Encoding::Identity),
+        Some(e) if e.is_empty() || e == "identity" => Ok(Encoding::Identity),
+        Some(e) if e == codec::GZIP => Ok(Encoding::Gzip),
+        Some(e) => Err(format!(
+            "content-encoding {e:?} is not supported; use gzip or none"
+        )),
+    }
+}
+
+fn decode(enc: Encoding, body: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, BatchError> {
+    match enc {
+        Encoding::Identity => Ok(std::borrow::Cow::Borrowed(body)),
+        Encoding::Gzip => match codec::gunzip_bounded(body, MAX_BODY_BYTES) {
+            Ok(v) => Ok(std::borrow::Cow::Owned(v)),
+            Err(codec::DecodeError::TooLarge { max }) => Err(BatchError::TooLarge { max }),
+            Err(e) => Err(BatchError::Malformed(e.to_string())),
+        },
+    }
+}
+
+fn failure(e: BatchError) -> Response {
+    unchallenged(problem::batch(e))
+}
+
+fn not_run() -> Response {
+    unchallenged(problem::not_run())
+}
+
+/// `POST /sync/v1/batches`.
+pub(super) async fn batches(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return unchallenged(problem::problem(
+                e.status(),
+                problem::UNREADABLE_BODY,
+                format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+    };
+    let Some(req) = signed(&headers) else {
+        return unsigned();
+    };
+    let enc = match encoding(&headers) {
+        Ok(e) => e,
+        Err(detail) => {
+            return unchallenged(problem::problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                problem::UNSUPPORTED_ENCODING,
+                detail,
+            ));
+        }
+    };
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        let region = state.authenticate(&req, "POST", BATCHES, &body, now)?;
+        let decoded = decode(enc, &body)?;
+        let hospital = req.hospital.clone();
+        let ingested = state.ingest(&hospital, &region, &decoded, now)?;
+        tracing::debug!(%hospital, node = %req.node, acked = ingested.acked.seq, stored = ingested.stored, "batch");
+        Ok::<_, BatchError>(ingested)
+    })
+    .await;
+    match result {
+        Ok(Ok(ingested)) => Json(json!({
+            "acked_seq": ingested.acked.seq,
+            "acked_hash": ingested.acked.hash,
+            "stored": ingested.stored,
+            "duplicates": ingested.duplicates,
+        }))
+        .into_response(),
+        Ok(Err(e)) => failure(e),
+        Err(_) => not_run(),
+    }
+}
+
+/// `GET /sync/v1/position` (signed, empty body): the hospital's stored position,
+/// so an appliance (or a DR primary) knows where to resume.
+pub(super) async fn position(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    let Some(req) = signed(&headers) else {
+        return unsigned();
+    };
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        state.authenticate(&req, "GET", POSITION, b"", now)?;
+        (state.open)(&req.hospital)
+            .and_then(|mut s| s.position())
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e)))
+    })
+    .await;
+    match result {
+        Ok(Ok(p)) => Json(json!({ "acked_seq": p.seq, "acked_hash": p.hash })).into_response(),
+        Ok(Err(e)) => failure(e),
+        Err(_) => not_run(),
+    }
+}
+
+fn bad_query(detail: String) -> Response {
+    unchallenged(problem::bad(detail))
+}
+
+/// `GET /sync/v1/events?from=N&limit=M`: the appliance's hospital's events
+/// from seq N (default 1), at most M (default and cap 1,000) and at most one
+/// batch of JSON, ascending; gzip when the client accepts it.
+pub(super) async fn events(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let Some(req) = signed(&headers) else {
+        return unsigned();
+    };
+    let (mut from, mut limit) = (1u64, MAX_BATCH_EVENTS);
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("from", v)) => match v.parse() {
+                Ok(n) => from = n,
+                Err(_) => return bad_query(format!("from={v:?} is not a seq")),
+            },
+            Some(("limit", v)) => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => limit = n.min(MAX_BATCH_EVENTS),
+                _ => return bad_query(format!("limit={v:?} is not a count of 1 or more")),
+            },
+            _ => return bad_query(format!("unknown parameter {pair:?}; use from and limit")),
+        }
+    }
+    let from = from.max(1);
+    let signed_path = uri
+        .path_and_query()
+        .map_or(EVENTS.to_owned(), |p| p.as_str().to_owned());
+    let gzip = headers
+        .get(axum::http::header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with(codec::GZIP)));
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        if dr::is_primary(&req) {
+            return Err(BatchError::Rejected(Rejection::WrongRole(
+                "restore is for appliances",
+            )));
+        }
+        state.authenticate(&req, "GET", &signed_path, b"", now)?;
+        let events = (state.open)(&req.hospital)
+            .and_then(|mut s| crate::store::batch_from(s.as_mut(), from, limit))
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e)))?;
+        tracing::debug!(hospital = %req.hospital, from, count = events.len(), "restore read");
+        serde_json::to_vec(&json!({ "events": events }))
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e.into())))
+    })
+    .await;
+    match result {
+        Ok(Ok(body)) => {
+            let compressed = if gzip { codec::gzip(&body).ok() } else { None };
+            let mut resp = match compressed {
+                Some(z) => {
+                    let mut r = z.into_response();
+                    if let Ok(v) = codec::GZIP.parse() {
+                        r.headers_mut()
+                            .insert(axum::http::header::CONTENT_ENCODING, v);
+                    }
+                    r
+                }
+                None => body.into_response(),
+            };
+            if let Ok(v) = "application/json".parse() {
+                resp.headers_mut()
+                    .insert(axum::http::header::CONTENT_TYPE, v);
+            }
+            resp
+        }
+        Ok(Err(e)) => failure(e),
+        Err(_) => not_run(),
+    }
+}
+
+/// `GET /sync/v1/downlink?after=N` (signed by the enrolled appliance): the
+/// EIDs assigned to its hospital's patients after downlink position N.
+pub(super) async fn downlink(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let Some(req) = signed(&headers) else {
+        return unsigned();
+    };
+    let mut after = 0u64;
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("after", v)) => match v.parse() {
+                Ok(n) => after = n,
+                Err(_) => return bad_query(format!("after={v:?} is not a position")),
+            },
+            _ => return bad_query(format!("unknown parameter {pair:?}; use after")),
+        }
+    }
+    let Some(store) = state.downlink.clone() else {
+        return unchallenged(problem::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem::UNAVAILABLE,
+            "this cloud keeps no downlink",
+        ));
+    };
+    let signed_path = uri
+        .path_and_query()
+        .map_or(DOWNLINK.to_owned(), |p| p.as_str().to_owned());
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        if dr::is_primary(&req) {
+            return Err(BatchError::Rejected(Rejection::WrongRole(
+                "the downlink is for appliances",
+            )));
+        }
+        state.authenticate(&req, "GET", &signed_path, b"", now)?;
+        store
+            .after(&req.hospital, after, crate::downlink::MAX_ASSIGNMENTS)
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e)))
+    })
+    .await;
+    match result {
+        Ok(Ok(assignments)) => Json(json!({ "assignments": assignments })).into_response(),
+        Ok(Err(e)) => failure(e),
+        Err(_) => not_run(),
+    }
+}
+
+/// `GET /health`: `ok`, or `degraded` while DR replication is failing.
+pub(super) async fn health(State(state): State<CloudState>) -> Response {
+    let mode = match state.mode {
+        Mode::Primary => "primary",
+        Mode::Replica => "replica",
+    };
+    let replication = state.replication.as_ref().map(|r| {
+        let lag = r.snapshot();
+        let failing = lag.values().filter(|h| h.last_error.is_some()).count();
+        json!({
+            "peer": r.peer,
+            "peer_region": r.peer_region,
+            "hospitals": lag.len(),
+            "hospitals_behind": lag.values().filter(|h| h.lag_events > 0).count(),
+            "hospitals_failing": failing,
+            "max_lag_events": lag.values().map(|h| h.lag_events).max().unwrap_or(0),
+            "max_lag_seconds": lag.values().map(|h| h.lag_seconds).fold(0.0, f64::max),
+        })
+    });
+    let empi_degraded = state.empi.as_ref().is_some_and(|e| e.degraded());
+    let degraded = empi_degraded
+        || replication
+            .as_ref()
+            .is_some_and(|r| r["hospitals_failing"].as_u64().unwrap_or(0) > 0);
+    Json(json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "region": state.registry.region(),
+        "mode": mode,
+        "replication": replication,
+        "empi": state.empi.as_ref().map(|e| {
+            let model = e.model();
+            json!({
+                "matching": if empi_degraded { "exact (degraded: matching was slow)" } else { "full" },
+                "model": model.version,
+                "model_trained": model.trained,
+            })
+        }),
+    }))
+    .into_response()
+}

@@ -1,0 +1,226 @@
+//! The state of one running cloud, shared by its HTTP handlers and its
+//! background tasks: the registry of enrolled hospitals and its database,
+//! the store router, primary or replica (and the DR primaries a replica
+//! accepts), the replication status, the analytics cache, the downlink,
+//! the regional EMPI and the notifications an ingest sends.
+//!
+//! It also holds what a sync request needs beyond one domain module:
+//! [`CloudState::authenticate`] (an appliance, or a DR primary on a
+//! replica) and [`CloudState::ingest`] (store a batch, then note it and wake
+//! the replicator and the EMPI).
+//!
+//! No HTTP here: [`crate::http`] builds on this module, which builds on the
+//! domain modules ([`crate::enrolment`], [`crate::dr`], [`crate::empi`],
+//! [`crate::analytics`], [`crate::downlink`]) and [`crate::store`].
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use cloud_sync_client::SignedRequest;
+use hms_domain::{HospitalId, RegionId};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::analytics;
+use crate::config::Mode;
+use crate::downlink::Downlink;
+use crate::dr::{self, Primaries, ReplicationStatus};
+use crate::empi::RegionalEmpi;
+use crate::enrolment::{BatchError, Registry, Rejection, ingest_body};
+use crate::store::registry::RegistryDb;
+use crate::store::{IngestError, Ingested};
+
+pub use crate::store::OpenStore;
+
+/// Shared state of the cloud.
+#[derive(Clone)]
+pub struct CloudState {
+    /// Enrolled hospitals of this region.
+    pub registry: Arc<Registry>,
+    /// The store router.
+    pub open: OpenStore,
+    /// One ingest at a time per cloud (stores are single-writer).
+    pub ingest_lock: Arc<Mutex<()>>,
+    /// The registry database: enrolments, API tokens, DR primaries, ingest
+    /// records ([`crate::store::registry`]).
+    pub registry_db: Arc<RegistryDb>,
+    /// Primary or replica.
+    pub mode: Mode,
+    /// The DR primaries a replica accepts.
+    pub primaries: Arc<Primaries>,
+    /// DR lag, on a primary with a DR peer.
+    pub replication: Option<Arc<ReplicationStatus>>,
+    /// Notified after every ingest that stored events (wakes the replicator).
+    pub ingested: Arc<Notify>,
+    /// Analytics projections.
+    pub analytics: Arc<analytics::Cache>,
+    /// What goes back to the appliances (EIDs); none: the downlink answers 503.
+    pub downlink: Option<Arc<Downlink>>,
+    /// The regional EMPI (primary only).
+    pub empi: Option<Arc<RegionalEmpi>>,
+    /// Notified after every ingest that stored events (wakes the EMPI).
+    pub empi_wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for CloudState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudState")
+            .field("registry", &self.registry)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CloudState {
+    /// A primary without DR peer, over `registry`, the stores of `open` and
+    /// the registry database `db` (as opened by
+    /// [`crate::enrolment::open_registry`]).
+    pub fn new(registry: Registry, open: OpenStore, db: RegistryDb) -> Self {
+        Self {
+            registry: Arc::new(registry),
+            open,
+            ingest_lock: Arc::new(Mutex::new(())),
+            registry_db: Arc::new(db),
+            mode: Mode::Primary,
+            primaries: Arc::new(Primaries::default()),
+            replication: None,
+            ingested: Arc::new(Notify::new()),
+            analytics: Arc::new(analytics::Cache::default()),
+            downlink: None,
+            empi: None,
+            empi_wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Runs the regional EMPI over every ingested patient record.
+    pub fn with_empi(mut self, empi: Arc<RegionalEmpi>) -> Self {
+        self.empi = Some(empi);
+        self
+    }
+
+    /// Keeps the downlink in `downlink` (the file under the data dir).
+    pub fn with_downlink(mut self, downlink: Downlink) -> Self {
+        self.downlink = Some(Arc::new(downlink));
+        self
+    }
+
+    /// Makes it a replica accepting `primaries`.
+    pub fn replica(mut self, primaries: Primaries) -> Self {
+        self.mode = Mode::Replica;
+        self.primaries = Arc::new(primaries);
+        self
+    }
+
+    /// Reports (and wakes) replication to a DR peer.
+    pub fn with_replication(mut self, status: Arc<ReplicationStatus>) -> Self {
+        self.replication = Some(status);
+        self
+    }
+
+    /// Who a signed sync request comes from, once authenticated: on a
+    /// primary an enrolled appliance, on a replica an enrolled DR primary
+    /// (of an allowed region, and for a hospital only the region it first
+    /// came from). Returns the hospital's region.
+    pub fn authenticate(
+        &self,
+        req: &SignedRequest,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<RegionId, BatchError> {
+        if dr::is_primary(req) {
+            if self.mode != Mode::Replica {
+                return Err(Rejection::WrongRole(
+                    "this cloud is not a DR replica and accepts no replication",
+                )
+                .into());
+            }
+            let region = self
+                .primaries
+                .authenticate(req, method, path, body, now_ms)?;
+            let recorded = self
+                .registry_db
+                .hospital_region(&req.hospital)
+                .map_err(|e| BatchError::Ingest(IngestError::Store(e)))?;
+            if let Some(recorded) = recorded
+                && recorded != region
+            {
+                return Err(Rejection::RegionChanged {
+                    hospital: req.hospital.clone(),
+                    recorded,
+                    claimed: region,
+                }
+                .into());
+            }
+            Ok(region)
+        } else {
+            if self.mode == Mode::Replica {
+                return Err(Rejection::WrongRole(
+                    "this cloud is a DR replica; appliances sync with their region's primary",
+                )
+                .into());
+            }
+            let e = self
+                .registry
+                .authenticate(req, method, path, body, now_ms)?;
+            Ok(e.region.clone())
+        }
+    }
+
+    /// Ingests an authenticated, decompressed batch body of `hospital` (of
+    /// `region`), one ingest at a time; when it stored events, records the
+    /// ingest time, notes the new position for replication and wakes the
+    /// replicator and the EMPI. Blocking: call it off the async runtime.
+    pub fn ingest(
+        &self,
+        hospital: &HospitalId,
+        region: &RegionId,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<Ingested, BatchError> {
+        let ingested = {
+            let _one = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let open = self.open.clone();
+            let mut open_fn = move |h: &HospitalId| open(h);
+            ingest_body(&mut open_fn, hospital, body)?
+        };
+        if ingested.stored > 0 {
+            if let Err(e) = self.registry_db.record_ingest(hospital, region, now_ms) {
+                tracing::warn!(%hospital, error = %format!("{e:#}"), "could not record the ingest time");
+            }
+            if let Some(r) = &self.replication {
+                r.note_ingest(hospital, ingested.acked.seq);
+            }
+            self.ingested.notify_one();
+            self.empi_wake.notify_one();
+        }
+        Ok(ingested)
+    }
+
+    /// Whether `hospital`'s data is held here: enrolled on a primary,
+    /// replicated here on a replica.
+    pub fn holds(&self, hospital: &HospitalId) -> anyhow::Result<bool> {
+        Ok(match self.mode {
+            Mode::Primary => self.registry.get(hospital).is_some(),
+            Mode::Replica => self.registry_db.hospital_region(hospital)?.is_some(),
+        })
+    }
+
+    /// The EMPI's background task ([`crate::empi::run`]) over this state's
+    /// hospitals, stores and ingest notifications, until `shutdown`; done at
+    /// once when this cloud runs no EMPI.
+    pub fn run_empi(&self, shutdown: CancellationToken) -> impl Future<Output = ()> + use<> {
+        let (empi, registry, open, wake) = (
+            self.empi.clone(),
+            self.registry.clone(),
+            self.open.clone(),
+            self.empi_wake.clone(),
+        );
+        async move {
+            if let Some(empi) = empi {
+                crate::empi::run(empi, registry, open, wake, shutdown).await;
+            }
+        }
+    }
+}
