@@ -94,7 +94,9 @@ enum Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        if e.downcast_ref::<DataDirLocked>().is_some() {
+        if e.chain()
+            .any(|c| c.downcast_ref::<DataDirLocked>().is_some())
+        {
             Failure::Locked(format!("{e:#}"))
         } else {
             Failure::Failed(format!("{e:#}"))

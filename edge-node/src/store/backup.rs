@@ -71,6 +71,8 @@ pub fn backup(data_dir: &Path, out: &Path) -> anyhow::Result<Backup> {
 /// Restores a snapshot into `data_dir`, which must hold no store yet, and verifies it.
 pub fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<verify::Report> {
     integrity(from).with_context(|| format!("{} is not a usable snapshot", from.display()))?;
+    // Nobody else may own the data dir while it is being filled.
+    let _owner = super::lock::DataDirLock::take(data_dir)?;
     let db = data_dir.join(DB_FILE);
     if db.exists() {
         bail!(

@@ -50,6 +50,8 @@ pub async fn restore_from_cloud(
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Restored> {
     let started = Instant::now();
+    // Nobody else may own the data dir while it is being filled.
+    let _owner = super::lock::DataDirLock::take(data_dir)?;
     let db = data_dir.join(DB_FILE);
     if db.exists() {
         bail!(

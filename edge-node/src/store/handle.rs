@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::history::{Histories, HistoryItem, load_history};
-use super::lock::{DataDirLock, LockError};
+use super::lock::DataDirLock;
 use super::writer::{Prune, Reply, Request, Writer};
 use super::{
     Committed, DB_FILE, Hl7Reply, Hl7Request, Notice, QUEUE_WAIT, Replayed, StoreSettings,
@@ -175,11 +175,7 @@ impl Store {
     pub fn open(settings: StoreSettings, metrics: Arc<Metrics>) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-        let lock = match DataDirLock::acquire(&settings.data_dir) {
-            Ok(l) => l,
-            Err(LockError::Locked(l)) => return Err(l.into()),
-            Err(e) => return Err(e.into()),
-        };
+        let lock = DataDirLock::take(&settings.data_dir)?;
         let db_path = settings.data_dir.join(DB_FILE);
         let mut conn = connection::open_write(&db_path, settings.journal_size_limit)
             .with_context(|| format!("opening {}", db_path.display()))?;

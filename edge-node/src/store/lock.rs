@@ -63,6 +63,16 @@ impl DataDirLock {
         Self::acquire_file(dir, &dir.join(LOCK_FILE))
     }
 
+    /// [`DataDirLock::acquire`] for callers that report with `anyhow`: a
+    /// refusal stays a [`DataDirLocked`] (the CLI exits with its own code).
+    pub fn take(dir: &Path) -> anyhow::Result<DataDirLock> {
+        match Self::acquire(dir) {
+            Ok(l) => Ok(l),
+            Err(LockError::Locked(l)) => Err(l.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The same for another lock file inside `dir` (e.g. the model sets').
     pub fn acquire_file(dir: &Path, path: &Path) -> Result<DataDirLock, LockError> {
         let io = |source| LockError::Io {

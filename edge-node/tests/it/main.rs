@@ -5,6 +5,7 @@
 
 mod api;
 mod corpus;
+mod durability;
 mod hl7;
 mod inference;
 mod patients;

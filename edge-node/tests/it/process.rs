@@ -328,7 +328,7 @@ async fn every_acknowledged_hl7_message_survives_sigkill_exactly_once() {
     let config = write_config(dir.path(), &[("3W", 2, 1)]);
     let data = dir.path().join("data");
     let mut acked = vec![];
-    let mut sent = 0usize;
+    let mut in_flight = vec![];
     // Kill the appliance at a different point of the stream each round.
     for round in 0..5usize {
         let proc = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
@@ -342,9 +342,9 @@ async fn every_acknowledged_hl7_message_survives_sigkill_exactly_once() {
             s.write_all(&edge_node::integration::mllp::Framer::encode(&a28(&id)))
                 .await
                 .unwrap();
-            sent += 1;
             if i == kill_after {
                 // The last message is in flight when the appliance dies.
+                in_flight.push(id);
                 break;
             }
             let mut got = Vec::new();
@@ -358,17 +358,22 @@ async fn every_acknowledged_hl7_message_survives_sigkill_exactly_once() {
         }
         proc.kill9();
     }
-    assert!(sent > acked.len());
     let conn = rusqlite::Connection::open(data.join("edge.sqlite")).unwrap();
+    let stored = |id: &str| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM events WHERE kind = 'integration.hl7_message' AND correlation = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
     for id in &acked {
-        let n: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM events WHERE kind = 'integration.hl7_message' AND correlation = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "{id} stored {n} times");
+        assert_eq!(stored(id), 1, "{id} (acknowledged) stored that many times");
+    }
+    // A message in flight at the kill was committed or not, never twice.
+    assert_eq!(in_flight.len(), 5);
+    for id in &in_flight {
+        assert!(stored(id) <= 1, "{id} (in flight) stored twice");
     }
     drop(conn);
     let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
@@ -677,4 +682,79 @@ fn new_commands_answer_bad_usage_clearly() {
     assert_eq!(code, 1);
     assert!(out.is_empty() || out.contains("\"ok\":false"), "{out}");
     assert!(!data.join("models").exists());
+}
+
+#[test]
+fn a_second_owner_of_a_data_dir_is_refused_at_once_and_the_first_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 2, 1)]);
+    let data = dir.path().join("data");
+    let first = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
+    let pid = first.child.id();
+    // A second `run` on the same data dir: refused before it opens anything
+    // or binds a port, with the holder's pid and exit code 75.
+    let started = std::time::Instant::now();
+    let (code, out, err) = run_cli(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--mllp",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 75, "{out}{err}");
+    assert!(
+        err.contains("in use by another hms-edge process") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    assert!(!out.contains("ready"), "the second owner printed {out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused at once, not after a wait"
+    );
+    // A restore into it is refused the same way.
+    let snapshot = dir.path().join("snap.sqlite");
+    let (code, _, err) = run_cli(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "a backup is safe beside the owner: {err}");
+    let (code, _, err) = run_cli(&[
+        "restore",
+        "--from",
+        snapshot.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 75, "{err}");
+    // Commands that are safe beside the owner still work.
+    let token = cli_token(&data, "bed_manager", "bm-two-processes");
+    let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    // The first appliance still writes, and the token made beside it works.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let acks = edge_node::integration::client::send(
+            first.mllp.unwrap(),
+            &[a28("TWO-1")],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(acks[0].code, "AA");
+        let mut c = Conn::connect(first.addr, Some(&token)).await.unwrap();
+        let r = c.get("/api/v1/units").await.unwrap();
+        assert_eq!(r.status, 200);
+    });
+    // Once the first is gone (even killed), the data dir is free again.
+    first.kill9();
+    let second = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
+    drop(second);
 }
