@@ -9,7 +9,8 @@
 //! With IO, each behind its own door:
 //! - [`store`]: the SQLite event log and projections behind one
 //!   group-committing writer; the only module that speaks SQL;
-//! - [`integration`]'s [`listener`](integration::listener): the MLLP listener;
+//! - [`feed`]: the MLLP listener (the hospital's HL7 feed into the store);
+//! - [`integration`]'s [`client`](integration::client): `hms-edge hl7 send`;
 //! - [`api`]: the kiosk HTTP API;
 //! - [`sync`]: the uplink to the regional cloud and the downlink back;
 //! - [`inference`]: local ONNX models, the forecaster, model sets;
@@ -23,6 +24,7 @@ pub mod appliance;
 pub mod auth;
 pub mod board;
 pub mod cli;
+pub mod feed;
 pub mod fuzz;
 pub mod inference;
 pub mod integration;

@@ -39,7 +39,7 @@ pub struct Appliance {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     settings: Arc<ApiSettings>,
-    mllp: crate::integration::listener::MllpSettings,
+    mllp: crate::feed::MllpSettings,
     checkpoint_every: Duration,
     grace: Duration,
     uplink: Option<crate::sync::uplink::Settings>,
@@ -116,7 +116,7 @@ impl Appliance {
                 tokens,
                 metrics,
                 settings,
-                mllp: crate::integration::listener::MllpSettings {
+                mllp: crate::feed::MllpSettings {
                     tls: match &config.mllp.tls {
                         Some(t) => Some(hms_web::tls::acceptor(&t.cert, &t.key)?),
                         None => None,
@@ -156,14 +156,13 @@ impl Appliance {
         // The MLLP listener runs on the writer's thread: a message goes from
         // its socket to the commit and its ACK back without a thread change.
         let mllp = mllp.map(|l| {
-            self.store
-                .spawn_on_writer(crate::integration::listener::serve(
-                    l,
-                    self.store.clone(),
-                    self.metrics.clone(),
-                    self.mllp.clone(),
-                    shutdown.clone(),
-                ))
+            self.store.spawn_on_writer(crate::feed::serve(
+                l,
+                self.store.clone(),
+                self.metrics.clone(),
+                self.mllp.clone(),
+                shutdown.clone(),
+            ))
         });
         let sync = crate::sync::status::Status::disabled();
         if let Some(u) = self.uplink.clone() {
@@ -176,7 +175,7 @@ impl Appliance {
             ));
         }
         if let Some(r) = self.retention {
-            tasks.spawn(crate::store::retention::run(
+            tasks.spawn(crate::store::pruning::run(
                 self.store.clone(),
                 r,
                 sync.acknowledged(),

@@ -6,13 +6,14 @@
 //! - [`adt`]: ADT semantics, a parsed message and the board in, board
 //!   commands (or a refusal that parks the message) out.
 //!
-//! With IO:
-//! - [`listener`]: the MLLP listener (connections, timeouts, TLS), handing
-//!   every frame to the store's writer and writing its ACKs after commit;
+//! With IO, and nothing else of the appliance:
 //! - [`client`]: the MLLP client behind `hms-edge hl7 send`.
+//!
+//! The listener, which hands every frame to the store, is [`crate::feed`]:
+//! the store's writer applies [`hl7`] and [`adt`], so a listener in here
+//! would make `integration` and `store` depend on each other.
 
 pub mod adt;
 pub mod client;
 pub mod hl7;
-pub mod listener;
 pub mod mllp;

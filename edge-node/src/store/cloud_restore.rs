@@ -17,7 +17,8 @@ use anyhow::{Context, bail};
 use cloud_sync_client::{Client, MAX_BATCH_EVENTS, Signer};
 use hms_domain::{Envelope, HospitalId, Timestamp};
 
-use super::verify::{self, Replayer};
+use super::replay::Replayer;
+use super::verify;
 use super::{DB_FILE, schema};
 
 /// What a restore from the cloud did.

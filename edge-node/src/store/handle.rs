@@ -6,7 +6,7 @@
 //! seq) or, for what only the log holds, from a small pool of read-only
 //! connections through the typed queries of [`super::queries`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -16,8 +16,9 @@ use hms_domain::{EventBody, EventHash, HospitalId};
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::history::{Histories, HistoryItem, load_history};
+use super::history::{HistoryItem, load_history};
 use super::lock::DataDirLock;
+use super::published::{Published, lock};
 use super::writer::{Prune, Reply, Request, Writer};
 use super::{
     Committed, DB_FILE, Hl7Reply, Hl7Request, Notice, QUEUE_WAIT, Replayed, StoreSettings,
@@ -25,37 +26,6 @@ use super::{
 };
 use crate::board::{Board, BoardView};
 use crate::metrics::Metrics;
-
-/// What the writer publishes after each commit, read by everyone else.
-pub(super) struct Published {
-    /// The latest committed board.
-    pub(super) view: ArcSwap<BoardView>,
-    /// Beds' recent histories, newest last.
-    pub(super) history: RwLock<Histories>,
-    /// Entries kept per bed.
-    pub(super) history_limit: usize,
-    /// The last commit failure, cleared by the next successful commit.
-    pub(super) last_error: Mutex<Option<String>>,
-    /// The highest committed seq (0: none).
-    pub(super) committed: watch::Sender<u64>,
-    /// Committed bed changes, for live streams.
-    pub(super) notices: broadcast::Sender<Arc<Notice>>,
-    /// Committed patient record events, for the patient index.
-    pub(super) patients: broadcast::Sender<Arc<EventBody>>,
-    /// The store's database file.
-    pub(super) db_path: PathBuf,
-    pub(super) metrics: Arc<Metrics>,
-}
-
-impl Published {
-    /// Updates the WAL size gauge from the file system.
-    pub(super) fn refresh_wal_size(&self) {
-        let mut wal = self.db_path.clone().into_os_string();
-        wal.push("-wal");
-        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        self.metrics.wal_bytes.set(size as i64);
-    }
-}
 
 /// Handle to the store, cheap to clone.
 #[derive(Clone)]
@@ -457,8 +427,4 @@ impl Store {
         .await
         .context("read task failed")?
     }
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

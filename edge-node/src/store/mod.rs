@@ -30,9 +30,13 @@
 //!   with an HL7 message or a parked message's replay;
 //! - [`queries`]: typed reads; [`projection`]: the SQL shared by live writes
 //!   and replay; [`schema`]: migrations; [`connection`]: how each connection
-//!   is opened; [`history`]: beds' recent history in memory;
-//! - [`verify`], [`backup`], [`cloud_restore`], [`retention`]: proofs,
-//!   snapshots, restores and pruning; [`lock`]: one process per data dir.
+//!   is opened; [`history`]: beds' recent history in memory; `published`:
+//!   what the writer publishes after each commit;
+//! - [`verify`], [`backup`], [`cloud_restore`]: proofs, snapshots and
+//!   restores, with [`replay`] (the log replayed through the writer's code);
+//! - [`retention`]: the retention base and which events may go, and
+//!   [`pruning`], the running appliance's task that applies it;
+//! - [`lock`]: one process per data dir; [`credentials`]: `auth.sqlite`.
 
 mod apply_hl7;
 pub mod backup;
@@ -43,7 +47,10 @@ mod handle;
 mod history;
 pub mod lock;
 pub mod projection;
+pub mod pruning;
+mod published;
 pub mod queries;
+pub mod replay;
 pub mod retention;
 pub mod schema;
 pub mod verify;

@@ -32,7 +32,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::load_beds;
 use super::projection::{EVENT_COLUMNS, event_from_row};
-use super::verify::Replayer;
+use super::replay::Replayer;
 use crate::board::Board;
 
 /// A projection table and its key columns.
@@ -363,80 +363,28 @@ pub struct Advanced {
     pub rows: usize,
 }
 
-/// How often a running appliance prunes.
-pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Events deleted per writer transaction.
-const CHUNK: usize = 2_000;
-
-/// One pruning round: advances the base to `acked` (the cloud's
-/// acknowledged seq), then deletes the events that qualify at `now`, in
-/// chunks through the writer. Returns the base move and the events deleted.
-pub async fn prune_once(
-    store: &super::Store,
-    acked: u64,
-    retention: &Retention,
-    now: Timestamp,
-) -> anyhow::Result<(Advanced, usize)> {
-    let db = store.db_path().to_owned();
-    let delta = tokio::task::spawn_blocking(move || compute_base(&db, acked))
-        .await
-        .context("the retention task failed")??;
-    let advanced = match delta {
-        Some(d) => {
-            let (from, to) = (d.from, d.to);
-            let rows = store.write_base(d).await?;
-            Advanced { from, to, rows }
-        }
-        None => {
-            let db = store.db_path().to_owned();
-            let conn = super::connection::open_read(&db)?;
-            let at = base_of(&conn, "main")?.map_or(0, |b| b.0);
-            Advanced {
-                from: at,
-                to: at,
-                rows: 0,
-            }
-        }
-    };
-    let cutoffs = Cutoffs::at(retention, now);
-    let mut deleted = 0;
-    loop {
-        let n = store.prune(advanced.to, cutoffs, CHUNK).await?;
-        deleted += n;
-        if n < CHUNK {
-            break;
-        }
-    }
-    Ok((advanced, deleted))
-}
-
-/// Prunes every [`PRUNE_EVERY`] up to the cloud's acknowledged position
-/// (`acked`, which the uplink publishes; nothing while it is unknown), until
-/// `shutdown` fires.
-pub async fn run(
-    store: super::Store,
-    retention: Retention,
-    acked: tokio::sync::watch::Receiver<Option<u64>>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-        }
-        let Some(acked) = *acked.borrow() else {
-            continue;
+    #[test]
+    fn base_tables_mirror_the_projections_column_for_column() {
+        let mut c = Connection::open_in_memory().unwrap();
+        super::super::schema::migrate(&mut c).unwrap();
+        let columns = |t: &str| -> Vec<(String, String, bool, i64)> {
+            let mut stmt = c.prepare(&format!("PRAGMA table_info({t})")).unwrap();
+            stmt.query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(5)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
         };
-        match prune_once(&store, acked, &retention, Timestamp::now()).await {
-            Ok((a, deleted)) => tracing::info!(
-                base_from = a.from,
-                base_to = a.to,
-                rows = a.rows,
-                deleted,
-                "retention round"
-            ),
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "retention round failed"),
+        for t in TABLES {
+            assert_eq!(
+                columns(t.name),
+                columns(&format!("base_{}", t.name)),
+                "{}",
+                t.name
+            );
         }
     }
 }

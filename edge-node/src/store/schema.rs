@@ -232,25 +232,4 @@ mod tests {
             Err(MigrateError::TooNew { found: 99 })
         ));
     }
-
-    #[test]
-    fn base_tables_mirror_the_projections_column_for_column() {
-        let mut c = Connection::open_in_memory().unwrap();
-        migrate(&mut c).unwrap();
-        let columns = |t: &str| -> Vec<(String, String, bool, i64)> {
-            let mut stmt = c.prepare(&format!("PRAGMA table_info({t})")).unwrap();
-            stmt.query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(5)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        };
-        for t in super::super::retention::TABLES {
-            assert_eq!(
-                columns(t.name),
-                columns(&format!("base_{}", t.name)),
-                "{}",
-                t.name
-            );
-        }
-    }
 }

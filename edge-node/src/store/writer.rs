@@ -19,8 +19,8 @@ use hms_domain::{Actor, BedId, Draft, Envelope, EventBody, EventHash, HospitalId
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::handle::{Published, lock};
 use super::history::HistoryItem;
+use super::published::{Published, lock};
 use super::{
     Committed, Hl7Reply, Hl7Request, Notice, Replayed, StoreSettings, WriteError, WriteRequest,
     load_beds, projection, retention,

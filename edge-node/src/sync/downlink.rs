@@ -6,15 +6,17 @@
 //! patient index, the projection and the resume position all follow from
 //! the log.
 
-use cloud_sync_client::Client;
+use std::time::Duration;
+
+use cloud_sync_client::{Client, Signer};
 use hms_domain::Timestamp;
 
-use super::uplink::Settings;
 use crate::store::{Store, WriteRequest};
 
-/// Reads the downlink after the store's position and records each EID
-/// assignment as an event. Returns how many it recorded.
-pub async fn pull(store: &Store, client: &Client, settings: &Settings) -> usize {
+/// Reads the downlink after the store's position (signed as `signer`, each
+/// request within `timeout`) and records each EID assignment as an event.
+/// Returns how many it recorded.
+pub async fn pull(store: &Store, client: &Client, signer: &Signer, timeout: Duration) -> usize {
     let after = match store.downlink_position().await {
         Ok(p) => p,
         Err(e) => {
@@ -23,10 +25,7 @@ pub async fn pull(store: &Store, client: &Client, settings: &Settings) -> usize 
         }
     };
     let now_ms = Timestamp::now().as_millis();
-    let list = match client
-        .downlink(&settings.signer, after, now_ms, settings.timeout)
-        .await
-    {
+    let list = match client.downlink(signer, after, now_ms, timeout).await {
         Ok(l) => l,
         Err(e) => {
             tracing::debug!(error = %e, "downlink not read");

@@ -254,7 +254,10 @@ pub async fn run(
             Action::Idle { until } => {
                 if last_downlink.is_none_or(|t| now.duration_since(t) >= DOWNLINK_EVERY) {
                     last_downlink = Some(now);
-                    if super::downlink::pull(&store, &client, &settings).await > 0 {
+                    if super::downlink::pull(&store, &client, &settings.signer, settings.timeout)
+                        .await
+                        > 0
+                    {
                         continue;
                     }
                 }

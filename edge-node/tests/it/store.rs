@@ -390,7 +390,7 @@ fn event_count(dir: &std::path::Path) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_prunes_only_acknowledged_expired_events_and_verify_still_holds() {
-    use edge_node::store::retention::prune_once;
+    use edge_node::store::pruning::prune_once;
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     commission(&store, 16).await;

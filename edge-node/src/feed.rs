@@ -1,4 +1,7 @@
-//! The MLLP listener: the appliance's integration hub for the ADT feed.
+//! The feed: the MLLP listener that takes the hospital's HL7 feed into the
+//! store (the IO half of the integration hub; the sans-IO half, framing,
+//! parsing and ADT semantics, is [`crate::integration`], which the store's
+//! writer uses too, so the listener lives outside it).
 //!
 //! Each connection runs a [`Framer`] over its reads and handles its frames in
 //! order: every frame goes through the store's writer (stored, applied or
