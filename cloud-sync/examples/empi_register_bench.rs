@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+use hms_e2e::bench::{p50_p99, rss_mb};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,23 +25,6 @@ use cloud_sync::store::empi::EmpiDb;
 use cloud_sync::store::sqlite::CommitProbe;
 use hms_domain::empi::Eid;
 use hms_domain::empi::synth::{SynthConfig, Vocabulary, generate};
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn quantiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let q = |p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
-    (q(0.5), q(0.99))
-}
 
 fn main() {
     let n: usize = std::env::args()
@@ -76,11 +60,11 @@ fn main() {
         tx.commit().unwrap();
     }
     let fill_s = t.elapsed().as_secs_f64();
-    let rss_before = rss_mb();
+    let rss_before = rss_mb(std::process::id());
     let t = Instant::now();
     let empi = RegionalEmpi::open(&dir, Arc::new(Downlink::in_memory().unwrap())).unwrap();
     let open_s = t.elapsed().as_secs_f64();
-    let rss_open = rss_mb();
+    let rss_open = rss_mb(std::process::id());
 
     let mut wall = Vec::with_capacity(extra);
     let mut decisions = std::collections::BTreeMap::<&str, usize>::new();
@@ -99,8 +83,8 @@ fn main() {
         peer.commit(i).unwrap();
         commit.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let (p50, p99) = quantiles(wall);
-    let (c50, c99) = quantiles(commit);
+    let (p50, p99) = p50_p99(wall);
+    let (c50, c99) = p50_p99(commit);
     println!(
         "{}",
         serde_json::json!({
@@ -116,7 +100,7 @@ fn main() {
             "register_p99_over_commit_p99": p99 / c99,
             "rss_mb_before_open": rss_before,
             "rss_mb_after_open": rss_open,
-            "rss_mb_after_registrations": rss_mb(),
+            "rss_mb_after_registrations": rss_mb(std::process::id()),
         })
     );
 }

@@ -10,21 +10,11 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+use hms_e2e::bench::{p50_p99, rss_mb};
 use std::time::Instant;
 
 use hms_domain::empi::synth::{SynthConfig, Vocabulary, generate};
 use hms_domain::empi::{Engine, Model, Params, TrainConfig, prepare, train};
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 /// CPU time of this thread, in microseconds: the work of a call, without
 /// the time another process had the core (the bench machine is shared).
@@ -37,12 +27,6 @@ fn cpu_us() -> f64 {
     // SAFETY: `t` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
     t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
-}
-
-fn quantiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let q = |p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
-    (q(0.5), q(0.99))
 }
 
 fn main() {
@@ -61,7 +45,7 @@ fn main() {
         ..SynthConfig::default()
     });
     let generate_s = started.elapsed().as_secs_f64();
-    let rss_data = rss_mb();
+    let rss_data = rss_mb(std::process::id());
 
     // EM on a sample of 50,000 records.
     let sample: Vec<_> = data
@@ -92,7 +76,7 @@ fn main() {
         }
     }
     let insert_total_s = t.elapsed().as_secs_f64();
-    let rss_full = rss_mb();
+    let rss_full = rss_mb(std::process::id());
     let mut search_us = Vec::with_capacity(10_000);
     let mut search_cpu_us = Vec::with_capacity(10_000);
     for l in data
@@ -124,12 +108,12 @@ fn main() {
         std::hint::black_box(best);
         exhaustive_us.push(cpu_us() - c);
     }
-    let (ep50, _) = quantiles(exhaustive_us);
-    let (ip50, ip99) = quantiles(insert_us);
-    let (sp50, sp99) = quantiles(search_us);
-    let (cp50, cp99) = quantiles(candidates);
-    let (icp50, icp99) = quantiles(insert_cpu_us);
-    let (scp50, scp99) = quantiles(search_cpu_us);
+    let (ep50, _) = p50_p99(exhaustive_us);
+    let (ip50, ip99) = p50_p99(insert_us);
+    let (sp50, sp99) = p50_p99(search_us);
+    let (cp50, cp99) = p50_p99(candidates);
+    let (icp50, icp99) = p50_p99(insert_cpu_us);
+    let (scp50, scp99) = p50_p99(search_cpu_us);
     println!(
         "{}",
         serde_json::json!({

@@ -615,6 +615,43 @@ impl ChainVerifier {
     }
 }
 
+/// A hash-chained log of `n` bed events of `hospital` (seq 1 to `n`, each
+/// occupying bed `B{seq % 7}` for encounter `E{seq}`, recorded at `seq` ms,
+/// correlation `c{seq}`): the one sample log of tests, benchmarks and the
+/// cloud stores' conformance suite.
+pub fn sample_log(hospital: &HospitalId, n: u64) -> Vec<Envelope> {
+    let mut prev = EventHash::GENESIS;
+    (1..=n)
+        .map(|seq| {
+            let body = EventBody::BedStateChanged {
+                bed: BedId::known(format!("B{}", seq % 7)),
+                version: seq,
+                transition: Transition::Assigned,
+                state: BedState::Occupied {
+                    encounter: crate::ids::EncounterId::known(format!("E{seq}")),
+                },
+                patient: None,
+                ended: None,
+                isolation: None,
+            };
+            let e = Envelope::seal(
+                hospital,
+                seq,
+                prev,
+                Timestamp::from_millis(seq as i64),
+                Draft {
+                    occurred_at: Timestamp::from_millis(0),
+                    actor: Actor::system(),
+                    correlation: Some(format!("c{seq}")),
+                    body,
+                },
+            );
+            prev = e.hash;
+            e
+        })
+        .collect()
+}
+
 /// Verifies a whole log from seq 1.
 pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Result<u64, ChainError> {
     let mut v = ChainVerifier::new();
@@ -630,43 +667,13 @@ pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Resul
 mod tests {
     use super::*;
     use crate::bed::LevelOfCare;
-    use crate::ids::EncounterId;
 
     fn hospital() -> HospitalId {
         HospitalId::new("demo").unwrap()
     }
 
     fn chain(n: u64) -> Vec<Envelope> {
-        let mut prev = EventHash::GENESIS;
-        (1..=n)
-            .map(|seq| {
-                let body = EventBody::BedStateChanged {
-                    bed: BedId::new(format!("B{seq}")).unwrap(),
-                    version: seq,
-                    transition: Transition::Assigned,
-                    state: BedState::Occupied {
-                        encounter: EncounterId::new("E1").unwrap(),
-                    },
-                    patient: None,
-                    ended: None,
-                    isolation: None,
-                };
-                let e = Envelope::seal(
-                    &hospital(),
-                    seq,
-                    prev,
-                    Timestamp::from_millis(1_000 * seq as i64),
-                    Draft {
-                        occurred_at: Timestamp::from_millis(1_000),
-                        actor: Actor::system(),
-                        correlation: Some(format!("req-{seq}")),
-                        body,
-                    },
-                );
-                prev = e.hash;
-                e
-            })
-            .collect()
+        sample_log(&hospital(), n)
     }
 
     #[test]
@@ -677,7 +684,7 @@ mod tests {
     #[test]
     fn tampering_gaps_and_reordering_are_detected() {
         let mut c = chain(4);
-        c[2].body = c[2].body.replace("E1", "E2");
+        c[2].body = c[2].body.replace("E3", "E9");
         assert_eq!(verify_chain(&c), Err(ChainError::BadHash { seq: 3 }));
 
         let mut c = chain(4);

@@ -154,44 +154,13 @@ pub fn plan_ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Actor, Draft, EventBody};
-    use crate::ids::{BedId, EncounterId};
-    use crate::time::Timestamp;
 
     fn hospital(h: &str) -> HospitalId {
         HospitalId::new(h).unwrap()
     }
 
     fn log(h: &str, n: u64) -> Vec<Envelope> {
-        let mut prev = EventHash::GENESIS;
-        (1..=n)
-            .map(|seq| {
-                let e = Envelope::seal(
-                    &hospital(h),
-                    seq,
-                    prev,
-                    Timestamp::from_millis(seq as i64),
-                    Draft {
-                        occurred_at: Timestamp::from_millis(0),
-                        actor: Actor::system(),
-                        correlation: None,
-                        body: EventBody::BedStateChanged {
-                            bed: BedId::new("B1").unwrap(),
-                            version: seq,
-                            transition: crate::event::Transition::Assigned,
-                            state: crate::bed::BedState::Occupied {
-                                encounter: EncounterId::new(format!("E{seq}")).unwrap(),
-                            },
-                            patient: None,
-                            ended: None,
-                            isolation: None,
-                        },
-                    },
-                );
-                prev = e.hash;
-                e
-            })
-            .collect()
+        crate::event::sample_log(&hospital(h), n)
     }
 
     fn batch(events: &[Envelope]) -> SyncBatch {

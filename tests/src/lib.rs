@@ -3,7 +3,11 @@
 //!
 //! - [`lossyfs`]: an in-memory FUSE filesystem that loses unsynced writes on a simulated power cut.
 //! - [`skip`]: how a test that needs a missing service skips (never under `CI=true`).
+//! - [`process`]: `hms-edge` and `hms-cloud` as real processes, waited for on their ready line.
+//! - [`bench`]: quantiles, medians and resident memory, as every benchmark reports them.
 
+pub mod bench;
 pub mod client;
 pub mod lossyfs;
+pub mod process;
 pub mod skip;

@@ -68,16 +68,7 @@ fn fsync_peer(dir: &Path) -> anyhow::Result<(f64, f64)> {
     Ok((samples[250], samples[495]))
 }
 
-pub(crate) fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+pub(crate) use hms_e2e::bench::{median, rss_mb};
 
 /// `GET path` on `addr` (HTTP/1.1, connection close), with a bearer token
 /// when given; the body.
@@ -99,25 +90,31 @@ pub(crate) fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::R
 }
 
 pub(crate) struct Appliance {
-    pub(crate) child: Child,
+    pub(crate) proc: hms_e2e::process::Proc,
     pub(crate) addr: String,
     pub(crate) mllp: Option<String>,
 }
 
+impl Appliance {
+    /// Its pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+}
+
 impl Drop for Appliance {
+    /// A clean stop (SIGTERM) within 15 s, else SIGKILL.
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.proc.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = self.proc.child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -132,35 +129,17 @@ pub(crate) fn start(
         .arg(config)
         .arg("--data-dir")
         .arg(data)
-        .args(["--http", "127.0.0.1:0"]);
+        .args(["--http", "127.0.0.1:0"])
+        .env("HMS_LOG", "warn");
     if with_mllp {
         cmd.args(["--mllp", "127.0.0.1:0"]);
     }
-    let mut child = cmd
-        .env("HMS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting hms-edge")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let (addr, mllp) = loop {
-        match lines.next() {
-            Some(Ok(l)) => {
-                if let Some(a) = l.strip_prefix("hms-edge ready http=http://") {
-                    let mut parts = a.split_whitespace();
-                    let http = parts.next().unwrap_or_default().to_owned();
-                    let mllp = parts
-                        .next()
-                        .and_then(|m| m.strip_prefix("mllp="))
-                        .map(str::to_owned);
-                    break (http, mllp);
-                }
-            }
-            _ => bail!("hms-edge exited before it was ready"),
-        }
-    };
-    Ok(Appliance { child, addr, mllp })
+    let (proc, http, mllp) = hms_e2e::process::start_edge(&mut cmd).map_err(anyhow::Error::msg)?;
+    Ok(Appliance {
+        proc,
+        addr: http.to_string(),
+        mllp: mllp.map(|m| m.to_string()),
+    })
 }
 
 pub(crate) fn load(
@@ -181,15 +160,6 @@ pub(crate) fn load(
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("hms-load output")?;
     println!("{}", serde_json::to_string(&v)?);
     Ok(v)
-}
-
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
 }
 
 /// Builds the appliance and the load generator in release mode; their paths.
@@ -264,7 +234,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let data = fresh_data_dir()?;
         let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
         let app = start(&edge, &config, &data, false)?;
-        let pid = app.child.id();
+        let pid = app.pid();
         let rss_start = rss_mb(pid);
         let viewer = create_token(&edge, &data, "viewer", "bench-kiosk")?;
         let manager = create_token(&edge, &data, "bed_manager", "bench-bm")?;

@@ -119,7 +119,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             let data = site.join(format!("data-{i}"));
             let app = start(&edge, cfg, &data, false)?;
             std::thread::sleep(Duration::from_secs(2));
-            rss[i] = rss_mb(app.child.id());
+            rss[i] = rss_mb(app.pid());
             if i == 1 {
                 let token = create_token(&edge, &data, "viewer", "bench")?;
                 let roll = get_json(&app.addr, "/api/v1/forecast", &token)?;

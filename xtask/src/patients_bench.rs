@@ -80,7 +80,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let data = fresh_data_dir()?;
         let nurse = create_token(&edge, &data, "nurse", "bench-ward")?;
         let app = start(&edge, &config, &data, true)?;
-        let pid = app.child.id();
+        let pid = app.pid();
         let rss_empty = rss_mb(pid);
         let m = app
             .mllp

@@ -452,31 +452,10 @@ pub async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hms_domain::{Actor, BedId, Draft, EventBody, EventHash, HospitalId, Timestamp};
+    use hms_domain::HospitalId;
 
     fn log(n: u64) -> Vec<Envelope> {
-        let h = HospitalId::new("h1").unwrap();
-        let mut prev = EventHash::GENESIS;
-        (1..=n)
-            .map(|seq| {
-                let e = Envelope::seal(
-                    &h,
-                    seq,
-                    prev,
-                    Timestamp::from_millis(seq as i64),
-                    Draft {
-                        occurred_at: Timestamp::from_millis(0),
-                        actor: Actor::system(),
-                        correlation: None,
-                        body: EventBody::BedDecommissioned {
-                            bed: BedId::new(format!("B{seq}")).unwrap(),
-                        },
-                    },
-                );
-                prev = e.hash;
-                e
-            })
-            .collect()
+        hms_domain::event::sample_log(&HospitalId::new("h1").unwrap(), n)
     }
 
     #[test]

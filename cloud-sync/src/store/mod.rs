@@ -255,47 +255,14 @@ mod tests;
 /// The conformance suite every backend must pass.
 pub mod conformance {
     use hms_domain::sync::{Position, Refusal, SyncBatch};
-    use hms_domain::{
-        Actor, BedId, BedState, Draft, EncounterId, Envelope, EventBody, EventHash, HospitalId,
-        NodeId, Timestamp, Transition,
-    };
+    use hms_domain::{Envelope, HospitalId, NodeId};
 
     use super::{HospitalStore, IngestError, ingest};
 
     /// A hash-chained log of `n` events of hospital `h`.
     pub fn log(h: &str, n: u64) -> Vec<Envelope> {
         let hospital = HospitalId::new(h).unwrap_or_else(|_| panic!("bad test hospital id {h}"));
-        let mut prev = EventHash::GENESIS;
-        (1..=n)
-            .map(|seq| {
-                let e = Envelope::seal(
-                    &hospital,
-                    seq,
-                    prev,
-                    Timestamp::from_millis(seq as i64),
-                    Draft {
-                        occurred_at: Timestamp::from_millis(0),
-                        actor: Actor::system(),
-                        correlation: Some(format!("c{seq}")),
-                        body: EventBody::BedStateChanged {
-                            bed: BedId::new(format!("B{}", seq % 7))
-                                .unwrap_or_else(|_| panic!("bed id")),
-                            version: seq,
-                            transition: Transition::Assigned,
-                            state: BedState::Occupied {
-                                encounter: EncounterId::new(format!("E{seq}"))
-                                    .unwrap_or_else(|_| panic!("encounter id")),
-                            },
-                            patient: None,
-                            ended: None,
-                            isolation: None,
-                        },
-                    },
-                );
-                prev = e.hash;
-                e
-            })
-            .collect()
+        hms_domain::event::sample_log(&hospital, n)
     }
 
     fn batch(h: &str, events: &[Envelope]) -> SyncBatch {

@@ -1,11 +1,8 @@
 //! Shared test support: hospital configs, in-process appliances, child processes.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use edge_node::appliance::Appliance;
 use edge_node::auth::Role;
@@ -146,9 +143,9 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_hms-edge")
 }
 
-/// A child `hms-edge run` process.
+/// A child `hms-edge run` process (killed when dropped).
 pub struct Proc {
-    pub child: Child,
+    pub inner: hms_e2e::process::Proc,
     pub addr: SocketAddr,
     pub mllp: Option<SocketAddr>,
 }
@@ -156,50 +153,31 @@ pub struct Proc {
 impl Proc {
     /// Starts `hms-edge run --config FILE --http 127.0.0.1:0` and waits for its ready line.
     pub fn start(config: &Path, extra: &[&str]) -> Proc {
-        let mut child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--http", "127.0.0.1:0"])
-            .args(extra)
-            .env("HMS_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("hms-edge ready http=http://") {
-                    let mut parts = rest.split_whitespace();
-                    let http = parts.next().unwrap().parse::<SocketAddr>().unwrap();
-                    let mllp = parts
-                        .next()
-                        .and_then(|m| m.strip_prefix("mllp="))
-                        .map(|m| m.parse::<SocketAddr>().unwrap());
-                    let _ = tx.send((http, mllp));
-                }
-            }
-        });
-        let (addr, mllp) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("hms-edge did not become ready");
-        Proc { child, addr, mllp }
+        let (inner, addr, mllp) = hms_e2e::process::start_edge(
+            Command::new(bin())
+                .args(["run", "--config"])
+                .arg(config)
+                .args(["--http", "127.0.0.1:0"])
+                .args(extra)
+                .env("HMS_LOG", "warn"),
+        )
+        .unwrap();
+        Proc { inner, addr, mllp }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.inner.id()
     }
 
     /// SIGKILL, and reap.
-    pub fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    pub fn kill9(self) {
+        self.inner.kill9().unwrap();
     }
-}
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    /// SIGTERM, and wait for the exit.
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.inner.terminate().unwrap()
     }
 }
 
