@@ -13,12 +13,19 @@
 //! [`Primaries`] it enrolled, of regions in its own `allowed_dr_regions`,
 //! and a hospital only from the region it first came from.
 //!
-//! The [`Replicator`] runs as a background task of the primary: after each
-//! ingest it is woken, brings every hospital up to date, and on failure
-//! retries with jittered exponential backoff
-//! ([`cloud_sync_client::resilience::Backoff`]) until it is cancelled.
-//! [`ReplicationStatus`] holds the lag per hospital (events behind, and for
-//! how long).
+//! The [`Replicator`] runs as a background task of the primary. It drives
+//! one [`Shipper`] per hospital, the sans-IO state machine the appliance's
+//! uplink drives too: ask the replica's position, send the events after it
+//! in batches ([`MAX_BATCH_EVENTS`] events, [`crate::MAX_BATCH_BYTES`] of
+//! JSON), resend from where a gap answer says, back off with jitter
+//! ([`cloud_sync_client::resilience::jitter`]) behind a circuit breaker
+//! after transient failures, and stop for a while after a refusal. A
+//! hospital whose replica is failing does not hold up the others. It sleeps
+//! until an ingest wakes it or the earliest hospital's deadline (back-off,
+//! breaker, refusal, idle poll) passes, and returns as soon as it is
+//! cancelled. [`ReplicationStatus`] reports each hospital as its shipper
+//! stands: the primary's and the replica's positions, the lag in events and
+//! seconds, and the last failure.
 //!
 //! This module imports [`crate::enrolment`] (the hospitals, refusals) and
 //! [`crate::store`], never the cloud's state or its HTTP layer.
@@ -27,14 +34,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cloud_sync_client::push::PushError;
-use cloud_sync_client::resilience::Backoff;
-use cloud_sync_client::{Client, SignedRequest, Signer, verify};
-use hms_domain::sync::SyncBatch;
+use cloud_sync_client::resilience::BreakerState;
+use cloud_sync_client::shipper::{self, Action, Outcome, Phase, Shipper, ShipperConfig};
+use cloud_sync_client::{Client, MAX_BATCH_EVENTS, SignedRequest, Signer, verify};
 use hms_domain::{Envelope, HospitalId, NodeId, RegionId, Timestamp};
-use ring::rand::SecureRandom;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::enrolment::{EnrolError, Registry, Rejection};
@@ -136,11 +142,15 @@ pub struct HospitalLag {
     pub lag_seconds: f64,
     /// The last failure, if the last attempt failed (no PHI: transport or refusal detail).
     pub last_error: Option<String>,
+    /// Where the hospital's shipper stands (not reported over HTTP, which
+    /// shows the positions and the failure).
+    #[serde(skip)]
+    pub phase: Option<Phase>,
+    /// Its circuit breaker, as last seen (not reported over HTTP either).
+    #[serde(skip)]
+    pub breaker: Option<BreakerState>,
     #[serde(skip)]
     behind_since_ms: Option<i64>,
-    /// Ask the replica for its position before the next batch.
-    #[serde(skip)]
-    reask: bool,
 }
 
 /// Replication lag per hospital, shared by the replicator and the HTTP service.
@@ -232,24 +242,81 @@ pub enum ReplicatorError {
     Key(String),
 }
 
-/// The primary's replication task.
+/// How long a caught-up hospital idles before the replicator looks at its
+/// store again; an ingest wakes it sooner.
+pub const IDLE_POLL: Duration = Duration::from_secs(5);
+
+/// How long one request to the replica may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The primary's replication task: one [`Shipper`] per hospital.
 pub struct Replicator {
+    link: Link,
+    registry: Arc<Registry>,
+    wake: Arc<Notify>,
+    config: ShipperConfig,
+    lanes: BTreeMap<HospitalId, Lane>,
+}
+
+/// What the replication of every hospital shares.
+struct Link {
     client: Client,
     key: Vec<u8>,
     node: NodeId,
-    registry: Arc<Registry>,
     open: OpenStore,
     status: Arc<ReplicationStatus>,
-    wake: Arc<Notify>,
-    backoff: Backoff,
     timeout: Duration,
+}
+
+/// The replication of one hospital.
+struct Lane {
+    shipper: Shipper,
+    signer: Signer,
+    /// The primary's last seq, as last read from its store.
+    local: u64,
+    /// When to look at it again (the end of a wait or of an idle poll);
+    /// none: at once.
+    due: Option<Instant>,
+    /// Whether `due` ends a wait (back-off, open breaker, refusal), which
+    /// an ingest does not cut short, rather than an idle poll, which it does.
+    waiting: bool,
+}
+
+impl Lane {
+    /// The exchange to make now, or the instant before which there is nothing to do.
+    fn next(&mut self, now: Instant) -> Result<Action, Instant> {
+        match self.shipper.next(now, self.local) {
+            Action::Idle { until } => {
+                self.due = Some(until);
+                self.waiting = false;
+                Err(until)
+            }
+            Action::Wait { until } => {
+                self.due = Some(until);
+                self.waiting = true;
+                Err(until)
+            }
+            exchange => {
+                self.due = None;
+                Ok(exchange)
+            }
+        }
+    }
+}
+
+/// What one step of a hospital did.
+enum Step {
+    /// An exchange with the replica: there may be more to do at once.
+    Exchanged,
+    /// Nothing to do before this instant (or, unless waiting, an ingest).
+    Until(Instant),
 }
 
 impl std::fmt::Debug for Replicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replicator")
-            .field("peer", &self.client.endpoint())
-            .field("node", &self.node)
+            .field("peer", &self.link.client.endpoint())
+            .field("node", &self.link.node)
             .finish_non_exhaustive()
     }
 }
@@ -274,144 +341,204 @@ impl Replicator {
         let check = HospitalId::new("check").map_err(|e| ReplicatorError::Key(e.to_string()))?;
         Signer::new(&key, check, node.clone()).map_err(|e| ReplicatorError::Key(e.to_string()))?;
         Ok(Self {
-            client,
-            key,
-            node,
+            link: Link {
+                client,
+                key,
+                node,
+                open,
+                status,
+                timeout: REQUEST_TIMEOUT,
+            },
             registry,
-            open,
-            status,
             wake,
-            backoff: Backoff::default(),
-            timeout: Duration::from_secs(30),
+            config: ShipperConfig {
+                poll: IDLE_POLL,
+                ..ShipperConfig::default()
+            },
+            lanes: BTreeMap::new(),
         })
     }
 
     /// Replicates until `shutdown` is cancelled; a batch in flight then is
     /// abandoned (the replica stores a batch whole or not at all, and the
     /// next run resends from the replica's position).
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = self.replicate_forever() => {}
         }
-        tracing::info!(peer = %self.status.peer, "DR replication stopped");
+        tracing::info!(peer = %self.link.status.peer, "DR replication stopped");
     }
 
-    async fn replicate_forever(&self) {
-        let mut attempt = 0u32;
+    /// Rounds over the enrolled hospitals, one exchange each per round (a
+    /// long backlog does not hold the others up), then sleeps until an
+    /// ingest or the earliest deadline.
+    async fn replicate_forever(&mut self) {
+        let mut woken = true;
         loop {
-            let mut ok = true;
+            let mut exchanged = false;
+            let mut next: Option<Instant> = None;
             for e in self.registry.hospitals() {
-                if let Err(err) = self.replicate(&e.hospital).await {
-                    ok = false;
-                    tracing::warn!(hospital = %e.hospital, peer = %self.status.peer, error = %err, "DR replication failed; will retry");
-                    self.status
-                        .update(&e.hospital, |h| h.last_error = Some(err.to_string()));
+                match self.step(&e.hospital, woken).await {
+                    Step::Exchanged => exchanged = true,
+                    Step::Until(t) => next = Some(next.map_or(t, |n| n.min(t))),
                 }
             }
-            if ok {
-                attempt = 0;
-                self.wake.notified().await;
-            } else {
-                let delay = self.backoff.delay(attempt, jitter());
-                attempt = attempt.saturating_add(1);
-                tokio::time::sleep(delay).await;
+            woken = false;
+            if exchanged {
+                continue;
+            }
+            let until = next.unwrap_or_else(|| Instant::now() + self.config.poll);
+            tokio::select! {
+                () = self.wake.notified() => woken = true,
+                () = tokio::time::sleep_until(until) => {}
             }
         }
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&OpenStore) -> anyhow::Result<T> + Send + 'static,
-    ) -> Result<T, PushError> {
-        let open = self.open.clone();
-        tokio::task::spawn_blocking(move || f(&open))
-            .await
-            .map_err(|e| PushError::Transient(e.to_string()))?
-            .map_err(|e| PushError::Transient(format!("local store: {e:#}")))
+    /// Drives `hospital` until its shipper has nothing more to do now:
+    /// caught up (the replica's position is returned) or waiting after a
+    /// failure or a refusal (the failure is returned). [`Replicator::run`]
+    /// does the same for every hospital, for ever.
+    pub async fn replicate(&mut self, hospital: &HospitalId) -> Result<u64, String> {
+        while let Step::Exchanged = self.step(hospital, true).await {}
+        let lane = &self.lanes[hospital];
+        match (lane.waiting, lane.shipper.acked()) {
+            (false, Some(acked)) => Ok(acked),
+            _ => Err(lane
+                .shipper
+                .last_error()
+                .unwrap_or("waiting to replicate")
+                .to_owned()),
+        }
     }
 
-    /// Brings the replica's copy of `hospital` up to the primary's position.
-    pub async fn replicate(&self, hospital: &HospitalId) -> Result<(), PushError> {
-        let signer = Signer::new(&self.key, hospital.clone(), self.node.clone())
-            .map_err(|e| PushError::Transient(e.to_string()))?;
-        let h = hospital.clone();
-        let local = self.blocking(move |open| open(&h)?.position()).await?.seq;
-        self.status
-            .update(hospital, |s| s.primary_seq = s.primary_seq.max(local));
-        let known = self
-            .status
-            .snapshot()
-            .get(hospital)
-            .filter(|s| !s.reask)
-            .and_then(|s| s.replica_seq);
-        let mut acked = match known {
-            Some(s) => s,
-            None => {
-                self.client
-                    .position(&signer, Timestamp::now().as_millis(), self.timeout)
-                    .await?
-                    .acked_seq
+    /// One step of `hospital`'s shipper: at most one exchange with the
+    /// replica. `woken`: an ingest happened, so an idle hospital looks at
+    /// its store before its poll is due.
+    async fn step(&mut self, hospital: &HospitalId, woken: bool) -> Step {
+        let now = Instant::now();
+        let lane = match self.lanes.entry(hospital.clone()) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                // The key was checked in `new`: a signer cannot fail here.
+                let Ok(signer) =
+                    Signer::new(&self.link.key, hospital.clone(), self.link.node.clone())
+                else {
+                    return Step::Until(now + self.config.refused_retry);
+                };
+                v.insert(Lane {
+                    shipper: Shipper::new(self.config, cloud_sync_client::resilience::jitter),
+                    signer,
+                    local: 0,
+                    due: None,
+                    waiting: false,
+                })
             }
         };
-        self.status.update(hospital, |s| {
-            s.replica_seq = Some(acked);
-            s.reask = false;
-        });
-        while acked < local {
-            let (h, from) = (hospital.clone(), acked + 1);
-            let events = self
-                .blocking(move |open| read_batch(open, &h, from))
-                .await?;
-            if events.is_empty() {
-                break;
+        if let Some(due) = lane.due
+            && now < due
+            && (lane.waiting || !woken)
+        {
+            return Step::Until(due);
+        }
+        match self.link.local_seq(hospital).await {
+            Ok(seq) => lane.local = seq,
+            Err(e) => {
+                let why = format!("reading the primary's store: {e:#}");
+                if lane.shipper.last_error() != Some(why.as_str()) {
+                    tracing::warn!(%hospital, error = %why, "DR replication cannot read the store; will retry");
+                }
+                lane.shipper
+                    .record(Instant::now(), lane.local, Outcome::Unreadable(why));
             }
-            let batch = SyncBatch {
-                hospital: hospital.clone(),
-                node: self.node.clone(),
-                events,
-            };
-            let now = Timestamp::now().as_millis();
-            acked = match self.client.push(&signer, &batch, now, self.timeout).await {
-                Ok(p) if p.acked_seq > acked => p.acked_seq,
-                Ok(p) => {
-                    return Err(PushError::Transient(format!(
-                        "the replica acknowledged {} after a batch from {from}",
-                        p.acked_seq
-                    )));
-                }
-                // The replica is elsewhere than we thought: resend from where it is.
-                Err(PushError::Gap { expected }) => expected.saturating_sub(1),
-                Err(e) => {
-                    // Ask the replica again next time.
-                    self.status.update(hospital, |s| s.reask = true);
-                    return Err(e);
-                }
-            };
-            self.status.update(hospital, |s| {
-                s.replica_seq = Some(acked);
-                s.last_error = None;
-            });
+        }
+        let action = lane.next(Instant::now());
+        self.link.report(hospital, lane);
+        let action = match action {
+            Ok(a) => a,
+            Err(until) => return Step::Until(until),
+        };
+        let source = StoreSource {
+            open: self.link.open.clone(),
+            hospital: hospital.clone(),
+        };
+        let ex = shipper::exchange(
+            &self.link.client,
+            &lane.signer,
+            &source,
+            action,
+            Timestamp::now().as_millis(),
+            self.link.timeout,
+        )
+        .await;
+        if let Outcome::Gap { expected } = ex.outcome {
+            tracing::warn!(%hospital, expected, peer = %self.link.status.peer, "the replica asked to resend from an earlier seq");
+        }
+        let failing_before = lane.shipper.last_error().is_some();
+        lane.shipper.record(Instant::now(), lane.local, ex.outcome);
+        if let Some(why) = lane.shipper.refusal() {
+            tracing::error!(%hospital, peer = %self.link.status.peer, "DR replication refused: {why}");
+        } else if let Some(e) = lane.shipper.last_error()
+            && !failing_before
+        {
+            tracing::warn!(%hospital, peer = %self.link.status.peer, error = %e, "DR replication failed; will retry");
+        } else if let Some(acked) = lane.shipper.acked() {
             tracing::debug!(%hospital, acked, "replicated");
         }
-        self.status.update(hospital, |s| s.last_error = None);
-        Ok(())
+        self.link.report(hospital, lane);
+        Step::Exchanged
     }
 }
 
-/// Up to one batch of events from `from`, within the batch bounds.
-fn read_batch(open: &OpenStore, hospital: &HospitalId, from: u64) -> anyhow::Result<Vec<Envelope>> {
-    crate::store::batch_from(
-        open(hospital)?.as_mut(),
-        from,
-        cloud_sync_client::MAX_BATCH_EVENTS,
-    )
+impl Link {
+    /// The last seq of `hospital` in the primary's store.
+    async fn local_seq(&self, hospital: &HospitalId) -> anyhow::Result<u64> {
+        let (open, h) = (self.open.clone(), hospital.clone());
+        blocking(move || Ok(open(&h)?.position()?.seq)).await
+    }
+
+    /// Reports where `lane` stands in the status: the positions it knows
+    /// (the replica's last known one while it asks again), its phase, its
+    /// breaker and its last failure.
+    fn report(&self, hospital: &HospitalId, lane: &mut Lane) {
+        let (local, acked, phase) = (lane.local, lane.shipper.acked(), lane.shipper.phase());
+        let breaker = lane.shipper.breaker(Instant::now());
+        let error = lane.shipper.last_error().map(str::to_owned);
+        self.status.update(hospital, |s| {
+            s.primary_seq = s.primary_seq.max(local);
+            if acked.is_some() {
+                s.replica_seq = acked;
+            }
+            s.last_error = error;
+            s.phase = Some(phase);
+            s.breaker = Some(breaker);
+        });
+    }
 }
 
-fn jitter() -> f64 {
-    let mut b = [0u8; 1];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    f64::from(b[0]) / 256.0
+/// A hospital's store on the primary, as its shipper's source: batches of
+/// at most [`MAX_BATCH_EVENTS`] events and one batch of JSON.
+struct StoreSource {
+    open: OpenStore,
+    hospital: HospitalId,
+}
+
+impl shipper::Source for StoreSource {
+    async fn events_after(&self, after: u64) -> anyhow::Result<Vec<Envelope>> {
+        let (open, h) = (self.open.clone(), self.hospital.clone());
+        blocking(move || crate::store::batch_from(open(&h)?.as_mut(), after + 1, MAX_BATCH_EVENTS))
+            .await
+    }
+}
+
+/// Runs a store call off the async runtime (store calls block).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("the store task: {e}"))?
 }
 
 #[cfg(test)]

@@ -1,21 +1,29 @@
-//! Helpers for the in-process tests: clouds served on loopback (HTTP or
-//! HTTPS), enrolled appliances and their signers, operator tokens.
+//! Helpers for the in-process tests: clouds on either store backend
+//! (SQLite files, or PostgreSQL databases of their own), served on loopback
+//! (HTTP or HTTPS, with a switch that takes them down and up again),
+//! enrolled appliances and their signers, operator tokens.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use cloud_sync_client::{Endpoint, Signer, generate_key};
 use hms_domain::sync::SyncBatch;
 use hms_domain::{Envelope, HospitalId, NodeId};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub use crate::config::Backend;
 use crate::enrolment::{Enrolment, enroll_durably, open_registry};
 use crate::http::router;
-use crate::state::CloudState;
-use crate::store::{HospitalStore, SqliteRouter};
+use crate::state::{CloudState, OpenStore};
+use crate::store::postgres::PgRouter;
+use crate::store::{HospitalStore, SqliteRouter, ingest};
 
 /// Timeout of client calls in tests (a guard, not a timing).
 pub const T: Duration = Duration::from_secs(10);
@@ -42,12 +50,179 @@ pub fn batch(h: &str, events: &[Envelope]) -> SyncBatch {
     }
 }
 
+/// Runs `f` on a thread of its own and returns what it returns (or
+/// resumes its panic). Store calls block, and the PostgreSQL client runs a
+/// runtime of its own, which it cannot do on an async runtime's thread.
+pub fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// The PostgreSQL server of the tests: `HMS_TEST_PG` (libpq-style), by
+/// default the local server with trust authentication.
+pub fn pg_admin() -> String {
+    std::env::var("HMS_TEST_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into())
+}
+
+/// Whether `backend` can be tested here. A PostgreSQL server that cannot
+/// be reached is a skip, said through [`hms_e2e::skip::skip`] (a failure
+/// under `CI=true`); the test returns at once.
+pub fn available(backend: Backend) -> bool {
+    static REACHED: OnceLock<Result<(), String>> = OnceLock::new();
+    match backend {
+        Backend::Sqlite => true,
+        Backend::Postgres => match REACHED.get_or_init(|| {
+            off_runtime(|| {
+                postgres::Client::connect(&pg_admin(), postgres::NoTls)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        }) {
+            Ok(()) => true,
+            Err(e) => {
+                let test = std::thread::current()
+                    .name()
+                    .unwrap_or("a PostgreSQL test")
+                    .to_owned();
+                hms_e2e::skip::skip(
+                    &test,
+                    &format!(
+                        "PostgreSQL unreachable ({}): {e}; set HMS_TEST_PG or start it",
+                        pg_admin()
+                    ),
+                );
+                false
+            }
+        },
+    }
+}
+
+/// A hospital id no other test of any process uses, from `name`: for what
+/// reaches PostgreSQL without going through [`Stores`] (a cloud opened from
+/// its configuration), where a hospital's database is named after it.
+pub fn unique_hospital(name: &str) -> HospitalId {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    id(&format!("{name}-{}-{n}", std::process::id()))
+}
+
+/// A test cloud's hospital logs: SQLite files under its data dir, or
+/// PostgreSQL databases of its own (hospital `h` of this cloud lives in the
+/// database of hospital `t{pid}-{n}-h`), so that tests run side by side
+/// and a primary and its replica on one server stay apart. Each database
+/// starts empty and is dropped with the last handle.
+#[derive(Clone)]
+pub struct Stores {
+    open: OpenStore,
+    sqlite: Option<PathBuf>,
+    pg: Option<Arc<PgScope>>,
+}
+
+struct PgScope {
+    router: PgRouter,
+    prefix: String,
+    used: Mutex<BTreeSet<HospitalId>>,
+}
+
+impl PgScope {
+    /// The hospital whose database holds this cloud's `h`.
+    fn holder(&self, h: &HospitalId) -> HospitalId {
+        id(&format!("{}-{h}", self.prefix))
+    }
+
+    fn open(&self, h: &HospitalId) -> anyhow::Result<Box<dyn HospitalStore>> {
+        let db = self.holder(h);
+        {
+            // The first open of a hospital starts it clean (a database left
+            // by a crashed run of a process with the same id), and creates it
+            // before anyone else can.
+            let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+            if !used.contains(h) {
+                self.router.drop_database(&db)?;
+                let store = self.router.open(&db)?;
+                used.insert(h.clone());
+                return Ok(Box::new(store));
+            }
+        }
+        Ok(Box::new(self.router.open(&db)?))
+    }
+}
+
+impl Drop for PgScope {
+    fn drop(&mut self) {
+        let used = std::mem::take(self.used.get_mut().unwrap_or_else(|p| p.into_inner()));
+        off_runtime(|| {
+            for h in &used {
+                let _ = self.router.drop_database(&self.holder(h));
+            }
+        });
+    }
+}
+
+impl Stores {
+    /// The stores of a cloud whose data dir is `data_dir`, on `backend`.
+    pub fn new(backend: Backend, data_dir: &Path) -> Stores {
+        match backend {
+            Backend::Sqlite => Stores {
+                open: SqliteRouter::new(data_dir).opener(),
+                sqlite: Some(data_dir.join("hospitals")),
+                pg: None,
+            },
+            Backend::Postgres => {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                let scope = Arc::new(PgScope {
+                    router: PgRouter::new(pg_admin()),
+                    prefix: format!(
+                        "t{}-{}",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::SeqCst)
+                    ),
+                    used: Mutex::new(BTreeSet::new()),
+                });
+                let s = scope.clone();
+                Stores {
+                    open: Arc::new(move |h: &HospitalId| s.open(h)),
+                    sqlite: None,
+                    pg: Some(scope),
+                }
+            }
+        }
+    }
+
+    /// The stores as the cloud's state opens them.
+    pub fn opener(&self) -> OpenStore {
+        self.open.clone()
+    }
+
+    /// Runs `f` on the store of `h`, off the async runtime.
+    pub fn with<R: Send>(&self, h: &str, f: impl FnOnce(&mut dyn HospitalStore) -> R + Send) -> R {
+        off_runtime(|| f((self.open)(&id(h)).expect("open the store").as_mut()))
+    }
+
+    /// Loses the copy of `h`, as a lost disk or a dropped database would:
+    /// the next open finds an empty store.
+    pub fn lose(&self, h: &str) {
+        if let Some(dir) = &self.sqlite {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(dir.join(format!("{h}.sqlite{suffix}")));
+            }
+        }
+        if let Some(pg) = &self.pg {
+            let db = pg.holder(&id(h));
+            off_runtime(|| pg.router.drop_database(&db)).expect("drop the database");
+        }
+    }
+}
+
 /// A cloud under test: its state, where its data lives, its appliances.
 pub struct Cloud {
     /// The service state.
     pub state: CloudState,
     /// The hospital stores.
-    pub stores: SqliteRouter,
+    pub stores: Stores,
     /// The data dir.
     pub _dir: tempfile::TempDir,
     /// The signer of each enrolled hospital's appliance (`edge-1`).
@@ -56,8 +231,14 @@ pub struct Cloud {
 
 impl Cloud {
     /// A primary cloud of `region` with the hospitals `hospitals` enrolled
-    /// in that region, each with a fresh appliance key (node `edge-1`).
+    /// in that region, each with a fresh appliance key (node `edge-1`),
+    /// its logs in SQLite files.
     pub fn primary(region: &str, hospitals: &[&str]) -> Cloud {
+        Cloud::primary_on(Backend::Sqlite, region, hospitals)
+    }
+
+    /// The same with its logs on `backend` (see [`available`]).
+    pub fn primary_on(backend: Backend, region: &str, hospitals: &[&str]) -> Cloud {
         let dir = tempfile::tempdir().expect("tempdir");
         let (reg, conn) = open_registry(dir.path(), id(region)).expect("registry");
         let mut signers = vec![];
@@ -79,9 +260,9 @@ impl Cloud {
                 Signer::new(&pkcs8, id(h), id("edge-1")).expect("signer"),
             ));
         }
-        let stores = SqliteRouter::new(dir.path());
+        let stores = Stores::new(backend, dir.path());
         Cloud {
-            state: CloudState::new(reg, stores.clone().opener(), conn),
+            state: CloudState::new(reg, stores.opener(), conn),
             stores,
             _dir: dir,
             signers,
@@ -90,9 +271,14 @@ impl Cloud {
 
     /// A replica cloud of `region` accepting the primaries `(region, public
     /// key)` (enrolled as `hms-cloud enroll-primary` does) of the `allowed`
-    /// regions.
-    pub fn replica(region: &str, allowed: &[&str], primaries: &[(&str, Vec<u8>)]) -> Cloud {
-        let mut cloud = Cloud::primary(region, &[]);
+    /// regions, its logs on `backend`.
+    pub fn replica_on(
+        backend: Backend,
+        region: &str,
+        allowed: &[&str],
+        primaries: &[(&str, Vec<u8>)],
+    ) -> Cloud {
+        let mut cloud = Cloud::primary_on(backend, region, &[]);
         let allowed: Vec<hms_domain::RegionId> = allowed.iter().map(|r| id(r)).collect();
         let db = cloud.state.registry_db.clone();
         for (r, k) in primaries {
@@ -119,10 +305,30 @@ impl Cloud {
     /// Every stored event of `h`.
     pub fn events(&self, h: &str) -> Vec<Envelope> {
         self.stores
-            .open(&id(h))
-            .expect("open")
-            .events(1, 1_000_000)
+            .with(h, |s| s.events(1, 1_000_000))
             .expect("events")
+    }
+
+    /// The seq of the last stored event of `h`.
+    pub fn position(&self, h: &str) -> u64 {
+        self.stores.with(h, |s| s.position()).expect("position").seq
+    }
+
+    /// Stores `events` of `h` straight into its store (as an earlier run
+    /// would have), without telling anyone.
+    pub fn seed(&self, h: &str, events: &[Envelope]) {
+        let b = batch(h, events);
+        self.stores
+            .with(h, |s| ingest(s, &b).map(drop))
+            .expect("seed");
+    }
+
+    /// Ingests `events` of `h` as an appliance's batch would be: stored,
+    /// noted for replication, the replicator and the EMPI woken.
+    pub fn ingest(&self, h: &str, events: &[Envelope]) {
+        let body = serde_json::to_vec(&batch(h, events)).expect("json");
+        let region = self.state.registry.region().clone();
+        off_runtime(|| self.state.ingest(&id(h), &region, &body, now())).expect("ingest");
     }
 
     /// A new operator token.
@@ -134,12 +340,16 @@ impl Cloud {
     }
 }
 
-/// A served cloud: its address and how many connections it accepted.
+/// A served cloud: its address, how many connections it accepted, and a
+/// switch that takes it down and up again.
 pub struct Served {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Connections accepted so far (after the TLS handshake for https).
+    /// Connections accepted so far (after the TLS handshake for https),
+    /// including those closed at once while it was down.
     pub accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    up: Arc<AtomicBool>,
 }
 
 impl Served {
@@ -152,6 +362,104 @@ impl Served {
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
+
+    /// Requests that reached the cloud's router so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Takes it down (`false`) or up again (plain HTTP only). While it is
+    /// down it closes every new connection at once, and a kept one fails
+    /// at its next read or write: clients see it as unreachable, and the
+    /// port stays its own.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+/// Accepts for [`serve`]: closes what comes while the switch is down.
+struct Gate {
+    listener: tokio::net::TcpListener,
+    up: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for Gate {
+    type Io = Cut;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Cut, SocketAddr) {
+        loop {
+            let Ok((io, addr)) = self.listener.accept().await else {
+                tokio::task::yield_now().await;
+                continue;
+            };
+            self.accepted.fetch_add(1, Ordering::SeqCst);
+            if self.up.load(Ordering::SeqCst) {
+                return (
+                    Cut {
+                        io,
+                        up: self.up.clone(),
+                    },
+                    addr,
+                );
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A served connection that fails once the switch is down.
+struct Cut {
+    io: tokio::net::TcpStream,
+    up: Arc<AtomicBool>,
+}
+
+impl Cut {
+    fn down(&self) -> Option<std::io::Error> {
+        (!self.up.load(Ordering::SeqCst)).then(|| {
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the test took it down")
+        })
+    }
+}
+
+impl AsyncRead for Cut {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match this.down() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Pin::new(&mut this.io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Cut {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match this.down() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Pin::new(&mut this.io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// Serves `state` on a loopback port, over TLS when `tls` is given.
@@ -161,16 +469,26 @@ pub async fn serve(state: CloudState, tls: Option<tokio_rustls::TlsAcceptor>) ->
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let app = router(state);
+    let up = Arc::new(AtomicBool::new(true));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    let app = router(state).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            next.run(req)
+        },
+    ));
     match tls {
         None => {
-            let l = listener.tap_io(move |_| {
-                count.fetch_add(1, Ordering::SeqCst);
-            });
-            tokio::spawn(async move { axum::serve(l, app).await });
+            let gate = Gate {
+                listener,
+                up: up.clone(),
+                accepted: accepted.clone(),
+            };
+            tokio::spawn(async move { axum::serve(gate, app).await });
         }
         Some(acceptor) => {
+            let count = accepted.clone();
             let l = hms_web::tls::TlsListener::new(listener, acceptor)
                 .expect("tls listener")
                 .tap_io(move |_| {
@@ -179,7 +497,12 @@ pub async fn serve(state: CloudState, tls: Option<tokio_rustls::TlsAcceptor>) ->
             tokio::spawn(async move { axum::serve(l, app).await });
         }
     }
-    Served { addr, accepted }
+    Served {
+        addr,
+        accepted,
+        requests,
+        up,
+    }
 }
 
 /// A self-signed certificate for `localhost`: (cert PEM, key PEM) files in `dir`.

@@ -1,26 +1,73 @@
 //! Cloud sync with real processes on loopback: an appliance (`hms-edge run`)
-//! with its uplink, the regional cloud (`hms-cloud run`, SQLite backend) and
-//! ADT traffic from `hms-load` over MLLP.
+//! with its uplink, the regional cloud (`hms-cloud run`) and ADT traffic
+//! from `hms-load` over MLLP.
 //!
 //! Each case ends by comparing the cloud's copy of the hospital's log with
 //! the appliance's own, event by event: the same seqs 1..=N in order (no gap,
 //! no duplicate), the same hashes, and an intact chain.
+//!
+//! What exercises the cloud's store (ingest through an outage, kills in the
+//! middle of a batch, a restore, a resync, DR replication, the EMPI reading
+//! the logs) runs on both store backends: a case `async fn name(backend)`
+//! becomes the tests `name::sqlite` and `name::postgres`. The PostgreSQL
+//! cloud keeps each hospital in a database named after it, so each site has
+//! a hospital id of its own (tests run side by side) and drops its database
+//! when it ends. HTTPS, the outbox alarm and the two-hospital EMPI case do
+//! not depend on the store backend and run once, on SQLite.
 //!
 //! The binaries are the ones built next to this test (`cargo test
 //! --workspace` builds them all first).
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hms_e2e::client::Conn;
+use support::pg::{self, Pg};
+use support::proxy::{Proxy, Trapped};
 
-const HOSPITAL: &str = "sync-general";
+/// Where the cloud keeps the hospital logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each async case `$case(backend)` as two tests, `$case::sqlite` and
+/// `$case::postgres`.
+macro_rules! on_each_backend {
+    ($($case:ident),+ $(,)?) => { $(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$case(super::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$case(super::Backend::Postgres).await
+            }
+        }
+    )+ };
+}
+
+on_each_backend!(
+    traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal,
+    the_cloud_killed_mid_batch_loses_and_duplicates_nothing,
+    the_appliance_killed_mid_batch_resumes_from_the_clouds_position,
+    a_lost_data_dir_is_restored_from_the_cloud_equal_and_verified,
+    events_reach_the_dr_replica_through_the_regional_cloud,
+    a_cloud_that_lost_its_copy_is_resynced_from_the_start,
+    eids_assigned_in_the_cloud_reach_the_appliances_patient_index,
+);
 
 /// The directory holding the workspace's binaries.
 fn bin_dir() -> PathBuf {
@@ -124,45 +171,91 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How a site is set up.
+struct Options {
+    /// The cloud serves HTTPS with a self-signed certificate (`cloud.crt`)
+    /// and the appliance trusts what `edge-trust.pem` holds (a copy of it).
+    tls: bool,
+    /// The cloud runs the regional EMPI (EIDs come back down and add events
+    /// to the appliance's log after it caught up).
+    empi: bool,
+    /// The appliance reaches the cloud through a [`Proxy`] (see [`Site::proxy`]).
+    proxied: bool,
+    /// The appliance's per-request timeout, seconds.
+    timeout_s: u64,
+    /// More keys of the appliance's `[uplink]` section.
+    uplink: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tls: false,
+            empi: false,
+            proxied: false,
+            timeout_s: 5,
+            uplink: "",
+        }
+    }
+}
+
 /// A site: the cloud's and the appliance's directories and configurations.
 struct Site {
     dir: tempfile::TempDir,
     cloud_port: u16,
+    /// Where the appliance sends its batches: the cloud's port, or a proxy's.
+    uplink_port: u16,
+    backend: Backend,
+    /// The hospital, of this site alone.
+    hospital: String,
 }
 
 impl Site {
-    fn new() -> Site {
-        Site::with(false, "")
+    /// A site on `backend`, or `None` when PostgreSQL cannot be reached
+    /// here (a skip, said so; a failure under `CI=true`).
+    fn on(backend: Backend) -> Option<Site> {
+        Site::with(backend, Options::default())
     }
 
-    /// A site whose cloud runs the regional EMPI (EIDs come back down and
-    /// add events to the appliance's log after it caught up).
-    fn with_empi() -> Site {
-        let site = Site::new();
-        let cfg = site.cloud_config();
-        let text = std::fs::read_to_string(&cfg)
-            .unwrap()
-            .replace("empi = false\n", "");
-        std::fs::write(cfg, text).unwrap();
-        site
-    }
-
-    fn with_tls(tls: bool) -> Site {
-        Site::with(tls, "")
-    }
-
-    /// With `tls`, the cloud serves HTTPS with a self-signed certificate
-    /// (`cloud.crt`) and the appliance trusts what `edge-trust.pem` holds
-    /// (a copy of it).
-    /// `uplink` adds keys to the appliance's `[uplink]` section.
-    fn with(tls: bool, uplink: &str) -> Site {
+    fn with(backend: Backend, o: Options) -> Option<Site> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let hospital = format!(
+            "sync-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        if backend == Backend::Postgres {
+            // A clean start: a database a crashed run of a process with
+            // this id may have left.
+            if let Err(e) = drop_database(&hospital) {
+                let test = std::thread::current().name().unwrap_or("sync").to_owned();
+                hms_e2e::skip::skip(
+                    &test,
+                    &format!(
+                        "PostgreSQL unreachable ({}): {e}; set HMS_TEST_PG or start it",
+                        pg::admin()
+                    ),
+                );
+                return None;
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         let cloud_port = free_port();
+        let uplink_port = if o.proxied { free_port() } else { cloud_port };
         let cloud = dir.path().join("cloud.toml");
         let mut text = format!(
-            "region = \"eu-west\"\nlisten = \"127.0.0.1:{cloud_port}\"\ndata_dir = \"cloud-data\"\nempi = false\n"
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:{cloud_port}\"\ndata_dir = \"cloud-data\"\n"
         );
-        let url = if tls {
+        if !o.empi {
+            text.push_str("empi = false\n");
+        }
+        if backend == Backend::Postgres {
+            text.push_str(&format!(
+                "backend = \"postgres\"\npostgres = \"{}\"\n",
+                pg::admin()
+            ));
+        }
+        let url = if o.tls {
             let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
             std::fs::write(dir.path().join("cloud.crt"), cert.cert.pem()).unwrap();
             std::fs::write(dir.path().join("edge-trust.pem"), cert.cert.pem()).unwrap();
@@ -172,20 +265,37 @@ impl Site {
             )
             .unwrap();
             text.push_str("\n[tls]\ncert = \"cloud.crt\"\nkey = \"cloud.key\"\n");
-            format!("https://localhost:{cloud_port}\"\nca = \"edge-trust.pem")
+            format!("https://localhost:{uplink_port}\"\nca = \"edge-trust.pem")
         } else {
-            format!("http://127.0.0.1:{cloud_port}")
+            format!("http://127.0.0.1:{uplink_port}")
         };
         std::fs::write(&cloud, text).unwrap();
         let edge = dir.path().join("edge.toml");
-        let mut text = firmware_config::example(40, HOSPITAL);
+        let mut text = firmware_config::example(40, &hospital);
         text.push_str(&format!(
-            "\n[uplink]\ncloud = \"{url}\"\npoll_ms = 50\ntimeout_s = 5\nbatch_events = 100\n{uplink}"
+            "\n[uplink]\ncloud = \"{url}\"\npoll_ms = 50\ntimeout_s = {}\nbatch_events = 100\n{}",
+            o.timeout_s, o.uplink
         ));
         std::fs::write(&edge, text).unwrap();
-        let site = Site { dir, cloud_port };
-        enrol(&site.cloud_config(), HOSPITAL, &site.edge_data());
-        site
+        let site = Site {
+            dir,
+            cloud_port,
+            uplink_port,
+            backend,
+            hospital,
+        };
+        enrol(&site.cloud_config(), &site.hospital, &site.edge_data());
+        Some(site)
+    }
+
+    /// The proxy between the appliance and the cloud of a `proxied` site.
+    async fn proxy(&self) -> Proxy {
+        assert_ne!(self.uplink_port, self.cloud_port, "a proxied site");
+        Proxy::start(
+            ([127, 0, 0, 1], self.uplink_port).into(),
+            ([127, 0, 0, 1], self.cloud_port).into(),
+        )
+        .await
     }
 
     fn cloud_config(&self) -> PathBuf {
@@ -202,11 +312,17 @@ impl Site {
         loaded.config.store.data_dir
     }
 
+    /// The cloud's SQLite store of the hospital.
     fn cloud_db(&self) -> PathBuf {
         self.dir
             .path()
             .join("cloud-data/hospitals")
-            .join(format!("{HOSPITAL}.sqlite"))
+            .join(format!("{}.sqlite", self.hospital))
+    }
+
+    /// The cloud's PostgreSQL database of the hospital.
+    fn cloud_database(&self) -> String {
+        format!("hms_{}", self.hospital)
     }
 
     fn start_cloud(&self) -> Proc {
@@ -231,7 +347,64 @@ impl Site {
 
     /// The cloud's copy: (seq, hash, prev_hash) in seq order.
     fn cloud_log(&self) -> Vec<(u64, String, String)> {
-        log_at(&self.cloud_db())
+        let rows = match self.backend {
+            Backend::Sqlite => sqlite_rows(&self.cloud_db()),
+            Backend::Postgres => pg_rows(&self.cloud_database(), "events"),
+        };
+        chain(rows, &self.hospital)
+    }
+
+    /// How many events the cloud stores.
+    fn cloud_count(&self) -> usize {
+        match self.backend {
+            Backend::Sqlite => rusqlite::Connection::open(self.cloud_db())
+                .and_then(|c| {
+                    c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+                })
+                .map_or(0, |n| n as usize),
+            Backend::Postgres => Pg::connect(&pg::admin(), &self.cloud_database())
+                .and_then(|mut c| c.count("SELECT count(*) FROM events"))
+                .map_or(0, |n| n as usize),
+        }
+    }
+
+    /// Loses the cloud's copy of the hospital (restored from an old backup,
+    /// say), the cloud being stopped.
+    fn lose_cloud_copy(&self) {
+        match self.backend {
+            Backend::Sqlite => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = self.cloud_db().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Backend::Postgres => drop_database(&self.hospital).unwrap(),
+        }
+    }
+
+    /// Holds the cloud's store of the hospital so that no batch can be
+    /// committed (a writer's lock: reads go on); returns the lock, released
+    /// when dropped, and the number of events stored.
+    fn lock_cloud_store(&self) -> (StoreLock, usize) {
+        match self.backend {
+            Backend::Sqlite => {
+                let c = rusqlite::Connection::open(self.cloud_db()).unwrap();
+                c.busy_timeout(Duration::from_secs(30)).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                let n: i64 = c
+                    .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                    .unwrap();
+                (StoreLock::Sqlite(c), n as usize)
+            }
+            Backend::Postgres => {
+                let mut c = Pg::connect(&pg::admin(), &self.cloud_database()).unwrap();
+                c.query("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
+                    .unwrap();
+                let n = c.count("SELECT count(*) FROM events").unwrap();
+                (StoreLock::Postgres(c), n as usize)
+            }
+        }
     }
 
     /// The appliance's log: (seq, hash, prev_hash) in seq order.
@@ -269,8 +442,32 @@ impl Site {
     }
 }
 
-/// A cloud store's copy of the hospital's log: (seq, hash, prev_hash) in seq order.
-fn log_at(path: &Path) -> Vec<(u64, String, String)> {
+impl Drop for Site {
+    fn drop(&mut self) {
+        if self.backend == Backend::Postgres {
+            let _ = drop_database(&self.hospital);
+        }
+    }
+}
+
+/// A lock on a cloud's hospital store, released when dropped.
+enum StoreLock {
+    Sqlite(#[allow(dead_code)] rusqlite::Connection),
+    Postgres(#[allow(dead_code)] Pg),
+}
+
+/// Drops the PostgreSQL database of `hospital` (and the sessions in it).
+fn drop_database(hospital: &str) -> Result<(), String> {
+    Pg::connect(&pg::admin(), "postgres")?
+        .query(&format!(
+            "DROP DATABASE IF EXISTS \"hms_{hospital}\" WITH (FORCE)"
+        ))
+        .map(drop)
+}
+
+/// `(seq, envelope)` of every event of a cloud's SQLite store (none when
+/// it does not exist yet).
+fn sqlite_rows(path: &Path) -> Vec<(i64, String)> {
     if !path.exists() {
         return vec![];
     }
@@ -280,11 +477,37 @@ fn log_at(path: &Path) -> Vec<(u64, String, String)> {
         .unwrap();
     stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .unwrap()
-        .map(|r| {
-            let (seq, env) = r.unwrap();
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `(seq, envelope)` of every event of `table` in the PostgreSQL database
+/// `db` (none when the database or the table does not exist yet).
+fn pg_rows(db: &str, table: &str) -> Vec<(i64, String)> {
+    let rows = Pg::connect(&pg::admin(), db)
+        .and_then(|mut c| c.query(&format!("SELECT seq, envelope FROM {table} ORDER BY seq")));
+    match rows {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r[0].as_deref().unwrap().parse().unwrap(),
+                    r[1].clone().unwrap(),
+                )
+            })
+            .collect(),
+        Err(e) if e.contains("does not exist") => vec![],
+        Err(e) => panic!("reading {db}: {e}"),
+    }
+}
+
+/// A cloud store's copy of `hospital`'s log: (seq, hash, prev_hash) in seq order.
+fn chain(rows: Vec<(i64, String)>, hospital: &str) -> Vec<(u64, String, String)> {
+    rows.into_iter()
+        .map(|(seq, env)| {
             let v: serde_json::Value = serde_json::from_str(&env).unwrap();
             assert_eq!(v["seq"].as_i64(), Some(seq), "stored under its own seq");
-            assert_eq!(v["hospital"].as_str(), Some(HOSPITAL));
+            assert_eq!(v["hospital"].as_str(), Some(hospital));
             (
                 seq as u64,
                 v["hash"].as_str().unwrap().to_owned(),
@@ -342,29 +565,27 @@ async fn caught_up(http: SocketAddr) -> serde_json::Value {
     }
 }
 
-/// Waits until the cloud's database holds at least `n` events.
-fn cloud_has_at_least(site: &Site, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let count = || -> usize {
-        rusqlite::Connection::open(site.cloud_db())
-            .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)))
-            .map_or(0, |n| n as usize)
-    };
-    while !site.cloud_db().exists() || count() < n {
-        assert!(Instant::now() < deadline, "the cloud never got {n} events");
-        std::thread::sleep(Duration::from_millis(5));
+/// Waits until `what` holds, checking every 50 ms for at most a minute.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: never");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal() {
-    let site = Site::new();
+async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal(backend: Backend) {
+    let Some(site) = Site::on(backend) else {
+        return;
+    };
     let cloud = site.start_cloud();
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 300);
     let s = caught_up(http).await;
     assert_eq!(s["health"], "ok", "{s}");
     cloud.stop();
+    let acked = site.cloud_count();
+    assert_eq!(s["acked_seq"], acked, "{s}");
 
     // WAN loss: the feed goes on, every message is acknowledged locally.
     adt(mllp, 300, 700);
@@ -381,7 +602,11 @@ async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal() {
         offline["health"], "degraded",
         "offline degrades, never fails"
     );
-    assert!(offline["lag_events"].as_u64().unwrap() >= 700, "{offline}");
+    // The lag is what the appliance holds beyond what the cloud stored.
+    let local = offline["local_seq"].as_u64().unwrap();
+    assert!(local >= acked as u64 + 700, "{offline}");
+    assert_eq!(offline["acked_seq"], acked, "{offline}");
+    assert_eq!(offline["lag_events"], local - acked as u64, "{offline}");
     assert!(offline["last_error"].is_string(), "{offline}");
 
     let _cloud = site.start_cloud();
@@ -391,47 +616,141 @@ async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal() {
     edge.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cloud_killed_mid_batch_loses_and_duplicates_nothing() {
-    let site = Site::new();
+/// The cloud dies with a batch in flight: the relay in front of it holds
+/// the third batch of a backlog until the cloud's store is locked (the
+/// cloud can take the batch in but commit nothing), lets it go whole, and
+/// the cloud is killed before it could answer. Restarted, it ends with
+/// exactly the appliance's log.
+async fn the_cloud_killed_mid_batch_loses_and_duplicates_nothing(backend: Backend) {
+    let Some(site) = Site::with(
+        backend,
+        Options {
+            proxied: true,
+            // Longer than the trapped batch is held.
+            timeout_s: 30,
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let proxy = site.proxy().await;
     let (edge, http, mllp) = site.start_edge();
     // A backlog queued while the cloud is away.
     adt(mllp, 0, 3_000);
-    let cloud = site.start_cloud();
-    cloud_has_at_least(&site, 1);
-    cloud.kill9();
-    let partial = site.cloud_log().len();
     let local = site.edge_log().len();
-    assert!(
-        partial < local,
-        "killed before the backlog drained ({partial}/{local})"
-    );
+    let mut trap = proxy.trap_batch(2);
+    let cloud = site.start_cloud();
+    assert_eq!(trap.next().await, Trapped::Held);
+    // Two batches stored, the third held at the relay: lock the store, then
+    // let the third go.
+    let (lock, before) = site.lock_cloud_store();
+    assert!(0 < before && before < local, "{before} of {local} stored");
+    trap.forward();
+    assert_eq!(trap.next().await, Trapped::Forwarded);
+    if backend == Backend::Postgres {
+        // The cloud is inside its ingest: its INSERT waits for the lock.
+        let db = site.cloud_database();
+        eventually("the cloud's INSERT waits for the lock", || {
+            Pg::connect(&pg::admin(), "postgres")
+                .and_then(|mut c| {
+                    c.count(&format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+                         AND wait_event_type = 'Lock' AND query LIKE 'INSERT%'"
+                    ))
+                })
+                .unwrap()
+                > 0
+        })
+        .await;
+    }
+    cloud.kill9();
+    // The cloud died without answering, and nothing of that batch was stored.
+    assert_eq!(trap.next().await, Trapped::HungUp);
+    assert_eq!(site.cloud_count(), before);
+    let s = sync_state(http).await;
+    assert!(s["acked_seq"].as_u64().unwrap() <= before as u64, "{s}");
+    drop(lock);
+
     let _cloud = site.start_cloud();
     caught_up(http).await;
     site.assert_cloud_equals_edge();
     edge.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_appliance_killed_mid_batch_resumes_from_the_clouds_position() {
-    let site = Site::new();
+/// The appliance dies with a batch in flight: the relay withholds the
+/// cloud's answer to the third batch of a backlog, so the cloud has stored
+/// it and the appliance has not seen it acknowledged (its own figures say
+/// so) when it is killed. Restarted, it asks the cloud where it stands and
+/// sends only what follows: no duplicate reaches the cloud.
+async fn the_appliance_killed_mid_batch_resumes_from_the_clouds_position(backend: Backend) {
+    let Some(site) = Site::with(
+        backend,
+        Options {
+            proxied: true,
+            timeout_s: 30,
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    // A backlog queued while nothing answers at the cloud's address (the
+    // relay is not there yet: the appliance stops at once).
     let (edge, _, mllp) = site.start_edge();
     adt(mllp, 0, 3_000);
     edge.stop();
+    let local = site.edge_log().len();
+    let proxy = site.proxy().await;
     let _cloud = site.start_cloud();
-    let (edge, _, _) = site.start_edge();
-    cloud_has_at_least(&site, 1);
+    let mut trap = proxy.trap_batch(2);
+    let (edge, http, _) = site.start_edge();
+    assert_eq!(trap.next().await, Trapped::Held);
+    trap.forward();
+    assert_eq!(trap.next().await, Trapped::Forwarded);
+    let Trapped::Answered { status, body } = trap.next().await else {
+        panic!("the cloud did not answer the batch");
+    };
+    assert_eq!(status, 200, "{body}");
+    let stored = serde_json::from_str::<serde_json::Value>(&body).unwrap()["acked_seq"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(site.cloud_count() as u64, stored);
+    assert!(stored < local as u64, "{stored} of {local}: mid-backlog");
+    // Sent and stored, not acknowledged to the appliance.
+    let s = sync_state(http).await;
+    let acked = s["acked_seq"].as_u64().unwrap();
+    assert!(acked < stored, "the appliance saw the answer: {s}");
     edge.kill9();
-    let partial = site.cloud_log().len();
-    assert!(
-        partial < site.edge_log().len(),
-        "killed before the backlog drained"
-    );
+
+    let before_restart = proxy.exchanges().len();
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 3_000, 100);
     caught_up(http).await;
     site.assert_cloud_equals_edge();
     edge.stop();
+    let after: Vec<_> = proxy.exchanges().split_off(before_restart);
+    let first = after
+        .first()
+        .expect("the restarted appliance talked to the cloud");
+    assert_eq!(
+        (first.method.as_str(), first.path.as_str(), first.status),
+        ("GET", "/sync/v1/position", 200),
+        "{first:?}"
+    );
+    let pos: serde_json::Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(pos["acked_seq"], stored, "{first:?}");
+    let batches: Vec<_> = after
+        .iter()
+        .filter(|x| x.path == "/sync/v1/batches")
+        .collect();
+    assert!(!batches.is_empty());
+    for b in batches {
+        let v: serde_json::Value = serde_json::from_str(&b.body).unwrap();
+        assert_eq!(
+            (b.status, &v["duplicates"]),
+            (200, &serde_json::json!(0)),
+            "{b:?}"
+        );
+    }
 }
 
 /// Every row of the projections, in key order, as text.
@@ -462,9 +781,10 @@ fn projections(data: &Path) -> Vec<String> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_data_dir_is_restored_from_the_cloud_equal_and_verified() {
-    let site = Site::new();
+async fn a_lost_data_dir_is_restored_from_the_cloud_equal_and_verified(backend: Backend) {
+    let Some(site) = Site::on(backend) else {
+        return;
+    };
     let _cloud = site.start_cloud();
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 500);
@@ -518,7 +838,14 @@ async fn a_lost_data_dir_is_restored_from_the_cloud_equal_and_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_uplink_ships_over_https_and_an_untrusted_cloud_gets_nothing() {
-    let site = Site::with_tls(true);
+    let site = Site::with(
+        Backend::Sqlite,
+        Options {
+            tls: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let _cloud = site.start_cloud();
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 200);
@@ -554,17 +881,33 @@ async fn the_uplink_ships_over_https_and_an_untrusted_cloud_gets_nothing() {
     edge.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_reach_the_dr_replica_through_the_regional_cloud() {
-    let site = Site::new();
+async fn events_reach_the_dr_replica_through_the_regional_cloud(backend: Backend) {
+    let Some(site) = Site::on(backend) else {
+        return;
+    };
     let dir = site.dir.path();
-    // The replica, in another region that may hold eu-west's data.
-    std::fs::write(
-        dir.join("replica.toml"),
-        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica-data\"\n\
-         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n",
-    )
-    .unwrap();
+    // The replica, in another region that may hold eu-west's data. On
+    // PostgreSQL it shares the server with the primary, and a hospital's
+    // database is named after the hospital: the replica keeps its tables in
+    // a schema of their own in that database.
+    let mut replica_config = "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\n\
+         data_dir = \"replica-data\"\nmode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n"
+        .to_owned();
+    if backend == Backend::Postgres {
+        Pg::connect(&pg::admin(), "postgres")
+            .unwrap()
+            .query(&format!("CREATE DATABASE \"{}\"", site.cloud_database()))
+            .unwrap();
+        Pg::connect(&pg::admin(), &site.cloud_database())
+            .unwrap()
+            .query("CREATE SCHEMA dr")
+            .unwrap();
+        replica_config.push_str(&format!(
+            "backend = \"postgres\"\npostgres = \"{} options=-csearch_path=dr\"\n",
+            pg::admin()
+        ));
+    }
+    std::fs::write(dir.join("replica.toml"), replica_config).unwrap();
     run(Command::new(bin("hms-cloud"))
         .args(["keygen", "--out"])
         .arg(dir.join("primary.pk8")));
@@ -593,27 +936,34 @@ async fn events_reach_the_dr_replica_through_the_regional_cloud() {
     caught_up(http).await;
     site.assert_cloud_equals_edge();
 
-    let replica_db = dir
-        .join("replica-data/hospitals")
-        .join(format!("{HOSPITAL}.sqlite"));
+    let replica_log = || {
+        let rows = match backend {
+            Backend::Sqlite => sqlite_rows(
+                &dir.join("replica-data/hospitals")
+                    .join(format!("{}.sqlite", site.hospital)),
+            ),
+            Backend::Postgres => pg_rows(&site.cloud_database(), "dr.events"),
+        };
+        chain(rows, &site.hospital)
+    };
     let want = site.edge_log();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while log_at(&replica_db).len() < want.len() {
+    while replica_log().len() < want.len() {
         assert!(Instant::now() < deadline, "replication did not complete");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        log_at(&replica_db),
-        want,
-        "the replica holds exactly the log"
-    );
+    assert_eq!(replica_log(), want, "the replica holds exactly the log");
+    if backend == Backend::Postgres {
+        assert_eq!(site.cloud_log(), want, "the primary's tables are its own");
+    }
     edge.stop();
     replica.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cloud_that_lost_its_copy_is_resynced_from_the_start() {
-    let site = Site::new();
+async fn a_cloud_that_lost_its_copy_is_resynced_from_the_start(backend: Backend) {
+    let Some(site) = Site::on(backend) else {
+        return;
+    };
     let cloud = site.start_cloud();
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 200);
@@ -621,7 +971,8 @@ async fn a_cloud_that_lost_its_copy_is_resynced_from_the_start() {
     cloud.stop();
     // The cloud's copy is lost (restored from an old backup, say): it now
     // expects seq 1 while the appliance's cursor is far ahead.
-    std::fs::remove_file(site.cloud_db()).unwrap();
+    site.lose_cloud_copy();
+    assert_eq!(site.cloud_count(), 0);
     adt(mllp, 200, 100);
     let _cloud = site.start_cloud();
     caught_up(http).await;
@@ -641,9 +992,37 @@ async fn a_cloud_that_lost_its_copy_is_resynced_from_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_alarm_fires_past_its_share_of_the_budget_and_clears() {
-    // 1 % of 1 MiB: a few hundred queued events pass it.
-    let site = Site::with(false, "outbox_budget_mb = 1\noutbox_alarm_percent = 1\n");
+    // 5 % of 1 MiB (52,428 bytes): the commissioned beds' events stay below
+    // it, a few hundred queued ADT events pass it.
+    const SHARE: u64 = 52_428;
+    let site = Site::with(
+        Backend::Sqlite,
+        Options {
+            uplink: "outbox_budget_mb = 1\noutbox_alarm_percent = 5\n",
+            // The uplink's requests wait at the relay for the cloud, rather
+            // than failing until its breaker opens.
+            proxied: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let _proxy = site.proxy().await;
     let (edge, http, mllp) = site.start_edge();
+    // Measured below its share: no alarm.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = sync_state(http).await;
+        if s["outbox_bytes"].as_u64().unwrap() > 0 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox was never measured: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(s["outbox_bytes"].as_u64().unwrap() < SHARE, "{s}");
+    assert_eq!(s["outbox_alarm"], false, "{s}");
     adt(mllp, 0, 300);
     let deadline = Instant::now() + Duration::from_secs(30);
     let s = loop {
@@ -654,7 +1033,7 @@ async fn the_outbox_alarm_fires_past_its_share_of_the_budget_and_clears() {
         assert!(Instant::now() < deadline, "no alarm: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(s["outbox_bytes"].as_u64().unwrap() >= 10_485, "{s}");
+    assert!(s["outbox_bytes"].as_u64().unwrap() >= SHARE, "{s}");
     assert_eq!(s["health"], "degraded");
     // Nothing was dropped: once the cloud is there, everything arrives and the alarm clears.
     let _cloud = site.start_cloud();
@@ -672,70 +1051,81 @@ async fn the_outbox_alarm_fires_past_its_share_of_the_budget_and_clears() {
     edge.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eids_assigned_in_the_cloud_reach_the_appliances_patient_index() {
-    let site = Site::with_empi();
+async fn eids_assigned_in_the_cloud_reach_the_appliances_patient_index(backend: Backend) {
+    let Some(site) = Site::with(
+        backend,
+        Options {
+            empi: true,
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
     let _cloud = site.start_cloud();
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 3);
     caught_up(http).await;
     let nurse = nurse_token(&site.edge_data());
     // The regional EMPI matches the synced records and sends their EIDs down.
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut eids = vec![];
     for mrn in ["LM0", "LM1", "LM2"] {
-        loop {
-            let e = eid_at(http, &nurse, mrn).await;
-            if e != "pending" {
-                assert!(e.starts_with('E'), "{e}");
-                eids.push(e);
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no EID reached the appliance for {mrn}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eids.push(eid_arrives(http, &nurse, mrn).await);
     }
     assert_eq!(eids.len(), 3);
-    let cloud_side = rusqlite::Connection::open(site.dir.path().join("cloud-data/downlink.sqlite"))
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM eid_assignments WHERE hospital = ?1",
-            [HOSPITAL],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap();
-    // Recorded in the appliance's own log (and so shipped back and kept by restores).
-    let events = rusqlite::Connection::open(site.edge_data().join("edge.sqlite"))
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM events WHERE kind = 'empi.eid_assigned'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap();
-    assert_eq!(events, cloud_side, "each assignment recorded once");
+    let assigned = |site: &Site| -> (i64, i64) {
+        let cloud_side =
+            rusqlite::Connection::open(site.dir.path().join("cloud-data/downlink.sqlite"))
+                .unwrap()
+                .query_row(
+                    "SELECT count(*) FROM eid_assignments WHERE hospital = ?1",
+                    [&site.hospital],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap();
+        // Recorded in the appliance's own log (and so shipped back and kept by restores).
+        let edge_side = rusqlite::Connection::open(site.edge_data().join("edge.sqlite"))
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM events WHERE kind = 'empi.eid_assigned'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
+        (cloud_side, edge_side)
+    };
+    let (cloud_side, edge_side) = assigned(&site);
+    assert_eq!(cloud_side, 3);
+    assert_eq!(edge_side, cloud_side, "each assignment recorded once");
     edge.stop();
-    // After a restart nothing is fetched twice: the position is in the store.
-    let (edge, http, _) = site.start_edge();
-    caught_up(http).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let events = rusqlite::Connection::open(site.edge_data().join("edge.sqlite"))
-        .unwrap()
-        .query_row(
-            "SELECT count(*) FROM events WHERE kind = 'empi.eid_assigned'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap();
-    assert_eq!(events, cloud_side);
+    // After a restart nothing is fetched twice: the position is in the
+    // store. A new patient's EID arriving shows the downlink was read since
+    // (in order, after the three it already had).
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 3, 1);
+    eid_arrives(http, &nurse, "LM3").await;
+    assert_eq!(assigned(&site), (4, 4), "each assignment recorded once");
     let out = run(Command::new(bin("hms-edge"))
         .args(["verify", "--data-dir"])
         .arg(site.edge_data()));
     assert!(out.contains("verify: ok"), "{out}");
     edge.stop();
+}
+
+/// Waits until the appliance knows the EID of `mrn`; returns it.
+async fn eid_arrives(http: SocketAddr, token: &str, mrn: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = eid_at(http, token, mrn).await;
+        if e != "pending" {
+            assert!(e.starts_with('E'), "{mrn}: {e}");
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no EID reached the appliance for {mrn}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A second hospital's appliance beside the site's, enrolled in the same cloud.
@@ -839,7 +1229,14 @@ async fn eid_at(http: SocketAddr, token: &str, mrn: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_person_at_two_hospitals_gets_one_eid_from_the_regional_empi() {
-    let site = Site::with_empi();
+    let site = Site::with(
+        Backend::Sqlite,
+        Options {
+            empi: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let second = second_appliance(&site, "sync-second");
     let _cloud = site.start_cloud();
     let (a, http_a, mllp_a) = site.start_edge();
@@ -915,7 +1312,7 @@ async fn the_same_person_at_two_hospitals_gets_one_eid_from_the_regional_empi() 
             "/api/v1/empi/decisions",
             &serde_json::json!({
                 "action": "unlink",
-                "a": { "source": HOSPITAL, "local_id": "A-100" },
+                "a": { "source": site.hospital, "local_id": "A-100" },
                 "b": { "source": "sync-second", "local_id": "B-777" },
             }),
         )
@@ -946,8 +1343,18 @@ async fn the_same_person_at_two_hospitals_gets_one_eid_from_the_regional_empi() 
          EVN|A28|20261127111600\n\
          PID|1||B-777^^^TB^MR||Nightingal^Florence||19800512|F|||1 High St^^Leeds^^LS1 4AB^GB||+44 113 496 0001\n",
     );
-    caught_up(http_b).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The EMPI reads each hospital's log in order: once a patient admitted
+    // after that update has an EID, the update was matched.
+    send_hl7(
+        dir,
+        mllp_b,
+        "d.hl7",
+        "MSH|^~\\&|PAS|TB|HMS|EDGE|20261127111700||ADT^A28^ADT_A05|EB4|P|2.5.1\n\
+         EVN|A28|20261127111700\n\
+         PID|1||B-779^^^TB^MR||Fry^Elizabeth||19720314|F|||2 Mill Lane^^Norwich^^NR1 1AA^GB\n",
+    );
+    let later = eid_arrives(http_b, &tb, "B-779").await;
+    assert_ne!(later, eb2);
     let r = ops
         .get("/api/v1/empi/records/sync-second/B-777")
         .await

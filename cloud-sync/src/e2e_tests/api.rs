@@ -4,7 +4,14 @@
 use hms_e2e::client::Conn;
 
 use crate::analytics::tests::{CENSUS, ward_log};
-use crate::testkit::{Cloud, T, batch, now, serve};
+use crate::testkit::{Backend, Cloud, T, available, batch, now, serve};
+
+on_each_backend!(
+    #[tokio::test]
+    hospitals_census_and_adt_volumes_from_the_stored_log,
+    unknown_hospitals_and_units_are_404_and_bad_queries_400,
+    operators_enrol_appliances_over_the_api_with_residency,
+);
 
 #[tokio::test]
 async fn the_operator_api_needs_a_valid_token() {
@@ -29,9 +36,11 @@ async fn the_operator_api_needs_a_valid_token() {
     assert_eq!(c.get("/api/v1/hospitals").await.expect("get").status, 200);
 }
 
-#[tokio::test]
-async fn hospitals_census_and_adt_volumes_from_the_stored_log() {
-    let cloud = Cloud::primary("eu-west", &["h1", "h2"]);
+async fn hospitals_census_and_adt_volumes_from_the_stored_log(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let cloud = Cloud::primary_on(backend, "eu-west", &["h1", "h2"]);
     let at = serve(cloud.state.clone(), None).await;
     let log = ward_log();
     let ep = at.http();
@@ -143,9 +152,11 @@ async fn hospitals_census_and_adt_volumes_from_the_stored_log() {
     );
 }
 
-#[tokio::test]
-async fn unknown_hospitals_and_units_are_404_and_bad_queries_400() {
-    let cloud = Cloud::primary("eu-west", &["h1"]);
+async fn unknown_hospitals_and_units_are_404_and_bad_queries_400(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let cloud = Cloud::primary_on(backend, "eu-west", &["h1"]);
     let at = serve(cloud.state.clone(), None).await;
     cloud_sync_client::push(
         &at.http(),
@@ -224,10 +235,12 @@ async fn unknown_hospitals_and_units_are_404_and_bad_queries_400() {
     }
 }
 
-#[tokio::test]
-async fn operators_enrol_appliances_over_the_api_with_residency() {
+async fn operators_enrol_appliances_over_the_api_with_residency(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
     use base64::Engine;
-    let cloud = Cloud::primary("eu-west", &["h1"]);
+    let cloud = Cloud::primary_on(backend, "eu-west", &["h1"]);
     let at = serve(cloud.state.clone(), None).await;
     let (pkcs8, public) = cloud_sync_client::generate_key().expect("key");
     let b64 = base64::engine::general_purpose::STANDARD.encode(&public);

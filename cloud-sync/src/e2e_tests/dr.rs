@@ -1,26 +1,42 @@
-//! DR replication between two in-process clouds (SQLite backends).
+//! DR replication between two in-process clouds, on each store backend:
+//! a replica ending with exactly the primary's events, lag reported, the
+//! replica's refusals, and the replicator's per-hospital shippers through
+//! an outage (breaker included), a gap answer and a refusal, under paused
+//! time.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloud_sync_client::push::PushError;
+use cloud_sync_client::resilience::BreakerState;
+use cloud_sync_client::shipper::Phase;
 use cloud_sync_client::{Client, Endpoint, Signer, fetch, generate_key, push};
 use hms_domain::HospitalId;
 use hms_e2e::client::Conn;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::dr::{HospitalLag, ReplicationStatus, Replicator};
-use crate::store::{HospitalStore, conformance, ingest};
-use crate::testkit::{Cloud, T, batch, id, now, serve};
+use crate::store::conformance;
+use crate::testkit::{Backend, Cloud, Served, T, available, batch, id, now, serve};
 
-/// Guard against a hang; replication normally takes milliseconds.
+/// Guard against a hang; replication normally takes milliseconds. Under
+/// paused time it is time on the paused clock (longer than the breaker's
+/// 30 s pause).
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn as_primary(pkcs8: &[u8], hospital: &str, region: &str) -> Signer {
     Signer::new(pkcs8, id(hospital), id(&format!("dr:{region}"))).expect("signer")
 }
 
-fn start(primary: &Cloud, peer: Endpoint, key: Vec<u8>, status: Arc<ReplicationStatus>) {
-    let r = Replicator::new(
+fn replicator(
+    primary: &Cloud,
+    peer: Endpoint,
+    key: Vec<u8>,
+    status: Arc<ReplicationStatus>,
+) -> Replicator {
+    Replicator::new(
         Client::new(peer),
         key,
         primary.state.registry.clone(),
@@ -28,14 +44,63 @@ fn start(primary: &Cloud, peer: Endpoint, key: Vec<u8>, status: Arc<ReplicationS
         status,
         primary.state.ingested.clone(),
     )
-    .expect("replicator");
-    tokio::spawn(r.run(tokio_util::sync::CancellationToken::new()));
+    .expect("replicator")
+}
+
+fn start(primary: &Cloud, peer: Endpoint, key: Vec<u8>, status: Arc<ReplicationStatus>) {
+    let r = replicator(primary, peer, key, status);
+    tokio::spawn(r.run(CancellationToken::new()));
+}
+
+/// A primary of eu-west on `backend` with `hospitals` enrolled, noting its
+/// ingests for replication to `peer` (of eu-central).
+fn primary_to(
+    backend: Backend,
+    hospitals: &[&str],
+    peer: &Served,
+) -> (Cloud, Arc<ReplicationStatus>) {
+    let status = Arc::new(ReplicationStatus::new(peer.http().url(), id("eu-central")));
+    let mut primary = Cloud::primary_on(backend, "eu-west", hospitals);
+    primary.state = primary.state.clone().with_replication(status.clone());
+    (primary, status)
+}
+
+/// A replica of eu-central on `backend` accepting eu-west's primary, served;
+/// with the primary's key.
+async fn replica_of_eu_west(backend: Backend) -> (Cloud, Served, Vec<u8>) {
+    let (key, public) = generate_key().expect("key");
+    let replica = Cloud::replica_on(backend, "eu-central", &["eu-west"], &[("eu-west", public)]);
+    let served = serve(replica.state.clone(), None).await;
+    (replica, served, key)
+}
+
+/// Drives `hospital` with [`Replicator::replicate`], which must return
+/// within a second of paused time: it makes a few requests at most, then
+/// waits. (A replicator that never waited would not let paused time move
+/// and would hang instead, until the runner's time limit.)
+async fn drive(r: &mut Replicator, hospital: &HospitalId) -> Result<u64, String> {
+    tokio::time::timeout(Duration::from_secs(1), r.replicate(hospital))
+        .await
+        .expect("replicate returned")
+}
+
+/// Under paused time the runtime moves the clock on to the next timer
+/// whenever it has nothing to run, also while a request is on the loopback,
+/// which would fire a client's timeout before the answer is read. A timer
+/// every millisecond keeps each move to 1 ms: waits of seconds pass in a
+/// moment of real time, in order, and the network keeps up.
+fn tick() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
 }
 
 async fn until(
     status: &ReplicationStatus,
     what: &str,
-    pred: impl Fn(&std::collections::BTreeMap<HospitalId, HospitalLag>) -> bool,
+    pred: impl Fn(&BTreeMap<HospitalId, HospitalLag>) -> bool,
 ) {
     if tokio::time::timeout(PATIENCE, status.wait_until(pred))
         .await
@@ -45,31 +110,36 @@ async fn until(
     }
 }
 
-fn replicated(
-    h: &str,
-    seq: u64,
-) -> impl Fn(&std::collections::BTreeMap<HospitalId, HospitalLag>) -> bool {
+fn replicated(h: &str, seq: u64) -> impl Fn(&BTreeMap<HospitalId, HospitalLag>) -> bool {
     let h: HospitalId = id(h);
     move |m| m.get(&h).is_some_and(|s| s.replica_seq == Some(seq))
 }
 
-#[tokio::test]
-async fn a_replica_ends_with_exactly_the_primarys_events() {
-    let (primary_key, primary_pub) = generate_key().expect("key");
-    let replica = Cloud::replica("eu-central", &["eu-west"], &[("eu-west", primary_pub)]);
-    let replica_at = serve(replica.state.clone(), None).await;
-    let status = Arc::new(ReplicationStatus::new(
-        replica_at.http().url(),
-        id("eu-central"),
-    ));
-    let mut primary = Cloud::primary("eu-west", &["h1", "h2", "h3"]);
-    primary.state = primary.state.clone().with_replication(status.clone());
+on_each_backend!(
+    #[tokio::test]
+    a_replica_ends_with_exactly_the_primarys_events,
+    replication_to_an_unreachable_peer_is_reported_as_lag,
+    a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appliances,
+);
+
+on_each_backend!(
+    #[tokio::test(start_paused = true)]
+    the_status_follows_each_hospitals_shipper_through_an_outage,
+    a_replica_that_lost_its_copy_is_sent_it_again_through_a_gap_answer,
+    a_refused_hospital_does_not_hold_up_the_others,
+);
+
+async fn a_replica_ends_with_exactly_the_primarys_events(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let (replica, replica_at, primary_key) = replica_of_eu_west(backend).await;
+    let (primary, status) = primary_to(backend, &["h1", "h2", "h3"], &replica_at);
     let primary_at = serve(primary.state.clone(), None).await;
     let ep = primary_at.http();
     let (h1_log, h2_log) = (conformance::log("h1", 45), conformance::log("h2", 1_500));
     // The replica already holds h1's first 10 events (an earlier run).
-    let mut pre = replica.stores.open(&id("h1")).expect("open");
-    ingest(&mut pre, &batch("h1", &h1_log[..10])).expect("seed");
+    replica.seed("h1", &h1_log[..10]);
     // The appliances ship before replication starts (h3 ships nothing).
     push(
         &ep,
@@ -158,14 +228,16 @@ async fn a_replica_ends_with_exactly_the_primarys_events() {
     assert_eq!(h["mode"], "replica");
 }
 
-#[tokio::test]
-async fn replication_to_an_unreachable_peer_is_reported_as_lag() {
+async fn replication_to_an_unreachable_peer_is_reported_as_lag(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
     let (primary_key, _) = generate_key().expect("key");
     let status = Arc::new(ReplicationStatus::new(
         "http://127.0.0.1:9".into(),
         id("eu-central"),
     ));
-    let mut primary = Cloud::primary("eu-west", &["h1"]);
+    let mut primary = Cloud::primary_on(backend, "eu-west", &["h1"]);
     primary.state = primary.state.clone().with_replication(status.clone());
     let primary_at = serve(primary.state.clone(), None).await;
     let log = conformance::log("h1", 5);
@@ -195,11 +267,16 @@ async fn replication_to_an_unreachable_peer_is_reported_as_lag() {
     assert_eq!(h["replication"]["max_lag_events"], 5);
 }
 
-#[tokio::test]
-async fn a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appliances() {
+async fn a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appliances(
+    backend: Backend,
+) {
+    if !available(backend) {
+        return;
+    }
     let (west, west_pub) = generate_key().expect("key");
     let (north, north_pub) = generate_key().expect("key");
-    let replica = Cloud::replica(
+    let replica = Cloud::replica_on(
+        backend,
         "eu-central",
         &["eu-west", "eu-north"],
         &[("eu-west", west_pub), ("eu-north", north_pub)],
@@ -274,10 +351,9 @@ async fn a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appli
     // Nothing of the refused requests was stored.
     assert_eq!(replica.events("h1"), log[..3]);
     assert!(replica.events("h9").is_empty());
-    let mut s = replica.stores.open(&id("h1")).expect("open");
-    assert_eq!(s.position().expect("position").seq, 3);
+    assert_eq!(replica.position("h1"), 3);
     // And a primary accepts no replication at all.
-    let primary = Cloud::primary("eu-west", &["h1"]);
+    let primary = Cloud::primary_on(backend, "eu-west", &["h1"]);
     let pat = serve(primary.state.clone(), None).await;
     let (status, _) = refused(
         push(
@@ -291,4 +367,241 @@ async fn a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appli
     );
     assert_eq!(status, 403);
     assert!(primary.events("h1").is_empty());
+}
+
+/// Each hospital's status follows its own shipper: a replica that goes away
+/// leaves the hospital with events to send failing (its last known position
+/// kept, the lag growing) while a caught-up one stays as it was; the
+/// failures open that hospital's breaker, and while it is open nothing is
+/// sent even when an ingest wakes the replicator; once the replica is back
+/// the probe after the breaker's pause catches up. Cancelled while backing
+/// off, the replicator stops at once.
+async fn the_status_follows_each_hospitals_shipper_through_an_outage(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let _tick = tick();
+    let (replica, served, key) = replica_of_eu_west(backend).await;
+    let (primary, status) = primary_to(backend, &["h1", "h2"], &served);
+    let (h1_log, h2_log) = (conformance::log("h1", 50), conformance::log("h2", 10));
+    let (h1, h2): (HospitalId, HospitalId) = (id("h1"), id("h2"));
+    primary.ingest("h1", &h1_log[..20]);
+    primary.ingest("h2", &h2_log);
+    let stop = CancellationToken::new();
+    let task =
+        tokio::spawn(replicator(&primary, served.http(), key, status.clone()).run(stop.clone()));
+    until(&status, "first catch-up", |m| {
+        replicated("h1", 20)(m) && replicated("h2", 10)(m)
+    })
+    .await;
+    for (h, lag) in status.snapshot() {
+        assert_eq!(
+            (lag.phase, lag.last_error.as_deref(), lag.lag_events),
+            (Some(Phase::Online), None, 0),
+            "{h}"
+        );
+        assert_eq!(lag.breaker, Some(BreakerState::Closed), "{h}");
+    }
+
+    // The replica goes away; h1 has more to send, h2 nothing.
+    served.set_up(false);
+    primary.ingest("h1", &h1_log[20..30]);
+    until(&status, "h1 failing", |m| m[&h1].last_error.is_some()).await;
+    let lag = status.snapshot();
+    assert_eq!(lag[&h1].phase, Some(Phase::Offline));
+    assert_eq!(
+        lag[&h1].replica_seq,
+        Some(20),
+        "the last known position is kept"
+    );
+    assert_eq!((lag[&h1].primary_seq, lag[&h1].lag_events), (30, 10));
+    assert_eq!(
+        (
+            lag[&h2].phase,
+            lag[&h2].last_error.as_deref(),
+            lag[&h2].lag_events
+        ),
+        (Some(Phase::Online), None, 0),
+        "a hospital with nothing to send is not failing"
+    );
+
+    // The failures open h1's breaker. While it is open nothing is sent,
+    // even when a new ingest wakes the replicator.
+    until(&status, "h1's breaker open", |m| {
+        matches!(m[&h1].breaker, Some(BreakerState::Open { .. }))
+    })
+    .await;
+    let Some(BreakerState::Open { until: probe_at }) = status.snapshot()[&h1].breaker else {
+        panic!("the breaker closed again on its own");
+    };
+    let tried = served.connections();
+    primary.ingest("h1", &h1_log[30..40]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        served.connections(),
+        tried,
+        "a connection was attempted while the breaker was open"
+    );
+    tokio::time::sleep_until(probe_at - Duration::from_millis(5)).await;
+    assert_eq!(
+        served.connections(),
+        tried,
+        "a connection was attempted while the breaker was open"
+    );
+    let lag = status.snapshot();
+    assert_eq!((lag[&h1].primary_seq, lag[&h1].lag_events), (40, 20));
+    assert_eq!(lag[&h1].replica_seq, Some(20));
+
+    // Back: the probe after the pause goes through and h1 catches up.
+    served.set_up(true);
+    until(&status, "h1 caught up again", replicated("h1", 40)).await;
+    assert!(
+        Instant::now() >= probe_at,
+        "sent before the breaker let a probe through"
+    );
+    let lag = status.snapshot();
+    assert_eq!(
+        (
+            lag[&h1].phase,
+            lag[&h1].last_error.as_deref(),
+            lag[&h1].lag_events
+        ),
+        (Some(Phase::Online), None, 0)
+    );
+    assert_eq!(replica.events("h1"), h1_log[..40]);
+    assert_eq!(replica.events("h2"), h2_log);
+
+    // Away again: cancelled while it backs off, it stops at once.
+    served.set_up(false);
+    primary.ingest("h1", &h1_log[40..]);
+    until(&status, "h1 failing again", |m| m[&h1].last_error.is_some()).await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_millis(5), task)
+        .await
+        .expect("the replicator stopped at once")
+        .expect("the replicator task");
+}
+
+/// A replica that lost its copy answers the next batch with a gap: the
+/// hospital's shipper moves back to the seq the replica expects and resends
+/// from there at once, and its status follows it down and up again without
+/// ever counting it as a failure.
+async fn a_replica_that_lost_its_copy_is_sent_it_again_through_a_gap_answer(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let _tick = tick();
+    let (replica, served, key) = replica_of_eu_west(backend).await;
+    let (primary, status) = primary_to(backend, &["h1"], &served);
+    let log = conformance::log("h1", 40);
+    let h1: HospitalId = id("h1");
+    primary.ingest("h1", &log[..30]);
+    tokio::spawn(
+        replicator(&primary, served.http(), key, status.clone()).run(CancellationToken::new()),
+    );
+    until(&status, "first catch-up", replicated("h1", 30)).await;
+
+    replica.stores.lose("h1");
+    assert_eq!(replica.position("h1"), 0);
+    // Every state h1 goes through from here on.
+    let seen: Arc<Mutex<Vec<HospitalLag>>> = Arc::default();
+    let watch = {
+        let (status, seen, h1) = (status.clone(), seen.clone(), h1.clone());
+        tokio::spawn(async move {
+            status
+                .wait_until(|m| {
+                    let lag = m[&h1].clone();
+                    let done = lag.replica_seq == Some(40);
+                    seen.lock().expect("lock").push(lag);
+                    done
+                })
+                .await;
+        })
+    };
+    let sent = Instant::now();
+    primary.ingest("h1", &log[30..]);
+    tokio::time::timeout(PATIENCE, watch)
+        .await
+        .expect("resent in time")
+        .expect("the watch");
+    let took = sent.elapsed();
+    assert_eq!(replica.events("h1"), log, "the whole log again, from seq 1");
+    let seen = std::mem::take(&mut *seen.lock().expect("lock"));
+    let mut positions: Vec<Option<u64>> = seen.iter().map(|l| l.replica_seq).collect();
+    positions.dedup();
+    assert_eq!(
+        positions,
+        [Some(30), Some(0), Some(40)],
+        "the status follows the shipper back to where the replica is, then up"
+    );
+    for lag in &seen {
+        assert_eq!(
+            (lag.phase, lag.last_error.as_deref()),
+            (Some(Phase::Online), None),
+            "a gap is an answer, not a failure: {lag:?}"
+        );
+    }
+    // The shortest back-off is 100 ms (200 ms, jittered down to half).
+    assert!(
+        took < Duration::from_millis(100),
+        "resent after {took:?}: it backed off"
+    );
+}
+
+/// A hospital the replica refuses (it came to the replica from another
+/// region) stops for the refusal's pause, with the refusal reported; the
+/// others go on being replicated meanwhile, each on its own shipper. Driven
+/// one hospital at a time with [`Replicator::replicate`].
+async fn a_refused_hospital_does_not_hold_up_the_others(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let _tick = tick();
+    let (replica, served, key) = replica_of_eu_west(backend).await;
+    // h2 reached this replica from eu-north before: eu-west may not send it.
+    replica
+        .state
+        .registry_db
+        .record_ingest(&id("h2"), &id("eu-north"), now())
+        .expect("record");
+    let (primary, status) = primary_to(backend, &["h1", "h2"], &served);
+    let (h1_log, h2_log) = (conformance::log("h1", 20), conformance::log("h2", 5));
+    let (h1, h2): (HospitalId, HospitalId) = (id("h1"), id("h2"));
+    primary.ingest("h1", &h1_log[..10]);
+    primary.ingest("h2", &h2_log);
+    let mut r = replicator(&primary, served.http(), key, status.clone());
+
+    let refused = drive(&mut r, &h2).await.expect_err("h2 is refused");
+    assert!(
+        refused.contains("403") && refused.contains("eu-north"),
+        "{refused}"
+    );
+    assert_eq!(drive(&mut r, &h1).await, Ok(10));
+    let lag = status.snapshot();
+    assert_eq!(lag[&h2].phase, Some(Phase::Refused));
+    assert_eq!(lag[&h2].last_error.as_deref(), Some(refused.as_str()));
+    assert_eq!((lag[&h2].replica_seq, lag[&h2].lag_events), (None, 5));
+    assert_eq!(
+        (
+            lag[&h1].phase,
+            lag[&h1].last_error.as_deref(),
+            lag[&h1].lag_events
+        ),
+        (Some(Phase::Online), None, 0)
+    );
+
+    // h1 goes on while h2 waits out its refusal, asking nothing.
+    let asked = served.requests();
+    assert_eq!(drive(&mut r, &h2).await, Err(refused.clone()));
+    assert_eq!(served.requests(), asked, "h2 asked within its pause");
+    primary.ingest("h1", &h1_log[10..]);
+    assert_eq!(drive(&mut r, &h1).await, Ok(20));
+    assert_eq!(replica.events("h1"), h1_log);
+    assert_eq!(status.snapshot()[&h2].phase, Some(Phase::Refused));
+    // After the pause (a minute) h2 asks again, and is refused again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let asked = served.requests();
+    assert_eq!(drive(&mut r, &h2).await, Err(refused));
+    assert_eq!(served.requests(), asked + 1, "h2 asked its position again");
+    assert!(replica.events("h2").is_empty());
 }

@@ -2,18 +2,17 @@
 //! gaps, unsigned and forged requests, and the appliance-side client
 //! reading the same answers as typed results.
 
-use std::sync::Arc;
-
 use cloud_sync_client::{Endpoint, Signer, generate_key};
+use hms_domain::NodeId;
 use hms_domain::sync::SyncBatch;
-use hms_domain::{HospitalId, NodeId};
 use hms_e2e::client::Conn;
 use hyper::Method;
 
 use crate::enrolment::{Enrolment, enroll_durably, open_registry};
 use crate::http::{BATCHES, router};
 use crate::state::CloudState;
-use crate::store::{HospitalStore, SqliteRouter, conformance};
+use crate::store::conformance;
+use crate::testkit::{Backend, Stores, available};
 
 fn id<T: std::str::FromStr>(s: &str) -> T
 where
@@ -50,8 +49,15 @@ async fn push(
         .expect("request")
 }
 
-#[tokio::test]
-async fn signed_batches_over_http() {
+on_each_backend!(
+    #[tokio::test]
+    signed_batches_over_http,
+);
+
+async fn signed_batches_over_http(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let (pkcs8, public) = generate_key().expect("key");
     {
@@ -82,15 +88,8 @@ async fn signed_batches_over_http() {
         assert!(other.is_err(), "a hospital of another region is refused");
     }
     let (registry, conn) = open_registry(dir.path(), id("eu-west")).expect("registry");
-    let stores = SqliteRouter::new(dir.path());
-    let open_router = stores.clone();
-    let state = CloudState::new(
-        registry,
-        Arc::new(
-            move |h: &HospitalId| Ok(Box::new(open_router.open(h)?) as Box<dyn HospitalStore>),
-        ),
-        conn,
-    );
+    let stores = Stores::new(backend, dir.path());
+    let state = CloudState::new(registry, stores.opener(), conn);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -143,6 +142,8 @@ async fn signed_batches_over_http() {
         .await
         .expect("pushed");
     assert_eq!(pushed.acked_seq, 10);
-    let mut store = stores.open(&id("h1")).expect("open");
-    assert_eq!(store.events(1, 100).expect("events"), log);
+    assert_eq!(
+        stores.with("h1", |s| s.events(1, 100)).expect("events"),
+        log
+    );
 }

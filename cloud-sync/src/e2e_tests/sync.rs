@@ -8,7 +8,15 @@ use hyper::Method;
 
 use crate::http::BATCHES;
 use crate::store::conformance;
-use crate::testkit::{Cloud, T, batch, now, self_signed, serve};
+use crate::testkit::{Backend, Cloud, T, available, batch, now, self_signed, serve};
+
+on_each_backend!(
+    #[tokio::test]
+    gzip_and_plain_batches_are_accepted_and_bombs_refused,
+    restore_reads_back_the_hospitals_own_events,
+    a_client_keeps_one_connection_across_calls,
+    https_with_the_trusted_ca_and_refused_without_it,
+);
 
 /// Sends `body` signed by `signer` to `path`, with `encoding` when given.
 async fn raw(
@@ -35,9 +43,11 @@ async fn raw(
         .expect("request")
 }
 
-#[tokio::test]
-async fn gzip_and_plain_batches_are_accepted_and_bombs_refused() {
-    let cloud = Cloud::primary("eu-west", &["h1"]);
+async fn gzip_and_plain_batches_are_accepted_and_bombs_refused(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let cloud = Cloud::primary_on(backend, "eu-west", &["h1"]);
     let served = serve(cloud.state.clone(), None).await;
     let signer = cloud.signer("h1");
     let log = conformance::log("h1", 12);
@@ -159,9 +169,11 @@ async fn gzip_and_plain_batches_are_accepted_and_bombs_refused() {
     assert_eq!(cloud.events("h1"), log);
 }
 
-#[tokio::test]
-async fn restore_reads_back_the_hospitals_own_events() {
-    let cloud = Cloud::primary("eu-west", &["h1", "h2"]);
+async fn restore_reads_back_the_hospitals_own_events(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let cloud = Cloud::primary_on(backend, "eu-west", &["h1", "h2"]);
     let served = serve(cloud.state.clone(), None).await;
     let ep = served.http();
     let (h1, h2) = (cloud.signer("h1"), cloud.signer("h2"));
@@ -261,9 +273,11 @@ async fn restore_reads_back_the_hospitals_own_events() {
     assert_eq!(r.status, 401);
 }
 
-#[tokio::test]
-async fn a_client_keeps_one_connection_across_calls() {
-    let cloud = Cloud::primary("eu-west", &["h1"]);
+async fn a_client_keeps_one_connection_across_calls(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let cloud = Cloud::primary_on(backend, "eu-west", &["h1"]);
     let served = serve(cloud.state.clone(), None).await;
     let signer = cloud.signer("h1");
     let log = conformance::log("h1", 40);
@@ -300,9 +314,11 @@ async fn a_client_keeps_one_connection_across_calls() {
     assert_eq!(served.connections(), 2);
 }
 
-#[tokio::test]
-async fn https_with_the_trusted_ca_and_refused_without_it() {
-    let cloud = Cloud::primary("eu-west", &["h1"]);
+async fn https_with_the_trusted_ca_and_refused_without_it(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let cloud = Cloud::primary_on(backend, "eu-west", &["h1"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = self_signed(dir.path(), "cloud");
     let (stranger, _) = self_signed(dir.path(), "stranger");

@@ -29,7 +29,46 @@ pub struct PgRouter {
     pool: Pool,
 }
 
-type Pool = Arc<Mutex<HashMap<String, Vec<Client>>>>;
+type Pool = Arc<Idle>;
+
+/// Idle connections per database. The synchronous client closes a
+/// connection by blocking on its own runtime, which panics on a thread of
+/// another runtime: whatever is dropped where that would happen is closed
+/// on a thread of its own instead.
+#[derive(Default)]
+struct Idle(Mutex<HashMap<String, Vec<Client>>>);
+
+impl std::ops::Deref for Idle {
+    type Target = Mutex<HashMap<String, Vec<Client>>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        let all: Vec<Client> = std::mem::take(self.0.get_mut().unwrap_or_else(|p| p.into_inner()))
+            .into_values()
+            .flatten()
+            .collect();
+        close_off_runtime(all);
+    }
+}
+
+/// Drops `clients` here, or on a thread of their own when called from a
+/// tokio runtime (where their blocking close would panic).
+fn close_off_runtime(clients: Vec<Client>) {
+    if clients.is_empty() {
+        return;
+    }
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let _ = std::thread::Builder::new()
+            .name("pg-close".into())
+            .spawn(move || drop(clients));
+    } else {
+        drop(clients);
+    }
+}
 
 /// Idle connections kept per hospital database.
 const POOL_PER_DB: usize = 4;
@@ -107,10 +146,12 @@ impl PgRouter {
 
     /// Drops the database of `hospital` (tests, decommissioning).
     pub fn drop_database(&self, hospital: &HospitalId) -> anyhow::Result<()> {
-        self.pool
+        let gone = self
+            .pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&database_name(hospital));
+        close_off_runtime(gone.unwrap_or_default());
         let mut admin = Client::connect(&self.admin, NoTls)?;
         admin.batch_execute(&format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
@@ -137,6 +178,9 @@ impl Drop for PgHospitalStore {
             let idle = pool.entry(db).or_default();
             if idle.len() < POOL_PER_DB {
                 idle.push(client);
+            } else {
+                drop(pool);
+                close_off_runtime(vec![client]);
             }
         }
     }
