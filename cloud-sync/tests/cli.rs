@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 fn cli(args: &[&str]) -> (i32, String, String) {
@@ -69,51 +68,34 @@ fn enroll_and_run_from_the_command_line() {
     assert_eq!(code, 64);
     assert!(err.contains("bad.toml:2:"), "{err}");
     // It serves.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hms-cloud"))
-        .args(["run", "--config", c])
-        .env("HMS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let _ = child.kill();
-    let _ = child.wait();
+    let running = start(std::path::Path::new(c));
     assert!(
-        line.starts_with("hms-cloud ready http=http://127.0.0.1:"),
-        "{line}"
+        running
+            .ready
+            .starts_with("hms-cloud ready http=http://127.0.0.1:"),
+        "{}",
+        running.ready
     );
 }
 
-/// A running `hms-cloud run`, killed on drop.
+/// A running `hms-cloud run` (killed on drop) and its ready line.
 struct Running {
-    child: std::process::Child,
+    _proc: hms_e2e::process::Proc,
     ready: String,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(config: &std::path::Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hms-cloud"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("HMS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("ready line");
-    Running { child, ready }
+    let proc = hms_e2e::process::Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_hms-cloud"))
+            .args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .env("HMS_LOG", "warn"),
+    )
+    .expect("spawn hms-cloud");
+    let rest = proc.line_after("hms-cloud ready ").expect("ready line");
+    Running {
+        _proc: proc,
+        ready: format!("hms-cloud ready {rest}"),
+    }
 }
 
 #[test]

@@ -22,15 +22,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hms_e2e::client::Conn;
+use hms_e2e::process;
 use support::pg::{self, Pg};
 use support::proxy::{Proxy, Trapped};
 
@@ -98,67 +97,27 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// A child process that is killed when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+struct Proc(process::Proc);
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .env("HMS_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
+        Proc(process::Proc::spawn(cmd.env("HMS_LOG", "error")).unwrap())
     }
 
     /// Waits for the line starting with `prefix`; returns the rest.
     fn ready(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.to_owned();
-            }
-        }
+        self.0.line_after(prefix).unwrap()
     }
 
     /// SIGTERM and wait (a clean stop).
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        run(Command::new("kill").args(["-TERM", &pid]));
-        let status = self.child.wait().unwrap();
+    fn stop(self) {
+        let status = self.0.terminate().unwrap();
         assert!(status.success(), "{status}");
     }
 
     /// SIGKILL and reap.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill9(self) {
+        self.0.kill9().unwrap();
     }
 }
 
@@ -1171,22 +1130,15 @@ fn enrol(cloud_config: &Path, hospital: &str, data: &Path) {
 
 /// Starts the appliance of `config`; returns it with its HTTP and MLLP addresses.
 fn start_edge_at(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
-    let p = Proc::spawn(
+    let (p, http, mllp) = process::start_edge(
         Command::new(bin("hms-edge"))
             .args(["run", "--config"])
             .arg(config)
-            .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"]),
-    );
-    let rest = p.ready("hms-edge ready http=http://");
-    let mut parts = rest.split_whitespace();
-    let http = parts.next().unwrap().parse().unwrap();
-    let mllp = parts
-        .next()
-        .and_then(|m| m.strip_prefix("mllp="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    (p, http, mllp)
+            .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
+            .env("HMS_LOG", "error"),
+    )
+    .unwrap();
+    (Proc(p), http, mllp.unwrap())
 }
 
 /// Sends one HL7 message over MLLP with the CLI.
