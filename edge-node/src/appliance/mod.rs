@@ -26,8 +26,9 @@ use crate::board::Command;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreSettings, WriteError, WriteRequest};
 
-/// WAL size that triggers a checkpoint before the interval is up.
-pub const WAL_CHECKPOINT_BYTES: u64 = 4 << 20;
+/// Events committed since the last checkpoint that trigger one before the
+/// interval is up (about 4 MiB of WAL at a few pages per event).
+pub const CHECKPOINT_EVENTS: u64 = 512;
 
 /// An opened appliance, ready to serve.
 #[derive(Debug)]
@@ -263,20 +264,34 @@ impl Appliance {
     }
 }
 
-/// WAL hygiene off the commit path: looks at the WAL four times a second and
-/// checkpoints when it passes [`WAL_CHECKPOINT_BYTES`] or `every` has passed.
+/// WAL hygiene: four times a second, once [`CHECKPOINT_EVENTS`] events
+/// were committed since the last checkpoint or `every` has passed with any,
+/// the checkpointer copies the committed pages into the database file off
+/// the commit path, and the writer then finishes the few frames committed
+/// meanwhile so that the WAL restarts from its beginning (see
+/// [`Store::restart_wal`]).
 async fn checkpoints(store: Store, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last = tokio::time::Instant::now();
+    let mut seen = store.last_seq();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 store.refresh_wal_size();
-                if store.wal_bytes() >= WAL_CHECKPOINT_BYTES || last.elapsed() >= every {
-                    store.checkpoint().await;
-                    last = tokio::time::Instant::now();
+                let seq = store.last_seq();
+                let due = seq.saturating_sub(seen) >= CHECKPOINT_EVENTS
+                    || (seq != seen && last.elapsed() >= every);
+                if !due {
+                    continue;
                 }
+                if store.checkpoint().await.is_some_and(|c| c.log > 0)
+                    && let Err(e) = store.restart_wal().await
+                {
+                    tracing::debug!(error = %e, "the writer did not finish the checkpoint");
+                }
+                seen = seq;
+                last = tokio::time::Instant::now();
             }
         }
     }

@@ -386,10 +386,70 @@ impl BoardError {
     }
 }
 
+/// Beds per chunk of [`Beds`].
+const CHUNK: usize = 64;
+
+/// The beds of a board, in insertion order: a vector of shared chunks, so
+/// that a view is cloned by copying a pointer per chunk (not per bed), and
+/// a change copies only its own chunk, and only while a published view
+/// still holds it (copy on write).
+#[derive(Debug, Clone, Default)]
+pub struct Beds {
+    chunks: Vec<Arc<Vec<Arc<Bed>>>>,
+    len: usize,
+}
+
+impl Beds {
+    /// Number of beds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a bed.
+    pub fn push(&mut self, bed: Arc<Bed>) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        if let Some(last) = self.chunks.last_mut() {
+            Arc::make_mut(last).push(bed);
+            self.len += 1;
+        }
+    }
+
+    /// Bed `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&Arc<Bed>> {
+        self.chunks.get(i / CHUNK).and_then(|c| c.get(i % CHUNK))
+    }
+
+    /// Every bed, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Bed>> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+}
+
+impl std::ops::Index<usize> for Beds {
+    type Output = Arc<Bed>;
+    fn index(&self, i: usize) -> &Arc<Bed> {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Beds {
+    /// The bed's slot, its chunk copied first if a view still shares it.
+    fn index_mut(&mut self, i: usize) -> &mut Arc<Bed> {
+        &mut Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
+    }
+}
+
 /// An immutable, cheaply cloned picture of the board for readers.
 #[derive(Debug, Clone, Default)]
 pub struct BoardView {
-    beds: Vec<Arc<Bed>>,
+    beds: Beds,
     /// Stays that hold one bed and have another reserved (pending transfer).
     transfers: Arc<HashMap<EncounterId, usize>>,
     index: Arc<HashMap<BedId, usize>>,
@@ -460,7 +520,7 @@ impl PartialEq for Board {
 fn room_mates<'a>(
     bed: &'a Bed,
     unit_beds: &'a [usize],
-    beds: &'a [Arc<Bed>],
+    beds: &'a Beds,
 ) -> impl Iterator<Item = &'a Bed> + 'a {
     unit_beds.iter().map(move |&j| &*beds[j]).filter(move |o| {
         o.id != bed.id
@@ -1225,10 +1285,17 @@ impl Board {
                 Ok(())
             }
             EventBody::PatientsMerged { from, into } => {
-                for b in self.view.beds.iter_mut() {
-                    if b.patient.as_ref().is_some_and(|p| p.mrn == *from) {
-                        Arc::make_mut(b).patient = Some(into.clone());
-                    }
+                // Only the chunks of the beds that change are copied.
+                let merged: Vec<usize> = (0..self.view.beds.len())
+                    .filter(|&i| {
+                        self.view.beds[i]
+                            .patient
+                            .as_ref()
+                            .is_some_and(|p| p.mrn == *from)
+                    })
+                    .collect();
+                for i in merged {
+                    Arc::make_mut(&mut self.view.beds[i]).patient = Some(into.clone());
                 }
                 Ok(())
             }

@@ -691,3 +691,45 @@ proptest! {
         prop_assert_eq!(replayed.check_invariants(), Ok(()));
     }
 }
+
+#[test]
+fn a_published_view_keeps_its_beds_and_shares_every_chunk_a_change_did_not_touch() {
+    let ids: Vec<String> = (0..200).map(|i| format!("B{i:03}")).collect();
+    let (mut b, _) = board_with(
+        ids.iter()
+            .map(|i| (i.as_str(), "3W", attrs(None)))
+            .collect(),
+    );
+    let before = b.view();
+    assert_eq!(before.len(), 200);
+    // Bed 130 sits in the third chunk of 64.
+    b.apply(
+        Command::SetIsolation {
+            bed: bed("B130"),
+            isolation: true,
+            expected_version: Some(1),
+        },
+        t(1),
+    )
+    .unwrap();
+    let after = b.view();
+    assert!(
+        !before.bed("B130").unwrap().isolation,
+        "the old view is unchanged"
+    );
+    assert!(after.bed("B130").unwrap().isolation);
+    for (i, id) in ids.iter().enumerate() {
+        let (x, y) = (before.bed(id).unwrap(), after.bed(id).unwrap());
+        assert_eq!(Arc::ptr_eq(x, y), id != "B130", "bed {i}");
+    }
+    for c in 0..4 {
+        assert_eq!(
+            Arc::ptr_eq(&before.beds.chunks[c], &after.beds.chunks[c]),
+            c != 2,
+            "chunk {c}"
+        );
+    }
+    // In insertion order, every bed once.
+    let seen: Vec<&str> = after.beds().map(|b| b.id.as_str()).collect();
+    assert_eq!(seen, ids.iter().map(String::as_str).collect::<Vec<_>>());
+}

@@ -5,8 +5,9 @@
 //! reservations as pending admissions, expected discharges) and the last
 //! 24 h of admissions and discharges (kept from the store's commit notices,
 //! seeded from the log at start). It recomputes on a schedule
-//! (`inference.refresh_s`) and when a unit's census moves by at least
-//! [`SIGNIFICANT`] beds, and serves every request from the cached result.
+//! (`inference.refresh_s`) and, within [`MIN_REFRESH_GAP`], when a unit's
+//! census moves by at least [`SIGNIFICANT`] beds, and serves every request
+//! from the cached result.
 //!
 //! When the model cannot answer (see [`crate::inference::Reason`]), the
 //! fallback is the historical average census of the unit at the target
@@ -34,6 +35,9 @@ use crate::store::Store;
 
 /// Census change (beds) in a unit that triggers a refresh before the schedule.
 pub const SIGNIFICANT: u32 = 2;
+
+/// The shortest time between two refreshes a census change asks for.
+pub const MIN_REFRESH_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Forecast horizons, hours.
 pub const HORIZONS: [i64; 3] = [24, 48, 72];
@@ -122,27 +126,42 @@ pub fn roll_up(f: &Forecasts) -> serde_json::Value {
 struct Activity {
     /// (time ms, unit, admission?)
     recent: VecDeque<(i64, UnitId, bool)>,
+    /// (admissions, discharges) per unit of `recent`, kept as it changes so
+    /// that a refresh costs the number of units, not of movements.
+    totals: HashMap<UnitId, (u32, u32)>,
 }
 
 impl Activity {
     fn add(&mut self, at: i64, unit: UnitId, admission: bool) {
+        let e = self.totals.entry(unit.clone()).or_default();
+        if admission {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
         self.recent.push_back((at, unit, admission));
     }
 
-    fn counts(&mut self, now: i64) -> HashMap<UnitId, (u32, u32)> {
-        while self.recent.front().is_some_and(|(t, ..)| *t < now - DAY_MS) {
-            self.recent.pop_front();
-        }
-        let mut out: HashMap<UnitId, (u32, u32)> = HashMap::new();
-        for (_, unit, admission) in &self.recent {
-            let e = out.entry(unit.clone()).or_default();
-            if *admission {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
+    /// Admissions and discharges per unit over the 24 h before `now`.
+    fn counts(&mut self, now: i64) -> &HashMap<UnitId, (u32, u32)> {
+        while let Some((t, ..)) = self.recent.front()
+            && *t < now - DAY_MS
+        {
+            let Some((_, unit, admission)) = self.recent.pop_front() else {
+                break;
+            };
+            if let Some(e) = self.totals.get_mut(&unit) {
+                if admission {
+                    e.0 = e.0.saturating_sub(1);
+                } else {
+                    e.1 = e.1.saturating_sub(1);
+                }
+                if *e == (0, 0) {
+                    self.totals.remove(&unit);
+                }
             }
         }
-        out
+        &self.totals
     }
 }
 
@@ -408,11 +427,8 @@ impl Forecaster {
 
     fn unit_states(&self, now: i64) -> Vec<UnitState> {
         let view = self.store.view();
-        let counts = self
-            .activity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .counts(now);
+        let mut activity = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = activity.counts(now);
         view.unit_ids()
             .filter_map(|u| {
                 let c = view.census(u.as_str())?;
@@ -578,6 +594,11 @@ impl Forecaster {
         // Seeded here, beside the appliance, so a long log never delays start-up.
         self.seed_activity().await;
         let mut last = self.refresh_now().await;
+        let mut refreshed = tokio::time::Instant::now();
+        // A census change asks for a refresh; they come at most one a
+        // second (a busy hour moves many beds: the forecasts follow within
+        // a second without recomputing on every move).
+        let mut asked = false;
         let mut tick = tokio::time::interval(self.refresh);
         tick.tick().await;
         loop {
@@ -585,6 +606,7 @@ impl Forecaster {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => due = true,
+                _ = tokio::time::sleep_until(refreshed + MIN_REFRESH_GAP), if asked => due = true,
                 n = notices.recv() => match n {
                     Ok(n) => {
                         if let Some(adm) = movement(n.kind) {
@@ -596,10 +618,10 @@ impl Forecaster {
                         let now = self.store.view().census(n.bed.unit.as_str()).map(|c| c.occupied);
                         let then = last.units.get(&n.bed.unit).map(|u| u.census);
                         if let (Some(now), Some(then)) = (now, then) {
-                            due = now.abs_diff(then) >= SIGNIFICANT;
+                            asked |= now.abs_diff(then) >= SIGNIFICANT;
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => due = true,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => asked = true,
                     Err(_) => break,
                 },
             }
@@ -619,6 +641,8 @@ impl Forecaster {
                 }
             }
             last = self.refresh_now().await;
+            refreshed = tokio::time::Instant::now();
+            asked = false;
         }
     }
 }
@@ -629,6 +653,28 @@ mod tests {
 
     fn u(s: &str) -> UnitId {
         UnitId::new(s).expect("unit id")
+    }
+
+    #[test]
+    fn activity_counts_follow_the_last_24_hours_as_movements_come_and_go() {
+        let mut a = Activity::default();
+        let t0 = 1_000 * DAY_MS;
+        a.add(t0, u("A"), true);
+        a.add(t0 + HOUR_MS, u("A"), false);
+        a.add(t0 + 2 * HOUR_MS, u("B"), true);
+        a.add(t0 + 3 * HOUR_MS, u("A"), true);
+        assert_eq!(
+            a.counts(t0 + 4 * HOUR_MS),
+            &HashMap::from([(u("A"), (2, 1)), (u("B"), (1, 0))])
+        );
+        // A day after the first two, they are gone; the others stay.
+        assert_eq!(
+            a.counts(t0 + DAY_MS + HOUR_MS + 1),
+            &HashMap::from([(u("A"), (1, 0)), (u("B"), (1, 0))])
+        );
+        // Everything expired: nothing left, not even empty entries.
+        assert!(a.counts(t0 + 2 * DAY_MS).is_empty());
+        assert!(a.recent.is_empty());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::history::{HistoryItem, load_history};
 use super::lock::DataDirLock;
 use super::published::{Published, lock};
-use super::writer::{Prune, Reply, Request, Writer};
+use super::writer::{Checkpointed, Prune, Reply, Request, Writer};
 use super::{
     Committed, DB_FILE, Hl7Reply, Hl7Request, Notice, QUEUE_WAIT, Replayed, StoreSettings,
     WriteError, WriteRequest, connection, load_beds, retention, schema,
@@ -335,9 +335,11 @@ impl Store {
         self.ask(|reply| Request::Base(delta, reply)).await
     }
 
-    /// Checkpoints the WAL (PASSIVE) on a connection of its own, so that the
-    /// fsyncs of copying pages into the database never delay a commit.
-    pub async fn checkpoint(&self) {
+    /// Checkpoints the WAL from the checkpointer's own connection (PASSIVE):
+    /// what is committed is copied into the database file beside the
+    /// writer, so the copying and its fsync never delay a commit. Returns
+    /// what it did (`None` when it failed; logged).
+    pub async fn checkpoint(&self) -> Option<Checkpointed> {
         let inner = self.inner.clone();
         let done = tokio::task::spawn_blocking(move || -> rusqlite::Result<(i64, i64, i64)> {
             let mut slot = lock(&inner.checkpointer);
@@ -352,15 +354,32 @@ impl Store {
             })
         })
         .await;
+        self.refresh_wal_size();
         match done {
             Ok(Ok((busy, log, copied))) => {
                 tracing::debug!(busy, log, copied, "wal checkpoint");
                 self.inner.published.metrics.checkpoints.inc();
+                Some(Checkpointed { log, copied })
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "wal checkpoint failed"),
-            Err(e) => tracing::warn!(error = %e, "wal checkpoint task failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "wal checkpoint task failed");
+                None
+            }
         }
-        self.refresh_wal_size();
+    }
+
+    /// Has the writer, between two groups, copy the frames committed since
+    /// the last [`Store::checkpoint`] (a few), so that its next commit starts
+    /// the WAL again from the beginning and overwrites the file in place.
+    /// Without it a WAL under steady load never restarts: it grows without
+    /// end, every commit also syncs the file's new size, and the WAL index
+    /// grows with it.
+    pub async fn restart_wal(&self) -> Result<Checkpointed, WriteError> {
+        self.ask(Request::Checkpoint).await
     }
 
     /// Current WAL size in bytes (as last measured).

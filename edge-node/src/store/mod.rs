@@ -69,6 +69,7 @@ use crate::integration::hl7::ParseConfig;
 
 pub use handle::{Pending, Store};
 pub use history::HistoryItem;
+pub use writer::Checkpointed;
 
 /// File name of the event store inside the data dir.
 pub const DB_FILE: &str = "edge.sqlite";

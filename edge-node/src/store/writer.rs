@@ -44,8 +44,21 @@ pub(super) enum Request {
     Prune(Prune, Reply<usize>),
     /// Retention: write a computed base.
     Base(retention::Delta, Reply<usize>),
+    /// Finish a checkpoint the checkpointer began: copy the frames committed
+    /// since, so the next commit restarts the WAL from its beginning.
+    Checkpoint(Reply<Checkpointed>),
     /// Commit what came before, then stop.
     Close(oneshot::Sender<()>),
+}
+
+/// What a WAL checkpoint did: frames in the WAL, and how many of them are
+/// now in the database file (equal: the next commit restarts the WAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// Frames in the WAL.
+    pub log: i64,
+    /// Frames copied into the database file.
+    pub copied: i64,
 }
 
 /// A retention deletion (see [`retention::DELETE_SQL`]).
@@ -158,7 +171,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(req) = next.take() {
                 match req {
-                    Request::Prune(..) | Request::Base(..) => {
+                    Request::Prune(..) | Request::Base(..) | Request::Checkpoint(..) => {
                         upkeep = Some(req);
                         break;
                     }
@@ -186,6 +199,9 @@ impl Writer {
                         WriteError::Unavailable(format!("{e:#}"))
                     });
                     let _ = reply.send(r);
+                }
+                Some(Request::Checkpoint(reply)) => {
+                    let _ = reply.send(self.checkpoint("PASSIVE"));
                 }
                 _ => {}
             }
@@ -235,22 +251,36 @@ impl Writer {
 
     /// Checkpoints the WAL at close (TRUNCATE: copy everything, empty the file).
     fn checkpoint_truncate(&mut self) {
-        match self
+        let _ = self.checkpoint("TRUNCATE");
+    }
+
+    /// Checkpoints the WAL on the write connection. Between groups nothing
+    /// else writes, so every committed frame is copied (the checkpointer
+    /// copied most of them before, off the commit path) and the next commit
+    /// restarts the WAL at its beginning, overwriting the file in place
+    /// rather than growing it.
+    fn checkpoint(&mut self, mode: &str) -> Result<Checkpointed, WriteError> {
+        let r = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, i64>(2)?,
                 ))
-            }) {
-            Ok((busy, log, done)) => {
-                tracing::debug!(busy, log, done, "wal checkpoint");
-                self.published.metrics.checkpoints.inc();
-            }
-            Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
-        }
+            });
         self.published.refresh_wal_size();
+        match r {
+            Ok((busy, log, copied)) => {
+                tracing::debug!(busy, log, copied, mode, "wal checkpoint by the writer");
+                self.published.metrics.checkpoints.inc();
+                Ok(Checkpointed { log, copied })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+                Err(WriteError::Unavailable(e.to_string()))
+            }
+        }
     }
 
     /// Rebuilds the board from the committed projections. Returns success.
@@ -515,6 +545,7 @@ fn unanswered(req: Request) -> Answer {
         Request::Hl7(_, r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Replay(_, r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Prune(_, r) | Request::Base(_, r) => Answer::new(r, Err(WriteError::Closed)),
+        Request::Checkpoint(r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Close(done) => Answer(Box::new(move |_| {
             let _ = done.send(());
         })),

@@ -269,9 +269,29 @@ async fn checkpoints_run_beside_the_writer() {
     commission(&store, 20).await;
     store.refresh_wal_size();
     assert!(store.wal_bytes() > 0);
-    store.checkpoint().await;
+    // The checkpointer copies what is committed, beside the writer.
+    let c = store.checkpoint().await.unwrap();
+    assert!(c.log > 0 && c.copied == c.log, "{c:?}");
     let text = metrics.render(&store.view());
     assert!(text.contains("hms_store_checkpoints_total 1"), "{text}");
+    // The writer finishes it; its next commits overwrite the WAL from the
+    // beginning instead of growing the file.
+    let r = store.restart_wal().await.unwrap();
+    assert_eq!(r.copied, r.log, "{r:?}");
+    let wal = dir.path().join("edge.sqlite-wal");
+    let size = std::fs::metadata(&wal).unwrap().len();
+    commission_named(&store, "C001").await;
+    commission_named(&store, "C002").await;
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len(),
+        size,
+        "the WAL restarted and was overwritten in place"
+    );
+    let after = store.checkpoint().await.unwrap();
+    assert!(
+        after.log > 0 && after.log < c.log,
+        "a new, short WAL: {after:?} after {c:?}"
+    );
     // Writes go on after a checkpoint, and history keeps only the last entries.
     for _ in 0..2 {
         let v = store.view().bed("B000").unwrap().version;
