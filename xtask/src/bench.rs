@@ -2,7 +2,8 @@
 //!
 //! Builds `hms-edge` and `hms-load` in release mode, then for each run starts
 //! a fresh appliance on the 2,000-bed hospital and measures, in this order:
-//! the disk's fsync latency (peer of durable writes), the mass-casualty
+//! the disk's fsync latency back to back and at 500 fsyncs a second (peers of
+//! durable writes), the mass-casualty
 //! scenario, `/health` at 5,000 req/s as the HTTP floor (peer of bed
 //! queries), bed queries at 5,000 req/s over many keep-alive clients, bed
 //! queries closed-loop (saturation throughput), durable assignments at
@@ -51,21 +52,35 @@ fn parse(args: &[String]) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
-/// fsync latency of 4 KiB appends in `dir`: (p50, p99) in ms.
+/// fsync latency of 4 KiB appends in `dir`, back to back: (p50, p99) in ms.
 fn fsync_peer(dir: &Path) -> anyhow::Result<(f64, f64)> {
+    fsync_probe(dir, 500, None)
+}
+
+/// fsync latency of 4 KiB appends in `dir`, `n` of them, one every `every`
+/// when given (the pace of the writes it is the peer of: a virtual disk
+/// that idles between requests answers each one more slowly than a
+/// stream of back-to-back ones): (p50, p99) in ms.
+fn fsync_probe(dir: &Path, n: usize, every: Option<Duration>) -> anyhow::Result<(f64, f64)> {
     let path = dir.join("fsync-probe");
     let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
     let block = vec![0x5au8; 4096];
-    let mut samples = Vec::with_capacity(500);
-    for _ in 0..500 {
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        if let Some(every) = every {
+            let due = start + every * i as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let t = Instant::now();
         f.write_all(&block)?;
         f.sync_data()?;
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     std::fs::remove_file(&path)?;
-    samples.sort_by(f64::total_cmp);
-    Ok((samples[250], samples[495]))
+    Ok(hms_e2e::bench::p50_p99(samples))
 }
 
 pub(crate) use hms_e2e::bench::{median, rss_mb};
@@ -233,6 +248,9 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         eprintln!("xtask: bench run {run_no}/{}", s.runs);
         let data = fresh_data_dir()?;
         let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
+        // The peer of writes paced at 500 req/s: fsyncs at the same pace.
+        let (paced_p50, paced_p99) =
+            fsync_probe(&data, 2_500, Some(Duration::from_millis(2)))?;
         let app = start(&edge, &config, &data, false)?;
         let pid = app.pid();
         let rss_start = rss_mb(pid);
@@ -292,6 +310,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         rows.push(row(&[
             ("fsync_p50_ms", fsync_p50),
             ("fsync_p99_ms", fsync_p99),
+            ("fsync_500hz_p50_ms", paced_p50),
+            ("fsync_500hz_p99_ms", paced_p99),
             ("mci_failures", num(&mci, "/failures")),
             ("mci_double_assignments", num(&mci, "/double_assignments")),
             ("mci_all_done_ms", num(&mci, "/all_done_ms")),
@@ -316,6 +336,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let ratios = serde_json::json!({
         "query_p99_over_health_p99": g("query_p99_ms") / g("health_p99_ms"),
         "assign_p99_over_fsync_p99": g("assign_p99_ms") / g("fsync_p99_ms"),
+        "assign_p99_over_fsync_500hz_p99": g("assign_p99_ms") / g("fsync_500hz_p99_ms"),
     });
     let out = serde_json::json!({
         "runs": s.runs,
