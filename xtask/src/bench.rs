@@ -249,8 +249,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let data = fresh_data_dir()?;
         let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
         // The peer of writes paced at 500 req/s: fsyncs at the same pace.
-        let (paced_p50, paced_p99) =
-            fsync_probe(&data, 2_500, Some(Duration::from_millis(2)))?;
+        let (paced_p50, paced_p99) = fsync_probe(&data, 2_500, Some(Duration::from_millis(2)))?;
         let app = start(&edge, &config, &data, false)?;
         let pid = app.pid();
         let rss_start = rss_mb(pid);
