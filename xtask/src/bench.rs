@@ -400,6 +400,31 @@ fn hl7_peer(root: &Path) -> anyhow::Result<(Child, String)> {
     }
 }
 
+/// ADT^A28 over MLLP to `addr`: `messages` over `clients` connections.
+fn a28(
+    load_bin: &Path,
+    addr: &str,
+    messages: usize,
+    clients: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let (messages, clients) = (messages.to_string(), clients.to_string());
+    load(
+        load_bin,
+        addr,
+        "",
+        &[
+            "--scenario",
+            "mllp",
+            "--trigger",
+            "A28",
+            "--messages",
+            &messages,
+            "--clients",
+            &clients,
+        ],
+    )
+}
+
 /// `cargo xtask bench mllp [--runs N]`: HL7 ADT over MLLP, durable, one
 /// connection and 16 connections, against the disk's fsync and, for one
 /// connection, python-hl7's MLLP server storing nothing, both measured in
@@ -436,53 +461,11 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
                 "1",
             ],
         )?;
-        let one = load(
-            &load_bin,
-            &m,
-            "",
-            &[
-                "--scenario",
-                "mllp",
-                "--trigger",
-                "A28",
-                "--messages",
-                "10000",
-                "--clients",
-                "1",
-            ],
-        )?;
-        let many = load(
-            &load_bin,
-            &m,
-            "",
-            &[
-                "--scenario",
-                "mllp",
-                "--trigger",
-                "A28",
-                "--messages",
-                "40000",
-                "--clients",
-                "16",
-            ],
-        )?;
+        let one = a28(&load_bin, &m, 10_000, 1)?;
+        let many = a28(&load_bin, &m, 40_000, 16)?;
         drop(app);
         let (mut peer, peer_addr) = hl7_peer(root)?;
-        let python = load(
-            &load_bin,
-            &peer_addr,
-            "",
-            &[
-                "--scenario",
-                "mllp",
-                "--trigger",
-                "A28",
-                "--messages",
-                "10000",
-                "--clients",
-                "1",
-            ],
-        );
+        let python = a28(&load_bin, &peer_addr, 10_000, 1);
         let _ = peer.kill();
         let _ = peer.wait();
         let python = python?;

@@ -53,41 +53,24 @@ pub enum LockError {
 #[derive(Debug)]
 pub struct DataDirLock {
     file: File,
-    path: PathBuf,
 }
 
 impl DataDirLock {
     /// Takes the exclusive lock of `dir` (creating the dir and the lock file
     /// when needed) without waiting, and records this process's pid in it.
     pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
-        Self::acquire_file(dir, &dir.join(LOCK_FILE))
-    }
-
-    /// [`DataDirLock::acquire`] for callers that report with `anyhow`: a
-    /// refusal stays a [`DataDirLocked`] (the CLI exits with its own code).
-    pub fn take(dir: &Path) -> anyhow::Result<DataDirLock> {
-        match Self::acquire(dir) {
-            Ok(l) => Ok(l),
-            Err(LockError::Locked(l)) => Err(l.into()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The same for another lock file inside `dir` (e.g. the model sets').
-    pub fn acquire_file(dir: &Path, path: &Path) -> Result<DataDirLock, LockError> {
+        let path = dir.join(LOCK_FILE);
         let io = |source| LockError::Io {
-            path: path.to_owned(),
+            path: path.clone(),
             source,
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
+        std::fs::create_dir_all(dir).map_err(io)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)
+            .open(&path)
             .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
@@ -106,15 +89,17 @@ impl DataDirLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(DataDirLock {
-            file,
-            path: path.to_owned(),
-        })
+        Ok(DataDirLock { file })
     }
 
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// [`DataDirLock::acquire`] for callers that report with `anyhow`: a
+    /// refusal stays a [`DataDirLocked`] (the CLI exits with its own code).
+    pub fn take(dir: &Path) -> anyhow::Result<DataDirLock> {
+        match Self::acquire(dir) {
+            Ok(l) => Ok(l),
+            Err(LockError::Locked(l)) => Err(l.into()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Releases the lock now (dropping it does the same).
