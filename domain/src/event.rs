@@ -157,6 +157,15 @@ impl Transition {
     }
 }
 
+/// A bed a changed visit held, with the bed's version after the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBed {
+    /// The bed.
+    pub bed: BedId,
+    /// Its version after the change.
+    pub version: u64,
+}
+
 /// The typed content of an event. Each variant carries the resulting state, so
 /// replaying the log reproduces the projections exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +250,21 @@ pub enum EventBody {
         /// The surviving patient (PID).
         into: PatientRef,
     },
+    /// A visit changed number or patient (A45 move visit, A50 change visit
+    /// number, A42 merge visit): stay `from` is now stay `to` of `patient`,
+    /// on every bed it held.
+    VisitChanged {
+        /// The visit number before (MRG-5, or PV1-19 for A45).
+        from: crate::ids::EncounterId,
+        /// The visit number after (PV1-19).
+        to: crate::ids::EncounterId,
+        /// The patient the visit belongs to now (PID).
+        patient: PatientRef,
+        /// The beds the visit held (occupied, reserved, or held for its
+        /// pending transfer), each with its version after the change.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        beds: Vec<HeldBed>,
+    },
     /// The regional EMPI assigned an enterprise id to a local patient (from
     /// the cloud's downlink).
     EidAssigned {
@@ -311,7 +335,9 @@ impl EventBody {
     /// The stream the event belongs to.
     pub fn stream(&self) -> Stream {
         match self {
-            Self::PatientRecorded { .. } | Self::PatientsMerged { .. } => Stream::Adt,
+            Self::PatientRecorded { .. }
+            | Self::PatientsMerged { .. }
+            | Self::VisitChanged { .. } => Stream::Adt,
             Self::EidAssigned { .. } => Stream::Empi,
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             _ => Stream::Bed,
@@ -329,6 +355,7 @@ impl EventBody {
             Self::BedPendingDischargeChanged { .. } => "bed.pending_discharge_changed",
             Self::PatientRecorded { .. } => "adt.patient_recorded",
             Self::PatientsMerged { .. } => "adt.patients_merged",
+            Self::VisitChanged { .. } => "adt.visit_changed",
             Self::BedsSwapped { .. } => "bed.swapped",
             Self::Hl7Message { .. } => "integration.hl7_message",
             Self::Hl7Replayed { .. } => "integration.hl7_replayed",
@@ -346,6 +373,7 @@ impl EventBody {
             | Self::BedIsolationChanged { bed, .. }
             | Self::BedPendingDischargeChanged { bed, .. }
             | Self::BedsSwapped { bed, .. } => Some(bed),
+            Self::VisitChanged { beds, .. } => beds.first().map(|h| &h.bed),
             Self::PatientRecorded { .. }
             | Self::PatientsMerged { .. }
             | Self::Hl7Message { .. }

@@ -14,8 +14,8 @@ pub mod time;
 
 pub use bed::{BedAttributes, BedState, GenderRestriction, Housekeeping, LevelOfCare};
 pub use event::{
-    Actor, ActorKind, ChainError, ChainVerifier, Draft, Envelope, EventBody, EventHash, Stream,
-    Transition, verify_chain,
+    Actor, ActorKind, ChainError, ChainVerifier, Draft, Envelope, EventBody, EventHash, HeldBed,
+    Stream, Transition, verify_chain,
 };
 pub use ids::{BedId, EncounterId, HospitalId, IdError, NodeId, RegionId, RoomId, UnitId};
 pub use phi::{Address, BirthDate, Identifier, Mrn, PatientRef, PersonName, Phone, Sex};

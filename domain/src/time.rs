@@ -62,7 +62,9 @@ impl Timestamp {
 }
 
 impl Timestamp {
-    /// HL7 DTM to the second, UTC: `YYYYMMDDHHMMSS`.
+    /// HL7 DTM to the second, UTC: `YYYYMMDDHHMMSS`. (The appliance writes
+    /// its ACK times in the hospital's zone, with the offset: edge-node's
+    /// `HospitalTime`.)
     pub fn to_hl7(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
@@ -80,7 +82,9 @@ impl Timestamp {
     }
 
     /// Parses an HL7 DTM (`YYYY[MM[DD[HH[MM[SS[.S…]]]]]][+/-ZZZZ]`); without an
-    /// offset the time is taken as UTC. `None` when malformed.
+    /// offset the time is taken as UTC. `None` when malformed. (The
+    /// appliance reads the feed's times in the hospital's zone instead:
+    /// edge-node's `HospitalTime`.)
     pub fn parse_hl7(s: &str) -> Option<Timestamp> {
         let s = s.trim();
         let (main, offset) = match s.find(['+', '-']) {

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::integration::hl7::ErrorCode;
 use crate::integration::hl7::ack::{self, Header, Outcome};
+use crate::integration::hl7::time::HospitalTime;
 use crate::integration::mllp::{FrameEvent, Framer, FramerConfig};
 use crate::metrics::Metrics;
 use crate::store::{Hl7Request, Store};
@@ -40,6 +41,9 @@ pub struct MllpSettings {
     pub idle_timeout: Duration,
     /// Close a connection whose frame stays incomplete for this long.
     pub frame_timeout: Duration,
+    /// The hospital's clock, for the time of the ACKs sent here (frames
+    /// that never reach the writer).
+    pub clock: HospitalTime,
 }
 
 impl std::fmt::Debug for MllpSettings {
@@ -50,6 +54,7 @@ impl std::fmt::Debug for MllpSettings {
             .field("max_connections", &self.max_connections)
             .field("idle_timeout", &self.idle_timeout)
             .field("frame_timeout", &self.frame_timeout)
+            .field("clock", &self.clock.name())
             .finish()
     }
 }
@@ -62,6 +67,7 @@ impl Default for MllpSettings {
             max_connections: 64,
             idle_timeout: Duration::from_secs(600),
             frame_timeout: Duration::from_secs(30),
+            clock: HospitalTime::utc(),
         }
     }
 }
@@ -149,7 +155,7 @@ fn is_batch(content: &[u8]) -> bool {
 
 /// Stores and applies one message; its ACKs, or a reject ACK when it could
 /// not be stored (so the sender keeps it and resends).
-async fn handle(store: &Store, raw: &[u8], peer: SocketAddr) -> Vec<Vec<u8>> {
+async fn handle(store: &Store, raw: &[u8], peer: SocketAddr, clock: &HospitalTime) -> Vec<Vec<u8>> {
     match store.hl7(Hl7Request { raw: raw.to_vec() }).await {
         Ok(reply) => reply.acks,
         Err(e) => {
@@ -159,7 +165,7 @@ async fn handle(store: &Store, raw: &[u8], peer: SocketAddr) -> Vec<Vec<u8>> {
                 location: None,
                 reason: "the appliance could not store the message; resend it".into(),
             };
-            let ts = hms_domain::Timestamp::now().to_hl7();
+            let ts = clock.format(hms_domain::Timestamp::now());
             ack::acks(&Header::salvage(raw), &outcome, "UNSTORED", &ts)
         }
     }
@@ -241,7 +247,7 @@ where
                     };
                     let mut out = Vec::new();
                     for raw in messages {
-                        for a in handle(store, &raw, peer).await {
+                        for a in handle(store, &raw, peer, &settings.clock).await {
                             count_ack(metrics, &a);
                             out.extend_from_slice(&Framer::encode(&a));
                         }
@@ -264,7 +270,7 @@ where
                             settings.framer.max_frame
                         ),
                     };
-                    let ts = hms_domain::Timestamp::now().to_hl7();
+                    let ts = settings.clock.format(hms_domain::Timestamp::now());
                     for a in ack::acks(&h, &outcome, "REJECT", &ts) {
                         count_ack(metrics, &a);
                         stream.write_all(&Framer::encode(&a)).await?;

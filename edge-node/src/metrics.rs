@@ -88,6 +88,9 @@ pub struct Metrics {
     pub hl7_messages: Family<KindLabels, Counter>,
     /// HL7 ACKs sent, by MSA-1 code.
     pub hl7_acks: Family<KindLabels, Counter>,
+    /// HL7 messages whose sender keys (MSH-3, MSH-4, MSH-10) were seen before
+    /// with other content: processed as new messages.
+    pub hl7_control_id_reused: Counter,
     /// MLLP frames received.
     pub mllp_frames: Counter,
     /// Bytes skipped while resynchronising on VT.
@@ -198,6 +201,12 @@ impl Metrics {
         );
         let hl7_acks = Family::<KindLabels, Counter>::default();
         registry.register("hl7_acks", "HL7 ACKs sent by MSA-1 code", hl7_acks.clone());
+        let hl7_control_id_reused = Counter::default();
+        registry.register(
+            "hl7_control_id_reused",
+            "HL7 messages reusing a stored message's MSH-3/MSH-4/MSH-10 with other content",
+            hl7_control_id_reused.clone(),
+        );
         let mllp_frames = Counter::default();
         registry.register("mllp_frames", "MLLP frames received", mllp_frames.clone());
         let mllp_skipped_bytes = Counter::default();
@@ -276,6 +285,7 @@ impl Metrics {
             uplink_lag_seconds,
             uplink_outbox_events,
             hl7_acks,
+            hl7_control_id_reused,
             hl7_messages,
             mllp_frames,
             mllp_skipped_bytes,

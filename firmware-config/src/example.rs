@@ -188,6 +188,7 @@ pub fn example(beds: usize, hospital_id: &str) -> String {
     line(w, format_args!("region = \"eu-west\""));
     line(w, format_args!("node_id = \"edge-1\""));
     line(w, format_args!("name = {}", quoted(&name)));
+    line(w, format_args!("timezone = \"Europe/Warsaw\""));
     line(w, format_args!(""));
     line(w, format_args!("[listen]"));
     line(w, format_args!("http = \"127.0.0.1:8080\""));

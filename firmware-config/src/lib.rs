@@ -39,8 +39,8 @@ pub use schema::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
     DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
     DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, InferenceSection, Listen,
-    MllpSection, MllpTls, NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection,
+    Listen, MllpSection, MllpTls, NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
 };
 
 /// A configuration that loaded, with the warnings found on the way.

@@ -39,8 +39,8 @@ use crate::schema::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
     DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
     DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, HttpSection, InferenceSection, Listen,
-    MllpSection, MllpTls, NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection,
+    Listen, MllpSection, MllpTls, NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -53,6 +53,7 @@ const TOP_KEYS: &[&str] = &[
     "store",
     "http",
     "mllp",
+    "hl7",
     "uplink",
     "backup",
     "inference",
@@ -64,7 +65,7 @@ const TOP_KEYS: &[&str] = &[
     "bed",
 ];
 const INFERENCE_KEYS: &[&str] = &["models", "library", "cuda", "timeout_ms", "refresh_s"];
-const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name"];
+const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name", "timezone"];
 const LISTEN_KEYS: &[&str] = &["http", "mllp"];
 const STORE_KEYS: &[&str] = &[
     "data_dir",
@@ -84,6 +85,7 @@ const MLLP_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
 ];
+const HL7_SECTION_KEYS: &[&str] = &["managed_points_of_care"];
 const UPLINK_KEYS: &[&str] = &[
     "cloud",
     "ca",
@@ -379,6 +381,24 @@ impl<'t, 'i> Scope<'t, 'i> {
         None
     }
 
+    /// Like [`Self::one_of`], ASCII case ignored; the value as `allowed` spells it.
+    fn one_of_any_case(&self, sink: &mut Sink<'_>, key: &str, allowed: &[&str]) -> Option<String> {
+        let s = self.string(sink, key, Need::Optional)?;
+        if let Some(a) = allowed.iter().find(|a| a.eq_ignore_ascii_case(&s.value)) {
+            return Some((*a).to_owned());
+        }
+        sink.error(
+            &s.span,
+            format!(
+                "{} has an unknown value {}; expected one of (case ignored): {}",
+                self.key_path(key),
+                shown(&s.value),
+                allowed.join(", ")
+            ),
+        );
+        None
+    }
+
     fn gender(&self, sink: &mut Sink<'_>, key: &str) -> Option<GenderRestriction> {
         match self.one_of(sink, key, GENDERS)?.as_str() {
             "female" => Some(GenderRestriction::Female),
@@ -463,6 +483,42 @@ fn parse_id<T>(
             None
         }
     }
+}
+
+/// `node.timezone`: a time zone of the bundled IANA database (`UTC` included).
+fn time_zone(sink: &mut Sink<'_>, raw: &At<String>) -> Option<jiff::tz::TimeZone> {
+    if let Ok(tz) = jiff::tz::TimeZone::get(&raw.value) {
+        return Some(tz);
+    }
+    // A typo ("Europe/Warsw"), or a city alone ("Warsaw", "new york").
+    let wanted = raw.value.trim().replace(' ', "_").to_ascii_lowercase();
+    let near = jiff::tz::db()
+        .available()
+        .filter_map(|name| {
+            let lower = name.as_str().to_ascii_lowercase();
+            let city = lower.rsplit('/').next().unwrap_or_default();
+            let distance = if city == wanted {
+                0
+            } else {
+                strsim::levenshtein(&lower, &wanted)
+            };
+            (distance <= 2).then_some((distance, name))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name);
+    let hint = match near {
+        Some(name) => format!("; did you mean {}?", shown(name.as_str())),
+        None => String::new(),
+    };
+    sink.error(
+        &raw.span,
+        format!(
+            "`node.timezone` is not a time zone: {}; expected an IANA time zone name, \
+             e.g. \"Europe/Warsaw\", \"America/New_York\" or \"UTC\"{hint}",
+            shown(&raw.value)
+        ),
+    );
+    None
 }
 
 /// Ids seen for one kind: where each was first defined.
@@ -583,6 +639,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let store = self.store(root);
         let http = self.http(root);
         let mllp = self.mllp(root);
+        let hl7 = self.hl7(root);
         let uplink = self.uplink(root);
         let backup = self.backup(root);
         let inference = self.inference(root);
@@ -638,6 +695,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             store: store?,
             http: http?,
             mllp: mllp?,
+            hl7: hl7?,
             uplink: uplink?,
             backup: backup?,
             inference: inference?,
@@ -747,12 +805,26 @@ impl<'s, 'a> Walk<'s, 'a> {
             Some(_) => Some(s.text(sink, "name", Need::Optional)?.value),
             None => None,
         };
+        let timezone = match s.string(sink, "timezone", Need::Optional) {
+            Some(raw) => time_zone(sink, &raw),
+            None if s.table.contains_key("timezone") => None,
+            None => {
+                // Files written before the key existed still load.
+                sink.warning(
+                    &s.span,
+                    "missing key `timezone` in [node]; HL7 times without an offset are read \
+                     as UTC. Set the hospital's IANA time zone, e.g. timezone = \"Europe/Warsaw\"",
+                );
+                Some(jiff::tz::TimeZone::UTC)
+            }
+        };
         let hospital_id = hospital_id?;
         Some(NodeSection {
             name: name.unwrap_or_else(|| hospital_id.to_string()),
             hospital_id,
             region: region?,
             node_id: node_id?,
+            timezone: timezone?,
         })
     }
 
@@ -821,7 +893,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let connections = s.int(sink, "max_connections", 1, 10_000);
         let idle = s.int(sink, "idle_timeout_s", 1, 86_400);
         let frame_timeout = s.int(sink, "frame_timeout_s", 1, 3_600);
-        let charset = s.one_of(sink, "default_charset", CHARSETS);
+        let charset = s.one_of_any_case(sink, "default_charset", CHARSETS);
         let tls = mllp_tls(sink, &s, dir);
         if (tolerate.is_none() && has("tolerate_missing_cr"))
             || (charset.is_none() && has("default_charset"))
@@ -836,6 +908,19 @@ impl<'s, 'a> Walk<'s, 'a> {
             frame_timeout_s: frame_timeout.ok()?.unwrap_or(DEFAULT_FRAME_TIMEOUT_S),
             default_charset: charset.unwrap_or_else(|| DEFAULT_CHARSET.to_owned()),
             tls: tls.ok()?,
+        })
+    }
+
+    /// `[hl7]`: the points of care managed beyond those of the beds.
+    fn hl7(&mut self, root: &Scope<'_, '_>) -> Option<Hl7Section> {
+        if !root.table.contains_key("hl7") {
+            return Some(Hl7Section::default());
+        }
+        let s = self.section(root, "hl7", Need::Optional)?;
+        s.unknown_keys(self.sink, HL7_SECTION_KEYS);
+        let managed = s.strings(self.sink, "managed_points_of_care").ok()?;
+        Some(Hl7Section {
+            managed_points_of_care: managed,
         })
     }
 

@@ -34,8 +34,29 @@ pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 600;
 pub const DEFAULT_FRAME_TIMEOUT_S: u64 = 30;
 /// Default for `mllp.default_charset`.
 pub const DEFAULT_CHARSET: &str = "UNICODE UTF-8";
-/// The values `mllp.default_charset` may take: the HL7 v2 names of MSH-18.
-pub const CHARSETS: &[&str] = &["ASCII", "8859/1", DEFAULT_CHARSET];
+/// The values `mllp.default_charset` may take (ASCII case ignored): the HL7
+/// v2 names of MSH-18 (table 0211) the appliance decodes, the Windows code
+/// pages 1250 and 1252, then the other spellings senders put in MSH-18
+/// (`UTF-8`, `CP1250`, `CP1252`). The same names as MSH-18 itself.
+pub const CHARSETS: &[&str] = &[
+    "ASCII",
+    "8859/1",
+    "8859/2",
+    "8859/3",
+    "8859/4",
+    "8859/5",
+    "8859/6",
+    "8859/7",
+    "8859/8",
+    "8859/9",
+    "8859/15",
+    DEFAULT_CHARSET,
+    "WINDOWS-1250",
+    "WINDOWS-1252",
+    "UTF-8",
+    "CP1250",
+    "CP1252",
+];
 
 /// Default for `uplink.batch_events`.
 pub const DEFAULT_UPLINK_BATCH_EVENTS: usize = 1_000;
@@ -72,6 +93,8 @@ pub struct Config {
     pub http: HttpSection,
     /// MLLP (HL7 v2 feed) settings.
     pub mllp: MllpSection,
+    /// HL7 semantics: what the appliance manages.
+    pub hl7: Hl7Section,
     /// Shipping the event log to the regional cloud; none: the appliance runs alone.
     pub uplink: Option<UplinkSection>,
     /// Scheduled local snapshots; none: only on demand (`hms-edge backup`).
@@ -127,6 +150,11 @@ pub struct NodeSection {
     pub node_id: NodeId,
     /// Display name; defaults to the hospital id.
     pub name: String,
+    /// The hospital's time zone (`timezone`, an IANA name such as
+    /// `Europe/Warsaw`): HL7 times without an offset are local times in it,
+    /// ACKs carry its offset, forecasts use its hours and weekdays. UTC when
+    /// the key is absent (with a warning).
+    pub timezone: jiff::tz::TimeZone,
 }
 
 /// `[listen]`: addresses the appliance binds.
@@ -200,7 +228,8 @@ pub struct MllpSection {
     pub idle_timeout_s: u64,
     /// Seconds a frame may stay incomplete before its connection is closed.
     pub frame_timeout_s: u64,
-    /// Character set assumed when MSH-18 is empty: one of [`CHARSETS`].
+    /// Character set assumed when MSH-18 is empty: one of [`CHARSETS`], as
+    /// spelled there.
     pub default_charset: String,
     /// TLS on the MLLP listener; none means plain TCP.
     pub tls: Option<MllpTls>,
@@ -218,6 +247,16 @@ impl Default for MllpSection {
             tls: None,
         }
     }
+}
+
+/// `[hl7]`: which places of the feed the appliance manages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hl7Section {
+    /// Points of care (PL-1) managed in any facility, beyond those of the
+    /// configured beds. A message for a location in a managed point of care
+    /// whose room/bed is not configured is parked; a location outside every
+    /// managed point of care is recorded off the board and answered AA.
+    pub managed_points_of_care: Vec<String>,
 }
 
 /// `[uplink]`: the appliance's link to its regional cloud.

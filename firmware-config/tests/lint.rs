@@ -18,6 +18,7 @@ const HEAD: &str = r#"[node]
 hospital_id = "demo-general"
 region = "eu-west"
 node_id = "edge-1"
+timezone = "Europe/Warsaw"
 
 [listen]
 http = "127.0.0.1:8080"
@@ -50,7 +51,7 @@ id = "3W-301"
 unit = "3W"
 "#;
 
-/// One valid bed in room 3W-301 (lines 35 to 39 when appended to [`HEAD`]).
+/// One valid bed in room 3W-301 (lines 36 to 40 when appended to [`HEAD`]).
 const BED: &str = r#"
 [[bed]]
 id = "3W-301-A"
@@ -106,7 +107,7 @@ fn syntax_errors_are_located() {
             valid().replace("[listen]", "[node]")
         ),
         expect![[r#"
-            hospital.toml:6:2: error: TOML syntax: duplicate key
+            hospital.toml:7:2: error: TOML syntax: duplicate key
         "#]],
     );
 }
@@ -126,11 +127,11 @@ fn type_errors_name_the_key_and_the_type_found() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:3:10: error: `node.region` must be a string, found integer
-        hospital.toml:11:13: error: `store.max_batch` must be an integer, found string
-        hospital.toml:40:13: error: `bed.telemetry` must be true or false, found string
-        hospital.toml:41:19: error: `bed.tags` must hold only strings, found integer
-    "#]],
+            hospital.toml:3:10: error: `node.region` must be a string, found integer
+            hospital.toml:12:13: error: `store.max_batch` must be an integer, found string
+            hospital.toml:41:13: error: `bed.telemetry` must be true or false, found string
+            hospital.toml:42:19: error: `bed.tags` must hold only strings, found integer
+        "#]],
     );
     check(
         &format!(
@@ -144,14 +145,14 @@ fn type_errors_name_the_key_and_the_type_found() {
     check(
         &valid().replace("[[floor]]", "[floor]"),
         expect![[r#"
-            hospital.toml:21:1: error: `floor` must be an array of tables ([[floor]]), found table
+            hospital.toml:22:1: error: `floor` must be an array of tables ([[floor]]), found table
         "#]],
     );
     check(
         &valid().replace("hl7 = {", "hl7 = \"DGH^3W^301^A\"\nx = {"),
         expect![[r#"
-            hospital.toml:39:7: error: `bed.hl7` must be a table, found string
-            hospital.toml:40:1: error: unknown key `x` in [[bed]]; expected one of: id, room, unit, gender, isolation_capable, telemetry, bariatric, level_of_care, tags, hl7
+            hospital.toml:40:7: error: `bed.hl7` must be a table, found string
+            hospital.toml:41:1: error: unknown key `x` in [[bed]]; expected one of: id, room, unit, gender, isolation_capable, telemetry, bariatric, level_of_care, tags, hl7
         "#]],
     );
 }
@@ -166,12 +167,12 @@ fn missing_required_keys_point_at_their_table() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:1:1: error: missing required key `node_id` in [node]
-        hospital.toml:5:1: error: missing required key `http` in [listen]
-        hospital.toml:24:1: error: missing required key `name` in [[unit]]
-        hospital.toml:24:1: error: missing required key `level_of_care` in [[unit]]
-        hospital.toml:32:1: error: missing required key `id` in [[bed]]
-    "#]],
+            hospital.toml:1:1: error: missing required key `node_id` in [node]
+            hospital.toml:6:1: error: missing required key `http` in [listen]
+            hospital.toml:25:1: error: missing required key `name` in [[unit]]
+            hospital.toml:25:1: error: missing required key `level_of_care` in [[unit]]
+            hospital.toml:33:1: error: missing required key `id` in [[bed]]
+        "#]],
     );
     check(
         &valid().replace("[listen]\nhttp = \"127.0.0.1:8080\"\n", ""),
@@ -182,7 +183,7 @@ fn missing_required_keys_point_at_their_table() {
     check(
         &valid().replace("room = \"301\", ", ""),
         expect![[r#"
-            hospital.toml:39:7: error: missing required key `room` in `bed.hl7`
+            hospital.toml:40:7: error: missing required key `room` in `bed.hl7`
         "#]],
     );
 }
@@ -200,13 +201,13 @@ fn bad_ids_quote_the_domain_rule() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:2:15: error: invalid hospital id "demo general": id contains ' '; only letters, digits, dot, underscore, colon and hyphen are allowed
-        hospital.toml:13:6: error: invalid facility id "": id is empty
-        hospital.toml:18:12: error: building "main" refers to unknown facility "DGH"
-        hospital.toml:27:6: error: invalid unit id "WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWW"…: id is longer than 64 bytes
-        hospital.toml:34:8: error: room "3W-301" refers to unknown unit "3W"
-        hospital.toml:37:6: error: invalid bed id "3W/301/A": id contains '/'; only letters, digits, dot, underscore, colon and hyphen are allowed
-    "#]],
+            hospital.toml:2:15: error: invalid hospital id "demo general": id contains ' '; only letters, digits, dot, underscore, colon and hyphen are allowed
+            hospital.toml:14:6: error: invalid facility id "": id is empty
+            hospital.toml:19:12: error: building "main" refers to unknown facility "DGH"
+            hospital.toml:28:6: error: invalid unit id "WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWW"…: id is longer than 64 bytes
+            hospital.toml:35:8: error: room "3W-301" refers to unknown unit "3W"
+            hospital.toml:38:6: error: invalid bed id "3W/301/A": id contains '/'; only letters, digits, dot, underscore, colon and hyphen are allowed
+        "#]],
     );
 }
 
@@ -219,9 +220,9 @@ fn bad_socket_addresses_are_errors() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:7:8: error: `listen.http` is not a socket address: "localhost:8080"; expected IP:PORT, e.g. "127.0.0.1:8080"
-        hospital.toml:8:8: error: `listen.mllp` is not a socket address: "127.0.0.1"; expected IP:PORT, e.g. "127.0.0.1:8080"
-    "#]],
+            hospital.toml:8:8: error: `listen.http` is not a socket address: "localhost:8080"; expected IP:PORT, e.g. "127.0.0.1:8080"
+            hospital.toml:9:8: error: `listen.mllp` is not a socket address: "127.0.0.1"; expected IP:PORT, e.g. "127.0.0.1:8080"
+        "#]],
     );
 }
 
@@ -236,9 +237,9 @@ fn unknown_enum_values_list_the_allowed_ones() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:30:17: error: `unit.level_of_care` has an unknown value "intensive"; expected one of: icu, step_down, acute, observation, emergency, maternity, pediatric, neonatal, psychiatric, rehab
-        hospital.toml:39:10: error: `bed.gender` has an unknown value "f"; expected one of: any, female, male
-    "#]],
+            hospital.toml:31:17: error: `unit.level_of_care` has an unknown value "intensive"; expected one of: icu, step_down, acute, observation, emergency, maternity, pediatric, neonatal, psychiatric, rehab
+            hospital.toml:40:10: error: `bed.gender` has an unknown value "f"; expected one of: any, female, male
+        "#]],
     );
 }
 
@@ -251,12 +252,12 @@ fn numbers_out_of_range_give_the_range() {
     check(
         &text,
         expect![[r#"
-        hospital.toml:11:25: error: `store.checkpoint_interval_s` must be between 1 and 86400, found 0
-        hospital.toml:12:16: error: `store.writer_queue` must be between 1 and 1000000, found -1
-        hospital.toml:13:13: error: `store.max_batch` must be between 1 and 100000, found 99999999999999999999
-        hospital.toml:16:18: error: `http.max_body_bytes` must be between 1 and 1073741824, found 0
-        hospital.toml:17:20: error: `http.shutdown_grace_s` must be between 0 and 3600, found 3601
-    "#]],
+            hospital.toml:12:25: error: `store.checkpoint_interval_s` must be between 1 and 86400, found 0
+            hospital.toml:13:16: error: `store.writer_queue` must be between 1 and 1000000, found -1
+            hospital.toml:14:13: error: `store.max_batch` must be between 1 and 100000, found 99999999999999999999
+            hospital.toml:17:18: error: `http.max_body_bytes` must be between 1 and 1073741824, found 0
+            hospital.toml:18:20: error: `http.shutdown_grace_s` must be between 0 and 3600, found 3601
+        "#]],
     );
 }
 
@@ -338,10 +339,10 @@ fn mllp_numbers_out_of_range_give_the_range() {
     check(
         &below,
         expect![[r#"
-            hospital.toml:42:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 1023
-            hospital.toml:43:19: error: `mllp.max_connections` must be between 1 and 10000, found 0
-            hospital.toml:44:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 0
-            hospital.toml:45:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found -30
+            hospital.toml:43:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 1023
+            hospital.toml:44:19: error: `mllp.max_connections` must be between 1 and 10000, found 0
+            hospital.toml:45:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 0
+            hospital.toml:46:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found -30
         "#]],
     );
     assert!(load_str(&below, file()).is_err());
@@ -350,10 +351,10 @@ fn mllp_numbers_out_of_range_give_the_range() {
             "max_frame_bytes = 67108865\nmax_connections = 10001\nidle_timeout_s = 86401\nframe_timeout_s = 3601\n",
         ),
         expect![[r#"
-            hospital.toml:42:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 67108865
-            hospital.toml:43:19: error: `mllp.max_connections` must be between 1 and 10000, found 10001
-            hospital.toml:44:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 86401
-            hospital.toml:45:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found 3601
+            hospital.toml:43:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 67108865
+            hospital.toml:44:19: error: `mllp.max_connections` must be between 1 and 10000, found 10001
+            hospital.toml:45:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 86401
+            hospital.toml:46:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found 3601
         "#]],
     );
 }
@@ -367,17 +368,17 @@ fn mllp_wrong_types_name_the_key_and_the_type_found() {
     check(
         &text,
         expect![[r#"
-            hospital.toml:42:19: error: `mllp.max_frame_bytes` must be an integer, found string
-            hospital.toml:43:23: error: `mllp.tolerate_missing_cr` must be true or false, found string
-            hospital.toml:44:19: error: `mllp.max_connections` must be an integer, found float
-            hospital.toml:45:18: error: `mllp.idle_timeout_s` must be an integer, found boolean
-            hospital.toml:46:19: error: `mllp.frame_timeout_s` must be an integer, found array
-            hospital.toml:47:19: error: `mllp.default_charset` must be a string, found integer
+            hospital.toml:43:19: error: `mllp.max_frame_bytes` must be an integer, found string
+            hospital.toml:44:23: error: `mllp.tolerate_missing_cr` must be true or false, found string
+            hospital.toml:45:19: error: `mllp.max_connections` must be an integer, found float
+            hospital.toml:46:18: error: `mllp.idle_timeout_s` must be an integer, found boolean
+            hospital.toml:47:19: error: `mllp.frame_timeout_s` must be an integer, found array
+            hospital.toml:48:19: error: `mllp.default_charset` must be a string, found integer
         "#]],
     );
     assert!(load_str(&text, file()).is_err());
     let err = load_str(&with_mllp("tolerate_missing_cr = 1\n"), file()).expect_err("a bool");
-    expect!["hospital.toml:42:23: error: `mllp.tolerate_missing_cr` must be true or false, found integer"].assert_eq(&err.to_string());
+    expect!["hospital.toml:43:23: error: `mllp.tolerate_missing_cr` must be true or false, found integer"].assert_eq(&err.to_string());
     check(
         &format!("mllp = 5\n{}", valid()),
         expect![[r#"
@@ -387,33 +388,40 @@ fn mllp_wrong_types_name_the_key_and_the_type_found() {
     check(
         &format!("{}\n[[mllp]]\nmax_connections = 1\n", valid()),
         expect![[r#"
-            hospital.toml:41:1: error: `mllp` must be a table ([mllp]), found array
+            hospital.toml:42:1: error: `mllp` must be a table ([mllp]), found array
         "#]],
     );
 }
 
 #[test]
 fn an_unknown_mllp_charset_lists_the_allowed_ones() {
-    let text = with_mllp("default_charset = \"UTF-8\"\n");
+    let text = with_mllp("default_charset = \"UNICODE UTF-16\"\n");
     check(
         &text,
         expect![[r#"
-            hospital.toml:42:19: error: `mllp.default_charset` has an unknown value "UTF-8"; expected one of: ASCII, 8859/1, UNICODE UTF-8
+            hospital.toml:43:19: error: `mllp.default_charset` has an unknown value "UNICODE UTF-16"; expected one of (case ignored): ASCII, 8859/1, 8859/2, 8859/3, 8859/4, 8859/5, 8859/6, 8859/7, 8859/8, 8859/9, 8859/15, UNICODE UTF-8, WINDOWS-1250, WINDOWS-1252, UTF-8, CP1250, CP1252
         "#]],
     );
     assert!(load_str(&text, file()).is_err());
     check(
-        &with_mllp("default_charset = \"unicode utf-8\"\n"),
-        expect![[r#"
-            hospital.toml:42:19: error: `mllp.default_charset` has an unknown value "unicode utf-8"; expected one of: ASCII, 8859/1, UNICODE UTF-8
-        "#]],
-    );
-    check(
         &with_mllp("default_charset = \"\"\n"),
         expect![[r#"
-            hospital.toml:42:19: error: `mllp.default_charset` has an unknown value ""; expected one of: ASCII, 8859/1, UNICODE UTF-8
+            hospital.toml:43:19: error: `mllp.default_charset` has an unknown value ""; expected one of (case ignored): ASCII, 8859/1, 8859/2, 8859/3, 8859/4, 8859/5, 8859/6, 8859/7, 8859/8, 8859/9, 8859/15, UNICODE UTF-8, WINDOWS-1250, WINDOWS-1252, UTF-8, CP1250, CP1252
         "#]],
     );
+    // Any case is accepted, and kept as the list spells it.
+    for (given, kept) in [
+        ("unicode utf-8", "UNICODE UTF-8"),
+        ("utf-8", "UTF-8"),
+        ("windows-1250", "WINDOWS-1250"),
+        ("cp1252", "CP1252"),
+        ("8859/15", "8859/15"),
+    ] {
+        let text = with_mllp(&format!("default_charset = \"{given}\"\n"));
+        check(&text, expect![[""]]);
+        let m = load_str(&text, file()).expect("valid").config.mllp;
+        assert_eq!(m.default_charset, kept);
+    }
 }
 
 #[test]
@@ -422,14 +430,14 @@ fn unknown_mllp_keys_are_errors_for_lint_and_warnings_for_load() {
     check(
         &text,
         expect![[r#"
-            hospital.toml:43:1: error: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
-            hospital.toml:44:1: error: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+            hospital.toml:44:1: error: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+            hospital.toml:45:1: error: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
         "#]],
     );
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
-        hospital.toml:43:1: warning: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
-        hospital.toml:44:1: warning: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+        hospital.toml:44:1: warning: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+        hospital.toml:45:1: warning: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
     "#]]
     .assert_eq(&render(&loaded.warnings));
     assert_eq!(
@@ -521,8 +529,8 @@ fn mllp_tls_cert_and_key_come_together() {
         [&only_cert, &only_key].map(|text| render_in(dir.path(), &lint_str(text, &config)));
     expect![[r#"
         [
-            "$DIR/edge.toml:42:1: error: `mllp.tls_cert` is given without `mllp.tls_key`: TLS on the MLLP listener needs both, or neither for plain TCP\n",
-            "$DIR/edge.toml:43:3: error: `mllp.tls_key` is given without `mllp.tls_cert`: TLS on the MLLP listener needs both, or neither for plain TCP\n",
+            "$DIR/edge.toml:43:1: error: `mllp.tls_cert` is given without `mllp.tls_key`: TLS on the MLLP listener needs both, or neither for plain TCP\n",
+            "$DIR/edge.toml:44:3: error: `mllp.tls_key` is given without `mllp.tls_cert`: TLS on the MLLP listener needs both, or neither for plain TCP\n",
         ]
     "#]]
     .assert_debug_eq(&diagnostics);
@@ -538,7 +546,7 @@ fn a_missing_mllp_tls_file_is_an_error() {
     let text = with_mllp("tls_cert = \"edge.crt\"\ntls_key = \"tls/edge.key\"\n");
     std::fs::write(&config, &text).unwrap();
     let expected = expect![[r#"
-        $DIR/edge.toml:43:11: error: `mllp.tls_key` file "tls/edge.key" does not exist (looked for $DIR/tls/edge.key)
+        $DIR/edge.toml:44:11: error: `mllp.tls_key` file "tls/edge.key" does not exist (looked for $DIR/tls/edge.key)
     "#]];
     expected.assert_eq(&render_in(dir.path(), &lint(&config)));
     let err = load(&config).expect_err("the key is missing");
@@ -546,8 +554,8 @@ fn a_missing_mllp_tls_file_is_an_error() {
 
     let text = with_mllp("tls_cert = \"/nonexistent/hms/edge.crt\"\ntls_key = \"not-a-file\"\n");
     expect![[r#"
-        $DIR/edge.toml:42:12: error: `mllp.tls_cert` file "/nonexistent/hms/edge.crt" does not exist
-        $DIR/edge.toml:43:11: error: `mllp.tls_key` file "not-a-file" is a directory, not a file (looked for $DIR/not-a-file)
+        $DIR/edge.toml:43:12: error: `mllp.tls_cert` file "/nonexistent/hms/edge.crt" does not exist
+        $DIR/edge.toml:44:11: error: `mllp.tls_key` file "not-a-file" is a directory, not a file (looked for $DIR/not-a-file)
     "#]]
     .assert_eq(&render_in(dir.path(), &lint_str(&text, &config)));
     assert!(load_str(&text, &config).is_err());
@@ -555,15 +563,15 @@ fn a_missing_mllp_tls_file_is_an_error() {
     check(
         &with_mllp("tls_cert = \"no-such.crt\"\n"),
         expect![[r#"
-            hospital.toml:42:1: error: `mllp.tls_cert` is given without `mllp.tls_key`: TLS on the MLLP listener needs both, or neither for plain TCP
-            hospital.toml:42:12: error: `mllp.tls_cert` file "no-such.crt" does not exist
+            hospital.toml:43:1: error: `mllp.tls_cert` is given without `mllp.tls_key`: TLS on the MLLP listener needs both, or neither for plain TCP
+            hospital.toml:43:12: error: `mllp.tls_cert` file "no-such.crt" does not exist
         "#]],
     );
     check(
         &with_mllp("tls_cert = \"\"\ntls_key = [\"edge.key\"]\n"),
         expect![[r#"
-            hospital.toml:42:12: error: `mllp.tls_cert` must not be empty
-            hospital.toml:43:11: error: `mllp.tls_key` must be a string, found array
+            hospital.toml:43:12: error: `mllp.tls_cert` must not be empty
+            hospital.toml:44:11: error: `mllp.tls_key` must be a string, found array
         "#]],
     );
 }
@@ -602,14 +610,14 @@ unit = "3W"
     check(
         &text,
         expect![[r#"
-        hospital.toml:42:6: error: duplicate bed id "3W-301-A" (first defined at line 37)
-        hospital.toml:44:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 39
-        hospital.toml:47:6: error: duplicate facility id "DGH" (first defined at line 13)
-        hospital.toml:51:6: error: duplicate building id "main" (first defined at line 17)
-        hospital.toml:56:6: error: duplicate floor id "main-3" (first defined at line 22)
-        hospital.toml:61:6: error: duplicate unit id "3W" (first defined at line 27)
-        hospital.toml:67:6: error: duplicate room id "3W-301" (first defined at line 33)
-    "#]],
+            hospital.toml:43:6: error: duplicate bed id "3W-301-A" (first defined at line 38)
+            hospital.toml:45:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 40
+            hospital.toml:48:6: error: duplicate facility id "DGH" (first defined at line 14)
+            hospital.toml:52:6: error: duplicate building id "main" (first defined at line 18)
+            hospital.toml:57:6: error: duplicate floor id "main-3" (first defined at line 23)
+            hospital.toml:62:6: error: duplicate unit id "3W" (first defined at line 28)
+            hospital.toml:68:6: error: duplicate room id "3W-301" (first defined at line 34)
+        "#]],
     );
 }
 
@@ -634,13 +642,13 @@ hl7 = { facility = "DGH", point_of_care = "ED", room = "", bed = "1" }
     check(
         &text,
         expect![[r#"
-        hospital.toml:18:12: error: building "main" refers to unknown facility "NOPE"
-        hospital.toml:23:12: error: floor "main-3" refers to unknown building "annex"
-        hospital.toml:28:9: error: unit "3W" refers to unknown floor "main-9"
-        hospital.toml:34:8: error: room "3W-301" refers to unknown unit "4E"
-        hospital.toml:43:8: error: bed "3W-302-A" refers to unknown room "3W-302"
-        hospital.toml:48:8: error: bed "ED-1" refers to unknown unit "ED"
-    "#]],
+            hospital.toml:19:12: error: building "main" refers to unknown facility "NOPE"
+            hospital.toml:24:12: error: floor "main-3" refers to unknown building "annex"
+            hospital.toml:29:9: error: unit "3W" refers to unknown floor "main-9"
+            hospital.toml:35:8: error: room "3W-301" refers to unknown unit "4E"
+            hospital.toml:44:8: error: bed "3W-302-A" refers to unknown room "3W-302"
+            hospital.toml:49:8: error: bed "ED-1" refers to unknown unit "ED"
+        "#]],
     );
 }
 
@@ -675,9 +683,9 @@ hl7 = { facility = "DGH", point_of_care = "3W", room = "301", bed = "B" }
     check(
         &text,
         expect![[r#"
-        hospital.toml:52:1: error: bed "NOWHERE" has neither a room nor a unit
-        hospital.toml:59:8: error: bed "3W-301-B" is in unit "4E" but its room "3W-301" belongs to unit "3W"
-    "#]],
+            hospital.toml:53:1: error: bed "NOWHERE" has neither a room nor a unit
+            hospital.toml:60:8: error: bed "3W-301-B" is in unit "4E" but its room "3W-301" belongs to unit "3W"
+        "#]],
     );
 }
 
@@ -710,13 +718,13 @@ hl7 = { facility = "DGH", point_of_care = "3W", room = "301^2", bed = "E" }
     check(
         &text,
         expect![[r#"
-        hospital.toml:41:1: error: bed "3W-301-B" has no HL7 location mapping
-        hospital.toml:48:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 39
-        hospital.toml:53:20: error: `bed.hl7.facility` must not be empty
-        hospital.toml:53:40: error: `bed.hl7.point_of_care` must not be empty
-        hospital.toml:53:61: error: `bed.hl7.bed` must not be empty
-        hospital.toml:58:56: error: `bed.hl7.room` must not contain '^': it is an HL7 delimiter or a control character
-    "#]],
+            hospital.toml:42:1: error: bed "3W-301-B" has no HL7 location mapping
+            hospital.toml:49:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 40
+            hospital.toml:54:20: error: `bed.hl7.facility` must not be empty
+            hospital.toml:54:40: error: `bed.hl7.point_of_care` must not be empty
+            hospital.toml:54:61: error: `bed.hl7.bed` must not be empty
+            hospital.toml:59:56: error: `bed.hl7.room` must not contain '^': it is an HL7 delimiter or a control character
+        "#]],
     );
 }
 
@@ -764,17 +772,17 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     check(
         &text,
         expect![[r#"
-            hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-            hospital.toml:13:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, inference, facility, building, floor, unit, room, bed
-            hospital.toml:43:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
+            hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
+            hospital.toml:14:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed
+            hospital.toml:44:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
         "#]],
     );
 
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
-        hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name
-        hospital.toml:13:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, uplink, backup, inference, facility, building, floor, unit, room, bed
-        hospital.toml:43:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
+        hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
+        hospital.toml:14:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed
+        hospital.toml:44:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));
     assert!(
@@ -794,7 +802,7 @@ fn load_fails_with_every_error_and_displays_them() {
     let err: ConfigError = load_str(&text, file()).expect_err("invalid");
     expect![[r#"
         hospital.toml:3:10: error: `node.region` must be a string, found integer
-        hospital.toml:8:8: error: `listen.http` is not a socket address: "nowhere"; expected IP:PORT, e.g. "127.0.0.1:8080""#]]
+        hospital.toml:9:8: error: `listen.http` is not a socket address: "nowhere"; expected IP:PORT, e.g. "127.0.0.1:8080""#]]
     .assert_eq(&err.to_string());
     assert_eq!(err.diagnostics.len(), 3, "the warning is kept too");
     let _: &dyn std::error::Error = &err;
@@ -1087,7 +1095,7 @@ fn a_one_mebibyte_line_is_handled() {
     let text = format!("{}{long}\n", valid());
     let diagnostics = lint_str(&text, file());
     assert_eq!(diagnostics.len(), 1);
-    assert_eq!(diagnostics[0].line, 40);
+    assert_eq!(diagnostics[0].line, 41);
 }
 
 #[test]
@@ -1152,7 +1160,7 @@ mod cli {
             err,
             format!(
                 "{bad}:3:10: error: `node.region` must be a string, found integer\n\
-                 {bad}:4:1: error: unknown key `zone` in [node]; expected one of: hospital_id, region, node_id, name\n"
+                 {bad}:4:1: error: unknown key `zone` in [node]; expected one of: hospital_id, region, node_id, name, timezone\n"
             )
         );
     }
@@ -1173,7 +1181,7 @@ mod cli {
             "{out}"
         );
         assert!(
-            err.ends_with("spare.toml:42:6: warning: unit \"4E\" has no beds\n"),
+            err.ends_with("spare.toml:43:6: warning: unit \"4E\" has no beds\n"),
             "{err}"
         );
     }
@@ -1310,39 +1318,39 @@ fn uplink_errors_are_located() {
         (
             "cloud = \"ftp://cloud:21\"\n",
             expect![[r#"
-                $DIR/edge.toml:42:9: error: `uplink.cloud` must start with https:// (or http:// on loopback), found "ftp://cloud:21"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` must start with https:// (or http:// on loopback), found "ftp://cloud:21"
             "#]],
         ),
         (
             "cloud = \"https://cloud.example\"\nca = \"edge.crt\"\n",
             expect![[r#"
-                $DIR/edge.toml:42:9: error: `uplink.cloud` must name a port (HOST:PORT), found "https://cloud.example"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` must name a port (HOST:PORT), found "https://cloud.example"
             "#]],
         ),
         (
             "cloud = \"http://127.0.0.1:9443/sync\"\n",
             expect![[r#"
-                $DIR/edge.toml:42:9: error: `uplink.cloud` must be a URL of the form https://HOST:PORT with no path, found "http://127.0.0.1:9443/sync"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` must be a URL of the form https://HOST:PORT with no path, found "http://127.0.0.1:9443/sync"
             "#]],
         ),
         (
             "cloud = \"https://cloud.example:9443\"\n",
             expect![[r#"
-                $DIR/edge.toml:42:9: error: `uplink.cloud` is https but `uplink.ca` is not given: name the PEM file of the CA that signed the cloud's certificate
+                $DIR/edge.toml:43:9: error: `uplink.cloud` is https but `uplink.ca` is not given: name the PEM file of the CA that signed the cloud's certificate
             "#]],
         ),
         (
             "cloud = \"http://127.0.0.1:9443\"\nca = \"missing.pem\"\nbatch_events = 5000\nretention_adt_h = 0\n",
             expect![[r#"
-                $DIR/edge.toml:43:6: error: `uplink.ca` file "missing.pem" does not exist (looked for $DIR/missing.pem)
-                $DIR/edge.toml:44:16: error: `uplink.batch_events` must be between 1 and 1000, found 5000
-                $DIR/edge.toml:45:19: error: `uplink.retention_adt_h` must be between 1 and 87600, found 0
+                $DIR/edge.toml:44:6: error: `uplink.ca` file "missing.pem" does not exist (looked for $DIR/missing.pem)
+                $DIR/edge.toml:45:16: error: `uplink.batch_events` must be between 1 and 1000, found 5000
+                $DIR/edge.toml:46:19: error: `uplink.retention_adt_h` must be between 1 and 87600, found 0
             "#]],
         ),
         (
             "batch_events = 10\n",
             expect![[r#"
-                $DIR/edge.toml:41:1: error: missing required key `cloud` in [uplink]
+                $DIR/edge.toml:42:1: error: missing required key `cloud` in [uplink]
             "#]],
         ),
     ];
@@ -1381,9 +1389,97 @@ fn the_inference_section_defaults_and_resolves_paths() {
     );
     std::fs::write(&config, &text).expect("write");
     expect![[r#"
-        $DIR/edge.toml:42:8: error: `inference.cuda` must be true or false, found string
-        $DIR/edge.toml:43:14: error: `inference.timeout_ms` must be between 1 and 60000, found 0
-        $DIR/edge.toml:44:13: error: `inference.refresh_s` must be between 10 and 86400, found 1
+        $DIR/edge.toml:43:8: error: `inference.cuda` must be true or false, found string
+        $DIR/edge.toml:44:14: error: `inference.timeout_ms` must be between 1 and 60000, found 0
+        $DIR/edge.toml:45:13: error: `inference.refresh_s` must be between 10 and 86400, found 1
     "#]]
     .assert_eq(&render_in(dir.path(), &lint(&config)));
+}
+
+#[test]
+fn the_time_zone_is_an_iana_name() {
+    let c = load_str(&valid(), file()).expect("valid").config;
+    assert_eq!(c.node.timezone.iana_name(), Some("Europe/Warsaw"));
+    let text = valid().replace("\"Europe/Warsaw\"", "\"America/New_York\"");
+    assert_eq!(
+        load_str(&text, file()).expect("valid").config.node.timezone,
+        jiff::tz::TimeZone::get("America/New_York").unwrap()
+    );
+    let text = valid().replace("\"Europe/Warsaw\"", "\"UTC\"");
+    check(&text, expect![[""]]);
+    assert_eq!(
+        load_str(&text, file()).expect("valid").config.node.timezone,
+        jiff::tz::TimeZone::UTC
+    );
+}
+
+#[test]
+fn an_unknown_time_zone_is_an_error_with_a_hint() {
+    let text = valid().replace("\"Europe/Warsaw\"", "\"Europe/Warsw\"");
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:5:12: error: `node.timezone` is not a time zone: "Europe/Warsw"; expected an IANA time zone name, e.g. "Europe/Warsaw", "America/New_York" or "UTC"; did you mean "Europe/Warsaw"?
+        "#]],
+    );
+    let err = load_str(&text, file()).expect_err("an unknown zone stops loading");
+    assert_eq!(err.errors().count(), 1);
+    // A city alone, or an offset, is not a zone name; the city gets a hint.
+    check(
+        &valid().replace("\"Europe/Warsaw\"", "\"new york\""),
+        expect![[r#"
+            hospital.toml:5:12: error: `node.timezone` is not a time zone: "new york"; expected an IANA time zone name, e.g. "Europe/Warsaw", "America/New_York" or "UTC"; did you mean "America/New_York"?
+        "#]],
+    );
+    check(
+        &valid().replace("\"Europe/Warsaw\"", "\"+01:00\""),
+        expect![[r#"
+            hospital.toml:5:12: error: `node.timezone` is not a time zone: "+01:00"; expected an IANA time zone name, e.g. "Europe/Warsaw", "America/New_York" or "UTC"
+        "#]],
+    );
+    check(
+        &valid().replace("\"Europe/Warsaw\"", "1"),
+        expect![[r#"
+            hospital.toml:5:12: error: `node.timezone` must be a string, found integer
+        "#]],
+    );
+}
+
+#[test]
+fn a_missing_time_zone_is_utc_with_a_warning() {
+    let text = valid().replace("timezone = \"Europe/Warsaw\"\n", "");
+    let expected = expect![[r#"
+        hospital.toml:1:1: warning: missing key `timezone` in [node]; HL7 times without an offset are read as UTC. Set the hospital's IANA time zone, e.g. timezone = "Europe/Warsaw"
+    "#]];
+    expected.assert_eq(&render(&lint_str(&text, file())));
+    let loaded = load_str(&text, file()).expect("a file without the key still loads");
+    expected.assert_eq(&render(&loaded.warnings));
+    assert_eq!(loaded.config.node.timezone, jiff::tz::TimeZone::UTC);
+}
+
+#[test]
+fn hl7_managed_points_of_care_are_a_list_of_names() {
+    let loaded = load_str(&valid(), file()).expect("valid");
+    assert!(loaded.config.hl7.managed_points_of_care.is_empty());
+    let text = format!(
+        "{}\n[hl7]\nmanaged_points_of_care = [\"ED\", \"OR\"]\n",
+        valid()
+    );
+    let loaded = load_str(&text, file()).expect("valid");
+    assert_eq!(loaded.config.hl7.managed_points_of_care, ["ED", "OR"]);
+    // A bare string, an empty name and an unknown key are errors with their line.
+    for (body, needle) in [
+        (
+            "managed_points_of_care = \"ED\"",
+            "hl7.managed_points_of_care",
+        ),
+        ("managed_points_of_care = [\"\"]", "empty string"),
+        ("managed_point_of_care = [\"ED\"]", "managed_point_of_care"),
+    ] {
+        let text = format!("{}\n[hl7]\n{body}\n", valid());
+        let diags = lint_str(&text, file());
+        let shown = render(&diags);
+        assert!(shown.contains(needle), "{body}: {shown}");
+        assert!(shown.contains("error"), "{body}: {shown}");
+    }
 }

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, ApiSettings, AppState, UnitInfo};
 use crate::auth::Tokens;
 use crate::board::Command;
+use crate::integration::hl7::time::HospitalTime;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreSettings, WriteError, WriteRequest};
 
@@ -46,6 +47,8 @@ pub struct Appliance {
     uplink: Option<crate::sync::uplink::Settings>,
     inference: crate::inference::Settings,
     refresh: Duration,
+    /// The hospital's clock (forecast hours and weekdays).
+    clock: HospitalTime,
     retention: Option<firmware_config::Retention>,
     backup: Option<firmware_config::BackupSection>,
 }
@@ -68,6 +71,7 @@ impl Appliance {
     pub async fn open(config: &Config) -> anyhow::Result<(Appliance, Reconciled)> {
         let metrics = Arc::new(Metrics::new());
         let data_dir: PathBuf = config.store.data_dir.clone();
+        let clock = HospitalTime::new(config.node.timezone.clone());
         let store = Store::open(
             StoreSettings {
                 data_dir: data_dir.clone(),
@@ -83,6 +87,7 @@ impl Appliance {
                     )
                     .unwrap_or(crate::integration::hl7::Charset::Utf8),
                 },
+                clock: clock.clone(),
             },
             metrics.clone(),
         )?;
@@ -129,12 +134,14 @@ impl Appliance {
                     max_connections: config.mllp.max_connections,
                     idle_timeout: Duration::from_secs(config.mllp.idle_timeout_s),
                     frame_timeout: Duration::from_secs(config.mllp.frame_timeout_s),
+                    clock: clock.clone(),
                 },
                 checkpoint_every: Duration::from_secs(config.store.checkpoint_interval_s.max(1)),
                 grace: Duration::from_secs(config.http.shutdown_grace_s),
                 uplink,
                 inference: crate::inference::Settings::from_config(config),
                 refresh: Duration::from_secs(config.inference.refresh_s),
+                clock,
                 retention: config.uplink.as_ref().map(|u| u.retention),
                 backup: config.backup.clone(),
             },
@@ -196,8 +203,12 @@ impl Appliance {
                 .await
                 .context("starting the model runtime")?
         };
-        let forecaster =
-            crate::inference::forecast::Forecaster::new(self.store.clone(), runtime, self.refresh);
+        let forecaster = crate::inference::forecast::Forecaster::new(
+            self.store.clone(),
+            runtime,
+            self.refresh,
+            self.clock.clone(),
+        );
         tasks.spawn(forecaster.clone().run(
             self.inference.clone(),
             data_dir,

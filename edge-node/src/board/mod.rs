@@ -248,6 +248,16 @@ pub enum Command {
         /// The surviving patient.
         into: PatientRef,
     },
+    /// Renumber a stay and/or give it to another patient (A45, A50, A42), on
+    /// every bed it holds.
+    ChangeVisit {
+        /// The stay's number before.
+        from: EncounterId,
+        /// Its number after (may equal `from`).
+        to: EncounterId,
+        /// The patient it belongs to now.
+        patient: PatientRef,
+    },
     /// Put a stay back into a vacant bed whatever its housekeeping state
     /// (a cancelled discharge).
     Readmit {
@@ -300,7 +310,9 @@ impl Command {
             Command::Transfer { to, .. } => Some(to),
             Command::Swap { a, .. } => Some(a),
             Command::ReserveTransfer { to, .. } => Some(to),
-            Command::MergePatients { .. } | Command::AssignEid { .. } => None,
+            Command::MergePatients { .. }
+            | Command::AssignEid { .. }
+            | Command::ChangeVisit { .. } => None,
             Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
             | Command::Release { bed, .. }
@@ -1024,6 +1036,39 @@ impl Board {
                 }
                 vec![EventBody::PatientsMerged { from, into }]
             }
+            Command::ChangeVisit { from, to, patient } => {
+                if from != to {
+                    self.ensure_free(&to, None)?;
+                    if let Some(t) = self.transfer_of(&to) {
+                        return Err(BoardError::EncounterAlreadyPlaced {
+                            encounter: to,
+                            bed: t.id.clone(),
+                        });
+                    }
+                }
+                let beds: Vec<hms_domain::HeldBed> = [self.bed_of(&from), self.transfer_of(&from)]
+                    .into_iter()
+                    .flatten()
+                    .map(|b| hms_domain::HeldBed {
+                        bed: b.id.clone(),
+                        version: b.version + 1,
+                    })
+                    .collect();
+                let unchanged = from == to
+                    && [self.bed_of(&from), self.transfer_of(&from)]
+                        .into_iter()
+                        .flatten()
+                        .all(|b| b.patient.as_ref() == Some(&patient));
+                if unchanged {
+                    return Ok(vec![]);
+                }
+                vec![EventBody::VisitChanged {
+                    from,
+                    to,
+                    patient,
+                    beds,
+                }]
+            }
             Command::Readmit {
                 bed,
                 encounter,
@@ -1296,6 +1341,47 @@ impl Board {
                     .collect();
                 for i in merged {
                     Arc::make_mut(&mut self.view.beds[i]).patient = Some(into.clone());
+                }
+                Ok(())
+            }
+            EventBody::VisitChanged {
+                from,
+                to,
+                patient,
+                beds,
+            } => {
+                for held in beds {
+                    let i = self.idx(&held.bed)?;
+                    let b = Arc::make_mut(&mut self.view.beds[i]);
+                    b.state = match &b.state {
+                        BedState::Occupied { encounter } if encounter == from => {
+                            BedState::Occupied {
+                                encounter: to.clone(),
+                            }
+                        }
+                        BedState::Reserved { encounter } if encounter == from => {
+                            BedState::Reserved {
+                                encounter: to.clone(),
+                            }
+                        }
+                        _ => {
+                            return Err(BoardError::Inconsistent(format!(
+                                "bed {} does not hold visit {from}",
+                                held.bed
+                            )));
+                        }
+                    };
+                    b.patient = Some(patient.clone());
+                    b.version = held.version;
+                }
+                if let Some(i) = self.encounters.remove(from) {
+                    self.encounters.insert(to.clone(), i);
+                }
+                if self.view.transfers.contains_key(from) {
+                    let transfers = Arc::make_mut(&mut self.view.transfers);
+                    if let Some(i) = transfers.remove(from) {
+                        transfers.insert(to.clone(), i);
+                    }
                 }
                 Ok(())
             }

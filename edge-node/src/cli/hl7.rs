@@ -10,18 +10,26 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use super::{Failure, Outcome, runtime};
+use crate::integration::client::{AckKind, Client, Due, Exchange};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum Hl7Cmd {
     /// Send HL7 files (single messages, runs of messages or FHS/BHS batches)
-    /// over MLLP, one message at a time; prints one line per ACK:
-    /// control id, MSA-1 and the error text. Exit 1 if any ACK is not AA/CA.
+    /// over MLLP, one message at a time, each after the ACKs its MSH-15 and
+    /// MSH-16 ask for. Prints one line per ACK (control id, MSA-1, @ERR-2,
+    /// error text), `CONTROL_ID no ACK requested` for a message that asks
+    /// for none, and after each file `FILE: N messages, N AA, N AE, N AR,
+    /// N CA, N CE, N CR, N no ACK, N timed out`. Exit 1 if any ACK is not
+    /// AA/CA or an ACK that was due did not come (sending stops there);
+    /// 64 for an unreadable file or a bad address.
     Send {
         /// Receiver address, HOST:PORT.
         #[arg(long)]
         to: String,
-        /// Seconds to wait for each ACK.
-        #[arg(long, default_value_t = 30)]
+        /// Seconds to wait for the connection and for each ACK; also how
+        /// long a conditional ACK (MSH-15/16 `ER` or `SU`) is waited for
+        /// before its silence counts as "condition not met".
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
         /// Files to send.
         #[arg(required = true)]
@@ -63,26 +71,128 @@ fn send(to: &str, timeout: u64, files: &[PathBuf]) -> Outcome {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| Failure::Usage(format!("cannot resolve {to:?}")))?;
-    let mut messages = vec![];
+    // Every file is read before anything is sent.
+    let mut batches = vec![];
     for f in files {
         let bytes = std::fs::read(f)
             .map_err(|e| Failure::Usage(format!("reading {}: {e}", f.display())))?;
-        messages.extend(crate::integration::hl7::split_messages(&bytes));
+        batches.push((f, crate::integration::hl7::split_messages(&bytes)));
     }
-    let acks = runtime(false)?.block_on(crate::integration::client::send(
-        addr,
-        &messages,
-        std::time::Duration::from_secs(timeout),
-    ))?;
-    let mut ok = true;
-    for a in &acks {
-        println!("{a}");
-        ok &= a.code == "AA" || a.code == "CA";
+    let timeout = std::time::Duration::from_secs(timeout);
+    runtime(false)?.block_on(async {
+        let mut client = Client::connect(addr, timeout).await?;
+        let mut left: usize = batches.iter().map(|(_, m)| m.len()).sum();
+        let mut ok = true;
+        for (file, messages) in &batches {
+            let mut tally = Tally::default();
+            for msg in messages {
+                let exchanged = client.exchange(msg).await;
+                left -= 1;
+                let ex = match exchanged {
+                    Ok(ex) => ex,
+                    Err(e) => {
+                        println!("{}: {tally}", file.display());
+                        return Err(Failure::Failed(format!("{e:#}{}", not_sent(left))));
+                    }
+                };
+                for line in lines(&ex, timeout) {
+                    println!("{line}");
+                }
+                tally.add(&ex);
+                ok &= ex.ok();
+                if ex.missing() {
+                    // A late ACK could no longer be told from the next message's.
+                    println!("{}: {tally}", file.display());
+                    let why = format!("stopped after a missing ACK{}", not_sent(left));
+                    return Err(Failure::Failed(why));
+                }
+            }
+            println!("{}: {tally}", file.display());
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(Failure::Failed(String::new()))
+        }
+    })
+}
+
+fn not_sent(left: usize) -> String {
+    match left {
+        0 => String::new(),
+        1 => "; 1 message not sent".into(),
+        n => format!("; {n} messages not sent"),
     }
-    if ok {
+}
+
+/// The lines printed for one message: its ACKs, then what did not come.
+fn lines(ex: &Exchange, timeout: std::time::Duration) -> Vec<String> {
+    let id = &ex.header.control_id;
+    if ex.wanted.none() {
+        return vec![format!("{id} no ACK requested")];
+    }
+    let mut out: Vec<String> = ex.acks.iter().map(ToString::to_string).collect();
+    for a in &ex.absent {
+        let (field, value) = match a.kind {
+            AckKind::Commit => ("MSH-15", ex.header.accept_ack.as_deref()),
+            _ => ("MSH-16", ex.header.app_ack.as_deref()),
+        };
+        out.push(match (a.due, a.timed_out) {
+            (Due::Always, true) => format!("{id} no {} within {} s", a.kind, timeout.as_secs()),
+            (Due::Always, false) => format!("{id} no {} before the next ACK", a.kind),
+            _ => format!(
+                "{id} no {} sent ({field} {}: condition not met)",
+                a.kind,
+                value.unwrap_or("")
+            ),
+        });
+    }
+    out
+}
+
+/// Per file: each message counted once, by the last ACK it got (the
+/// application ACK when one came), as `no ACK` when none came and none was
+/// due, as `timed out` when a due ACK did not come; an ACK with another
+/// MSA-1, or one that cannot be read, as `other` (shown only when there is one).
+#[derive(Debug, Default)]
+struct Tally {
+    messages: usize,
+    codes: [usize; 6],
+    no_ack: usize,
+    timed_out: usize,
+    other: usize,
+}
+
+const CODES: [&str; 6] = ["AA", "AE", "AR", "CA", "CE", "CR"];
+
+impl Tally {
+    fn add(&mut self, ex: &Exchange) {
+        self.messages += 1;
+        if ex.missing() {
+            self.timed_out += 1;
+        } else if let Some(last) = ex.acks.last() {
+            match CODES.iter().position(|c| *c == last.code) {
+                Some(i) => self.codes[i] += 1,
+                None => self.other += 1,
+            }
+        } else {
+            self.no_ack += 1;
+        }
+    }
+}
+
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.messages == 1 { "" } else { "s" };
+        write!(f, "{} message{s}", self.messages)?;
+        for (code, n) in CODES.iter().zip(self.codes) {
+            write!(f, ", {n} {code}")?;
+        }
+        write!(f, ", {} no ACK, {} timed out", self.no_ack, self.timed_out)?;
+        if self.other > 0 {
+            write!(f, ", {} other", self.other)?;
+        }
         Ok(())
-    } else {
-        Err(Failure::Failed(String::new()))
     }
 }
 

@@ -15,7 +15,10 @@
 //! [`HISTORY_DAYS`] days, as far as retention kept bed events) plus the
 //! samples the forecaster takes as it runs (the interval is ±1.28 standard
 //! deviations); before a slot has any, the current census (persistence)
-//! with ±10 % of the unit's capacity. Hours and weekdays are UTC.
+//! with ±10 % of the unit's capacity. Hours and weekdays, in the history and
+//! in the model's features, are the hospital's local ones (`node.timezone`,
+//! see [`HospitalTime`]): the census sampled at 08:00 is the morning round in
+//! summer and in winter alike.
 //!
 //! OR durations: the model, else the surgeon's mean duration from the
 //! manifest plus 20 %, else (unknown surgeon, or no manifest) the booked
@@ -31,6 +34,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::inference::{BED_DEMAND, OR_DURATION, Reason, Runtime, Unanswered};
+use crate::integration::hl7::time::HospitalTime;
 use crate::store::Store;
 
 /// Census change (beds) in a unit that triggers a refresh before the schedule.
@@ -174,27 +178,37 @@ fn movement(kind: &str) -> Option<bool> {
     }
 }
 
-/// Census samples per unit × weekday × hour: the fallback's history.
+/// Census samples per unit × local weekday × local hour: the fallback's history.
 #[derive(Debug, Default)]
 struct History {
     /// (sum, sum of squares, count) per slot.
     slots: HashMap<(UnitId, u8, u8), (f64, f64, u32)>,
-    /// The hour (ms, floored) each unit was last sampled in.
+    /// The local hour (its start, ms) each unit was last sampled in.
     sampled: HashMap<UnitId, i64>,
+    /// Whose hours and weekdays (UTC by default).
+    clock: HospitalTime,
 }
 
-/// Weekday (0 = Monday) and hour of a time, UTC.
-fn slot_of(ms: i64) -> (u8, u8) {
-    let days = ms.div_euclid(DAY_MS);
-    // 1970-01-01 was a Thursday (3 when Monday is 0).
-    let weekday = (days + 3).rem_euclid(7) as u8;
-    let hour = (ms.rem_euclid(DAY_MS) / HOUR_MS) as u8;
-    (weekday, hour)
+/// Local weekday (0 = Monday) and hour of a time.
+fn slot_of(clock: &HospitalTime, ms: i64) -> (u8, u8) {
+    clock.slot(Timestamp::from_millis(ms))
+}
+
+/// The start of the local hour holding `ms`.
+fn hour_of(clock: &HospitalTime, ms: i64) -> i64 {
+    clock.start_of_hour(Timestamp::from_millis(ms)).as_millis()
 }
 
 impl History {
+    fn new(clock: HospitalTime) -> Self {
+        Self {
+            clock,
+            ..Self::default()
+        }
+    }
+
     fn sample(&mut self, unit: &UnitId, now: i64, census: u32) {
-        let hour = now - now.rem_euclid(HOUR_MS);
+        let hour = hour_of(&self.clock, now);
         if self.sampled.get(unit) == Some(&hour) {
             return;
         }
@@ -204,7 +218,7 @@ impl History {
 
     /// Adds one census observation at `at`.
     fn record(&mut self, unit: &UnitId, at: i64, census: u32) {
-        let (w, h) = slot_of(at);
+        let (w, h) = slot_of(&self.clock, at);
         let c = f64::from(census);
         let e = self.slots.entry((unit.clone(), w, h)).or_default();
         e.0 += c;
@@ -214,7 +228,7 @@ impl History {
 
     /// Mean and standard deviation of the slot of `at`.
     fn stats(&self, unit: &UnitId, at: i64) -> Option<(f64, f64)> {
-        let (w, h) = slot_of(at);
+        let (w, h) = slot_of(&self.clock, at);
         let (s, ss, n) = *self.slots.get(&(unit.clone(), w, h))?;
         let n = f64::from(n);
         let mean = s / n;
@@ -222,10 +236,11 @@ impl History {
     }
 }
 
-/// Each unit's census at every hour boundary from `now` back to `oldest`,
-/// rebuilt from the census `now` and the moves (newest first: time, unit,
-/// admission?) by undoing, going back, every move after each boundary.
+/// Each unit's census at every local hour boundary from `now` back to
+/// `oldest`, rebuilt from the census `now` and the moves (newest first: time,
+/// unit, admission?) by undoing, going back, every move after each boundary.
 fn rebuild(
+    clock: &HospitalTime,
     now_census: &HashMap<UnitId, u32>,
     moves: &[(i64, UnitId, bool)],
     now: i64,
@@ -235,7 +250,7 @@ fn rebuild(
         now_census.iter().map(|(u, c)| (u, i64::from(*c))).collect();
     let mut out = vec![];
     let mut next = moves.iter().peekable();
-    let mut hour = now - now.rem_euclid(HOUR_MS);
+    let mut hour = hour_of(clock, now);
     while hour >= oldest {
         while let Some((at, unit, adm)) = next.peek() {
             if *at <= hour {
@@ -251,7 +266,9 @@ fn rebuild(
         for (unit, c) in units {
             out.push(((*unit).clone(), hour, (*c).max(0) as u32));
         }
-        hour -= HOUR_MS;
+        // The local hour before (an hour earlier, unless the offset changed
+        // by a fraction of an hour in between).
+        hour = hour_of(clock, hour - 1);
     }
     out
 }
@@ -269,9 +286,10 @@ struct UnitState {
 }
 
 impl UnitState {
-    /// The model's feature row, in the manifest's order.
-    fn features(&self, now: i64) -> [f32; 10] {
-        let (w, h) = slot_of(now);
+    /// The model's feature row, in the manifest's order (local hour and
+    /// weekday).
+    fn features(&self, clock: &HospitalTime, now: i64) -> [f32; 10] {
+        let (w, h) = slot_of(clock, now);
         let tau = std::f64::consts::TAU;
         let (hs, hc) = (tau * f64::from(h) / 24.0).sin_cos();
         let (ws, wc) = (tau * f64::from(w) / 7.0).sin_cos();
@@ -321,6 +339,8 @@ pub struct Forecaster {
     activity: Mutex<Activity>,
     history: Mutex<History>,
     refresh: Duration,
+    /// The hospital's clock: local hours and weekdays.
+    clock: HospitalTime,
 }
 
 impl std::fmt::Debug for Forecaster {
@@ -358,15 +378,22 @@ pub struct OrPrediction {
 
 impl Forecaster {
     /// A forecaster over `store` with `runtime` (its history is seeded from
-    /// the log when [`Forecaster::run`] starts).
-    pub fn new(store: Store, runtime: Runtime, refresh: Duration) -> Arc<Forecaster> {
+    /// the log when [`Forecaster::run`] starts), in the hours and weekdays of
+    /// `clock`.
+    pub fn new(
+        store: Store,
+        runtime: Runtime,
+        refresh: Duration,
+        clock: HospitalTime,
+    ) -> Arc<Forecaster> {
         Arc::new(Forecaster {
             runtime: ArcSwap::from_pointee(runtime),
             store,
             cache: ArcSwap::from_pointee(Forecasts::default()),
             activity: Mutex::new(Activity::default()),
-            history: Mutex::new(History::default()),
+            history: Mutex::new(History::new(clock.clone())),
             refresh,
+            clock,
         })
     }
 
@@ -415,11 +442,11 @@ impl Forecaster {
             .filter_map(|u| Some((u.clone(), view.census(u.as_str())?.occupied)))
             .collect();
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        for (unit, hour, c) in rebuild(&census, &moves, now, oldest) {
+        for (unit, hour, c) in rebuild(&self.clock, &census, &moves, now, oldest) {
             history.record(&unit, hour, c);
         }
         // The current hour is sampled already.
-        let hour = now - now.rem_euclid(HOUR_MS);
+        let hour = hour_of(&self.clock, now);
         for unit in census.keys() {
             history.sampled.insert(unit.clone(), hour);
         }
@@ -478,7 +505,10 @@ impl Forecaster {
             }
         }
         let runtime = self.runtime();
-        let input: Vec<f32> = states.iter().flat_map(|s| s.features(now)).collect();
+        let input: Vec<f32> = states
+            .iter()
+            .flat_map(|s| s.features(&self.clock, now))
+            .collect();
         let answer = if states.is_empty() {
             Ok(vec![])
         } else {
@@ -681,7 +711,8 @@ mod tests {
     fn hourly_census_is_rebuilt_backwards_from_the_moves() {
         // 2026-11-23 was a Monday; now is 10:30 UTC that day.
         let day = 20_780 * DAY_MS;
-        assert_eq!(slot_of(day), (0, 0), "the epoch arithmetic");
+        let utc = HospitalTime::utc();
+        assert_eq!(slot_of(&utc, day), (0, 0), "the epoch arithmetic");
         let now = day + 10 * HOUR_MS + 30 * 60_000;
         let census = HashMap::from([(u("A"), 5), (u("B"), 2)]);
         // Newest first: A admitted at 10:10, A discharged at 09:20, B admitted at 08:45.
@@ -690,7 +721,7 @@ mod tests {
             (day + 9 * HOUR_MS + 20 * 60_000, u("A"), false),
             (day + 8 * HOUR_MS + 45 * 60_000, u("B"), true),
         ];
-        let got = rebuild(&census, &moves, now, day + 8 * HOUR_MS);
+        let got = rebuild(&utc, &census, &moves, now, day + 8 * HOUR_MS);
         let at = |unit: &str, h: i64| {
             got.iter()
                 .find(|(x, t, _)| x.as_str() == unit && *t == day + h * HOUR_MS)
@@ -717,5 +748,81 @@ mod tests {
         assert!((mean - 13.0).abs() < 1e-9);
         assert!((sd - 5f64.sqrt()).abs() < 1e-9);
         assert_eq!(h.stats(&u("A"), monday_9 + HOUR_MS), None);
+    }
+
+    fn ms(rfc3339: &str) -> i64 {
+        Timestamp::parse_rfc3339(rfc3339)
+            .expect("rfc 3339")
+            .as_millis()
+    }
+
+    #[test]
+    fn a_warsaw_hospital_buckets_by_local_hour() {
+        let waw = HospitalTime::new(jiff::tz::TimeZone::get("Europe/Warsaw").expect("zone"));
+        // Monday 08:00 in Warsaw: 07:00Z in winter (+01:00), 06:00Z in summer (+02:00).
+        let winter = ms("2026-01-05T07:00:00Z");
+        let summer = ms("2026-07-06T06:00:00Z");
+        assert_eq!(slot_of(&waw, winter), (0, 8));
+        assert_eq!(slot_of(&waw, summer), (0, 8));
+        let mut local = History::new(waw.clone());
+        local.record(&u("A"), winter, 10);
+        local.record(&u("A"), summer, 14);
+        let next_monday_8 = ms("2026-01-12T07:00:00Z");
+        let (mean, _) = local.stats(&u("A"), next_monday_8).expect("slot");
+        assert!((mean - 12.0).abs() < 1e-9, "{mean}");
+        // By UTC hour the two mornings would be different slots.
+        let mut utc = History::default();
+        utc.record(&u("A"), winter, 10);
+        utc.record(&u("A"), summer, 14);
+        assert_eq!(utc.stats(&u("A"), next_monday_8), Some((10.0, 0.0)));
+
+        // The model sees the local hour and weekday: 08:00 on a Monday.
+        let s = UnitState {
+            unit: u("A"),
+            census: 1,
+            capacity: 2,
+            arrivals: 0,
+            discharges: 0,
+            pending_in: 0,
+            pending_out: 0,
+        };
+        let f = s.features(&waw, summer);
+        let (hs, hc) = (std::f64::consts::TAU * 8.0 / 24.0).sin_cos();
+        assert!((f64::from(f[6]) - hs).abs() < 1e-6 && (f64::from(f[7]) - hc).abs() < 1e-6);
+        assert_eq!((f[8], f[9]), (0.0, 1.0), "Monday");
+        assert_ne!(f, s.features(&HospitalTime::utc(), summer));
+
+        // Across the autumn change, each local hour is rebuilt once: 02:00
+        // twice (CEST, then CET), as the clocks on the ward showed.
+        let now = ms("2026-10-25T02:30:00Z"); // 03:30 CET
+        let census = HashMap::from([(u("A"), 3)]);
+        let got = rebuild(&waw, &census, &[], now, ms("2026-10-24T23:00:00Z"));
+        let hours: Vec<(i64, u8)> = got
+            .iter()
+            .map(|(_, t, _)| (*t, waw.hour(Timestamp::from_millis(*t))))
+            .collect();
+        assert_eq!(
+            hours,
+            [
+                (ms("2026-10-25T02:00:00Z"), 3),
+                (ms("2026-10-25T01:00:00Z"), 2),
+                (ms("2026-10-25T00:00:00Z"), 2),
+                (ms("2026-10-24T23:00:00Z"), 1),
+            ]
+        );
+        // A half-hour zone samples on its own hours, at half past UTC.
+        let kolkata = HospitalTime::new(jiff::tz::TimeZone::get("Asia/Kolkata").expect("zone"));
+        let got = rebuild(
+            &kolkata,
+            &census,
+            &[],
+            ms("2026-07-06T06:10:00Z"),
+            ms("2026-07-06T04:00:00Z"),
+        );
+        let starts: Vec<i64> = got.iter().map(|r| r.1).collect();
+        assert_eq!(
+            starts,
+            [ms("2026-07-06T05:30:00Z"), ms("2026-07-06T04:30:00Z")]
+        );
     }
 }

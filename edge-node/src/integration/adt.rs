@@ -2,12 +2,20 @@
 //! index. Sans-IO: [`plan`] reads a parsed message and the current board and
 //! returns board commands, or the reason the message must be parked.
 //!
+//! Places: a PL value is a configured bed, **off the board** (outside every
+//! managed point of care: emergency, clinics, other sites; or not given), or
+//! **unknown** (inside a managed point of care, no such room/bed: parked).
+//! Off the board, a message is applied to the patient index and visit
+//! registry and answered AA. The visit is PV1-19, else derived from PID-3 and
+//! PV1-44 ([`visit`]).
+//!
 //! - A01 admit: occupy PV1-3. A02 transfer: from the visit's bed to PV1-3
-//!   (the old bed becomes dirty). A03 discharge / A11 cancel admit: free the
-//!   visit's bed (dirty). A13 cancel discharge: re-occupy the visit's last bed
-//!   if it is still vacant.
+//!   (the old bed becomes dirty); from off the board it is an admission to
+//!   the board, out of it a release. A03 discharge / A11 cancel admit / A23
+//!   delete visit: free the visit's bed (dirty). A13 cancel discharge:
+//!   re-occupy the visit's last bed if it is still vacant.
 //! - A04 register, A28/A31 person add/update: patient index only. A08 update:
-//!   demographics; a changed PV1-3 is a correction move.
+//!   demographics; a changed bed in PV1-3 is a correction move.
 //! - A05 pre-admit / A14 pending admit: hold PV1-42 (else PV1-3). A27/A38:
 //!   release that hold. A16 / A25: set / clear the expected discharge.
 //! - A12 cancel transfer: back to PV1-3 from PV1-6, the bed being dirty or
@@ -15,13 +23,16 @@
 //! - A17 swap: both visits' beds exchange, both or neither.
 //! - A20 bed status (NPU, table 0116). A06/A07 class change, A09/A10
 //!   tracking, A21/A22 leave of absence: the bed stays held.
-//! - A40 merge: MRG-1 into PID-3 in the patient index and on the board.
+//! - A40 merge (and A18/A30/A34/A36/A39), A46/A47 identifier change: MRG-1
+//!   into PID-3 in the patient index and on the board. A45 move visit, A50
+//!   change visit number, A42 merge visit: the visit follows, on its beds.
 //! - A15 pending transfer: hold PV1-42 while the visit keeps its bed (the
 //!   A02 that follows moves it there); A26: release that hold.
+//! - [`NO_EFFECT`] triggers are stored and answered AA.
 //! - Anything else is parked with ERR 201, nothing lost, replayable once
 //!   supported.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hms_domain::{
     Address, BedId, BirthDate, EncounterId, Identifier, Mrn, PatientRef, PersonName, Phone, Sex,
@@ -30,46 +41,86 @@ use hms_domain::{
 use crate::board::{Board, Command};
 use crate::integration::hl7::{ErrorCode, Location, Message};
 
-/// HL7 location (facility, point of care, room, bed) → configured bed.
+/// HL7 location (facility, point of care, room, bed) → configured bed, and
+/// which points of care the appliance manages.
 #[derive(Debug, Clone, Default)]
 pub struct Locations {
     map: HashMap<(String, String, String, String), BedId>,
+    /// (facility, point of care) of every configured bed.
+    units: HashSet<(String, String)>,
+    /// Points of care managed in any facility (`[hl7] managed_points_of_care`).
+    extra: HashSet<String>,
+}
+
+/// Where a PL value (PV1-3, PV1-6, PV1-42, NPU-1) points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A configured bed.
+    Bed(BedId),
+    /// Outside every managed point of care (emergency, clinics, other
+    /// sites): the visit is known, not on the board.
+    OffBoard,
+    /// Inside a managed point of care, but no configured room/bed: a
+    /// configuration problem someone must fix (the message is parked).
+    Unknown,
+    /// The field is empty.
+    Missing,
 }
 
 impl Locations {
-    /// From the configuration's bed mappings.
+    /// From the configuration's bed mappings and `[hl7]` section.
     pub fn from_config(cfg: &firmware_config::Config) -> Self {
-        let map = cfg
-            .beds
-            .iter()
-            .map(|b| {
+        Self::from_pairs(cfg.beds.iter().map(|b| {
+            (
                 (
-                    (
-                        b.hl7.facility.clone(),
-                        b.hl7.point_of_care.clone(),
-                        b.hl7.room.clone(),
-                        b.hl7.bed.clone(),
-                    ),
-                    b.id.clone(),
-                )
-            })
-            .collect();
-        Self { map }
+                    b.hl7.facility.clone(),
+                    b.hl7.point_of_care.clone(),
+                    b.hl7.room.clone(),
+                    b.hl7.bed.clone(),
+                ),
+                b.id.clone(),
+            )
+        }))
+        .managing(cfg.hl7.managed_points_of_care.iter().cloned())
     }
 
     /// From `((facility, point of care, room, bed), bed id)` pairs.
     pub fn from_pairs(
         pairs: impl IntoIterator<Item = ((String, String, String, String), BedId)>,
     ) -> Self {
+        let map: HashMap<_, _> = pairs.into_iter().collect();
+        let units = map
+            .keys()
+            .map(|(facility, poc, _, _)| (facility.clone(), poc.clone()))
+            .collect();
         Self {
-            map: pairs.into_iter().collect(),
+            map,
+            units,
+            extra: HashSet::new(),
         }
     }
 
-    /// The bed at a PL value (components: point of care, room, bed, facility).
-    fn bed(&self, m: &Message, raw_pl: &str) -> Option<BedId> {
+    /// Also manages these points of care, in any facility.
+    pub fn managing(mut self, points_of_care: impl IntoIterator<Item = String>) -> Self {
+        self.extra.extend(points_of_care);
+        self
+    }
+
+    /// Where a PL value (components: point of care, room, bed, facility) points.
+    pub fn place(&self, m: &Message, raw_pl: &str) -> Place {
         let c = |n| m.component(raw_pl, n, 1).unwrap_or_default();
-        self.map.get(&(c(4), c(1), c(2), c(3))).cloned()
+        let (poc, room, bed, facility) = (c(1), c(2), c(3), c(4));
+        if poc.is_empty() && room.is_empty() && bed.is_empty() && facility.is_empty() {
+            return Place::Missing;
+        }
+        if let Some(b) = self.map.get(&(facility.clone(), poc.clone(), room, bed)) {
+            return Place::Bed(b.clone());
+        }
+        if self.extra.contains(&poc) || self.units.contains(&(facility, poc)) {
+            Place::Unknown
+        } else {
+            Place::OffBoard
+        }
     }
 }
 
@@ -223,71 +274,172 @@ pub fn patient(m: &Message) -> Result<PatientRef, Refusal> {
     })
 }
 
-fn visit(m: &Message) -> Result<EncounterId, Refusal> {
-    let v = m.get("PV1-19").ok_or_else(|| {
-        refuse(
-            ErrorCode::RequiredFieldMissing,
-            "PV1",
-            19,
-            "PV1-19 (visit number) is missing",
-        )
+/// The visit of a message: PV1-19; when PV1-19 is empty, an id derived from
+/// the patient (PID-3, as [`patient`] picks it, with its assigning
+/// authority) and the admit time (PV1-44): `pv44-` and 20 hex digits of
+/// their SHA-256, so no patient identifier shows in the visit id. Later
+/// messages with the same PID-3 and PV1-44 find the same visit. With neither,
+/// the message is refused (parked).
+pub fn visit(m: &Message) -> Result<EncounterId, Refusal> {
+    visit_of(m, 1)
+}
+
+fn visit_of(m: &Message, occurrence: usize) -> Result<EncounterId, Refusal> {
+    let pv1 = m.segment("PV1", occurrence);
+    let field = |n: usize| {
+        pv1.and_then(|s| s.raw(n))
+            .and_then(|r| m.component(r, 1, 1))
+            .filter(|v| !v.is_empty())
+    };
+    let at = |seg: &str, n: usize| Location {
+        segment: seg.into(),
+        sequence: occurrence,
+        field: Some(n),
+        component: None,
+    };
+    if let Some(v) = field(19) {
+        return EncounterId::new(v.as_str()).map_err(|e| Refusal {
+            code: ErrorCode::DataType,
+            location: Some(at("PV1", 19)),
+            reason: format!("PV1-19 is not a usable visit id: {e}"),
+        });
+    }
+    let admitted = field(44).ok_or_else(|| Refusal {
+        code: ErrorCode::RequiredFieldMissing,
+        location: Some(at("PV1", 19)),
+        reason: "PV1-19 (visit number) is missing, and so is PV1-44 (admit time) to identify the visit by"
+            .into(),
     })?;
-    EncounterId::new(v.as_str()).map_err(|e| {
-        refuse(
-            ErrorCode::DataType,
-            "PV1",
-            19,
-            format!("PV1-19 is not a usable visit id: {e}"),
-        )
+    let instant = hms_domain::Timestamp::parse_hl7(&admitted).ok_or_else(|| Refusal {
+        code: ErrorCode::DataType,
+        location: Some(at("PV1", 44)),
+        reason: "PV1-44 (admit time) is not an HL7 date/time".into(),
+    })?;
+    let pid = m
+        .segment("PID", occurrence)
+        .and_then(|s| s.raw(3))
+        .unwrap_or("");
+    let ids: Vec<&str> = if pid.is_empty() {
+        vec![]
+    } else {
+        pid.split(m.delimiters.repetition).collect()
+    };
+    let pick = ids
+        .iter()
+        .find(|r| m.component(r, 5, 1).as_deref() == Some("MR"))
+        .or(ids.first())
+        .and_then(|r| {
+            let id = m.component(r, 1, 1).filter(|s| !s.is_empty())?;
+            Some((id, m.component(r, 4, 1).unwrap_or_default()))
+        })
+        .ok_or_else(|| Refusal {
+            code: ErrorCode::RequiredFieldMissing,
+            location: Some(at("PID", 3)),
+            reason: "PV1-19 is missing and PID-3 is empty: the visit cannot be identified".into(),
+        })?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        pick.1.as_bytes(),
+        pick.0.as_bytes(),
+        instant.as_millis().to_string().as_bytes(),
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let hex: String = ctx.finish().as_ref()[..10]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    EncounterId::new(format!("pv44-{hex}")).map_err(|e| Refusal {
+        code: ErrorCode::InternalError,
+        location: Some(at("PV1", 19)),
+        reason: format!("derived visit id: {e}"),
     })
 }
 
-fn location(m: &Message, loc: &Locations, field: usize) -> Result<BedId, Refusal> {
-    let raw = m
-        .segment("PV1", 1)
+/// Where `PV1-field` (first PV1) points.
+fn place(m: &Message, loc: &Locations, field: usize) -> Place {
+    place_in(m, loc, "PV1", 1, field)
+}
+
+fn place_in(m: &Message, loc: &Locations, seg: &str, occurrence: usize, field: usize) -> Place {
+    match m
+        .segment(seg, occurrence)
         .and_then(|s| s.raw(field))
         .filter(|r| !r.is_empty())
-        .ok_or_else(|| {
-            refuse(
-                ErrorCode::RequiredFieldMissing,
-                "PV1",
-                field,
-                format!("PV1-{field} (location) is missing"),
-            )
-        })?;
-    loc.bed(m, raw).ok_or_else(|| {
-        refuse(
-            ErrorCode::UnknownKey,
-            "PV1",
-            field,
-            format!("PV1-{field} names a location that is not a configured bed"),
-        )
-    })
+    {
+        Some(raw) => loc.place(m, raw),
+        None => Place::Missing,
+    }
+}
+
+fn unknown_place(seg: &str, field: usize) -> Refusal {
+    refuse(
+        ErrorCode::UnknownKey,
+        seg,
+        field,
+        format!("{seg}-{field} is in a managed point of care but names no configured room/bed"),
+    )
+}
+
+fn missing_place(seg: &str, field: usize) -> Refusal {
+    refuse(
+        ErrorCode::RequiredFieldMissing,
+        seg,
+        field,
+        format!("{seg}-{field} (location) is missing"),
+    )
+}
+
+/// `PV1-field` as a configured bed; `None` off the board. Unknown places in
+/// a managed point of care are refused, and so is an empty field unless
+/// `missing_ok`.
+fn bed_at(
+    m: &Message,
+    loc: &Locations,
+    field: usize,
+    missing_ok: bool,
+) -> Result<Option<BedId>, Refusal> {
+    match place(m, loc, field) {
+        Place::Bed(b) => Ok(Some(b)),
+        Place::OffBoard => Ok(None),
+        Place::Missing if missing_ok => Ok(None),
+        Place::Missing => Err(missing_place("PV1", field)),
+        Place::Unknown => Err(unknown_place("PV1", field)),
+    }
+}
+
+/// Whether `PV1-field` says the visit is off the board (outside the managed
+/// points of care, or no location given).
+fn off_board(m: &Message, loc: &Locations, field: usize) -> bool {
+    matches!(place(m, loc, field), Place::OffBoard | Place::Missing)
+}
+
+fn holds_no_bed(v: &EncounterId) -> Refusal {
+    refuse(
+        ErrorCode::UnknownKey,
+        "PV1",
+        19,
+        format!("visit {v} holds no bed"),
+    )
 }
 
 /// A20: NPU-1 names the bed, NPU-2 its status (table 0116).
 fn bed_status(m: &Message, board: &Board, loc: &Locations) -> Result<Plan, Refusal> {
-    // Bed status update: NPU-1 the bed, NPU-2 its status (table 0116).
-    let raw = m
-        .segment("NPU", 1)
-        .and_then(|s| s.raw(1))
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| {
-            refuse(
+    let bed = match place_in(m, loc, "NPU", 1, 1) {
+        Place::Bed(b) => b,
+        // A bed of a place the appliance does not manage: nothing to change.
+        Place::OffBoard => return Ok(Plan::default()),
+        Place::Missing => {
+            return Err(refuse(
                 ErrorCode::RequiredFieldMissing,
                 "NPU",
                 1,
                 "NPU-1 (bed location) is missing",
-            )
-        })?;
-    let bed = loc.bed(m, raw).ok_or_else(|| {
-        refuse(
-            ErrorCode::UnknownKey,
-            "NPU",
-            1,
-            "NPU-1 names a location that is not a configured bed",
-        )
-    })?;
+            ));
+        }
+        Place::Unknown => return Err(unknown_place("NPU", 1)),
+    };
     let cmd = match m.get("NPU-2").as_deref() {
         Some("C") => Command::Block {
             bed,
@@ -340,6 +492,27 @@ fn bed_status(m: &Message, board: &Board, loc: &Locations) -> Result<Plan, Refus
     })
 }
 
+/// ADT triggers that are stored and answered AA with no effect on the board
+/// or the patient index (the appliance keeps no accounts, links, alternate
+/// identifiers, doctors or clinical data), and triggers that are queries.
+pub const NO_EFFECT: &[&str] = &[
+    "A19", "A24", "A29", "A32", "A33", "A35", "A37", "A41", "A43", "A44", "A48", "A49", "A51",
+    "A52", "A53", "A54", "A55", "A60", "A61", "A62",
+];
+
+/// Triggers that merge MRG-1 into PID-3 (A40 and its earlier forms) or
+/// replace a patient identifier (A46, A47): the same effect on the index.
+const MERGES: &[&str] = &["A18", "A30", "A34", "A36", "A39", "A40", "A46", "A47"];
+
+/// MRG-`field` (first repetition, first component).
+fn mrg(m: &Message, field: usize) -> Option<String> {
+    m.segment("MRG", 1)
+        .and_then(|s| s.raw(field))
+        .and_then(|r| r.split(m.delimiters.repetition).next().map(str::to_owned))
+        .and_then(|r| m.component(&r, 1, 1))
+        .filter(|s| !s.is_empty())
+}
+
 /// Decides what `m` does. `last_bed` gives the bed a visit last held (from the
 /// encounter projection), for cancelled discharges.
 pub fn plan(
@@ -358,6 +531,10 @@ pub fn plan(
             format!("message type {msg_type:?} is not handled"),
         ));
     }
+    if NO_EFFECT.contains(&trigger.as_str()) {
+        // Stored (the caller records the message itself), nothing else.
+        return Ok(Plan::default());
+    }
     if trigger == "A20" {
         // Bed status update: no patient involved.
         return bed_status(m, board, loc);
@@ -368,13 +545,20 @@ pub fn plan(
         patient: Some(p.clone()),
         details: details(m),
     };
+    if plan.details.visit.is_none() && m.segment("PV1", 1).is_some() {
+        // The visit registry knows a visit without PV1-19 by its fallback id.
+        plan.details.visit = visit(m).ok();
+    }
     match trigger.as_str() {
         "A04" | "A28" | "A31" => {}
         "A01" => {
             let v = visit(m)?;
-            let bed = location(m, loc, 3)?;
-            // A repeated admit of the same visit into the same bed changes nothing.
-            if board.bed_of(&v).map(|b| &b.id) != Some(&bed) {
+            // Off the board (emergency, clinics, no location yet): the visit
+            // is registered, the board is not touched.
+            if let Some(bed) = bed_at(m, loc, 3, true)?
+                && board.bed_of(&v).map(|b| &b.id) != Some(&bed)
+            {
+                // A repeated admit of the same visit into the same bed changes nothing.
                 plan.commands.push(Command::Assign {
                     bed,
                     encounter: v,
@@ -383,20 +567,9 @@ pub fn plan(
                 });
             }
         }
-        "A02" | "A08" => {
+        "A02" => {
             let v = visit(m)?;
-            let to = if trigger == "A08" {
-                match m
-                    .segment("PV1", 1)
-                    .and_then(|s| s.raw(3))
-                    .filter(|r| !r.is_empty())
-                {
-                    Some(_) => Some(location(m, loc, 3)?),
-                    None => None,
-                }
-            } else {
-                Some(location(m, loc, 3)?)
-            };
+            let to = bed_at(m, loc, 3, false)?;
             match (to, board.bed_of(&v)) {
                 (Some(to), Some(cur)) if cur.id != to => plan.commands.push(Command::Transfer {
                     encounter: v,
@@ -404,99 +577,145 @@ pub fn plan(
                     patient: Some(p),
                     allow_unclean: false,
                 }),
-                (Some(_), None) if trigger == "A02" => {
-                    return Err(refuse(
-                        ErrorCode::UnknownKey,
-                        "PV1",
-                        19,
-                        format!("visit {v} holds no bed to transfer from"),
-                    ));
-                }
-                _ => {}
+                (Some(_), Some(_)) => {}
+                // From off the board into a managed bed: an admission to the board.
+                (Some(to), None) => plan.commands.push(Command::Assign {
+                    bed: to,
+                    encounter: v,
+                    patient: Some(p),
+                    expected_version: None,
+                }),
+                // Out of the board: the bed is released (or its hold cancelled).
+                (None, Some(cur)) => plan.commands.push(
+                    if matches!(cur.state, hms_domain::BedState::Reserved { .. }) {
+                        Command::CancelReservation {
+                            bed: cur.id.clone(),
+                            expected_version: None,
+                        }
+                    } else {
+                        Command::Release {
+                            bed: cur.id.clone(),
+                            expected_version: None,
+                        }
+                    },
+                ),
+                (None, None) => {}
             }
         }
-        "A03" | "A11" => {
+        "A08" => {
+            // Demographics; a changed bed in PV1-3 is a correction move. A
+            // location off the board leaves the board as it is (A08 is not
+            // a movement).
+            let v = visit(m)?;
+            if let (Some(to), Some(cur)) = (bed_at(m, loc, 3, true)?, board.bed_of(&v))
+                && cur.id != to
+            {
+                plan.commands.push(Command::Transfer {
+                    encounter: v,
+                    to,
+                    patient: Some(p),
+                    allow_unclean: false,
+                });
+            }
+        }
+        "A03" | "A11" | "A23" => {
+            // Discharge, cancel admit, delete visit: the visit leaves its bed.
             let v = visit(m)?;
             match board.bed_of(&v) {
                 Some(b) => plan.commands.push(Command::Release {
                     bed: b.id.clone(),
                     expected_version: None,
                 }),
-                None => {
-                    return Err(refuse(
-                        ErrorCode::UnknownKey,
-                        "PV1",
-                        19,
-                        format!("visit {v} holds no bed"),
-                    ));
-                }
+                None if off_board(m, loc, 3) => {}
+                None => return Err(holds_no_bed(&v)),
             }
         }
         "A13" => {
             let v = visit(m)?;
             if board.bed_of(&v).is_none() {
-                let bed = last_bed(&v).ok_or_else(|| {
-                    refuse(
-                        ErrorCode::UnknownKey,
-                        "PV1",
-                        19,
-                        format!("visit {v} has no discharge to cancel"),
-                    )
-                })?;
-                plan.commands.push(Command::Readmit {
-                    bed,
-                    encounter: v,
-                    patient: Some(p),
-                });
+                match last_bed(&v) {
+                    Some(bed) => plan.commands.push(Command::Readmit {
+                        bed,
+                        encounter: v,
+                        patient: Some(p),
+                    }),
+                    None if off_board(m, loc, 3) => {}
+                    None => {
+                        return Err(refuse(
+                            ErrorCode::UnknownKey,
+                            "PV1",
+                            19,
+                            format!("visit {v} has no discharge to cancel"),
+                        ));
+                    }
+                }
             }
         }
         // Class changes, tracking moves and leaves of absence: the bed stays held.
         "A06" | "A07" | "A09" | "A10" | "A21" | "A22" => {}
         "A05" | "A14" => {
             // Pre-admit / pending admit: hold the pending location (PV1-42),
-            // else the assigned one (PV1-3), when either is given.
+            // else the assigned one (PV1-3), when either is a managed bed.
             let v = visit(m)?;
-            let field = [42, 3].into_iter().find(|&f| {
-                m.segment("PV1", 1)
-                    .and_then(|s| s.raw(f))
-                    .is_some_and(|r| !r.is_empty())
-            });
-            if let Some(f) = field {
-                let bed = location(m, loc, f)?;
-                if board.bed_of(&v).map(|b| &b.id) != Some(&bed) {
-                    plan.commands.push(Command::Reserve {
-                        bed,
-                        encounter: v,
-                        patient: Some(p),
-                        expected_version: None,
-                    });
-                }
+            let field = if place(m, loc, 42) == Place::Missing {
+                3
+            } else {
+                42
+            };
+            if let Some(bed) = bed_at(m, loc, field, true)?
+                && board.bed_of(&v).map(|b| &b.id) != Some(&bed)
+            {
+                plan.commands.push(Command::Reserve {
+                    bed,
+                    encounter: v,
+                    patient: Some(p),
+                    expected_version: None,
+                });
             }
         }
         "A15" => {
-            // Pending transfer: hold PV1-42 for the visit, which keeps its bed.
+            // Pending transfer: hold PV1-42 for the visit, which keeps its
+            // bed; a visit off the board gets the bed held as for an admit.
             let v = visit(m)?;
-            let to = location(m, loc, 42)?;
-            if board.transfer_of(&v).map(|b| &b.id) != Some(&to) {
-                plan.commands
-                    .push(Command::ReserveTransfer { encounter: v, to });
+            if let Some(to) = bed_at(m, loc, 42, false)? {
+                match board.bed_of(&v) {
+                    Some(_) if board.transfer_of(&v).map(|b| &b.id) == Some(&to) => {}
+                    Some(cur) if cur.id == to => {}
+                    Some(_) => plan
+                        .commands
+                        .push(Command::ReserveTransfer { encounter: v, to }),
+                    None => plan.commands.push(Command::Reserve {
+                        bed: to,
+                        encounter: v,
+                        patient: Some(p),
+                        expected_version: None,
+                    }),
+                }
             }
         }
         "A26" => {
             // Cancel pending transfer: release the held bed.
             let v = visit(m)?;
-            let held = board.transfer_of(&v).ok_or_else(|| {
-                refuse(
-                    ErrorCode::UnknownKey,
-                    "PV1",
-                    19,
-                    format!("visit {v} has no pending transfer"),
-                )
-            })?;
-            plan.commands.push(Command::CancelReservation {
-                bed: held.id.clone(),
-                expected_version: None,
+            let held = board.transfer_of(&v).or_else(|| {
+                board
+                    .bed_of(&v)
+                    .filter(|b| matches!(b.state, hms_domain::BedState::Reserved { .. }))
             });
+            match held {
+                Some(b) => plan.commands.push(Command::CancelReservation {
+                    bed: b.id.clone(),
+                    expected_version: None,
+                }),
+                None if off_board(m, loc, 42) => {}
+                None => {
+                    return Err(refuse(
+                        ErrorCode::UnknownKey,
+                        "PV1",
+                        19,
+                        format!("visit {v} has no pending transfer"),
+                    ));
+                }
+            }
         }
         "A27" | "A38" => {
             // Cancel pending admit / pre-admit: release the hold, if any.
@@ -519,19 +738,15 @@ pub fn plan(
         "A16" | "A25" => {
             // Pending discharge / its cancellation: the expected-discharge flag.
             let v = visit(m)?;
-            let b = board.bed_of(&v).ok_or_else(|| {
-                refuse(
-                    ErrorCode::UnknownKey,
-                    "PV1",
-                    19,
-                    format!("visit {v} holds no bed"),
-                )
-            })?;
-            plan.commands.push(Command::SetPendingDischarge {
-                bed: b.id.clone(),
-                pending: trigger == "A16",
-                expected_version: None,
-            });
+            match board.bed_of(&v) {
+                Some(b) => plan.commands.push(Command::SetPendingDischarge {
+                    bed: b.id.clone(),
+                    pending: trigger == "A16",
+                    expected_version: None,
+                }),
+                None if off_board(m, loc, 3) => {}
+                None => return Err(holds_no_bed(&v)),
+            }
         }
         "A12" => {
             // Cancel transfer: back to PV1-3 (the location before the
@@ -539,45 +754,61 @@ pub fn plan(
             // visit has moved on since (a later move arrived first), the
             // cancel is out of order and parked.
             let v = visit(m)?;
-            let back = location(m, loc, 3)?;
-            let cur = board.bed_of(&v).ok_or_else(|| {
+            let back = bed_at(m, loc, 3, false)?;
+            let cancelled = place(m, loc, 6);
+            let out_of_order = |cur: &BedId| {
                 refuse(
-                    ErrorCode::UnknownKey,
+                    ErrorCode::ApplicationError,
                     "PV1",
-                    19,
-                    format!("visit {v} holds no bed"),
+                    6,
+                    format!(
+                        "visit {v} is in bed {cur}, not in the transfer being cancelled; a later move arrived first"
+                    ),
                 )
-            })?;
-            if cur.id != back {
-                let cancelled = location(m, loc, 6)?;
-                if cur.id != cancelled {
-                    return Err(refuse(
-                        ErrorCode::ApplicationError,
-                        "PV1",
-                        6,
-                        format!(
-                            "visit {v} is in bed {}, not in the transfer being cancelled; a later move arrived first",
-                            cur.id
-                        ),
-                    ));
+            };
+            match (back, board.bed_of(&v)) {
+                (Some(back), Some(cur)) if cur.id == back => {}
+                (Some(back), Some(cur)) => {
+                    if cancelled != Place::Bed(cur.id.clone()) {
+                        if cancelled == Place::Unknown {
+                            return Err(unknown_place("PV1", 6));
+                        }
+                        return Err(out_of_order(&cur.id));
+                    }
+                    plan.commands.push(Command::Transfer {
+                        encounter: v,
+                        to: back,
+                        patient: Some(p),
+                        allow_unclean: true,
+                    });
                 }
-                plan.commands.push(Command::Transfer {
-                    encounter: v,
-                    to: back,
-                    patient: Some(p),
-                    allow_unclean: true,
-                });
+                // The cancelled transfer took the visit off the board: back in.
+                (Some(back), None) if matches!(cancelled, Place::OffBoard | Place::Missing) => {
+                    plan.commands.push(Command::Readmit {
+                        bed: back,
+                        encounter: v,
+                        patient: Some(p),
+                    });
+                }
+                (Some(_), None) => return Err(holds_no_bed(&v)),
+                // The cancelled transfer brought the visit onto the board: out again.
+                (None, Some(cur)) => {
+                    if cancelled != Place::Bed(cur.id.clone()) {
+                        return Err(out_of_order(&cur.id));
+                    }
+                    plan.commands.push(Command::Release {
+                        bed: cur.id.clone(),
+                        expected_version: None,
+                    });
+                }
+                (None, None) => {}
             }
         }
         "A17" => {
             // Swap: the second PID/PV1 pair names the other patient.
             let a = visit(m)?;
-            let b_visit = m
-                .segment("PV1", 2)
-                .and_then(|s| s.raw(19))
-                .map(|r| m.component(r, 1, 1).unwrap_or_default())
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| Refusal {
+            if m.segment("PV1", 2).is_none() {
+                return Err(Refusal {
                     code: ErrorCode::RequiredFieldMissing,
                     location: Some(Location {
                         segment: "PV1".into(),
@@ -586,47 +817,78 @@ pub fn plan(
                         component: None,
                     }),
                     reason: "A17 needs a second PV1 with a visit number".into(),
-                })?;
-            let b = EncounterId::new(b_visit).map_err(|e| {
+                });
+            }
+            let b = visit_of(m, 2)?;
+            match (board.bed_of(&a), board.bed_of(&b)) {
+                (Some(ba), Some(bb)) => plan.commands.push(Command::Swap {
+                    a: ba.id.clone(),
+                    b: bb.id.clone(),
+                }),
+                // Two visits off the board swapping places: nothing to change.
+                (None, None)
+                    if off_board(m, loc, 3)
+                        && matches!(
+                            place_in(m, loc, "PV1", 2, 3),
+                            Place::OffBoard | Place::Missing
+                        ) => {}
+                _ => {
+                    return Err(refuse(
+                        ErrorCode::UnknownKey,
+                        "PV1",
+                        19,
+                        "both visits of a swap must hold a bed",
+                    ));
+                }
+            }
+        }
+        t if MERGES.contains(&t) => {
+            // Merge (A40…) or identifier change (A47…): MRG-1, the prior
+            // identifier, becomes PID-3.
+            let from = mrg(m, 1).ok_or_else(|| {
                 refuse(
-                    ErrorCode::DataType,
-                    "PV1",
-                    19,
-                    format!("second PV1-19: {e}"),
+                    ErrorCode::RequiredFieldMissing,
+                    "MRG",
+                    1,
+                    "MRG-1 (prior patient identifier) is missing",
                 )
             })?;
-            let (Some(ba), Some(bb)) = (board.bed_of(&a), board.bed_of(&b)) else {
-                return Err(refuse(
-                    ErrorCode::UnknownKey,
-                    "PV1",
-                    19,
-                    "both visits of a swap must hold a bed",
-                ));
-            };
-            plan.commands.push(Command::Swap {
-                a: ba.id.clone(),
-                b: bb.id.clone(),
-            });
-        }
-        "A40" => {
-            // Merge: MRG-1 (prior identifier) into PID-3.
-            let from = m
-                .segment("MRG", 1)
-                .and_then(|s| s.raw(1))
-                .and_then(|r| r.split(m.delimiters.repetition).next().map(str::to_owned))
-                .and_then(|r| m.component(&r, 1, 1))
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| {
-                    refuse(
-                        ErrorCode::RequiredFieldMissing,
-                        "MRG",
-                        1,
-                        "MRG-1 (prior patient identifier) is missing",
-                    )
-                })?;
             plan.commands.push(Command::MergePatients {
                 from: Mrn::new(from),
                 into: p,
+            });
+        }
+        "A45" | "A50" | "A42" => {
+            // A45 move visit: the visit (MRG-5, else PV1-19) now belongs to
+            // the PID patient. A50 change visit number / A42 merge visit:
+            // MRG-5 becomes PV1-19.
+            let to = visit(m)?;
+            let from = match mrg(m, 5) {
+                Some(f) => EncounterId::new(f.as_str()).map_err(|e| {
+                    refuse(
+                        ErrorCode::DataType,
+                        "MRG",
+                        5,
+                        format!("MRG-5 is not a usable visit id: {e}"),
+                    )
+                })?,
+                None if trigger == "A45" => to.clone(),
+                None => {
+                    return Err(refuse(
+                        ErrorCode::RequiredFieldMissing,
+                        "MRG",
+                        5,
+                        "MRG-5 (prior visit number) is missing",
+                    ));
+                }
+            };
+            // The visit registry learns the new number through the change
+            // itself, not as a new visit beside the old one.
+            plan.details.visit = None;
+            plan.commands.push(Command::ChangeVisit {
+                from,
+                to,
+                patient: p,
             });
         }
         other => {
@@ -652,6 +914,78 @@ mod tests {
         );
         let m = Message::parse(raw.as_bytes(), ParseConfig::default()).expect("parses");
         details(&m).address.map(|a| a.expose().to_owned())
+    }
+
+    fn place_of(loc: &Locations, pl: &str) -> Place {
+        let raw = format!("MSH|^~\\&|A|B|C|D|20261127101500||ADT^A01|1|P|2.5.1\rPV1|1|I|{pl}\r");
+        let m = Message::parse(raw.as_bytes(), ParseConfig::default()).expect("parses");
+        let pl = m.segment("PV1", 1).and_then(|s| s.raw(3)).unwrap_or("");
+        loc.place(&m, pl)
+    }
+
+    #[test]
+    fn places_are_beds_off_the_board_or_unknown_within_a_managed_point_of_care() {
+        let bed = |s: &str| BedId::new(s).unwrap();
+        let key = |f: &str, p: &str, r: &str, b: &str| (f.into(), p.into(), r.into(), b.into());
+        let loc = Locations::from_pairs([(key("TH", "3W", "1", "A"), bed("3W-1A"))])
+            .managing(["OR".to_owned()]);
+        assert_eq!(place_of(&loc, "3W^1^A^TH"), Place::Bed(bed("3W-1A")));
+        // Inside the beds' point of care (3W at TH), not a configured bed.
+        assert_eq!(place_of(&loc, "3W^1^B^TH"), Place::Unknown);
+        assert_eq!(place_of(&loc, "3W^^^TH"), Place::Unknown);
+        // 3W of another facility, the emergency department: off the board.
+        assert_eq!(place_of(&loc, "3W^1^A^SITE2"), Place::OffBoard);
+        assert_eq!(place_of(&loc, "ED^^^TH"), Place::OffBoard);
+        // Listed in [hl7] managed_points_of_care: managed in every facility.
+        assert_eq!(place_of(&loc, "OR^5^^TH"), Place::Unknown);
+        assert_eq!(place_of(&loc, "OR^5^^SITE2"), Place::Unknown);
+        assert_eq!(place_of(&loc, ""), Place::Missing);
+        assert_eq!(place_of(&loc, "^^^"), Place::Missing);
+    }
+
+    #[test]
+    fn a_visit_without_pv1_19_is_the_patient_and_the_admit_time() {
+        let visit_of = |pid3: &str, pv1: &str| {
+            let raw = format!(
+                "MSH|^~\\&|A|B|C|D|20261127101500||ADT^A01|1|P|2.5.1\rPID|1||{pid3}\r{pv1}\r"
+            );
+            let m = Message::parse(raw.as_bytes(), ParseConfig::default()).expect("parses");
+            visit(&m)
+        };
+        let pv1 = |v: &str, admitted: &str| {
+            let mut f = vec![""; 45];
+            f[0] = "PV1";
+            f[19] = v;
+            f[44] = admitted;
+            f.join("|")
+        };
+        assert_eq!(
+            visit_of("M1^^^TH^MR", &pv1("V9", "202611270930")).unwrap(),
+            EncounterId::new("V9").unwrap()
+        );
+        let a = visit_of("M1^^^TH^MR", &pv1("", "202611270930")).unwrap();
+        assert!(
+            a.as_str().starts_with("pv44-") && a.as_str().len() == 25,
+            "{a}"
+        );
+        assert!(!a.as_str().contains("M1"), "no identifier in the visit id");
+        // Same instant at another precision: the same visit.
+        assert_eq!(
+            visit_of("M1^^^TH^MR", &pv1("", "20261127093000")).unwrap(),
+            a
+        );
+        // The MR repetition decides, not the order.
+        assert_eq!(
+            visit_of("X7^^^NHS^NH~M1^^^TH^MR", &pv1("", "202611270930")).unwrap(),
+            a
+        );
+        assert_ne!(visit_of("M2^^^TH^MR", &pv1("", "202611270930")).unwrap(), a);
+        assert_ne!(visit_of("M1^^^XX^MR", &pv1("", "202611270930")).unwrap(), a);
+        assert_ne!(visit_of("M1^^^TH^MR", &pv1("", "202611271030")).unwrap(), a);
+        let none = visit_of("M1^^^TH^MR", &pv1("", "")).unwrap_err();
+        assert_eq!(none.code, ErrorCode::RequiredFieldMissing);
+        let bad = visit_of("M1^^^TH^MR", &pv1("", "yesterday")).unwrap_err();
+        assert_eq!(bad.location.unwrap().field, Some(44));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! Sans-IO, and so free of tokio, SQLite and HTTP (`cargo xtask tidy`):
 //! - [`mllp`]: the MLLP framer (resync, oversize, FS without CR);
+//! - [`dedup`]: when a message is a duplicate (same sender keys, same content);
 //! - [`hl7`]: pre-parse and parse of HL7 v2 messages, escapes, ACKs, batches;
 //! - [`adt`]: ADT semantics, a parsed message and the board in, board
 //!   commands (or a refusal that parks the message) out.
@@ -15,5 +16,6 @@
 
 pub mod adt;
 pub mod client;
+pub mod dedup;
 pub mod hl7;
 pub mod mllp;

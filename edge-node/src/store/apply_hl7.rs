@@ -14,9 +14,9 @@ use rusqlite::OptionalExtension;
 
 use super::writer::Writer;
 use super::{Hl7Reply, Hl7Request, Replayed};
-use crate::integration::adt;
 use crate::integration::hl7::Message;
 use crate::integration::hl7::ack::{self, Header, Outcome as AckOutcome};
+use crate::integration::{adt, dedup};
 
 impl Writer {
     /// Stores one inbound message with its effects and ACKs (see the module doc).
@@ -37,24 +37,29 @@ impl Writer {
             Err(_) => Header::salvage(&req.raw),
         };
         if parsed.is_ok() && !header.control_id.is_empty() {
-            let found: Option<String> = self
+            let content = dedup::digest(&req.raw);
+            let stored: Vec<(String, String)> = self
                 .conn
                 .prepare_cached(
-                    "SELECT acks FROM hl7_messages
+                    "SELECT content, acks FROM hl7_messages
                      WHERE sending_app = ?1 AND sending_facility = ?2 AND control_id = ?3",
                 )?
-                .query_row(
+                .query_map(
                     rusqlite::params![
                         header.sending_app,
                         header.sending_facility,
                         header.control_id
                     ],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(acks) = found {
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?;
+            // A row with no content ('') is a message stored before contents
+            // were compared whose event had already left the log (weeks
+            // old): it is never taken for this one.
+            let same = stored.iter().find(|(c, _)| *c == content);
+            if let Some((_, acks)) = same {
                 // A duplicate: the identical stored ACKs, nothing applied.
-                let acks: Vec<String> = serde_json::from_str(&acks).unwrap_or_default();
+                let acks: Vec<String> = serde_json::from_str(acks).unwrap_or_default();
                 self.published
                     .metrics
                     .hl7_messages
@@ -64,6 +69,17 @@ impl Writer {
                     acks: acks.into_iter().map(String::into_bytes).collect(),
                     status: "duplicate",
                 });
+            }
+            if !stored.is_empty() {
+                // Same keys, other content: a new message, answered for itself.
+                self.published.metrics.hl7_control_id_reused.inc();
+                tracing::warn!(
+                    sending_app = %header.sending_app,
+                    sending_facility = %header.sending_facility,
+                    control_id = %header.control_id,
+                    stored = stored.len(),
+                    "HL7 control id reused with other content; processed as a new message"
+                );
             }
         }
         let actor = Actor {
@@ -92,13 +108,13 @@ impl Writer {
                     .get("EVN-6")
                     .or_else(|| m.get("EVN-2"))
                     .or_else(|| m.get("MSH-7"))
-                    .and_then(|t| Timestamp::parse_hl7(&t))
+                    .and_then(|t| self.clock.parse(&t))
                     .unwrap_or(at);
                 self.apply_adt(m, at, occurred_at, &actor, correlation.as_ref())?
             }
         };
         let control = format!("ACK{}", self.next_seq);
-        let acks = ack::acks(&header, &outcome, &control, &at.to_hl7());
+        let acks = ack::acks(&header, &outcome, &control, &self.clock.format(at));
         let ack_code = acks
             .last()
             .and_then(|a| {
@@ -161,11 +177,9 @@ impl Writer {
             .conn
             .prepare_cached("SELECT body FROM events WHERE seq = ?1")?
             .query_row([seq as i64], |r| r.get(0))?;
-        let raw = match serde_json::from_str::<EventBody>(&body) {
-            Ok(EventBody::Hl7Message { raw_hex, .. }) => hms_domain::event::from_hex(&raw_hex),
-            _ => None,
+        let Some(raw) = super::projection::hl7_raw(&body) else {
+            return Ok(None);
         };
-        let Some(raw) = raw else { return Ok(None) };
         let at = Timestamp::now();
         let actor = Actor {
             kind: hms_domain::ActorKind::System,

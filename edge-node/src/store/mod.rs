@@ -66,6 +66,7 @@ use rusqlite::Connection;
 use crate::board::{Bed, BoardError, Command};
 use crate::integration::adt::Locations;
 use crate::integration::hl7::ParseConfig;
+use crate::integration::hl7::time::HospitalTime;
 
 pub use handle::{Pending, Store};
 pub use history::HistoryItem;
@@ -96,6 +97,9 @@ pub struct StoreSettings {
     pub locations: Locations,
     /// HL7 parse settings.
     pub parse: ParseConfig,
+    /// The hospital's clock: HL7 times without an offset are local to it,
+    /// ACK times carry its offset.
+    pub clock: HospitalTime,
 }
 
 /// One inbound HL7 message for the writer.

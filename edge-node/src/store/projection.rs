@@ -89,6 +89,14 @@ pub fn event_from_row(hospital: &HospitalId, r: &Row<'_>) -> rusqlite::Result<En
     })
 }
 
+/// The raw bytes of a stored `integration.hl7_message` event body (JSON).
+pub fn hl7_raw(body: &str) -> Option<Vec<u8>> {
+    match serde_json::from_str::<EventBody>(body).ok()? {
+        EventBody::Hl7Message { raw_hex, .. } => hms_domain::event::from_hex(&raw_hex),
+        _ => None,
+    }
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -232,6 +240,43 @@ pub fn project(
             }
             return Ok(());
         }
+        EventBody::VisitChanged {
+            from,
+            to,
+            patient,
+            beds,
+        } => {
+            write_patient(conn, patient, env.seq)?;
+            if from != to {
+                let merged_into_known: bool = conn
+                    .prepare_cached("SELECT count(*) FROM encounters WHERE encounter_id = ?1")?
+                    .query_row([to.as_str()], |r| r.get::<_, i64>(0))?
+                    > 0;
+                if merged_into_known {
+                    // A42: the old visit merges into one already known.
+                    conn.prepare_cached("DELETE FROM encounters WHERE encounter_id = ?1")?
+                        .execute([from.as_str()])?;
+                } else {
+                    conn.prepare_cached(
+                        "UPDATE encounters SET encounter_id = ?2 WHERE encounter_id = ?1",
+                    )?
+                    .execute([from.as_str(), to.as_str()])?;
+                }
+            }
+            conn.prepare_cached(
+                "INSERT INTO encounters(encounter_id, mrn, bed_id, status, started_at, ended_at, updated_seq, class)
+                 VALUES (?1, ?2, NULL, 'registered', NULL, NULL, ?3, NULL)
+                 ON CONFLICT(encounter_id) DO UPDATE SET
+                    mrn = excluded.mrn, updated_seq = excluded.updated_seq",
+            )?
+            .execute(params![to.as_str(), patient.mrn.expose(), env.seq as i64])?;
+            for held in beds {
+                if let Some(b) = board.bed(held.bed.as_str()) {
+                    write_bed(conn, b, env.seq)?;
+                }
+            }
+            return Ok(());
+        }
         EventBody::BedsSwapped { bed, other, .. } => {
             for id in [bed, other] {
                 if let Some(b) = board.bed(id.as_str()) {
@@ -254,18 +299,23 @@ pub fn project(
             status,
             reason,
             acks,
+            raw_hex,
             ..
         } => {
             // Rejected messages have no trustworthy key: a corrected resend is processed.
             if status != "rejected" && !control_id.is_empty() {
+                let content = hms_domain::event::from_hex(raw_hex)
+                    .map(|raw| crate::integration::dedup::digest(&raw))
+                    .unwrap_or_default();
                 conn.prepare_cached(
-                    "INSERT OR REPLACE INTO hl7_messages(sending_app, sending_facility, control_id, status, acks, seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR REPLACE INTO hl7_messages(sending_app, sending_facility, control_id, content, status, acks, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
                     sending_app,
                     sending_facility,
                     control_id,
+                    content,
                     status,
                     json(acks),
                     env.seq as i64

@@ -60,7 +60,7 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "hl7_messages",
-        key: &["sending_app", "sending_facility", "control_id"],
+        key: &["sending_app", "sending_facility", "control_id", "content"],
     },
     Table {
         name: "parked",

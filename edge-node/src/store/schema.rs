@@ -158,7 +158,63 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE patients ADD COLUMN eid TEXT;
     ALTER TABLE base_patients ADD COLUMN eid TEXT;
     "#,
+    // 6: a duplicate is the same sender keys *and* the same content
+    // (`integration::dedup::digest`); one control id may now hold several
+    // messages. `content` is filled from the log by [`backfill_content`];
+    // '' for a message whose event has already left the log.
+    r#"
+    CREATE TABLE hl7_messages_v6 (
+        sending_app      TEXT    NOT NULL,
+        sending_facility TEXT    NOT NULL,
+        control_id       TEXT    NOT NULL,
+        content          TEXT    NOT NULL,
+        status           TEXT    NOT NULL,
+        acks             TEXT    NOT NULL,
+        seq              INTEGER NOT NULL,
+        PRIMARY KEY (sending_app, sending_facility, control_id, content)
+    ) STRICT;
+    INSERT INTO hl7_messages_v6
+        SELECT sending_app, sending_facility, control_id, '', status, acks, seq FROM hl7_messages;
+    DROP TABLE hl7_messages;
+    ALTER TABLE hl7_messages_v6 RENAME TO hl7_messages;
+
+    CREATE TABLE base_hl7_messages_v6 (
+        sending_app      TEXT    NOT NULL,
+        sending_facility TEXT    NOT NULL,
+        control_id       TEXT    NOT NULL,
+        content          TEXT    NOT NULL,
+        status           TEXT    NOT NULL,
+        acks             TEXT    NOT NULL,
+        seq              INTEGER NOT NULL,
+        PRIMARY KEY (sending_app, sending_facility, control_id, content)
+    ) STRICT;
+    INSERT INTO base_hl7_messages_v6
+        SELECT sending_app, sending_facility, control_id, '', status, acks, seq FROM base_hl7_messages;
+    DROP TABLE base_hl7_messages;
+    ALTER TABLE base_hl7_messages_v6 RENAME TO base_hl7_messages;
+    "#,
 ];
+
+/// Migration 6: the content digest of every stored message whose event is
+/// still in the log, in the live table and in the retention base alike (a
+/// replay from the base then gives the same rows as the live table).
+fn backfill_content(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    for table in ["hl7_messages", "base_hl7_messages"] {
+        let rows: Vec<(i64, String)> = tx
+            .prepare(&format!(
+                "SELECT h.seq, e.body FROM {table} h JOIN events e ON e.seq = h.seq"
+            ))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut update = tx.prepare(&format!("UPDATE {table} SET content = ?2 WHERE seq = ?1"))?;
+        for (seq, body) in rows {
+            if let Some(raw) = super::projection::hl7_raw(&body) {
+                update.execute(params![seq, crate::integration::dedup::digest(&raw)])?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// The schema version this binary writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -203,6 +259,9 @@ pub fn migrate(conn: &mut Connection) -> Result<Vec<i64>, MigrateError> {
         let version = i as i64 + 1;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
+        if version == 6 {
+            backfill_content(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (?1, ?2)",
             params![version, hms_domain::Timestamp::now().as_millis()],
@@ -220,7 +279,7 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
         c.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",
@@ -231,5 +290,68 @@ mod tests {
             migrate(&mut c),
             Err(MigrateError::TooNew { found: 99 })
         ));
+    }
+
+    #[test]
+    fn version_6_fills_in_the_content_of_messages_still_in_the_log() {
+        let mut c = Connection::open_in_memory().unwrap();
+        // A store written by a binary of schema version 5.
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT;",
+        )
+        .unwrap();
+        for (i, sql) in MIGRATIONS[..5].iter().enumerate() {
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_migrations VALUES (?1, 0)",
+                [i as i64 + 1],
+            )
+            .unwrap();
+        }
+        let raw = b"MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A01|C1|P|2.5.1\rPID|1||M1\r";
+        let body = hms_domain::EventBody::Hl7Message {
+            sending_app: "EPIC".into(),
+            sending_facility: "TH".into(),
+            control_id: "C1".into(),
+            message_type: "ADT^A01".into(),
+            status: "applied".into(),
+            ack_code: "AA".into(),
+            reason: None,
+            raw_hex: hms_domain::event::to_hex(raw),
+            acks: vec!["ACK".into()],
+        };
+        c.execute(
+            "INSERT INTO events VALUES (1, 'integration', 'integration.hl7_message', 0, 0, 'interface', 'hl7:EPIC', 'C1', NULL, ?1, x'00', x'00')",
+            [body.to_canonical_json()],
+        )
+        .unwrap();
+        for table in ["hl7_messages", "base_hl7_messages"] {
+            // Seq 1 is in the log; seq 0 has already left it.
+            c.execute_batch(&format!(
+                "INSERT INTO {table} VALUES ('EPIC', 'TH', 'C1', 'applied', '[]', 1);
+                 INSERT INTO {table} VALUES ('EPIC', 'TH', 'C0', 'applied', '[]', 0);"
+            ))
+            .unwrap();
+        }
+        assert_eq!(migrate(&mut c).unwrap(), vec![6]);
+        for table in ["hl7_messages", "base_hl7_messages"] {
+            let rows: Vec<(String, String)> = c
+                .prepare(&format!(
+                    "SELECT control_id, content FROM {table} ORDER BY control_id"
+                ))
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                rows,
+                [
+                    ("C0".to_owned(), String::new()),
+                    ("C1".to_owned(), crate::integration::dedup::digest(raw)),
+                ],
+                "{table}"
+            );
+        }
     }
 }

@@ -28,6 +28,7 @@ use super::{
 use crate::board::{Bed, Board};
 use crate::integration::adt::Locations;
 use crate::integration::hl7::ParseConfig;
+use crate::integration::hl7::time::HospitalTime;
 
 /// Where a request's answer goes.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
@@ -125,6 +126,8 @@ pub(super) struct Writer {
     max_batch: usize,
     pub(super) locations: Locations,
     pub(super) parse: ParseConfig,
+    /// The hospital's clock, for HL7 times.
+    pub(super) clock: HospitalTime,
     pub(super) published: Arc<Published>,
     /// The board must be rebuilt from the projections before the next group.
     board_stale: bool,
@@ -149,6 +152,7 @@ impl Writer {
             max_batch: settings.max_batch.max(1),
             locations: settings.locations.clone(),
             parse: settings.parse,
+            clock: settings.clock.clone(),
             published,
             board_stale: false,
             group: Group::default(),

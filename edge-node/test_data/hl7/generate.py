@@ -81,7 +81,7 @@ w("a04_a06_a07_a09_a10.hl7", A("A04", "C1", ""), A("A01", "C2", W0), A("A06", "C
 w("a15_pending_transfer.hl7", A("A01", "C1", W0), A("A15", "C2", W0, pending=I0))
 w("a15_a26_pending_transfer_cancelled.hl7", A("A01", "C1", W0), A("A15", "C2", W0, pending=I0), A("A26", "C3", W0))
 w("a15_a02_pending_transfer_done.hl7", A("A01", "C1", W0), A("A15", "C2", W0, pending=I0), A("A02", "C3", I0, prior=W0))
-w("a37_unsupported_parked.hl7", A("A01", "C1", W0), A("A37", "C2", W0))
+w("a37_no_effect.hl7", A("A01", "C1", W0), A("A37", "C2", W0))
 w("lf_endings.hl7", A("A01", "C1", W0), sep="\n")
 w("crlf_endings.hl7", A("A01", "C1", W0), sep="\r\n")
 w("bom.hl7", A("A01", "C1", W0), bom=True)
@@ -97,7 +97,56 @@ w("malformed.hl7",
   msg(msh("A01", "M3"), "pid|lowercase segment id"),
   msg(msh("A01", "M4"), evn("A01"), "PID|1||^^^TH^MR||Doe^Jane", pv1(W0, "V9")),
   msg(msh("A01", "M5"), evn("A01"), pid(), "PV1|1|I|3W^0^0^TH"),
-  msg(msh("A01", "M6"), evn("A01"), pid(), pv1("9Z^9^9^TH", "V9")),
+  msg(msh("A01", "M6"), evn("A01"), pid(), pv1("3W^9^9^TH", "V9")),
   msg(msh("A01", "M7", extra="|||||DE|ISO IR87"), evn("A01"), pid(), pv1(W0, "V9")),
   msg(msh("A01", "M8"), evn("A01"), pv1(W0, "V9")),
   msg("MSH|^~\\&|EPIC|TH|HMS|EDGE|2026||ORU^R01|M9|P|2.5", "PID|1||MRN-1^^^TH^MR"))
+
+# Visits off the board: emergency (ED) and a clinic are outside the managed
+# points of care (3W, ICU); 3W^9^9^TH is inside 3W but not a configured bed.
+ED, CLINIC = "ED^^^TH", "CLIN^12^^TH"
+RITA3 = dict(visit="V3", mrn="MRN-3", name="Poe^Pat")
+w("off_board_visits.hl7",
+  A("A01", "C1", ED), A("A02", "C2", W0, prior=ED), A("A02", "C3", CLINIC, prior=W0), A("A03", "C4", CLINIC),
+  A("A01", "C5", ED, **RICK), A("A16", "C6", ED, **RICK), A("A13", "C7", ED, **RICK),
+  A("A01", "C8", I0, **RITA3), A("A02", "C9", ED, prior=I0, **RITA3), A("A12", "C10", I0, prior=ED, **RITA3),
+  A("A02", "C11", "3W^9^9^TH", **RICK))
+
+
+def pv1_admitted(pl, admitted):
+    f = ["PV1", "1", "I", pl] + [""] * 41
+    f[44] = admitted
+    return "|".join(f).rstrip("|")
+
+
+w("visit_without_number.hl7",
+  msg(msh("A01", "C1"), evn("A01"), pid("MRN-5", "Ode^Ann"), pv1_admitted(W1, "202611270930")),
+  msg(msh("A03", "C2"), evn("A03"), pid("MRN-5", "Ode^Ann"), pv1_admitted(W1, "20261127093000")),
+  msg(msh("A01", "C3"), evn("A01"), pid("MRN-6", "Ode^Bob", sex="M"), pv1_admitted(W3, "202611271000")),
+  msg(msh("A01", "C4"), evn("A01"), pid("MRN-7", "Ode^Cy", sex="M"), "PV1|1|I|" + W2))
+
+
+def mrg(prior_mrn, prior_visit=""):
+    return f"MRG|{prior_mrn}^^^TH^MR||||{prior_visit}".rstrip("|")
+
+
+w("identifier_changes.hl7",
+  A("A01", "C1", W0),
+  msg(msh("A50", "C2", "ADT_A50"), evn("A50"), pid(), mrg("MRN-1", "V1"), pv1(W0, "V7")),
+  A("A08", "C3", W0, visit="V7"),
+  A("A01", "C4", W1, **RITA),
+  msg(msh("A47", "C5", "ADT_A30"), evn("A47"), pid("MRN-9", "Roe^Rita"), mrg("MRN-2")),
+  A("A01", "C6", I0, **RITA3),
+  msg(msh("A45", "C7", "ADT_A45"), evn("A45"), pid("MRN-4", "Poe^Patrick", sex="M"), mrg("MRN-3", "V3"), pv1(I0, "V3")),
+  msg(msh("A60", "C8", "ADT_A60"), evn("A60"), pid(), "IAM|1|DA|^Penicillin"),
+  msg(msh("A44", "C9", "ADT_A43"), evn("A44"), pid(), mrg("MRN-1")),
+  msg(msh("A51", "C10", "ADT_A50"), evn("A51"), pid(), mrg("MRN-1", "V7"), pv1(W0, "V7")),
+  msg(msh("A37", "C11", "ADT_A37"), evn("A37"), pid(), pid("MRN-2", "Roe^Rita")),
+  msg(msh("A54", "C12", "ADT_A54"), evn("A54"), pid(), pv1(W0, "V7")),
+  msg(msh("A50", "C13", "ADT_A50"), evn("A50"), pid(), "MRG|MRN-1^^^TH^MR", pv1(W0, "V8")))
+
+w("control_id_reuse.hl7",
+  A("A01", "C1", W0),
+  msg(msh("A28", "C1", "ADT_A05"), evn("A28"), pid("MRN-2", "Roe^Rita")),
+  A("A01", "C1", W0).replace("20261127101500||", "20261127101733||", 1),
+  A("A03", "C1", W0))

@@ -249,13 +249,13 @@ async fn pending_events_swaps_leaves_and_bed_status() {
     )
     .await;
     check(
-        "a37_unsupported_parked.hl7",
+        "a37_no_effect.hl7",
         expect![[r#"
-        C1 AA
-        C2 AE @MSH^1^9 trigger "A37" is not applied yet; message parked
-        3W-000 occupied V1 [MRN-1 Doe, Jane]
-        parked: 1
-    "#]],
+            C1 AA
+            C2 AA
+            3W-000 occupied V1 [MRN-1 Doe, Jane]
+            parked: 0
+        "#]],
     )
     .await;
     check(
@@ -299,11 +299,11 @@ async fn pending_events_swaps_leaves_and_bed_status() {
             C3 AA
             C4 AA
             C5 AE @NPU^1^2 NPU-2 is not a bed status of table 0116 (C, H, I, K, O, U); message parked
-            C6 AE @NPU^1^1 NPU-1 names a location that is not a configured bed; message parked
+            C6 AA
             3W-001 vacant_dirty
             3W-002 vacant_clean isolation
             ICU-000 vacant_dirty
-            parked: 2
+            parked: 1
         "#]],
     )
     .await;
@@ -434,17 +434,17 @@ async fn malformed_messages_and_a_900_kib_message() {
     check(
         "malformed.hl7",
         expect![[r#"
-         AR @MSH^1 the message does not start with an MSH segment
-        M2 AR @MSH^1^2 MSH-2 must hold 4 encoding characters (5 from v2.7)
-        M3 AR segment 2 has no valid segment id
-        M4 AE @PID^1^3 PID-3 (patient identifier) is missing; message parked
-        M5 AE @PV1^1^19 PV1-19 (visit number) is missing; message parked
-        M6 AE @PV1^1^3 PV1-3 names a location that is not a configured bed; message parked
-        M7 AR @MSH^1^18 MSH-18 names a character set this appliance does not decode
-        M8 AE @PID^1^1 the message has no PID segment; message parked
-        M9 AE @MSH^1^9 message type "ORU" is not handled; message parked
-        parked: 5
-    "#]],
+             AR @MSH^1 the message does not start with an MSH segment
+            M2 AR @MSH^1^2 MSH-2 must hold 4 encoding characters (5 from v2.7)
+            M3 AR segment 2 has no valid segment id
+            M4 AE @PID^1^3 PID-3 (patient identifier) is missing; message parked
+            M5 AE @PV1^1^19 PV1-19 (visit number) is missing, and so is PV1-44 (admit time) to identify the visit by; message parked
+            M6 AE @PV1^1^3 PV1-3 is in a managed point of care but names no configured room/bed; message parked
+            M7 AR @MSH^1^18 MSH-18 names a character set this appliance does not decode
+            M8 AE @PID^1^1 the message has no PID segment; message parked
+            M9 AE @MSH^1^9 message type "ORU" is not handled; message parked
+            parked: 5
+        "#]],
     )
     .await;
     // A 900 KiB message (under the 1 MiB frame limit): NTE segments of text.
@@ -462,4 +462,78 @@ async fn malformed_messages_and_a_900_kib_message() {
         parked: 0
     "#]]
     .assert_eq(&run("a01_admit.hl7", Some(big)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visits_off_the_board_and_without_a_number() {
+    // ED and a clinic are outside the managed points of care: AA, recorded
+    // off the board; moving into a managed bed admits to the board, moving
+    // out releases; 3W^9^9 (inside 3W, no such bed) is parked.
+    check("off_board_visits.hl7", expect![[r#"
+        C1 AA
+        C2 AA
+        C3 AA
+        C4 AA
+        C5 AA
+        C6 AA
+        C7 AA
+        C8 AA
+        C9 AA
+        C10 AA
+        C11 AE @PV1^1^3 PV1-3 is in a managed point of care but names no configured room/bed; message parked
+        3W-000 vacant_dirty
+        ICU-000 occupied V3 [MRN-3 Poe, Pat]
+        parked: 1
+    "#]]).await;
+    // No PV1-19: the visit is PID-3 with PV1-44, whatever its precision.
+    check("visit_without_number.hl7", expect![[r#"
+        C1 AA
+        C2 AA
+        C3 AA
+        C4 AE @PV1^1^19 PV1-19 (visit number) is missing, and so is PV1-44 (admit time) to identify the visit by; message parked
+        3W-001 vacant_dirty
+        3W-003 occupied pv44-cbcbc4655a183b1dd4c6 [MRN-6 Ode, Bob]
+        parked: 1
+    "#]]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifier_changes_no_effect_triggers_and_reused_control_ids() {
+    check(
+        "identifier_changes.hl7",
+        expect![[r#"
+        C1 AA
+        C2 AA
+        C3 AA
+        C4 AA
+        C5 AA
+        C6 AA
+        C7 AA
+        C8 AA
+        C9 AA
+        C10 AA
+        C11 AA
+        C12 AA
+        C13 AE @MRG^1^5 MRG-5 (prior visit number) is missing; message parked
+        3W-000 occupied V7 [MRN-1 Doe, Jane]
+        3W-001 occupied V2 [MRN-9 Roe, Rita]
+        ICU-000 occupied V3 [MRN-4 Poe, Patrick]
+        parked: 1
+    "#]],
+    )
+    .await;
+    // C1 four times: an A01, an A28 for another patient (new), the A01
+    // again with a later MSH-7 (duplicate: AA, nothing applied), an A03 (new).
+    check(
+        "control_id_reuse.hl7",
+        expect![[r#"
+        C1 AA
+        C1 AA
+        C1 AA
+        C1 AA
+        3W-000 vacant_dirty
+        parked: 0
+    "#]],
+    )
+    .await;
 }

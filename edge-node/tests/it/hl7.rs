@@ -138,8 +138,9 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
     let acks = send_all(
         &app,
         &[
-            adt("A01", "P1", "9Z^9^9^TH"),
-            adt("A37", "P2", "3W^0^0^TH"),
+            // Inside the managed unit 3W, but no such room/bed.
+            adt("A01", "P1", "3W^9^9^TH"),
+            adt("A99", "P2", "3W^0^0^TH"),
             adt("A03", "P3", "3W^0^0^TH"),
         ],
     )
@@ -150,7 +151,7 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
         "{acks:?}"
     );
     assert_eq!(acks[1].code, "AE");
-    assert!(acks[1].error.as_deref().unwrap().contains("A37"));
+    assert!(acks[1].error.as_deref().unwrap().contains("A99"));
     assert_eq!(acks[2].code, "AE", "a discharge of a visit holding no bed");
     // Nothing changed on the board; every message is kept for replay.
     assert_eq!(bed(&app, "3W-000").await["state"], "vacant_clean");
@@ -164,7 +165,7 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
     s.write_all(&edge_node::integration::mllp::Framer::encode(&adt(
         "A01",
         "P4",
-        "9Z^1^1^TH",
+        "3W^1^7^TH",
     )))
     .await
     .unwrap();
@@ -189,6 +190,126 @@ async fn unknown_locations_and_unsupported_triggers_are_parked_with_ae() {
     ] {
         assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn places_off_the_board_and_no_effect_triggers_are_accepted_not_parked() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let acks = send_all(
+        &app,
+        &[
+            // Emergency: not a managed point of care.
+            adt("A01", "O1", "ED^^^TH"),
+            adt("A08", "O2", "ED^^^TH"),
+            // Adverse reaction, account move, unlink: stored, no effect.
+            adt("A60", "O3", "ED^^^TH"),
+            adt("A44", "O4", "ED^^^TH"),
+            adt("A37", "O5", "ED^^^TH"),
+            // From the emergency department into a managed bed: admitted to the board.
+            adt("A02", "O6", "3W^0^0^TH"),
+            // Out to another site: the bed is released.
+            adt("A02", "O7", "OTHER^1^1^SITE2"),
+            adt("A03", "O8", "OTHER^1^1^SITE2"),
+        ],
+    )
+    .await;
+    let codes: Vec<&str> = acks.iter().map(|a| a.code.as_str()).collect();
+    assert_eq!(codes, ["AA"; 8], "{acks:?}");
+    assert_eq!(bed(&app, "3W-000").await["state"], "vacant_dirty");
+    let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    let parked: i64 = conn
+        .query_row("SELECT count(*) FROM parked", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(parked, 0);
+    // The visit is in the registry although it began off the board.
+    let known: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM encounters WHERE encounter_id = 'V1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(known, 1);
+    let kinds: Vec<String> = events(&app).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "integration.hl7_message")
+            .count(),
+        8,
+        "every message is stored: {kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_control_id_is_a_new_message_answered_for_itself() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let admit = adt("A01", "MSG00001", "3W^0^0^TH");
+    // Same sender keys and control id, another patient, another trigger.
+    let register = b"MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101600||ADT^A28^ADT_A05|MSG00001|P|2.5.1\r\
+EVN|A28|20261127101600\rPID|1||MRN-2^^^TH^MR||Roe^Rita||19800101|F\r"
+        .to_vec();
+    // The admit again, sent a minute later: a duplicate despite its new MSH-7.
+    let resend = String::from_utf8(admit.clone())
+        .unwrap()
+        .replacen("20261127101500", "20261127101700", 1)
+        .into_bytes();
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    let mut acks = vec![];
+    for m in [&admit, &register, &resend] {
+        s.write_all(&edge_node::integration::mllp::Framer::encode(m))
+            .await
+            .unwrap();
+        acks.push(read_acks(&mut s, 1).await.unwrap());
+    }
+    assert!(acks[0].contains("ACK^A01^ACK") && acks[0].contains("MSA|AA|MSG00001"));
+    assert!(
+        acks[1].contains("ACK^A28^ACK") && acks[1].contains("MSA|AA|MSG00001"),
+        "the A28 is answered for its own content: {}",
+        acks[1]
+    );
+    assert_ne!(acks[0], acks[1]);
+    assert_eq!(
+        acks[2], acks[0],
+        "the resend gets the stored ACK, byte for byte"
+    );
+    // The A28 was applied: its patient is in the index.
+    let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    let recorded: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM patients WHERE mrn = 'MRN-2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, 1);
+    let stored: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM hl7_messages WHERE control_id = 'MSG00001'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 2, "two messages under one control id");
+    assert_eq!(
+        bed(&app, "3W-000").await["version"],
+        2,
+        "the admit applied once"
+    );
+    let mut anon = hms_e2e::client::Conn::connect(app.addr, None)
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(anon.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    for needle in [
+        "hms_hl7_control_id_reused_total 1",
+        "hms_hl7_messages_total{kind=\"duplicate\"} 1",
+        "hms_hl7_messages_total{kind=\"applied\"} 2",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
+    let dir = app.stop().await;
+    let report = edge_node::store::verify::verify(&dir.path().join("data")).unwrap();
+    assert!(report.ok(), "{report:?}");
 }
 
 /// Reads until `want` ACK frames have arrived (10 s at most).
@@ -343,7 +464,8 @@ async fn a_batch_in_one_frame_is_acknowledged_per_message() {
     let app = TestApp::start(&[("3W", 4, 2)]).await;
     let mut batch = b"FHS|^~\\&|EPIC|TH\rBHS|^~\\&|EPIC|TH\r".to_vec();
     batch.extend(adt("A01", "B1", "3W^0^0^TH"));
-    batch.extend(adt("A37", "B2", "3W^0^0^TH"));
+    // A bed the managed unit 3W does not have: parked.
+    batch.extend(adt("A02", "B2", "3W^9^9^TH"));
     batch.extend(adt("A03", "B3", "3W^0^0^TH"));
     batch.extend(b"BTS|3\rFTS|1\r");
     let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
@@ -533,4 +655,189 @@ async fn a_store_failure_is_a_reject_ack_and_the_resend_is_applied() {
             .unwrap()
             .ok()
     );
+}
+
+/// An A01 for visit `visit` of patient `mrn` at `pl`, stamped `ts` (MSH-7
+/// and EVN-2).
+fn a01_at(control: &str, ts: &str, mrn: &str, visit: &str, pl: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|{ts}||ADT^A01^ADT_A01|{control}|P|2.5.1\r\
+         EVN|A01|{ts}\r\
+         PID|1||{mrn}^^^TH^MR||Doe^Jane||19700102|F\r\
+         PV1|1|I|{pl}||||||||||||||||{visit}\r"
+    )
+    .into_bytes()
+}
+
+/// The source time (`occurred_at`) of the `bed.assigned` event of message
+/// `control`, as RFC 3339.
+fn assigned_at(app: &TestApp, control: &str) -> String {
+    let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
+    let ms: i64 = conn
+        .query_row(
+            "SELECT occurred_at FROM events WHERE kind = 'bed.assigned' AND correlation = ?1",
+            [control],
+            |r| r.get(0),
+        )
+        .unwrap();
+    hms_domain::Timestamp::from_millis(ms).to_rfc3339()
+}
+
+/// Sends `content` in one MLLP frame on a new connection and returns the
+/// first ACK's MSH-7.
+async fn ack_msh7(app: &TestApp, content: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    s.write_all(&edge_node::integration::mllp::Framer::encode(content))
+        .await
+        .unwrap();
+    let mut got = vec![];
+    let mut buf = vec![0u8; 4096];
+    while !got.ends_with(b"\x1c\r") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let msh = text.trim_start_matches('\x0b');
+    assert!(msh.starts_with("MSH|"), "{text:?}");
+    msh.split('|').nth(6).unwrap().to_owned()
+}
+
+/// Warsaw's UTC offset as HL7 writes it, at an instant close to now (either
+/// side of the call, should a DST change fall in between).
+fn warsaw_offsets_now() -> Vec<String> {
+    let tz = jiff::tz::TimeZone::get("Europe/Warsaw").unwrap();
+    let now = jiff::Timestamp::now();
+    [
+        now - jiff::SignedDuration::from_secs(60),
+        now + jiff::SignedDuration::from_secs(60),
+    ]
+    .iter()
+    .map(|t| match tz.to_offset(*t).seconds() {
+        3600 => "+0100".to_owned(),
+        7200 => "+0200".to_owned(),
+        other => panic!("Warsaw is at +01:00 or +02:00, not {other} s"),
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_without_an_offset_are_the_hospitals_local_time() {
+    let warsaw = jiff::tz::TimeZone::get("Europe/Warsaw").unwrap();
+    let app = TestApp::start_with(&[("3W", 4, 2)], move |c| {
+        c.node.timezone = warsaw;
+        c.mllp.max_frame_bytes = 2048;
+    })
+    .await;
+    let acks = send_all(
+        &app,
+        &[
+            // 02:30 on 2026-03-29 never shows on a Warsaw clock (02:00 CET
+            // became 03:00 CEST): read with the offset before the gap, +01:00.
+            a01_at("GAP", "20260329023000", "MRN-1", "V1", "3W^0^0^TH"),
+            // 02:30 on 2026-10-25 shows twice: the first pass, CEST (+02:00).
+            a01_at("FOLD", "20261025023000", "MRN-2", "V2", "3W^0^1^TH"),
+            // A winter morning: CET.
+            a01_at("WINTER", "20260115083000", "MRN-3", "V3", "3W^1^2^TH"),
+            // An explicit offset means exactly that.
+            a01_at("OFFSET", "20260115083000-0500", "MRN-4", "V4", "3W^1^3^TH"),
+        ],
+    )
+    .await;
+    assert!(acks.iter().all(|a| a.code == "AA"), "{acks:?}");
+    assert_eq!(assigned_at(&app, "GAP"), "2026-03-29T01:30:00.000Z");
+    assert_eq!(assigned_at(&app, "FOLD"), "2026-10-25T00:30:00.000Z");
+    assert_eq!(assigned_at(&app, "WINTER"), "2026-01-15T07:30:00.000Z");
+    assert_eq!(assigned_at(&app, "OFFSET"), "2026-01-15T13:30:00.000Z");
+    assert_eq!(bed(&app, "3W-000").await["encounter"], "V1");
+
+    // The ACK's MSH-7 is the appliance's time in Warsaw, with its offset:
+    // from the writer (a stored message)…
+    let offsets = warsaw_offsets_now();
+    let applied = ack_msh7(
+        &app,
+        &a01_at("ACK1", "20260115083000", "MRN-5", "V5", "3W^1^3^TH"),
+    )
+    .await;
+    // …and from the listener (a frame over the limit, never stored).
+    let mut big = a01_at("ACK2", "20260115083000", "MRN-6", "V6", "3W^1^3^TH");
+    big.extend(std::iter::repeat_n(b'x', 4096));
+    let rejected = ack_msh7(&app, &big).await;
+    for msh7 in [&applied, &rejected] {
+        assert_eq!(msh7.len(), 19, "YYYYMMDDHHMMSS+HHMM: {msh7}");
+        assert!(
+            offsets.iter().any(|o| msh7.ends_with(o.as_str())),
+            "{msh7} {offsets:?}"
+        );
+        // It reads back as now, give or take the test's run time.
+        let t = edge_node::integration::hl7::time::HospitalTime::utc()
+            .parse(msh7)
+            .unwrap();
+        let age = hms_domain::Timestamp::now().as_millis() - t.as_millis();
+        assert!((0..120_000).contains(&age), "{msh7} is {age} ms old");
+    }
+    app.stop().await;
+}
+
+/// An admit into 3W bed `bed` (0 to 3) whose MSH-18 is `msh18` and whose
+/// PID-5 is `name`, raw bytes; control id, MRN and visit are named `id`.
+fn admit_in(msh18: &str, id: &str, bed: usize, name: &[u8]) -> Vec<u8> {
+    let pl = format!("3W^{}^{bed}^TH", bed / 2);
+    let mut m = format!(
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A01^ADT_A01|{id}|P|2.5.1|||||PL|{msh18}\r\
+         EVN|A01|20261127101500\rPID|1||MRN-{id}^^^TH^MR||"
+    )
+    .into_bytes();
+    m.extend_from_slice(name);
+    m.extend_from_slice(format!("||19700102|F\rPV1|1|I|{pl}||||||||||||||||V-{id}\r").as_bytes());
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polish_and_czech_names_in_windows_1250_and_8859_2_read_back() {
+    let app = TestApp::start(&[("3W", 4, 2)]).await;
+    // The same names in two encodings that differ in Ś, ą, Š, ť and ž:
+    // Świątek^Iga and Šťastná^Božena in windows-1250, then in ISO 8859-2.
+    let msgs = [
+        admit_in("WINDOWS-1250", "W1", 0, b"\x8cwi\xb9tek^Iga"),
+        admit_in("cp1250", "W2", 1, b"\x8a\x9dastn\xe1^Bo\x9eena"),
+        admit_in("8859/2", "L1", 2, b"\xa6wi\xb1tek^Iga"),
+        admit_in("8859/2", "L2", 3, b"\xa9\xbbastn\xe1^Bo\xbeena"),
+    ];
+    let acks = send_all(&app, &msgs).await;
+    let codes: Vec<_> = acks.iter().map(ToString::to_string).collect();
+    assert_eq!(codes, ["W1 AA", "W2 AA", "L1 AA", "L2 AA"]);
+    for (id, name) in [
+        ("3W-000", "Świątek, Iga"),
+        ("3W-001", "Šťastná, Božena"),
+        ("3W-002", "Świątek, Iga"),
+        ("3W-003", "Šťastná, Božena"),
+    ] {
+        let b = bed(&app, id).await;
+        assert_eq!(b["state"], "occupied", "{id}: {b}");
+        assert_eq!(b["patient"]["name"], name, "{id}");
+    }
+    // Bytes that are not of the named set are refused, never garbled; an
+    // unknown MSH-18 is refused at MSH-18.
+    let acks = send_all(
+        &app,
+        &[
+            admit_in("8859/6", "X1", 0, b"\xa1"),
+            admit_in("UNICODE UTF-8", "X2", 0, b"\x8cwi"),
+            admit_in("ISO IR87", "X3", 0, b"Doe^Jane"),
+        ],
+    )
+    .await;
+    let codes: Vec<_> = acks.iter().map(ToString::to_string).collect();
+    expect_test::expect![[r#"
+        [
+            "X1 AR byte 129 is not a character of 8859/6",
+            "X2 AR invalid UTF-8 at byte 136",
+            "X3 AR @MSH^1^18 MSH-18 names a character set this appliance does not decode",
+        ]
+    "#]]
+    .assert_debug_eq(&codes);
 }

@@ -386,21 +386,28 @@ fn hl7_send_prints_one_line_per_ack() {
     std::fs::write(&file, &batch).unwrap();
     let (code, out, err) = run_cli(&["hl7", "send", "--to", &to, file.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["S1 AA", "S2 AA"]);
+    let summary = format!(
+        "{}: 2 messages, 2 AA, 0 AE, 0 AR, 0 CA, 0 CE, 0 CR, 0 no ACK, 0 timed out",
+        file.display()
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["S1 AA", "S2 AA", &summary]
+    );
     // Sent again: duplicates, acknowledged identically.
     let (code, out2, _) = run_cli(&["hl7", "send", "--to", &to, file.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert_eq!(out, out2);
     // A trigger not applied yet is AE with the reason; exit 1.
-    let bad = dir.path().join("a37.hl7");
+    let bad = dir.path().join("a99.hl7");
     std::fs::write(
         &bad,
-        String::from_utf8(a28("S3")).unwrap().replace("A28", "A37"),
+        String::from_utf8(a28("S3")).unwrap().replace("A28", "A99"),
     )
     .unwrap();
     let (code, out, _) = run_cli(&["hl7", "send", "--to", &to, bad.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(out.starts_with("S3 AE ") && out.contains("A37"), "{out}");
+    assert!(out.starts_with("S3 AE ") && out.contains("A99"), "{out}");
     let (code, _, err) = run_cli(&["hl7", "send", "--to", &to, "/nonexistent.hl7"]);
     assert_eq!(code, 64, "{err}");
 }
@@ -742,4 +749,177 @@ fn a_second_owner_of_a_data_dir_is_refused_at_once_and_the_first_keeps_working()
     first.kill9();
     let second = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
     drop(second);
+}
+
+/// [`a28`] asking for ACKs by MSH-15 and MSH-16 (enhanced mode).
+fn a28_asking(control: &str, msh15: &str, msh16: &str) -> Vec<u8> {
+    String::from_utf8(a28(control))
+        .unwrap()
+        .replacen("|P|2.5.1\r", &format!("|P|2.5.1|||{msh15}|{msh16}\r"), 1)
+        .into_bytes()
+}
+
+/// The same with trigger A99, which the appliance does not know and parks (AE).
+fn a99_asking(control: &str, msh15: &str, msh16: &str) -> Vec<u8> {
+    String::from_utf8(a28_asking(control, msh15, msh16))
+        .unwrap()
+        .replace("A28", "A99")
+        .into_bytes()
+}
+
+#[test]
+fn hl7_send_waits_only_for_the_acks_msh15_and_msh16_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &[("3W", 2, 1)]);
+    let proc = Proc::start(&config, &["--mllp", "127.0.0.1:0"]);
+    let to = proc.mllp.unwrap().to_string();
+    let write = |name: &str, msgs: &[Vec<u8>]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, msgs.concat()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let summary = |file: &str, counts: &str| format!("{file}: {counts}");
+    // NE|NE is answered by nothing and waited for by nothing; two files,
+    // a summary after each; every ACK AA/CA: exit 0.
+    let quiet = write("quiet.hl7", &[a28_asking("Q1", "NE", "NE"), a28("Q2")]);
+    let enhanced = write(
+        "enhanced.hl7",
+        &[
+            a28_asking("E1", "AL", "AL"),
+            a28_asking("E2", "AL", "NE"),
+            a28_asking("E3", "ER", "SU"),
+            a28_asking("E4", "NE", "NE"),
+        ],
+    );
+    let (code, out, err) = run_cli(&["hl7", "send", "--to", &to, &quiet, &enhanced]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Q1 no ACK requested",
+            "Q2 AA",
+            &summary(
+                &quiet,
+                "2 messages, 1 AA, 0 AE, 0 AR, 0 CA, 0 CE, 0 CR, 1 no ACK, 0 timed out"
+            ),
+            "E1 CA",
+            "E1 AA",
+            "E2 CA",
+            "E3 AA",
+            "E3 no commit ACK sent (MSH-15 ER: condition not met)",
+            "E4 no ACK requested",
+            &summary(
+                &enhanced,
+                "4 messages, 2 AA, 0 AE, 0 AR, 1 CA, 0 CE, 0 CR, 1 no ACK, 0 timed out"
+            ),
+        ]
+    );
+    // A mixed file with messages the appliance parks: AE, conditional
+    // application ACKs that are due; exit 1.
+    let mixed = write(
+        "mixed.hl7",
+        &[
+            a28("M1"),
+            a28_asking("M2", "NE", "NE"),
+            a99_asking("M3", "NE", "AL"),
+            a99_asking("M4", "AL", "ER"),
+        ],
+    );
+    let (code, out, err) = run_cli(&["hl7", "send", "--to", &to, &mixed]);
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert_eq!(lines[..2], ["M1 AA", "M2 no ACK requested"]);
+    assert!(
+        lines[2].starts_with("M3 AE ") && lines[2].contains("A99"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "M4 CA");
+    assert!(lines[4].starts_with("M4 AE "), "{out}");
+    assert_eq!(
+        lines[5],
+        summary(
+            &mixed,
+            "4 messages, 1 AA, 2 AE, 0 AR, 0 CA, 0 CE, 0 CR, 1 no ACK, 0 timed out"
+        )
+    );
+    // ER|ER on success: neither ACK comes; silence for --timeout is the
+    // condition not met, not a failure.
+    let silent = write("silent.hl7", &[a28_asking("C1", "ER", "ER")]);
+    let (code, out, err) = run_cli(&["hl7", "send", "--to", &to, "--timeout", "1", &silent]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "C1 no commit ACK sent (MSH-15 ER: condition not met)",
+            "C1 no application ACK sent (MSH-16 ER: condition not met)",
+            &summary(
+                &silent,
+                "1 message, 0 AA, 0 AE, 0 AR, 0 CA, 0 CE, 0 CR, 1 no ACK, 0 timed out"
+            ),
+        ]
+    );
+    // A receiver that accepts the connection and never answers: the due ACK
+    // times out, sending stops there; exit 1.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_addr = mute.local_addr().unwrap().to_string();
+    let (code, out, err) = run_cli(&[
+        "hl7",
+        "send",
+        "--to",
+        &mute_addr,
+        "--timeout",
+        "1",
+        &quiet,
+        &enhanced,
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Q1 no ACK requested",
+            "Q2 no ACK within 1 s",
+            &summary(
+                &quiet,
+                "2 messages, 0 AA, 0 AE, 0 AR, 0 CA, 0 CE, 0 CR, 1 no ACK, 1 timed out"
+            ),
+        ]
+    );
+    assert!(
+        err.contains("stopped after a missing ACK; 4 messages not sent"),
+        "{err}"
+    );
+    drop(mute);
+    // Usage errors: exit 64, naming what is wrong.
+    let (code, _, err) = run_cli(&["hl7", "send", "--to", &to, &quiet, "/nonexistent.hl7"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("/nonexistent.hl7"), "{err}");
+    let (code, _, err) = run_cli(&["hl7", "send", "--to", "127.0.0.1", &quiet]);
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = run_cli(&["hl7", "send", "--to", &to, "--timeout", "0", &quiet]);
+    assert_eq!(code, 64, "{err}");
+}
+
+#[test]
+fn an_unknown_time_zone_stops_start_up_with_its_line_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("zone.toml");
+    let good = hospital_toml(&dir.path().join("data"), &[("3W", 2, 1)]);
+    let bad = good.replacen("timezone = \"UTC\"", "timezone = \"Europe/Warsw\"", 1);
+    assert_ne!(bad, good);
+    std::fs::write(&file, &bad).unwrap();
+    let (code, _, err) = run_cli(&[
+        "run",
+        "--config",
+        file.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("zone.toml:5:12: error: `node.timezone` is not a time zone: \"Europe/Warsw\"")
+            && err.contains("did you mean \"Europe/Warsaw\"?"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists());
 }

@@ -31,6 +31,7 @@ fn settings(dir: &std::path::Path) -> StoreSettings {
         history_limit: 20,
         locations: Default::default(),
         parse: Default::default(),
+        clock: Default::default(),
     }
 }
 

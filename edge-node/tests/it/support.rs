@@ -17,6 +17,7 @@ pub fn hospital_toml(data_dir: &Path, units: &[(&str, usize, usize)]) -> String 
 hospital_id = "test-hospital"
 region = "eu-west"
 node_id = "edge-test"
+timezone = "UTC"
 
 [listen]
 http = "127.0.0.1:0"

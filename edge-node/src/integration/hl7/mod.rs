@@ -5,8 +5,11 @@
 //! - strips a UTF-8 byte-order mark;
 //! - reads the delimiters from MSH-1 and MSH-2, including the five-character
 //!   MSH-2 of v2.7+ (`^~\&#`, the fifth being the truncation character);
-//! - decodes the text by MSH-18 (ASCII, 8859/1, UNICODE UTF-8; a configurable
-//!   default when absent), keeping the raw bytes untouched;
+//! - decodes the text by MSH-18 (ASCII, 8859/1 to 8859/9, 8859/15, UNICODE
+//!   UTF-8, WINDOWS-1250, WINDOWS-1252: see [`Charset`]; a configurable
+//!   default when absent), exactly: a byte that is not a character of the
+//!   set is an error, never a replacement character. The raw bytes are kept
+//!   untouched;
 //! - accepts `\r` segment terminators, and normalises `\r\n` and bare `\n`
 //!   line endings (files edited on other systems);
 //! - splits segments, fields, repetitions, components and subcomponents
@@ -18,6 +21,7 @@
 
 pub mod ack;
 pub mod escape;
+pub mod time;
 
 use std::fmt;
 
@@ -51,26 +55,166 @@ impl Default for Delimiters {
     }
 }
 
-/// Character sets named in MSH-18 that the appliance decodes.
+/// Character sets named in MSH-18 (HL7 table 0211, and two Windows code
+/// pages real senders use) that the appliance decodes. Every decoder is
+/// exact: a byte that is not a character of the set is an error, never a
+/// replacement character.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charset {
     /// `ASCII` (bytes above 0x7F are refused).
     Ascii,
-    /// `8859/1` (Latin-1).
+    /// `8859/1` (Latin-1: each byte is the code point of the same value).
     Latin1,
+    /// `8859/2` (Latin-2, Central European).
+    Latin2,
+    /// `8859/3` (Latin-3, South European).
+    Latin3,
+    /// `8859/4` (Latin-4, North European).
+    Latin4,
+    /// `8859/5` (Cyrillic).
+    Cyrillic,
+    /// `8859/6` (Arabic).
+    Arabic,
+    /// `8859/7` (Greek).
+    Greek,
+    /// `8859/8` (Hebrew).
+    Hebrew,
+    /// `8859/9` (Latin-5, Turkish: Latin-1 with six Turkish letters).
+    Latin5,
+    /// `8859/15` (Latin-9: Latin-1 with €, Š, Ž, Œ, Ÿ…).
+    Latin9,
     /// `UNICODE UTF-8`.
     Utf8,
+    /// `WINDOWS-1250` (Central European Windows code page).
+    Windows1250,
+    /// `WINDOWS-1252` (Western European Windows code page).
+    Windows1252,
 }
 
 impl Charset {
-    /// Parses an MSH-18 value.
-    pub fn from_msh18(s: &str) -> Option<Charset> {
-        match s.trim() {
-            "ASCII" => Some(Charset::Ascii),
-            "8859/1" => Some(Charset::Latin1),
-            "UNICODE UTF-8" | "UTF-8" => Some(Charset::Utf8),
-            _ => None,
+    /// Every character set, in the order of the documentation.
+    pub const ALL: [Charset; 14] = [
+        Charset::Ascii,
+        Charset::Latin1,
+        Charset::Latin2,
+        Charset::Latin3,
+        Charset::Latin4,
+        Charset::Cyrillic,
+        Charset::Arabic,
+        Charset::Greek,
+        Charset::Hebrew,
+        Charset::Latin5,
+        Charset::Latin9,
+        Charset::Utf8,
+        Charset::Windows1250,
+        Charset::Windows1252,
+    ];
+
+    /// The canonical name: the HL7 table 0211 value (`8859/2`), or
+    /// `WINDOWS-1250`/`WINDOWS-1252` for the Windows code pages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Charset::Ascii => "ASCII",
+            Charset::Latin1 => "8859/1",
+            Charset::Latin2 => "8859/2",
+            Charset::Latin3 => "8859/3",
+            Charset::Latin4 => "8859/4",
+            Charset::Cyrillic => "8859/5",
+            Charset::Arabic => "8859/6",
+            Charset::Greek => "8859/7",
+            Charset::Hebrew => "8859/8",
+            Charset::Latin5 => "8859/9",
+            Charset::Latin9 => "8859/15",
+            Charset::Utf8 => "UNICODE UTF-8",
+            Charset::Windows1250 => "WINDOWS-1250",
+            Charset::Windows1252 => "WINDOWS-1252",
         }
+    }
+
+    /// Parses an MSH-18 value (or `mllp.default_charset`): a canonical
+    /// [`name`](Charset::name), or `UTF-8`, `CP1250` or `CP1252`; ASCII case
+    /// and surrounding spaces are ignored.
+    pub fn from_msh18(s: &str) -> Option<Charset> {
+        let s = s.trim();
+        if let Some(c) = Charset::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+        {
+            return Some(c);
+        }
+        [
+            ("UTF-8", Charset::Utf8),
+            ("CP1250", Charset::Windows1250),
+            ("CP1252", Charset::Windows1252),
+        ]
+        .into_iter()
+        .find(|(alias, _)| alias.eq_ignore_ascii_case(s))
+        .map(|(_, c)| c)
+    }
+
+    /// Decodes `bytes`; on malformed input, the offset of the first byte
+    /// that is not (or does not start) a character of the set.
+    ///
+    /// `encoding_rs` (the WHATWG Encoding Standard) decodes the sets whose
+    /// tables there are the real ones. Not 8859/1 and 8859/9: the WHATWG
+    /// labels `ISO-8859-1` and `ISO-8859-9` mean windows-1252 and
+    /// windows-1254, which differ from them in 0x80–0x9F.
+    fn decode(self, bytes: &[u8]) -> Result<String, usize> {
+        match self {
+            Charset::Utf8 => std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .map_err(|e| e.valid_up_to()),
+            Charset::Ascii => match bytes.iter().position(|b| !b.is_ascii()) {
+                Some(i) => Err(i),
+                None => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
+            },
+            Charset::Latin1 => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
+            // ISO 8859-9 is ISO 8859-1 but for six letters.
+            Charset::Latin5 => Ok(bytes
+                .iter()
+                .map(|&b| match b {
+                    0xD0 => 'Ğ',
+                    0xDD => 'İ',
+                    0xDE => 'Ş',
+                    0xF0 => 'ğ',
+                    0xFD => 'ı',
+                    0xFE => 'ş',
+                    b => char::from(b),
+                })
+                .collect()),
+            Charset::Latin2 => single_byte(encoding_rs::ISO_8859_2, bytes),
+            Charset::Latin3 => single_byte(encoding_rs::ISO_8859_3, bytes),
+            Charset::Latin4 => single_byte(encoding_rs::ISO_8859_4, bytes),
+            Charset::Cyrillic => single_byte(encoding_rs::ISO_8859_5, bytes),
+            Charset::Arabic => single_byte(encoding_rs::ISO_8859_6, bytes),
+            Charset::Greek => single_byte(encoding_rs::ISO_8859_7, bytes),
+            Charset::Hebrew => single_byte(encoding_rs::ISO_8859_8, bytes),
+            Charset::Latin9 => single_byte(encoding_rs::ISO_8859_15, bytes),
+            Charset::Windows1250 => single_byte(encoding_rs::WINDOWS_1250, bytes),
+            Charset::Windows1252 => single_byte(encoding_rs::WINDOWS_1252, bytes),
+        }
+    }
+}
+
+/// Decodes with a single-byte `encoding_rs` encoding, without replacement:
+/// a byte the table leaves unassigned is an error at its offset.
+fn single_byte(enc: &'static encoding_rs::Encoding, bytes: &[u8]) -> Result<String, usize> {
+    match enc.decode_without_bom_handling_and_without_replacement(bytes) {
+        Some(text) => Ok(text.into_owned()),
+        // Each byte is one character, so the first bad one decodes badly alone.
+        None => Err(bytes
+            .iter()
+            .position(|b| {
+                enc.decode_without_bom_handling_and_without_replacement(std::slice::from_ref(b))
+                    .is_none()
+            })
+            .unwrap_or(0)),
+    }
+}
+
+impl fmt::Display for Charset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -228,7 +372,11 @@ fn loc(segment: &str, sequence: usize, field: usize) -> Option<Location> {
     })
 }
 
-/// Reads MSH-18 from raw bytes, before the text is decoded (it is ASCII).
+/// Reads MSH-18 from raw bytes, before the text is decoded (its values are
+/// ASCII): the first component of the first repetition, which names the
+/// message's character set (further repetitions name alternate sets for
+/// escape sequences). Bytes that are not UTF-8 come back as U+FFFD, so they
+/// name no known set.
 fn raw_msh18(bytes: &[u8], field_sep: u8) -> Option<String> {
     let end = bytes
         .iter()
@@ -237,9 +385,11 @@ fn raw_msh18(bytes: &[u8], field_sep: u8) -> Option<String> {
     // Splitting from MSH-1 on: element 0 is empty, element k is MSH-(k+1).
     let header = bytes.get(3..end)?;
     let component = header.get(1).copied().unwrap_or(b'^');
+    let repetition = header.get(2).copied().unwrap_or(b'~');
     let field = header.split(|&b| b == field_sep).nth(17)?;
-    let first = field.split(|&b| b == component).next().unwrap_or(b"");
-    std::str::from_utf8(first).ok().map(str::to_owned)
+    let first = field.split(|&b| b == repetition).next().unwrap_or(b"");
+    let first = first.split(|&b| b == component).next().unwrap_or(b"");
+    Some(String::from_utf8_lossy(first).into_owned())
 }
 
 impl Message {
@@ -283,33 +433,22 @@ impl Message {
                 ParseError::new(
                     ErrorCode::TableValueNotFound,
                     loc("MSH", 1, 18),
+                    // Quotes nothing of the message, not even the name it gives.
                     "MSH-18 names a character set this appliance does not decode",
                 )
             })?,
             _ => cfg.default_charset,
         };
-        let text: String = match charset {
-            Charset::Utf8 => std::str::from_utf8(bytes)
-                .map_err(|e| {
-                    ParseError::new(
-                        ErrorCode::DataType,
-                        None,
-                        format!("invalid UTF-8 at byte {}", e.valid_up_to() + start),
-                    )
-                })?
-                .to_owned(),
-            Charset::Latin1 => bytes.iter().map(|&b| char::from(b)).collect(),
-            Charset::Ascii => {
-                if let Some(i) = bytes.iter().position(|b| !b.is_ascii()) {
-                    return Err(ParseError::new(
-                        ErrorCode::DataType,
-                        None,
-                        format!("non-ASCII byte at {} in an ASCII message", i + start),
-                    ));
-                }
-                bytes.iter().map(|&b| char::from(b)).collect()
-            }
-        };
+        // Offsets in the reasons count from the first byte after a BOM.
+        let text: String = charset.decode(bytes).map_err(|i| {
+            let at = i + start;
+            let reason = match charset {
+                Charset::Utf8 => format!("invalid UTF-8 at byte {at}"),
+                Charset::Ascii => format!("non-ASCII byte at {at} in an ASCII message"),
+                c => format!("byte {at} is not a character of {c}"),
+            };
+            ParseError::new(ErrorCode::DataType, None, reason)
+        })?;
         // Segment terminators: CR. CRLF and bare LF are normalised.
         let text = if text.contains("\r\n") {
             text.replace("\r\n", "\r")

@@ -85,6 +85,199 @@ fn latin1_and_ascii_charsets() {
     assert_eq!(err.code, ErrorCode::DataType);
 }
 
+/// A message whose MSH-18 is `msh18` and whose PID-5.1 is `name` (raw bytes).
+fn with_charset(msh18: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut bytes = b"MSH|^~\\&|ADT|DGH|||20261127||ADT^A08|X4|P|2.5|||||PL|".to_vec();
+    bytes.extend_from_slice(msh18);
+    bytes.extend_from_slice(b"\rPID|1||M1||");
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(b"^Anna\r");
+    bytes
+}
+
+#[test]
+fn every_charset_decodes_a_real_name() {
+    for (msh18, name, want, charset) in [
+        ("ASCII", &b"Smith"[..], "Smith", Charset::Ascii),
+        ("8859/1", b"M\xfcller", "Müller", Charset::Latin1),
+        ("8859/2", b"\xa3ukasiewicz", "Łukasiewicz", Charset::Latin2),
+        ("8859/3", b"\xd5au\xe5i", "Ġauċi", Charset::Latin3),
+        ("8859/4", b"B\xbarzi\xf1\xb9", "Bērziņš", Charset::Latin4),
+        (
+            "8859/5",
+            b"\xb8\xd2\xd0\xdd\xde\xd2",
+            "Иванов",
+            Charset::Cyrillic,
+        ),
+        ("8859/6", b"\xe5\xcd\xe5\xcf", "محمد", Charset::Arabic),
+        (
+            "8859/7",
+            b"\xc1\xeb\xdd\xee\xe7\xf2",
+            "Αλέξης",
+            Charset::Greek,
+        ),
+        ("8859/8", b"\xeb\xe4\xef", "כהן", Charset::Hebrew),
+        (
+            "8859/9",
+            b"\xdeim\xfeek Y\xfdld\xfdz",
+            "Şimşek Yıldız",
+            Charset::Latin5,
+        ),
+        ("8859/15", b"\xb4i\xb8ek", "Žižek", Charset::Latin9),
+        (
+            "UNICODE UTF-8",
+            "Jürgen".as_bytes(),
+            "Jürgen",
+            Charset::Utf8,
+        ),
+        (
+            "WINDOWS-1250",
+            b"\x8a\x9dastn\xfd",
+            "Šťastný",
+            Charset::Windows1250,
+        ),
+        ("WINDOWS-1252", b"\x8cdipe", "Œdipe", Charset::Windows1252),
+    ] {
+        let m =
+            parse(&with_charset(msh18.as_bytes(), name)).unwrap_or_else(|e| panic!("{msh18}: {e}"));
+        assert_eq!(m.charset, charset, "{msh18}");
+        assert_eq!(m.charset.name(), msh18);
+        assert_eq!(m.get("PID-5.1").as_deref(), Some(want), "{msh18}");
+        assert_eq!(m.get("PID-5.2").as_deref(), Some("Anna"), "{msh18}");
+    }
+}
+
+#[test]
+fn single_bytes_that_tell_the_tables_apart() {
+    for (charset, byte, want) in [
+        // True 8859/1 and 8859/9 keep the C1 controls where windows-1252/1254 have letters.
+        (Charset::Latin1, 0x80, '\u{80}'),
+        (Charset::Latin1, 0x8A, '\u{8A}'),
+        (Charset::Latin1, 0xA4, '¤'),
+        (Charset::Latin5, 0x80, '\u{80}'),
+        (Charset::Latin5, 0x9F, '\u{9F}'),
+        (Charset::Latin5, 0xD0, 'Ğ'),
+        (Charset::Latin5, 0xDD, 'İ'),
+        (Charset::Latin5, 0xDE, 'Ş'),
+        (Charset::Latin5, 0xF0, 'ğ'),
+        (Charset::Latin5, 0xFD, 'ı'),
+        (Charset::Latin5, 0xFE, 'ş'),
+        (Charset::Latin5, 0xFC, 'ü'),
+        (Charset::Latin2, 0xA3, 'Ł'),
+        (Charset::Latin2, 0x80, '\u{80}'),
+        (Charset::Cyrillic, 0xB0, 'А'),
+        (Charset::Cyrillic, 0xC0, 'Р'),
+        (Charset::Cyrillic, 0xD0, 'а'),
+        (Charset::Greek, 0xC1, 'Α'),
+        (Charset::Greek, 0xA4, '€'),
+        (Charset::Latin9, 0xA4, '€'),
+        (Charset::Latin9, 0xBC, 'Œ'),
+        (Charset::Windows1250, 0x8A, 'Š'),
+        (Charset::Windows1250, 0xA3, 'Ł'),
+        (Charset::Windows1252, 0x80, '€'),
+        (Charset::Windows1252, 0xA4, '¤'),
+    ] {
+        let got = charset.decode(&[byte]);
+        assert_eq!(got, Ok(want.to_string()), "{charset} {byte:#04x}");
+    }
+    // 8859/9's upper half is windows-1254's; 8859/1's is windows-1252's.
+    for b in 0xA0..=0xFFu8 {
+        let one = [b];
+        let (w1254, _) = encoding_rs::WINDOWS_1254.decode_without_bom_handling(&one);
+        assert_eq!(Charset::Latin5.decode(&one).unwrap(), w1254, "{b:#04x}");
+        let (w1252, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&one);
+        assert_eq!(Charset::Latin1.decode(&one).unwrap(), w1252, "{b:#04x}");
+    }
+}
+
+#[test]
+fn malformed_bytes_for_the_charset_are_errors_not_replacements() {
+    for (msh18, name, reason) in [
+        (
+            "ASCII",
+            &b"Jos\xe9"[..],
+            "non-ASCII byte at 73 in an ASCII message",
+        ),
+        ("UNICODE UTF-8", b"Jos\xc3(", "invalid UTF-8 at byte 81"),
+        ("UTF-8", b"\xed\xa0\x80", "invalid UTF-8 at byte 70"),
+        // Unassigned positions of 8859/3, 8859/6, 8859/8 and 8859/7.
+        ("8859/3", b"x\xa5", "byte 72 is not a character of 8859/3"),
+        ("8859/6", b"\xa1", "byte 71 is not a character of 8859/6"),
+        ("8859/8", b"\xbf", "byte 71 is not a character of 8859/8"),
+        ("8859/7", b"\xd2", "byte 71 is not a character of 8859/7"),
+    ] {
+        let bytes = with_charset(msh18.as_bytes(), name);
+        let err = parse(&bytes).unwrap_err();
+        assert_eq!(err.code, ErrorCode::DataType, "{msh18}");
+        assert_eq!(err.reason, reason, "{msh18}");
+        assert!(!err.reason.contains('\u{fffd}'));
+    }
+}
+
+#[test]
+fn msh18_spellings_repetitions_and_unknown_names() {
+    for (msh18, charset) in [
+        ("windows-1250", Charset::Windows1250),
+        ("Windows-1252", Charset::Windows1252),
+        ("CP1250", Charset::Windows1250),
+        ("cp1252", Charset::Windows1252),
+        ("unicode utf-8", Charset::Utf8),
+        ("UTF-8", Charset::Utf8),
+        (" 8859/2 ", Charset::Latin2),
+        // The first repetition is the message's set; its first component counts.
+        ("8859/2~ISO IR87", Charset::Latin2),
+        ("8859/2^x~UNICODE UTF-8", Charset::Latin2),
+        // An empty first repetition is an empty MSH-18: the default.
+        ("~8859/2", Charset::Utf8),
+    ] {
+        let m = parse(&with_charset(msh18.as_bytes(), b"Nowak")).unwrap();
+        assert_eq!(m.charset, charset, "{msh18}");
+    }
+    for msh18 in [
+        &b"ISO IR87"[..],
+        b"UNICODE",
+        b"UNICODE UTF-16",
+        b"ISO-8859-2",
+        b"CP1251",
+        b"\xa3\xff",
+        b"Smith^John",
+    ] {
+        let err = parse(&with_charset(msh18, b"x")).unwrap_err();
+        assert_eq!(err.code, ErrorCode::TableValueNotFound);
+        assert_eq!(err.location.unwrap().to_string(), "MSH^1^18");
+        assert_eq!(
+            err.reason,
+            "MSH-18 names a character set this appliance does not decode"
+        );
+    }
+    // An empty MSH-18 takes the configured default.
+    let cfg = ParseConfig {
+        default_charset: Charset::Windows1250,
+    };
+    let m = Message::parse(&with_charset(b"", b"\x8a"), cfg).unwrap();
+    assert_eq!(m.get("PID-5.1").as_deref(), Some("Š"));
+}
+
+#[test]
+fn names_agree_with_the_configuration() {
+    // Every `mllp.default_charset` value the loader accepts decodes, in any case.
+    for name in firmware_config::CHARSETS {
+        assert!(Charset::from_msh18(name).is_some(), "{name}");
+        assert!(
+            Charset::from_msh18(&name.to_lowercase()).is_some(),
+            "{name}"
+        );
+    }
+    for c in Charset::ALL {
+        assert!(firmware_config::CHARSETS.contains(&c.name()), "{c}");
+        assert_eq!(Charset::from_msh18(c.name()), Some(c));
+    }
+    assert_eq!(
+        Charset::from_msh18(firmware_config::DEFAULT_CHARSET),
+        Some(ParseConfig::default().default_charset)
+    );
+}
+
 trait ReplaceSeq {
     fn replace_seq(&self, from: &[u8], to: &[u8]) -> Vec<u8>;
 }
