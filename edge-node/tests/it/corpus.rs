@@ -11,7 +11,7 @@ use expect_test::{Expect, expect};
 
 use crate::support::TestApp;
 
-async fn run(file: &str, extra: Option<Vec<u8>>) -> String {
+pub(crate) async fn run(file: &str, extra: Option<Vec<u8>>) -> String {
     let app = TestApp::start(&[("3W", 4, 2), ("ICU", 2, 1)]).await;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("test_data/hl7")

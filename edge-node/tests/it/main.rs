@@ -3,6 +3,7 @@
 // Test helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod acceptance;
 mod api;
 mod corpus;
 mod durability;
