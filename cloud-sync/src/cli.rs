@@ -1,8 +1,10 @@
 //! The `hms-cloud` subcommands that do more than wire things together:
-//! `enroll`, `enroll-primary`, `token create`, `keygen` and `empi train`
-//! (`run` is [`crate::cloud::Cloud`]). Each prints what it did on stdout
-//! and fails with a [`Failure`], which says the exit code: 64 for bad usage
-//! or configuration, 1 for anything else.
+//! `enroll`, `enroll-primary`, `token create | list | revoke`, `keygen` and
+//! `empi train` (`run` is [`crate::cloud::Cloud`]). Each prints what it did
+//! on stdout and fails with a [`Failure`], which says the exit code: 64 for
+//! bad usage or configuration, 1 for anything else. What they change in the
+//! registry (tokens, enrolments) is audited there with the login of who ran
+//! them (`cli:LOGIN`).
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +12,8 @@ use hms_domain::{HospitalId, NodeId, RegionId};
 
 use crate::config::{self, CloudConfig, Mode};
 use crate::empi::model::{MAX_SAMPLE, MIN_TRAIN_RECORDS, ModelError, TrainSettings, train_stored};
-use crate::enrolment::{EnrolError, Enrolment, enroll_durably, open_registry};
+use crate::enrolment::{EnrolError, Enrolled, Enrolment, open_registry};
+use crate::store::registry::{NewOperatorToken, OperatorTokenRow, Revoked, Scopes, TokenError};
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -49,6 +52,9 @@ impl From<EnrolError> for Failure {
     fn from(e: EnrolError) -> Self {
         match e {
             EnrolError::Rejected(r) => Failure::Runtime(r.into()),
+            e @ EnrolError::AlreadyEnrolled { .. } => {
+                Failure::runtime(format!("{e}: give --replace to re-key it (audited)"))
+            }
             EnrolError::Store(e) => Failure::Runtime(e),
         }
     }
@@ -72,19 +78,33 @@ fn read_key(file: &Path) -> Result<Vec<u8>, Failure> {
     std::fs::read(file).map_err(|e| Failure::Usage(format!("{}: {e}", file.display())))
 }
 
+/// Who runs this command, for the registry's audit: `cli:LOGIN`
+/// (`SUDO_USER`, else `USER`, else `LOGNAME`).
+pub fn operator_login() -> String {
+    let login = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty() && v.len() <= 64 && !v.chars().any(char::is_control))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("cli:{login}")
+}
+
 /// `hms-cloud enroll`: enrols a hospital's appliance (a hospital of another
-/// region is refused).
+/// region is refused). The same enrolment again changes nothing; another
+/// node or key for an enrolled hospital needs `replace` (audited).
 pub fn enroll(
     config: &Path,
     hospital: HospitalId,
     region: RegionId,
     node: NodeId,
     public_key: &Path,
+    replace: bool,
 ) -> Result<(), Failure> {
     let cfg = load(config)?;
     let key = read_key(public_key)?;
     let (reg, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
-    enroll_durably(
+    let done = crate::enrolment::enroll(
         &reg,
         &db,
         Enrolment {
@@ -93,8 +113,20 @@ pub fn enroll(
             node,
             public_key: key,
         },
+        replace,
+        &operator_login(),
+        hms_domain::Timestamp::now().as_millis(),
     )?;
-    println!("enrolled {hospital} in {}", cfg.region);
+    match done {
+        Enrolled::Unchanged => println!("{hospital} is enrolled in {} already", cfg.region),
+        Enrolled::Replaced { previous } => {
+            println!(
+                "re-keyed {hospital} in {} (node was {previous})",
+                cfg.region
+            );
+        }
+        _ => println!("enrolled {hospital} in {}", cfg.region),
+    }
     Ok(())
 }
 
@@ -118,14 +150,157 @@ pub fn enroll_primary(config: &Path, region: RegionId, public_key: &Path) -> Res
     Ok(())
 }
 
-/// `hms-cloud token create`: prints a new operator API token (stored hashed).
-pub fn create_token(config: &Path, name: &str) -> Result<(), Failure> {
+/// `hms-cloud token create`: prints a new operator API token (stored
+/// hashed) as the only line of stdout; what it may do goes to stderr.
+/// `scopes` are scope names (`read`, `empi`, `fleet`, `enrol`, `admin`);
+/// none gives `admin`, as every token had before scopes. `expires` is
+/// `Nd`, `Nh`, `Nm`, `Ns` or an RFC 3339 time.
+pub fn create_token(
+    config: &Path,
+    name: &str,
+    scopes: &[String],
+    expires: Option<&str>,
+) -> Result<(), Failure> {
+    let now = hms_domain::Timestamp::now();
+    let scopes = if scopes.is_empty() {
+        Scopes::ADMIN
+    } else {
+        Scopes::parse(scopes.iter().map(String::as_str)).map_err(Failure::Usage)?
+    };
+    let expires = expires
+        .map(|e| hms_domain::time::parse_expiry(e, now))
+        .transpose()
+        .map_err(Failure::Usage)?;
     let cfg = load(config)?;
     let (_, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
     let token = db
-        .create_token(name, hms_domain::Timestamp::now().as_millis())
-        .map_err(Failure::Runtime)?;
+        .create_operator_token(
+            &NewOperatorToken {
+                name,
+                scopes,
+                expires_ms: expires.map(hms_domain::Timestamp::as_millis),
+                by: &operator_login(),
+            },
+            now.as_millis(),
+        )
+        .map_err(|e| match e {
+            TokenError::Store(e) => Failure::Runtime(e),
+            // A refusal (exit 1), as before scopes.
+            other => Failure::runtime(other.to_string()),
+        })?;
     println!("{token}");
+    eprintln!(
+        "hms-cloud: created token {name:?} with scopes {scopes}{}, expires {}",
+        if scopes == Scopes::ADMIN {
+            " (every scope)"
+        } else {
+            ""
+        },
+        expires.map_or_else(|| "never".to_owned(), |t| seconds(t.as_millis()))
+    );
+    Ok(())
+}
+
+/// RFC 3339 to the second, UTC.
+fn seconds(ms: i64) -> String {
+    let t = hms_domain::Timestamp::from_millis(ms).to_rfc3339();
+    match t.split_once('.') {
+        Some((s, _)) => format!("{s}Z"),
+        None => t,
+    }
+}
+
+fn status(row: &OperatorTokenRow, now_ms: i64) -> &'static str {
+    if row.revoked_ms.is_some() {
+        "revoked"
+    } else if row.expires_ms.is_some_and(|e| e <= now_ms) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// `hms-cloud token list`: name, scopes, created, expires and status of
+/// each operator token (revoked ones with `all`), as a table or one JSON
+/// object per line; never the token.
+pub fn list_tokens(config: &Path, all: bool, as_json: bool) -> Result<(), Failure> {
+    let cfg = load(config)?;
+    let (_, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
+    let now = hms_domain::Timestamp::now().as_millis();
+    let rows: Vec<OperatorTokenRow> = db
+        .tokens()
+        .map_err(Failure::Runtime)?
+        .into_iter()
+        .filter(|r| all || r.revoked_ms.is_none())
+        .collect();
+    if as_json {
+        for r in &rows {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "name": r.name,
+                    "scopes": r.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "created": seconds(r.created_ms),
+                    "expires": r.expires_ms.map(seconds),
+                    "revoked": r.revoked_ms.map(seconds),
+                    "status": status(r, now),
+                })
+            );
+        }
+        return Ok(());
+    }
+    let table: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.scopes.to_string(),
+                seconds(r.created_ms),
+                r.expires_ms.map_or_else(|| "never".to_owned(), seconds),
+                status(r, now).to_owned(),
+            ]
+        })
+        .collect();
+    let head = ["NAME", "SCOPES", "CREATED", "EXPIRES", "STATUS"].map(str::to_owned);
+    let mut width = [0usize; 5];
+    for row in std::iter::once(&head).chain(&table) {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&head).chain(&table) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(width).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `hms-cloud token revoke NAME`: refused from the next request on.
+/// Revoking a revoked token again succeeds and changes nothing; an unknown
+/// name is refused (exit 1).
+pub fn revoke_token(config: &Path, name: &str) -> Result<(), Failure> {
+    let cfg = load(config)?;
+    let (_, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
+    let now = hms_domain::Timestamp::now().as_millis();
+    match db
+        .revoke_token(name, now, &operator_login())
+        .map_err(Failure::Runtime)?
+    {
+        Revoked::Revoked(_) => println!("revoked token {name:?}"),
+        Revoked::Already => println!("token {name:?} was revoked already"),
+        Revoked::Unknown => {
+            return Err(Failure::runtime(format!(
+                "no operator token is named {name:?}; `hms-cloud token list` shows them"
+            )));
+        }
+    }
     Ok(())
 }
 

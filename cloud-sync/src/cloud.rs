@@ -6,7 +6,8 @@
 //! PostgreSQL), the downlink, the regional EMPI (primary with `empi =
 //! true`), the DR primaries a replica accepts, the DR replicator (primary
 //! with `[dr]`) and the TLS acceptor. A configuration the files cannot
-//! satisfy (a DR peer address, key or TLS certificate) is a [`ConfigError`]
+//! satisfy (a DR peer address, key or TLS certificate, plain HTTP on a
+//! non-loopback address without `insecure_http`) is a [`ConfigError`]
 //! inside the returned error. [`Cloud::serve`] then starts every background
 //! task (the EMPI runner, the replicator) on one tracker, serves HTTP or
 //! HTTPS until the cancellation token fires, stops accepting, lets the
@@ -31,7 +32,8 @@ use crate::store::SqliteRouter;
 use crate::store::postgres::PgRouter;
 
 /// A configuration that cannot be put in force (the command line's exit
-/// code 64): the DR peer, the DR key or the TLS certificate and key.
+/// code 64): the DR peer, the DR key, the TLS certificate and key, or
+/// plain HTTP on a non-loopback address ([`CloudConfig::check_listen`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
@@ -58,12 +60,13 @@ impl std::fmt::Debug for Cloud {
 impl Cloud {
     /// Opens everything `config` names, binding no port.
     pub fn open(config: CloudConfig) -> anyhow::Result<Cloud> {
+        config.check_listen().map_err(ConfigError)?;
         let (registry, db) = open_registry(&config.data_dir, config.region.clone())?;
         let open: OpenStore = match config.backend {
             Backend::Sqlite => SqliteRouter::new(&config.data_dir).opener(),
-            Backend::Postgres => {
-                PgRouter::new(config.postgres.clone().unwrap_or_default()).opener()
-            }
+            Backend::Postgres => PgRouter::new(config.postgres.clone().unwrap_or_default())
+                .map_err(|e| ConfigError(format!("postgres: {e:#}")))?
+                .opener(),
         };
         let primaries = db.primaries()?;
         let downlink = Arc::new(Downlink::open(&config.data_dir).context("opening the downlink")?);
@@ -161,14 +164,17 @@ impl Cloud {
         tasks.close();
         let app = crate::http::router(self.state);
         let until = stop.clone().cancelled_owned();
-        let served = match listener {
-            Listener::Tls(l) => axum::serve(l, app).with_graceful_shutdown(until).await,
-            Listener::Plain(l) => axum::serve(l, app).with_graceful_shutdown(until).await,
-        };
+        let limits = hms_web::server::Limits::default();
+        let observe: Arc<dyn hms_web::server::Observe> =
+            Arc::new(hms_web::server::Counters::default());
+        match listener {
+            Listener::Tls(l) => hms_web::server::serve(l, app, limits, observe, until).await,
+            Listener::Plain(l) => hms_web::server::serve(l, app, limits, observe, until).await,
+        }
         stop.cancel();
         tasks.wait().await;
         tracing::info!("cloud stopped");
-        served.context("serving")
+        Ok(())
     }
 }
 

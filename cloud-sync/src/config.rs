@@ -5,13 +5,18 @@
 //! listen = "127.0.0.1:9443"      # HTTP address of the sync service
 //! data_dir = "cloud-data"        # registry and SQLite stores; relative to this file
 //! backend = "sqlite"             # or "postgres"
-//! postgres = "host=127.0.0.1 user=postgres dbname=postgres"   # with backend = "postgres"
+//! postgres = "host=127.0.0.1 user=postgres dbname=postgres"   # with backend = "postgres";
+//!                                # sslmode and sslrootcert (relative to this file) as
+//!                                # libpq reads them, see [`crate::store::pg_tls`]
 //! mode = "primary"               # or "replica": accepts DR replication only
 //! allowed_dr_regions = ["eu-central"]  # primary: where its DR peer may be;
 //!                                # replica: whose primaries may replicate here
 //! empi = true                    # run the regional EMPI (primary only)
 //! empi_auto_train_records = 5000 # train the EMPI's model once it holds this
 //!                                # many records (0: only on request)
+//!
+//! insecure_http = false          # true: plain HTTP on a non-loopback `listen`
+//!                                # (behind a TLS-terminating proxy only)
 //!
 //! [tls]                          # serve HTTPS instead of HTTP
 //! cert = "cloud.crt"             # PEM chain; relative to this file
@@ -26,7 +31,8 @@
 //!
 //! Unknown keys and missing or malformed values are errors naming the file,
 //! line and column; a DR peer outside `allowed_dr_regions` stops start-up
-//! (residency).
+//! (residency); so does a `listen` address off loopback without `[tls]`,
+//! unless `insecure_http = true` says so explicitly ([`CloudConfig::check_listen`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,7 +99,8 @@ pub struct CloudConfig {
     /// Store backend.
     #[serde(default = "default_backend")]
     pub backend: Backend,
-    /// PostgreSQL maintenance connection string, for `backend = "postgres"`.
+    /// PostgreSQL maintenance connection string, for `backend = "postgres"`
+    /// (`sslrootcert` made absolute against the file's directory).
     #[serde(default)]
     pub postgres: Option<String>,
     /// Primary or replica.
@@ -113,9 +120,32 @@ pub struct CloudConfig {
     /// HTTPS, when set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Serve plain HTTP on a `listen` address that is not loopback (only
+    /// behind a TLS-terminating proxy on a trusted network); without it and
+    /// without `[tls]`, such an address stops start-up.
+    #[serde(default)]
+    pub insecure_http: bool,
     /// The DR peer (primary only).
     #[serde(default)]
     pub dr: Option<DrConfig>,
+}
+
+impl CloudConfig {
+    /// Refuses plain HTTP on an address other machines can reach: a
+    /// `listen` (after any `--http` override) that is not loopback needs
+    /// `[tls]`, or `insecure_http = true`.
+    pub fn check_listen(&self) -> Result<(), String> {
+        if self.tls.is_some() || self.insecure_http || self.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        Err(format!(
+            "listen address {} is not loopback and [tls] is not configured: PHI crosses \
+             networks only inside TLS. Configure [tls] (cert, key) to serve HTTPS, or set \
+             insecure_http = true to serve plain HTTP there (only behind a TLS-terminating \
+             proxy on a trusted network)",
+            self.listen
+        ))
+    }
 }
 
 fn default_empi() -> bool {
@@ -166,6 +196,10 @@ pub fn load(path: &Path) -> Result<CloudConfig, String> {
         }
     };
     resolve(&mut cfg.data_dir);
+    if let Some(conn) = &mut cfg.postgres {
+        *conn = crate::store::pg_tls::absolute_root_cert(conn, base)
+            .map_err(|e| format!("{}: error: postgres: {e}", path.display()))?;
+    }
     if let Some(tls) = &mut cfg.tls {
         resolve(&mut tls.cert);
         resolve(&mut tls.key);
@@ -232,6 +266,69 @@ mod tests {
             "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\nbackend = \"postgres\"\n",
         );
         assert!(load(&p).expect_err("no url").contains("needs `postgres`"));
+    }
+
+    #[test]
+    fn plain_http_off_loopback_needs_tls_or_an_explicit_insecure_http() {
+        let at = |listen: &str, extra: &str| {
+            let (_d, p) = write(&format!(
+                "region = \"eu-west\"\nlisten = \"{listen}\"\ndata_dir = \"d\"\n{extra}"
+            ));
+            load(&p).expect("loads").check_listen()
+        };
+        for loopback in ["127.0.0.1:9443", "127.0.0.2:0", "[::1]:9443"] {
+            assert_eq!(at(loopback, ""), Ok(()), "{loopback}");
+        }
+        for open in ["0.0.0.0:9443", "10.0.0.5:9443", "[::]:9443"] {
+            let e = at(open, "").expect_err(open);
+            assert!(
+                e.contains(&format!("listen address {open} is not loopback"))
+                    && e.contains("Configure [tls]")
+                    && e.contains("insecure_http = true"),
+                "{e}"
+            );
+            assert_eq!(at(open, "insecure_http = true\n"), Ok(()), "{open}");
+            assert!(at(open, "insecure_http = false\n").is_err(), "{open}");
+            assert_eq!(
+                at(open, "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n"),
+                Ok(()),
+                "{open}"
+            );
+        }
+        let (_d, p) = write(
+            "region = \"eu-west\"\nlisten = \"0.0.0.0:1\"\ndata_dir = \"d\"\ninsecure_http = \"yes\"\n",
+        );
+        assert!(load(&p).expect_err("not a bool").contains("cloud.toml:4:"));
+    }
+
+    #[test]
+    fn the_postgres_string_is_checked_and_its_ca_is_relative_to_the_file() {
+        let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n\
+                    backend = \"postgres\"\n";
+        let (_d, p) = write(&format!(
+            "{base}postgres = \"host=db user=hms sslmode=verify-full\"\n"
+        ));
+        let e = load(&p).expect_err("no CA");
+        assert!(
+            e.contains("cloud.toml: error: postgres: sslmode=verify-full needs sslrootcert=FILE"),
+            "{e}"
+        );
+        let (_d, p) = write(&format!(
+            "{base}postgres = \"host=db user=hms sslmode=verify-full sslrootcert=pg-ca.pem\"\n"
+        ));
+        let e = load(&p).expect_err("missing CA");
+        assert!(e.contains("pg-ca.pem"), "{e}");
+        let dir = p.parent().expect("dir");
+        let ca = rcgen::generate_simple_self_signed(vec!["db".to_owned()]).expect("cert");
+        std::fs::write(dir.join("pg-ca.pem"), ca.cert.pem()).expect("write");
+        let c = load(&p).expect("valid");
+        assert_eq!(
+            c.postgres.expect("postgres"),
+            format!(
+                "host=db user=hms sslmode=verify-full sslrootcert={}",
+                dir.join("pg-ca.pem").display()
+            )
+        );
     }
 
     #[test]

@@ -27,6 +27,12 @@
 //! stands: the primary's and the replica's positions, the lag in events and
 //! seconds, and the last failure.
 //!
+//! The shipper checks the replica's acknowledgements exactly as it checks
+//! the regional cloud's for an appliance (a seq beyond what was sent, no
+//! hash, or a hash other than the primary's at that seq is refused, never
+//! kept): the primary deletes nothing by them, but the replication status
+//! and an operator's failover decision rest on the replica's position.
+//!
 //! This module imports [`crate::enrolment`] (the hospitals, refusals) and
 //! [`crate::store`], never the cloud's state or its HTTP layer.
 
@@ -529,6 +535,15 @@ impl shipper::Source for StoreSource {
         let (open, h) = (self.open.clone(), self.hospital.clone());
         blocking(move || crate::store::batch_from(open(&h)?.as_mut(), after + 1, MAX_BATCH_EVENTS))
             .await
+    }
+
+    /// The replica's acknowledgements are checked like the appliance's
+    /// (seq not beyond what was sent, hash equal to the primary's): a
+    /// replica that answers otherwise is refused, its position is not
+    /// reported as replicated, and it is asked again later.
+    async fn hash_at(&self, seq: u64) -> anyhow::Result<Option<hms_domain::EventHash>> {
+        let (open, h) = (self.open.clone(), self.hospital.clone());
+        blocking(move || open(&h)?.stored_hash(seq)).await
     }
 }
 

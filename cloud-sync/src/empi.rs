@@ -573,6 +573,20 @@ impl RegionalEmpi {
             .collect())
     }
 
+    /// Audits a read of the EMPI by `actor` (`operator:{token}`): which
+    /// kind of query (`search`, `record`, `reviews`, `model`) and how many
+    /// results, never a value asked for; durable before it returns.
+    pub fn audit_read(&self, actor: &str, query: &str, results: usize) -> anyhow::Result<()> {
+        let version = self.model().version;
+        self.db().audit_read(
+            Timestamp::now().as_millis(),
+            actor,
+            query,
+            i64::try_from(results).unwrap_or(i64::MAX),
+            &version,
+        )
+    }
+
     /// Closes an open review task; false when there is none with that id.
     pub fn close_review(&self, id: i64, actor: &str, resolution: &str) -> anyhow::Result<bool> {
         self.db()

@@ -10,6 +10,9 @@
 //!
 //! Enrolments are kept in the registry database
 //! ([`crate::store::registry`]); this module imports only [`crate::store`].
+//! Re-keying an enrolled hospital (another node or key) is refused unless
+//! the caller says `replace` ([`enroll`]); a new or replaced enrolment is
+//! audited in the registry with who made it.
 
 use std::collections::HashMap;
 
@@ -17,6 +20,7 @@ use cloud_sync_client::{SignatureError, SignedRequest, verify};
 use hms_domain::sync::SyncBatch;
 use hms_domain::{HospitalId, NodeId, RegionId};
 
+pub use crate::store::registry::Enrolled;
 use crate::store::registry::{EnrolmentRow, RegistryDb};
 use crate::store::{HospitalStore, IngestError, Ingested, ingest};
 
@@ -106,6 +110,18 @@ pub enum EnrolError {
     /// Residency or a bad key: refused, nothing recorded.
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// The hospital is enrolled already with another node or key, and
+    /// replacing it was not asked for: nothing recorded.
+    #[error(
+        "hospital {hospital} is enrolled already (node {node}) with another node or key; \
+         re-keying it must be asked for explicitly (replace)"
+    )]
+    AlreadyEnrolled {
+        /// The hospital.
+        hospital: HospitalId,
+        /// Its enrolled node.
+        node: NodeId,
+    },
     /// The registry database failed.
     #[error(transparent)]
     Store(#[from] anyhow::Error),
@@ -150,20 +166,48 @@ pub fn open_registry(
     Ok((registry, db))
 }
 
-/// Enrols a hospital durably (after the residency and key checks).
+/// Enrols a hospital durably (after the residency and key checks),
+/// replacing what was enrolled, audited as the system's (set-ups and tests;
+/// operators go through [`enroll`]).
 pub fn enroll_durably(
     registry: &Registry,
     db: &RegistryDb,
     e: Enrolment,
 ) -> Result<(), EnrolError> {
-    registry.enroll(e.clone())?;
-    db.put_enrolment(&EnrolmentRow {
-        hospital: e.hospital,
-        region: e.region,
-        node: e.node,
-        public_key: e.public_key,
-    })?;
-    Ok(())
+    let now = hms_domain::Timestamp::now().as_millis();
+    enroll(registry, db, e, true, "system", now).map(drop)
+}
+
+/// Enrols a hospital durably after the residency and key checks, audited
+/// as `actor`'s. The same enrolment again changes nothing
+/// ([`Enrolled::Unchanged`]); another node or key for an enrolled hospital
+/// is [`EnrolError::AlreadyEnrolled`] unless `replace`. Effective at once
+/// in `registry`.
+pub fn enroll(
+    registry: &Registry,
+    db: &RegistryDb,
+    e: Enrolment,
+    replace: bool,
+    actor: &str,
+    now_ms: i64,
+) -> Result<Enrolled, EnrolError> {
+    registry.check(&e)?;
+    let row = EnrolmentRow {
+        hospital: e.hospital.clone(),
+        region: e.region.clone(),
+        node: e.node.clone(),
+        public_key: e.public_key.clone(),
+    };
+    match db.put_enrolment_checked(&row, replace, actor, now_ms)? {
+        Enrolled::Refused { node } => Err(EnrolError::AlreadyEnrolled {
+            hospital: e.hospital,
+            node,
+        }),
+        done => {
+            registry.enroll(e)?;
+            Ok(done)
+        }
+    }
 }
 
 impl Registry {
@@ -196,22 +240,50 @@ impl Registry {
         self.read().get(hospital).cloned()
     }
 
-    /// Enrols (or re-keys) a hospital; a hospital of another region is refused.
-    pub fn enroll(&self, e: Enrolment) -> Result<(), Rejection> {
+    /// Whether `e` may be enrolled here: its region is this cloud's (else
+    /// refused, residency) and its key has 32 bytes.
+    pub fn check(&self, e: &Enrolment) -> Result<(), Rejection> {
         if e.region != self.region {
             return Err(Rejection::OtherRegion {
-                hospital: e.hospital,
-                enrolled: e.region,
+                hospital: e.hospital.clone(),
+                enrolled: e.region.clone(),
                 here: self.region.clone(),
             });
         }
         if e.public_key.len() != 32 {
             return Err(Rejection::BadKey);
         }
+        Ok(())
+    }
+
+    /// Enrols (or re-keys) a hospital in memory; a hospital of another
+    /// region is refused.
+    pub fn enroll(&self, e: Enrolment) -> Result<(), Rejection> {
+        self.check(&e)?;
         self.hospitals
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(e.hospital.clone(), e);
+        Ok(())
+    }
+
+    /// What can be checked of a signed request before its body is read: the
+    /// hospital is enrolled here, from this node, and the signing time is
+    /// within the allowed clock skew.
+    pub fn precheck(&self, req: &SignedRequest, now_ms: i64) -> Result<(), Rejection> {
+        let e = self
+            .get(&req.hospital)
+            .ok_or_else(|| Rejection::UnknownHospital(req.hospital.clone()))?;
+        if e.node != req.node {
+            return Err(Rejection::UnknownNode {
+                hospital: req.hospital.clone(),
+                node: req.node.clone(),
+            });
+        }
+        let skew = now_ms.saturating_sub(req.timestamp_ms);
+        if skew.abs() > cloud_sync_client::MAX_CLOCK_SKEW_MS {
+            return Err(SignatureError::ClockSkew { skew_ms: skew }.into());
+        }
         Ok(())
     }
 

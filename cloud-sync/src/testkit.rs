@@ -174,7 +174,7 @@ impl Stores {
             Backend::Postgres => {
                 static NEXT: AtomicUsize = AtomicUsize::new(0);
                 let scope = Arc::new(PgScope {
-                    router: PgRouter::new(pg_admin()),
+                    router: PgRouter::new(pg_admin()).expect("PostgreSQL router"),
                     prefix: format!(
                         "t{}-{}",
                         std::process::id(),

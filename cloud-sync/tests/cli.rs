@@ -1,6 +1,7 @@
-//! `hms-cloud` as a process: enrolment with residency, configuration errors,
-//! serving over HTTP and HTTPS, DR keys and enrolment, operator tokens, a
-//! primary replicating to its replica, and EMPI training refusals.
+//! `hms-cloud` as a process: enrolment with residency (and re-keying with
+//! `--replace`), configuration errors, serving over HTTP and HTTPS, DR keys
+//! and enrolment, operator tokens (scopes, expiry, list, revoke), a primary
+//! replicating to its replica, and EMPI training refusals.
 
 #![allow(clippy::unwrap_used)]
 
@@ -318,5 +319,259 @@ fn empi_training_from_the_command_line_says_why_it_cannot_train() {
     assert!(
         err.contains("too few records") && err.contains("holds 3") && err.contains("at least 1000"),
         "{err}"
+    );
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_unless_insecure_http_says_so() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |name: &str| p(name).to_str().unwrap().to_owned();
+    let at = |listen: &str| {
+        format!("region = \"eu-west\"\nlisten = \"{listen}\"\ndata_dir = \"data\"\n")
+    };
+    // Refused before anything is opened or bound: exit 64, saying what to do.
+    std::fs::write(p("open.toml"), at("10.0.0.5:9443")).unwrap();
+    let (code, out, err) = cli(&["run", "--config", &s("open.toml")]);
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(
+        err.contains("listen address 10.0.0.5:9443 is not loopback")
+            && err.contains("Configure [tls]")
+            && err.contains("insecure_http = true"),
+        "{err}"
+    );
+    assert!(!p("data").exists(), "nothing was created");
+    // The command line's address is checked too.
+    std::fs::write(p("local.toml"), at("127.0.0.1:0")).unwrap();
+    let (code, _, err) = cli(&["run", "--config", &s("local.toml"), "--http", "0.0.0.0:0"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("listen address 0.0.0.0:0 is not loopback"),
+        "{err}"
+    );
+    // Said explicitly, it serves plain HTTP on every interface.
+    std::fs::write(
+        p("insecure.toml"),
+        format!("{}insecure_http = true\n", at("0.0.0.0:0")),
+    )
+    .unwrap();
+    let running = start(&p("insecure.toml"));
+    let port: u16 = running
+        .ready
+        .trim()
+        .strip_prefix("hms-cloud ready http=http://0.0.0.0:")
+        .unwrap_or_else(|| panic!("{}", running.ready))
+        .parse()
+        .unwrap();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    let _ = c.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+}
+
+#[test]
+fn operator_tokens_with_scopes_are_created_listed_and_revoked_and_re_keying_needs_replace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("cloud.toml");
+    std::fs::write(
+        &cfg,
+        "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hms-cloud"))
+            .args(args)
+            .env("USER", "ops-bob")
+            .env_remove("SUDO_USER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Scopes and an expiry; stdout is the token alone, what it may do on stderr.
+    let (code, out, err) = run(&[
+        "token",
+        "create",
+        "--config",
+        c,
+        "--name",
+        "dashboard",
+        "--scope",
+        "read,empi",
+        "--expires",
+        "90d",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let dashboard = out.trim().to_owned();
+    assert!(
+        dashboard.starts_with("hmsc_") && !dashboard.contains('\n'),
+        "{out}"
+    );
+    assert!(
+        err.contains("scopes read,empi") && err.contains("expires 20"),
+        "{err}"
+    );
+    // Without --scope: every scope, as before scopes existed.
+    let (code, out, err) = run(&["token", "create", "--config", c, "--name", "root"]);
+    assert_eq!(code, 0, "{err}");
+    let root = out.trim().to_owned();
+    assert!(err.contains("scopes admin (every scope)"), "{err}");
+    // Refusals: a live name (exit 1, as before), an unknown scope or a bad
+    // expiry (exit 64).
+    let (code, _, err) = run(&["token", "create", "--config", c, "--name", "root"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exists already"), "{err}");
+    let (code, _, err) = run(&[
+        "token", "create", "--config", c, "--name", "x", "--scope", "reed",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("unknown scope \"reed\""), "{err}");
+    let (code, _, err) = run(&[
+        "token",
+        "create",
+        "--config",
+        c,
+        "--name",
+        "x",
+        "--expires",
+        "soon",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    // The list: names, scopes, times, status; never a token.
+    let (code, table, _) = run(&["token", "list", "--config", c]);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("NAME"), "{table}");
+    for head in ["SCOPES", "CREATED", "EXPIRES", "STATUS"] {
+        assert!(table.lines().next().unwrap().contains(head), "{table}");
+    }
+    let line = table.lines().find(|l| l.starts_with("dashboard ")).unwrap();
+    assert!(
+        line.contains(" read,empi ") && line.ends_with(" active"),
+        "{table}"
+    );
+    let line = table.lines().find(|l| l.starts_with("root ")).unwrap();
+    assert!(
+        line.contains(" admin ") && line.contains(" never "),
+        "{table}"
+    );
+    for secret in [&dashboard, &root] {
+        assert!(!table.contains(&secret[5..]), "{table}");
+    }
+
+    // Served: the scopes hold, a revocation takes effect at the next request.
+    let running = start(&cfg);
+    let addr: std::net::SocketAddr = running
+        .ready
+        .trim()
+        .strip_prefix("hms-cloud ready http=http://")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let get = |token: &str, path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: cloud\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got
+    };
+    assert!(get(&dashboard, "/api/v1/hospitals").starts_with("HTTP/1.1 200 "));
+    let (code, out, err) = run(&["token", "revoke", "--config", c, "dashboard"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "revoked token \"dashboard\""),
+        "{err}"
+    );
+    let refused = get(&dashboard, "/api/v1/hospitals");
+    assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+    let (code, out, _) = run(&["token", "revoke", "--config", c, "--name", "dashboard"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "token \"dashboard\" was revoked already")
+    );
+    let (code, _, err) = run(&["token", "revoke", "--config", c, "nobody"]);
+    assert_eq!(code, 1, "{err}");
+    let (_, table, _) = run(&["token", "list", "--config", c]);
+    assert!(!table.contains("dashboard"), "{table}");
+    let (_, json, _) = run(&["token", "list", "--config", c, "--all", "--json"]);
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = rows.iter().find(|r| r["name"] == "dashboard").unwrap();
+    assert_eq!(row["status"], "revoked");
+    assert_eq!(row["scopes"], serde_json::json!(["read", "empi"]));
+    drop(running);
+
+    // Re-keying an enrolled appliance from the command line needs --replace.
+    let key = |name: &str| {
+        let (_, public) = cloud_sync_client::generate_key().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, public).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (old, new) = (key("old.pub"), key("new.pub"));
+    let enroll = |k: &str, extra: &[&str]| {
+        let mut args = vec![
+            "enroll",
+            "--config",
+            c,
+            "--hospital",
+            "h1",
+            "--region",
+            "eu-west",
+            "--node",
+            "edge-1",
+            "--public-key",
+            k,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    assert_eq!(enroll(&old, &[]).0, 0);
+    let (code, out, _) = enroll(&old, &[]);
+    assert_eq!((code, out.trim()), (0, "h1 is enrolled in eu-west already"));
+    let (code, _, err) = enroll(&new, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("enrolled already") && err.contains("--replace"),
+        "{err}"
+    );
+    let (code, out, err) = enroll(&new, &["--replace"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "re-keyed h1 in eu-west (node was edge-1)");
+    // Everything above is in the registry's audit, by the login that ran it.
+    let db = cloud_sync::store::registry::RegistryDb::open(&dir.path().join("data")).unwrap();
+    let audit: Vec<String> = db
+        .audit_log()
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{} {} {}", a.actor, a.action, a.subject))
+        .collect();
+    assert_eq!(
+        audit,
+        [
+            "cli:ops-bob token_created dashboard",
+            "cli:ops-bob token_created root",
+            "cli:ops-bob token_revoked dashboard",
+            "cli:ops-bob enrolment_created h1",
+            "cli:ops-bob enrolment_replaced h1",
+        ]
     );
 }

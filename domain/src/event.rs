@@ -329,6 +329,50 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Someone looked up patients in the appliance's local index (audit).
+    /// Who is the event's actor (the token's name), when its times; what
+    /// was searched for is never recorded, only how and how much.
+    PatientsSearched {
+        /// The caller's role (`nurse`, `bed_manager`, `admin`).
+        role: String,
+        /// `mrn` (exact look-up) or `demographics` (ranked search).
+        by: String,
+        /// The demographic fields given (`family_name`, `birth_date`…): their
+        /// names, never their values.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fields: Vec<String>,
+        /// Patients in the answer.
+        results: u32,
+    },
+    /// An API token of the appliance was created (`hms-edge token create`;
+    /// audit). Who is the event's actor (the operator's login, `cli:NAME`),
+    /// when its `occurred_at`; the token itself is never recorded.
+    TokenCreated {
+        /// The token's name (the actor of what is done with it).
+        name: String,
+        /// Its role (`viewer`, `nurse`, `bed_manager`, `admin`).
+        role: String,
+        /// When it expires, if it does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<Timestamp>,
+        /// The id of the `auth.sqlite` the change was made in (a new one,
+        /// after a restore, numbers its changes from 1 again).
+        credentials: String,
+        /// The change's number in that file (each is recorded once).
+        change: u64,
+    },
+    /// An API token of the appliance was revoked (`hms-edge token revoke`;
+    /// audit). Who is the event's actor, when its `occurred_at`.
+    TokenRevoked {
+        /// The token's name.
+        name: String,
+        /// Its role.
+        role: String,
+        /// The id of the `auth.sqlite` the change was made in.
+        credentials: String,
+        /// The change's number in that file (each is recorded once).
+        change: u64,
+    },
 }
 
 impl EventBody {
@@ -340,6 +384,9 @@ impl EventBody {
             | Self::VisitChanged { .. } => Stream::Adt,
             Self::EidAssigned { .. } => Stream::Empi,
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
+            Self::PatientsSearched { .. }
+            | Self::TokenCreated { .. }
+            | Self::TokenRevoked { .. } => Stream::Audit,
             _ => Stream::Bed,
         }
     }
@@ -360,6 +407,9 @@ impl EventBody {
             Self::Hl7Message { .. } => "integration.hl7_message",
             Self::Hl7Replayed { .. } => "integration.hl7_replayed",
             Self::EidAssigned { .. } => "empi.eid_assigned",
+            Self::PatientsSearched { .. } => "audit.patients_searched",
+            Self::TokenCreated { .. } => "audit.token_created",
+            Self::TokenRevoked { .. } => "audit.token_revoked",
         }
     }
 
@@ -378,7 +428,10 @@ impl EventBody {
             | Self::PatientsMerged { .. }
             | Self::Hl7Message { .. }
             | Self::Hl7Replayed { .. }
-            | Self::EidAssigned { .. } => None,
+            | Self::EidAssigned { .. }
+            | Self::PatientsSearched { .. }
+            | Self::TokenCreated { .. }
+            | Self::TokenRevoked { .. } => None,
         }
     }
 

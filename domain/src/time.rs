@@ -125,6 +125,58 @@ impl Timestamp {
     }
 }
 
+/// Longest lifetime a relative expiry may give: ten years.
+pub const MAX_EXPIRY_MS: i64 = 3_660 * 86_400_000;
+
+/// When a credential given `--expires TEXT` at `now` expires: `Nd` (days),
+/// `Nh` (hours), `Nm` (minutes) or `Ns` (seconds) from `now`, or an RFC 3339
+/// time (`2026-12-31T23:59:59Z`). The instant must be after `now` and at
+/// most ten years ahead. The error says what is accepted.
+pub fn parse_expiry(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let text = text.trim();
+    let usage = || {
+        format!(
+            "--expires {text:?} is not a lifetime: give Nd (days), Nh (hours), Nm (minutes), \
+             Ns (seconds), or an RFC 3339 time such as 2026-12-31T23:59:59Z"
+        )
+    };
+    let at = match text.char_indices().last() {
+        Some((i, unit @ ('d' | 'h' | 'm' | 's')))
+            if i > 0 && text[..i].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            let n: i64 = text[..i].parse().map_err(|_| usage())?;
+            let unit_ms: i64 = match unit {
+                'd' => 86_400_000,
+                'h' => 3_600_000,
+                'm' => 60_000,
+                _ => 1_000,
+            };
+            let span = n
+                .checked_mul(unit_ms)
+                .filter(|s| *s <= MAX_EXPIRY_MS)
+                .ok_or_else(|| {
+                    format!("--expires {text:?} is longer than the ten years a credential may live")
+                })?;
+            if span == 0 {
+                return Err(format!(
+                    "--expires {text:?} would expire at once; give a lifetime above zero"
+                ));
+            }
+            Timestamp(now.0 + span)
+        }
+        _ => Timestamp::parse_rfc3339(text).map_err(|_| usage())?,
+    };
+    if at <= now {
+        return Err(format!("--expires {text:?} is in the past"));
+    }
+    if at.0 - now.0 > MAX_EXPIRY_MS {
+        return Err(format!(
+            "--expires {text:?} is more than the ten years a credential may live"
+        ));
+    }
+    Ok(at)
+}
+
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -218,5 +270,36 @@ mod tests {
         let max = Timestamp::from_millis(MAX_MILLIS);
         let json = serde_json::to_string(&max).unwrap();
         assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), max);
+    }
+
+    #[test]
+    fn expiries_are_relative_lifetimes_or_rfc3339_times_in_the_future() {
+        let now = Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let at = |s: &str| parse_expiry(s, now).map(Timestamp::to_rfc3339);
+        assert_eq!(at("90d").unwrap(), "2026-04-01T00:00:00.000Z");
+        assert_eq!(at("12h").unwrap(), "2026-01-01T12:00:00.000Z");
+        assert_eq!(at(" 30m ").unwrap(), "2026-01-01T00:30:00.000Z");
+        assert_eq!(at("2s").unwrap(), "2026-01-01T00:00:02.000Z");
+        assert_eq!(
+            at("2026-06-30T12:00:00+02:00").unwrap(),
+            "2026-06-30T10:00:00.000Z"
+        );
+        assert!(at("3660d").is_ok());
+        for (bad, says) in [
+            ("", "not a lifetime"),
+            ("d", "not a lifetime"),
+            ("-3d", "not a lifetime"),
+            ("3w", "not a lifetime"),
+            ("1.5h", "not a lifetime"),
+            ("2026-12-31", "not a lifetime"),
+            ("0h", "at once"),
+            ("3661d", "ten years"),
+            ("99999999999999999999d", "not a lifetime"),
+            ("2025-12-31T00:00:00Z", "in the past"),
+            ("2040-01-01T00:00:00Z", "ten years"),
+        ] {
+            let e = at(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -2,22 +2,51 @@
 //!
 //! Tokens are 256-bit random strings (`hms_…`) shown once at creation; only
 //! their SHA-256 is stored, in `auth.sqlite` beside the event store (credentials
-//! are not clinical events, and `hms-edge token create` must work while the
-//! appliance runs, see docs/adr/0003). Lookups hit an in-memory cache first;
-//! a miss reads the table, so a token created by another process works at once.
+//! are not clinical events, and `hms-edge token` must work while the
+//! appliance runs, see docs/adr/0003). A token has a name (unique among
+//! live tokens: it is the actor of what is done with it), a role, and may
+//! expire.
+//!
+//! Look-ups hit an in-memory cache first: a kiosk request costs a hash, a
+//! read lock and a clock read, no SQLite. A miss reads the table, so a token
+//! created by another process works at once. An expired token is refused
+//! from the cache like an unknown one. What other processes change
+//! (`hms-edge token revoke`) is noticed by [`Follower`], four times a
+//! second, through SQLite's `data_version` (answered from shared memory, no
+//! disk read): the cache is then emptied, so a revoked token is refused
+//! within a second. A generation number keeps a look-up that raced with a
+//! revocation from putting the token back.
+//!
+//! When a token was last used is kept in memory and written by [`follow`]
+//! at most once a minute per token (its first use at once), and once more
+//! at shutdown. [`Follower`] also records each creation and revocation that
+//! `auth.sqlite` holds as an `audit.token_created` / `audit.token_revoked`
+//! event through the store's writer (ADR 0003).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use base64::Engine;
+use hms_domain::{Actor, ActorKind, Timestamp};
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
-use crate::store::credentials::Credentials;
+use crate::board::Command;
+use crate::store::credentials::{Change, Credentials, NewToken, Revocation, TokenRow};
+use crate::store::{Store, WriteError, WriteRequest};
 
-pub use crate::store::credentials::AUTH_FILE;
+pub use crate::store::credentials::{AUTH_FILE, CreateError};
+
+/// How often [`follow`] looks for changes other processes made.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// A token's last use is written at most this often (ms).
+pub const LAST_USED_EVERY_MS: i64 = 60_000;
 
 /// What a token may do. Ordered: each role may do everything the previous may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,12 +94,51 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// A token to create.
+#[derive(Debug, Clone)]
+pub struct TokenSpec<'a> {
+    /// Who or what holds it.
+    pub name: &'a str,
+    /// Its role.
+    pub role: Role,
+    /// When it expires, if it does.
+    pub expires: Option<Timestamp>,
+    /// Who creates it (recorded as the actor of the audit event).
+    pub by: &'a str,
+}
+
+/// A cached live token.
+#[derive(Debug)]
+struct Entry {
+    principal: Principal,
+    expires_ms: Option<i64>,
+    /// Last use seen here (0: none).
+    used_ms: AtomicI64,
+    /// Last use written to `auth.sqlite` (0: none).
+    stored_ms: AtomicI64,
+}
+
+impl Entry {
+    fn live_at(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    entries: HashMap<[u8; 32], Arc<Entry>>,
+    /// Bumped each time the cache is emptied because of an outside change.
+    generation: u64,
+}
+
 /// The token store.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    cache: Arc<RwLock<HashMap<[u8; 32], Principal>>>,
+    cache: Arc<RwLock<Cache>>,
     /// The stored hashes (read on a cache miss).
     store: Arc<Credentials>,
+    /// The cache generation, for streams that end when their token goes.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -80,20 +148,48 @@ fn hash(token: &str) -> [u8; 32] {
     out
 }
 
+/// Who runs this process, as the actor of the token changes it makes:
+/// `cli:LOGIN` (`SUDO_USER`, else `USER`, else `LOGNAME`).
+pub fn operator_login() -> String {
+    let login = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty() && v.len() <= 64 && !v.chars().any(char::is_control))
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("cli:{login}")
+}
+
 impl Tokens {
     /// Opens (creating) the credential store of `data_dir`.
     pub fn open(data_dir: &Path) -> anyhow::Result<Tokens> {
         Ok(Tokens {
             store: Arc::new(Credentials::open(data_dir)?),
             cache: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
-    /// Creates a token and returns it; only its hash is kept.
-    pub fn create(&self, name: &str, role: Role) -> anyhow::Result<String> {
-        let name = name.trim();
+    /// Creates a token that does not expire, on behalf of this process's
+    /// user, and returns it; only its hash is kept.
+    pub fn create(&self, name: &str, role: Role) -> Result<String, CreateError> {
+        self.create_with(&TokenSpec {
+            name,
+            role,
+            expires: None,
+            by: &operator_login(),
+        })
+    }
+
+    /// Creates a token and returns it; only its hash is kept. The name of a
+    /// live token (neither revoked nor expired) is refused
+    /// ([`CreateError::Duplicate`]).
+    pub fn create_with(&self, spec: &TokenSpec<'_>) -> Result<String, CreateError> {
+        let name = spec.name.trim();
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-            anyhow::bail!("token name must be 1 to 64 printable characters");
+            return Err(CreateError::Invalid(
+                "a token name is 1 to 64 printable characters".into(),
+            ));
         }
         let mut bytes = [0u8; 32];
         SystemRandom::new()
@@ -103,45 +199,352 @@ impl Tokens {
             "hms_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         );
-        self.store.insert(
+        self.store.create(&NewToken {
             name,
-            role.as_str(),
-            &hash(&token),
-            hms_domain::Timestamp::now().as_millis(),
-        )?;
+            role: spec.role.as_str(),
+            hash: &hash(&token),
+            created_ms: Timestamp::now().as_millis(),
+            expires_ms: spec.expires.map(Timestamp::as_millis),
+            by: spec.by,
+        })?;
         Ok(token)
+    }
+
+    /// Revokes the token(s) named `name`, on behalf of `by`. A running
+    /// appliance refuses them within a second ([`Follower`]).
+    pub fn revoke(&self, name: &str, by: &str) -> anyhow::Result<Revocation> {
+        self.store
+            .revoke(name.trim(), Timestamp::now().as_millis(), by)
+    }
+
+    /// Every token created here, oldest first (never the token).
+    pub fn list(&self) -> anyhow::Result<Vec<TokenRow>> {
+        self.store.list()
     }
 
     /// Resolves a presented token. Blocking (may read SQLite on a cache miss).
     pub fn authenticate(&self, token: &str) -> anyhow::Result<Option<Principal>> {
+        self.authenticate_at(token, Timestamp::now().as_millis())
+    }
+
+    /// [`Tokens::authenticate`] at `now_ms`.
+    pub fn authenticate_at(&self, token: &str, now_ms: i64) -> anyhow::Result<Option<Principal>> {
+        Ok(self.resolve(token, now_ms)?.map(|(p, _)| p))
+    }
+
+    /// The principal of a live token and when it expires.
+    fn resolve(
+        &self,
+        token: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Option<(Principal, Option<i64>)>> {
         if !token.starts_with("hms_") || token.len() > 128 {
             return Ok(None);
         }
         let h = hash(token);
-        if let Some(p) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&h) {
-            return Ok(Some(p.clone()));
+        let generation = {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = cache.entries.get(&h) {
+                return Ok(e
+                    .live_at(now_ms)
+                    .then(|| (use_entry(e, now_ms), e.expires_ms)));
+            }
+            cache.generation
+        };
+        let Some(grant) = self.store.lookup(&h)? else {
+            return Ok(None);
+        };
+        let Some(role) = Role::parse(&grant.role) else {
+            return Ok(None);
+        };
+        let stored = grant.last_used_ms.unwrap_or(0);
+        let entry = Arc::new(Entry {
+            principal: Principal {
+                name: grant.name,
+                role,
+            },
+            expires_ms: grant.expires_ms,
+            used_ms: AtomicI64::new(stored),
+            stored_ms: AtomicI64::new(stored),
+        });
+        if !entry.live_at(now_ms) {
+            return Ok(None);
         }
-        let Some((name, role)) = self.store.lookup(&h)? else {
-            return Ok(None);
-        };
-        let Some(role) = Role::parse(&role) else {
-            return Ok(None);
-        };
-        let p = Principal { name, role };
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(h, p.clone());
-        Ok(Some(p))
+        let p = use_entry(&entry, now_ms);
+        let expires_ms = entry.expires_ms;
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        // Emptied meanwhile (a revocation, perhaps of this very token): what
+        // was read may be stale, so it is not kept; the next request reads again.
+        if cache.generation == generation {
+            cache.entries.insert(h, entry);
+        }
+        Ok(Some((p, expires_ms)))
     }
 
     /// Resolves from the cache only (no IO); `None` means "look it up".
+    /// An expired token is `None` (and then refused by the look-up).
     pub fn cached(&self, token: &str) -> Option<Principal> {
-        self.cache
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&hash(token))
-            .cloned()
+        let now_ms = Timestamp::now().as_millis();
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let e = cache.entries.get(&hash(token))?;
+        e.live_at(now_ms).then(|| use_entry(e, now_ms))
+    }
+
+    /// Notices what other processes changed in `auth.sqlite` (a cheap
+    /// check); if anything did, empties the cache and returns `true`.
+    pub fn refresh(&self) -> anyhow::Result<bool> {
+        if !self.store.changed()? {
+            return Ok(false);
+        }
+        let (generation, dropped) = {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            let dropped = std::mem::take(&mut cache.entries);
+            cache.generation += 1;
+            (cache.generation, dropped)
+        };
+        self.changes.send_replace(generation);
+        // What the dropped entries saw used and not yet written is written
+        // now (or it would be lost).
+        let uses = due_uses(dropped.iter(), 1);
+        if let Err(e) = self.write_uses(&uses) {
+            tracing::warn!(error = %format!("{e:#}"), "token last-use times not written");
+        }
+        Ok(true)
+    }
+
+    /// Writes the last use of tokens whose stored time is a minute old (or
+    /// missing); with `all`, of every token used since it was written.
+    pub fn flush_uses(&self, all: bool) -> anyhow::Result<usize> {
+        let uses = {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            due_uses(
+                cache.entries.iter(),
+                if all { 1 } else { LAST_USED_EVERY_MS },
+            )
+        };
+        self.write_uses(&uses)?;
+        Ok(uses.len())
+    }
+
+    fn write_uses(&self, uses: &[([u8; 32], i64, Arc<Entry>)]) -> anyhow::Result<()> {
+        let rows: Vec<([u8; 32], i64)> = uses.iter().map(|(h, at, _)| (*h, *at)).collect();
+        self.store.record_use(&rows)?;
+        for (_, at, e) in uses {
+            e.stored_ms.fetch_max(*at, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Resolves once `token` is no longer valid (revoked, expired, or the
+    /// store says it is unknown); never while it is. For streams that must
+    /// end with their token.
+    pub async fn invalidated(self, token: String) {
+        let mut changes = self.changes.subscribe();
+        loop {
+            let (tokens, t) = (self.clone(), token.clone());
+            let resolved = tokio::task::spawn_blocking(move || {
+                tokens.resolve(&t, Timestamp::now().as_millis())
+            })
+            .await;
+            let expires_ms = match resolved {
+                Ok(Ok(Some((_, expires_ms)))) => expires_ms,
+                // The store could not say: the stream goes on, asked again
+                // at the next change.
+                Ok(Err(_)) => None,
+                _ => return,
+            };
+            let until_expiry = expires_ms.map(|e| {
+                let left = e.saturating_sub(Timestamp::now().as_millis()).max(0);
+                Duration::from_millis(left as u64)
+            });
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                () = async {
+                    match until_expiry {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
+    }
+}
+
+fn use_entry(e: &Entry, now_ms: i64) -> Principal {
+    e.used_ms.fetch_max(now_ms, Ordering::Relaxed);
+    e.principal.clone()
+}
+
+/// `(hash, last use, entry)` of the tokens used at least `every_ms` after
+/// the time stored for them, or used and never stored.
+fn due_uses<'a>(
+    entries: impl Iterator<Item = (&'a [u8; 32], &'a Arc<Entry>)>,
+    every_ms: i64,
+) -> Vec<([u8; 32], i64, Arc<Entry>)> {
+    entries
+        .filter_map(|(h, e)| {
+            let used = e.used_ms.load(Ordering::Relaxed);
+            let stored = e.stored_ms.load(Ordering::Relaxed);
+            let due = used > stored && (stored == 0 || used - stored >= every_ms);
+            due.then(|| (*h, used, e.clone()))
+        })
+        .collect()
+}
+
+/// The audit command of a change in the `auth.sqlite` whose id is `credentials`.
+fn audit_request(credentials: &str, c: &Change) -> WriteRequest {
+    let cmd = if c.created {
+        Command::RecordTokenCreated {
+            name: c.name.clone(),
+            role: c.role.clone(),
+            expires_at: c.expires_ms.map(Timestamp::from_millis),
+            credentials: credentials.to_owned(),
+            change: c.id,
+        }
+    } else {
+        Command::RecordTokenRevoked {
+            name: c.name.clone(),
+            role: c.role.clone(),
+            credentials: credentials.to_owned(),
+            change: c.id,
+        }
+    };
+    WriteRequest {
+        cmd,
+        actor: Actor {
+            kind: ActorKind::User,
+            id: c.by.clone(),
+        },
+        correlation: Some(format!("token-change-{}", c.id)),
+        occurred_at: Some(Timestamp::from_millis(c.at_ms)),
+    }
+}
+
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| anyhow::anyhow!("the credential task did not run"))?
+}
+
+/// Records the changes `auth.sqlite` holds that the log does not, in order,
+/// then forgets them. `recorded` is the last change the log holds (read
+/// from the log the first time).
+async fn record_changes(
+    tokens: &Tokens,
+    store: &Store,
+    recorded: &mut Option<u64>,
+) -> anyhow::Result<()> {
+    let creds = tokens.store.clone();
+    let pending = blocking(move || creds.changes()).await?;
+    let Some(last) = pending.last().map(|c| c.id) else {
+        return Ok(());
+    };
+    let done = match *recorded {
+        Some(d) => d,
+        None => *recorded.insert(store.last_token_change(tokens.store.id()).await?),
+    };
+    for c in pending.iter().filter(|c| c.id > done) {
+        match store.write(audit_request(tokens.store.id(), c)).await {
+            Ok(_) => *recorded = Some(c.id),
+            Err(WriteError::Rejected(e)) => {
+                // Cannot happen (the board accepts every audit command);
+                // skipped rather than retried for ever.
+                tracing::error!(change = c.id, error = %e, "token change not recorded");
+                *recorded = Some(c.id);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let creds = tokens.store.clone();
+    let up_to = recorded.unwrap_or(0).min(last);
+    blocking(move || creds.forget_changes(up_to)).await
+}
+
+/// Keeps the running appliance in step with `auth.sqlite` (see the module
+/// doc): [`Follower::catch_up`] at start, then [`Follower::run`].
+#[derive(Debug)]
+pub struct Follower {
+    tokens: Tokens,
+    store: Store,
+    /// The last change the log records (read from it when first needed).
+    recorded: Option<u64>,
+    /// A change could not be recorded: try again at the next poll.
+    retry: bool,
+}
+
+impl Follower {
+    /// A follower of `tokens` recording into `store`.
+    pub fn new(tokens: Tokens, store: Store) -> Follower {
+        Follower {
+            tokens,
+            store,
+            recorded: None,
+            retry: false,
+        }
+    }
+
+    /// Notes `auth.sqlite` as it is now and records the changes made while
+    /// the appliance was stopped; before anything else is served, so they
+    /// come first in the log.
+    pub async fn catch_up(&mut self) {
+        let t = self.tokens.clone();
+        if let Err(e) = blocking(move || t.refresh()).await {
+            tracing::warn!(error = %format!("{e:#}"), "auth.sqlite could not be checked");
+        }
+        self.record().await;
+    }
+
+    async fn record(&mut self) {
+        if let Err(e) = record_changes(&self.tokens, &self.store, &mut self.recorded).await {
+            self.retry = true;
+            tracing::warn!(error = %format!("{e:#}"), "token changes not yet recorded as audit events; retrying");
+        } else {
+            self.retry = false;
+        }
+    }
+
+    /// Every [`POLL`] until `shutdown`: empties the token cache when another
+    /// process changed the file, records token creations and revocations as
+    /// audit events, and writes last-use times that are due; at shutdown
+    /// records the changes still pending and writes the last-use times still
+    /// unwritten (a change left by a crash is recorded at the next start).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let t = self.tokens.clone();
+            let changed = match blocking(move || t.refresh()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "auth.sqlite could not be checked");
+                    false
+                }
+            };
+            if changed || self.retry {
+                self.record().await;
+            }
+            let t = self.tokens.clone();
+            if let Err(e) = blocking(move || t.flush_uses(false)).await {
+                tracing::warn!(error = %format!("{e:#}"), "token last-use times not written");
+            }
+        }
+        // What changed since the last poll is recorded before the store closes.
+        self.record().await;
+        let t = self.tokens.clone();
+        if let Err(e) = blocking(move || t.flush_uses(true)).await {
+            tracing::warn!(error = %format!("{e:#}"), "token last-use times not written at shutdown");
+        }
     }
 }
 
@@ -176,5 +579,88 @@ mod tests {
         assert!(!String::from_utf8_lossy(stored).contains(&t[4..]));
         assert!(tokens.create("", Role::Admin).is_err());
         assert!(Role::Viewer < Role::Nurse && Role::BedManager < Role::Admin);
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_from_the_cache_and_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::open(dir.path()).unwrap();
+        let now = Timestamp::now();
+        let expires = Timestamp::from_millis(now.as_millis() + 60_000);
+        let t = tokens
+            .create_with(&TokenSpec {
+                name: "temp",
+                role: Role::Nurse,
+                expires: Some(expires),
+                by: "cli:test",
+            })
+            .unwrap();
+        let before = expires.as_millis() - 1;
+        assert!(tokens.authenticate_at(&t, before).unwrap().is_some());
+        // Cached now; at the expiry it is refused from the cache…
+        assert!(
+            tokens
+                .authenticate_at(&t, expires.as_millis())
+                .unwrap()
+                .is_none()
+        );
+        // …and by a process that never cached it.
+        let other = Tokens::open(dir.path()).unwrap();
+        assert!(
+            other
+                .authenticate_at(&t, expires.as_millis())
+                .unwrap()
+                .is_none()
+        );
+        assert!(other.authenticate_at(&t, before).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_revocation_by_another_process_empties_the_cache_once_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let appliance = Tokens::open(dir.path()).unwrap();
+        let cli = Tokens::open(dir.path()).unwrap();
+        let t = cli.create("kiosk", Role::Viewer).unwrap();
+        assert!(
+            appliance.refresh().unwrap(),
+            "the first check counts as a change"
+        );
+        assert!(appliance.authenticate(&t).unwrap().is_some());
+        assert!(appliance.cached(&t).is_some());
+        assert!(!appliance.refresh().unwrap(), "nothing changed");
+        // Its own writes (last use) are no outside change.
+        assert_eq!(appliance.flush_uses(true).unwrap(), 1);
+        assert!(!appliance.refresh().unwrap());
+        assert_eq!(
+            cli.revoke("kiosk", "cli:test").unwrap(),
+            Revocation::Revoked(1)
+        );
+        // Until noticed the cache still answers; once noticed, refused.
+        assert!(appliance.cached(&t).is_some());
+        assert!(appliance.refresh().unwrap());
+        assert!(appliance.cached(&t).is_none());
+        assert!(appliance.authenticate(&t).unwrap().is_none());
+        let rows = cli.list().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].revoked_ms.is_some() && rows[0].last_used_ms.is_some());
+    }
+
+    #[test]
+    fn last_use_is_written_at_once_then_at_most_once_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::open(dir.path()).unwrap();
+        let t = tokens.create("kiosk", Role::Viewer).unwrap();
+        let t0 = Timestamp::now().as_millis();
+        tokens.authenticate_at(&t, t0).unwrap().unwrap();
+        assert_eq!(tokens.flush_uses(false).unwrap(), 1, "the first use");
+        tokens.authenticate_at(&t, t0 + 30_000).unwrap().unwrap();
+        assert_eq!(tokens.flush_uses(false).unwrap(), 0, "not yet a minute");
+        tokens.authenticate_at(&t, t0 + 61_000).unwrap().unwrap();
+        assert_eq!(tokens.flush_uses(false).unwrap(), 1);
+        assert_eq!(tokens.list().unwrap()[0].last_used_ms, Some(t0 + 61_000));
+        tokens.authenticate_at(&t, t0 + 62_000).unwrap().unwrap();
+        assert_eq!(tokens.flush_uses(false).unwrap(), 0);
+        assert_eq!(tokens.flush_uses(true).unwrap(), 1, "at shutdown");
+        assert_eq!(tokens.list().unwrap()[0].last_used_ms, Some(t0 + 62_000));
     }
 }

@@ -7,12 +7,17 @@
 //! order: every frame goes through the store's writer (stored, applied or
 //! parked, ACK recorded, committed) and only then are its ACKs written back.
 //! A connection slot is taken before `accept`, so the limit holds under a
-//! connection storm. Idle connections and half-sent frames time out; TCP
+//! connection storm. A connection from an address off `[mllp] allow`, or
+//! beyond its address's share of the slots (`max_connections_per_peer`), is
+//! closed before anything is read (counted). A connection must complete its
+//! first frame within `first_frame_timeout_s`; idle connections and
+//! half-sent frames time out; TCP
 //! keepalive finds dead peers; shutdown stops accepting and lets each
 //! connection finish the frame in hand.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,6 +49,12 @@ pub struct MllpSettings {
     /// The hospital's clock, for the time of the ACKs sent here (frames
     /// that never reach the writer).
     pub clock: HospitalTime,
+    /// Addresses that may connect (`[mllp] allow`); none: every address.
+    pub allow: Option<Vec<firmware_config::Cidr>>,
+    /// Most connections at once from one address.
+    pub max_per_peer: usize,
+    /// Time a new connection has to complete its first frame.
+    pub first_frame_timeout: Duration,
 }
 
 impl std::fmt::Debug for MllpSettings {
@@ -55,6 +66,9 @@ impl std::fmt::Debug for MllpSettings {
             .field("idle_timeout", &self.idle_timeout)
             .field("frame_timeout", &self.frame_timeout)
             .field("clock", &self.clock.name())
+            .field("allow", &self.allow)
+            .field("max_per_peer", &self.max_per_peer)
+            .field("first_frame_timeout", &self.first_frame_timeout)
             .finish()
     }
 }
@@ -68,6 +82,11 @@ impl Default for MllpSettings {
             idle_timeout: Duration::from_secs(600),
             frame_timeout: Duration::from_secs(30),
             clock: HospitalTime::utc(),
+            allow: None,
+            max_per_peer: firmware_config::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            first_frame_timeout: Duration::from_secs(
+                firmware_config::DEFAULT_FIRST_FRAME_TIMEOUT_S,
+            ),
         }
     }
 }
@@ -82,6 +101,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let peers: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let tracker = TaskTracker::new();
     loop {
         // Take a slot first: beyond the limit, connections wait in the backlog.
@@ -101,6 +121,19 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        // Refused before a byte is read: not on the allow-list, or the
+        // address already holds its share of the slots.
+        let ip = peer.ip().to_canonical();
+        if let Some(allow) = &settings.allow
+            && !allow.iter().any(|c| c.contains(ip))
+        {
+            refuse(&metrics, peer, "not_allowed");
+            continue;
+        }
+        let Some(share) = PeerShare::take(&peers, ip, settings.max_per_peer) else {
+            refuse(&metrics, peer, "peer");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let sock = socket2::SockRef::from(&stream);
@@ -134,11 +167,54 @@ pub async fn serve(
                 tracing::info!(%peer, error = %e, "mllp connection ended");
             }
             metrics.mllp_connections.dec();
+            drop(share);
             drop(permit);
         });
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// Counts and logs a connection closed unread.
+fn refuse(metrics: &Metrics, peer: SocketAddr, reason: &'static str) {
+    metrics
+        .mllp_refused
+        .get_or_create(&crate::metrics::ReasonLabels { reason })
+        .inc();
+    tracing::warn!(%peer, reason, "mllp connection refused");
+}
+
+/// One connection of a peer address; dropping it gives the share back.
+struct PeerShare {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerShare {
+    fn take(peers: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            peers: peers.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerShare {
+    fn drop(&mut self) {
+        let mut map = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Whether a frame holds a batch: FHS/BHS envelope, or more than one MSH.
@@ -206,16 +282,28 @@ where
     let mut framer = Framer::new(settings.framer);
     let mut buf = vec![0u8; 64 * 1024];
     let mut frame_started: Option<Instant> = None;
+    // Until its first frame is complete, a connection has `first_frame_timeout`.
+    let mut first_frame_by = Some(Instant::now() + settings.first_frame_timeout);
     loop {
         let wait = match frame_started {
             Some(t) => settings.frame_timeout.saturating_sub(t.elapsed()),
             None => settings.idle_timeout,
         };
+        let wait = match first_frame_by {
+            Some(by) => wait.min(by.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
         let n = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = tokio::time::timeout(wait, stream.read(&mut buf)) => match r {
                 Err(_) => {
-                    let what = if frame_started.is_some() { "incomplete frame" } else { "idle" };
+                    let what = if first_frame_by.is_some_and(|by| Instant::now() >= by) {
+                        "no complete frame within first_frame_timeout"
+                    } else if frame_started.is_some() {
+                        "incomplete frame"
+                    } else {
+                        "idle"
+                    };
                     if let Some(n) = framer.finish() {
                         metrics.mllp_skipped_bytes.inc_by(n as u64);
                     }
@@ -237,6 +325,7 @@ where
         while let Some(ev) = framer.next_event() {
             match ev {
                 FrameEvent::Frame(content) => {
+                    first_frame_by = None;
                     metrics.mllp_frames.inc();
                     // A batch (FHS/BHS, or several MSH) in one frame: each
                     // message is handled and acknowledged on its own, in order.
@@ -260,6 +349,7 @@ where
                     stream.write_all(&out).await?;
                 }
                 FrameEvent::Oversize { head } => {
+                    first_frame_by = None;
                     metrics.mllp_oversize.inc();
                     let h = Header::salvage(&head);
                     let outcome = Outcome::Reject {

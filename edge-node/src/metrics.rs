@@ -82,8 +82,14 @@ pub struct Metrics {
     pub store_busy: Counter,
     /// Live-stream notices dropped for slow subscribers.
     pub stream_dropped: Counter,
+    /// Audit events (patient searches) queued but not committed.
+    pub audit_failures: Counter,
     /// Authentication and authorisation failures by reason.
     pub auth_failures: Family<ReasonLabels, Counter>,
+    /// HTTP connections refused for want of a slot (`full`, `peer`).
+    pub http_refused: Family<ReasonLabels, Counter>,
+    /// HTTP requests answered 503 after the request timeout.
+    pub http_timeouts: Counter,
     /// HL7 messages by outcome (applied, parked, rejected, duplicate).
     pub hl7_messages: Family<KindLabels, Counter>,
     /// HL7 ACKs sent, by MSA-1 code.
@@ -91,6 +97,8 @@ pub struct Metrics {
     /// HL7 messages whose sender keys (MSH-3, MSH-4, MSH-10) were seen before
     /// with other content: processed as new messages.
     pub hl7_control_id_reused: Counter,
+    /// MLLP connections closed unread, by reason (`not_allowed`, `peer`).
+    pub mllp_refused: Family<ReasonLabels, Counter>,
     /// MLLP frames received.
     pub mllp_frames: Counter,
     /// Bytes skipped while resynchronising on VT.
@@ -107,6 +115,9 @@ pub struct Metrics {
     pub uplink_batches: Family<KindLabels, Counter>,
     /// Events the cloud acknowledged.
     pub uplink_events: Counter,
+    /// Cloud acknowledgements refused because they did not check out, by
+    /// the refusal's code (`ack_beyond_sent`, `ack_hash_mismatch`, …).
+    pub uplink_acks_refused: Family<ReasonLabels, Counter>,
     /// Time from an event's commit to the cloud's acknowledgement of it.
     pub uplink_lag_seconds: Histogram,
     /// Events not yet acknowledged by the cloud.
@@ -187,11 +198,35 @@ impl Metrics {
             "Live-stream notices dropped for slow subscribers",
             stream_dropped.clone(),
         );
+        let audit_failures = Counter::default();
+        registry.register(
+            "audit_write_failures",
+            "Audit events (patient searches) queued to the writer whose commit failed",
+            audit_failures.clone(),
+        );
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "auth_failures",
             "Authentication and authorisation failures",
             auth_failures.clone(),
+        );
+        let mllp_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "mllp_connections_refused",
+            "MLLP connections closed unread, by reason (not_allowed, peer)",
+            mllp_refused.clone(),
+        );
+        let http_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections refused for want of a slot, by reason (full, peer)",
+            http_refused.clone(),
+        );
+        let http_timeouts = Counter::default();
+        registry.register(
+            "http_request_timeouts",
+            "HTTP requests answered 503 after the request timeout",
+            http_timeouts.clone(),
         );
         let hl7_messages = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -251,6 +286,12 @@ impl Metrics {
             "Events the cloud acknowledged",
             uplink_events.clone(),
         );
+        let uplink_acks_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "uplink_acks_refused",
+            "Cloud acknowledgements refused as untrusted (nothing pruned by them), by reason",
+            uplink_acks_refused.clone(),
+        );
         let uplink_lag_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         registry.register(
             "uplink_lag_seconds",
@@ -282,10 +323,14 @@ impl Metrics {
             model_seconds,
             uplink_batches,
             uplink_events,
+            uplink_acks_refused,
             uplink_lag_seconds,
             uplink_outbox_events,
             hl7_acks,
             hl7_control_id_reused,
+            http_refused,
+            http_timeouts,
+            mllp_refused,
             hl7_messages,
             mllp_frames,
             mllp_skipped_bytes,
@@ -305,6 +350,7 @@ impl Metrics {
             checkpoints,
             store_busy,
             stream_dropped,
+            audit_failures,
             auth_failures,
         }
     }
@@ -330,5 +376,18 @@ impl Metrics {
         }
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+}
+
+impl hms_web::server::Observe for Metrics {
+    fn refused(&self, peer: bool) {
+        let reason = if peer { "peer" } else { "full" };
+        self.http_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    fn timed_out(&self) {
+        self.http_timeouts.inc();
     }
 }

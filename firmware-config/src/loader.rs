@@ -32,15 +32,17 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Sink};
 use crate::schema::{
-    BackupSection, Bed, Building, CHARSETS, Config, DEFAULT_BACKUP_INTERVAL_H, DEFAULT_BACKUP_KEEP,
-    DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_FORECAST_REFRESH_S,
-    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
-    DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
-    DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
-    DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection,
-    Listen, MllpSection, MllpTls, NodeSection, Retention, Room, StoreSection, Unit, UplinkSection,
+    BackupSection, Bed, Building, CHARSETS, Cidr, Config, DEFAULT_BACKUP_INTERVAL_H,
+    DEFAULT_BACKUP_KEEP, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
+    DEFAULT_FIRST_FRAME_TIMEOUT_S, DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S,
+    DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS,
+    DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB,
+    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS,
+    DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section,
+    HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls,
+    NodeSection, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -74,7 +76,13 @@ const STORE_KEYS: &[&str] = &[
     "writer_queue",
     "max_batch",
 ];
-const HTTP_KEYS: &[&str] = &["max_body_bytes", "shutdown_grace_s", "history_limit"];
+const HTTP_KEYS: &[&str] = &[
+    "max_body_bytes",
+    "shutdown_grace_s",
+    "history_limit",
+    "tls_cert",
+    "tls_key",
+];
 const MLLP_KEYS: &[&str] = &[
     "max_frame_bytes",
     "tolerate_missing_cr",
@@ -84,6 +92,10 @@ const MLLP_KEYS: &[&str] = &[
     "default_charset",
     "tls_cert",
     "tls_key",
+    "client_ca",
+    "allow",
+    "max_connections_per_peer",
+    "first_frame_timeout_s",
 ];
 const HL7_SECTION_KEYS: &[&str] = &["managed_points_of_care"];
 const UPLINK_KEYS: &[&str] = &[
@@ -867,10 +879,17 @@ impl<'s, 'a> Walk<'s, 'a> {
         let body = s.int(sink, "max_body_bytes", 1, 1 << 30);
         let grace = s.int(sink, "shutdown_grace_s", 0, 3_600);
         let history = s.int(sink, "history_limit", 0, 10_000);
+        let tls = tls_files(
+            sink,
+            &s,
+            self.file.parent().unwrap_or(Path::new("")),
+            "HTTPS on the kiosk listener needs both, or neither for plain HTTP",
+        );
         Some(HttpSection {
             max_body_bytes: to_usize(body.ok()?, DEFAULT_MAX_BODY_BYTES)?,
             shutdown_grace_s: grace.ok()?.unwrap_or(DEFAULT_SHUTDOWN_GRACE_S),
             history_limit: to_usize(history.ok()?, DEFAULT_HISTORY_LIMIT)?,
+            tls: tls.ok()?,
         })
     }
 
@@ -888,13 +907,36 @@ impl<'s, 'a> Walk<'s, 'a> {
         let dir = self.dir();
         let sink = &mut *self.sink;
         let has = |key: &str| s.table.contains_key(key);
-        let frame = s.int(sink, "max_frame_bytes", 1 << 10, 1 << 26);
+        let frame = s.int(
+            sink,
+            "max_frame_bytes",
+            1 << 10,
+            MAX_SYNCABLE_FRAME_BYTES as u64,
+        );
         let tolerate = s.bool(sink, "tolerate_missing_cr");
         let connections = s.int(sink, "max_connections", 1, 10_000);
         let idle = s.int(sink, "idle_timeout_s", 1, 86_400);
         let frame_timeout = s.int(sink, "frame_timeout_s", 1, 3_600);
         let charset = s.one_of_any_case(sink, "default_charset", CHARSETS);
         let tls = mllp_tls(sink, &s, dir);
+        let per_peer = s.int(sink, "max_connections_per_peer", 1, 10_000);
+        let first_frame = s.int(sink, "first_frame_timeout_s", 1, 3_600);
+        let client_ca = existing_file(sink, &s, "client_ca", dir);
+        if let Some((k, _)) = s.table.get_key_value("client_ca")
+            && !has("tls_cert")
+        {
+            sink.error(
+                &k.span(),
+                format!(
+                    "{} needs TLS on the listener: set {} and {} too",
+                    s.key_path("client_ca"),
+                    s.key_path("tls_cert"),
+                    s.key_path("tls_key")
+                ),
+            );
+            return None;
+        }
+        let allow = cidrs(sink, &s, "allow");
         if (tolerate.is_none() && has("tolerate_missing_cr"))
             || (charset.is_none() && has("default_charset"))
         {
@@ -908,6 +950,10 @@ impl<'s, 'a> Walk<'s, 'a> {
             frame_timeout_s: frame_timeout.ok()?.unwrap_or(DEFAULT_FRAME_TIMEOUT_S),
             default_charset: charset.unwrap_or_else(|| DEFAULT_CHARSET.to_owned()),
             tls: tls.ok()?,
+            client_ca: client_ca.ok()?,
+            allow: allow.ok()?,
+            max_connections_per_peer: to_usize(per_peer.ok()?, DEFAULT_MAX_CONNECTIONS_PER_PEER)?,
+            first_frame_timeout_s: first_frame.ok()?.unwrap_or(DEFAULT_FIRST_FRAME_TIMEOUT_S),
         })
     }
 
@@ -1474,8 +1520,8 @@ fn to_usize(value: Option<u64>, default: usize) -> Option<usize> {
     }
 }
 
-/// Checks `uplink.cloud`: `http://HOST:PORT` or `https://HOST:PORT`, nothing
-/// more. Returns whether it is https.
+/// Checks `uplink.cloud`: `https://HOST:PORT`, or `http://HOST:PORT` with a
+/// loopback host, nothing more. Returns whether it is https.
 fn cloud_url(url: &str) -> Result<bool, String> {
     let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
         (true, r)
@@ -1504,12 +1550,82 @@ fn cloud_url(url: &str) -> Result<bool, String> {
             shown(url)
         ));
     }
+    if !https && !is_loopback_host(host) {
+        return Err(format!(
+            "must be https:// to reach another machine (PHI crosses networks only inside \
+             TLS); plain http:// is only for loopback (127.0.0.0/8, [::1], localhost), found {}",
+            shown(url)
+        ));
+    }
     Ok(https)
+}
+
+/// Whether `host` (as written in a URL: IPv6 in brackets) names this machine:
+/// `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback_host(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|a| a.is_loopback());
+    }
+    host.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| a.is_loopback())
 }
 
 /// `mllp.tls_cert` and `mllp.tls_key`: both or neither, each an existing
 /// file; `Err(())` when something is wrong (and reported).
 fn mllp_tls(sink: &mut Sink<'_>, s: &Scope<'_, '_>, dir: &Path) -> Result<Option<MllpTls>, ()> {
+    tls_files(
+        sink,
+        s,
+        dir,
+        "TLS on the MLLP listener needs both, or neither for plain TCP",
+    )
+}
+
+/// The optional list `key` of `s` as address blocks; `Ok(None)` when
+/// absent, `Err(())` when wrong (each bad entry reported at its value).
+fn cidrs(sink: &mut Sink<'_>, s: &Scope<'_, '_>, key: &str) -> Result<Option<Vec<Cidr>>, ()> {
+    let Some(value) = s.raw(sink, key, Need::Optional) else {
+        return Ok(None);
+    };
+    let DeValue::Array(items) = value.get_ref() else {
+        s.wrong_type(
+            sink,
+            key,
+            value,
+            "an array of addresses or blocks (\"10.1.2.0/24\")",
+        );
+        return Err(());
+    };
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items.iter() {
+        let parsed = match item.get_ref() {
+            DeValue::String(text) => text.parse::<Cidr>(),
+            _ => Err("each entry must be a string".to_owned()),
+        };
+        match parsed {
+            Ok(c) => out.push(c),
+            Err(why) => {
+                sink.error(&item.span(), format!("{}: {why}", s.key_path(key)));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(Some(out)).ok_or(())
+}
+
+/// `tls_cert` and `tls_key` of `s`: both or neither, each an existing file.
+fn tls_files(
+    sink: &mut Sink<'_>,
+    s: &Scope<'_, '_>,
+    dir: &Path,
+    both_or_neither: &str,
+) -> Result<Option<TlsFiles>, ()> {
     let cert = existing_file(sink, s, "tls_cert", dir);
     let key = existing_file(sink, s, "tls_key", dir);
     let mut paired = true;
@@ -1520,8 +1636,7 @@ fn mllp_tls(sink: &mut Sink<'_>, s: &Scope<'_, '_>, dir: &Path) -> Result<Option
             sink.error(
                 &k.span(),
                 format!(
-                    "{} is given without {}: TLS on the MLLP listener needs both, \
-                     or neither for plain TCP",
+                    "{} is given without {}: {both_or_neither}",
                     s.key_path(given),
                     s.key_path(missing)
                 ),
@@ -1530,7 +1645,7 @@ fn mllp_tls(sink: &mut Sink<'_>, s: &Scope<'_, '_>, dir: &Path) -> Result<Option
         }
     }
     match (cert?, key?) {
-        (Some(cert), Some(key)) if paired => Ok(Some(MllpTls { cert, key })),
+        (Some(cert), Some(key)) if paired => Ok(Some(TlsFiles { cert, key })),
         (None, None) => Ok(None),
         _ => Err(()),
     }

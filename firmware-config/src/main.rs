@@ -44,6 +44,15 @@ fn parse_hospital(s: &str) -> Result<HospitalId, String> {
 }
 
 fn main() -> ExitCode {
+    // A panic says where it happened, never its message: that could quote
+    // the file being checked.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_else(|| "unknown".to_owned());
+        eprintln!("hms-config: internal error at {at} (message withheld); please report it");
+    }));
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {

@@ -28,6 +28,14 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 20;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
 /// Default for `mllp.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Largest `mllp.max_frame_bytes`: a message's event carries its bytes
+/// hex-encoded (twice the size) with its ACKs, and one event must fit one
+/// sync request to the cloud (4 MiB of JSON), with 64 KiB to spare.
+pub const MAX_SYNCABLE_FRAME_BYTES: usize = ((4 << 20) - (64 << 10)) / 2;
+/// Default for `mllp.max_connections_per_peer`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 8;
+/// Default for `mllp.first_frame_timeout_s`.
+pub const DEFAULT_FIRST_FRAME_TIMEOUT_S: u64 = 30;
 /// Default for `mllp.idle_timeout_s`.
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 600;
 /// Default for `mllp.frame_timeout_s`.
@@ -203,6 +211,8 @@ pub struct HttpSection {
     pub shutdown_grace_s: u64,
     /// Events shown in a bed's recent history.
     pub history_limit: usize,
+    /// HTTPS on `listen.http`; none means plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for HttpSection {
@@ -211,6 +221,7 @@ impl Default for HttpSection {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             shutdown_grace_s: DEFAULT_SHUTDOWN_GRACE_S,
             history_limit: DEFAULT_HISTORY_LIMIT,
+            tls: None,
         }
     }
 }
@@ -233,6 +244,98 @@ pub struct MllpSection {
     pub default_charset: String,
     /// TLS on the MLLP listener; none means plain TCP.
     pub tls: Option<MllpTls>,
+    /// PEM file of the CA whose client certificates the TLS listener
+    /// requires (mutual TLS); none: no client certificate asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Addresses that may connect; none: every address.
+    pub allow: Option<Vec<Cidr>>,
+    /// Most connections at once from one address.
+    pub max_connections_per_peer: usize,
+    /// Seconds a new connection has to complete its first frame.
+    pub first_frame_timeout_s: u64,
+}
+
+/// An address block, `10.1.2.0/24`, `fd00::/8`, or one address (`127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address (host bits cleared).
+    pub addr: std::net::IpAddr,
+    /// Prefix length in bits.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the block (an IPv4-mapped IPv6 address is
+    /// taken as its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    /// `ADDRESS[/PREFIX]`; host bits set under the prefix are an error (a
+    /// likely typo for another block).
+    fn from_str(s: &str) -> Result<Self, String> {
+        use std::net::IpAddr;
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not an IP address"))?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => bits,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= bits)
+                .ok_or_else(|| format!("the prefix length must be 0 to {bits}"))?,
+        };
+        let cidr = Cidr { addr, prefix };
+        let cleared = match addr {
+            IpAddr::V4(v) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4((u32::from(v) & mask).into())
+            }
+            IpAddr::V6(v) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6((u128::from(v) & mask).into())
+            }
+        };
+        if cleared != addr {
+            return Err(format!(
+                "{s} has host bits set; the block is {cleared}/{prefix}"
+            ));
+        }
+        Ok(cidr)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 impl Default for MllpSection {
@@ -245,6 +348,10 @@ impl Default for MllpSection {
             frame_timeout_s: DEFAULT_FRAME_TIMEOUT_S,
             default_charset: DEFAULT_CHARSET.to_owned(),
             tls: None,
+            client_ca: None,
+            allow: None,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            first_frame_timeout_s: DEFAULT_FIRST_FRAME_TIMEOUT_S,
         }
     }
 }
@@ -360,13 +467,16 @@ pub struct BackupSection {
 /// Both paths are already resolved against the config file's directory, and
 /// both named an existing file when the configuration was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MllpTls {
+pub struct TlsFiles {
     /// PEM file with the certificate chain, the listener's own certificate
     /// first.
     pub cert: PathBuf,
     /// PEM file with the private key of that certificate.
     pub key: PathBuf,
 }
+
+/// The TLS files of the MLLP listener (the name it had first).
+pub type MllpTls = TlsFiles;
 
 /// `[[facility]]`: a site, as HL7 names it in PL-4.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -304,22 +304,32 @@ fn mllp_values_are_read_up_to_their_bounds() {
             idle_timeout_s: 1,
             frame_timeout_s: 1,
             default_charset: "ASCII".to_owned(),
-            tls: None,
+            ..MllpSection::default()
         }
     );
     assert_eq!(
         read(
-            "max_frame_bytes = 0x4000000\ntolerate_missing_cr = false\nmax_connections = 10_000\n\
-             idle_timeout_s = 86400\nframe_timeout_s = 3600\ndefault_charset = \"8859/1\"\n"
+            "max_frame_bytes = 2064384\ntolerate_missing_cr = false\nmax_connections = 10_000\n\
+             idle_timeout_s = 86400\nframe_timeout_s = 3600\ndefault_charset = \"8859/1\"\n\
+             max_connections_per_peer = 10_000\nfirst_frame_timeout_s = 3600\n\
+             allow = [\"10.1.2.0/24\", \"127.0.0.1\", \"fd00::/8\"]\n"
         ),
         MllpSection {
-            max_frame_bytes: 64 << 20,
+            max_frame_bytes: firmware_config::MAX_SYNCABLE_FRAME_BYTES,
             tolerate_missing_cr: false,
             max_connections: 10_000,
             idle_timeout_s: 86_400,
             frame_timeout_s: 3_600,
             default_charset: "8859/1".to_owned(),
             tls: None,
+            client_ca: None,
+            allow: Some(vec![
+                "10.1.2.0/24".parse().unwrap(),
+                "127.0.0.1/32".parse().unwrap(),
+                "fd00::/8".parse().unwrap(),
+            ]),
+            max_connections_per_peer: 10_000,
+            first_frame_timeout_s: 3_600,
         }
     );
     assert_eq!(
@@ -339,7 +349,7 @@ fn mllp_numbers_out_of_range_give_the_range() {
     check(
         &below,
         expect![[r#"
-            hospital.toml:43:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 1023
+            hospital.toml:43:19: error: `mllp.max_frame_bytes` must be between 1024 and 2064384, found 1023
             hospital.toml:44:19: error: `mllp.max_connections` must be between 1 and 10000, found 0
             hospital.toml:45:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 0
             hospital.toml:46:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found -30
@@ -351,7 +361,7 @@ fn mllp_numbers_out_of_range_give_the_range() {
             "max_frame_bytes = 67108865\nmax_connections = 10001\nidle_timeout_s = 86401\nframe_timeout_s = 3601\n",
         ),
         expect![[r#"
-            hospital.toml:43:19: error: `mllp.max_frame_bytes` must be between 1024 and 67108864, found 67108865
+            hospital.toml:43:19: error: `mllp.max_frame_bytes` must be between 1024 and 2064384, found 67108865
             hospital.toml:44:19: error: `mllp.max_connections` must be between 1 and 10000, found 10001
             hospital.toml:45:18: error: `mllp.idle_timeout_s` must be between 1 and 86400, found 86401
             hospital.toml:46:19: error: `mllp.frame_timeout_s` must be between 1 and 3600, found 3601
@@ -1353,11 +1363,59 @@ fn uplink_errors_are_located() {
                 $DIR/edge.toml:42:1: error: missing required key `cloud` in [uplink]
             "#]],
         ),
+        (
+            "cloud = \"http://10.0.0.5:9443\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` must be https:// to reach another machine (PHI crosses networks only inside TLS); plain http:// is only for loopback (127.0.0.0/8, [::1], localhost), found "http://10.0.0.5:9443"
+            "#]],
+        ),
+        (
+            "cloud = \"http://cloud.example:9443\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` must be https:// to reach another machine (PHI crosses networks only inside TLS); plain http:// is only for loopback (127.0.0.0/8, [::1], localhost), found "http://cloud.example:9443"
+            "#]],
+        ),
+        (
+            "cloud = \"http://127.0.0.1.example:9443\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` must be https:// to reach another machine (PHI crosses networks only inside TLS); plain http:// is only for loopback (127.0.0.0/8, [::1], localhost), found "http://127.0.0.1.example:9443"
+            "#]],
+        ),
     ];
     for (body, expected) in cases {
         let text = format!("{}\n[uplink]\n{body}", valid());
         std::fs::write(&config, &text).expect("write");
         expected.assert_eq(&render_in(dir.path(), &lint(&config)));
+    }
+}
+
+#[test]
+fn plain_http_uplinks_are_for_loopback_only() {
+    for cloud in [
+        "http://127.0.0.1:9443",
+        "http://127.8.9.10:9443",
+        "http://[::1]:9443",
+        "http://localhost:9443",
+        "http://LOCALHOST:9443/",
+    ] {
+        let text = format!("{}\n[uplink]\ncloud = \"{cloud}\"\n", valid());
+        let loaded = load_str(&text, file()).unwrap_or_else(|e| panic!("{cloud}: {e}"));
+        assert_eq!(loaded.config.uplink.expect("uplink").cloud, cloud);
+    }
+    for cloud in [
+        "http://10.0.0.5:9443",
+        "http://0.0.0.0:9443",
+        "http://[::]:9443",
+        "http://[::ffff:10.0.0.5]:9443",
+        "http://192.168.1.20:9443",
+        "http://localhost.example:9443",
+    ] {
+        let text = format!("{}\n[uplink]\ncloud = \"{cloud}\"\n", valid());
+        let e = load_str(&text, file()).expect_err(cloud).to_string();
+        assert!(
+            e.contains("`uplink.cloud` must be https:// to reach another machine"),
+            "{cloud}: {e}"
+        );
     }
 }
 
@@ -1482,4 +1540,44 @@ fn hl7_managed_points_of_care_are_a_list_of_names() {
         assert!(shown.contains(needle), "{body}: {shown}");
         assert!(shown.contains("error"), "{body}: {shown}");
     }
+}
+
+#[test]
+fn mllp_allow_lists_are_address_blocks_checked_entry_by_entry() {
+    let block = |s: &str| s.parse::<firmware_config::Cidr>();
+    let lan = block("10.1.2.0/24").unwrap();
+    assert!(lan.contains("10.1.2.77".parse().unwrap()));
+    assert!(!lan.contains("10.1.3.1".parse().unwrap()));
+    // An IPv4 peer seen on a dual-stack socket.
+    assert!(lan.contains("::ffff:10.1.2.9".parse().unwrap()));
+    assert!(
+        block("0.0.0.0/0")
+            .unwrap()
+            .contains("192.0.2.1".parse().unwrap())
+    );
+    assert!(
+        block("fd00::/8")
+            .unwrap()
+            .contains("fd12::1".parse().unwrap())
+    );
+    assert!(
+        !block("fd00::/8")
+            .unwrap()
+            .contains("10.1.2.1".parse().unwrap())
+    );
+    assert!(block("10.1.2.3/24").unwrap_err().contains("host bits"));
+    assert!(block("10.1.2.0/33").unwrap_err().contains("0 to 32"));
+    let text = with_mllp("allow = [\"10.1.2.0/24\", \"nowhere\", 7]\n");
+    let shown = render(&lint_str(&text, file()));
+    assert!(
+        shown.contains("`mllp.allow`: \"nowhere\" is not an IP address"),
+        "{shown}"
+    );
+    assert!(shown.contains("each entry must be a string"), "{shown}");
+    // Mutual TLS needs TLS; a frame that could never reach the cloud is refused.
+    let shown = render(&lint_str(&with_mllp("client_ca = \"ca.pem\"\n"), file()));
+    assert!(shown.contains("`mllp.client_ca` needs TLS"), "{shown}");
+    let shown = render(&lint_str(&with_mllp("max_frame_bytes = 4194304\n"), file()));
+    assert!(shown.contains("mllp.max_frame_bytes"), "{shown}");
+    assert!(shown.contains("2064384"), "{shown}");
 }

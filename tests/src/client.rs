@@ -32,7 +32,7 @@ impl Reply {
     }
 }
 
-/// One keep-alive connection.
+/// One keep-alive connection, opened again when the server closed it while idle.
 #[derive(Debug)]
 pub struct Conn {
     addr: SocketAddr,
@@ -90,7 +90,13 @@ impl Conn {
             req = req.header(*k, v.as_str());
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        self.send.ready().await?;
+        // A server closes a kept-alive connection that stays idle (the
+        // servers here after 10 s): like any HTTP client, open a new one.
+        if self.send.is_closed() || self.send.ready().await.is_err() {
+            let token = self.token.clone();
+            *self = Conn::connect(self.addr, token.as_deref()).await?;
+            self.send.ready().await?;
+        }
         let resp = self.send.send_request(req).await?;
         let status = resp.status().as_u16();
         let content_type = resp

@@ -100,12 +100,16 @@ impl Drop for Proc {
 }
 
 /// The addresses of an `hms-edge ready http=http://HTTP [mllp=MLLP]` line
+/// (`https=https://HTTP` with TLS)
 /// (given without its `hms-edge ready ` prefix).
 pub fn edge_addresses(rest: &str) -> Result<(SocketAddr, Option<SocketAddr>), String> {
     let mut parts = rest.split_whitespace();
     let http = parts
         .next()
-        .and_then(|h| h.strip_prefix("http=http://"))
+        .and_then(|h| {
+            h.strip_prefix("http=http://")
+                .or_else(|| h.strip_prefix("https=https://"))
+        })
         .and_then(|h| h.parse().ok())
         .ok_or_else(|| format!("no HTTP address in {rest:?}"))?;
     let mllp = match parts.next() {
@@ -144,7 +148,11 @@ mod tests {
             edge_addresses("http=http://127.0.0.1:8080"),
             Ok(("127.0.0.1:8080".parse().expect("addr"), None))
         );
-        assert!(edge_addresses("https=https://127.0.0.1:1").is_err());
+        assert_eq!(
+            edge_addresses("https=https://127.0.0.1:1"),
+            Ok(("127.0.0.1:1".parse().expect("addr"), None))
+        );
+        assert!(edge_addresses("https=http://127.0.0.1:1").is_err());
         assert!(edge_addresses("http=http://127.0.0.1:8080 mllp=nope").is_err());
     }
 

@@ -498,9 +498,20 @@ fn adt(mllp: SocketAddr, first: usize, n: usize) {
     assert_eq!(v["errors"].as_u64(), Some(0), "{out}");
 }
 
+/// A viewer token of each running appliance, by HTTP address: `/health`
+/// shows its components only to a token.
+static MONITORS: std::sync::Mutex<std::collections::BTreeMap<SocketAddr, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// The uplink part of `/health`.
 async fn sync_state(http: SocketAddr) -> serde_json::Value {
-    let mut c = Conn::connect(http, None).await.unwrap();
+    let token = MONITORS
+        .lock()
+        .unwrap()
+        .get(&http)
+        .cloned()
+        .expect("an appliance started by start_edge_at");
+    let mut c = Conn::connect(http, Some(&token)).await.unwrap();
     let r = c.get("/health").await.unwrap();
     let v = r.json().unwrap();
     let mut s = v["components"]["uplink"]["sync"].clone();
@@ -1128,7 +1139,8 @@ fn enrol(cloud_config: &Path, hospital: &str, data: &Path) {
         .arg(data.join("sync-key.pub")));
 }
 
-/// Starts the appliance of `config`; returns it with its HTTP and MLLP addresses.
+/// Starts the appliance of `config`; returns it with its HTTP and MLLP
+/// addresses (and gives it a monitoring token, see [`MONITORS`]).
 fn start_edge_at(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
     let (p, http, mllp) = process::start_edge(
         Command::new(bin("hms-edge"))
@@ -1138,6 +1150,30 @@ fn start_edge_at(config: &Path) -> (Proc, SocketAddr, SocketAddr) {
             .env("HMS_LOG", "error"),
     )
     .unwrap();
+    let data = firmware_config::load(config).unwrap().config.store.data_dir;
+    // Token names are never reused: one per start.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "monitor-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let token = run(Command::new(bin("hms-edge"))
+        .args([
+            "token",
+            "create",
+            "--role",
+            "viewer",
+            "--name",
+            &name,
+            "--data-dir",
+        ])
+        .arg(data))
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_owned();
+    MONITORS.lock().unwrap().insert(http, token);
     (Proc(p), http, mllp.unwrap())
 }
 

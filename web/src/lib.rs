@@ -2,12 +2,18 @@
 //! HTTP servers share, so that both answer alike and neither depends on the
 //! other:
 //!
+//! - [`panic`]: the panic hook of both binaries (where and on which thread,
+//!   never the message, which may quote input);
 //! - [`problem`]: RFC 9457 problem documents (`application/problem+json`),
 //!   the one error body every endpoint of both servers uses;
+//! - [`server`]: the HTTP/1.1 server loop with header and request timeouts
+//!   and connection caps;
 //! - [`tls`]: the rustls server configuration from PEM files and a listener
 //!   that hands axum only connections whose handshake completed.
 
+pub mod panic;
 pub mod problem;
+pub mod server;
 pub mod tls;
 
 pub use problem::Problem;

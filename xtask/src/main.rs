@@ -251,8 +251,16 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
-/// Creates a token with the appliance's CLI; the token is its last stdout line.
+/// Creates a token with the appliance's CLI; the token is its last stdout
+/// line. A live token of that name (an earlier run on the same data dir,
+/// like the demo's) is revoked first: no two live tokens share a name.
 fn create_token(bin: &Path, data_dir: &Path, role: &str, name: &str) -> anyhow::Result<String> {
+    // Exit 64 (no such token) on a fresh data dir: nothing to revoke.
+    Command::new(bin)
+        .args(["token", "revoke", name, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .context("running hms-edge token revoke")?;
     let out = Command::new(bin)
         .args([
             "token",

@@ -33,9 +33,33 @@ use crate::{cargo, target_dir};
 const HOSPITAL: &str = "metro-general";
 const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 
-fn sync_state(addr: &str) -> anyhow::Result<serde_json::Value> {
-    let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/health", None)?)?;
+/// The uplink part of `/health` (its components need a token).
+fn sync_state(addr: &str, token: &str) -> anyhow::Result<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&http_get(addr, "/health", Some(token))?)?;
     Ok(v["components"]["uplink"]["sync"].clone())
+}
+
+/// A viewer token of the appliance whose data dir is `data`.
+fn monitor_token(edge: &Path, data: &Path) -> anyhow::Result<String> {
+    let out = run_ok(
+        Command::new(edge)
+            .args([
+                "token",
+                "create",
+                "--role",
+                "viewer",
+                "--name",
+                "bench-monitor",
+            ])
+            .arg("--data-dir")
+            .arg(data),
+    )?;
+    Ok(out
+        .lines()
+        .last()
+        .context("no token printed")?
+        .trim()
+        .to_owned())
 }
 
 struct Cloud(Child);
@@ -183,6 +207,7 @@ fn one_backend(
 
     // The outage backlog.
     let app = start(edge, &edge_cfg, &data, true)?;
+    let token = monitor_token(edge, &data)?;
     let mllp = app.mllp.clone().context("no MLLP")?;
     eprintln!("xtask: bench sync ({backend}): queueing {messages} messages");
     let backlog = load(
@@ -198,7 +223,7 @@ fn one_backend(
             "16",
         ],
     )?;
-    let local = sync_state(&app.addr)?["local_seq"]
+    let local = sync_state(&app.addr, &token)?["local_seq"]
         .as_u64()
         .context("local_seq")?;
 
@@ -210,7 +235,7 @@ fn one_backend(
     let t0 = Instant::now();
     let mut first_ack: Option<Instant> = None;
     loop {
-        let s = sync_state(&app.addr)?;
+        let s = sync_state(&app.addr, &token)?;
         let acked = s["acked_seq"].as_u64().unwrap_or(0);
         if first_ack.is_none() && acked > 0 {
             first_ack = Some(Instant::now());
@@ -252,6 +277,7 @@ fn one_backend(
 
     // Online lag under steady ADT traffic.
     let app = start(edge, &edge_cfg, &data, true)?;
+    let token = monitor_token(edge, &data)?;
     let mllp = app.mllp.clone().context("no MLLP")?;
     let steady = load(
         load_bin,
@@ -269,7 +295,7 @@ fn one_backend(
         ],
     )?;
     let t = Instant::now();
-    while sync_state(&app.addr)?["lag_events"].as_u64() != Some(0)
+    while sync_state(&app.addr, &token)?["lag_events"].as_u64() != Some(0)
         && t.elapsed() < Duration::from_secs(60)
     {
         std::thread::sleep(Duration::from_millis(20));

@@ -21,8 +21,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 
-use hms_domain::Envelope;
 use hms_domain::sync::SyncBatch;
+use hms_domain::{Envelope, EventHash};
 
 use crate::{Endpoint, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, Signer, codec};
 
@@ -41,11 +41,16 @@ pub const DOWNLINK: &str = "/sync/v1/downlink";
 /// Largest answer body read, after decompression.
 pub const MAX_RESPONSE_BYTES: usize = 4 * MAX_BATCH_BYTES;
 
-/// The cloud's position after a batch.
+/// The cloud's position (after a batch, or asked for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
     /// Highest seq the cloud has stored.
     pub acked_seq: u64,
+    /// The hash of the event the cloud stored at `acked_seq`
+    /// ([`EventHash::GENESIS`] at 0); none when its answer carried no
+    /// well-formed `acked_hash`. The shipper checks it against the local log
+    /// and trusts no acknowledgement without it.
+    pub acked_hash: Option<EventHash>,
 }
 
 /// What went wrong, and so what the uplink does next.
@@ -402,7 +407,10 @@ fn answer(status: u16, v: &serde_json::Value) -> Result<Pushed, PushError> {
     match status {
         200 => v["acked_seq"]
             .as_u64()
-            .map(|acked_seq| Pushed { acked_seq })
+            .map(|acked_seq| Pushed {
+                acked_seq,
+                acked_hash: v["acked_hash"].as_str().and_then(EventHash::from_hex),
+            })
             .ok_or_else(|| PushError::Transient("the cloud's answer has no acked_seq".into())),
         s => Err(refusal(s, v)),
     }
@@ -486,8 +494,23 @@ mod tests {
 
     #[test]
     fn answers_map_to_what_the_uplink_does() {
-        let v = serde_json::json!({"acked_seq": 7});
-        assert_eq!(answer(200, &v).unwrap(), Pushed { acked_seq: 7 });
+        let h = EventHash([7; 32]);
+        let v = serde_json::json!({"acked_seq": 7, "acked_hash": h});
+        assert_eq!(
+            answer(200, &v).unwrap(),
+            Pushed {
+                acked_seq: 7,
+                acked_hash: Some(h)
+            }
+        );
+        // An answer without a (well-formed) hash still parses: whether to
+        // trust it is the shipper's decision, which refuses it.
+        for v in [
+            serde_json::json!({"acked_seq": 7}),
+            serde_json::json!({"acked_seq": 7, "acked_hash": "zz"}),
+        ] {
+            assert_eq!(answer(200, &v).unwrap().acked_hash, None, "{v}");
+        }
         let gap = serde_json::json!({"expected_seq": 4, "detail": "gap"});
         assert!(matches!(
             answer(409, &gap),

@@ -15,11 +15,21 @@
 //! - until the remote's position is known, ask for it; a remote that holds
 //!   more than the local log is refused (this log is not the one it knows);
 //! - with the position known and the log ahead, send the events after it;
-//!   an acknowledgement moves the position, one beyond what was sent is
-//!   refused (never trusted: retention prunes by it);
+//!   an acknowledgement moves the position;
+//! - no acknowledgement is trusted that cannot be checked (the appliance's
+//!   retention prunes by it): every position and acknowledgement carries the
+//!   hash the remote holds at its seq ([`Ack`]), and one is refused when its
+//!   seq is beyond what was sent (a batch's last seq, or the local log's end
+//!   for a position), when it carries no hash, or when its hash differs from
+//!   the local log's at that seq. A refused acknowledgement is not kept: the
+//!   position becomes unknown (nothing is pruned by it) and the refusal's
+//!   wait and retry below apply. Only a seq the local log no longer holds
+//!   (retention removed it, which happens only at or below a position
+//!   checked before) is taken on its seq alone;
 //! - a gap answer moves the position back to the seq the remote expects (the
-//!   explicit resync path); a local log that no longer holds that seq
-//!   (retention) is refused, never skipped;
+//!   explicit resync path; one that would move it forward, past what was
+//!   sent, is refused like an acknowledgement beyond it); a local log that no
+//!   longer holds that seq (retention) is refused, never skipped;
 //! - a transient failure waits a jittered, doubling delay and counts against
 //!   the breaker; while the breaker is open nothing is sent;
 //! - a refusal waits [`ShipperConfig::refused_retry`] and starts again from
@@ -29,8 +39,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use hms_domain::Envelope;
 use hms_domain::sync::SyncBatch;
+use hms_domain::{Envelope, EventHash};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -110,13 +120,113 @@ pub enum Refusal {
         local: u64,
     },
     /// The remote acknowledged events it was never sent.
-    #[error("the remote acknowledged seq {acked} after a batch ending at seq {sent_upto}")]
+    #[error(
+        "the remote acknowledged seq {acked} beyond what was sent (the batch ended at seq \
+         {sent_upto}); the acknowledgement is not trusted and nothing is pruned by it"
+    )]
     Overacknowledged {
         /// What it acknowledged.
         acked: u64,
         /// The last seq sent.
         sent_upto: u64,
     },
+    /// The remote's hash at the seq it acknowledged is not the local log's.
+    #[error(
+        "the remote acknowledged seq {seq} with hash {} but this log's event {seq} has \
+         hash {}: it does not hold this log; the acknowledgement is not trusted and \
+         nothing is pruned by it",
+        remote.to_hex(),
+        local.to_hex()
+    )]
+    AckHashMismatch {
+        /// The acknowledged seq.
+        seq: u64,
+        /// The hash the remote sent.
+        remote: EventHash,
+        /// The local log's hash at `seq`.
+        local: EventHash,
+    },
+    /// The remote acknowledged a seq without the hash it holds there.
+    #[error(
+        "the remote acknowledged seq {seq} without that event's hash: an acknowledgement that \
+         cannot be checked is not trusted and nothing is pruned by it"
+    )]
+    AckWithoutHash {
+        /// The acknowledged seq.
+        seq: u64,
+    },
+    /// A gap answer that would move the position forward, past what was sent.
+    #[error(
+        "the remote asked to resume at seq {expected} after a batch that followed seq {after}: \
+         a resync never moves forward, so it is not trusted and nothing is pruned by it"
+    )]
+    GapAhead {
+        /// The seq it asked for.
+        expected: u64,
+        /// The position the batch followed.
+        after: u64,
+    },
+}
+
+impl Refusal {
+    /// A stable code for alarms and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Remote { .. } => "remote",
+            Refusal::LocalGap { .. } => "local_gap",
+            Refusal::RemoteAhead { .. } => "remote_ahead",
+            Refusal::Overacknowledged { .. } => "ack_beyond_sent",
+            Refusal::AckHashMismatch { .. } => "ack_hash_mismatch",
+            Refusal::AckWithoutHash { .. } => "ack_without_hash",
+            Refusal::GapAhead { .. } => "gap_ahead",
+        }
+    }
+
+    /// Whether the remote's answer was an acknowledgement (or resync) that
+    /// did not check out, rather than a refusal of its own or a local gap.
+    pub fn is_untrusted_ack(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Overacknowledged { .. }
+                | Refusal::AckHashMismatch { .. }
+                | Refusal::AckWithoutHash { .. }
+                | Refusal::GapAhead { .. }
+        )
+    }
+}
+
+/// A position the remote stated (asked for, or after a batch), beside what
+/// the local log holds at that seq: what [`Shipper::record`] checks before
+/// it trusts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The seq the remote says it holds up to.
+    pub seq: u64,
+    /// The hash the remote says it holds at `seq`; none when its answer
+    /// carried none.
+    pub hash: Option<EventHash>,
+    /// The local log's hash at `seq` ([`EventHash::GENESIS`] at 0); none when
+    /// the local log does not hold that seq (beyond its end, or removed by
+    /// retention).
+    pub local: Option<EventHash>,
+}
+
+impl Ack {
+    /// Checks the hash: the remote must state one, and it must be the local
+    /// log's where the log still holds the seq.
+    fn check(&self) -> Result<(), Refusal> {
+        let Some(remote) = self.hash else {
+            return Err(Refusal::AckWithoutHash { seq: self.seq });
+        };
+        match self.local {
+            Some(local) if local != remote => Err(Refusal::AckHashMismatch {
+                seq: self.seq,
+                remote,
+                local,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What the caller does next.
@@ -145,11 +255,11 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The remote's position (after [`Action::AskPosition`]).
-    Position(u64),
-    /// The remote stored a batch ending at `sent_upto` and acknowledged up to `acked`.
+    Position(Ack),
+    /// The remote stored a batch ending at `sent_upto` and acknowledged up to `ack.seq`.
     Acked {
         /// Its new position.
-        acked: u64,
+        ack: Ack,
         /// The last seq of the batch.
         sent_upto: u64,
     },
@@ -257,18 +367,24 @@ impl Shipper {
     /// Takes in what came of the last action.
     pub fn record(&mut self, now: Instant, local: u64, outcome: Outcome) {
         match outcome {
-            Outcome::Position(remote) => {
+            Outcome::Position(ack) => {
                 self.succeeded(now);
+                let remote = ack.seq;
                 if remote > local {
                     self.refuse(now, Refusal::RemoteAhead { remote, local });
+                } else if let Err(why) = ack.check() {
+                    self.refuse(now, why);
                 } else {
                     self.acked = Some(remote);
                 }
             }
-            Outcome::Acked { acked, sent_upto } => {
+            Outcome::Acked { ack, sent_upto } => {
                 self.succeeded(now);
+                let acked = ack.seq;
                 if acked > sent_upto {
                     self.refuse(now, Refusal::Overacknowledged { acked, sent_upto });
+                } else if let Err(why) = ack.check() {
+                    self.refuse(now, why);
                 } else {
                     self.acked = Some(acked);
                 }
@@ -277,9 +393,16 @@ impl Shipper {
                 self.acked = Some(self.acked.unwrap_or(0).max(local));
             }
             Outcome::Gap { expected } => {
-                // The explicit resync path: an answer, not a failure.
+                // The explicit resync path: an answer, not a failure. It
+                // only ever moves the position back: the remote holds less
+                // than the batch followed.
                 self.succeeded(now);
-                self.acked = Some(expected.saturating_sub(1));
+                let after = self.acked.unwrap_or(0);
+                if expected > after.saturating_add(1) {
+                    self.refuse(now, Refusal::GapAhead { expected, after });
+                } else {
+                    self.acked = Some(expected.saturating_sub(1));
+                }
             }
             Outcome::LocalGap { wanted, oldest } => {
                 self.refuse(now, Refusal::LocalGap { wanted, oldest });
@@ -357,6 +480,19 @@ pub trait Source: Sync {
         &self,
         after: u64,
     ) -> impl Future<Output = anyhow::Result<Vec<Envelope>>> + Send;
+
+    /// The hash of event `seq` (at least 1) in the local log; none when the
+    /// log does not hold it (beyond its end, or removed by retention).
+    fn hash_at(&self, seq: u64) -> impl Future<Output = anyhow::Result<Option<EventHash>>> + Send;
+}
+
+/// The local log's hash at `seq` ([`EventHash::GENESIS`] at 0).
+async fn local_hash(source: &impl Source, seq: u64) -> anyhow::Result<Option<EventHash>> {
+    if seq == 0 {
+        Ok(Some(EventHash::GENESIS))
+    } else {
+        source.hash_at(seq).await
+    }
 }
 
 /// What an exchange with the remote did.
@@ -380,20 +516,24 @@ pub async fn exchange(
     now_ms: i64,
     timeout: Duration,
 ) -> Exchanged {
-    let answer = |r: Result<u64, PushError>| match r {
-        Ok(seq) => Outcome::Position(seq),
-        Err(e) => failed(e),
-    };
     match action {
-        Action::AskPosition => Exchanged {
-            outcome: answer(
-                client
-                    .position(signer, now_ms, timeout)
-                    .await
-                    .map(|p| p.acked_seq),
-            ),
-            sent: vec![],
-        },
+        Action::AskPosition => {
+            let outcome = match client.position(signer, now_ms, timeout).await {
+                Ok(p) => match local_hash(source, p.acked_seq).await {
+                    Ok(local) => Outcome::Position(Ack {
+                        seq: p.acked_seq,
+                        hash: p.acked_hash,
+                        local,
+                    }),
+                    Err(e) => Outcome::Unreadable(format!("{e:#}")),
+                },
+                Err(e) => failed(e),
+            };
+            Exchanged {
+                outcome,
+                sent: vec![],
+            }
+        }
         Action::Send { after } => {
             let events = match source.events_after(after).await {
                 Ok(e) => e,
@@ -419,21 +559,40 @@ pub async fn exchange(
                     sent: vec![],
                 };
             }
-            let sent_upto = last.seq;
+            let (sent_from, sent_upto) = (first.seq, last.seq);
             let sent: Vec<(u64, i64)> = events
                 .iter()
                 .map(|e| (e.seq, e.recorded_at.as_millis()))
                 .collect();
+            let hashes: Vec<EventHash> = events.iter().map(|e| e.hash).collect();
             let batch = SyncBatch {
                 hospital: signer.hospital().clone(),
                 node: signer.node().clone(),
                 events,
             };
             let outcome = match client.push(signer, &batch, now_ms, timeout).await {
-                Ok(p) => Outcome::Acked {
-                    acked: p.acked_seq,
-                    sent_upto,
-                },
+                Ok(p) => {
+                    // The batch's own hashes where the acknowledgement falls
+                    // in it; the log's before it; none beyond what was sent.
+                    let local = if (sent_from..=sent_upto).contains(&p.acked_seq) {
+                        Ok(hashes.get((p.acked_seq - sent_from) as usize).copied())
+                    } else if p.acked_seq < sent_from {
+                        local_hash(source, p.acked_seq).await
+                    } else {
+                        Ok(None)
+                    };
+                    match local {
+                        Ok(local) => Outcome::Acked {
+                            ack: Ack {
+                                seq: p.acked_seq,
+                                hash: p.acked_hash,
+                                local,
+                            },
+                            sent_upto,
+                        },
+                        Err(e) => Outcome::Unreadable(format!("{e:#}")),
+                    }
+                }
                 Err(e) => failed(e),
             };
             Exchanged { outcome, sent }
@@ -465,6 +624,34 @@ mod tests {
         Instant::now()
     }
 
+    /// A stand-in for the hash of event `seq` of the local log.
+    fn hash(seq: u64) -> EventHash {
+        let mut h = [0; 32];
+        h[..8].copy_from_slice(&seq.to_be_bytes());
+        h[31] = 1;
+        EventHash(h)
+    }
+
+    /// A position or acknowledgement at `seq` that checks out.
+    fn ok(seq: u64) -> Ack {
+        Ack {
+            seq,
+            hash: Some(hash(seq)),
+            local: Some(hash(seq)),
+        }
+    }
+
+    fn pos(seq: u64) -> Outcome {
+        Outcome::Position(ok(seq))
+    }
+
+    fn acked(seq: u64, sent_upto: u64) -> Outcome {
+        Outcome::Acked {
+            ack: ok(seq),
+            sent_upto,
+        }
+    }
+
     /// Advances paused time to `until`.
     async fn sleep_until(until: Instant) {
         tokio::time::sleep_until(until).await;
@@ -475,17 +662,10 @@ mod tests {
         let mut s = shipper();
         assert_eq!(s.phase(), Phase::Connecting);
         assert_eq!(s.next(now(), 10), Action::AskPosition);
-        s.record(now(), 10, Outcome::Position(4));
+        s.record(now(), 10, pos(4));
         assert_eq!((s.phase(), s.acked()), (Phase::Online, Some(4)));
         assert_eq!(s.next(now(), 10), Action::Send { after: 4 });
-        s.record(
-            now(),
-            10,
-            Outcome::Acked {
-                acked: 10,
-                sent_upto: 10,
-            },
-        );
+        s.record(now(), 10, acked(10, 10));
         assert_eq!(s.acked(), Some(10));
         let Action::Idle { until } = s.next(now(), 10) else {
             panic!("caught up: idle");
@@ -498,7 +678,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_gap_answer_resends_from_the_seq_the_remote_expects() {
         let mut s = shipper();
-        s.record(now(), 100, Outcome::Position(90));
+        s.record(now(), 100, pos(90));
         s.record(now(), 100, Outcome::Gap { expected: 41 });
         assert_eq!(
             s.phase(),
@@ -553,19 +733,12 @@ mod tests {
         sleep_until(until).await;
         // Half-open: probes go out; three successes close it and reset the back-off.
         assert_eq!(s.next(now(), 10), Action::AskPosition);
-        s.record(now(), 10, Outcome::Position(0));
+        s.record(now(), 10, pos(0));
         for _ in 0..2 {
             let Action::Send { after } = s.next(now(), 10) else {
                 panic!("half-open probes are sent");
             };
-            s.record(
-                now(),
-                10,
-                Outcome::Acked {
-                    acked: after + 1,
-                    sent_upto: after + 1,
-                },
-            );
+            s.record(now(), 10, acked(after + 1, after + 1));
         }
         assert_eq!(s.breaker(now()), BreakerState::Closed);
         assert_eq!((s.phase(), s.last_error()), (Phase::Online, None));
@@ -580,7 +753,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refusal_stops_shipping_and_asks_again_a_minute_later() {
         let mut s = shipper();
-        s.record(now(), 10, Outcome::Position(2));
+        s.record(now(), 10, pos(2));
         assert!(matches!(s.next(now(), 10), Action::Send { after: 2 }));
         s.record(
             now(),
@@ -609,14 +782,14 @@ mod tests {
             Phase::Refused,
             "refused until an answer says otherwise"
         );
-        s.record(now(), 10, Outcome::Position(2));
+        s.record(now(), 10, pos(2));
         assert_eq!((s.phase(), s.refusal()), (Phase::Online, None));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_remote_that_wants_pruned_events_is_refused_not_skipped() {
         let mut s = shipper();
-        s.record(now(), 500, Outcome::Position(0));
+        s.record(now(), 500, pos(0));
         assert_eq!(s.next(now(), 500), Action::Send { after: 0 });
         s.record(
             now(),
@@ -650,7 +823,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_remote_ahead_of_the_log_or_acknowledging_too_much_is_refused() {
         let mut s = shipper();
-        s.record(now(), 5, Outcome::Position(9));
+        s.record(now(), 5, pos(9));
         assert_eq!(
             s.refusal(),
             Some(&Refusal::RemoteAhead {
@@ -661,15 +834,8 @@ mod tests {
         assert_eq!(s.acked(), None);
 
         let mut s = shipper();
-        s.record(now(), 50, Outcome::Position(10));
-        s.record(
-            now(),
-            50,
-            Outcome::Acked {
-                acked: 45,
-                sent_upto: 20,
-            },
-        );
+        s.record(now(), 50, pos(10));
+        s.record(now(), 50, acked(45, 20));
         assert_eq!(
             s.refusal(),
             Some(&Refusal::Overacknowledged {
@@ -682,6 +848,164 @@ mod tests {
             None,
             "an acknowledgement beyond what was sent is never kept"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acknowledgement_that_does_not_check_out_is_never_kept_and_the_remote_is_asked_again()
+     {
+        // The log holds 50 events; the remote stood at 10 and was sent 11..=20.
+        let wrong = Some(EventHash([0xee; 32]));
+        let cases: [(&str, Outcome, Refusal); 6] = [
+            (
+                "beyond what was sent, within the log",
+                acked(30, 20),
+                Refusal::Overacknowledged {
+                    acked: 30,
+                    sent_upto: 20,
+                },
+            ),
+            (
+                "beyond what was sent, with the right hash of an unsent event",
+                Outcome::Acked {
+                    ack: ok(21),
+                    sent_upto: 20,
+                },
+                Refusal::Overacknowledged {
+                    acked: 21,
+                    sent_upto: 20,
+                },
+            ),
+            (
+                "another hash at a seq that was sent",
+                Outcome::Acked {
+                    ack: Ack {
+                        hash: wrong,
+                        ..ok(20)
+                    },
+                    sent_upto: 20,
+                },
+                Refusal::AckHashMismatch {
+                    seq: 20,
+                    remote: EventHash([0xee; 32]),
+                    local: hash(20),
+                },
+            ),
+            (
+                "no hash",
+                Outcome::Acked {
+                    ack: Ack {
+                        hash: None,
+                        ..ok(20)
+                    },
+                    sent_upto: 20,
+                },
+                Refusal::AckWithoutHash { seq: 20 },
+            ),
+            (
+                "a position with another hash",
+                Outcome::Position(Ack {
+                    hash: wrong,
+                    ..ok(15)
+                }),
+                Refusal::AckHashMismatch {
+                    seq: 15,
+                    remote: EventHash([0xee; 32]),
+                    local: hash(15),
+                },
+            ),
+            (
+                "a gap answer that moves forward",
+                Outcome::Gap { expected: 31 },
+                Refusal::GapAhead {
+                    expected: 31,
+                    after: 10,
+                },
+            ),
+        ];
+        for (case, outcome, refusal) in cases {
+            let mut s = shipper();
+            s.record(now(), 50, pos(10));
+            assert_eq!(s.next(now(), 50), Action::Send { after: 10 }, "{case}");
+            s.record(now(), 50, outcome);
+            assert_eq!(s.refusal(), Some(&refusal), "{case}");
+            assert!(refusal.is_untrusted_ack(), "{case}");
+            assert_eq!(s.phase(), Phase::Refused, "{case}");
+            assert_eq!(
+                s.acked(),
+                None,
+                "{case}: not kept, not even the position trusted before (retention prunes nothing)"
+            );
+            assert!(
+                s.last_error()
+                    .is_some_and(|e| e.contains("not trusted") && e.contains("nothing is pruned")),
+                "{case}: {:?}",
+                s.last_error()
+            );
+            // It keeps trying: after the refusal's wait it asks the position
+            // again, and a remote that answers truthfully is trusted again.
+            let Action::Wait { until } = s.next(now(), 50) else {
+                panic!("{case}: refused, wait");
+            };
+            assert_eq!(until - now(), ShipperConfig::default().refused_retry);
+            sleep_until(until).await;
+            assert_eq!(s.next(now(), 50), Action::AskPosition, "{case}");
+            s.record(now(), 50, pos(20));
+            assert_eq!((s.phase(), s.acked()), (Phase::Online, Some(20)), "{case}");
+            assert_eq!(s.refusal(), None, "{case}");
+        }
+        let codes = [
+            acked(30, 20),
+            Outcome::Acked {
+                ack: Ack {
+                    hash: None,
+                    ..ok(20)
+                },
+                sent_upto: 20,
+            },
+        ]
+        .map(|o| {
+            let mut s = shipper();
+            s.record(now(), 50, pos(10));
+            s.record(now(), 50, o);
+            s.refusal().map(Refusal::code)
+        });
+        assert_eq!(codes, [Some("ack_beyond_sent"), Some("ack_without_hash")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acknowledgements_that_check_out_are_kept() {
+        let mut s = shipper();
+        // At 0 the hash is the genesis hash on both sides.
+        s.record(
+            now(),
+            50,
+            Outcome::Position(Ack {
+                seq: 0,
+                hash: Some(EventHash::GENESIS),
+                local: Some(EventHash::GENESIS),
+            }),
+        );
+        assert_eq!(s.acked(), Some(0));
+        // Less than was sent, with the hash of that event: kept.
+        s.record(now(), 50, acked(7, 20));
+        assert_eq!((s.phase(), s.acked()), (Phase::Online, Some(7)));
+        // A gap back (or to the same place) is the resync path.
+        s.record(now(), 50, Outcome::Gap { expected: 8 });
+        assert_eq!(s.acked(), Some(7));
+        s.record(now(), 50, Outcome::Gap { expected: 3 });
+        assert_eq!(s.acked(), Some(2));
+        // A position the local log no longer holds (retention removed it,
+        // only ever at or below a checked position): taken on its seq.
+        let mut s = shipper();
+        s.record(
+            now(),
+            50,
+            Outcome::Position(Ack {
+                local: None,
+                ..ok(12)
+            }),
+        );
+        assert_eq!((s.refusal(), s.acked()), (None, Some(12)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -698,7 +1022,7 @@ mod tests {
         }
         assert_eq!(s.phase(), Phase::Offline);
         assert_eq!(s.next(now(), 30), Action::AskPosition);
-        s.record(now(), 30, Outcome::Position(12));
+        s.record(now(), 30, pos(12));
         assert_eq!((s.phase(), s.acked()), (Phase::Online, Some(12)));
         assert_eq!(s.next(now(), 30), Action::Send { after: 12 });
     }
@@ -706,7 +1030,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unreadable_log_waits_a_poll_without_blaming_the_remote() {
         let mut s = shipper();
-        s.record(now(), 9, Outcome::Position(1));
+        s.record(now(), 9, pos(1));
         s.record(now(), 9, Outcome::Unreadable("disk I/O error".into()));
         assert_eq!(s.breaker(now()), BreakerState::Closed);
         assert_eq!(s.phase(), Phase::Online);

@@ -6,15 +6,23 @@
 //!   `hms-cloud ready http=http://ADDR` (or `https=https://ADDR` with `[tls]`)
 //!   when listening. A primary with `[dr]` replicates to its peer in the
 //!   background.
-//! - `hms-cloud enroll --config FILE --hospital ID --region R --node ID --public-key FILE`:
-//!   enrols a hospital's appliance (a hospital of another region is refused).
+//! - `hms-cloud enroll --config FILE --hospital ID --region R --node ID --public-key FILE
+//!   [--replace]`: enrols a hospital's appliance (a hospital of another
+//!   region is refused); re-keying an enrolled hospital (another node or
+//!   key) needs `--replace` and is audited.
 //! - `hms-cloud keygen --out FILE`: a primary's DR key pair (FILE, PKCS#8,
 //!   mode 0600, never overwritten; FILE.pub, the raw 32-byte public key).
 //! - `hms-cloud enroll-primary --config FILE --region R --public-key FILE`: on a
 //!   replica, accepts replication from the primary of region R (which must be in
 //!   `allowed_dr_regions`).
-//! - `hms-cloud token create --config FILE --name NAME`: prints a new operator
-//!   API token (stored hashed).
+//! - `hms-cloud token create --config FILE --name NAME [--scope S[,S…]]…
+//!   [--expires 90d|12h|RFC3339]`: prints a new operator API token (stored
+//!   hashed) as the only line of stdout. Scopes: `read`, `empi`, `fleet`,
+//!   `enrol`, `admin` (all); none given is `admin`.
+//! - `hms-cloud token list --config FILE [--all] [--json]`: the tokens'
+//!   names, scopes, creation, expiry and status, never the tokens.
+//! - `hms-cloud token revoke --config FILE NAME`: refused from the next
+//!   request on.
 //! - `hms-cloud empi train --config FILE [--sample N] [--seed S]`: trains the
 //!   regional EMPI's model on its records and stores it as the active one;
 //!   a running `hms-cloud run` on that data dir installs it within seconds,
@@ -70,6 +78,10 @@ enum Cmd {
         /// File holding the appliance's raw 32-byte Ed25519 public key.
         #[arg(long)]
         public_key: PathBuf,
+        /// Re-key a hospital enrolled already with another node or key
+        /// (audited); without it that is refused.
+        #[arg(long)]
+        replace: bool,
     },
     /// Make a primary's DR key pair: FILE (private, 0600) and FILE.pub.
     Keygen {
@@ -124,9 +136,42 @@ enum TokenCmd {
         /// Configuration file.
         #[arg(long)]
         config: PathBuf,
-        /// The token's name (the operator or system holding it).
+        /// The token's name (the operator or system holding it); no two
+        /// live tokens share one.
         #[arg(long)]
         name: String,
+        /// What it may do: read, empi, fleet, enrol, admin (all); repeat
+        /// or separate with commas. Without it: admin.
+        #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// When it expires: Nd, Nh, Nm or Ns from now (90d), or an RFC 3339
+        /// time. Without it the token does not expire.
+        #[arg(long, value_name = "WHEN")]
+        expires: Option<String>,
+    },
+    /// List the tokens (never the tokens themselves).
+    List {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Include revoked tokens.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name: refused from the next request on.
+    Revoke {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The token's name.
+        #[arg(value_name = "NAME", required_unless_present = "name_flag")]
+        name: Option<String>,
+        /// The token's name (as `token create` takes it).
+        #[arg(long = "name", value_name = "NAME", conflicts_with = "name")]
+        name_flag: Option<String>,
     },
 }
 
@@ -145,6 +190,8 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    // A panic is logged with its place and thread, never its message.
+    hms_web::panic::install();
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -162,7 +209,8 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             region,
             node,
             public_key,
-        } => cli::enroll(&config, hospital, region, node, &public_key),
+            replace,
+        } => cli::enroll(&config, hospital, region, node, &public_key, replace),
         Cmd::Keygen { out } => cli::keygen(&out),
         Cmd::EnrollPrimary {
             config,
@@ -170,8 +218,28 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             public_key,
         } => cli::enroll_primary(&config, region, &public_key),
         Cmd::Token {
-            command: TokenCmd::Create { config, name },
-        } => cli::create_token(&config, &name),
+            command:
+                TokenCmd::Create {
+                    config,
+                    name,
+                    scopes,
+                    expires,
+                },
+        } => cli::create_token(&config, &name, &scopes, expires.as_deref()),
+        Cmd::Token {
+            command: TokenCmd::List { config, all, json },
+        } => cli::list_tokens(&config, all, json),
+        Cmd::Token {
+            command:
+                TokenCmd::Revoke {
+                    config,
+                    name,
+                    name_flag,
+                },
+        } => match name.or(name_flag) {
+            Some(name) => cli::revoke_token(&config, &name),
+            None => Err(Failure::Usage("name the token to revoke".into())),
+        },
         Cmd::Empi {
             command:
                 EmpiCmd::Train {

@@ -581,6 +581,16 @@ async fn slow_matching_degrades_to_exact_matching_and_says_so() {
         .expect("get")
         .json()
         .expect("json");
+    assert_eq!(health, serde_json::json!({ "status": "degraded" }));
+    // The details need a token; a token that is not valid is refused.
+    let bad = Conn::connect(at.addr, Some("hmsc_not-a-token"))
+        .await
+        .expect("connect")
+        .get("/health")
+        .await
+        .expect("get");
+    assert_eq!(bad.status, 401);
+    let health = c.get("/health").await.expect("get").json().expect("json");
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(
         health["empi"]["matching"]

@@ -49,7 +49,10 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
     let (_cleanup, pg_config) = match backend {
         Backend::Sqlite => (DropDatabase(None), String::new()),
         Backend::Postgres => (
-            DropDatabase(Some((PgRouter::new(pg_admin()), h.clone()))),
+            DropDatabase(Some((
+                PgRouter::new(pg_admin()).expect("PostgreSQL router"),
+                h.clone(),
+            ))),
             format!("backend = \"postgres\"\npostgres = \"{}\"\n", pg_admin()),
         ),
     };
@@ -74,7 +77,7 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
                     ingest(&mut SqliteRouter::new(&data).open(&h)?, &log)?;
                 }
                 Backend::Postgres => {
-                    let router = PgRouter::new(pg_admin());
+                    let router = PgRouter::new(pg_admin())?;
                     router.drop_database(&h)?;
                     ingest(&mut router.open(&h)?, &log)?;
                 }

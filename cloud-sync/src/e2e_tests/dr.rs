@@ -120,6 +120,7 @@ on_each_backend!(
     a_replica_ends_with_exactly_the_primarys_events,
     replication_to_an_unreachable_peer_is_reported_as_lag,
     a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appliances,
+    a_replica_acknowledging_what_it_was_not_sent_or_another_hash_is_not_believed,
 );
 
 on_each_backend!(
@@ -260,11 +261,96 @@ async fn replication_to_an_unreachable_peer_is_reported_as_lag(backend: Backend)
     let lag = status.snapshot()[&h1].clone();
     assert_eq!(lag.primary_seq, 5);
     assert_eq!(lag.lag_events, 5);
-    let mut c = Conn::connect(primary_at.addr, None).await.expect("connect");
+    let token = primary.token("ops");
+    let mut c = Conn::connect(primary_at.addr, Some(&token))
+        .await
+        .expect("connect");
     let h = c.get("/health").await.expect("get").json().expect("json");
     assert_eq!(h["status"], "degraded");
     assert_eq!(h["replication"]["hospitals_failing"], 1);
     assert_eq!(h["replication"]["max_lag_events"], 5);
+}
+
+/// How a lying replica answers a batch ending at (seq, hash).
+type Lie = fn(u64, hms_domain::EventHash) -> (u64, hms_domain::EventHash);
+
+/// A replica on a real socket that stands at 0 and acknowledges every
+/// batch at `lie(last seq, last hash)`, checking nothing.
+async fn lying_replica(lie: Lie) -> Endpoint {
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route(
+            "/sync/v1/position",
+            get(|| async {
+                axum::Json(
+                    serde_json::json!({"acked_seq": 0, "acked_hash": hms_domain::EventHash::GENESIS}),
+                )
+            }),
+        )
+        .route(
+            "/sync/v1/batches",
+            post(move |body: axum::body::Bytes| async move {
+                let json = cloud_sync_client::codec::gunzip_bounded(&body, 8 << 20).expect("gzip");
+                let b: hms_domain::sync::SyncBatch = serde_json::from_slice(&json).expect("batch");
+                let last = b.events.last().expect("events");
+                let (seq, hash) = lie(last.seq, last.hash);
+                axum::Json(serde_json::json!({"acked_seq": seq, "acked_hash": hash}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Endpoint::parse(&format!("http://{addr}"), None).expect("endpoint")
+}
+
+async fn a_replica_acknowledging_what_it_was_not_sent_or_another_hash_is_not_believed(
+    backend: Backend,
+) {
+    if !available(backend) {
+        return;
+    }
+    let lies: [(Lie, &str); 2] = [
+        (
+            |seq, hash| (seq + 10, hash),
+            "acknowledged seq 22 beyond what was sent (the batch ended at seq 12)",
+        ),
+        (
+            |seq, _| (seq, hms_domain::EventHash([0xee; 32])),
+            "acknowledged seq 12 with hash eeee",
+        ),
+    ];
+    for (lie, says) in lies {
+        let (key, _) = generate_key().expect("key");
+        let peer = lying_replica(lie).await;
+        let status = Arc::new(ReplicationStatus::new(peer.url(), id("eu-central")));
+        let mut primary = Cloud::primary_on(backend, "eu-west", &["h1"]);
+        primary.state = primary.state.clone().with_replication(status.clone());
+        let primary_at = serve(primary.state.clone(), None).await;
+        push(
+            &primary_at.http(),
+            primary.signer("h1"),
+            &batch("h1", &conformance::log("h1", 12)),
+            now(),
+            T,
+        )
+        .await
+        .expect("push");
+        let mut r = replicator(&primary, peer, key, status.clone());
+        let h1: HospitalId = id("h1");
+        let error = r.replicate(&h1).await.expect_err("refused");
+        assert!(
+            error.contains(says) && error.contains("not trusted"),
+            "{error}"
+        );
+        // The replica's position stays the last one that checked out.
+        let lag = status.snapshot()[&h1].clone();
+        assert_eq!((lag.replica_seq, lag.lag_events), (Some(0), 12), "{lag:?}");
+        assert_eq!(lag.phase, Some(Phase::Refused));
+    }
 }
 
 async fn a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appliances(

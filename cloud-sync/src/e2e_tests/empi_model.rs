@@ -88,6 +88,7 @@ async fn operators_see_train_and_roll_back_the_model_and_no_eid_changes() {
     assert!(fields[0]["levels"][0]["weight"].as_f64().expect("bits") > 5.0);
     assert_eq!(m["models"], json!([]));
     assert_eq!(m["min_train_records"], 1000);
+    // Without a token the health check says only up or down.
     let mut anon = Conn::connect(at.addr, None).await.expect("connect");
     let health = anon
         .get("/health")
@@ -95,6 +96,8 @@ async fn operators_see_train_and_roll_back_the_model_and_no_eid_changes() {
         .expect("get")
         .json()
         .expect("json");
+    assert_eq!(health, json!({ "status": "ok" }));
+    let health = c.get("/health").await.expect("get").json().expect("json");
     assert_eq!(health["empi"]["model"], "empi-default-1");
     assert_eq!(health["empi"]["model_trained"], false);
 
@@ -148,12 +151,7 @@ async fn operators_see_train_and_roll_back_the_model_and_no_eid_changes() {
     assert_eq!(first["models"][0]["version"], v1.as_str());
     assert_eq!(first["models"][0]["active"], true);
     assert_eq!(eids(&empi, &keys), before);
-    let health = anon
-        .get("/health")
-        .await
-        .expect("get")
-        .json()
-        .expect("json");
+    let health = c.get("/health").await.expect("get").json().expect("json");
     assert_eq!(health["empi"]["model"], v1.as_str());
     assert_eq!(health["empi"]["model_trained"], true);
     // GET shows the same.

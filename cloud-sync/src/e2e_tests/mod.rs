@@ -1,6 +1,8 @@
 //! In-process tests of the cloud over HTTP(S): sync transport (compression,
 //! restore, keep-alive, TLS), DR replication between two clouds, the
-//! operator API, and a served cloud stopping with its background tasks.
+//! operator API and its tokens (scopes, revocation, expiry, audited
+//! re-keying and EMPI reads), and a served cloud stopping with its
+//! background tasks.
 //!
 //! What reaches the hospital logs runs on both store backends: a case
 //! `async fn name(backend: Backend)` becomes the tests `name::sqlite` and
@@ -32,5 +34,7 @@ mod api;
 mod cloud;
 mod dr;
 mod empi_model;
+mod gate;
 mod service;
 mod sync;
+mod tokens;

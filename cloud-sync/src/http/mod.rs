@@ -1,13 +1,14 @@
 //! The regional cloud's HTTP service: one router with the sync API for
 //! appliances and DR primaries ([`sync`]: batches, position, restore
-//! reads, downlink, health), the operator API ([`operator`]) and a body
-//! limit. Every error is an `application/problem+json` document
+//! reads, downlink, health), the operator API ([`operator`]), a body
+//! limit and the checks made before any body is read ([`gate`]). Every error is an `application/problem+json` document
 //! ([`problem`]).
 //!
 //! Handlers do only HTTP: they read the request, run the work (through
 //! [`crate::state::CloudState`] and the domain modules, blocking work off
 //! the runtime) and answer. Nothing below this module imports it.
 
+mod gate;
 pub mod operator;
 pub mod problem;
 pub mod sync;
@@ -47,5 +48,9 @@ pub fn router(state: CloudState) -> Router {
         .route(HEALTH, get(sync::health))
         .merge(operator::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::before_body,
+        ))
         .with_state(state)
 }

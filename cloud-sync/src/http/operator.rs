@@ -1,9 +1,18 @@
 //! The operator API of the regional cloud (JSON, `Authorization: Bearer`).
 //!
 //! Tokens are made with `hms-cloud token create` and checked against their
-//! SHA-256 in the registry database ([`crate::store::registry`]); a missing
-//! or unknown token is a 401 problem with a `WWW-Authenticate: Bearer`
-//! challenge.
+//! SHA-256 in the registry database ([`crate::store::registry`]) on every
+//! request, so a revocation (`hms-cloud token revoke`) or an expiry takes
+//! effect at the next request; a missing, unknown, revoked or expired token
+//! is a 401 problem with a `WWW-Authenticate: Bearer` challenge. Each route
+//! needs one [`Scope`] (`admin` holds them all): the EMPI's need `empi`,
+//! enrolment `enrol`, every other read `read` (and `fleet` is the fleet
+//! API's); a token without it is a 403 `missing-scope` problem naming it.
+//!
+//! Every EMPI read (search, record look-up, review list, model) is audited
+//! in the EMPI's audit before it is answered: who (`operator:{token}`),
+//! when, which kind of query and how many results, never a value asked
+//! for; an answer that cannot be audited is not given (503).
 //!
 //! - `GET /api/v1/hospitals`: every hospital (enrolled here, or on a replica
 //!   replicated here) with region, event count, position and last ingest.
@@ -23,9 +32,13 @@
 //!   records, 422 when training gives no usable model); `POST
 //!   /api/v1/empi/model/activate` `{version}` installs a stored one again.
 //!   EIDs never change on installation ([`crate::empi::model`]).
-//! - `POST /api/v1/hospitals`: enrols (or re-keys) a hospital's appliance,
-//!   as `hms-cloud enroll` does, effective at once; a hospital of another
-//!   region is a 403 problem (residency), and nothing is recorded.
+//! - `POST /api/v1/hospitals`: enrols a hospital's appliance, as
+//!   `hms-cloud enroll` does, effective at once; a hospital of another
+//!   region is a 403 problem (residency), and nothing is recorded. The same
+//!   enrolment again is a 200 that changes nothing; another node or key for
+//!   an enrolled hospital is a 409 `already-enrolled` problem unless the
+//!   body says `"replace": true`, and a replacement is audited in the
+//!   registry (who, which hospital, the nodes).
 //!
 //! Census and volumes come from [`crate::analytics`]. An unknown hospital or
 //! unit is a 404 problem, a bad query parameter a 400 problem. Every error
@@ -46,6 +59,7 @@ use super::problem;
 use crate::analytics::{DAY_MS, HOUR_MS, hour_boundaries};
 use crate::config::Mode;
 use crate::state::CloudState;
+pub use crate::store::registry::Scope;
 
 /// Longest census or volume range, in days.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -104,8 +118,13 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-/// Checks the bearer token; returns the operator's token name.
-async fn operator(state: &CloudState, headers: &HeaderMap) -> Result<String, Response> {
+/// Checks the bearer token and that it holds `scope`; returns the
+/// operator's token name (401 without a live token, 403 without the scope).
+pub(super) async fn operator(
+    state: &CloudState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<String, Response> {
     let denied = |detail: &str| problem::unauthorized(detail).into_response();
     let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -118,10 +137,26 @@ async fn operator(state: &CloudState, headers: &HeaderMap) -> Result<String, Res
         ));
     };
     let st = state.clone();
-    match blocking(move || st.registry_db.token_name(&token)).await? {
-        Some(name) => Ok(name),
+    let now = Timestamp::now().as_millis();
+    match blocking(move || st.registry_db.operator(&token, now)).await? {
+        Some(op) if op.scopes.allows(scope) => Ok(op.name),
+        Some(op) => Err(
+            problem::missing_scope(&op.name, scope.as_str(), &op.scopes.to_string())
+                .into_response(),
+        ),
         None => Err(denied("the token is not valid here")),
     }
+}
+
+/// Audits an EMPI read by `who` (see the module doc) before it is answered.
+async fn audit_read(
+    empi: &std::sync::Arc<crate::empi::RegionalEmpi>,
+    who: &str,
+    query: &'static str,
+    results: usize,
+) -> Result<(), Response> {
+    let (empi, actor) = (empi.clone(), format!("operator:{who}"));
+    blocking(move || empi.audit_read(&actor, query, results)).await
 }
 
 async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Response> {
@@ -138,7 +173,7 @@ async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Respon
 }
 
 async fn hospitals(State(state): State<CloudState>, headers: HeaderMap) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
+    if let Err(r) = operator(&state, &headers, Scope::Read).await {
         return r;
     }
     let st = state.clone();
@@ -255,14 +290,15 @@ fn no_empi() -> Response {
 }
 
 /// The operator, the EMPI and the JSON body of an EMPI request, or the
-/// problem to answer (401, 409 without an EMPI, 400 for a bad body).
+/// problem to answer (401, 403 without the `empi` scope, 409 without an
+/// EMPI, 400 for a bad body).
 async fn empi_call<T: serde::de::DeserializeOwned>(
     state: &CloudState,
     headers: &HeaderMap,
     body: &[u8],
     what: &str,
 ) -> Result<(String, std::sync::Arc<crate::empi::RegionalEmpi>, T), Response> {
-    let who = operator(state, headers).await?;
+    let who = operator(state, headers, Scope::Empi).await?;
     let Some(empi) = state.empi.clone() else {
         return Err(no_empi());
     };
@@ -277,13 +313,16 @@ async fn empi_search(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (_, empi, b): (String, _, EmpiBody) =
+    let (who, empi, b): (String, _, EmpiBody) =
         match empi_call(&state, &headers, &body, "an EMPI record").await {
             Ok(x) => x,
             Err(r) => return r,
         };
     let q = empi_record_of(b);
     let hits = empi.search(&q, 10);
+    if let Err(r) = audit_read(&empi, &who, "search", hits.len()).await {
+        return r;
+    }
     axum::Json(json!({
         "candidates": hits.iter().map(|h| json!({
             "source": h.key.source,
@@ -405,9 +444,10 @@ async fn empi_reviews(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
-        return r;
-    }
+    let who = match operator(&state, &headers, Scope::Empi).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
     let Some(empi) = state.empi.clone() else {
         return no_empi();
     };
@@ -415,10 +455,15 @@ async fn empi_reviews(
     if status != "open" && status != "closed" {
         return bad("status is open or closed".into());
     }
-    match blocking(move || empi.reviews(&status)).await {
-        Ok(list) => axum::Json(json!({ "reviews": list })).into_response(),
-        Err(r) => r,
+    let e = empi.clone();
+    let list = match blocking(move || e.reviews(&status)).await {
+        Ok(list) => list,
+        Err(r) => return r,
+    };
+    if let Err(r) = audit_read(&empi, &who, "reviews", list.len()).await {
+        return r;
     }
+    axum::Json(json!({ "reviews": list })).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -449,16 +494,22 @@ async fn empi_close_review(
 
 /// `GET /api/v1/empi/model`.
 async fn empi_model(State(state): State<CloudState>, headers: HeaderMap) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
-        return r;
-    }
+    let who = match operator(&state, &headers, Scope::Empi).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
     let Some(empi) = state.empi.clone() else {
         return no_empi();
     };
-    match blocking(move || empi.describe_model()).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(r) => r,
+    let e = empi.clone();
+    let model = match blocking(move || e.describe_model()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(r) = audit_read(&empi, &who, "model", 1).await {
+        return r;
     }
+    axum::Json(model).into_response()
 }
 
 /// `POST /api/v1/empi/model/train` body; an empty body takes the defaults.
@@ -561,14 +612,18 @@ async fn empi_record(
     headers: HeaderMap,
     Path((source, local_id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
+    let who = match operator(&state, &headers, Scope::Empi).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let Some(empi) = state.empi.clone() else {
+        return not_found("no such record in the regional EMPI".into());
+    };
+    let found = empi.eid_of(&source, &local_id);
+    if let Err(r) = audit_read(&empi, &who, "record", usize::from(found.is_some())).await {
         return r;
     }
-    match state
-        .empi
-        .as_ref()
-        .and_then(|e| e.eid_of(&source, &local_id))
-    {
+    match found {
         Some(eid) => axum::Json(json!({ "eid": crate::empi::eid_text(eid) })).into_response(),
         None => not_found("no such record in the regional EMPI".into()),
     }
@@ -583,6 +638,9 @@ struct EnrolBody {
     node: String,
     /// The appliance's raw 32-byte Ed25519 public key, base64 (standard).
     public_key: String,
+    /// Re-key a hospital enrolled already with another node or key.
+    #[serde(default)]
+    replace: bool,
 }
 
 async fn enrol(
@@ -590,7 +648,7 @@ async fn enrol(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let who = match operator(&state, &headers).await {
+    let who = match operator(&state, &headers, Scope::Enrol).await {
         Ok(w) => w,
         Err(r) => return r,
     };
@@ -619,21 +677,27 @@ async fn enrol(
         Ok(e) => e,
         Err(m) => return bad(m),
     };
-    let answer = json!({ "hospital": e.hospital, "region": e.region, "node": e.node });
-    let st = state.clone();
+    let mut answer = json!({ "hospital": e.hospital, "region": e.region, "node": e.node });
+    let (st, replace, actor) = (state.clone(), b.replace, format!("operator:{who}"));
+    let now = Timestamp::now().as_millis();
     let done = tokio::task::spawn_blocking(move || {
-        let known = st.registry.get(&e.hospital).is_some();
-        crate::enrolment::enroll_durably(&st.registry, &st.registry_db, e).map(|()| known)
+        crate::enrolment::enroll(&st.registry, &st.registry_db, e, replace, &actor, now)
     })
     .await;
     match done {
-        Ok(Ok(known)) => {
-            tracing::info!(operator = %who, hospital = %answer["hospital"], "appliance enrolled");
-            let code = if known {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
+        Ok(Ok(done)) => {
+            use crate::enrolment::Enrolled;
+            let (code, what) = match &done {
+                Enrolled::New => (StatusCode::CREATED, "enrolled"),
+                Enrolled::Unchanged => (StatusCode::OK, "unchanged"),
+                Enrolled::Replaced { previous } => {
+                    answer["replaced_node"] = json!(previous);
+                    (StatusCode::OK, "replaced")
+                }
+                Enrolled::Refused { .. } => (StatusCode::CONFLICT, "refused"),
             };
+            answer["enrolment"] = json!(what);
+            tracing::info!(operator = %who, hospital = %answer["hospital"], outcome = what, "appliance enrolment");
             (code, axum::Json(answer)).into_response()
         }
         Ok(Err(err)) => problem::enrol(err).into_response(),
@@ -685,7 +749,7 @@ async fn census(
     Path(raw): Path<String>,
     q: RawQuery,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
+    if let Err(r) = operator(&state, &headers, Scope::Read).await {
         return r;
     }
     let hospital = match hospital_of(&state, &raw).await {
@@ -761,7 +825,7 @@ async fn adt_volumes(
     Path(raw): Path<String>,
     q: RawQuery,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
+    if let Err(r) = operator(&state, &headers, Scope::Read).await {
         return r;
     }
     let hospital = match hospital_of(&state, &raw).await {
@@ -816,7 +880,7 @@ async fn adt_volumes(
 }
 
 async fn replication(State(state): State<CloudState>, headers: HeaderMap) -> Response {
-    if let Err(r) = operator(&state, &headers).await {
+    if let Err(r) = operator(&state, &headers, Scope::Read).await {
         return r;
     }
     match (&state.mode, &state.replication) {

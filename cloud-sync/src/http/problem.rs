@@ -108,6 +108,16 @@ pub const RESIDENCY: Kind = Kind {
     slug: "residency",
     title: "Not this region's data",
 };
+/// The operator token lacks the scope the route needs (403).
+pub const MISSING_SCOPE: Kind = Kind {
+    slug: "missing-scope",
+    title: "The token lacks a scope",
+};
+/// Re-keying an enrolled hospital without `replace` (409).
+pub const ALREADY_ENROLLED: Kind = Kind {
+    slug: "already-enrolled",
+    title: "Already enrolled",
+};
 
 /// A problem of `kind` with `status` and `detail`.
 pub fn problem(status: StatusCode, kind: Kind, detail: impl Into<String>) -> Problem {
@@ -145,6 +155,20 @@ pub fn not_run() -> Problem {
 /// 401 `unauthorized` of the operator API (with `WWW-Authenticate: Bearer`).
 pub fn unauthorized(detail: impl Into<String>) -> Problem {
     problem(StatusCode::UNAUTHORIZED, UNAUTHORIZED, detail)
+}
+
+/// 403 `missing-scope`: the operator token `name` lacks `scope` (named
+/// in the `scope` member too).
+pub fn missing_scope(name: &str, scope: &str, held: &str) -> Problem {
+    problem(
+        StatusCode::FORBIDDEN,
+        MISSING_SCOPE,
+        format!(
+            "the token {name:?} lacks the scope {scope} (it holds {held}); use a token made \
+             with --scope {scope}"
+        ),
+    )
+    .with("scope", scope)
 }
 
 /// 409 `wrong-role`.
@@ -232,6 +256,15 @@ pub fn enrol(e: EnrolError) -> Problem {
             problem(StatusCode::FORBIDDEN, RESIDENCY, r.to_string())
         }
         EnrolError::Rejected(r) => bad(r.to_string()),
+        EnrolError::AlreadyEnrolled { hospital, node } => problem(
+            StatusCode::CONFLICT,
+            ALREADY_ENROLLED,
+            format!(
+                "hospital {hospital} is enrolled already (node {node}) with another node or key; \
+                 send \"replace\": true to re-key it (audited)"
+            ),
+        )
+        .with("hospital", hospital.as_str()),
         EnrolError::Store(err) => {
             tracing::error!(error = %format!("{err:#}"), "enrolment failed to store");
             unavailable()
@@ -307,5 +340,14 @@ mod tests {
         assert_eq!((p.status, p.slug()), (403, "residency"));
         let p = enrol(EnrolError::Rejected(Rejection::BadKey));
         assert_eq!((p.status, p.slug()), (400, "bad-query"));
+        let p = enrol(EnrolError::AlreadyEnrolled {
+            hospital: "h9".parse().expect("id"),
+            node: "edge-1".parse().expect("id"),
+        });
+        assert_eq!((p.status, p.slug()), (409, "already-enrolled"));
+        assert_eq!(p.extra["hospital"], "h9");
+        let p = missing_scope("ops", "empi", "read");
+        assert_eq!((p.status, p.slug()), (403, "missing-scope"));
+        assert_eq!(p.extra["scope"], "empi");
     }
 }

@@ -17,9 +17,11 @@
 //!   path with its query): the hospital's own events for restore.
 //! - `GET /sync/v1/downlink?after=N` (signed by the appliance): its
 //!   hospital's EID assignments after N.
-//! - `GET /health` (no auth): `ok` or `degraded` (replication failing, EMPI
-//!   matching degraded), with the DR lag in figures only and the EMPI's
-//!   model version (and whether it was trained or is the hand-set one).
+//! - `GET /health`: `ok` or `degraded` (replication failing, EMPI matching
+//!   degraded). Without a token, `{"status"}` only (up/down for outside
+//!   monitoring); with an operator token, also the region, the mode, the DR
+//!   lag in figures only and the EMPI's model version (and whether it was
+//!   trained or is the hand-set one). A token sent but not valid is a 401.
 //!
 //! Errors are `application/problem+json` ([`super::problem`]); sync
 //! requests are signed, so a 401 here carries no bearer challenge. Logs
@@ -41,7 +43,7 @@ use crate::enrolment::{BatchError, Rejection};
 use crate::state::CloudState;
 use crate::store::IngestError;
 
-fn signed(headers: &HeaderMap) -> Option<SignedRequest> {
+pub(super) fn signed(headers: &HeaderMap) -> Option<SignedRequest> {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
     Some(SignedRequest {
         hospital: h("x-hms-hospital")?.parse().ok()?,
@@ -51,7 +53,7 @@ fn signed(headers: &HeaderMap) -> Option<SignedRequest> {
     })
 }
 
-fn unsigned() -> Response {
+pub(super) fn unsigned() -> Response {
     unchallenged(problem::problem(
         StatusCode::UNAUTHORIZED,
         problem::UNSIGNED,
@@ -91,7 +93,7 @@ fn decode(enc: Encoding, body: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, Batc
     }
 }
 
-fn failure(e: BatchError) -> Response {
+pub(super) fn failure(e: BatchError) -> Response {
     unchallenged(problem::batch(e))
 }
 
@@ -310,8 +312,16 @@ pub(super) async fn downlink(
     }
 }
 
-/// `GET /health`: `ok`, or `degraded` while DR replication is failing.
-pub(super) async fn health(State(state): State<CloudState>) -> Response {
+/// `GET /health`: `ok`, or `degraded` while DR replication is failing; the
+/// details only to an operator token.
+pub(super) async fn health(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    let detailed = headers.contains_key(axum::http::header::AUTHORIZATION);
+    if detailed
+        && let Err(refused) =
+            super::operator::operator(&state, &headers, super::operator::Scope::Read).await
+    {
+        return refused;
+    }
     let mode = match state.mode {
         Mode::Primary => "primary",
         Mode::Replica => "replica",
@@ -334,6 +344,9 @@ pub(super) async fn health(State(state): State<CloudState>) -> Response {
         || replication
             .as_ref()
             .is_some_and(|r| r["hospitals_failing"].as_u64().unwrap_or(0) > 0);
+    if !detailed {
+        return Json(json!({ "status": if degraded { "degraded" } else { "ok" } })).into_response();
+    }
     Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "region": state.registry.region(),

@@ -9,6 +9,11 @@
 //! ([`EmpiDb::open_existing`]) or a read-only one for long reads
 //! ([`EmpiDb::reader`]). Changes that belong together go through one
 //! [`Transaction`].
+//!
+//! The audit holds reads too (action `read`: the kind of query in `query`,
+//! how many results in `results`; no source, local id or value). Columns
+//! added after the first schema come from [`MIGRATIONS`], run once each by
+//! `PRAGMA user_version` when a writer opens the file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -75,6 +80,39 @@ CREATE TABLE IF NOT EXISTS models (
     active     INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1))
 ) STRICT;
 CREATE UNIQUE INDEX IF NOT EXISTS models_one_active ON models(active) WHERE active = 1;";
+
+/// Forward-only changes to [`SCHEMA`]; index + 1 is the `user_version`
+/// they bring.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: audited reads: the kind of query and how many results.
+    "ALTER TABLE audit ADD COLUMN query TEXT;
+     ALTER TABLE audit ADD COLUMN results INTEGER;",
+];
+
+/// Runs the migrations `conn` has not had, in one transaction; refuses a
+/// newer file.
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let target = MIGRATIONS.len() as i64;
+    let version = |c: &Connection| -> rusqlite::Result<i64> {
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+    };
+    if version(conn)? == target {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    if found > target {
+        anyhow::bail!(
+            "empi.sqlite has schema version {found}, newer than this hms-cloud knows ({target})"
+        );
+    }
+    for sql in &MIGRATIONS[found.max(0) as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", target)?;
+    tx.commit()?;
+    Ok(())
+}
 
 /// How long a connection waits for a lock another one holds.
 const BUSY: Duration = Duration::from_secs(10);
@@ -253,9 +291,38 @@ impl EmpiDb {
     }
 
     fn writer(path: &Path, create: sqlite::Create) -> anyhow::Result<EmpiDb> {
-        let conn = sqlite::writer(path, create, BUSY)?;
+        let mut conn = sqlite::writer(path, create, BUSY)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn).context("migrating empi.sqlite")?;
         Ok(EmpiDb { conn })
+    }
+
+    /// Appends an audited read (see the module doc), durably.
+    pub fn audit_read(
+        &self,
+        at: i64,
+        actor: &str,
+        query: &str,
+        results: i64,
+        model_version: &str,
+    ) -> anyhow::Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit(at, actor, action, source, local_id, query, results,
+                                   model_version)
+                 VALUES (?1, ?2, 'read', '', '', ?3, ?4, ?5)",
+            )?
+            .execute(params![at, actor, query, results, model_version])?;
+        Ok(())
+    }
+
+    /// The audited reads, oldest first: (at, actor, query, results).
+    pub fn audited_reads(&self) -> anyhow::Result<Vec<(i64, String, String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, actor, query, results FROM audit WHERE action = 'read' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// A read-only connection (long reads do not hold up the writer).
@@ -465,6 +532,21 @@ impl EmpiDb {
             .query_row(
                 "SELECT count(*) FROM models WHERE active = 1 OR ?1 = 0",
                 [active_only],
+                |r| r.get(0),
+            )
+            .unwrap_or(-1)
+    }
+
+    /// Audited reads that name a record, an EID or a decision (tests:
+    /// there must be none).
+    #[cfg(test)]
+    pub(crate) fn reads_naming_records(&self) -> i64 {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM audit WHERE action = 'read'
+                 AND (source != '' OR local_id != '' OR before_eid IS NOT NULL
+                      OR after_eid IS NOT NULL OR decision IS NOT NULL OR score IS NOT NULL)",
+                [],
                 |r| r.get(0),
             )
             .unwrap_or(-1)

@@ -5,7 +5,8 @@
 //! [`SyncBatch`] to it with the rules of [`hms_domain::sync::plan_ingest`]:
 //! idempotent by (hospital, seq), in order, gaps and broken chains refused,
 //! nothing stored from a refused batch. Every backend must pass
-//! [`conformance::run`]: SQLite here, PostgreSQL in [`postgres`]. An
+//! [`conformance::run`]: SQLite here, PostgreSQL in [`postgres`] (over TLS
+//! as its connection string says, [`pg_tls`]). An
 //! [`OpenStore`] is how the rest of the cloud reaches a hospital's store,
 //! whatever the backend.
 //!
@@ -22,6 +23,7 @@
 
 pub mod downlink;
 pub mod empi;
+pub mod pg_tls;
 pub mod postgres;
 pub mod registry;
 pub mod sqlite;

@@ -1,4 +1,6 @@
-//! The PostgreSQL backend: one database per hospital (`hms_{hospital}`).
+//! The PostgreSQL backend: one database per hospital (`hms_{hospital}`, or
+//! for an id too long for that within PostgreSQL's 63-byte identifiers a
+//! shortened name with a hash of the whole id: [`database_name`]).
 //!
 //! The router connects to the server's maintenance database to create a
 //! hospital's database on first use, then each store holds one connection
@@ -6,7 +8,10 @@
 //! connection to the router's pool, so steady ingest does not pay a
 //! connection set-up per batch. A batch is appended with one statement
 //! (arrays unnested server-side). Commits are durable (`synchronous_commit`
-//! on, the server default), so a returned `append` is on disk.
+//! on, the server default), so a returned `append` is on disk. Every
+//! session goes over TLS as the connection string's `sslmode` and
+//! `sslrootcert` say ([`super::pg_tls`]); a server that cannot do what they
+//! ask is refused, never used in plain.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,16 +20,17 @@ use std::time::Duration;
 use anyhow::Context;
 use hms_domain::sync::Position;
 use hms_domain::{Envelope, EventHash, HospitalId};
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::HospitalStore;
+use super::pg_tls::PgTarget;
 
 /// Where the PostgreSQL server is and how to reach it.
 #[derive(Clone)]
 pub struct PgRouter {
-    /// Connection string of the maintenance database, e.g.
-    /// `host=127.0.0.1 user=postgres dbname=postgres`.
-    admin: String,
+    /// The maintenance database, e.g. from
+    /// `host=127.0.0.1 user=postgres dbname=postgres sslmode=verify-full sslrootcert=ca.pem`.
+    admin: PgTarget,
     /// Idle connections per database.
     pool: Pool,
 }
@@ -79,27 +85,46 @@ impl std::fmt::Debug for PgRouter {
     }
 }
 
-/// The database name of a hospital (ids are tokens of `[A-Za-z0-9._:-]`).
+/// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`); it
+/// truncates longer ones silently, so two names that agree on their first
+/// 63 bytes would be one database.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// Bytes of the id kept in front of the hash in a shortened name.
+const SHORT_PREFIX_BYTES: usize = 26;
+
+/// The database name of a hospital (ids are tokens of `[A-Za-z0-9._:-]`,
+/// at most 64 bytes): `hms_{hospital}` when that fits in
+/// [`MAX_IDENTIFIER_BYTES`] (ids of up to 59 bytes, so every database named
+/// before keeps its name), otherwise `hms_{first 26 bytes}+{32 hex digits
+/// of the id's SHA-256}` (63 bytes). The `+` is outside the id alphabet, so
+/// a shortened name is never another id's plain one, and two ids that share
+/// any prefix get distinct databases.
 pub fn database_name(hospital: &HospitalId) -> String {
-    format!("hms_{hospital}")
+    let id = hospital.as_str();
+    let plain = format!("hms_{id}");
+    if plain.len() <= MAX_IDENTIFIER_BYTES {
+        return plain;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // The alphabet is ASCII: any byte offset is a character boundary.
+    format!("hms_{}+{hex}", &id[..SHORT_PREFIX_BYTES.min(id.len())])
 }
 
 impl PgRouter {
-    /// A router over the server reached by `admin` (a libpq-style string).
-    pub fn new(admin: impl Into<String>) -> Self {
-        Self {
-            admin: admin.into(),
+    /// A router over the server reached by `admin` (a libpq-style string,
+    /// TLS settings included; see [`super::pg_tls`]). Connects to nothing
+    /// yet; a string that does not parse or names an unusable CA file is
+    /// refused.
+    pub fn new(admin: impl AsRef<str>) -> anyhow::Result<Self> {
+        Ok(Self {
+            admin: PgTarget::parse(admin.as_ref()).map_err(anyhow::Error::msg)?,
             pool: Pool::default(),
-        }
-    }
-
-    fn with_db(&self, db: &str) -> String {
-        let kept: Vec<&str> = self
-            .admin
-            .split_whitespace()
-            .filter(|kv| !kv.starts_with("dbname="))
-            .collect();
-        format!("{} dbname='{db}'", kept.join(" "))
+        })
     }
 
     /// Opens (creating if needed) the database of `hospital`, reusing an
@@ -121,18 +146,23 @@ impl PgRouter {
                 });
             }
         }
-        let mut admin = Client::connect(&self.admin, NoTls)
-            .with_context(|| "connecting to the PostgreSQL maintenance database")?;
+        let mut admin = self.admin.connect().with_context(|| {
+            format!(
+                "connecting to the PostgreSQL maintenance database (sslmode={})",
+                self.admin.mode().as_str()
+            )
+        })?;
         let exists = admin
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])?
             .is_some();
         if !exists {
-            // Identifiers cannot be bound; the id alphabet has no quote characters.
+            // Identifiers cannot be bound; the name has no quote characters
+            // (the id alphabet and `+`).
             admin
                 .batch_execute(&format!("CREATE DATABASE \"{db}\""))
                 .with_context(|| format!("creating database {db}"))?;
         }
-        let mut store = PgHospitalStore::connect(&self.with_db(&db))?;
+        let mut store = PgHospitalStore::connect(&self.admin.with_dbname(&db))?;
         store.home = Some((self.pool.clone(), db));
         Ok(store)
     }
@@ -152,7 +182,7 @@ impl PgRouter {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&database_name(hospital));
         close_off_runtime(gone.unwrap_or_default());
-        let mut admin = Client::connect(&self.admin, NoTls)?;
+        let mut admin = self.admin.connect()?;
         admin.batch_execute(&format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             database_name(hospital)
@@ -194,8 +224,13 @@ impl std::fmt::Debug for PgHospitalStore {
 
 impl PgHospitalStore {
     /// Connects to a hospital database and makes sure its schema exists.
-    pub fn connect(conn: &str) -> anyhow::Result<Self> {
-        let mut client = Client::connect(conn, NoTls).context("connecting to PostgreSQL")?;
+    pub fn connect(target: &PgTarget) -> anyhow::Result<Self> {
+        let mut client = target.connect().with_context(|| {
+            format!(
+                "connecting to PostgreSQL (sslmode={})",
+                target.mode().as_str()
+            )
+        })?;
         client.batch_execute(
             "CREATE TABLE IF NOT EXISTS events (
                  seq      BIGINT PRIMARY KEY,

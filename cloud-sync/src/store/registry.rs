@@ -1,12 +1,21 @@
 //! The cloud's own database, `registry.sqlite` under the data dir: the
 //! enrolled appliances (hospital, region, node, public key), operator API
-//! tokens (only their SHA-256 is stored), the DR primaries a replica
-//! accepts, and each hospital's last ingest.
+//! tokens (only their SHA-256 is stored, with their [`Scopes`], expiry and
+//! revocation), the DR primaries a replica accepts, each hospital's last
+//! ingest, and an append-only audit of what operators changed here
+//! (tokens created and revoked, appliances enrolled and re-keyed).
 //!
 //! [`RegistryDb`] is the handle the running cloud and the command line
 //! share; the rules (residency, key length) are checked by its callers
 //! ([`crate::enrolment`], [`crate::dr`]) before anything is written here.
 //! No PHI is kept here: hospital ids, region ids, token names and times.
+//!
+//! This file is SQLite whatever the store backend (`backend = "postgres"`
+//! keeps only the hospitals' logs in PostgreSQL). Its schema is versioned
+//! with `PRAGMA user_version` and migrated forward on open ([`MIGRATIONS`]);
+//! a file newer than this binary knows is refused. Tokens made before
+//! scopes existed have none recorded and keep working with every scope
+//! (`admin`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,7 +25,7 @@ use anyhow::Context;
 use base64::Engine;
 use hms_domain::{HospitalId, NodeId, RegionId};
 use ring::rand::SecureRandom;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::sqlite;
 
@@ -89,30 +98,192 @@ impl RegistryDb {
 
     /// Stores (or replaces) the enrolment of a hospital.
     pub fn put_enrolment(&self, e: &EnrolmentRow) -> anyhow::Result<()> {
-        self.conn().execute(
-            "INSERT INTO enrolments(hospital, region, node, public_key) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(hospital) DO UPDATE SET region = excluded.region, node = excluded.node,
-                public_key = excluded.public_key",
-            params![
-                e.hospital.as_str(),
-                e.region.as_str(),
-                e.node.as_str(),
-                e.public_key
-            ],
+        put_enrolment(&self.conn(), e)
+    }
+
+    /// Stores the enrolment of a hospital unless another one (another node
+    /// or key) is stored and `replace` is false; a new or replaced
+    /// enrolment is audited as `actor`'s, in the same transaction.
+    pub fn put_enrolment_checked(
+        &self,
+        e: &EnrolmentRow,
+        replace: bool,
+        actor: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Enrolled> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stored: Option<(String, String, Vec<u8>)> = tx
+            .query_row(
+                "SELECT region, node, public_key FROM enrolments WHERE hospital = ?1",
+                [e.hospital.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let outcome = match stored {
+            None => Enrolled::New,
+            Some((region, node, key))
+                if region == e.region.as_str()
+                    && node == e.node.as_str()
+                    && key == e.public_key =>
+            {
+                return Ok(Enrolled::Unchanged);
+            }
+            Some((_, node, _)) if !replace => {
+                return Ok(Enrolled::Refused {
+                    node: node.parse().context("stored node id")?,
+                });
+            }
+            Some((_, node, _)) => Enrolled::Replaced {
+                previous: node.parse().context("stored node id")?,
+            },
+        };
+        put_enrolment(&tx, e)?;
+        let (action, detail) = match &outcome {
+            Enrolled::Replaced { previous } => (
+                "enrolment_replaced",
+                format!("node {} (was {previous}), new key", e.node),
+            ),
+            _ => ("enrolment_created", format!("node {}", e.node)),
+        };
+        audit(
+            &tx,
+            &AuditEntry {
+                at_ms: now_ms,
+                actor,
+                action,
+                subject: e.hospital.as_str(),
+                detail: &detail,
+            },
         )?;
-        Ok(())
+        tx.commit()?;
+        Ok(outcome)
     }
 
-    /// Creates an operator token named `name` and returns it; only its
-    /// SHA-256 is stored, so it is shown once. A name already in use is
-    /// refused.
+    /// Creates an operator token named `name` with every scope (`admin`),
+    /// not expiring, and returns it; only its SHA-256 is stored, so it is
+    /// shown once. The name of a live token is refused.
     pub fn create_token(&self, name: &str, now_ms: i64) -> anyhow::Result<String> {
-        create_token(&self.conn(), name, now_ms)
+        self.create_operator_token(
+            &NewOperatorToken {
+                name,
+                scopes: Scopes::ADMIN,
+                expires_ms: None,
+                by: "system",
+            },
+            now_ms,
+        )
+        .map_err(anyhow::Error::from)
     }
 
-    /// The name of the operator holding `token`, if it is one of ours.
+    /// Creates an operator token and returns it (only its SHA-256 is
+    /// stored, so it is shown once), audited as `t.by`'s. The name of a
+    /// live token (neither revoked nor expired) is refused.
+    pub fn create_operator_token(
+        &self,
+        t: &NewOperatorToken<'_>,
+        now_ms: i64,
+    ) -> Result<String, TokenError> {
+        create_token(&mut self.conn(), t, now_ms)
+    }
+
+    /// The live operator token `token` (neither revoked nor expired at
+    /// `now_ms`), if it is one of ours.
+    pub fn operator(&self, token: &str, now_ms: i64) -> anyhow::Result<Option<Operator>> {
+        operator(&self.conn(), token, now_ms)
+    }
+
+    /// The name of the operator holding `token`, if it is a live one of ours.
     pub fn token_name(&self, token: &str) -> anyhow::Result<Option<String>> {
-        token_name(&self.conn(), token)
+        let now = hms_domain::Timestamp::now().as_millis();
+        Ok(operator(&self.conn(), token, now)?.map(|o| o.name))
+    }
+
+    /// Every operator token, oldest first (never the token).
+    pub fn tokens(&self) -> anyhow::Result<Vec<OperatorTokenRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, scopes, created_ms, expires_ms, revoked_ms FROM operator_tokens
+             ORDER BY created_ms, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let scopes: Option<String> = r.get(1)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                scopes,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (name, scopes, created_ms, expires_ms, revoked_ms) = row?;
+            Ok(OperatorTokenRow {
+                name,
+                scopes: Scopes::stored(scopes.as_deref())?,
+                created_ms,
+                expires_ms,
+                revoked_ms,
+            })
+        })
+        .collect()
+    }
+
+    /// Revokes the live operator token named `name`, audited as `by`'s;
+    /// it is refused from the next request on.
+    pub fn revoke_token(&self, name: &str, now_ms: i64, by: &str) -> anyhow::Result<Revoked> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE operator_tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
+            params![name, now_ms],
+        )?;
+        if n == 0 {
+            let known: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM operator_tokens WHERE name = ?1)",
+                [name],
+                |r| r.get(0),
+            )?;
+            return Ok(if known {
+                Revoked::Already
+            } else {
+                Revoked::Unknown
+            });
+        }
+        audit(
+            &tx,
+            &AuditEntry {
+                at_ms: now_ms,
+                actor: by,
+                action: "token_revoked",
+                subject: name,
+                detail: "",
+            },
+        )?;
+        tx.commit()?;
+        Ok(Revoked::Revoked(n))
+    }
+
+    /// Appends to the audit.
+    pub fn audit(&self, e: &AuditEntry<'_>) -> anyhow::Result<()> {
+        audit(&self.conn(), e)
+    }
+
+    /// The audit, oldest first.
+    pub fn audit_log(&self) -> anyhow::Result<Vec<AuditRecord>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT at_ms, actor, action, subject, detail FROM audit ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AuditRecord {
+                at_ms: r.get(0)?,
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                subject: r.get(3)?,
+                detail: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Stores (or re-keys) the DR primary of `region`.
@@ -183,31 +354,331 @@ impl RegistryDb {
     }
 }
 
-/// Creates the tables (idempotent).
+/// Forward-only migrations; index + 1 is the `user_version` they bring.
+/// A file from before versioning (version 0) holds the tables of the first
+/// already, which it creates only where missing.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: enrolments, operator tokens (name and hash), primaries, ingest.
+    "CREATE TABLE IF NOT EXISTS enrolments (
+         hospital   TEXT PRIMARY KEY,
+         region     TEXT NOT NULL,
+         node       TEXT NOT NULL,
+         public_key BLOB NOT NULL
+     ) STRICT;
+     CREATE TABLE IF NOT EXISTS api_tokens (
+         name         TEXT PRIMARY KEY,
+         token_sha256 BLOB NOT NULL UNIQUE,
+         created_ms   INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE IF NOT EXISTS primaries (
+         region     TEXT PRIMARY KEY,
+         public_key BLOB NOT NULL
+     ) STRICT;
+     CREATE TABLE IF NOT EXISTS ingest_status (
+         hospital       TEXT PRIMARY KEY,
+         region         TEXT NOT NULL,
+         last_ingest_ms INTEGER NOT NULL
+     ) STRICT;",
+    // 2: operator tokens with scopes (NULL: made before scopes, all of
+    // them), expiry and revocation; a revoked name may be given again. The
+    // audit of operators' changes.
+    "CREATE TABLE operator_tokens (
+         id           INTEGER PRIMARY KEY,
+         name         TEXT    NOT NULL,
+         token_sha256 BLOB    NOT NULL UNIQUE,
+         created_ms   INTEGER NOT NULL,
+         scopes       TEXT,
+         expires_ms   INTEGER,
+         revoked_ms   INTEGER
+     ) STRICT;
+     INSERT INTO operator_tokens(name, token_sha256, created_ms)
+         SELECT name, token_sha256, created_ms FROM api_tokens ORDER BY created_ms, name;
+     DROP TABLE api_tokens;
+     CREATE INDEX operator_tokens_by_name ON operator_tokens(name);
+     CREATE TABLE audit (
+         id      INTEGER PRIMARY KEY AUTOINCREMENT,
+         at_ms   INTEGER NOT NULL,
+         actor   TEXT    NOT NULL,
+         action  TEXT    NOT NULL,
+         subject TEXT    NOT NULL,
+         detail  TEXT    NOT NULL
+     ) STRICT;",
+];
+
+/// The schema version this binary writes.
+pub const REGISTRY_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema to [`REGISTRY_VERSION`] (each step once, in one
+/// transaction); refuses a newer file.
 fn init(conn: &Connection) -> anyhow::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS enrolments (
-             hospital   TEXT PRIMARY KEY,
-             region     TEXT NOT NULL,
-             node       TEXT NOT NULL,
-             public_key BLOB NOT NULL
-         ) STRICT;
-         CREATE TABLE IF NOT EXISTS api_tokens (
-             name         TEXT PRIMARY KEY,
-             token_sha256 BLOB NOT NULL UNIQUE,
-             created_ms   INTEGER NOT NULL
-         ) STRICT;
-         CREATE TABLE IF NOT EXISTS primaries (
-             region     TEXT PRIMARY KEY,
-             public_key BLOB NOT NULL
-         ) STRICT;
-         CREATE TABLE IF NOT EXISTS ingest_status (
-             hospital       TEXT PRIMARY KEY,
-             region         TEXT NOT NULL,
-             last_ingest_ms INTEGER NOT NULL
-         ) STRICT;",
+    let version = |c: &Connection| -> rusqlite::Result<i64> {
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+    };
+    if version(conn)? == REGISTRY_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let done = (|| -> anyhow::Result<()> {
+        let found = version(conn)?;
+        if found > REGISTRY_VERSION {
+            anyhow::bail!(
+                "registry.sqlite has schema version {found}, newer than this hms-cloud knows \
+                 ({REGISTRY_VERSION}); run the newer hms-cloud"
+            );
+        }
+        for sql in &MIGRATIONS[found.max(0) as usize..] {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", REGISTRY_VERSION)?;
+        Ok(())
+    })();
+    match done {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.context("migrating registry.sqlite"));
+        }
+    }
+    Ok(())
+}
+
+fn put_enrolment(conn: &Connection, e: &EnrolmentRow) -> anyhow::Result<()> {
+    conn.execute(
+        "INSERT INTO enrolments(hospital, region, node, public_key) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(hospital) DO UPDATE SET region = excluded.region, node = excluded.node,
+            public_key = excluded.public_key",
+        params![
+            e.hospital.as_str(),
+            e.region.as_str(),
+            e.node.as_str(),
+            e.public_key
+        ],
     )?;
+    Ok(())
+}
+
+/// What an operator token may do. `Admin` implies every other scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Read hospitals, census, ADT volumes, replication, health details.
+    Read,
+    /// The regional EMPI: records, searches, decisions, merges, reviews, model.
+    Empi,
+    /// The fleet console and its API (appliance status, commands, rollouts).
+    Fleet,
+    /// Enrol appliances (and re-key them, with `replace`).
+    Enrol,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in order.
+    pub const ALL: [Scope; 5] = [
+        Scope::Read,
+        Scope::Empi,
+        Scope::Fleet,
+        Scope::Enrol,
+        Scope::Admin,
+    ];
+
+    /// Its name (`read`, `empi`, `fleet`, `enrol`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Empi => "empi",
+            Scope::Fleet => "fleet",
+            Scope::Enrol => "enrol",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The scopes of an operator token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Every scope.
+    pub const ADMIN: Scopes = Scopes(1 << (Scope::Admin as u8));
+
+    /// Parses names (`read`, `empi`…), each once or more; none is an error.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Scopes, String> {
+        let mut out = Scopes::default();
+        for n in names {
+            let n = n.trim();
+            let s = Scope::parse(n).ok_or_else(|| {
+                format!("unknown scope {n:?}; use read, empi, fleet, enrol or admin")
+            })?;
+            out.0 |= s.bit();
+        }
+        if out.0 == 0 {
+            return Err("give at least one scope: read, empi, fleet, enrol or admin".into());
+        }
+        Ok(out)
+    }
+
+    /// As stored: `None` (a token from before scopes) is `admin`.
+    fn stored(text: Option<&str>) -> rusqlite::Result<Scopes> {
+        match text {
+            None => Ok(Scopes::ADMIN),
+            Some(t) => Scopes::parse(t.split(',')).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            }),
+        }
+    }
+
+    /// Whether these scopes allow `scope` (`admin` allows all).
+    pub fn allows(self, scope: Scope) -> bool {
+        self.0 & (Scope::Admin.bit() | scope.bit()) != 0
+    }
+
+    /// The scopes, in order.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL
+            .into_iter()
+            .filter(move |s| self.0 & s.bit() != 0)
+    }
+}
+
+impl std::fmt::Display for Scopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.iter().map(Scope::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// The live operator behind a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// The token's name.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Scopes,
+}
+
+/// An operator token to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewOperatorToken<'a> {
+    /// Its name (1-64 of letters, digits, `.`, `_`, `-`).
+    pub name: &'a str,
+    /// Its scopes.
+    pub scopes: Scopes,
+    /// When it expires, ms since the epoch.
+    pub expires_ms: Option<i64>,
+    /// Who creates it (`cli:LOGIN`), for the audit.
+    pub by: &'a str,
+}
+
+/// Why an operator token was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The name is not 1-64 of letters, digits, `.`, `_`, `-`.
+    #[error("a token name is 1-64 characters of letters, digits, '.', '_' or '-'")]
+    BadName,
+    /// A live token (neither revoked nor expired) has the name.
+    #[error(
+        "a token named {0:?} exists already; choose another name, or revoke it first \
+         (`hms-cloud token revoke {0}`)"
+    )]
+    Duplicate(String),
+    /// The registry failed.
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// One operator token as `hms-cloud token list` shows it (never the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorTokenRow {
+    /// Its name.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Scopes,
+    /// When it was created, ms since the epoch.
+    pub created_ms: i64,
+    /// When it expires.
+    pub expires_ms: Option<i64>,
+    /// When it was revoked.
+    pub revoked_ms: Option<i64>,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked this many tokens of the name.
+    Revoked(usize),
+    /// The token was revoked before.
+    Already,
+    /// No token has that name.
+    Unknown,
+}
+
+/// What storing an enrolment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enrolled {
+    /// The hospital was not enrolled before.
+    New,
+    /// The same enrolment was stored already: nothing changed.
+    Unchanged,
+    /// Another node or key was stored and `replace` was given.
+    Replaced {
+        /// The node enrolled before.
+        previous: NodeId,
+    },
+    /// Another node or key is stored and `replace` was not given: nothing
+    /// changed.
+    Refused {
+        /// The node enrolled.
+        node: NodeId,
+    },
+}
+
+/// One audit entry to append.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEntry<'a> {
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Who (`operator:{token name}`, `cli:{login}`).
+    pub actor: &'a str,
+    /// What (`token_created`, `token_revoked`, `enrolment_created`,
+    /// `enrolment_replaced`).
+    pub action: &'a str,
+    /// Which token or hospital.
+    pub subject: &'a str,
+    /// Ids and settings only, never a secret or PHI.
+    pub detail: &'a str,
+}
+
+/// One stored audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// Which token or hospital.
+    pub subject: String,
+    /// Ids and settings.
+    pub detail: String,
+}
+
+fn audit(conn: &Connection, e: &AuditEntry<'_>) -> anyhow::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit(at_ms, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![e.at_ms, e.actor, e.action, e.subject, e.detail])?;
     Ok(())
 }
 
@@ -220,14 +691,19 @@ fn digest(token: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn create_token(conn: &Connection, name: &str, now_ms: i64) -> anyhow::Result<String> {
+fn create_token(
+    conn: &mut Connection,
+    t: &NewOperatorToken<'_>,
+    now_ms: i64,
+) -> Result<String, TokenError> {
+    let name = t.name;
     if name.is_empty()
         || name.len() > 64
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        anyhow::bail!("a token name is 1-64 characters of letters, digits, '.', '_' or '-'");
+        return Err(TokenError::BadName);
     }
     let mut raw = [0u8; 32];
     ring::rand::SystemRandom::new()
@@ -237,22 +713,63 @@ fn create_token(conn: &Connection, name: &str, now_ms: i64) -> anyhow::Result<St
         "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     );
-    let n = conn.execute(
-        "INSERT INTO api_tokens(name, token_sha256, created_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT(name) DO NOTHING",
-        params![name, digest(&token), now_ms],
-    )?;
-    if n == 0 {
-        anyhow::bail!("a token named {name:?} exists already");
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(anyhow::Error::from)?;
+    let taken: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM operator_tokens WHERE name = ?1 AND revoked_ms IS NULL
+                            AND (expires_ms IS NULL OR expires_ms > ?2))",
+            params![name, now_ms],
+            |r| r.get(0),
+        )
+        .map_err(anyhow::Error::from)?;
+    if taken {
+        return Err(TokenError::Duplicate(name.to_owned()));
     }
+    let scopes = t.scopes.to_string();
+    tx.execute(
+        "INSERT INTO operator_tokens(name, token_sha256, created_ms, scopes, expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, digest(&token), now_ms, scopes, t.expires_ms],
+    )
+    .map_err(anyhow::Error::from)?;
+    let expires = t.expires_ms.map_or_else(
+        || "never".to_owned(),
+        |e| hms_domain::Timestamp::from_millis(e).to_rfc3339(),
+    );
+    audit(
+        &tx,
+        &AuditEntry {
+            at_ms: now_ms,
+            actor: t.by,
+            action: "token_created",
+            subject: name,
+            detail: &format!("scopes {scopes}; expires {expires}"),
+        },
+    )?;
+    tx.commit().map_err(anyhow::Error::from)?;
     Ok(token)
 }
 
-fn token_name(conn: &Connection, token: &str) -> anyhow::Result<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT name FROM api_tokens WHERE token_sha256 = ?1")?
-        .query_row([digest(token)], |r| r.get(0))
-        .optional()?)
+fn operator(conn: &Connection, token: &str, now_ms: i64) -> anyhow::Result<Option<Operator>> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT name, scopes FROM operator_tokens
+             WHERE token_sha256 = ?1 AND revoked_ms IS NULL
+               AND (expires_ms IS NULL OR expires_ms > ?2)",
+        )?
+        .query_row(params![digest(token), now_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(name, scopes)| {
+        Ok(Operator {
+            name,
+            scopes: Scopes::stored(scopes.as_deref())?,
+        })
+    })
+    .transpose()
 }
 
 fn primaries(conn: &Connection) -> anyhow::Result<HashMap<RegionId, Vec<u8>>> {
@@ -278,23 +795,138 @@ pub struct IngestStatus {
 mod tests {
     use super::*;
 
+    fn new(name: &str) -> NewOperatorToken<'_> {
+        NewOperatorToken {
+            name,
+            scopes: Scopes::parse(["read"]).expect("scopes"),
+            expires_ms: None,
+            by: "cli:test",
+        }
+    }
+
     #[test]
     fn tokens_are_stored_hashed_and_names_are_unique() {
-        let conn = Connection::open_in_memory().expect("db");
-        init(&conn).expect("init");
-        let t = create_token(&conn, "ops-1", 5).expect("token");
+        let db = RegistryDb::in_memory().expect("db");
+        let t = db.create_operator_token(&new("ops-1"), 5).expect("token");
         assert!(t.starts_with(TOKEN_PREFIX) && t.len() > 40, "{t}");
-        assert_eq!(
-            token_name(&conn, &t).expect("lookup").as_deref(),
-            Some("ops-1")
-        );
-        assert_eq!(token_name(&conn, "hmsc_guess").expect("lookup"), None);
-        let stored: Vec<u8> = conn
-            .query_row("SELECT token_sha256 FROM api_tokens", [], |r| r.get(0))
+        assert_eq!(db.token_name(&t).expect("lookup").as_deref(), Some("ops-1"));
+        assert_eq!(db.token_name("hmsc_guess").expect("lookup"), None);
+        let stored: Vec<u8> = db
+            .conn()
+            .query_row("SELECT token_sha256 FROM operator_tokens", [], |r| r.get(0))
             .expect("row");
         assert_eq!(stored, digest(&t), "only the SHA-256 of the token is kept");
-        let e = create_token(&conn, "ops-1", 6).expect_err("duplicate");
-        assert!(e.to_string().contains("exists"), "{e}");
-        assert!(create_token(&conn, "bad name", 6).is_err());
+        let e = db
+            .create_operator_token(&new("ops-1"), 6)
+            .expect_err("duplicate");
+        assert!(matches!(e, TokenError::Duplicate(_)), "{e}");
+        assert!(matches!(
+            db.create_operator_token(&new("bad name"), 6),
+            Err(TokenError::BadName)
+        ));
+        // Revoked: refused at once; the name may be given again.
+        assert_eq!(
+            db.revoke_token("ops-1", 7, "cli:test").expect("revoke"),
+            Revoked::Revoked(1)
+        );
+        assert_eq!(
+            db.revoke_token("ops-1", 7, "cli:test").expect("revoke"),
+            Revoked::Already
+        );
+        assert_eq!(
+            db.revoke_token("nobody", 7, "cli:test").expect("revoke"),
+            Revoked::Unknown
+        );
+        assert_eq!(db.token_name(&t).expect("lookup"), None);
+        db.create_operator_token(&new("ops-1"), 8).expect("again");
+        let actions: Vec<String> = db
+            .audit_log()
+            .expect("audit")
+            .into_iter()
+            .map(|a| format!("{} {} {} {}", a.actor, a.action, a.subject, a.detail))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "cli:test token_created ops-1 scopes read; expires never",
+                "cli:test token_revoked ops-1 ",
+                "cli:test token_created ops-1 scopes read; expires never",
+            ]
+        );
+    }
+
+    #[test]
+    fn scopes_parse_and_admin_allows_all() {
+        let s = Scopes::parse(["read", "empi", "read"]).expect("scopes");
+        assert_eq!(s.to_string(), "read,empi");
+        assert!(s.allows(Scope::Read) && s.allows(Scope::Empi));
+        assert!(!s.allows(Scope::Enrol) && !s.allows(Scope::Fleet) && !s.allows(Scope::Admin));
+        for scope in Scope::ALL {
+            assert!(Scopes::ADMIN.allows(scope), "{scope:?}");
+        }
+        assert!(
+            Scopes::parse(["reed"])
+                .expect_err("unknown")
+                .contains("unknown scope")
+        );
+        assert!(Scopes::parse([]).is_err());
+        assert_eq!(Scopes::stored(None).expect("legacy"), Scopes::ADMIN);
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_and_its_name_free_again() {
+        let db = RegistryDb::in_memory().expect("db");
+        let t = db
+            .create_operator_token(
+                &NewOperatorToken {
+                    expires_ms: Some(100),
+                    ..new("temp")
+                },
+                10,
+            )
+            .expect("token");
+        assert!(db.operator(&t, 99).expect("lookup").is_some());
+        assert!(db.operator(&t, 100).expect("lookup").is_none());
+        db.create_operator_token(&new("temp"), 100)
+            .expect("name free");
+    }
+
+    #[test]
+    fn a_registry_from_before_scopes_is_migrated_and_its_tokens_become_admin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registry.sqlite");
+        let legacy_token = "hmsc_legacy-token-of-an-operator";
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(MIGRATIONS[0]).expect("v1 tables");
+            conn.execute(
+                "INSERT INTO api_tokens(name, token_sha256, created_ms) VALUES ('ops', ?1, 5)",
+                [digest(legacy_token)],
+            )
+            .expect("legacy token");
+            conn.execute(
+                "INSERT INTO enrolments VALUES ('h1', 'eu-west', 'edge-1', x'00')",
+                [],
+            )
+            .expect("enrolment");
+        }
+        let db = RegistryDb::open(dir.path()).expect("migrates");
+        let op = db
+            .operator(legacy_token, 6)
+            .expect("lookup")
+            .expect("still valid");
+        assert_eq!((op.name.as_str(), op.scopes), ("ops", Scopes::ADMIN));
+        assert_eq!(db.enrolments().expect("enrolments").len(), 1);
+        let rows = db.tokens().expect("tokens");
+        assert_eq!((rows[0].created_ms, rows[0].expires_ms), (5, None));
+        drop(db);
+        // Opened again: nothing to do; a newer file is refused.
+        RegistryDb::open(dir.path()).expect("again");
+        Connection::open(&path)
+            .expect("open")
+            .pragma_update(None, "user_version", REGISTRY_VERSION + 1)
+            .expect("bump");
+        let e = format!("{:#}", RegistryDb::open(dir.path()).expect_err("newer"));
+        assert!(e.contains("newer than this hms-cloud knows"), "{e}");
     }
 }

@@ -31,7 +31,7 @@ fn pg_admin() -> Option<String> {
 #[test]
 fn postgres_backend_passes_the_conformance_suite() {
     let Some(admin) = pg_admin() else { return };
-    let router = super::postgres::PgRouter::new(admin);
+    let router = super::postgres::PgRouter::new(admin).expect("router");
     let hospital = hms_domain::HospitalId::new(format!("conf-{}", std::process::id())).expect("id");
     router.drop_database(&hospital).expect("clean start");
     conformance::run(&|| Box::new(router.open(&hospital).expect("open")) as Box<_>);
@@ -42,7 +42,7 @@ fn postgres_backend_passes_the_conformance_suite() {
 fn a_pooled_postgres_connection_that_died_is_replaced() {
     use super::HospitalStore;
     let Some(admin) = pg_admin() else { return };
-    let router = super::postgres::PgRouter::new(admin.clone());
+    let router = super::postgres::PgRouter::new(&admin).expect("router");
     let hospital = hms_domain::HospitalId::new(format!("pool-{}", std::process::id())).expect("id");
     router.drop_database(&hospital).expect("clean start");
     let batch = hms_domain::sync::SyncBatch {
@@ -64,6 +64,73 @@ fn a_pooled_postgres_connection_that_died_is_replaced() {
     assert_eq!(s.position().expect("position").seq, 5);
     drop(s);
     router.drop_database(&hospital).expect("clean up");
+}
+
+/// Whether the session of `target` is encrypted, as the server sees it.
+fn encrypted(target: &super::pg_tls::PgTarget) -> Result<bool, String> {
+    let mut c = target
+        .connect()
+        .map_err(|e| format!("{:#}", anyhow::Error::new(e)))?;
+    let row = c
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(row.get(0))
+}
+
+#[test]
+fn postgres_sessions_use_tls_as_sslmode_says_and_never_fall_back_to_plain() {
+    use super::pg_tls::PgTarget;
+    let Some(admin) = pg_admin() else { return };
+    let with = |extra: &str| PgTarget::parse(&format!("{admin} {extra}")).expect("parses");
+    assert_eq!(encrypted(&with("sslmode=disable")), Ok(false));
+    let server_tls: String = with("sslmode=disable")
+        .connect()
+        .expect("connect")
+        .query_one("SHOW ssl", &[])
+        .expect("show ssl")
+        .get(0);
+    match server_tls.as_str() {
+        // A server with TLS: require and prefer encrypt.
+        "on" => {
+            assert_eq!(encrypted(&with("sslmode=require")), Ok(true));
+            assert_eq!(encrypted(&with("sslmode=prefer")), Ok(true));
+            assert_eq!(encrypted(&with("")), Ok(true), "prefer is the default");
+        }
+        // A server without: require is refused, clearly; prefer goes plain.
+        _ => {
+            let e = encrypted(&with("sslmode=require")).expect_err("no TLS, no session");
+            assert!(e.contains("server does not support TLS"), "{e}");
+            assert_eq!(encrypted(&with("sslmode=prefer")), Ok(false));
+        }
+    }
+    // A CA that did not sign the server's certificate: never a session.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stranger = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    let ca = dir.path().join("stranger.pem");
+    std::fs::write(&ca, stranger.cert.pem()).expect("write");
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let e = encrypted(&with(&format!(
+            "sslmode={mode} sslrootcert={}",
+            ca.display()
+        )))
+        .expect_err(mode);
+        assert!(
+            e.contains("invalid peer certificate") || e.contains("server does not support TLS"),
+            "{mode}: {e}"
+        );
+    }
+    // The router says which mode failed.
+    let router = super::postgres::PgRouter::new(format!(
+        "{admin} sslmode=verify-full sslrootcert={}",
+        ca.display()
+    ))
+    .expect("router");
+    let hospital = hms_domain::HospitalId::new("tls-refused").expect("id");
+    let e = format!("{:#}", router.open(&hospital).expect_err("refused"));
+    assert!(e.contains("sslmode=verify-full"), "{e}");
 }
 
 #[test]
@@ -131,5 +198,93 @@ fn every_writing_sqlite_connection_of_the_cloud_commits_with_synchronous_full() 
         ),
     ] {
         assert_eq!(sync, FULL, "{what}");
+    }
+}
+
+/// Ids of 59, 60, 60 and 63 bytes that share their first 59: with plain
+/// `hms_{id}` names PostgreSQL would cut all four to the same 63 bytes.
+fn sharing_59(tag: &str) -> [hms_domain::HospitalId; 4] {
+    let base = format!("{:x<59}", format!("{tag}-{}-", std::process::id()));
+    assert_eq!(base.len(), 59);
+    [
+        base.clone(),
+        format!("{base}a"),
+        format!("{base}b"),
+        format!("{base}bcde"),
+    ]
+    .map(|s| hms_domain::HospitalId::new(s).expect("id"))
+}
+
+#[test]
+fn database_names_fit_postgres_identifiers_and_stay_apart_for_long_ids() {
+    use super::postgres::{MAX_IDENTIFIER_BYTES, database_name};
+    let id = |s: &str| hms_domain::HospitalId::new(s).expect("id");
+    // Short ids keep the names their databases already have.
+    assert_eq!(database_name(&id("h1")), "hms_h1");
+    let ids = sharing_59("names");
+    assert_eq!(
+        database_name(&ids[0]),
+        format!("hms_{}", ids[0]),
+        "59 bytes still fit"
+    );
+    let longest = id(&"z".repeat(hms_domain::ids::MAX_ID_LEN));
+    let names: Vec<String> = ids.iter().chain([&longest]).map(database_name).collect();
+    for n in &names {
+        assert!(n.len() <= MAX_IDENTIFIER_BYTES, "{n}: {} bytes", n.len());
+        assert!(n.starts_with("hms_"), "{n}");
+    }
+    let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(distinct.len(), names.len(), "{names:?}");
+    // A shortened name keeps a readable prefix and is stable.
+    assert!(
+        names[1].starts_with(&format!("hms_{}+", &ids[1].as_str()[..26])),
+        "{}",
+        names[1]
+    );
+    assert_eq!(database_name(&ids[1]), names[1]);
+}
+
+#[test]
+fn hospitals_whose_ids_share_59_bytes_keep_their_events_apart_on_postgres() {
+    use super::HospitalStore;
+    let Some(admin) = pg_admin() else { return };
+    let router = super::postgres::PgRouter::new(&admin).expect("router");
+    let ids = sharing_59("apart");
+    for h in &ids {
+        router.drop_database(h).expect("clean start");
+    }
+    // Each hospital ships a log of its own length.
+    for (i, h) in ids.iter().enumerate() {
+        let batch = hms_domain::sync::SyncBatch {
+            hospital: h.clone(),
+            node: hms_domain::NodeId::new("edge-1").expect("id"),
+            events: conformance::log(h.as_str(), 3 + i as u64),
+        };
+        let mut s = router.open(h).expect("open");
+        super::ingest(&mut s, &batch).expect("ingest");
+    }
+    for (i, h) in ids.iter().enumerate() {
+        let mut s = router.open(h).expect("reopen");
+        assert_eq!(s.position().expect("position").seq, 3 + i as u64, "{h}");
+        let events = s.events(1, 100).expect("events");
+        assert_eq!(events, conformance::log(h.as_str(), 3 + i as u64), "{h}");
+    }
+    // Four databases, under exactly the names given (none cut short).
+    let names: Vec<String> = ids.iter().map(super::postgres::database_name).collect();
+    let mut a = postgres::Client::connect(&admin, postgres::NoTls).expect("admin");
+    let found: Vec<String> = a
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname::text = ANY($1) ORDER BY 1",
+            &[&names],
+        )
+        .expect("list")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(found, want);
+    for h in &ids {
+        router.drop_database(h).expect("clean up");
     }
 }

@@ -214,7 +214,17 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+/// `GET /health`: without a token only `{"status"}` (up/down for outside
+/// monitoring, nothing about the hospital); with a valid token of any role,
+/// the components too. A token that is sent but not valid is a 401.
+async fn health(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let detailed = parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION);
+    if detailed && let Err(p) = Caller::from_request_parts(&mut parts, &state).await {
+        return p.into_response();
+    }
     let view = state.store.view();
     let last_error = state.store.last_error();
     let writer_alive = state.store.writer_alive();
@@ -226,6 +236,9 @@ async fn health(State(state): State<AppState>) -> Response {
         (true, Some(_), _) | (true, None, false) => ("degraded", StatusCode::OK),
         (true, None, true) => ("ok", StatusCode::OK),
     };
+    if !detailed {
+        return (code, Json(json!({ "status": status }))).into_response();
+    }
     let body = json!({
         "status": status,
         "hospital": state.store.hospital().as_str(),
@@ -315,7 +328,16 @@ impl Caller {
 }
 
 fn bearer(parts: &Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+    presented_token(&parts.headers, &parts.uri)
+}
+
+/// The bearer token a request presents (the live stream may give it as
+/// `?access_token=`).
+pub(crate) fn presented_token(
+    headers: &axum::http::HeaderMap,
+    uri: &axum::http::Uri,
+) -> Option<String> {
+    if let Some(h) = headers.get(axum::http::header::AUTHORIZATION) {
         let h = h.to_str().ok()?;
         let (scheme, token) = h.split_once(' ')?;
         return scheme
@@ -323,10 +345,10 @@ fn bearer(parts: &Parts) -> Option<String> {
             .then(|| token.trim().to_owned());
     }
     // EventSource cannot set headers: the live stream (only) also takes ?access_token=.
-    if parts.uri.path() != "/api/v1/stream" {
+    if uri.path() != "/api/v1/stream" {
         return None;
     }
-    parts.uri.query().and_then(|q| {
+    uri.query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("access_token="))
             .map(str::to_owned)

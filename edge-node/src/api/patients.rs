@@ -8,22 +8,40 @@
 //! patient carries the minimum necessary fields (MRN, name, birth date,
 //! sex) and the EID (`pending` until the regional EMPI assigned one). An
 //! unknown parameter is a 400 problem; query values never reach a log line.
+//!
+//! Every answered look-up is audited: an `audit.patients_searched` event
+//! ([`hms_domain::EventBody::PatientsSearched`], stream `audit`) records who
+//! (the token's name as the actor, and its role), when, how (`mrn` or
+//! `demographics`, with the names of the fields given) and how many patients
+//! the answer held, never a value searched for. The event is queued to the
+//! writer before the answer goes out, and a look-up whose event cannot be
+//! queued (the queue stayed full for 5 s, shutdown) is refused with 503 and
+//! shows nothing; but the answer does not wait for the commit, so a search
+//! pays no fsync: the writer commits the event with its next group, a
+//! commit that fails is logged at error level and counted
+//! (`hms_audit_write_failures_total`), and a clean shutdown commits all
+//! that was queued. Only a crash in the milliseconds between answer and
+//! commit can lose an audit event.
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use hms_domain::{Actor, ActorKind};
 use serde_json::json;
 
-use super::{AppState, Caller};
+use super::{AppState, Caller, RequestId};
 use crate::auth::Role;
+use crate::board::Command;
+use crate::store::WriteRequest;
 use hms_web::problem::Problem;
 
 /// `GET /api/v1/patients`.
 pub async fn search(
     State(state): State<AppState>,
     c: Caller,
+    Extension(rid): Extension<RequestId>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     c.require(Role::Nurse, &state.metrics, "look up patients")?;
@@ -63,6 +81,7 @@ pub async fn search(
             .map(|p| p.json())
             .into_iter()
             .collect();
+        audit(&state, &c, &rid, "mrn", Vec::new(), found.len()).await?;
         return Ok(Json(json!({ "patients": found })).into_response());
     }
     if given("family_name").is_none()
@@ -97,5 +116,50 @@ pub async fn search(
     let hits = tokio::task::spawn_blocking(move || index.search(&query, limit, 0.0))
         .await
         .map_err(|_| Problem::unavailable("the search did not run"))?;
+    let fields = KNOWN
+        .iter()
+        .filter(|k| !matches!(**k, "mrn" | "limit") && given(k).is_some())
+        .map(|k| (*k).to_owned())
+        .collect();
+    audit(&state, &c, &rid, "demographics", fields, hits.len()).await?;
     Ok(Json(json!({ "patients": hits })).into_response())
+}
+
+/// Queues the audit event of an answered look-up (see the module doc):
+/// waits for room in the writer's queue, not for the commit.
+async fn audit(
+    state: &AppState,
+    c: &Caller,
+    rid: &RequestId,
+    by: &str,
+    fields: Vec<String>,
+    results: usize,
+) -> Result<(), Problem> {
+    let req = WriteRequest {
+        cmd: Command::RecordPatientSearch {
+            role: c.0.role.as_str().to_owned(),
+            by: by.to_owned(),
+            fields,
+            results: u32::try_from(results).unwrap_or(u32::MAX),
+        },
+        actor: Actor {
+            kind: ActorKind::User,
+            id: c.0.name.clone(),
+        },
+        correlation: Some(rid.0.clone()),
+        occurred_at: None,
+    };
+    let pending = state.store.submit(req).await.map_err(|e| {
+        tracing::error!(request = %rid.0, error = %e, "a patient look-up could not be audited; refused");
+        Problem::unavailable("the look-up could not be audited; nothing was shown, retry shortly")
+    })?;
+    let metrics = state.metrics.clone();
+    let request = rid.0.clone();
+    tokio::spawn(async move {
+        if let Err(e) = pending.committed().await {
+            metrics.audit_failures.inc();
+            tracing::error!(%request, error = %e, "the audit event of a patient look-up was not committed");
+        }
+    });
+    Ok(())
 }

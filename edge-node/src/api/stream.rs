@@ -3,7 +3,8 @@
 //! Each committed change is one `bed` event (`{seq, kind, bed}`, no patient
 //! details). A subscriber that falls behind loses notices (the live stream is
 //! telemetry: it drops and counts) and receives a `resync` event telling it to
-//! re-read the board. Streams end when the appliance shuts down.
+//! re-read the board. Streams end when the appliance shuts down, and when
+//! the token that opened them is revoked or expires.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,6 +23,8 @@ use super::{AppState, Caller};
 pub async fn stream(
     State(state): State<AppState>,
     _c: Caller,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.store.subscribe();
     let metrics = state.metrics.clone();
@@ -45,6 +48,14 @@ pub async fn stream(
         })
     });
     let shutdown = state.shutdown.clone().cancelled_owned();
-    Sse::new(hello.chain(changes).take_until(shutdown))
+    let token = super::presented_token(&headers, &uri).unwrap_or_default();
+    let revoked = state.tokens.clone().invalidated(token);
+    let end = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = revoked => {}
+        }
+    };
+    Sse::new(hello.chain(changes).take_until(end))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

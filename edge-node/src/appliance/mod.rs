@@ -42,6 +42,8 @@ pub struct Appliance {
     pub metrics: Arc<Metrics>,
     settings: Arc<ApiSettings>,
     mllp: crate::feed::MllpSettings,
+    /// HTTPS on the kiosk listener (`[http] tls_cert`, `tls_key`).
+    https: Option<Https>,
     checkpoint_every: Duration,
     grace: Duration,
     uplink: Option<crate::sync::uplink::Settings>,
@@ -51,6 +53,16 @@ pub struct Appliance {
     clock: HospitalTime,
     retention: Option<firmware_config::Retention>,
     backup: Option<firmware_config::BackupSection>,
+}
+
+/// The TLS configuration of the kiosk listener.
+#[derive(Clone)]
+struct Https(tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for Https {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Https")
+    }
 }
 
 /// What start-up reconciliation did.
@@ -124,9 +136,16 @@ impl Appliance {
                 settings,
                 mllp: crate::feed::MllpSettings {
                     tls: match &config.mllp.tls {
-                        Some(t) => Some(hms_web::tls::acceptor(&t.cert, &t.key)?),
+                        Some(t) => Some(hms_web::tls::acceptor_for_clients(
+                            &t.cert,
+                            &t.key,
+                            config.mllp.client_ca.as_deref(),
+                        )?),
                         None => None,
                     },
+                    allow: config.mllp.allow.clone(),
+                    max_per_peer: config.mllp.max_connections_per_peer,
+                    first_frame_timeout: Duration::from_secs(config.mllp.first_frame_timeout_s),
                     framer: crate::integration::mllp::FramerConfig {
                         max_frame: config.mllp.max_frame_bytes,
                         tolerate_missing_cr: config.mllp.tolerate_missing_cr,
@@ -135,6 +154,10 @@ impl Appliance {
                     idle_timeout: Duration::from_secs(config.mllp.idle_timeout_s),
                     frame_timeout: Duration::from_secs(config.mllp.frame_timeout_s),
                     clock: clock.clone(),
+                },
+                https: match &config.http.tls {
+                    Some(t) => Some(Https(hms_web::tls::acceptor(&t.cert, &t.key)?)),
+                    None => None,
                 },
                 checkpoint_every: Duration::from_secs(config.store.checkpoint_interval_s.max(1)),
                 grace: Duration::from_secs(config.http.shutdown_grace_s),
@@ -161,6 +184,10 @@ impl Appliance {
     ) -> anyhow::Result<()> {
         let tasks = TaskTracker::new();
         let data_dir = self.store.data_dir().to_owned();
+        // Token changes made while the appliance was stopped are recorded
+        // first, before anything is served.
+        let mut follower = crate::auth::Follower::new(self.tokens.clone(), self.store.clone());
+        follower.catch_up().await;
         // The MLLP listener runs on the writer's thread: a message goes from
         // its socket to the commit and its ACK back without a thread change.
         let mllp = mllp.map(|l| {
@@ -226,6 +253,9 @@ impl Appliance {
             self.checkpoint_every,
             shutdown.clone(),
         ));
+        // Token revocations by `hms-edge token` take effect within a second;
+        // creations and revocations become audit events.
+        tasks.spawn(follower.run(shutdown.clone()));
         let state = AppState {
             store: self.store.clone(),
             tokens: self.tokens.clone(),
@@ -236,20 +266,38 @@ impl Appliance {
             forecaster,
             patients,
         };
-        let app = api::router(state);
+        let mut app = api::router(state);
         let token = shutdown.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            token.cancelled().await;
-        });
-        let mut server = tokio::spawn(async move { server.await });
+        let observe: Arc<dyn hms_web::server::Observe> = self.metrics.clone();
+        let limits = hms_web::server::Limits::default();
+        let until = async move { token.cancelled().await };
+        let mut server = match self.https.clone() {
+            Some(Https(acceptor)) => {
+                // HTTPS only: browsers that saw this once never try plain HTTP again.
+                app = app.layer(axum::middleware::map_response(
+                    |mut r: axum::response::Response| async move {
+                        r.headers_mut().insert(
+                            axum::http::header::STRICT_TRANSPORT_SECURITY,
+                            axum::http::HeaderValue::from_static("max-age=31536000"),
+                        );
+                        r
+                    },
+                ));
+                let tls =
+                    hms_web::tls::TlsListener::new(listener, acceptor).context("HTTPS listener")?;
+                tokio::spawn(hms_web::server::serve(tls, app, limits, observe, until))
+            }
+            None => tokio::spawn(hms_web::server::serve(
+                listener, app, limits, observe, until,
+            )),
+        };
         shutdown.cancelled().await;
         tracing::info!(
             grace_s = self.grace.as_secs(),
             "shutting down: draining requests"
         );
         match tokio::time::timeout(self.grace, &mut server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
             Err(_) => {
                 tracing::warn!("grace period over; closing remaining connections");

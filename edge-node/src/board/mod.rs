@@ -300,6 +300,43 @@ pub enum Command {
         /// The downlink position it came from.
         downlink_seq: u64,
     },
+    /// Record that someone looked up patients (audit; the board is unchanged).
+    RecordPatientSearch {
+        /// The caller's role.
+        role: String,
+        /// `mrn` or `demographics`.
+        by: String,
+        /// The names of the demographic fields given, never their values.
+        fields: Vec<String>,
+        /// Patients in the answer.
+        results: u32,
+    },
+    /// Record that an API token was created (audit of `hms-edge token
+    /// create`; the board is unchanged).
+    RecordTokenCreated {
+        /// The token's name.
+        name: String,
+        /// Its role.
+        role: String,
+        /// When it expires, if it does.
+        expires_at: Option<hms_domain::Timestamp>,
+        /// The id of the `auth.sqlite` the change was made in.
+        credentials: String,
+        /// The change's number in that file.
+        change: u64,
+    },
+    /// Record that an API token was revoked (audit of `hms-edge token
+    /// revoke`; the board is unchanged).
+    RecordTokenRevoked {
+        /// The token's name.
+        name: String,
+        /// Its role.
+        role: String,
+        /// The id of the `auth.sqlite` the change was made in.
+        credentials: String,
+        /// The change's number in that file.
+        change: u64,
+    },
 }
 
 impl Command {
@@ -312,6 +349,9 @@ impl Command {
             Command::ReserveTransfer { to, .. } => Some(to),
             Command::MergePatients { .. }
             | Command::AssignEid { .. }
+            | Command::RecordPatientSearch { .. }
+            | Command::RecordTokenCreated { .. }
+            | Command::RecordTokenRevoked { .. }
             | Command::ChangeVisit { .. } => None,
             Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
@@ -1131,6 +1171,41 @@ impl Board {
                 eid,
                 downlink_seq,
             }],
+            Command::RecordPatientSearch {
+                role,
+                by,
+                fields,
+                results,
+            } => vec![EventBody::PatientsSearched {
+                role,
+                by,
+                fields,
+                results,
+            }],
+            Command::RecordTokenCreated {
+                name,
+                role,
+                expires_at,
+                credentials,
+                change,
+            } => vec![EventBody::TokenCreated {
+                name,
+                role,
+                expires_at,
+                credentials,
+                change,
+            }],
+            Command::RecordTokenRevoked {
+                name,
+                role,
+                credentials,
+                change,
+            } => vec![EventBody::TokenRevoked {
+                name,
+                role,
+                credentials,
+                change,
+            }],
         })
     }
 
@@ -1388,7 +1463,10 @@ impl Board {
             EventBody::PatientRecorded { .. }
             | EventBody::Hl7Message { .. }
             | EventBody::Hl7Replayed { .. }
-            | EventBody::EidAssigned { .. } => Ok(()),
+            | EventBody::EidAssigned { .. }
+            | EventBody::PatientsSearched { .. }
+            | EventBody::TokenCreated { .. }
+            | EventBody::TokenRevoked { .. } => Ok(()),
         }
     }
 

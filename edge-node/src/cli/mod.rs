@@ -114,6 +114,9 @@ type Outcome = Result<(), Failure>;
 
 /// Parses the command line, runs the command and returns its exit code.
 pub fn main() -> ExitCode {
+    // A panic is logged with its place and thread, never its message (which
+    // may quote input): through tracing once `run` set it up, else stderr.
+    hms_web::panic::install();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

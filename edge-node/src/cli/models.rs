@@ -11,7 +11,8 @@ use super::{Failure, Location, Outcome, data_dir};
 pub(super) enum ModelsCmd {
     /// Verify the model set in DIR (manifest, every file's sha256) and make it
     /// the current set, keeping the one it replaces for rollback. A running
-    /// appliance swaps it in at its next forecast refresh.
+    /// appliance swaps it in at its next forecast refresh. A manifest that
+    /// names anything but plain files inside DIR is refused (exit 64).
     Install {
         #[command(flatten)]
         location: Location,
@@ -43,7 +44,17 @@ pub(super) fn models(cmd: ModelsCmd) -> Outcome {
     match cmd {
         ModelsCmd::Install { location, dir } => {
             let data = data_dir(&location)?;
-            let i = crate::inference::models::install(&data, &dir)?;
+            let i = crate::inference::models::install(&data, &dir).map_err(|e| {
+                // A manifest naming files outside its set is a bad input: 64.
+                if e.chain().any(|c| {
+                    c.downcast_ref::<crate::inference::manifest::UnsafeFile>()
+                        .is_some()
+                }) {
+                    Failure::Usage(format!("{e:#}"))
+                } else {
+                    Failure::from(e)
+                }
+            })?;
             println!(
                 "models: installed set {} into {}{}",
                 i.version,

@@ -2,7 +2,8 @@
 //!
 //! The configuration is validated (exit 64 with `file:line:col`) and the
 //! data dir locked (exit 75 when another process holds it) before any port
-//! is bound; `hms-edge ready http=… [mllp=…]` is printed once both
+//! is bound; `hms-edge ready http=http://…` (or `https=https://…` with
+//! `[http] tls_cert`) `[mllp=…]` is printed once both
 //! listeners are bound.
 
 use std::net::SocketAddr;
@@ -72,28 +73,42 @@ async fn serve(cfg: firmware_config::Config) -> anyhow::Result<()> {
         Some(a) => Some(appliance::bind(a).await?),
         None => None,
     };
+    let scheme = if cfg.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    // Handlers installed before the ready line: a SIGTERM that follows it
+    // at once drains too.
+    let shutdown = CancellationToken::new();
+    let stop = signals(shutdown.clone());
     match &mllp {
         Some(l) => {
             let m = l.local_addr()?;
             tracing::info!(addr = %m, "mllp listening");
-            println!("hms-edge ready http=http://{addr} mllp={m}");
+            println!("hms-edge ready {scheme}={scheme}://{addr} mllp={m}");
         }
-        None => println!("hms-edge ready http=http://{addr}"),
+        None => println!("hms-edge ready {scheme}={scheme}://{addr}"),
     }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
+    tokio::spawn(stop);
     app.serve(listener, mllp, shutdown).await
 }
 
-/// Cancels `token` on SIGTERM (how service managers stop a daemon) or SIGINT.
-async fn signals(token: CancellationToken) {
+/// Cancels `token` on SIGTERM (how service managers stop a daemon) or
+/// SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled.
+fn signals(token: CancellationToken) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{SignalKind, signal};
-        match (
+        (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
-        ) {
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match handlers {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -104,10 +119,10 @@ async fn signals(token: CancellationToken) {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        token.cancel();
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    token.cancel();
 }

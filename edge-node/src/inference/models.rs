@@ -1,7 +1,9 @@
 //! Model sets installed into the data dir: `hms-edge models install DIR`
 //! and `hms-edge models rollback`.
 //!
-//! An install verifies the set first (its manifest parses, and every model
+//! An install verifies the set first (its manifest parses, it names only
+//! plain files inside the set ([`crate::inference::manifest::UnsafeFile`]
+//! otherwise, before anything is read or copied), and every model
 //! file is there with the SHA-256 the manifest states), copies it into
 //! `data_dir/models/<set>-<time>/`, syncs it, and only then switches the
 //! pointer file `data_dir/models/CURRENT` by an atomic rename. The set it
@@ -68,6 +70,15 @@ pub fn install(data_dir: &Path, from: &Path) -> anyhow::Result<Installed> {
     if manifest.models.is_empty() {
         bail!("{} lists no models", from.join(MANIFEST).display());
     }
+    // Only plain files of the set are read and copied.
+    let mut files: Vec<(&str, PathBuf)> = vec![];
+    for m in &manifest.models {
+        let path = m
+            .path(from)
+            .with_context(|| format!("checking {}", from.join(MANIFEST).display()))?;
+        files.push((m.file.as_str(), path));
+    }
+    files.push((MANIFEST, from.join(MANIFEST)));
     let bad: Vec<String> = check_files(from, &manifest)
         .into_iter()
         .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
@@ -92,15 +103,9 @@ pub fn install(data_dir: &Path, from: &Path) -> anyhow::Result<Installed> {
     let staging = dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
-    let mut files: Vec<&str> = manifest.models.iter().map(|m| m.file.as_str()).collect();
-    files.push(MANIFEST);
-    for f in files {
-        let target = staging.join(f);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(from.join(f), &target)
-            .with_context(|| format!("copying {}", from.join(f).display()))?;
+    for (name, source) in files {
+        let target = staging.join(name);
+        std::fs::copy(&source, &target).with_context(|| format!("copying {}", source.display()))?;
         std::fs::File::open(&target)?.sync_all()?;
     }
     // The copy must still verify (a disk that lies is caught here).

@@ -384,9 +384,19 @@ impl Runtime {
             Ok(m) => m,
             Err(e) => {
                 let detail = format!("{e:#}");
-                tracing::warn!(error = %detail, "no model set; every answer comes from the fallback rules");
+                // A manifest naming files outside its set is not followed.
+                let reason = if e
+                    .chain()
+                    .any(|c| c.downcast_ref::<super::manifest::UnsafeFile>().is_some())
+                {
+                    tracing::error!(error = %detail, "the model set's manifest is refused; every answer comes from the fallback rules");
+                    Reason::ManifestMismatch
+                } else {
+                    tracing::warn!(error = %detail, "no model set; every answer comes from the fallback rules");
+                    Reason::ModelMissing
+                };
                 for name in MODELS {
-                    models.insert(name, disabled(Reason::ModelMissing, detail.clone()));
+                    models.insert(name, disabled(reason, detail.clone()));
                 }
                 return Runtime {
                     models,
@@ -415,18 +425,19 @@ impl Runtime {
                 );
                 continue;
             };
-            let path = spec.path(&settings.models_dir);
-            let prepared = match (&env, files.get(name)) {
-                (_, Some(Err(e))) if !path.exists() => Err(Unanswered {
+            let prepared = match (&env, files.get(name), spec.path(&settings.models_dir)) {
+                // Not a plain file of the set: not followed.
+                (_, _, Err(e)) => Err(mismatch(e.to_string())),
+                (_, Some(Err(e)), Ok(path)) if !path.exists() => Err(Unanswered {
                     reason: Reason::ModelMissing,
                     detail: e.clone(),
                 }),
-                (_, Some(Err(e))) => Err(mismatch(e.clone())),
-                (Err(e), _) => Err(Unanswered {
+                (_, Some(Err(e)), _) => Err(mismatch(e.clone())),
+                (Err(e), _, _) => Err(Unanswered {
                     reason: Reason::LibraryMissing,
                     detail: e.clone(),
                 }),
-                (Ok(env), _) => open_session(env, &path, settings.cuda)
+                (Ok(env), _, Ok(path)) => open_session(env, &path, settings.cuda)
                     .map_err(|e| Unanswered {
                         reason: Reason::Error,
                         detail: e,

@@ -58,6 +58,23 @@ pub async fn prune_once(
     Ok((advanced, deleted))
 }
 
+/// One round of [`run`]: prunes up to the acknowledged position `acked`
+/// holds now (the uplink publishes only positions it checked), and nothing
+/// while it is unknown (connecting, or refused: an acknowledgement that did
+/// not check out leaves it unknown). `None` when nothing was known.
+pub async fn round(
+    store: &Store,
+    retention: &Retention,
+    acked: &tokio::sync::watch::Receiver<Option<u64>>,
+    now: Timestamp,
+) -> anyhow::Result<Option<(Advanced, usize)>> {
+    let acked = *acked.borrow();
+    match acked {
+        None => Ok(None),
+        Some(acked) => prune_once(store, acked, retention, now).await.map(Some),
+    }
+}
+
 /// Prunes every [`PRUNE_EVERY`] up to the cloud's acknowledged position
 /// (`acked`, which the uplink publishes; nothing while it is unknown), until
 /// `shutdown` fires.
@@ -72,11 +89,9 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
         }
-        let Some(acked) = *acked.borrow() else {
-            continue;
-        };
-        match prune_once(&store, acked, &retention, Timestamp::now()).await {
-            Ok((a, deleted)) => tracing::info!(
+        match round(&store, &retention, &acked, Timestamp::now()).await {
+            Ok(None) => {}
+            Ok(Some((a, deleted))) => tracing::info!(
                 base_from = a.from,
                 base_to = a.to,
                 rows = a.rows,

@@ -6,9 +6,10 @@
 //! the parked queue. Each runs on a pooled read-only connection off the
 //! async runtime ([`Store::read`]); no other module sees a connection.
 
+use anyhow::Context;
 use hms_domain::phi::{Address, BirthDate, Mrn, PersonName, Phone};
-use hms_domain::{Envelope, Timestamp};
-use rusqlite::params;
+use hms_domain::{Envelope, EventHash, Timestamp};
+use rusqlite::{OptionalExtension, params};
 
 use super::Store;
 use super::projection::{EVENT_COLUMNS, event_from_row};
@@ -107,6 +108,29 @@ impl Store {
         .await
     }
 
+    /// The hash of event `seq` (what the uplink checks the cloud's
+    /// acknowledgements against): from the log, or the retention base's when
+    /// retention removed that event and the base is at `seq`; none when the
+    /// log holds neither.
+    pub async fn event_hash(&self, seq: u64) -> anyhow::Result<Option<EventHash>> {
+        self.read(move |conn, _| {
+            let stored: Option<Vec<u8>> = conn
+                .prepare_cached("SELECT hash FROM events WHERE seq = ?1")?
+                .query_row([seq as i64], |r| r.get(0))
+                .optional()?;
+            if let Some(h) = stored {
+                return Ok(Some(
+                    EventHash::from_slice(&h)
+                        .with_context(|| format!("event {seq} has a malformed hash"))?,
+                ));
+            }
+            Ok(super::retention::base_of(conn, "main")?
+                .filter(|(at, _)| *at == seq)
+                .map(|(_, h)| h))
+        })
+        .await
+    }
+
     /// The events after `after`: how many, their size (`row_overhead` added
     /// per event) and the oldest one's time.
     pub async fn outbox(&self, after: u64, row_overhead: u64) -> anyhow::Result<Outbox> {
@@ -144,6 +168,40 @@ impl Store {
                 )
                 .unwrap_or(0)
                 .max(0) as u64)
+        })
+        .await
+    }
+
+    /// The number of the last change of the `auth.sqlite` whose id is
+    /// `credentials` that the log records as an `audit.token_*` event (0:
+    /// none), so that each is recorded once ([`crate::auth::Follower`]).
+    /// Scans the log backwards; asked only when there are changes to record.
+    pub async fn last_token_change(&self, credentials: &str) -> anyhow::Result<u64> {
+        let credentials = credentials.to_owned();
+        self.read(move |conn, _| {
+            let mut stmt = conn.prepare(
+                "SELECT body FROM events
+                 WHERE kind IN ('audit.token_created', 'audit.token_revoked')
+                 ORDER BY seq DESC",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let body: String = row.get(0)?;
+                match serde_json::from_str(&body).context("a token audit event does not parse")? {
+                    hms_domain::EventBody::TokenCreated {
+                        credentials: c,
+                        change,
+                        ..
+                    }
+                    | hms_domain::EventBody::TokenRevoked {
+                        credentials: c,
+                        change,
+                        ..
+                    } if c == credentials => return Ok(change),
+                    _ => {}
+                }
+            }
+            Ok(0)
         })
         .await
     }

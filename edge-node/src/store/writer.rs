@@ -514,6 +514,9 @@ impl Writer {
                 | EventBody::Hl7Replayed { .. }
                 | EventBody::PatientRecorded { .. }
                 | EventBody::EidAssigned { .. }
+                | EventBody::PatientsSearched { .. }
+                | EventBody::TokenCreated { .. }
+                | EventBody::TokenRevoked { .. }
         ) {
             self.group.board_changed = true;
         }

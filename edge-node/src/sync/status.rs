@@ -26,7 +26,9 @@ pub enum SyncState {
     Online,
     /// The cloud cannot be reached (or the breaker is open).
     Offline,
-    /// The cloud refused, or the log cannot give what it asks: an operator must act.
+    /// The cloud refused, the log cannot give what it asks, or the cloud's
+    /// acknowledgement did not check out (see [`Report::refusal`]): an
+    /// operator must act. The uplink asks the cloud again now and then.
     Refused,
 }
 
@@ -83,6 +85,12 @@ pub struct Report {
     pub last_success: Option<String>,
     /// Last failure, without PHI (status and the cloud's problem detail).
     pub last_error: Option<String>,
+    /// While refused, why, as a stable code
+    /// ([`cloud_sync_client::shipper::Refusal::code`]): `remote`,
+    /// `local_gap`, `remote_ahead`, or an acknowledgement that did not check
+    /// out and was not trusted (`ack_beyond_sent`, `ack_hash_mismatch`,
+    /// `ack_without_hash`, `gap_ahead`: nothing is pruned by it).
+    pub refusal: Option<&'static str>,
     /// The breaker.
     pub breaker: BreakerReport,
     /// Approximate bytes of unacknowledged events.

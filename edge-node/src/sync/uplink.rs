@@ -12,6 +12,15 @@
 //! removed, a cloud ahead of this log) raises an alarm and asks again now
 //! and then so an operator's fix is picked up.
 //!
+//! No acknowledgement is trusted that cannot be checked, since retention
+//! prunes by it: the cloud's position and each acknowledgement carry the
+//! hash it holds at that seq, which must be this log's, and the seq must
+//! not pass what was sent (the shipper decides; this module looks the hash
+//! up in the log). One that does not check out is refused like the rest:
+//! the acknowledged position becomes unknown, so retention prunes nothing,
+//! `/health` shows `refused` with the refusal's code, an error is logged and
+//! `hms_uplink_acks_refused_total` counts it.
+//!
 //! The uplink only reads the log: it never holds the writer, and WAN loss
 //! changes nothing a kiosk or the ADT feed sees except the sync figures in
 //! `/health` and `/metrics` (acknowledged seq, lag in events and seconds,
@@ -34,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::SyncState;
 pub use super::status::{Report, Status};
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics, ReasonLabels};
 use crate::store::Store;
 
 /// The private key file `hms-edge sync keygen` writes into the data dir.
@@ -138,6 +147,10 @@ impl shipper::Source for Log<'_> {
             )
             .await
     }
+
+    async fn hash_at(&self, seq: u64) -> anyhow::Result<Option<hms_domain::EventHash>> {
+        self.store.event_hash(seq).await
+    }
 }
 
 /// Measures the outbox (size, age of the oldest event) and raises or clears
@@ -176,8 +189,21 @@ async fn measure_outbox(
     });
 }
 
-/// Counts a finished exchange in `/metrics`.
-fn count(metrics: &Metrics, outcome: &Outcome, sent: &[(u64, i64)]) {
+/// Counts a finished exchange in `/metrics`; `refusal`: the shipper's
+/// after recording it.
+fn count(
+    metrics: &Metrics,
+    outcome: &Outcome,
+    sent: &[(u64, i64)],
+    refusal: Option<&shipper::Refusal>,
+) {
+    if let Some(r) = refusal.filter(|r| r.is_untrusted_ack()) {
+        metrics
+            .uplink_acks_refused
+            .get_or_create(&ReasonLabels { reason: r.code() })
+            .inc();
+        return;
+    }
     let kind = match outcome {
         Outcome::Acked { .. } => "acked",
         Outcome::Gap { .. } => "gap",
@@ -189,9 +215,9 @@ fn count(metrics: &Metrics, outcome: &Outcome, sent: &[(u64, i64)]) {
         .uplink_batches
         .get_or_create(&KindLabels { kind })
         .inc();
-    if let Outcome::Acked { acked, .. } = outcome {
+    if let Outcome::Acked { ack, .. } = outcome {
         let done = Timestamp::now().as_millis();
-        let covered: Vec<_> = sent.iter().filter(|(seq, _)| seq <= acked).collect();
+        let covered: Vec<_> = sent.iter().filter(|(seq, _)| *seq <= ack.seq).collect();
         for (_, t) in &covered {
             metrics
                 .uplink_lag_seconds
@@ -284,14 +310,17 @@ pub async fn run(
                     settings.timeout,
                 )
                 .await;
-                count(&metrics, &ex.outcome, &ex.sent);
-                if let Outcome::Gap { expected } = ex.outcome {
+                let succeeded = matches!(ex.outcome, Outcome::Acked { .. } | Outcome::Position(_));
+                let outcome = ex.outcome.clone();
+                shipper.record(Instant::now(), local, ex.outcome);
+                count(&metrics, &outcome, &ex.sent, shipper.refusal());
+                if let Outcome::Gap { expected } = outcome
+                    && shipper.refusal().is_none()
+                {
                     tracing::warn!(expected, "the cloud asked to resend from an earlier seq");
                 }
-                let succeeded = matches!(ex.outcome, Outcome::Acked { .. } | Outcome::Position(_));
-                shipper.record(Instant::now(), local, ex.outcome);
                 if let Some(why) = shipper.refusal() {
-                    tracing::error!("uplink refused: {why}");
+                    tracing::error!(refusal = why.code(), "uplink refused: {why}");
                 } else if let Some(e) = shipper.last_error() {
                     tracing::debug!(error = %e, "uplink exchange failed; retrying");
                 }
@@ -302,6 +331,7 @@ pub async fn run(
                     r.acked_seq = shipper.acked();
                     r.lag_events = local.saturating_sub(r.acked_seq.unwrap_or(0));
                     r.last_error = shipper.last_error().map(str::to_owned);
+                    r.refusal = shipper.refusal().map(shipper::Refusal::code);
                     if succeeded && shipper.refusal().is_none() {
                         r.last_success = Some(Timestamp::now().to_rfc3339());
                     }

@@ -600,11 +600,31 @@ async fn placement_honours_requirements() {
 async fn health_metrics_and_the_live_stream() {
     let app = TestApp::start(&[("3W", 2, 2)]).await;
     let mut anon = Conn::connect(app.addr, None).await.unwrap();
-    let h = anon.get("/health").await.unwrap().json().unwrap();
+    // Without a token: up or down, nothing about the hospital.
+    let h = anon.get("/health").await.unwrap();
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json().unwrap(), json!({ "status": "ok" }));
+    // With a valid token of any role: the components.
+    let h = app
+        .conn(&app.viewer)
+        .await
+        .get("/health")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(h["status"], "ok");
     assert_eq!(h["hospital"], "test-hospital");
     assert_eq!(h["components"]["store"]["status"], "ok");
     assert_eq!(h["components"]["board"]["beds"], 2);
+    // A token that is sent but not valid: refused, not quietly the summary.
+    let r = Conn::connect(app.addr, Some("hms_not-a-token"))
+        .await
+        .unwrap()
+        .get("/health")
+        .await
+        .unwrap();
+    problem(&r, 401, "unauthorized");
 
     // Subscribe to the stream with a raw socket (SSE is a never-ending body).
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

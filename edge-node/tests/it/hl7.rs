@@ -38,7 +38,8 @@ fn events(app: &TestApp) -> Vec<(String, Option<String>)> {
     let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
     let mut stmt = conn
         .prepare(
-            "SELECT kind, subject FROM events WHERE kind NOT LIKE 'bed.commissioned' ORDER BY seq",
+            "SELECT kind, subject FROM events WHERE kind NOT LIKE 'bed.commissioned' \
+             AND kind NOT LIKE 'audit.token_%' ORDER BY seq",
         )
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -840,4 +841,155 @@ async fn polish_and_czech_names_in_windows_1250_and_8859_2_read_back() {
         ]
     "#]]
     .assert_debug_eq(&codes);
+}
+
+/// Connects from `ip` (a loopback address of this machine) to `to`.
+async fn connect_from(ip: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Sends one admit and reads what comes back until the peer closes or an
+/// ACK frame is complete (10 s at most).
+async fn admit_over(s: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), control: &str) -> String {
+    let _ = s
+        .write_all(&edge_node::integration::mllp::Framer::encode(&adt(
+            "A01",
+            control,
+            "3W^0^0^TH",
+        )))
+        .await;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !got.ends_with(b"\x1c\r") {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mllp_allow_list_per_peer_cap_and_first_frame_timeout() {
+    let app = TestApp::start_with(&[("3W", 2, 2)], |c| {
+        c.mllp.allow = Some(vec![
+            "127.0.0.2/32".parse().unwrap(),
+            "127.0.0.64/26".parse().unwrap(),
+        ]);
+        c.mllp.first_frame_timeout_s = 1;
+    })
+    .await;
+    // Off the list: closed before anything is read, nothing stored.
+    let mut outsider = connect_from("127.0.0.1", app.mllp).await;
+    let got = admit_over(&mut outsider, "X1").await;
+    assert!(!got.contains("MSA|"), "{got}");
+    // The default share of one address is 8 connections: 64 idle sockets
+    // from one allowed address do not block the sending system at another.
+    let mut idle = vec![];
+    for _ in 0..64 {
+        idle.push(connect_from("127.0.0.2", app.mllp).await);
+    }
+    let mut sender = connect_from("127.0.0.70", app.mllp).await;
+    let got = admit_over(&mut sender, "OK1").await;
+    assert!(got.contains("MSA|AA|OK1"), "{got}");
+    // The idle ones that got a slot are closed once their first frame is
+    // overdue; the others were closed at once.
+    for s in &mut idle {
+        let mut b = [0u8; 16];
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{r:?}");
+    }
+    assert_eq!(bed(&app, "3W-000").await["state"], "occupied");
+    let mut anon = hms_e2e::client::Conn::connect(app.addr, None)
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(anon.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    for needle in [
+        "hms_mllp_connections_refused_total{reason=\"not_allowed\"} 1",
+        "hms_mllp_connections_refused_total{reason=\"peer\"} 56",
+        "hms_mllp_frames_total 1",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mllp_mutual_tls_needs_a_client_certificate_from_the_hospital_ca() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["adt-engine".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    let path = |n: &str| dir.path().join(n);
+    std::fs::write(path("cert.pem"), server.cert.pem()).unwrap();
+    std::fs::write(path("key.pem"), server.signing_key.serialize_pem()).unwrap();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    let (cert, key, ca_file) = (path("cert.pem"), path("key.pem"), path("ca.pem"));
+    let app = TestApp::start_with(&[("3W", 2, 2)], move |c| {
+        c.mllp.tls = Some(firmware_config::MllpTls { cert, key });
+        c.mllp.client_ca = Some(ca_file);
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server.cert.der().clone()).unwrap();
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+    };
+    let name = || rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    // Without a client certificate: no ACK, whatever the handshake does.
+    let anonymous = tokio_rustls::TlsConnector::from(Arc::new(builder().with_no_client_auth()));
+    let tcp = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    if let Ok(mut s) = anonymous.connect(name(), tcp).await {
+        let got = admit_over(&mut s, "M0").await;
+        assert!(!got.contains("MSA|"), "{got}");
+    }
+    // With the engine's certificate: served.
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(client_key.serialize_der()).unwrap();
+    let engine = tokio_rustls::TlsConnector::from(Arc::new(
+        builder()
+            .with_client_auth_cert(vec![client_cert.der().clone()], key_der)
+            .unwrap(),
+    ));
+    let tcp = tokio::net::TcpStream::connect(app.mllp).await.unwrap();
+    let mut s = engine.connect(name(), tcp).await.unwrap();
+    let got = admit_over(&mut s, "M1").await;
+    assert!(got.contains("MSA|AA|M1"), "{got}");
+}
+
+#[test]
+fn the_largest_frame_allowed_still_fits_one_sync_request() {
+    // A frame of the largest size `mllp.max_frame_bytes` may be set to,
+    // stored with an ACK as long as any the appliance builds.
+    let raw = vec![b'X'; firmware_config::MAX_SYNCABLE_FRAME_BYTES];
+    let ack = "A".repeat(4096);
+    let body = hms_domain::EventBody::Hl7Message {
+        sending_app: "S".repeat(227),
+        sending_facility: "F".repeat(227),
+        control_id: "C".repeat(199),
+        message_type: "ADT^A01".into(),
+        status: "parked".into(),
+        ack_code: "AE".into(),
+        reason: Some("R".repeat(1024)),
+        raw_hex: hms_domain::event::to_hex(&raw),
+        acks: vec![ack.clone(), ack],
+    };
+    let json = body.to_canonical_json();
+    // The envelope (seq, times, actor, hashes) adds well under 1 KiB.
+    let request = json.len() + 1024;
+    let limit = 4 * cloud_sync_client::MAX_BATCH_BYTES;
+    assert!(request < limit, "{request} bytes of JSON, limit {limit}");
 }

@@ -295,7 +295,7 @@ async fn the_api_answers_from_the_fallback_without_models_and_says_why() {
         .unwrap();
     assert_eq!(anon.get("/api/v1/forecast").await.unwrap().status, 401);
 
-    let h = anon.get("/health").await.unwrap().json().unwrap();
+    let h = c.get("/health").await.unwrap().json().unwrap();
     assert_eq!(
         h["status"], "ok",
         "missing models do not degrade the appliance"

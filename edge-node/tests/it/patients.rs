@@ -172,3 +172,112 @@ async fn patients_are_looked_up_by_mrn_with_the_minimum_necessary() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_patient_look_up_is_audited_without_the_values_searched_for() {
+    let app = TestApp::start(&[("3W", 2, 2)]).await;
+    let acks = send(
+        app.mllp,
+        &[msg(
+            "A04",
+            "ADT_A01",
+            "P1",
+            "PID|1||MRN-5^^^TH^MR||Smith^Anna||19850203|F",
+            "PV1|1|O|||||||||||||||||V55\r",
+        )],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(acks.iter().all(|a| a.code == "AA"), "{acks:?}");
+    // The nurse's token waits for the index; the bed manager's searches are
+    // the ones looked at below.
+    until(&app, "MRN-5", |v| {
+        v["patients"].as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let bm = app.manager.clone();
+    let (status, v) = lookup(&app, &bm, "?mrn=MRN-5").await;
+    assert_eq!(
+        (status, v["patients"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    let (status, v) = lookup(
+        &app,
+        &bm,
+        "?family_name=Smith&birth_date=1985-02-03&limit=5",
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let ranked = v["patients"].as_array().map(Vec::len).unwrap();
+    assert_eq!(lookup(&app, &bm, "?mrn=NOPE-9").await.0, 200);
+    // Refused look-ups show nothing and are not search events.
+    assert_eq!(lookup(&app, &bm, "?mrn=").await.0, 400);
+    assert_eq!(lookup(&app, &app.viewer, "?mrn=MRN-5").await.0, 403);
+    // A clean stop commits every audit event that was queued.
+    let dir = app.stop().await;
+    let conn = rusqlite::Connection::open(dir.path().join("data/edge.sqlite")).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT stream, actor_kind, actor_id, correlation, recorded_at, body FROM events
+             WHERE kind = 'audit.patients_searched' AND actor_id != 'nurse-ann' ORDER BY seq",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, String, Option<String>, i64, String)> = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let bodies: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.5).unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![
+            json!({"type": "patients_searched", "role": "bed_manager", "by": "mrn", "results": 1}),
+            json!({"type": "patients_searched", "role": "bed_manager", "by": "demographics",
+                   "fields": ["family_name", "birth_date"], "results": ranked}),
+            json!({"type": "patients_searched", "role": "bed_manager", "by": "mrn", "results": 0}),
+        ]
+    );
+    for (stream, actor_kind, actor, correlation, recorded_at, body) in &rows {
+        assert_eq!((stream.as_str(), actor_kind.as_str()), ("audit", "user"));
+        assert_eq!(actor, "bm-bob");
+        assert!(
+            correlation
+                .as_deref()
+                .is_some_and(|c| c.starts_with("req-"))
+        );
+        assert!(*recorded_at > 0);
+        for value in ["MRN-5", "NOPE-9", "Smith", "1985"] {
+            assert!(!body.contains(value), "{body}");
+        }
+    }
+    // The nurse's polling was audited too.
+    let polled: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'audit.patients_searched' \
+             AND actor_id = 'nurse-ann'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(polled >= 1);
+    // The log with its audit events still verifies (replay == projections).
+    let (code, out, err) = crate::support::run_cli(&[
+        "verify",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}

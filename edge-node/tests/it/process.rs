@@ -191,6 +191,9 @@ async fn the_2000_bed_example_starts_and_serves() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hospital-2000.toml");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // Made before the start, its audit event is in the log before anything
+    // is served.
+    let token = cli_token(&data, "viewer", "kiosk");
     let proc = Proc::start(
         &root,
         &[
@@ -200,7 +203,6 @@ async fn the_2000_bed_example_starts_and_serves() {
             "127.0.0.1:0",
         ],
     );
-    let token = cli_token(&data, "viewer", "kiosk");
     let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
     let v = c.get("/api/v1/units").await.unwrap().json().unwrap();
     let total: u64 = v["units"]
@@ -213,7 +215,8 @@ async fn the_2000_bed_example_starts_and_serves() {
     proc.kill9();
     let (code, out, _) = run_cli(&["verify", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("2000 events, 2000 beds"), "{out}");
+    // 2,000 beds commissioned and the token's creation.
+    assert!(out.contains("2001 events, 2000 beds"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,8 +506,10 @@ async fn backup_while_running_and_restore_into_a_new_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &[("3W", 6, 2)]);
     let data = dir.path().join("data");
-    let proc = Proc::start(&config, &[]);
+    // Made before the start, its audit event is in the log before anything
+    // is served.
     let token = cli_token(&data, "bed_manager", "bm");
+    let proc = Proc::start(&config, &[]);
     let mut c = Conn::connect(proc.addr, Some(&token)).await.unwrap();
     for i in 0..3 {
         let r = c
@@ -531,7 +536,8 @@ async fn backup_while_running_and_restore_into_a_new_data_dir() {
         snap.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("9 events"), "{out}");
+    // Six beds commissioned, the token's creation, three placements.
+    assert!(out.contains("10 events"), "{out}");
     // Backups never overwrite.
     let (code, _, err) = run_cli(&[
         "backup",
@@ -552,7 +558,7 @@ async fn backup_while_running_and_restore_into_a_new_data_dir() {
         snap.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("restore: ok (9 events, 6 beds"), "{out}");
+    assert!(out.contains("restore: ok (10 events, 6 beds"), "{out}");
     // Not over an existing store.
     let (code, _, err) = run_cli(&[
         "restore",
@@ -922,4 +928,100 @@ fn an_unknown_time_zone_stops_start_up_with_its_line_and_exit_64() {
         "{err}"
     );
     assert!(!dir.path().join("data").exists());
+}
+
+#[test]
+fn a_plain_http_uplink_off_this_machine_stops_start_up_with_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("uplink.toml");
+    let good = hospital_toml(&dir.path().join("data"), &[("3W", 2, 1)]);
+    std::fs::write(
+        &file,
+        format!("{good}\n[uplink]\ncloud = \"http://10.0.0.5:9443\"\n"),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&[
+        "run",
+        "--config",
+        file.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("uplink.toml:")
+            && err.contains("`uplink.cloud` must be https:// to reach another machine")
+            && err.contains("\"http://10.0.0.5:9443\""),
+        "{err}"
+    );
+    // Refused before anything was created (or any connection tried).
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_on_the_kiosk_listener_with_hsts_and_no_plain_http() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("kiosk.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("kiosk.key"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), &[("3W", 2, 1)]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    // One half of the pair alone is a configuration error with its line.
+    assert!(text.contains("\n[http]\n"));
+    let with = |keys: &str| text.replacen("\n[http]\n", &format!("\n[http]\n{keys}"), 1);
+    std::fs::write(&config, with("tls_cert = \"kiosk.pem\"\n")).unwrap();
+    let (code, _, err) = run_cli(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("http.tls_cert") && err.contains("http.tls_key"),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        with("tls_cert = \"kiosk.pem\"\ntls_key = \"kiosk.key\"\n"),
+    )
+    .unwrap();
+    let proc = Proc::start(&config, &[]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(proc.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    let got = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(got.starts_with("http/1.1 200 "), "{got}");
+    assert!(
+        got.contains("strict-transport-security: max-age=31536000"),
+        "{got}"
+    );
+    // Plain HTTP on the same port gets no HTTP answer: the handshake fails.
+    let mut plain = tokio::net::TcpStream::connect(proc.addr).await.unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut got)).await;
+    assert!(
+        !String::from_utf8_lossy(&got).contains("HTTP/1.1 200"),
+        "{got:?}"
+    );
 }
