@@ -440,14 +440,14 @@ fn unknown_mllp_keys_are_errors_for_lint_and_warnings_for_load() {
     check(
         &text,
         expect![[r#"
-            hospital.toml:44:1: error: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
-            hospital.toml:45:1: error: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+            hospital.toml:44:1: error: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key, client_ca, allow, max_connections_per_peer, first_frame_timeout_s
+            hospital.toml:45:1: error: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key, client_ca, allow, max_connections_per_peer, first_frame_timeout_s
         "#]],
     );
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
-        hospital.toml:44:1: warning: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
-        hospital.toml:45:1: warning: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key
+        hospital.toml:44:1: warning: unknown key `max_frame` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key, client_ca, allow, max_connections_per_peer, first_frame_timeout_s
+        hospital.toml:45:1: warning: unknown key `ack_mode` in [mllp]; expected one of: max_frame_bytes, tolerate_missing_cr, max_connections, idle_timeout_s, frame_timeout_s, default_charset, tls_cert, tls_key, client_ca, allow, max_connections_per_peer, first_frame_timeout_s
     "#]]
     .assert_eq(&render(&loaded.warnings));
     assert_eq!(
