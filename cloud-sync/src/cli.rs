@@ -201,23 +201,10 @@ pub fn create_token(
     Ok(())
 }
 
-/// RFC 3339 to the second, UTC.
-fn seconds(ms: i64) -> String {
-    let t = hms_domain::Timestamp::from_millis(ms).to_rfc3339();
-    match t.split_once('.') {
-        Some((s, _)) => format!("{s}Z"),
-        None => t,
-    }
-}
+use hms_domain::time::rfc3339_seconds as seconds;
 
 fn status(row: &OperatorTokenRow, now_ms: i64) -> &'static str {
-    if row.revoked_ms.is_some() {
-        "revoked"
-    } else if row.expires_ms.is_some_and(|e| e <= now_ms) {
-        "expired"
-    } else {
-        "active"
-    }
+    hms_domain::time::credential_status(row.revoked_ms, row.expires_ms, now_ms)
 }
 
 /// `hms-cloud token list`: name, scopes, created, expires and status of

@@ -128,6 +128,30 @@ impl Timestamp {
 /// Longest lifetime a relative expiry may give: ten years.
 pub const MAX_EXPIRY_MS: i64 = 3_660 * 86_400_000;
 
+/// RFC 3339 to the second, UTC (`2026-01-02T03:04:05Z`), for listings.
+pub fn rfc3339_seconds(ms: i64) -> String {
+    let t = Timestamp::from_millis(ms).to_rfc3339();
+    match t.split_once('.') {
+        Some((s, _)) => format!("{s}Z"),
+        None => t,
+    }
+}
+
+/// The state of a credential at `now_ms`: `revoked`, `expired` or `active`.
+pub fn credential_status(
+    revoked_ms: Option<i64>,
+    expires_ms: Option<i64>,
+    now_ms: i64,
+) -> &'static str {
+    if revoked_ms.is_some() {
+        "revoked"
+    } else if expires_ms.is_some_and(|e| e <= now_ms) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
 /// When a credential given `--expires TEXT` at `now` expires: `Nd` (days),
 /// `Nh` (hours), `Nm` (minutes) or `Ns` (seconds) from `now`, or an RFC 3339
 /// time (`2026-12-31T23:59:59Z`). The instant must be after `now` and at
