@@ -32,10 +32,29 @@ impl Reply {
     }
 }
 
+/// A TCP connection to `addr`. As client number `n` of a load generator
+/// against a loopback IPv4 address, it comes from a loopback source address
+/// of its own (`127.1.x.y`, 250 clients per `x`), as each kiosk or sending
+/// system is a host of its own: the servers cap connections per source
+/// address, and thousands of clients from 127.0.0.1 would meet that cap.
+pub async fn connect_tcp(addr: SocketAddr, n: Option<usize>) -> std::io::Result<TcpStream> {
+    match (n, addr) {
+        (Some(n), SocketAddr::V4(v4)) if v4.ip().is_loopback() => {
+            let source =
+                std::net::Ipv4Addr::new(127, 1, (n / 250 % 250) as u8, (n % 250 + 1) as u8);
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((source, 0)))?;
+            socket.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
+}
+
 /// One keep-alive connection, opened again when the server closed it while idle.
 #[derive(Debug)]
 pub struct Conn {
     addr: SocketAddr,
+    client: Option<usize>,
     token: Option<String>,
     send: SendRequest<Full<Bytes>>,
 }
@@ -43,7 +62,17 @@ pub struct Conn {
 impl Conn {
     /// Connects to `addr`, sending `token` as a bearer token on every request.
     pub async fn connect(addr: SocketAddr, token: Option<&str>) -> anyhow::Result<Conn> {
-        let stream = TcpStream::connect(addr)
+        Self::connect_as(addr, token, None).await
+    }
+
+    /// [`Conn::connect`] as client number `client` of a load generator:
+    /// from a source address of its own on loopback ([`connect_tcp`]).
+    pub async fn connect_as(
+        addr: SocketAddr,
+        token: Option<&str>,
+        client: Option<usize>,
+    ) -> anyhow::Result<Conn> {
+        let stream = connect_tcp(addr, client)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
@@ -53,6 +82,7 @@ impl Conn {
         });
         Ok(Conn {
             addr,
+            client,
             token: token.map(str::to_owned),
             send,
         })
@@ -94,7 +124,7 @@ impl Conn {
         // servers here after 10 s): like any HTTP client, open a new one.
         if self.send.is_closed() || self.send.ready().await.is_err() {
             let token = self.token.clone();
-            *self = Conn::connect(self.addr, token.as_deref()).await?;
+            *self = Conn::connect_as(self.addr, token.as_deref(), self.client).await?;
             self.send.ready().await?;
         }
         let resp = self.send.send_request(req).await?;

@@ -210,7 +210,7 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
             .map(|i| i + a.first)
             .collect();
         tasks.push(tokio::spawn(async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            let mut s = hms_e2e::client::connect_tcp(addr, Some(c)).await?;
             s.set_nodelay(true)?;
             let mut h = histogram();
             let mut errors = 0u64;
@@ -425,7 +425,7 @@ async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
             let mut h = histogram();
             let mut errors = 0u64;
             let mut missed = 0u64;
-            let mut c = Conn::connect(addr, Some(&token)).await?;
+            let mut c = Conn::connect_as(addr, Some(&token), Some(i)).await?;
             barrier.wait().await;
             let start = Instant::now();
             let mut k = i;
@@ -461,7 +461,7 @@ async fn queries(a: &Args, kind: Reads) -> anyhow::Result<Value> {
                     }
                 }
                 if !ok {
-                    c = Conn::connect(addr, Some(&token)).await?;
+                    c = Conn::connect_as(addr, Some(&token), Some(i)).await?;
                 }
             }
             anyhow::Ok((h, errors, missed))
@@ -528,7 +528,7 @@ async fn assign(a: &Args) -> anyhow::Result<Value> {
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut errors = 0u64;
-            let mut c = Conn::connect(addr, Some(&token)).await?;
+            let mut c = Conn::connect_as(addr, Some(&token), Some(i)).await?;
             barrier.wait().await;
             let start = Instant::now();
             let mut tick = paced(interval, i, clients);
@@ -618,8 +618,8 @@ async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
         left -= extra;
     }
     let mut conns = vec![];
-    for _ in 0..a.admissions {
-        conns.push(Conn::connect(a.addr, Some(&a.token)).await?);
+    for i in 0..a.admissions {
+        conns.push(Conn::connect_as(a.addr, Some(&a.token), Some(i)).await?);
     }
     let unit_ids: Arc<Vec<String>> = Arc::new(units.iter().map(|(u, _)| u.clone()).collect());
     let barrier = Arc::new(Barrier::new(a.admissions + 1));
