@@ -139,6 +139,51 @@ pub struct Tokens {
     store: Arc<Credentials>,
     /// The cache generation, for streams that end when their token goes.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Open sessions seen here: the session id's hash → its token's hash.
+    sessions: Arc<RwLock<HashMap<[u8; 32], [u8; 32]>>>,
+    /// Bumped when a session ends here, for streams that end with it.
+    ended: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// What a live stream was opened with.
+#[derive(Debug, Clone)]
+enum Credential {
+    Token(String),
+    Session(String),
+}
+
+/// How long a kiosk sign-in code is valid.
+pub const PAIR_CODE_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// The symbols of a sign-in code: no 0/O or 1/I/L look-alikes. A code has
+/// 8 of them (31^8, about 2^39.6), is valid 10 minutes and works once.
+const CODE_SYMBOLS: &[u8; 31] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// A sign-in code issued by [`Tokens::pair`].
+#[derive(Debug, Clone)]
+pub struct PairCode {
+    /// The code as a person types it (`ABCD-EFGH`).
+    pub code: String,
+    /// When it stops working.
+    pub expires: Timestamp,
+    /// Whether a viewer token of that name was created for it.
+    pub created_token: bool,
+}
+
+/// A code as typed, normalised: upper case, without spaces and dashes.
+fn normalise_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(bytes)
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -167,6 +212,155 @@ impl Tokens {
             store: Arc::new(Credentials::open(data_dir)?),
             cache: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            sessions: Arc::default(),
+            ended: Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
+    }
+
+    /// Signs in with a token: opens a session (stored durably, so it
+    /// survives a restart of the appliance) and returns its id, the value
+    /// of the session cookie. `None` when the token is not live. Blocking.
+    pub fn sign_in(&self, token: &str) -> anyhow::Result<Option<(String, Principal)>> {
+        let token = token.trim();
+        let Some((p, _)) = self.resolve(token, Timestamp::now().as_millis())? else {
+            return Ok(None);
+        };
+        let id = self.open_session(hash(token))?;
+        Ok(Some((id, p)))
+    }
+
+    /// Signs in with a one-time kiosk code ([`Tokens::pair`]): the code is
+    /// used up, and a session opened for its token. `None` when the code is
+    /// unknown, used, expired, or its token is no longer live. Blocking.
+    pub fn sign_in_with_code(&self, code: &str) -> anyhow::Result<Option<(String, Principal)>> {
+        self.sign_in_with_code_at(code, Timestamp::now().as_millis())
+    }
+
+    /// [`Tokens::sign_in_with_code`] at `now`.
+    pub fn sign_in_with_code_at(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<(String, Principal)>> {
+        let code = normalise_code(code);
+        if code.len() != 8 || !code.bytes().all(|b| CODE_SYMBOLS.contains(&b)) {
+            return Ok(None);
+        }
+        let Some(token) = self.store.redeem_pair_code(&hash(&code), now)? else {
+            return Ok(None);
+        };
+        let Some((p, _)) = self.resolve_hash(token, now)? else {
+            return Ok(None);
+        };
+        let id = self.open_session(token)?;
+        Ok(Some((id, p)))
+    }
+
+    fn open_session(&self, token: [u8; 32]) -> anyhow::Result<String> {
+        let id = format!(
+            "s_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?)
+        );
+        let h = hash(&id);
+        self.store
+            .open_session(&h, &token, Timestamp::now().as_millis())?;
+        self.sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h, token);
+        Ok(id)
+    }
+
+    /// The token hash of an open session (memory first, then the store).
+    fn session_token(&self, id: &str) -> anyhow::Result<Option<[u8; 32]>> {
+        if !id.starts_with("s_") || id.len() > 64 {
+            return Ok(None);
+        }
+        let h = hash(id);
+        if let Some(t) = self
+            .sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&h)
+        {
+            return Ok(Some(*t));
+        }
+        let found = self.store.session_token(&h)?;
+        if let Some(t) = found {
+            self.sessions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(h, t);
+        }
+        Ok(found)
+    }
+
+    /// The principal of an open session whose token is live. Blocking (may
+    /// read SQLite the first time a session is seen).
+    pub fn session(&self, id: &str) -> anyhow::Result<Option<Principal>> {
+        let now = Timestamp::now().as_millis();
+        match self.session_token(id)? {
+            Some(t) => Ok(self.resolve_hash(t, now)?.map(|(p, _)| p)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Tokens::session`] from memory only; `None` means "look it up".
+    pub fn session_cached(&self, id: &str) -> Option<Principal> {
+        let token = *self
+            .sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash(id))?;
+        let now_ms = Timestamp::now().as_millis();
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+        let e = cache.entries.get(&token)?;
+        e.live_at(now_ms).then(|| use_entry(e, now_ms))
+    }
+
+    /// Ends a session (sign-out): its streams end, its cookie is refused.
+    pub fn sign_out(&self, id: &str) -> anyhow::Result<()> {
+        let h = hash(id);
+        self.sessions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&h);
+        self.store.end_session(&h, Timestamp::now().as_millis())?;
+        self.ended.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Issues a one-time sign-in code for a wall kiosk, valid
+    /// [`PAIR_CODE_TTL_MS`]: it signs in as the live token named `name`,
+    /// which is created (role viewer, its secret never shown) when there is
+    /// none. Durable before it returns.
+    pub fn pair(&self, name: &str, by: &str) -> Result<PairCode, CreateError> {
+        let name = name.trim();
+        let now = Timestamp::now().as_millis();
+        let created_token = match self.store.live_token(name, now)? {
+            Some(_) => false,
+            None => {
+                self.create_with(&TokenSpec {
+                    name,
+                    role: Role::Viewer,
+                    expires: None,
+                    by,
+                })?;
+                true
+            }
+        };
+        let raw = random_bytes::<8>()?;
+        let code: String = raw
+            .iter()
+            .map(|b| CODE_SYMBOLS[usize::from(b % 31)] as char)
+            .collect();
+        let expires = now + PAIR_CODE_TTL_MS;
+        self.store
+            .add_pair_code(&hash(&code), name, now, expires, by)?;
+        Ok(PairCode {
+            code: format!("{}-{}", &code[..4], &code[4..]),
+            expires: Timestamp::from_millis(expires),
+            created_token,
         })
     }
 
@@ -241,7 +435,15 @@ impl Tokens {
         if !token.starts_with("hms_") || token.len() > 128 {
             return Ok(None);
         }
-        let h = hash(token);
+        self.resolve_hash(hash(token), now_ms)
+    }
+
+    /// The principal of the live token whose hash is `h`, and when it expires.
+    fn resolve_hash(
+        &self,
+        h: [u8; 32],
+        now_ms: i64,
+    ) -> anyhow::Result<Option<(Principal, Option<i64>)>> {
         let generation = {
             let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = cache.entries.get(&h) {
@@ -339,11 +541,29 @@ impl Tokens {
     /// store says it is unknown); never while it is. For streams that must
     /// end with their token.
     pub async fn invalidated(self, token: String) {
+        self.gone(Credential::Token(token)).await;
+    }
+
+    /// Resolves once the session `id` no longer holds (signed out, or its
+    /// token revoked or expired); never while it does.
+    pub async fn session_ended(self, id: String) {
+        self.gone(Credential::Session(id)).await;
+    }
+
+    async fn gone(self, credential: Credential) {
         let mut changes = self.changes.subscribe();
+        let mut ended = self.ended.subscribe();
         loop {
-            let (tokens, t) = (self.clone(), token.clone());
+            let (tokens, c) = (self.clone(), credential.clone());
             let resolved = tokio::task::spawn_blocking(move || {
-                tokens.resolve(&t, Timestamp::now().as_millis())
+                let now = Timestamp::now().as_millis();
+                match &c {
+                    Credential::Token(t) => tokens.resolve(t, now),
+                    Credential::Session(id) => match tokens.session_token(id)? {
+                        Some(h) => tokens.resolve_hash(h, now),
+                        None => Ok(None),
+                    },
+                }
             })
             .await;
             let expires_ms = match resolved {
@@ -359,6 +579,11 @@ impl Tokens {
             });
             tokio::select! {
                 r = changes.changed() => {
+                    if r.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                r = ended.changed() => {
                     if r.is_err() {
                         return std::future::pending().await;
                     }
@@ -551,6 +776,89 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_hold_across_handles_and_end_with_sign_out_or_their_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::open(dir.path()).unwrap();
+        let t = tokens.create("nurse-ann", Role::Nurse).unwrap();
+        assert!(tokens.sign_in("hms_wrong").unwrap().is_none());
+        let (id, p) = tokens.sign_in(&t).unwrap().unwrap();
+        assert_eq!((p.name.as_str(), p.role), ("nurse-ann", Role::Nurse));
+        assert!(id.starts_with("s_") && !id.contains(&t[4..]));
+        assert_eq!(tokens.session(&id).unwrap(), Some(p.clone()));
+        assert_eq!(tokens.session_cached(&id), Some(p.clone()));
+        // A restarted appliance (a new handle) knows the session.
+        let after_restart = Tokens::open(dir.path()).unwrap();
+        assert_eq!(after_restart.session(&id).unwrap(), Some(p.clone()));
+        assert!(after_restart.session("s_unknown").unwrap().is_none());
+        assert!(
+            after_restart.session(&t).unwrap().is_none(),
+            "a token is not a session"
+        );
+        // Signed out: refused here and by the other handle.
+        let (other, _) = tokens.sign_in(&t).unwrap().unwrap();
+        tokens.sign_out(&id).unwrap();
+        assert!(tokens.session(&id).unwrap().is_none());
+        assert!(tokens.session_cached(&id).is_none());
+        assert!(
+            Tokens::open(dir.path())
+                .unwrap()
+                .session(&id)
+                .unwrap()
+                .is_none()
+        );
+        // The token revoked: its other session ends too.
+        assert!(tokens.session(&other).unwrap().is_some());
+        tokens.revoke("nurse-ann", "cli:test").unwrap();
+        assert!(tokens.refresh().unwrap());
+        assert!(tokens.session(&other).unwrap().is_none());
+        assert!(tokens.session_cached(&other).is_none());
+    }
+
+    #[test]
+    fn a_pair_code_works_once_within_ten_minutes_for_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::open(dir.path()).unwrap();
+        // No token of that name: a viewer token is made for it.
+        let code = tokens.pair("wall-3w", "cli:test").unwrap();
+        assert!(code.created_token);
+        assert_eq!(code.code.len(), 9);
+        assert_eq!(&code.code[4..5], "-");
+        let (id, p) = tokens
+            .sign_in_with_code(&code.code.to_lowercase().replace('-', " "))
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.name.as_str(), p.role), ("wall-3w", Role::Viewer));
+        assert!(tokens.session(&id).unwrap().is_some());
+        assert!(
+            tokens.sign_in_with_code(&code.code).unwrap().is_none(),
+            "used once"
+        );
+        // An existing token is used as it is, with its role.
+        tokens.create("station-4e", Role::Nurse).unwrap();
+        let again = tokens.pair("station-4e", "cli:test").unwrap();
+        assert!(!again.created_token);
+        let late = again.expires.as_millis();
+        assert!(
+            tokens
+                .sign_in_with_code_at(&again.code, late)
+                .unwrap()
+                .is_none(),
+            "expired after 10 minutes"
+        );
+        let (_, p) = tokens
+            .sign_in_with_code_at(&again.code, late - 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.role, Role::Nurse);
+        // A code whose token was revoked meanwhile signs nobody in.
+        let third = tokens.pair("station-4e", "cli:test").unwrap();
+        tokens.revoke("station-4e", "cli:test").unwrap();
+        assert!(tokens.sign_in_with_code(&third.code).unwrap().is_none());
+        assert!(tokens.sign_in_with_code("ABCD-EFG").unwrap().is_none());
+        assert!(tokens.sign_in_with_code("0000-0000").unwrap().is_none());
+    }
 
     #[test]
     fn created_tokens_authenticate_and_others_do_not() {

@@ -2,6 +2,12 @@
 //! HTTP servers share, so that both answer alike and neither depends on the
 //! other:
 //!
+//! - [`assets`]: the pages' style sheet, script and icon, compiled in and
+//!   served under content-digest names;
+//! - [`cookie`]: the session cookie and the same-origin check of requests
+//!   it authenticates;
+//! - [`headers`]: Content-Security-Policy and the other security headers;
+//! - [`page`]: the frame every web page shares (server-rendered HTML);
 //! - [`panic`]: the panic hook of both binaries (where and on which thread,
 //!   never the message, which may quote input);
 //! - [`problem`]: RFC 9457 problem documents (`application/problem+json`),
@@ -11,6 +17,10 @@
 //! - [`tls`]: the rustls server configuration from PEM files and a listener
 //!   that hands axum only connections whose handshake completed.
 
+pub mod assets;
+pub mod cookie;
+pub mod headers;
+pub mod page;
 pub mod panic;
 pub mod problem;
 pub mod server;

@@ -9,9 +9,12 @@
 //!   its URLs and kiosk tokens.
 //! - `bench`: builds in release mode and runs the load generator against the
 //!   2,000-bed hospital; prints JSON results (see docs/performance.md).
+//! - `browser`: the kiosk web app's tests in a real browser (also part of
+//!   `ci`; installs chromium and the npm packages they need).
 //! - `tidy`: checks the architecture invariants that are about the code itself.
 
 mod bench;
+mod browser;
 mod empi_eval;
 mod models_bench;
 mod patients_bench;
@@ -149,6 +152,7 @@ fn ci() -> anyhow::Result<()> {
         c
     })?;
     test_all(&ort, true)?;
+    browser::run_tests(&root())?;
     eprintln!("xtask: ci passed");
     Ok(())
 }
@@ -304,11 +308,20 @@ fn demo() -> anyhow::Result<()> {
     let data_dir = root().join("demo-data");
     let viewer = create_token(&bin, &data_dir, "viewer", "demo-kiosk")?;
     let manager = create_token(&bin, &data_dir, "bed_manager", "demo-bed-manager")?;
+    let code = pair_code(&bin, &data_dir, "demo-wall")?;
     let base = "http://127.0.0.1:8080";
     println!(
         "HMS Edge demo: Demo General Hospital, 40 beds, data in {}",
         data_dir.display()
     );
+    println!();
+    println!("  open {base}/ and sign in with the code {code}");
+    println!(
+        "  (valid 10 minutes, once; another: {} kiosk pair --name demo-wall --data-dir {})",
+        bin.display(),
+        data_dir.display()
+    );
+    println!("  or with the bed manager token below");
     println!();
     println!("  health      {base}/health");
     println!("  metrics     {base}/metrics");
@@ -332,6 +345,27 @@ fn demo() -> anyhow::Result<()> {
         bail!("hms-edge exited with {status}");
     }
     Ok(())
+}
+
+/// A kiosk sign-in code for the token `name` (`hms-edge kiosk pair`; the
+/// code is its last stdout line).
+fn pair_code(bin: &Path, data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args(["kiosk", "pair", "--name", name, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .context("running hms-edge kiosk pair")?;
+    if !out.status.success() {
+        bail!(
+            "hms-edge kiosk pair failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| l.trim().to_owned())
+        .context("hms-edge kiosk pair printed no code")
 }
 
 /// `cargo xtask models-train`: makes the pinned training environment
@@ -466,13 +500,14 @@ fn main() -> ExitCode {
         }
         Some("bench") => bench::run(&root(), &args[1..]),
         Some("tidy") => tidy::check(&root()),
+        Some("browser") => browser::run_tests(&root()),
         Some("empi-eval") => empi_eval::run(&root(), &args[1..]),
         Some("gpu-check") => gpu_check(),
         Some("models-train") => models_train(),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | browser | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

@@ -80,7 +80,7 @@ impl<'a> BedJson<'a> {
     }
 }
 
-fn sees_patients(c: &Caller) -> bool {
+pub(crate) fn sees_patients(c: &Caller) -> bool {
     c.0.role >= Role::Nurse
 }
 
@@ -183,7 +183,7 @@ pub async fn get_bed(
     .into_response())
 }
 
-fn actor(c: &Caller) -> Actor {
+pub(crate) fn actor(c: &Caller) -> Actor {
     Actor {
         kind: ActorKind::User,
         id: c.0.name.clone(),
@@ -229,7 +229,7 @@ async fn submit(
     }
 }
 
-fn write_problem(state: &AppState, e: WriteError, with_patient: bool) -> Problem {
+pub(crate) fn write_problem(state: &AppState, e: WriteError, with_patient: bool) -> Problem {
     let current = |bed: Option<&BedId>| -> Option<Arc<Bed>> {
         bed.and_then(|b| state.store.view().bed(b.as_str()).cloned())
     };
@@ -285,7 +285,7 @@ fn write_problem(state: &AppState, e: WriteError, with_patient: bool) -> Problem
     }
 }
 
-fn bed_id(s: &str) -> Result<BedId, Problem> {
+pub(crate) fn bed_id(s: &str) -> Result<BedId, Problem> {
     BedId::new(s).map_err(|_| Problem::not_found("bed", s))
 }
 
@@ -307,35 +307,40 @@ async fn mutate_bed(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
-    status: StatusTarget,
+    pub(crate) status: StatusTarget,
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
     #[serde(default)]
-    until: Option<Timestamp>,
-    version: u64,
+    pub(crate) until: Option<Timestamp>,
+    pub(crate) version: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// The status a change asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum StatusTarget {
+pub enum StatusTarget {
+    /// Vacant, waiting for housekeeping.
     Dirty,
+    /// Housekeeping in progress.
     Cleaning,
+    /// Vacant and clean.
     Clean,
+    /// Out of service (needs a reason).
     Blocked,
+    /// Back in service.
     InService,
 }
 
-/// `POST /api/v1/beds/{bed}/status`: housekeeping, block, back in service.
-pub async fn set_status(
-    State(state): State<AppState>,
-    c: Caller,
-    Extension(rid): Extension<RequestId>,
-    Segment(bed): Segment,
-    Body(body): Body<StatusBody>,
-) -> Result<Response, Problem> {
-    let bed = bed_id(&bed)?;
+/// The command of a status change, once the caller's role allows it (the
+/// API and the pages share it).
+pub(crate) fn status_command(
+    state: &AppState,
+    c: &Caller,
+    bed: BedId,
+    body: StatusBody,
+) -> Result<Command, Problem> {
     let v = Some(body.version);
-    let cmd = match body.status {
+    Ok(match body.status {
         StatusTarget::Dirty | StatusTarget::Cleaning | StatusTarget::Clean => {
             c.require(Role::Nurse, &state.metrics, "change housekeeping status")?;
             let to = match body.status {
@@ -373,7 +378,18 @@ pub async fn set_status(
                 expected_version: v,
             }
         }
-    };
+    })
+}
+
+/// `POST /api/v1/beds/{bed}/status`: housekeeping, block, back in service.
+pub async fn set_status(
+    State(state): State<AppState>,
+    c: Caller,
+    Extension(rid): Extension<RequestId>,
+    Segment(bed): Segment,
+    Body(body): Body<StatusBody>,
+) -> Result<Response, Problem> {
+    let cmd = status_command(&state, &c, bed_id(&bed)?, body)?;
     submit(&state, &c, &rid, cmd, false).await
 }
 

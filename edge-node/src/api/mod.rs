@@ -8,6 +8,7 @@
 pub mod beds;
 pub mod forecast;
 pub mod integration;
+pub mod pages;
 pub mod patients;
 pub mod stream;
 
@@ -60,6 +61,10 @@ pub struct ApiSettings {
     pub hospital_name: String,
     /// Node id.
     pub node: String,
+    /// The hospital's clock (`node.timezone`): times on the pages.
+    pub clock: crate::integration::hl7::time::HospitalTime,
+    /// Whether the listener speaks HTTPS (the session cookie is `Secure`).
+    pub https: bool,
 }
 
 /// Shared state of the handlers.
@@ -124,6 +129,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/integration/parked/{seq}/replay",
             post(integration::replay_one),
         )
+        .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -132,6 +138,7 @@ pub fn router(state: AppState) -> Router {
             refuse_declared_oversize,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(hms_web::headers::security_headers))
         .with_state(state)
 }
 
@@ -368,6 +375,30 @@ impl FromRequestParts<AppState> for Caller {
             Problem::unauthorized(detail.to_owned()).realm("hms-edge")
         };
         let Some(token) = bearer(parts) else {
+            // The pages' session cookie, for the pages' own requests: a
+            // change it authenticates must come from this origin.
+            if let Some(id) = hms_web::cookie::get(&parts.headers, pages::COOKIE) {
+                let safe = parts.method == axum::http::Method::GET
+                    || parts.method == axum::http::Method::HEAD;
+                if !safe && !hms_web::cookie::same_origin(&parts.headers) {
+                    state
+                        .metrics
+                        .auth_failures
+                        .get_or_create(&ReasonLabels {
+                            reason: "cross_origin",
+                        })
+                        .inc();
+                    return Err(Problem::forbidden(
+                        "a change authenticated by the session cookie must come from this origin",
+                    ));
+                }
+                let id = id.to_owned();
+                return match pages::session_principal(state, &id).await {
+                    Ok(Some(p)) => Ok(Caller(p)),
+                    Ok(None) => Err(fail("invalid", "the session has ended; sign in again")),
+                    Err(_) => Err(Problem::unavailable("the credential store is unavailable")),
+                };
+            }
             return Err(fail(
                 "missing",
                 "send a bearer token: Authorization: Bearer <token>",

@@ -127,6 +127,8 @@ impl Appliance {
             units,
             hospital_name: config.node.name.clone(),
             node: config.node.node_id.to_string(),
+            clock: clock.clone(),
+            https: config.http.tls.is_some(),
         });
         Ok((
             Appliance {

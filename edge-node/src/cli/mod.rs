@@ -8,6 +8,7 @@
 
 mod backup;
 mod hl7;
+mod kiosk;
 mod models;
 mod restore;
 mod run;
@@ -52,6 +53,11 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         command: token::TokenCmd,
+    },
+    /// Kiosks: one-time sign-in codes for wall displays.
+    Kiosk {
+        #[command(subcommand)]
+        command: kiosk::KioskCmd,
     },
     /// Cloud sync tools.
     Sync {
@@ -144,6 +150,7 @@ fn dispatch(cli: Cli) -> Outcome {
         Cmd::Backup(args) => backup::backup(args),
         Cmd::Restore(args) => restore::restore(args),
         Cmd::Token { command } => token::token(command),
+        Cmd::Kiosk { command } => kiosk::kiosk(command),
         Cmd::Sync { command } => sync::sync(command),
         Cmd::Hl7 { command } => hl7::hl7(command),
         Cmd::Models { command } => models::models(command),

@@ -19,6 +19,12 @@
 //! which rows it holds already (a fresh file after a restore numbers from 1
 //! again, under another id).
 //!
+//! The web pages' sign-in sessions live here too (`sessions`: the hash of
+//! the session id and the hash of the token it was opened with, so a
+//! session ends with its token), with the one-time sign-in codes of wall
+//! kiosks (`pair_codes`: the hash of the code, the token it signs in as,
+//! when it expires and whether it was used).
+//!
 //! The schema is versioned with `PRAGMA user_version` and migrated forward
 //! on open; a file newer than this binary knows is refused.
 
@@ -60,6 +66,21 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE IF NOT EXISTS meta (
          key   TEXT PRIMARY KEY,
          value TEXT NOT NULL
+     ) STRICT;",
+    // 3: web sign-in sessions and kiosk sign-in codes.
+    "CREATE TABLE IF NOT EXISTS sessions (
+         hash       BLOB    PRIMARY KEY,
+         token      BLOB    NOT NULL,
+         created_at INTEGER NOT NULL,
+         ended_at   INTEGER
+     ) STRICT;
+     CREATE TABLE IF NOT EXISTS pair_codes (
+         hash       BLOB    PRIMARY KEY,
+         token_name TEXT    NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         used_at    INTEGER,
+         by         TEXT    NOT NULL
      ) STRICT;",
 ];
 
@@ -424,6 +445,132 @@ impl Credentials {
                 }
             }
             tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The hash and role of the live token named `name` at `now_ms`.
+    pub fn live_token(
+        &self,
+        name: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<Option<([u8; 32], String)>> {
+        let conn = open_writer(&self.path)?;
+        let row: Option<(Vec<u8>, String)> = conn
+            .query_row(
+                "SELECT hash, role FROM tokens WHERE name = ?1 AND revoked_at IS NULL
+                 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY id DESC LIMIT 1",
+                params![name, now_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(h, role)| Some((h.try_into().ok()?, role))))
+    }
+
+    /// Stores a sign-in code (its hash) for the token named `token_name`,
+    /// valid until `expires_ms`, durably.
+    pub fn add_pair_code(
+        &self,
+        hash: &[u8; 32],
+        token_name: &str,
+        now_ms: i64,
+        expires_ms: i64,
+        by: &str,
+    ) -> anyhow::Result<()> {
+        let conn = open_writer(&self.path)?;
+        // Codes used or expired a day ago are of no use any more.
+        conn.execute(
+            "DELETE FROM pair_codes WHERE expires_at < ?1",
+            [now_ms - 86_400_000],
+        )?;
+        conn.execute(
+            "INSERT INTO pair_codes(hash, token_name, created_at, expires_at, by)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&hash[..], token_name, now_ms, expires_ms, by],
+        )
+        .context("storing the sign-in code")?;
+        Ok(())
+    }
+
+    /// Uses a sign-in code: when it is known, unused and unexpired at
+    /// `now_ms` and its token is live, marks it used (once and for all) and
+    /// returns the token's hash.
+    pub fn redeem_pair_code(
+        &self,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> anyhow::Result<Option<[u8; 32]>> {
+        self.session(|s| {
+            let tx = s
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let name: Option<String> = tx
+                .query_row(
+                    "SELECT token_name FROM pair_codes
+                     WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                    params![&hash[..], now_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(name) = name else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE pair_codes SET used_at = ?2 WHERE hash = ?1",
+                params![&hash[..], now_ms],
+            )?;
+            let token: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT hash FROM tokens WHERE name = ?1 AND revoked_at IS NULL
+                     AND (expires_at IS NULL OR expires_at > ?2) ORDER BY id DESC LIMIT 1",
+                    params![name, now_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.commit()?;
+            Ok(token.and_then(|t| t.try_into().ok()))
+        })
+    }
+
+    /// Stores a new session (its hash) opened with the token `token`.
+    pub fn open_session(
+        &self,
+        hash: &[u8; 32],
+        token: &[u8; 32],
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        self.session(|s| {
+            s.conn.execute(
+                "INSERT INTO sessions(hash, token, created_at) VALUES (?1, ?2, ?3)",
+                params![&hash[..], &token[..], now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The hash of the token of a session that has not ended.
+    pub fn session_token(&self, hash: &[u8; 32]) -> anyhow::Result<Option<[u8; 32]>> {
+        self.session(|s| {
+            let t: Option<Vec<u8>> = s
+                .conn
+                .prepare_cached("SELECT token FROM sessions WHERE hash = ?1 AND ended_at IS NULL")?
+                .query_row([&hash[..]], |r| r.get(0))
+                .optional()?;
+            Ok(t.and_then(|t| t.try_into().ok()))
+        })
+    }
+
+    /// Ends a session (sign-out); sessions that ended a day ago are deleted.
+    pub fn end_session(&self, hash: &[u8; 32], now_ms: i64) -> anyhow::Result<()> {
+        self.session(|s| {
+            s.conn.execute(
+                "UPDATE sessions SET ended_at = ?2 WHERE hash = ?1 AND ended_at IS NULL",
+                params![&hash[..], now_ms],
+            )?;
+            s.conn.execute(
+                "DELETE FROM sessions WHERE ended_at < ?1",
+                [now_ms - 86_400_000],
+            )?;
             Ok(())
         })
     }

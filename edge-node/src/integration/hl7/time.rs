@@ -160,6 +160,25 @@ impl HospitalTime {
         )
     }
 
+    /// The local wall-clock time of `t` to the minute, `HH:MM` (what the
+    /// pages show). Empty for an instant outside years 1 to 9999.
+    pub fn clock_time(&self, t: Timestamp) -> String {
+        let Some(ts) = self.instant(t) else {
+            return String::new();
+        };
+        let dt = self.tz.to_datetime(ts);
+        format!("{:02}:{:02}", dt.hour(), dt.minute())
+    }
+
+    /// [`HospitalTime::clock_time`] to the second, `HH:MM:SS`.
+    pub fn clock_time_seconds(&self, t: Timestamp) -> String {
+        let Some(ts) = self.instant(t) else {
+            return String::new();
+        };
+        let dt = self.tz.to_datetime(ts);
+        format!("{:02}:{:02}:{:02}", dt.hour(), dt.minute(), dt.second())
+    }
+
     /// The local hour of `t`, 0 to 23.
     pub fn hour(&self, t: Timestamp) -> u8 {
         self.slot(t).1
