@@ -232,20 +232,39 @@ async fn health(State(state): State<AppState>, request: Request) -> Response {
     if detailed && let Err(p) = Caller::from_request_parts(&mut parts, &state).await {
         return p.into_response();
     }
+    if !detailed {
+        let (status, code) = health_status(&state, &state.sync.report_at(state.store.last_seq()));
+        return (code, Json(json!({ "status": status }))).into_response();
+    }
+    let (code, body) = health_report(&state);
+    (code, Json(body)).into_response()
+}
+
+/// The appliance's status: `failed` without its writer, `degraded` after a
+/// store error or with the uplink not ok (the edge does its job without the
+/// cloud: an offline uplink degrades it, never fails it), else `ok`.
+fn health_status(
+    state: &AppState,
+    sync: &crate::sync::status::Report,
+) -> (&'static str, StatusCode) {
+    match (
+        state.store.writer_alive(),
+        state.store.last_error().is_some(),
+        sync.ok(),
+    ) {
+        (false, _, _) => ("failed", StatusCode::SERVICE_UNAVAILABLE),
+        (true, true, _) | (true, false, false) => ("degraded", StatusCode::OK),
+        (true, false, true) => ("ok", StatusCode::OK),
+    }
+}
+
+/// The whole `/health` report (status code and body) as a token holder sees it.
+pub(crate) fn health_report(state: &AppState) -> (StatusCode, serde_json::Value) {
     let view = state.store.view();
     let last_error = state.store.last_error();
     let writer_alive = state.store.writer_alive();
     let sync = state.sync.report_at(state.store.last_seq());
-    // An offline uplink degrades the appliance, never fails it: the edge
-    // does its job without the cloud.
-    let (status, code) = match (writer_alive, &last_error, sync.ok()) {
-        (false, _, _) => ("failed", StatusCode::SERVICE_UNAVAILABLE),
-        (true, Some(_), _) | (true, None, false) => ("degraded", StatusCode::OK),
-        (true, None, true) => ("ok", StatusCode::OK),
-    };
-    if !detailed {
-        return (code, Json(json!({ "status": status }))).into_response();
-    }
+    let (status, code) = health_status(state, &sync);
     let body = json!({
         "status": status,
         "hospital": state.store.hospital().as_str(),
@@ -262,10 +281,10 @@ async fn health(State(state): State<AppState>, request: Request) -> Response {
                 "status": if sync.ok() { "ok" } else { "degraded" },
                 "sync": sync,
             },
-            "models": models_health(&state),
+            "models": models_health(state),
         }
     });
-    (code, Json(body)).into_response()
+    (code, body)
 }
 
 /// The models' part of `/health`: `ok` when every model answers, else

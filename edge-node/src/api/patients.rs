@@ -34,6 +34,7 @@ use serde_json::json;
 use super::{AppState, Caller, RequestId};
 use crate::auth::Role;
 use crate::board::Command;
+use crate::patients::{Hit, PatientJson};
 use crate::store::WriteRequest;
 use hms_web::problem::Problem;
 
@@ -45,14 +46,48 @@ pub async fn search(
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     c.require(Role::Nurse, &state.metrics, "look up patients")?;
+    let Ok(Query(q)) = query else {
+        return Err(Problem::bad_request("the query string does not decode"));
+    };
+    Ok(match lookup(&state, &c, &rid, &q).await? {
+        Found::Exact(p) => Json(json!({ "patients": p })).into_response(),
+        Found::Ranked(hits) => Json(json!({ "patients": hits })).into_response(),
+    })
+}
+
+/// What a look-up found.
+#[derive(Debug)]
+pub enum Found {
+    /// By MRN: zero or one patient.
+    Exact(Vec<PatientJson>),
+    /// By demographics: best first, with scores.
+    Ranked(Vec<Hit>),
+}
+
+impl Found {
+    /// The patients, in order.
+    pub fn patients(&self) -> Vec<&PatientJson> {
+        match self {
+            Found::Exact(p) => p.iter().collect(),
+            Found::Ranked(h) => h.iter().map(|h| &h.patient).collect(),
+        }
+    }
+}
+
+/// A look-up with the API's parameters (see the module doc), audited; the
+/// API and the look-up page share it. The caller's role is checked here.
+pub(crate) async fn lookup(
+    state: &AppState,
+    c: &Caller,
+    rid: &RequestId,
+    q: &HashMap<String, String>,
+) -> Result<Found, Problem> {
+    c.require(Role::Nurse, &state.metrics, "look up patients")?;
     if !state.patients.is_ready() {
         return Err(Problem::unavailable(
             "the patient index is loading; retry in a moment",
         ));
     }
-    let Ok(Query(q)) = query else {
-        return Err(Problem::bad_request("the query string does not decode"));
-    };
     const KNOWN: [&str; 8] = [
         "mrn",
         "family_name",
@@ -81,8 +116,8 @@ pub async fn search(
             .map(|p| p.json())
             .into_iter()
             .collect();
-        audit(&state, &c, &rid, "mrn", Vec::new(), found.len()).await?;
-        return Ok(Json(json!({ "patients": found })).into_response());
+        audit(state, c, rid, "mrn", Vec::new(), found.len()).await?;
+        return Ok(Found::Exact(found));
     }
     if given("family_name").is_none()
         && given("given_name").is_none()
@@ -121,8 +156,8 @@ pub async fn search(
         .filter(|k| !matches!(**k, "mrn" | "limit") && given(k).is_some())
         .map(|k| (*k).to_owned())
         .collect();
-    audit(&state, &c, &rid, "demographics", fields, hits.len()).await?;
-    Ok(Json(json!({ "patients": hits })).into_response())
+    audit(state, c, rid, "demographics", fields, hits.len()).await?;
+    Ok(Found::Ranked(hits))
 }
 
 /// Queues the audit event of an answered look-up (see the module doc):

@@ -541,6 +541,57 @@ impl BoardView {
         self.beds.iter()
     }
 
+    /// The bed a placement in `unit` with `req` would take now (what
+    /// [`Command::Place`] commits), without taking it: a proposal.
+    pub fn propose(&self, unit: &UnitId, req: &Requirements) -> Result<&Arc<Bed>, BoardError> {
+        self.best_bed(unit, req).map(|i| &self.beds[i])
+    }
+
+    /// Picks the best free bed of `unit` for `req`: vacant and clean, every
+    /// requirement met, no mixed-sex room, and the fewest special capabilities
+    /// wasted on a patient who does not need them; ties go to the lowest bed id.
+    fn best_bed(&self, unit: &UnitId, req: &Requirements) -> Result<usize, BoardError> {
+        let idx = self
+            .units
+            .get(unit)
+            .ok_or_else(|| BoardError::UnknownUnit(unit.clone()))?;
+        let beds = &self.beds;
+        let mut best: Option<(u32, usize)> = None;
+        for &i in idx {
+            let b = &beds[i];
+            let a = &b.attributes;
+            if b.state != BedState::VacantClean
+                || !a.gender.admits(req.sex)
+                || (req.isolation && !a.isolation_capable)
+                || req.level_of_care.is_some_and(|l| l != a.level_of_care)
+                || (req.telemetry && !a.telemetry)
+                || (req.bariatric && !a.bariatric)
+            {
+                continue;
+            }
+            let clash = room_mates(b, idx, beds).any(|o| {
+                req.isolation
+                    || o.isolation
+                    || match (req.sex, o.patient.as_ref().and_then(|p| p.sex)) {
+                        (Some(x), Some(y)) => x != y && x != Sex::Other && y != Sex::Other,
+                        _ => false,
+                    }
+            });
+            if clash {
+                continue;
+            }
+            let waste = u32::from(a.isolation_capable && !req.isolation) * 4
+                + u32::from(a.telemetry && !req.telemetry) * 2
+                + u32::from(a.bariatric && !req.bariatric) * 2
+                + u32::from(a.gender != GenderRestriction::Any && req.sex.is_none());
+            if best.is_none_or(|(w, _)| waste < w) {
+                best = Some((waste, i));
+            }
+        }
+        best.map(|(_, i)| i)
+            .ok_or_else(|| BoardError::NoBedAvailable { unit: unit.clone() })
+    }
+
     /// Number of beds.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -829,7 +880,7 @@ impl Board {
                         .or_else(|| patient.as_ref().and_then(|p| p.sex)),
                     ..requirements
                 };
-                let i = self.best_bed(&unit, &requirements)?;
+                let i = self.view.best_bed(&unit, &requirements)?;
                 let b = &self.view.beds[i];
                 let patient = patient.map(|mut p| {
                     if p.sex.is_none() {
@@ -1207,52 +1258,6 @@ impl Board {
                 change,
             }],
         })
-    }
-
-    /// Picks the best free bed of `unit` for `req`: vacant and clean, every
-    /// requirement met, no mixed-sex room, and the fewest special capabilities
-    /// wasted on a patient who does not need them; ties go to the lowest bed id.
-    fn best_bed(&self, unit: &UnitId, req: &Requirements) -> Result<usize, BoardError> {
-        let idx = self
-            .view
-            .units
-            .get(unit)
-            .ok_or_else(|| BoardError::UnknownUnit(unit.clone()))?;
-        let beds = &self.view.beds;
-        let mut best: Option<(u32, usize)> = None;
-        for &i in idx {
-            let b = &beds[i];
-            let a = &b.attributes;
-            if b.state != BedState::VacantClean
-                || !a.gender.admits(req.sex)
-                || (req.isolation && !a.isolation_capable)
-                || req.level_of_care.is_some_and(|l| l != a.level_of_care)
-                || (req.telemetry && !a.telemetry)
-                || (req.bariatric && !a.bariatric)
-            {
-                continue;
-            }
-            let clash = room_mates(b, idx, beds).any(|o| {
-                req.isolation
-                    || o.isolation
-                    || match (req.sex, o.patient.as_ref().and_then(|p| p.sex)) {
-                        (Some(x), Some(y)) => x != y && x != Sex::Other && y != Sex::Other,
-                        _ => false,
-                    }
-            });
-            if clash {
-                continue;
-            }
-            let waste = u32::from(a.isolation_capable && !req.isolation) * 4
-                + u32::from(a.telemetry && !req.telemetry) * 2
-                + u32::from(a.bariatric && !req.bariatric) * 2
-                + u32::from(a.gender != GenderRestriction::Any && req.sex.is_none());
-            if best.is_none_or(|(w, _)| waste < w) {
-                best = Some((waste, i));
-            }
-        }
-        best.map(|(_, i)| i)
-            .ok_or_else(|| BoardError::NoBedAvailable { unit: unit.clone() })
     }
 
     /// Applies one recorded change (live or from the log).

@@ -43,7 +43,7 @@ use crate::board::{Bed, BoardView, Census, Command};
 use crate::store::WriteRequest;
 
 /// A status's label and icon.
-fn status_label(state: &BedState) -> (&'static str, &'static str) {
+pub(crate) fn status_label(state: &BedState) -> (&'static str, &'static str) {
     match state {
         BedState::VacantClean => ("Clean", "clean"),
         BedState::VacantDirty => ("Dirty", "dirty"),
@@ -97,7 +97,9 @@ pub(crate) fn tile(state: &AppState, bed: &Bed, who: &Principal) -> Markup {
         li class="bed" id={ "bed-" (bed_id) } data-bed=(bed_id) data-status=(bed.state.name())
             data-version=(bed.version) data-isolation=[bed.isolation.then_some("true")]
             data-pending-discharge=[bed.pending_discharge.then_some("true")] {
-            h2 class="id" { (bed_id) }
+            h2 class="id" {
+                @if sees { a href={ "/beds/" (bed_id) } aria-label={ "Bed " (bed_id) ", details" } { (bed_id) } } @else { (bed_id) }
+            }
             p class="status" { (icon(icon_name)) span { (label) } }
             @if let BedState::Blocked { reason, .. } = &bed.state {
                 p class="who" { (reason) }
@@ -232,21 +234,64 @@ pub async fn units(State(state): State<AppState>, who: Signed) -> Response {
 }
 
 /// What a board page shows above the tiles after a refused change.
-struct Refused<'a> {
-    what: &'a str,
-    why: String,
+#[derive(Debug)]
+pub(crate) struct Refused<'a> {
+    /// What was asked.
+    pub(crate) what: &'a str,
+    /// Why it was refused.
+    pub(crate) why: String,
 }
 
-fn board(
+/// The stays waiting for a bed of the unit (reserved) and the expected
+/// discharges, for bed managers; re-sent live with every change.
+fn pending(view: &BoardView, unit: &str) -> Markup {
+    let beds: Vec<_> = view.unit_beds(unit).into_iter().flatten().collect();
+    let incoming: Vec<_> = beds
+        .iter()
+        .filter(|b| matches!(b.state, BedState::Reserved { .. }))
+        .collect();
+    let outgoing: Vec<_> = beds.iter().filter(|b| b.pending_discharge).collect();
+    html! {
+        section id="pending" class="pending" aria-labelledby="pending-title" {
+            h2 id="pending-title" { "Pending" }
+            div class="columns" {
+                div {
+                    h3 { "Admissions (" (incoming.len()) ")" }
+                    @if incoming.is_empty() { p { "None." } }
+                    ul {
+                        @for b in &incoming {
+                            li { a href={ "/beds/" (b.id.as_str()) } { (b.id.as_str()) } " — encounter " (b.state.encounter().map_or("", |e| e.as_str())) }
+                        }
+                    }
+                }
+                div {
+                    h3 { "Discharges (" (outgoing.len()) ")" }
+                    @if outgoing.is_empty() { p { "None." } }
+                    ul {
+                        @for b in &outgoing {
+                            li { a href={ "/beds/" (b.id.as_str()) } { (b.id.as_str()) } " — encounter " (b.state.encounter().map_or("", |e| e.as_str())) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The board page of `unit`, with a refused change or a placement
+/// proposal above the tiles; `None` when there is no such unit.
+pub(crate) fn board_page(
     state: &AppState,
     who: &Signed,
     view: &BoardView,
     unit: &str,
     refused: Option<Refused<'_>>,
+    proposal: Option<Markup>,
 ) -> Option<Markup> {
     let c = view.census(unit)?;
     let beds = view.unit_beds(unit)?;
     let name = unit_name(state, unit);
+    let manager = may(&who.principal, Role::BedManager);
     let body = html! {
         h1 { (name) }
         @if let Some(r) = refused {
@@ -255,7 +300,14 @@ fn board(
                 p { (r.why) " The board below shows the bed as it is now." }
             }
         }
+        @if let Some(p) = proposal { (p) }
         (census(&c))
+        @if manager {
+            div class="manage" {
+                (super::manage::placement_form(unit))
+                (pending(view, unit))
+            }
+        }
         ul class="beds" id="beds" aria-label={ "Beds of " (name) } data-unit=(unit)
             data-live={ "/units/" (unit) "/live" } {
             @for b in beds {
@@ -269,7 +321,7 @@ fn board(
 /// `GET /units/{unit}`: the board of a unit.
 pub async fn page(State(state): State<AppState>, who: Signed, Segment(unit): Segment) -> Response {
     let view = state.store.view();
-    match board(&state, &who, &view, &unit, None) {
+    match board_page(&state, &who, &view, &unit, None, None) {
         Some(m) => page::respond(m),
         None => message(
             StatusCode::NOT_FOUND,
@@ -292,6 +344,20 @@ fn census_event(view: &BoardView, unit: &str) -> Option<Event> {
             .event("census")
             .data(json!({ "html": census(&c).into_string() }).to_string()),
     )
+}
+
+/// The census and, for bed managers, the pending lists: what a change of
+/// any bed of the unit re-renders besides the bed's tile.
+fn summary_events(view: &BoardView, unit: &str, who: &Principal) -> Vec<Event> {
+    let mut v: Vec<Event> = census_event(view, unit).into_iter().collect();
+    if may(who, Role::BedManager) {
+        v.push(
+            Event::default()
+                .event("census")
+                .data(json!({ "html": pending(view, unit).into_string() }).to_string()),
+        );
+    }
+    v
 }
 
 /// A `snapshot` or `tick`: the time now, and the hospital's wall clock
@@ -326,7 +392,7 @@ pub async fn live(
         shown.insert(b.id.as_str().to_owned(), b.version);
         first.push(tile_event(&state, b, &who.principal));
     }
-    first.extend(census_event(&view, &unit));
+    first.extend(summary_events(&view, &unit, &who.principal));
     first.push(clock_event(&state, "snapshot"));
     let metrics = state.metrics.clone();
     let (st, principal, u) = (state.clone(), who.principal.clone(), unit.clone());
@@ -339,7 +405,7 @@ pub async fn live(
                 } else {
                     shown.insert(n.bed.id.as_str().to_owned(), n.bed.version);
                     let mut v = vec![tile_event(&st, &n.bed, &principal)];
-                    v.extend(census_event(&st.store.view(), &u));
+                    v.extend(summary_events(&st.store.view(), &u, &principal));
                     v
                 }
             }
@@ -353,7 +419,7 @@ pub async fn live(
                     shown.insert(b.id.as_str().to_owned(), b.version);
                     v.push(tile_event(&st, b, &principal));
                 }
-                v.extend(census_event(&view, &u));
+                v.extend(summary_events(&view, &u, &principal));
                 v
             }
         };
@@ -395,7 +461,7 @@ pub struct IsolationForm {
 
 /// Commits `cmd` as `who`; `303` back to the bed's board, or the board
 /// with what was refused.
-async fn change(
+pub(crate) async fn change(
     state: &AppState,
     who: &Signed,
     rid: &RequestId,
@@ -439,7 +505,7 @@ async fn change(
                 what,
                 why: format!("{}.", p.title),
             };
-            match board(state, who, &view, &unit, Some(refused)) {
+            match board_page(state, who, &view, &unit, Some(refused), None) {
                 Some(m) => page::respond_with(status, m),
                 None => message(status, p.title, &p.detail),
             }

@@ -11,9 +11,20 @@
 //! - `signin`: `/login`, `/logout`;
 //! - `board`: the unit list (`/`), the unit board (`/units/{unit}`), its
 //!   live stream of rendered tiles, and the one-tap housekeeping and
-//!   isolation changes.
+//!   isolation changes;
+//! - `forecast`: each unit's 24/48/72 h forecast as a chart with its band
+//!   and its source;
+//! - `manage`: a bed's own page with its changes, placement proposals
+//!   (bed managers);
+//! - `patients`: patient look-up (nurse and up), posted, never in a URL;
+//! - `admin`: health by component, parked HL7 messages with replay, tokens
+//!   with revocation (admin).
 
+pub mod admin;
 pub mod board;
+pub mod forecast;
+pub mod manage;
+pub mod patients;
 pub mod signin;
 
 use axum::Router;
@@ -44,6 +55,24 @@ pub fn routes() -> Router<AppState> {
         .route("/units/{unit}/live", get(board::live))
         .route("/beds/{bed}/status", post(board::set_status))
         .route("/beds/{bed}/isolation", post(board::set_isolation))
+        .route("/beds/{bed}", get(manage::bed_page))
+        .route("/beds/{bed}/assign", post(manage::assign))
+        .route("/beds/{bed}/reserve", post(manage::reserve))
+        .route("/beds/{bed}/release", post(manage::release))
+        .route("/beds/{bed}/unreserve", post(manage::unreserve))
+        .route("/beds/{bed}/block", post(manage::block))
+        .route("/beds/{bed}/in-service", post(manage::in_service))
+        .route(
+            "/beds/{bed}/pending-discharge",
+            post(manage::pending_discharge),
+        )
+        .route("/units/{unit}/propose", post(manage::propose))
+        .route("/forecast", get(forecast::page))
+        .route("/patients", get(patients::page).post(patients::search))
+        .route("/admin", get(admin::page))
+        .route("/admin/parked/replay", post(admin::replay_all))
+        .route("/admin/parked/{seq}/replay", post(admin::replay_one))
+        .route("/admin/tokens/revoke", post(admin::revoke))
         .route("/assets/{file}", get(hms_web::assets::serve))
 }
 
@@ -144,11 +173,21 @@ pub(crate) fn frame(
     page_kind: &str,
     main: Markup,
 ) -> Markup {
-    let nav = [Nav {
-        label: "Units",
-        href: "/",
-        current: current == "/",
-    }];
+    let role = who.principal.role;
+    let nav: Vec<Nav<'_>> = [
+        ("Units", "/", Role::Viewer),
+        ("Forecast", "/forecast", Role::Viewer),
+        ("Patients", "/patients", Role::Nurse),
+        ("Administration", "/admin", Role::Admin),
+    ]
+    .into_iter()
+    .filter(|(_, _, min)| role >= *min)
+    .map(|(label, href, _)| Nav {
+        label,
+        href,
+        current: current == href,
+    })
+    .collect();
     let shell = Shell {
         app: APP,
         site: &state.settings.hospital_name,
