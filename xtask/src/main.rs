@@ -5,8 +5,8 @@
 //!   `cargo nextest` with per-test time limits).
 //! - `test`: the whole test suite as a developer runs it (tests that need a
 //!   missing service skip, and are listed at the end).
-//! - `demo`: builds the appliance and runs the 40-bed demo hospital, printing
-//!   its URLs and kiosk tokens.
+//! - `demo [--empty]`: builds the appliance and runs the 40-bed demo
+//!   hospital with a simulated day (`demo-day`), printing where to sign in.
 //! - `bench`: builds in release mode and runs the load generator against the
 //!   2,000-bed hospital; prints JSON results (see docs/performance.md).
 //! - `browser`: the kiosk web app's tests in a real browser (also part of
@@ -15,7 +15,9 @@
 
 mod bench;
 mod browser;
+mod demo;
 mod empi_eval;
+mod kiosks_bench;
 mod models_bench;
 mod patients_bench;
 mod sync_bench;
@@ -292,61 +294,6 @@ fn create_token(bin: &Path, data_dir: &Path, role: &str, name: &str) -> anyhow::
         .context("no token printed")
 }
 
-fn demo() -> anyhow::Result<()> {
-    let bin = build_edge(false)?;
-    // The models run on ONNX Runtime; without it every answer is the fallback rule's.
-    let ort = match ort_library() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            eprintln!(
-                "xtask: no ONNX Runtime ({e:#}); forecasts will come from the fallback rules"
-            );
-            None
-        }
-    };
-    let config = root().join("config/demo-hospital.toml");
-    let data_dir = root().join("demo-data");
-    let viewer = create_token(&bin, &data_dir, "viewer", "demo-kiosk")?;
-    let manager = create_token(&bin, &data_dir, "bed_manager", "demo-bed-manager")?;
-    let code = pair_code(&bin, &data_dir, "demo-wall")?;
-    let base = "http://127.0.0.1:8080";
-    println!(
-        "HMS Edge demo: Demo General Hospital, 40 beds, data in {}",
-        data_dir.display()
-    );
-    println!();
-    println!("  open {base}/ and sign in with the code {code}");
-    println!(
-        "  (valid 10 minutes, once; another: {} kiosk pair --name demo-wall --data-dir {})",
-        bin.display(),
-        data_dir.display()
-    );
-    println!("  or with the bed manager token below");
-    println!();
-    println!("  health      {base}/health");
-    println!("  metrics     {base}/metrics");
-    println!("  units       {base}/api/v1/units");
-    println!("  forecast    {base}/api/v1/forecast");
-    println!("  live stream {base}/api/v1/stream?access_token=<token>");
-    println!();
-    println!("  kiosk token (viewer):        {viewer}");
-    println!("  bed manager token:           {manager}");
-    println!();
-    println!("  try: curl -H 'Authorization: Bearer {viewer}' {base}/api/v1/units");
-    println!("  stop with Ctrl-C (SIGINT) or SIGTERM");
-    println!();
-    let mut cmd = Command::new(&bin);
-    cmd.args(["run", "--config"]).arg(&config);
-    if let Some(p) = ort {
-        cmd.env("ORT_DYLIB_PATH", p);
-    }
-    let status = cmd.status().context("starting hms-edge")?;
-    if !status.success() {
-        bail!("hms-edge exited with {status}");
-    }
-    Ok(())
-}
-
 /// A kiosk sign-in code for the token `name` (`hms-edge kiosk pair`; the
 /// code is its last stdout line).
 fn pair_code(bin: &Path, data_dir: &Path, name: &str) -> anyhow::Result<String> {
@@ -485,9 +432,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("test") => ort_library().and_then(|ort| test_all(&ort, false)),
-        Some("demo") => demo(),
+        Some("demo") => demo::run(&root(), &args[1..]),
+        Some("demo-day") => demo::day(&args[1..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("mllp") => {
             bench::mllp(&root(), &args[2..])
+        }
+        Some("bench") if args.get(1).map(String::as_str) == Some("kiosks") => {
+            kiosks_bench::run(&root(), &args[2..])
         }
         Some("bench") if args.get(1).map(String::as_str) == Some("models") => {
             models_bench::run(&root(), &args[2..])
@@ -507,7 +458,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | browser | demo | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

@@ -8,7 +8,11 @@
 //! - `mass-casualty`: M simultaneous placements of new encounters into units
 //!   with free beds; checks failures and double assignments afterwards;
 //! - `patients`: ranked patient look-ups by name and birth date against an
-//!   index the `mllp` scenario filled with `--population` demographics.
+//!   index the `mllp` scenario filled with `--population` demographics;
+//! - `kiosks`: the kiosk web app's unit boards: many open live streams
+//!   (`/units/{unit}/live`), bed changes through the API at a fixed rate,
+//!   and the time from each change's request to its tile on every stream
+//!   showing that unit; the board page against `/health`.
 //!
 //! Only loopback targets are accepted: this is a bench tool for the machine it
 //! runs on.
@@ -41,6 +45,9 @@ enum Scenario {
     /// `GET /api/v1/patients?family_name=&given_name=&birth_date=` for patients
     /// the `mllp` scenario sent with `--population` (same `--messages`).
     Patients,
+    /// The kiosk web app: `--streams` live unit-board streams, bed changes at
+    /// `--rate` for `--seconds`, change-to-stream latency, board page vs `/health`.
+    Kiosks,
 }
 
 #[derive(Debug, Parser)]
@@ -71,12 +78,13 @@ struct Args {
     /// Concurrent keep-alive clients.
     #[arg(long, default_value_t = 2000)]
     clients: usize,
-    /// Duration of the queries/assign scenarios, seconds.
+    /// Duration of the queries/assign scenarios (kiosks: of the changes), seconds.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
     /// Total target rate, requests per second, spread evenly over the clients
     /// (open loop). For health/queries, 0 means closed loop: every client sends
     /// its next request as soon as the previous answer arrives (saturation).
+    /// kiosks: bed changes per second.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
     /// Admissions of the mass-casualty scenario.
@@ -90,6 +98,9 @@ struct Args {
     /// fixed patient.
     #[arg(long)]
     population: bool,
+    /// kiosks: live unit-board streams open at once, spread round-robin over the units.
+    #[arg(long, default_value_t = 500)]
+    streams: usize,
 }
 
 /// The first `n` records of the seeded population generator: message `i`
@@ -707,7 +718,771 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Assign => assign(&a).await?,
         Scenario::MassCasualty => mass_casualty(&a).await?,
         Scenario::Patients => queries(&a, Reads::Patients).await?,
+        Scenario::Kiosks => kiosks::run(&a).await?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+mod kiosks {
+    //! The `kiosks` scenario: the kiosk web app's unit boards under load.
+    //!
+    //! Signs in once (`POST /login` with the bed manager token, from the
+    //! appliance's own origin) and opens `--streams` live streams (`GET
+    //! /units/{unit}/live` with the session cookie), spread round-robin over
+    //! the units, each from a loopback source address of its own. Once every
+    //! stream has had its `snapshot`, one keep-alive connection reads the
+    //! largest unit's board page and another `/health` (its peer),
+    //! alternately, [`PAGE_REQUESTS`] times each. Then bed changes go through
+    //! the API at `--rate` per second for `--seconds`: housekeeping cycles
+    //! (dirty → cleaning → clean) of beds that were vacant and clean at the
+    //! start, taken round-robin over the units, over [`WRITERS`] connections.
+    //! Each change is known by its bed and the version it committed; it has
+    //! reached a stream when a `tile` event of that bed with that
+    //! `data-version` (or a later one: a stream that fell behind sends its
+    //! whole unit again) arrives there. Change-to-stream latency runs from
+    //! the change request being sent to that arrival, measured at the stream,
+    //! for every stream showing the bed's unit; a delivery not there
+    //! [`GRACE`] after the last change is missed.
+
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+    use hms_e2e::client::{Conn, connect_tcp};
+    use hyper::Method;
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::{mpsc, watch};
+
+    use super::{Args, encode, histogram, paced, summary};
+
+    /// Connections the changes go over, paced together at `--rate` (so
+    /// that one slow durable write does not hold up the next change).
+    const WRITERS: usize = 8;
+    /// How long after the last change the tiles still on their way may take.
+    const GRACE: Duration = Duration::from_secs(5);
+    /// Board page and `/health` requests measured, each.
+    const PAGE_REQUESTS: usize = 200;
+    /// Unmeasured board page and `/health` requests before those.
+    const PAGE_WARMUP: usize = 10;
+    /// How long the streams may take to all have had their snapshot.
+    const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Longest wait for a response head.
+    const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The session cookie's name.
+    const COOKIE: &str = "hms_session";
+
+    /// A bed the changes cycle.
+    #[derive(Debug, Clone)]
+    struct Bed {
+        id: String,
+        unit: String,
+        version: u64,
+        /// Changes made to it so far (the next status follows from it).
+        step: usize,
+    }
+
+    /// A committed change: the bed, the version it committed and when its
+    /// request was sent.
+    #[derive(Debug)]
+    struct Change {
+        bed: String,
+        unit: String,
+        version: u64,
+        sent: Instant,
+    }
+
+    /// A stream's tiles after its snapshot: per bed, (data-version, arrival).
+    type Arrivals = HashMap<String, Vec<(u64, Instant)>>;
+    /// Per bed, the highest data-version a stream has shown since its snapshot.
+    type Seen = Arc<Mutex<HashMap<String, u64>>>;
+
+    fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads a response head from `s`: the head as text, and the bytes of
+    /// the body that came with it.
+    async fn read_head(s: &mut TcpStream) -> anyhow::Result<(String, Vec<u8>)> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let body = got.split_off(end + 4);
+                return Ok((String::from_utf8_lossy(&got).into_owned(), body));
+            }
+            if got.len() > 64 * 1024 {
+                bail!("a response head over 64 KiB");
+            }
+            let n = tokio::time::timeout(HEAD_TIMEOUT, s.read(&mut buf))
+                .await
+                .context("no response head within 30 s")??;
+            if n == 0 {
+                bail!("the appliance closed the connection before answering");
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The status code of response head `head` (0 when unreadable).
+    fn status(head: &str) -> u16 {
+        head.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The values of header `name` in response head `head`.
+    fn headers<'h>(head: &'h str, name: &str) -> impl Iterator<Item = &'h str> {
+        head.lines().skip(1).filter_map(move |l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// Signs in to the pages with `token`; the session cookie's value.
+    async fn sign_in(addr: SocketAddr, token: &str) -> anyhow::Result<String> {
+        let mut s = connect_tcp(addr, None)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let form = format!("token={}", encode(token));
+        let req = format!(
+            "POST /login HTTP/1.1\r\nhost: {addr}\r\norigin: http://{addr}\r\n\
+             content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{form}",
+            form.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let (head, _) = read_head(&mut s).await?;
+        if status(&head) != 303 {
+            bail!(
+                "POST /login answered {} rather than 303 (is the token live?)",
+                status(&head)
+            );
+        }
+        headers(&head, "set-cookie")
+            .find_map(|c| c.strip_prefix("hms_session=")?.split(';').next())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .context("POST /login set no session cookie")
+    }
+
+    /// Where [`Sse`] is in the chunked transfer coding.
+    #[derive(Debug, Clone, Copy)]
+    enum Chunk {
+        /// Waiting for a chunk-size line.
+        Size,
+        /// Inside a chunk, this many bytes left.
+        Data(usize),
+        /// After a chunk's data: its CRLF.
+        End,
+        /// The last chunk came: the body is over.
+        Done,
+    }
+
+    /// An incremental reader of a `text/event-stream` body: bytes in as
+    /// they arrive (the chunked transfer coding undone when the response
+    /// uses it), whole events (name, data) out.
+    #[derive(Debug)]
+    struct Sse {
+        chunked: bool,
+        state: Chunk,
+        /// Bytes of the chunked coding not decoded yet.
+        raw: Vec<u8>,
+        /// Decoded body not split into lines yet.
+        body: Vec<u8>,
+        event: String,
+        data: String,
+    }
+
+    impl Sse {
+        fn new(chunked: bool) -> Sse {
+            Sse {
+                chunked,
+                state: Chunk::Size,
+                raw: Vec::new(),
+                body: Vec::new(),
+                event: String::new(),
+                data: String::new(),
+            }
+        }
+
+        /// Whether the body is over (its last chunk came).
+        fn done(&self) -> bool {
+            matches!(self.state, Chunk::Done)
+        }
+
+        /// Takes `bytes`; pushes the events they complete onto `out`.
+        fn feed(&mut self, bytes: &[u8], out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+            if self.chunked {
+                self.raw.extend_from_slice(bytes);
+                self.dechunk()?;
+            } else {
+                self.body.extend_from_slice(bytes);
+            }
+            self.events(out);
+            Ok(())
+        }
+
+        /// Moves the data of the complete parts of `raw` to `body`.
+        fn dechunk(&mut self) -> anyhow::Result<()> {
+            let mut at = 0;
+            loop {
+                let rest = &self.raw[at..];
+                match self.state {
+                    Chunk::Size => {
+                        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                            break;
+                        };
+                        let line =
+                            std::str::from_utf8(&rest[..eol]).context("a chunk size line")?;
+                        let size = line.split(';').next().unwrap_or_default().trim();
+                        let size = usize::from_str_radix(size, 16)
+                            .with_context(|| format!("chunk size {size:?}"))?;
+                        at += eol + 2;
+                        self.state = if size == 0 {
+                            Chunk::Done
+                        } else {
+                            Chunk::Data(size)
+                        };
+                    }
+                    Chunk::Data(left) => {
+                        if rest.is_empty() {
+                            break;
+                        }
+                        let n = left.min(rest.len());
+                        self.body.extend_from_slice(&rest[..n]);
+                        at += n;
+                        self.state = if n == left {
+                            Chunk::End
+                        } else {
+                            Chunk::Data(left - n)
+                        };
+                    }
+                    Chunk::End => {
+                        if rest.len() < 2 {
+                            break;
+                        }
+                        if !rest.starts_with(b"\r\n") {
+                            bail!("a chunk's data not followed by CRLF");
+                        }
+                        at += 2;
+                        self.state = Chunk::Size;
+                    }
+                    Chunk::Done => break,
+                }
+            }
+            self.raw.drain(..at);
+            Ok(())
+        }
+
+        /// Splits the complete lines of `body` into events.
+        fn events(&mut self, out: &mut Vec<(String, String)>) {
+            let mut at = 0;
+            while let Some(nl) = self.body[at..].iter().position(|&b| b == b'\n') {
+                let line = &self.body[at..at + nl];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                at += nl + 1;
+                if line.is_empty() {
+                    if !self.event.is_empty() || !self.data.is_empty() {
+                        out.push((
+                            std::mem::take(&mut self.event),
+                            std::mem::take(&mut self.data),
+                        ));
+                    }
+                    continue;
+                }
+                let line = String::from_utf8_lossy(line);
+                let (field, value) = line
+                    .split_once(':')
+                    .map_or((&*line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+                match field {
+                    "event" => value.clone_into(&mut self.event),
+                    "data" => {
+                        if !self.data.is_empty() {
+                            self.data.push('\n');
+                        }
+                        self.data.push_str(value);
+                    }
+                    // Comments (the keep-alives), `id`, `retry`.
+                    _ => {}
+                }
+            }
+            self.body.drain(..at);
+        }
+    }
+
+    /// The bed and data-version of a `tile` event's data.
+    fn tile(data: &str) -> Option<(String, u64)> {
+        const ATTR: &str = "data-version=\"";
+        let v: Value = serde_json::from_str(data).ok()?;
+        let html = v["html"].as_str()?;
+        let at = html.find(ATTR)? + ATTR.len();
+        let digits = &html[at..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        Some((v["bed"].as_str()?.to_owned(), digits[..end].parse().ok()?))
+    }
+
+    /// One kiosk, stream number `i` showing `unit`: says on `ready` when
+    /// its snapshot came (or why it failed before that), then records the
+    /// tiles that arrive until `stop`. Its arrivals, and whether it broke
+    /// before `stop`.
+    async fn stream(
+        addr: SocketAddr,
+        i: usize,
+        unit: String,
+        cookie: Arc<str>,
+        ready: mpsc::UnboundedSender<Result<(), String>>,
+        mut stop: watch::Receiver<bool>,
+        seen: Seen,
+    ) -> (Arrivals, bool) {
+        let mut arrivals = Arrivals::new();
+        let followed = follow(
+            addr,
+            i,
+            &unit,
+            &cookie,
+            &ready,
+            &mut stop,
+            &seen,
+            &mut arrivals,
+        )
+        .await;
+        match followed {
+            Ok(()) => (arrivals, false),
+            Err(e) => {
+                let e = format!("stream {i} of unit {unit}: {e:#}");
+                eprintln!("hms-load: kiosks: {e}");
+                let _ = ready.send(Err(e));
+                (arrivals, true)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn follow(
+        addr: SocketAddr,
+        i: usize,
+        unit: &str,
+        cookie: &str,
+        ready: &mpsc::UnboundedSender<Result<(), String>>,
+        stop: &mut watch::Receiver<bool>,
+        seen: &Mutex<HashMap<String, u64>>,
+        arrivals: &mut Arrivals,
+    ) -> anyhow::Result<()> {
+        let mut s = connect_tcp(addr, Some(i))
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        s.set_nodelay(true)?;
+        let req = format!(
+            "GET /units/{unit}/live HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\
+             cookie: {COOKIE}={cookie}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await?;
+        let (head, rest) = read_head(&mut s).await?;
+        if status(&head) != 200 {
+            bail!("GET /units/{unit}/live answered {}", status(&head));
+        }
+        let chunked =
+            headers(&head, "transfer-encoding").any(|v| v.eq_ignore_ascii_case("chunked"));
+        let mut sse = Sse::new(chunked);
+        let mut events = Vec::new();
+        let mut live = false;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut now = Instant::now();
+        sse.feed(&rest, &mut events)?;
+        loop {
+            for (name, data) in events.drain(..) {
+                match name.as_str() {
+                    "snapshot" if !live => {
+                        live = true;
+                        let _ = ready.send(Ok(()));
+                    }
+                    "tile" if live => {
+                        let (bed, version) = tile(&data).with_context(|| {
+                            format!("a tile event without a bed or data-version: {data:.200}")
+                        })?;
+                        {
+                            let mut seen = lock(seen);
+                            let top = seen.entry(bed.clone()).or_insert(0);
+                            *top = (*top).max(version);
+                        }
+                        arrivals.entry(bed).or_default().push((version, now));
+                    }
+                    _ => {}
+                }
+            }
+            if sse.done() {
+                bail!("the stream ended");
+            }
+            let n = tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                r = s.read(&mut buf) => r?,
+            };
+            now = Instant::now();
+            if n == 0 {
+                bail!("the appliance closed the stream");
+            }
+            sse.feed(&buf[..n], &mut events)?;
+        }
+    }
+
+    /// One writer: cycles the housekeeping status of `beds`, one change per
+    /// tick, for `run`. The committed changes and the number refused or failed.
+    async fn writer(
+        addr: SocketAddr,
+        token: String,
+        client: usize,
+        mut beds: Vec<Bed>,
+        mut tick: tokio::time::Interval,
+        run: Duration,
+    ) -> anyhow::Result<(Vec<Change>, u64)> {
+        let mut c = Conn::connect_as(addr, Some(&token), Some(client)).await?;
+        let start = Instant::now();
+        let (mut done, mut errors) = (vec![], 0u64);
+        for k in 0.. {
+            tick.tick().await;
+            if start.elapsed() >= run {
+                break;
+            }
+            let slot = k % beds.len();
+            let b = &mut beds[slot];
+            let path = format!("/api/v1/beds/{}/status", b.id);
+            let next = ["dirty", "cleaning", "clean"][b.step % 3];
+            let body = json!({
+                "status": next,
+                "version": b.version,
+            });
+            let sent = Instant::now();
+            let reply = c.post(&path, &body).await;
+            let committed = match &reply {
+                Ok(r) if r.status == 200 => {
+                    r.json().ok().and_then(|v| v["bed"]["version"].as_u64())
+                }
+                _ => None,
+            };
+            match committed {
+                Some(version) => {
+                    b.version = version;
+                    b.step += 1;
+                    done.push(Change {
+                        bed: b.id.clone(),
+                        unit: b.unit.clone(),
+                        version,
+                        sent,
+                    });
+                }
+                None => {
+                    errors += 1;
+                    match &reply {
+                        Ok(r) => eprintln!(
+                            "hms-load: kiosks: POST {path} answered {}: {}",
+                            r.status,
+                            String::from_utf8_lossy(&r.body)
+                        ),
+                        Err(e) => eprintln!("hms-load: kiosks: POST {path}: {e:#}"),
+                    }
+                    if reply.is_err() {
+                        c = Conn::connect_as(addr, Some(&token), Some(client)).await?;
+                    }
+                    // Re-read the bed to resynchronise.
+                    if let Ok(r) = c.get(&format!("/api/v1/beds/{}", b.id)).await
+                        && let Ok(v) = r.json()
+                        && let Some(version) = v["bed"]["version"].as_u64()
+                    {
+                        b.version = version;
+                    }
+                }
+            }
+        }
+        Ok((done, errors))
+    }
+
+    /// The units (id, beds) and, round-robin over the units, the beds that
+    /// are vacant and clean now.
+    async fn plan(c: &mut Conn) -> anyhow::Result<(Vec<(String, u64)>, Vec<Bed>)> {
+        let r = c.get("/api/v1/units").await?;
+        if r.status != 200 {
+            bail!("GET /api/v1/units answered {}", r.status);
+        }
+        let units: Vec<(String, u64)> = r.json()?["units"]
+            .as_array()
+            .context("GET /api/v1/units: no units")?
+            .iter()
+            .filter_map(|u| {
+                let id = u["id"].as_str()?.to_owned();
+                Some((id, u["census"]["total"].as_u64().unwrap_or(0)))
+            })
+            .collect();
+        let mut per_unit = vec![];
+        for (u, _) in &units {
+            let r = c.get(&format!("/api/v1/units/{u}/beds")).await?;
+            if r.status != 200 {
+                bail!("GET /api/v1/units/{u}/beds answered {}", r.status);
+            }
+            let beds: Vec<Bed> = r.json()?["beds"]
+                .as_array()
+                .context("no beds")?
+                .iter()
+                .filter(|b| b["state"] == "vacant_clean")
+                .filter_map(|b| {
+                    Some(Bed {
+                        id: b["id"].as_str()?.to_owned(),
+                        unit: u.clone(),
+                        version: b["version"].as_u64()?,
+                        step: 0,
+                    })
+                })
+                .collect();
+            per_unit.push(beds);
+        }
+        let longest = per_unit.iter().map(Vec::len).max().unwrap_or(0);
+        let free = (0..longest)
+            .flat_map(|k| per_unit.iter().filter_map(move |beds| beds.get(k)))
+            .cloned()
+            .collect();
+        Ok((units, free))
+    }
+
+    fn ms(us: u64) -> f64 {
+        us as f64 / 1000.0
+    }
+
+    /// Runs the scenario.
+    pub(super) async fn run(a: &Args) -> anyhow::Result<Value> {
+        if a.rate <= 0.0 || a.streams == 0 {
+            bail!("kiosks needs --rate > 0 and --streams >= 1");
+        }
+        let streams = a.streams;
+        let mut api = Conn::connect(a.addr, Some(&a.token)).await?;
+        let (units, free) = plan(&mut api).await?;
+        drop(api);
+        let largest = units
+            .iter()
+            .max_by_key(|(_, beds)| *beds)
+            .map(|(u, _)| u.clone())
+            .context("the appliance has no units")?;
+        if free.is_empty() {
+            bail!("no bed is vacant and clean: nothing to change");
+        }
+        let cookie: Arc<str> = sign_in(a.addr, &a.token).await?.into();
+
+        // The kiosks.
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut shows: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut seen: Vec<Seen> = vec![];
+        let mut tasks = vec![];
+        for i in 0..streams {
+            let unit = units[i % units.len()].0.clone();
+            shows.entry(unit.clone()).or_default().push(i);
+            let s = Seen::default();
+            seen.push(s.clone());
+            tasks.push(tokio::spawn(stream(
+                a.addr,
+                i,
+                unit,
+                cookie.clone(),
+                ready_tx.clone(),
+                stop_rx.clone(),
+                s,
+            )));
+        }
+        drop(ready_tx);
+        let opening = Instant::now();
+        let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+        let mut ready = 0;
+        while ready < streams {
+            match tokio::time::timeout_at(deadline, ready_rx.recv()).await {
+                Ok(Some(Ok(()))) => ready += 1,
+                Ok(Some(Err(e))) => bail!("{e}"),
+                Ok(None) => bail!("the streams ended before all had their snapshot"),
+                Err(_) => bail!(
+                    "{ready} of {streams} streams had their snapshot after {} s",
+                    OPEN_TIMEOUT.as_secs()
+                ),
+            }
+        }
+        let open_s = opening.elapsed().as_secs_f64();
+        eprintln!(
+            "hms-load: kiosks: {streams} streams open over {} units in {open_s:.1} s",
+            units.len()
+        );
+
+        // The board page and its peer, with every stream open.
+        let cookie_header = [("cookie", format!("{COOKIE}={cookie}"))];
+        let page_path = format!("/units/{largest}");
+        let mut page_conn = Conn::connect_as(a.addr, None, Some(streams)).await?;
+        let mut health_conn = Conn::connect_as(a.addr, None, Some(streams + 1)).await?;
+        let (mut page_h, mut health_h) = (histogram(), histogram());
+        let mut page_errors = 0u64;
+        for k in 0..PAGE_WARMUP + PAGE_REQUESTS {
+            let t = Instant::now();
+            let page = page_conn
+                .request_with(Method::GET, &page_path, &cookie_header, None)
+                .await;
+            let page_took = t.elapsed();
+            let t = Instant::now();
+            let health = health_conn.get("/health").await;
+            let health_took = t.elapsed();
+            if k < PAGE_WARMUP {
+                continue;
+            }
+            let _ = page_h.record(page_took.as_micros().max(1) as u64);
+            let _ = health_h.record(health_took.as_micros().max(1) as u64);
+            let page_ok = matches!(&page, Ok(r) if r.status == 200
+                && r.content_type.as_deref().is_some_and(|t| t.starts_with("text/html")));
+            page_errors +=
+                u64::from(!page_ok) + u64::from(!matches!(&health, Ok(r) if r.status == 200));
+        }
+        drop((page_conn, health_conn));
+
+        // The changes.
+        let writers = WRITERS.min(free.len());
+        let every = Duration::from_secs_f64(writers as f64 / a.rate);
+        let run = Duration::from_secs_f64(a.seconds);
+        let mut writer_tasks = vec![];
+        for w in 0..writers {
+            let beds: Vec<Bed> = free.iter().skip(w).step_by(writers).cloned().collect();
+            writer_tasks.push(tokio::spawn(writer(
+                a.addr,
+                a.token.clone(),
+                streams + 2 + w,
+                beds,
+                paced(every, w, writers),
+                run,
+            )));
+        }
+        let mut changes = vec![];
+        let mut change_errors = 0;
+        for t in writer_tasks {
+            let (done, errors) = t.await??;
+            changes.extend(done);
+            change_errors += errors;
+        }
+
+        // What every stream of the changed beds' units should show, waited for.
+        let ended = Instant::now();
+        let mut pending: Vec<(usize, &str, u64)> = changes
+            .iter()
+            .flat_map(|c| {
+                shows
+                    .get(&c.unit)
+                    .into_iter()
+                    .flatten()
+                    .map(move |&s| (s, c.bed.as_str(), c.version))
+            })
+            .collect();
+        let deliveries = pending.len();
+        loop {
+            pending.retain(|(s, bed, v)| lock(&seen[*s]).get(*bed).is_none_or(|top| top < v));
+            if pending.is_empty() || ended.elapsed() >= GRACE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let grace_end = ended + GRACE;
+        let _ = stop_tx.send(true);
+        let mut shown = vec![];
+        let mut stream_errors = 0u64;
+        for t in tasks {
+            let (arrivals, broke) = t.await?;
+            stream_errors += u64::from(broke);
+            shown.push(arrivals);
+        }
+
+        let mut h = histogram();
+        let mut missed = 0u64;
+        for c in &changes {
+            for &s in shows.get(&c.unit).into_iter().flatten() {
+                let first = shown[s]
+                    .get(&c.bed)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(v, at)| *v >= c.version && *at <= grace_end)
+                    .map(|(_, at)| *at)
+                    .min();
+                match first {
+                    Some(at) => {
+                        let _ = h
+                            .record(at.saturating_duration_since(c.sent).as_micros().max(1) as u64);
+                    }
+                    None => missed += 1,
+                }
+            }
+        }
+        Ok(json!({
+            "scenario": "kiosks",
+            "streams": streams,
+            "units": units.len(),
+            "streams_open_s": open_s,
+            "rate": a.rate,
+            "seconds": a.seconds,
+            "writers": writers,
+            "changes": changes.len(),
+            "deliveries": deliveries,
+            "change_to_stream": summary(&h),
+            "missed": missed,
+            "errors": change_errors + stream_errors + page_errors,
+            "change_errors": change_errors,
+            "stream_errors": stream_errors,
+            "page_errors": page_errors,
+            "page_unit": largest,
+            "page_p50_ms": ms(page_h.value_at_quantile(0.50)),
+            "page_p99_ms": ms(page_h.value_at_quantile(0.99)),
+            "health_p50_ms": ms(health_h.value_at_quantile(0.50)),
+            "health_p99_ms": ms(health_h.value_at_quantile(0.99)),
+            "page": summary(&page_h),
+            "health": summary(&health_h),
+        }))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        //! The stream reader and the response-head helpers.
+
+        use super::*;
+
+        #[test]
+        fn chunked_event_stream_split_anywhere() {
+            let body = "event: tile\ndata: {\"bed\":\"B1\",\"html\":\"<li data-version=\\\"7\\\">\"}\n\n\
+                        : keep-alive\n\nevent: snapshot\r\ndata: {}\r\n\r\n";
+            let mut coded = Vec::new();
+            for part in body.as_bytes().chunks(9) {
+                coded.extend_from_slice(format!("{:x};ext=1\r\n", part.len()).as_bytes());
+                coded.extend_from_slice(part);
+                coded.extend_from_slice(b"\r\n");
+            }
+            coded.extend_from_slice(b"0\r\n\r\n");
+            for step in [1, 2, 5, 64, coded.len()] {
+                let mut sse = Sse::new(true);
+                let mut out = vec![];
+                for piece in coded.chunks(step) {
+                    sse.feed(piece, &mut out).expect("well-formed");
+                }
+                assert!(sse.done());
+                assert_eq!(out.len(), 2, "{out:?}");
+                assert_eq!(out[0].0, "tile");
+                assert_eq!(tile(&out[0].1), Some(("B1".to_owned(), 7)));
+                assert_eq!(out[1], ("snapshot".to_owned(), "{}".to_owned()));
+            }
+        }
+
+        #[test]
+        fn response_heads() {
+            let head =
+                "HTTP/1.1 303 See Other\r\nSet-Cookie: hms_session=abc; HttpOnly\r\nlocation: /";
+            assert_eq!(status(head), 303);
+            assert_eq!(
+                headers(head, "set-cookie").collect::<Vec<_>>(),
+                ["hms_session=abc; HttpOnly"]
+            );
+        }
+    }
 }
