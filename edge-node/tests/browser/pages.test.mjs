@@ -202,3 +202,42 @@ test("the forecast: every unit's chart with its band, figures and source", async
   await shot(page, "forecast");
   await ctx.close();
 });
+
+test("a bed's own page: reserve, cancel the reservation, assign with a patient, release", async () => {
+  const { ctx, page } = await signedIn(tokens.manager);
+  const bed = "4E-404-A";
+  const tile = `[data-bed="${bed}"]`;
+  await page.goto(edge.url + `/beds/${bed}`);
+  await page.fill("#reserve-encounter", "V-R1");
+  await page.click("form[action$='/reserve'] button[type=submit]");
+  await page.waitForSelector(`${tile}[data-status="reserved"]`);
+  assert.match(await page.textContent("#pending"), new RegExp(`${bed} — encounter V-R1`));
+  await page.goto(edge.url + `/beds/${bed}`);
+  await page.click("button:has-text('Cancel the reservation')");
+  await page.waitForSelector(`${tile}[data-status="vacant_clean"]`);
+  await page.goto(edge.url + `/beds/${bed}`);
+  await page.fill("#assign-encounter", "V-A1");
+  await page.fill("#assign-mrn", "MRN-A1");
+  await page.fill("#assign-name", "Lovelace, Ada");
+  await page.selectOption("#assign-sex", "female");
+  await page.click("form[action$='/assign'] button[type=submit]");
+  await page.waitForSelector(`${tile}[data-status="occupied"]`);
+  assert.match(await page.textContent(tile), /Lovelace, Ada/);
+  const api = (await edge.api(tokens.manager, "GET", `/api/v1/beds/${bed}`)).body.bed;
+  assert.equal(api.encounter, "V-A1");
+  assert.equal(api.patient.mrn, "MRN-A1");
+  assert.equal(api.patient.sex, "female");
+  await page.goto(edge.url + `/beds/${bed}`);
+  await page.click("button:has-text('Release')");
+  await page.waitForSelector(`${tile}[data-status="vacant_dirty"]`);
+  // A nurse may not reserve: the page answers 403 through the API's role check.
+  const nurse = await signedIn(tokens.nurse);
+  const v = (await edge.api(tokens.manager, "GET", `/api/v1/beds/${bed}`)).body.bed.version;
+  const r = await nurse.page.evaluate(async ([b, version]) => {
+    const res = await fetch(`/beds/${b}/reserve`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: `version=${version}&encounter=V-N1` });
+    return res.status;
+  }, [bed, v]);
+  assert.equal(r, 403);
+  await nurse.ctx.close();
+  await ctx.close();
+});
