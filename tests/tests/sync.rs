@@ -386,9 +386,17 @@ impl Site {
 
     /// The cloud holds exactly the appliance's log: seqs 1..=N, no gap, no
     /// duplicate, the same hashes, and each event chained to the one before.
-    fn assert_cloud_equals_edge(&self) {
-        let edge = self.edge_log();
-        let cloud = self.cloud_log();
+    /// The appliance may still commit an event of its own after it reported
+    /// itself caught up (an EID from the regional EMPI, an audit record):
+    /// the counts get up to 30 s to meet, as the uplink ships it.
+    async fn assert_cloud_equals_edge(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut edge, mut cloud) = (self.edge_log(), self.cloud_log());
+        while cloud.len() != edge.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            edge = self.edge_log();
+            cloud = self.cloud_log();
+        }
         assert!(!edge.is_empty());
         assert_eq!(cloud.len(), edge.len(), "event counts differ");
         for (i, ((s, h, p), e)) in cloud.iter().zip(&edge).enumerate() {
@@ -582,7 +590,7 @@ async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal(backe
     let _cloud = site.start_cloud();
     let s = caught_up(http).await;
     assert_eq!(s["health"], "ok", "{s}");
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
     edge.stop();
 }
 
@@ -643,7 +651,7 @@ async fn the_cloud_killed_mid_batch_loses_and_duplicates_nothing(backend: Backen
 
     let _cloud = site.start_cloud();
     caught_up(http).await;
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
     edge.stop();
 }
 
@@ -695,7 +703,7 @@ async fn the_appliance_killed_mid_batch_resumes_from_the_clouds_position(backend
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 3_000, 100);
     caught_up(http).await;
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
     edge.stop();
     let after: Vec<_> = proxy.exchanges().split_off(before_restart);
     let first = after
@@ -802,7 +810,7 @@ async fn a_lost_data_dir_is_restored_from_the_cloud_equal_and_verified(backend: 
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 500, 50);
     caught_up(http).await;
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
     edge.stop();
 }
 
@@ -821,7 +829,7 @@ async fn the_uplink_ships_over_https_and_an_untrusted_cloud_gets_nothing() {
     adt(mllp, 0, 200);
     let s = caught_up(http).await;
     assert!(s["cloud"].as_str().unwrap().starts_with("https://"), "{s}");
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
     edge.stop();
 
     // The appliance now trusts another CA: the cloud's certificate is refused
@@ -904,7 +912,7 @@ async fn events_reach_the_dr_replica_through_the_regional_cloud(backend: Backend
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 300);
     caught_up(http).await;
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
 
     let replica_log = || {
         let rows = match backend {
@@ -946,7 +954,7 @@ async fn a_cloud_that_lost_its_copy_is_resynced_from_the_start(backend: Backend)
     adt(mllp, 200, 100);
     let _cloud = site.start_cloud();
     caught_up(http).await;
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
     let metrics = {
         let mut c = Conn::connect(http, None).await.unwrap();
         String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap()
@@ -1017,7 +1025,7 @@ async fn the_outbox_alarm_fires_past_its_share_of_the_budget_and_clears() {
         assert!(Instant::now() < deadline, "the alarm did not clear: {s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    site.assert_cloud_equals_edge();
+    site.assert_cloud_equals_edge().await;
     edge.stop();
 }
 
