@@ -83,6 +83,28 @@ pub enum Sex {
     Other,
 }
 
+impl Sex {
+    /// Administrative sex as senders write it: the codes of HL7 table 0001
+    /// (`F`, `M`, `O`, `A` ambiguous, `N` not applicable, `X`; `U` unknown)
+    /// or the words (`female`, `male`, `other`, `unknown`), in any case and
+    /// with spaces around. `U`, `unknown`, empty and anything else is no
+    /// sex at all (`None`): a value that cannot be read is never a reason to
+    /// refuse a record or a message.
+    pub fn from_code(s: &str) -> Option<Sex> {
+        let s = s.trim();
+        let is = |w: &str| s.eq_ignore_ascii_case(w);
+        if is("f") || is("female") {
+            Some(Sex::Female)
+        } else if is("m") || is("male") {
+            Some(Sex::Male)
+        } else if is("o") || is("other") || is("a") || is("ambiguous") || is("n") || is("x") {
+            Some(Sex::Other)
+        } else {
+            None
+        }
+    }
+}
+
 /// A patient as the board and the kiosk see one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientRef {
@@ -102,6 +124,30 @@ pub struct PatientRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sex_reads_hl7_codes_and_words_in_any_case_and_nothing_else() {
+        for (given, read) in [
+            ("F", Some(Sex::Female)),
+            ("female", Some(Sex::Female)),
+            (" Female ", Some(Sex::Female)),
+            ("FEMALE", Some(Sex::Female)),
+            ("m", Some(Sex::Male)),
+            ("Male", Some(Sex::Male)),
+            ("O", Some(Sex::Other)),
+            ("A", Some(Sex::Other)),
+            ("N", Some(Sex::Other)),
+            ("X", Some(Sex::Other)),
+            ("Other", Some(Sex::Other)),
+            ("U", None),
+            ("unknown", None),
+            ("", None),
+            ("femme", None),
+            ("1", None),
+        ] {
+            assert_eq!(Sex::from_code(given), read, "{given:?}");
+        }
+    }
 
     #[test]
     fn debug_never_shows_phi() {

@@ -364,6 +364,24 @@ async fn empi_records_are_matched_or_created_with_stable_eids_and_audited() {
         .json()
         .expect("json");
     assert_ne!(other["eid"], first["eid"]);
+    // Sex as HL7 table 0001 codes or words in any case; what cannot be
+    // read is no sex (never a 400).
+    for (id, sex) in [("C-1", "Female"), ("C-2", "F"), ("C-3", "U"), ("C-4", "zz")] {
+        let r = c
+            .post("/api/v1/empi/records", &{
+                let mut r = rec("h3", id, "Nightingale");
+                r["sex"] = sex.into();
+                r
+            })
+            .await
+            .expect("post");
+        assert_eq!(r.status, 200, "sex {sex:?}");
+        let v = r.json().expect("json");
+        if sex.eq_ignore_ascii_case("female") || sex == "F" {
+            // Read as female: the same person as the first record.
+            assert_eq!(v["eid"], first["eid"], "sex {sex:?}: {v}");
+        }
+    }
     // Looked up by source and local id.
     let got = c
         .get("/api/v1/empi/records/h2/B-9")
@@ -408,11 +426,12 @@ async fn empi_records_are_matched_or_created_with_stable_eids_and_audited() {
             .as_deref(),
         first["eid"].as_str()
     );
-    // And the audit has one row per decision.
+    // And the audit has one row per decision (3, and the 4 with other
+    // spellings of sex).
     let n: i64 = crate::store::empi::EmpiDb::reader(&dir.path().join("empi.sqlite"))
         .expect("open")
         .count_audit(None, &["match"]);
-    assert_eq!(n, 3);
+    assert_eq!(n, 7);
 }
 
 #[tokio::test]

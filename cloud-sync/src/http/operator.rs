@@ -226,7 +226,8 @@ struct EmpiBody {
     given_name: Option<String>,
     family_name: Option<String>,
     birth_date: Option<String>,
-    sex: Option<hms_domain::phi::Sex>,
+    /// HL7 table 0001 codes or words, any case ([`hms_domain::phi::Sex::from_code`]).
+    sex: Option<String>,
     address_line: Option<String>,
     city: Option<String>,
     postal_code: Option<String>,
@@ -268,7 +269,7 @@ fn empi_record_of(b: EmpiBody) -> hms_domain::empi::Record {
     r.given_name = b.given_name.map(PersonName::new);
     r.family_name = b.family_name.map(PersonName::new);
     r.birth_date = b.birth_date.map(BirthDate::new);
-    r.sex = b.sex;
+    r.sex = b.sex.as_deref().and_then(hms_domain::phi::Sex::from_code);
     r.address_line = b.address_line.map(Address::new);
     r.city = b.city.map(Address::new);
     r.postal_code = b.postal_code.map(Address::new);

@@ -132,13 +132,8 @@ pub(crate) async fn lookup(
         Some(Ok(n)) if (1..=50).contains(&n) => n,
         Some(_) => return Err(Problem::bad_request("limit must be between 1 and 50")),
     };
-    let sex = match given("sex") {
-        None => None,
-        Some("female") => Some(hms_domain::phi::Sex::Female),
-        Some("male") => Some(hms_domain::phi::Sex::Male),
-        Some("other") => Some(hms_domain::phi::Sex::Other),
-        Some(_) => return Err(Problem::bad_request("sex is female, male or other")),
-    };
+    // HL7 codes or words, any case; what cannot be read searches without it.
+    let sex = given("sex").and_then(hms_domain::phi::Sex::from_code);
     use hms_domain::phi::{Address, BirthDate, PersonName, Phone};
     let mut query = hms_domain::empi::Record::new("query", "query");
     query.family_name = given("family_name").map(PersonName::new);

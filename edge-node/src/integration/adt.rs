@@ -260,12 +260,7 @@ pub fn patient(m: &Message) -> Result<PatientRef, Refusal> {
             _ => d,
         }
     });
-    let sex = match m.get("PID-8").as_deref() {
-        Some("F") => Some(Sex::Female),
-        Some("M") => Some(Sex::Male),
-        Some("O" | "A" | "N") => Some(Sex::Other),
-        _ => None,
-    };
+    let sex = m.get("PID-8").as_deref().and_then(Sex::from_code);
     Ok(PatientRef {
         mrn: Mrn::new(mrn),
         name: name.map(PersonName::new),

@@ -127,12 +127,18 @@ async fn patients_are_looked_up_by_mrn_with_the_minimum_necessary() {
     )
     .await;
     assert_eq!(v["patients"], json!([]), "nobody like that: {v}");
-    for q in [
-        "?sex=female",
-        "?family_name=Smith&limit=0",
-        "?family_name=Smith&sex=x",
-    ] {
+    for q in ["?sex=female", "?family_name=Smith&limit=0"] {
         assert_eq!(lookup(&app, &app.nurse, q).await.0, 400, "{q}");
+    }
+    // Sex as HL7 codes or words in any case; a value that cannot be read
+    // is searched without (never a 400).
+    let by_word = lookup(&app, &app.nurse, "?family_name=Smith&sex=female").await;
+    for q in ["?family_name=Smith&sex=F", "?family_name=Smith&sex=Female"] {
+        assert_eq!(lookup(&app, &app.nurse, q).await, by_word, "{q}");
+    }
+    let without = lookup(&app, &app.nurse, "?family_name=Smith").await;
+    for q in ["?family_name=Smith&sex=U", "?family_name=Smith&sex=zz"] {
+        assert_eq!(lookup(&app, &app.nurse, q).await, without, "{q}");
     }
 
     // An update (A08) changes the name; a merge (A40) removes the merged MRN.
