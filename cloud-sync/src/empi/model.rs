@@ -979,6 +979,7 @@ mod tests {
             iterations: 5,
             converged: true,
             lambda: 0.1,
+            regularised: vec![],
         };
         assert!(check(&Params::default(), &report).is_ok());
         let unusable = |params: &Params, report: &TrainReport| {

@@ -31,6 +31,141 @@ pub struct FieldParams {
     pub u: Vec<f64>,
 }
 
+/// Least probability of a level among matches (`m`) or non-matches (`u`)
+/// after training: no level is ever certain or impossible, so no one field
+/// can add or take away unbounded evidence (about ±10 bits at most).
+pub const PROBABILITY_FLOOR: f64 = 1e-3;
+
+impl FieldParams {
+    /// Weight of each level: `log2(m / u)`, bits.
+    pub fn weights(&self) -> Vec<f64> {
+        self.m
+            .iter()
+            .zip(&self.u)
+            .map(|(m, u)| (m.max(f64::MIN_POSITIVE) / u.max(f64::MIN_POSITIVE)).log2())
+            .collect()
+    }
+
+    /// Makes trained probabilities safe to score with: `m` and `u` each a
+    /// distribution over the levels with every level at least
+    /// [`PROBABILITY_FLOOR`], and weights that never grow from the closest
+    /// level to the loosest ("else"): a closer agreement never weighs less
+    /// than a looser one. Violating weights are pooled (the mean of the
+    /// run) and `m` rebuilt from them, or, when the floor undoes that, `m`
+    /// is blended towards `u` until the weights are in order. Returns
+    /// whether anything changed.
+    pub fn regularise(&mut self) -> bool {
+        let before = (self.m.clone(), self.u.clone());
+        if self.m.len() != self.u.len() || self.m.is_empty() {
+            return false;
+        }
+        floor(&mut self.u);
+        floor(&mut self.m);
+        for _ in 0..16 {
+            let w = self.weights();
+            let pooled = non_increasing(&w);
+            if pooled.iter().zip(&w).all(|(a, b)| (a - b).abs() < 1e-12) {
+                break;
+            }
+            self.m = self
+                .u
+                .iter()
+                .zip(&pooled)
+                .map(|(u, w)| u * w.exp2())
+                .collect();
+            floor(&mut self.m);
+        }
+        // The floor can undo the pooling when a level's `m` is tiny: blend
+        // `m` towards `u` (where every weight is 0) just enough to order the
+        // weights. A blend of floored distributions stays floored.
+        let ordered = |m: &[f64], u: &[f64]| {
+            let w: Vec<f64> = m.iter().zip(u).map(|(m, u)| (m / u).log2()).collect();
+            w.windows(2).all(|p| p[0] >= p[1] - 1e-12)
+        };
+        if !ordered(&self.m, &self.u) {
+            let trained = self.m.clone();
+            for step in 1..=100 {
+                let t = f64::from(step) / 100.0;
+                let blended: Vec<f64> = trained
+                    .iter()
+                    .zip(&self.u)
+                    .map(|(m, u)| (1.0 - t) * m + t * u)
+                    .collect();
+                if ordered(&blended, &self.u) || step == 100 {
+                    self.m = blended;
+                    break;
+                }
+            }
+        }
+        (self.m.clone(), self.u.clone()) != before
+    }
+}
+
+/// `p` as a distribution with every entry at least [`PROBABILITY_FLOOR`]
+/// (entries that are not finite count as 0).
+fn floor(p: &mut [f64]) {
+    for v in p.iter_mut() {
+        if !v.is_finite() || *v < 0.0 {
+            *v = 0.0;
+        }
+    }
+    let n = p.len();
+    let mut low = vec![false; n];
+    loop {
+        let fixed = low.iter().filter(|l| **l).count() as f64 * PROBABILITY_FLOOR;
+        let rest: f64 = p
+            .iter()
+            .zip(&low)
+            .filter(|(_, l)| !**l)
+            .map(|(v, _)| v)
+            .sum();
+        let free = low.iter().filter(|l| !**l).count();
+        let mut changed = false;
+        for (v, l) in p.iter_mut().zip(low.iter_mut()) {
+            if *l {
+                *v = PROBABILITY_FLOOR;
+                continue;
+            }
+            *v = if rest > 0.0 {
+                *v * (1.0 - fixed) / rest
+            } else {
+                (1.0 - fixed) / free.max(1) as f64
+            };
+            if *v < PROBABILITY_FLOOR {
+                *l = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// The closest non-increasing sequence to `w` (pool adjacent violators,
+/// equal weights).
+fn non_increasing(w: &[f64]) -> Vec<f64> {
+    // Blocks of (mean, size), merged while a later block is above an earlier one.
+    let mut blocks: Vec<(f64, usize)> = Vec::with_capacity(w.len());
+    for &x in w {
+        blocks.push((x, 1));
+        while blocks.len() > 1 {
+            let (b, nb) = blocks[blocks.len() - 1];
+            let (a, na) = blocks[blocks.len() - 2];
+            if b <= a {
+                break;
+            }
+            blocks.pop();
+            let last = blocks.len() - 1;
+            blocks[last] = ((a * na as f64 + b * nb as f64) / (na + nb) as f64, na + nb);
+        }
+    }
+    blocks
+        .into_iter()
+        .flat_map(|(v, n)| std::iter::repeat_n(v, n))
+        .collect()
+}
+
 /// Everything the engine needs to score and decide. Serialisable so a
 /// trained model can be versioned, shipped and audited.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -403,6 +538,10 @@ pub struct TrainReport {
     pub converged: bool,
     /// Estimated share of matches among blocked pairs.
     pub lambda: f64,
+    /// Fields whose trained probabilities broke a floor or the order of the
+    /// levels and were regularised ([`FieldParams::regularise`]).
+    #[serde(default)]
+    pub regularised: Vec<String>,
 }
 
 /// Estimates `u` from random pairs of `records` and `m` by EM over the pairs
@@ -418,6 +557,7 @@ pub fn train(records: &[Prepared], base: &Params, config: &TrainConfig) -> (Para
         iterations: 0,
         converged: false,
         lambda: base.lambda,
+        regularised: vec![],
     };
     if n < 2 {
         return (params, report);
@@ -486,6 +626,9 @@ pub fn train(records: &[Prepared], base: &Params, config: &TrainConfig) -> (Para
             fp.m = m_sum[f].iter().map(|v| v / f64::from(m_n[f])).collect();
         }
         fp.u.clone_from(&u[f]);
+        if fp.regularise() {
+            report.regularised.push(fp.field.as_str().to_owned());
+        }
     }
     params.lambda = lambda;
     (params, report)
@@ -644,6 +787,52 @@ mod tests {
         r.family_name = Some(PersonName::new(family));
         r.birth_date = Some(BirthDate::new(dob));
         prepare(&r)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn regularised_probabilities_are_floored_distributions_with_ordered_weights(
+            raw in proptest::collection::vec((0.0f64..1.0, 0.0f64..1.0, 0u8..4), 2..7)
+        ) {
+            // Random EM output, zeros and certainties included.
+            let pick = |x: f64, k: u8| match k { 0 => 0.0, 1 => 1.0, _ => x };
+            let mut fp = FieldParams {
+                field: Field::GivenName,
+                m: raw.iter().map(|(m, _, k)| pick(*m, *k)).collect(),
+                u: raw.iter().map(|(_, u, k)| pick(*u, k.wrapping_add(1) % 4)).collect(),
+            };
+            fp.regularise();
+            for p in [&fp.m, &fp.u] {
+                let sum: f64 = p.iter().sum();
+                proptest::prop_assert!((sum - 1.0).abs() < 1e-9, "sum {sum}: {p:?}");
+                for v in p.iter() {
+                    proptest::prop_assert!(*v >= PROBABILITY_FLOOR - 1e-12 && *v <= 1.0, "{p:?}");
+                }
+            }
+            let w = fp.weights();
+            for pair in w.windows(2) {
+                proptest::prop_assert!(pair[0] >= pair[1] - 1e-9, "weights not ordered: {w:?}");
+            }
+            // Already regular: nothing changes.
+            let again = fp.clone();
+            proptest::prop_assert!(!fp.regularise() || fp.m.iter().zip(&again.m).all(|(a, b)| (a - b).abs() < 1e-9));
+        }
+    }
+
+    #[test]
+    fn a_phonetic_agreement_below_else_is_pooled_and_certainties_are_floored() {
+        // Like an unchecked EM: phonetic (level 2) weighs far below "else",
+        // and an identifier level with m = u = 0.
+        let mut fp = FieldParams {
+            field: Field::GivenName,
+            m: vec![0.9, 0.1, 0.0, 0.0],
+            u: vec![0.001, 0.01, 0.2, 0.789],
+        };
+        assert!(fp.regularise());
+        let w = fp.weights();
+        assert!(w.windows(2).all(|p| p[0] >= p[1] - 1e-9), "{w:?}");
+        assert!(w[0] > 5.0, "exact agreement keeps strong evidence: {w:?}");
+        assert!(fp.m.iter().all(|m| *m >= PROBABILITY_FLOOR), "{:?}", fp.m);
     }
 
     #[test]
