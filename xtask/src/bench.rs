@@ -85,6 +85,33 @@ fn fsync_probe(dir: &Path, n: usize, every: Option<Duration>) -> anyhow::Result<
 
 pub(crate) use hms_e2e::bench::{median, rss_mb};
 
+/// A bench's `--NAME N` options (each a count ≥ 1), starting from
+/// `defaults`, in the order of `names`.
+pub(crate) fn count_options<const N: usize>(
+    args: &[String],
+    bench: &str,
+    names: [&str; N],
+    defaults: [usize; N],
+) -> anyhow::Result<[usize; N]> {
+    let mut values = defaults;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(i) = names.iter().position(|n| n == a) else {
+            let usage: Vec<String> = names.iter().map(|n| format!("{n} N")).collect();
+            bail!(
+                "unknown bench {bench} option {a:?}; use {}",
+                usage.join(" and/or ")
+            );
+        };
+        values[i] = it
+            .next()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .with_context(|| format!("{} needs a number >= 1", names[i]))?;
+    }
+    Ok(values)
+}
+
 /// `GET path` on `addr` (HTTP/1.1, connection close), with a bearer token
 /// when given; the body.
 pub(crate) fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {

@@ -24,6 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use hms_domain::empi::model::SplitMix64;
 use serde_json::{Value, json};
 
 const HTTP: &str = "127.0.0.1:8080";
@@ -173,21 +174,6 @@ struct SimBed {
     pl: String,
 }
 
-/// A small deterministic generator (no dependency for a demo).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 const FAMILY: [&str; 16] = [
     "Kowalski",
     "Nowak",
@@ -216,7 +202,7 @@ struct Day {
     token: String,
     manager: String,
     pl: HashMap<String, String>,
-    rng: Rng,
+    rng: SplitMix64,
     seq: u64,
     stamp: u64,
     mllp: Option<TcpStream>,
@@ -435,7 +421,7 @@ impl Day {
             }
             return Ok(());
         }
-        let pick = |rng: &mut Rng, v: &[SimBed]| v.get(rng.below(v.len())).cloned();
+        let pick = |rng: &mut SplitMix64, v: &[SimBed]| v.get(rng.below(v.len())).cloned();
         let full = occupied.len() * 100 / beds.len().max(1);
         match self.rng.below(10) {
             0 | 1 if full < 85 => {
@@ -564,7 +550,7 @@ pub fn day(args: &[String]) -> anyhow::Result<()> {
         token,
         manager,
         pl: locations(&PathBuf::from(config))?,
-        rng: Rng(stamp | 1),
+        rng: SplitMix64::new(stamp),
         seq: 0,
         stamp,
         mllp: None,

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::bench::{build_release, fresh_data_dir, load, medians, num, row, rss_mb, start};
 use crate::create_token;
@@ -48,27 +48,9 @@ struct Settings {
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Settings> {
-    let mut s = Settings {
-        runs: 1,
-        streams: 500,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |name: &str| {
-            it.next()
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|n| *n >= 1)
-                .with_context(|| format!("{name} needs a number >= 1"))
-        };
-        match a.as_str() {
-            "--runs" => s.runs = number("--runs")?,
-            "--streams" => s.streams = number("--streams")?,
-            other => {
-                bail!("unknown bench kiosks option {other:?}; use --runs N and/or --streams N")
-            }
-        }
-    }
-    Ok(s)
+    let [runs, streams] =
+        crate::bench::count_options(args, "kiosks", ["--runs", "--streams"], [1, 500])?;
+    Ok(Settings { runs, streams })
 }
 
 /// Runs `work` while sampling the resident memory of `pid` every 200 ms;

@@ -29,27 +29,9 @@ struct Settings {
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Settings> {
-    let mut s = Settings {
-        patients: 1_000_000,
-        runs: 1,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |name: &str| {
-            it.next()
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|n| *n >= 1)
-                .with_context(|| format!("{name} needs a number >= 1"))
-        };
-        match a.as_str() {
-            "--patients" => s.patients = number("--patients")?,
-            "--runs" => s.runs = number("--runs")?,
-            other => {
-                bail!("unknown bench patients option {other:?}; use --patients N and/or --runs N")
-            }
-        }
-    }
-    Ok(s)
+    let [patients, runs] =
+        crate::bench::count_options(args, "patients", ["--patients", "--runs"], [1_000_000, 1])?;
+    Ok(Settings { patients, runs })
 }
 
 /// Waits until patient `mrn` can be looked up (the index is loaded and has
