@@ -66,6 +66,49 @@ test("the pages answer with the security headers and no page without sign-in", a
   assert.equal(forged.headers.get("set-cookie"), null);
 });
 
+test("malformed, oversized and hostile page requests get a clear 4xx, and the appliance carries on", async () => {
+  const form = (path, body, extra = {}) =>
+    fetch(edge.url + path, {
+      method: "POST",
+      redirect: "manual",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: edge.url, ...extra },
+      body,
+    });
+  // A session to post changes with.
+  const signed = await form("/login", `token=${tokens.nurse}`);
+  assert.equal(signed.status, 303);
+  const cookie = signed.headers.get("set-cookie").split(";")[0];
+  for (const [path, body, extra] of [
+    ["/login", "code=%FF%FE%00", {}],
+    ["/login", "code=" + "A".repeat(5000), {}],
+    ["/login", "token=hms_" + "x".repeat(200), {}],
+    ["/login", "{not a form", { "content-type": "application/json" }],
+    ["/beds/3W-301-A/status", "status=bogus&version=1", { cookie }],
+    ["/beds/3W-301-A/status", "status=clean&version=-1", { cookie }],
+    ["/beds/3W-301-A/isolation", "isolation=maybe&version=1", { cookie }],
+    ["/beds/NO-SUCH-BED/status", "status=clean&version=1", { cookie }],
+    ["/beds/3W-301-A/block", "version=1&reason=" + "x".repeat(300), { cookie }],
+    ["/units/3W/propose", "encounter=", { cookie }],
+  ]) {
+    const r = await form(path, body, extra);
+    assert.ok(r.status >= 400 && r.status < 500, `${path} ${body.slice(0, 40)}: ${r.status}`);
+  }
+  // A look-up for control characters is a search that finds nobody.
+  const nul = await form("/patients", "family_name=" + "%00".repeat(10), { cookie });
+  assert.equal(nul.status, 200);
+  assert.match(await nul.text(), /0 found/);
+  // A body over the limit is refused from its length, before it is read.
+  const big = await form("/login", "token=" + "x".repeat(70_000));
+  assert.equal(big.status, 413);
+  // A session cookie that is not one, and a path with odd bytes.
+  const bogus = await fetch(edge.url + "/units/3W", { headers: { cookie: "hms_session=s_%00%FF" }, redirect: "manual" });
+  assert.equal(bogus.headers.get("location"), "/login");
+  const odd = await fetch(edge.url + "/units/%FF%FE", { headers: { cookie }, redirect: "manual" });
+  assert.ok(odd.status >= 400 && odd.status < 500, `odd path: ${odd.status}`);
+  // Still serving.
+  assert.equal((await fetch(edge.url + "/health")).status, 200);
+});
+
 test("sign-in with a token, the unit list, sign-out", async () => {
   const ctx = await chrome.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await ctx.newPage();
