@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod appliance;
+pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod cli;

@@ -86,6 +86,8 @@ pub struct AppState {
     pub forecaster: Arc<crate::inference::forecast::Forecaster>,
     /// The local patient index.
     pub patients: Arc<crate::patients::PatientIndex>,
+    /// Where look-ups queue their audit events.
+    pub audit: crate::audit::AuditQueue,
 }
 
 /// The request id, set by the middleware; used as the correlation id of events.

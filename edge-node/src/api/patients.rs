@@ -14,14 +14,13 @@
 //! (the token's name as the actor, and its role), when, how (`mrn` or
 //! `demographics`, with the names of the fields given) and how many patients
 //! the answer held, never a value searched for. The event is queued to the
-//! writer before the answer goes out, and a look-up whose event cannot be
-//! queued (the queue stayed full for 5 s, shutdown) is refused with 503 and
-//! shows nothing; but the answer does not wait for the commit, so a search
-//! pays no fsync: the writer commits the event with its next group, a
-//! commit that fails is logged at error level and counted
+//! audit queue ([`crate::audit`]) before the answer goes out, and a look-up
+//! whose event cannot be queued (shutdown) is refused with 503 and shows
+//! nothing; but the answer does not wait for the commit, so a search pays
+//! no fsync: the queue hands the writer the events of up to 100 ms at once,
+//! a commit that fails is logged at error level and counted
 //! (`hms_audit_write_failures_total`), and a clean shutdown commits all
-//! that was queued. Only a crash in the milliseconds between answer and
-//! commit can lose an audit event.
+//! that was queued. Only a crash within that window can lose an audit event.
 
 use std::collections::HashMap;
 
@@ -156,7 +155,7 @@ pub(crate) async fn lookup(
 }
 
 /// Queues the audit event of an answered look-up (see the module doc):
-/// waits for room in the writer's queue, not for the commit.
+/// waits for room in the audit queue, not for the commit.
 async fn audit(
     state: &AppState,
     c: &Caller,
@@ -179,17 +178,8 @@ async fn audit(
         correlation: Some(rid.0.clone()),
         occurred_at: None,
     };
-    let pending = state.store.submit(req).await.map_err(|e| {
-        tracing::error!(request = %rid.0, error = %e, "a patient look-up could not be audited; refused");
+    state.audit.record(req).await.map_err(|_| {
+        tracing::error!(request = %rid.0, "a patient look-up could not be audited (the appliance is stopping); refused");
         Problem::unavailable("the look-up could not be audited; nothing was shown, retry shortly")
-    })?;
-    let metrics = state.metrics.clone();
-    let request = rid.0.clone();
-    tokio::spawn(async move {
-        if let Err(e) = pending.committed().await {
-            metrics.audit_failures.inc();
-            tracing::error!(%request, error = %e, "the audit event of a patient look-up was not committed");
-        }
-    });
-    Ok(())
+    })
 }

@@ -258,6 +258,13 @@ impl Appliance {
         // Token revocations by `hms-edge token` take effect within a second;
         // creations and revocations become audit events.
         tasks.spawn(follower.run(shutdown.clone()));
+        // Ends once the HTTP server's state is gone, after the last look-up.
+        let (audit, audit_task) = crate::audit::AuditQueue::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(audit_task);
         let state = AppState {
             store: self.store.clone(),
             tokens: self.tokens.clone(),
@@ -267,6 +274,7 @@ impl Appliance {
             sync,
             forecaster,
             patients,
+            audit,
         };
         let mut app = api::router(state);
         let token = shutdown.clone();

@@ -308,6 +308,26 @@ impl Store {
         Ok(Pending(rx))
     }
 
+    /// Queues several writes as one request: the writer commits them in the
+    /// same group (one transaction, one WAL sync) and answers each on its
+    /// own. Waits for room in the queue, not for the commit.
+    pub async fn submit_all(&self, reqs: Vec<WriteRequest>) -> Result<Vec<Pending>, WriteError> {
+        let (replies, pending): (Vec<_>, Vec<_>) = reqs
+            .into_iter()
+            .map(|req| {
+                let (reply, rx) = oneshot::channel();
+                ((req, reply), Pending(rx))
+            })
+            .unzip();
+        send(
+            &self.inner.tx,
+            &self.inner.published.metrics,
+            Request::Writes(replies),
+        )
+        .await?;
+        Ok(pending)
+    }
+
     /// Sends a write and waits until it is committed (or refused).
     pub async fn write(&self, req: WriteRequest) -> Result<Committed, WriteError> {
         self.submit(req).await?.committed().await

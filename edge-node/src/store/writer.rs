@@ -37,6 +37,9 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 pub(super) enum Request {
     /// A board command (kiosk, API, reconciliation, downlink).
     Write(WriteRequest, Reply<Committed>),
+    /// Board commands handed in together (the audit queue's groups): each
+    /// answered on its own, all committed in the same group.
+    Writes(Vec<(WriteRequest, Reply<Committed>)>),
     /// An inbound HL7 message.
     Hl7(Hl7Request, Reply<Hl7Reply>),
     /// Re-apply a parked message (`None`: no such parked message).
@@ -182,6 +185,9 @@ impl Writer {
                     Request::Close(done) => {
                         close = Some(done);
                         break;
+                    }
+                    Request::Writes(ws) => {
+                        batch.extend(ws.into_iter().map(|(w, r)| Request::Write(w, r)));
                     }
                     other => batch.push(other),
                 }
@@ -549,6 +555,17 @@ impl Writer {
 fn unanswered(req: Request) -> Answer {
     match req {
         Request::Write(_, r) => Answer::new(r, Err(WriteError::Closed)),
+        Request::Writes(ws) => {
+            let each: Vec<Answer> = ws
+                .into_iter()
+                .map(|(_, r)| Answer::new(r, Err(WriteError::Closed)))
+                .collect();
+            Answer(Box::new(move |failed| {
+                for a in each {
+                    a.send(failed);
+                }
+            }))
+        }
         Request::Hl7(_, r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Replay(_, r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Prune(_, r) | Request::Base(_, r) => Answer::new(r, Err(WriteError::Closed)),

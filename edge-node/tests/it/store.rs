@@ -111,6 +111,77 @@ async fn group_commit_batches_are_observable_in_metrics() {
     assert_eq!(report.events, 100);
 }
 
+fn commits(metrics: &Metrics, store: &Store) -> u64 {
+    metrics
+        .render(&store.view())
+        .lines()
+        .find_map(|l| l.strip_prefix("hms_store_commits_total "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Look-ups' audit events go to the writer in groups: many events, one
+/// commit; and the queue's task hands over what it holds and ends once the
+/// last sender is gone, before the store closes.
+#[tokio::test(start_paused = true)]
+async fn the_audit_queue_commits_a_burst_of_look_ups_in_one_group_and_loses_none_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = Store::open(settings(dir.path()), metrics.clone()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (queue, task) =
+        edge_node::audit::AuditQueue::new(store.clone(), metrics.clone(), shutdown.clone());
+    let task = tokio::spawn(task);
+    let search = |i: u32| WriteRequest {
+        cmd: Command::RecordPatientSearch {
+            role: "nurse".into(),
+            by: "mrn".into(),
+            fields: vec![],
+            results: i,
+        },
+        actor: Actor {
+            kind: hms_domain::ActorKind::User,
+            id: format!("nurse-{i}"),
+        },
+        correlation: Some(format!("req-{i}")),
+        occurred_at: None,
+    };
+    let before = commits(&metrics, &store);
+    for i in 0..300 {
+        queue.record(search(i)).await.unwrap();
+    }
+    // Within the window, more than a group's worth: two groups at most.
+    while store.last_seq() < 300 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(commits(&metrics, &store) - before, 1);
+    // At shutdown, what is queued goes at once, and the task ends with the
+    // last sender.
+    shutdown.cancel();
+    for i in 300..310 {
+        queue.record(search(i)).await.unwrap();
+    }
+    drop(queue);
+    task.await.unwrap();
+    assert_eq!(store.last_seq(), 310);
+    store.close().await;
+    let report = verify::verify(dir.path()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.events, 310);
+    let conn = rusqlite::Connection::open(dir.path().join("edge.sqlite")).unwrap();
+    let (kinds, actors): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT actor_id) FROM events \
+             WHERE kind = 'audit.patients_searched' AND correlation LIKE 'req-%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((kinds, actors), (310, 310));
+    assert_eq!(metrics.audit_failures.get(), 0);
+}
+
 #[tokio::test]
 async fn a_failed_commit_changes_nothing_and_is_reported() {
     let app = TestApp::start(&[("3W", 2, 2)]).await;
