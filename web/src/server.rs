@@ -572,6 +572,65 @@ mod tests {
         assert_eq!(counters.timed_out.load(Ordering::Relaxed), 1);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_request_timeout_is_per_request_and_an_idle_connection_still_closes_on_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    "done"
+                }),
+            )
+            .route(
+                "/quick",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "done"
+                }),
+            );
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(serve(
+            listener,
+            app,
+            Limits::default(),
+            counters.clone(),
+            std::future::pending(),
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Two 20 s requests on one connection (40 s in all, each within its
+        // 30 s), then, 8 s later, a 5 s one that the watchdog sees in flight.
+        for (pause, path) in [(0, "/slow"), (0, "/slow"), (8, "/quick")] {
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+            s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"done") {
+                let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                    .await
+                    .unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 200 OK"));
+        }
+        assert_eq!(counters.timed_out.load(Ordering::Relaxed), 0);
+        // Then idle: closed within the header timeout of the last answer.
+        let idle = tokio::time::Instant::now();
+        let rest = read_to_close(&mut s).await;
+        assert!(rest.is_empty(), "{rest}");
+        let waited = idle.elapsed();
+        assert!(
+            waited >= DEFAULT_HEADER_TIMEOUT
+                && waited < DEFAULT_HEADER_TIMEOUT + Duration::from_secs(1),
+            "closed after {waited:?}"
+        );
+    }
+
     #[test]
     fn a_refusal_is_a_complete_problem_response() {
         let r = String::from_utf8(refusal("full")).unwrap();
