@@ -140,6 +140,15 @@ id_type!(
     /// A hospital stay (visit), usually PV1-19 or an id issued by the kiosk.
     EncounterId
 );
+id_type!(
+    /// An operating room (`[[or_room]]`).
+    OrRoomId
+);
+id_type!(
+    /// An operating-room case: the scheduling system's appointment id
+    /// (SIU SCH-1, else SCH-2).
+    CaseId
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,9 @@
 //! ED observation unit. Units hold 8 to 40 beds (fewer only when the whole
 //! hospital is smaller than 8 beds), rooms 1 to 4, with isolation-capable
 //! single rooms, telemetry, a few bariatric beds and a few single-sex bays.
-//! From 1,000 beds on, the units are spread over two campuses.
+//! From 1,000 beds on, the units are spread over two campuses. After the
+//! beds comes the main campus's OR suite: one operating room per 100 beds,
+//! 2 to 20 of them.
 //!
 //! The output is a pure function of its arguments: no clock, no randomness.
 
@@ -17,6 +19,14 @@ const MIN_UNIT: usize = 8;
 const MAX_UNIT: usize = 40;
 /// From this many beds on, a second campus is generated.
 const TWO_CAMPUSES: usize = 1000;
+/// Fewest operating rooms generated.
+const MIN_OR_ROOMS: usize = 2;
+/// Most operating rooms generated.
+const MAX_OR_ROOMS: usize = 20;
+/// Beds per operating room.
+const BEDS_PER_OR_ROOM: usize = 100;
+/// The OR suite's id.
+const OR_SUITE: &str = "MAIN-OR";
 
 const ISO: u8 = 1;
 const TELE: u8 = 2;
@@ -227,7 +237,45 @@ pub fn example(beds: usize, hospital_id: &str) -> String {
     for unit in &units {
         write_unit(w, unit);
     }
+    write_or_suite(w, or_rooms(beds));
     out
+}
+
+/// How many operating rooms a hospital of `beds` beds gets.
+fn or_rooms(beds: usize) -> usize {
+    (beds / BEDS_PER_OR_ROOM).clamp(MIN_OR_ROOMS, MAX_OR_ROOMS)
+}
+
+/// The OR suite on the main campus: `OR-01`… at point of care `OR` of the
+/// main campus's facility, the room in PL-2 and no bed.
+fn write_or_suite(w: &mut String, rooms: usize) {
+    let campus = &CAMPUSES[0];
+    line(w, format_args!(""));
+    line(
+        w,
+        format_args!(
+            "# Operating rooms: suite {OR_SUITE}, {rooms} rooms, {}.",
+            campus.facility_name
+        ),
+    );
+    line(
+        w,
+        format_args!("# SIU scheduling messages (AIL-3) name these locations."),
+    );
+    for n in 1..=rooms {
+        line(w, format_args!(""));
+        line(w, format_args!("[[or_room]]"));
+        line(w, format_args!("id = \"OR-{n:02}\""));
+        line(w, format_args!("name = \"Operating Room {n}\""));
+        line(w, format_args!("suite = \"{OR_SUITE}\""));
+        line(
+            w,
+            format_args!(
+                "hl7 = {{ facility = \"{}\", point_of_care = \"OR\", room = \"OR-{n:02}\", bed = \"\" }}",
+                campus.facility
+            ),
+        );
+    }
 }
 
 /// Splits `beds` into units.
@@ -447,6 +495,28 @@ mod tests {
             .sum();
         assert_eq!(icu, 160);
         assert!(units.iter().any(|u| u.campus == 1));
+    }
+
+    #[test]
+    fn one_operating_room_per_100_beds_from_2_to_20() {
+        assert_eq!(or_rooms(1), 2);
+        assert_eq!(or_rooms(100), 2);
+        assert_eq!(or_rooms(300), 3);
+        assert_eq!(or_rooms(2000), 20);
+        assert_eq!(or_rooms(5000), 20);
+        let rooms = |beds| {
+            example(beds, "metro-general")
+                .matches("[[or_room]]")
+                .count()
+        };
+        assert_eq!(rooms(2000), 20);
+        assert_eq!(rooms(100), 2);
+        let text = example(2000, "metro-general");
+        assert!(text.contains(
+            "[[or_room]]\nid = \"OR-20\"\nname = \"Operating Room 20\"\nsuite = \"MAIN-OR\"\n\
+             hl7 = { facility = \"MAIN\", point_of_care = \"OR\", room = \"OR-20\", bed = \"\" }\n"
+        ));
+        assert!(!text.contains("OR-21"));
     }
 
     #[test]

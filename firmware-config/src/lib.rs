@@ -5,7 +5,8 @@
 //! (`[http]`), its MLLP limits (`[mllp]`) and the hospital's beds as flat
 //! lists with references (`[[facility]]` → `[[building]]` → `[[floor]]` →
 //! `[[unit]]` → `[[room]]` → `[[bed]]`), each bed mapped to the HL7 location
-//! the ADT feed uses for it.
+//! the ADT feed uses for it, and the operating rooms (`[[or_room]]`, optional),
+//! each mapped to the HL7 location the SIU scheduling feed uses for it.
 //!
 //! Two ways in, one set of checks:
 //!
@@ -42,7 +43,7 @@ pub use schema::{
     DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS,
     DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section,
     HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls,
-    NodeSection, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
+    NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
 /// A configuration that loaded, with the warnings found on the way.

@@ -11,7 +11,9 @@
 //!    number ranges, plus unknown keys (an error when strict, a warning when
 //!    tolerant, so that a newer file still loads on an older appliance);
 //! 3. duplicate ids per kind, dangling references, the bed's room and unit,
-//!    and the HL7 location of every bed (present, complete and unique).
+//!    the HL7 location of every bed (present, complete and unique) and of
+//!    every operating room (present, complete, unique among operating rooms
+//!    and no bed's).
 //!
 //! [`check`] takes the text and the file name; its only IO is asking whether
 //! the files the configuration names (`mllp.tls_cert`, `mllp.tls_key`) exist.
@@ -24,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 use hms_domain::ids::validate_id;
 use hms_domain::{
-    BedAttributes, BedId, GenderRestriction, HospitalId, IdError, LevelOfCare, NodeId, RegionId,
-    RoomId, UnitId,
+    BedAttributes, BedId, GenderRestriction, HospitalId, IdError, LevelOfCare, NodeId, OrRoomId,
+    RegionId, RoomId, UnitId,
 };
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -42,7 +44,7 @@ use crate::schema::{
     DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS,
     DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section,
     HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls,
-    NodeSection, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
+    NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -65,6 +67,7 @@ const TOP_KEYS: &[&str] = &[
     "unit",
     "room",
     "bed",
+    "or_room",
 ];
 const INFERENCE_KEYS: &[&str] = &["models", "library", "cuda", "timeout_ms", "refresh_s"];
 const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name", "timezone"];
@@ -133,6 +136,7 @@ const BED_KEYS: &[&str] = &[
     "tags",
     "hl7",
 ];
+const OR_ROOM_KEYS: &[&str] = &["id", "name", "suite", "hl7"];
 const HL7_KEYS: &[&str] = &["facility", "point_of_care", "room", "bed"];
 const GENDERS: &[&str] = &["any", "female", "male"];
 
@@ -615,6 +619,15 @@ struct BedItem {
     attributes: Option<BedAttrs>,
 }
 
+/// An `[[or_room]]` as read.
+#[derive(Debug)]
+struct OrRoomItem {
+    id: Option<At<String>>,
+    hl7: Option<At<Hl7Location>>,
+    /// The operating room, when every field is valid.
+    or_room: Option<OrRoom>,
+}
+
 /// A bed's attributes as written, before the unit's level of care is known.
 #[derive(Debug)]
 struct BedAttrs {
@@ -669,11 +682,14 @@ impl<'s, 'a> Walk<'s, 'a> {
         let units = self.units(root);
         let rooms = self.rooms(root);
         let beds = self.beds(root);
+        let or_rooms = self.or_rooms(root);
 
         let unit_levels = self.register_units(&units, &floor_ids);
         let room_units = self.register_rooms(&rooms, &unit_levels);
-        let beds = self.resolve_beds(beds, &unit_levels, &room_units);
+        let mut bed_locations = HashMap::new();
+        let beds = self.resolve_beds(beds, &unit_levels, &room_units, &mut bed_locations);
         self.empty_units(&units, beds.as_deref());
+        let or_rooms = self.resolve_or_rooms(or_rooms, &bed_locations);
 
         let facilities = facilities
             .into_iter()
@@ -717,6 +733,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             units,
             rooms,
             beds: beds?,
+            or_rooms: or_rooms?,
             source: self.file.to_path_buf(),
         })
     }
@@ -1280,7 +1297,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let tags = s.strings(sink, "tags");
         ok &= tags.is_ok();
         let hl7 = if has("hl7") {
-            hl7_location(sink, s)
+            hl7_location(sink, s, Hl7Of::Bed)
         } else {
             None
         };
@@ -1302,6 +1319,101 @@ impl<'s, 'a> Walk<'s, 'a> {
                 tags: tags.unwrap_or_default(),
             }),
         }
+    }
+
+    /// The `[[or_room]]` tables, each checked on its own.
+    fn or_rooms(&mut self, root: &Scope<'_, '_>) -> Vec<OrRoomItem> {
+        let mut out = Vec::new();
+        for s in self.list(root, "or_room") {
+            s.unknown_keys(self.sink, OR_ROOM_KEYS);
+            let sink = &mut *self.sink;
+            let raw = s.string(sink, "id", Need::Required);
+            let id = raw
+                .as_ref()
+                .and_then(|raw| parse_id(sink, raw, "or_room", OrRoomId::new));
+            let name = match s.table.get("name") {
+                Some(_) => s.text(sink, "name", Need::Optional).map(|n| Some(n.value)),
+                None => Some(None),
+            };
+            let suite = s
+                .string(sink, "suite", Need::Required)
+                .and_then(|raw| parse_id(sink, &raw, "suite", |v| validate_id(&v).map(|()| v)));
+            let hl7 = match s.raw(sink, "hl7", Need::Required) {
+                Some(_) => hl7_location(sink, &s, Hl7Of::OrRoom),
+                None => None,
+            };
+            let or_room = match (id, name, suite, &hl7) {
+                (Some(id), Some(name), Some(suite), Some(hl7)) => Some(OrRoom {
+                    name: name.unwrap_or_else(|| id.to_string()),
+                    id,
+                    suite,
+                    hl7: hl7.value.clone(),
+                }),
+                _ => None,
+            };
+            out.push(OrRoomItem {
+                id: raw,
+                hl7,
+                or_room,
+            });
+        }
+        out
+    }
+
+    /// Checks operating-room ids and HL7 locations: unique among operating
+    /// rooms (their ids are a namespace of their own) and no bed's location
+    /// (`beds`: each bed location with its bed id and line). `None` when
+    /// some operating room is invalid.
+    fn resolve_or_rooms(
+        &mut self,
+        or_rooms: Vec<OrRoomItem>,
+        beds: &HashMap<Hl7Location, (String, usize)>,
+    ) -> Option<Vec<OrRoom>> {
+        let mut ids = Registry::default();
+        let mut hl7_seen: HashMap<Hl7Location, (String, usize)> = HashMap::new();
+        let mut out = Vec::with_capacity(or_rooms.len());
+        let mut complete = true;
+        for r in or_rooms {
+            if let Some(raw) = &r.id {
+                ids.define(self.sink, "or_room", raw);
+            }
+            if let Some(hl7) = &r.hl7 {
+                let line = self.sink.line(hl7.span.start);
+                if let Some((bed, bed_line)) = beds.get(&hl7.value) {
+                    self.sink.error(
+                        &hl7.span,
+                        format!(
+                            "HL7 location {} is already mapped to bed {} at line {bed_line}",
+                            hl7.value,
+                            shown(bed)
+                        ),
+                    );
+                } else {
+                    match hl7_seen.entry(hl7.value.clone()) {
+                        Entry::Occupied(first) => {
+                            let (room, first_line) = first.get();
+                            self.sink.error(
+                                &hl7.span,
+                                format!(
+                                    "HL7 location {} is already mapped to or_room {} at line {first_line}",
+                                    hl7.value,
+                                    shown(room)
+                                ),
+                            );
+                        }
+                        Entry::Vacant(slot) => {
+                            let room = r.id.as_ref().map(|id| id.value.clone());
+                            slot.insert((room.unwrap_or_default(), line));
+                        }
+                    }
+                }
+            }
+            match r.or_room {
+                Some(room) => out.push(room),
+                None => complete = false,
+            }
+        }
+        complete.then_some(out)
     }
 
     /// Registers unit ids and checks their floors. Returns, per unit id, its
@@ -1375,14 +1487,16 @@ impl<'s, 'a> Walk<'s, 'a> {
 
     /// Checks bed ids, references and HL7 locations, and resolves each bed's
     /// unit and level of care. `None` when some bed could not be resolved.
+    /// `hl7_seen` receives each bed location, with the id and line of the
+    /// first bed mapped to it.
     fn resolve_beds(
         &mut self,
         beds: Vec<BedItem>,
         units: &HashMap<String, Option<LevelOfCare>>,
         rooms: &HashMap<String, Option<String>>,
+        hl7_seen: &mut HashMap<Hl7Location, (String, usize)>,
     ) -> Option<Vec<Bed>> {
         let mut ids = Registry::default();
-        let mut hl7_seen: HashMap<Hl7Location, (String, usize)> = HashMap::new();
         let mut out = Vec::with_capacity(beds.len());
         let mut complete = true;
         for b in beds {
@@ -1687,9 +1801,17 @@ fn existing_file(
     Err(())
 }
 
-/// The `hl7` table of a bed.
-fn hl7_location(sink: &mut Sink<'_>, bed: &Scope<'_, '_>) -> Option<At<Hl7Location>> {
-    let s = bed.table(sink, "hl7")?;
+/// Whose HL7 location is read: a bed's names its bed (PL-3); an operating
+/// room's may leave PL-3 empty, but not PL-2 as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hl7Of {
+    Bed,
+    OrRoom,
+}
+
+/// The `hl7` table of a bed or an operating room (`owner`).
+fn hl7_location(sink: &mut Sink<'_>, owner: &Scope<'_, '_>, of: Hl7Of) -> Option<At<Hl7Location>> {
+    let s = owner.table(sink, "hl7")?;
     s.unknown_keys(sink, HL7_KEYS);
     let mut component = |key: &str, may_be_empty: bool| {
         let value = s.string(sink, key, Need::Required)?;
@@ -1719,7 +1841,22 @@ fn hl7_location(sink: &mut Sink<'_>, bed: &Scope<'_, '_>) -> Option<At<Hl7Locati
     let facility = component("facility", false);
     let point_of_care = component("point_of_care", false);
     let room = component("room", true);
-    let bed_part = component("bed", false);
+    let bed_part = component("bed", of == Hl7Of::OrRoom);
+    if let (Some(room), Some(bed_part)) = (&room, &bed_part)
+        && room.is_empty()
+        && bed_part.is_empty()
+    {
+        sink.error(
+            &s.span,
+            format!(
+                "{} and {} must not both be empty: an operating room's location needs a room \
+                 or a bed",
+                s.key_path("room"),
+                s.key_path("bed")
+            ),
+        );
+        return None;
+    }
     Some(At {
         value: Hl7Location {
             facility: facility?,

@@ -3,12 +3,15 @@
 //! These types are what the appliance codes against. They are only ever built
 //! by the loader after every check has passed, so their invariants hold: ids
 //! are valid and unique per kind, every reference resolves, every bed has a
-//! unit, a level of care and a unique HL7 location.
+//! unit, a level of care and a unique HL7 location, and every operating room
+//! has an HL7 location that no other operating room and no bed holds.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use hms_domain::{BedAttributes, BedId, HospitalId, LevelOfCare, NodeId, RegionId, RoomId, UnitId};
+use hms_domain::{
+    BedAttributes, BedId, HospitalId, LevelOfCare, NodeId, OrRoomId, RegionId, RoomId, UnitId,
+};
 
 /// Default for `store.checkpoint_interval_s`.
 pub const DEFAULT_CHECKPOINT_INTERVAL_S: u64 = 60;
@@ -121,6 +124,8 @@ pub struct Config {
     pub rooms: Vec<Room>,
     /// Beds, in file order.
     pub beds: Vec<Bed>,
+    /// Operating rooms, in file order; empty when there is none.
+    pub or_rooms: Vec<OrRoom>,
     /// The file the configuration was loaded from.
     pub source: PathBuf,
 }
@@ -139,6 +144,11 @@ impl Config {
     /// The room with id `id`.
     pub fn room(&self, id: &RoomId) -> Option<&Room> {
         self.rooms.iter().find(|r| &r.id == id)
+    }
+
+    /// The operating room with id `id`.
+    pub fn or_room(&self, id: &OrRoomId) -> Option<&OrRoom> {
+        self.or_rooms.iter().find(|r| &r.id == id)
     }
 
     /// The beds of unit `id`, in file order.
@@ -547,6 +557,21 @@ pub struct Bed {
     pub hl7: Hl7Location,
 }
 
+/// `[[or_room]]`: an operating room, where the scheduling system's SIU
+/// messages (AIL-3) book cases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrRoom {
+    /// Id (its own namespace: it may equal a bed's).
+    pub id: OrRoomId,
+    /// Display name; defaults to the id.
+    pub name: String,
+    /// The OR suite it belongs to, an id-like token (`MAIN-OR`).
+    pub suite: String,
+    /// Where SIU messages put this room; `bed` may be empty, but not both
+    /// `room` and `bed`.
+    pub hl7: Hl7Location,
+}
+
 /// An HL7 v2 patient location (PL): facility (PL-4), point of care (PL-1),
 /// room (PL-2) and bed (PL-3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -557,7 +582,7 @@ pub struct Hl7Location {
     pub point_of_care: String,
     /// PL-2; may be empty.
     pub room: String,
-    /// PL-3.
+    /// PL-3; may be empty for an operating room (not for a bed).
     pub bed: String,
 }
 

@@ -1,7 +1,7 @@
 //! Checks of the configuration schema: every error class with its exact
 //! `file:line:col: error: message`, the tolerant loader against the strict
-//! linter, path resolution, the committed files, the example generator, the
-//! `hms-config` command and hostile input.
+//! linter, path resolution, operating rooms, the committed files, the example
+//! generator, the `hms-config` command and hostile input.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +11,7 @@ use firmware_config::{
     Config, ConfigError, Diagnostic, Hl7Location, MllpSection, MllpTls, Severity, example, lint,
     lint_str, load, load_str,
 };
-use hms_domain::{BedId, GenderRestriction, LevelOfCare, RoomId, UnitId};
+use hms_domain::{BedId, GenderRestriction, LevelOfCare, OrRoomId, RoomId, UnitId};
 
 /// A valid configuration with one unit and no bed; each case adds to it.
 const HEAD: &str = r#"[node]
@@ -783,7 +783,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
         &text,
         expect![[r#"
             hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-            hospital.toml:14:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed
+            hospital.toml:14:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed, or_room
             hospital.toml:44:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
         "#]],
     );
@@ -791,7 +791,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
         hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-        hospital.toml:14:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed
+        hospital.toml:14:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed, or_room
         hospital.toml:44:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));
@@ -968,6 +968,19 @@ fn the_demo_hospital_loads_and_lints_clean() {
     assert_eq!(obs.attributes.level_of_care, LevelOfCare::Observation);
     assert_eq!(obs.attributes.room, None);
     assert!(c.bed(&BedId::new("3W-301-A").unwrap()).is_some());
+    let or_rooms: Vec<String> = c.or_rooms.iter().map(|r| r.hl7.to_string()).collect();
+    assert_eq!(
+        or_rooms,
+        [
+            "DGH^OR^OR-1^",
+            "DGH^OR^OR-2^",
+            "DGH^OR^OR-3^",
+            "DGH^OR^OR-4^"
+        ]
+    );
+    assert!(c.or_rooms.iter().all(|r| r.suite == "MAIN-OR"));
+    let or1 = c.or_room(&OrRoomId::new("OR-1").unwrap()).expect("OR-1");
+    assert_eq!(or1.name, "Operating Room 1");
 }
 
 #[test]
@@ -992,6 +1005,11 @@ fn examples_lint_clean_at_every_size() {
         assert_eq!(c.store.data_dir, Path::new("data"));
         assert!(!text.contains("[mllp]"), "{beds} beds");
         assert_eq!(c.mllp, MllpSection::default());
+        assert_eq!(
+            c.or_rooms.len(),
+            (beds / 100).clamp(2, 20),
+            "{beds} beds: one OR room per 100 beds, 2 to 20"
+        );
         for u in &c.units {
             let n = c.beds_of(&u.id).count();
             assert!(n <= 40, "{beds}: unit {} has {n} beds", u.id);
@@ -1052,7 +1070,9 @@ fn the_committed_2000_bed_hospital_is_the_generated_one() {
          `hms-config example --beds 2000 --hospital metro-general > config/hospital-2000.toml`"
     );
     assert_eq!(lint(&path), []);
-    assert_eq!(load(&path).expect("loads").config.beds.len(), 2000);
+    let c = load(&path).expect("loads").config;
+    assert_eq!(c.beds.len(), 2000);
+    assert_eq!(c.or_rooms.len(), 20);
 }
 
 #[test]
@@ -1580,4 +1600,191 @@ fn mllp_allow_lists_are_address_blocks_checked_entry_by_entry() {
     let shown = render(&lint_str(&with_mllp("max_frame_bytes = 4194304\n"), file()));
     assert!(shown.contains("mllp.max_frame_bytes"), "{shown}");
     assert!(shown.contains("2064384"), "{shown}");
+}
+
+/// One valid operating room (lines 41 to 46 when appended to [`valid`]).
+const OR_ROOM: &str = r#"
+[[or_room]]
+id = "OR-1"
+name = "Theatre 1"
+suite = "MAIN-OR"
+hl7 = { facility = "DGH", point_of_care = "OR", room = "OR-1", bed = "" }
+"#;
+
+#[test]
+fn operating_rooms_are_optional() {
+    let c = load_str(&valid(), file()).expect("valid").config;
+    assert!(c.or_rooms.is_empty());
+    assert!(c.or_room(&OrRoomId::new("OR-1").unwrap()).is_none());
+}
+
+#[test]
+fn an_operating_room_loads_with_its_name_defaulting_to_its_id() {
+    // An OR room may share an id with a bed: they are different namespaces.
+    let text = format!(
+        "{}{OR_ROOM}{}",
+        valid(),
+        r#"
+[[or_room]]
+id = "3W-301-A"
+suite = "MAIN-OR"
+hl7 = { facility = "DGH", point_of_care = "OR", room = "", bed = "7" }
+"#
+    );
+    check(&text, expect![[""]]);
+    let loaded = load_str(&text, file()).expect("valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let c = loaded.config;
+    assert_eq!(c.or_rooms.len(), 2);
+    let or1 = c.or_room(&OrRoomId::new("OR-1").unwrap()).expect("OR-1");
+    assert_eq!(or1.name, "Theatre 1");
+    assert_eq!(or1.suite, "MAIN-OR");
+    assert_eq!(
+        or1.hl7,
+        Hl7Location {
+            facility: "DGH".into(),
+            point_of_care: "OR".into(),
+            room: "OR-1".into(),
+            bed: String::new(),
+        }
+    );
+    assert_eq!(or1.hl7.to_string(), "DGH^OR^OR-1^");
+    let second = &c.or_rooms[1];
+    assert_eq!(second.id.as_str(), "3W-301-A");
+    assert_eq!(second.name, "3W-301-A", "the name defaults to the id");
+    assert_eq!(second.hl7.to_string(), "DGH^OR^^7");
+    assert!(c.or_room(&OrRoomId::new("OR-9").unwrap()).is_none());
+}
+
+#[test]
+fn an_operating_room_needs_a_room_or_a_bed_in_its_hl7_location() {
+    check(
+        &format!(
+            "{}{}",
+            valid(),
+            OR_ROOM.replace("room = \"OR-1\"", "room = \"\"")
+        ),
+        expect![[r#"
+            hospital.toml:46:7: error: `or_room.hl7.room` and `or_room.hl7.bed` must not both be empty: an operating room's location needs a room or a bed
+        "#]],
+    );
+    check(
+        &format!(
+            "{}{}",
+            valid(),
+            OR_ROOM
+                .replace("facility = \"DGH\"", "facility = \"\"")
+                .replace("room = \"OR-1\", bed = \"\"", "room = \"OR~1\", bed = \"\"")
+        ),
+        expect![[r#"
+            hospital.toml:46:20: error: `or_room.hl7.facility` must not be empty
+            hospital.toml:46:53: error: `or_room.hl7.room` must not contain '~': it is an HL7 delimiter or a control character
+        "#]],
+    );
+}
+
+#[test]
+fn operating_room_keys_are_checked() {
+    let text = format!(
+        "{}{}{}",
+        valid(),
+        OR_ROOM.replace("suite = \"MAIN-OR\"\n", ""),
+        r#"
+[[or_room]]
+id = "OR 2"
+name = ""
+suite = "MAIN OR"
+theatre = true
+
+[[or_room]]
+id = "OR-3"
+suite = 3
+hl7 = "DGH^OR^OR-3^"
+"#
+    );
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:42:1: error: missing required key `suite` in [[or_room]]
+            hospital.toml:47:1: error: missing required key `hl7` in [[or_room]]
+            hospital.toml:48:6: error: invalid or_room id "OR 2": id contains ' '; only letters, digits, dot, underscore, colon and hyphen are allowed
+            hospital.toml:49:8: error: `or_room.name` must not be empty
+            hospital.toml:50:9: error: invalid suite id "MAIN OR": id contains ' '; only letters, digits, dot, underscore, colon and hyphen are allowed
+            hospital.toml:51:1: error: unknown key `theatre` in [[or_room]]; expected one of: id, name, suite, hl7
+            hospital.toml:55:9: error: `or_room.suite` must be a string, found integer
+            hospital.toml:56:7: error: `or_room.hl7` must be a table, found string
+        "#]],
+    );
+}
+
+#[test]
+fn unknown_operating_room_keys_are_errors_for_lint_and_warnings_for_load() {
+    let text = format!(
+        "{}{}",
+        valid(),
+        OR_ROOM.replace(
+            "suite = \"MAIN-OR\"",
+            "suite = \"MAIN-OR\"\nlaminar_flow = true"
+        )
+    );
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:46:1: error: unknown key `laminar_flow` in [[or_room]]; expected one of: id, name, suite, hl7
+        "#]],
+    );
+    let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
+    expect![[r#"
+        hospital.toml:46:1: warning: unknown key `laminar_flow` in [[or_room]]; expected one of: id, name, suite, hl7
+    "#]]
+    .assert_eq(&render(&loaded.warnings));
+    assert_eq!(loaded.config.or_rooms.len(), 1);
+}
+
+#[test]
+fn duplicate_operating_room_ids_name_the_first_definition() {
+    let text = format!(
+        "{}{OR_ROOM}{}",
+        valid(),
+        OR_ROOM.replace("room = \"OR-1\"", "room = \"OR-2\"")
+    );
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:49:6: error: duplicate or_room id "OR-1" (first defined at line 43)
+        "#]],
+    );
+}
+
+#[test]
+fn an_hl7_location_serves_one_operating_room() {
+    let text = format!(
+        "{}{OR_ROOM}{}",
+        valid(),
+        OR_ROOM.replace("id = \"OR-1\"", "id = \"OR-2\"")
+    );
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:52:7: error: HL7 location DGH^OR^OR-1^ is already mapped to or_room "OR-1" at line 46
+        "#]],
+    );
+}
+
+#[test]
+fn an_operating_room_cannot_take_a_beds_hl7_location() {
+    let text = format!(
+        "{}{}",
+        valid(),
+        OR_ROOM.replace(
+            "point_of_care = \"OR\", room = \"OR-1\", bed = \"\"",
+            "point_of_care = \"3W\", room = \"301\", bed = \"A\""
+        )
+    );
+    check(
+        &text,
+        expect![[r#"
+            hospital.toml:46:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 40
+        "#]],
+    );
 }
