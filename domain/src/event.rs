@@ -361,6 +361,14 @@ pub enum EventBody {
         /// The change's number in that file (each is recorded once).
         change: u64,
     },
+    /// An operating-room case changed (SIU, or displaced by an emergency
+    /// add-on); carries the whole case after the change.
+    OrCaseChanged {
+        /// What happened.
+        change: crate::or::CaseChange,
+        /// The case after the change.
+        case: crate::or::OrCase,
+    },
     /// An API token of the appliance was revoked (`hms-edge token revoke`;
     /// audit). Who is the event's actor, when its `occurred_at`.
     TokenRevoked {
@@ -383,6 +391,7 @@ impl EventBody {
             | Self::PatientsMerged { .. }
             | Self::VisitChanged { .. } => Stream::Adt,
             Self::EidAssigned { .. } => Stream::Empi,
+            Self::OrCaseChanged { .. } => Stream::Or,
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             Self::PatientsSearched { .. }
             | Self::TokenCreated { .. }
@@ -410,6 +419,7 @@ impl EventBody {
             Self::PatientsSearched { .. } => "audit.patients_searched",
             Self::TokenCreated { .. } => "audit.token_created",
             Self::TokenRevoked { .. } => "audit.token_revoked",
+            Self::OrCaseChanged { change, .. } => change.kind(),
         }
     }
 
@@ -431,7 +441,8 @@ impl EventBody {
             | Self::EidAssigned { .. }
             | Self::PatientsSearched { .. }
             | Self::TokenCreated { .. }
-            | Self::TokenRevoked { .. } => None,
+            | Self::TokenRevoked { .. }
+            | Self::OrCaseChanged { .. } => None,
         }
     }
 

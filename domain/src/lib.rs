@@ -8,6 +8,7 @@ pub mod bed;
 pub mod empi;
 pub mod event;
 pub mod ids;
+pub mod or;
 pub mod phi;
 pub mod sync;
 pub mod time;
@@ -17,6 +18,9 @@ pub use event::{
     Actor, ActorKind, ChainError, ChainVerifier, Draft, Envelope, EventBody, EventHash, HeldBed,
     Stream, Transition, verify_chain,
 };
-pub use ids::{BedId, EncounterId, HospitalId, IdError, NodeId, RegionId, RoomId, UnitId};
+pub use ids::{
+    BedId, CaseId, EncounterId, HospitalId, IdError, NodeId, OrRoomId, RegionId, RoomId, UnitId,
+};
+pub use or::{CaseChange, CaseStatus, OrCase, Priority};
 pub use phi::{Address, BirthDate, Identifier, Mrn, PatientRef, PersonName, Phone, Sex};
 pub use time::Timestamp;

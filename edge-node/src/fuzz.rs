@@ -4,13 +4,16 @@
 //! Each entry point must return for every input without panicking; the
 //! fuzzer treats a panic as a finding and keeps the input.
 
-use hms_domain::{BedAttributes, BedId, LevelOfCare, RoomId, Timestamp, UnitId};
+use hms_domain::{BedAttributes, BedId, LevelOfCare, OrRoomId, RoomId, Timestamp, UnitId};
 
 use crate::board::{Board, Command};
 use crate::integration::adt::{self, Locations};
 use crate::integration::hl7::ack::{self, Header, Outcome};
+use crate::integration::hl7::time::HospitalTime;
 use crate::integration::hl7::{Message, ParseConfig};
 use crate::integration::mllp::{FrameEvent, Framer, FramerConfig};
+use crate::integration::siu::{self, OrLocations};
+use crate::or_board::OrBoard;
 
 /// A small hospital for the ADT step: unit `3W`, beds `3W-000`..`3W-003`
 /// at HL7 locations `3W^0^0^TH`..`3W^1^3^TH`.
@@ -85,10 +88,30 @@ fn events(cfg: FramerConfig, chunks: &[&[u8]]) -> Vec<FrameEvent> {
     out
 }
 
-/// Pre-parse, parse, ACK building and ADT planning and application on a small
-/// board: never a panic, and the board keeps its invariants.
+/// Two operating rooms for the SIU step: `OR-1` and `OR-2` at HL7
+/// locations `OR^OR-1^^TH` and `OR^OR-2^^TH`.
+pub fn or_locations() -> OrLocations {
+    OrLocations::from_pairs(["OR-1", "OR-2"].into_iter().filter_map(|r| {
+        let id = OrRoomId::new(r).ok()?;
+        Some((
+            (
+                "TH".to_owned(),
+                "OR".to_owned(),
+                r.to_owned(),
+                String::new(),
+            ),
+            id,
+        ))
+    }))
+}
+
+/// Pre-parse, parse, ACK building, and ADT or SIU planning and application
+/// on a small board and OR board: never a panic, the board keeps its
+/// invariants, and every SIU plan fits the OR board it was made from.
 pub fn message(bytes: &[u8]) {
     let (mut board, locations) = board_and_locations();
+    let (mut or_board, or_locations) = (OrBoard::new(), or_locations());
+    let clock = HospitalTime::utc();
     for raw in std::iter::once(bytes.to_vec()).chain(crate::integration::hl7::split_messages(bytes))
     {
         let parsed = Message::parse(&raw, ParseConfig::default());
@@ -103,13 +126,21 @@ pub fn message(bytes: &[u8]) {
                 ] {
                     let _ = m.get(p);
                 }
-                match adt::plan(m, &board, &locations, &|_| None) {
-                    Ok(plan) => {
+                let planned = if m.get("MSH-9.1").as_deref() == Some("SIU") {
+                    siu::plan(m, &or_board, &or_locations, &clock).map(|events| {
+                        for e in &events {
+                            assert_eq!(or_board.apply_change(e), Ok(()), "an SIU plan must fit");
+                        }
+                    })
+                } else {
+                    adt::plan(m, &board, &locations, &|_| None).map(|plan| {
                         for cmd in plan.commands {
                             let _ = board.apply(cmd, Timestamp::from_millis(1));
                         }
-                        Outcome::Accepted
-                    }
+                    })
+                };
+                match planned {
+                    Ok(()) => Outcome::Accepted,
                     Err(r) => Outcome::Error {
                         code: r.code,
                         location: r.location,

@@ -4,7 +4,8 @@
 //! - [`board`]: the live bed board (`Board::apply(cmd) -> changes`);
 //! - [`integration`]'s [`mllp`](integration::mllp), [`hl7`](integration::hl7)
 //!   and [`adt`](integration::adt): MLLP framing, HL7 v2 parsing and ADT
-//!   semantics.
+//!   semantics, and [`siu`](integration::siu), SIU scheduling semantics;
+//! - [`or_board`]: the operating rooms' cases and their day timeline.
 //!
 //! With IO, each behind its own door:
 //! - [`store`]: the SQLite event log and projections behind one
@@ -30,6 +31,7 @@ pub mod fuzz;
 pub mod inference;
 pub mod integration;
 pub mod metrics;
+pub mod or_board;
 pub mod patients;
 pub mod store;
 pub mod sync;

@@ -13,7 +13,9 @@
 //! then every few seconds one gentle change over the real MLLP listener and
 //! API: an admission (A01), a transfer (A02), a discharge (A03), a
 //! housekeeping step, an expected discharge; now and then a surge of
-//! admissions. A first-time visitor sees boards change.
+//! admissions. Each day it also books the OR lists of the demo's operating
+//! rooms (SIU S12, three or four cases per room from 08:00). A first-time
+//! visitor sees boards change.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -192,6 +194,17 @@ const FAMILY: [&str; 16] = [
     "O'Brien",
     "Papadopoulos",
 ];
+/// Procedure codes the committed OR-duration model knows.
+const OR_PROCEDURES: [&str; 8] = [
+    "laparoscopic_cholecystectomy",
+    "inguinal_hernia_repair",
+    "total_hip_replacement",
+    "total_knee_replacement",
+    "knee_arthroscopy",
+    "carpal_tunnel_release",
+    "thyroidectomy",
+    "mastectomy",
+];
 const GIVEN: [&str; 16] = [
     "Anna", "Jan", "Maria", "Piotr", "Eva", "Luca", "Sofia", "Tomas", "Lena", "Marek", "Ines",
     "Jonas", "Zofia", "Mateo", "Ida", "Oskar",
@@ -202,6 +215,8 @@ struct Day {
     token: String,
     manager: String,
     pl: HashMap<String, String>,
+    /// Each operating room's HL7 location.
+    or_pl: HashMap<String, String>,
     rng: SplitMix64,
     seq: u64,
     stamp: u64,
@@ -366,8 +381,77 @@ impl Day {
         .map(|_| ())
     }
 
+    /// One SIU message for case `case` (`trigger` S12, S14…) in `room`.
+    fn siu(
+        &mut self,
+        trigger: &str,
+        case: &str,
+        room: &str,
+        start: &str,
+        minutes: u32,
+        urgent: bool,
+    ) -> anyhow::Result<()> {
+        let Some(pl) = self.or_pl.get(room).cloned() else {
+            return Ok(());
+        };
+        self.seq += 1;
+        let now = hms_time();
+        let (surgeon, procedure) = (
+            format!("S{:02}", 1 + self.rng.below(30)),
+            OR_PROCEDURES[self.rng.below(OR_PROCEDURES.len())],
+        );
+        let family = FAMILY[self.rng.below(FAMILY.len())];
+        let given = GIVEN[self.rng.below(GIVEN.len())];
+        let year = 1940 + self.rng.below(65);
+        let (reason, prio) = if urgent {
+            ("EMERGENCY", "S")
+        } else {
+            ("ROUTINE", "R")
+        };
+        let msg = format!(
+            "MSH|^~\\&|DEMO-OR|DGH|HMS|EDGE|{now}||SIU^{trigger}^SIU_S12|DEMO-OR-{}-{}|P|2.5.1\r\
+             SCH|{case}^DEMO-OR||||||{reason}||{minutes}|min|^^^{start}^^{prio}\r\
+             PID|1||DO{}{}^^^DGH^MR||{family}^{given}||{year}0612\r\
+             AIS|1||{procedure}|{start}|||{minutes}|min\r\
+             AIL|1||{pl}\r\
+             AIP|1||{surgeon}|SURG\r",
+            self.stamp, self.seq, self.stamp, self.seq
+        );
+        hl7(&mut self.mllp, &msg).map(|_| ())
+    }
+
+    /// Today's OR lists, when none is booked yet: three to four cases per
+    /// room from 08:00, the hospital's local time.
+    fn seed_or(&mut self) -> anyhow::Result<()> {
+        if self.or_pl.is_empty() {
+            return Ok(());
+        }
+        let (_, today) = http("GET", "/api/v1/or/cases", &self.token, None)?;
+        let booked = today["cases"].as_array().map_or(0, Vec::len);
+        let Some(date) = today["date"].as_str().map(|d| d.replace('-', "")) else {
+            return Ok(());
+        };
+        if booked > 0 {
+            return Ok(());
+        }
+        let mut rooms: Vec<String> = self.or_pl.keys().cloned().collect();
+        rooms.sort();
+        for room in rooms {
+            let mut at = 8 * 60;
+            for k in 0..3 + self.rng.below(2) {
+                let minutes = [45, 60, 90, 120, 150][self.rng.below(5)];
+                let start = format!("{date}{:02}{:02}", at / 60, at % 60);
+                let case = format!("{room}-{}-{k}", &date[4..]);
+                self.siu("S12", &case, &room, &start, minutes, false)?;
+                at += minutes + 30;
+            }
+        }
+        Ok(())
+    }
+
     /// A fresh hospital becomes one in mid-shift.
     fn seed(&mut self) -> anyhow::Result<()> {
+        self.seed_or()?;
         let beds = self.beds()?;
         let occupied = beds.iter().filter(|b| b.state == "occupied").count();
         if occupied * 4 >= beds.len() {
@@ -490,15 +574,16 @@ fn hms_time() -> String {
     format!("{y:04}{mo:02}{d:02}{h:02}{m:02}{s:02}+0000")
 }
 
-/// The HL7 location of each bed of the configuration (`[[bed]] hl7 = {…}`).
-fn locations(config: &Path) -> anyhow::Result<HashMap<String, String>> {
+/// The HL7 location of each `[[kind]]` of the configuration (`hl7 = {…}`):
+/// beds, or operating rooms (`or_room`).
+fn locations(config: &Path, kind: &str) -> anyhow::Result<HashMap<String, String>> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let doc: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
     let mut out = HashMap::new();
     for b in doc
-        .get("bed")
+        .get(kind)
         .and_then(|b| b.as_array())
         .into_iter()
         .flatten()
@@ -549,7 +634,8 @@ pub fn day(args: &[String]) -> anyhow::Result<()> {
     let mut day = Day {
         token,
         manager,
-        pl: locations(&PathBuf::from(config))?,
+        pl: locations(&PathBuf::from(&config), "bed")?,
+        or_pl: locations(&PathBuf::from(&config), "or_room")?,
         rng: SplitMix64::new(stamp),
         seq: 0,
         stamp,

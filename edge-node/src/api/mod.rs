@@ -8,6 +8,7 @@
 pub mod beds;
 pub mod forecast;
 pub mod integration;
+pub mod or;
 pub mod pages;
 pub mod patients;
 pub mod stream;
@@ -65,6 +66,8 @@ pub struct ApiSettings {
     pub clock: crate::integration::hl7::time::HospitalTime,
     /// Whether the listener speaks HTTPS (the session cookie is `Secure`).
     pub https: bool,
+    /// Operating rooms from the configuration, in file order.
+    pub or_rooms: Vec<or::OrRoomInfo>,
 }
 
 /// Shared state of the handlers.
@@ -120,6 +123,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/patients", get(patients::search))
         .route("/api/v1/forecast", get(forecast::hospital))
         .route("/api/v1/forecast/units/{unit}", get(forecast::unit))
+        .route("/api/v1/or/rooms", get(or::rooms))
+        .route("/api/v1/or/cases", get(or::cases))
         .route("/api/v1/or/cases/predict", post(forecast::predict_or))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/integration/parked", get(integration::list))

@@ -93,6 +93,7 @@ impl Appliance {
                 journal_size_limit: config.store.journal_size_limit_mb * 1024 * 1024,
                 history_limit: config.http.history_limit,
                 locations: crate::integration::adt::Locations::from_config(config),
+                or_locations: crate::integration::siu::OrLocations::from_config(config),
                 parse: crate::integration::hl7::ParseConfig {
                     default_charset: crate::integration::hl7::Charset::from_msh18(
                         &config.mllp.default_charset,
@@ -129,6 +130,15 @@ impl Appliance {
             node: config.node.node_id.to_string(),
             clock: clock.clone(),
             https: config.http.tls.is_some(),
+            or_rooms: config
+                .or_rooms
+                .iter()
+                .map(|r| crate::api::or::OrRoomInfo {
+                    id: r.id.clone(),
+                    name: r.name.clone(),
+                    suite: r.suite.clone(),
+                })
+                .collect(),
         });
         Ok((
             Appliance {

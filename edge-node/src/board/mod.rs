@@ -1471,7 +1471,8 @@ impl Board {
             | EventBody::EidAssigned { .. }
             | EventBody::PatientsSearched { .. }
             | EventBody::TokenCreated { .. }
-            | EventBody::TokenRevoked { .. } => Ok(()),
+            | EventBody::TokenRevoked { .. }
+            | EventBody::OrCaseChanged { .. } => Ok(()),
         }
     }
 

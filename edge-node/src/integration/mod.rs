@@ -5,7 +5,9 @@
 //! - [`dedup`]: when a message is a duplicate (same sender keys, same content);
 //! - [`hl7`]: pre-parse and parse of HL7 v2 messages, escapes, ACKs, batches;
 //! - [`adt`]: ADT semantics, a parsed message and the board in, board
-//!   commands (or a refusal that parks the message) out.
+//!   commands (or a refusal that parks the message) out;
+//! - [`siu`]: SIU scheduling semantics, a parsed message and the OR board
+//!   in, `or.case_*` events (or a refusal) out.
 //!
 //! With IO, and nothing else of the appliance:
 //! - [`client`]: the MLLP client behind `hms-edge hl7 send`.
@@ -19,3 +21,4 @@ pub mod client;
 pub mod dedup;
 pub mod hl7;
 pub mod mllp;
+pub mod siu;

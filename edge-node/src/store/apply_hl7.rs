@@ -2,9 +2,10 @@
 //!
 //! A message is parsed (under `catch_unwind`: a parser defect costs one
 //! message, never the writer), checked against the stored messages for a
-//! duplicate, planned into board commands by the sans-IO ADT semantics
-//! ([`crate::integration::adt`]) and applied; a message that cannot apply
-//! is parked. Either way the message itself, its outcome and the exact ACK
+//! duplicate, planned by the sans-IO semantics of its type (SIU:
+//! [`crate::integration::siu`] onto the OR board; everything else:
+//! [`crate::integration::adt`] into board commands) and applied; a message
+//! that cannot apply is parked. Either way the message itself, its outcome and the exact ACK
 //! bytes are stored as an `integration.hl7_message` event in the same
 //! transaction, and the ACK leaves only after the commit. A replay of a
 //! parked message goes through the same planning.
@@ -16,7 +17,7 @@ use super::writer::Writer;
 use super::{Hl7Reply, Hl7Request, Replayed};
 use crate::integration::hl7::Message;
 use crate::integration::hl7::ack::{self, Header, Outcome as AckOutcome};
-use crate::integration::{adt, dedup};
+use crate::integration::{adt, dedup, siu};
 
 impl Writer {
     /// Stores one inbound message with its effects and ACKs (see the module doc).
@@ -110,7 +111,7 @@ impl Writer {
                     .or_else(|| m.get("MSH-7"))
                     .and_then(|t| self.clock.parse(&t))
                     .unwrap_or(at);
-                self.apply_adt(m, at, occurred_at, &actor, correlation.as_ref())?
+                self.apply_message(m, at, occurred_at, &actor, correlation.as_ref())?
             }
         };
         let control = format!("ACK{}", self.next_seq);
@@ -189,7 +190,7 @@ impl Writer {
             Err(e) => ("parked", Some(e.reason)),
             Ok(m) => {
                 let correlation = m.get("MSH-10");
-                match self.apply_adt(&m, at, at, &actor, correlation.as_ref())? {
+                match self.apply_message(&m, at, at, &actor, correlation.as_ref())? {
                     (AckOutcome::Accepted, _) => ("applied", None),
                     (AckOutcome::Error { reason, .. } | AckOutcome::Reject { reason, .. }, _) => {
                         ("parked", Some(reason))
@@ -213,6 +214,70 @@ impl Writer {
             status,
             reason,
         }))
+    }
+
+    /// Applies a parsed message by its type (MSH-9.1): SIU to the OR board,
+    /// everything else through the ADT semantics (which park what they do
+    /// not handle).
+    fn apply_message(
+        &mut self,
+        m: &Message,
+        at: Timestamp,
+        occurred_at: Timestamp,
+        actor: &Actor,
+        correlation: Option<&String>,
+    ) -> rusqlite::Result<(AckOutcome, &'static str)> {
+        match m.get("MSH-9.1").as_deref() {
+            Some("SIU") => self.apply_siu(m, at, occurred_at, actor, correlation),
+            _ => self.apply_adt(m, at, occurred_at, actor, correlation),
+        }
+    }
+
+    /// Applies the SIU semantics of a parsed message to the OR board; parks
+    /// it when they cannot apply.
+    fn apply_siu(
+        &mut self,
+        m: &Message,
+        at: Timestamp,
+        occurred_at: Timestamp,
+        actor: &Actor,
+        correlation: Option<&String>,
+    ) -> rusqlite::Result<(AckOutcome, &'static str)> {
+        let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            siu::plan(m, &self.or_board, &self.or_locations, &self.clock)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("SIU planning panicked; message parked");
+            Err(adt::Refusal {
+                code: crate::integration::hl7::ErrorCode::InternalError,
+                location: None,
+                reason: "internal error while applying the message".into(),
+            })
+        });
+        let events = match plan {
+            Ok(e) => e,
+            Err(r) => return Ok(parked(r)),
+        };
+        let backup = (events.len() > 1).then(|| self.or_board.clone());
+        for body in &events {
+            if let Err(e) = self.or_board.apply_change(body) {
+                // Planned from this board, so this is a defect: the message
+                // is parked and the board left as it was.
+                tracing::error!(error = %e, "an SIU plan did not fit the OR board; message parked");
+                if let Some(b) = backup {
+                    self.or_board = b;
+                }
+                return Ok(parked(adt::Refusal {
+                    code: crate::integration::hl7::ErrorCode::InternalError,
+                    location: None,
+                    reason: "internal error while applying the message".into(),
+                }));
+            }
+        }
+        for body in events {
+            self.append(at, occurred_at, actor, correlation, body)?;
+        }
+        Ok((AckOutcome::Accepted, "applied"))
     }
 
     /// Applies the ADT semantics of a parsed message; parks it when they cannot apply.
@@ -251,16 +316,7 @@ impl Writer {
         });
         let plan = match plan {
             Ok(p) => p,
-            Err(r) => {
-                return Ok((
-                    AckOutcome::Error {
-                        code: r.code,
-                        location: r.location,
-                        reason: format!("{}; message parked", r.reason),
-                    },
-                    "parked",
-                ));
-            }
+            Err(r) => return Ok(parked(r)),
         };
         let backup = (plan.commands.len() > 1).then(|| self.board.clone());
         let mut changes = vec![];
@@ -306,4 +362,16 @@ impl Writer {
         }
         Ok((AckOutcome::Accepted, "applied"))
     }
+}
+
+/// The outcome of a message that cannot apply: AE with the refusal, parked.
+fn parked(r: adt::Refusal) -> (AckOutcome, &'static str) {
+    (
+        AckOutcome::Error {
+            code: r.code,
+            location: r.location,
+            reason: format!("{}; message parked", r.reason),
+        },
+        "parked",
+    )
 }

@@ -153,12 +153,16 @@ impl Store {
         claim_hospital(&conn, &settings.hospital)?;
         let beds = load_beds(&conn).context("loading the beds projection")?;
         let board = Board::from_beds(beds).context("rebuilding the board from the projection")?;
+        let or_board = crate::or_board::OrBoard::from_cases(
+            super::load_or_cases(&conn).context("loading the OR cases projection")?,
+        );
         let (next_seq, last_hash) = tail(&conn)?;
         let history = load_history(&conn, &board, &settings.hospital, settings.history_limit)
             .context("loading bed histories")?;
 
         let published = Arc::new(Published {
             view: ArcSwap::from_pointee(board.view()),
+            or_view: ArcSwap::from_pointee(or_board.view()),
             history: RwLock::new(history),
             history_limit: settings.history_limit,
             last_error: Mutex::new(None),
@@ -175,6 +179,7 @@ impl Store {
         let writer = Writer::new(
             conn,
             board,
+            or_board,
             next_seq,
             last_hash,
             &settings,
@@ -225,6 +230,11 @@ impl Store {
     /// The latest committed board.
     pub fn view(&self) -> Arc<BoardView> {
         self.inner.published.view.load_full()
+    }
+
+    /// The latest committed OR board.
+    pub fn or_view(&self) -> Arc<crate::or_board::OrView> {
+        self.inner.published.or_view.load_full()
     }
 
     /// Writes waiting in the queue.

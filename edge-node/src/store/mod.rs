@@ -95,6 +95,8 @@ pub struct StoreSettings {
     pub history_limit: usize,
     /// HL7 locations of the configured beds.
     pub locations: Locations,
+    /// HL7 locations of the configured operating rooms.
+    pub or_locations: crate::integration::siu::OrLocations,
     /// HL7 parse settings.
     pub parse: ParseConfig,
     /// The hospital's clock: HL7 times without an offset are local to it,
@@ -177,6 +179,24 @@ pub struct Notice {
     pub kind: &'static str,
     /// The bed after the change.
     pub bed: Arc<Bed>,
+}
+
+/// Loads the OR cases projection (deleted cases included; the OR board
+/// leaves them out).
+pub fn load_or_cases(conn: &Connection) -> rusqlite::Result<Vec<hms_domain::OrCase>> {
+    let mut stmt = conn.prepare("SELECT case_id, body FROM or_cases ORDER BY start_at")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|row| {
+        let (id, body) = row?;
+        serde_json::from_str(&body).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("OR case {id}: {e}").into(),
+            )
+        })
+    })
+    .collect()
 }
 
 /// Loads the beds projection.

@@ -1,4 +1,5 @@
-//! Writing events and their projections (beds, encounters, patients).
+//! Writing events and their projections (beds, encounters, patients, the
+//! parked queue, OR cases).
 //!
 //! The live writer and `hms-edge verify`'s replay call the same two functions,
 //! [`insert_event`] and [`project`], so a projection rebuilt from the log can be
@@ -352,6 +353,25 @@ pub fn project(
                     value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
             )?
             .execute([downlink_seq.to_string()])?;
+            return Ok(());
+        }
+        EventBody::OrCaseChanged { case, .. } => {
+            conn.prepare_cached(
+                "INSERT INTO or_cases(case_id, room_id, start_at, status, body, updated_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(case_id) DO UPDATE SET
+                    room_id = excluded.room_id, start_at = excluded.start_at,
+                    status = excluded.status, body = excluded.body,
+                    updated_seq = excluded.updated_seq",
+            )?
+            .execute(params![
+                case.case_id.as_str(),
+                case.room.as_str(),
+                case.start.as_millis(),
+                case.status.as_str(),
+                json(case),
+                env.seq as i64
+            ])?;
             return Ok(());
         }
         EventBody::Hl7Replayed {

@@ -1,7 +1,7 @@
 //! What the writer publishes after each commit, for everyone else to read
 //! without touching SQLite or waiting for the writer: the board view, beds'
 //! histories, the last commit failure, the committed seq and the streams of
-//! committed bed changes and patient events.
+//! committed bed changes and patient events; the OR board's view.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,11 +14,14 @@ use super::Notice;
 use super::history::Histories;
 use crate::board::BoardView;
 use crate::metrics::Metrics;
+use crate::or_board::OrView;
 
 /// What the writer publishes after each commit, read by everyone else.
 pub(super) struct Published {
     /// The latest committed board.
     pub(super) view: ArcSwap<BoardView>,
+    /// The latest committed OR board.
+    pub(super) or_view: ArcSwap<OrView>,
     /// Beds' recent histories, newest last.
     pub(super) history: RwLock<Histories>,
     /// Entries kept per bed.

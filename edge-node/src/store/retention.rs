@@ -66,6 +66,10 @@ pub const TABLES: &[Table] = &[
         name: "parked",
         key: &["seq"],
     },
+    Table {
+        name: "or_cases",
+        key: &["case_id"],
+    },
 ];
 
 /// Streams in the order of the cut-off parameters of [`DELETE_SQL`].

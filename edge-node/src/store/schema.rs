@@ -193,6 +193,27 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE base_hl7_messages;
     ALTER TABLE base_hl7_messages_v6 RENAME TO base_hl7_messages;
     "#,
+    // 7: the OR board: each case as its last `or.case_*` event left it
+    // (`body` is the case's JSON; a deleted case keeps its row).
+    r#"
+    CREATE TABLE or_cases (
+        case_id     TEXT    PRIMARY KEY,
+        room_id     TEXT    NOT NULL,
+        start_at    INTEGER NOT NULL,
+        status      TEXT    NOT NULL,
+        body        TEXT    NOT NULL,
+        updated_seq INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX or_cases_start ON or_cases(start_at);
+    CREATE TABLE base_or_cases (
+        case_id     TEXT    PRIMARY KEY,
+        room_id     TEXT    NOT NULL,
+        start_at    INTEGER NOT NULL,
+        status      TEXT    NOT NULL,
+        body        TEXT    NOT NULL,
+        updated_seq INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// Migration 6: the content digest of every stored message whose event is

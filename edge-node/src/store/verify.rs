@@ -118,6 +118,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
             ("patients", "mrn"),
             ("hl7_messages", "control_id"),
             ("parked", "control_id"),
+            ("or_cases", "case_id"),
         ] {
             compare(&tx, table, key, &mut problems)?;
         }

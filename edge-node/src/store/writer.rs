@@ -29,6 +29,8 @@ use crate::board::{Bed, Board};
 use crate::integration::adt::Locations;
 use crate::integration::hl7::ParseConfig;
 use crate::integration::hl7::time::HospitalTime;
+use crate::integration::siu::OrLocations;
+use crate::or_board::OrBoard;
 
 /// Where a request's answer goes.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
@@ -108,6 +110,8 @@ struct Group {
     events: u64,
     /// The board changed in a way that sends no notice (topology, patients).
     board_changed: bool,
+    /// The OR board changed.
+    or_changed: bool,
 }
 
 impl Group {
@@ -117,17 +121,21 @@ impl Group {
         self.patients.clear();
         self.events = 0;
         self.board_changed = false;
+        self.or_changed = false;
     }
 }
 
 pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) board: Board,
+    /// The OR board (SIU).
+    pub(super) or_board: OrBoard,
     pub(super) next_seq: u64,
     pub(super) last_hash: EventHash,
     hospital: HospitalId,
     max_batch: usize,
     pub(super) locations: Locations,
+    pub(super) or_locations: OrLocations,
     pub(super) parse: ParseConfig,
     /// The hospital's clock, for HL7 times.
     pub(super) clock: HospitalTime,
@@ -141,6 +149,7 @@ impl Writer {
     pub(super) fn new(
         conn: Connection,
         board: Board,
+        or_board: OrBoard,
         next_seq: u64,
         last_hash: EventHash,
         settings: &StoreSettings,
@@ -149,11 +158,13 @@ impl Writer {
         Writer {
             conn,
             board,
+            or_board,
             next_seq,
             last_hash,
             hospital: settings.hospital.clone(),
             max_batch: settings.max_batch.max(1),
             locations: settings.locations.clone(),
+            or_locations: settings.or_locations.clone(),
             parse: settings.parse,
             clock: settings.clock.clone(),
             published,
@@ -293,14 +304,19 @@ impl Writer {
         }
     }
 
-    /// Rebuilds the board from the committed projections. Returns success.
+    /// Rebuilds the board and the OR board from the committed projections.
+    /// Returns success.
     fn reload_board(&mut self) -> bool {
         match load_beds(&self.conn)
             .map_err(anyhow::Error::from)
             .and_then(|beds| Board::from_beds(beds).map_err(anyhow::Error::from))
-        {
-            Ok(board) => {
+            .and_then(|board| {
+                let cases = super::load_or_cases(&self.conn)?;
+                Ok((board, OrBoard::from_cases(cases)))
+            }) {
+            Ok((board, or_board)) => {
                 self.board = board;
+                self.or_board = or_board;
                 self.board_stale = false;
                 true
             }
@@ -365,6 +381,9 @@ impl Writer {
         // A new view only when the group changed a bed.
         if !self.group.notices.is_empty() || self.group.board_changed {
             p.view.store(Arc::new(self.board.view()));
+        }
+        if self.group.or_changed {
+            p.or_view.store(Arc::new(self.or_board.view()));
         }
         if !self.group.history.is_empty() {
             let mut h = p.history.write().unwrap_or_else(|e| e.into_inner());
@@ -523,8 +542,12 @@ impl Writer {
                 | EventBody::PatientsSearched { .. }
                 | EventBody::TokenCreated { .. }
                 | EventBody::TokenRevoked { .. }
+                | EventBody::OrCaseChanged { .. }
         ) {
             self.group.board_changed = true;
+        }
+        if matches!(body, EventBody::OrCaseChanged { .. }) {
+            self.group.or_changed = true;
         }
         self.next_seq += 1;
         self.last_hash = env.hash;

@@ -10,6 +10,7 @@ mod durability;
 mod hl7;
 mod inference;
 mod model_sets;
+mod or;
 mod patients;
 mod process;
 mod store;

@@ -30,6 +30,7 @@ pub(crate) fn settings(dir: &std::path::Path) -> StoreSettings {
         journal_size_limit: 1 << 20,
         history_limit: 20,
         locations: Default::default(),
+        or_locations: Default::default(),
         parse: Default::default(),
         clock: Default::default(),
     }

@@ -66,6 +66,19 @@ name = "Floor 1"
     s
 }
 
+/// `[[or_room]]` tables for rooms `OR-1`…`OR-{rooms}` of suite `MAIN-OR`,
+/// at HL7 location `OR^OR-n^^TH`.
+pub fn or_suite_toml(rooms: usize) -> String {
+    (1..=rooms)
+        .map(|i| {
+            format!(
+                "\n[[or_room]]\nid = \"OR-{i}\"\nname = \"Theatre {i}\"\nsuite = \"MAIN-OR\"\n\
+                 hl7 = {{ facility = \"TH\", point_of_care = \"OR\", room = \"OR-{i}\", bed = \"\" }}\n"
+            )
+        })
+        .collect()
+}
+
 /// An appliance running in this process on an ephemeral port.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -90,8 +103,23 @@ impl TestApp {
         units: &[(&str, usize, usize)],
         tweak: impl FnOnce(&mut firmware_config::Config),
     ) -> TestApp {
+        Self::start_text(units, "", tweak).await
+    }
+
+    /// Starts an appliance with `units` and an OR suite of `rooms` rooms,
+    /// `OR-1`…, HL7 `TH^OR^OR-n` with an empty bed component.
+    pub async fn start_with_or(units: &[(&str, usize, usize)], rooms: usize) -> TestApp {
+        Self::start_text(units, &or_suite_toml(rooms), |_| {}).await
+    }
+
+    /// Starts an appliance with `units` and `extra` TOML after them.
+    pub async fn start_text(
+        units: &[(&str, usize, usize)],
+        extra: &str,
+        tweak: impl FnOnce(&mut firmware_config::Config),
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let text = hospital_toml(&dir.path().join("data"), units);
+        let text = hospital_toml(&dir.path().join("data"), units) + extra;
         let file = dir.path().join("hospital.toml");
         std::fs::write(&file, &text).unwrap();
         let mut cfg = firmware_config::load(&file).unwrap().config;

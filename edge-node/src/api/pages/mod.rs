@@ -14,6 +14,8 @@
 //!   isolation changes;
 //! - `forecast`: each unit's 24/48/72 h forecast as a chart with its band
 //!   and its source;
+//! - `or`: the OR board of a day, rooms as rows on a timeline, overrun
+//!   risk marked (nurse and up);
 //! - `manage`: a bed's own page with its changes, placement proposals
 //!   (bed managers);
 //! - `patients`: patient look-up (nurse and up), posted, never in a URL;
@@ -24,6 +26,7 @@ pub mod admin;
 pub mod board;
 pub mod forecast;
 pub mod manage;
+pub mod or;
 pub mod patients;
 pub mod signin;
 
@@ -68,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/units/{unit}/propose", post(manage::propose))
         .route("/forecast", get(forecast::page))
+        .route("/or", get(or::page))
         .route("/patients", get(patients::page).post(patients::search))
         .route("/admin", get(admin::page))
         .route("/admin/parked/replay", post(admin::replay_all))
@@ -177,6 +181,7 @@ pub(crate) fn frame(
     let nav: Vec<Nav<'_>> = [
         ("Units", "/", Role::Viewer),
         ("Forecast", "/forecast", Role::Viewer),
+        ("Operating rooms", "/or", Role::Nurse),
         ("Patients", "/patients", Role::Nurse),
         ("Administration", "/admin", Role::Admin),
     ]

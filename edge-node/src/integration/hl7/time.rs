@@ -219,6 +219,48 @@ impl HospitalTime {
         Timestamp::from_millis(ms - (ms + offset_ms).rem_euclid(HOUR_MS))
     }
 
+    /// The local calendar date of `t`, `YYYY-MM-DD`. Empty for an instant
+    /// outside years 1 to 9999.
+    pub fn date(&self, t: Timestamp) -> String {
+        let Some(ts) = self.instant(t) else {
+            return String::new();
+        };
+        let d = self.tz.to_datetime(ts).date();
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    }
+
+    /// The local day `date` (`YYYY-MM-DD`) as the instants `[start, end)`:
+    /// its first moment and the next day's (23 or 25 hours apart on the
+    /// days the clocks change). `None` when `date` is not such a date.
+    pub fn day(&self, date: &str) -> Option<(Timestamp, Timestamp)> {
+        let b = date.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<i16> {
+            let part = date.get(r)?;
+            all_digits(part).then(|| part.parse().ok()).flatten()
+        };
+        let d = jiff::civil::Date::new(
+            num(0..4)?,
+            i8::try_from(num(5..7)?).ok()?,
+            i8::try_from(num(8..10)?).ok()?,
+        )
+        .ok()?;
+        let start = |d: jiff::civil::Date| -> Option<Timestamp> {
+            let ms = self
+                .tz
+                .to_ambiguous_timestamp(d.to_datetime(jiff::civil::Time::midnight()))
+                .compatible()
+                .ok()?
+                .as_millisecond();
+            (MIN_MILLIS..=MAX_MILLIS)
+                .contains(&ms)
+                .then(|| Timestamp::from_millis(ms))
+        };
+        Some((start(d)?, start(d.tomorrow().ok()?)?))
+    }
+
     fn instant(&self, t: Timestamp) -> Option<jiff::Timestamp> {
         jiff::Timestamp::from_millisecond(t.as_millis()).ok()
     }
@@ -264,6 +306,32 @@ mod tests {
         let ny = clock("America/New_York");
         assert_eq!(read(&ny, "20260115083000"), "2026-01-15T13:30:00.000Z");
         assert_eq!(read(&ny, "20260715083000"), "2026-07-15T12:30:00.000Z");
+    }
+
+    #[test]
+    fn a_local_day_is_its_midnights_and_23_or_25_hours_when_the_clocks_change() {
+        let c = clock("Europe/Warsaw");
+        let hours = |d: &str| {
+            let (a, b) = c.day(d).unwrap();
+            (b.as_millis() - a.as_millis()) / HOUR_MS
+        };
+        let (start, _) = c.day("2026-07-01").unwrap();
+        assert_eq!(start, at("2026-06-30T22:00:00Z"));
+        assert_eq!(hours("2026-07-01"), 24);
+        assert_eq!(hours("2026-03-29"), 23);
+        assert_eq!(hours("2026-10-25"), 25);
+        assert_eq!(c.date(at("2026-06-30T22:30:00Z")), "2026-07-01");
+        assert_eq!(c.date(at("2026-06-30T21:30:00Z")), "2026-06-30");
+        for bad in [
+            "2026-02-30",
+            "2026-7-01",
+            "20260701",
+            "2026-07-01x",
+            "",
+            "２026-07-01",
+        ] {
+            assert_eq!(c.day(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
