@@ -369,6 +369,17 @@ pub enum EventBody {
         /// The case after the change.
         case: crate::or::OrCase,
     },
+    /// A financial transaction was posted (DFT FT1): a charge or a credit.
+    ChargePosted {
+        /// The transaction.
+        charge: crate::charge::Charge,
+    },
+    /// A posted charge was reversed by a credit with its transaction id;
+    /// carries the charge as it is now (`reversed`).
+    ChargeReversed {
+        /// The transaction.
+        charge: crate::charge::Charge,
+    },
     /// An API token of the appliance was revoked (`hms-edge token revoke`;
     /// audit). Who is the event's actor, when its `occurred_at`.
     TokenRevoked {
@@ -392,6 +403,7 @@ impl EventBody {
             | Self::VisitChanged { .. } => Stream::Adt,
             Self::EidAssigned { .. } => Stream::Empi,
             Self::OrCaseChanged { .. } => Stream::Or,
+            Self::ChargePosted { .. } | Self::ChargeReversed { .. } => Stream::Billing,
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             Self::PatientsSearched { .. }
             | Self::TokenCreated { .. }
@@ -420,6 +432,8 @@ impl EventBody {
             Self::TokenCreated { .. } => "audit.token_created",
             Self::TokenRevoked { .. } => "audit.token_revoked",
             Self::OrCaseChanged { change, .. } => change.kind(),
+            Self::ChargePosted { .. } => "billing.charge_posted",
+            Self::ChargeReversed { .. } => "billing.charge_reversed",
         }
     }
 
@@ -442,7 +456,9 @@ impl EventBody {
             | Self::PatientsSearched { .. }
             | Self::TokenCreated { .. }
             | Self::TokenRevoked { .. }
-            | Self::OrCaseChanged { .. } => None,
+            | Self::OrCaseChanged { .. }
+            | Self::ChargePosted { .. }
+            | Self::ChargeReversed { .. } => None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! HTTP, so the appliance, the configuration tooling and the cloud can all use it.
 
 pub mod bed;
+pub mod charge;
 pub mod empi;
 pub mod event;
 pub mod ids;
@@ -14,6 +15,7 @@ pub mod sync;
 pub mod time;
 
 pub use bed::{BedAttributes, BedState, GenderRestriction, Housekeeping, LevelOfCare};
+pub use charge::{Charge, ChargeKind, ChargeStatus};
 pub use event::{
     Actor, ActorKind, ChainError, ChainVerifier, Draft, Envelope, EventBody, EventHash, HeldBed,
     Stream, Transition, verify_chain,

@@ -8,6 +8,7 @@ use hms_domain::{BedAttributes, BedId, LevelOfCare, OrRoomId, RoomId, Timestamp,
 
 use crate::board::{Board, Command};
 use crate::integration::adt::{self, Locations};
+use crate::integration::dft;
 use crate::integration::hl7::ack::{self, Header, Outcome};
 use crate::integration::hl7::time::HospitalTime;
 use crate::integration::hl7::{Message, ParseConfig};
@@ -105,7 +106,7 @@ pub fn or_locations() -> OrLocations {
     }))
 }
 
-/// Pre-parse, parse, ACK building, and ADT or SIU planning and application
+/// Pre-parse, parse, ACK building, and ADT, SIU or DFT planning and application
 /// on a small board and OR board: never a panic, the board keeps its
 /// invariants, and every SIU plan fits the OR board it was made from.
 pub fn message(bytes: &[u8]) {
@@ -126,7 +127,10 @@ pub fn message(bytes: &[u8]) {
                 ] {
                     let _ = m.get(p);
                 }
-                let planned = if m.get("MSH-9.1").as_deref() == Some("SIU") {
+                let kind = m.get("MSH-9.1");
+                let planned = if kind.as_deref() == Some("DFT") {
+                    dft::plan(m, &|_| None, &clock, Timestamp::from_millis(1)).map(|_| ())
+                } else if kind.as_deref() == Some("SIU") {
                     siu::plan(m, &or_board, &or_locations, &clock).map(|events| {
                         for e in &events {
                             assert_eq!(or_board.apply_change(e), Ok(()), "an SIU plan must fit");

@@ -5,7 +5,8 @@
 //! - [`integration`]'s [`mllp`](integration::mllp), [`hl7`](integration::hl7)
 //!   and [`adt`](integration::adt): MLLP framing, HL7 v2 parsing and ADT
 //!   semantics, and [`siu`](integration::siu), SIU scheduling semantics;
-//! - [`or_board`]: the operating rooms' cases and their day timeline.
+//! - [`or_board`]: the operating rooms' cases and their day timeline;
+//! - [`coding`]: coding suggestions from the charge history.
 //!
 //! With IO, each behind its own door:
 //! - [`store`]: the SQLite event log and projections behind one
@@ -26,6 +27,7 @@ pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod cli;
+pub mod coding;
 pub mod feed;
 pub mod fuzz;
 pub mod inference;

@@ -34,17 +34,18 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Sink};
 use crate::schema::{
-    BackupSection, Bed, Building, CHARSETS, Cidr, Config, DEFAULT_BACKUP_INTERVAL_H,
+    BackupSection, Bed, Building, CHARSETS, Cidr, CodingSection, Config, DEFAULT_BACKUP_INTERVAL_H,
     DEFAULT_BACKUP_KEEP, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
-    DEFAULT_FIRST_FRAME_TIMEOUT_S, DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S,
-    DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS,
-    DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB,
-    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS,
-    DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section,
-    HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls,
-    NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
+    DEFAULT_CODING_HISTORY_DAYS, DEFAULT_CODING_MAX_TEXT_CHARS, DEFAULT_FIRST_FRAME_TIMEOUT_S,
+    DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT,
+    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB,
+    DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
+    DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
+    DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
+    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection,
+    Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
+    StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -61,6 +62,7 @@ const TOP_KEYS: &[&str] = &[
     "uplink",
     "backup",
     "inference",
+    "coding",
     "facility",
     "building",
     "floor",
@@ -69,6 +71,7 @@ const TOP_KEYS: &[&str] = &[
     "bed",
     "or_room",
 ];
+const CODING_KEYS: &[&str] = &["max_text_chars", "history_days"];
 const INFERENCE_KEYS: &[&str] = &["models", "library", "cuda", "timeout_ms", "refresh_s"];
 const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name", "timezone"];
 const LISTEN_KEYS: &[&str] = &["http", "mllp"];
@@ -668,6 +671,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let uplink = self.uplink(root);
         let backup = self.backup(root);
         let inference = self.inference(root);
+        let coding = self.coding(root);
 
         let (facilities, facility_ids) = self.places(root, "facility", FACILITY_KEYS, None);
         let (buildings, building_ids) = self.places(
@@ -727,6 +731,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             uplink: uplink?,
             backup: backup?,
             inference: inference?,
+            coding: coding?,
             facilities,
             buildings,
             floors,
@@ -1096,6 +1101,22 @@ impl<'s, 'a> Walk<'s, 'a> {
             cuda: cuda.unwrap_or(false),
             timeout_ms: timeout.ok()?.unwrap_or(DEFAULT_INFERENCE_TIMEOUT_MS),
             refresh_s: refresh.ok()?.unwrap_or(DEFAULT_FORECAST_REFRESH_S),
+        })
+    }
+
+    /// `[coding]`: coding suggestions; every key has a default.
+    fn coding(&mut self, root: &Scope<'_, '_>) -> Option<CodingSection> {
+        if !root.table.contains_key("coding") {
+            return Some(CodingSection::default());
+        }
+        let s = self.section(root, "coding", Need::Optional)?;
+        s.unknown_keys(self.sink, CODING_KEYS);
+        let sink = &mut *self.sink;
+        let max_text = s.int(sink, "max_text_chars", 1, 1_000_000);
+        let days = s.int(sink, "history_days", 1, 3_650);
+        Some(CodingSection {
+            max_text_chars: max_text.ok()?.unwrap_or(DEFAULT_CODING_MAX_TEXT_CHARS),
+            history_days: days.ok()?.unwrap_or(DEFAULT_CODING_HISTORY_DAYS),
         })
     }
 

@@ -88,6 +88,10 @@ pub const DEFAULT_BACKUP_KEEP: usize = 7;
 pub const DEFAULT_MODELS_DIR: &str = "models";
 /// Default for `inference.timeout_ms`.
 pub const DEFAULT_INFERENCE_TIMEOUT_MS: u64 = 250;
+/// Default for `coding.max_text_chars`.
+pub const DEFAULT_CODING_MAX_TEXT_CHARS: u64 = 4_000;
+/// Default for `coding.history_days`.
+pub const DEFAULT_CODING_HISTORY_DAYS: u64 = 365;
 /// Default for `inference.refresh_s`.
 pub const DEFAULT_FORECAST_REFRESH_S: u64 = 300;
 
@@ -112,6 +116,8 @@ pub struct Config {
     pub backup: Option<BackupSection>,
     /// Local models (bed demand, OR duration) and their runtime.
     pub inference: InferenceSection,
+    /// Coding suggestions (`POST /api/v1/coding/suggest`).
+    pub coding: CodingSection,
     /// Facilities (sites), in file order.
     pub facilities: Vec<Facility>,
     /// Buildings, in file order.
@@ -447,6 +453,25 @@ pub struct InferenceSection {
     pub timeout_ms: u64,
     /// Seconds between forecast refreshes (a significant census change refreshes sooner).
     pub refresh_s: u64,
+}
+
+/// `[coding]`: coding suggestions from the appliance's own charge history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodingSection {
+    /// A request whose `text` is longer than this (characters) gets the
+    /// fallback (the unit's most frequent codes).
+    pub max_text_chars: u64,
+    /// Days of posted charges the suggestions learn from.
+    pub history_days: u64,
+}
+
+impl Default for CodingSection {
+    fn default() -> Self {
+        Self {
+            max_text_chars: DEFAULT_CODING_MAX_TEXT_CHARS,
+            history_days: DEFAULT_CODING_HISTORY_DAYS,
+        }
+    }
 }
 
 impl Default for InferenceSection {

@@ -783,7 +783,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
         &text,
         expect![[r#"
             hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-            hospital.toml:14:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed, or_room
+            hospital.toml:14:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, coding, facility, building, floor, unit, room, bed, or_room
             hospital.toml:44:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
         "#]],
     );
@@ -791,7 +791,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
         hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-        hospital.toml:14:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, facility, building, floor, unit, room, bed, or_room
+        hospital.toml:14:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, coding, facility, building, floor, unit, room, bed, or_room
         hospital.toml:44:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));
@@ -1787,4 +1787,33 @@ fn an_operating_room_cannot_take_a_beds_hl7_location() {
             hospital.toml:46:7: error: HL7 location DGH^3W^301^A is already mapped to bed "3W-301-A" at line 40
         "#]],
     );
+}
+
+#[test]
+fn the_coding_section_has_defaults_and_checked_limits() {
+    let (dir, config) = tls_dir();
+    std::fs::write(&config, valid()).expect("write");
+    let c = load(&config).expect("valid").config;
+    assert_eq!(
+        (c.coding.max_text_chars, c.coding.history_days),
+        (4_000, 365)
+    );
+    let text = format!(
+        "{}\n[coding]\nmax_text_chars = 500\nhistory_days = 90\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    let c = load(&config).expect("valid").config;
+    assert_eq!((c.coding.max_text_chars, c.coding.history_days), (500, 90));
+    let text = format!(
+        "{}\n[coding]\nmax_text_chars = 0\nhistory_days = 4000\nlimit = 1\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    expect![[r#"
+        $DIR/edge.toml:43:18: error: `coding.max_text_chars` must be between 1 and 1000000, found 0
+        $DIR/edge.toml:44:16: error: `coding.history_days` must be between 1 and 3650, found 4000
+        $DIR/edge.toml:45:1: error: unknown key `limit` in [coding]; expected one of: max_text_chars, history_days
+    "#]]
+    .assert_eq(&render_in(dir.path(), &lint(&config)));
 }

@@ -6,6 +6,7 @@
 //! Every error is a problem document ([`hms_web::Problem`]).
 
 pub mod beds;
+pub mod charges;
 pub mod forecast;
 pub mod integration;
 pub mod or;
@@ -91,6 +92,8 @@ pub struct AppState {
     pub patients: Arc<crate::patients::PatientIndex>,
     /// Where look-ups queue their audit events.
     pub audit: crate::audit::AuditQueue,
+    /// The coding suggestions' statistics.
+    pub coding: Arc<charges::CodingCache>,
 }
 
 /// The request id, set by the middleware; used as the correlation id of events.
@@ -123,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/patients", get(patients::search))
         .route("/api/v1/forecast", get(forecast::hospital))
         .route("/api/v1/forecast/units/{unit}", get(forecast::unit))
+        .route("/api/v1/charges", get(charges::of_visit))
+        .route("/api/v1/coding/suggest", post(charges::suggest))
         .route("/api/v1/or/rooms", get(or::rooms))
         .route("/api/v1/or/cases", get(or::cases))
         .route("/api/v1/or/cases/predict", post(forecast::predict_or))

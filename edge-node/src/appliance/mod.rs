@@ -53,6 +53,7 @@ pub struct Appliance {
     clock: HospitalTime,
     retention: Option<firmware_config::Retention>,
     backup: Option<firmware_config::BackupSection>,
+    coding: firmware_config::CodingSection,
 }
 
 /// The TLS configuration of the kiosk listener.
@@ -179,6 +180,7 @@ impl Appliance {
                 clock,
                 retention: config.uplink.as_ref().map(|u| u.retention),
                 backup: config.backup.clone(),
+                coding: config.coding,
             },
             reconciled,
         ))
@@ -285,6 +287,7 @@ impl Appliance {
             forecaster,
             patients,
             audit,
+            coding: Arc::new(crate::api::charges::CodingCache::new(&self.coding)),
         };
         let mut app = api::router(state);
         let token = shutdown.clone();

@@ -1472,7 +1472,9 @@ impl Board {
             | EventBody::PatientsSearched { .. }
             | EventBody::TokenCreated { .. }
             | EventBody::TokenRevoked { .. }
-            | EventBody::OrCaseChanged { .. } => Ok(()),
+            | EventBody::OrCaseChanged { .. }
+            | EventBody::ChargePosted { .. }
+            | EventBody::ChargeReversed { .. } => Ok(()),
         }
     }
 

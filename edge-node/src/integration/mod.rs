@@ -6,6 +6,8 @@
 //! - [`hl7`]: pre-parse and parse of HL7 v2 messages, escapes, ACKs, batches;
 //! - [`adt`]: ADT semantics, a parsed message and the board in, board
 //!   commands (or a refusal that parks the message) out;
+//! - [`dft`]: DFT charge semantics, a parsed message and the stored
+//!   charges in, `billing.*` events (or a refusal) out;
 //! - [`siu`]: SIU scheduling semantics, a parsed message and the OR board
 //!   in, `or.case_*` events (or a refusal) out.
 //!
@@ -19,6 +21,7 @@
 pub mod adt;
 pub mod client;
 pub mod dedup;
+pub mod dft;
 pub mod hl7;
 pub mod mllp;
 pub mod siu;

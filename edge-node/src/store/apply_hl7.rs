@@ -3,7 +3,8 @@
 //! A message is parsed (under `catch_unwind`: a parser defect costs one
 //! message, never the writer), checked against the stored messages for a
 //! duplicate, planned by the sans-IO semantics of its type (SIU:
-//! [`crate::integration::siu`] onto the OR board; everything else:
+//! [`crate::integration::siu`] onto the OR board; DFT:
+//! [`crate::integration::dft`], charges; everything else:
 //! [`crate::integration::adt`] into board commands) and applied; a message
 //! that cannot apply is parked. Either way the message itself, its outcome and the exact ACK
 //! bytes are stored as an `integration.hl7_message` event in the same
@@ -17,7 +18,7 @@ use super::writer::Writer;
 use super::{Hl7Reply, Hl7Request, Replayed};
 use crate::integration::hl7::Message;
 use crate::integration::hl7::ack::{self, Header, Outcome as AckOutcome};
-use crate::integration::{adt, dedup, siu};
+use crate::integration::{adt, dedup, dft, siu};
 
 impl Writer {
     /// Stores one inbound message with its effects and ACKs (see the module doc).
@@ -229,6 +230,7 @@ impl Writer {
     ) -> rusqlite::Result<(AckOutcome, &'static str)> {
         match m.get("MSH-9.1").as_deref() {
             Some("SIU") => self.apply_siu(m, at, occurred_at, actor, correlation),
+            Some("DFT") => self.apply_dft(m, at, occurred_at, actor, correlation),
             _ => self.apply_adt(m, at, occurred_at, actor, correlation),
         }
     }
@@ -274,6 +276,45 @@ impl Writer {
                 }));
             }
         }
+        for body in events {
+            self.append(at, occurred_at, actor, correlation, body)?;
+        }
+        Ok((AckOutcome::Accepted, "applied"))
+    }
+
+    /// Applies the DFT semantics of a parsed message (charges); parks it
+    /// when they cannot apply.
+    fn apply_dft(
+        &mut self,
+        m: &Message,
+        at: Timestamp,
+        occurred_at: Timestamp,
+        actor: &Actor,
+        correlation: Option<&String>,
+    ) -> rusqlite::Result<(AckOutcome, &'static str)> {
+        let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let conn = &self.conn;
+            let stored = |id: &str| -> Option<hms_domain::Charge> {
+                conn.prepare_cached("SELECT body FROM charges WHERE transaction_id = ?1")
+                    .and_then(|mut s| s.query_row([id], |r| r.get::<_, String>(0)).optional())
+                    .ok()
+                    .flatten()
+                    .and_then(|b| serde_json::from_str(&b).ok())
+            };
+            dft::plan(m, &stored, &self.clock, at)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("DFT planning panicked; message parked");
+            Err(adt::Refusal {
+                code: crate::integration::hl7::ErrorCode::InternalError,
+                location: None,
+                reason: "internal error while applying the message".into(),
+            })
+        });
+        let events = match plan {
+            Ok(e) => e,
+            Err(r) => return Ok(parked(r)),
+        };
         for body in events {
             self.append(at, occurred_at, actor, correlation, body)?;
         }

@@ -1,5 +1,5 @@
 //! Writing events and their projections (beds, encounters, patients, the
-//! parked queue, OR cases).
+//! parked queue, OR cases, charges).
 //!
 //! The live writer and `hms-edge verify`'s replay call the same two functions,
 //! [`insert_event`] and [`project`], so a projection rebuilt from the log can be
@@ -353,6 +353,30 @@ pub fn project(
                     value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
             )?
             .execute([downlink_seq.to_string()])?;
+            return Ok(());
+        }
+        EventBody::ChargePosted { charge } | EventBody::ChargeReversed { charge } => {
+            conn.prepare_cached(
+                "INSERT INTO charges(transaction_id, visit_id, unit, code, status, amount_cents,
+                                     charged_at, body, updated_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(transaction_id) DO UPDATE SET
+                    visit_id = excluded.visit_id, unit = excluded.unit, code = excluded.code,
+                    status = excluded.status, amount_cents = excluded.amount_cents,
+                    charged_at = excluded.charged_at, body = excluded.body,
+                    updated_seq = excluded.updated_seq",
+            )?
+            .execute(params![
+                charge.transaction_id,
+                charge.visit.as_ref().map(|v| v.as_str()),
+                charge.unit,
+                charge.code,
+                charge.status.as_str(),
+                charge.amount_cents,
+                charge.date.as_millis(),
+                json(charge),
+                env.seq as i64
+            ])?;
             return Ok(());
         }
         EventBody::OrCaseChanged { case, .. } => {

@@ -2,8 +2,8 @@
 //!
 //! Kiosk reads come from the board the writer publishes; these are for the
 //! rest: the uplink (events after the cloud's position, the outbox), the
-//! downlink's position, the patient index's load, the forecaster's seed and
-//! the parked queue. Each runs on a pooled read-only connection off the
+//! downlink's position, the patient index's load, the forecaster's seed,
+//! the parked queue, a visit's charges and the coding suggestions' history. Each runs on a pooled read-only connection off the
 //! async runtime ([`Store::read`]); no other module sees a connection.
 
 use anyhow::Context;
@@ -289,4 +289,66 @@ impl Store {
         })
         .await
     }
+
+    /// The charges of visit `visit`, in charge order, and whether the
+    /// appliance knows the visit (from the ADT feed).
+    pub async fn charges_of_visit(
+        &self,
+        visit: &str,
+    ) -> anyhow::Result<(Vec<hms_domain::Charge>, bool)> {
+        let visit = visit.to_owned();
+        self.read(move |conn, _| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT body FROM charges WHERE visit_id = ?1 ORDER BY charged_at, transaction_id",
+            )?;
+            let rows = stmt.query_map([&visit], |r| r.get::<_, String>(0))?;
+            let mut out = vec![];
+            for body in rows {
+                out.push(serde_json::from_str(&body?).context("a stored charge does not parse")?);
+            }
+            let known: i64 = conn
+                .prepare_cached("SELECT count(*) FROM encounters WHERE encounter_id = ?1")?
+                .query_row([&visit], |r| r.get(0))?;
+            Ok((out, known > 0))
+        })
+        .await
+    }
+
+    /// Every posted charge since `since` (ms), for the coding suggestions'
+    /// statistics: visit, unit, code and the diagnoses the charge carried.
+    pub async fn coding_history(&self, since_ms: i64) -> anyhow::Result<Vec<CodingRow>> {
+        self.read(move |conn, _| {
+            let mut stmt = conn
+                .prepare("SELECT body FROM charges WHERE status = 'posted' AND charged_at >= ?1")?;
+            let rows = stmt.query_map([since_ms], |r| r.get::<_, String>(0))?;
+            let mut out = vec![];
+            for body in rows {
+                let c: hms_domain::Charge =
+                    serde_json::from_str(&body?).context("a stored charge does not parse")?;
+                if c.kind == hms_domain::ChargeKind::Charge {
+                    out.push(CodingRow {
+                        visit: c.visit.map(|v| v.as_str().to_owned()),
+                        unit: c.unit,
+                        code: c.code,
+                        diagnoses: c.diagnoses,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// One posted charge as the coding suggestions learn from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodingRow {
+    /// The visit.
+    pub visit: Option<String>,
+    /// The unit it was incurred in.
+    pub unit: Option<String>,
+    /// The charge code.
+    pub code: String,
+    /// The diagnosis codes of its message.
+    pub diagnoses: Vec<String>,
 }

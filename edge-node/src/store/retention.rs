@@ -70,6 +70,10 @@ pub const TABLES: &[Table] = &[
         name: "or_cases",
         key: &["case_id"],
     },
+    Table {
+        name: "charges",
+        key: &["transaction_id"],
+    },
 ];
 
 /// Streams in the order of the cut-off parameters of [`DELETE_SQL`].

@@ -214,6 +214,32 @@ const MIGRATIONS: &[&str] = &[
         updated_seq INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 8: charges (DFT FT1), each as its last `billing.*` event left it.
+    r#"
+    CREATE TABLE charges (
+        transaction_id TEXT    PRIMARY KEY,
+        visit_id       TEXT,
+        unit           TEXT,
+        code           TEXT    NOT NULL,
+        status         TEXT    NOT NULL,
+        amount_cents   INTEGER,
+        charged_at     INTEGER NOT NULL,
+        body           TEXT    NOT NULL,
+        updated_seq    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX charges_visit ON charges(visit_id);
+    CREATE TABLE base_charges (
+        transaction_id TEXT    PRIMARY KEY,
+        visit_id       TEXT,
+        unit           TEXT,
+        code           TEXT    NOT NULL,
+        status         TEXT    NOT NULL,
+        amount_cents   INTEGER,
+        charged_at     INTEGER NOT NULL,
+        body           TEXT    NOT NULL,
+        updated_seq    INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// Migration 6: the content digest of every stored message whose event is
@@ -300,7 +326,7 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
         c.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",
@@ -354,7 +380,7 @@ mod tests {
             ))
             .unwrap();
         }
-        assert_eq!(migrate(&mut c).unwrap(), vec![6, 7]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![6, 7, 8]);
         for table in ["hl7_messages", "base_hl7_messages"] {
             let rows: Vec<(String, String)> = c
                 .prepare(&format!(

@@ -543,6 +543,8 @@ impl Writer {
                 | EventBody::TokenCreated { .. }
                 | EventBody::TokenRevoked { .. }
                 | EventBody::OrCaseChanged { .. }
+                | EventBody::ChargePosted { .. }
+                | EventBody::ChargeReversed { .. }
         ) {
             self.group.board_changed = true;
         }

@@ -5,6 +5,7 @@
 
 mod acceptance;
 mod api;
+mod charges;
 mod corpus;
 mod durability;
 mod hl7;

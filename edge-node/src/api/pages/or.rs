@@ -71,7 +71,7 @@ fn timeline(state: &AppState, cases: &[DayCase], from: Timestamp, to: Timestamp)
         + (last - from.as_millis() + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS)
         .min(to.as_millis().max(first + HOUR_MS) + 12 * HOUR_MS);
     let span = (last - first).max(HOUR_MS) as f64;
-    let x = |t: i64| LABEL + (W - LABEL - 8.0) * ((t - first) as f64 / span).clamp(0.0, 1.0);
+    let x = |t: i64| LABEL + (W - LABEL - 24.0) * ((t - first) as f64 / span).clamp(0.0, 1.0);
     let h = HEAD + ROW * rooms.len().max(1) as f64 + 4.0;
     let risks = cases.iter().filter(|d| d.slot.overrun_risk).count();
     let label = format!(
