@@ -369,6 +369,11 @@ pub enum EventBody {
         /// The case after the change.
         case: crate::or::OrCase,
     },
+    /// The appliance recorded the predicted duration of a case's version.
+    OrCasePredicted {
+        /// The prediction.
+        prediction: crate::or::CasePrediction,
+    },
     /// A financial transaction was posted (DFT FT1): a charge or a credit.
     ChargePosted {
         /// The transaction.
@@ -402,7 +407,7 @@ impl EventBody {
             | Self::PatientsMerged { .. }
             | Self::VisitChanged { .. } => Stream::Adt,
             Self::EidAssigned { .. } => Stream::Empi,
-            Self::OrCaseChanged { .. } => Stream::Or,
+            Self::OrCaseChanged { .. } | Self::OrCasePredicted { .. } => Stream::Or,
             Self::ChargePosted { .. } | Self::ChargeReversed { .. } => Stream::Billing,
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             Self::PatientsSearched { .. }
@@ -432,6 +437,7 @@ impl EventBody {
             Self::TokenCreated { .. } => "audit.token_created",
             Self::TokenRevoked { .. } => "audit.token_revoked",
             Self::OrCaseChanged { change, .. } => change.kind(),
+            Self::OrCasePredicted { .. } => "or.case_predicted",
             Self::ChargePosted { .. } => "billing.charge_posted",
             Self::ChargeReversed { .. } => "billing.charge_reversed",
         }
@@ -457,6 +463,7 @@ impl EventBody {
             | Self::TokenCreated { .. }
             | Self::TokenRevoked { .. }
             | Self::OrCaseChanged { .. }
+            | Self::OrCasePredicted { .. }
             | Self::ChargePosted { .. }
             | Self::ChargeReversed { .. } => None,
         }

@@ -23,6 +23,6 @@ pub use event::{
 pub use ids::{
     BedId, CaseId, EncounterId, HospitalId, IdError, NodeId, OrRoomId, RegionId, RoomId, UnitId,
 };
-pub use or::{CaseChange, CaseStatus, OrCase, Priority};
+pub use or::{CaseChange, CasePrediction, CaseStatus, OrCase, Priority};
 pub use phi::{Address, BirthDate, Identifier, Mrn, PatientRef, PersonName, Phone, Sex};
 pub use time::Timestamp;

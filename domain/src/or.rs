@@ -30,6 +30,9 @@ pub enum CaseStatus {
     Bumped,
     /// Deleted by the scheduling system (S17): no longer shown.
     Deleted,
+    /// Done: the scheduling system reported it complete (SCH-25
+    /// `Complete`), with its actual start and duration.
+    Completed,
 }
 
 impl CaseStatus {
@@ -41,6 +44,7 @@ impl CaseStatus {
             Self::NoShow => "no_show",
             Self::Bumped => "bumped",
             Self::Deleted => "deleted",
+            Self::Completed => "completed",
         }
     }
 }
@@ -84,6 +88,8 @@ pub enum CaseChange {
     NoShow,
     /// Displaced by an emergency add-on case.
     Bumped,
+    /// Reported complete, with its actual times.
+    Completed,
 }
 
 impl CaseChange {
@@ -97,8 +103,33 @@ impl CaseChange {
             Self::Deleted => "or.case_deleted",
             Self::NoShow => "or.case_no_show",
             Self::Bumped => "or.case_bumped",
+            Self::Completed => "or.case_completed",
         }
     }
+}
+
+/// A case's predicted duration as the appliance recorded it for one
+/// version of the case (`or.case_predicted`): what the OR board showed, kept
+/// so the regional cloud can compare booked, predicted and actual times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasePrediction {
+    /// The case.
+    pub case_id: CaseId,
+    /// The version of the case predicted.
+    pub version: u64,
+    /// Its room.
+    pub room: OrRoomId,
+    /// Its booked start.
+    pub start: Timestamp,
+    /// Its booked minutes.
+    pub booked_minutes: u32,
+    /// Predicted minutes, rounded.
+    pub minutes: u32,
+    /// `model` or `fallback`.
+    pub source: String,
+    /// Why the fallback answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One operating-room case as the OR board holds it.
@@ -141,6 +172,12 @@ pub struct OrCase {
     /// The emergency case that displaced this one, while it is bumped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bumped_by: Option<CaseId>,
+    /// When it actually started (completed cases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_start: Option<Timestamp>,
+    /// How long it actually took, minutes (completed cases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_minutes: Option<u32>,
     /// Changes so far (1 for a new case).
     pub version: u64,
 }
@@ -186,6 +223,8 @@ mod tests {
             patient: None,
             visit: None,
             bumped_by: None,
+            actual_start: None,
+            actual_minutes: None,
             version: 1,
         }
     }

@@ -263,6 +263,8 @@ mod tests {
             patient: None,
             visit: None,
             bumped_by: None,
+            actual_start: None,
+            actual_minutes: None,
             version: 1,
         }
     }

@@ -9,32 +9,26 @@
 //!   forecast endpoints give them) and `overrun_risk`: the predicted end
 //!   runs past the start of the next scheduled case in the room.
 //!
-//! Predictions are made when a day is read, in one batch for its cases.
-//! Patient age (from the birth date at the case's start) and the ASA class
-//! feed the model when the SIU messages gave them, else [`DEFAULT_AGE`] and
-//! [`DEFAULT_ASA`].
+//! Each case shows the prediction recorded for its current version
+//! ([`crate::inference::or_cases`]), or one made when the day is read
+//! (cases not yet recorded, or beyond the recorder's window), in one batch.
+//! Minutes are whole.
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use hms_domain::{CaseId, OrCase, OrRoomId, Timestamp};
+use hms_domain::{CaseId, CasePrediction, OrRoomId, Timestamp};
 use serde::Serialize;
 use serde_json::json;
 
 use super::{AppState, Caller};
 use crate::auth::Role;
 use crate::inference::Reason;
-use crate::inference::forecast::OrCase as Features;
+use crate::inference::or_cases;
 use crate::or_board::{Slot, timeline};
 use hms_web::problem::Problem;
-
-/// Age given to the model when the case names no birth date (years).
-pub const DEFAULT_AGE: f64 = 55.0;
-
-/// ASA class given to the model when the case names none.
-pub const DEFAULT_ASA: u8 = 2;
 
 /// An operating room, as `GET /api/v1/or/rooms` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -58,39 +52,6 @@ pub struct DayCase {
     pub reason: Option<Reason>,
 }
 
-/// Patient age in whole years at `at`, from `YYYY-MM-DD`.
-fn age_at(birth: &str, at: &str) -> Option<f64> {
-    let ymd = |s: &str| -> Option<(i32, i32, i32)> {
-        let mut p = s.splitn(3, '-');
-        Some((
-            p.next()?.parse().ok()?,
-            p.next()?.parse().ok()?,
-            p.next()?.get(..2)?.parse().ok()?,
-        ))
-    };
-    let (by, bm, bd) = ymd(birth)?;
-    let (y, m, d) = ymd(at)?;
-    let years = y - by - i32::from((m, d) < (bm, bd));
-    (0..=120).contains(&years).then_some(f64::from(years))
-}
-
-/// The model's features of a case.
-fn features(c: &OrCase, state: &AppState) -> Features {
-    let age = c
-        .patient
-        .as_ref()
-        .and_then(|p| p.birth_date.as_ref())
-        .and_then(|b| age_at(b.expose(), &state.settings.clock.date(c.start)))
-        .unwrap_or(DEFAULT_AGE);
-    Features {
-        booked_minutes: f64::from(c.booked_minutes),
-        age,
-        asa: c.asa.unwrap_or(DEFAULT_ASA),
-        procedure: c.procedure.clone().unwrap_or_default(),
-        surgeon: c.surgeon.clone().unwrap_or_default(),
-    }
-}
-
 /// The cases starting in `[from, to)` (in `room` when given), predicted
 /// and in timeline order; shared by the API and the OR board page.
 pub(crate) async fn day(
@@ -100,13 +61,45 @@ pub(crate) async fn day(
     room: Option<&OrRoomId>,
 ) -> Vec<DayCase> {
     let cases = state.store.or_view().starting(from, to, room);
-    let feats: Vec<Features> = cases.iter().map(|c| features(c, state)).collect();
-    let predictions = state.forecaster.predict_or(&feats).await;
+    // The recorded prediction of each case's current version, else one
+    // made now for it.
+    let recorded: HashMap<CaseId, CasePrediction> = state
+        .store
+        .or_predictions(cases.iter().map(|c| c.case_id.clone()).collect())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %format!("{e:#}"), "reading recorded OR predictions failed");
+            vec![]
+        })
+        .into_iter()
+        .map(|p| (p.case_id.clone(), p))
+        .collect();
+    let (have, missing): (Vec<_>, Vec<_>) = cases.into_iter().partition(|c| {
+        recorded
+            .get(&c.case_id)
+            .is_some_and(|p| p.version == c.version)
+    });
+    let fresh = or_cases::predict(&state.forecaster, &missing, &state.settings.clock).await;
     let mut by_id: HashMap<CaseId, (&'static str, Option<Reason>)> = HashMap::new();
-    let mut input = Vec::with_capacity(cases.len());
-    for (c, p) in cases.into_iter().zip(predictions) {
-        by_id.insert(c.case_id.clone(), (p.source, p.reason));
-        input.push((c, p.minutes));
+    let mut input = Vec::with_capacity(have.len() + missing.len());
+    for (c, p) in have
+        .into_iter()
+        .map(|c| {
+            let p = recorded[&c.case_id].clone();
+            (c, p)
+        })
+        .chain(missing.into_iter().zip(fresh))
+    {
+        let source = if p.source == "model" {
+            "model"
+        } else {
+            "fallback"
+        };
+        by_id.insert(
+            c.case_id.clone(),
+            (source, p.reason.as_deref().and_then(Reason::parse)),
+        );
+        input.push((c, f64::from(p.minutes)));
     }
     timeline(input)
         .into_iter()
@@ -175,6 +168,8 @@ fn case_json(d: &DayCase) -> serde_json::Value {
         "patient": c.patient,
         "visit": c.visit,
         "bumped_by": c.bumped_by,
+        "actual_start": c.actual_start,
+        "actual_minutes": c.actual_minutes,
         "version": c.version,
     })
 }

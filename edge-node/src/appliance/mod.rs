@@ -256,6 +256,12 @@ impl Appliance {
             self.metrics.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(crate::inference::or_cases::run(
+            self.store.clone(),
+            forecaster.clone(),
+            self.clock.clone(),
+            shutdown.clone(),
+        ));
         let patients = Arc::new(crate::patients::PatientIndex::default());
         tasks.spawn(
             patients

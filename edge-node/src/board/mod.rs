@@ -1473,6 +1473,7 @@ impl Board {
             | EventBody::TokenCreated { .. }
             | EventBody::TokenRevoked { .. }
             | EventBody::OrCaseChanged { .. }
+            | EventBody::OrCasePredicted { .. }
             | EventBody::ChargePosted { .. }
             | EventBody::ChargeReversed { .. } => Ok(()),
         }

@@ -6,6 +6,8 @@
 //! - [`models`]: model sets installed into the data dir (install, rollback).
 //! - [`forecast`]: the bed-demand forecaster and OR case durations, with
 //!   their fallback rules.
+//! - [`or_cases`]: the OR board's cases as model features, and the task
+//!   that records each scheduled case's predicted duration.
 //! - [`check`]: `hms-edge models check`, the recorded test vectors run
 //!   through a model set and timed.
 
@@ -13,6 +15,7 @@ pub mod check;
 pub mod forecast;
 pub mod manifest;
 pub mod models;
+pub mod or_cases;
 pub mod runtime;
 
 pub use runtime::{

@@ -72,6 +72,21 @@ impl Reason {
             Reason::Busy => "busy",
         }
     }
+
+    /// Parses a label of [`Reason::as_str`].
+    pub fn parse(s: &str) -> Option<Reason> {
+        [
+            Reason::ModelMissing,
+            Reason::LibraryMissing,
+            Reason::ManifestMismatch,
+            Reason::Timeout,
+            Reason::Error,
+            Reason::BreakerOpen,
+            Reason::Busy,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 /// A model call that the model did not answer.

@@ -16,6 +16,9 @@
 //! - S14 modification: the fields given replace the case's, the rest stay.
 //! - S15 cancel, S16 discontinue: `cancelled`. S26: `no_show`. S17 delete:
 //!   the case leaves the board (an unknown case: nothing to do).
+//! - S12, S13 or S14 with SCH-25 `Complete`: the case is done (`completed`);
+//!   the message's start and duration are its actual start and minutes, and
+//!   the booking stays as it was.
 //! - S13 and S14 for a case not on the board book it, as S12 would: they
 //!   carry the whole booking. S15, S16 and S26 for a case not on the board
 //!   are parked (the booking may itself be parked and replayed later).
@@ -161,6 +164,8 @@ struct Booking {
     asa: Option<u8>,
     patient: Option<hms_domain::PatientRef>,
     visit: Option<EncounterId>,
+    /// SCH-25 says the case is done.
+    complete: bool,
 }
 
 /// Minutes in `quantity` `units` (`MIN`, `H`…; minutes when empty).
@@ -301,6 +306,12 @@ fn read(m: &Message, loc: &OrLocations, clock: &HospitalTime) -> Result<Booking,
         b.patient = Some(adt::patient(m)?);
     }
     b.visit = m.get("PV1-19").and_then(|v| EncounterId::new(v).ok());
+    b.complete = m.get("SCH-25.1").is_some_and(|s| {
+        matches!(
+            s.trim().to_ascii_uppercase().as_str(),
+            "COMPLETE" | "COMPLETED"
+        )
+    });
     Ok(b)
 }
 
@@ -461,8 +472,27 @@ pub fn plan(
                 patient: b.patient,
                 visit: b.visit,
                 bumped_by: None,
+                actual_start: None,
+                actual_minutes: None,
                 version: 1,
             }
+        }
+        Some(c) if b.complete => {
+            // Done: the message's start and duration are the actual ones;
+            // the booking stays as it was.
+            if c.status == CaseStatus::Completed
+                && c.actual_start == b.start.or(c.actual_start)
+                && c.actual_minutes == b.minutes.or(c.actual_minutes)
+            {
+                return Ok(vec![]);
+            }
+            let mut next = (**c).clone();
+            next.status = CaseStatus::Completed;
+            next.bumped_by = None;
+            next.actual_start = b.start.or(Some(c.start));
+            next.actual_minutes = b.minutes.or(c.actual_minutes);
+            next.version += 1;
+            return Ok(vec![changed(CaseChange::Completed, next)]);
         }
         Some(c) => {
             let mut next = (**c).clone();
@@ -492,6 +522,14 @@ pub fn plan(
             next
         }
     };
+    if current.is_none() && b.complete {
+        // Reported done before it was ever booked here: booked as it ran.
+        let mut done = case;
+        done.status = CaseStatus::Completed;
+        done.actual_start = Some(done.start);
+        done.actual_minutes = Some(done.booked_minutes);
+        return Ok(vec![changed(CaseChange::Completed, done)]);
+    }
     let change = match (current.is_some(), trigger.as_str()) {
         (false, _) => CaseChange::Scheduled,
         (true, "S13") => CaseChange::Rescheduled,

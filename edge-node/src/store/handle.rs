@@ -305,6 +305,16 @@ impl Store {
         self.ask(|reply| Request::Replay(seq, reply)).await
     }
 
+    /// Records OR case predictions (each only while its case is scheduled
+    /// at the version predicted); how many were recorded.
+    pub async fn record_predictions(
+        &self,
+        predictions: Vec<hms_domain::CasePrediction>,
+    ) -> Result<usize, WriteError> {
+        self.ask(|reply| Request::Predictions(predictions, reply))
+            .await
+    }
+
     /// Queues a write (waiting for room up to [`QUEUE_WAIT`]); await the
     /// returned [`Pending`] for its outcome.
     pub async fn submit(&self, req: WriteRequest) -> Result<Pending, WriteError> {

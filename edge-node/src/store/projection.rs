@@ -1,5 +1,5 @@
 //! Writing events and their projections (beds, encounters, patients, the
-//! parked queue, OR cases, charges).
+//! parked queue, OR cases and their recorded predictions, charges).
 //!
 //! The live writer and `hms-edge verify`'s replay call the same two functions,
 //! [`insert_event`] and [`project`], so a projection rebuilt from the log can be
@@ -353,6 +353,22 @@ pub fn project(
                     value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
             )?
             .execute([downlink_seq.to_string()])?;
+            return Ok(());
+        }
+        EventBody::OrCasePredicted { prediction } => {
+            conn.prepare_cached(
+                "INSERT INTO or_predictions(case_id, version, body, updated_seq)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(case_id) DO UPDATE SET
+                    version = excluded.version, body = excluded.body,
+                    updated_seq = excluded.updated_seq",
+            )?
+            .execute(params![
+                prediction.case_id.as_str(),
+                prediction.version as i64,
+                json(prediction),
+                env.seq as i64
+            ])?;
             return Ok(());
         }
         EventBody::ChargePosted { charge } | EventBody::ChargeReversed { charge } => {

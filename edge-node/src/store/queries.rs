@@ -314,6 +314,48 @@ impl Store {
         .await
     }
 
+    /// The recorded predictions of cases `ids` (those that have one).
+    pub async fn or_predictions(
+        &self,
+        ids: Vec<hms_domain::CaseId>,
+    ) -> anyhow::Result<Vec<hms_domain::CasePrediction>> {
+        self.read(move |conn, _| {
+            let mut stmt =
+                conn.prepare_cached("SELECT body FROM or_predictions WHERE case_id = ?1")?;
+            let mut out = vec![];
+            for id in &ids {
+                let body: Option<String> =
+                    stmt.query_row([id.as_str()], |r| r.get(0)).optional()?;
+                if let Some(b) = body {
+                    out.push(
+                        serde_json::from_str(&b).context("a stored prediction does not parse")?,
+                    );
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The case version of every recorded prediction.
+    pub async fn predicted_versions(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<hms_domain::CaseId, u64>> {
+        self.read(|conn, _| {
+            let mut stmt = conn.prepare("SELECT case_id, version FROM or_predictions")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = std::collections::HashMap::new();
+            for row in rows {
+                let (id, v) = row?;
+                if let Ok(id) = hms_domain::CaseId::new(id) {
+                    out.insert(id, v.max(0) as u64);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Every posted charge since `since` (ms), for the coding suggestions'
     /// statistics: visit, unit, code and the diagnoses the charge carried.
     pub async fn coding_history(&self, since_ms: i64) -> anyhow::Result<Vec<CodingRow>> {

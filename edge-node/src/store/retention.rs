@@ -71,6 +71,10 @@ pub const TABLES: &[Table] = &[
         key: &["case_id"],
     },
     Table {
+        name: "or_predictions",
+        key: &["case_id"],
+    },
+    Table {
         name: "charges",
         key: &["transaction_id"],
     },

@@ -240,6 +240,22 @@ const MIGRATIONS: &[&str] = &[
         updated_seq    INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 9: the predicted duration recorded for each OR case (its latest
+    // `or.case_predicted`: the case version it was made for).
+    r#"
+    CREATE TABLE or_predictions (
+        case_id     TEXT    PRIMARY KEY,
+        version     INTEGER NOT NULL,
+        body        TEXT    NOT NULL,
+        updated_seq INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE base_or_predictions (
+        case_id     TEXT    PRIMARY KEY,
+        version     INTEGER NOT NULL,
+        body        TEXT    NOT NULL,
+        updated_seq INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// Migration 6: the content digest of every stored message whose event is
@@ -326,7 +342,7 @@ mod tests {
     #[test]
     fn migrates_once_and_refuses_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
-        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(migrate(&mut c).unwrap(), Vec::<i64>::new());
         c.execute(
             "INSERT INTO schema_migrations(version, applied_at) VALUES (99, 0)",
@@ -380,7 +396,7 @@ mod tests {
             ))
             .unwrap();
         }
-        assert_eq!(migrate(&mut c).unwrap(), vec![6, 7, 8]);
+        assert_eq!(migrate(&mut c).unwrap(), vec![6, 7, 8, 9]);
         for table in ["hl7_messages", "base_hl7_messages"] {
             let rows: Vec<(String, String)> = c
                 .prepare(&format!(

@@ -119,6 +119,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<Report> {
             ("hl7_messages", "control_id"),
             ("parked", "control_id"),
             ("or_cases", "case_id"),
+            ("or_predictions", "case_id"),
             ("charges", "transaction_id"),
         ] {
             compare(&tx, table, key, &mut problems)?;

@@ -46,6 +46,9 @@ pub(super) enum Request {
     Hl7(Hl7Request, Reply<Hl7Reply>),
     /// Re-apply a parked message (`None`: no such parked message).
     Replay(u64, Reply<Option<Replayed>>),
+    /// Record OR case predictions; each only while its case is scheduled
+    /// at the version predicted. Answers how many were recorded.
+    Predictions(Vec<hms_domain::CasePrediction>, Reply<usize>),
     /// Retention: delete pruned events.
     Prune(Prune, Reply<usize>),
     /// Retention: write a computed base.
@@ -467,8 +470,40 @@ impl Writer {
                 Ok(outcome) => Ok(Answer::new(reply, Ok(outcome))),
                 Err(e) => Err((e, Answer::new(reply, Err(WriteError::Closed)))),
             },
+            Request::Predictions(p, reply) => match self.apply_predictions(p) {
+                Ok(n) => Ok(Answer::new(reply, Ok(n))),
+                Err(e) => Err((e, Answer::new(reply, Err(WriteError::Closed)))),
+            },
             other => Ok(unanswered(other)),
         }
+    }
+
+    /// Appends the predictions whose case is still scheduled at the
+    /// version predicted (a case changed meanwhile gets a new one later).
+    fn apply_predictions(
+        &mut self,
+        predictions: Vec<hms_domain::CasePrediction>,
+    ) -> rusqlite::Result<usize> {
+        let at = Timestamp::now();
+        let actor = Actor::system();
+        let mut n = 0;
+        for p in predictions {
+            let current = self
+                .or_board
+                .case(&p.case_id)
+                .is_some_and(|c| c.version == p.version && c.is_active());
+            if current {
+                self.append(
+                    at,
+                    at,
+                    &actor,
+                    None,
+                    EventBody::OrCasePredicted { prediction: p },
+                )?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn apply_write(
@@ -543,6 +578,7 @@ impl Writer {
                 | EventBody::TokenCreated { .. }
                 | EventBody::TokenRevoked { .. }
                 | EventBody::OrCaseChanged { .. }
+                | EventBody::OrCasePredicted { .. }
                 | EventBody::ChargePosted { .. }
                 | EventBody::ChargeReversed { .. }
         ) {
@@ -593,6 +629,7 @@ fn unanswered(req: Request) -> Answer {
         }
         Request::Hl7(_, r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Replay(_, r) => Answer::new(r, Err(WriteError::Closed)),
+        Request::Predictions(_, r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Prune(_, r) | Request::Base(_, r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Checkpoint(r) => Answer::new(r, Err(WriteError::Closed)),
         Request::Close(done) => Answer(Box::new(move |_| {

@@ -20,6 +20,8 @@ struct Siu<'a> {
     urgent: bool,
     surgeon: &'a str,
     procedure: &'a str,
+    /// SCH-25 `Complete`.
+    complete: bool,
 }
 
 impl Default for Siu<'_> {
@@ -34,6 +36,7 @@ impl Default for Siu<'_> {
             urgent: false,
             surgeon: "S01",
             procedure: "inguinal_hernia_repair",
+            complete: false,
         }
     }
 }
@@ -42,6 +45,11 @@ impl Siu<'_> {
     fn bytes(&self) -> Vec<u8> {
         let reason = if self.urgent { "EMERGENCY" } else { "ROUTINE" };
         let prio = if self.urgent { "S" } else { "R" };
+        let done = if self.complete {
+            format!("{}Complete", "|".repeat(14))
+        } else {
+            String::new()
+        };
         let Siu {
             trigger,
             control,
@@ -55,7 +63,7 @@ impl Siu<'_> {
         } = self;
         format!(
             "MSH|^~\\&|ORSCHED|TH|HMS|EDGE|20261204070000||SIU^{trigger}^SIU_S12|{control}|P|2.5.1\r\
-             SCH|{case}^ORSCHED||||||{reason}||{minutes}|min|^^^{start}^^{prio}\r\
+             SCH|{case}^ORSCHED||||||{reason}||{minutes}|min|^^^{start}^^{prio}{done}\r\
              PID|1||MRN-7^^^TH^MR||Doe^John||19610315|M\r\
              PV1|1|O|{}V7\r\
              RGS|1\r\
@@ -96,7 +104,9 @@ fn field<'a>(cases: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value 
 fn or_events(app: &TestApp) -> Vec<String> {
     let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
     let mut stmt = conn
-        .prepare("SELECT kind FROM events WHERE stream = 'or' ORDER BY seq")
+        .prepare(
+            "SELECT kind FROM events WHERE stream = 'or' AND kind != 'or.case_predicted' ORDER BY seq",
+        )
         .unwrap();
     stmt.query_map([], |r| r.get(0))
         .unwrap()
@@ -525,4 +535,101 @@ async fn the_or_endpoints_check_roles_dates_rooms_and_queries() {
         "today's date is named: {today}"
     );
     app.stop().await;
+}
+
+/// Tomorrow (UTC, the test hospital's zone) as an HL7 date, `YYYYMMDD`.
+fn tomorrow() -> String {
+    let t =
+        hms_domain::Timestamp::from_millis(hms_domain::Timestamp::now().as_millis() + 86_400_000);
+    t.to_rfc3339()[..10].replace('-', "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_cases_get_a_recorded_prediction_and_completed_cases_keep_their_actual_times() {
+    let app = TestApp::start_with_or(&[("3W", 2, 2)], 1).await;
+    let day = tomorrow();
+    let (s1, s2) = (format!("{day}0800"), format!("{day}1000"));
+    let acks = send_all(
+        &app,
+        &[
+            Siu {
+                control: "R1",
+                case: "R1",
+                start: &s1,
+                ..Siu::default()
+            }
+            .bytes(),
+            Siu {
+                control: "R2",
+                case: "R2",
+                start: &s2,
+                minutes: 90,
+                ..Siu::default()
+            }
+            .bytes(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        codes(&acks).iter().filter(|(_, c)| c == "AA").count(),
+        2,
+        "{acks:?}"
+    );
+    // The recorder runs beside the feed: wait for both predictions.
+    let db = app.data_dir().join("edge.sqlite");
+    let predictions = || -> Vec<(String, i64, String)> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.prepare("SELECT case_id, version, body FROM or_predictions ORDER BY case_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while predictions().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no predictions recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let p = predictions();
+    assert_eq!((p[0].0.as_str(), p[0].1), ("R1", 1));
+    let body: serde_json::Value = serde_json::from_str(&p[0].2).unwrap();
+    assert_eq!(body["minutes"], 72, "booked 60 + 20 %: {body}");
+    assert_eq!(body["source"], "fallback");
+    let date = format!("{}-{}-{}", &day[..4], &day[4..6], &day[6..]);
+    let listed = cases(&app, &format!("date={date}")).await;
+    assert_eq!(field(&listed, "R1")["predicted_minutes"], 72.0);
+
+    // R1 is reported done: started 08:10, took 95 minutes.
+    let actual = format!("{day}0810");
+    let acks = send_all(
+        &app,
+        &[Siu {
+            trigger: "S14",
+            control: "R3",
+            case: "R1",
+            start: &actual,
+            minutes: 95,
+            complete: true,
+            ..Siu::default()
+        }
+        .bytes()],
+    )
+    .await;
+    assert_eq!(codes(&acks), [("R3".to_owned(), "AA".to_owned())]);
+    let listed = cases(&app, &format!("date={date}")).await;
+    let r1 = field(&listed, "R1");
+    assert_eq!(r1["status"], "completed");
+    assert_eq!(r1["booked_minutes"], 60, "the booking stays");
+    assert_eq!(r1["start"], format!("{date}T08:00:00.000Z"));
+    assert_eq!(r1["actual_start"], format!("{date}T08:10:00.000Z"));
+    assert_eq!(r1["actual_minutes"], 95);
+    assert_eq!(r1["overrun_risk"], false, "done: nothing to run into");
+    assert!(or_events(&app).contains(&"or.case_completed".to_owned()));
+    let dir = app.stop().await;
+    let report = edge_node::store::verify::verify(&dir.path().join("data")).unwrap();
+    assert!(report.ok(), "{report:?}");
 }

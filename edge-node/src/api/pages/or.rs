@@ -42,6 +42,7 @@ fn status_label(s: CaseStatus) -> &'static str {
         CaseStatus::NoShow => "No-show",
         CaseStatus::Bumped => "Bumped",
         CaseStatus::Deleted => "Deleted",
+        CaseStatus::Completed => "Completed",
     }
 }
 
