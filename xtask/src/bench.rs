@@ -427,36 +427,62 @@ fn hl7_peer(root: &Path) -> anyhow::Result<(Child, String)> {
     }
 }
 
-/// ADT^A28 over MLLP to `addr`: `messages` over `clients` connections.
-fn a28(
+/// One `hms-load --scenario mllp` run to `addr`: `messages` messages of
+/// `trigger` numbered from `first`, over `clients` connections, with the
+/// appliance's `config` when the trigger needs it (A01, S12).
+fn send_mllp(
     load_bin: &Path,
     addr: &str,
+    trigger: &str,
+    config: Option<&str>,
+    first: usize,
     messages: usize,
     clients: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    let (messages, clients) = (messages.to_string(), clients.to_string());
-    load(
-        load_bin,
-        addr,
-        "",
-        &[
-            "--scenario",
-            "mllp",
-            "--trigger",
-            "A28",
-            "--messages",
-            &messages,
-            "--clients",
-            &clients,
-        ],
-    )
+    let (first, messages, clients) = (first.to_string(), messages.to_string(), clients.to_string());
+    let mut args = vec![
+        "--scenario",
+        "mllp",
+        "--trigger",
+        trigger,
+        "--first",
+        &first,
+        "--messages",
+        &messages,
+        "--clients",
+        &clients,
+    ];
+    if let Some(config) = config {
+        args.extend(["--config", config]);
+    }
+    load(load_bin, addr, "", &args)
 }
 
-/// `cargo xtask bench mllp [--runs N]`: HL7 ADT over MLLP, durable, one
+/// `cargo xtask bench mllp [--runs N]`: HL7 over MLLP, durable, one
 /// connection and 16 connections, against the disk's fsync and, for one
-/// connection, python-hl7's MLLP server storing nothing, both measured in
+/// connection, python-hl7's MLLP server storing nothing, all measured in
 /// the same run.
+///
+/// Each run starts a fresh appliance on the 2,000-bed hospital and sends,
+/// in this order: ADT^A01 (2,000 admissions, each into its own bed, one
+/// connection); then at one connection 10,000 each of ADT^A28 (person
+/// add), SIU^S12 (new OR bookings over the 20 OR rooms) and DFT^P03 (one
+/// charge each); then at 16 connections 40,000 each of the same three.
+/// Every hms-load run numbers its messages from its own `--first`, so no
+/// message of a run repeats one already stored (a duplicate would only get
+/// its stored ACK). Then python-hl7's peer takes 10,000 A28 at one
+/// connection. Reports, as medians over the runs: per trigger and
+/// connection count msg/s, p50 and p99 (`a28_1conn_mps`, `s12_16conn_p99_ms`,
+/// …) and errors (anything but AA), and the ratios of SIU and DFT
+/// throughput to A28 at the same connection count (target ≥ 1), and of
+/// A28 to fsync and to python-hl7.
 pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    /// Triggers measured at both connection counts (each numbers its
+    /// control ids and record ids in a namespace of its own).
+    const TRIGGERS: [&str; 3] = ["A28", "S12", "P03"];
+    /// (connections, first message number, messages): the 16-connection
+    /// runs start where the one-connection runs ended.
+    const LOADS: [(usize, usize, usize); 2] = [(1, 0, 10_000), (16, 10_000, 40_000)];
     let s = parse(args)?;
     let (edge, load_bin) = build_release()?;
     let config = root.join("config/hospital-2000.toml");
@@ -471,50 +497,68 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .mllp
             .clone()
             .context("the appliance did not open MLLP")?;
-        let a01 = load(
-            &load_bin,
-            &m,
-            "",
-            &[
-                "--scenario",
-                "mllp",
-                "--trigger",
-                "A01",
-                "--config",
-                &config_s,
-                "--messages",
-                "2000",
-                "--clients",
-                "1",
-            ],
-        )?;
-        let one = a28(&load_bin, &m, 10_000, 1)?;
-        let many = a28(&load_bin, &m, 40_000, 16)?;
+        let a01 = send_mllp(&load_bin, &m, "A01", Some(&config_s), 0, 2000, 1)?;
+        let mut measured = vec![];
+        for (clients, first, messages) in LOADS {
+            for trigger in TRIGGERS {
+                let config = (trigger == "S12").then_some(config_s.as_str());
+                let v = send_mllp(&load_bin, &m, trigger, config, first, messages, clients)?;
+                measured.push((trigger.to_ascii_lowercase(), clients, v));
+            }
+        }
         drop(app);
         let (mut peer, peer_addr) = hl7_peer(root)?;
-        let python = a28(&load_bin, &peer_addr, 10_000, 1);
+        let python = send_mllp(&load_bin, &peer_addr, "A28", None, 0, 10_000, 1);
         let _ = peer.kill();
         let _ = peer.wait();
         let python = python?;
-        rows.push(row(&[
-            ("fsync_p50_ms", fsync_p50),
-            ("fsync_p99_ms", fsync_p99),
-            ("a01_1conn_mps", num(&a01, "/throughput_mps")),
-            ("a01_1conn_p50_ms", num(&a01, "/latency/p50_ms")),
-            ("a01_1conn_p99_ms", num(&a01, "/latency/p99_ms")),
-            ("a01_errors", num(&a01, "/errors")),
-            ("a28_1conn_mps", num(&one, "/throughput_mps")),
-            ("a28_1conn_p50_ms", num(&one, "/latency/p50_ms")),
-            ("a28_1conn_p99_ms", num(&one, "/latency/p99_ms")),
-            ("a28_16conn_mps", num(&many, "/throughput_mps")),
-            ("a28_16conn_p50_ms", num(&many, "/latency/p50_ms")),
-            ("a28_16conn_p99_ms", num(&many, "/latency/p99_ms")),
-            ("a28_errors", num(&one, "/errors") + num(&many, "/errors")),
-            ("python_hl7_1conn_mps", num(&python, "/throughput_mps")),
-            ("python_hl7_1conn_p50_ms", num(&python, "/latency/p50_ms")),
-            ("python_hl7_1conn_p99_ms", num(&python, "/latency/p99_ms")),
-            ("python_hl7_errors", num(&python, "/errors")),
-        ]));
+        let mut figures: Vec<(String, f64)> = vec![
+            ("fsync_p50_ms".into(), fsync_p50),
+            ("fsync_p99_ms".into(), fsync_p99),
+            ("a01_1conn_mps".into(), num(&a01, "/throughput_mps")),
+            ("a01_1conn_p50_ms".into(), num(&a01, "/latency/p50_ms")),
+            ("a01_1conn_p99_ms".into(), num(&a01, "/latency/p99_ms")),
+            ("a01_errors".into(), num(&a01, "/errors")),
+        ];
+        for (t, clients, v) in &measured {
+            figures.extend([
+                (format!("{t}_{clients}conn_mps"), num(v, "/throughput_mps")),
+                (
+                    format!("{t}_{clients}conn_p50_ms"),
+                    num(v, "/latency/p50_ms"),
+                ),
+                (
+                    format!("{t}_{clients}conn_p99_ms"),
+                    num(v, "/latency/p99_ms"),
+                ),
+            ]);
+        }
+        for trigger in TRIGGERS {
+            let t = trigger.to_ascii_lowercase();
+            let errors = measured
+                .iter()
+                .filter(|(u, _, _)| *u == t)
+                .map(|(_, _, v)| num(v, "/errors"))
+                .sum();
+            figures.push((format!("{t}_errors"), errors));
+        }
+        figures.extend([
+            (
+                "python_hl7_1conn_mps".into(),
+                num(&python, "/throughput_mps"),
+            ),
+            (
+                "python_hl7_1conn_p50_ms".into(),
+                num(&python, "/latency/p50_ms"),
+            ),
+            (
+                "python_hl7_1conn_p99_ms".into(),
+                num(&python, "/latency/p99_ms"),
+            ),
+            ("python_hl7_errors".into(), num(&python, "/errors")),
+        ]);
+        let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        rows.push(row(&figures));
     }
     let summary = medians(&rows);
     let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
@@ -525,6 +569,10 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
             "a28_1conn_p50_over_fsync_p50": g("a28_1conn_p50_ms") / g("fsync_p50_ms"),
             "a28_1conn_p99_over_fsync_p99": g("a28_1conn_p99_ms") / g("fsync_p99_ms"),
             "a28_1conn_mps_over_python_hl7": g("a28_1conn_mps") / g("python_hl7_1conn_mps"),
+            "s12_1conn_mps_over_a28_1conn": g("s12_1conn_mps") / g("a28_1conn_mps"),
+            "s12_16conn_mps_over_a28_16conn": g("s12_16conn_mps") / g("a28_16conn_mps"),
+            "p03_1conn_mps_over_a28_1conn": g("p03_1conn_mps") / g("a28_1conn_mps"),
+            "p03_16conn_mps_over_a28_16conn": g("p03_16conn_mps") / g("a28_16conn_mps"),
         },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

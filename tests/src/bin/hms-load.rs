@@ -1,6 +1,10 @@
 //! `hms-load`: load generator for the kiosk API. Prints one JSON object.
 //!
 //! Scenarios (DESIGN.md section 7):
+//! - `mllp`: HL7 over MLLP, one message at a time per connection, each
+//!   waiting for its ACK (anything but AA counts as an error); `--trigger`
+//!   A01 (admit into a configured bed), A28 (person add), S12 (an OR booking
+//!   in a configured OR room, [`siu_s12`]) or P03 (one charge, [`dft_p03`]);
 //! - `queries`: N keep-alive clients read unit bed lists and single beds as
 //!   fast as they can for a fixed time (bed query p99 at ≥ 5,000 req/s);
 //! - `assign`: durable bed mutations at a fixed total rate, each client
@@ -65,14 +69,18 @@ struct Args {
     /// mllp: total messages.
     #[arg(long, default_value_t = 10_000)]
     messages: usize,
-    /// mllp: number of the first message (control ids and MRNs count from
-    /// it), so that successive runs send new messages rather than duplicates.
+    /// mllp: number of the first message (control ids, MRNs, OR case ids
+    /// and charge transaction ids count from it), so that successive runs
+    /// send new messages rather than duplicates.
     #[arg(long, default_value_t = 0)]
     first: usize,
-    /// mllp: trigger to send: A01 (admit, each into its own configured bed) or A28 (person add).
-    #[arg(long, default_value = "A28")]
+    /// mllp: trigger to send: A01 (admit, each into its own configured bed),
+    /// A28 (person add), S12 (SIU new OR booking, spread over the configured
+    /// OR rooms and over days) or P03 (DFT posting one charge).
+    #[arg(long, default_value = "A28", value_parser = ["A01", "A28", "S12", "P03"])]
     trigger: String,
-    /// mllp, A01: the appliance's configuration, for the beds' HL7 locations.
+    /// mllp, A01 and S12: the appliance's configuration, for the beds' (A01)
+    /// or the OR rooms' (S12) HL7 locations.
     #[arg(long)]
     config: Option<std::path::PathBuf>,
     /// Concurrent keep-alive clients.
@@ -177,24 +185,135 @@ fn patient_query(r: &hms_domain::empi::Record) -> String {
     format!("/api/v1/patients?{}&limit=10", q.join("&"))
 }
 
-/// HL7 over MLLP: `clients` connections share `messages`; each connection
-/// sends one message, waits for its ACK, and so on.
+/// The first day OR cases are booked on, 2027-01-04 (a Monday), in days
+/// since 1970-01-01.
+const FIRST_OR_DAY: usize = 20_822;
+
+/// Slots per OR room and day: 07:00, 08:30, … 17:30.
+const OR_SLOTS: usize = 8;
+
+/// The civil date (year, month, day) `days` days after 1970-01-01
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: usize) -> (usize, usize, usize) {
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + usize::from(month <= 2);
+    (year, month, day)
+}
+
+/// The start of OR case `i` with `rooms` rooms, an HL7 time
+/// (`YYYYMMDDHHMM`, the hospital's zone): case `i` is in room `i % rooms`,
+/// in slot `(i / rooms) % 8` (07:00 + 90 min a slot) of day
+/// `i / (rooms * 8)` from 2027-01-04, so no two cases of a room overlap.
+fn or_start(i: usize, rooms: usize) -> String {
+    let rooms = rooms.max(1);
+    let (y, mo, d) = civil_from_days(FIRST_OR_DAY + i / (rooms * OR_SLOTS));
+    let minute = 7 * 60 + (i / rooms) % OR_SLOTS * 90;
+    format!("{y:04}{mo:02}{d:02}{:02}{:02}", minute / 60, minute % 60)
+}
+
+/// SIU^S12 number `i`: a new elective booking of case `LC{i}` (patient
+/// `LM{i}`) for 60 min, in OR room `i % rooms` (AIL-3 `rooms[i % rooms]`)
+/// at [`or_start`]. The start is in SCH-11.4 and AIS-4, the duration in
+/// SCH-9/10 and AIS-7/8; procedure (AIS-3) and surgeon (AIP-3) rotate.
+fn siu_s12(i: usize, rooms: &[String]) -> String {
+    let start = or_start(i, rooms.len());
+    let room = &rooms[i % rooms.len()];
+    let (procedure, surgeon) = (i % 20, 1 + i % 30);
+    format!(
+        "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||SIU^S12^SIU_S12|LS{i}|P|2.5.1\r\
+         SCH|LC{i}^LOAD||||||ROUTINE||60|min|^^^{start}^^R\r\
+         PID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r\
+         RGS|1\r\
+         AIS|1||P{procedure:02}^Procedure {procedure}|{start}|||60|min\r\
+         AIL|1||{room}\r\
+         AIP|1||S{surgeon:02}^Load^Surgeon{surgeon}|SURG^Surgeon\r"
+    )
+}
+
+/// The charge codes `dft_p03` rotates through: (code, text, amount, diagnosis).
+const CHARGES: [(&str, &str, &str, &str); 5] = [
+    ("44970", "Laparoscopic appendectomy", "1250.00", "K35.80"),
+    (
+        "74177",
+        "CT abdomen and pelvis with contrast",
+        "310.25",
+        "R10.9",
+    ),
+    ("99223", "Initial hospital care", "225.00", "I10"),
+    ("36415", "Venipuncture", "12.50", "E11.9"),
+    ("J2270", "Morphine sulfate injection", "14.50", "M54.5"),
+];
+
+/// DFT^P03 number `i`: one charge (FT1, type CG, quantity 1), transaction
+/// `LT{i}`, on visit `LV{i % 5000}` (PV1-19) of patient `LM{i % 5000}`, with
+/// one diagnosis (DG1); the code rotates through [`CHARGES`].
+fn dft_p03(i: usize) -> String {
+    let v = i % 5000;
+    let (code, text, amount, dx) = CHARGES[i % CHARGES.len()];
+    format!(
+        "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||DFT^P03^DFT_P03|LF{i}|P|2.5.1\r\
+         EVN|P03|20261127101500\r\
+         PID|1||LM{v}^^^TH^MR||Load^Patient{v}||19700101|F\r\
+         PV1|1|I|OR^^^MAIN{}LV{v}\r\
+         FT1|1|LT{i}||20261127100000||CG|{code}^{text}^CPT4|||1|{amount}||OR\r\
+         DG1|1||{dx}^^I10\r",
+        "|".repeat(16)
+    )
+}
+
+/// Message `i` of the `mllp` scenario for `trigger`: `locations` are the
+/// beds' PV1-3 (A01) or the OR rooms' AIL-3 (S12), `people` the population
+/// records (A28 with `--population`).
+fn mllp_message(
+    trigger: &str,
+    i: usize,
+    locations: &[String],
+    people: &[hms_domain::empi::Record],
+) -> String {
+    match trigger {
+        "A01" => format!(
+            "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||ADT^A01^ADT_A01|L{i}|P|2.5.1\r\
+             EVN|A01|20261127101500\rPID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r\
+             PV1|1|I|{}||||||||||||||||LV{i}\r",
+            locations[i]
+        ),
+        "S12" => siu_s12(i, locations),
+        "P03" => dft_p03(i),
+        _ => format!(
+            "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|L{i}|P|2.5.1\r\
+             EVN|A28|20261127101500\r{}",
+            people.get(i).map_or_else(
+                || format!("PID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r"),
+                |r| population_pid(i, r)
+            )
+        ),
+    }
+}
+
+/// HL7 over MLLP: `clients` connections share `messages` (numbered from
+/// `--first`); each connection sends one message, waits for its ACK, and so
+/// on. Anything but an AA counts as an error.
 async fn mllp(a: &Args) -> anyhow::Result<Value> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let load = |cfg: &std::path::Path| {
+        firmware_config::load(cfg)
+            .map(|l| l.config)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let pl = |h: &firmware_config::Hl7Location| {
+        format!("{}^{}^{}^{}", h.point_of_care, h.room, h.bed, h.facility)
+    };
     let locations: Vec<String> = match (&a.trigger[..], &a.config) {
-        ("A01", Some(cfg)) => firmware_config::load(cfg)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .config
-            .beds
-            .iter()
-            .map(|b| {
-                format!(
-                    "{}^{}^{}^{}",
-                    b.hl7.point_of_care, b.hl7.room, b.hl7.bed, b.hl7.facility
-                )
-            })
-            .collect(),
+        ("A01", Some(cfg)) => load(cfg)?.beds.iter().map(|b| pl(&b.hl7)).collect(),
         ("A01", None) => bail!("--trigger A01 needs --config (the beds' HL7 locations)"),
+        ("S12", Some(cfg)) => load(cfg)?.or_rooms.iter().map(|r| pl(&r.hl7)).collect(),
+        ("S12", None) => bail!("--trigger S12 needs --config (the OR rooms' HL7 locations)"),
         _ => vec![],
     };
     if a.trigger == "A01" && a.first + a.messages > locations.len() {
@@ -203,6 +322,9 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
             a.messages,
             locations.len()
         );
+    }
+    if a.trigger == "S12" && locations.is_empty() {
+        bail!("--trigger S12 needs OR rooms; the configuration has no [[or_room]]");
     }
     let locations = Arc::new(locations);
     let people = Arc::new(if a.population && a.trigger == "A28" {
@@ -227,22 +349,7 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
             let mut errors = 0u64;
             let mut buf = vec![0u8; 8192];
             for i in share {
-                let body = match trigger.as_str() {
-                    "A01" => format!(
-                        "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||ADT^A01^ADT_A01|L{i}|P|2.5.1\r\
-                         EVN|A01|20261127101500\rPID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r\
-                         PV1|1|I|{}||||||||||||||||LV{i}\r",
-                        locations[i]
-                    ),
-                    _ => format!(
-                        "MSH|^~\\&|LOAD|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|L{i}|P|2.5.1\r\
-                         EVN|A28|20261127101500\r{}",
-                        people.get(i).map_or_else(
-                            || format!("PID|1||LM{i}^^^TH^MR||Load^Patient{i}||19700101|F\r"),
-                            |r| population_pid(i, r)
-                        )
-                    ),
-                };
+                let body = mllp_message(&trigger, i, &locations, &people);
                 let mut frame = vec![0x0b];
                 frame.extend_from_slice(body.as_bytes());
                 frame.extend_from_slice(&[0x1c, 0x0d]);
@@ -258,6 +365,14 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
                 }
                 let _ = h.record(sent.elapsed().as_micros().max(1) as u64);
                 if !got.windows(7).any(|w| w == b"\rMSA|AA") {
+                    if errors == 0 {
+                        eprintln!(
+                            "hms-load: mllp: message {i} answered: {}",
+                            String::from_utf8_lossy(&got)
+                                .trim_matches(['\x0b', '\x1c', '\r'])
+                                .replace('\r', " | ")
+                        );
+                    }
                     errors += 1;
                 }
             }
@@ -269,6 +384,7 @@ async fn mllp(a: &Args) -> anyhow::Result<Value> {
     Ok(json!({
         "scenario": "mllp",
         "trigger": a.trigger,
+        "first": a.first,
         "connections": clients,
         "messages": all.len(),
         "errors": errors,
@@ -1484,5 +1600,63 @@ mod kiosks {
                 ["hms_session=abc; HttpOnly"]
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The `mllp` scenario's SIU and DFT messages.
+
+    use super::*;
+
+    /// Field `n` of the segment `seg` of `msg` (MSH counted as HL7 does).
+    fn field<'a>(msg: &'a str, seg: &str, n: usize) -> &'a str {
+        let s = msg
+            .split('\r')
+            .find(|s| s.starts_with(seg))
+            .unwrap_or_else(|| panic!("no {seg} in {msg:?}"));
+        let n = if seg == "MSH" { n - 1 } else { n };
+        s.split('|').nth(n).unwrap_or_default()
+    }
+
+    #[test]
+    fn or_cases_spread_over_rooms_slots_and_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(FIRST_OR_DAY), (2027, 1, 4));
+        assert_eq!(civil_from_days(FIRST_OR_DAY + 56), (2027, 3, 1));
+        assert_eq!(or_start(0, 20), "202701040700");
+        assert_eq!(or_start(19, 20), "202701040700");
+        assert_eq!(or_start(20, 20), "202701040830");
+        assert_eq!(or_start(159, 20), "202701041730");
+        assert_eq!(or_start(160, 20), "202701050700");
+        assert_eq!(or_start(160 * 28, 20), "202702010700");
+    }
+
+    #[test]
+    fn siu_and_dft_fields_sit_where_the_appliance_reads_them() {
+        let rooms = vec!["OR^OR-01^^MAIN".to_owned(), "OR^OR-02^^MAIN".to_owned()];
+        let m = siu_s12(3, &rooms);
+        assert_eq!(field(&m, "MSH", 9), "SIU^S12^SIU_S12");
+        assert_eq!(field(&m, "MSH", 10), "LS3");
+        assert_eq!(field(&m, "SCH", 1), "LC3^LOAD");
+        assert_eq!(field(&m, "SCH", 7), "ROUTINE");
+        assert_eq!(field(&m, "SCH", 9), "60");
+        assert_eq!(field(&m, "SCH", 10), "min");
+        assert_eq!(field(&m, "SCH", 11), "^^^202701040830^^R");
+        assert_eq!(field(&m, "AIS", 4), "202701040830");
+        assert_eq!(field(&m, "AIS", 7), "60");
+        assert_eq!(field(&m, "AIL", 3), "OR^OR-02^^MAIN");
+        assert_eq!(field(&m, "AIP", 4), "SURG^Surgeon");
+
+        let m = dft_p03(5007);
+        assert_eq!(field(&m, "MSH", 9), "DFT^P03^DFT_P03");
+        assert_eq!(field(&m, "MSH", 10), "LF5007");
+        assert_eq!(field(&m, "PV1", 19), "LV7");
+        assert_eq!(field(&m, "FT1", 2), "LT5007");
+        assert_eq!(field(&m, "FT1", 6), "CG");
+        assert_eq!(field(&m, "FT1", 7), "99223^Initial hospital care^CPT4");
+        assert_eq!(field(&m, "FT1", 10), "1");
+        assert_eq!(field(&m, "FT1", 11), "225.00");
+        assert_eq!(field(&m, "FT1", 13), "OR");
     }
 }
