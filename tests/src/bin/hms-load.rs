@@ -11,6 +11,13 @@
 //!   cycling its own beds through assign → release → clean (assignment p99);
 //! - `mass-casualty`: M simultaneous placements of new encounters into units
 //!   with free beds; checks failures and double assignments afterwards;
+//!   with `--or-add-ons N`, N emergency OR add-on cases leave at the same
+//!   moment, each into a room with an elective list, and every elective case
+//!   they displace must show as bumped;
+//! - `or-day`: a synthetic day of the OR suite and its charges over MLLP,
+//!   compared with the generator's truth exactly (`hms_e2e::or_day`);
+//! - `coding-eval`: coding suggestions' top-5 hit rate on held-out synthetic
+//!   visits against the fallback's;
 //! - `patients`: ranked patient look-ups by name and birth date against an
 //!   index the `mllp` scenario filled with `--population` demographics;
 //! - `kiosks`: the kiosk web app's unit boards: many open live streams
@@ -52,6 +59,12 @@ enum Scenario {
     /// The kiosk web app: `--streams` live unit-board streams, bed changes at
     /// `--rate` for `--seconds`, change-to-stream latency, board page vs `/health`.
     Kiosks,
+    /// A synthetic day of the configuration's OR suite and its charges
+    /// (SIU and DFT over `--mllp`), compared with the generator's truth.
+    OrDay,
+    /// Coding suggestions: `--days` days of synthetic charges, all but the
+    /// last as history; top-5 hit rate on the last day's visits.
+    CodingEval,
 }
 
 #[derive(Debug, Parser)]
@@ -109,6 +122,23 @@ struct Args {
     /// kiosks: live unit-board streams open at once, spread round-robin over the units.
     #[arg(long, default_value_t = 500)]
     streams: usize,
+    /// or-day, coding-eval, mass-casualty with --or-add-ons: the appliance's MLLP address.
+    #[arg(long)]
+    mllp: Option<SocketAddr>,
+    /// or-day, coding-eval: the generator's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// or-day: the day (`YYYY-MM-DD`); coding-eval: the first day.
+    #[arg(long, default_value = "2027-03-01")]
+    date: String,
+    /// mass-casualty: emergency add-on OR cases sent over `--mllp` at the same
+    /// moment as the admissions, each into a room of `--config` booked with an
+    /// elective list on `--date` beforehand; each add-on displaces two cases.
+    #[arg(long, default_value_t = 0)]
+    or_add_ons: usize,
+    /// coding-eval: days generated (the last is held out).
+    #[arg(long, default_value_t = 15)]
+    days: usize,
 }
 
 /// The first `n` records of the seeded population generator: message `i`
@@ -723,6 +753,75 @@ async fn assign(a: &Args) -> anyhow::Result<Value> {
     }))
 }
 
+/// For `--or-add-ons N`: books an elective list in each of N rooms on
+/// `--date` (07:00, 08:30, 10:00 and 11:30 UTC, an hour each) and returns
+/// the N emergency add-ons (08:00 UTC for 150 minutes: each overlaps the
+/// 08:30 and 10:00 cases of its room) to send with the admissions.
+async fn or_lists(a: &Args) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+    use hms_e2e::or_day::{Booking, rooms, send};
+    if a.or_add_ons == 0 {
+        return Ok(vec![]);
+    }
+    let mllp = a.mllp.context("--or-add-ons needs --mllp")?;
+    let cfg = a
+        .config
+        .as_ref()
+        .context("--or-add-ons needs --config (the OR rooms)")?;
+    let rooms = rooms(cfg)?;
+    if rooms.len() < a.or_add_ons {
+        bail!(
+            "{} add-ons need as many OR rooms; the hospital has {}",
+            a.or_add_ons,
+            rooms.len()
+        );
+    }
+    let ymd = a.date.replace('-', "");
+    let at = |h: u32, m: u32| format!("{ymd}{h:02}{m:02}00+0000");
+    let mut electives = vec![];
+    let mut add_ons = vec![];
+    for (r, room) in rooms.iter().take(a.or_add_ons).enumerate() {
+        for (k, (h, m)) in [(7, 0), (8, 30), (10, 0), (11, 30)].into_iter().enumerate() {
+            let case = format!("MCE-{ymd}-{r}-{k}");
+            electives.push(
+                Booking {
+                    trigger: "S12",
+                    control: &format!("MCE-{ymd}-{r}-{k}"),
+                    case: &case,
+                    room_pl: &room.pl,
+                    start: &at(h, m),
+                    minutes: 60,
+                    urgent: false,
+                    visit: &format!("MCEV-{r}-{k}"),
+                    procedure: "knee_arthroscopy",
+                    surgeon: "S05",
+                }
+                .message(&at(6, 0)),
+            );
+        }
+        add_ons.push((
+            Booking {
+                trigger: "S12",
+                control: &format!("MCU-{ymd}-{r}"),
+                case: &format!("MCU-{ymd}-{r}"),
+                room_pl: &room.pl,
+                start: &at(8, 0),
+                minutes: 150,
+                urgent: true,
+                visit: &format!("MCUV-{r}"),
+                procedure: "colectomy",
+                surgeon: "S11",
+            }
+            .message(&at(7, 55)),
+            mllp,
+        ));
+    }
+    let acks = send(mllp, &electives).await?;
+    if acks.iter().any(|a| a != "AA") {
+        bail!("the elective lists were not all accepted: {acks:?}");
+    }
+    Ok(add_ons)
+}
+
 async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
     let units = units(a.addr, &a.token).await?;
     // Spread the admissions over units in proportion to their free beds.
@@ -748,8 +847,9 @@ async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
     for i in 0..a.admissions {
         conns.push(Conn::connect_as(a.addr, Some(&a.token), Some(i)).await?);
     }
+    let add_ons = or_lists(a).await?;
     let unit_ids: Arc<Vec<String>> = Arc::new(units.iter().map(|(u, _)| u.clone()).collect());
-    let barrier = Arc::new(Barrier::new(a.admissions + 1));
+    let barrier = Arc::new(Barrier::new(a.admissions + add_ons.len() + 1));
     let mut tasks = vec![];
     for (i, mut c) in conns.into_iter().enumerate() {
         let first = plan.get(i).cloned().unwrap_or_else(|| units[0].0.clone());
@@ -776,8 +876,29 @@ async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
             (result, sent.elapsed())
         }));
     }
+    // The add-ons leave at the same moment as the admissions, one
+    // connection each.
+    let mut or_tasks = vec![];
+    for (msg, mllp) in add_ons.iter().cloned() {
+        let barrier = barrier.clone();
+        or_tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let acks = hms_e2e::or_day::send(mllp, &[msg]).await;
+            (acks, Instant::now())
+        }));
+    }
     barrier.wait().await;
     let start = Instant::now();
+    let mut or_done = start;
+    let mut or_errors = 0;
+    for t in or_tasks {
+        let (acks, at) = t.await?;
+        or_done = or_done.max(at);
+        if !acks.is_ok_and(|a| a == ["AA"]) {
+            or_errors += 1;
+        }
+    }
+    let or_ms = or_done.duration_since(start).as_secs_f64() * 1000.0;
     let mut h = histogram();
     let mut failures = 0;
     let mut beds = vec![];
@@ -807,8 +928,36 @@ async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
     }
     let distinct: HashSet<_> = beds.iter().collect();
     let double = (beds.len() - distinct.len()) + holders.values().filter(|v| v.len() > 1).count();
+    let (mut bumped_found, mut elective_cases) = (0usize, 0usize);
+    if !add_ons.is_empty() {
+        let day = probe
+            .get(&format!("/api/v1/or/cases?date={}", a.date))
+            .await?
+            .json()?;
+        for c in day["cases"].as_array().into_iter().flatten() {
+            if c["case_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("MCE-"))
+            {
+                elective_cases += 1;
+                if c["status"] == "bumped"
+                    && c["bumped_by"]
+                        .as_str()
+                        .is_some_and(|b| b.starts_with("MCU-"))
+                {
+                    bumped_found += 1;
+                }
+            }
+        }
+    }
     Ok(json!({
         "scenario": "mass-casualty",
+        "or_add_ons": add_ons.len(),
+        "or_add_on_errors": or_errors,
+        "or_elective_cases": elective_cases,
+        "or_bumped_expected": 2 * add_ons.len(),
+        "or_bumped": bumped_found,
+        "or_add_ons_done_ms": or_ms,
         "admissions": a.admissions,
         "placed": beds.len(),
         "failures": failures,
@@ -817,6 +966,39 @@ async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
         "all_done_ms": wall.as_secs_f64() * 1000.0,
         "latency": summary(&h),
     }))
+}
+
+/// The `or-day` and `coding-eval` scenarios ([`hms_e2e::or_day`]).
+async fn or_day(a: &Args) -> anyhow::Result<Value> {
+    use hms_e2e::or_day::{add_days, check_day, coding_eval, generate, rooms};
+    let mllp = a
+        .mllp
+        .context("--mllp (the appliance's MLLP address) is needed")?;
+    if !mllp.ip().is_loopback() {
+        bail!("hms-load only targets loopback addresses");
+    }
+    let cfg = a
+        .config
+        .as_ref()
+        .context("--config (the appliance's configuration, for its OR rooms) is needed")?;
+    let rooms = rooms(cfg)?;
+    Ok(match a.scenario {
+        Scenario::OrDay => {
+            let day = generate(a.seed, &rooms, &a.date);
+            let mut v = check_day(a.addr, mllp, &a.token, &day).await?;
+            v["scenario"] = json!("or-day");
+            v["rooms"] = json!(rooms.len());
+            v
+        }
+        _ => {
+            let days: Vec<_> = (0..a.days.max(2))
+                .map(|i| generate(a.seed + i as u64, &rooms, &add_days(&a.date, i as i64)))
+                .collect();
+            let mut v = coding_eval(a.addr, mllp, &a.token, &days).await?;
+            v["scenario"] = json!("coding-eval");
+            v
+        }
+    })
 }
 
 #[tokio::main]
@@ -835,6 +1017,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::MassCasualty => mass_casualty(&a).await?,
         Scenario::Patients => queries(&a, Reads::Patients).await?,
         Scenario::Kiosks => kiosks::run(&a).await?,
+        Scenario::OrDay | Scenario::CodingEval => or_day(&a).await?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
