@@ -395,7 +395,7 @@ pub fn generate(seed: u64, rooms: &[Room], date: &str) -> Day {
             // share, and now and then an unspecified one.
             let primary = match g.rng.below(20) {
                 0..=2 => "R69",
-                k => PROCEDURES[proc_ix].dx[(k % 3) as usize],
+                k => PROCEDURES[proc_ix].dx[k % 3],
             };
             let mut dx = vec![primary.to_owned()];
             if g.rng.below(3) == 0 {

@@ -4,6 +4,9 @@
 //! suggestions learned from a week of charges beat the fallback on the
 //! held-out day's visits.
 
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
