@@ -4,7 +4,7 @@
 //! a fresh appliance on the 2,000-bed hospital and measures, in this order:
 //! the disk's fsync latency back to back and at 500 fsyncs a second (peers of
 //! durable writes), the mass-casualty
-//! scenario, `/health` at 5,000 req/s as the HTTP floor (peer of bed
+//! scenario (200 admissions with 5 emergency OR add-ons at the same moment), `/health` at 5,000 req/s as the HTTP floor (peer of bed
 //! queries), bed queries at 5,000 req/s over many keep-alive clients, bed
 //! queries closed-loop (saturation throughput), durable assignments at
 //! 500 req/s, and the appliance's RSS. Prints every result and a summary with medians across runs
@@ -277,16 +277,32 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let (fsync_p50, fsync_p99) = fsync_peer(&data)?;
         // The peer of writes paced at 500 req/s: fsyncs at the same pace.
         let (paced_p50, paced_p99) = fsync_probe(&data, 2_500, Some(Duration::from_millis(2)))?;
-        let app = start(&edge, &config, &data, false)?;
+        let app = start(&edge, &config, &data, true)?;
         let pid = app.pid();
         let rss_start = rss_mb(pid);
         let viewer = create_token(&edge, &data, "viewer", "bench-kiosk")?;
         let manager = create_token(&edge, &data, "bed_manager", "bench-bm")?;
+        let mllp = app
+            .mllp
+            .clone()
+            .context("the appliance did not open MLLP")?;
+        let config_s = config.display().to_string();
         let mci = load(
             &load_bin,
             &app.addr,
             &manager,
-            &["--scenario", "mass-casualty", "--admissions", "200"],
+            &[
+                "--scenario",
+                "mass-casualty",
+                "--admissions",
+                "200",
+                "--or-add-ons",
+                "5",
+                "--mllp",
+                &mllp,
+                "--config",
+                &config_s,
+            ],
         )?;
         let paced = ["--clients", &clients, "--seconds", &secs, "--rate", "5000"];
         let floor = load(
@@ -341,6 +357,9 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ("mci_failures", num(&mci, "/failures")),
             ("mci_double_assignments", num(&mci, "/double_assignments")),
             ("mci_all_done_ms", num(&mci, "/all_done_ms")),
+            ("mci_or_add_ons_done_ms", num(&mci, "/or_add_ons_done_ms")),
+            ("mci_or_bumped", num(&mci, "/or_bumped")),
+            ("mci_or_bumped_expected", num(&mci, "/or_bumped_expected")),
             ("health_rps", num(&floor, "/throughput_rps")),
             ("health_p99_ms", num(&floor, "/latency/p99_ms")),
             ("query_rps", num(&q, "/throughput_rps")),
@@ -573,6 +592,100 @@ pub fn mllp(root: &Path, args: &[String]) -> anyhow::Result<()> {
             "s12_16conn_mps_over_a28_16conn": g("s12_16conn_mps") / g("a28_16conn_mps"),
             "p03_1conn_mps_over_a28_1conn": g("p03_1conn_mps") / g("a28_1conn_mps"),
             "p03_16conn_mps_over_a28_16conn": g("p03_16conn_mps") / g("a28_16conn_mps"),
+        },
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `cargo xtask bench or-day [--runs N]`: on the 2,000-bed hospital's
+/// 20-room OR suite (release build, a fresh data dir per run): the
+/// mass-casualty scenario with 5 emergency OR add-ons beside 200 admissions,
+/// a synthetic OR day and its charges checked against the generator's truth,
+/// and the coding suggestions' top-5 hit rate on a held-out day after 14
+/// days of history, against the fallback's.
+pub fn or_day(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let s = parse(args)?;
+    let (edge, load_bin) = build_release()?;
+    let config = root.join("config/hospital-2000.toml");
+    let config_s = config.display().to_string();
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = vec![];
+    for run_no in 1..=s.runs {
+        eprintln!("xtask: bench or-day run {run_no}/{}", s.runs);
+        let data = fresh_data_dir()?;
+        let app = start(&edge, &config, &data, true)?;
+        let manager = create_token(&edge, &data, "bed_manager", "bench-or")?;
+        let mllp = app
+            .mllp
+            .clone()
+            .context("the appliance did not open MLLP")?;
+        let with = |extra: &[&str]| -> Vec<String> {
+            ["--mllp", mllp.as_str(), "--config", config_s.as_str()]
+                .iter()
+                .chain(extra)
+                .map(|x| (*x).to_owned())
+                .collect()
+        };
+        fn args(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        let mci = with(&[
+            "--scenario",
+            "mass-casualty",
+            "--admissions",
+            "200",
+            "--or-add-ons",
+            "5",
+        ]);
+        let mci = load(&load_bin, &app.addr, &manager, &args(&mci))?;
+        let seed = run_no.to_string();
+        let day = with(&[
+            "--scenario",
+            "or-day",
+            "--seed",
+            &seed,
+            "--date",
+            "2027-03-01",
+        ]);
+        let day = load(&load_bin, &app.addr, &manager, &args(&day))?;
+        let eval = with(&[
+            "--scenario",
+            "coding-eval",
+            "--seed",
+            &seed,
+            "--days",
+            "15",
+            "--date",
+            "2027-04-01",
+        ]);
+        let eval = load(&load_bin, &app.addr, &manager, &args(&eval))?;
+        drop(app);
+        rows.push(row(&[
+            ("mci_all_done_ms", num(&mci, "/all_done_ms")),
+            ("mci_failures", num(&mci, "/failures")),
+            ("mci_or_add_ons_done_ms", num(&mci, "/or_add_ons_done_ms")),
+            ("mci_or_bumped", num(&mci, "/or_bumped")),
+            ("mci_or_bumped_expected", num(&mci, "/or_bumped_expected")),
+            ("or_day_ok", if day["ok"] == true { 1.0 } else { 0.0 }),
+            ("or_day_messages", num(&day, "/messages")),
+            ("or_day_cases", num(&day, "/cases")),
+            ("or_day_visits", num(&day, "/visits")),
+            ("or_day_send_seconds", num(&day, "/send_seconds")),
+            ("coding_test_visits", num(&eval, "/test_visits")),
+            ("coding_top5_hit_rate", num(&eval, "/top5_hit_rate")),
+            (
+                "coding_fallback_top5_hit_rate",
+                num(&eval, "/fallback_top5_hit_rate"),
+            ),
+        ]));
+    }
+    let summary = medians(&rows);
+    let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
+    let out = serde_json::json!({
+        "runs": s.runs,
+        "median": summary,
+        "ratios": {
+            "coding_top5_over_fallback": g("coding_top5_hit_rate") / g("coding_fallback_top5_hit_rate"),
         },
     });
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -434,6 +434,9 @@ fn main() -> ExitCode {
         Some("test") => ort_library().and_then(|ort| test_all(&ort, false)),
         Some("demo") => demo::run(&root(), &args[1..]),
         Some("demo-day") => demo::day(&args[1..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("or-day") => {
+            bench::or_day(&root(), &args[2..])
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("mllp") => {
             bench::mllp(&root(), &args[2..])
         }
@@ -458,7 +461,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }
