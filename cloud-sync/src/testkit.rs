@@ -615,8 +615,10 @@ impl LogBuilder {
 
 /// Bodies for hand-built logs.
 pub mod body {
+    use hms_domain::charge::{Charge, ChargeKind, ChargeStatus};
     use hms_domain::{
-        BedAttributes, BedState, EventBody, LevelOfCare, Mrn, PatientRef, Transition,
+        BedAttributes, BedState, CaseChange, CasePrediction, CaseStatus, EventBody, LevelOfCare,
+        Mrn, OrCase, PatientRef, Priority, Timestamp, Transition,
     };
 
     use super::id;
@@ -724,6 +726,113 @@ pub mod body {
             phone: None,
             visit: None,
             class: None,
+        }
+    }
+
+    /// A transaction of `cents` dated `date` (RFC 3339), posted.
+    pub fn charge(transaction_id: &str, date: &str, kind: ChargeKind, cents: i64) -> Charge {
+        Charge {
+            transaction_id: transaction_id.to_owned(),
+            visit: Some(id("V1")),
+            patient: None,
+            unit: Some("SURG".into()),
+            date: Timestamp::from_millis(super::at(date)),
+            kind,
+            code: "44970".into(),
+            code_system: None,
+            description: None,
+            quantity: if kind == ChargeKind::Credit { -1 } else { 1 },
+            amount_cents: Some(cents),
+            department: None,
+            diagnoses: vec![],
+            status: ChargeStatus::Posted,
+        }
+    }
+
+    /// `billing.charge_posted` of `charge`.
+    pub fn posted(charge: &Charge) -> EventBody {
+        EventBody::ChargePosted {
+            charge: charge.clone(),
+        }
+    }
+
+    /// `billing.charge_reversed` of `charge`, as the appliance writes it
+    /// (the posted charge, marked reversed).
+    pub fn reversed(charge: &Charge) -> EventBody {
+        EventBody::ChargeReversed {
+            charge: Charge {
+                status: ChargeStatus::Reversed,
+                ..charge.clone()
+            },
+        }
+    }
+
+    /// An OR case, version 1, scheduled in `room` at `start` (RFC 3339)
+    /// for `booked` minutes.
+    pub fn or_case(case: &str, room: &str, start: &str, booked: u32) -> OrCase {
+        OrCase {
+            case_id: id(case),
+            room: id(room),
+            status: CaseStatus::Scheduled,
+            priority: Priority::Elective,
+            start: Timestamp::from_millis(super::at(start)),
+            booked_minutes: booked,
+            procedure: None,
+            procedure_text: None,
+            surgeon: None,
+            surgeon_name: None,
+            asa: None,
+            patient: None,
+            visit: None,
+            bumped_by: None,
+            actual_start: None,
+            actual_minutes: None,
+            version: 1,
+        }
+    }
+
+    /// `or.case_<change>` leaving `case` as it is.
+    pub fn case_changed(change: CaseChange, case: &OrCase) -> EventBody {
+        EventBody::OrCaseChanged {
+            change,
+            case: case.clone(),
+        }
+    }
+
+    /// The next version of `case` after `change`: its status follows the
+    /// change (`completed` with `actual` minutes).
+    pub fn changed(case: &mut OrCase, change: CaseChange, actual: Option<u32>) -> EventBody {
+        case.version += 1;
+        case.status = match change {
+            CaseChange::Scheduled | CaseChange::Rescheduled | CaseChange::Modified => {
+                CaseStatus::Scheduled
+            }
+            CaseChange::Cancelled => CaseStatus::Cancelled,
+            CaseChange::Deleted => CaseStatus::Deleted,
+            CaseChange::NoShow => CaseStatus::NoShow,
+            CaseChange::Bumped => CaseStatus::Bumped,
+            CaseChange::Completed => CaseStatus::Completed,
+        };
+        if change == CaseChange::Completed {
+            case.actual_start = Some(case.start);
+            case.actual_minutes = actual;
+        }
+        case_changed(change, case)
+    }
+
+    /// `or.case_predicted`: `minutes` for `case` at its current version.
+    pub fn predicted(case: &OrCase, minutes: u32) -> EventBody {
+        EventBody::OrCasePredicted {
+            prediction: CasePrediction {
+                case_id: case.case_id.clone(),
+                version: case.version,
+                room: case.room.clone(),
+                start: case.start,
+                booked_minutes: case.booked_minutes,
+                minutes,
+                source: "model".into(),
+                reason: None,
+            },
         }
     }
 

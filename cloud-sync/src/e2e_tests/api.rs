@@ -1,9 +1,10 @@
-//! The operator API over HTTP: tokens, hospitals, census and ADT volumes
-//! from a hand-built event log, and its refusals.
+//! The operator API over HTTP: tokens, hospitals, census, ADT volumes,
+//! charges and OR utilisation from hand-built event logs, and its
+//! refusals.
 
 use hms_e2e::client::Conn;
 
-use crate::analytics::tests::{CENSUS, ward_log};
+use crate::analytics::tests::{CENSUS, CHARGES, ROOM_DAYS, revenue_or_log, ward_log};
 use crate::testkit::{Backend, Cloud, T, available, batch, now, serve};
 
 on_each_backend!(
@@ -23,6 +24,8 @@ async fn the_operator_api_needs_a_valid_token() {
             "/api/v1/hospitals",
             "/api/v1/hospitals/h1/census?from=2026-03-02T00:00:00Z&to=2026-03-02T01:00:00Z",
             "/api/v1/hospitals/h1/adt-volumes?from=2026-03-02&to=2026-03-02",
+            "/api/v1/hospitals/h1/charges/daily?from=2026-03-02&to=2026-03-02",
+            "/api/v1/hospitals/h1/or/utilisation?from=2026-03-02&to=2026-03-02",
             "/api/v1/replication",
         ] {
             let r = c.get(path).await.expect("get");
@@ -150,6 +153,243 @@ async fn hospitals_census_and_adt_volumes_from_the_stored_log(backend: Backend) 
             "2026-03-04 0/0/0/0",
         ]
     );
+}
+
+/// Charges and OR utilisation of a log shipped as signed batches through
+/// the sync API (SQLite: the figures come from the projection, which does
+/// not depend on the backend).
+#[tokio::test]
+async fn charges_and_or_utilisation_from_a_shipped_log() {
+    let cloud = Cloud::primary("eu-west", &["h1", "h2"]);
+    let at = serve(cloud.state.clone(), None).await;
+    let log = revenue_or_log();
+    let ep = at.http();
+    let token = cloud.token("ops");
+    let mut c = Conn::connect(at.addr, Some(&token)).await.expect("connect");
+    let charges = "/api/v1/hospitals/h1/charges/daily?from=2026-03-01&to=2026-03-04";
+    let or = "/api/v1/hospitals/h1/or/utilisation?from=2026-03-01&to=2026-03-04";
+    // Shipped in two batches, asked in between: the cached projection
+    // catches up with the events after it (the reversal comes later).
+    let reversal = log
+        .iter()
+        .position(|e| e.kind == "billing.charge_reversed")
+        .expect("a reversal");
+    cloud_sync_client::push(
+        &ep,
+        cloud.signer("h1"),
+        &batch("h1", &log[..reversal]),
+        now(),
+        T,
+    )
+    .await
+    .expect("push");
+    let early = c.get(charges).await.expect("get").json().expect("json");
+    assert_eq!(early["days"][1]["total_cents"], 126_500);
+    assert_eq!(early["days"][1]["reversed"], 0);
+    cloud_sync_client::push(
+        &ep,
+        cloud.signer("h1"),
+        &batch("h1", &log[reversal..]),
+        now(),
+        T,
+    )
+    .await
+    .expect("push");
+
+    let r = c.get(charges).await.expect("get");
+    assert_eq!(r.status, 200);
+    let v = r.json().expect("json");
+    let days: Vec<serde_json::Value> = CHARGES
+        .iter()
+        .map(|(date, cents, transactions, credits, reversed)| {
+            serde_json::json!({
+                "date": date, "total_cents": cents,
+                "total": hms_domain::charge::format_cents(*cents),
+                "transactions": transactions, "credits": credits, "reversed": reversed,
+            })
+        })
+        .collect();
+    assert_eq!(v, serde_json::json!({ "hospital": "h1", "days": days }));
+    assert_eq!(v["days"][1]["total"], "1245.00");
+    assert_eq!(v["days"][2]["total"], "130.50");
+
+    let v = c.get(or).await.expect("get").json().expect("json");
+    let room_day = |room: &str,
+                    date: &str,
+                    figures: [u64; 7],
+                    rate: serde_json::Value,
+                    [cancelled, bumped, no_show]: [u64; 3]| {
+        let [
+            cases,
+            booked,
+            predicted,
+            predicted_cases,
+            actual,
+            completed,
+            overruns,
+        ] = figures;
+        serde_json::json!({
+            "room": room, "date": date, "cases": cases, "booked_minutes": booked,
+            "predicted_minutes": predicted, "predicted_cases": predicted_cases,
+            "actual_minutes": actual, "completed_cases": completed, "overruns": overruns,
+            "overrun_rate": rate, "cancelled": cancelled, "bumped": bumped, "no_show": no_show,
+        })
+    };
+    let want = [
+        room_day(
+            "OR-1",
+            "2026-03-02",
+            [4, 300, 315, 3, 260, 3, 1],
+            0.5.into(),
+            [0, 1, 0],
+        ),
+        room_day(
+            "OR-2",
+            "2026-03-02",
+            [0; 7],
+            serde_json::Value::Null,
+            [1, 0, 1],
+        ),
+        room_day(
+            "OR-2",
+            "2026-03-03",
+            [1, 90, 80, 1, 0, 0, 0],
+            serde_json::Value::Null,
+            [0, 0, 0],
+        ),
+    ];
+    assert_eq!(ROOM_DAYS.len(), want.len());
+    assert_eq!(v, serde_json::json!({ "hospital": "h1", "rooms": want }));
+    // One room; a range with none of its cases; a deleted case's room.
+    let v = c
+        .get("/api/v1/hospitals/h1/or/utilisation?from=2026-03-03&to=2026-03-03&room=OR-2")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(v["rooms"], serde_json::json!([want[2]]));
+    for path in [
+        "/api/v1/hospitals/h1/or/utilisation?from=2026-03-03&to=2026-03-09&room=OR-1",
+        "/api/v1/hospitals/h1/or/utilisation?from=2026-03-01&to=2026-03-04&room=OR-3",
+    ] {
+        let v = c.get(path).await.expect("get").json().expect("json");
+        assert_eq!(v["rooms"], serde_json::json!([]), "{path}");
+    }
+    // A hospital without events: every day listed, all zero; no room.
+    let v = c
+        .get("/api/v1/hospitals/h2/charges/daily?from=2026-03-02&to=2026-03-02")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(
+        v["days"],
+        serde_json::json!([{"date": "2026-03-02", "total_cents": 0, "total": "0.00",
+                            "transactions": 0, "credits": 0, "reversed": 0}])
+    );
+    let v = c
+        .get("/api/v1/hospitals/h2/or/utilisation?from=2026-03-02&to=2026-03-02")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    assert_eq!(v, serde_json::json!({ "hospital": "h2", "rooms": [] }));
+
+    // Refusals: problem documents.
+    let day = "from=2026-03-02&to=2026-03-02";
+    for (path, status) in [
+        (format!("/api/v1/hospitals/h9/charges/daily?{day}"), 404),
+        (format!("/api/v1/hospitals/h9/or/utilisation?{day}"), 404),
+        (
+            format!("/api/v1/hospitals/h1/or/utilisation?{day}&room=OR-9"),
+            404,
+        ),
+        (
+            format!("/api/v1/hospitals/h2/or/utilisation?{day}&room=OR-1"),
+            404,
+        ),
+        (
+            format!("/api/v1/hospitals/h1/or/utilisation?{day}&room=bad%20room"),
+            400,
+        ),
+        (
+            format!("/api/v1/hospitals/h1/charges/daily?{day}&room=OR-1"),
+            400,
+        ),
+        (
+            format!("/api/v1/hospitals/h1/or/utilisation?{day}&unit=3W"),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/charges/daily?from=2026-03-02".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/or/utilisation?to=2026-03-02".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/charges/daily?from=2026-03-02T00:00:00Z&to=2026-03-03".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/or/utilisation?from=2026-02-30&to=2026-03-03".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/charges/daily?from=2026-03-03&to=2026-03-02".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/or/utilisation?from=2026-03-03&to=2026-03-02".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/charges/daily?from=2025-03-01&to=2026-03-02".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/or/utilisation?from=2025-03-01&to=2026-03-02".into(),
+            400,
+        ),
+        // Before the days kept (400 days up to the log's latest event, 2026-03-03).
+        (
+            "/api/v1/hospitals/h1/charges/daily?from=2025-01-27&to=2025-01-28".into(),
+            400,
+        ),
+        (
+            "/api/v1/hospitals/h1/or/utilisation?from=2025-01-27&to=2025-01-28".into(),
+            400,
+        ),
+    ] {
+        let r = c.get(&path).await.expect("get");
+        assert_eq!(
+            r.status,
+            status,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/problem+json"),
+            "{path}"
+        );
+    }
+    // The first day kept answers.
+    let r = c
+        .get("/api/v1/hospitals/h1/charges/daily?from=2025-01-28&to=2025-01-28")
+        .await
+        .expect("get");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = c
+        .get("/api/v1/hospitals/h1/charges/daily?from=2025-01-27&to=2025-01-28")
+        .await
+        .expect("get");
+    let detail = r.json().expect("json")["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(detail.contains("kept from 2025-01-28 on"), "{detail}");
 }
 
 async fn unknown_hospitals_and_units_are_404_and_bad_queries_400(backend: Backend) {

@@ -76,6 +76,18 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, Scope)> {
             None,
             Scope::Read,
         ),
+        (
+            Method::GET,
+            "/api/v1/hospitals/h1/charges/daily?from=2026-03-02&to=2026-03-02",
+            None,
+            Scope::Read,
+        ),
+        (
+            Method::GET,
+            "/api/v1/hospitals/h1/or/utilisation?from=2026-03-02&to=2026-03-02",
+            None,
+            Scope::Read,
+        ),
         (Method::GET, "/api/v1/replication", None, Scope::Read),
         (
             Method::POST,

@@ -20,6 +20,12 @@
 //!   occupied beds per unit at each hour boundary in `[from, to]`.
 //! - `GET /api/v1/hospitals/{hospital}/adt-volumes?from=DATE&to=DATE`: ADT
 //!   event counts per UTC day, by kind.
+//! - `GET /api/v1/hospitals/{hospital}/charges/daily?from=DATE&to=DATE`:
+//!   charges per UTC day of the transaction date (total, transactions,
+//!   credits, reversed).
+//! - `GET /api/v1/hospitals/{hospital}/or/utilisation?from=DATE&to=DATE[&room=R]`:
+//!   OR cases per room and UTC day of the booked start (booked, predicted
+//!   and actual minutes, overruns, cancellations, bumps, no-shows).
 //! - `GET /api/v1/replication`: DR replication per hospital.
 //! - `POST /api/v1/empi/records`: match-or-create a patient record in the
 //!   regional EMPI → `{eid, decision, score}`; `GET
@@ -40,8 +46,11 @@
 //!   body says `"replace": true`, and a replacement is audited in the
 //!   registry (who, which hospital, the nodes).
 //!
-//! Census and volumes come from [`crate::analytics`]. An unknown hospital or
-//! unit is a 404 problem, a bad query parameter a 400 problem. Every error
+//! Census, volumes, charges and OR utilisation come from
+//! [`crate::analytics`]; every one of them needs `read`. An unknown
+//! hospital, unit or OR room is a 404 problem, a bad query parameter (and a
+//! `from` before the first day the analytics hold charges or OR figures
+//! of, [`crate::analytics::RETAIN_DAYS`]) a 400 problem. Every error
 //! is a problem document ([`super::problem`]), chosen by the type of the
 //! error, never by its message.
 
@@ -52,17 +61,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hms_domain::{HospitalId, Timestamp, UnitId};
+use hms_domain::{HospitalId, OrRoomId, Timestamp, UnitId};
 use serde_json::json;
 
 use super::problem;
-use crate::analytics::{DAY_MS, HOUR_MS, hour_boundaries};
+use crate::analytics::{DAY_MS, HOUR_MS, RETAIN_DAYS, hour_boundaries};
 use crate::config::Mode;
 use crate::state::CloudState;
 pub use crate::store::registry::Scope;
 
-/// Longest census or volume range, in days.
+/// Longest census, volume, charges or OR utilisation range, in days.
 pub const MAX_RANGE_DAYS: i64 = 366;
+
+// A longest range up to the day of a hospital's latest event lies within
+// the days the analytics keep.
+const _: () = assert!(RETAIN_DAYS > MAX_RANGE_DAYS);
 
 /// The API routes.
 pub fn routes() -> Router<CloudState> {
@@ -70,6 +83,14 @@ pub fn routes() -> Router<CloudState> {
         .route("/api/v1/hospitals", get(hospitals).post(enrol))
         .route("/api/v1/hospitals/{hospital}/census", get(census))
         .route("/api/v1/hospitals/{hospital}/adt-volumes", get(adt_volumes))
+        .route(
+            "/api/v1/hospitals/{hospital}/charges/daily",
+            get(charges_daily),
+        )
+        .route(
+            "/api/v1/hospitals/{hospital}/or/utilisation",
+            get(or_utilisation),
+        )
         .route("/api/v1/replication", get(replication))
         .route("/api/v1/empi/records", axum::routing::post(empi_register))
         .route("/api/v1/empi/records/{source}/{local_id}", get(empi_record))
@@ -731,6 +752,30 @@ fn date_text(day: i64) -> String {
     Timestamp::from_millis(day * DAY_MS).to_rfc3339()[..10].to_owned()
 }
 
+/// `from` and `to` (`YYYY-MM-DD`) as day numbers, at most
+/// [`MAX_RANGE_DAYS`] days, inclusive.
+fn day_range(q: &HashMap<String, String>) -> Result<(i64, i64), String> {
+    let from = day("from", param(q, "from")?)?;
+    let to = day("to", param(q, "to")?)?;
+    if to < from {
+        return Err("to is before from".to_owned());
+    }
+    if to - from >= MAX_RANGE_DAYS {
+        return Err(format!("the range is longer than {MAX_RANGE_DAYS} days"));
+    }
+    Ok((from, to))
+}
+
+/// The 400 detail of a range that starts before the analytics' `floor`.
+fn before_floor(what: &str, floor: Option<i64>, from: i64) -> Option<String> {
+    floor.filter(|f| from < *f).map(|f| {
+        format!(
+            "{what} are kept from {} on ({RETAIN_DAYS} days up to the hospital's latest event); from is earlier",
+            date_text(f)
+        )
+    })
+}
+
 type RawQuery = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
 fn query(q: RawQuery, allowed: &[&str]) -> Result<HashMap<String, String>, String> {
@@ -833,19 +878,7 @@ async fn adt_volumes(
         Ok(h) => h,
         Err(r) => return r,
     };
-    let parsed = (|| {
-        let q = query(q, &["from", "to"])?;
-        let from = day("from", param(&q, "from")?)?;
-        let to = day("to", param(&q, "to")?)?;
-        if to < from {
-            return Err("to is before from".to_owned());
-        }
-        if to - from >= MAX_RANGE_DAYS {
-            return Err(format!("the range is longer than {MAX_RANGE_DAYS} days"));
-        }
-        Ok((from, to))
-    })();
-    let (from, to) = match parsed {
+    let (from, to) = match query(q, &["from", "to"]).and_then(|q| day_range(&q)) {
         Ok(p) => p,
         Err(detail) => return bad(detail),
     };
@@ -876,6 +909,137 @@ async fn adt_volumes(
             "days": days,
         }))
         .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// What a charges or OR utilisation request found: the answer, a 400
+/// detail, or a 404 detail.
+enum Found {
+    Answer(serde_json::Value),
+    Bad(String),
+    Missing(String),
+}
+
+async fn charges_daily(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: RawQuery,
+) -> Response {
+    if let Err(r) = operator(&state, &headers, Scope::Read).await {
+        return r;
+    }
+    let hospital = match hospital_of(&state, &raw).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let (from, to) = match query(q, &["from", "to"]).and_then(|q| day_range(&q)) {
+        Ok(p) => p,
+        Err(detail) => return bad(detail),
+    };
+    let (st, h) = (state.clone(), hospital.clone());
+    let result = blocking(move || {
+        let mut store = (st.open)(&h)?;
+        st.analytics.with(&h, store.as_mut(), |p| {
+            if let Some(detail) = before_floor("charges", p.charges_floor(), from) {
+                return Found::Bad(detail);
+            }
+            let days: Vec<_> = (from..=to)
+                .map(|d| {
+                    let c = p.charges_day(d);
+                    let total = c.total_cents_i64();
+                    json!({
+                        "date": date_text(d),
+                        "total_cents": total,
+                        "total": hms_domain::charge::format_cents(total),
+                        "transactions": c.transactions,
+                        "credits": c.credits,
+                        "reversed": c.reversed,
+                    })
+                })
+                .collect();
+            Found::Answer(json!({ "hospital": h, "days": days }))
+        })
+    })
+    .await;
+    found(result)
+}
+
+async fn or_utilisation(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    q: RawQuery,
+) -> Response {
+    if let Err(r) = operator(&state, &headers, Scope::Read).await {
+        return r;
+    }
+    let hospital = match hospital_of(&state, &raw).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let parsed = (|| {
+        let q = query(q, &["from", "to", "room"])?;
+        let (from, to) = day_range(&q)?;
+        let room = match q.get("room") {
+            None => None,
+            Some(r) => Some(
+                r.parse::<OrRoomId>()
+                    .map_err(|e| format!("room={r:?}: {e}"))?,
+            ),
+        };
+        Ok((from, to, room))
+    })();
+    let (from, to, room) = match parsed {
+        Ok(p) => p,
+        Err(detail) => return bad(detail),
+    };
+    let (st, h) = (state.clone(), hospital.clone());
+    let result = blocking(move || {
+        let mut store = (st.open)(&h)?;
+        st.analytics.with(&h, store.as_mut(), |p| {
+            if let Some(r) = &room
+                && !p.has_or_room(r)
+            {
+                return Found::Missing(format!("hospital {h} has no OR room {:?}", r.as_str()));
+            }
+            if let Some(detail) = before_floor("OR figures", p.or_floor(), from) {
+                return Found::Bad(detail);
+            }
+            let rooms: Vec<_> = p
+                .or_room_days(from, to, room.as_ref())
+                .into_iter()
+                .map(|(r, d, f)| {
+                    json!({
+                        "room": r,
+                        "date": date_text(d),
+                        "cases": f.cases,
+                        "booked_minutes": f.booked_minutes,
+                        "predicted_minutes": f.predicted_minutes,
+                        "predicted_cases": f.predicted_cases,
+                        "actual_minutes": f.actual_minutes,
+                        "completed_cases": f.completed_cases,
+                        "overruns": f.overruns,
+                        "overrun_rate": f.overrun_rate(),
+                        "cancelled": f.cancelled,
+                        "bumped": f.bumped,
+                        "no_show": f.no_show,
+                    })
+                })
+                .collect();
+            Found::Answer(json!({ "hospital": h, "rooms": rooms }))
+        })
+    })
+    .await;
+    found(result)
+}
+
+fn found(result: Result<Found, Response>) -> Response {
+    match result {
+        Ok(Found::Answer(v)) => axum::Json(v).into_response(),
+        Ok(Found::Bad(detail)) => bad(detail),
+        Ok(Found::Missing(detail)) => not_found(detail),
         Err(r) => r,
     }
 }
