@@ -629,6 +629,8 @@ pub fn or_day(root: &Path, args: &[String]) -> anyhow::Result<()> {
         fn args(v: &[String]) -> Vec<&str> {
             v.iter().map(String::as_str).collect()
         }
+        // The mass-casualty's OR lists are on a day of their own, apart
+        // from the synthetic day's.
         let mci = with(&[
             "--scenario",
             "mass-casualty",
@@ -636,6 +638,8 @@ pub fn or_day(root: &Path, args: &[String]) -> anyhow::Result<()> {
             "200",
             "--or-add-ons",
             "5",
+            "--date",
+            "2027-02-15",
         ]);
         let mci = load(&load_bin, &app.addr, &manager, &args(&mci))?;
         let seed = run_no.to_string();
