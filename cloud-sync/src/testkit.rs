@@ -618,7 +618,7 @@ pub mod body {
     use hms_domain::charge::{Charge, ChargeKind, ChargeStatus};
     use hms_domain::{
         BedAttributes, BedState, CaseChange, CasePrediction, CaseStatus, EventBody, LevelOfCare,
-        Mrn, OrCase, PatientRef, Priority, Timestamp, Transition,
+        Mrn, OrCase, PatientRef, Timestamp, Transition,
     };
 
     use super::id;
@@ -770,25 +770,12 @@ pub mod body {
     /// An OR case, version 1, scheduled in `room` at `start` (RFC 3339)
     /// for `booked` minutes.
     pub fn or_case(case: &str, room: &str, start: &str, booked: u32) -> OrCase {
-        OrCase {
-            case_id: id(case),
-            room: id(room),
-            status: CaseStatus::Scheduled,
-            priority: Priority::Elective,
-            start: Timestamp::from_millis(super::at(start)),
-            booked_minutes: booked,
-            procedure: None,
-            procedure_text: None,
-            surgeon: None,
-            surgeon_name: None,
-            asa: None,
-            patient: None,
-            visit: None,
-            bumped_by: None,
-            actual_start: None,
-            actual_minutes: None,
-            version: 1,
-        }
+        OrCase::booked(
+            id(case),
+            id(room),
+            Timestamp::from_millis(super::at(start)),
+            booked,
+        )
     }
 
     /// `or.case_<change>` leaving `case` as it is.

@@ -183,6 +183,30 @@ pub struct OrCase {
 }
 
 impl OrCase {
+    /// A new elective case, version 1, scheduled in `room` at `start` for
+    /// `booked_minutes`; nothing else known yet.
+    pub fn booked(case_id: CaseId, room: OrRoomId, start: Timestamp, booked_minutes: u32) -> Self {
+        OrCase {
+            case_id,
+            room,
+            status: CaseStatus::Scheduled,
+            priority: Priority::Elective,
+            start,
+            booked_minutes,
+            procedure: None,
+            procedure_text: None,
+            surgeon: None,
+            surgeon_name: None,
+            asa: None,
+            patient: None,
+            visit: None,
+            bumped_by: None,
+            actual_start: None,
+            actual_minutes: None,
+            version: 1,
+        }
+    }
+
     /// The booked end.
     pub fn booked_end(&self) -> Timestamp {
         Timestamp::from_millis(
@@ -208,25 +232,12 @@ mod tests {
     use super::*;
 
     fn case(start_min: i64, minutes: u32) -> OrCase {
-        OrCase {
-            case_id: CaseId::new("C1").unwrap(),
-            room: OrRoomId::new("OR-1").unwrap(),
-            status: CaseStatus::Scheduled,
-            priority: Priority::Elective,
-            start: Timestamp::from_millis(start_min * 60_000),
-            booked_minutes: minutes,
-            procedure: None,
-            procedure_text: None,
-            surgeon: None,
-            surgeon_name: None,
-            asa: None,
-            patient: None,
-            visit: None,
-            bumped_by: None,
-            actual_start: None,
-            actual_minutes: None,
-            version: 1,
-        }
+        OrCase::booked(
+            CaseId::new("C1").unwrap(),
+            OrRoomId::new("OR-1").unwrap(),
+            Timestamp::from_millis(start_min * 60_000),
+            minutes,
+        )
     }
 
     #[test]

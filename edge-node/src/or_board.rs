@@ -241,32 +241,19 @@ pub fn timeline(cases: Vec<(Arc<OrCase>, f64)>) -> Vec<Slot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hms_domain::{CaseChange, Priority};
+    use hms_domain::CaseChange;
 
     fn at(min: i64) -> Timestamp {
         Timestamp::from_millis(1_780_000_000_000 + min * 60_000)
     }
 
     fn case(id: &str, room: &str, start_min: i64, minutes: u32) -> OrCase {
-        OrCase {
-            case_id: CaseId::new(id).unwrap(),
-            room: OrRoomId::new(room).unwrap(),
-            status: CaseStatus::Scheduled,
-            priority: Priority::Elective,
-            start: at(start_min),
-            booked_minutes: minutes,
-            procedure: None,
-            procedure_text: None,
-            surgeon: None,
-            surgeon_name: None,
-            asa: None,
-            patient: None,
-            visit: None,
-            bumped_by: None,
-            actual_start: None,
-            actual_minutes: None,
-            version: 1,
-        }
+        OrCase::booked(
+            CaseId::new(id).unwrap(),
+            OrRoomId::new(room).unwrap(),
+            at(start_min),
+            minutes,
+        )
     }
 
     fn changed(c: &OrCase) -> EventBody {

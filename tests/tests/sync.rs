@@ -924,11 +924,20 @@ async fn events_reach_the_dr_replica_through_the_regional_cloud(backend: Backend
         };
         chain(rows, &site.hospital)
     };
-    let want = site.edge_log();
+    // The appliance may still append (the audit event of the monitoring
+    // token is recorded within a second of its creation): wait until the
+    // replica holds exactly the log as it is then.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while replica_log().len() < want.len() {
-        assert!(Instant::now() < deadline, "replication did not complete");
+    let mut want = site.edge_log();
+    while replica_log() != want {
+        assert!(
+            Instant::now() < deadline,
+            "replication did not complete: the replica holds {} events, the log {}",
+            replica_log().len(),
+            want.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
+        want = site.edge_log();
     }
     assert_eq!(replica_log(), want, "the replica holds exactly the log");
     if backend == Backend::Postgres {

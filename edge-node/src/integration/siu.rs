@@ -458,12 +458,7 @@ pub fn plan(
                 )
             })?;
             OrCase {
-                case_id: id.clone(),
-                room,
-                status: CaseStatus::Scheduled,
                 priority: b.priority,
-                start,
-                booked_minutes,
                 procedure: b.procedure,
                 procedure_text: b.procedure_text,
                 surgeon: b.surgeon,
@@ -471,10 +466,7 @@ pub fn plan(
                 asa: b.asa,
                 patient: b.patient,
                 visit: b.visit,
-                bumped_by: None,
-                actual_start: None,
-                actual_minutes: None,
-                version: 1,
+                ..OrCase::booked(id.clone(), room, start, booked_minutes)
             }
         }
         Some(c) if b.complete => {

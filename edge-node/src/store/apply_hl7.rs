@@ -245,16 +245,8 @@ impl Writer {
         actor: &Actor,
         correlation: Option<&String>,
     ) -> rusqlite::Result<(AckOutcome, &'static str)> {
-        let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let plan = guarded("SIU", || {
             siu::plan(m, &self.or_board, &self.or_locations, &self.clock)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!("SIU planning panicked; message parked");
-            Err(adt::Refusal {
-                code: crate::integration::hl7::ErrorCode::InternalError,
-                location: None,
-                reason: "internal error while applying the message".into(),
-            })
         });
         let events = match plan {
             Ok(e) => e,
@@ -269,11 +261,7 @@ impl Writer {
                 if let Some(b) = backup {
                     self.or_board = b;
                 }
-                return Ok(parked(adt::Refusal {
-                    code: crate::integration::hl7::ErrorCode::InternalError,
-                    location: None,
-                    reason: "internal error while applying the message".into(),
-                }));
+                return Ok(parked(internal_error()));
             }
         }
         for body in events {
@@ -292,7 +280,7 @@ impl Writer {
         actor: &Actor,
         correlation: Option<&String>,
     ) -> rusqlite::Result<(AckOutcome, &'static str)> {
-        let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let plan = guarded("DFT", || {
             let conn = &self.conn;
             let stored = |id: &str| -> Option<hms_domain::Charge> {
                 conn.prepare_cached("SELECT body FROM charges WHERE transaction_id = ?1")
@@ -302,14 +290,6 @@ impl Writer {
                     .and_then(|b| serde_json::from_str(&b).ok())
             };
             dft::plan(m, &stored, &self.clock, at)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!("DFT planning panicked; message parked");
-            Err(adt::Refusal {
-                code: crate::integration::hl7::ErrorCode::InternalError,
-                location: None,
-                reason: "internal error while applying the message".into(),
-            })
         });
         let events = match plan {
             Ok(e) => e,
@@ -330,7 +310,7 @@ impl Writer {
         actor: &Actor,
         correlation: Option<&String>,
     ) -> rusqlite::Result<(AckOutcome, &'static str)> {
-        let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let plan = guarded("ADT", || {
             let conn = &self.conn;
             let last_bed = |v: &hms_domain::EncounterId| -> Option<BedId> {
                 conn.prepare_cached("SELECT bed_id FROM encounters WHERE encounter_id = ?1")
@@ -344,16 +324,6 @@ impl Writer {
                     .and_then(|b| BedId::new(b).ok())
             };
             adt::plan(m, &self.board, &self.locations, &last_bed)
-        }))
-        .unwrap_or_else(|_| {
-            // Planning is pure: a bug there must cost one message, not the
-            // writer. The message is parked for replay after a fix.
-            tracing::error!("ADT planning panicked; message parked");
-            Err(adt::Refusal {
-                code: crate::integration::hl7::ErrorCode::InternalError,
-                location: None,
-                reason: "internal error while applying the message".into(),
-            })
         });
         let plan = match plan {
             Ok(p) => p,
@@ -402,6 +372,28 @@ impl Writer {
             self.append(at, occurred_at, actor, correlation, body)?;
         }
         Ok((AckOutcome::Accepted, "applied"))
+    }
+}
+
+/// Runs a message type's planning, which is pure, under `catch_unwind`: a
+/// bug there must cost one message, not the writer. The message is then
+/// parked for replay after a fix.
+fn guarded<T>(
+    kind: &'static str,
+    plan: impl FnOnce() -> Result<T, adt::Refusal>,
+) -> Result<T, adt::Refusal> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(plan)).unwrap_or_else(|_| {
+        tracing::error!(kind, "planning panicked; message parked");
+        Err(internal_error())
+    })
+}
+
+/// The refusal of a message that met a defect of the appliance.
+fn internal_error() -> adt::Refusal {
+    adt::Refusal {
+        code: crate::integration::hl7::ErrorCode::InternalError,
+        location: None,
+        reason: "internal error while applying the message".into(),
     }
 }
 
