@@ -374,6 +374,14 @@ pub enum EventBody {
         /// The prediction.
         prediction: crate::or::CasePrediction,
     },
+    /// A signed fleet command was accepted (audit), before it was carried
+    /// out; its id is the last accepted from then on.
+    FleetCommand {
+        /// The command's id.
+        id: u64,
+        /// What it asked (`ping`, `sync_now`…).
+        command: String,
+    },
     /// A financial transaction was posted (DFT FT1): a charge or a credit.
     ChargePosted {
         /// The transaction.
@@ -412,7 +420,8 @@ impl EventBody {
             Self::Hl7Message { .. } | Self::Hl7Replayed { .. } => Stream::Integration,
             Self::PatientsSearched { .. }
             | Self::TokenCreated { .. }
-            | Self::TokenRevoked { .. } => Stream::Audit,
+            | Self::TokenRevoked { .. }
+            | Self::FleetCommand { .. } => Stream::Audit,
             _ => Stream::Bed,
         }
     }
@@ -438,6 +447,7 @@ impl EventBody {
             Self::TokenRevoked { .. } => "audit.token_revoked",
             Self::OrCaseChanged { change, .. } => change.kind(),
             Self::OrCasePredicted { .. } => "or.case_predicted",
+            Self::FleetCommand { .. } => "audit.fleet_command",
             Self::ChargePosted { .. } => "billing.charge_posted",
             Self::ChargeReversed { .. } => "billing.charge_reversed",
         }
@@ -464,6 +474,7 @@ impl EventBody {
             | Self::TokenRevoked { .. }
             | Self::OrCaseChanged { .. }
             | Self::OrCasePredicted { .. }
+            | Self::FleetCommand { .. }
             | Self::ChargePosted { .. }
             | Self::ChargeReversed { .. } => None,
         }

@@ -343,9 +343,9 @@ where
                     }
                     // Counted before the ACKs leave: a sender that has them
                     // finds them in /metrics.
-                    metrics
-                        .hl7_ack_seconds
-                        .observe(arrived.elapsed().as_secs_f64());
+                    let took = arrived.elapsed().as_secs_f64();
+                    metrics.hl7_ack_seconds.observe(took);
+                    metrics.hl7_ack_window.observe(took);
                     stream.write_all(&out).await?;
                 }
                 FrameEvent::Oversize { head } => {

@@ -15,6 +15,7 @@
 //! - [`integration`]'s [`client`](integration::client): `hms-edge hl7 send`;
 //! - [`api`]: the kiosk HTTP API;
 //! - [`sync`]: the uplink to the regional cloud and the downlink back;
+//! - [`fleet`]: status, telemetry and signed commands over MQTT;
 //! - [`inference`]: local ONNX models, the forecaster, model sets;
 //! - [`patients`]: the local patient index;
 //! - [`auth`]: bearer tokens and roles; [`metrics`]: Prometheus metrics;
@@ -29,6 +30,7 @@ pub mod board;
 pub mod cli;
 pub mod coding;
 pub mod feed;
+pub mod fleet;
 pub mod fuzz;
 pub mod inference;
 pub mod integration;

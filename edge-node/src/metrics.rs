@@ -15,6 +15,98 @@ use prometheus_client::registry::Registry;
 
 use crate::board::BoardView;
 
+/// Upper bounds of [`AckWindow`]'s buckets: 50 µs doubling, 16 of them,
+/// as `hl7_ack_duration_seconds`.
+const ACK_BOUNDS: [f64; 16] = {
+    let mut b = [0.0; 16];
+    let mut i = 0;
+    let mut x = 0.000_05;
+    while i < 16 {
+        b[i] = x;
+        x *= 2.0;
+        i += 1;
+    }
+    b
+};
+
+/// HL7 ACK times counted in buckets the appliance can read: a quantile
+/// between two snapshots is the upper bound of the bucket that holds it.
+#[derive(Debug, Default)]
+pub struct AckWindow {
+    counts: [std::sync::atomic::AtomicU64; 17],
+}
+
+impl AckWindow {
+    /// Counts one ACK time.
+    pub fn observe(&self, seconds: f64) {
+        let i = ACK_BOUNDS.iter().position(|b| seconds <= *b).unwrap_or(16);
+        self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> [u64; 17] {
+        std::array::from_fn(|i| self.counts[i].load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The `q` quantile, milliseconds, of the ACKs counted between `before`
+    /// and `after` (the bucket's upper bound; the last bucket has none: its
+    /// lower bound); `None` without ACKs.
+    pub fn quantile_ms(before: &[u64; 17], after: &[u64; 17], q: f64) -> Option<f64> {
+        let d: Vec<u64> = (0..17)
+            .map(|i| after[i].saturating_sub(before[i]))
+            .collect();
+        let total: u64 = d.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in d.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(ACK_BOUNDS[i.min(15)] * 1000.0);
+            }
+        }
+        Some(ACK_BOUNDS[15] * 1000.0)
+    }
+}
+
+/// The HL7 messages counted so far (every outcome).
+pub fn hl7_total(m: &Metrics) -> u64 {
+    ["applied", "parked", "rejected", "duplicate"]
+        .into_iter()
+        .map(|kind| m.hl7_messages.get_or_create(&KindLabels { kind }).get())
+        .sum()
+}
+
+/// This process's resident memory (bytes) and CPU time (user + system,
+/// seconds), from `/proc/self`; zeros where it cannot be read.
+pub fn process_usage() -> (u64, f64) {
+    let page = rustix::param::page_size() as u64;
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    // Fields after the command name (which may hold spaces): utime is the
+    // 14th field of the line, stime the 15th.
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`.
+pub fn disk_free(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Labels of an HTTP request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -111,6 +203,9 @@ pub struct Metrics {
     pub mllp_connections: Gauge,
     /// Time from a frame's arrival to its last ACK written.
     pub hl7_ack_seconds: Histogram,
+    /// The same ACK times in counters the appliance reads back (the fleet
+    /// channel's telemetry: p99 since the last report).
+    pub hl7_ack_window: AckWindow,
     /// Sync batches by outcome (acked, gap, transient, refused).
     pub uplink_batches: Family<KindLabels, Counter>,
     /// Events the cloud acknowledged.
@@ -338,6 +433,7 @@ impl Metrics {
             mllp_oversize,
             mllp_connections,
             hl7_ack_seconds,
+            hl7_ack_window: AckWindow::default(),
             registry,
             http_requests,
             http_seconds,

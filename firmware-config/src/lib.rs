@@ -7,6 +7,10 @@
 //! `[[unit]]` → `[[room]]` → `[[bed]]`), each bed mapped to the HL7 location
 //! the ADT feed uses for it, and the operating rooms (`[[or_room]]`, optional),
 //! each mapped to the HL7 location the SIU scheduling feed uses for it.
+//! Optional sections: `[uplink]` ships the event log to the regional cloud,
+//! `[fleet]` opens the channel to the fleet console (MQTT), `[backup]`
+//! schedules local snapshots, `[inference]` and `[coding]` tune the local
+//! models and the coding suggestions.
 //!
 //! Two ways in, one set of checks:
 //!
@@ -19,8 +23,9 @@
 //! value. [`example`] generates a realistic hospital of any size.
 //!
 //! This crate does no IO beyond reading the file in [`load`] and [`lint`] and
-//! asking whether the TLS files named in `[mllp]` exist; it knows nothing of
-//! tokio, SQLite, TLS or HTTP.
+//! asking whether the files the configuration names (TLS certificates, keys
+//! and CAs, `fleet.command_key`) exist; it knows nothing of tokio, SQLite,
+//! TLS, HTTP or MQTT.
 
 pub mod cli;
 mod diagnostic;
@@ -36,14 +41,15 @@ pub use schema::{
     BackupSection, Bed, Building, CHARSETS, Cidr, CodingSection, Config, DEFAULT_BACKUP_INTERVAL_H,
     DEFAULT_BACKUP_KEEP, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
     DEFAULT_CODING_HISTORY_DAYS, DEFAULT_CODING_MAX_TEXT_CHARS, DEFAULT_FIRST_FRAME_TIMEOUT_S,
-    DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT,
-    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB,
-    DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
-    DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
-    DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection,
-    Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
+    DEFAULT_FLEET_KEEPALIVE_S, DEFAULT_FLEET_TELEMETRY_S, DEFAULT_FORECAST_REFRESH_S,
+    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT,
+    DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS,
+    DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker,
+    FleetSection, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen,
+    MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
     StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
@@ -68,8 +74,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 }
 
 /// Validates `text` as the contents of `file`, tolerantly: unknown keys are
-/// warnings. A relative `store.data_dir`, `mllp.tls_cert` or `mllp.tls_key` is
-/// resolved against `file`'s directory; the TLS files must exist.
+/// warnings. Relative paths (`store.data_dir`, the TLS files, `uplink.ca`,
+/// `fleet.command_key`…) are resolved against `file`'s directory; the files
+/// named (all but directories and `uplink.key_file`) must exist.
 pub fn load_str(text: &str, file: &Path) -> Result<Loaded, ConfigError> {
     match loader::check(text, file, false) {
         (Some(config), diagnostics) => Ok(Loaded {

@@ -7,8 +7,9 @@
 //! this order of concern:
 //!
 //! 1. TOML syntax (nothing else is checked when the syntax is broken);
-//! 2. shapes, types, required keys, ids, socket addresses, enum values and
-//!    number ranges, plus unknown keys (an error when strict, a warning when
+//! 2. shapes, types, required keys, ids, socket addresses, service URLs
+//!    (`uplink.cloud`, `fleet.broker`), enum values, number ranges and files
+//!    that must exist, plus unknown keys (an error when strict, a warning when
 //!    tolerant, so that a newer file still loads on an older appliance);
 //! 3. duplicate ids per kind, dangling references, the bed's room and unit,
 //!    the HL7 location of every bed (present, complete and unique) and of
@@ -16,7 +17,9 @@
 //!    and no bed's).
 //!
 //! [`check`] takes the text and the file name; its only IO is asking whether
-//! the files the configuration names (`mllp.tls_cert`, `mllp.tls_key`) exist.
+//! the files the configuration names exist (the TLS files and CAs of `[http]`,
+//! `[mllp]`, `[uplink]` and `[fleet]`, and `fleet.command_key`); it reads none
+//! of them.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -37,14 +40,15 @@ use crate::schema::{
     BackupSection, Bed, Building, CHARSETS, Cidr, CodingSection, Config, DEFAULT_BACKUP_INTERVAL_H,
     DEFAULT_BACKUP_KEEP, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
     DEFAULT_CODING_HISTORY_DAYS, DEFAULT_CODING_MAX_TEXT_CHARS, DEFAULT_FIRST_FRAME_TIMEOUT_S,
-    DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT,
-    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB,
-    DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
-    DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
-    DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
-    DEFAULT_WRITER_QUEUE, Facility, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection,
-    Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
+    DEFAULT_FLEET_KEEPALIVE_S, DEFAULT_FLEET_TELEMETRY_S, DEFAULT_FORECAST_REFRESH_S,
+    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT,
+    DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS,
+    DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker,
+    FleetSection, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen,
+    MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
     StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
@@ -61,6 +65,7 @@ const TOP_KEYS: &[&str] = &[
     "hl7",
     "uplink",
     "backup",
+    "fleet",
     "inference",
     "coding",
     "facility",
@@ -122,6 +127,15 @@ const UPLINK_KEYS: &[&str] = &[
     "retention_empi_h",
 ];
 const BACKUP_KEYS: &[&str] = &["dir", "interval_h", "keep"];
+const FLEET_KEYS: &[&str] = &[
+    "broker",
+    "ca",
+    "client_cert",
+    "client_key",
+    "keepalive_s",
+    "telemetry_s",
+    "command_key",
+];
 const FACILITY_KEYS: &[&str] = &["id", "name"];
 const BUILDING_KEYS: &[&str] = &["id", "facility", "name"];
 const FLOOR_KEYS: &[&str] = &["id", "building", "name"];
@@ -670,6 +684,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let hl7 = self.hl7(root);
         let uplink = self.uplink(root);
         let backup = self.backup(root);
+        let fleet = self.fleet(root);
         let inference = self.inference(root);
         let coding = self.coding(root);
 
@@ -730,6 +745,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             hl7: hl7?,
             uplink: uplink?,
             backup: backup?,
+            fleet: fleet?,
             inference: inference?,
             coding: coding?,
             facilities,
@@ -1001,15 +1017,15 @@ impl<'s, 'a> Walk<'s, 'a> {
         s.unknown_keys(self.sink, UPLINK_KEYS);
         let dir = self.dir();
         let sink = &mut *self.sink;
-        let cloud =
-            s.text(sink, "cloud", Need::Required)
-                .and_then(|raw| match cloud_url(&raw.value) {
-                    Ok(https) => Some((raw.value, https, raw.span)),
-                    Err(why) => {
-                        sink.error(&raw.span, format!("{} {why}", s.key_path("cloud")));
-                        None
-                    }
-                });
+        let cloud = s.text(sink, "cloud", Need::Required).and_then(|raw| {
+            match service_url(&raw.value, &HTTP_URL) {
+                Ok(url) => Some((raw.value, url.tls, raw.span)),
+                Err(why) => {
+                    sink.error(&raw.span, format!("{} {why}", s.key_path("cloud")));
+                    None
+                }
+            }
+        });
         let ca = existing_file(sink, &s, "ca", dir);
         let key_file = match s.table.get("key_file") {
             Some(_) => s
@@ -1135,6 +1151,87 @@ impl<'s, 'a> Walk<'s, 'a> {
             dir: self.dir().join(PathBuf::from(dir?.value)),
             interval_h: interval.ok()?.unwrap_or(DEFAULT_BACKUP_INTERVAL_H),
             keep: to_usize(keep.ok()?, DEFAULT_BACKUP_KEEP)?,
+        }))
+    }
+
+    /// `[fleet]`: the MQTT channel to the fleet console.
+    fn fleet(&mut self, root: &Scope<'_, '_>) -> Option<Option<FleetSection>> {
+        if !root.table.contains_key("fleet") {
+            return Some(None);
+        }
+        let s = self.section(root, "fleet", Need::Optional)?;
+        s.unknown_keys(self.sink, FLEET_KEYS);
+        let dir = self.dir();
+        let sink = &mut *self.sink;
+        let broker = s.text(sink, "broker", Need::Required).and_then(|raw| {
+            match service_url(&raw.value, &MQTT_URL) {
+                Ok(url) => Some((
+                    FleetBroker {
+                        tls: url.tls,
+                        host: url.host,
+                        port: url.port,
+                    },
+                    raw.span,
+                )),
+                Err(why) => {
+                    sink.error(&raw.span, format!("{} {why}", s.key_path("broker")));
+                    None
+                }
+            }
+        });
+        let ca = existing_file(sink, &s, "ca", dir);
+        let client = file_pair(
+            sink,
+            &s,
+            dir,
+            ["client_cert", "client_key"],
+            "a client certificate needs its key: give both, or neither for no client certificate",
+        );
+        let keepalive = s.int(sink, "keepalive_s", 5, 3_600);
+        let telemetry = s.int(sink, "telemetry_s", 5, 86_400);
+        let command_key = required_file(sink, &s, "command_key", dir);
+        let (broker, span) = broker?;
+        if broker.tls && !s.table.contains_key("ca") {
+            sink.error(
+                &span,
+                format!(
+                    "{} is mqtts but {} is not given: name the PEM file of the CA that \
+                     signed the broker's certificate",
+                    s.key_path("broker"),
+                    s.key_path("ca")
+                ),
+            );
+            return None;
+        }
+        if !broker.tls {
+            let mut refused = false;
+            for key in ["ca", "client_cert", "client_key"] {
+                if let Some((k, _)) = s.table.get_key_value(key) {
+                    sink.error(
+                        &k.span(),
+                        format!(
+                            "{} is only for an mqtts:// broker, but {} is plain mqtt://: \
+                             remove it, or use mqtts://",
+                            s.key_path(key),
+                            s.key_path("broker")
+                        ),
+                    );
+                    refused = true;
+                }
+            }
+            if refused {
+                return None;
+            }
+        }
+        let (client_cert, client_key) = client.ok()?.unzip();
+        Some(Some(FleetSection {
+            broker,
+            ca: ca.ok()?,
+            client_cert,
+            client_key,
+            keepalive_s: keepalive.ok()?.unwrap_or(DEFAULT_FLEET_KEEPALIVE_S),
+            telemetry_s: telemetry.ok()?.unwrap_or(DEFAULT_FLEET_TELEMETRY_S),
+            command_key: command_key?,
         }))
     }
 
@@ -1655,59 +1752,145 @@ fn to_usize(value: Option<u64>, default: usize) -> Option<usize> {
     }
 }
 
-/// Checks `uplink.cloud`: `https://HOST:PORT`, or `http://HOST:PORT` with a
-/// loopback host, nothing more. Returns whether it is https.
-fn cloud_url(url: &str) -> Result<bool, String> {
-    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+/// A kind of service URL: a scheme with TLS, one without that may only
+/// reach this machine, and the ports used when the URL names none.
+#[derive(Debug, Clone, Copy)]
+struct Schemes {
+    /// With TLS: `https`, `mqtts`.
+    tls: &'static str,
+    /// Without TLS, only to a loopback host: `http`, `mqtt`.
+    plain: &'static str,
+    /// The ports of a URL without one (with TLS, without); none: the port
+    /// is required.
+    default_ports: Option<(u16, u16)>,
+    /// Why other hosts need TLS, for the message.
+    why_tls: &'static str,
+}
+
+/// `uplink.cloud`: `https://HOST:PORT`, the port required.
+const HTTP_URL: Schemes = Schemes {
+    tls: "https",
+    plain: "http",
+    default_ports: None,
+    why_tls: "PHI crosses networks only inside TLS",
+};
+
+/// `fleet.broker`: `mqtts://HOST[:PORT]`, MQTT's ports by default.
+const MQTT_URL: Schemes = Schemes {
+    tls: "mqtts",
+    plain: "mqtt",
+    default_ports: Some((8883, 1883)),
+    why_tls: "fleet telemetry and commands cross networks only inside TLS",
+};
+
+/// A URL [`service_url`] accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServiceUrl {
+    /// The TLS scheme rather than the plain one.
+    tls: bool,
+    /// A host name or an IP address (an IPv6 address without its brackets).
+    host: String,
+    /// As written, or the scheme's default.
+    port: u16,
+}
+
+/// Checks a service URL of the kind `schemes`: `TLS://HOST:PORT`, or
+/// `PLAIN://HOST:PORT` with a loopback host, nothing more (one trailing `/`
+/// aside: no user, path, query or fragment). The port may be left out where
+/// the kind has default ports.
+fn service_url(url: &str, schemes: &Schemes) -> Result<ServiceUrl, String> {
+    let Schemes {
+        tls: secure,
+        plain,
+        default_ports,
+        why_tls,
+    } = *schemes;
+    let (tls, rest) = if let Some(r) = url.strip_prefix(&format!("{secure}://")) {
         (true, r)
-    } else if let Some(r) = url.strip_prefix("http://") {
+    } else if let Some(r) = url.strip_prefix(&format!("{plain}://")) {
         (false, r)
     } else {
         return Err(format!(
-            "must start with https:// (or http:// on loopback), found {}",
+            "must start with {secure}:// (or {plain}:// on loopback), found {}",
             shown(url)
         ));
+    };
+    let form = if default_ports.is_some() {
+        "HOST[:PORT]"
+    } else {
+        "HOST:PORT"
+    };
+    let malformed = || {
+        format!(
+            "must be a URL of the form {secure}://{form} with no path, found {}",
+            shown(url)
+        )
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let Some((host, port)) = rest.rsplit_once(':') else {
-        return Err(format!(
-            "must name a port (HOST:PORT), found {}",
-            shown(url)
-        ));
+    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (v6, after) = bracketed.split_once(']').ok_or_else(malformed)?;
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(malformed());
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(malformed)?),
+        };
+        (v6, port)
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        if !host_ok {
+            return Err(malformed());
+        }
+        (host, port)
     };
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
-    if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+    let port = match (port, default_ports) {
+        (Some(p), _) => match p.parse::<u16>() {
+            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(malformed()),
+        },
+        (None, Some((with_tls, without))) => {
+            if tls {
+                with_tls
+            } else {
+                without
+            }
+        }
+        (None, None) => {
+            return Err(format!(
+                "must name a port (HOST:PORT), found {}",
+                shown(url)
+            ));
+        }
+    };
+    if !tls && !is_loopback_host(host) {
         return Err(format!(
-            "must be a URL of the form https://HOST:PORT with no path, found {}",
+            "must be {secure}:// to reach another machine ({why_tls}); plain {plain}:// is only \
+             for loopback (127.0.0.0/8, [::1], localhost), found {}",
             shown(url)
         ));
     }
-    if !https && !is_loopback_host(host) {
-        return Err(format!(
-            "must be https:// to reach another machine (PHI crosses networks only inside \
-             TLS); plain http:// is only for loopback (127.0.0.0/8, [::1], localhost), found {}",
-            shown(url)
-        ));
-    }
-    Ok(https)
+    Ok(ServiceUrl {
+        tls,
+        host: host.to_owned(),
+        port,
+    })
 }
 
-/// Whether `host` (as written in a URL: IPv6 in brackets) names this machine:
-/// `localhost`, 127.0.0.0/8 or `[::1]`.
+/// Whether `host` (an IPv6 address without its URL brackets) names this
+/// machine: `localhost`, 127.0.0.0/8 or `::1`.
 fn is_loopback_host(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .is_ok_and(|a| a.is_loopback());
-    }
-    host.parse::<std::net::Ipv4Addr>()
-        .is_ok_and(|a| a.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 /// `mllp.tls_cert` and `mllp.tls_key`: both or neither, each an existing
@@ -1761,10 +1944,24 @@ fn tls_files(
     dir: &Path,
     both_or_neither: &str,
 ) -> Result<Option<TlsFiles>, ()> {
-    let cert = existing_file(sink, s, "tls_cert", dir);
-    let key = existing_file(sink, s, "tls_key", dir);
+    let pair = file_pair(sink, s, dir, ["tls_cert", "tls_key"], both_or_neither)?;
+    Ok(pair.map(|(cert, key)| TlsFiles { cert, key }))
+}
+
+/// The files `[cert, key]` of `s` (a certificate and its private key): both
+/// or neither, each an existing file; `Err(())` when something is wrong (and
+/// reported, a lone one with `both_or_neither`).
+fn file_pair(
+    sink: &mut Sink<'_>,
+    s: &Scope<'_, '_>,
+    dir: &Path,
+    [cert_key, key_key]: [&str; 2],
+    both_or_neither: &str,
+) -> Result<Option<(PathBuf, PathBuf)>, ()> {
+    let cert = existing_file(sink, s, cert_key, dir);
+    let key = existing_file(sink, s, key_key, dir);
     let mut paired = true;
-    for (given, missing) in [("tls_cert", "tls_key"), ("tls_key", "tls_cert")] {
+    for (given, missing) in [(cert_key, key_key), (key_key, cert_key)] {
         if let Some((k, _)) = s.table.get_key_value(given)
             && !s.table.contains_key(missing)
         {
@@ -1780,7 +1977,7 @@ fn tls_files(
         }
     }
     match (cert?, key?) {
-        (Some(cert), Some(key)) if paired => Ok(Some(TlsFiles { cert, key })),
+        (Some(cert), Some(key)) if paired => Ok(Some((cert, key))),
         (None, None) => Ok(None),
         _ => Err(()),
     }
@@ -1820,6 +2017,13 @@ fn existing_file(
         ),
     );
     Err(())
+}
+
+/// The required string `key` of `s` as a path resolved against `dir`, which
+/// must name an existing file; `None` when absent or wrong (and reported).
+fn required_file(sink: &mut Sink<'_>, s: &Scope<'_, '_>, key: &str, dir: &Path) -> Option<PathBuf> {
+    s.raw(sink, key, Need::Required)?;
+    existing_file(sink, s, key, dir).ok().flatten()
 }
 
 /// Whose HL7 location is read: a bed's names its bed (PL-3); an operating

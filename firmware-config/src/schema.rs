@@ -83,6 +83,10 @@ pub const DEFAULT_OUTBOX_ALARM_PERCENT: u64 = 80;
 pub const DEFAULT_BACKUP_INTERVAL_H: u64 = 24;
 /// Default for `backup.keep`.
 pub const DEFAULT_BACKUP_KEEP: usize = 7;
+/// Default for `fleet.keepalive_s`.
+pub const DEFAULT_FLEET_KEEPALIVE_S: u64 = 30;
+/// Default for `fleet.telemetry_s`.
+pub const DEFAULT_FLEET_TELEMETRY_S: u64 = 60;
 
 /// Default for `inference.models`, relative to the configuration file.
 pub const DEFAULT_MODELS_DIR: &str = "models";
@@ -114,6 +118,9 @@ pub struct Config {
     pub uplink: Option<UplinkSection>,
     /// Scheduled local snapshots; none: only on demand (`hms-edge backup`).
     pub backup: Option<BackupSection>,
+    /// The fleet channel (telemetry out, signed commands in, over MQTT);
+    /// none: no fleet channel.
+    pub fleet: Option<FleetSection>,
     /// Local models (bed demand, OR duration) and their runtime.
     pub inference: InferenceSection,
     /// Coding suggestions (`POST /api/v1/coding/suggest`).
@@ -495,6 +502,58 @@ pub struct BackupSection {
     pub interval_h: u64,
     /// Snapshots kept; older ones are removed after a new one verified.
     pub keep: usize,
+}
+
+/// `[fleet]`: the appliance's channel to the regional fleet console, an MQTT
+/// broker (topics in `docs/fleet.md`).
+///
+/// Every path is already resolved against the config file's directory and
+/// named an existing file when the configuration was checked. The TLS files
+/// are given exactly when the broker is `mqtts://`: `ca` always,
+/// `client_cert` and `client_key` both or neither.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetSection {
+    /// The broker (`mqtts://HOST:PORT`, or `mqtt://` on loopback).
+    pub broker: FleetBroker,
+    /// PEM file of the CA that signed the broker's certificate; some exactly
+    /// when the broker is `mqtts://`.
+    pub ca: Option<PathBuf>,
+    /// PEM file of the appliance's client certificate (mutual TLS); some
+    /// exactly when `client_key` is.
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of the private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// MQTT keep-alive interval, in seconds.
+    pub keepalive_s: u64,
+    /// Seconds between telemetry reports.
+    pub telemetry_s: u64,
+    /// The cloud's fleet public key file, which signs the commands the
+    /// appliance accepts (checked to exist, not read, by the loader).
+    pub command_key: PathBuf,
+}
+
+/// `fleet.broker`: where the fleet's MQTT broker listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetBroker {
+    /// `mqtts://` (TLS) rather than `mqtt://` (plain TCP, loopback only).
+    pub tls: bool,
+    /// A host name or an IP address, as written in the URL but without the
+    /// brackets of an IPv6 address (`::1`, not `[::1]`).
+    pub host: String,
+    /// The port; 8883 (`mqtts://`) or 1883 (`mqtt://`) when the URL names none.
+    pub port: u16,
+}
+
+impl std::fmt::Display for FleetBroker {
+    /// `mqtts://host:port` or `mqtt://host:port`, an IPv6 address in brackets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// `mllp.tls_cert` and `mllp.tls_key`: the listener's certificate and key.

@@ -8,7 +8,8 @@ use std::process::Command;
 
 use expect_test::{Expect, expect};
 use firmware_config::{
-    Config, ConfigError, Diagnostic, Hl7Location, MllpSection, MllpTls, Severity, example, lint,
+    Config, ConfigError, DEFAULT_FLEET_KEEPALIVE_S, DEFAULT_FLEET_TELEMETRY_S, Diagnostic,
+    FleetBroker, FleetSection, Hl7Location, MllpSection, MllpTls, Severity, example, lint,
     lint_str, load, load_str,
 };
 use hms_domain::{BedId, GenderRestriction, LevelOfCare, OrRoomId, RoomId, UnitId};
@@ -776,14 +777,14 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
         )
         .replace(
             "[[facility]]",
-            "[fleet]\nurl = \"https://fleet.example\"\n\n[[facility]]",
+            "[dashboard]\nurl = \"https://dashboard.example\"\n\n[[facility]]",
         )
         .replace("room = \"301\", ", "room = \"301\", pl5 = \"x\", ");
     check(
         &text,
         expect![[r#"
             hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-            hospital.toml:14:2: error: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, coding, facility, building, floor, unit, room, bed, or_room
+            hospital.toml:14:2: error: unknown key `dashboard` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, fleet, inference, coding, facility, building, floor, unit, room, bed, or_room
             hospital.toml:44:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
         "#]],
     );
@@ -791,7 +792,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
         hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-        hospital.toml:14:2: warning: unknown key `fleet` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, inference, coding, facility, building, floor, unit, room, bed, or_room
+        hospital.toml:14:2: warning: unknown key `dashboard` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, fleet, inference, coding, facility, building, floor, unit, room, bed, or_room
         hospital.toml:44:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));
@@ -1307,10 +1308,11 @@ mod hostile {
 }
 
 #[test]
-fn uplink_and_backup_are_absent_by_default() {
+fn uplink_backup_and_fleet_are_absent_by_default() {
     let loaded = load_str(&valid(), file()).expect("valid");
     assert_eq!(loaded.config.uplink, None);
     assert_eq!(loaded.config.backup, None);
+    assert_eq!(loaded.config.fleet, None, "no [fleet]: no fleet channel");
 }
 
 #[test]
@@ -1437,6 +1439,269 @@ fn plain_http_uplinks_are_for_loopback_only() {
             "{cloud}: {e}"
         );
     }
+}
+
+/// [`tls_dir`] with the cloud's fleet public key `fleet.pub` too.
+fn fleet_dir() -> (tempfile::TempDir, PathBuf) {
+    let (dir, config) = tls_dir();
+    std::fs::write(dir.path().join("fleet.pub"), "").expect("fleet.pub");
+    (dir, config)
+}
+
+#[test]
+fn a_loopback_mqtt_fleet_takes_the_defaults() {
+    let (dir, config) = fleet_dir();
+    let text = format!(
+        "{}\n[fleet]\nbroker = \"mqtt://127.0.0.1\"\ncommand_key = \"fleet.pub\"\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    assert_eq!(render_in(dir.path(), &lint(&config)), "");
+    let fleet = load(&config).expect("valid").config.fleet.expect("fleet");
+    assert_eq!(
+        fleet,
+        FleetSection {
+            broker: FleetBroker {
+                tls: false,
+                host: "127.0.0.1".to_owned(),
+                port: 1883,
+            },
+            ca: None,
+            client_cert: None,
+            client_key: None,
+            keepalive_s: DEFAULT_FLEET_KEEPALIVE_S,
+            telemetry_s: DEFAULT_FLEET_TELEMETRY_S,
+            command_key: dir.path().join("fleet.pub"),
+        }
+    );
+    assert_eq!((fleet.keepalive_s, fleet.telemetry_s), (30, 60));
+    assert_eq!(fleet.broker.to_string(), "mqtt://127.0.0.1:1883");
+
+    for (broker, shown) in [
+        ("mqtt://[::1]", "mqtt://[::1]:1883"),
+        ("mqtt://[::1]:11883/", "mqtt://[::1]:11883"),
+        ("mqtt://localhost:1884", "mqtt://localhost:1884"),
+        ("mqtt://127.8.9.10", "mqtt://127.8.9.10:1883"),
+    ] {
+        let text = format!(
+            "{}\n[fleet]\nbroker = \"{broker}\"\ncommand_key = \"fleet.pub\"\n",
+            valid()
+        );
+        std::fs::write(&config, &text).expect("write");
+        let fleet = load(&config)
+            .unwrap_or_else(|e| panic!("{broker}: {e}"))
+            .config
+            .fleet
+            .expect("fleet");
+        assert_eq!(fleet.broker.to_string(), shown);
+    }
+}
+
+#[test]
+fn an_mqtts_fleet_resolves_its_tls_files() {
+    let (dir, config) = fleet_dir();
+    std::fs::create_dir(dir.path().join("keys")).expect("keys/");
+    std::fs::write(dir.path().join("keys/fleet.pub"), "").expect("keys/fleet.pub");
+    let text = format!(
+        "{}\n[fleet]\nbroker = \"mqtts://fleet.example\"\nca = \"edge.crt\"\n\
+         client_cert = \"edge.crt\"\nclient_key = \"edge.key\"\nkeepalive_s = 120\n\
+         telemetry_s = 300\ncommand_key = \"keys/fleet.pub\"\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    assert_eq!(render_in(dir.path(), &lint(&config)), "");
+    let fleet = load(&config).expect("valid").config.fleet.expect("fleet");
+    assert_eq!(
+        fleet,
+        FleetSection {
+            broker: FleetBroker {
+                tls: true,
+                host: "fleet.example".to_owned(),
+                port: 8883,
+            },
+            ca: Some(dir.path().join("edge.crt")),
+            client_cert: Some(dir.path().join("edge.crt")),
+            client_key: Some(dir.path().join("edge.key")),
+            keepalive_s: 120,
+            telemetry_s: 300,
+            command_key: dir.path().join("keys/fleet.pub"),
+        }
+    );
+    assert_eq!(fleet.broker.to_string(), "mqtts://fleet.example:8883");
+
+    let text = format!(
+        "{}\n[fleet]\nbroker = \"mqtts://10.20.0.7:8884\"\nca = \"edge.crt\"\n\
+         command_key = \"fleet.pub\"\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    let fleet = load(&config).expect("valid").config.fleet.expect("fleet");
+    assert_eq!(
+        (
+            fleet.broker.to_string(),
+            fleet.client_cert,
+            fleet.client_key
+        ),
+        ("mqtts://10.20.0.7:8884".to_owned(), None, None),
+        "the client certificate is optional"
+    );
+}
+
+#[test]
+fn fleet_errors_are_located() {
+    let (dir, config) = fleet_dir();
+    let cases = [
+        (
+            "broker = \"mqtt://fleet.example:1883\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` must be mqtts:// to reach another machine (fleet telemetry and commands cross networks only inside TLS); plain mqtt:// is only for loopback (127.0.0.0/8, [::1], localhost), found "mqtt://fleet.example:1883"
+            "#]],
+        ),
+        (
+            "broker = \"mqtt://10.0.0.5\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` must be mqtts:// to reach another machine (fleet telemetry and commands cross networks only inside TLS); plain mqtt:// is only for loopback (127.0.0.0/8, [::1], localhost), found "mqtt://10.0.0.5"
+            "#]],
+        ),
+        (
+            "broker = \"mqtts://fleet.example:8883\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` is mqtts but `fleet.ca` is not given: name the PEM file of the CA that signed the broker's certificate
+            "#]],
+        ),
+        (
+            "broker = \"mqtts://fleet.example\"\nca = \"edge.crt\"\ncommand_key = \"missing.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:45:15: error: `fleet.command_key` file "missing.pub" does not exist (looked for $DIR/missing.pub)
+            "#]],
+        ),
+        (
+            "broker = \"mqtt://localhost\"\ncommand_key = \"not-a-file\"\nkeepalive_s = 2\ntelemetry_s = 86401\n",
+            expect![[r#"
+                $DIR/edge.toml:44:15: error: `fleet.command_key` file "not-a-file" is a directory, not a file (looked for $DIR/not-a-file)
+                $DIR/edge.toml:45:15: error: `fleet.keepalive_s` must be between 5 and 3600, found 2
+                $DIR/edge.toml:46:15: error: `fleet.telemetry_s` must be between 5 and 86400, found 86401
+            "#]],
+        ),
+        (
+            "broker = \"mqtt://localhost\"\ncommand_key = \"fleet.pub\"\nkeepalive_s = 3601\n",
+            expect![[r#"
+                $DIR/edge.toml:45:15: error: `fleet.keepalive_s` must be between 5 and 3600, found 3601
+            "#]],
+        ),
+        (
+            "keepalive_s = 60\n",
+            expect![[r#"
+                $DIR/edge.toml:42:1: error: missing required key `broker` in [fleet]
+                $DIR/edge.toml:42:1: error: missing required key `command_key` in [fleet]
+            "#]],
+        ),
+        (
+            "broker = \"mqtt://127.0.0.1:1883\"\nca = \"edge.crt\"\nclient_cert = \"edge.crt\"\nclient_key = \"edge.key\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:44:1: error: `fleet.ca` is only for an mqtts:// broker, but `fleet.broker` is plain mqtt://: remove it, or use mqtts://
+                $DIR/edge.toml:45:1: error: `fleet.client_cert` is only for an mqtts:// broker, but `fleet.broker` is plain mqtt://: remove it, or use mqtts://
+                $DIR/edge.toml:46:1: error: `fleet.client_key` is only for an mqtts:// broker, but `fleet.broker` is plain mqtt://: remove it, or use mqtts://
+            "#]],
+        ),
+        (
+            "broker = \"mqtts://fleet.example\"\nca = \"edge.crt\"\nclient_cert = \"edge.crt\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:45:1: error: `fleet.client_cert` is given without `fleet.client_key`: a client certificate needs its key: give both, or neither for no client certificate
+            "#]],
+        ),
+        (
+            "broker = \"tcp://fleet.example:1883\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` must start with mqtts:// (or mqtt:// on loopback), found "tcp://fleet.example:1883"
+            "#]],
+        ),
+        (
+            "broker = \"mqtts://:8883\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` must be a URL of the form mqtts://HOST[:PORT] with no path, found "mqtts://:8883"
+            "#]],
+        ),
+        (
+            "broker = \"mqtts://fleet.example:0\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` must be a URL of the form mqtts://HOST[:PORT] with no path, found "mqtts://fleet.example:0"
+            "#]],
+        ),
+        (
+            "broker = \"mqtts://fleet.example:8883/edge\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` must be a URL of the form mqtts://HOST[:PORT] with no path, found "mqtts://fleet.example:8883/edge"
+            "#]],
+        ),
+        (
+            "broker = \"mqtt://localhost?client=edge-1\"\ncommand_key = \"fleet.pub\"\n",
+            expect![[r#"
+                $DIR/edge.toml:43:10: error: `fleet.broker` must be a URL of the form mqtts://HOST[:PORT] with no path, found "mqtt://localhost?client=edge-1"
+            "#]],
+        ),
+    ];
+    for (body, expected) in cases {
+        let text = format!("{}\n[fleet]\n{body}", valid());
+        std::fs::write(&config, &text).expect("write");
+        expected.assert_eq(&render_in(dir.path(), &lint(&config)));
+    }
+}
+
+#[test]
+fn the_broker_url_is_strict() {
+    let (_dir, config) = fleet_dir();
+    for broker in [
+        "mqtt://10.0.0.5:1883",
+        "mqtt://0.0.0.0",
+        "mqtt://[::]",
+        "mqtt://[::ffff:127.0.0.1]",
+        "mqtt://localhost.example",
+        "mqtts://fleet.example:65536",
+        "mqtts://fleet.example:+8883",
+        "mqtts://fleet.example:",
+        "mqtts://user@fleet.example",
+        "mqtts://fleet.example#x",
+        "mqtts://[fleet.example]:8883",
+        "mqtts://[::1",
+        "mqtts://",
+        "MQTTS://fleet.example",
+        "https://fleet.example:8883",
+        "ssl://fleet.example:8883",
+        "fleet.example:8883",
+    ] {
+        let text = format!(
+            "{}\n[fleet]\nbroker = \"{broker}\"\nca = \"edge.crt\"\ncommand_key = \"fleet.pub\"\n",
+            valid()
+        );
+        std::fs::write(&config, &text).expect("write");
+        let found = lint(&config);
+        assert!(
+            found.len() == 1 && found[0].message.starts_with("`fleet.broker` must "),
+            "{broker}: {found:?}"
+        );
+        assert!(load(&config).is_err(), "{broker}");
+    }
+}
+
+#[test]
+fn unknown_fleet_keys_are_errors_for_lint_and_warnings_for_load() {
+    let (dir, config) = fleet_dir();
+    let text = format!(
+        "{}\n[fleet]\nbroker = \"mqtt://127.0.0.1\"\ncommand_key = \"fleet.pub\"\ntopic = \"hms/edge-1\"\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    expect![[r#"
+        $DIR/edge.toml:45:1: error: unknown key `topic` in [fleet]; expected one of: broker, ca, client_cert, client_key, keepalive_s, telemetry_s, command_key
+    "#]]
+    .assert_eq(&render_in(dir.path(), &lint(&config)));
+    let loaded = load(&config).expect("unknown keys do not stop loading");
+    expect![[r#"
+        $DIR/edge.toml:45:1: warning: unknown key `topic` in [fleet]; expected one of: broker, ca, client_cert, client_key, keepalive_s, telemetry_s, command_key
+    "#]]
+    .assert_eq(&render_in(dir.path(), &loaded.warnings));
+    assert!(loaded.config.fleet.is_some());
 }
 
 #[test]

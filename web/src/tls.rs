@@ -1,6 +1,8 @@
 //! TLS for both servers: the rustls configuration from PEM files
 //! ([`acceptor`], used by the cloud's HTTPS and the appliance's MLLP over
-//! TLS) and [`TlsListener`], the listener an axum server runs on for HTTPS.
+//! TLS) and [`TlsListener`], the listener an axum server runs on for HTTPS;
+//! and [`client_config`], a client's configuration trusting one CA (with
+//! a client certificate when one is given), for the fleet channel.
 //!
 //! TLS handshakes run in tasks of their own, each bounded by
 //! [`HANDSHAKE_TIMEOUT`], so a slow or silent client never holds up the
@@ -21,6 +23,43 @@ use tokio_rustls::server::TlsStream;
 
 /// Longest a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client TLS configuration that trusts only the CA certificates of
+/// `ca` (PEM) and, with `client`, presents that certificate chain and key.
+pub fn client_config(
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading the CA {}", ca.display()))?
+    {
+        roots
+            .add(c.with_context(|| format!("parsing the CA {}", ca.display()))?)
+            .with_context(|| format!("an unusable certificate in {}", ca.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", ca.display());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("configuring TLS")?
+    .with_root_certificates(roots);
+    Ok(match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading the certificate {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("parsing the certificate {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading the private key {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("the client certificate and key do not match")?
+        }
+    })
+}
 
 /// The server TLS configuration from PEM files (certificate chain, private key).
 pub fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {

@@ -53,29 +53,37 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
 }
 
 /// Makes sure the services the tests use are up: PostgreSQL on
-/// 127.0.0.1:5432 (started with the machine's cluster tools when it is not).
+/// 127.0.0.1:5432 (started with the machine's cluster tools when it is not)
+/// and Mosquitto on 127.0.0.1:1883 (started as a daemon when it is not).
 fn services() -> anyhow::Result<()> {
     use std::net::{SocketAddr, TcpStream};
     use std::time::Duration;
-    let pg: SocketAddr = ([127, 0, 0, 1], 5432).into();
-    let up = || TcpStream::connect_timeout(&pg, Duration::from_millis(500)).is_ok();
-    if up() {
-        return Ok(());
-    }
-    eprintln!("xtask: PostgreSQL is not listening on {pg}; starting it");
-    let _ = Command::new("sh")
-        .args([
-            "-c",
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main start",
-        ])
-        .status();
-    for _ in 0..60 {
+    let wait_for = |addr: SocketAddr, name: &str, start: &str| -> anyhow::Result<()> {
+        let up = || TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok();
         if up() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    bail!("PostgreSQL is needed by the tests and could not be started on {pg}")
+        eprintln!("xtask: {name} is not listening on {addr}; starting it");
+        let _ = Command::new("sh").args(["-c", start]).status();
+        for _ in 0..60 {
+            if up() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bail!("{name} is needed by the tests and could not be started on {addr}")
+    };
+    wait_for(
+        ([127, 0, 0, 1], 5432).into(),
+        "PostgreSQL",
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -n1) main start",
+    )?;
+    wait_for(
+        ([127, 0, 0, 1], 1883).into(),
+        "Mosquitto",
+        "(command -v mosquitto >/dev/null || apt-get install -y -q mosquitto >/dev/null) && \
+         mosquitto -d -p 1883 2>/dev/null || /usr/sbin/mosquitto -d -p 1883",
+    )
 }
 
 /// The ONNX Runtime version the appliance is built for (`ort` 2.0 rc.15).

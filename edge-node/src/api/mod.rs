@@ -94,6 +94,8 @@ pub struct AppState {
     pub audit: crate::audit::AuditQueue,
     /// The coding suggestions' statistics.
     pub coding: Arc<charges::CodingCache>,
+    /// The fleet channel's link (disabled without `[fleet]`).
+    pub fleet: Arc<crate::fleet::Link>,
 }
 
 /// The request id, set by the middleware; used as the correlation id of events.
@@ -294,6 +296,7 @@ pub(crate) fn health_report(state: &AppState) -> (StatusCode, serde_json::Value)
                 "sync": sync,
             },
             "models": models_health(state),
+            "fleet": { "status": state.fleet.state() },
         }
     });
     (code, body)

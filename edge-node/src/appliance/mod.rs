@@ -54,6 +54,7 @@ pub struct Appliance {
     retention: Option<firmware_config::Retention>,
     backup: Option<firmware_config::BackupSection>,
     coding: firmware_config::CodingSection,
+    fleet: Option<crate::fleet::Settings>,
 }
 
 /// The TLS configuration of the kiosk listener.
@@ -181,6 +182,7 @@ impl Appliance {
                 retention: config.uplink.as_ref().map(|u| u.retention),
                 backup: config.backup.clone(),
                 coding: config.coding,
+                fleet: crate::fleet::Settings::from_config(config)?,
             },
             reconciled,
         ))
@@ -294,7 +296,26 @@ impl Appliance {
             patients,
             audit,
             coding: Arc::new(crate::api::charges::CodingCache::new(&self.coding)),
+            fleet: match &self.fleet {
+                Some(_) => crate::fleet::Link::enabled(),
+                None => Arc::new(crate::fleet::Link::default()),
+            },
         };
+        if let Some(fleet) = self.fleet.clone() {
+            let for_health = state.clone();
+            let ctx = crate::fleet::Ctx {
+                store: state.store.clone(),
+                metrics: state.metrics.clone(),
+                sync: state.sync.clone(),
+                health: Arc::new(move || api::health_report(&for_health).1),
+            };
+            tasks.spawn(crate::fleet::run(
+                fleet,
+                ctx,
+                state.fleet.clone(),
+                shutdown.clone(),
+            ));
+        }
         let mut app = api::router(state);
         let token = shutdown.clone();
         let observe: Arc<dyn hms_web::server::Observe> = self.metrics.clone();

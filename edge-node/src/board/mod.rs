@@ -337,6 +337,13 @@ pub enum Command {
         /// The change's number in that file.
         change: u64,
     },
+    /// Record an accepted fleet command (audit; no board change).
+    RecordFleetCommand {
+        /// Its id.
+        id: u64,
+        /// What it asked.
+        command: String,
+    },
 }
 
 impl Command {
@@ -352,6 +359,7 @@ impl Command {
             | Command::RecordPatientSearch { .. }
             | Command::RecordTokenCreated { .. }
             | Command::RecordTokenRevoked { .. }
+            | Command::RecordFleetCommand { .. }
             | Command::ChangeVisit { .. } => None,
             Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
@@ -1257,6 +1265,9 @@ impl Board {
                 credentials,
                 change,
             }],
+            Command::RecordFleetCommand { id, command } => {
+                vec![EventBody::FleetCommand { id, command }]
+            }
         })
     }
 
@@ -1474,6 +1485,7 @@ impl Board {
             | EventBody::TokenRevoked { .. }
             | EventBody::OrCaseChanged { .. }
             | EventBody::OrCasePredicted { .. }
+            | EventBody::FleetCommand { .. }
             | EventBody::ChargePosted { .. }
             | EventBody::ChargeReversed { .. } => Ok(()),
         }

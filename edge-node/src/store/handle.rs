@@ -305,6 +305,25 @@ impl Store {
         self.ask(|reply| Request::Replay(seq, reply)).await
     }
 
+    /// Records an accepted fleet command (`audit.fleet_command`), durably,
+    /// as the fleet channel's actor.
+    pub async fn record_fleet_command(&self, id: u64, command: &str) -> Result<(), WriteError> {
+        self.write(WriteRequest {
+            cmd: crate::board::Command::RecordFleetCommand {
+                id,
+                command: command.to_owned(),
+            },
+            actor: hms_domain::Actor {
+                kind: hms_domain::ActorKind::System,
+                id: "fleet".into(),
+            },
+            correlation: Some(format!("fleet-{id}")),
+            occurred_at: None,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Records OR case predictions (each only while its case is scheduled
     /// at the version predicted); how many were recorded.
     pub async fn record_predictions(

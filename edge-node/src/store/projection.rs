@@ -355,6 +355,16 @@ pub fn project(
             .execute([downlink_seq.to_string()])?;
             return Ok(());
         }
+        EventBody::FleetCommand { id, .. } => {
+            // The last accepted command id: replays stay refused.
+            conn.prepare_cached(
+                "INSERT INTO meta(key, value) VALUES ('fleet_command_id', ?1)
+                 ON CONFLICT(key) DO UPDATE SET
+                    value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            )?
+            .execute([id.to_string()])?;
+            return Ok(());
+        }
         EventBody::OrCasePredicted { prediction } => {
             conn.prepare_cached(
                 "INSERT INTO or_predictions(case_id, version, body, updated_seq)

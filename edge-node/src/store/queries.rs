@@ -314,6 +314,21 @@ impl Store {
         .await
     }
 
+    /// The id of the last fleet command accepted (0: none).
+    pub async fn fleet_command_id(&self) -> anyhow::Result<u64> {
+        self.read(|conn, _| {
+            Ok(conn
+                .query_row(
+                    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'fleet_command_id'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                .max(0) as u64)
+        })
+        .await
+    }
+
     /// The recorded predictions of cases `ids` (those that have one).
     pub async fn or_predictions(
         &self,

@@ -579,6 +579,7 @@ impl Writer {
                 | EventBody::TokenRevoked { .. }
                 | EventBody::OrCaseChanged { .. }
                 | EventBody::OrCasePredicted { .. }
+                | EventBody::FleetCommand { .. }
                 | EventBody::ChargePosted { .. }
                 | EventBody::ChargeReversed { .. }
         ) {

@@ -116,6 +116,8 @@ impl Report {
 pub struct Status {
     report: Mutex<Report>,
     acknowledged: watch::Sender<Option<u64>>,
+    /// Asks the uplink to try at once (a fleet `sync_now`).
+    wake: tokio::sync::Notify,
 }
 
 impl Status {
@@ -124,7 +126,19 @@ impl Status {
         Arc::new(Status {
             report: Mutex::new(Report::default()),
             acknowledged: watch::Sender::new(None),
+            wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Asks the uplink to ship and pull now rather than at its next poll
+    /// (the shipper still decides: an open breaker keeps it waiting).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`Status::wake`] was called (once per call).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 
     /// A copy of the current report.

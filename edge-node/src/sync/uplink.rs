@@ -291,12 +291,14 @@ pub async fn run(
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = commits.changed() => {}
+                    _ = status.woken() => last_downlink = None,
                     _ = tokio::time::sleep_until(until) => {}
                 }
             }
             Action::Wait { until } => {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    _ = status.woken() => {}
                     _ = tokio::time::sleep_until(until.max(now + Duration::from_millis(10))) => {}
                 }
             }

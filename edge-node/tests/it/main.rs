@@ -8,6 +8,7 @@ mod api;
 mod charges;
 mod corpus;
 mod durability;
+mod fleet;
 mod hl7;
 mod inference;
 mod model_sets;

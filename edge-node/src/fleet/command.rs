@@ -1,0 +1,178 @@
+//! Signed fleet commands: what the appliance accepts from the regional
+//! cloud over MQTT, and why it refuses the rest. Sans-IO.
+//!
+//! A command arrives on `hms/v1/{region}/{hospital}/{node}/cmd` as
+//!
+//! ```json
+//! {"payload": "<the command, JSON text>", "signature": "<base64 Ed25519 signature of the payload's bytes>"}
+//! ```
+//!
+//! signed with the cloud's fleet key (the appliance holds only its public
+//! key, `[fleet] command_key`: the raw 32 bytes). The payload names its
+//! target and carries an id that must increase per node and an expiry:
+//!
+//! ```json
+//! {"id": 42, "region": "eu-west", "hospital": "h1", "node": "edge-1",
+//!  "expires_at": "2026-12-05T15:00:00Z", "command": "ping"}
+//! ```
+//!
+//! [`check`] verifies, in this order: the envelope and the signature (over
+//! the payload exactly as sent, so no canonical form is needed), the payload,
+//! the target, the expiry, and that the id is above the last one accepted.
+//! Each refusal has a [`Refusal`] the appliance reports on `cmd/result`.
+
+use base64::Engine;
+use hms_domain::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// What a command asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Action {
+    /// Answer with the time and the appliance's version.
+    Ping,
+    /// Ship the log to the cloud now.
+    SyncNow,
+    /// Revoke the API token `name`.
+    RevokeToken {
+        /// The token's name.
+        name: String,
+    },
+    /// Fetch and apply a signed bundle (configuration or model set).
+    ApplyBundle {
+        /// Where the bundle is, on the cloud.
+        url: String,
+        /// Its SHA-256, hex.
+        sha256: String,
+    },
+}
+
+impl Action {
+    /// The command's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Ping => "ping",
+            Action::SyncNow => "sync_now",
+            Action::RevokeToken { .. } => "revoke_token",
+            Action::ApplyBundle { .. } => "apply_bundle",
+        }
+    }
+}
+
+/// A command's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Increases per node: an id at or below the last accepted is a replay.
+    pub id: u64,
+    /// Target region.
+    pub region: String,
+    /// Target hospital.
+    pub hospital: String,
+    /// Target node.
+    pub node: String,
+    /// Refused from this instant on.
+    pub expires_at: Timestamp,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// The envelope on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signed {
+    /// The command as JSON text.
+    pub payload: String,
+    /// Base64 Ed25519 signature of `payload`'s bytes.
+    pub signature: String,
+}
+
+/// Why a command is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Not the envelope, or not a command.
+    Malformed,
+    /// The signature does not verify with the fleet key.
+    BadSignature,
+    /// Meant for another node.
+    OtherTarget,
+    /// Its id is not above the last accepted one.
+    Replayed,
+    /// Past its expiry.
+    Expired,
+    /// A command this appliance does not carry out yet.
+    Unsupported,
+}
+
+impl Refusal {
+    /// The reason as reported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::OtherTarget => "other_target",
+            Refusal::Replayed => "replayed",
+            Refusal::Expired => "expired",
+            Refusal::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// Who this appliance is, as commands must name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Region.
+    pub region: String,
+    /// Hospital.
+    pub hospital: String,
+    /// Node.
+    pub node: String,
+}
+
+/// The command id of a message whose signature verified, when the rest
+/// fails (so the result can name it); `None` before that.
+pub type SeenId = Option<u64>;
+
+/// Checks a message from the `cmd` topic (see the module doc).
+pub fn check(
+    bytes: &[u8],
+    key: &[u8; 32],
+    target: &Target,
+    last_id: u64,
+    now: Timestamp,
+) -> Result<Command, (Refusal, SeenId)> {
+    let signed: Signed = serde_json::from_slice(bytes).map_err(|_| (Refusal::Malformed, None))?;
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(signed.signature.as_bytes())
+        .map_err(|_| (Refusal::BadSignature, None))?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(signed.payload.as_bytes(), &signature)
+        .map_err(|_| (Refusal::BadSignature, None))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&signed.payload).map_err(|_| (Refusal::Malformed, None))?;
+    let id = value.get("id").and_then(serde_json::Value::as_u64);
+    let cmd: Command = match serde_json::from_value(value) {
+        Ok(c) => c,
+        Err(_) => {
+            return Err((
+                if id.is_some() {
+                    Refusal::Unsupported
+                } else {
+                    Refusal::Malformed
+                },
+                id,
+            ));
+        }
+    };
+    if cmd.region != target.region || cmd.hospital != target.hospital || cmd.node != target.node {
+        return Err((Refusal::OtherTarget, Some(cmd.id)));
+    }
+    if cmd.expires_at <= now {
+        return Err((Refusal::Expired, Some(cmd.id)));
+    }
+    if cmd.id <= last_id {
+        return Err((Refusal::Replayed, Some(cmd.id)));
+    }
+    Ok(cmd)
+}

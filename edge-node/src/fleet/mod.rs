@@ -1,0 +1,382 @@
+//! The fleet channel: the appliance's status, telemetry and signed
+//! commands over MQTT (`[fleet]`; docs/fleet.md). Never the durability
+//! layer: with the broker gone the appliance works exactly as before,
+//! `/health` shows the `fleet` component `disconnected` (the appliance's own
+//! status does not change) and the client reconnects with jittered
+//! back-off (0.5 s doubling to 30 s, each wait between half and one and a
+//! half times that).
+//!
+//! Topics, under `hms/v1/{region}/{hospital}/{node}/`:
+//! - `status` (retained, QoS 1): published on connect and whenever the
+//!   status changes; the last will, retained too, is the same status with
+//!   `online: false`, and a clean stop publishes it before leaving;
+//! - `telemetry` (QoS 0) every `telemetry_s`;
+//! - `cmd` (subscribed, QoS 1): signed commands ([`command`]); each answer
+//!   goes to `cmd/result` (QoS 1). Every accepted command is an audit event
+//!   (`audit.fleet_command`) before it is carried out, and its id is the
+//!   last accepted from then on (kept in the store: replays stay refused
+//!   across restarts).
+//!
+//! The MQTT client id is the node id.
+
+pub mod command;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hms_domain::Timestamp;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Transport};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::sync::status::Status as SyncStatus;
+use command::{Action, Refusal, Target};
+
+/// What the fleet channel reads and drives: the store, the metrics, the
+/// uplink (`sync_now`), and the `/health` report as a token holder sees it
+/// (given by the appliance, which owns the HTTP side).
+#[derive(Clone)]
+pub struct Ctx {
+    /// The store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The uplink's state.
+    pub sync: Arc<SyncStatus>,
+    /// The `/health` report.
+    pub health: Arc<dyn Fn() -> Value + Send + Sync>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+/// The fleet channel's settings, from `[fleet]`.
+#[derive(Clone)]
+pub struct Settings {
+    host: String,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    keepalive: Duration,
+    telemetry: Duration,
+    key: [u8; 32],
+    target: Target,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("broker", &format!("{}:{}", self.host, self.port))
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// From the configuration; `None` without `[fleet]`. The command key
+    /// must be the raw 32 bytes of an Ed25519 public key.
+    pub fn from_config(cfg: &firmware_config::Config) -> anyhow::Result<Option<Settings>> {
+        let Some(f) = &cfg.fleet else {
+            return Ok(None);
+        };
+        let raw = std::fs::read(&f.command_key)
+            .with_context(|| format!("reading fleet.command_key {}", f.command_key.display()))?;
+        let key: [u8; 32] = raw.as_slice().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "fleet.command_key {} is not an Ed25519 public key (the raw 32 bytes `hms-cloud fleet keygen` writes to FILE.pub); it has {} bytes",
+                f.command_key.display(),
+                raw.len()
+            )
+        })?;
+        let tls = match (&f.broker.tls, &f.ca) {
+            (true, Some(ca)) => {
+                let client = f.client_cert.as_deref().zip(f.client_key.as_deref());
+                Some(Arc::new(hms_web::tls::client_config(ca, client)?))
+            }
+            (true, None) => anyhow::bail!("fleet.broker is mqtts:// but fleet.ca is missing"),
+            (false, _) => None,
+        };
+        Ok(Some(Settings {
+            host: f.broker.host.clone(),
+            port: f.broker.port,
+            tls,
+            keepalive: Duration::from_secs(f.keepalive_s),
+            telemetry: Duration::from_secs(f.telemetry_s),
+            key,
+            target: Target {
+                region: cfg.node.region.to_string(),
+                hospital: cfg.node.hospital_id.to_string(),
+                node: cfg.node.node_id.to_string(),
+            },
+        }))
+    }
+
+    fn topic(&self, leaf: &str) -> String {
+        let t = &self.target;
+        format!("hms/v1/{}/{}/{}/{leaf}", t.region, t.hospital, t.node)
+    }
+}
+
+/// Whether the fleet channel is up, for `/health`.
+#[derive(Debug, Default)]
+pub struct Link {
+    enabled: AtomicBool,
+    connected: AtomicBool,
+}
+
+impl Link {
+    /// A link for a configured channel.
+    pub fn enabled() -> Arc<Link> {
+        let l = Link::default();
+        l.enabled.store(true, Ordering::Relaxed);
+        Arc::new(l)
+    }
+
+    /// `/health`'s `fleet` component: `disabled`, `connected` or `disconnected`.
+    pub fn state(&self) -> &'static str {
+        match (
+            self.enabled.load(Ordering::Relaxed),
+            self.connected.load(Ordering::Relaxed),
+        ) {
+            (false, _) => "disabled",
+            (true, true) => "connected",
+            (true, false) => "disconnected",
+        }
+    }
+}
+
+/// The retained status (see the module doc); `online` and the uptime are
+/// set by the caller.
+fn status(state: &Ctx, settings: &Settings) -> Value {
+    let report = (state.health)();
+    let components: serde_json::Map<String, Value> = report["components"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v["status"].clone()))
+        .collect();
+    let sync = &report["components"]["uplink"]["sync"];
+    json!({
+        "online": true,
+        "region": settings.target.region,
+        "hospital": settings.target.hospital,
+        "node": settings.target.node,
+        "version": env!("CARGO_PKG_VERSION"),
+        "build": option_env!("HMS_BUILD").unwrap_or("unknown"),
+        "health": { "status": report["status"], "components": components },
+        "acked_seq": sync["acked_seq"],
+        "local_seq": state.store.last_seq(),
+        "lag_seconds": sync["lag_seconds"],
+        "outbox_bytes": sync["outbox_bytes"],
+        "model_set": report["components"]["models"]["set"],
+        "config_version": Value::Null,
+    })
+}
+
+/// The telemetry message: the census by bed state, ADT messages a minute
+/// and the ACK p99 since the last report, parked messages, disk free,
+/// memory and CPU time.
+async fn telemetry(state: &Ctx, adt_per_min: f64, ack_p99_ms: Option<f64>) -> Value {
+    let view = state.store.view();
+    let mut census = serde_json::Map::new();
+    for b in view.beds() {
+        let k = b.state.name();
+        let n = census.get(k).and_then(Value::as_u64).unwrap_or(0);
+        census.insert(k.to_owned(), json!(n + 1));
+    }
+    let (rss, cpu) = crate::metrics::process_usage();
+    let parked = state.store.parked().await.map(|p| p.len()).ok();
+    json!({
+        "at": Timestamp::now(),
+        "census": census,
+        "adt_messages_per_min": (adt_per_min * 10.0).round() / 10.0,
+        "ack_p99_ms": ack_p99_ms,
+        "parked": parked,
+        "disk_free_bytes": crate::metrics::disk_free(state.store.data_dir()),
+        "rss_bytes": rss,
+        "cpu_seconds": (cpu * 100.0).round() / 100.0,
+    })
+}
+
+/// Runs the fleet channel until `shutdown`.
+pub async fn run(settings: Settings, state: Ctx, link: Arc<Link>, shutdown: CancellationToken) {
+    let started = Instant::now();
+    let status_topic = settings.topic("status");
+    let mut will = status(&state, &settings);
+    will["online"] = json!(false);
+    let mut opts = MqttOptions::new(&settings.target.node, &settings.host, settings.port);
+    opts.set_keep_alive(settings.keepalive);
+    opts.set_clean_session(true);
+    opts.set_last_will(LastWill::new(
+        &status_topic,
+        will.to_string(),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(tls) = &settings.tls {
+        opts.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let mut last_status: Option<Value> = None;
+    let mut last_id = state.store.fleet_command_id().await.unwrap_or(0);
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut telemetry_tick = tokio::time::interval(settings.telemetry);
+    telemetry_tick.tick().await;
+    let mut adt_seen = crate::metrics::hl7_total(&state.metrics);
+    let mut acks_seen = state.metrics.hl7_ack_window.snapshot();
+    let mut adt_at = Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = events.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    link.connected.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(500);
+                    tracing::info!(broker = %settings.host, "fleet channel connected");
+                    let _ = client.try_subscribe(settings.topic("cmd"), QoS::AtLeastOnce);
+                    last_status = None;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == settings.topic("cmd") => {
+                    let result = handle(&settings, &state, &p.payload, &mut last_id).await;
+                    let _ = client.try_publish(
+                        settings.topic("cmd/result"),
+                        QoS::AtLeastOnce,
+                        false,
+                        result.to_string(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if link.connected.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "fleet channel lost; reconnecting");
+                    }
+                    // Jittered back-off, up to 30 s, before the next attempt.
+                    let jitter = rand_fraction();
+                    let wait = backoff.mul_f64(0.5 + jitter);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            },
+            _ = status_tick.tick() => {
+                if link.connected.load(Ordering::Relaxed) {
+                    let now = status(&state, &settings);
+                    if last_status.as_ref() != Some(&now) {
+                        let mut out = now.clone();
+                        out["uptime_s"] = json!(started.elapsed().as_secs());
+                        if client
+                            .try_publish(&status_topic, QoS::AtLeastOnce, true, out.to_string())
+                            .is_ok()
+                        {
+                            last_status = Some(now);
+                        }
+                    }
+                }
+            }
+            _ = telemetry_tick.tick() => {
+                let total = crate::metrics::hl7_total(&state.metrics);
+                let acks = state.metrics.hl7_ack_window.snapshot();
+                let minutes = adt_at.elapsed().as_secs_f64() / 60.0;
+                let rate = if minutes > 0.0 {
+                    total.saturating_sub(adt_seen) as f64 / minutes
+                } else {
+                    0.0
+                };
+                let p99 = crate::metrics::AckWindow::quantile_ms(&acks_seen, &acks, 0.99);
+                (adt_seen, acks_seen, adt_at) = (total, acks, Instant::now());
+                if link.connected.load(Ordering::Relaxed) {
+                    let t = telemetry(&state, rate, p99).await;
+                    let _ = client.try_publish(
+                        settings.topic("telemetry"),
+                        QoS::AtMostOnce,
+                        false,
+                        t.to_string(),
+                    );
+                }
+            }
+        }
+    }
+    // A clean stop says so before leaving (the will is for the unclean ones).
+    if link.connected.load(Ordering::Relaxed) {
+        let mut last = status(&state, &settings);
+        last["online"] = json!(false);
+        last["uptime_s"] = json!(started.elapsed().as_secs());
+        let _ = client.try_publish(&status_topic, QoS::AtLeastOnce, true, last.to_string());
+        let _ = client.try_disconnect();
+        let drain = async {
+            while let Ok(ev) = events.poll().await {
+                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    link.connected.store(false, Ordering::Relaxed);
+}
+
+/// A fraction in [0, 1) for the back-off's jitter.
+fn rand_fraction() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Checks and carries out one command; the result to publish.
+async fn handle(settings: &Settings, state: &Ctx, bytes: &[u8], last_id: &mut u64) -> Value {
+    let refused = |reason: Refusal, id: Option<u64>| {
+        tracing::warn!(reason = reason.as_str(), id, "fleet command refused");
+        json!({ "id": id, "status": "refused", "reason": reason.as_str() })
+    };
+    let cmd = match command::check(
+        bytes,
+        &settings.key,
+        &settings.target,
+        *last_id,
+        Timestamp::now(),
+    ) {
+        Ok(c) => c,
+        Err((reason, id)) => return refused(reason, id),
+    };
+    if matches!(
+        cmd.action,
+        Action::RevokeToken { .. } | Action::ApplyBundle { .. }
+    ) {
+        return refused(Refusal::Unsupported, Some(cmd.id));
+    }
+    // Recorded (and the id kept) before it is carried out.
+    if let Err(e) = state
+        .store
+        .record_fleet_command(cmd.id, cmd.action.name())
+        .await
+    {
+        tracing::warn!(error = %e, "recording a fleet command failed; not carried out");
+        return json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" });
+    }
+    *last_id = cmd.id;
+    let result = match cmd.action {
+        Action::Ping => json!({ "pong": Timestamp::now(), "version": env!("CARGO_PKG_VERSION") }),
+        Action::SyncNow => {
+            state.sync.wake();
+            json!({ "sync": "started" })
+        }
+        Action::RevokeToken { .. } | Action::ApplyBundle { .. } => Value::Null,
+    };
+    tracing::info!(
+        id = cmd.id,
+        command = cmd.action.name(),
+        "fleet command carried out"
+    );
+    json!({ "id": cmd.id, "status": "done", "command": cmd.action.name(), "result": result })
+}
