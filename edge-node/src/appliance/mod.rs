@@ -307,6 +307,7 @@ impl Appliance {
                 store: state.store.clone(),
                 metrics: state.metrics.clone(),
                 sync: state.sync.clone(),
+                tokens: state.tokens.clone(),
                 health: Arc::new(move || api::health_report(&for_health).1),
             };
             tasks.spawn(crate::fleet::run(

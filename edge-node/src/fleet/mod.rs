@@ -47,6 +47,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// The uplink's state.
     pub sync: Arc<SyncStatus>,
+    /// The API tokens (`revoke_token`).
+    pub tokens: crate::auth::Tokens,
     /// The `/health` report.
     pub health: Arc<dyn Fn() -> Value + Send + Sync>,
 }
@@ -349,10 +351,7 @@ async fn handle(settings: &Settings, state: &Ctx, bytes: &[u8], last_id: &mut u6
         Ok(c) => c,
         Err((reason, id)) => return refused(reason, id),
     };
-    if matches!(
-        cmd.action,
-        Action::RevokeToken { .. } | Action::ApplyBundle { .. }
-    ) {
+    if matches!(cmd.action, Action::ApplyBundle { .. }) {
         return refused(Refusal::Unsupported, Some(cmd.id));
     }
     // Recorded (and the id kept) before it is carried out.
@@ -365,18 +364,45 @@ async fn handle(settings: &Settings, state: &Ctx, bytes: &[u8], last_id: &mut u6
         return json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" });
     }
     *last_id = cmd.id;
+    let name = cmd.action.name();
     let result = match cmd.action {
         Action::Ping => json!({ "pong": Timestamp::now(), "version": env!("CARGO_PKG_VERSION") }),
         Action::SyncNow => {
             state.sync.wake();
             json!({ "sync": "started" })
         }
-        Action::RevokeToken { .. } | Action::ApplyBundle { .. } => Value::Null,
+        Action::RevokeToken { name: token } => {
+            // The revocation itself is recorded as `audit.token_revoked`
+            // (actor `fleet:{id}`) by the token follower, like any other.
+            let (tokens, by) = (state.tokens.clone(), format!("fleet:{}", cmd.id));
+            let done = tokio::task::spawn_blocking(move || {
+                let r = tokens.revoke(&token, &by);
+                // Take effect at once, not at the next poll.
+                let _ = tokens.refresh();
+                r
+            })
+            .await;
+            match done {
+                Ok(Ok(crate::store::credentials::Revocation::Revoked(n))) => {
+                    json!({ "revoked": n })
+                }
+                Ok(Ok(crate::store::credentials::Revocation::AlreadyRevoked)) => {
+                    json!({ "revoked": 0, "already_revoked": true })
+                }
+                Ok(Ok(crate::store::credentials::Revocation::Unknown)) => {
+                    return json!({ "id": cmd.id, "status": "failed", "reason": "unknown_token" });
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "revoking a token for the fleet failed");
+                    return json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" });
+                }
+                Err(_) => {
+                    return json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" });
+                }
+            }
+        }
+        Action::ApplyBundle { .. } => Value::Null,
     };
-    tracing::info!(
-        id = cmd.id,
-        command = cmd.action.name(),
-        "fleet command carried out"
-    );
-    json!({ "id": cmd.id, "status": "done", "command": cmd.action.name(), "result": result })
+    tracing::info!(id = cmd.id, command = name, "fleet command carried out");
+    json!({ "id": cmd.id, "status": "done", "command": name, "result": result })
 }

@@ -303,6 +303,38 @@ async fn status_telemetry_and_signed_commands_over_mosquitto() {
             assert!(r["result"]["pong"].is_string(), "{r}");
         }
     }
+    // revoke_token: the kiosk's token stops working at once; an unknown
+    // name fails (the command was accepted and recorded all the same).
+    let revoke = |id: u64, name: &str| {
+        let mut c = command(id, &node, in_a_minute, "revoke_token");
+        c["name"] = name.into();
+        signed(&pair, &c)
+    };
+    let mut kiosk = app.conn(&app.viewer).await;
+    assert_eq!(kiosk.get("/api/v1/units").await.unwrap().status, 200);
+    for (bytes, want) in [
+        (revoke(7, "kiosk"), "done"),
+        (revoke(8, "nobody"), "unknown_token"),
+    ] {
+        watcher
+            .publish(&cmd_topic, QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap();
+        let r = next_on(&mut rx, &result_topic, |_| true).await;
+        let got = if r["status"] == "done" {
+            "done"
+        } else {
+            r["reason"].as_str().unwrap()
+        };
+        assert_eq!(got, want, "{r}");
+    }
+    let mut kiosk = app.conn(&app.viewer).await;
+    assert_eq!(
+        kiosk.get("/api/v1/units").await.unwrap().status,
+        401,
+        "revoked"
+    );
+
     // Each accepted command is an audit event; the refused ones are not.
     let conn = rusqlite::Connection::open(app.data_dir().join("edge.sqlite")).unwrap();
     let audited: Vec<String> = conn
@@ -312,7 +344,7 @@ async fn status_telemetry_and_signed_commands_over_mosquitto() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(audited.len(), 4, "{audited:?}");
     assert!(
         audited[1].contains("\"command\":\"sync_now\""),
         "{audited:?}"
