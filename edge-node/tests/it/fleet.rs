@@ -455,3 +455,89 @@ async fn a_killed_appliance_shows_offline_within_one_and_a_half_keepalives() {
         .await
         .unwrap();
 }
+
+/// A Mosquitto of the test's own on `port`, stopped when dropped.
+struct Broker(std::process::Child);
+
+impl Broker {
+    fn start(port: u16) -> Option<Broker> {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let child = std::process::Command::new(bin)
+            .args(["-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Broker(child))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn fleet_state(app: &TestApp) -> String {
+    let mut c = app.conn(&app.admin).await;
+    let h = c.get("/health").await.unwrap().json().unwrap();
+    h["components"]["fleet"]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_comes_back_when_the_broker_does_and_the_feed_never_waits_for_it() {
+    let keydir = tempfile::tempdir().unwrap();
+    let (_, public) = keys();
+    let key = keydir.path().join("fleet.pub");
+    std::fs::write(&key, public).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::start_text(
+        &[("3W", 2, 2)],
+        &fleet_toml(&key, &format!("mqtt://127.0.0.1:{port}")),
+        |_| {},
+    )
+    .await;
+    assert_eq!(fleet_state(&app).await, "disconnected");
+    let Some(broker) = Broker::start(port) else {
+        hms_e2e::skip::skip(
+            "fleet reconnection",
+            "no mosquitto binary to start a broker of the test's own",
+        );
+        return;
+    };
+    // Back-off is at most 30 s; the broker is up within a few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    while fleet_state(&app).await != "connected" {
+        assert!(std::time::Instant::now() < deadline, "no reconnection");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(broker);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while fleet_state(&app).await != "disconnected" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the loss was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The feed is answered as ever with the broker gone.
+    let acks = edge_node::integration::client::send(
+        app.mllp,
+        &[b"MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|R1|P|2.5.1\rPID|1||M1^^^TH^MR||Doe^Jane\r".to_vec()],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(acks[0].code, "AA");
+    app.stop().await;
+}
