@@ -4,7 +4,8 @@
 //! figure every time it is read and the regional cloud can compare booked,
 //! predicted and actual times.
 //!
-//! The recorder wakes on each commit that changed the OR board and predicts,
+//! The recorder wakes after commits that changed the OR board (at most
+//! every [`GAP`]) and predicts,
 //! in one batch, every scheduled case starting from a day ago to
 //! [`RECORD_DAYS`] ahead whose current version has no recorded prediction
 //! yet; the writer records a prediction only while its case is still
@@ -32,6 +33,9 @@ pub const DEFAULT_ASA: u8 = 2;
 pub const RECORD_DAYS: i64 = 30;
 
 const DAY_MS: i64 = 86_400_000;
+
+/// The shortest time between two looks at the OR board.
+pub const GAP: Duration = Duration::from_millis(250);
 
 /// Most cases predicted in one batch.
 const BATCH: usize = 500;
@@ -152,6 +156,12 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = commits.changed() => if changed.is_err() { return },
+        }
+        // At most one look every [`GAP`]: a busy feed commits thousands of
+        // times a second and the look is not free.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(GAP) => {}
         }
     }
 }
