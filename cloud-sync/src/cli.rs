@@ -1,6 +1,6 @@
 //! The `hms-cloud` subcommands that do more than wire things together:
-//! `enroll`, `enroll-primary`, `token create | list | revoke`, `keygen` and
-//! `empi train` (`run` is [`crate::cloud::Cloud`]). Each prints what it did
+//! `enroll`, `enroll-primary`, `token create | list | revoke`, `keygen`,
+//! `fleet keygen` and `empi train` (`run` is [`crate::cloud::Cloud`]). Each prints what it did
 //! on stdout and fails with a [`Failure`], which says the exit code: 64 for
 //! bad usage or configuration, 1 for anything else. What they change in the
 //! registry (tokens, enrolments) is audited there with the login of who ran
@@ -332,6 +332,38 @@ pub fn empi_train(config: &Path, sample: usize, seed: u64) -> Result<(), Failure
 /// `hms-cloud keygen`: a primary's DR key pair: `out` (PKCS#8, mode 0600,
 /// never overwritten) and `out.pub` (the raw 32-byte public key).
 pub fn keygen(out: &Path) -> Result<(), Failure> {
+    let (public, pubkey) = write_key_pair(out)?;
+    println!("private key: {} (keep on the primary)", out.display());
+    println!(
+        "public key:  {} (on the replica: hms-cloud enroll-primary --public-key FILE)",
+        public.display()
+    );
+    println!("{}", hms_domain::event::to_hex(&pubkey));
+    Ok(())
+}
+
+/// `hms-cloud fleet keygen`: the fleet's command-signing key pair: `out`
+/// (PKCS#8, mode 0600, never overwritten; the cloud's `[fleet] key_file`)
+/// and `out.pub` (the raw 32-byte public key, the appliances' `[fleet]
+/// command_key`).
+pub fn fleet_keygen(out: &Path) -> Result<(), Failure> {
+    let (public, pubkey) = write_key_pair(out)?;
+    println!(
+        "private key: {} (keep on the cloud: [fleet] key_file)",
+        out.display()
+    );
+    println!(
+        "public key:  {} (on every appliance: [fleet] command_key)",
+        public.display()
+    );
+    println!("{}", hms_domain::event::to_hex(&pubkey));
+    Ok(())
+}
+
+/// Writes a new Ed25519 key pair: `out` (PKCS#8, mode 0600, created new:
+/// an existing file is a refusal, exit 1) and `out.pub` (raw 32 bytes).
+/// Returns the public key's path and bytes.
+fn write_key_pair(out: &Path) -> Result<(PathBuf, Vec<u8>), Failure> {
     use std::io::Write;
     let public = PathBuf::from(format!("{}.pub", out.display()));
     if out.exists() {
@@ -354,11 +386,5 @@ pub fn keygen(out: &Path) -> Result<(), Failure> {
     write_private().map_err(|e| Failure::runtime(format!("{}: {e}", out.display())))?;
     std::fs::write(&public, &pubkey)
         .map_err(|e| Failure::runtime(format!("{}: {e}", public.display())))?;
-    println!("private key: {} (keep on the primary)", out.display());
-    println!(
-        "public key:  {} (on the replica: hms-cloud enroll-primary --public-key FILE)",
-        public.display()
-    );
-    println!("{}", hms_domain::event::to_hex(&pubkey));
-    Ok(())
+    Ok((public, pubkey))
 }

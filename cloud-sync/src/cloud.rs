@@ -5,11 +5,14 @@
 //! the registry and its database, the store router (SQLite or
 //! PostgreSQL), the downlink, the regional EMPI (primary with `empi =
 //! true`), the DR primaries a replica accepts, the DR replicator (primary
-//! with `[dr]`) and the TLS acceptor. A configuration the files cannot
-//! satisfy (a DR peer address, key or TLS certificate, plain HTTP on a
+//! with `[dr]`), the fleet channel (`[fleet]`: its key, CA and client
+//! certificate) and the TLS acceptor. A configuration the files cannot
+//! satisfy (a DR peer address, key or TLS certificate, a fleet key or
+//! broker certificate, plain HTTP on a
 //! non-loopback address without `insecure_http`) is a [`ConfigError`]
 //! inside the returned error. [`Cloud::serve`] then starts every background
-//! task (the EMPI runner, the replicator) on one tracker, serves HTTP or
+//! task (the EMPI runner, the replicator, the fleet channel's MQTT client)
+//! on one tracker, serves HTTP or
 //! HTTPS until the cancellation token fires, stops accepting, lets the
 //! requests in flight finish, cancels the background tasks and waits for
 //! each of them before it returns.
@@ -43,6 +46,7 @@ pub struct Cloud {
     state: CloudState,
     listen: SocketAddr,
     replicator: Option<Replicator>,
+    fleet_events: Option<rumqttc::EventLoop>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -102,6 +106,13 @@ impl Cloud {
                 .map_err(|e| ConfigError(e.to_string()))?,
             );
         }
+        let mut fleet_events = None;
+        if let Some(f) = &config.fleet {
+            let (channel, events) = crate::fleet::Channel::open(f, &config.region)
+                .map_err(|e| ConfigError(format!("[fleet] {e:#}")))?;
+            state = state.with_fleet(channel);
+            fleet_events = Some(events);
+        }
         let tls = match &config.tls {
             Some(t) => Some(
                 hms_web::tls::acceptor(&t.cert, &t.key)
@@ -113,6 +124,7 @@ impl Cloud {
             state,
             listen: config.listen,
             replicator,
+            fleet_events,
             tls,
         })
     }
@@ -161,6 +173,15 @@ impl Cloud {
             tasks.spawn(r.run(stop.clone()));
         }
         tasks.spawn(self.state.run_empi(stop.clone()));
+        if let (Some(events), Some(f)) = (self.fleet_events, &self.state.fleet) {
+            tracing::info!(broker = f.link.broker(), "fleet channel on");
+            tasks.spawn(crate::fleet::run(
+                f.fleet.clone(),
+                f.link.clone(),
+                events,
+                stop.clone(),
+            ));
+        }
         tasks.close();
         let app = crate::http::router(self.state);
         let until = stop.clone().cancelled_owned();

@@ -27,12 +27,25 @@
 //! peer_region = "eu-central"     # must be in allowed_dr_regions
 //! key_file = "primary.pk8"       # this primary's Ed25519 key (hms-cloud keygen)
 //! ca = "dr-ca.pem"               # PEM to trust the peer with (https)
+//!
+//! [fleet]                        # the MQTT fleet channel (docs/fleet.md)
+//! broker = "mqtts://mqtt.region.example:8883"  # mqtt:// only to a loopback host
+//! ca = "mqtt-ca.pem"             # required with mqtts://
+//! # client_cert = "cloud-mqtt.pem"   # optional client certificate (both or neither)
+//! # client_key = "cloud-mqtt.key"
+//! key_file = "fleet.pk8"         # the fleet signing key (hms-cloud fleet keygen);
+//!                                # without it commands are refused (409)
+//! client_id = "hms-cloud-eu-west"   # the default: hms-cloud-{region}
+//! keepalive_s = 30
 //! ```
 //!
 //! Unknown keys and missing or malformed values are errors naming the file,
 //! line and column; a DR peer outside `allowed_dr_regions` stops start-up
 //! (residency); so does a `listen` address off loopback without `[tls]`,
-//! unless `insecure_http = true` says so explicitly ([`CloudConfig::check_listen`]).
+//! unless `insecure_http = true` says so explicitly ([`CloudConfig::check_listen`]);
+//! so does a `[fleet] broker` that is not `mqtts://` with a `ca` (or
+//! `mqtt://` to a loopback host), or a `key_file` that does not hold an
+//! Ed25519 PKCS#8 key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +99,120 @@ pub struct DrConfig {
     pub ca: Option<PathBuf>,
 }
 
+/// The fleet channel: the region's MQTT broker and the fleet signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `mqtts://HOST[:PORT]` (8883 by default), or `mqtt://HOST[:PORT]`
+    /// (1883) with a loopback host; checked into [`FleetConfig::endpoint`].
+    pub broker: String,
+    /// PEM file to trust the broker with (required for `mqtts://`).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for the broker; with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM); with `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The fleet's PKCS#8 Ed25519 signing key (`hms-cloud fleet keygen`);
+    /// without it the cloud shows the fleet but sends no command.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The MQTT client id; `hms-cloud-{region}` by default.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// MQTT keep-alive, seconds (5 to 3600).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_s: u64,
+    /// The broker, once checked ([`load`] fills it in).
+    #[serde(skip)]
+    pub endpoint: Option<Broker>,
+}
+
+/// A checked broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// `mqtts://` rather than plain `mqtt://` (loopback only).
+    pub tls: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Broker {
+    /// Parses `mqtts://HOST[:PORT]` or `mqtt://HOST[:PORT]` (loopback host
+    /// only: `localhost`, 127.0.0.0/8, `[::1]`), nothing more.
+    pub fn parse(url: &str) -> Result<Broker, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "must start with mqtts:// (or mqtt:// on loopback), found {url:?}"
+            ));
+        };
+        let malformed =
+            || format!("must be a URL of the form mqtts://HOST[:PORT] with no path, found {url:?}");
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (v6, after) = bracketed.split_once(']').ok_or_else(malformed)?;
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(malformed());
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or_else(malformed)?),
+            };
+            (v6, port)
+        } else {
+            let (host, port) = match rest.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            let ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+            if !ok {
+                return Err(malformed());
+            }
+            (host, port)
+        };
+        let port = match port {
+            None => {
+                if tls {
+                    8883
+                } else {
+                    1883
+                }
+            }
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => return Err(malformed()),
+            },
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+        if !tls && !loopback {
+            return Err(format!(
+                "must be mqtts:// to reach another machine (fleet status and commands cross \
+                 networks only inside TLS); plain mqtt:// is only for loopback (127.0.0.0/8, \
+                 [::1], localhost), found {url:?}"
+            ));
+        }
+        Ok(Broker {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
 /// The cloud's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +255,9 @@ pub struct CloudConfig {
     /// The DR peer (primary only).
     #[serde(default)]
     pub dr: Option<DrConfig>,
+    /// The MQTT fleet channel; none: no fleet.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
 }
 
 impl CloudConfig {
@@ -154,6 +284,10 @@ fn default_empi() -> bool {
 
 fn default_auto_train() -> usize {
     crate::empi::model::DEFAULT_AUTO_TRAIN_RECORDS
+}
+
+fn default_keepalive() -> u64 {
+    30
 }
 
 fn default_backend() -> Backend {
@@ -228,6 +362,54 @@ pub fn load(path: &Path) -> Result<CloudConfig, String> {
         }
         cloud_sync_client::Endpoint::parse(&dr.peer, dr.ca.as_deref())
             .map_err(|e| format!("{}: error: [dr] peer: {e}", path.display()))?;
+    }
+    if let Some(f) = &mut cfg.fleet {
+        let err = |m: String| format!("{}: error: [fleet] {m}", path.display());
+        let broker = Broker::parse(&f.broker).map_err(|e| err(format!("broker {e}")))?;
+        if broker.tls && f.ca.is_none() {
+            return Err(err(
+                "broker is mqtts:// but ca is not given: name the PEM file of the CA that \
+                 signed the broker's certificate"
+                    .into(),
+            ));
+        }
+        if !broker.tls && (f.ca.is_some() || f.client_cert.is_some() || f.client_key.is_some()) {
+            return Err(err(
+                "ca, client_cert and client_key are only for an mqtts:// broker, but broker is \
+                 plain mqtt://: remove them, or use mqtts://"
+                    .into(),
+            ));
+        }
+        if f.client_cert.is_some() != f.client_key.is_some() {
+            return Err(err(
+                "client_cert and client_key go together: give both or neither".into(),
+            ));
+        }
+        if !(5..=3600).contains(&f.keepalive_s) {
+            return Err(err(format!(
+                "keepalive_s is {}, not between 5 and 3600 seconds",
+                f.keepalive_s
+            )));
+        }
+        if let Some(id) = &f.client_id
+            && (id.is_empty() || id.len() > 64 || id.chars().any(|c| c.is_control() || c == ' '))
+        {
+            return Err(err(format!(
+                "client_id {id:?} is not 1 to 64 printable characters without spaces"
+            )));
+        }
+        for p in [
+            &mut f.ca,
+            &mut f.client_cert,
+            &mut f.client_key,
+            &mut f.key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+        f.endpoint = Some(broker);
     }
     Ok(cfg)
 }
@@ -396,5 +578,88 @@ mod tests {
         assert!(load(&p).expect_err("chained").contains("replica"));
         let (_d, p) = write(&format!("{base}mode = \"mirror\"\n"));
         assert!(load(&p).expect_err("mode").contains("cloud.toml:4:"));
+    }
+
+    #[test]
+    fn the_fleet_broker_is_mqtts_with_a_ca_or_plain_mqtt_on_loopback() {
+        let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+        let (_d, p) = write(base);
+        assert!(load(&p).expect("valid").fleet.is_none(), "absent: no fleet");
+        let (dir, p) = write(&format!(
+            "{base}[fleet]\nbroker = \"mqtt://127.0.0.1\"\nkey_file = \"fleet.pk8\"\n"
+        ));
+        let f = load(&p).expect("valid").fleet.expect("fleet");
+        assert_eq!(
+            f.endpoint,
+            Some(Broker {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883
+            })
+        );
+        assert_eq!(f.key_file, Some(dir.path().join("fleet.pk8")));
+        assert_eq!((f.keepalive_s, f.client_id), (30, None));
+        let (dir, p) = write(&format!(
+            "{base}[fleet]\nbroker = \"mqtts://mqtt.example\"\nca = \"ca.pem\"\n\
+             client_cert = \"c.pem\"\nclient_key = \"c.key\"\nclient_id = \"cloud-1\"\n"
+        ));
+        let f = load(&p).expect("valid").fleet.expect("fleet");
+        assert_eq!(
+            f.endpoint.as_ref().map(|b| (b.tls, b.port)),
+            Some((true, 8883))
+        );
+        assert_eq!(f.ca, Some(dir.path().join("ca.pem")));
+        assert_eq!(f.client_key, Some(dir.path().join("c.key")));
+        for ok in [
+            "mqtt://localhost:1884",
+            "mqtt://[::1]",
+            "mqtts://10.0.0.5:8884/",
+        ] {
+            assert!(Broker::parse(ok).is_ok(), "{ok}");
+        }
+        for (fleet, says) in [
+            (
+                "broker = \"mqtt://mqtt.example\"",
+                "must be mqtts:// to reach another machine",
+            ),
+            ("broker = \"mqtts://mqtt.example\"", "ca is not given"),
+            (
+                "broker = \"https://mqtt.example\"",
+                "must start with mqtts://",
+            ),
+            (
+                "broker = \"mqtts://h:0\"\nca = \"c\"",
+                "of the form mqtts://HOST[:PORT]",
+            ),
+            (
+                "broker = \"mqtts://h/x\"\nca = \"c\"",
+                "of the form mqtts://HOST[:PORT]",
+            ),
+            (
+                "broker = \"mqtt://127.0.0.1\"\nca = \"c\"",
+                "only for an mqtts:// broker",
+            ),
+            (
+                "broker = \"mqtts://h\"\nca = \"c\"\nclient_cert = \"c\"",
+                "give both or neither",
+            ),
+            (
+                "broker = \"mqtt://127.0.0.1\"\nkeepalive_s = 1",
+                "between 5 and 3600",
+            ),
+            (
+                "broker = \"mqtt://127.0.0.1\"\nclient_id = \"a b\"",
+                "client_id",
+            ),
+        ] {
+            let (_d, p) = write(&format!("{base}[fleet]\n{fleet}\n"));
+            let e = load(&p).expect_err(fleet);
+            assert!(
+                e.contains("cloud.toml: error: [fleet] ") && e.contains(says),
+                "{fleet}: {e}"
+            );
+        }
+        let (_d, p) = write(&format!("{base}[fleet]\nkey_file = \"k\"\n"));
+        assert!(load(&p).expect_err("no broker").contains("cloud.toml:"));
     }
 }

@@ -13,7 +13,8 @@
 //!   per-hospital event stores with idempotent, in-order, chain-verified
 //!   ingest (SQLite and PostgreSQL backends, the conformance suite every
 //!   backend passes), and the cloud's own databases: [`store::registry`]
-//!   (enrolments, operator tokens, DR primaries, ingest times),
+//!   (enrolments, operator tokens, DR primaries, ingest times, the audit,
+//!   the last fleet command id per appliance),
 //!   [`store::empi`] and [`store::downlink`]. Every SQLite connection is
 //!   opened by [`store::sqlite`] (`synchronous=FULL`).
 //! - the domain, each module independent of the state and of HTTP:
@@ -21,10 +22,12 @@
 //!   acceptance), [`downlink`] (EIDs back to the appliances), [`analytics`]
 //!   (hourly census, ADT volumes), [`dr`] (replication from a primary to
 //!   its region's DR replica; uses `enrolment`), [`empi`] (the regional
-//!   EMPI and its trained model; uses `enrolment` and `downlink`) and
-//!   [`config`] (the TOML file; uses the EMPI's training bounds). A
-//!   background task ([`empi::run`], [`dr::Replicator::run`]) is handed the
-//!   pieces it needs and a cancellation token.
+//!   EMPI and its trained model; uses `enrolment` and `downlink`),
+//!   [`config`] (the TOML file; uses the EMPI's training bounds) and
+//!   [`fleet`] (the MQTT fleet channel: the appliances' status and
+//!   telemetry, signed commands; uses `config` and `enrolment`). A
+//!   background task ([`empi::run`], [`dr::Replicator::run`],
+//!   [`fleet::run`]) is handed the pieces it needs and a cancellation token.
 //! - [`state`]: [`state::CloudState`], what the handlers and tasks share.
 //! - [`http`]: the router, the sync API, the operator API and the problem
 //!   documents every error becomes.
@@ -33,7 +36,7 @@
 //!   [`cli`], the other `hms-cloud` commands. The binary only parses the
 //!   command line.
 //!
-//! The fleet console comes next.
+//! The fleet console (web pages) comes next.
 
 pub mod analytics;
 pub mod cli;
@@ -43,6 +46,7 @@ pub mod downlink;
 pub mod dr;
 pub mod empi;
 pub mod enrolment;
+pub mod fleet;
 pub mod http;
 pub mod state;
 pub mod store;

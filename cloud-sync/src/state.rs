@@ -2,7 +2,8 @@
 //! background tasks: the registry of enrolled hospitals and its database,
 //! the store router, primary or replica (and the DR primaries a replica
 //! accepts), the replication status, the analytics cache, the downlink,
-//! the regional EMPI and the notifications an ingest sends.
+//! the regional EMPI, the fleet channel and the notifications an ingest
+//! sends.
 //!
 //! It also holds what a sync request needs beyond one domain module:
 //! [`CloudState::authenticate`] (an appliance, or a DR primary on a
@@ -11,7 +12,8 @@
 //!
 //! No HTTP here: [`crate::http`] builds on this module, which builds on the
 //! domain modules ([`crate::enrolment`], [`crate::dr`], [`crate::empi`],
-//! [`crate::analytics`], [`crate::downlink`]) and [`crate::store`].
+//! [`crate::analytics`], [`crate::downlink`], [`crate::fleet`]) and
+//! [`crate::store`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,8 @@ pub struct CloudState {
     pub empi: Option<Arc<RegionalEmpi>>,
     /// Notified after every ingest that stored events (wakes the EMPI).
     pub empi_wake: Arc<Notify>,
+    /// The MQTT fleet channel (`[fleet]`); none: the fleet API answers 409.
+    pub fleet: Option<crate::fleet::Channel>,
 }
 
 impl std::fmt::Debug for CloudState {
@@ -89,7 +93,15 @@ impl CloudState {
             downlink: None,
             empi: None,
             empi_wake: Arc::new(Notify::new()),
+            fleet: None,
         }
+    }
+
+    /// Serves the fleet API over `channel` (its event loop runs apart:
+    /// [`crate::fleet::run`]).
+    pub fn with_fleet(mut self, channel: crate::fleet::Channel) -> Self {
+        self.fleet = Some(channel);
+        self
     }
 
     /// Runs the regional EMPI over every ingested patient record.

@@ -1,7 +1,8 @@
 //! `hms-cloud` as a process: enrolment with residency (and re-keying with
 //! `--replace`), configuration errors, serving over HTTP and HTTPS, DR keys
 //! and enrolment, operator tokens (scopes, expiry, list, revoke), a primary
-//! replicating to its replica, and EMPI training refusals.
+//! replicating to its replica, EMPI training refusals, and the fleet key
+//! and `[fleet]` configuration errors.
 
 #![allow(clippy::unwrap_used)]
 
@@ -574,4 +575,66 @@ fn operator_tokens_with_scopes_are_created_listed_and_revoked_and_re_keying_need
             "cli:ops-bob enrolment_replaced h1",
         ]
     );
+}
+
+#[test]
+fn fleet_keygen_makes_a_signing_key_the_cloud_reads_and_never_overwrites_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = |name: &str| dir.path().join(name);
+    let s = |name: &str| p(name).to_str().unwrap().to_owned();
+    let (code, out, err) = cli(&["fleet", "keygen", "--out", &s("fleet.pk8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("[fleet] key_file") && out.contains("[fleet] command_key"),
+        "{out}"
+    );
+    let public = std::fs::read(p("fleet.pk8.pub")).unwrap();
+    assert_eq!(public.len(), 32);
+    assert!(out.contains(&hms_domain::event::to_hex(&public)), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p("fleet.pk8"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // What it signs verifies with FILE.pub.
+    let key = cloud_sync::fleet::FleetKey::from_pkcs8(&std::fs::read(p("fleet.pk8")).unwrap())
+        .expect("a PKCS#8 Ed25519 key");
+    assert_eq!(key.public_key(), public);
+    // Never overwritten: exit 1, the key unchanged.
+    let before = std::fs::read(p("fleet.pk8")).unwrap();
+    let (code, _, err) = cli(&["fleet", "keygen", "--out", &s("fleet.pk8")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("fleet.pk8 exists; a key is never replaced silently"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(p("fleet.pk8")).unwrap(), before);
+    assert_eq!(std::fs::read(p("fleet.pk8.pub")).unwrap(), public);
+
+    // `[fleet]` errors stop start-up with exit 64 before anything is bound.
+    let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[fleet]\n";
+    for (fleet, says) in [
+        (
+            "broker = \"mqtt://10.0.0.5:1883\"\n",
+            "cloud.toml: error: [fleet] broker must be mqtts:// to reach another machine",
+        ),
+        (
+            "broker = \"mqtts://mqtt.example\"\n",
+            "cloud.toml: error: [fleet] broker is mqtts:// but ca is not given",
+        ),
+        ("brokr = \"mqtt://127.0.0.1\"\n", "cloud.toml:5:1: error:"),
+        (
+            "broker = \"mqtt://127.0.0.1:1883\"\nkey_file = \"fleet.pk8.pub\"\n",
+            "[fleet] key_file",
+        ),
+    ] {
+        std::fs::write(p("cloud.toml"), format!("{base}{fleet}")).unwrap();
+        let (code, out, err) = cli(&["run", "--config", &s("cloud.toml")]);
+        assert_eq!(code, 64, "{fleet}: {out}{err}");
+        assert!(err.contains(says), "{fleet}: {err}");
+    }
 }

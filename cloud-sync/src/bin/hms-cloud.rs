@@ -12,6 +12,10 @@
 //!   key) needs `--replace` and is audited.
 //! - `hms-cloud keygen --out FILE`: a primary's DR key pair (FILE, PKCS#8,
 //!   mode 0600, never overwritten; FILE.pub, the raw 32-byte public key).
+//! - `hms-cloud fleet keygen --out FILE`: the fleet's command-signing key
+//!   pair (FILE, PKCS#8, mode 0600, never overwritten: the cloud's `[fleet]
+//!   key_file`; FILE.pub, the raw 32-byte public key: the appliances'
+//!   `[fleet] command_key`).
 //! - `hms-cloud enroll-primary --config FILE --region R --public-key FILE`: on a
 //!   replica, accepts replication from the primary of region R (which must be in
 //!   `allowed_dr_regions`).
@@ -110,6 +114,22 @@ enum Cmd {
     Empi {
         #[command(subcommand)]
         command: EmpiCmd,
+    },
+    /// The fleet channel (MQTT).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCmd {
+    /// Make the fleet's command-signing key pair: FILE (private, 0600; the
+    /// cloud's [fleet] key_file) and FILE.pub (the appliances' command_key).
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -248,6 +268,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                     seed,
                 },
         } => cli::empi_train(&config, sample, seed),
+        Cmd::Fleet {
+            command: FleetCmd::Keygen { out },
+        } => cli::fleet_keygen(&out),
         Cmd::Run { config, http } => run(&config, http),
     }
 }

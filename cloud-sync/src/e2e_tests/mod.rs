@@ -1,8 +1,9 @@
 //! In-process tests of the cloud over HTTP(S): sync transport (compression,
 //! restore, keep-alive, TLS), DR replication between two clouds, the
 //! operator API and its tokens (scopes, revocation, expiry, audited
-//! re-keying and EMPI reads), and a served cloud stopping with its
-//! background tasks.
+//! re-keying and EMPI reads), a served cloud stopping with its
+//! background tasks, and the fleet channel against a real MQTT broker
+//! ([`fleet`]).
 //!
 //! What reaches the hospital logs runs on both store backends: a case
 //! `async fn name(backend: Backend)` becomes the tests `name::sqlite` and
@@ -34,6 +35,7 @@ mod api;
 mod cloud;
 mod dr;
 mod empi_model;
+mod fleet;
 mod gate;
 mod service;
 mod sync;

@@ -150,6 +150,20 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, Scope)> {
             Some(json!({ "version": "em-none" })),
             Scope::Empi,
         ),
+        (Method::GET, "/api/v1/fleet", None, Scope::Fleet),
+        (Method::GET, "/api/v1/fleet/h1/edge-1", None, Scope::Fleet),
+        (
+            Method::POST,
+            "/api/v1/fleet/commands",
+            Some(json!({ "nodes": [{ "hospital": "h1", "node": "edge-1" }], "command": "ping" })),
+            Scope::Fleet,
+        ),
+        (
+            Method::GET,
+            "/api/v1/fleet/h1/edge-1/commands/1",
+            None,
+            Scope::Fleet,
+        ),
     ]
 }
 
@@ -220,7 +234,7 @@ async fn every_operator_route_checks_its_scope(backend: Backend) {
         let (status, _) = call(at.addr, &both, &method, path, &body).await;
         assert_eq!(
             status == 403,
-            needs == Scope::Enrol,
+            matches!(needs, Scope::Enrol | Scope::Fleet),
             "{method} {path} with read,empi: {status}"
         );
     }

@@ -1,6 +1,7 @@
 //! The regional cloud's HTTP service: one router with the sync API for
 //! appliances and DR primaries ([`sync`]: batches, position, restore
-//! reads, downlink, health), the operator API ([`operator`]), a body
+//! reads, downlink, health), the operator API ([`operator`]) and its fleet
+//! part ([`fleet`]: appliances' status and signed commands over MQTT), a body
 //! limit and the checks made before any body is read ([`gate`]). Every error is an `application/problem+json` document
 //! ([`problem`]).
 //!
@@ -8,6 +9,7 @@
 //! [`crate::state::CloudState`] and the domain modules, blocking work off
 //! the runtime) and answer. Nothing below this module imports it.
 
+pub mod fleet;
 mod gate;
 pub mod operator;
 pub mod problem;
@@ -47,6 +49,7 @@ pub fn router(state: CloudState) -> Router {
         .route(DOWNLINK, get(sync::downlink))
         .route(HEALTH, get(sync::health))
         .merge(operator::routes())
+        .merge(fleet::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -6,8 +6,9 @@
 //! effect at the next request; a missing, unknown, revoked or expired token
 //! is a 401 problem with a `WWW-Authenticate: Bearer` challenge. Each route
 //! needs one [`Scope`] (`admin` holds them all): the EMPI's need `empi`,
-//! enrolment `enrol`, every other read `read` (and `fleet` is the fleet
-//! API's); a token without it is a 403 `missing-scope` problem naming it.
+//! enrolment `enrol`, every other read `read`, and the fleet API
+//! ([`super::fleet`]) `fleet`; a token without it is a 403 `missing-scope`
+//! problem naming it.
 //!
 //! Every EMPI read (search, record look-up, review list, model) is audited
 //! in the EMPI's audit before it is answered: who (`operator:{token}`),
@@ -126,7 +127,7 @@ fn not_found(detail: String) -> Response {
 }
 
 /// Runs `f` on a blocking thread; a failure is a 503 problem (logged).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {

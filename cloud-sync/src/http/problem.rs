@@ -119,6 +119,17 @@ pub const ALREADY_ENROLLED: Kind = Kind {
     title: "Already enrolled",
 };
 
+/// A cloud without `[fleet]` asked about the fleet (409).
+pub const NO_FLEET: Kind = Kind {
+    slug: "no-fleet",
+    title: "No fleet channel",
+};
+/// A fleet command asked of a cloud without a fleet key (409).
+pub const NO_FLEET_KEY: Kind = Kind {
+    slug: "no-fleet-key",
+    title: "No fleet signing key",
+};
+
 /// A problem of `kind` with `status` and `detail`.
 pub fn problem(status: StatusCode, kind: Kind, detail: impl Into<String>) -> Problem {
     Problem::new(status, kind.slug, kind.title, detail)

@@ -2,8 +2,9 @@
 //! enrolled appliances (hospital, region, node, public key), operator API
 //! tokens (only their SHA-256 is stored, with their [`Scopes`], expiry and
 //! revocation), the DR primaries a replica accepts, each hospital's last
-//! ingest, and an append-only audit of what operators changed here
-//! (tokens created and revoked, appliances enrolled and re-keyed).
+//! ingest, the last fleet command id given to each appliance, and an
+//! append-only audit of what operators changed or sent here (tokens
+//! created and revoked, appliances enrolled and re-keyed, fleet commands).
 //!
 //! [`RegistryDb`] is the handle the running cloud and the command line
 //! share; the rules (residency, key length) are checked by its callers
@@ -286,6 +287,50 @@ impl RegistryDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The id of a new fleet command for `node` of `hospital`: above the
+    /// last one given to that node (kept here, so above it after a restart
+    /// too) and at least `now_ms` (so above any id given before this file
+    /// existed, with a sane clock). Taken in one transaction with its audit
+    /// entry (`fleet_command`, subject the hospital, `detail` after the
+    /// node and id): a command is audited before it is sent.
+    pub fn next_fleet_command_id(
+        &self,
+        hospital: &HospitalId,
+        node: &NodeId,
+        actor: &str,
+        detail: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: Option<i64> = tx
+            .prepare_cached(
+                "SELECT last_id FROM fleet_command_ids WHERE hospital = ?1 AND node = ?2",
+            )?
+            .query_row(params![hospital.as_str(), node.as_str()], |r| r.get(0))
+            .optional()?;
+        let id = last
+            .map_or(now_ms, |l| l.saturating_add(1).max(now_ms))
+            .max(1);
+        tx.prepare_cached(
+            "INSERT INTO fleet_command_ids(hospital, node, last_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT(hospital, node) DO UPDATE SET last_id = excluded.last_id",
+        )?
+        .execute(params![hospital.as_str(), node.as_str(), id])?;
+        audit(
+            &tx,
+            &AuditEntry {
+                at_ms: now_ms,
+                actor,
+                action: "fleet_command",
+                subject: hospital.as_str(),
+                detail: &format!("node {node}; id {id}; {detail}"),
+            },
+        )?;
+        tx.commit()?;
+        u64::try_from(id).context("stored fleet command id")
+    }
+
     /// Stores (or re-keys) the DR primary of `region`.
     pub fn put_primary(&self, region: &RegionId, public_key: &[u8]) -> anyhow::Result<()> {
         self.conn().execute(
@@ -402,6 +447,14 @@ pub const MIGRATIONS: &[&str] = &[
          action  TEXT    NOT NULL,
          subject TEXT    NOT NULL,
          detail  TEXT    NOT NULL
+     ) STRICT;",
+    // 3: the last fleet command id given to each appliance (ids must keep
+    // increasing per node across restarts: the appliance refuses the rest).
+    "CREATE TABLE fleet_command_ids (
+         hospital TEXT    NOT NULL,
+         node     TEXT    NOT NULL,
+         last_id  INTEGER NOT NULL,
+         PRIMARY KEY (hospital, node)
      ) STRICT;",
 ];
 
@@ -651,7 +704,7 @@ pub struct AuditEntry<'a> {
     /// Who (`operator:{token name}`, `cli:{login}`).
     pub actor: &'a str,
     /// What (`token_created`, `token_revoked`, `enrolment_created`,
-    /// `enrolment_replaced`).
+    /// `enrolment_replaced`, `fleet_command`).
     pub action: &'a str,
     /// Which token or hospital.
     pub subject: &'a str,
@@ -928,5 +981,41 @@ mod tests {
             .expect("bump");
         let e = format!("{:#}", RegistryDb::open(dir.path()).expect_err("newer"));
         assert!(e.contains("newer than this hms-cloud knows"), "{e}");
+    }
+
+    #[test]
+    fn fleet_command_ids_increase_per_node_across_reopening_and_are_audited() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (h, n1, n2) = (
+            "h1".parse::<HospitalId>().expect("id"),
+            "edge-1".parse::<NodeId>().expect("id"),
+            "edge-2".parse::<NodeId>().expect("id"),
+        );
+        let db = RegistryDb::open(dir.path()).expect("open");
+        let next = |db: &RegistryDb, n: &NodeId, now: i64| {
+            db.next_fleet_command_id(&h, n, "operator:ops", "command ping", now)
+                .expect("id")
+        };
+        // At least the time, then one above the last even when the clock
+        // stands still or goes back.
+        assert_eq!(next(&db, &n1, 1_000), 1_000);
+        assert_eq!(next(&db, &n1, 1_000), 1_001);
+        assert_eq!(next(&db, &n1, 500), 1_002);
+        assert_eq!(next(&db, &n2, 700), 700, "per node");
+        drop(db);
+        let db = RegistryDb::open(dir.path()).expect("reopen");
+        assert_eq!(next(&db, &n1, 900), 1_003, "kept across a restart");
+        assert_eq!(next(&db, &n1, 5_000), 5_000);
+        let audit: Vec<String> = db
+            .audit_log()
+            .expect("audit")
+            .into_iter()
+            .map(|a| format!("{} {} {} {}", a.actor, a.action, a.subject, a.detail))
+            .collect();
+        assert_eq!(audit.len(), 6);
+        assert_eq!(
+            audit[0],
+            "operator:ops fleet_command h1 node edge-1; id 1000; command ping"
+        );
     }
 }

@@ -1,0 +1,457 @@
+//! The fleet channel end to end, against Mosquitto on 127.0.0.1:1883
+//! (`cargo xtask test` and `ci` start it; elsewhere a missing broker is a
+//! visible skip, and a failure under `CI=true`): a cloud opened from its
+//! configuration and served, and a simulated appliance (an MQTT client
+//! here that publishes a retained status with its last will, and answers
+//! commands after verifying their signature with the fleet's public key).
+//! Ids are unique per run: the broker is shared.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use hms_e2e::client::Conn;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cloud::Cloud;
+use crate::enrolment::{Enrolment, enroll_durably, open_registry};
+use crate::store::registry::{NewOperatorToken, Scopes};
+use crate::testkit::{id, now, unique_hospital};
+
+const BROKER: &str = "127.0.0.1:1883";
+
+/// How long anything may take to arrive (a guard, not a timing).
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Whether Mosquitto answers; a skip (failing under CI=true) otherwise.
+fn broker_up(test: &str) -> bool {
+    let up = std::net::TcpStream::connect_timeout(
+        &BROKER.parse().expect("address"),
+        Duration::from_millis(500),
+    )
+    .is_ok();
+    if !up {
+        hms_e2e::skip::skip(
+            test,
+            "no MQTT broker on 127.0.0.1:1883 (cargo xtask test and ci start Mosquitto)",
+        );
+    }
+    up
+}
+
+/// A name no other run uses.
+fn unique(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{name}-{}-{}-{}",
+        std::process::id(),
+        now() % 1_000_000,
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A simulated appliance: its status topic, and the commands it verified.
+struct Appliance {
+    client: AsyncClient,
+    topic: String,
+    commands: mpsc::UnboundedReceiver<Value>,
+}
+
+fn status(hospital: &str, node: &str, online: bool) -> String {
+    json!({
+        "online": online, "region": "eu-west", "hospital": hospital, "node": node,
+        "version": "9.9.9", "build": "test", "uptime_s": 1,
+        "health": { "status": "ok", "components": { "uplink": "ok", "fleet": "connected" } },
+        "acked_seq": 40, "local_seq": 42, "lag_seconds": 2.5, "outbox_bytes": 100,
+        "model_set": "2026.1", "config_version": null,
+    })
+    .to_string()
+}
+
+/// Connects an appliance `node` of `hospital` that publishes a retained
+/// status (its last will says `online: false`) and answers each command on
+/// its `cmd` topic: a valid signature over the payload with `public_key`
+/// and the right target are checked, the payload goes to `commands`, and
+/// the answer is `done` (`pong`) or `refused` (`bad_signature`).
+fn appliance(hospital: &str, node: &str, public_key: Vec<u8>) -> Appliance {
+    let base = format!("hms/v1/eu-west/{hospital}/{node}");
+    let mut opts = MqttOptions::new(unique("sim"), "127.0.0.1", 1883);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_last_will(LastWill::new(
+        format!("{base}/status"),
+        status(hospital, node, false),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let (tx, commands) = mpsc::unbounded_channel();
+    let (c, h, n, b) = (
+        client.clone(),
+        hospital.to_owned(),
+        node.to_owned(),
+        base.clone(),
+    );
+    tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            match ev {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    c.subscribe(format!("{b}/cmd"), QoS::AtLeastOnce)
+                        .await
+                        .expect("subscribe");
+                    c.publish(
+                        format!("{b}/status"),
+                        QoS::AtLeastOnce,
+                        true,
+                        status(&h, &n, true),
+                    )
+                    .await
+                    .expect("status");
+                }
+                Event::Incoming(Packet::Publish(p)) if p.topic == format!("{b}/cmd") => {
+                    let answer = verify(&p.payload, &public_key, &h, &n)
+                        .map(|cmd| {
+                            let answer = json!({
+                                "id": cmd["id"], "status": "done", "command": cmd["command"],
+                                "result": { "pong": hms_domain::Timestamp::now(), "version": "9.9.9" },
+                            });
+                            let _ = tx.send(cmd);
+                            answer
+                        })
+                        .unwrap_or_else(|reason| {
+                            json!({ "id": null, "status": "refused", "reason": reason })
+                        });
+                    c.publish(
+                        format!("{b}/cmd/result"),
+                        QoS::AtLeastOnce,
+                        false,
+                        answer.to_string(),
+                    )
+                    .await
+                    .expect("result");
+                }
+                _ => {}
+            }
+        }
+    });
+    Appliance {
+        client,
+        topic: format!("{base}/status"),
+        commands,
+    }
+}
+
+/// What the appliance checks (docs/fleet.md): the envelope, the signature
+/// over the payload's bytes, the target and the expiry.
+fn verify(bytes: &[u8], key: &[u8], hospital: &str, node: &str) -> Result<Value, &'static str> {
+    let env: Value = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
+    let payload = env["payload"].as_str().ok_or("malformed")?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(env["signature"].as_str().ok_or("malformed")?)
+        .map_err(|_| "bad_signature")?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(payload.as_bytes(), &sig)
+        .map_err(|_| "bad_signature")?;
+    let cmd: Value = serde_json::from_str(payload).map_err(|_| "malformed")?;
+    if cmd["region"] != "eu-west" || cmd["hospital"] != hospital || cmd["node"] != node {
+        return Err("other_target");
+    }
+    let expires = hms_domain::Timestamp::parse_rfc3339(cmd["expires_at"].as_str().unwrap_or(""))
+        .map_err(|_| "malformed")?;
+    if expires.as_millis() <= now() {
+        return Err("expired");
+    }
+    cmd["id"].as_u64().ok_or("malformed")?;
+    Ok(cmd)
+}
+
+/// GETs `path` until `ok` holds for the answer; panics after [`PATIENCE`].
+async fn until(c: &mut Conn, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let r = c.get(path).await.expect("get");
+        let v = r.json().unwrap_or(Value::Null);
+        if r.status == 200 && ok(&v) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {path} answers {} {v}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn row<'a>(fleet: &'a Value, hospital: &str) -> Option<&'a Value> {
+    fleet["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["hospital"] == hospital)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appliance_shows_online_takes_signed_commands_and_its_results_show() {
+    if !broker_up(
+        "e2e_tests::fleet::an_appliance_shows_online_takes_signed_commands_and_its_results_show",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pkcs8, public) = cloud_sync_client::generate_key().expect("key");
+    std::fs::write(dir.path().join("fleet.pk8"), &pkcs8).expect("write");
+    let seen = unique_hospital("fleet-on");
+    let never = unique_hospital("fleet-never");
+    {
+        let (reg, db) = open_registry(&dir.path().join("data"), id("eu-west")).expect("registry");
+        for h in [&seen, &never] {
+            let (_, key) = cloud_sync_client::generate_key().expect("key");
+            enroll_durably(
+                &reg,
+                &db,
+                Enrolment {
+                    hospital: h.clone(),
+                    region: id("eu-west"),
+                    node: id("edge-1"),
+                    public_key: key,
+                },
+            )
+            .expect("enrol");
+        }
+    }
+    let config = dir.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             [fleet]\nbroker = \"mqtt://127.0.0.1:1883\"\nkey_file = \"fleet.pk8\"\n\
+             client_id = \"{}\"\n",
+            unique("hms-cloud-test")
+        ),
+    )
+    .expect("write");
+    let cloud = Cloud::open(crate::config::load(&config).expect("config")).expect("open");
+    let token = |name: &str, scope: &str| {
+        cloud
+            .state()
+            .registry_db
+            .create_operator_token(
+                &NewOperatorToken {
+                    name,
+                    scopes: Scopes::parse([scope]).expect("scope"),
+                    expires_ms: None,
+                    by: "cli:test",
+                },
+                now(),
+            )
+            .expect("token")
+    };
+    let (ops, reader) = (token("fleet-ops", "fleet"), token("reader", "read"));
+    let registry_db = cloud.state().registry_db.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(cloud.serve(listener, shutdown.clone()));
+    let mut c = Conn::connect(addr, Some(&ops)).await.expect("connect");
+
+    // The appliance comes online; the enrolled one never heard from is unknown.
+    let mut app = appliance(seen.as_str(), "edge-1", public.clone());
+    let fleet = until(&mut c, "/api/v1/fleet", "the appliance online", |v| {
+        row(v, seen.as_str()).is_some_and(|r| r["online"] == true)
+    })
+    .await;
+    let r = row(&fleet, seen.as_str()).expect("row");
+    assert_eq!(
+        (&r["region"], &r["node"], &r["version"]),
+        (&json!("eu-west"), &json!("edge-1"), &json!("9.9.9"))
+    );
+    assert_eq!(
+        (&r["acked_seq"], &r["local_seq"], &r["lag_seconds"]),
+        (&json!(40), &json!(42), &json!(2.5))
+    );
+    assert_eq!(
+        (&r["model_set"], &r["config_version"]),
+        (&json!("2026.1"), &Value::Null)
+    );
+    assert_eq!(r["health"]["status"], "ok");
+    assert!(r["last_seen"].is_string(), "{r}");
+    let u = row(&fleet, never.as_str()).expect("the enrolled one is listed");
+    assert_eq!(
+        (&u["online"], &u["last_seen"]),
+        (&json!("unknown"), &Value::Null)
+    );
+    assert_eq!(fleet["broker"], "connected");
+
+    // Telemetry shows on the node's own page.
+    app.client
+        .publish(
+            format!("hms/v1/eu-west/{seen}/edge-1/telemetry"),
+            QoS::AtLeastOnce,
+            false,
+            json!({ "at": "2026-03-02T10:00:00.000Z", "parked": 0, "census": { "free": 3 } })
+                .to_string(),
+        )
+        .await
+        .expect("telemetry");
+    let path = format!("/api/v1/fleet/{seen}/edge-1");
+    let node = until(&mut c, &path, "its telemetry", |v| {
+        v["telemetry"].as_array().is_some_and(|t| t.len() == 1)
+    })
+    .await;
+    assert_eq!(node["telemetry"][0]["census"]["free"], 3);
+    assert_eq!(node["status"]["build"], "test");
+
+    // A command reaches it signed, and its result shows.
+    let body = json!({ "nodes": [{ "hospital": seen, "node": "edge-1" }], "command": "ping" });
+    let r = c.post("/api/v1/fleet/commands", &body).await.expect("post");
+    assert_eq!(r.status, 202, "{:?}", r.json());
+    let sent = r.json().expect("json");
+    let first = sent["commands"][0]["id"].as_u64().expect("id");
+    assert_eq!(
+        (
+            &sent["commands"][0]["hospital"],
+            &sent["commands"][0]["node"]
+        ),
+        (&json!(seen), &json!("edge-1"))
+    );
+    let got = tokio::time::timeout(PATIENCE, app.commands.recv())
+        .await
+        .expect("the command arrived")
+        .expect("verified");
+    assert_eq!(
+        (&got["id"], &got["command"], &got["hospital"], &got["node"]),
+        (
+            &json!(first),
+            &json!("ping"),
+            &json!(seen),
+            &json!("edge-1")
+        )
+    );
+    let result_path = format!("/api/v1/fleet/{seen}/edge-1/commands/{first}");
+    let result = until(&mut c, &result_path, "the result", |v| {
+        v["status"] == "done"
+    })
+    .await;
+    assert_eq!(result["result"]["result"]["version"], "9.9.9");
+    assert_eq!(result["id"], first);
+    // The next command has a higher id; sync_now with a 5 s expiry.
+    let body = json!({ "nodes": [{ "hospital": seen, "node": "edge-1" }],
+                       "command": "sync_now", "expires_in_s": 5 });
+    let r = c.post("/api/v1/fleet/commands", &body).await.expect("post");
+    assert_eq!(r.status, 202);
+    let second = r.json().expect("json")["commands"][0]["id"]
+        .as_u64()
+        .expect("id");
+    assert!(second > first, "{second} > {first}");
+    let got = tokio::time::timeout(PATIENCE, app.commands.recv())
+        .await
+        .expect("arrived")
+        .expect("verified");
+    assert_eq!(
+        (&got["id"], &got["command"]),
+        (&json!(second), &json!("sync_now"))
+    );
+    // Both audited with the operator's name, before they were sent.
+    let audit: Vec<String> = registry_db
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.action == "fleet_command" && a.subject == seen.as_str())
+        .map(|a| format!("{} {}", a.actor, a.detail))
+        .collect();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert!(
+        audit[0].starts_with(&format!(
+            "operator:fleet-ops node edge-1; id {first}; command ping"
+        )),
+        "{audit:?}"
+    );
+
+    // Refusals: nothing sent.
+    for (body, status, kind) in [
+        (
+            json!({ "nodes": [{ "hospital": seen, "node": "edge-9" }], "command": "ping" }),
+            404,
+            "not-found",
+        ),
+        (
+            json!({ "nodes": [{ "hospital": seen, "node": "edge-1" }], "command": "reboot" }),
+            400,
+            "bad-query",
+        ),
+        (json!({ "nodes": [], "command": "ping" }), 400, "bad-query"),
+        (
+            json!({ "nodes": [{ "hospital": seen, "node": "edge-1" }], "command": "ping",
+                    "expires_in_s": 0 }),
+            400,
+            "bad-query",
+        ),
+    ] {
+        let r = c.post("/api/v1/fleet/commands", &body).await.expect("post");
+        let v = r.json().expect("problem");
+        assert_eq!(
+            (r.status, &v["type"]),
+            (status, &json!(format!("urn:hms:problem:{kind}"))),
+            "{body}: {v}"
+        );
+    }
+    let r = c
+        .get(&format!(
+            "/api/v1/fleet/{seen}/edge-1/commands/{}",
+            second + 1000
+        ))
+        .await
+        .expect("get");
+    assert_eq!(r.status, 404);
+    let r = c
+        .get(&format!("/api/v1/fleet/{seen}/edge-9"))
+        .await
+        .expect("get");
+    assert_eq!(r.status, 404);
+    let mut read_only = Conn::connect(addr, Some(&reader)).await.expect("connect");
+    let r = read_only.get("/api/v1/fleet").await.expect("get");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json().expect("json")["scope"], "fleet");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), app.commands.recv())
+            .await
+            .is_err(),
+        "nothing else arrived"
+    );
+
+    // Its status goes offline (as a clean stop or its last will says).
+    app.client
+        .publish(
+            &app.topic,
+            QoS::AtLeastOnce,
+            true,
+            status(seen.as_str(), "edge-1", false),
+        )
+        .await
+        .expect("offline");
+    until(&mut c, "/api/v1/fleet", "the appliance offline", |v| {
+        row(v, seen.as_str()).is_some_and(|r| r["online"] == false)
+    })
+    .await;
+
+    // Leave the shared broker as found: no retained status of this run.
+    app.client
+        .publish(&app.topic, QoS::AtLeastOnce, true, Vec::<u8>::new())
+        .await
+        .expect("clear");
+    until(&mut c, "/api/v1/fleet", "the status cleared", |v| {
+        row(v, seen.as_str()).is_some_and(|r| r["online"] == "unknown")
+    })
+    .await;
+    let _ = app.client.disconnect().await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("serve returns with the fleet channel stopped")
+        .expect("join")
+        .expect("served");
+}

@@ -1,0 +1,318 @@
+//! The fleet API (operator tokens with the `fleet` scope; docs/cloud-api.md):
+//!
+//! - `GET /api/v1/fleet`: every appliance of the region heard from on MQTT,
+//!   and every enrolled one that was not (`online: "unknown"`), with its
+//!   last status's figures ([`crate::fleet::Fleet::nodes`]).
+//! - `GET /api/v1/fleet/{hospital}/{node}`: one of them with its status
+//!   and recent telemetry (404 when neither heard from nor enrolled).
+//! - `POST /api/v1/fleet/commands` `{"nodes": [{"hospital", "node"}],
+//!   "command": "ping" | "sync_now" | "revoke_token", "name"?,
+//!   "expires_in_s"?}`: one signed command per node, each with the next id
+//!   for that node, audited in the registry (`fleet_command`, actor
+//!   `operator:{token}`) before it is published; `202 {"commands":
+//!   [{"hospital", "node", "id"}]}`. An unknown node is a 404 and nothing is
+//!   sent; without a fleet key a 409 `no-fleet-key`; with the broker not
+//!   connected a 503 and nothing is sent.
+//! - `GET /api/v1/fleet/{hospital}/{node}/commands/{id}`: the command's
+//!   result once it arrived, `pending` until then (`no_answer` past its
+//!   expiry); 404 for a command this cloud neither sent since it started
+//!   nor saw answered.
+//!
+//! A cloud without `[fleet]` answers every route with a 409 `no-fleet`.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hms_domain::{HospitalId, NodeId, Timestamp};
+use serde_json::json;
+
+use super::operator::{Scope, blocking, operator};
+use super::problem;
+use crate::fleet::{Channel, Command, Outcome, Sent};
+use crate::state::CloudState;
+
+/// Longest command expiry, seconds.
+pub const MAX_EXPIRES_IN_S: u64 = 3_600;
+
+/// Most nodes in one command request.
+pub const MAX_NODES: usize = 1_000;
+
+/// The fleet routes.
+pub fn routes() -> Router<CloudState> {
+    Router::new()
+        .route("/api/v1/fleet", get(list))
+        .route("/api/v1/fleet/commands", post(send))
+        .route("/api/v1/fleet/{hospital}/{node}", get(one))
+        .route(
+            "/api/v1/fleet/{hospital}/{node}/commands/{id}",
+            get(outcome),
+        )
+}
+
+/// The operator (with the `fleet` scope) and the fleet channel, or the
+/// problem to answer.
+async fn fleet_call(
+    state: &CloudState,
+    headers: &HeaderMap,
+) -> Result<(String, Channel), Response> {
+    let who = operator(state, headers, Scope::Fleet).await?;
+    match &state.fleet {
+        Some(c) => Ok((who, c.clone())),
+        None => Err(problem::problem(
+            StatusCode::CONFLICT,
+            problem::NO_FLEET,
+            "this cloud has no [fleet] section: it is not connected to the fleet's MQTT broker",
+        )
+        .into_response()),
+    }
+}
+
+async fn list(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    let (_, channel) = match fleet_call(&state, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let nodes = channel.fleet.nodes(&state.registry.hospitals());
+    axum::Json(json!({
+        "region": channel.fleet.region(),
+        "broker": if channel.link.connected() { "connected" } else { "disconnected" },
+        "nodes": nodes,
+    }))
+    .into_response()
+}
+
+/// A hospital and node from the path (none when they are no ids).
+fn ids(hospital: &str, node: &str) -> Option<(HospitalId, NodeId)> {
+    Some((hospital.parse().ok()?, node.parse().ok()?))
+}
+
+/// The 404 of an appliance that is no ids.
+fn no_such(hospital: &str, node: &str) -> Response {
+    problem::not_found(format!("no appliance {hospital:?}/{node:?} in the fleet")).into_response()
+}
+
+async fn one(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path((hospital, node)): Path<(String, String)>,
+) -> Response {
+    let (_, channel) = match fleet_call(&state, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some((h, n)) = ids(&hospital, &node) else {
+        return no_such(&hospital, &node);
+    };
+    match channel.fleet.node(&h, &n, &state.registry.hospitals()) {
+        Some(v) => axum::Json(v).into_response(),
+        None => problem::not_found(format!(
+            "no appliance {h}/{n}: neither enrolled here nor heard from on MQTT"
+        ))
+        .into_response(),
+    }
+}
+
+/// One target of `POST /api/v1/fleet/commands`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    hospital: String,
+    node: String,
+}
+
+/// `POST /api/v1/fleet/commands` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    nodes: Vec<Target>,
+    command: String,
+    /// The token's name, for `revoke_token`.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default = "default_expires_in")]
+    expires_in_s: u64,
+}
+
+fn default_expires_in() -> u64 {
+    60
+}
+
+async fn send(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (who, channel) = match fleet_call(&state, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let bad = |d: String| problem::bad(d).into_response();
+    let b: CommandBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad(format!("the body is not a fleet command: {e}")),
+    };
+    let command = match Command::parse(&b.command, b.name.as_deref()) {
+        Ok(c) => c,
+        Err(d) => return bad(d),
+    };
+    if b.nodes.is_empty() || b.nodes.len() > MAX_NODES {
+        return bad(format!("nodes lists 1 to {MAX_NODES} appliances"));
+    }
+    if !(1..=MAX_EXPIRES_IN_S).contains(&b.expires_in_s) {
+        return bad(format!(
+            "expires_in_s is from 1 to {MAX_EXPIRES_IN_S} seconds"
+        ));
+    }
+    let enrolled = state.registry.hospitals();
+    let mut targets: Vec<(HospitalId, NodeId)> = vec![];
+    for t in &b.nodes {
+        let (Ok(h), Ok(n)) = (t.hospital.parse::<HospitalId>(), t.node.parse::<NodeId>()) else {
+            return bad(format!(
+                "{:?}/{:?} is not a hospital and node id",
+                t.hospital, t.node
+            ));
+        };
+        let known =
+            channel.fleet.knows(&h, &n) || enrolled.iter().any(|e| e.hospital == h && e.node == n);
+        if !known {
+            return problem::not_found(format!(
+                "no appliance {h}/{n}: neither enrolled here nor heard from on MQTT; \
+                 nothing was sent"
+            ))
+            .into_response();
+        }
+        if !targets.contains(&(h.clone(), n.clone())) {
+            targets.push((h, n));
+        }
+    }
+    let Some(key) = channel.key.clone() else {
+        return problem::problem(
+            StatusCode::CONFLICT,
+            problem::NO_FLEET_KEY,
+            "this cloud has no fleet key ([fleet] key_file; hms-cloud fleet keygen): it \
+             sends no commands",
+        )
+        .into_response();
+    };
+    if !channel.link.connected() {
+        return problem::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem::UNAVAILABLE,
+            format!(
+                "the fleet's MQTT broker ({}) is not connected; nothing was sent",
+                channel.link.broker()
+            ),
+        )
+        .into_response();
+    }
+    let actor = format!("operator:{who}");
+    let region = channel.fleet.region().clone();
+    let mut out = vec![];
+    for (h, n) in targets {
+        let now = Timestamp::now().as_millis();
+        let expires = now + i64::try_from(b.expires_in_s).unwrap_or(60) * 1_000;
+        let detail = format!(
+            "command {}; expires {}",
+            command.name(),
+            Timestamp::from_millis(expires).to_rfc3339()
+        );
+        let (st, hh, nn, a) = (state.clone(), h.clone(), n.clone(), actor.clone());
+        let id = match blocking(move || {
+            st.registry_db
+                .next_fleet_command_id(&hh, &nn, &a, &detail, now)
+        })
+        .await
+        {
+            Ok(id) => id,
+            Err(r) => return r,
+        };
+        let envelope = key.sign(
+            id,
+            &region,
+            &h,
+            &n,
+            Timestamp::from_millis(expires),
+            &command,
+        );
+        channel.fleet.sent(
+            &h,
+            &n,
+            id,
+            Sent {
+                command: command.name().to_owned(),
+                sent_ms: now,
+                expires_ms: expires,
+                by: actor.clone(),
+            },
+        );
+        if let Err(e) = channel
+            .link
+            .publish(channel.fleet.topic(&h, &n, "cmd"), envelope)
+        {
+            tracing::error!(error = %format!("{e:#}"), "publishing a fleet command failed");
+            return problem::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                problem::UNAVAILABLE,
+                format!(
+                    "the fleet's MQTT client could not take the command for {h}/{n}; the \
+                     commands before it were sent: {}",
+                    out.len()
+                ),
+            )
+            .into_response();
+        }
+        tracing::info!(operator = %who, hospital = %h, node = %n, id, command = command.name(), "fleet command sent");
+        out.push(json!({ "hospital": h, "node": n, "id": id }));
+    }
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "command": command.name(), "commands": out })),
+    )
+        .into_response()
+}
+
+async fn outcome(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    Path((hospital, node, id)): Path<(String, String, String)>,
+) -> Response {
+    let (_, channel) = match fleet_call(&state, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some((h, n)) = ids(&hospital, &node) else {
+        return no_such(&hospital, &node);
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return problem::bad(format!("the command id {id:?} is not a number")).into_response();
+    };
+    let answer = match channel.fleet.outcome(&h, &n, id) {
+        None => {
+            return problem::not_found(format!(
+                "no command {id} for {h}/{n}: not sent by this cloud since it started, nor \
+                 answered"
+            ))
+            .into_response();
+        }
+        Some(Outcome::Answered { at_ms, result }) => json!({
+            "hospital": h, "node": n, "id": id,
+            "status": result.get("status").cloned().unwrap_or(json!("unknown")),
+            "answered_at": Timestamp::from_millis(at_ms).to_rfc3339(),
+            "result": result,
+        }),
+        Some(Outcome::Pending(s)) => {
+            let now = Timestamp::now().as_millis();
+            json!({
+                "hospital": h, "node": n, "id": id,
+                "status": if now >= s.expires_ms { "no_answer" } else { "pending" },
+                "command": s.command,
+                "sent_at": Timestamp::from_millis(s.sent_ms).to_rfc3339(),
+                "expires_at": Timestamp::from_millis(s.expires_ms).to_rfc3339(),
+                "by": s.by,
+            })
+        }
+    };
+    axum::Json(answer).into_response()
+}
