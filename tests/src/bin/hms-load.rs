@@ -18,6 +18,8 @@
 //!   compared with the generator's truth exactly (`hms_e2e::or_day`);
 //! - `coding-eval`: coding suggestions' top-5 hit rate on held-out synthetic
 //!   visits against the fallback's;
+//! - `fleet`: simulated appliances on the MQTT broker against the cloud's
+//!   fleet registry (status change to `GET /api/v1/fleet`, its latency);
 //! - `patients`: ranked patient look-ups by name and birth date against an
 //!   index the `mllp` scenario filled with `--population` demographics;
 //! - `kiosks`: the kiosk web app's unit boards: many open live streams
@@ -65,6 +67,11 @@ enum Scenario {
     /// Coding suggestions: `--days` days of synthetic charges, all but the
     /// last as history; top-5 hit rate on the last day's visits.
     CodingEval,
+    /// `--nodes` simulated appliances on the MQTT broker `--mqtt` (retained
+    /// status and telemetry every `--telemetry-s`) against the cloud at
+    /// `--addr` (operator `--token`): how soon a status change shows in
+    /// `GET /api/v1/fleet`, and that endpoint's latency.
+    Fleet,
 }
 
 #[derive(Debug, Parser)]
@@ -136,6 +143,18 @@ struct Args {
     /// elective list on `--date` beforehand; each add-on displaces two cases.
     #[arg(long, default_value_t = 0)]
     or_add_ons: usize,
+    /// fleet: simulated appliances.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// fleet: the MQTT broker (loopback).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: SocketAddr,
+    /// fleet: the region the simulated appliances report in.
+    #[arg(long, default_value = "eu-west")]
+    region: String,
+    /// fleet: seconds between a simulated appliance's telemetry messages.
+    #[arg(long, default_value_t = 60)]
+    telemetry_s: u64,
     /// coding-eval: days generated (the last is held out).
     #[arg(long, default_value_t = 15)]
     days: usize,
@@ -968,6 +987,204 @@ async fn mass_casualty(a: &Args) -> anyhow::Result<Value> {
     }))
 }
 
+/// The `fleet` scenario: `--nodes` appliances, each an MQTT client of its
+/// own (hospital `load-h{i / 4}`, node `load-n{i}`), publish a retained
+/// `status` (`online: true`) and telemetry every `--telemetry-s`. Once the
+/// cloud lists them all, 200 status changes (a new `lag_seconds` each, one
+/// every 20 ms) are timed from publish to their showing in
+/// `GET /api/v1/fleet`, which is read back to back meanwhile (its latency
+/// measured too). Then every simulated appliance clears its retained status.
+async fn fleet(a: &Args) -> anyhow::Result<Value> {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    if !a.mqtt.ip().is_loopback() {
+        bail!("hms-load only targets loopback addresses");
+    }
+    let topic =
+        |i: usize, leaf: &str| format!("hms/v1/{}/load-h{}/load-n{i}/{leaf}", a.region, i / 4);
+    let status = |i: usize, lag: f64| {
+        json!({
+            "online": true, "region": a.region, "hospital": format!("load-h{}", i / 4),
+            "node": format!("load-n{i}"), "version": "0.1.0", "build": "load",
+            "uptime_s": 1, "health": {"status": "ok", "components": {}},
+            "acked_seq": 100, "local_seq": 100, "lag_seconds": lag, "outbox_bytes": 0,
+            "model_set": null, "config_version": null,
+        })
+        .to_string()
+    };
+    let mut clients = Vec::with_capacity(a.nodes);
+    for i in 0..a.nodes {
+        let mut opts =
+            MqttOptions::new(format!("load-n{i}"), a.mqtt.ip().to_string(), a.mqtt.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut events) = AsyncClient::new(opts, 16);
+        tokio::spawn(async move { while events.poll().await.is_ok() {} });
+        client
+            .publish(topic(i, "status"), QoS::AtLeastOnce, true, status(i, 0.0))
+            .await?;
+        clients.push(client);
+    }
+    // Telemetry at the default rate, spread over the period.
+    let every = Duration::from_secs(a.telemetry_s.max(1));
+    for (i, c) in clients.iter().enumerate() {
+        let (c, t) = (c.clone(), topic(i, "telemetry"));
+        let mut tick = paced(every, i, a.nodes);
+        tokio::spawn(async move {
+            loop {
+                tick.tick().await;
+                let body =
+                    json!({"at": "", "census": {"occupied": 10}, "adt_messages_per_min": 3.0});
+                if c.publish(&t, QoS::AtMostOnce, false, body.to_string())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    let mut http = Conn::connect(a.addr, Some(&a.token)).await?;
+    let listed = |v: &Value| -> HashMap<String, f64> {
+        v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["node"].as_str().is_some_and(|s| s.starts_with("load-n")))
+            .map(|n| {
+                (
+                    n["node"].as_str().unwrap_or_default().to_owned(),
+                    n["lag_seconds"].as_f64().unwrap_or(-1.0),
+                )
+            })
+            .collect()
+    };
+    let start = Instant::now();
+    loop {
+        let v = http.get("/api/v1/fleet").await?.json()?;
+        if listed(&v).len() >= a.nodes {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "the cloud lists {} of {} simulated appliances after 120 s",
+                listed(&v).len(),
+                a.nodes
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all_listed_s = start.elapsed().as_secs_f64();
+    // The peer: the broker's own delivery of the same changes to a plain
+    // subscriber (the floor under any registry).
+    let delivered: Arc<std::sync::Mutex<HashMap<(String, u64), Instant>>> = Arc::default();
+    {
+        let mut opts = MqttOptions::new("load-peer", a.mqtt.ip().to_string(), a.mqtt.port());
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (peer, mut events) = AsyncClient::new(opts, 64);
+        peer.subscribe(format!("hms/v1/{}/+/+/status", a.region), QoS::AtLeastOnce)
+            .await?;
+        let delivered = delivered.clone();
+        tokio::spawn(async move {
+            let _keep = peer;
+            while let Ok(ev) = events.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev
+                    && let Ok(v) = serde_json::from_slice::<Value>(&p.payload)
+                    && let (Some(node), Some(lag)) = (v["node"].as_str(), v["lag_seconds"].as_f64())
+                {
+                    delivered
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((node.to_owned(), lag as u64), Instant::now());
+                }
+            }
+        });
+    }
+    // Status changes, one every 20 ms from a task of their own, timed to
+    // their showing; the endpoint is read back to back meanwhile.
+    let changes = 200.min(a.nodes);
+    let sent: Arc<std::sync::Mutex<Vec<(String, u64, Instant)>>> = Arc::default();
+    let pending: Arc<std::sync::Mutex<HashMap<String, (f64, Instant)>>> = Arc::default();
+    let publisher = {
+        let (clients, pending, sent) = (clients.clone(), pending.clone(), sent.clone());
+        let topics: Vec<String> = (0..a.nodes).map(|i| topic(i, "status")).collect();
+        let bodies: Vec<(usize, f64, String)> = (0..changes)
+            .map(|k| {
+                let i = (k * 7919) % a.nodes;
+                let lag = 1000.0 + k as f64;
+                (i, lag, status(i, lag))
+            })
+            .collect();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for (i, lag, body) in bodies {
+                tick.tick().await;
+                let at = Instant::now();
+                pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(format!("load-n{i}"), (lag, at));
+                sent.lock().unwrap_or_else(|p| p.into_inner()).push((
+                    format!("load-n{i}"),
+                    lag as u64,
+                    at,
+                ));
+                clients[i]
+                    .publish(&topics[i], QoS::AtLeastOnce, true, body)
+                    .await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    let mut visible = histogram();
+    let mut reads = histogram();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = publisher.is_finished();
+        let t = Instant::now();
+        let v = http.get("/api/v1/fleet").await?.json()?;
+        let _ = reads.record(t.elapsed().as_micros().max(1) as u64);
+        let now = listed(&v);
+        let mut p = pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.retain(|node, (lag, at)| {
+            if now.get(node).is_some_and(|l| (l - *lag).abs() < 1e-9) {
+                let _ = visible.record(at.elapsed().as_micros().max(1) as u64);
+                false
+            } else {
+                true
+            }
+        });
+        if (done && p.is_empty()) || Instant::now() > deadline {
+            break;
+        }
+    }
+    publisher.await??;
+    let not_seen = pending.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let mut broker = histogram();
+    {
+        let d = delivered.lock().unwrap_or_else(|p| p.into_inner());
+        for (node, lag, at) in sent.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if let Some(got) = d.get(&(node.clone(), *lag)) {
+                let _ = broker.record(got.duration_since(*at).as_micros().max(1) as u64);
+            }
+        }
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let _ = c
+            .publish(topic(i, "status"), QoS::AtLeastOnce, true, Vec::new())
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(json!({
+        "scenario": "fleet",
+        "nodes": a.nodes,
+        "all_listed_seconds": all_listed_s,
+        "status_changes": changes,
+        "not_seen": not_seen,
+        "status_visible": summary(&visible),
+        "peer_broker_delivery": summary(&broker),
+        "fleet_get": summary(&reads),
+    }))
+}
+
 /// The `or-day` and `coding-eval` scenarios ([`hms_e2e::or_day`]).
 async fn or_day(a: &Args) -> anyhow::Result<Value> {
     use hms_e2e::or_day::{add_days, check_day, coding_eval, generate, rooms};
@@ -1018,6 +1235,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Patients => queries(&a, Reads::Patients).await?,
         Scenario::Kiosks => kiosks::run(&a).await?,
         Scenario::OrDay | Scenario::CodingEval => or_day(&a).await?,
+        Scenario::Fleet => fleet(&a).await?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
