@@ -21,12 +21,16 @@
 //!
 //! Every diagnostic carries the file, line and column of the offending key or
 //! value. [`example`] generates a realistic hospital of any size.
+//! [`bundle`] signs and verifies bundles: a configuration or a model set,
+//! signed with the fleet's bundle key (docs/bundles.md).
 //!
-//! This crate does no IO beyond reading the file in [`load`] and [`lint`] and
+//! The library does no IO beyond reading the file in [`load`] and [`lint`] and
 //! asking whether the files the configuration names (TLS certificates, keys
-//! and CAs, `fleet.command_key`) exist; it knows nothing of tokio, SQLite,
-//! TLS, HTTP or MQTT.
+//! and CAs, `fleet.command_key`) exist; [`cli`] (the `hms-config` commands)
+//! also reads keys, bundles and a model set's directory and writes keys and
+//! bundles. It knows nothing of tokio, SQLite, TLS, HTTP or MQTT.
 
+pub mod bundle;
 pub mod cli;
 mod diagnostic;
 mod example;
