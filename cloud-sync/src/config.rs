@@ -156,48 +156,9 @@ impl Broker {
         };
         let malformed =
             || format!("must be a URL of the form mqtts://HOST[:PORT] with no path, found {url:?}");
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (v6, after) = bracketed.split_once(']').ok_or_else(malformed)?;
-            if v6.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(malformed());
-            }
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':').ok_or_else(malformed)?),
-            };
-            (v6, port)
-        } else {
-            let (host, port) = match rest.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            };
-            let ok = !host.is_empty()
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
-            if !ok {
-                return Err(malformed());
-            }
-            (host, port)
-        };
-        let port = match port {
-            None => {
-                if tls {
-                    8883
-                } else {
-                    1883
-                }
-            }
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-                _ => return Err(malformed()),
-            },
-        };
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|a| a.is_loopback());
+        let (host, port) = hms_domain::net::authority(rest).ok_or_else(malformed)?;
+        let port = port.unwrap_or(if tls { 8883 } else { 1883 });
+        let loopback = hms_domain::net::is_loopback_host(host);
         if !tls && !loopback {
             return Err(format!(
                 "must be mqtts:// to reach another machine (fleet status and commands cross \

@@ -9,6 +9,7 @@ pub mod charge;
 pub mod empi;
 pub mod event;
 pub mod ids;
+pub mod net;
 pub mod or;
 pub mod phi;
 pub mod sync;

@@ -1826,36 +1826,9 @@ fn service_url(url: &str, schemes: &Schemes) -> Result<ServiceUrl, String> {
             shown(url)
         )
     };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-        let (v6, after) = bracketed.split_once(']').ok_or_else(malformed)?;
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(malformed());
-        }
-        let port = match after {
-            "" => None,
-            _ => Some(after.strip_prefix(':').ok_or_else(malformed)?),
-        };
-        (v6, port)
-    } else {
-        let (host, port) = match rest.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        };
-        let host_ok = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
-        if !host_ok {
-            return Err(malformed());
-        }
-        (host, port)
-    };
+    let (host, port) = hms_domain::net::authority(rest).ok_or_else(malformed)?;
     let port = match (port, default_ports) {
-        (Some(p), _) => match p.parse::<u16>() {
-            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(malformed()),
-        },
+        (Some(n), _) => n,
         (None, Some((with_tls, without))) => {
             if tls {
                 with_tls
@@ -1870,7 +1843,7 @@ fn service_url(url: &str, schemes: &Schemes) -> Result<ServiceUrl, String> {
             ));
         }
     };
-    if !tls && !is_loopback_host(host) {
+    if !tls && !hms_domain::net::is_loopback_host(host) {
         return Err(format!(
             "must be {secure}:// to reach another machine ({why_tls}); plain {plain}:// is only \
              for loopback (127.0.0.0/8, [::1], localhost), found {}",
@@ -1882,15 +1855,6 @@ fn service_url(url: &str, schemes: &Schemes) -> Result<ServiceUrl, String> {
         host: host.to_owned(),
         port,
     })
-}
-
-/// Whether `host` (an IPv6 address without its URL brackets) names this
-/// machine: `localhost`, 127.0.0.0/8 or `::1`.
-fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback())
 }
 
 /// `mllp.tls_cert` and `mllp.tls_key`: both or neither, each an existing

@@ -872,16 +872,9 @@ async fn adt_volumes(
     Path(raw): Path<String>,
     q: RawQuery,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers, Scope::Read).await {
-        return r;
-    }
-    let hospital = match hospital_of(&state, &raw).await {
-        Ok(h) => h,
+    let (hospital, _, from, to) = match day_request(&state, &headers, &raw, q, &[]).await {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let (from, to) = match query(q, &["from", "to"]).and_then(|q| day_range(&q)) {
-        Ok(p) => p,
-        Err(detail) => return bad(detail),
     };
     let (st, h) = (state.clone(), hospital.clone());
     let result = blocking(move || {
@@ -914,6 +907,25 @@ async fn adt_volumes(
     }
 }
 
+/// The common start of a day-range analytics read: a `read` operator, a
+/// hospital this cloud holds, a query of `from`, `to` and `extra` keys only,
+/// and its day range; the query for the extra keys. The first problem is
+/// the answer.
+async fn day_request(
+    state: &CloudState,
+    headers: &HeaderMap,
+    raw: &str,
+    q: RawQuery,
+    extra: &[&str],
+) -> Result<(HospitalId, HashMap<String, String>, i64, i64), Response> {
+    operator(state, headers, Scope::Read).await?;
+    let hospital = hospital_of(state, raw).await?;
+    let allowed: Vec<&str> = ["from", "to"].iter().chain(extra).copied().collect();
+    let q = query(q, &allowed).map_err(bad)?;
+    let (from, to) = day_range(&q).map_err(bad)?;
+    Ok((hospital, q, from, to))
+}
+
 /// What a charges or OR utilisation request found: the answer, a 400
 /// detail, or a 404 detail.
 enum Found {
@@ -928,16 +940,9 @@ async fn charges_daily(
     Path(raw): Path<String>,
     q: RawQuery,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers, Scope::Read).await {
-        return r;
-    }
-    let hospital = match hospital_of(&state, &raw).await {
-        Ok(h) => h,
+    let (hospital, _, from, to) = match day_request(&state, &headers, &raw, q, &[]).await {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let (from, to) = match query(q, &["from", "to"]).and_then(|q| day_range(&q)) {
-        Ok(p) => p,
-        Err(detail) => return bad(detail),
     };
     let (st, h) = (state.clone(), hospital.clone());
     let result = blocking(move || {
@@ -973,28 +978,14 @@ async fn or_utilisation(
     Path(raw): Path<String>,
     q: RawQuery,
 ) -> Response {
-    if let Err(r) = operator(&state, &headers, Scope::Read).await {
-        return r;
-    }
-    let hospital = match hospital_of(&state, &raw).await {
-        Ok(h) => h,
+    let (hospital, q, from, to) = match day_request(&state, &headers, &raw, q, &["room"]).await {
+        Ok(r) => r,
         Err(r) => return r,
     };
-    let parsed = (|| {
-        let q = query(q, &["from", "to", "room"])?;
-        let (from, to) = day_range(&q)?;
-        let room = match q.get("room") {
-            None => None,
-            Some(r) => Some(
-                r.parse::<OrRoomId>()
-                    .map_err(|e| format!("room={r:?}: {e}"))?,
-            ),
-        };
-        Ok((from, to, room))
-    })();
-    let (from, to, room) = match parsed {
-        Ok(p) => p,
-        Err(detail) => return bad(detail),
+    let room = match q.get("room").map(|r| (r, r.parse::<OrRoomId>())) {
+        None => None,
+        Some((_, Ok(id))) => Some(id),
+        Some((r, Err(e))) => return bad(format!("room={r:?}: {e}")),
     };
     let (st, h) = (state.clone(), hospital.clone());
     let result = blocking(move || {
