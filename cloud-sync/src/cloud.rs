@@ -120,6 +120,7 @@ impl Cloud {
             ),
             None => None,
         };
+        state.https = tls.is_some();
         Ok(Cloud {
             state,
             listen: config.listen,

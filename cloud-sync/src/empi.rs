@@ -548,6 +548,20 @@ impl RegionalEmpi {
         Ok(())
     }
 
+    /// Why records `a` and `b` score what they do under the model in
+    /// force (per field: level and weight); none when either is not held.
+    pub fn explain(
+        &self,
+        a: &RecordKey,
+        b: &RecordKey,
+    ) -> Option<hms_domain::empi::model::Explanation> {
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .explain_pair(a, b)
+            .ok()
+    }
+
     /// Review tasks with `status` (`open` or `closed`).
     pub fn reviews(&self, status: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         let rows = self.db().reviews(status)?;

@@ -6,8 +6,10 @@
 //!   restarted cloud has it again at once), whether it is online (the
 //!   status's `online`; the broker publishes the appliance's last will,
 //!   `online: false`, when it vanishes), when it was last heard from, and
-//!   its last [`TELEMETRY_KEPT`] telemetry messages; and the results of
-//!   commands by (hospital, node, id). An enrolled appliance never heard
+//!   its last [`TELEMETRY_KEPT`] telemetry messages, a [`Sample`] per
+//!   telemetry message over the last [`HISTORY_KEPT`] (sync lag and ADT
+//!   rate, for the console's sparklines); and the results of commands by
+//!   (hospital, node, id). An enrolled appliance never heard
 //!   from on MQTT is listed with `online` `"unknown"` ([`Fleet::nodes`]).
 //! - [`FleetKey`]: the fleet's Ed25519 signing key (`hms-cloud fleet
 //!   keygen`); [`FleetKey::sign`] makes the envelope the appliance checks:
@@ -49,6 +51,20 @@ use crate::enrolment::Enrolment;
 /// Telemetry messages kept per appliance (an hour at the default 60 s).
 pub const TELEMETRY_KEPT: usize = 60;
 
+/// History samples kept per appliance (six hours at the default 60 s).
+pub const HISTORY_KEPT: usize = 360;
+
+/// One point of an appliance's history, taken at each telemetry message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// When the telemetry arrived, ms.
+    pub at_ms: i64,
+    /// The sync lag its last status reported, seconds.
+    pub lag_seconds: Option<f64>,
+    /// HL7 messages per minute the telemetry reported.
+    pub adt_per_min: Option<f64>,
+}
+
 /// Command results kept in all (the oldest go first).
 pub const RESULTS_KEPT: usize = 10_000;
 
@@ -61,6 +77,7 @@ struct Node {
     status: Option<Value>,
     last_seen_ms: Option<i64>,
     telemetry: VecDeque<Value>,
+    history: VecDeque<Sample>,
 }
 
 /// A command this cloud sent (kept in memory since it started).
@@ -193,7 +210,20 @@ impl Fleet {
                 if n.telemetry.len() == TELEMETRY_KEPT {
                     n.telemetry.pop_front();
                 }
+                let sample = Sample {
+                    at_ms: now_ms,
+                    lag_seconds: n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.get("lag_seconds"))
+                        .and_then(Value::as_f64),
+                    adt_per_min: value.get("adt_messages_per_min").and_then(Value::as_f64),
+                };
                 n.telemetry.push_back(value);
+                if n.history.len() == HISTORY_KEPT {
+                    n.history.pop_front();
+                }
+                n.history.push_back(sample);
                 Seen::Telemetry(hospital, node)
             }
             "cmd/result" => {
@@ -237,6 +267,50 @@ impl Fleet {
             });
         }
         inner.sent.get(&k).cloned().map(Outcome::Pending)
+    }
+
+    /// The history of `node` of `hospital`, oldest first (empty when never
+    /// heard from).
+    pub fn history(&self, hospital: &HospitalId, node: &NodeId) -> Vec<Sample> {
+        self.lock()
+            .nodes
+            .get(&(hospital.clone(), node.clone()))
+            .map(|n| n.history.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The commands of `node` of `hospital` this cloud sent or saw
+    /// answered since it started, newest first, at most `limit`.
+    pub fn commands(
+        &self,
+        hospital: &HospitalId,
+        node: &NodeId,
+        limit: usize,
+    ) -> Vec<(u64, Outcome)> {
+        let inner = self.lock();
+        let key = (hospital.clone(), node.clone());
+        let mut ids: Vec<u64> = inner
+            .order
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, id)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        ids.into_iter()
+            .take(limit)
+            .filter_map(|id| {
+                let k = (key.clone(), id);
+                let outcome = match inner.results.get(&k) {
+                    Some((at_ms, result)) => Outcome::Answered {
+                        at_ms: *at_ms,
+                        result: result.clone(),
+                    },
+                    None => Outcome::Pending(inner.sent.get(&k)?.clone()),
+                };
+                Some((id, outcome))
+            })
+            .collect()
     }
 
     /// Whether `node` of `hospital` was heard from on MQTT.

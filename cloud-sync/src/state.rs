@@ -64,6 +64,8 @@ pub struct CloudState {
     pub empi_wake: Arc<Notify>,
     /// The MQTT fleet channel (`[fleet]`); none: the fleet API answers 409.
     pub fleet: Option<crate::fleet::Channel>,
+    /// Whether the cloud serves HTTPS (the console's cookie is `Secure`).
+    pub https: bool,
 }
 
 impl std::fmt::Debug for CloudState {
@@ -94,6 +96,7 @@ impl CloudState {
             empi: None,
             empi_wake: Arc::new(Notify::new()),
             fleet: None,
+            https: false,
         }
     }
 

@@ -6,7 +6,10 @@
 // - the stale banner: when nothing arrived for 5 s (the server sends a
 //   `tick` with its wall clock every 2 s) the banner says so with the time
 //   of the data (the hospital's clock, as the tiles show it), the
-//   board stays as it was, and the stream reconnects by itself.
+//   board stays as it was, and the stream reconnects by itself;
+// - refreshed regions: an element with data-refresh="URL" is replaced every
+//   5 s by the element with the same id that URL answers (the fleet table);
+//   a failed fetch leaves it as it was, a lost session goes to sign-in.
 "use strict";
 
 (function () {
@@ -92,7 +95,24 @@
     connect();
   }
 
+  function refresh(el) {
+    const url = el.getAttribute("data-refresh");
+    setInterval(() => {
+      fetch(url, { credentials: "same-origin" })
+        .then((r) => {
+          if (r.redirected && new URL(r.url).pathname.endsWith("/login")) {
+            location.assign(r.url);
+            return null;
+          }
+          return r.ok ? r.text() : null;
+        })
+        .then((html) => { if (html) replace(html); })
+        .catch(() => {});
+    }, 5000);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("[data-live]").forEach(live);
+    document.querySelectorAll("[data-refresh]").forEach(refresh);
   });
 })();

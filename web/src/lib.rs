@@ -4,6 +4,7 @@
 //!
 //! - [`assets`]: the pages' style sheet, script and icon, compiled in and
 //!   served under content-digest names;
+//! - [`chart`]: line, bar and spark charts as server-drawn SVG;
 //! - [`cookie`]: the session cookie and the same-origin check of requests
 //!   it authenticates;
 //! - [`headers`]: Content-Security-Policy and the other security headers;
@@ -18,6 +19,7 @@
 //!   that hands axum only connections whose handshake completed.
 
 pub mod assets;
+pub mod chart;
 pub mod cookie;
 pub mod headers;
 pub mod page;

@@ -47,6 +47,8 @@ pub struct Shell<'a> {
     pub user: Option<User<'a>>,
     /// `data-page` of `<body>`: which behaviour the script attaches.
     pub page: &'a str,
+    /// Where the header's sign-out form posts (`/logout`, `/console/logout`).
+    pub logout: &'a str,
 }
 
 /// The whole document around `main`.
@@ -91,7 +93,7 @@ pub fn document(shell: &Shell<'_>, main: Markup) -> Markup {
                     @if let Some(u) = shell.user {
                         div class="user" {
                             span { (u.name) " · " (u.role.replace('_', " ")) }
-                            form method="post" action="/logout" {
+                            form method="post" action=(shell.logout) {
                                 button type="submit" { "Sign out" }
                             }
                         }
@@ -145,6 +147,7 @@ mod tests {
                 role: "bed_manager",
             }),
             page: "board",
+            logout: "/logout",
         };
         let html = document(&shell, html! { h1 { "x" } }).into_string();
         assert!(html.contains("St &lt;Mary&gt;"));

@@ -1,5 +1,6 @@
-//! `cargo xtask browser`: the kiosk web app's tests in a real browser
-//! (`edge-node/tests/browser/*.test.mjs`, Node's test runner driving
+//! `cargo xtask browser`: the web pages' tests in a real browser (the
+//! kiosk app and the fleet console: `edge-node/tests/browser/*.test.mjs`,
+//! against debug builds of `hms-edge` and `hms-cloud`; Node's test runner driving
 //! Debian's `chromium` through playwright-core, axe-core in every page).
 //! `cargo xtask ci` runs them after the Rust tests.
 //!
@@ -61,14 +62,25 @@ fn npm(dir: &Path) -> anyhow::Result<()> {
     run(c).context("npm ci (Node.js and npm are needed for the browser tests)")
 }
 
-/// Runs the browser tests against a debug `hms-edge`.
+/// Runs the browser tests against debug builds of `hms-edge` and `hms-cloud`.
 pub fn run_tests(root: &Path) -> anyhow::Result<()> {
     let dir = root.join("edge-node/tests/browser");
     chromium()?;
     npm(&dir)?;
     run({
         let mut c = cargo();
-        c.args(["build", "--locked", "-p", "edge-node", "--bin", "hms-edge"]);
+        c.args([
+            "build",
+            "--locked",
+            "-p",
+            "edge-node",
+            "--bin",
+            "hms-edge",
+            "-p",
+            "cloud-sync",
+            "--bin",
+            "hms-cloud",
+        ]);
         c
     })?;
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -83,6 +95,7 @@ pub fn run_tests(root: &Path) -> anyhow::Result<()> {
         .args(&files)
         .current_dir(&dir)
         .env("HMS_EDGE_BIN", target_dir().join("debug/hms-edge"))
+        .env("HMS_CLOUD_BIN", target_dir().join("debug/hms-cloud"))
         .env("CHROMIUM", CHROMIUM)
         .env("SCREENSHOTS", &shots)
         .stdin(std::process::Stdio::null());

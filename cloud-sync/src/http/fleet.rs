@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use hms_domain::{HospitalId, NodeId, Timestamp};
 use serde_json::json;
 
-use super::operator::{Scope, blocking, operator};
+use super::operator::{Scope, operator};
 use super::problem;
 use crate::fleet::{Channel, Command, Outcome, Sent};
 use crate::state::CloudState;
@@ -165,8 +165,7 @@ async fn send(
             "expires_in_s is from 1 to {MAX_EXPIRES_IN_S} seconds"
         ));
     }
-    let enrolled = state.registry.hospitals();
-    let mut targets: Vec<(HospitalId, NodeId)> = vec![];
+    let mut targets = vec![];
     for t in &b.nodes {
         let (Ok(h), Ok(n)) = (t.hospital.parse::<HospitalId>(), t.node.parse::<NodeId>()) else {
             return bad(format!(
@@ -174,59 +173,94 @@ async fn send(
                 t.hospital, t.node
             ));
         };
+        targets.push((h, n));
+    }
+    let out = match dispatch(&state, &channel, &who, &command, targets, b.expires_in_s).await {
+        Ok(sent) => sent
+            .into_iter()
+            .map(|(h, n, id)| json!({ "hospital": h, "node": n, "id": id }))
+            .collect::<Vec<_>>(),
+        Err(p) => return p.into_response(),
+    };
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "command": command.name(), "commands": out })),
+    )
+        .into_response()
+}
+
+/// Sends `command` to each of `targets` (duplicates once) for the operator
+/// `who`: each appliance must be known (heard from or enrolled), the cloud
+/// must hold the fleet key and be connected to the broker; each command
+/// gets the next id for its node, is audited in the registry, then signed
+/// and published. The ids sent, or the problem that stopped it (the
+/// commands before a failed publish were sent). The API and the console
+/// both send through here.
+pub(super) async fn dispatch(
+    state: &CloudState,
+    channel: &Channel,
+    who: &str,
+    command: &Command,
+    targets: Vec<(HospitalId, NodeId)>,
+    expires_in_s: u64,
+) -> Result<Vec<(HospitalId, NodeId, u64)>, hms_web::Problem> {
+    let enrolled = state.registry.hospitals();
+    let mut unique: Vec<(HospitalId, NodeId)> = vec![];
+    for (h, n) in targets {
         let known =
             channel.fleet.knows(&h, &n) || enrolled.iter().any(|e| e.hospital == h && e.node == n);
         if !known {
-            return problem::not_found(format!(
+            return Err(problem::not_found(format!(
                 "no appliance {h}/{n}: neither enrolled here nor heard from on MQTT; \
                  nothing was sent"
-            ))
-            .into_response();
+            )));
         }
-        if !targets.contains(&(h.clone(), n.clone())) {
-            targets.push((h, n));
+        if !unique.contains(&(h.clone(), n.clone())) {
+            unique.push((h, n));
         }
     }
     let Some(key) = channel.key.clone() else {
-        return problem::problem(
+        return Err(problem::problem(
             StatusCode::CONFLICT,
             problem::NO_FLEET_KEY,
             "this cloud has no fleet key ([fleet] key_file; hms-cloud fleet keygen): it \
              sends no commands",
-        )
-        .into_response();
+        ));
     };
     if !channel.link.connected() {
-        return problem::problem(
+        return Err(problem::problem(
             StatusCode::SERVICE_UNAVAILABLE,
             problem::UNAVAILABLE,
             format!(
                 "the fleet's MQTT broker ({}) is not connected; nothing was sent",
                 channel.link.broker()
             ),
-        )
-        .into_response();
+        ));
     }
     let actor = format!("operator:{who}");
     let region = channel.fleet.region().clone();
     let mut out = vec![];
-    for (h, n) in targets {
+    for (h, n) in unique {
         let now = Timestamp::now().as_millis();
-        let expires = now + i64::try_from(b.expires_in_s).unwrap_or(60) * 1_000;
+        let expires = now + i64::try_from(expires_in_s).unwrap_or(60) * 1_000;
         let detail = format!(
             "command {}; expires {}",
             command.name(),
             Timestamp::from_millis(expires).to_rfc3339()
         );
         let (st, hh, nn, a) = (state.clone(), h.clone(), n.clone(), actor.clone());
-        let id = match blocking(move || {
+        let id = match tokio::task::spawn_blocking(move || {
             st.registry_db
                 .next_fleet_command_id(&hh, &nn, &a, &detail, now)
         })
         .await
         {
-            Ok(id) => id,
-            Err(r) => return r,
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "recording a fleet command failed");
+                return Err(problem::unavailable());
+            }
+            Err(_) => return Err(problem::unavailable()),
         };
         let envelope = key.sign(
             id,
@@ -234,7 +268,7 @@ async fn send(
             &h,
             &n,
             Timestamp::from_millis(expires),
-            &command,
+            command,
         );
         channel.fleet.sent(
             &h,
@@ -252,7 +286,7 @@ async fn send(
             .publish(channel.fleet.topic(&h, &n, "cmd"), envelope)
         {
             tracing::error!(error = %format!("{e:#}"), "publishing a fleet command failed");
-            return problem::problem(
+            return Err(problem::problem(
                 StatusCode::SERVICE_UNAVAILABLE,
                 problem::UNAVAILABLE,
                 format!(
@@ -260,17 +294,12 @@ async fn send(
                      commands before it were sent: {}",
                     out.len()
                 ),
-            )
-            .into_response();
+            ));
         }
         tracing::info!(operator = %who, hospital = %h, node = %n, id, command = command.name(), "fleet command sent");
-        out.push(json!({ "hospital": h, "node": n, "id": id }));
+        out.push((h, n, id));
     }
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "command": command.name(), "commands": out })),
-    )
-        .into_response()
+    Ok(out)
 }
 
 async fn outcome(

@@ -1,14 +1,17 @@
 //! The regional cloud's HTTP service: one router with the sync API for
 //! appliances and DR primaries ([`sync`]: batches, position, restore
 //! reads, downlink, health), the operator API ([`operator`]) and its fleet
-//! part ([`fleet`]: appliances' status and signed commands over MQTT), a body
-//! limit and the checks made before any body is read ([`gate`]). Every error is an `application/problem+json` document
-//! ([`problem`]).
+//! part ([`fleet`]: appliances' status and signed commands over MQTT), the
+//! operators' web pages ([`console`]: the fleet console under `/console`),
+//! a body limit and the checks made before any body is read ([`gate`]), and
+//! the security headers of `hms_web` on every response. Every API error is
+//! an `application/problem+json` document ([`problem`]).
 //!
 //! Handlers do only HTTP: they read the request, run the work (through
 //! [`crate::state::CloudState`] and the domain modules, blocking work off
 //! the runtime) and answer. Nothing below this module imports it.
 
+pub mod console;
 pub mod fleet;
 mod gate;
 pub mod operator;
@@ -50,10 +53,14 @@ pub fn router(state: CloudState) -> Router {
         .route(HEALTH, get(sync::health))
         .merge(operator::routes())
         .merge(fleet::routes())
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             gate::before_body,
+        ))
+        .layer(axum::middleware::from_fn(
+            hms_web::headers::security_headers,
         ))
         .with_state(state)
 }

@@ -181,7 +181,7 @@ async fn audit_read(
     blocking(move || empi.audit_read(&actor, query, results)).await
 }
 
-async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Response> {
+pub(super) async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Response> {
     let unknown = || not_found(format!("no hospital {raw:?} here"));
     let Ok(id) = raw.parse::<HospitalId>() else {
         return Err(unknown());
@@ -194,43 +194,45 @@ async fn hospital_of(state: &CloudState, raw: &str) -> Result<HospitalId, Respon
     }
 }
 
+/// The rows of `GET /api/v1/hospitals` (blocking: it opens each store).
+pub(super) fn hospital_rows(st: &CloudState) -> anyhow::Result<Vec<serde_json::Value>> {
+    let status = st.registry_db.ingest_status()?;
+    let mut list: Vec<(HospitalId, String)> = match st.mode {
+        Mode::Primary => st
+            .registry
+            .hospitals()
+            .into_iter()
+            .map(|e| (e.hospital.clone(), e.region.to_string()))
+            .collect(),
+        Mode::Replica => status
+            .iter()
+            .map(|(h, s)| (h.clone(), s.region.to_string()))
+            .collect(),
+    };
+    list.sort();
+    let mut out = vec![];
+    for (h, region) in list {
+        let p = (st.open)(&h)?.position()?;
+        let last = status
+            .get(&h)
+            .map(|s| Timestamp::from_millis(s.last_ingest_ms).to_rfc3339());
+        out.push(json!({
+            "id": h,
+            "region": region,
+            "events": p.seq,
+            "position": { "seq": p.seq, "hash": p.hash },
+            "last_ingest": last,
+        }));
+    }
+    Ok(out)
+}
+
 async fn hospitals(State(state): State<CloudState>, headers: HeaderMap) -> Response {
     if let Err(r) = operator(&state, &headers, Scope::Read).await {
         return r;
     }
     let st = state.clone();
-    let rows = blocking(move || {
-        let status = st.registry_db.ingest_status()?;
-        let mut list: Vec<(HospitalId, String)> = match st.mode {
-            Mode::Primary => st
-                .registry
-                .hospitals()
-                .into_iter()
-                .map(|e| (e.hospital.clone(), e.region.to_string()))
-                .collect(),
-            Mode::Replica => status
-                .iter()
-                .map(|(h, s)| (h.clone(), s.region.to_string()))
-                .collect(),
-        };
-        list.sort();
-        let mut out = vec![];
-        for (h, region) in list {
-            let p = (st.open)(&h)?.position()?;
-            let last = status
-                .get(&h)
-                .map(|s| Timestamp::from_millis(s.last_ingest_ms).to_rfc3339());
-            out.push(json!({
-                "id": h,
-                "region": region,
-                "events": p.seq,
-                "position": { "seq": p.seq, "hash": p.hash },
-                "last_ingest": last,
-            }));
-        }
-        Ok(out)
-    })
-    .await;
+    let rows = blocking(move || hospital_rows(&st)).await;
     match rows {
         Ok(rows) => axum::Json(json!({ "hospitals": rows })).into_response(),
         Err(r) => r,
@@ -749,7 +751,7 @@ fn day(name: &str, raw: &str) -> Result<i64, String> {
         .map_err(|_| format!("{name}={raw:?} is not a date (YYYY-MM-DD)"))
 }
 
-fn date_text(day: i64) -> String {
+pub(super) fn date_text(day: i64) -> String {
     Timestamp::from_millis(day * DAY_MS).to_rfc3339()[..10].to_owned()
 }
 
@@ -790,6 +792,59 @@ fn query(q: RawQuery, allowed: &[&str]) -> Result<HashMap<String, String>, Strin
     Ok(q)
 }
 
+/// Occupied beds per unit of `hospital` at each instant of `at` (ms), as
+/// `GET …/census` lists them; none when `unit` is not one of its units
+/// (blocking: it reads the store).
+pub(super) fn census_points(
+    st: &CloudState,
+    hospital: &HospitalId,
+    at: impl Iterator<Item = i64>,
+    unit: Option<&UnitId>,
+) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
+    let mut store = (st.open)(hospital)?;
+    st.analytics.with(hospital, store.as_mut(), |p| {
+        if let Some(u) = unit
+            && !p.has_unit(u)
+        {
+            return None;
+        }
+        Some(
+            at.map(|at| {
+                json!({
+                    "at": Timestamp::from_millis(at).to_rfc3339(),
+                    "occupied": p.census_at(at, unit),
+                })
+            })
+            .collect(),
+        )
+    })
+}
+
+/// ADT event counts of `hospital` per UTC day `from..=to` (days since the
+/// epoch), as `GET …/adt-volumes` lists them (blocking).
+pub(super) fn adt_days(
+    st: &CloudState,
+    hospital: &HospitalId,
+    from: i64,
+    to: i64,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut store = (st.open)(hospital)?;
+    st.analytics.with(hospital, store.as_mut(), |p| {
+        (from..=to)
+            .map(|d| {
+                let c = p.adt_day(d);
+                json!({
+                    "date": date_text(d),
+                    "admissions": c.admissions,
+                    "transfers": c.transfers,
+                    "discharges": c.discharges,
+                    "other": c.other,
+                })
+            })
+            .collect()
+    })
+}
+
 async fn census(
     State(state): State<CloudState>,
     headers: HeaderMap,
@@ -827,27 +882,8 @@ async fn census(
         Err(detail) => return bad(detail),
     };
     let (st, h, u) = (state.clone(), hospital.clone(), unit.clone());
-    let result = blocking(move || {
-        let mut store = (st.open)(&h)?;
-        st.analytics.with(&h, store.as_mut(), |p| {
-            if let Some(u) = &u
-                && !p.has_unit(u)
-            {
-                return None;
-            }
-            Some(
-                hour_boundaries(from, to)
-                    .map(|at| {
-                        json!({
-                            "at": Timestamp::from_millis(at).to_rfc3339(),
-                            "occupied": p.census_at(at, u.as_ref()),
-                        })
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })
-    })
-    .await;
+    let result =
+        blocking(move || census_points(&st, &h, hour_boundaries(from, to), u.as_ref())).await;
     match result {
         Ok(Some(hours)) => axum::Json(json!({
             "hospital": hospital,
@@ -877,24 +913,7 @@ async fn adt_volumes(
         Err(r) => return r,
     };
     let (st, h) = (state.clone(), hospital.clone());
-    let result = blocking(move || {
-        let mut store = (st.open)(&h)?;
-        st.analytics.with(&h, store.as_mut(), |p| {
-            (from..=to)
-                .map(|d| {
-                    let c = p.adt_day(d);
-                    json!({
-                        "date": date_text(d),
-                        "admissions": c.admissions,
-                        "transfers": c.transfers,
-                        "discharges": c.discharges,
-                        "other": c.other,
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-    })
-    .await;
+    let result = blocking(move || adt_days(&st, &h, from, to)).await;
     match result {
         Ok(days) => axum::Json(json!({
             "hospital": hospital,
@@ -1040,6 +1059,15 @@ async fn replication(State(state): State<CloudState>, headers: HeaderMap) -> Res
     if let Err(r) = operator(&state, &headers, Scope::Read).await {
         return r;
     }
+    match replication_status(&state).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The body of `GET /api/v1/replication`: this cloud's DR role and, per
+/// hospital, the replication lag (primary) or what arrived (replica).
+pub(super) async fn replication_status(state: &CloudState) -> Result<serde_json::Value, Response> {
     match (&state.mode, &state.replication) {
         (Mode::Primary, Some(r)) => {
             let hospitals: Vec<_> = r
@@ -1053,20 +1081,18 @@ async fn replication(State(state): State<CloudState>, headers: HeaderMap) -> Res
                     v
                 })
                 .collect();
-            axum::Json(json!({
+            Ok(json!({
                 "role": "primary",
                 "peer": r.peer,
                 "peer_region": r.peer_region,
                 "hospitals": hospitals,
             }))
-            .into_response()
         }
-        (Mode::Primary, None) => axum::Json(json!({
+        (Mode::Primary, None) => Ok(json!({
             "role": "primary",
             "peer": null,
             "hospitals": [],
-        }))
-        .into_response(),
+        })),
         (Mode::Replica, _) => {
             let st = state.clone();
             let rows = blocking(move || {
@@ -1085,15 +1111,11 @@ async fn replication(State(state): State<CloudState>, headers: HeaderMap) -> Res
                 }
                 Ok(out)
             })
-            .await;
-            match rows {
-                Ok(rows) => axum::Json(json!({
-                    "role": "replica",
-                    "hospitals": rows,
-                }))
-                .into_response(),
-                Err(r) => r,
-            }
+            .await?;
+            Ok(json!({
+                "role": "replica",
+                "hospitals": rows,
+            }))
         }
     }
 }

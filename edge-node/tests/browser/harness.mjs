@@ -4,7 +4,7 @@
 // injected into every page, screenshots under SCREENSHOTS.
 
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,6 +15,7 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 export const repo = join(here, "..", "..", "..");
 export const BIN = process.env.HMS_EDGE_BIN || join(repo, "target", "debug", "hms-edge");
+export const CLOUD_BIN = process.env.HMS_CLOUD_BIN || join(repo, "target", "debug", "hms-cloud");
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 export const SCREENSHOTS = process.env.SCREENSHOTS || join(repo, "target", "screenshots");
 export const CONFIG = join(repo, "config", "demo-hospital.toml");
@@ -40,11 +41,12 @@ export class Edge {
     this.data = join(this.dir, "data");
     this.http = "127.0.0.1:0";
     this.proc = null;
+    this.config = CONFIG;
   }
 
   /** Starts it (on the same HTTP port as before, when restarted). */
   async start() {
-    const args = ["run", "--config", CONFIG, "--data-dir", this.data, "--http", this.http, "--mllp", this.mllp || "127.0.0.1:0"];
+    const args = ["run", "--config", this.config, "--data-dir", this.data, "--http", this.http, "--mllp", this.mllp || "127.0.0.1:0"];
     const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, HMS_LOG: "warn" } });
     this.proc = proc;
     let err = "";
@@ -65,6 +67,15 @@ export class Edge {
     if (mllp) this.mllp = mllp[1];
     this.url = `http://${http}`;
     return this;
+  }
+
+  /** SIGKILL (no clean stop: the broker publishes its last will). */
+  async kill() {
+    if (!this.proc) return;
+    const p = this.proc;
+    this.proc = null;
+    if (p.exitCode !== null) return;
+    await new Promise((resolve) => { p.on("exit", resolve); p.kill("SIGKILL"); });
   }
 
   /** SIGTERM, and wait for the exit. */
@@ -111,6 +122,85 @@ export class Edge {
       });
       s.on("error", reject);
     });
+  }
+}
+
+/** Runs `hms-cloud ARGS…` to completion; its stdout. */
+export function cloudCli(...args) {
+  return execFileSync(CLOUD_BIN, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** A regional cloud (`hms-cloud run`) in its own directory, on `toml`
+ * (written to cloud.toml there; `data_dir` relative to it). */
+export class Cloud {
+  constructor(toml) {
+    this.dir = mkdtempSync(join(tmpdir(), "hms-cloud-browser-"));
+    this.config = join(this.dir, "cloud.toml");
+    this.toml = toml;
+    this.proc = null;
+  }
+
+  /** Writes the configuration (call before tokens and start). */
+  write(extra = "") {
+    writeFileSync(this.config, this.toml + extra);
+    return this;
+  }
+
+  /** A new operator token with `scopes` (comma-separated). */
+  token(name, scopes) {
+    return lastLine(cloudCli("token", "create", "--name", name, "--scope", scopes, "--config", this.config)).replace(/^.*\s/, "");
+  }
+
+  /** Starts it; waits for its ready line. */
+  async start() {
+    const proc = spawn(CLOUD_BIN, ["run", "--config", this.config], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, HMS_LOG: "warn" } });
+    this.proc = proc;
+    let err = "";
+    proc.stderr.on("data", (d) => { err += d; });
+    const http = await new Promise((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error("no ready line in 30 s: " + err)), 30000);
+      proc.stdout.on("data", (d) => {
+        out += d;
+        const m = out.match(/hms-cloud ready http=http:\/\/(\S+)/);
+        if (m) { clearTimeout(timer); resolve(m[1]); }
+      });
+      proc.on("exit", (code) => { clearTimeout(timer); reject(new Error(`hms-cloud exited ${code}: ${err}`)); });
+    });
+    this.http = http;
+    this.url = `http://${http}`;
+    return this;
+  }
+
+  /** SIGTERM, and wait for the exit. */
+  async stop() {
+    if (!this.proc) return;
+    const p = this.proc;
+    this.proc = null;
+    if (p.exitCode !== null) return;
+    await new Promise((resolve) => { p.on("exit", resolve); p.kill("SIGTERM"); });
+  }
+
+  /** The operator API with a bearer token. */
+  async api(token, method, path, body) {
+    const r = await fetch(this.url + path, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : null };
+  }
+}
+
+/** Polls `f` every 200 ms until it gives a truthy value, for up to `ms`. */
+export async function until(what, f, ms = 20000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 

@@ -203,6 +203,7 @@ pub(crate) fn frame(
             role: who.principal.role.as_str(),
         }),
         page: page_kind,
+        logout: "/logout",
     };
     page::document(&shell, main)
 }
@@ -216,6 +217,7 @@ pub(crate) fn message(status: StatusCode, title: &str, text: &str) -> Response {
         nav: &[],
         user: None,
         page: "message",
+        logout: "/logout",
     };
     let body = html! {
         h1 { (title) }

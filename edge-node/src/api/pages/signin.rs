@@ -37,6 +37,7 @@ fn login_page(state: &AppState, error: Option<&str>) -> Markup {
         nav: &[],
         user: None,
         page: "login",
+        logout: "/logout",
     };
     page::document(
         &shell,
