@@ -37,19 +37,19 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Sink};
 use crate::schema::{
-    BackupSection, Bed, Building, CHARSETS, Cidr, CodingSection, Config, DEFAULT_BACKUP_INTERVAL_H,
-    DEFAULT_BACKUP_KEEP, DEFAULT_CHARSET, DEFAULT_CHECKPOINT_INTERVAL_S,
-    DEFAULT_CODING_HISTORY_DAYS, DEFAULT_CODING_MAX_TEXT_CHARS, DEFAULT_FIRST_FRAME_TIMEOUT_S,
-    DEFAULT_FLEET_KEEPALIVE_S, DEFAULT_FLEET_TELEMETRY_S, DEFAULT_FORECAST_REFRESH_S,
-    DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S,
-    DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER,
-    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT,
-    DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS,
-    DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker,
-    FleetSection, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen,
-    MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
-    StoreSection, TlsFiles, Unit, UplinkSection,
+    BackupSection, Bed, Building, BundlesSection, CHARSETS, Cidr, CodingSection, Config,
+    DEFAULT_BACKUP_INTERVAL_H, DEFAULT_BACKUP_KEEP, DEFAULT_BUNDLE_PROBATION_S, DEFAULT_CHARSET,
+    DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_CODING_HISTORY_DAYS, DEFAULT_CODING_MAX_TEXT_CHARS,
+    DEFAULT_FIRST_FRAME_TIMEOUT_S, DEFAULT_FLEET_KEEPALIVE_S, DEFAULT_FLEET_TELEMETRY_S,
+    DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT,
+    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB,
+    DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
+    DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
+    DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
+    DEFAULT_WRITER_QUEUE, Facility, FleetBroker, FleetSection, Floor, Hl7Location, Hl7Section,
+    HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls,
+    NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -66,6 +66,7 @@ const TOP_KEYS: &[&str] = &[
     "uplink",
     "backup",
     "fleet",
+    "bundles",
     "inference",
     "coding",
     "facility",
@@ -136,6 +137,7 @@ const FLEET_KEYS: &[&str] = &[
     "telemetry_s",
     "command_key",
 ];
+const BUNDLES_KEYS: &[&str] = &["trusted_keys", "probation_s", "allow_unsigned_models"];
 const FACILITY_KEYS: &[&str] = &["id", "name"];
 const BUILDING_KEYS: &[&str] = &["id", "facility", "name"];
 const FLOOR_KEYS: &[&str] = &["id", "building", "name"];
@@ -685,6 +687,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let uplink = self.uplink(root);
         let backup = self.backup(root);
         let fleet = self.fleet(root);
+        let bundles = self.bundles(root);
         let inference = self.inference(root);
         let coding = self.coding(root);
 
@@ -746,6 +749,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             uplink: uplink?,
             backup: backup?,
             fleet: fleet?,
+            bundles: bundles?,
             inference: inference?,
             coding: coding?,
             facilities,
@@ -1232,6 +1236,92 @@ impl<'s, 'a> Walk<'s, 'a> {
             keepalive_s: keepalive.ok()?.unwrap_or(DEFAULT_FLEET_KEEPALIVE_S),
             telemetry_s: telemetry.ok()?.unwrap_or(DEFAULT_FLEET_TELEMETRY_S),
             command_key: command_key?,
+        }))
+    }
+
+    /// `[bundles]`: the keys that sign the bundles this appliance applies.
+    fn bundles(&mut self, root: &Scope<'_, '_>) -> Option<Option<BundlesSection>> {
+        if !root.table.contains_key("bundles") {
+            return Some(None);
+        }
+        let s = self.section(root, "bundles", Need::Optional)?;
+        s.unknown_keys(self.sink, BUNDLES_KEYS);
+        let dir = self.dir();
+        let sink = &mut *self.sink;
+        let probation = s.int(sink, "probation_s", 5, 3_600);
+        let unsigned = if s.table.contains_key("allow_unsigned_models") {
+            s.bool(sink, "allow_unsigned_models")
+        } else {
+            Some(false)
+        };
+        let value = s.raw(sink, "trusted_keys", Need::Required)?;
+        let DeValue::Array(items) = value.get_ref() else {
+            s.wrong_type(
+                sink,
+                "trusted_keys",
+                value,
+                "an array of public key files (\"keys/bundle.pub\")",
+            );
+            return None;
+        };
+        if items.is_empty() {
+            sink.error(
+                &value.span(),
+                format!(
+                    "{} is empty: name at least one public key file (hms-config keygen writes KEY.pub)",
+                    s.key_path("trusted_keys")
+                ),
+            );
+            return None;
+        }
+        let mut keys = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items.iter() {
+            let DeValue::String(raw) = item.get_ref() else {
+                sink.error(
+                    &item.span(),
+                    format!("{} must hold only file names", s.key_path("trusted_keys")),
+                );
+                ok = false;
+                continue;
+            };
+            let path = dir.join(PathBuf::from(raw.as_ref()));
+            let problem = match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => Some("is a directory, not a file".to_owned()),
+                Ok(m) if m.len() != 32 => Some(format!(
+                    "is {} bytes; a bundle public key file holds the raw 32 bytes (hms-config \
+                     keygen writes it as KEY.pub)",
+                    m.len()
+                )),
+                Ok(_) => None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some("does not exist".to_owned())
+                }
+                Err(e) => Some(format!("cannot be accessed: {e}")),
+            };
+            match problem {
+                None => keys.push(path),
+                Some(p) => {
+                    sink.error(
+                        &item.span(),
+                        format!(
+                            "{} file {} {p} (looked for {})",
+                            s.key_path("trusted_keys"),
+                            shown(raw),
+                            path.display()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some(Some(BundlesSection {
+            trusted_keys: keys,
+            probation_s: probation.ok()?.unwrap_or(DEFAULT_BUNDLE_PROBATION_S),
+            allow_unsigned_models: unsigned?,
         }))
     }
 

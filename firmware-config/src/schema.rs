@@ -88,6 +88,9 @@ pub const DEFAULT_FLEET_KEEPALIVE_S: u64 = 30;
 /// Default for `fleet.telemetry_s`.
 pub const DEFAULT_FLEET_TELEMETRY_S: u64 = 60;
 
+/// Default for `bundles.probation_s`.
+pub const DEFAULT_BUNDLE_PROBATION_S: u64 = 60;
+
 /// Default for `inference.models`, relative to the configuration file.
 pub const DEFAULT_MODELS_DIR: &str = "models";
 /// Default for `inference.timeout_ms`.
@@ -121,6 +124,8 @@ pub struct Config {
     /// The fleet channel (telemetry out, signed commands in, over MQTT);
     /// none: no fleet channel.
     pub fleet: Option<FleetSection>,
+    /// Signed bundles (`[bundles]`); none: the appliance takes no bundles.
+    pub bundles: Option<BundlesSection>,
     /// Local models (bed demand, OR duration) and their runtime.
     pub inference: InferenceSection,
     /// Coding suggestions (`POST /api/v1/coding/suggest`).
@@ -530,6 +535,22 @@ pub struct FleetSection {
     /// The cloud's fleet public key file, which signs the commands the
     /// appliance accepts (checked to exist, not read, by the loader).
     pub command_key: PathBuf,
+}
+
+/// `[bundles]`: which signed configuration and model-set bundles the
+/// appliance applies (docs/bundles.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundlesSection {
+    /// The public keys (raw 32-byte files, `hms-config keygen`'s `KEY.pub`)
+    /// whose signatures the appliance trusts; at least one. Checked to
+    /// exist and hold 32 bytes, not read, by the loader.
+    pub trusted_keys: Vec<PathBuf>,
+    /// Seconds a newly applied bundle must stay healthy before it is in
+    /// force; a failed check rolls it back.
+    pub probation_s: u64,
+    /// Whether `hms-edge models install DIR` may install an unsigned model
+    /// set.
+    pub allow_unsigned_models: bool,
 }
 
 /// `fleet.broker`: where the fleet's MQTT broker listens.

@@ -8,9 +8,9 @@ use std::process::Command;
 
 use expect_test::{Expect, expect};
 use firmware_config::{
-    Config, ConfigError, DEFAULT_FLEET_KEEPALIVE_S, DEFAULT_FLEET_TELEMETRY_S, Diagnostic,
-    FleetBroker, FleetSection, Hl7Location, MllpSection, MllpTls, Severity, example, lint,
-    lint_str, load, load_str,
+    BundlesSection, Config, ConfigError, DEFAULT_BUNDLE_PROBATION_S, DEFAULT_FLEET_KEEPALIVE_S,
+    DEFAULT_FLEET_TELEMETRY_S, Diagnostic, FleetBroker, FleetSection, Hl7Location, MllpSection,
+    MllpTls, Severity, example, lint, lint_str, load, load_str,
 };
 use hms_domain::{BedId, GenderRestriction, LevelOfCare, OrRoomId, RoomId, UnitId};
 
@@ -784,7 +784,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
         &text,
         expect![[r#"
             hospital.toml:5:1: error: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-            hospital.toml:14:2: error: unknown key `dashboard` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, fleet, inference, coding, facility, building, floor, unit, room, bed, or_room
+            hospital.toml:14:2: error: unknown key `dashboard` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, fleet, bundles, inference, coding, facility, building, floor, unit, room, bed, or_room
             hospital.toml:44:63: error: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
         "#]],
     );
@@ -792,7 +792,7 @@ fn unknown_keys_are_errors_for_lint_and_warnings_for_load() {
     let loaded = load_str(&text, file()).expect("unknown keys do not stop loading");
     expect![[r#"
         hospital.toml:5:1: warning: unknown key `firmware_channel` in [node]; expected one of: hospital_id, region, node_id, name, timezone
-        hospital.toml:14:2: warning: unknown key `dashboard` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, fleet, inference, coding, facility, building, floor, unit, room, bed, or_room
+        hospital.toml:14:2: warning: unknown key `dashboard` in the top level; expected one of: node, listen, store, http, mllp, hl7, uplink, backup, fleet, bundles, inference, coding, facility, building, floor, unit, room, bed, or_room
         hospital.toml:44:63: warning: unknown key `pl5` in `bed.hl7`; expected one of: facility, point_of_care, room, bed
     "#]]
     .assert_eq(&render(&loaded.warnings));
@@ -2081,4 +2081,89 @@ fn the_coding_section_has_defaults_and_checked_limits() {
         $DIR/edge.toml:45:1: error: unknown key `limit` in [coding]; expected one of: max_text_chars, history_days
     "#]]
     .assert_eq(&render_in(dir.path(), &lint(&config)));
+}
+
+#[test]
+fn bundles_name_their_trusted_keys_and_take_the_defaults() {
+    let (dir, config) = tls_dir();
+    std::fs::create_dir(dir.path().join("keys")).expect("keys/");
+    std::fs::write(dir.path().join("keys/bundle.pub"), [7u8; 32]).expect("bundle.pub");
+    std::fs::write(dir.path().join("keys/old.pub"), [8u8; 32]).expect("old.pub");
+    let text = format!(
+        "{}\n[bundles]\ntrusted_keys = [\"keys/bundle.pub\", \"keys/old.pub\"]\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    assert_eq!(render_in(dir.path(), &lint(&config)), "");
+    let b = load(&config)
+        .expect("valid")
+        .config
+        .bundles
+        .expect("bundles");
+    assert_eq!(
+        b,
+        BundlesSection {
+            trusted_keys: vec![
+                dir.path().join("keys/bundle.pub"),
+                dir.path().join("keys/old.pub")
+            ],
+            probation_s: DEFAULT_BUNDLE_PROBATION_S,
+            allow_unsigned_models: false,
+        }
+    );
+    assert_eq!(b.probation_s, 60);
+    let text = format!(
+        "{}\n[bundles]\ntrusted_keys = [\"keys/bundle.pub\"]\nprobation_s = 5\nallow_unsigned_models = true\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    let b = load(&config)
+        .expect("valid")
+        .config
+        .bundles
+        .expect("bundles");
+    assert_eq!((b.probation_s, b.allow_unsigned_models), (5, true));
+    assert!(
+        load(&config.with_file_name("none.toml")).is_err(),
+        "a missing file is an error"
+    );
+    let absent = load(&repo_file("demo-hospital.toml"))
+        .expect("demo")
+        .config;
+    assert_eq!(absent.bundles, None, "absent: no bundles");
+}
+
+#[test]
+fn bad_bundle_keys_are_errors_at_the_value() {
+    let (dir, config) = tls_dir();
+    std::fs::write(dir.path().join("short.pub"), [1u8; 31]).expect("short.pub");
+    std::fs::write(dir.path().join("good.pub"), [1u8; 32]).expect("good.pub");
+    for (body, says) in [
+        ("trusted_keys = []", "`bundles.trusted_keys` is empty"),
+        ("probation_s = 60", "missing required key `trusted_keys` in [bundles]"),
+        ("trusted_keys = \"good.pub\"", "array of public key files"),
+        (
+            "trusted_keys = [\"missing.pub\"]",
+            "\"missing.pub\" does not exist",
+        ),
+        (
+            "trusted_keys = [\"short.pub\"]",
+            "is 31 bytes; a bundle public key file holds the raw 32 bytes",
+        ),
+        (
+            "trusted_keys = [\"good.pub\"]\nprobation_s = 2",
+            "probation_s",
+        ),
+        (
+            "trusted_keys = [\"good.pub\"]\nallow_unsigned_models = 1",
+            "true or false",
+        ),
+        ("trusted_keys = [\"good.pub\"]\nkeys = 1", "keys"),
+    ] {
+        let text = format!("{}\n[bundles]\n{body}\n", valid());
+        std::fs::write(&config, &text).expect("write");
+        let out = render_in(dir.path(), &lint(&config));
+        assert!(out.contains(says), "{body}: {out}");
+        assert!(out.contains("error"), "{body}: {out}");
+    }
 }
