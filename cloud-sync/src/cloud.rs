@@ -1,12 +1,15 @@
 //! Wiring of one regional cloud (`hms-cloud run`), as the appliance's
 //! `Appliance` wires one appliance.
 //!
-//! [`Cloud::open`] does everything that can fail before a port is bound:
-//! the registry and its database, the store router (SQLite or
+//! [`Cloud::open`] does everything that can fail before the HTTP port is
+//! bound: the registry and its database, the store router (SQLite or
 //! PostgreSQL), the downlink, the regional EMPI (primary with `empi =
 //! true`), the DR primaries a replica accepts, the DR replicator (primary
 //! with `[dr]`), the fleet channel (`[fleet]`: its key, CA and client
-//! certificate) and the TLS acceptor. A configuration the files cannot
+//! certificate) and the TLS acceptor; last, with `[fleet] embedded = true`,
+//! it starts the embedded MQTT broker ([`crate::broker`]), the one port it
+//! binds (taken: an error, not a [`ConfigError`]; `hms-cloud run` exits 1
+//! as when the HTTP port is taken). A configuration the files cannot
 //! satisfy (a DR peer address, key or TLS certificate, a fleet key or
 //! broker certificate, plain HTTP on a
 //! non-loopback address without `insecure_http`) is a [`ConfigError`]
@@ -15,7 +18,9 @@
 //! on one tracker, serves HTTP or
 //! HTTPS until the cancellation token fires, stops accepting, lets the
 //! requests in flight finish, cancels the background tasks and waits for
-//! each of them before it returns.
+//! each of them before it returns, stopping the embedded broker after
+//! them (the fleet channel leaves it cleanly first). A cloud dropped
+//! without serving stops its embedded broker too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::EmbeddedBroker;
 use crate::config::{Backend, CloudConfig, Mode};
 use crate::downlink::Downlink;
 use crate::dr::{Primaries, ReplicationStatus, Replicator};
@@ -48,6 +54,7 @@ pub struct Cloud {
     replicator: Option<Replicator>,
     fleet_events: Option<rumqttc::EventLoop>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    broker: Option<EmbeddedBroker>,
 }
 
 impl std::fmt::Debug for Cloud {
@@ -57,12 +64,14 @@ impl std::fmt::Debug for Cloud {
             .field("listen", &self.listen)
             .field("replicator", &self.replicator)
             .field("tls", &self.tls.is_some())
+            .field("broker", &self.broker)
             .finish()
     }
 }
 
 impl Cloud {
-    /// Opens everything `config` names, binding no port.
+    /// Opens everything `config` names, binding no port but the embedded
+    /// MQTT broker's (`[fleet] embedded = true`), which it starts last.
     pub fn open(config: CloudConfig) -> anyhow::Result<Cloud> {
         config.check_listen().map_err(ConfigError)?;
         let (registry, db) = open_registry(&config.data_dir, config.region.clone())?;
@@ -121,12 +130,18 @@ impl Cloud {
             None => None,
         };
         state.https = tls.is_some();
+        // Last: nothing after it can fail and leave it running.
+        let broker = match config.fleet.as_ref().and_then(|f| f.embedded_listen()) {
+            Some(listen) => Some(EmbeddedBroker::start(listen)?),
+            None => None,
+        };
         Ok(Cloud {
             state,
             listen: config.listen,
             replicator,
             fleet_events,
             tls,
+            broker,
         })
     }
 
@@ -195,6 +210,9 @@ impl Cloud {
         }
         stop.cancel();
         tasks.wait().await;
+        if let Some(broker) = self.broker {
+            broker.stop().await;
+        }
         tracing::info!("cloud stopped");
         Ok(())
     }

@@ -37,6 +37,13 @@
 //!                                # without it commands are refused (409)
 //! client_id = "hms-cloud-eu-west"   # the default: hms-cloud-{region}
 //! keepalive_s = 30
+//!
+//! # Or, instead of broker (and ca, client_cert, client_key): an embedded
+//! # broker (crate::broker) for a demo or a small region.
+//! # embedded = true              # run it; the fleet channel connects to it
+//! # listen = "127.0.0.1:1883"    # its address (plain MQTT, no TLS); the default
+//! # insecure_mqtt = false        # true: plain MQTT on a non-loopback listen
+//! #                              # (behind a TLS-terminating proxy only)
 //! ```
 //!
 //! Unknown keys and missing or malformed values are errors naming the file,
@@ -45,9 +52,15 @@
 //! unless `insecure_http = true` says so explicitly ([`CloudConfig::check_listen`]);
 //! so does a `[fleet] broker` that is not `mqtts://` with a `ca` (or
 //! `mqtt://` to a loopback host), or a `key_file` that does not hold an
-//! Ed25519 PKCS#8 key.
+//! Ed25519 PKCS#8 key. With `embedded = true` there is no `broker` (nor
+//! `ca`, `client_cert`, `client_key`): the fleet channel connects to
+//! `mqtt://{listen}` (loopback for a wildcard `listen`, see
+//! [`FleetConfig::embedded_listen`]); a `listen` off loopback needs
+//! `insecure_mqtt = true`, port 0 is refused (the appliances must know the
+//! port), and `listen` or `insecure_mqtt` without `embedded = true` is an
+//! error.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use hms_domain::RegionId;
@@ -99,13 +112,34 @@ pub struct DrConfig {
     pub ca: Option<PathBuf>,
 }
 
-/// The fleet channel: the region's MQTT broker and the fleet signing key.
+/// The embedded broker's address when `[fleet] listen` is not given.
+pub const DEFAULT_EMBEDDED_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883);
+
+/// The fleet channel: the region's MQTT broker (or the embedded one) and
+/// the fleet signing key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetConfig {
     /// `mqtts://HOST[:PORT]` (8883 by default), or `mqtt://HOST[:PORT]`
     /// (1883) with a loopback host; checked into [`FleetConfig::endpoint`].
+    /// Not given with `embedded = true`: [`load`] sets it to the embedded
+    /// broker, `mqtt://{listen}` ([`FleetConfig::embedded_listen`]).
+    #[serde(default)]
     pub broker: String,
+    /// Run the embedded MQTT broker ([`crate::broker`]) on `listen`, and
+    /// connect the fleet channel to it.
+    #[serde(default)]
+    pub embedded: bool,
+    /// The embedded broker's address (plain MQTT); only with `embedded =
+    /// true`, [`DEFAULT_EMBEDDED_LISTEN`] by default ([`load`] fills it in).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Let the embedded broker speak plain MQTT on a `listen` address that
+    /// is not loopback (only behind a TLS-terminating proxy on a trusted
+    /// network); without it such an address is a configuration error.
+    #[serde(default)]
+    pub insecure_mqtt: bool,
     /// PEM file to trust the broker with (required for `mqtts://`).
     #[serde(default)]
     pub ca: Option<PathBuf>,
@@ -128,6 +162,26 @@ pub struct FleetConfig {
     /// The broker, once checked ([`load`] fills it in).
     #[serde(skip)]
     pub endpoint: Option<Broker>,
+}
+
+impl FleetConfig {
+    /// Where the embedded broker listens: `Some` with `embedded = true`.
+    pub fn embedded_listen(&self) -> Option<SocketAddr> {
+        self.embedded
+            .then(|| self.listen.unwrap_or(DEFAULT_EMBEDDED_LISTEN))
+    }
+}
+
+/// The address a client on this machine reaches a listener on `listen`
+/// at: `listen` itself, or the loopback address of its family for a
+/// wildcard (`0.0.0.0`, `[::]`).
+pub fn local_connect_addr(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 /// A checked broker address.
@@ -326,7 +380,32 @@ pub fn load(path: &Path) -> Result<CloudConfig, String> {
     }
     if let Some(f) = &mut cfg.fleet {
         let err = |m: String| format!("{}: error: [fleet] {m}", path.display());
-        let broker = Broker::parse(&f.broker).map_err(|e| err(format!("broker {e}")))?;
+        let broker = if f.embedded {
+            embedded_broker(f).map_err(err)?
+        } else {
+            if let Some(listen) = f.listen {
+                return Err(err(format!(
+                    "listen = \"{listen}\" is the embedded broker's address, but embedded = true \
+                     is not set: set embedded = true to run the broker in this cloud, or remove \
+                     listen"
+                )));
+            }
+            if f.insecure_mqtt {
+                return Err(err(
+                    "insecure_mqtt is only for the embedded broker (embedded = true); an \
+                     external broker is mqtts://, or plain mqtt:// on a loopback host"
+                        .into(),
+                ));
+            }
+            if f.broker.is_empty() {
+                return Err(err(
+                    "broker is missing: name the region's MQTT broker (broker = \
+                     \"mqtts://HOST[:PORT]\"), or set embedded = true to run one in this cloud"
+                        .into(),
+                ));
+            }
+            Broker::parse(&f.broker).map_err(|e| err(format!("broker {e}")))?
+        };
         if broker.tls && f.ca.is_none() {
             return Err(err(
                 "broker is mqtts:// but ca is not given: name the PEM file of the CA that \
@@ -373,6 +452,48 @@ pub fn load(path: &Path) -> Result<CloudConfig, String> {
         f.endpoint = Some(broker);
     }
     Ok(cfg)
+}
+
+/// Checks `[fleet]` with `embedded = true` (see the module doc) and fills
+/// in `listen` and `broker`; the broker the fleet channel connects to.
+fn embedded_broker(f: &mut FleetConfig) -> Result<Broker, String> {
+    if !f.broker.is_empty() {
+        return Err(format!(
+            "broker = {:?} and embedded = true exclude each other: with embedded = true the \
+             cloud connects to its own broker on listen; remove broker, or embedded",
+            f.broker
+        ));
+    }
+    if f.ca.is_some() || f.client_cert.is_some() || f.client_key.is_some() {
+        return Err(
+            "ca, client_cert and client_key are for an external mqtts:// broker, but the \
+             embedded broker (embedded = true) speaks plain MQTT: remove them"
+                .into(),
+        );
+    }
+    let listen = *f.listen.get_or_insert(DEFAULT_EMBEDDED_LISTEN);
+    if listen.port() == 0 {
+        return Err(format!(
+            "listen = \"{listen}\" has port 0: the embedded broker needs a fixed port, which \
+             the appliances are configured with"
+        ));
+    }
+    if !listen.ip().is_loopback() && !f.insecure_mqtt {
+        return Err(format!(
+            "listen address {listen} is not loopback, and the embedded broker speaks plain MQTT \
+             (no TLS): fleet status and commands cross networks only inside TLS. Keep it on \
+             loopback, use an external broker with TLS (broker = \"mqtts://HOST[:PORT]\"), or set \
+             insecure_mqtt = true to listen there anyway (only behind a TLS-terminating proxy on \
+             a trusted network)"
+        ));
+    }
+    let to = local_connect_addr(listen);
+    f.broker = format!("mqtt://{to}");
+    Ok(Broker {
+        tls: false,
+        host: to.ip().to_string(),
+        port: to.port(),
+    })
 }
 
 #[cfg(test)]
@@ -621,6 +742,133 @@ mod tests {
             );
         }
         let (_d, p) = write(&format!("{base}[fleet]\nkey_file = \"k\"\n"));
-        assert!(load(&p).expect_err("no broker").contains("cloud.toml:"));
+        let e = load(&p).expect_err("no broker");
+        assert!(
+            e.contains("cloud.toml: error: [fleet] broker is missing")
+                && e.contains("embedded = true"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_embedded_broker_takes_the_place_of_broker_on_loopback_unless_told_otherwise() {
+        let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+        let fleet = |keys: &str| {
+            let (_d, p) = write(&format!("{base}[fleet]\n{keys}\n"));
+            load(&p).map(|c| c.fleet.expect("fleet"))
+        };
+        let plain = |host: &str, port| {
+            Some(Broker {
+                tls: false,
+                host: host.into(),
+                port,
+            })
+        };
+        // The defaults: 127.0.0.1:1883, and the fleet channel connects there.
+        let f = fleet("embedded = true\nkey_file = \"fleet.pk8\"").expect("valid");
+        assert_eq!(f.embedded_listen(), Some(DEFAULT_EMBEDDED_LISTEN));
+        assert_eq!(DEFAULT_EMBEDDED_LISTEN.to_string(), "127.0.0.1:1883");
+        assert_eq!(f.listen, Some(DEFAULT_EMBEDDED_LISTEN));
+        assert_eq!(f.broker, "mqtt://127.0.0.1:1883");
+        assert_eq!(f.endpoint, plain("127.0.0.1", 1883));
+        assert_eq!((f.keepalive_s, f.insecure_mqtt), (30, false));
+        // Without embedded = true there is no embedded broker.
+        let f = fleet("broker = \"mqtt://127.0.0.1\"").expect("valid");
+        assert_eq!((f.embedded_listen(), f.listen), (None, None));
+        // A loopback listen of either family; a wildcard is reached on loopback.
+        for (keys, listen, host, port) in [
+            (
+                "listen = \"127.0.0.2:1884\"",
+                "127.0.0.2:1884",
+                "127.0.0.2",
+                1884,
+            ),
+            ("listen = \"[::1]:1885\"", "[::1]:1885", "::1", 1885),
+            (
+                "listen = \"0.0.0.0:1883\"\ninsecure_mqtt = true",
+                "0.0.0.0:1883",
+                "127.0.0.1",
+                1883,
+            ),
+            (
+                "listen = \"[::]:1886\"\ninsecure_mqtt = true",
+                "[::]:1886",
+                "::1",
+                1886,
+            ),
+            (
+                "listen = \"10.0.0.5:1883\"\ninsecure_mqtt = true",
+                "10.0.0.5:1883",
+                "10.0.0.5",
+                1883,
+            ),
+        ] {
+            let f = fleet(&format!("embedded = true\n{keys}")).expect(keys);
+            assert_eq!(
+                f.embedded_listen().map(|a| a.to_string()).as_deref(),
+                Some(listen),
+                "{keys}"
+            );
+            assert_eq!(f.endpoint, plain(host, port), "{keys}");
+        }
+        assert_eq!(
+            local_connect_addr("[::]:7".parse().expect("addr")).to_string(),
+            "[::1]:7"
+        );
+        // Errors name the file and say what to do.
+        for (keys, says) in [
+            (
+                "embedded = true\nlisten = \"0.0.0.0:1883\"",
+                "listen address 0.0.0.0:1883 is not loopback",
+            ),
+            (
+                "embedded = true\nlisten = \"10.0.0.5:1883\"\ninsecure_mqtt = false",
+                "set insecure_mqtt = true",
+            ),
+            ("embedded = true\nlisten = \"127.0.0.1:0\"", "has port 0"),
+            (
+                "embedded = true\nbroker = \"mqtt://127.0.0.1\"",
+                "exclude each other",
+            ),
+            (
+                "embedded = true\nca = \"ca.pem\"",
+                "the embedded broker (embedded = true) speaks plain MQTT",
+            ),
+            (
+                "broker = \"mqtt://127.0.0.1\"\nlisten = \"127.0.0.1:1883\"",
+                "but embedded = true is not set",
+            ),
+            (
+                "listen = \"127.0.0.1:1883\"",
+                "but embedded = true is not set",
+            ),
+            (
+                "embedded = false\nlisten = \"127.0.0.1:1883\"",
+                "but embedded = true is not set",
+            ),
+            (
+                "broker = \"mqtt://127.0.0.1\"\ninsecure_mqtt = true",
+                "insecure_mqtt is only for the embedded broker",
+            ),
+            ("embedded = true\nkeepalive_s = 1", "between 5 and 3600"),
+        ] {
+            let e = fleet(keys).expect_err(keys);
+            assert!(
+                e.contains("cloud.toml: error: [fleet] ") && e.contains(says),
+                "{keys}: {e}"
+            );
+        }
+        // Malformed values are located.
+        for (keys, at) in [
+            ("embedded = \"yes\"", "cloud.toml:5:"),
+            (
+                "embedded = true\nlisten = \"localhost:1883\"",
+                "cloud.toml:6:",
+            ),
+            ("embedded = true\ninsecure_mqtt = 1", "cloud.toml:6:"),
+        ] {
+            let e = fleet(keys).expect_err(keys);
+            assert!(e.contains(at), "{keys}: {e}");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`Fleet`]: the registry, in memory, fed by [`run`]. Per appliance
 //!   (hospital, node): its last status (retained on the broker, so a
-//!   restarted cloud has it again at once), whether it is online (the
+//!   restarted cloud has it again at once from an external broker; the
+//!   embedded one starts empty and hears each again as it reconnects), whether it is online (the
 //!   status's `online`; the broker publishes the appliance's last will,
 //!   `online: false`, when it vanishes), when it was last heard from, and
 //!   its last [`TELEMETRY_KEPT`] telemetry messages, a [`Sample`] per
@@ -614,8 +615,17 @@ pub async fn run(
                     link.connected.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(500);
                     tracing::info!(broker = %link.broker, "fleet channel connected");
-                    for f in fleet.filters() {
-                        let _ = link.client.try_subscribe(f, QoS::AtLeastOnce);
+                    // Statuses and telemetry at QoS 0: a status is retained
+                    // (the broker hands every one over again on each
+                    // subscription, and rumqttd hands a QoS 1 subscription
+                    // only its first 100 retained messages); results at QoS 1.
+                    let [status, telemetry, results] = fleet.filters();
+                    for (f, qos) in [
+                        (status, QoS::AtMostOnce),
+                        (telemetry, QoS::AtMostOnce),
+                        (results, QoS::AtLeastOnce),
+                    ] {
+                        let _ = link.client.try_subscribe(f, qos);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {

@@ -23,9 +23,11 @@
 //!   (hourly census, ADT volumes), [`dr`] (replication from a primary to
 //!   its region's DR replica; uses `enrolment`), [`empi`] (the regional
 //!   EMPI and its trained model; uses `enrolment` and `downlink`),
-//!   [`config`] (the TOML file; uses the EMPI's training bounds) and
+//!   [`config`] (the TOML file; uses the EMPI's training bounds),
 //!   [`fleet`] (the MQTT fleet channel: the appliances' status and
-//!   telemetry, signed commands; uses `config` and `enrolment`). A
+//!   telemetry, signed commands; uses `config` and `enrolment`) and
+//!   [`broker`] (the embedded MQTT broker of `[fleet] embedded = true`,
+//!   rumqttd on threads of its own; imports nothing of this crate). A
 //!   background task ([`empi::run`], [`dr::Replicator::run`],
 //!   [`fleet::run`]) is handed the pieces it needs and a cancellation token.
 //! - [`state`]: [`state::CloudState`], what the handlers and tasks share.
@@ -39,6 +41,7 @@
 //! The fleet console (web pages) comes next.
 
 pub mod analytics;
+pub mod broker;
 pub mod cli;
 pub mod cloud;
 pub mod config;

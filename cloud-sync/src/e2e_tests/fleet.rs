@@ -4,8 +4,11 @@
 //! configuration and served, and a simulated appliance (an MQTT client
 //! here that publishes a retained status with its last will, and answers
 //! commands after verifying their signature with the fleet's public key).
-//! Ids are unique per run: the broker is shared.
+//! Ids are unique per run: the broker is shared. The cloud's embedded
+//! broker (`[fleet] embedded = true`) is tested the same way on a free
+//! port, with no Mosquitto involved.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -53,11 +56,19 @@ fn unique(name: &str) -> String {
     )
 }
 
-/// A simulated appliance: its status topic, and the commands it verified.
+/// A simulated appliance: its status topic, the commands it verified, and
+/// the task that drives its connection (aborted: the connection drops
+/// without a DISCONNECT, as when an appliance loses power).
 struct Appliance {
     client: AsyncClient,
     topic: String,
     commands: mpsc::UnboundedReceiver<Value>,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+/// Mosquitto's address.
+fn mosquitto() -> SocketAddr {
+    BROKER.parse().expect("address")
 }
 
 fn status(hospital: &str, node: &str, online: bool) -> String {
@@ -71,14 +82,15 @@ fn status(hospital: &str, node: &str, online: bool) -> String {
     .to_string()
 }
 
-/// Connects an appliance `node` of `hospital` that publishes a retained
-/// status (its last will says `online: false`) and answers each command on
-/// its `cmd` topic: a valid signature over the payload with `public_key`
-/// and the right target are checked, the payload goes to `commands`, and
-/// the answer is `done` (`pong`) or `refused` (`bad_signature`).
-fn appliance(hospital: &str, node: &str, public_key: Vec<u8>) -> Appliance {
+/// Connects an appliance `node` of `hospital` to the broker at `broker`
+/// that publishes a retained status (its last will says `online: false`)
+/// and answers each command on its `cmd` topic: a valid signature over the
+/// payload with `public_key` and the right target are checked, the payload
+/// goes to `commands`, and the answer is `done` (`pong`) or `refused`
+/// (`bad_signature`).
+fn appliance(broker: SocketAddr, hospital: &str, node: &str, public_key: Vec<u8>) -> Appliance {
     let base = format!("hms/v1/eu-west/{hospital}/{node}");
-    let mut opts = MqttOptions::new(unique("sim"), "127.0.0.1", 1883);
+    let mut opts = MqttOptions::new(unique("sim"), broker.ip().to_string(), broker.port());
     opts.set_keep_alive(Duration::from_secs(5));
     opts.set_last_will(LastWill::new(
         format!("{base}/status"),
@@ -94,7 +106,7 @@ fn appliance(hospital: &str, node: &str, public_key: Vec<u8>) -> Appliance {
         node.to_owned(),
         base.clone(),
     );
-    tokio::spawn(async move {
+    let connection = tokio::spawn(async move {
         while let Ok(ev) = events.poll().await {
             match ev {
                 Event::Incoming(Packet::ConnAck(_)) => {
@@ -140,6 +152,7 @@ fn appliance(hospital: &str, node: &str, public_key: Vec<u8>) -> Appliance {
         client,
         topic: format!("{base}/status"),
         commands,
+        connection,
     }
 }
 
@@ -259,7 +272,7 @@ async fn an_appliance_shows_online_takes_signed_commands_and_its_results_show() 
     let mut c = Conn::connect(addr, Some(&ops)).await.expect("connect");
 
     // The appliance comes online; the enrolled one never heard from is unknown.
-    let mut app = appliance(seen.as_str(), "edge-1", public.clone());
+    let mut app = appliance(mosquitto(), seen.as_str(), "edge-1", public.clone());
     let fleet = until(&mut c, "/api/v1/fleet", "the appliance online", |v| {
         row(v, seen.as_str()).is_some_and(|r| r["online"] == true)
     })
@@ -454,4 +467,148 @@ async fn an_appliance_shows_online_takes_signed_commands_and_its_results_show() 
         .expect("serve returns with the fleet channel stopped")
         .expect("join")
         .expect("served");
+}
+
+/// The message retained on `topic`, as a client that subscribes now gets
+/// it from the broker at `broker` (marked retained); panics after
+/// [`PATIENCE`].
+async fn retained(broker: SocketAddr, topic: &str) -> Value {
+    let mut opts = MqttOptions::new(unique("late"), broker.ip().to_string(), broker.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    client
+        .subscribe(topic, QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let p = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => return p,
+                Ok(_) => {}
+                Err(e) => panic!("the late subscriber lost its connection: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the retained message arrived");
+    assert!(p.retain, "delivered as a retained message");
+    serde_json::from_slice(&p.payload).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_carries_retained_statuses_and_last_wills_without_mosquitto() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A free port: bound, then released for the broker.
+    let broker = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let config = dir.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             [fleet]\nembedded = true\nlisten = \"{broker}\"\n"
+        ),
+    )
+    .expect("write");
+    let config = crate::config::load(&config).expect("config");
+    let fleet = config.fleet.as_ref().expect("fleet");
+    assert_eq!(fleet.broker, format!("mqtt://{broker}"));
+    let cloud = Cloud::open(config).expect("open");
+    let ops = cloud
+        .state()
+        .registry_db
+        .create_operator_token(
+            &NewOperatorToken {
+                name: "fleet-ops",
+                scopes: Scopes::parse(["fleet"]).expect("scope"),
+                expires_ms: None,
+                by: "cli:test",
+            },
+            now(),
+        )
+        .expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(cloud.serve(listener, shutdown.clone()));
+    let mut c = Conn::connect(addr, Some(&ops)).await.expect("connect");
+
+    // The cloud's own client is on its broker, and an appliance shows online.
+    let hospital = unique_hospital("fleet-embedded");
+    let (_, public) = cloud_sync_client::generate_key().expect("key");
+    let app = appliance(broker, hospital.as_str(), "edge-1", public);
+    let fleet = until(&mut c, "/api/v1/fleet", "the appliance online", |v| {
+        row(v, hospital.as_str()).is_some_and(|r| r["online"] == true)
+    })
+    .await;
+    assert_eq!(fleet["broker"], "connected");
+    assert_eq!(
+        row(&fleet, hospital.as_str()).expect("row")["version"],
+        "9.9.9"
+    );
+    // Its status is retained: a client that subscribes now gets it.
+    let status = retained(broker, &app.topic).await;
+    assert_eq!(
+        (&status["online"], &status["node"]),
+        (&json!(true), &json!("edge-1"))
+    );
+
+    // Its connection drops without a DISCONNECT: the broker publishes its
+    // last will, retained, and the cloud shows it offline.
+    app.connection.abort();
+    until(&mut c, "/api/v1/fleet", "the appliance offline", |v| {
+        row(v, hospital.as_str()).is_some_and(|r| r["online"] == false)
+    })
+    .await;
+    let status = retained(broker, &app.topic).await;
+    assert_eq!(
+        (&status["online"], &status["hospital"]),
+        (&json!(false), &json!(hospital))
+    );
+
+    // The broker stops with the cloud: its port is free again.
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("serve returns with the broker stopped")
+        .expect("join")
+        .expect("served");
+    std::net::TcpListener::bind(broker).expect("the broker's port is free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_broker_on_a_taken_port_stops_the_cloud_from_opening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let config = dir.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             [fleet]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .expect("write");
+    let e = Cloud::open(crate::config::load(&config).expect("config")).expect_err("taken");
+    // A runtime failure (exit 1, as a taken HTTP port), not a configuration one.
+    assert!(
+        e.downcast_ref::<crate::cloud::ConfigError>().is_none(),
+        "{e:#}"
+    );
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(&format!(
+            "embedded MQTT broker cannot listen on 127.0.0.1:{port}"
+        )) && e.contains("in use"),
+        "{e}"
+    );
+    drop(taken);
+    // Free again: the same configuration opens.
+    let cloud = Cloud::open(crate::config::load(&config).expect("config")).expect("open");
+    drop(cloud);
 }
