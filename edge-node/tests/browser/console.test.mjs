@@ -1,6 +1,6 @@
-// The fleet console in a real browser: a real hms-cloud (fleet channel,
-// EMPI) and a real hms-edge (the demo hospital, syncing to that cloud and
-// reporting on the fleet's MQTT broker). Sign-in with an operator token,
+// The fleet console in a real browser: a real hms-cloud (fleet channel on
+// its embedded MQTT broker, EMPI) and a real hms-edge (the demo hospital,
+// syncing to that cloud and reporting on that broker). Sign-in with an operator token,
 // the fleet table as the registry says (state, filter, sort, refreshing by
 // itself), a node's page with a signed command sent from the page and its
 // result, the hospital's census and ADT charts from the synced events, DR
@@ -11,12 +11,12 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { join } from "node:path";
 import { Edge, Cloud, CONFIG, repo, cli, cloudCli, browser, axe, shot, until } from "./harness.mjs";
 
 const HOSPITAL = "demo-general";
 const NODE = `edge-console-${process.pid}`;
-const BROKER = process.env.HMS_TEST_MQTT || "mqtt://127.0.0.1:1883";
 
 let cloud, edge, chrome, ops, reader;
 
@@ -36,10 +36,26 @@ function admit(control, mrn, bed, visit) {
   ].join("\n");
 }
 
+/** A TCP port free at the moment (for the embedded broker, which takes no port 0). */
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+let BROKER;
+
 before(async () => {
+  const port = await freePort();
+  BROKER = `mqtt://127.0.0.1:${port}`;
   cloud = new Cloud(
     `region = "eu-west"\nlisten = "127.0.0.1:0"\ndata_dir = "data"\nempi = true\n\n` +
-    `[fleet]\nbroker = "${BROKER}"\nkey_file = "fleet.pk8"\nclient_id = "hms-cloud-${NODE}"\n`,
+    `[fleet]\nembedded = true\nlisten = "127.0.0.1:${port}"\nkey_file = "fleet.pk8"\n`,
   ).write();
   cloudCli("fleet", "keygen", "--out", join(cloud.dir, "fleet.pk8"));
   ops = cloud.token("ops", "admin");
@@ -112,7 +128,7 @@ test("sign-in: a bad token is refused with a message; a good one opens the fleet
   await ctx.close();
 });
 
-test("the fleet table: the appliance as the registry has it, filtered, sorted, and offline after SIGKILL", async () => {
+test("the fleet table: the appliance as the registry has it, filtered and sorted; a reader without the fleet scope is refused", async () => {
   const { ctx, page } = await signedIn(ops);
   await page.waitForURL(cloud.url + "/console");
   const row = `tr[data-node="${HOSPITAL}/${NODE}"]`;
