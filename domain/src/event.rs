@@ -382,6 +382,25 @@ pub enum EventBody {
         /// What it asked (`ping`, `sync_now`…).
         command: String,
     },
+    /// A step of a signed bundle on this appliance (audit; docs/bundles.md):
+    /// `applied` (switched to it, on probation), `in_force` (it passed
+    /// probation), `rolled_back` (it failed probation; `previous` is in
+    /// force again) or `refused` (it failed a check; nothing changed).
+    Bundle {
+        /// `config` or `model_set`.
+        kind: String,
+        /// The bundle's version.
+        version: u64,
+        /// What happened.
+        step: String,
+        /// The version in force before it (none: the appliance's own
+        /// configuration or model set).
+        previous: Option<u64>,
+        /// The SHA-256 of the bundle file (hex).
+        sha256: String,
+        /// Why (a refusal or a rollback); never a file's contents.
+        reason: Option<String>,
+    },
     /// A financial transaction was posted (DFT FT1): a charge or a credit.
     ChargePosted {
         /// The transaction.
@@ -421,7 +440,8 @@ impl EventBody {
             Self::PatientsSearched { .. }
             | Self::TokenCreated { .. }
             | Self::TokenRevoked { .. }
-            | Self::FleetCommand { .. } => Stream::Audit,
+            | Self::FleetCommand { .. }
+            | Self::Bundle { .. } => Stream::Audit,
             _ => Stream::Bed,
         }
     }
@@ -448,6 +468,7 @@ impl EventBody {
             Self::OrCaseChanged { change, .. } => change.kind(),
             Self::OrCasePredicted { .. } => "or.case_predicted",
             Self::FleetCommand { .. } => "audit.fleet_command",
+            Self::Bundle { .. } => "audit.bundle",
             Self::ChargePosted { .. } => "billing.charge_posted",
             Self::ChargeReversed { .. } => "billing.charge_reversed",
         }
@@ -475,6 +496,7 @@ impl EventBody {
             | Self::OrCaseChanged { .. }
             | Self::OrCasePredicted { .. }
             | Self::FleetCommand { .. }
+            | Self::Bundle { .. }
             | Self::ChargePosted { .. }
             | Self::ChargeReversed { .. } => None,
         }

@@ -16,6 +16,8 @@
 //! - [`api`]: the kiosk HTTP API;
 //! - [`sync`]: the uplink to the regional cloud and the downlink back;
 //! - [`fleet`]: status, telemetry and signed commands over MQTT;
+//! - [`bundles`]: signed configuration and model-set bundles, checked,
+//!   applied on probation and rolled back by themselves;
 //! - [`inference`]: local ONNX models, the forecaster, model sets;
 //! - [`patients`]: the local patient index;
 //! - [`auth`]: bearer tokens and roles; [`metrics`]: Prometheus metrics;
@@ -27,6 +29,7 @@ pub mod appliance;
 pub mod audit;
 pub mod auth;
 pub mod board;
+pub mod bundles;
 pub mod cli;
 pub mod coding;
 pub mod feed;

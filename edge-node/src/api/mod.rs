@@ -96,6 +96,8 @@ pub struct AppState {
     pub coding: Arc<charges::CodingCache>,
     /// The fleet channel's link (disabled without `[fleet]`).
     pub fleet: Arc<crate::fleet::Link>,
+    /// Signed bundles' versions and last step.
+    pub bundles: Arc<crate::bundles::Status>,
 }
 
 /// The request id, set by the middleware; used as the correlation id of events.
@@ -297,6 +299,7 @@ pub(crate) fn health_report(state: &AppState) -> (StatusCode, serde_json::Value)
             },
             "models": models_health(state),
             "fleet": { "status": state.fleet.state() },
+            "bundles": state.bundles.report(),
         }
     });
     (code, body)

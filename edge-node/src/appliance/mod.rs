@@ -40,6 +40,9 @@ pub struct Appliance {
     pub tokens: Tokens,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// What `/health` and the fleet status show of signed bundles (the
+    /// supervisor of `hms-edge run` keeps one across in-process restarts).
+    pub bundles: Arc<crate::bundles::Status>,
     settings: Arc<ApiSettings>,
     mllp: crate::feed::MllpSettings,
     /// HTTPS on the kiosk listener (`[http] tls_cert`, `tls_key`).
@@ -142,11 +145,16 @@ impl Appliance {
                 })
                 .collect(),
         });
+        let bundles = Arc::new(crate::bundles::Status::default());
+        if config.bundles.is_some() {
+            bundles.enable();
+        }
         Ok((
             Appliance {
                 store,
                 tokens,
                 metrics,
+                bundles,
                 settings,
                 mllp: crate::feed::MllpSettings {
                     tls: match &config.mllp.tls {
@@ -296,6 +304,7 @@ impl Appliance {
             patients,
             audit,
             coding: Arc::new(crate::api::charges::CodingCache::new(&self.coding)),
+            bundles: self.bundles.clone(),
             fleet: match &self.fleet {
                 Some(_) => crate::fleet::Link::enabled(),
                 None => Arc::new(crate::fleet::Link::default()),

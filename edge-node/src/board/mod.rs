@@ -344,6 +344,22 @@ pub enum Command {
         /// What it asked.
         command: String,
     },
+    /// Record a step of a signed bundle (audit; no board change): the
+    /// fields of [`EventBody::Bundle`].
+    RecordBundle {
+        /// `config` or `model_set`.
+        kind: String,
+        /// The bundle's version.
+        version: u64,
+        /// `applied`, `in_force`, `rolled_back` or `refused`.
+        step: String,
+        /// The version in force before it.
+        previous: Option<u64>,
+        /// The bundle file's SHA-256 (hex).
+        sha256: String,
+        /// Why (refusal, rollback).
+        reason: Option<String>,
+    },
 }
 
 impl Command {
@@ -360,6 +376,7 @@ impl Command {
             | Command::RecordTokenCreated { .. }
             | Command::RecordTokenRevoked { .. }
             | Command::RecordFleetCommand { .. }
+            | Command::RecordBundle { .. }
             | Command::ChangeVisit { .. } => None,
             Command::Readmit { bed, .. } => Some(bed),
             Command::Assign { bed, .. }
@@ -1268,6 +1285,21 @@ impl Board {
             Command::RecordFleetCommand { id, command } => {
                 vec![EventBody::FleetCommand { id, command }]
             }
+            Command::RecordBundle {
+                kind,
+                version,
+                step,
+                previous,
+                sha256,
+                reason,
+            } => vec![EventBody::Bundle {
+                kind,
+                version,
+                step,
+                previous,
+                sha256,
+                reason,
+            }],
         })
     }
 
@@ -1486,6 +1518,7 @@ impl Board {
             | EventBody::OrCaseChanged { .. }
             | EventBody::OrCasePredicted { .. }
             | EventBody::FleetCommand { .. }
+            | EventBody::Bundle { .. }
             | EventBody::ChargePosted { .. }
             | EventBody::ChargeReversed { .. } => Ok(()),
         }

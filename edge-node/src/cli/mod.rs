@@ -7,6 +7,7 @@
 //! 75 another `hms-edge` process holds the data dir ([`EX_LOCKED`]).
 
 mod backup;
+mod bundle;
 mod hl7;
 mod kiosk;
 mod models;
@@ -68,6 +69,11 @@ enum Cmd {
     Hl7 {
         #[command(subcommand)]
         command: hl7::Hl7Cmd,
+    },
+    /// Signed configuration and model-set bundles.
+    Bundle {
+        #[command(subcommand)]
+        command: bundle::BundleCmd,
     },
     /// Model sets for local inference.
     Models {
@@ -153,6 +159,7 @@ fn dispatch(cli: Cli) -> Outcome {
         Cmd::Kiosk { command } => kiosk::kiosk(command),
         Cmd::Sync { command } => sync::sync(command),
         Cmd::Hl7 { command } => hl7::hl7(command),
+        Cmd::Bundle { command } => bundle::bundle(command),
         Cmd::Models { command } => models::models(command),
     }
 }

@@ -44,6 +44,24 @@ pub(super) fn models(cmd: ModelsCmd) -> Outcome {
     match cmd {
         ModelsCmd::Install { location, dir } => {
             let data = data_dir(&location)?;
+            // With [bundles], model sets come signed unless allowed.
+            let signed_only = match &location.config {
+                Some(c) => super::load_config(c)?
+                    .bundles
+                    .is_some_and(|b| !b.allow_unsigned_models),
+                None => data
+                    .join(crate::bundles::DIR)
+                    .join(crate::bundles::SIGNED_MODELS_ONLY)
+                    .exists(),
+            };
+            if signed_only {
+                return Err(Failure::Failed(
+                    "refused: this appliance takes model sets only as signed bundles ([bundles] \
+                     without allow_unsigned_models = true): sign the set with hms-config sign and \
+                     apply it with hms-edge bundle apply"
+                        .into(),
+                ));
+            }
             let i = crate::inference::models::install(&data, &dir).map_err(|e| {
                 // A manifest naming files outside its set is a bad input: 64.
                 if e.chain().any(|c| {

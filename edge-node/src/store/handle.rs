@@ -324,6 +324,31 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Records a step of a signed bundle (`audit.bundle`), durably, as the
+    /// bundles' actor; the anti-rollback versions follow from it
+    /// ([`Store::bundle_versions`]).
+    pub async fn record_bundle(&self, step: super::BundleStep) -> Result<(), WriteError> {
+        let correlation = format!("bundle-{}-{}", step.kind, step.version);
+        self.write(WriteRequest {
+            cmd: crate::board::Command::RecordBundle {
+                kind: step.kind.to_owned(),
+                version: step.version,
+                step: step.step.to_owned(),
+                previous: step.previous,
+                sha256: step.sha256,
+                reason: step.reason,
+            },
+            actor: hms_domain::Actor {
+                kind: hms_domain::ActorKind::System,
+                id: "bundles".into(),
+            },
+            correlation: Some(correlation),
+            occurred_at: None,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Records OR case predictions (each only while its case is scheduled
     /// at the version predicted); how many were recorded.
     pub async fn record_predictions(

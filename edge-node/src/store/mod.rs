@@ -36,10 +36,12 @@
 //!   restores, with [`replay`] (the log replayed through the writer's code);
 //! - [`retention`]: the retention base and which events may go, and
 //!   [`pruning`], the running appliance's task that applies it;
-//! - [`lock`]: one process per data dir; [`credentials`]: `auth.sqlite`.
+//! - [`lock`]: one process per data dir; [`credentials`]: `auth.sqlite`;
+//!   [`bundles`]: the steps and anti-rollback record of signed bundles.
 
 mod apply_hl7;
 pub mod backup;
+pub mod bundles;
 pub mod cloud_restore;
 pub mod connection;
 pub mod credentials;
@@ -56,6 +58,7 @@ pub mod schema;
 pub mod verify;
 mod writer;
 
+pub use bundles::{BundleStep, BundleVersions};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

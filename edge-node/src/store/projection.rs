@@ -365,6 +365,50 @@ pub fn project(
             .execute([id.to_string()])?;
             return Ok(());
         }
+        EventBody::Bundle {
+            kind,
+            version,
+            step,
+            previous,
+            ..
+        } => {
+            // Anti-rollback: the highest version ever applied of each kind,
+            // and the one in force (absent: the appliance's own).
+            let set = |key: String, value: String| -> rusqlite::Result<usize> {
+                conn.prepare_cached(
+                    "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute([key, value])
+            };
+            match step.as_str() {
+                "applied" => {
+                    conn.prepare_cached(
+                        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                         ON CONFLICT(key) DO UPDATE SET
+                            value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                    )?
+                    .execute([format!("bundle.{kind}.highest"), version.to_string()])?;
+                    set(format!("bundle.{kind}.in_force"), version.to_string())?;
+                    set(format!("bundle.{kind}.state"), "probation".into())?;
+                }
+                "in_force" => {
+                    set(format!("bundle.{kind}.in_force"), version.to_string())?;
+                    set(format!("bundle.{kind}.state"), "in_force".into())?;
+                }
+                "rolled_back" => {
+                    match previous {
+                        Some(p) => set(format!("bundle.{kind}.in_force"), p.to_string())?,
+                        None => conn
+                            .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+                            .execute([format!("bundle.{kind}.in_force")])?,
+                    };
+                    set(format!("bundle.{kind}.state"), "rolled_back".into())?;
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
         EventBody::OrCasePredicted { prediction } => {
             conn.prepare_cached(
                 "INSERT INTO or_predictions(case_id, version, body, updated_seq)

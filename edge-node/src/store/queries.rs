@@ -329,6 +329,28 @@ impl Store {
         .await
     }
 
+    /// The anti-rollback record of bundles of `kind` (`config`,
+    /// `model_set`): the version in force, the highest ever applied, and
+    /// the state of the last one applied (`probation`, `in_force`,
+    /// `rolled_back`).
+    pub async fn bundle_versions(&self, kind: &str) -> anyhow::Result<super::BundleVersions> {
+        let kind = kind.to_owned();
+        self.read(move |conn, _| {
+            let get = |key: String| -> Option<String> {
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                    r.get::<_, String>(0)
+                })
+                .ok()
+            };
+            Ok(super::BundleVersions {
+                in_force: get(format!("bundle.{kind}.in_force")).and_then(|v| v.parse().ok()),
+                highest: get(format!("bundle.{kind}.highest")).and_then(|v| v.parse().ok()),
+                state: get(format!("bundle.{kind}.state")),
+            })
+        })
+        .await
+    }
+
     /// The recorded predictions of cases `ids` (those that have one).
     pub async fn or_predictions(
         &self,

@@ -580,6 +580,7 @@ impl Writer {
                 | EventBody::OrCaseChanged { .. }
                 | EventBody::OrCasePredicted { .. }
                 | EventBody::FleetCommand { .. }
+                | EventBody::Bundle { .. }
                 | EventBody::ChargePosted { .. }
                 | EventBody::ChargeReversed { .. }
         ) {
