@@ -51,6 +51,7 @@ pub mod empi;
 pub mod enrolment;
 pub mod fleet;
 pub mod http;
+pub mod rollout;
 pub mod state;
 pub mod store;
 

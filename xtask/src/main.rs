@@ -9,7 +9,7 @@
 //!   hospital with a simulated day (`demo-day`), printing where to sign in.
 //! - `bench`: builds in release mode and runs the load generator against the
 //!   2,000-bed hospital; prints JSON results (see docs/performance.md).
-//! - `browser`: the kiosk web app's tests in a real browser (also part of
+//! - `browser`: the web pages' tests in a real browser: kiosk app and fleet console (also part of
 //!   `ci`; installs chromium and the npm packages they need).
 //! - `tidy`: checks the architecture invariants that are about the code itself.
 
@@ -17,6 +17,7 @@ mod bench;
 mod browser;
 mod demo;
 mod empi_eval;
+mod fleet_bench;
 mod kiosks_bench;
 mod models_bench;
 mod patients_bench;
@@ -457,6 +458,9 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("patients") => {
             patients_bench::run(&root(), &args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("fleet-outage") => {
+            fleet_bench::run(&root(), &args[2..])
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("sync") => {
             sync_bench::run(&root(), &args[2..])
         }
@@ -469,7 +473,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench fleet-outage [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }
