@@ -382,3 +382,132 @@ async fn bundles_apply_on_probation_refuse_what_they_must_and_roll_back_by_thems
     let r = apply(&own, &v1);
     assert!(r.1.contains("version 1 is not above version 3"), "{}", r.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appliance_killed_during_a_probation_starts_again_on_the_configuration_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    ok(Command::new(bin("hms-config"))
+        .args(["keygen", "--out"])
+        .arg(d.join("bundle.pk8")));
+    let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
+        .unwrap()
+        .replace(
+            "models = \"../models\"",
+            &format!("models = \"{}\"", root.join("models").display()),
+        );
+    // A long probation: the kill comes in the middle of it.
+    let with_bundles = |text: &str| {
+        format!("{text}\n[bundles]\ntrusted_keys = [\"bundle.pk8.pub\"]\nprobation_s = 600\n")
+    };
+    let own = d.join("edge.toml");
+    std::fs::write(&own, with_bundles(&demo)).unwrap();
+    let data = d.join("data");
+    let start = || {
+        process::start_edge(
+            Command::new(bin("hms-edge"))
+                .args(["run", "--config"])
+                .arg(&own)
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
+                .env("HMS_LOG", "warn"),
+        )
+        .unwrap()
+    };
+    let (edge, http, _) = start();
+    let token = ok(Command::new(bin("hms-edge"))
+        .args([
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--name",
+            "ops",
+            "--data-dir",
+        ])
+        .arg(&data))
+    .lines()
+    .last()
+    .unwrap()
+    .trim()
+    .to_owned();
+    let extra = "\n[[bed]]\nid = \"ICU-201-B\"\nroom = \"ICU-201\"\n\
+                 hl7 = { facility = \"DGH\", point_of_care = \"ICU\", room = \"201\", bed = \"B\" }\n";
+    let v1_cfg = d.join("v1.toml");
+    std::fs::write(&v1_cfg, with_bundles(&format!("{demo}{extra}"))).unwrap();
+    let v1 = sign(d, "bundle.pk8", 1, "demo-general", &v1_cfg, "v1.bundle");
+    // Handed over without waiting for the outcome.
+    let out = output(
+        Command::new(bin("hms-edge"))
+            .args(["bundle", "apply"])
+            .arg(&v1)
+            .arg("--config")
+            .arg(&own)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--wait-s", "1"]),
+    );
+    assert_eq!(out.status.code(), Some(1), "no outcome within 1 s");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still queued or on probation"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut api = match Conn::connect(http, Some(&token)).await {
+            Ok(c) => c,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if let Ok(r) = api.get("/health").await
+            && let Ok(h) = r.json()
+            && h["components"]["bundles"]["status"] == "probation"
+        {
+            assert_eq!(api.get("/api/v1/beds/ICU-201-B").await.unwrap().status, 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "version 1 never went on probation"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    edge.kill9().unwrap();
+
+    let (_edge, http, _) = start();
+    let mut api = Conn::connect(http, Some(&token)).await.unwrap();
+    let h = health(&mut api).await;
+    let b = &h["components"]["bundles"];
+    assert_eq!(
+        b["config"]["in_force"],
+        Value::Null,
+        "its own configuration: {h}"
+    );
+    assert_eq!(b["config"]["highest"], 1, "{h}");
+    assert_eq!(b["last"]["step"], "rolled_back", "{h}");
+    assert_eq!(
+        b["last"]["reason"], "the appliance stopped during the probation",
+        "{h}"
+    );
+    assert_eq!(
+        api.get("/api/v1/beds/ICU-201-B").await.unwrap().status,
+        404,
+        "the bundle's bed is gone with it"
+    );
+    let outcome: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            data.join("bundles/outcome")
+                .join(format!("{}.json", sha256_of(&v1))),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(outcome["step"], "rolled_back");
+}
+
+/// The SHA-256 of a file, hex (as `sha256sum` prints it).
+fn sha256_of(path: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace().next().unwrap().to_owned()
+}
