@@ -3,7 +3,8 @@
 //!
 //! [`Cloud::open`] does everything that can fail before the HTTP port is
 //! bound: the registry and its database, the store router (SQLite or
-//! PostgreSQL), the downlink, the regional EMPI (primary with `empi =
+//! PostgreSQL), the downlink, the bundles hosted for the fleet
+//! (`data_dir/bundles/`), the regional EMPI (primary with `empi =
 //! true`), the DR primaries a replica accepts, the DR replicator (primary
 //! with `[dr]`), the fleet channel (`[fleet]`: its key, CA and client
 //! certificate) and the TLS acceptor; last, with `[fleet] embedded = true`,
@@ -83,7 +84,9 @@ impl Cloud {
         };
         let primaries = db.primaries()?;
         let downlink = Arc::new(Downlink::open(&config.data_dir).context("opening the downlink")?);
-        let mut state = CloudState::new(registry, open, db);
+        let bundles = crate::bundles::Bundles::open(&config.data_dir)
+            .context("opening the bundles hosted for the fleet")?;
+        let mut state = CloudState::new(registry, open, db).with_bundles(bundles);
         state.downlink = Some(downlink.clone());
         if config.mode == Mode::Primary && config.empi {
             let empi = RegionalEmpi::open(&config.data_dir, downlink)

@@ -17,7 +17,8 @@
 //!   `{"payload": "<the command as JSON text>", "signature": "<base64
 //!   Ed25519 signature of the payload's bytes>"}`, the payload naming `id`,
 //!   `region`, `hospital`, `node`, `expires_at` and `command` (and
-//!   `name` for `revoke_token`).
+//!   `name` for `revoke_token`; `sha256` and `url`, the bundle's path on
+//!   this cloud, for `apply_bundle`).
 //! - [`Link`]: the MQTT client the HTTP handlers publish commands with
 //!   (QoS 1 on `hms/v1/{region}/{hospital}/{node}/cmd`) and whether it is
 //!   connected; [`run`] drives its event loop: it subscribes to the
@@ -423,6 +424,12 @@ pub enum Command {
         /// The token's name.
         name: String,
     },
+    /// Fetch the signed bundle `sha256` from this cloud and queue it for
+    /// applying.
+    ApplyBundle {
+        /// The bundle file's SHA-256, 64 lower-case hex digits.
+        sha256: String,
+    },
 }
 
 impl Command {
@@ -432,11 +439,26 @@ impl Command {
             Command::Ping => "ping",
             Command::SyncNow => "sync_now",
             Command::RevokeToken { .. } => "revoke_token",
+            Command::ApplyBundle { .. } => "apply_bundle",
         }
     }
 
-    /// From a name and the token name `revoke_token` needs.
+    /// From a name and the token name `revoke_token` needs (`apply_bundle`
+    /// needs a SHA-256: [`Command::parse_with`]).
     pub fn parse(name: &str, token: Option<&str>) -> Result<Command, String> {
+        Command::parse_with(name, token, None)
+    }
+
+    /// From a name, the token name `revoke_token` needs and the bundle's
+    /// SHA-256 `apply_bundle` needs (64 lower-case hex digits).
+    pub fn parse_with(
+        name: &str,
+        token: Option<&str>,
+        sha256: Option<&str>,
+    ) -> Result<Command, String> {
+        if name != "apply_bundle" && sha256.is_some() {
+            return Err(format!("{name} takes no \"sha256\""));
+        }
         match (name, token) {
             ("ping", None) => Ok(Command::Ping),
             ("sync_now", None) => Ok(Command::SyncNow),
@@ -444,12 +466,33 @@ impl Command {
                 Ok(Command::RevokeToken { name: t.to_owned() })
             }
             ("revoke_token", _) => Err("revoke_token needs \"name\": the token's name".into()),
-            ("ping" | "sync_now", Some(_)) => Err(format!("{name} takes no \"name\"")),
+            ("ping" | "sync_now" | "apply_bundle", Some(_)) => {
+                Err(format!("{name} takes no \"name\""))
+            }
+            ("apply_bundle", None) => match sha256 {
+                Some(s) if crate::bundles::is_sha256(s) => Ok(Command::ApplyBundle {
+                    sha256: s.to_owned(),
+                }),
+                Some(_) => Err(
+                    "apply_bundle's \"sha256\" is not a SHA-256 (64 lower-case hex digits)".into(),
+                ),
+                None => Err(
+                    "apply_bundle needs \"sha256\": the SHA-256 of a bundle uploaded to \
+                     POST /api/v1/fleet/bundles"
+                        .into(),
+                ),
+            },
             _ => Err(format!(
-                "unknown command {name:?}; use ping, sync_now or revoke_token"
+                "unknown command {name:?}; use ping, sync_now, revoke_token or apply_bundle"
             )),
         }
     }
+}
+
+/// The path on this cloud an appliance fetches bundle `sha256` from
+/// (`GET /sync/v1/bundles/{sha256}`, signed as its other sync reads).
+pub fn bundle_url(sha256: &str) -> String {
+    format!("{}/{sha256}", cloud_sync_client::push::BUNDLES)
 }
 
 /// The fleet's Ed25519 signing key.
@@ -494,8 +537,13 @@ impl FleetKey {
             "expires_at": expires_at,
             "command": command.name(),
         });
-        if let Command::RevokeToken { name } = command {
-            payload["name"] = json!(name);
+        match command {
+            Command::RevokeToken { name } => payload["name"] = json!(name),
+            Command::ApplyBundle { sha256 } => {
+                payload["sha256"] = json!(sha256);
+                payload["url"] = json!(bundle_url(sha256));
+            }
+            Command::Ping | Command::SyncNow => {}
         }
         let payload = payload.to_string();
         let signature = self.0.sign(payload.as_bytes());
@@ -869,9 +917,80 @@ mod tests {
         assert!(Command::parse("revoke_token", None).is_err());
         assert!(Command::parse("ping", Some("x")).is_err());
         assert!(
-            Command::parse("apply_bundle", None)
+            Command::parse("reboot", None)
                 .expect_err("unknown")
                 .contains("unknown command")
         );
+        assert!(
+            Command::parse("apply_bundle", None)
+                .expect_err("no sha256")
+                .contains("needs \"sha256\"")
+        );
+    }
+
+    #[test]
+    fn apply_bundle_carries_the_sha256_and_the_path_to_fetch_and_other_commands_stay_as_they_were()
+    {
+        let (pkcs8, _) = cloud_sync_client::generate_key().expect("key");
+        let key = FleetKey::from_pkcs8(&pkcs8).expect("key");
+        let payload = |command: &Command| -> Value {
+            let v: Value = serde_json::from_str(&key.sign(
+                7,
+                &id("eu-west"),
+                &id("h1"),
+                &id("edge-1"),
+                Timestamp::from_millis(1_000),
+                command,
+            ))
+            .expect("json");
+            serde_json::from_str(v["payload"].as_str().expect("payload")).expect("payload json")
+        };
+        let sha = "ab".repeat(32);
+        let apply = Command::parse_with("apply_bundle", None, Some(&sha)).expect("apply_bundle");
+        assert_eq!(
+            apply,
+            Command::ApplyBundle {
+                sha256: sha.clone()
+            }
+        );
+        assert_eq!(apply.name(), "apply_bundle");
+        assert_eq!(
+            payload(&apply),
+            json!({ "id": 7, "region": "eu-west", "hospital": "h1", "node": "edge-1",
+                    "expires_at": "1970-01-01T00:00:01.000Z", "command": "apply_bundle",
+                    "sha256": sha, "url": format!("/sync/v1/bundles/{sha}") })
+        );
+        // The commands before it: exactly their members, nothing added.
+        assert_eq!(
+            payload(&Command::Ping),
+            json!({ "id": 7, "region": "eu-west", "hospital": "h1", "node": "edge-1",
+                    "expires_at": "1970-01-01T00:00:01.000Z", "command": "ping" })
+        );
+        for (name, token, sha256, why) in [
+            ("apply_bundle", None, Some("AB".repeat(32)), "not a SHA-256"),
+            ("apply_bundle", None, Some("ab".repeat(31)), "not a SHA-256"),
+            (
+                "apply_bundle",
+                None,
+                Some("../../etc/passwd".to_owned()),
+                "not a SHA-256",
+            ),
+            (
+                "apply_bundle",
+                Some("x"),
+                Some(sha.clone()),
+                "takes no \"name\"",
+            ),
+            ("ping", None, Some(sha.clone()), "takes no \"sha256\""),
+            (
+                "revoke_token",
+                Some("x"),
+                Some(sha.clone()),
+                "takes no \"sha256\"",
+            ),
+        ] {
+            let e = Command::parse_with(name, token, sha256.as_deref()).expect_err(why);
+            assert!(e.contains(why), "{name}: {e}");
+        }
     }
 }

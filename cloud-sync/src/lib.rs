@@ -25,7 +25,10 @@
 //!   EMPI and its trained model; uses `enrolment` and `downlink`),
 //!   [`config`] (the TOML file; uses the EMPI's training bounds),
 //!   [`fleet`] (the MQTT fleet channel: the appliances' status and
-//!   telemetry, signed commands; uses `config` and `enrolment`) and
+//!   telemetry, signed commands; uses `config` and `enrolment`),
+//!   [`bundles`] (the signed bundles this cloud hosts for the fleet's
+//!   `apply_bundle`, kept under the data dir; imports nothing of this
+//!   crate) and
 //!   [`broker`] (the embedded MQTT broker of `[fleet] embedded = true`,
 //!   rumqttd on threads of its own; imports nothing of this crate). A
 //!   background task ([`empi::run`], [`dr::Replicator::run`],
@@ -42,6 +45,7 @@
 
 pub mod analytics;
 pub mod broker;
+pub mod bundles;
 pub mod cli;
 pub mod cloud;
 pub mod config;

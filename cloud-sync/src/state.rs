@@ -2,8 +2,8 @@
 //! background tasks: the registry of enrolled hospitals and its database,
 //! the store router, primary or replica (and the DR primaries a replica
 //! accepts), the replication status, the analytics cache, the downlink,
-//! the regional EMPI, the fleet channel and the notifications an ingest
-//! sends.
+//! the regional EMPI, the fleet channel, the bundles hosted for the fleet
+//! and the notifications an ingest sends.
 //!
 //! It also holds what a sync request needs beyond one domain module:
 //! [`CloudState::authenticate`] (an appliance, or a DR primary on a
@@ -12,7 +12,8 @@
 //!
 //! No HTTP here: [`crate::http`] builds on this module, which builds on the
 //! domain modules ([`crate::enrolment`], [`crate::dr`], [`crate::empi`],
-//! [`crate::analytics`], [`crate::downlink`], [`crate::fleet`]) and
+//! [`crate::analytics`], [`crate::downlink`], [`crate::fleet`],
+//! [`crate::bundles`]) and
 //! [`crate::store`].
 
 use std::future::Future;
@@ -64,6 +65,9 @@ pub struct CloudState {
     pub empi_wake: Arc<Notify>,
     /// The MQTT fleet channel (`[fleet]`); none: the fleet API answers 409.
     pub fleet: Option<crate::fleet::Channel>,
+    /// The signed bundles hosted for `apply_bundle` (`data_dir/bundles/`);
+    /// none: the bundle routes answer 503 and `apply_bundle` finds none.
+    pub bundles: Option<Arc<crate::bundles::Bundles>>,
     /// Whether the cloud serves HTTPS (the console's cookie is `Secure`).
     pub https: bool,
 }
@@ -96,6 +100,7 @@ impl CloudState {
             empi: None,
             empi_wake: Arc::new(Notify::new()),
             fleet: None,
+            bundles: None,
             https: false,
         }
     }
@@ -104,6 +109,12 @@ impl CloudState {
     /// [`crate::fleet::run`]).
     pub fn with_fleet(mut self, channel: crate::fleet::Channel) -> Self {
         self.fleet = Some(channel);
+        self
+    }
+
+    /// Hosts the signed bundles of `bundles` (the fleet's `apply_bundle`).
+    pub fn with_bundles(mut self, bundles: crate::bundles::Bundles) -> Self {
+        self.bundles = Some(Arc::new(bundles));
         self
     }
 

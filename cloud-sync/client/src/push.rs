@@ -7,7 +7,9 @@
 //! stop and raise an alarm (refused: enrolment, signature, conflict,
 //! tampering). [`position`] asks where the cloud is; [`fetch`] reads the
 //! hospital's own events back (restore), checking every hash and that the
-//! run is consecutive.
+//! run is consecutive; [`Client::downlink`] reads the EIDs the regional
+//! EMPI assigned; [`Client::bundle`] reads a signed bundle the cloud hosts
+//! (the fleet's `apply_bundle`), at most [`MAX_BUNDLE_BYTES`].
 //!
 //! The free functions open one connection per call. A [`Client`] keeps its
 //! connection open between calls (HTTP/1.1 keep-alive) and reconnects when
@@ -38,8 +40,15 @@ pub const EVENTS: &str = "/sync/v1/events";
 /// The downlink path (EIDs for the signing hospital's patients).
 pub const DOWNLINK: &str = "/sync/v1/downlink";
 
+/// The bundles path (`/sync/v1/bundles/{sha256}`: one signed bundle the
+/// cloud hosts).
+pub const BUNDLES: &str = "/sync/v1/bundles";
+
 /// Largest answer body read, after decompression.
 pub const MAX_RESPONSE_BYTES: usize = 4 * MAX_BATCH_BYTES;
+
+/// Largest bundle read ([`Client::bundle`]), and stored by the cloud.
+pub const MAX_BUNDLE_BYTES: usize = 64 << 20;
 
 /// The cloud's position (after a batch, or asked for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +98,17 @@ struct Call {
     body: Bytes,
     gzip: bool,
     now_ms: i64,
+    /// Largest answer body read (after decompression).
+    max_answer: usize,
 }
 
 /// One answer: status and (decoded) body.
 struct Reply {
     status: u16,
     body: Bytes,
+    /// The answer's body was (or said it would be) larger than the call's
+    /// `max_answer`: `body` is empty, and the connection is not kept.
+    over_limit: bool,
 }
 
 impl Reply {
@@ -157,7 +171,28 @@ impl Client {
         b.body(Full::new(call.body.clone())).map_err(transient)
     }
 
+    /// Sends `call` and reads its answer; an answer larger than the call
+    /// allows is a transient failure, as any answer that cannot be read.
     async fn exchange(
+        &self,
+        signer: &Signer,
+        call: Call,
+        timeout: Duration,
+    ) -> Result<Reply, PushError> {
+        let max = call.max_answer;
+        let reply = self.send(signer, call, timeout).await?;
+        if reply.over_limit {
+            return Err(PushError::Transient(format!(
+                "reading the answer: it is larger than {max} bytes"
+            )));
+        }
+        Ok(reply)
+    }
+
+    /// Sends `call` and reads its answer, on the kept connection or a
+    /// fresh one (see [`Client`]); an answer over the call's limit comes
+    /// back marked, unread.
+    async fn send(
         &self,
         signer: &Signer,
         call: Call,
@@ -167,9 +202,12 @@ impl Client {
             let mut slot = self.conn.lock().await;
             if let Some(mut sender) = slot.take()
                 && sender.ready().await.is_ok()
-                && let Ok(reply) = roundtrip(&mut sender, self.request(signer, &call)?).await
+                && let Ok(reply) =
+                    roundtrip(&mut sender, self.request(signer, &call)?, call.max_answer).await
             {
-                *slot = Some(sender);
+                if !reply.over_limit {
+                    *slot = Some(sender);
+                }
                 return Ok(reply);
             }
             // No kept connection, or it was stale: a fresh one.
@@ -180,10 +218,12 @@ impl Client {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let reply = roundtrip(&mut sender, self.request(signer, &call)?)
+            let reply = roundtrip(&mut sender, self.request(signer, &call)?, call.max_answer)
                 .await
                 .map_err(transient)?;
-            *slot = Some(sender);
+            if !reply.over_limit {
+                *slot = Some(sender);
+            }
             Ok(reply)
         };
         // On a timeout the connection (taken out of the slot) is dropped.
@@ -208,6 +248,7 @@ impl Client {
             body: Bytes::from(body),
             gzip: true,
             now_ms,
+            max_answer: MAX_RESPONSE_BYTES,
         };
         let r = self.exchange(signer, call, timeout).await?;
         answer(r.status, &r.json())
@@ -226,6 +267,7 @@ impl Client {
             body: Bytes::new(),
             gzip: false,
             now_ms,
+            max_answer: MAX_RESPONSE_BYTES,
         };
         let r = self.exchange(signer, call, timeout).await?;
         answer(r.status, &r.json())
@@ -252,6 +294,7 @@ impl Client {
             body: Bytes::new(),
             gzip: false,
             now_ms,
+            max_answer: MAX_RESPONSE_BYTES,
         };
         let r = self.exchange(signer, call, timeout).await?;
         let mut v = r.json();
@@ -290,6 +333,7 @@ impl Client {
             body: Bytes::new(),
             gzip: false,
             now_ms,
+            max_answer: MAX_RESPONSE_BYTES,
         };
         let r = self.exchange(signer, call, timeout).await?;
         let mut v = r.json();
@@ -317,32 +361,101 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The signed bundle `sha256` (64 lower-case hex digits) this cloud
+    /// hosts, as stored: a signed `GET /sync/v1/bundles/{sha256}`, on the
+    /// kept connection as the other reads. Its bytes are not checked here
+    /// (the caller compares their SHA-256 and verifies the bundle). An
+    /// answer of more than [`MAX_BUNDLE_BYTES`] is refused without being
+    /// read; a `sha256` that is not one is refused with status 0, nothing
+    /// sent; 404 (the cloud does not hold it), 401 and 403 are refusals,
+    /// transport failures and 5xx transient.
+    pub async fn bundle(
+        &self,
+        signer: &Signer,
+        sha256: &str,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PushError> {
+        let hex = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(PushError::Refused {
+                status: 0,
+                detail: "not a SHA-256 (64 lower-case hex digits); nothing was asked".into(),
+            });
+        }
+        let call = Call {
+            method: Method::GET,
+            path: format!("{BUNDLES}/{sha256}"),
+            body: Bytes::new(),
+            gzip: false,
+            now_ms,
+            max_answer: MAX_BUNDLE_BYTES,
+        };
+        let r = self.send(signer, call, timeout).await?;
+        if r.over_limit {
+            return Err(PushError::Refused {
+                status: r.status,
+                detail: format!("the bundle is more than {MAX_BUNDLE_BYTES} bytes"),
+            });
+        }
+        if r.status != 200 {
+            return Err(refusal(r.status, &r.json()));
+        }
+        Ok(r.body.to_vec())
+    }
+}
+
 async fn roundtrip(
     sender: &mut SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
+    max: usize,
 ) -> Result<Reply, std::io::Error> {
     let resp = sender
         .send_request(req)
         .await
         .map_err(std::io::Error::other)?;
     let status = resp.status().as_u16();
+    let over = Reply {
+        status,
+        body: Bytes::new(),
+        over_limit: true,
+    };
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        // Not read at all: the connection is dropped with it.
+        return Ok(over);
+    }
     let gzip = resp
         .headers()
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(codec::GZIP.as_bytes()));
-    let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| std::io::Error::other(format!("reading the answer: {e}")))?
-        .to_bytes();
+    let body = match Limited::new(resp.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(over),
+        Err(e) => return Err(std::io::Error::other(format!("reading the answer: {e}"))),
+    };
     let body = if gzip {
-        Bytes::from(
-            codec::gunzip_bounded(&body, MAX_RESPONSE_BYTES).map_err(std::io::Error::other)?,
-        )
+        match codec::gunzip_bounded(&body, max) {
+            Ok(b) => Bytes::from(b),
+            Err(codec::DecodeError::TooLarge { .. }) => return Ok(over),
+            Err(e) => return Err(std::io::Error::other(e)),
+        }
     } else {
         body
     };
-    Ok(Reply { status, body })
+    Ok(Reply {
+        status,
+        body,
+        over_limit: false,
+    })
 }
 
 /// Checks a fetched run: the hospital's, starting at `from`, consecutive,
@@ -490,6 +603,168 @@ mod tests {
         assert!(e.contains("event 5 does not link"), "{e}");
         let other = HospitalId::new("h2").unwrap();
         assert!(check_run(&other, 1, 10, &all).is_err());
+    }
+
+    /// A server on a real socket answering each request head with what
+    /// `answer` says for it (head only: the body, if any, is the answer's
+    /// business), keeping the connection open; each head goes to the
+    /// returned channel.
+    async fn server(
+        answer: fn(&str) -> Vec<u8>,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<String>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, heads) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 4096];
+                    loop {
+                        let Ok(n) = s.read(&mut b).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&b[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                            buf.drain(..end + 4);
+                            let out = answer(&head);
+                            let _ = tx.send(head);
+                            if s.write_all(&out).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, heads)
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> &'a str {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+            .unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn a_bundle_is_read_with_a_signed_get_and_one_over_the_limit_is_refused_unread() {
+        let (small, big) = ("aa".repeat(32), "bb".repeat(32));
+        let (addr, mut heads) = server(|head| {
+            if head.contains(&"aa".repeat(32)) {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 5\r\n\r\nhello".to_vec()
+            } else if head.contains(&"bb".repeat(32)) {
+                // Declared over the limit, and never sent: read, it would hang.
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                    MAX_BUNDLE_BYTES + 1
+                )
+                .into_bytes()
+            } else if head.starts_with("GET /chunked ") {
+                // 100 bytes, chunked: no length declared.
+                let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                for _ in 0..10 {
+                    out.extend_from_slice(b"a\r\n0123456789\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+                out
+            } else {
+                let body = r#"{"type":"urn:hms:problem:not-found","status":404,"detail":"no such bundle"}"#;
+                format!(
+                    "HTTP/1.1 404 Not Found\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes()
+            }
+        })
+        .await;
+        let (pkcs8, public) = crate::generate_key().unwrap();
+        let h = HospitalId::new("h1").unwrap();
+        let signer = Signer::new(&pkcs8, h.clone(), "edge-1".parse().unwrap()).unwrap();
+        let client = Client::new(Endpoint::parse(&format!("http://{addr}"), None).unwrap());
+        let now = hms_domain::Timestamp::now().as_millis();
+        let t = Duration::from_secs(20);
+
+        assert_eq!(
+            client.bundle(&signer, &small, now, t).await.unwrap(),
+            b"hello"
+        );
+        let head = heads.recv().await.unwrap();
+        let path = format!("{BUNDLES}/{small}");
+        assert!(head.starts_with(&format!("GET {path} HTTP/1.1")), "{head}");
+        let signed = crate::SignedRequest {
+            hospital: header(&head, "x-hms-hospital").parse().unwrap(),
+            node: header(&head, "x-hms-node").parse().unwrap(),
+            timestamp_ms: header(&head, "x-hms-timestamp").parse().unwrap(),
+            signature: header(&head, "x-hms-signature").to_owned(),
+        };
+        assert_eq!(signed.hospital, h);
+        crate::verify(&public, &signed, "GET", &path, b"", now).expect("signed over the path");
+
+        // Declared over 64 MiB: refused at once, the body never waited for.
+        let started = std::time::Instant::now();
+        match client.bundle(&signer, &big, now, t).await {
+            Err(PushError::Refused {
+                status: 200,
+                detail,
+            }) => {
+                assert!(detail.contains("more than 67108864 bytes"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not read");
+        heads.recv().await.unwrap();
+        // Unknown: the cloud's refusal. The connection dropped with the
+        // unread answer is replaced.
+        match client.bundle(&signer, &"cc".repeat(32), now, t).await {
+            Err(PushError::Refused {
+                status: 404,
+                detail,
+            }) => {
+                assert_eq!(detail, "no such bundle");
+            }
+            other => panic!("{other:?}"),
+        }
+        heads.recv().await.unwrap();
+        // Not a SHA-256: nothing asked.
+        for bad in ["../../etc/passwd", &"AA".repeat(32), "aa"] {
+            assert!(matches!(
+                client.bundle(&signer, bad, now, t).await,
+                Err(PushError::Refused { status: 0, .. })
+            ));
+        }
+        assert!(heads.try_recv().is_err(), "nothing was asked");
+        // A body that grows past the limit without declaring its length is
+        // cut off and marked, not read whole.
+        let call = Call {
+            method: Method::GET,
+            path: "/chunked".into(),
+            body: Bytes::new(),
+            gzip: false,
+            now_ms: now,
+            max_answer: 50,
+        };
+        let r = client.send(&signer, call, t).await.unwrap();
+        assert!(r.over_limit && r.body.is_empty());
+        let call = Call {
+            method: Method::GET,
+            path: "/chunked".into(),
+            body: Bytes::new(),
+            gzip: false,
+            now_ms: now,
+            max_answer: 100,
+        };
+        let r = client.send(&signer, call, t).await.unwrap();
+        assert_eq!((r.over_limit, r.body.len()), (false, 100));
     }
 
     #[test]

@@ -612,3 +612,397 @@ async fn an_embedded_broker_on_a_taken_port_stops_the_cloud_from_opening() {
     let cloud = Cloud::open(crate::config::load(&config).expect("config")).expect("open");
     drop(cloud);
 }
+
+/// Sends `head` (a request head declaring a body, which is never sent) and
+/// returns what comes back before the cloud closes the connection or
+/// [`PATIENCE`] passes: an answer means the body was not waited for.
+async fn declared_only(addr: SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(PATIENCE, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+        if String::from_utf8_lossy(&got).contains("\"status\"") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A bundle signed as `hms-config sign` signs it, with a key of its own.
+fn signed_bundle(
+    kind: firmware_config::bundle::Kind,
+    version: u64,
+    hospital: &str,
+    files: Vec<(String, Vec<u8>)>,
+) -> Vec<u8> {
+    let (key, _) = firmware_config::bundle::generate_key().expect("bundle key");
+    firmware_config::bundle::sign(
+        kind,
+        version,
+        &firmware_config::bundle::Hospital::parse(hospital).expect("hospital"),
+        files,
+        jiff::Timestamp::now(),
+        &key,
+    )
+    .expect("sign")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_are_uploaded_served_to_enrolled_appliances_and_sent_with_apply_bundle() {
+    use cloud_sync_client::{Client, Endpoint, PushError, Signer};
+    use firmware_config::bundle::Kind;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The cloud's embedded broker on a free port: no Mosquitto needed.
+    let broker = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (fleet_pkcs8, fleet_public) = cloud_sync_client::generate_key().expect("key");
+    std::fs::write(dir.path().join("fleet.pk8"), &fleet_pkcs8).expect("write");
+    let hospital = unique_hospital("bundles");
+    let (edge_pkcs8, edge_public) = cloud_sync_client::generate_key().expect("key");
+    {
+        let (reg, db) = open_registry(&dir.path().join("data"), id("eu-west")).expect("registry");
+        enroll_durably(
+            &reg,
+            &db,
+            Enrolment {
+                hospital: hospital.clone(),
+                region: id("eu-west"),
+                node: id("edge-1"),
+                public_key: edge_public,
+            },
+        )
+        .expect("enrol");
+    }
+    let config = dir.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             [fleet]\nembedded = true\nlisten = \"{broker}\"\nkey_file = \"fleet.pk8\"\n"
+        ),
+    )
+    .expect("write");
+    let cloud = Cloud::open(crate::config::load(&config).expect("config")).expect("open");
+    let token = |name: &str, scope: &str| {
+        cloud
+            .state()
+            .registry_db
+            .create_operator_token(
+                &NewOperatorToken {
+                    name,
+                    scopes: Scopes::parse([scope]).expect("scope"),
+                    expires_ms: None,
+                    by: "cli:test",
+                },
+                now(),
+            )
+            .expect("token")
+    };
+    let (ops, reader) = (token("fleet-ops", "fleet"), token("reader", "read"));
+    let registry_db = cloud.state().registry_db.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(cloud.serve(listener, shutdown.clone()));
+    let mut c = Conn::connect(addr, Some(&ops)).await.expect("connect");
+    let mut app = appliance(broker, hospital.as_str(), "edge-1", fleet_public);
+    until(&mut c, "/api/v1/fleet", "the appliance online", |v| {
+        v["broker"] == "connected" && row(v, hospital.as_str()).is_some_and(|r| r["online"] == true)
+    })
+    .await;
+
+    // Upload: 201 with what the bundle is; the same bytes again: 200.
+    let toml = b"# a hospital's configuration\n".to_vec();
+    let config_bundle = signed_bundle(
+        Kind::Config,
+        3,
+        hospital.as_str(),
+        vec![("hospital.toml".into(), toml.clone())],
+    );
+    let sha = crate::bundles::sha256_hex(&config_bundle);
+    let octets = [("content-type", "application/octet-stream".to_owned())];
+    let r = c
+        .request_with(
+            hyper::Method::POST,
+            "/api/v1/fleet/bundles",
+            &octets,
+            Some(config_bundle.clone()),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    let described = r.json().expect("json");
+    assert_eq!(
+        described,
+        json!({ "sha256": sha, "size": config_bundle.len(), "kind": "config", "version": 3,
+                "hospital": hospital, "files": [{ "name": "hospital.toml", "size": toml.len() }] })
+    );
+    let stored = dir
+        .path()
+        .join("data")
+        .join("bundles")
+        .join(format!("{sha}.bundle"));
+    assert_eq!(std::fs::read(&stored).expect("stored"), config_bundle);
+    let r = c
+        .request_with(
+            hyper::Method::POST,
+            "/api/v1/fleet/bundles",
+            &octets,
+            Some(config_bundle.clone()),
+        )
+        .await
+        .expect("post");
+    assert_eq!(
+        (r.status, r.json().expect("json")),
+        (200, described.clone())
+    );
+    // Not a bundle: 400, saying why without echoing it.
+    let r = c
+        .request_with(
+            hyper::Method::POST,
+            "/api/v1/fleet/bundles",
+            &octets,
+            Some(b"MRN 123456 garbage".to_vec()),
+        )
+        .await
+        .expect("post");
+    let v = r.json().expect("problem");
+    assert_eq!(
+        (r.status, &v["type"]),
+        (400, &json!("urn:hms:problem:bad-query")),
+        "{v}"
+    );
+    let detail = v["detail"].as_str().expect("detail");
+    assert!(detail.contains("not a bundle"), "{detail}");
+    assert!(!detail.contains("123456"), "{detail}");
+    // A token without the fleet scope uploads nothing.
+    let mut read_only = Conn::connect(addr, Some(&reader)).await.expect("connect");
+    let r = read_only
+        .request_with(
+            hyper::Method::POST,
+            "/api/v1/fleet/bundles",
+            &octets,
+            Some(config_bundle.clone()),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 403);
+    // Above the cloud's general 4 MiB body limit, within this route's own.
+    let big_file: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
+    let models = signed_bundle(
+        Kind::ModelSet,
+        2026,
+        "*",
+        vec![
+            ("manifest.toml".into(), b"[set]\n".to_vec()),
+            ("big.onnx".into(), big_file),
+        ],
+    );
+    assert!(models.len() > crate::http::MAX_BODY_BYTES);
+    let r = c
+        .request_with(
+            hyper::Method::POST,
+            "/api/v1/fleet/bundles",
+            &octets,
+            Some(models.clone()),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, 201, "{:?}", r.json());
+    assert_eq!(r.json().expect("json")["kind"], "model_set");
+    // Declared over 64 MiB: 413 before the body is read (it is never sent);
+    // other routes keep the general limit.
+    let declared = |path: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: cloud\r\nauthorization: Bearer {ops}\r\n\
+             content-type: application/octet-stream\r\ncontent-length: {length}\r\n\r\n"
+        )
+    };
+    let too_big = declared_only(
+        addr,
+        &declared(
+            "/api/v1/fleet/bundles",
+            crate::bundles::MAX_BUNDLE_BYTES + 1,
+        ),
+    )
+    .await;
+    assert!(too_big.starts_with("HTTP/1.1 413 "), "{too_big}");
+    let elsewhere = declared_only(
+        addr,
+        &declared("/api/v1/fleet/commands", crate::http::MAX_BODY_BYTES + 1),
+    )
+    .await;
+    assert!(elsewhere.starts_with("HTTP/1.1 413 "), "{elsewhere}");
+    // Both listed; each new upload audited once, without contents.
+    let list = c.get("/api/v1/fleet/bundles").await.expect("get");
+    assert_eq!(list.status, 200);
+    let list = list.json().expect("json");
+    let listed: Vec<_> = list["bundles"]
+        .as_array()
+        .expect("bundles")
+        .iter()
+        .map(|b| (b["kind"].clone(), b["version"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (json!("config"), json!(3)),
+            (json!("model_set"), json!(2026))
+        ]
+    );
+    assert_eq!(list["bundles"][0], described);
+    let uploads: Vec<_> = registry_db
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.action == "bundle_uploaded")
+        .collect();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert_eq!(
+        (uploads[0].actor.as_str(), uploads[0].subject.as_str()),
+        ("operator:fleet-ops", hospital.as_str())
+    );
+    assert!(
+        uploads[0]
+            .detail
+            .starts_with(&format!("sha256 {sha}; kind config; version 3")),
+        "{uploads:?}"
+    );
+    assert!(!uploads[0].detail.contains("configuration"), "{uploads:?}");
+
+    // The appliances' read: signed by the enrolled appliance, as stored.
+    let mut anyone = Conn::connect(addr, None).await.expect("connect");
+    let path = format!("/sync/v1/bundles/{sha}");
+    let r = anyone.get(&path).await.expect("get");
+    assert_eq!(r.status, 401);
+    let signer = Signer::new(&edge_pkcs8, hospital.clone(), id("edge-1")).expect("signer");
+    let client = Client::new(Endpoint::parse(&format!("http://{addr}"), None).expect("endpoint"));
+    let got = client
+        .bundle(&signer, &sha, now(), crate::testkit::T)
+        .await
+        .expect("the bundle");
+    assert_eq!(got, config_bundle);
+    let got = client
+        .bundle(
+            &signer,
+            &crate::bundles::sha256_hex(&models),
+            now(),
+            crate::testkit::T,
+        )
+        .await
+        .expect("the model set");
+    assert_eq!(got, models);
+    match client
+        .bundle(&signer, &"0".repeat(64), now(), crate::testkit::T)
+        .await
+    {
+        Err(PushError::Refused { status: 404, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Signed, but by a key that is not the enrolled one: 401; by another
+    // node of the hospital: 403.
+    let (other_pkcs8, _) = cloud_sync_client::generate_key().expect("key");
+    for (node, want) in [("edge-1", 401), ("edge-2", 403)] {
+        let stranger = Signer::new(&other_pkcs8, hospital.clone(), id(node)).expect("signer");
+        match client
+            .bundle(&stranger, &sha, now(), crate::testkit::T)
+            .await
+        {
+            Err(PushError::Refused { status, .. }) => assert_eq!(status, want, "{node}"),
+            other => panic!("{node}: {other:?}"),
+        }
+    }
+    // A path that is no SHA-256, signed: 404 too.
+    let bad = "/sync/v1/bundles/..%2Fregistry.sqlite";
+    let s = signer.sign("GET", bad, now(), b"");
+    let r = anyone
+        .request_with(
+            hyper::Method::GET,
+            bad,
+            &[
+                ("x-hms-hospital", s.hospital.to_string()),
+                ("x-hms-node", s.node.to_string()),
+                ("x-hms-timestamp", s.timestamp_ms.to_string()),
+                ("x-hms-signature", s.signature),
+            ],
+            None,
+        )
+        .await
+        .expect("get");
+    assert_eq!(r.status, 404, "{:?}", r.json());
+
+    // apply_bundle: an unknown bundle is a 404 and nothing is sent; a bad
+    // sha256 a 400; a held one arrives signed with its sha256 and path.
+    let target = json!([{ "hospital": hospital, "node": "edge-1" }]);
+    for (sha256, status) in [("0".repeat(64), 404), ("not-a-sha".to_owned(), 400)] {
+        let body = json!({ "nodes": target, "command": "apply_bundle", "sha256": sha256 });
+        let r = c.post("/api/v1/fleet/commands", &body).await.expect("post");
+        assert_eq!(r.status, status, "{:?}", r.json());
+    }
+    let body = json!({ "nodes": target, "command": "apply_bundle" });
+    let r = c.post("/api/v1/fleet/commands", &body).await.expect("post");
+    assert_eq!(r.status, 400, "no sha256: {:?}", r.json());
+    let body = json!({ "nodes": target, "command": "apply_bundle", "sha256": sha });
+    let r = c.post("/api/v1/fleet/commands", &body).await.expect("post");
+    assert_eq!(r.status, 202, "{:?}", r.json());
+    let sent = r.json().expect("json");
+    assert_eq!(sent["command"], "apply_bundle");
+    let id = sent["commands"][0]["id"].as_u64().expect("id");
+    // The first command the appliance gets is this one: the refused ones
+    // before it were never published.
+    let got = tokio::time::timeout(PATIENCE, app.commands.recv())
+        .await
+        .expect("the command arrived")
+        .expect("verified");
+    assert_eq!(
+        (&got["id"], &got["command"], &got["sha256"], &got["url"]),
+        (
+            &json!(id),
+            &json!("apply_bundle"),
+            &json!(sha),
+            &json!(format!("/sync/v1/bundles/{sha}"))
+        )
+    );
+    let result_path = format!("/api/v1/fleet/{hospital}/edge-1/commands/{id}");
+    until(&mut c, &result_path, "the result", |v| {
+        v["status"] == "done"
+    })
+    .await;
+    let audited: Vec<_> = registry_db
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.action == "fleet_command" && a.subject == hospital.as_str())
+        .collect();
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(
+        audited[0].detail.contains("command apply_bundle")
+            && audited[0].detail.ends_with(&format!("; sha256 {sha}")),
+        "{audited:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), app.commands.recv())
+            .await
+            .is_err(),
+        "nothing else arrived"
+    );
+
+    let _ = app.client.disconnect().await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, served)
+        .await
+        .expect("serve returns")
+        .expect("join")
+        .expect("served");
+}

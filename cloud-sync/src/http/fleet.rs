@@ -6,13 +6,23 @@
 //! - `GET /api/v1/fleet/{hospital}/{node}`: one of them with its status
 //!   and recent telemetry (404 when neither heard from nor enrolled).
 //! - `POST /api/v1/fleet/commands` `{"nodes": [{"hospital", "node"}],
-//!   "command": "ping" | "sync_now" | "revoke_token", "name"?,
-//!   "expires_in_s"?}`: one signed command per node, each with the next id
-//!   for that node, audited in the registry (`fleet_command`, actor
-//!   `operator:{token}`) before it is published; `202 {"commands":
-//!   [{"hospital", "node", "id"}]}`. An unknown node is a 404 and nothing is
-//!   sent; without a fleet key a 409 `no-fleet-key`; with the broker not
-//!   connected a 503 and nothing is sent.
+//!   "command": "ping" | "sync_now" | "revoke_token" | "apply_bundle",
+//!   "name"?, "sha256"?, "expires_in_s"?}`: one signed command per node,
+//!   each with the next id for that node, audited in the registry
+//!   (`fleet_command`, actor `operator:{token}`) before it is published;
+//!   `202 {"commands": [{"hospital", "node", "id"}]}`. An unknown node, or
+//!   for `apply_bundle` a bundle this cloud does not hold, is a 404 and
+//!   nothing is sent; without a fleet key a 409 `no-fleet-key`; with the
+//!   broker not connected a 503 and nothing is sent.
+//! - `POST /api/v1/fleet/bundles` (the bundle file's bytes, at most
+//!   [`crate::bundles::MAX_BUNDLE_BYTES`]: this route's own body limit,
+//!   which the gate lets through): checked to be a bundle
+//!   ([`crate::bundles::describe`]; the signature is the appliances' to
+//!   verify), audited (`bundle_uploaded`) and stored durably; `201
+//!   {"sha256", "size", "kind", "version", "hospital", "files"}`, or `200`
+//!   with the same when it was held already (nothing changes, nothing is
+//!   audited). 400 when the body is not a bundle, 413 over the limit.
+//! - `GET /api/v1/fleet/bundles`: `{"bundles": [...]}`, each as above.
 //! - `GET /api/v1/fleet/{hospital}/{node}/commands/{id}`: the command's
 //!   result once it arrived, `pending` until then (`no_answer` past its
 //!   expiry); 404 for a command this cloud neither sent since it started
@@ -21,7 +31,8 @@
 //! A cloud without `[fleet]` answers every route with a 409 `no-fleet`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,8 +41,10 @@ use serde_json::json;
 
 use super::operator::{Scope, operator};
 use super::problem;
+use crate::bundles::{MAX_BUNDLE_BYTES, StoreError};
 use crate::fleet::{Channel, Command, Outcome, Sent};
 use crate::state::CloudState;
+use crate::store::registry::AuditEntry;
 
 /// Longest command expiry, seconds.
 pub const MAX_EXPIRES_IN_S: u64 = 3_600;
@@ -39,11 +52,20 @@ pub const MAX_EXPIRES_IN_S: u64 = 3_600;
 /// Most nodes in one command request.
 pub const MAX_NODES: usize = 1_000;
 
+/// The bundles route: upload (`POST`) and list (`GET`).
+pub const BUNDLES: &str = "/api/v1/fleet/bundles";
+
 /// The fleet routes.
 pub fn routes() -> Router<CloudState> {
     Router::new()
         .route("/api/v1/fleet", get(list))
         .route("/api/v1/fleet/commands", post(send))
+        .route(
+            BUNDLES,
+            get(bundles)
+                .post(upload)
+                .layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES)),
+        )
         .route("/api/v1/fleet/{hospital}/{node}", get(one))
         .route(
             "/api/v1/fleet/{hospital}/{node}/commands/{id}",
@@ -131,6 +153,9 @@ struct CommandBody {
     /// The token's name, for `revoke_token`.
     #[serde(default)]
     name: Option<String>,
+    /// The bundle's SHA-256, for `apply_bundle`.
+    #[serde(default)]
+    sha256: Option<String>,
     #[serde(default = "default_expires_in")]
     expires_in_s: u64,
 }
@@ -153,7 +178,7 @@ async fn send(
         Ok(b) => b,
         Err(e) => return bad(format!("the body is not a fleet command: {e}")),
     };
-    let command = match Command::parse(&b.command, b.name.as_deref()) {
+    let command = match Command::parse_with(&b.command, b.name.as_deref(), b.sha256.as_deref()) {
         Ok(c) => c,
         Err(d) => return bad(d),
     };
@@ -190,8 +215,9 @@ async fn send(
 }
 
 /// Sends `command` to each of `targets` (duplicates once) for the operator
-/// `who`: each appliance must be known (heard from or enrolled), the cloud
-/// must hold the fleet key and be connected to the broker; each command
+/// `who`: each appliance must be known (heard from or enrolled), the bundle
+/// of an `apply_bundle` held here, the cloud must hold the fleet key and be
+/// connected to the broker; each command
 /// gets the next id for its node, is audited in the registry, then signed
 /// and published. The ids sent, or the problem that stopped it (the
 /// commands before a failed publish were sent). The API and the console
@@ -219,6 +245,23 @@ pub(super) async fn dispatch(
             unique.push((h, n));
         }
     }
+    if let Command::ApplyBundle { sha256 } = command {
+        let held = match state.bundles.clone() {
+            Some(b) => {
+                let sha = sha256.clone();
+                tokio::task::spawn_blocking(move || b.holds(&sha))
+                    .await
+                    .map_err(|_| problem::not_run())?
+            }
+            None => false,
+        };
+        if !held {
+            return Err(problem::not_found(format!(
+                "no bundle {sha256} on this cloud (upload it with POST {BUNDLES}); nothing was \
+                 sent"
+            )));
+        }
+    }
     let Some(key) = channel.key.clone() else {
         return Err(problem::problem(
             StatusCode::CONFLICT,
@@ -243,11 +286,14 @@ pub(super) async fn dispatch(
     for (h, n) in unique {
         let now = Timestamp::now().as_millis();
         let expires = now + i64::try_from(expires_in_s).unwrap_or(60) * 1_000;
-        let detail = format!(
+        let mut detail = format!(
             "command {}; expires {}",
             command.name(),
             Timestamp::from_millis(expires).to_rfc3339()
         );
+        if let Command::ApplyBundle { sha256 } = command {
+            detail.push_str(&format!("; sha256 {sha256}"));
+        }
         let (st, hh, nn, a) = (state.clone(), h.clone(), n.clone(), actor.clone());
         let id = match tokio::task::spawn_blocking(move || {
             st.registry_db
@@ -344,4 +390,101 @@ async fn outcome(
         }
     };
     axum::Json(answer).into_response()
+}
+
+/// The 503 of a cloud that keeps no bundles.
+fn no_bundles() -> Response {
+    problem::problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        problem::UNAVAILABLE,
+        "this cloud keeps no bundles",
+    )
+    .into_response()
+}
+
+/// `POST /api/v1/fleet/bundles`: the operator and scope are checked before
+/// the body is read (at most [`MAX_BUNDLE_BYTES`], this route's limit).
+async fn upload(State(state): State<CloudState>, req: Request) -> Response {
+    let (who, _) = match fleet_call(&state, req.headers()).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(store) = state.bundles.clone() else {
+        return no_bundles();
+    };
+    let body = match Bytes::from_request(req, &state).await {
+        Ok(b) => b,
+        Err(e) => {
+            let status = e.status();
+            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                problem::TOO_LARGE
+            } else {
+                problem::UNREADABLE_BODY
+            };
+            return problem::problem(
+                status,
+                kind,
+                format!(
+                    "a bundle is at most {MAX_BUNDLE_BYTES} bytes; the body was not read whole"
+                ),
+            )
+            .into_response();
+        }
+    };
+    let (db, actor) = (state.registry_db.clone(), format!("operator:{who}"));
+    let stored = tokio::task::spawn_blocking(move || {
+        store.store(&body, |s| {
+            db.audit(&AuditEntry {
+                at_ms: Timestamp::now().as_millis(),
+                actor: &actor,
+                action: "bundle_uploaded",
+                subject: &s.hospital,
+                detail: &format!(
+                    "sha256 {}; kind {}; version {}; size {}",
+                    s.sha256, s.kind, s.version, s.size
+                ),
+            })
+        })
+    })
+    .await;
+    match stored {
+        Ok(Ok(stored)) => {
+            let s = &stored.summary;
+            if stored.created {
+                tracing::info!(operator = %who, sha256 = %s.sha256, kind = %s.kind, version = s.version, "bundle uploaded");
+            }
+            let status = if stored.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(&stored.summary)).into_response()
+        }
+        Ok(Err(StoreError::NotABundle(why))) => {
+            problem::bad(format!("the body is not a bundle: {why}")).into_response()
+        }
+        Ok(Err(StoreError::Io(e))) => {
+            tracing::error!(error = %format!("{e:#}"), "storing a bundle failed");
+            problem::unavailable().into_response()
+        }
+        Err(_) => problem::not_run().into_response(),
+    }
+}
+
+/// `GET /api/v1/fleet/bundles`.
+async fn bundles(State(state): State<CloudState>, headers: HeaderMap) -> Response {
+    if let Err(r) = fleet_call(&state, &headers).await {
+        return r;
+    }
+    let Some(store) = state.bundles.clone() else {
+        return no_bundles();
+    };
+    match tokio::task::spawn_blocking(move || store.list()).await {
+        Ok(Ok(list)) => axum::Json(json!({ "bundles": list })).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %format!("{e:#}"), "listing the bundles failed");
+            problem::unavailable().into_response()
+        }
+        Err(_) => problem::not_run().into_response(),
+    }
 }

@@ -1,7 +1,9 @@
 //! What the cloud checks before it reads a request body, so that nobody
 //! makes it read (and hold) megabytes it will refuse anyway:
 //!
-//! - a declared `Content-Length` above [`super::MAX_BODY_BYTES`]: `413` at once;
+//! - a declared `Content-Length` above [`super::MAX_BODY_BYTES`]: `413` at
+//!   once; for a bundle upload (`POST` [`super::fleet::BUNDLES`], whose own
+//!   body limit is larger), above [`crate::bundles::MAX_BUNDLE_BYTES`];
 //! - a sync batch (`POST` [`super::BATCHES`]): the signature headers must be
 //!   there, the hospital enrolled here from that node, the signing time
 //!   within the clock skew (a DR primary's batch: this cloud must be a
@@ -31,16 +33,21 @@ pub(super) async fn before_body(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    let path = req.uri().path();
+    let max = if req.method() == Method::POST && path == super::fleet::BUNDLES {
+        crate::bundles::MAX_BUNDLE_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    if declared.is_some_and(|n| n > max as u64) {
         return hms_web::Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
             "Request body too large",
-            format!("a request body is at most {MAX_BODY_BYTES} bytes"),
+            format!("a request body is at most {max} bytes"),
         )
         .into_response();
     }
-    let path = req.uri().path();
     if req.method() == Method::POST && path == BATCHES {
         let Some(signed) = sync::signed(req.headers()) else {
             return sync::unsigned();

@@ -1,7 +1,8 @@
 //! The regional cloud's HTTP service: one router with the sync API for
 //! appliances and DR primaries ([`sync`]: batches, position, restore
-//! reads, downlink, health), the operator API ([`operator`]) and its fleet
-//! part ([`fleet`]: appliances' status and signed commands over MQTT), the
+//! reads, downlink, bundles, health), the operator API ([`operator`]) and
+//! its fleet part ([`fleet`]: appliances' status and signed commands over
+//! MQTT, the bundles `apply_bundle` sends), the
 //! operators' web pages ([`console`]: the fleet console under `/console`),
 //! a body limit and the checks made before any body is read ([`gate`]), and
 //! the security headers of `hms_web` on every response. Every API error is
@@ -40,6 +41,9 @@ pub const EVENTS: &str = cloud_sync_client::push::EVENTS;
 /// The downlink path: EIDs for the signing hospital's patients.
 pub const DOWNLINK: &str = cloud_sync_client::push::DOWNLINK;
 
+/// The bundles path, for appliances: `{BUNDLES}/{sha256}`.
+pub const BUNDLES: &str = cloud_sync_client::push::BUNDLES;
+
 /// The health path.
 pub const HEALTH: &str = "/health";
 
@@ -50,6 +54,7 @@ pub fn router(state: CloudState) -> Router {
         .route(POSITION, get(sync::position))
         .route(EVENTS, get(sync::events))
         .route(DOWNLINK, get(sync::downlink))
+        .route("/sync/v1/bundles/{sha256}", get(sync::bundle))
         .route(HEALTH, get(sync::health))
         .merge(operator::routes())
         .merge(fleet::routes())

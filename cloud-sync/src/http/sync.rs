@@ -17,6 +17,10 @@
 //!   path with its query): the hospital's own events for restore.
 //! - `GET /sync/v1/downlink?after=N` (signed by the appliance): its
 //!   hospital's EID assignments after N.
+//! - `GET /sync/v1/bundles/{sha256}` (signed by an enrolled appliance,
+//!   over the path): the signed bundle hosted here with that SHA-256, as
+//!   stored (`application/octet-stream`), for the fleet's `apply_bundle`;
+//!   404 for one not held (or a path that is no SHA-256).
 //! - `GET /health`: `ok` or `degraded` (replication failing, EMPI matching
 //!   degraded). Without a token, `{"status"}` only (up/down for outside
 //!   monitoring); with an operator token, also the region, the mode, the DR
@@ -36,7 +40,7 @@ use cloud_sync_client::{MAX_BATCH_EVENTS, SignedRequest, codec};
 use serde_json::json;
 
 use super::problem::{self, unchallenged};
-use super::{BATCHES, DOWNLINK, EVENTS, MAX_BODY_BYTES, POSITION};
+use super::{BATCHES, BUNDLES, DOWNLINK, EVENTS, MAX_BODY_BYTES, POSITION};
 use crate::config::Mode;
 use crate::dr;
 use crate::enrolment::{BatchError, Rejection};
@@ -307,6 +311,62 @@ pub(super) async fn downlink(
     .await;
     match result {
         Ok(Ok(assignments)) => Json(json!({ "assignments": assignments })).into_response(),
+        Ok(Err(e)) => failure(e),
+        Err(_) => not_run(),
+    }
+}
+
+/// `GET /sync/v1/bundles/{sha256}` (signed by the enrolled appliance, over
+/// the path, empty body): the bundle's bytes as stored.
+pub(super) async fn bundle(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let Some(req) = signed(&headers) else {
+        return unsigned();
+    };
+    let Some(store) = state.bundles.clone() else {
+        return unchallenged(problem::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem::UNAVAILABLE,
+            "this cloud keeps no bundles",
+        ));
+    };
+    let signed_path = uri
+        .path_and_query()
+        .map_or(uri.path().to_owned(), |p| p.as_str().to_owned());
+    let sha256 = uri
+        .path()
+        .strip_prefix(BUNDLES)
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or("")
+        .to_owned();
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        if dr::is_primary(&req) {
+            return Err(BatchError::Rejected(Rejection::WrongRole(
+                "bundles are for appliances",
+            )));
+        }
+        state.authenticate(&req, "GET", &signed_path, b"", now)?;
+        let bytes = store
+            .get(&sha256)
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e)))?;
+        tracing::debug!(hospital = %req.hospital, node = %req.node, found = bytes.is_some(), "bundle read");
+        Ok(bytes)
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(bytes))) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            bytes,
+        )
+            .into_response(),
+        Ok(Ok(None)) => unchallenged(problem::not_found(
+            "no such bundle on this cloud (bundles are named by the SHA-256 of their file, 64 \
+             lower-case hex digits)",
+        )),
         Ok(Err(e)) => failure(e),
         Err(_) => not_run(),
     }

@@ -17,9 +17,13 @@
 //! ```
 //!
 //! [`check`] verifies, in this order: the envelope and the signature (over
-//! the payload exactly as sent, so no canonical form is needed), the payload,
-//! the target, the expiry, and that the id is above the last one accepted.
-//! Each refusal has a [`Refusal`] the appliance reports on `cmd/result`.
+//! the payload exactly as sent, so no canonical form is needed), the payload
+//! (a known command with its arguments: `apply_bundle`'s `sha256` is 64
+//! lower-case hex digits and its `url` exactly `/sync/v1/bundles/{sha256}`,
+//! a path on the cloud the appliance syncs with, so no other host or path
+//! is ever fetched), the target, the expiry, and that the id is above the
+//! last one accepted. Each refusal has a [`Refusal`] the appliance reports
+//! on `cmd/result`.
 
 use base64::Engine;
 use hms_domain::Timestamp;
@@ -38,13 +42,31 @@ pub enum Action {
         /// The token's name.
         name: String,
     },
-    /// Fetch and apply a signed bundle (configuration or model set).
+    /// Fetch a signed bundle (configuration or model set) from the cloud
+    /// and queue it for applying.
     ApplyBundle {
-        /// Where the bundle is, on the cloud.
+        /// Where the bundle is, on the cloud: exactly
+        /// `/sync/v1/bundles/{sha256}` ([`bundle_path`]).
         url: String,
-        /// Its SHA-256, hex.
+        /// The bundle file's SHA-256, 64 lower-case hex digits.
         sha256: String,
     },
+}
+
+/// The commands this appliance carries out, by name.
+const KNOWN: [&str; 4] = ["ping", "sync_now", "revoke_token", "apply_bundle"];
+
+/// The one path an `apply_bundle` of bundle `sha256` may name: the bundle
+/// on the cloud of `[uplink]`.
+pub fn bundle_path(sha256: &str) -> String {
+    format!("{}/{sha256}", cloud_sync_client::push::BUNDLES)
+}
+
+/// Whether `s` is 64 lower-case hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Action {
@@ -91,7 +113,8 @@ pub struct Signed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Refusal {
-    /// Not the envelope, or not a command.
+    /// Not the envelope, or not a command (a known command without its
+    /// arguments, or with bad ones, included).
     Malformed,
     /// The signature does not verify with the fleet key.
     BadSignature,
@@ -101,7 +124,7 @@ pub enum Refusal {
     Replayed,
     /// Past its expiry.
     Expired,
-    /// A command this appliance does not carry out yet.
+    /// A command this appliance does not carry out (a name it does not know).
     Unsupported,
 }
 
@@ -152,11 +175,15 @@ pub fn check(
     let value: serde_json::Value =
         serde_json::from_str(&signed.payload).map_err(|_| (Refusal::Malformed, None))?;
     let id = value.get("id").and_then(serde_json::Value::as_u64);
+    let known = value
+        .get("command")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|c| KNOWN.contains(&c));
     let cmd: Command = match serde_json::from_value(value) {
         Ok(c) => c,
         Err(_) => {
             return Err((
-                if id.is_some() {
+                if id.is_some() && !known {
                     Refusal::Unsupported
                 } else {
                     Refusal::Malformed
@@ -165,6 +192,11 @@ pub fn check(
             ));
         }
     };
+    if let Action::ApplyBundle { url, sha256 } = &cmd.action
+        && (!is_sha256(sha256) || *url != bundle_path(sha256))
+    {
+        return Err((Refusal::Malformed, Some(cmd.id)));
+    }
     if cmd.region != target.region || cmd.hospital != target.hospital || cmd.node != target.node {
         return Err((Refusal::OtherTarget, Some(cmd.id)));
     }

@@ -17,10 +17,24 @@
 //!   last accepted from then on (kept in the store: replays stay refused
 //!   across restarts).
 //!
+//! `apply_bundle` downloads the bundle off the event loop (a task of its
+//! own, one download at a time; its answer is published when it is done):
+//! a signed `GET /sync/v1/bundles/{sha256}` to the cloud of `[uplink]`, with
+//! the uplink's endpoint and key, at most 64 MiB; the bytes must have the
+//! command's SHA-256; then the bundle goes into the inbox
+//! ([`crate::bundles::enqueue`]), where the appliance takes, checks and
+//! applies it as any other. The answer says it was queued (`{"queued":
+//! sha256}`), or why not (`no_uplink`, `fetch_failed` with a short detail,
+//! `sha256_mismatch`, `queue_failed`); how applying it went shows later in
+//! the status and the audit.
+//!
 //! The MQTT client id is the node id.
 
 pub mod command;
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +48,15 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::sync::status::Status as SyncStatus;
+use crate::sync::uplink::Settings as UplinkSettings;
 use command::{Action, Refusal, Target};
+
+/// Longest a bundle's download may take (or the uplink's request timeout,
+/// when that is longer).
+pub const BUNDLE_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Longest detail of a failed download, in characters.
+const MAX_DETAIL_CHARS: usize = 200;
 
 /// What the fleet channel reads and drives: the store, the metrics, the
 /// uplink (`sync_now`), and the `/health` report as a token holder sees it
@@ -59,7 +81,8 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-/// The fleet channel's settings, from `[fleet]`.
+/// The fleet channel's settings, from `[fleet]` (and `[uplink]`, the cloud
+/// `apply_bundle` downloads from).
 #[derive(Clone)]
 pub struct Settings {
     host: String,
@@ -69,6 +92,7 @@ pub struct Settings {
     telemetry: Duration,
     key: [u8; 32],
     target: Target,
+    uplink: Option<UplinkSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -82,7 +106,8 @@ impl std::fmt::Debug for Settings {
 
 impl Settings {
     /// From the configuration; `None` without `[fleet]`. The command key
-    /// must be the raw 32 bytes of an Ed25519 public key.
+    /// must be the raw 32 bytes of an Ed25519 public key; `[uplink]`, if
+    /// any, is read as the uplink reads it (its endpoint and key).
     pub fn from_config(cfg: &firmware_config::Config) -> anyhow::Result<Option<Settings>> {
         let Some(f) = &cfg.fleet else {
             return Ok(None);
@@ -104,6 +129,8 @@ impl Settings {
             (true, None) => anyhow::bail!("fleet.broker is mqtts:// but fleet.ca is missing"),
             (false, _) => None,
         };
+        let uplink = UplinkSettings::from_config(cfg)
+            .context("reading [uplink] for the fleet's apply_bundle")?;
         Ok(Some(Settings {
             host: f.broker.host.clone(),
             port: f.broker.port,
@@ -116,6 +143,7 @@ impl Settings {
                 hospital: cfg.node.hospital_id.to_string(),
                 node: cfg.node.node_id.to_string(),
             },
+            uplink,
         }))
     }
 
@@ -236,9 +264,13 @@ pub async fn run(settings: Settings, state: Ctx, link: Arc<Link>, shutdown: Canc
     let mut acks_seen = state.metrics.hl7_ack_window.snapshot();
     let mut adt_at = Instant::now();
     let mut backoff = Duration::from_millis(500);
+    // Commands whose answer waits for slow work (a bundle's download).
+    let mut slow = tokio::task::JoinSet::new();
+    let downloads = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(_) = slow.join_next(), if !slow.is_empty() => {}
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     link.connected.store(true, Ordering::Relaxed);
@@ -248,13 +280,25 @@ pub async fn run(settings: Settings, state: Ctx, link: Arc<Link>, shutdown: Canc
                     last_status = None;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == settings.topic("cmd") => {
-                    let result = handle(&settings, &state, &p.payload, &mut last_id).await;
-                    let _ = client.try_publish(
-                        settings.topic("cmd/result"),
-                        QoS::AtLeastOnce,
-                        false,
-                        result.to_string(),
-                    );
+                    match handle(&settings, &state, &p.payload, &mut last_id, &downloads).await {
+                        Answer::Now(result) => {
+                            let _ = client.try_publish(
+                                settings.topic("cmd/result"),
+                                QoS::AtLeastOnce,
+                                false,
+                                result.to_string(),
+                            );
+                        }
+                        Answer::Later(work) => {
+                            let (client, topic) = (client.clone(), settings.topic("cmd/result"));
+                            slow.spawn(async move {
+                                let result = work.await;
+                                let _ = client
+                                    .publish(topic, QoS::AtLeastOnce, false, result.to_string())
+                                    .await;
+                            });
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -309,6 +353,9 @@ pub async fn run(settings: Settings, state: Ctx, link: Arc<Link>, shutdown: Canc
             }
         }
     }
+    // Downloads in flight stop with the channel, unanswered (a bundle they
+    // queued stays queued).
+    slow.shutdown().await;
     // A clean stop says so before leaving (the will is for the unclean ones).
     if link.connected.load(Ordering::Relaxed) {
         let mut last = status(&state, &settings);
@@ -335,11 +382,27 @@ fn rand_fraction() -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Checks and carries out one command; the result to publish.
-async fn handle(settings: &Settings, state: &Ctx, bytes: &[u8], last_id: &mut u64) -> Value {
+/// A command's answer: at once, or once slow work is done (off the event
+/// loop).
+enum Answer {
+    /// The result to publish now.
+    Now(Value),
+    /// The work whose output is the result to publish.
+    Later(Pin<Box<dyn Future<Output = Value> + Send>>),
+}
+
+/// Checks and carries out one command; the result to publish (or the work
+/// that makes it).
+async fn handle(
+    settings: &Settings,
+    state: &Ctx,
+    bytes: &[u8],
+    last_id: &mut u64,
+    downloads: &Arc<tokio::sync::Semaphore>,
+) -> Answer {
     let refused = |reason: Refusal, id: Option<u64>| {
         tracing::warn!(reason = reason.as_str(), id, "fleet command refused");
-        json!({ "id": id, "status": "refused", "reason": reason.as_str() })
+        Answer::Now(json!({ "id": id, "status": "refused", "reason": reason.as_str() }))
     };
     let cmd = match command::check(
         bytes,
@@ -351,9 +414,6 @@ async fn handle(settings: &Settings, state: &Ctx, bytes: &[u8], last_id: &mut u6
         Ok(c) => c,
         Err((reason, id)) => return refused(reason, id),
     };
-    if matches!(cmd.action, Action::ApplyBundle { .. }) {
-        return refused(Refusal::Unsupported, Some(cmd.id));
-    }
     // Recorded (and the id kept) before it is carried out.
     if let Err(e) = state
         .store
@@ -361,10 +421,14 @@ async fn handle(settings: &Settings, state: &Ctx, bytes: &[u8], last_id: &mut u6
         .await
     {
         tracing::warn!(error = %e, "recording a fleet command failed; not carried out");
-        return json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" });
+        return Answer::Now(
+            json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" }),
+        );
     }
     *last_id = cmd.id;
     let name = cmd.action.name();
+    let failed =
+        |reason: &str| Answer::Now(json!({ "id": cmd.id, "status": "failed", "reason": reason }));
     let result = match cmd.action {
         Action::Ping => json!({ "pong": Timestamp::now(), "version": env!("CARGO_PKG_VERSION") }),
         Action::SyncNow => {
@@ -390,19 +454,84 @@ async fn handle(settings: &Settings, state: &Ctx, bytes: &[u8], last_id: &mut u6
                     json!({ "revoked": 0, "already_revoked": true })
                 }
                 Ok(Ok(crate::store::credentials::Revocation::Unknown)) => {
-                    return json!({ "id": cmd.id, "status": "failed", "reason": "unknown_token" });
+                    return failed("unknown_token");
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %format!("{e:#}"), "revoking a token for the fleet failed");
-                    return json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" });
+                    return failed("store_unavailable");
                 }
-                Err(_) => {
-                    return json!({ "id": cmd.id, "status": "failed", "reason": "store_unavailable" });
-                }
+                Err(_) => return failed("store_unavailable"),
             }
         }
-        Action::ApplyBundle { .. } => Value::Null,
+        Action::ApplyBundle { sha256, .. } => {
+            let Some(uplink) = settings.uplink.clone() else {
+                tracing::warn!(
+                    id = cmd.id,
+                    "apply_bundle: no [uplink] to fetch the bundle from"
+                );
+                return failed("no_uplink");
+            };
+            return Answer::Later(Box::pin(apply_bundle(
+                uplink,
+                state.store.data_dir().to_path_buf(),
+                cmd.id,
+                sha256,
+                downloads.clone(),
+            )));
+        }
     };
     tracing::info!(id = cmd.id, command = name, "fleet command carried out");
-    json!({ "id": cmd.id, "status": "done", "command": name, "result": result })
+    Answer::Now(json!({ "id": cmd.id, "status": "done", "command": name, "result": result }))
+}
+
+/// Carries out `apply_bundle` `id` (see the module doc): downloads bundle
+/// `sha256` from the cloud of `uplink` (one download at a time, as
+/// `downloads` allows), checks its SHA-256 and queues it in `data_dir`'s
+/// inbox; the result to publish.
+async fn apply_bundle(
+    uplink: UplinkSettings,
+    data_dir: PathBuf,
+    id: u64,
+    sha256: String,
+    downloads: Arc<tokio::sync::Semaphore>,
+) -> Value {
+    let failed = |reason: &str| json!({ "id": id, "status": "failed", "reason": reason });
+    // Closed only if the channel is gone; then nobody waits for the answer.
+    let _one = downloads.acquire_owned().await;
+    let client = cloud_sync_client::Client::new(uplink.endpoint.clone());
+    let fetched = client
+        .bundle(
+            &uplink.signer,
+            &sha256,
+            Timestamp::now().as_millis(),
+            BUNDLE_FETCH_TIMEOUT.max(uplink.timeout),
+        )
+        .await;
+    let bytes = match fetched {
+        Ok(b) => b,
+        Err(e) => {
+            let detail: String = e.to_string().chars().take(MAX_DETAIL_CHARS).collect();
+            tracing::warn!(id, sha256 = %sha256, error = %detail, "apply_bundle: the download failed");
+            let mut answer = failed("fetch_failed");
+            answer["detail"] = json!(detail);
+            return answer;
+        }
+    };
+    if crate::bundles::sha256_hex(&bytes) != sha256 {
+        tracing::warn!(id, sha256 = %sha256, size = bytes.len(), "apply_bundle: the bundle downloaded has another SHA-256; not queued");
+        return failed("sha256_mismatch");
+    }
+    let queued =
+        tokio::task::spawn_blocking(move || crate::bundles::enqueue(&data_dir, &bytes)).await;
+    match queued {
+        Ok(Ok(sha)) => {
+            tracing::info!(id, sha256 = %sha, "apply_bundle: the bundle was downloaded and queued");
+            json!({ "id": id, "status": "done", "command": "apply_bundle", "result": { "queued": sha } })
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(id, error = %format!("{e:#}"), "apply_bundle: queueing the bundle failed");
+            failed("queue_failed")
+        }
+        Err(_) => failed("queue_failed"),
+    }
 }

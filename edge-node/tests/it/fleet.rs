@@ -119,6 +119,85 @@ fn each_refusal_has_its_reason() {
     );
 }
 
+#[test]
+fn apply_bundle_names_a_sha256_and_exactly_its_path_on_the_cloud_or_is_malformed() {
+    let (pair, key) = keys();
+    let sha = "ab".repeat(32);
+    let apply = |sha256: serde_json::Value, url: serde_json::Value| {
+        let mut p = ping(7, "edge-1", "2026-12-05T12:05:00Z");
+        p["command"] = "apply_bundle".into();
+        if !sha256.is_null() {
+            p["sha256"] = sha256;
+        }
+        if !url.is_null() {
+            p["url"] = url;
+        }
+        signed(&pair, &p)
+    };
+    let ok = check(
+        &apply(sha.clone().into(), format!("/sync/v1/bundles/{sha}").into()),
+        &key,
+        &target(),
+        6,
+        now(),
+    )
+    .unwrap();
+    assert_eq!(
+        ok.action,
+        Action::ApplyBundle {
+            url: format!("/sync/v1/bundles/{sha}"),
+            sha256: sha.clone()
+        }
+    );
+    let other = "cd".repeat(32);
+    for (sha256, url) in [
+        // Another path, host or bundle: nothing else is ever fetched.
+        (sha.clone().into(), "/sync/v1/events".into()),
+        (
+            sha.clone().into(),
+            format!("https://elsewhere.example/sync/v1/bundles/{sha}").into(),
+        ),
+        (
+            sha.clone().into(),
+            format!("/sync/v1/bundles/{other}").into(),
+        ),
+        (
+            sha.clone().into(),
+            format!("/sync/v1/bundles/{sha}?x=1").into(),
+        ),
+        (
+            sha.clone().into(),
+            format!("/sync/v1/bundles/../{sha}").into(),
+        ),
+        // Not a SHA-256.
+        (
+            "AB".repeat(32).into(),
+            format!("/sync/v1/bundles/{}", "AB".repeat(32)).into(),
+        ),
+        ("../x".into(), "/sync/v1/bundles/../x".into()),
+        // Missing or not strings.
+        (sha.clone().into(), serde_json::Value::Null),
+        (
+            serde_json::Value::Null,
+            format!("/sync/v1/bundles/{sha}").into(),
+        ),
+        (7.into(), "/sync/v1/bundles/7".into()),
+    ] {
+        assert_eq!(
+            check(
+                &apply(sha256.clone(), url.clone()),
+                &key,
+                &target(),
+                6,
+                now()
+            )
+            .unwrap_err(),
+            (Refusal::Malformed, Some(7)),
+            "{sha256} {url}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Over a real broker (Mosquitto on 127.0.0.1:1883).
 
@@ -540,4 +619,404 @@ async fn the_channel_comes_back_when_the_broker_does_and_the_feed_never_waits_fo
     .unwrap();
     assert_eq!(acks[0].code, "AA");
     app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// apply_bundle: the bundle fetched from the cloud of [uplink] and queued.
+
+/// What the small cloud below was asked for: the path, and whether the
+/// request was signed by the appliance's key.
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>;
+
+/// A cloud on a real socket that serves `bundles` (by the SHA-256 in the
+/// path, which it does not check: it may lie) at `/sync/v1/bundles/{sha}`
+/// to requests signed with `public`, and 404 to anything else. The answer
+/// for `held` waits for a permit of `release`.
+async fn bundle_cloud(
+    public: Vec<u8>,
+    bundles: Vec<(String, Vec<u8>)>,
+    held: String,
+    release: std::sync::Arc<tokio::sync::Semaphore>,
+) -> (std::net::SocketAddr, Asked, tokio::task::JoinHandle<()>) {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let asked: Asked = Default::default();
+    let seen = asked.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let (public, bundles, seen) = (public.clone(), bundles.clone(), seen.clone());
+        let (held, release) = (held.clone(), release.clone());
+        async move {
+            let h = |k: &str| {
+                headers
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let req = cloud_sync_client::SignedRequest {
+                hospital: h("x-hms-hospital").parse().unwrap(),
+                node: h("x-hms-node").parse().unwrap(),
+                timestamp_ms: h("x-hms-timestamp").parse().unwrap_or(0),
+                signature: h("x-hms-signature"),
+            };
+            let path = uri.path_and_query().unwrap().as_str().to_owned();
+            let ok = cloud_sync_client::verify(
+                &public,
+                &req,
+                "GET",
+                &path,
+                b"",
+                Timestamp::now().as_millis(),
+            )
+            .is_ok();
+            seen.lock().unwrap().push((path.clone(), ok));
+            if path.ends_with(&held) {
+                let _ = release.acquire().await.unwrap();
+            }
+            let found = path
+                .strip_prefix("/sync/v1/bundles/")
+                .and_then(|sha| bundles.iter().find(|(s, _)| s == sha));
+            match (ok, found) {
+                (true, Some((_, bytes))) => bytes.clone().into_response(),
+                (false, _) => StatusCode::UNAUTHORIZED.into_response(),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(serde_json::json!({"status": 404, "detail": "no such bundle"})),
+                )
+                    .into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, asked, server)
+}
+
+/// The bundle requests `asked` holds.
+fn bundle_requests(asked: &Asked) -> Vec<(String, bool)> {
+    asked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.starts_with("/sync/v1/bundles"))
+        .cloned()
+        .collect()
+}
+
+/// A configuration bundle of `version`, signed with a bundle key of its own.
+fn config_bundle(version: u64) -> Vec<u8> {
+    let (key, _) = firmware_config::bundle::generate_key().unwrap();
+    firmware_config::bundle::sign(
+        firmware_config::bundle::Kind::Config,
+        version,
+        &firmware_config::bundle::Hospital::Any,
+        vec![(
+            "hospital.toml".into(),
+            format!("# version {version}\n").into_bytes(),
+        )],
+        jiff::Timestamp::now(),
+        &key,
+    )
+    .unwrap()
+}
+
+/// The files in the appliance's bundle inbox, by name.
+fn inbox(data: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data.join("bundles").join("inbox"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_bundle_fetches_the_bundle_from_the_uplinks_cloud_and_queues_it() {
+    if !broker_up("fleet apply_bundle") {
+        return;
+    }
+    let keydir = tempfile::tempdir().unwrap();
+    let (pair, fleet_public) = keys();
+    let fleet_key = keydir.path().join("fleet.pub");
+    std::fs::write(&fleet_key, fleet_public).unwrap();
+    let (sync_pkcs8, sync_public) = cloud_sync_client::generate_key().unwrap();
+    let sync_key = keydir.path().join("sync-key.pk8");
+    std::fs::write(&sync_key, &sync_pkcs8).unwrap();
+
+    let good = config_bundle(2);
+    let good_sha = edge_node::bundles::sha256_hex(&good);
+    // A cloud that answers another bundle's bytes under this name.
+    let lied_sha = edge_node::bundles::sha256_hex(&config_bundle(3));
+    let unknown_sha = "0".repeat(64);
+    // One the cloud answers only when the test lets it.
+    let slow = config_bundle(5);
+    let slow_sha = edge_node::bundles::sha256_hex(&slow);
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let (cloud, asked, server) = bundle_cloud(
+        sync_public,
+        vec![
+            (good_sha.clone(), good.clone()),
+            (lied_sha.clone(), config_bundle(4)),
+            (slow_sha.clone(), slow.clone()),
+        ],
+        slow_sha.clone(),
+        release.clone(),
+    )
+    .await;
+
+    let node = format!("edge-bundle-{}", std::process::id());
+    let prefix = format!("hms/v1/eu-west/test-hospital/{node}");
+    let (watcher, mut rx) = watch(&prefix, &format!("watch-{node}")).await;
+    let node_id = node.clone();
+    let extra = format!(
+        "{}\n[uplink]\ncloud = \"http://{cloud}\"\nkey_file = \"{}\"\n",
+        fleet_toml(&fleet_key, "mqtt://127.0.0.1:1883"),
+        sync_key.display()
+    );
+    let app = TestApp::start_text(&[("3W", 2, 2)], &extra, |c| {
+        c.node.node_id = hms_domain::NodeId::new(node_id).unwrap();
+    })
+    .await;
+    let data = app.data_dir();
+    next_on(&mut rx, &format!("{prefix}/status"), |v| {
+        v["online"] == true
+    })
+    .await;
+
+    let in_a_minute = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
+    let apply = |id: u64, sha256: &str, url: &str| {
+        signed(
+            &pair,
+            &serde_json::json!({
+                "id": id, "region": "eu-west", "hospital": "test-hospital", "node": node,
+                "expires_at": in_a_minute, "command": "apply_bundle",
+                "sha256": sha256, "url": url,
+            }),
+        )
+    };
+    let cmd_topic = format!("{prefix}/cmd");
+    let result_topic = format!("{prefix}/cmd/result");
+    let mut answer = async |bytes: Vec<u8>, id: u64| {
+        watcher
+            .publish(&cmd_topic, QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap();
+        next_on(&mut rx, &result_topic, |v| v["id"] == id).await
+    };
+
+    // Fetched with the appliance's signature, checked and queued.
+    let r = answer(
+        apply(10, &good_sha, &format!("/sync/v1/bundles/{good_sha}")),
+        10,
+    )
+    .await;
+    assert_eq!(
+        r,
+        serde_json::json!({ "id": 10, "status": "done", "command": "apply_bundle",
+                            "result": { "queued": good_sha } })
+    );
+    assert_eq!(inbox(&data), [format!("{good_sha}.bundle")]);
+    assert_eq!(
+        std::fs::read(
+            data.join("bundles/inbox")
+                .join(format!("{good_sha}.bundle"))
+        )
+        .unwrap(),
+        good
+    );
+    assert_eq!(
+        bundle_requests(&asked),
+        [(format!("/sync/v1/bundles/{good_sha}"), true)]
+    );
+
+    // Bytes that are not the bundle named: refused, nothing queued.
+    let r = answer(
+        apply(11, &lied_sha, &format!("/sync/v1/bundles/{lied_sha}")),
+        11,
+    )
+    .await;
+    assert_eq!(
+        (&r["status"], &r["reason"]),
+        (
+            &serde_json::json!("failed"),
+            &serde_json::json!("sha256_mismatch")
+        ),
+        "{r}"
+    );
+    assert_eq!(inbox(&data), [format!("{good_sha}.bundle")]);
+
+    // A bundle the cloud does not hold: the download fails, saying why.
+    let r = answer(
+        apply(12, &unknown_sha, &format!("/sync/v1/bundles/{unknown_sha}")),
+        12,
+    )
+    .await;
+    assert_eq!(
+        (&r["status"], &r["reason"]),
+        (
+            &serde_json::json!("failed"),
+            &serde_json::json!("fetch_failed")
+        ),
+        "{r}"
+    );
+    assert!(r["detail"].as_str().unwrap().contains("404"), "{r}");
+
+    // A url naming another path (or host): refused unread, nothing fetched.
+    let requests = bundle_requests(&asked).len();
+    for (id, url) in [
+        (13, format!("/sync/v1/bundles/{lied_sha}")),
+        (14, "/sync/v1/events?from=1".to_owned()),
+        (15, format!("http://{cloud}/sync/v1/bundles/{good_sha}")),
+    ] {
+        let r = answer(apply(id, &good_sha, &url), id).await;
+        assert_eq!(
+            (&r["status"], &r["reason"]),
+            (
+                &serde_json::json!("refused"),
+                &serde_json::json!("malformed")
+            ),
+            "{url}: {r}"
+        );
+    }
+    // The ping after them is answered after them: nothing else was pending.
+    let ping = signed(
+        &pair,
+        &serde_json::json!({
+            "id": 16, "region": "eu-west", "hospital": "test-hospital", "node": node,
+            "expires_at": in_a_minute, "command": "ping",
+        }),
+    );
+    assert_eq!(answer(ping, 16).await["status"], "done");
+    assert_eq!(bundle_requests(&asked).len(), requests, "nothing fetched");
+    assert_eq!(inbox(&data), [format!("{good_sha}.bundle")]);
+
+    // A download in flight does not hold the channel: a ping sent after it
+    // is answered while the cloud still holds the bundle back.
+    let r = {
+        let bytes = apply(17, &slow_sha, &format!("/sync/v1/bundles/{slow_sha}"));
+        watcher
+            .publish(&cmd_topic, QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap();
+        let ping = signed(
+            &pair,
+            &serde_json::json!({
+                "id": 18, "region": "eu-west", "hospital": "test-hospital", "node": node,
+                "expires_at": in_a_minute, "command": "ping",
+            }),
+        );
+        watcher
+            .publish(&cmd_topic, QoS::AtLeastOnce, false, ping)
+            .await
+            .unwrap();
+        next_on(&mut rx, &result_topic, |v| v["id"] == 17 || v["id"] == 18).await
+    };
+    assert_eq!(
+        (&r["id"], &r["status"]),
+        (&serde_json::json!(18), &serde_json::json!("done")),
+        "{r}"
+    );
+    release.add_permits(1);
+    let r = next_on(&mut rx, &result_topic, |v| v["id"] == 17).await;
+    assert_eq!(r["result"]["queued"], slow_sha.as_str(), "{r}");
+    assert_eq!(inbox(&data), {
+        let mut both = [format!("{good_sha}.bundle"), format!("{slow_sha}.bundle")];
+        both.sort();
+        both
+    });
+
+    // The accepted ones are audited (the refused ones are not), the
+    // download's outcome aside.
+    let conn = rusqlite::Connection::open(data.join("edge.sqlite")).unwrap();
+    let audited: Vec<String> = conn
+        .prepare("SELECT body FROM events WHERE kind = 'audit.fleet_command' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(audited.len(), 6, "{audited:?}");
+    assert_eq!(
+        audited
+            .iter()
+            .filter(|a| a.contains("\"command\":\"apply_bundle\""))
+            .count(),
+        4,
+        "{audited:?}"
+    );
+
+    app.stop().await;
+    server.abort();
+    watcher
+        .publish(
+            format!("{prefix}/status"),
+            QoS::AtLeastOnce,
+            true,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_bundle_without_an_uplink_fails_with_no_uplink() {
+    if !broker_up("fleet apply_bundle without [uplink]") {
+        return;
+    }
+    let keydir = tempfile::tempdir().unwrap();
+    let (pair, public) = keys();
+    let key = keydir.path().join("fleet.pub");
+    std::fs::write(&key, public).unwrap();
+    let node = format!("edge-nouplink-{}", std::process::id());
+    let prefix = format!("hms/v1/eu-west/test-hospital/{node}");
+    let (watcher, mut rx) = watch(&prefix, &format!("watch-{node}")).await;
+    let node_id = node.clone();
+    let app = TestApp::start_text(
+        &[("3W", 2, 2)],
+        &fleet_toml(&key, "mqtt://127.0.0.1:1883"),
+        |c| {
+            c.node.node_id = hms_domain::NodeId::new(node_id).unwrap();
+        },
+    )
+    .await;
+    next_on(&mut rx, &format!("{prefix}/status"), |v| {
+        v["online"] == true
+    })
+    .await;
+    let sha = "ab".repeat(32);
+    let in_a_minute = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
+    let bytes = signed(
+        &pair,
+        &serde_json::json!({
+            "id": 3, "region": "eu-west", "hospital": "test-hospital", "node": node,
+            "expires_at": in_a_minute, "command": "apply_bundle",
+            "sha256": sha, "url": format!("/sync/v1/bundles/{sha}"),
+        }),
+    );
+    watcher
+        .publish(format!("{prefix}/cmd"), QoS::AtLeastOnce, false, bytes)
+        .await
+        .unwrap();
+    let r = next_on(&mut rx, &format!("{prefix}/cmd/result"), |v| v["id"] == 3).await;
+    assert_eq!(
+        r,
+        serde_json::json!({ "id": 3, "status": "failed", "reason": "no_uplink" })
+    );
+    assert!(inbox(&app.data_dir()).is_empty());
+    app.stop().await;
+    watcher
+        .publish(
+            format!("{prefix}/status"),
+            QoS::AtLeastOnce,
+            true,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
 }
