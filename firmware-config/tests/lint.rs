@@ -2127,9 +2127,7 @@ fn bundles_name_their_trusted_keys_and_take_the_defaults() {
         load(&config.with_file_name("none.toml")).is_err(),
         "a missing file is an error"
     );
-    let absent = load(&repo_file("demo-hospital.toml"))
-        .expect("demo")
-        .config;
+    let absent = load(&repo_file("demo-hospital.toml")).expect("demo").config;
     assert_eq!(absent.bundles, None, "absent: no bundles");
 }
 
@@ -2140,7 +2138,10 @@ fn bad_bundle_keys_are_errors_at_the_value() {
     std::fs::write(dir.path().join("good.pub"), [1u8; 32]).expect("good.pub");
     for (body, says) in [
         ("trusted_keys = []", "`bundles.trusted_keys` is empty"),
-        ("probation_s = 60", "missing required key `trusted_keys` in [bundles]"),
+        (
+            "probation_s = 60",
+            "missing required key `trusted_keys` in [bundles]",
+        ),
         ("trusted_keys = \"good.pub\"", "array of public key files"),
         (
             "trusted_keys = [\"missing.pub\"]",
