@@ -421,6 +421,58 @@ fn failure(o: &Observed, kind: &str, version: u64, healthy: bool) -> Option<Stri
     None
 }
 
+/// Rollouts kept in memory, at most.
+pub const ROLLOUTS_KEPT: usize = 1_000;
+
+/// The rollouts of this cloud since it started (the oldest ended ones go
+/// first past [`ROLLOUTS_KEPT`]).
+#[derive(Debug, Default)]
+pub struct Rollouts {
+    inner: std::sync::Mutex<(u64, BTreeMap<u64, Rollout>)>,
+}
+
+impl Rollouts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<u64, Rollout>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans a rollout with the next id (`plan` gets it) and keeps it.
+    pub fn add<E>(&self, plan: impl FnOnce(u64) -> Result<Rollout, E>) -> Result<Rollout, E> {
+        let mut inner = self.lock();
+        let id = inner.0 + 1;
+        let r = plan(id)?;
+        inner.0 = id;
+        inner.1.insert(id, r.clone());
+        while inner.1.len() > ROLLOUTS_KEPT {
+            let Some(oldest) = inner
+                .1
+                .iter()
+                .find(|(_, r)| r.ended())
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            inner.1.remove(&oldest);
+        }
+        Ok(r)
+    }
+
+    /// Rollout `id`, as it stands.
+    pub fn get(&self, id: u64) -> Option<Rollout> {
+        self.lock().1.get(&id).cloned()
+    }
+
+    /// Every rollout kept, newest first.
+    pub fn list(&self) -> Vec<Rollout> {
+        self.lock().1.values().rev().cloned().collect()
+    }
+
+    /// Changes rollout `id` with `f`; what `f` returned (none: no such rollout).
+    pub fn update<T>(&self, id: u64, f: impl FnOnce(&mut Rollout) -> T) -> Option<T> {
+        self.lock().1.get_mut(&id).map(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,6 +618,20 @@ mod tests {
             ..healthy(o)
         });
         assert!(matches!(&r.state, State::Failed(_, w) if w.contains("offline")));
+    }
+
+    #[test]
+    fn rollouts_are_numbered_kept_and_changed_in_place() {
+        let rs = Rollouts::default();
+        let a = rs.add(|id| Ok::<_, PlanError>(Rollout { id, ..plan(1, 1, 1) })).unwrap();
+        let b = rs.add(|id| Ok::<_, PlanError>(Rollout { id, ..plan(2, 1, 1) })).unwrap();
+        assert_eq!((a.id, b.id), (1, 2));
+        assert!(rs.add(|_| Err(PlanError::NoNodes)).is_err());
+        let ids: Vec<u64> = rs.list().iter().map(|r| r.id).collect();
+        assert_eq!(ids, [2, 1], "newest first; a refused plan takes no id");
+        rs.update(1, |r| r.sent(&n(1), 9, 5)).unwrap();
+        assert_eq!(rs.get(1).unwrap().command_of(&n(1)), Some(9));
+        assert!(rs.update(3, |_| ()).is_none());
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct CloudState {
     /// The signed bundles hosted for `apply_bundle` (`data_dir/bundles/`);
     /// none: the bundle routes answer 503 and `apply_bundle` finds none.
     pub bundles: Option<Arc<crate::bundles::Bundles>>,
+    /// The fleet's staged rollouts since the cloud started.
+    pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Whether the cloud serves HTTPS (the console's cookie is `Secure`).
     pub https: bool,
 }
@@ -101,6 +103,7 @@ impl CloudState {
             empi_wake: Arc::new(Notify::new()),
             fleet: None,
             bundles: None,
+            rollouts: Arc::new(crate::rollout::Rollouts::default()),
             https: false,
         }
     }

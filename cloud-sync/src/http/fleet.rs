@@ -75,7 +75,7 @@ pub fn routes() -> Router<CloudState> {
 
 /// The operator (with the `fleet` scope) and the fleet channel, or the
 /// problem to answer.
-async fn fleet_call(
+pub(super) async fn fleet_call(
     state: &CloudState,
     headers: &HeaderMap,
 ) -> Result<(String, Channel), Response> {

@@ -2,7 +2,8 @@
 //! appliances and DR primaries ([`sync`]: batches, position, restore
 //! reads, downlink, bundles, health), the operator API ([`operator`]) and
 //! its fleet part ([`fleet`]: appliances' status and signed commands over
-//! MQTT, the bundles `apply_bundle` sends), the
+//! MQTT, the bundles `apply_bundle` sends; [`rollouts`]: staged rollouts
+//! of a bundle), the
 //! operators' web pages ([`console`]: the fleet console under `/console`),
 //! a body limit and the checks made before any body is read ([`gate`]), and
 //! the security headers of `hms_web` on every response. Every API error is
@@ -17,6 +18,7 @@ pub mod fleet;
 mod gate;
 pub mod operator;
 pub mod problem;
+pub mod rollouts;
 pub mod sync;
 
 use axum::Router;
@@ -58,6 +60,7 @@ pub fn router(state: CloudState) -> Router {
         .route(HEALTH, get(sync::health))
         .merge(operator::routes())
         .merge(fleet::routes())
+        .merge(rollouts::routes())
         .merge(console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -86,6 +86,9 @@ struct OnProbation {
     started: tokio::time::Instant,
     /// HL7 was arriving before the switch: it must arrive during probation.
     adt_before: bool,
+    /// The instance's HL7 count when the probation began (a configuration
+    /// starts a new instance: 0).
+    hl7_at_start: u64,
 }
 
 /// The supervisor's memory across in-process restarts.
@@ -164,6 +167,9 @@ impl Supervisor {
         if let Err(e) = store.record_bundle(step.clone()).await {
             tracing::error!(error = %e, "a bundle step could not be recorded");
         }
+        // The versions first, then the step: whoever sees the step sees
+        // the versions it left.
+        self.refresh_status(store).await;
         self.status.step(&step);
         if step.step != "applied" {
             bundles::write_outcome(&self.data_dir, &step);
@@ -229,6 +235,7 @@ async fn supervise(
             },
             started: tokio::time::Instant::now(),
             adt_before: false,
+            hl7_at_start: 0,
         });
         sup.config_failed("the appliance stopped during the probation".into())?;
     }
@@ -436,8 +443,15 @@ async fn instance(
                 }
                 Verdict::Fail(reason) => {
                     if let Some(p) = sup.models_probation.take() {
-                        let reason = match crate::inference::models::rollback(&sup.data_dir) {
-                            Ok(_) => reason,
+                        // Back to the set installed before it, or to the
+                        // configuration's own when none was.
+                        let restored = if had_previous_set(&sup.data_dir) {
+                            crate::inference::models::rollback(&sup.data_dir).map(|_| ())
+                        } else {
+                            crate::inference::models::uninstall(&sup.data_dir)
+                        };
+                        let reason = match restored {
+                            Ok(()) => reason,
                             Err(e) => {
                                 format!("{reason}; the previous set could not be restored: {e:#}")
                             }
@@ -458,7 +472,7 @@ async fn instance(
         }
         // The inbox, while nothing is on probation.
         if sup.config_probation.is_none() && sup.models_probation.is_none() {
-            match take_one(sup, &store, cfg, settings.as_ref()).await? {
+            match take_one(sup, &store, cfg, settings.as_ref(), hl7_seen).await? {
                 Taken::Nothing => {}
                 Taken::Switch => break Ended::Switch,
             }
@@ -497,7 +511,7 @@ fn judge(
     if let Some(e) = store.last_error() {
         return Verdict::Fail(format!("the store reported an error: {e}"));
     }
-    if p.adt_before && hl7_seen == 0 {
+    if p.adt_before && hl7_seen <= p.hl7_at_start {
         return Verdict::Fail(format!(
             "no HL7 message arrived in the {} s of probation, though the feed was flowing before \
              the switch",
@@ -525,6 +539,12 @@ fn installed_set_verifies(data_dir: &std::path::Path) -> Result<(), String> {
             bad.join("; ")
         ))
     }
+}
+
+/// Whether a model set was installed before the current one (`models
+/// rollback` has somewhere to go).
+fn had_previous_set(data_dir: &std::path::Path) -> bool {
+    data_dir.join("models").join("PREVIOUS").is_file()
 }
 
 /// Whether `models install` may install unsigned sets in this data dir:
@@ -566,6 +586,7 @@ async fn take_one(
     store: &crate::store::Store,
     cfg: &firmware_config::Config,
     settings: Option<&bundles::Settings>,
+    hl7_seen: u64,
 ) -> anyhow::Result<Taken> {
     for bytes in bundles::take_inbox(&sup.data_dir) {
         let sha256 = bundles::sha256_hex(&bytes);
@@ -631,6 +652,7 @@ async fn take_one(
                     step,
                     started: tokio::time::Instant::now(),
                     adt_before,
+                    hl7_at_start: 0,
                 });
                 sup.refresh_status(store).await;
                 return Ok(Taken::Switch);
@@ -654,6 +676,7 @@ async fn take_one(
                             step,
                             started: tokio::time::Instant::now(),
                             adt_before,
+                            hl7_at_start: hl7_seen,
                         });
                         sup.refresh_status(store).await;
                         // The rest wait for this one's probation.

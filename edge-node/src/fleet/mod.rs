@@ -205,7 +205,14 @@ fn status(state: &Ctx, settings: &Settings) -> Value {
         "lag_seconds": sync["lag_seconds"],
         "outbox_bytes": sync["outbox_bytes"],
         "model_set": report["components"]["models"]["set"],
-        "config_version": Value::Null,
+        "config_version": report["components"]["bundles"]["config"]["in_force"],
+        // Signed bundles: versions in force, highest, state, and the last
+        // step (the cloud's rollouts judge each node by it).
+        "bundles": {
+            "config": report["components"]["bundles"]["config"],
+            "model_set": report["components"]["bundles"]["model_set"],
+            "last": report["components"]["bundles"]["last"],
+        },
     })
 }
 

@@ -146,6 +146,20 @@ pub fn install(data_dir: &Path, from: &Path) -> anyhow::Result<Installed> {
     })
 }
 
+/// Goes back to the configuration's own model set (`inference.models`):
+/// the installed sets stay, but none is current (a signed model set that
+/// failed its probation where none was installed before).
+pub fn uninstall(data_dir: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(root(data_dir).join(CURRENT)) {
+        Ok(()) => {
+            sync_dir(&root(data_dir));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).context("removing the current model set's pointer"),
+    }
+}
+
 /// Switches back to the previous set; returns its directory.
 pub fn rollback(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let Some(previous) = read_pointer(data_dir, PREVIOUS) else {

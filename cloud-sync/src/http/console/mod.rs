@@ -19,6 +19,8 @@
 //!   `/console/fleet-table`, which the page fetches every 5 s), a node's
 //!   page (`/console/nodes/{hospital}/{node}`: status, sparklines of lag
 //!   and ADT rate, commands with their results) and the command form;
+//! - [`rollouts`]: staged rollouts of signed bundles, wave by wave
+//!   (`/console/rollouts`, `/console/rollouts/{id}`);
 //! - [`region`]: hospitals with their census and ADT volume charts, and DR
 //!   replication;
 //! - [`reviews`]: the EMPI review queue with each candidate's per-field
@@ -27,6 +29,7 @@
 pub mod nodes;
 pub mod region;
 pub mod reviews;
+pub mod rollouts;
 pub mod signin;
 
 use std::collections::HashMap;
@@ -71,6 +74,8 @@ pub fn routes() -> Router<CloudState> {
             "/console/nodes/{hospital}/{node}/commands",
             get(nodes::commands).post(nodes::send),
         )
+        .route("/console/rollouts", get(rollouts::list))
+        .route("/console/rollouts/{id}", get(rollouts::one))
         .route("/console/hospitals", get(region::hospitals))
         .route("/console/hospitals/{hospital}", get(region::hospital))
         .route("/console/replication", get(region::replication))
@@ -285,6 +290,7 @@ pub(crate) fn frame(
 ) -> Markup {
     let nav: Vec<Nav<'_>> = [
         ("Fleet", "/console", Scope::Fleet),
+        ("Rollouts", "/console/rollouts", Scope::Fleet),
         ("Hospitals", "/console/hospitals", Scope::Read),
         ("Replication", "/console/replication", Scope::Read),
         ("EMPI reviews", "/console/empi", Scope::Empi),

@@ -1,0 +1,337 @@
+//! A staged rollout with real processes: one `hms-cloud` (its embedded
+//! MQTT broker, the fleet key, the bundles it hosts) and three `hms-edge`
+//! appliances enrolled for sync, on the fleet channel and taking signed
+//! bundles. A signed model set goes to a canary, then to the other two;
+//! one of them had its HL7 feed flowing before the switch and none after,
+//! so its probation fails and it rolls back: the rollout stops naming it
+//! and why. A second rollout with that appliance as the canary stops at
+//! once, the others never sent the bundle.
+
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hms_e2e::client::Conn;
+use hms_e2e::process;
+use serde_json::{Value, json};
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace's binaries first (cargo test --workspace builds them)",
+        p.display()
+    );
+    p
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 200 ms until it gives a value, for up to `secs`.
+async fn until<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn admit(control: &str, room: &str, bed: &str) -> String {
+    format!(
+        "MSH|^~\\&|ADT|DGH|HMS|EDGE|20261205080000||ADT^A01^ADT_A01|{control}|P|2.5.1\r\
+         EVN|A01|20261205080000\rPID|1||MRN-{control}^^^DGH^MR||Berg^Alva||19700101|F\r\
+         PV1|1|I|3W^{room}^{bed}^DGH||||||||||||||||V-{control}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The cloud, on its embedded broker.
+    let broker = free_port();
+    ok(Command::new(bin("hms-cloud"))
+        .args(["fleet", "keygen", "--out"])
+        .arg(d.join("fleet.pk8")));
+    std::fs::write(
+        d.join("cloud.toml"),
+        format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"cloud-data\"\nempi = false\n\n\
+             [fleet]\nembedded = true\nlisten = \"127.0.0.1:{broker}\"\nkey_file = \"fleet.pk8\"\n"
+        ),
+    )
+    .unwrap();
+    let token = ok(Command::new(bin("hms-cloud"))
+        .args(["token", "create", "--name", "ops", "--config"])
+        .arg(d.join("cloud.toml")))
+    .trim()
+    .to_owned();
+    let cloud = process::Proc::spawn(
+        Command::new(bin("hms-cloud"))
+            .args(["run", "--config"])
+            .arg(d.join("cloud.toml"))
+            .env("HMS_LOG", "warn"),
+    )
+    .unwrap();
+    let cloud_http: std::net::SocketAddr = cloud
+        .line_after("hms-cloud ready http=http://")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut ops = Conn::connect(cloud_http, Some(&token)).await.unwrap();
+    ok(Command::new(bin("hms-config"))
+        .args(["keygen", "--out"])
+        .arg(d.join("bundle.pk8")));
+
+    // Three appliances: the demo hospital under three hospital ids.
+    let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
+        .unwrap()
+        .replace(
+            "models = \"../models\"",
+            &format!("models = \"{}\"", root.join("models").display()),
+        );
+    let mut edges = vec![];
+    for name in ["h-a", "h-b", "h-c"] {
+        let data = d.join(format!("{name}-data"));
+        ok(Command::new(bin("hms-edge"))
+            .args(["sync", "keygen", "--data-dir"])
+            .arg(&data));
+        let key = std::fs::read(data.join("sync-key.pub")).unwrap();
+        let node = format!("edge-{name}");
+        let enrolled = ops
+            .post(
+                "/api/v1/hospitals",
+                &json!({
+                    "hospital": name, "region": "eu-west", "node": node,
+                    "public_key": base64::engine::general_purpose::STANDARD.encode(key),
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            enrolled.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&enrolled.body)
+        );
+        let cfg = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "{}\n[uplink]\ncloud = \"http://{cloud_http}\"\n\n\
+                 [fleet]\nbroker = \"mqtt://127.0.0.1:{broker}\"\ncommand_key = \"{}\"\nkeepalive_s = 5\ntelemetry_s = 5\n\n\
+                 [bundles]\ntrusted_keys = [\"{}\"]\nprobation_s = 5\n",
+                demo.replace("hospital_id = \"demo-general\"", &format!("hospital_id = \"{name}\""))
+                    .replace("node_id = \"edge-1\"", &format!("node_id = \"{node}\"")),
+                d.join("fleet.pk8.pub").display(),
+                d.join("bundle.pk8.pub").display(),
+            ),
+        )
+        .unwrap();
+        let (proc, _http, mllp) = process::start_edge(
+            Command::new(bin("hms-edge"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
+                .env("HMS_LOG", "warn"),
+        )
+        .unwrap();
+        edges.push((name, node, proc, mllp.unwrap()));
+    }
+    for (name, node, _, _) in &edges {
+        until(30, "every appliance online in the fleet", async || {
+            let v = ops
+                .get(&format!("/api/v1/fleet/{name}/{node}"))
+                .await
+                .ok()?
+                .json()
+                .ok()?;
+            (v["online"] == true).then_some(())
+        })
+        .await;
+    }
+    // h-c's feed flows before the rollout, and stops.
+    let c_mllp = edges[2].3;
+    assert_eq!(
+        hms_e2e::or_day::send(c_mllp, &[admit("C-1", "306", "B")])
+            .await
+            .unwrap(),
+        ["AA"]
+    );
+
+    // The model set, signed for every hospital, uploaded to the cloud.
+    let upload = async |ops: &mut Conn, version: u64| -> String {
+        let out = d.join(format!("models-{version}.bundle"));
+        ok(Command::new(bin("hms-config"))
+            .args(["sign", "--key"])
+            .arg(d.join("bundle.pk8"))
+            .args(["--version", &version.to_string(), "--out"])
+            .arg(&out)
+            .arg(root.join("models")));
+        let r = ops
+            .request(
+                hyper::Method::POST,
+                "/api/v1/fleet/bundles",
+                Some(std::fs::read(&out).unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        r.json().unwrap()["sha256"].as_str().unwrap().to_owned()
+    };
+    let sha7 = upload(&mut ops, 7).await;
+    let nodes = |order: [usize; 3]| -> Vec<Value> {
+        order
+            .iter()
+            .map(|i| json!({ "hospital": edges[*i].0, "node": edges[*i].1 }))
+            .collect()
+    };
+    let started = ops
+        .post(
+            "/api/v1/fleet/rollouts",
+            &json!({ "bundle": sha7, "nodes": nodes([0, 1, 2]), "canary": 1, "wave": 2, "wait_s": 3 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        started.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&started.body)
+    );
+    let id = started.json().unwrap()["id"].as_u64().unwrap();
+    let ended = until(90, "the first rollout ends", async || {
+        let v = ops
+            .get(&format!("/api/v1/fleet/rollouts/{id}"))
+            .await
+            .ok()?
+            .json()
+            .ok()?;
+        (v["ended_at"].is_string()).then_some(v)
+    })
+    .await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert_eq!(ended["failed"]["hospital"], "h-c", "{ended}");
+    let why = ended["failed"]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("rolled back version 7") && why.contains("no HL7 message arrived"),
+        "{why}"
+    );
+    assert_eq!(ended["waves"][0][0]["state"], "done", "the canary: {ended}");
+    // h-a has the set in force; h-c is back on the set before it.
+    let status = |v: &Value| v["status"]["bundles"]["model_set"]["in_force"].clone();
+    let a = ops
+        .get("/api/v1/fleet/h-a/edge-h-a")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status(&a), 7, "{a}");
+    let c = until(10, "h-c back on its own set", async || {
+        let c = ops
+            .get("/api/v1/fleet/h-c/edge-h-c")
+            .await
+            .ok()?
+            .json()
+            .ok()?;
+        status(&c).is_null().then_some(c)
+    })
+    .await;
+    assert_eq!(c["status"]["bundles"]["last"]["step"], "rolled_back", "{c}");
+
+    // With h-c as the canary, the next version stops there; the others are
+    // never sent it.
+    assert_eq!(
+        hms_e2e::or_day::send(c_mllp, &[admit("C-2", "301", "A")])
+            .await
+            .unwrap(),
+        ["AA"]
+    );
+    let sha8 = upload(&mut ops, 8).await;
+    let started = ops
+        .post(
+            "/api/v1/fleet/rollouts",
+            &json!({ "bundle": sha8, "nodes": nodes([2, 0, 1]), "canary": 1, "wait_s": 3 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.status, 202);
+    let id = started.json().unwrap()["id"].as_u64().unwrap();
+    let ended = until(60, "the second rollout ends", async || {
+        let v = ops
+            .get(&format!("/api/v1/fleet/rollouts/{id}"))
+            .await
+            .ok()?
+            .json()
+            .ok()?;
+        (v["ended_at"].is_string()).then_some(v)
+    })
+    .await;
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert_eq!(ended["failed"]["hospital"], "h-c", "{ended}");
+    assert_eq!(ended["waves"][1][0]["state"], "skipped", "{ended}");
+    assert_eq!(ended["waves"][1][1]["state"], "skipped", "{ended}");
+    assert!(ended["waves"][1][0].get("command").is_none(), "{ended}");
+    let a = ops
+        .get("/api/v1/fleet/h-a/edge-h-a")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status(&a), 7, "h-a never got version 8: {a}");
+
+    // Both listed, newest first; bad requests refused.
+    let list = ops
+        .get("/api/v1/fleet/rollouts")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["rollouts"].as_array().unwrap().len(), 2);
+    assert_eq!(list["rollouts"][0]["id"], id);
+    let unknown = ops
+        .post(
+            "/api/v1/fleet/rollouts",
+            &json!({ "bundle": "0".repeat(64), "nodes": nodes([0, 1, 2]) }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, 404);
+    let bad = ops
+        .post(
+            "/api/v1/fleet/rollouts",
+            &json!({ "bundle": sha8, "nodes": nodes([0, 1, 2]), "canary": 4 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+    drop(edges);
+}
