@@ -161,6 +161,8 @@ pub struct Rollout {
     pub created_ms: i64,
     /// Each node's state.
     pub nodes: BTreeMap<Node, NodeState>,
+    /// The `apply_bundle` command sent to each node reached.
+    pub commands: BTreeMap<Node, u64>,
     /// The rollout's state.
     pub state: State,
     /// When it ended, ms.
@@ -219,6 +221,7 @@ impl Rollout {
             by,
             created_ms: now_ms,
             nodes: states,
+            commands: BTreeMap::new(),
             state: State::Running(0),
             ended_ms: None,
         })
@@ -233,6 +236,7 @@ impl Rollout {
     pub fn sent(&mut self, node: &Node, id: u64, now_ms: i64) {
         if let Some(s) = self.nodes.get_mut(node) {
             *s = NodeState::Sent { id, at_ms: now_ms };
+            self.commands.insert(node.clone(), id);
         }
     }
 
@@ -355,7 +359,7 @@ impl Rollout {
                                 "node": n.1,
                                 "state": s.name(),
                             });
-                            if let Some(id) = self.command_of(n) {
+                            if let Some(id) = self.commands.get(n) {
                                 v["command"] = json!(id);
                             }
                             if let NodeState::Failed(why) = s {
@@ -552,6 +556,7 @@ mod tests {
         r.step(23_000, healthy);
         assert_eq!(r.state, State::Succeeded);
         assert_eq!(r.json()["state"], "succeeded");
+        assert_eq!(r.json()["waves"][0][0]["command"], 100, "kept once done");
         assert_eq!(r.ended_ms, Some(23_000));
     }
 

@@ -80,6 +80,10 @@ pub fn run_tests(root: &Path) -> anyhow::Result<()> {
             "cloud-sync",
             "--bin",
             "hms-cloud",
+            "-p",
+            "firmware-config",
+            "--bin",
+            "hms-config",
         ]);
         c
     })?;
@@ -96,6 +100,7 @@ pub fn run_tests(root: &Path) -> anyhow::Result<()> {
         .current_dir(&dir)
         .env("HMS_EDGE_BIN", target_dir().join("debug/hms-edge"))
         .env("HMS_CLOUD_BIN", target_dir().join("debug/hms-cloud"))
+        .env("HMS_CONFIG_BIN", target_dir().join("debug/hms-config"))
         .env("CHROMIUM", CHROMIUM)
         .env("SCREENSHOTS", &shots)
         .stdin(std::process::Stdio::null());

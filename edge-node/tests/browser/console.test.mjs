@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
-import { Edge, Cloud, CONFIG, repo, cli, cloudCli, browser, axe, shot, until } from "./harness.mjs";
+import { Edge, Cloud, CONFIG, repo, cli, cloudCli, configCli, browser, axe, shot, until } from "./harness.mjs";
 
 const HOSPITAL = "demo-general";
 const NODE = `edge-console-${process.pid}`;
@@ -58,6 +58,7 @@ before(async () => {
     `[fleet]\nembedded = true\nlisten = "127.0.0.1:${port}"\nkey_file = "fleet.pk8"\n`,
   ).write();
   cloudCli("fleet", "keygen", "--out", join(cloud.dir, "fleet.pk8"));
+  configCli("keygen", "--out", join(cloud.dir, "bundle.pk8"));
   ops = cloud.token("ops", "admin");
   reader = cloud.token("analyst", "read");
   await cloud.start();
@@ -73,7 +74,7 @@ before(async () => {
     .replace('node_id = "edge-1"', `node_id = "${NODE}"`)
     .replace('models = "../models"', `models = "${join(repo, "models")}"`);
   edge.config = join(edge.dir, "edge.toml");
-  writeFileSync(edge.config, `${demo}\n[uplink]\ncloud = "${cloud.url}"\n\n[fleet]\nbroker = "${BROKER}"\ncommand_key = "${join(cloud.dir, "fleet.pk8.pub")}"\nkeepalive_s = 5\ntelemetry_s = 5\n`);
+  writeFileSync(edge.config, `${demo}\n[uplink]\ncloud = "${cloud.url}"\n\n[fleet]\nbroker = "${BROKER}"\ncommand_key = "${join(cloud.dir, "fleet.pk8.pub")}"\nkeepalive_s = 5\ntelemetry_s = 5\n\n[bundles]\ntrusted_keys = ["${join(cloud.dir, "bundle.pk8.pub")}"]\nprobation_s = 5\n`);
   await edge.start();
   for (const [i, bed] of ["3W-301-A", "3W-302-A", "4E-401-A"].entries()) {
     const ack = await edge.hl7(admit(`C-${i}`, `MRN-C${i}`, bed, `V-C${i}`));
@@ -260,6 +261,38 @@ test("EMPI reviews: each candidate's per-field explanation; never link and close
   assert.equal((await r.page.goto(cloud.url + "/console/empi")).status(), 403);
   await r.ctx.close();
   await ctx.close();
+});
+
+test("rollouts: a signed model set rolled out through the API shows wave by wave and ends in force by itself", async () => {
+  const bundle = join(cloud.dir, "models-7.bundle");
+  configCli("sign", "--key", join(cloud.dir, "bundle.pk8"), "--version", "7", "--out", bundle, join(repo, "models"));
+  const up = await fetch(cloud.url + "/api/v1/fleet/bundles", {
+    method: "POST", headers: { authorization: `Bearer ${ops}` }, body: readFileSync(bundle),
+  });
+  assert.equal(up.status, 201);
+  const { sha256 } = await up.json();
+  // The feed keeps flowing through the probation (it flowed before).
+  let n = 0;
+  const feed = setInterval(() => { edge.hl7(admit(`R-${n++}`, "MRN-C0", "3W-301-A", "V-C0")).catch(() => {}); }, 1000);
+  try {
+    const r = await cloud.api(ops, "POST", "/api/v1/fleet/rollouts", { bundle: sha256, nodes: [{ hospital: HOSPITAL, node: NODE }], canary: 1, wait_s: 2 });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const { ctx, page } = await signedIn(ops);
+    await page.waitForURL(cloud.url + "/console");
+    await page.click("nav a[href='/console/rollouts']");
+    await page.waitForURL(cloud.url + "/console/rollouts");
+    await page.click(`tr[data-rollout="${r.body.id}"] a`);
+    // The page refreshes itself until the rollout ends.
+    await page.waitForSelector('[data-rollout-state="succeeded"]', { timeout: 40000 });
+    assert.equal(await page.getAttribute(`tr[data-node="${HOSPITAL}/${NODE}"]`, "data-state"), "done");
+    const api = await cloud.api(ops, "GET", `/api/v1/fleet/rollouts/${r.body.id}`);
+    assert.equal(api.body.state, "succeeded");
+    await noAxeViolations(page, "rollout");
+    await shot(page, "console-rollout");
+    await ctx.close();
+  } finally {
+    clearInterval(feed);
+  }
 });
 
 test("an appliance killed shows offline in the open table by itself; sign-out ends the session", async () => {

@@ -16,6 +16,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const repo = join(here, "..", "..", "..");
 export const BIN = process.env.HMS_EDGE_BIN || join(repo, "target", "debug", "hms-edge");
 export const CLOUD_BIN = process.env.HMS_CLOUD_BIN || join(repo, "target", "debug", "hms-cloud");
+export const CONFIG_BIN = process.env.HMS_CONFIG_BIN || join(repo, "target", "debug", "hms-config");
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 export const SCREENSHOTS = process.env.SCREENSHOTS || join(repo, "target", "screenshots");
 export const CONFIG = join(repo, "config", "demo-hospital.toml");
@@ -123,6 +124,11 @@ export class Edge {
       s.on("error", reject);
     });
   }
+}
+
+/** Runs `hms-config ARGS…` to completion; its stdout. */
+export function configCli(...args) {
+  return execFileSync(CONFIG_BIN, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
 
 /** Runs `hms-cloud ARGS…` to completion; its stdout. */
