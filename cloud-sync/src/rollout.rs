@@ -448,12 +448,7 @@ impl Rollouts {
         inner.0 = id;
         inner.1.insert(id, r.clone());
         while inner.1.len() > ROLLOUTS_KEPT {
-            let Some(oldest) = inner
-                .1
-                .iter()
-                .find(|(_, r)| r.ended())
-                .map(|(k, _)| *k)
-            else {
+            let Some(oldest) = inner.1.iter().find(|(_, r)| r.ended()).map(|(k, _)| *k) else {
                 break;
             };
             inner.1.remove(&oldest);
@@ -628,8 +623,22 @@ mod tests {
     #[test]
     fn rollouts_are_numbered_kept_and_changed_in_place() {
         let rs = Rollouts::default();
-        let a = rs.add(|id| Ok::<_, PlanError>(Rollout { id, ..plan(1, 1, 1) })).unwrap();
-        let b = rs.add(|id| Ok::<_, PlanError>(Rollout { id, ..plan(2, 1, 1) })).unwrap();
+        let a = rs
+            .add(|id| {
+                Ok::<_, PlanError>(Rollout {
+                    id,
+                    ..plan(1, 1, 1)
+                })
+            })
+            .unwrap();
+        let b = rs
+            .add(|id| {
+                Ok::<_, PlanError>(Rollout {
+                    id,
+                    ..plan(2, 1, 1)
+                })
+            })
+            .unwrap();
         assert_eq!((a.id, b.id), (1, 2));
         assert!(rs.add(|_| Err(PlanError::NoNodes)).is_err());
         let ids: Vec<u64> = rs.list().iter().map(|r| r.id).collect();
