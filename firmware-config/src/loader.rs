@@ -78,7 +78,14 @@ const TOP_KEYS: &[&str] = &[
     "or_room",
 ];
 const CODING_KEYS: &[&str] = &["max_text_chars", "history_days"];
-const INFERENCE_KEYS: &[&str] = &["models", "library", "cuda", "timeout_ms", "refresh_s"];
+const INFERENCE_KEYS: &[&str] = &[
+    "models",
+    "library",
+    "cuda",
+    "cuda_tf32",
+    "timeout_ms",
+    "refresh_s",
+];
 const NODE_KEYS: &[&str] = &["hospital_id", "region", "node_id", "name", "timezone"];
 const LISTEN_KEYS: &[&str] = &["http", "mllp"];
 const STORE_KEYS: &[&str] = &[
@@ -1110,15 +1117,19 @@ impl<'s, 'a> Walk<'s, 'a> {
             None => None,
         };
         let cuda = s.bool(sink, "cuda");
+        let cuda_tf32 = s.bool(sink, "cuda_tf32");
         let timeout = s.int(sink, "timeout_ms", 1, 60_000);
         let refresh = s.int(sink, "refresh_s", 10, 86_400);
-        if cuda.is_none() && s.table.contains_key("cuda") {
+        if cuda.is_none() && s.table.contains_key("cuda")
+            || cuda_tf32.is_none() && s.table.contains_key("cuda_tf32")
+        {
             return None;
         }
         Some(InferenceSection {
             models: dir.join(models.as_deref().unwrap_or(DEFAULT_MODELS_DIR)),
             library: library.map(|l| dir.join(l)),
             cuda: cuda.unwrap_or(false),
+            cuda_tf32: cuda_tf32.unwrap_or(false),
             timeout_ms: timeout.ok()?.unwrap_or(DEFAULT_INFERENCE_TIMEOUT_MS),
             refresh_s: refresh.ok()?.unwrap_or(DEFAULT_FORECAST_REFRESH_S),
         })

@@ -461,6 +461,10 @@ pub struct InferenceSection {
     pub library: Option<PathBuf>,
     /// Use the CUDA execution provider when the library and a GPU offer it.
     pub cuda: bool,
+    /// Let the CUDA execution provider use TensorFloat-32 for matrix
+    /// products and convolutions (faster on Ampere and later, about three
+    /// decimal digits less precise); off: full float32.
+    pub cuda_tf32: bool,
     /// Longest a model call may take before the fallback answers.
     pub timeout_ms: u64,
     /// Seconds between forecast refreshes (a significant census change refreshes sooner).
@@ -492,6 +496,7 @@ impl Default for InferenceSection {
             models: PathBuf::from(DEFAULT_MODELS_DIR),
             library: None,
             cuda: false,
+            cuda_tf32: false,
             timeout_ms: DEFAULT_INFERENCE_TIMEOUT_MS,
             refresh_s: DEFAULT_FORECAST_REFRESH_S,
         }

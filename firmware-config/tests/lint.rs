@@ -1712,11 +1712,23 @@ fn the_inference_section_defaults_and_resolves_paths() {
     assert_eq!(c.inference.models, dir.path().join("models"));
     assert_eq!(c.inference.library, None);
     assert!(!c.inference.cuda);
+    assert!(!c.inference.cuda_tf32, "TF32 is off unless asked");
     assert_eq!((c.inference.timeout_ms, c.inference.refresh_s), (250, 300));
     let text = format!(
         "{}\n[inference]\nmodels = \"../set\"\nlibrary = \"lib/libonnxruntime.so\"\ncuda = true\ntimeout_ms = 100\n",
         valid()
     );
+    std::fs::write(&config, &text).expect("write");
+    let c = load(&config).expect("valid").config;
+    assert!(c.inference.cuda);
+    assert!(!c.inference.cuda_tf32, "cuda alone leaves TF32 off");
+    std::fs::write(
+        &config,
+        text.replace("cuda = true\n", "cuda = true\ncuda_tf32 = true\n"),
+    )
+    .expect("write");
+    let c = load(&config).expect("valid").config;
+    assert!(c.inference.cuda && c.inference.cuda_tf32);
     std::fs::write(&config, &text).expect("write");
     let c = load(&config).expect("valid").config;
     assert_eq!(c.inference.models, dir.path().join("../set"));
@@ -1735,6 +1747,16 @@ fn the_inference_section_defaults_and_resolves_paths() {
         $DIR/edge.toml:43:8: error: `inference.cuda` must be true or false, found string
         $DIR/edge.toml:44:14: error: `inference.timeout_ms` must be between 1 and 60000, found 0
         $DIR/edge.toml:45:13: error: `inference.refresh_s` must be between 10 and 86400, found 1
+    "#]]
+    .assert_eq(&render_in(dir.path(), &lint(&config)));
+    let text = format!(
+        "{}\n[inference]\ncuda = true\ncuda_tf32 = 0\ntf32 = true\n",
+        valid()
+    );
+    std::fs::write(&config, &text).expect("write");
+    expect![[r#"
+        $DIR/edge.toml:44:13: error: `inference.cuda_tf32` must be true or false, found integer
+        $DIR/edge.toml:45:1: error: unknown key `tf32` in [inference]; expected one of: models, library, cuda, cuda_tf32, timeout_ms, refresh_s
     "#]]
     .assert_eq(&render_in(dir.path(), &lint(&config)));
 }

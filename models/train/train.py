@@ -643,8 +643,11 @@ def main() -> None:
     or_rows.append(np.array([90, 45, 2, -1, 4], float))  # unknown procedure
     or_rows.append(np.array([240, 80, 4, 17, -1], float))  # both known-ish: cardiac, new surgeon
     or_in = np.array(or_rows, dtype=np.float32)
+    # Largest absolute difference per value allowed against the recorded outputs
+    # (models/README.md); also each model's `tolerance` in the manifest.
+    tolerance = 1e-3
     vectors = {
-        "tolerance": 1e-3,
+        "tolerance": tolerance,
         "bed_demand": {"inputs": bed_in.tolist(), "outputs": run(bed_sess, bed_in).tolist()},
         "or_duration": {"inputs": or_in.tolist(), "outputs": run(or_sess, or_in).tolist()},
     }
@@ -659,7 +662,7 @@ def main() -> None:
         "opset": OPSET, "ir_version": IR_VERSION, "training_seed": args.seed,
         "input": {"name": "features", "shape": [-1, 10]},
         "output": {"name": "forecast", "shape": [-1, 9]},
-        "features": BED_FEATURES, "outputs": BED_OUTPUTS,
+        "features": BED_FEATURES, "outputs": BED_OUTPUTS, "tolerance": tolerance,
         "metrics": {**rounded(bm), "heldout_rows": len(x_te), "train_rows": len(x_tr),
                     "interval_low_quantile": INTERVAL[0], "interval_high_quantile": INTERVAL[1]},
     }
@@ -672,6 +675,7 @@ def main() -> None:
         "procedures": [p.code for p in S.PROCEDURES],
         "surgeons": [s.code for s in surgeons[:n_surg]],
         "surgeon_mean_minutes": [round(float(v), 1) for v in surgeon_mean],
+        "tolerance": tolerance,
         "metrics": {**rounded(om), **{f"new_surgeon_{k}": v for k, v in rounded(om_new).items()},
                     "heldout_cases": or_info["heldout_cases"], "train_cases": or_info["train_cases"],
                     "planning_quantile": OR_PLANNING_QUANTILE},

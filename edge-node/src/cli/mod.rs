@@ -151,7 +151,14 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Outcome {
     match cli.command {
-        Cmd::Run(args) => run::run(args),
+        Cmd::Run(args) => {
+            let outcome = run::run(args);
+            // The appliance's model runtimes went with its async runtime
+            // (their sessions closed); the ONNX Runtime environment goes
+            // next, before the process exits and the library's destructors run.
+            crate::inference::runtime::release_environment();
+            outcome
+        }
         Cmd::Verify(location) => verify::verify(&location),
         Cmd::Backup(args) => backup::backup(args),
         Cmd::Restore(args) => restore::restore(args),

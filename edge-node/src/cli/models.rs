@@ -34,6 +34,10 @@ pub(super) enum ModelsCmd {
         /// Use the CUDA execution provider (fails if it is not offered).
         #[arg(long)]
         cuda: bool,
+        /// Let CUDA use TensorFloat-32 for matrix products (as
+        /// inference.cuda_tf32 = true); default: full float32.
+        #[arg(long, requires = "cuda")]
+        tf32: bool,
         /// Timed calls per model (one row each).
         #[arg(long, default_value_t = 2000)]
         runs: usize,
@@ -93,9 +97,15 @@ pub(super) fn models(cmd: ModelsCmd) -> Outcome {
             dir,
             library,
             cuda,
+            tf32,
             runs,
         } => {
-            let rows = crate::inference::check::check(&dir, library, cuda, runs)?;
+            let rows = crate::inference::check::check(&dir, library, cuda, tf32, runs);
+            // Sessions are closed (check shut its runtime down); then the
+            // environment, before the process exits and the library's
+            // destructors run.
+            crate::inference::runtime::release_environment();
+            let rows = rows?;
             for row in &rows {
                 println!("{}", row.json);
             }

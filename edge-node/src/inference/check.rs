@@ -1,7 +1,9 @@
 //! `hms-edge models check`: loads a model set, runs its recorded test
 //! vectors (`testvectors.json`) through each model, compares with the
-//! recorded outputs within the recorded tolerance, and times single-row
-//! calls. In process; nothing here serves requests.
+//! recorded outputs within the tolerance (the model's `tolerance` in the
+//! manifest, else the vectors' `tolerance`, else 1e-4), and times single-row
+//! calls. In process; nothing here serves requests. The runtime is shut down
+//! (its sessions closed) before the rows are returned.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,26 +51,41 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Checks the model set in `dir` (see the module doc); `runs` timed calls per model.
+/// The tolerance when neither the manifest nor the vectors state one.
+const DEFAULT_TOLERANCE: f64 = 1e-4;
+
+/// Checks the model set in `dir` (see the module doc); `runs` timed calls
+/// per model; `tf32`: let CUDA use TensorFloat-32 (`inference.cuda_tf32`).
 pub fn check(
     dir: &Path,
     library: Option<PathBuf>,
     cuda: bool,
+    tf32: bool,
     runs: usize,
 ) -> anyhow::Result<Vec<CheckRow>> {
     let settings = Settings {
         models_dir: dir.to_owned(),
         library,
         cuda,
+        cuda_tf32: tf32,
         timeout: Duration::from_secs(30),
     };
     let rt = Runtime::start(&settings, Arc::new(crate::metrics::Metrics::new()));
+    let rows = check_with(&rt, dir, cuda, runs);
+    // Sessions close here, before the caller releases the environment.
+    if !rt.shutdown() {
+        tracing::warn!("a model session was still busy when models check ended");
+    }
+    rows
+}
+
+fn check_with(rt: &Runtime, dir: &Path, cuda: bool, runs: usize) -> anyhow::Result<Vec<CheckRow>> {
     let path = dir.join("testvectors.json");
     let vectors: Value = serde_json::from_str(
         &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
     )
     .context("testvectors.json")?;
-    let tolerance = vectors["tolerance"].as_f64().unwrap_or(1e-4);
+    let recorded = vectors["tolerance"].as_f64().unwrap_or(DEFAULT_TOLERANCE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,6 +100,7 @@ pub fn check(
             });
             continue;
         }
+        let tolerance = rt.spec(&name).and_then(|s| s.tolerance).unwrap_or(recorded);
         let inputs = rows(&vectors[&name]["inputs"]);
         let want: Vec<f64> = vectors[&name]["outputs"]
             .as_array()

@@ -10,6 +10,11 @@
 //! and one that is not a regular file, or a symlink leading out of the set,
 //! when it is resolved ([`ModelSpec::path`]); either is an [`UnsafeFile`]
 //! naming the model and the file, and nothing outside the set is read.
+//!
+//! A model may state the `tolerance` that `hms-edge models check` allows
+//! between its outputs and the recorded test vectors (absolute, per value);
+//! without it the test vectors' own `tolerance` applies. One that is not a
+//! finite number above 0 refuses the manifest ([`BadTolerance`]).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -32,6 +37,16 @@ pub struct UnsafeFile {
     pub file: String,
     /// What is wrong with it.
     pub why: &'static str,
+}
+
+/// A manifest states a model's `tolerance` that is not a finite number above 0.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("model {model}: tolerance {value} must be a finite number above 0")]
+pub struct BadTolerance {
+    /// The model.
+    pub model: String,
+    /// The tolerance as the manifest states it.
+    pub value: f64,
 }
 
 /// Checks a manifest's `file` as written: one plain file name.
@@ -108,6 +123,10 @@ pub struct ModelSpec {
     /// OR model: each surgeon's mean duration, for the fallback rule.
     #[serde(default)]
     pub surgeon_mean_minutes: Vec<f64>,
+    /// Largest absolute difference per value allowed between the model's
+    /// outputs and the recorded test vectors; none: the vectors' `tolerance`.
+    #[serde(default)]
+    pub tolerance: Option<f64>,
     /// Held-out metrics, as written by the training script.
     #[serde(default)]
     pub metrics: toml::Table,
@@ -125,6 +144,13 @@ impl Manifest {
             plain_name(&m.file)
                 .map_err(|why| m.unsafe_file(why))
                 .with_context(|| format!("checking {}", path.display()))?;
+            if let Some(value) = m.tolerance.filter(|t| !(t.is_finite() && *t > 0.0)) {
+                return Err(anyhow::Error::new(BadTolerance {
+                    model: m.name.clone(),
+                    value,
+                }))
+                .with_context(|| format!("checking {}", path.display()));
+            }
         }
         Ok(manifest)
     }
@@ -239,6 +265,7 @@ mod tests {
             procedures: vec![],
             surgeons: vec![],
             surgeon_mean_minutes: vec![],
+            tolerance: None,
             metrics: toml::Table::new(),
         }
     }
@@ -318,5 +345,64 @@ mod tests {
             "{e:#}"
         );
         assert!(format!("{e:#}").contains("\"../auth.sqlite\""), "{e:#}");
+    }
+
+    #[test]
+    fn a_model_may_state_its_tolerance_and_only_a_finite_one_above_0() {
+        let tmp = tempfile::tempdir().unwrap();
+        let manifest = |tolerance: &str| {
+            format!(
+                "version = \"1\"\n[[model]]\nname = \"bed_demand\"\nfile = \"b.onnx\"\n\
+                 sha256 = \"\"\nversion = \"1\"\n{tolerance}\
+                 input = {{ name = \"x\", type = \"float32\", shape = [-1, 1] }}\n\
+                 output = {{ name = \"y\", type = \"float32\", shape = [-1, 1] }}\n\
+                 [[model]]\nname = \"or_duration\"\nfile = \"o.onnx\"\n\
+                 sha256 = \"\"\nversion = \"1\"\n\
+                 input = {{ name = \"x\", type = \"float32\", shape = [-1, 1] }}\n\
+                 output = {{ name = \"y\", type = \"float32\", shape = [-1, 1] }}\n"
+            )
+        };
+        let load = |tolerance: &str| {
+            std::fs::write(tmp.path().join(MANIFEST), manifest(tolerance)).unwrap();
+            Manifest::load(tmp.path())
+        };
+        let m = load("tolerance = 2e-3\n").unwrap();
+        assert_eq!(m.model("bed_demand").unwrap().tolerance, Some(2e-3));
+        assert_eq!(m.model("or_duration").unwrap().tolerance, None, "optional");
+        let m = load("tolerance = 1\n").unwrap();
+        assert_eq!(
+            m.model("bed_demand").unwrap().tolerance,
+            Some(1.0),
+            "an integer"
+        );
+        for (bad, value) in [
+            ("0.0", 0.0),
+            ("-1e-3", -1e-3),
+            ("inf", f64::INFINITY),
+            ("-inf", f64::NEG_INFINITY),
+        ] {
+            let e = load(&format!("tolerance = {bad}\n")).unwrap_err();
+            let why = e.chain().find_map(|c| c.downcast_ref::<BadTolerance>());
+            assert_eq!(
+                why,
+                Some(&BadTolerance {
+                    model: "bed_demand".into(),
+                    value
+                }),
+                "{e:#}"
+            );
+            assert!(
+                format!("{e:#}").contains("model bed_demand: tolerance"),
+                "{e:#}"
+            );
+        }
+        let e = load("tolerance = nan\n").unwrap_err();
+        assert!(
+            format!("{e:#}")
+                .contains("model bed_demand: tolerance NaN must be a finite number above 0"),
+            "{e:#}"
+        );
+        let e = load("tolerance = \"1e-3\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("tolerance"), "{e:#}");
     }
 }

@@ -14,11 +14,24 @@
 //! judged from 10, opens at 60 % failures, stays open 60 s, then 3 probes).
 //! A call that cannot be answered by the model returns the [`Reason`], and
 //! the caller answers with its fallback rule instead.
+//!
+//! Shutdown goes in one order: the sessions, then the ONNX Runtime
+//! environment, then the library. Dropping a [`Runtime`] (or
+//! [`Runtime::shutdown`]) closes every model's queue and waits for its
+//! thread, which drops its session there. The environment is the process's:
+//! it is opened once and kept across runtimes (an in-process restart, a
+//! model set installed while running), since ONNX Runtime allows one per
+//! process, and [`release_environment`] releases it at the end of the
+//! process, after the runtimes, before `main` returns. The library is never
+//! unloaded while the process runs (`ort` keeps it); its own destructors
+//! run at exit, when nothing of it is left in use. An environment or a CUDA
+//! session still open at exit is what crashes there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloud_sync_client::resilience::{Breaker, BreakerConfig, BreakerState};
@@ -38,6 +51,10 @@ pub const MODELS: [&str; 2] = [BED_DEMAND, OR_DURATION];
 
 /// Calls waiting for a model's thread beyond the one it runs.
 const QUEUE: usize = 8;
+
+/// Longest a shutdown waits for the models' threads (a call in hand
+/// finishes first); a thread still busy then closes its session when done.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a fallback answered instead of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -107,6 +124,9 @@ pub struct Settings {
     pub library: Option<PathBuf>,
     /// Use CUDA when offered.
     pub cuda: bool,
+    /// Let CUDA use TensorFloat-32 for matrix products (`inference.cuda_tf32`);
+    /// off: full float32.
+    pub cuda_tf32: bool,
     /// Per-call time limit.
     pub timeout: Duration,
 }
@@ -120,6 +140,7 @@ impl Settings {
             models_dir: installed.unwrap_or_else(|| config.inference.models.clone()),
             library: config.inference.library.clone(),
             cuda: config.inference.cuda,
+            cuda_tf32: config.inference.cuda_tf32,
             timeout: Duration::from_millis(config.inference.timeout_ms),
         }
     }
@@ -234,12 +255,15 @@ struct Model {
     guard: Guard,
 }
 
-/// The models of one appliance.
+/// The models of one appliance. Dropping it closes its sessions (see the
+/// module doc).
 pub struct Runtime {
     models: BTreeMap<&'static str, Model>,
     set: Option<String>,
     dir: PathBuf,
     metrics: Arc<Metrics>,
+    /// Disconnected once every model's thread has ended (each holds a sender).
+    threads: Mutex<Option<Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -251,8 +275,25 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// The process's one ONNX Runtime environment (the first library loaded).
-static ENVIRONMENT: OnceLock<Mutex<Option<ort::environment::Environment>>> = OnceLock::new();
+/// The process's ONNX Runtime environment.
+enum Slot {
+    /// Not opened yet.
+    Empty,
+    /// Open (the first library loaded); sessions hold clones of it.
+    Open(ort::environment::Environment),
+    /// Released by [`release_environment`]; ONNX Runtime allows no second one.
+    Released,
+}
+
+static ENVIRONMENT: Mutex<Slot> = Mutex::new(Slot::Empty);
+
+/// Sessions open in this process (each lives on its model's thread).
+static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many model sessions are open in this process.
+pub fn open_sessions() -> usize {
+    OPEN_SESSIONS.load(Ordering::SeqCst)
+}
 
 fn environment(library: &Path) -> Result<ort::environment::Environment, String> {
     if !library.is_file() {
@@ -261,18 +302,55 @@ fn environment(library: &Path) -> Result<ort::environment::Environment, String> 
             library.display()
         ));
     }
-    let slot = ENVIRONMENT.get_or_init(|| Mutex::new(None));
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(env) = slot.as_ref() {
-        return Ok(env.clone());
+    let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+    match &*slot {
+        Slot::Open(env) => return Ok(env.clone()),
+        Slot::Released => {
+            return Err(
+                "the ONNX Runtime environment of this process was released at its shutdown".into(),
+            );
+        }
+        Slot::Empty => {}
     }
     let env = ort::init_from(library)
         .map_err(|e| format!("loading {}: {e}", library.display()))?
         .with_name("hms-edge")
         .build()
         .map_err(|e| format!("starting ONNX Runtime: {e}"))?;
-    *slot = Some(env.clone());
+    *slot = Slot::Open(env.clone());
     Ok(env)
+}
+
+/// Releases the process's ONNX Runtime environment: the last step of a
+/// process that used models, after its runtimes were dropped or shut down
+/// (sessions first; it waits up to 5 s for sessions still closing). No
+/// runtime of this process can load a model after it.
+/// True when the environment was released now; false when none was open, or
+/// when sessions are still open (logged: the environment then goes with the
+/// last of them, since each holds it).
+pub fn release_environment() -> bool {
+    let previous = {
+        let mut slot = ENVIRONMENT.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *slot, Slot::Released)
+    };
+    let Slot::Open(env) = previous else {
+        return false;
+    };
+    // Runtimes dropped on an async runtime close their sessions as their
+    // threads end (a call in hand first): wait for them.
+    let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+    while open_sessions() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let open = open_sessions();
+    if open > 0 {
+        tracing::warn!(
+            sessions = open,
+            "releasing ONNX Runtime while model sessions are open; it closes with the last of them"
+        );
+    }
+    drop(env);
+    open == 0
 }
 
 fn mismatch(detail: String) -> Unanswered {
@@ -327,19 +405,28 @@ fn check_signature(session: &ort::session::Session, spec: &ModelSpec) -> Result<
     check("output", session.outputs(), &spec.output)
 }
 
+/// The CUDA execution provider. TF32 is set either way: ONNX Runtime's CUDA
+/// provider uses it for MatMul and Conv unless told `use_tf32 = 0`.
+fn cuda_provider(tf32: bool) -> ort::ep::ExecutionProviderDispatch {
+    ort::ep::CUDA::default()
+        .with_tf32(tf32)
+        .build()
+        .error_on_failure()
+}
+
 /// Opens a session for `spec`: CUDA first when asked, else CPU.
 fn open_session(
     env: &ort::environment::Environment,
     path: &Path,
     cuda: bool,
+    tf32: bool,
 ) -> Result<(ort::session::Session, &'static str), String> {
     let builder = |with_cuda: bool| -> ort::Result<ort::session::Session> {
         let mut b = ort::session::Session::builder(env)?
             .with_intra_threads(1)?
             .with_inter_threads(1)?;
         if with_cuda {
-            b =
-                b.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])?;
+            b = b.with_execution_providers([cuda_provider(tf32)])?;
         }
         b.commit_from_file(path)
     };
@@ -400,10 +487,10 @@ impl Runtime {
             Err(e) => {
                 let detail = format!("{e:#}");
                 // A manifest naming files outside its set is not followed.
-                let reason = if e
-                    .chain()
-                    .any(|c| c.downcast_ref::<super::manifest::UnsafeFile>().is_some())
-                {
+                let reason = if e.chain().any(|c| {
+                    c.downcast_ref::<super::manifest::UnsafeFile>().is_some()
+                        || c.downcast_ref::<super::manifest::BadTolerance>().is_some()
+                }) {
                     tracing::error!(error = %detail, "the model set's manifest is refused; every answer comes from the fallback rules");
                     Reason::ManifestMismatch
                 } else {
@@ -418,6 +505,7 @@ impl Runtime {
                     set: None,
                     dir: settings.models_dir.clone(),
                     metrics,
+                    threads: Mutex::new(None),
                 };
             }
         };
@@ -425,6 +513,8 @@ impl Runtime {
             super::manifest::check_files(&settings.models_dir, &manifest)
                 .into_iter()
                 .collect();
+        // Each model's thread holds a sender; all gone: all threads ended.
+        let (ended, threads) = std::sync::mpsc::channel::<()>();
         let env = match settings.library_path() {
             None => Err("no ONNX Runtime library: set inference.library or ORT_DYLIB_PATH".into()),
             Some(p) => environment(&p),
@@ -452,15 +542,17 @@ impl Runtime {
                     reason: Reason::LibraryMissing,
                     detail: e.clone(),
                 }),
-                (Ok(env), _, Ok(path)) => open_session(env, &path, settings.cuda)
-                    .map_err(|e| Unanswered {
-                        reason: Reason::Error,
-                        detail: e,
-                    })
-                    .and_then(|(s, provider)| {
-                        check_signature(&s, &spec)?;
-                        Ok((s, provider))
-                    }),
+                (Ok(env), _, Ok(path)) => {
+                    open_session(env, &path, settings.cuda, settings.cuda_tf32)
+                        .map_err(|e| Unanswered {
+                            reason: Reason::Error,
+                            detail: e,
+                        })
+                        .and_then(|(s, provider)| {
+                            check_signature(&s, &spec)?;
+                            Ok((s, provider))
+                        })
+                }
             };
             let model = match prepared {
                 Err(u) => {
@@ -476,9 +568,13 @@ impl Runtime {
                 Ok((mut session, provider)) => {
                     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
                     let worker_spec = spec.clone();
+                    let ended = ended.clone();
+                    OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
                     let spawned = std::thread::Builder::new()
                         .name(format!("onnx-{name}"))
                         .spawn(move || {
+                            // Dropped last: the session is closed by then.
+                            let _ended = ended;
                             while let Ok(job) = rx.recv() {
                                 // A caller that gave up (timed out) wants no answer:
                                 // skip its job rather than spend the model on it.
@@ -488,7 +584,14 @@ impl Runtime {
                                 let out = run_job(&mut session, &worker_spec, job.rows, job.input);
                                 let _ = job.reply.send(out);
                             }
+                            // The queue is closed: the runtime shuts down.
+                            drop(session);
+                            OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
                         });
+                    if spawned.is_err() {
+                        // The closure, and the session in it, are gone.
+                        OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+                    }
                     match spawned {
                         Ok(_) => {
                             tracing::info!(model = name, provider, version = %spec.version, "model ready");
@@ -506,11 +609,55 @@ impl Runtime {
             };
             models.insert(name, model);
         }
+        drop(ended);
         Runtime {
             models,
             set: Some(manifest.version.clone()),
             dir: settings.models_dir.clone(),
             metrics,
+            threads: Mutex::new(Some(threads)),
+        }
+    }
+
+    /// Closes the models' sessions: closes every queue, lets each thread
+    /// finish the call in hand and waits (up to 5 s) for the threads, which
+    /// drop their sessions. True when every session is closed. Dropping the
+    /// runtime does the same; the environment stays for the next runtime
+    /// until [`release_environment`]. Blocking (dropping it on an async
+    /// runtime does not wait: the threads close their sessions as they end).
+    pub fn shutdown(mut self) -> bool {
+        self.close_sessions(true)
+    }
+
+    fn close_sessions(&mut self, wait: bool) -> bool {
+        for model in self.models.values_mut() {
+            model.worker = None;
+        }
+        if !wait {
+            return false;
+        }
+        let threads = self
+            .threads
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(threads) = threads else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match threads.recv_timeout(left) {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        "a model is still running at shutdown; its session closes when it ends"
+                    );
+                    return false;
+                }
+            }
         }
     }
 
@@ -624,6 +771,14 @@ impl Runtime {
                 .observe(started.elapsed().as_secs_f64());
         }
         result
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Never block an async runtime's thread on a model call in hand.
+        let wait = tokio::runtime::Handle::try_current().is_err();
+        self.close_sessions(wait);
     }
 }
 

@@ -41,6 +41,7 @@ fn settings(dir: &Path, library: Option<PathBuf>, timeout_ms: u64) -> Settings {
         models_dir: dir.to_owned(),
         library,
         cuda: false,
+        cuda_tf32: false,
         timeout: Duration::from_millis(timeout_ms),
     }
 }
@@ -395,4 +396,142 @@ fn a_model_set_is_installed_only_when_it_verifies_and_can_be_rolled_back() {
     assert_eq!(current(data.path()), Some(first.dir.clone()));
     // Rolling back again returns to the newer set.
     assert_eq!(rollback(data.path()).unwrap(), second.dir);
+}
+
+#[test]
+fn models_check_compares_each_model_within_its_manifest_tolerance() {
+    let Some(lib) = ort() else { return };
+    // One recorded bed_demand value moved by 5e-4: within the manifest's
+    // 1e-3, outside a tolerance of 1e-4 stated for bed_demand alone.
+    let set = copy_set(|d| {
+        let p = d.join("testvectors.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let w = &mut v["bed_demand"]["outputs"][0][1];
+        *w = json!(w.as_f64().unwrap() + 5e-4);
+        std::fs::write(&p, v.to_string()).unwrap();
+    });
+    let verdicts = |dir: &Path| -> Vec<(String, bool, f64)> {
+        edge_node::inference::check::check(dir, Some(lib.clone()), false, false, 3)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.json["model"].as_str().unwrap().to_owned(),
+                    r.ok,
+                    r.json["tolerance"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        verdicts(set.path()),
+        [
+            (BED_DEMAND.to_owned(), true, 1e-3),
+            (OR_DURATION.to_owned(), true, 1e-3)
+        ]
+    );
+    edit_manifest(set.path(), "tolerance = 0.001", "tolerance = 1e-4");
+    assert_eq!(
+        verdicts(set.path()),
+        [
+            (BED_DEMAND.to_owned(), false, 1e-4),
+            (OR_DURATION.to_owned(), true, 1e-3)
+        ]
+    );
+    // Without one, the test vectors' tolerance applies.
+    edit_manifest(set.path(), "tolerance = 1e-4\n", "");
+    assert_eq!(verdicts(set.path())[0], (BED_DEMAND.to_owned(), true, 1e-3));
+}
+
+#[test]
+fn a_tolerance_that_is_not_above_0_disables_the_set_and_names_the_model() {
+    let set = copy_set(|d| edit_manifest(d, "tolerance = 0.001", "tolerance = 0.0"));
+    // Refused when the manifest loads, before any library is needed.
+    let rt = start(&settings(set.path(), None, 250));
+    for name in [BED_DEMAND, OR_DURATION] {
+        let r = report(&rt, name);
+        assert_eq!(r.reason, Some(Reason::ManifestMismatch), "{r:?}");
+        assert!(
+            r.detail
+                .as_deref()
+                .unwrap()
+                .contains("model bed_demand: tolerance 0 must be a finite number above 0"),
+            "{r:?}"
+        );
+    }
+}
+
+/// Set in the process of its own that the shutdown test runs in.
+const SHUTDOWN_CHILD: &str = "HMS_TEST_ORT_SHUTDOWN_CHILD";
+
+#[test]
+fn sessions_close_before_the_environment_and_a_runtime_opens_again_in_the_same_process() {
+    let Some(lib) = ort() else { return };
+    if std::env::var_os(SHUTDOWN_CHILD).is_none() {
+        // The environment is the process's and is released once, at its
+        // end: the sequence runs in a process of its own, which must then
+        // exit cleanly (sessions or an environment left open at exit is
+        // what crashed after a CUDA run).
+        let name = "inference::sessions_close_before_the_environment_and_a_runtime_opens_again_in_the_same_process";
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(SHUTDOWN_CHILD, "1")
+            .env("ORT_DYLIB_PATH", &lib)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "the process exited with {:?}\n{stdout}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stdout.contains("1 passed"),
+            "the test did not run:\n{stdout}"
+        );
+        return;
+    }
+    use edge_node::inference::runtime::{open_sessions, release_environment};
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let predict = |rt: &Runtime| {
+        tokio
+            .block_on(rt.infer(OR_DURATION, 1, vec![120.0, 67.0, 3.0, 6.0, -1.0]))
+            .unwrap()
+    };
+    let s = settings(&models(), Some(lib), 5_000);
+    assert_eq!(open_sessions(), 0);
+    let rt = start(&s);
+    for name in [BED_DEMAND, OR_DURATION] {
+        assert_eq!(report(&rt, name).state, "ready");
+    }
+    assert_eq!(open_sessions(), 2);
+    let first = predict(&rt);
+    assert!(rt.shutdown(), "every session closed within the wait");
+    assert_eq!(open_sessions(), 0, "sessions close before shutdown returns");
+
+    // Open again in the same process: the environment was kept for it.
+    let rt = start(&s);
+    assert_eq!(report(&rt, OR_DURATION).state, "ready");
+    assert_eq!(open_sessions(), 2);
+    assert_eq!(predict(&rt), first);
+    drop(rt);
+    assert_eq!(open_sessions(), 0, "dropping a runtime closes its sessions");
+
+    // Then the environment, last, with no session left.
+    assert!(release_environment());
+    assert!(!release_environment(), "released once");
+    // After it no model loads, and says why.
+    let rt = start(&s);
+    let r = report(&rt, OR_DURATION);
+    assert_eq!(r.reason, Some(Reason::LibraryMissing), "{r:?}");
+    assert!(r.detail.unwrap().contains("released"));
+    drop(rt);
+    // The process exits now, with nothing of ONNX Runtime left open.
 }
