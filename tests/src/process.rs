@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -129,6 +130,53 @@ pub fn start_edge(cmd: &mut Command) -> Result<(Proc, SocketAddr, Option<SocketA
     let rest = proc.line_after("hms-edge ready ")?;
     let (http, mllp) = edge_addresses(&rest)?;
     Ok((proc, http, mllp))
+}
+
+/// The workspace's binary `name`, beside the running test's executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`). Panics
+/// (a test failure) when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the test's executable: {e}"));
+    let p = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| panic!("no target dir above {}", exe.display()));
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace's binaries first (cargo test --workspace builds them)",
+        p.display()
+    );
+    p
+}
+
+/// Runs `cmd` (no standard input) to success; its standard output. Panics
+/// (a test failure) with both outputs when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` every 100 ms until it gives a value, for up to `secs`; panics
+/// (a test failure) naming `what` otherwise.
+pub async fn until<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]

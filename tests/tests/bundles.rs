@@ -18,44 +18,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hms_e2e::client::Conn;
-use hms_e2e::process;
+use hms_e2e::process::{self, bin, run_ok};
 use serde_json::Value;
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace's binaries first (cargo test --workspace builds them)",
-        p.display()
-    );
-    p
-}
 
 fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
 }
 
-fn ok(cmd: &mut Command) -> String {
-    let out = output(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Signs `what` (a config file or a model-set dir) as version `v`.
 fn sign(d: &Path, key: &str, v: u64, hospital: &str, what: &Path, out: &str) -> PathBuf {
     let path = d.join(out);
-    ok(Command::new(bin("hms-config"))
-        .args(["sign", "--key"])
-        .arg(d.join(key))
-        .args(["--version", &v.to_string(), "--hospital", hospital, "--out"])
-        .arg(&path)
-        .arg(what));
+    run_ok(
+        Command::new(bin("hms-config"))
+            .args(["sign", "--key"])
+            .arg(d.join(key))
+            .args(["--version", &v.to_string(), "--hospital", hospital, "--out"])
+            .arg(&path)
+            .arg(what),
+    );
     path
 }
 
@@ -124,12 +104,16 @@ async fn bundles_apply_on_probation_refuse_what_they_must_and_roll_back_by_thems
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    ok(Command::new(bin("hms-config"))
-        .args(["keygen", "--out"])
-        .arg(d.join("bundle.pk8")));
-    ok(Command::new(bin("hms-config"))
-        .args(["keygen", "--out"])
-        .arg(d.join("other.pk8")));
+    run_ok(
+        Command::new(bin("hms-config"))
+            .args(["keygen", "--out"])
+            .arg(d.join("bundle.pk8")),
+    );
+    run_ok(
+        Command::new(bin("hms-config"))
+            .args(["keygen", "--out"])
+            .arg(d.join("other.pk8")),
+    );
 
     // The appliance: the demo hospital, its HL7 listener named in its own
     // file (a bundle may change it), trusting bundle.pk8.pub.
@@ -161,17 +145,19 @@ async fn bundles_apply_on_probation_refuse_what_they_must_and_roll_back_by_thems
     )
     .unwrap();
     let mllp = mllp.unwrap();
-    let token = ok(Command::new(bin("hms-edge"))
-        .args([
-            "token",
-            "create",
-            "--role",
-            "admin",
-            "--name",
-            "ops",
-            "--data-dir",
-        ])
-        .arg(&data))
+    let token = run_ok(
+        Command::new(bin("hms-edge"))
+            .args([
+                "token",
+                "create",
+                "--role",
+                "admin",
+                "--name",
+                "ops",
+                "--data-dir",
+            ])
+            .arg(&data),
+    )
     .lines()
     .last()
     .unwrap()
@@ -388,9 +374,11 @@ async fn an_appliance_killed_during_a_probation_starts_again_on_the_configuratio
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    ok(Command::new(bin("hms-config"))
-        .args(["keygen", "--out"])
-        .arg(d.join("bundle.pk8")));
+    run_ok(
+        Command::new(bin("hms-config"))
+            .args(["keygen", "--out"])
+            .arg(d.join("bundle.pk8")),
+    );
     let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
         .unwrap()
         .replace(
@@ -417,17 +405,19 @@ async fn an_appliance_killed_during_a_probation_starts_again_on_the_configuratio
         .unwrap()
     };
     let (edge, http, _) = start();
-    let token = ok(Command::new(bin("hms-edge"))
-        .args([
-            "token",
-            "create",
-            "--role",
-            "admin",
-            "--name",
-            "ops",
-            "--data-dir",
-        ])
-        .arg(&data))
+    let token = run_ok(
+        Command::new(bin("hms-edge"))
+            .args([
+                "token",
+                "create",
+                "--role",
+                "admin",
+                "--name",
+                "ops",
+                "--data-dir",
+            ])
+            .arg(&data),
+    )
     .lines()
     .last()
     .unwrap()
@@ -508,6 +498,6 @@ async fn an_appliance_killed_during_a_probation_starts_again_on_the_configuratio
 
 /// The SHA-256 of a file, hex (as `sha256sum` prints it).
 fn sha256_of(path: &Path) -> String {
-    let out = ok(Command::new("sha256sum").arg(path));
+    let out = run_ok(Command::new("sha256sum").arg(path));
     out.split_whitespace().next().unwrap().to_owned()
 }

@@ -7,46 +7,13 @@
 // Test helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use hms_e2e::client::Conn;
-use hms_e2e::process;
+use hms_e2e::process::{self, bin, run_ok, until};
 use serde_json::{Value, json};
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace's binaries first (cargo test --workspace builds them)",
-        p.display()
-    );
-    p
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Polls `f` every 100 ms until it gives a value, for up to `secs`.
-async fn until<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_appliance_shows_in_the_cloud_and_takes_signed_commands_from_it() {
@@ -65,9 +32,11 @@ async fn an_appliance_shows_in_the_cloud_and_takes_signed_commands_from_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // The cloud, with the fleet's signing key.
-    run(Command::new(bin("hms-cloud"))
-        .args(["fleet", "keygen", "--out"])
-        .arg(d.join("fleet.pk8")));
+    run_ok(
+        Command::new(bin("hms-cloud"))
+            .args(["fleet", "keygen", "--out"])
+            .arg(d.join("fleet.pk8")),
+    );
     let node = format!("edge-e2e-{}", std::process::id());
     std::fs::write(
         d.join("cloud.toml"),
@@ -77,11 +46,13 @@ async fn an_appliance_shows_in_the_cloud_and_takes_signed_commands_from_it() {
         ),
     )
     .unwrap();
-    let token = run(Command::new(bin("hms-cloud"))
-        .args([
-            "token", "create", "--name", "ops", "--scope", "fleet", "--config",
-        ])
-        .arg(d.join("cloud.toml")))
+    let token = run_ok(
+        Command::new(bin("hms-cloud"))
+            .args([
+                "token", "create", "--name", "ops", "--scope", "fleet", "--config",
+            ])
+            .arg(d.join("cloud.toml")),
+    )
     .lines()
     .last()
     .unwrap()
@@ -130,17 +101,19 @@ async fn an_appliance_shows_in_the_cloud_and_takes_signed_commands_from_it() {
             .env("HMS_LOG", "warn"),
     )
     .unwrap();
-    let kiosk = run(Command::new(bin("hms-edge"))
-        .args([
-            "token",
-            "create",
-            "--role",
-            "viewer",
-            "--name",
-            "wall-kiosk",
-            "--data-dir",
-        ])
-        .arg(&data))
+    let kiosk = run_ok(
+        Command::new(bin("hms-edge"))
+            .args([
+                "token",
+                "create",
+                "--role",
+                "viewer",
+                "--name",
+                "wall-kiosk",
+                "--data-dir",
+            ])
+            .arg(&data),
+    )
     .lines()
     .last()
     .unwrap()

@@ -12,19 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use hms_e2e::or_day;
-use hms_e2e::process;
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/or_day-<hash> → target/<profile>
-    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace's binaries first (cargo test --workspace builds them)",
-        p.display()
-    );
-    p
-}
+use hms_e2e::process::{self, bin};
 
 fn config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hospital-2000.toml")

@@ -10,35 +10,13 @@
 // Test helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use base64::Engine;
 use hms_e2e::client::Conn;
-use hms_e2e::process;
+use hms_e2e::process::{self, bin, run_ok, until};
 use serde_json::{Value, json};
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(Path::parent).unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the workspace's binaries first (cargo test --workspace builds them)",
-        p.display()
-    );
-    p
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -46,18 +24,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Polls `f` every 200 ms until it gives a value, for up to `secs`.
-async fn until<T>(secs: u64, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn admit(control: &str, room: &str, bed: &str) -> String {
@@ -75,9 +41,11 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // The cloud, on its embedded broker.
     let broker = free_port();
-    ok(Command::new(bin("hms-cloud"))
-        .args(["fleet", "keygen", "--out"])
-        .arg(d.join("fleet.pk8")));
+    run_ok(
+        Command::new(bin("hms-cloud"))
+            .args(["fleet", "keygen", "--out"])
+            .arg(d.join("fleet.pk8")),
+    );
     std::fs::write(
         d.join("cloud.toml"),
         format!(
@@ -86,9 +54,11 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
         ),
     )
     .unwrap();
-    let token = ok(Command::new(bin("hms-cloud"))
-        .args(["token", "create", "--name", "ops", "--config"])
-        .arg(d.join("cloud.toml")))
+    let token = run_ok(
+        Command::new(bin("hms-cloud"))
+            .args(["token", "create", "--name", "ops", "--config"])
+            .arg(d.join("cloud.toml")),
+    )
     .trim()
     .to_owned();
     let cloud = process::Proc::spawn(
@@ -105,9 +75,11 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
         .parse()
         .unwrap();
     let mut ops = Conn::connect(cloud_http, Some(&token)).await.unwrap();
-    ok(Command::new(bin("hms-config"))
-        .args(["keygen", "--out"])
-        .arg(d.join("bundle.pk8")));
+    run_ok(
+        Command::new(bin("hms-config"))
+            .args(["keygen", "--out"])
+            .arg(d.join("bundle.pk8")),
+    );
 
     // Three appliances: the demo hospital under three hospital ids.
     let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
@@ -119,9 +91,11 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
     let mut edges = vec![];
     for name in ["h-a", "h-b", "h-c"] {
         let data = d.join(format!("{name}-data"));
-        ok(Command::new(bin("hms-edge"))
-            .args(["sync", "keygen", "--data-dir"])
-            .arg(&data));
+        run_ok(
+            Command::new(bin("hms-edge"))
+                .args(["sync", "keygen", "--data-dir"])
+                .arg(&data),
+        );
         let key = std::fs::read(data.join("sync-key.pub")).unwrap();
         let node = format!("edge-{name}");
         let enrolled = ops
@@ -190,12 +164,14 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
     // The model set, signed for every hospital, uploaded to the cloud.
     let upload = async |ops: &mut Conn, version: u64| -> String {
         let out = d.join(format!("models-{version}.bundle"));
-        ok(Command::new(bin("hms-config"))
-            .args(["sign", "--key"])
-            .arg(d.join("bundle.pk8"))
-            .args(["--version", &version.to_string(), "--out"])
-            .arg(&out)
-            .arg(root.join("models")));
+        run_ok(
+            Command::new(bin("hms-config"))
+                .args(["sign", "--key"])
+                .arg(d.join("bundle.pk8"))
+                .args(["--version", &version.to_string(), "--out"])
+                .arg(&out)
+                .arg(root.join("models")),
+        );
         let r = ops
             .request(
                 hyper::Method::POST,

@@ -136,12 +136,40 @@ async fn one(
     }
 }
 
-/// One target of `POST /api/v1/fleet/commands`.
+/// One appliance named in a request (commands, rollouts).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Target {
+pub(super) struct Target {
     hospital: String,
     node: String,
+}
+
+impl Target {
+    /// Each target's ids; a 400 detail for the first that is not ids.
+    pub(super) fn ids(targets: &[Target]) -> Result<Vec<(HospitalId, NodeId)>, String> {
+        targets
+            .iter()
+            .map(|t| match (t.hospital.parse(), t.node.parse()) {
+                (Ok(h), Ok(n)) => Ok((h, n)),
+                _ => Err(format!(
+                    "{:?}/{:?} is not a hospital and node id",
+                    t.hospital, t.node
+                )),
+            })
+            .collect()
+    }
+}
+
+/// The first of `targets` neither heard from on MQTT nor enrolled here.
+pub(super) fn unknown<'a>(
+    state: &CloudState,
+    channel: &Channel,
+    targets: &'a [(HospitalId, NodeId)],
+) -> Option<&'a (HospitalId, NodeId)> {
+    let enrolled = state.registry.hospitals();
+    targets.iter().find(|(h, n)| {
+        !channel.fleet.knows(h, n) && !enrolled.iter().any(|e| &e.hospital == h && &e.node == n)
+    })
 }
 
 /// `POST /api/v1/fleet/commands` body.
@@ -190,16 +218,10 @@ async fn send(
             "expires_in_s is from 1 to {MAX_EXPIRES_IN_S} seconds"
         ));
     }
-    let mut targets = vec![];
-    for t in &b.nodes {
-        let (Ok(h), Ok(n)) = (t.hospital.parse::<HospitalId>(), t.node.parse::<NodeId>()) else {
-            return bad(format!(
-                "{:?}/{:?} is not a hospital and node id",
-                t.hospital, t.node
-            ));
-        };
-        targets.push((h, n));
-    }
+    let targets = match Target::ids(&b.nodes) {
+        Ok(t) => t,
+        Err(d) => return bad(d),
+    };
     let out = match dispatch(&state, &channel, &who, &command, targets, b.expires_in_s).await {
         Ok(sent) => sent
             .into_iter()
@@ -230,19 +252,16 @@ pub(super) async fn dispatch(
     targets: Vec<(HospitalId, NodeId)>,
     expires_in_s: u64,
 ) -> Result<Vec<(HospitalId, NodeId, u64)>, hms_web::Problem> {
-    let enrolled = state.registry.hospitals();
+    if let Some((h, n)) = unknown(state, channel, &targets) {
+        return Err(problem::not_found(format!(
+            "no appliance {h}/{n}: neither enrolled here nor heard from on MQTT; \
+             nothing was sent"
+        )));
+    }
     let mut unique: Vec<(HospitalId, NodeId)> = vec![];
-    for (h, n) in targets {
-        let known =
-            channel.fleet.knows(&h, &n) || enrolled.iter().any(|e| e.hospital == h && e.node == n);
-        if !known {
-            return Err(problem::not_found(format!(
-                "no appliance {h}/{n}: neither enrolled here nor heard from on MQTT; \
-                 nothing was sent"
-            )));
-        }
-        if !unique.contains(&(h.clone(), n.clone())) {
-            unique.push((h, n));
+    for t in targets {
+        if !unique.contains(&t) {
+            unique.push(t);
         }
     }
     if let Command::ApplyBundle { sha256 } = command {

@@ -22,10 +22,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hms_domain::{HospitalId, NodeId, Timestamp};
+use hms_domain::Timestamp;
 use serde_json::json;
 
-use super::fleet::{dispatch, fleet_call};
+use super::fleet::{Target, dispatch, fleet_call, unknown};
 use super::problem;
 use crate::fleet::{Channel, Command, Outcome};
 use crate::rollout::{BundleRef, Observed, Rollout};
@@ -40,14 +40,6 @@ pub fn routes() -> Router<CloudState> {
     Router::new()
         .route("/api/v1/fleet/rollouts", get(list).post(start))
         .route("/api/v1/fleet/rollouts/{id}", get(one))
-}
-
-/// One node of the request.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Target {
-    hospital: String,
-    node: String,
 }
 
 /// `POST /api/v1/fleet/rollouts` body.
@@ -121,23 +113,15 @@ async fn start(
         }
         _ => return problem::unavailable().into_response(),
     };
-    let enrolled = state.registry.hospitals();
-    let mut nodes = vec![];
-    for t in &b.nodes {
-        let (Ok(h), Ok(n)) = (t.hospital.parse::<HospitalId>(), t.node.parse::<NodeId>()) else {
-            return bad(format!(
-                "{:?}/{:?} is not a hospital and node id",
-                t.hospital, t.node
-            ));
-        };
-        if !channel.fleet.knows(&h, &n) && !enrolled.iter().any(|e| e.hospital == h && e.node == n)
-        {
-            return problem::not_found(format!(
-                "no appliance {h}/{n}: neither enrolled here nor heard from on MQTT"
-            ))
-            .into_response();
-        }
-        nodes.push((h, n));
+    let nodes = match Target::ids(&b.nodes) {
+        Ok(n) => n,
+        Err(d) => return bad(d),
+    };
+    if let Some((h, n)) = unknown(&state, &channel, &nodes) {
+        return problem::not_found(format!(
+            "no appliance {h}/{n}: neither enrolled here nor heard from on MQTT"
+        ))
+        .into_response();
     }
     let now = Timestamp::now().as_millis();
     let actor = format!("operator:{who}");

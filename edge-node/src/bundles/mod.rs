@@ -377,19 +377,9 @@ pub fn stage_model_set(bundle: &Bundle, staging: &Path) -> Result<(), Refused> {
             .with_context(|| format!("writing {}", f.name))
             .map_err(fail)?;
     }
-    let manifest = crate::inference::manifest::Manifest::load(staging).map_err(fail)?;
-    if manifest.models.is_empty() {
-        return Err(Refused::ModelSet("the manifest lists no models".into()));
-    }
-    let bad: Vec<String> = crate::inference::manifest::check_files(staging, &manifest)
-        .into_iter()
-        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
-        .collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(Refused::ModelSet(bad.join("; ")))
-    }
+    crate::inference::manifest::verify_set(staging)
+        .map(|_| ())
+        .map_err(Refused::ModelSet)
 }
 
 /// Checks a bundle for this appliance (see the module doc): `running` is

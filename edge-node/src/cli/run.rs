@@ -525,20 +525,9 @@ fn judge(
 fn installed_set_verifies(data_dir: &std::path::Path) -> Result<(), String> {
     let dir = crate::inference::models::current(data_dir)
         .ok_or_else(|| "no installed model set".to_owned())?;
-    let manifest =
-        crate::inference::manifest::Manifest::load(&dir).map_err(|e| format!("{e:#}"))?;
-    let bad: Vec<String> = crate::inference::manifest::check_files(&dir, &manifest)
-        .into_iter()
-        .filter_map(|(n, r)| r.err().map(|e| format!("{n}: {e}")))
-        .collect();
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "the installed set does not verify: {}",
-            bad.join("; ")
-        ))
-    }
+    crate::inference::manifest::verify_set(&dir)
+        .map(|_| ())
+        .map_err(|e| format!("the installed set does not verify: {e}"))
 }
 
 /// Whether a model set was installed before the current one (`models

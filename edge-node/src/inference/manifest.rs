@@ -217,6 +217,25 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     ))
 }
 
+/// The model set in `dir` as a whole: its manifest loads, lists models,
+/// and every file has the SHA-256 it states; else why not, in one line
+/// (each failing file named).
+pub fn verify_set(dir: &Path) -> Result<Manifest, String> {
+    let manifest = Manifest::load(dir).map_err(|e| format!("{e:#}"))?;
+    if manifest.models.is_empty() {
+        return Err("the manifest lists no models".into());
+    }
+    let bad: Vec<String> = check_files(dir, &manifest)
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if bad.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
 /// Checks every model file of the set in `dir` against its SHA-256.
 /// Returns, per model, `Err(reason)` when it does not match.
 pub fn check_files(dir: &Path, manifest: &Manifest) -> Vec<(String, Result<(), String>)> {

@@ -123,8 +123,10 @@ impl View {
     }
 }
 
-/// The fleet channel, or the 409 page of a cloud without one.
-fn channel(state: &CloudState) -> Result<Channel, Notice> {
+/// The fleet channel for `who` (with the `fleet` scope), or the 403 page,
+/// or the 409 page of a cloud without one.
+fn channel(state: &CloudState, who: &Operator) -> Result<Channel, Notice> {
+    who.require(Scope::Fleet)?;
     state.fleet.clone().ok_or_else(|| {
         Notice::new(
             StatusCode::CONFLICT,
@@ -229,10 +231,7 @@ pub async fn page(
     who: Operator,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = who.require(Scope::Fleet) {
-        return r.into_response();
-    }
-    let channel = match channel(&state) {
+    let channel = match channel(&state, &who) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
@@ -269,10 +268,7 @@ pub async fn table(
     who: Operator,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = who.require(Scope::Fleet) {
-        return r.into_response();
-    }
-    let channel = match channel(&state) {
+    let channel = match channel(&state, &who) {
         Ok(c) => c,
         Err(r) => return r.into_response(),
     };
@@ -280,6 +276,19 @@ pub async fn table(
         Ok(view) => page::respond(fleet_table(&channel, &state, &view)),
         Err(d) => bad_query(&d),
     }
+}
+
+/// The fleet channel and the appliance of the path for `who`, or the
+/// page that refuses (403, 409, 404).
+fn appliance(
+    state: &CloudState,
+    who: &Operator,
+    hospital: &str,
+    node: &str,
+) -> Result<(Channel, HospitalId, NodeId), Notice> {
+    let channel = channel(state, who)?;
+    let (h, n) = target(hospital, node)?;
+    Ok((channel, h, n))
 }
 
 /// The appliance of the path, or the 404 page.
@@ -466,15 +475,8 @@ pub async fn node(
     Path((hospital, node)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = who.require(Scope::Fleet) {
-        return r.into_response();
-    }
-    let channel = match channel(&state) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
-    let (h, n) = match target(&hospital, &node) {
-        Ok(t) => t,
+    let (channel, h, n) = match appliance(&state, &who, &hospital, &node) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     let Some(row) = channel.fleet.node(&h, &n, &state.registry.hospitals()) else {
@@ -525,15 +527,8 @@ pub async fn commands(
     who: Operator,
     Path((hospital, node)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = who.require(Scope::Fleet) {
-        return r.into_response();
-    }
-    let channel = match channel(&state) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
-    let (h, n) = match target(&hospital, &node) {
-        Ok(t) => t,
+    let (channel, h, n) = match appliance(&state, &who, &hospital, &node) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     page::respond(commands_list(&channel, &h, &n))
@@ -554,15 +549,8 @@ pub async fn send(
     Path((hospital, node)): Path<(String, String)>,
     Form(form): Form<CommandForm>,
 ) -> Response {
-    if let Err(r) = who.require(Scope::Fleet) {
-        return r.into_response();
-    }
-    let channel = match channel(&state) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
-    let (h, n) = match target(&hospital, &node) {
-        Ok(t) => t,
+    let (channel, h, n) = match appliance(&state, &who, &hospital, &node) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     let name = Some(form.name.trim()).filter(|s| !s.is_empty());
