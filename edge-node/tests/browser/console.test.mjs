@@ -256,6 +256,15 @@ test("EMPI reviews: each candidate's per-field explanation; never link and close
   await page.locator("article.review button:has-text('Close')").click();
   await page.waitForSelector("#done-notice");
   assert.equal(await page.textContent("#open-count"), "0");
+  // Posts from another origin are refused; an unknown action is a 400.
+  const cookie = (await ctx.cookies()).find((c) => c.name === "hms_console");
+  const post = (origin, body) => fetch(cloud.url + "/console/empi/reviews/1", {
+    method: "POST", redirect: "manual",
+    headers: { cookie: `hms_console=${cookie.value}`, origin, "content-type": "application/x-www-form-urlencoded" },
+    body,
+  });
+  assert.equal((await post("http://evil.example", "action=close")).status, 403);
+  assert.equal((await post(cloud.url, "action=merge_everything")).status, 400);
   // A reader may not see the queue.
   const r = await signedIn(reader);
   assert.equal((await r.page.goto(cloud.url + "/console/empi")).status(), 403);
