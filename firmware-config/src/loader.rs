@@ -40,16 +40,17 @@ use crate::schema::{
     BackupSection, Bed, Building, BundlesSection, CHARSETS, Cidr, CodingSection, Config,
     DEFAULT_BACKUP_INTERVAL_H, DEFAULT_BACKUP_KEEP, DEFAULT_BUNDLE_PROBATION_S, DEFAULT_CHARSET,
     DEFAULT_CHECKPOINT_INTERVAL_S, DEFAULT_CODING_HISTORY_DAYS, DEFAULT_CODING_MAX_TEXT_CHARS,
-    DEFAULT_FIRST_FRAME_TIMEOUT_S, DEFAULT_FLEET_KEEPALIVE_S, DEFAULT_FLEET_TELEMETRY_S,
-    DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S, DEFAULT_HISTORY_LIMIT,
-    DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS, DEFAULT_JOURNAL_SIZE_LIMIT_MB,
-    DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MODELS_DIR,
-    DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB, DEFAULT_SHUTDOWN_GRACE_S,
-    DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S,
-    DEFAULT_WRITER_QUEUE, Facility, FleetBroker, FleetSection, Floor, Hl7Location, Hl7Section,
-    HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls,
-    NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit, UplinkSection,
+    DEFAULT_CUDA_MIN_ROWS, DEFAULT_FIRST_FRAME_TIMEOUT_S, DEFAULT_FLEET_KEEPALIVE_S,
+    DEFAULT_FLEET_TELEMETRY_S, DEFAULT_FORECAST_REFRESH_S, DEFAULT_FRAME_TIMEOUT_S,
+    DEFAULT_HISTORY_LIMIT, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_INFERENCE_TIMEOUT_MS,
+    DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB,
+    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS,
+    DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker, FleetSection, Floor,
+    Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES,
+    MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit,
+    UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -83,6 +84,7 @@ const INFERENCE_KEYS: &[&str] = &[
     "library",
     "cuda",
     "cuda_tf32",
+    "cuda_min_rows",
     "timeout_ms",
     "refresh_s",
 ];
@@ -1118,6 +1120,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         };
         let cuda = s.bool(sink, "cuda");
         let cuda_tf32 = s.bool(sink, "cuda_tf32");
+        let min_rows = s.int(sink, "cuda_min_rows", 1, 16_777_216);
         let timeout = s.int(sink, "timeout_ms", 1, 60_000);
         let refresh = s.int(sink, "refresh_s", 10, 86_400);
         if cuda.is_none() && s.table.contains_key("cuda")
@@ -1130,6 +1133,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             library: library.map(|l| dir.join(l)),
             cuda: cuda.unwrap_or(false),
             cuda_tf32: cuda_tf32.unwrap_or(false),
+            cuda_min_rows: min_rows.ok()?.unwrap_or(DEFAULT_CUDA_MIN_ROWS),
             timeout_ms: timeout.ok()?.unwrap_or(DEFAULT_INFERENCE_TIMEOUT_MS),
             refresh_s: refresh.ok()?.unwrap_or(DEFAULT_FORECAST_REFRESH_S),
         })

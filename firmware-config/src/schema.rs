@@ -95,6 +95,8 @@ pub const DEFAULT_BUNDLE_PROBATION_S: u64 = 60;
 pub const DEFAULT_MODELS_DIR: &str = "models";
 /// Default for `inference.timeout_ms`.
 pub const DEFAULT_INFERENCE_TIMEOUT_MS: u64 = 250;
+/// Default for `inference.cuda_min_rows`.
+pub const DEFAULT_CUDA_MIN_ROWS: u64 = 4_096;
 /// Default for `coding.max_text_chars`.
 pub const DEFAULT_CODING_MAX_TEXT_CHARS: u64 = 4_000;
 /// Default for `coding.history_days`.
@@ -465,6 +467,10 @@ pub struct InferenceSection {
     /// products and convolutions (faster on Ampere and later, about three
     /// decimal digits less precise); off: full float32.
     pub cuda_tf32: bool,
+    /// With CUDA, calls of at least this many rows run on the GPU and
+    /// smaller ones on the CPU (one row costs less there than a trip to
+    /// the GPU); measured by `cargo xtask gpu-check`.
+    pub cuda_min_rows: u64,
     /// Longest a model call may take before the fallback answers.
     pub timeout_ms: u64,
     /// Seconds between forecast refreshes (a significant census change refreshes sooner).
@@ -497,6 +503,7 @@ impl Default for InferenceSection {
             library: None,
             cuda: false,
             cuda_tf32: false,
+            cuda_min_rows: DEFAULT_CUDA_MIN_ROWS,
             timeout_ms: DEFAULT_INFERENCE_TIMEOUT_MS,
             refresh_s: DEFAULT_FORECAST_REFRESH_S,
         }

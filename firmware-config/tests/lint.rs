@@ -1729,6 +1729,16 @@ fn the_inference_section_defaults_and_resolves_paths() {
     .expect("write");
     let c = load(&config).expect("valid").config;
     assert!(c.inference.cuda && c.inference.cuda_tf32);
+    assert_eq!(c.inference.cuda_min_rows, 4096, "the measured default");
+    std::fs::write(
+        &config,
+        text.replace("cuda = true\n", "cuda = true\ncuda_min_rows = 64\n"),
+    )
+    .expect("write");
+    assert_eq!(
+        load(&config).expect("valid").config.inference.cuda_min_rows,
+        64
+    );
     std::fs::write(&config, &text).expect("write");
     let c = load(&config).expect("valid").config;
     assert_eq!(c.inference.models, dir.path().join("../set"));
@@ -1750,13 +1760,14 @@ fn the_inference_section_defaults_and_resolves_paths() {
     "#]]
     .assert_eq(&render_in(dir.path(), &lint(&config)));
     let text = format!(
-        "{}\n[inference]\ncuda = true\ncuda_tf32 = 0\ntf32 = true\n",
+        "{}\n[inference]\ncuda = true\ncuda_tf32 = 0\ntf32 = true\ncuda_min_rows = 0\n",
         valid()
     );
     std::fs::write(&config, &text).expect("write");
     expect![[r#"
         $DIR/edge.toml:44:13: error: `inference.cuda_tf32` must be true or false, found integer
-        $DIR/edge.toml:45:1: error: unknown key `tf32` in [inference]; expected one of: models, library, cuda, cuda_tf32, timeout_ms, refresh_s
+        $DIR/edge.toml:45:1: error: unknown key `tf32` in [inference]; expected one of: models, library, cuda, cuda_tf32, cuda_min_rows, timeout_ms, refresh_s
+        $DIR/edge.toml:46:17: error: `inference.cuda_min_rows` must be between 1 and 16777216, found 0
     "#]]
     .assert_eq(&render_in(dir.path(), &lint(&config)));
 }

@@ -18,6 +18,7 @@ mod browser;
 mod demo;
 mod empi_eval;
 mod fleet_bench;
+mod gpu_pack;
 mod kiosks_bench;
 mod models_bench;
 mod patients_bench;
@@ -374,51 +375,6 @@ fn models_train() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask gpu-check`: both models under the CUDA execution provider,
-/// outputs compared with the CPU run and the recorded test vectors, latency
-/// printed. Needs an NVIDIA GPU (`nvidia-smi`) and a CUDA-enabled ONNX
-/// Runtime 1.31 library in `ORT_GPU_DYLIB_PATH` (from the `onnxruntime-gpu`
-/// wheel, with the CUDA and cuDNN libraries it needs on `LD_LIBRARY_PATH`).
-/// Exit 2 when there is no GPU: nothing was measured.
-fn gpu_check() -> anyhow::Result<()> {
-    let gpu = Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name,driver_version,memory.total",
-            "--format=csv,noheader",
-        ])
-        .output();
-    let gpu = match gpu {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        _ => {
-            eprintln!("xtask: gpu-check: no NVIDIA GPU here (nvidia-smi failed); nothing measured");
-            std::process::exit(2);
-        }
-    };
-    println!("gpu: {gpu}");
-    let gpu_lib = std::env::var_os("ORT_GPU_DYLIB_PATH")
-        .map(PathBuf::from)
-        .context(
-            "set ORT_GPU_DYLIB_PATH to a CUDA-enabled libonnxruntime.so (onnxruntime-gpu 1.31)",
-        )?;
-    let cpu_lib = ort_library()?;
-    let bin = build_edge(true)?;
-    let models = root().join("models");
-    for (label, lib, cuda) in [("cpu", cpu_lib, false), ("cuda", gpu_lib, true)] {
-        println!("{label}:");
-        let mut c = Command::new(&bin);
-        c.args(["models", "check", "--dir"])
-            .arg(&models)
-            .arg("--library")
-            .arg(&lib)
-            .args(["--runs", "2000"]);
-        if cuda {
-            c.arg("--cuda");
-        }
-        run(c)?;
-    }
-    Ok(())
-}
-
 /// Runs the HL7 mutation fuzzer (release build) for a while; findings are
 /// kept under edge-node/test_data/fuzz/ and replayed by the test suite.
 fn fuzz(args: &[String]) -> anyhow::Result<()> {
@@ -468,12 +424,13 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::check(&root()),
         Some("browser") => browser::run_tests(&root()),
         Some("empi-eval") => empi_eval::run(&root(), &args[1..]),
-        Some("gpu-check") => gpu_check(),
+        Some("gpu-check") => gpu_pack::check(&root()),
+        Some("gpu-pack") => gpu_pack::pack(&root()).map(|_| ()),
         Some("models-train") => models_train(),
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench fleet-outage [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench fleet-outage [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-pack | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

@@ -41,6 +41,12 @@ pub(super) enum ModelsCmd {
         /// Timed calls per model (one row each).
         #[arg(long, default_value_t = 2000)]
         runs: usize,
+        /// Also time calls of these batch sizes (rows per call, comma
+        /// separated) on each provider; with --cuda, the batch size from
+        /// which CUDA is faster is printed as the recommended
+        /// inference.cuda_min_rows.
+        #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+        batches: Vec<u32>,
     },
 }
 
@@ -99,8 +105,17 @@ pub(super) fn models(cmd: ModelsCmd) -> Outcome {
             cuda,
             tf32,
             runs,
+            batches,
         } => {
-            let rows = crate::inference::check::check(&dir, library, cuda, tf32, runs);
+            let plan = crate::inference::check::Plan {
+                dir,
+                library,
+                cuda,
+                tf32,
+                runs,
+                batches: batches.into_iter().map(|b| b as usize).collect(),
+            };
+            let rows = crate::inference::check::check(&plan);
             // Sessions are closed (check shut its runtime down); then the
             // environment, before the process exits and the library's
             // destructors run.

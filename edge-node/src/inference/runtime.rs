@@ -9,7 +9,10 @@
 //! with the reason; nothing here stops the appliance.
 //!
 //! Each ready model runs on a thread of its own (never on the async
-//! runtime), fed by a small bounded queue. Every call goes through a
+//! runtime), fed by a small bounded queue. With CUDA, a model has two
+//! sessions, each on its own thread: the provider policy ([`route`]) sends
+//! calls of at least `inference.cuda_min_rows` rows to the GPU and smaller
+//! ones to the CPU, where one row costs a fraction of a trip to the GPU. Every call goes through a
 //! [`Guard`]: a timeout and a circuit breaker (sliding window of 20 calls,
 //! judged from 10, opens at 60 % failures, stays open 60 s, then 3 probes).
 //! A call that cannot be answered by the model returns the [`Reason`], and
@@ -106,6 +109,40 @@ impl Reason {
     }
 }
 
+/// Where a model call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// ONNX Runtime's CPU execution provider.
+    Cpu,
+    /// The CUDA execution provider.
+    Cuda,
+}
+
+impl Provider {
+    /// `cpu` or `cuda`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+        }
+    }
+}
+
+/// The provider policy: which session answers a call of `rows` rows. CUDA
+/// only for calls of at least `cuda_min_rows` rows, and only when the model
+/// has a CUDA session; the CPU otherwise, and CUDA again when the model has
+/// no CPU session.
+pub fn route(rows: usize, cuda_min_rows: usize, cpu: bool, cuda: bool) -> Option<Provider> {
+    match (cpu, cuda) {
+        (false, false) => None,
+        (true, false) => Some(Provider::Cpu),
+        (false, true) => Some(Provider::Cuda),
+        (true, true) if rows >= cuda_min_rows => Some(Provider::Cuda),
+        (true, true) => Some(Provider::Cpu),
+    }
+}
+
 /// A model call that the model did not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unanswered {
@@ -127,6 +164,8 @@ pub struct Settings {
     /// Let CUDA use TensorFloat-32 for matrix products (`inference.cuda_tf32`);
     /// off: full float32.
     pub cuda_tf32: bool,
+    /// Calls of at least this many rows run on CUDA (`inference.cuda_min_rows`).
+    pub cuda_min_rows: usize,
     /// Per-call time limit.
     pub timeout: Duration,
 }
@@ -141,6 +180,7 @@ impl Settings {
             library: config.inference.library.clone(),
             cuda: config.inference.cuda,
             cuda_tf32: config.inference.cuda_tf32,
+            cuda_min_rows: usize::try_from(config.inference.cuda_min_rows).unwrap_or(usize::MAX),
             timeout: Duration::from_millis(config.inference.timeout_ms),
         }
     }
@@ -233,8 +273,15 @@ pub struct ModelReport {
     pub reason: Option<Reason>,
     /// Details of the reason.
     pub detail: Option<String>,
-    /// `cuda` or `cpu` when ready.
+    /// `cuda` or `cpu` when ready: `cuda` when the model has a CUDA session.
     pub provider: Option<&'static str>,
+    /// With a CUDA session: calls of at least this many rows run there, the
+    /// smaller ones on the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_min_rows: Option<usize>,
+    /// Asked for CUDA and answering on the CPU: why CUDA did not open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_error: Option<String>,
     /// The model's version from the manifest.
     pub version: Option<String>,
     /// Breaker state.
@@ -247,18 +294,60 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<f32>, String>>,
 }
 
+/// A model's sessions: each lives on its own thread behind a queue.
+#[derive(Default)]
+struct Workers {
+    cpu: Option<SyncSender<Job>>,
+    cuda: Option<SyncSender<Job>>,
+}
+
+impl Workers {
+    fn get(&self, p: Provider) -> Option<&SyncSender<Job>> {
+        match p {
+            Provider::Cpu => self.cpu.as_ref(),
+            Provider::Cuda => self.cuda.as_ref(),
+        }
+    }
+}
+
 struct Model {
     spec: Option<ModelSpec>,
     disabled: Option<Unanswered>,
-    worker: Option<SyncSender<Job>>,
-    provider: Option<&'static str>,
+    workers: Workers,
+    /// Why CUDA was asked for and did not open.
+    cuda_error: Option<String>,
     guard: Guard,
+}
+
+impl Model {
+    fn provider(&self) -> Option<&'static str> {
+        match (&self.disabled, &self.workers) {
+            (Some(_), _) => None,
+            (None, Workers { cuda: Some(_), .. }) => Some("cuda"),
+            (None, Workers { cpu: Some(_), .. }) => Some("cpu"),
+            (None, _) => None,
+        }
+    }
+
+    /// The queue of `provider`'s session, or of the one [`route`] picks.
+    fn worker(
+        &self,
+        provider: Option<Provider>,
+        rows: usize,
+        cuda_min_rows: usize,
+    ) -> Option<&SyncSender<Job>> {
+        let w = &self.workers;
+        let p =
+            provider.or_else(|| route(rows, cuda_min_rows, w.cpu.is_some(), w.cuda.is_some()))?;
+        w.get(p)
+    }
 }
 
 /// The models of one appliance. Dropping it closes its sessions (see the
 /// module doc).
 pub struct Runtime {
     models: BTreeMap<&'static str, Model>,
+    cuda_min_rows: usize,
     set: Option<String>,
     dir: PathBuf,
     metrics: Arc<Metrics>,
@@ -414,31 +503,105 @@ fn cuda_provider(tf32: bool) -> ort::ep::ExecutionProviderDispatch {
         .error_on_failure()
 }
 
-/// Opens a session for `spec`: CUDA first when asked, else CPU.
+/// Opens a session for the model at `path` on `provider`.
 fn open_session(
     env: &ort::environment::Environment,
     path: &Path,
-    cuda: bool,
+    provider: Provider,
     tf32: bool,
-) -> Result<(ort::session::Session, &'static str), String> {
-    let builder = |with_cuda: bool| -> ort::Result<ort::session::Session> {
+) -> Result<ort::session::Session, String> {
+    let open = || -> ort::Result<ort::session::Session> {
         let mut b = ort::session::Session::builder(env)?
             .with_intra_threads(1)?
             .with_inter_threads(1)?;
-        if with_cuda {
+        if provider == Provider::Cuda {
             b = b.with_execution_providers([cuda_provider(tf32)])?;
         }
         b.commit_from_file(path)
     };
-    if cuda {
-        match builder(true) {
-            Ok(s) => return Ok((s, "cuda")),
-            Err(e) => tracing::warn!(error = %e, "CUDA execution provider unavailable; using CPU"),
+    open().map_err(|e| format!("loading {} on {}: {e}", path.display(), provider.as_str()))
+}
+
+/// A model's open sessions, and why CUDA did not open when it was asked for.
+type Opened = (Vec<(Provider, ort::session::Session)>, Option<String>);
+
+/// Opens `spec`'s sessions: with `cuda`, a CUDA one (a warning when it is
+/// not offered) beside the CPU one; each checked against the manifest.
+fn open_sessions_for(
+    env: &ort::environment::Environment,
+    path: &Path,
+    spec: &ModelSpec,
+    settings: &Settings,
+) -> Result<Opened, Unanswered> {
+    let mut out = vec![];
+    let mut failure = None;
+    let mut cuda_error = None;
+    let providers: &[Provider] = if settings.cuda {
+        &[Provider::Cuda, Provider::Cpu]
+    } else {
+        &[Provider::Cpu]
+    };
+    for &p in providers {
+        let opened = open_session(env, path, p, settings.cuda_tf32)
+            .map_err(|e| Unanswered {
+                reason: Reason::Error,
+                detail: e,
+            })
+            .and_then(|s| {
+                check_signature(&s, spec)?;
+                Ok(s)
+            });
+        match opened {
+            Ok(s) => out.push((p, s)),
+            Err(u) => {
+                if p == Provider::Cuda {
+                    tracing::warn!(model = %spec.name, error = %u.detail, "CUDA execution provider unavailable; using CPU");
+                    cuda_error = Some(u.detail.clone());
+                }
+                failure = Some(u);
+            }
         }
     }
-    builder(false)
-        .map(|s| (s, "cpu"))
-        .map_err(|e| format!("loading {}: {e}", path.display()))
+    match failure {
+        Some(u) if out.is_empty() => Err(u),
+        _ => Ok((out, cuda_error)),
+    }
+}
+
+/// Runs `session` on a thread of its own until its queue closes, then drops
+/// it there; `ended` goes last.
+fn spawn_worker(
+    name: &str,
+    provider: Provider,
+    mut session: ort::session::Session,
+    spec: ModelSpec,
+    ended: std::sync::mpsc::Sender<()>,
+) -> std::io::Result<SyncSender<Job>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+    OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name(format!("onnx-{name}-{}", provider.as_str()))
+        .spawn(move || {
+            // Dropped last: the session is closed by then.
+            let _ended = ended;
+            while let Ok(job) = rx.recv() {
+                // A caller that gave up (timed out) wants no answer:
+                // skip its job rather than spend the model on it.
+                if job.reply.is_closed() {
+                    continue;
+                }
+                let out = run_job(&mut session, &spec, job.rows, job.input);
+                let _ = job.reply.send(out);
+            }
+            // The queue is closed: the runtime shuts down.
+            drop(session);
+            OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        // The closure, and the session in it, are gone.
+        OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+    }
+    spawned.map(|_| tx)
 }
 
 fn run_job(
@@ -476,8 +639,8 @@ impl Runtime {
         let disabled = |reason: Reason, detail: String| Model {
             spec: None,
             disabled: Some(Unanswered { reason, detail }),
-            worker: None,
-            provider: None,
+            workers: Workers::default(),
+            cuda_error: None,
             guard: guard(),
         };
         let mut models = BTreeMap::new();
@@ -502,6 +665,7 @@ impl Runtime {
                 }
                 return Runtime {
                     models,
+                    cuda_min_rows: settings.cuda_min_rows,
                     set: None,
                     dir: settings.models_dir.clone(),
                     metrics,
@@ -542,17 +706,7 @@ impl Runtime {
                     reason: Reason::LibraryMissing,
                     detail: e.clone(),
                 }),
-                (Ok(env), _, Ok(path)) => {
-                    open_session(env, &path, settings.cuda, settings.cuda_tf32)
-                        .map_err(|e| Unanswered {
-                            reason: Reason::Error,
-                            detail: e,
-                        })
-                        .and_then(|(s, provider)| {
-                            check_signature(&s, &spec)?;
-                            Ok((s, provider))
-                        })
-                }
+                (Ok(env), _, Ok(path)) => open_sessions_for(env, &path, &spec, settings),
             };
             let model = match prepared {
                 Err(u) => {
@@ -560,50 +714,43 @@ impl Runtime {
                     Model {
                         spec: Some(spec),
                         disabled: Some(u),
-                        worker: None,
-                        provider: None,
+                        workers: Workers::default(),
+                        cuda_error: None,
                         guard: guard(),
                     }
                 }
-                Ok((mut session, provider)) => {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
-                    let worker_spec = spec.clone();
-                    let ended = ended.clone();
-                    OPEN_SESSIONS.fetch_add(1, Ordering::SeqCst);
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("onnx-{name}"))
-                        .spawn(move || {
-                            // Dropped last: the session is closed by then.
-                            let _ended = ended;
-                            while let Ok(job) = rx.recv() {
-                                // A caller that gave up (timed out) wants no answer:
-                                // skip its job rather than spend the model on it.
-                                if job.reply.is_closed() {
-                                    continue;
-                                }
-                                let out = run_job(&mut session, &worker_spec, job.rows, job.input);
-                                let _ = job.reply.send(out);
-                            }
-                            // The queue is closed: the runtime shuts down.
-                            drop(session);
-                            OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
-                        });
-                    if spawned.is_err() {
-                        // The closure, and the session in it, are gone.
-                        OPEN_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+                Ok((sessions, cuda_error)) => {
+                    let mut workers = Workers::default();
+                    let mut failed = None;
+                    for (provider, session) in sessions {
+                        match spawn_worker(name, provider, session, spec.clone(), ended.clone()) {
+                            Ok(tx) => match provider {
+                                Provider::Cpu => workers.cpu = Some(tx),
+                                Provider::Cuda => workers.cuda = Some(tx),
+                            },
+                            Err(e) => failed = Some(format!("starting its thread: {e}")),
+                        }
                     }
-                    match spawned {
-                        Ok(_) => {
-                            tracing::info!(model = name, provider, version = %spec.version, "model ready");
-                            Model {
+                    match failed {
+                        Some(detail) if workers.cpu.is_none() && workers.cuda.is_none() => {
+                            disabled(Reason::Error, detail)
+                        }
+                        _ => {
+                            let model = Model {
                                 spec: Some(spec),
                                 disabled: None,
-                                worker: Some(tx),
-                                provider: Some(provider),
+                                workers,
+                                cuda_error,
                                 guard: guard(),
-                            }
+                            };
+                            let version = model
+                                .spec
+                                .as_ref()
+                                .map(|s| s.version.clone())
+                                .unwrap_or_default();
+                            tracing::info!(model = name, provider = model.provider(), version = %version, "model ready");
+                            model
                         }
-                        Err(e) => disabled(Reason::Error, format!("starting its thread: {e}")),
                     }
                 }
             };
@@ -612,6 +759,7 @@ impl Runtime {
         drop(ended);
         Runtime {
             models,
+            cuda_min_rows: settings.cuda_min_rows,
             set: Some(manifest.version.clone()),
             dir: settings.models_dir.clone(),
             metrics,
@@ -631,7 +779,7 @@ impl Runtime {
 
     fn close_sessions(&mut self, wait: bool) -> bool {
         for model in self.models.values_mut() {
-            model.worker = None;
+            model.workers = Workers::default();
         }
         if !wait {
             return false;
@@ -689,7 +837,9 @@ impl Runtime {
                 },
                 reason: m.disabled.as_ref().map(|u| u.reason),
                 detail: m.disabled.as_ref().map(|u| u.detail.clone()),
-                provider: m.provider,
+                provider: m.provider(),
+                cuda_min_rows: m.workers.cuda.as_ref().map(|_| self.cuda_min_rows),
+                cuda_error: m.cuda_error.clone(),
                 version: m.spec.as_ref().map(|s| s.version.clone()),
                 breaker: m.guard.state(),
             })
@@ -698,9 +848,23 @@ impl Runtime {
 
     /// Runs `model` on `rows` rows of `input` (row-major, the manifest's
     /// feature order). The output rows, row-major, or why there are none.
+    /// The session is chosen by [`route`].
     pub async fn infer(
         &self,
         model: &str,
+        rows: usize,
+        input: Vec<f32>,
+    ) -> Result<Vec<f32>, Unanswered> {
+        self.infer_on(model, None, rows, input).await
+    }
+
+    /// As [`Runtime::infer`], on the session of `provider` when one is
+    /// named (`models check` compares them); an error when the model has
+    /// no such session.
+    pub async fn infer_on(
+        &self,
+        model: &str,
+        provider: Option<Provider>,
         rows: usize,
         input: Vec<f32>,
     ) -> Result<Vec<f32>, Unanswered> {
@@ -710,11 +874,14 @@ impl Runtime {
                 reason: Reason::ModelMissing,
                 detail: format!("no model {model}"),
             }),
-            Some(m) => match (&m.disabled, &m.worker) {
+            Some(m) => match (&m.disabled, m.worker(provider, rows, self.cuda_min_rows)) {
                 (Some(u), _) => Err(u.clone()),
                 (None, None) => Err(Unanswered {
                     reason: Reason::Error,
-                    detail: "the model has no worker".into(),
+                    detail: match provider {
+                        Some(p) => format!("the model has no {} session", p.as_str()),
+                        None => "the model has no worker".into(),
+                    },
                 }),
                 (None, Some(tx)) => {
                     let tx = tx.clone();
@@ -840,6 +1007,22 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(g.call(hang()).await.unwrap_err().reason, Reason::Timeout);
         assert_eq!(g.state(), "open");
+    }
+
+    #[test]
+    fn small_calls_run_on_the_cpu_and_large_ones_on_cuda() {
+        use Provider::{Cpu, Cuda};
+        let both = |rows| route(rows, 4096, true, true);
+        assert_eq!(
+            [1, 64, 4095, 4096, 65536].map(both),
+            [Some(Cpu), Some(Cpu), Some(Cpu), Some(Cuda), Some(Cuda)]
+        );
+        // One session only: it answers every call, whatever the size.
+        assert_eq!(route(1, 4096, false, true), Some(Cuda));
+        assert_eq!(route(65536, 4096, true, false), Some(Cpu));
+        assert_eq!(route(1, 4096, false, false), None);
+        // A threshold of 1 sends everything to the GPU.
+        assert_eq!(route(1, 1, true, true), Some(Cuda));
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge_node::inference::check::Plan;
+use edge_node::inference::runtime::Provider;
 use edge_node::inference::{BED_DEMAND, OR_DURATION, Reason, Runtime, Settings};
 use edge_node::metrics::Metrics;
 use serde_json::json;
@@ -42,6 +44,7 @@ fn settings(dir: &Path, library: Option<PathBuf>, timeout_ms: u64) -> Settings {
         library,
         cuda: false,
         cuda_tf32: false,
+        cuda_min_rows: 4096,
         timeout: Duration::from_millis(timeout_ms),
     }
 }
@@ -412,17 +415,24 @@ fn models_check_compares_each_model_within_its_manifest_tolerance() {
         std::fs::write(&p, v.to_string()).unwrap();
     });
     let verdicts = |dir: &Path| -> Vec<(String, bool, f64)> {
-        edge_node::inference::check::check(dir, Some(lib.clone()), false, false, 3)
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                (
-                    r.json["model"].as_str().unwrap().to_owned(),
-                    r.ok,
-                    r.json["tolerance"].as_f64().unwrap(),
-                )
-            })
-            .collect()
+        edge_node::inference::check::check(&Plan {
+            dir: dir.to_owned(),
+            library: Some(lib.clone()),
+            cuda: false,
+            tf32: false,
+            runs: 3,
+            batches: vec![],
+        })
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.json["model"].as_str().unwrap().to_owned(),
+                r.ok,
+                r.json["tolerance"].as_f64().unwrap(),
+            )
+        })
+        .collect()
     };
     assert_eq!(
         verdicts(set.path()),
@@ -442,6 +452,89 @@ fn models_check_compares_each_model_within_its_manifest_tolerance() {
     // Without one, the test vectors' tolerance applies.
     edit_manifest(set.path(), "tolerance = 1e-4\n", "");
     assert_eq!(verdicts(set.path())[0], (BED_DEMAND.to_owned(), true, 1e-3));
+}
+
+#[test]
+fn models_check_times_each_batch_size_on_the_cpu() {
+    let Some(lib) = ort() else { return };
+    let rows = edge_node::inference::check::check(&Plan {
+        dir: models(),
+        library: Some(lib),
+        cuda: false,
+        tf32: false,
+        runs: 20,
+        batches: vec![1, 64, 512],
+    })
+    .unwrap();
+    let batches: Vec<(String, String, u64, u64)> = rows
+        .iter()
+        .filter(|r| r.json.get("batch").is_some())
+        .map(|r| {
+            assert!(r.json["p50_ms"].as_f64().unwrap() > 0.0, "{}", r.json);
+            let per_s = r.json["rows_per_s"].as_f64().unwrap();
+            let p50 = r.json["p50_ms"].as_f64().unwrap();
+            let batch = r.json["batch"].as_u64().unwrap();
+            assert!((per_s - batch as f64 * 1000.0 / p50).abs() < 1e-6 * per_s);
+            (
+                r.json["model"].as_str().unwrap().to_owned(),
+                r.json["provider"].as_str().unwrap().to_owned(),
+                batch,
+                r.json["runs"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, u64, u64)> = [BED_DEMAND, OR_DURATION]
+        .iter()
+        .flat_map(|m| [1, 64, 512].map(|b| (m.to_string(), "cpu".to_owned(), b, 20)))
+        .collect();
+    assert_eq!(batches, want);
+    assert!(rows.iter().all(|r| r.ok));
+    // Without CUDA there is nothing to compare: no threshold is suggested.
+    assert!(rows.iter().all(|r| r.json.get("recommended").is_none()));
+}
+
+#[tokio::test]
+async fn asked_for_cuda_without_it_every_call_runs_on_the_cpu_session() {
+    let Some(lib) = ort() else { return };
+    let mut s = settings(&models(), Some(lib), 5_000);
+    let plain = start(&s);
+    s.cuda = true;
+    s.cuda_min_rows = 1;
+    // The CPU build of ONNX Runtime offers no CUDA: CPU only, as before.
+    let rt = start(&s);
+    let r = report(&rt, OR_DURATION);
+    assert_eq!(
+        (r.state, r.provider, r.cuda_min_rows),
+        ("ready", Some("cpu"), None)
+    );
+    let row = vec![120.0, 67.0, 3.0, 6.0, -1.0];
+    let many: Vec<f32> = row.iter().copied().cycle().take(5 * 100).collect();
+    assert_eq!(
+        rt.infer(OR_DURATION, 100, many.clone()).await.unwrap(),
+        plain.infer(OR_DURATION, 100, many).await.unwrap()
+    );
+    let u = rt
+        .infer_on(OR_DURATION, Some(Provider::Cuda), 1, row.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(u.reason, Reason::Error);
+    assert_eq!(u.detail, "the model has no cuda session");
+    assert!(
+        rt.infer_on(OR_DURATION, Some(Provider::Cpu), 1, row)
+            .await
+            .is_ok()
+    );
+    assert!(
+        r.cuda_error.as_deref().unwrap().contains("on cuda"),
+        "{:?}",
+        r.cuda_error
+    );
+    let health = serde_json::to_value(&r).unwrap();
+    assert!(health.get("cuda_min_rows").is_none(), "{health}");
+    assert!(health["cuda_error"].is_string(), "{health}");
+    // Not asked for CUDA: nothing about it.
+    let health = serde_json::to_value(report(&plain, OR_DURATION)).unwrap();
+    assert!(health.get("cuda_error").is_none(), "{health}");
 }
 
 #[test]
