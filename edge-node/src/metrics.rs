@@ -213,6 +213,8 @@ pub struct Metrics {
     /// Cloud acknowledgements refused because they did not check out, by
     /// the refusal's code (`ack_beyond_sent`, `ack_hash_mismatch`, …).
     pub uplink_acks_refused: Family<ReasonLabels, Counter>,
+    /// Moves of the uplink from one cloud address to another.
+    pub uplink_failovers: Counter,
     /// Time from an event's commit to the cloud's acknowledgement of it.
     pub uplink_lag_seconds: Histogram,
     /// Events not yet acknowledged by the cloud.
@@ -387,6 +389,12 @@ impl Metrics {
             "Cloud acknowledgements refused as untrusted (nothing pruned by them), by reason",
             uplink_acks_refused.clone(),
         );
+        let uplink_failovers = Counter::default();
+        registry.register(
+            "uplink_failovers",
+            "Moves of the uplink from one cloud address to another (failovers and failbacks)",
+            uplink_failovers.clone(),
+        );
         let uplink_lag_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 20));
         registry.register(
             "uplink_lag_seconds",
@@ -419,6 +427,7 @@ impl Metrics {
             uplink_batches,
             uplink_events,
             uplink_acks_refused,
+            uplink_failovers,
             uplink_lag_seconds,
             uplink_outbox_events,
             hl7_acks,

@@ -51,11 +51,11 @@ pub use schema::{
     DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB,
-    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS,
-    DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker, FleetSection, Floor,
-    Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES,
-    MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit,
-    UplinkSection,
+    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_FAILBACK_S,
+    DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker,
+    FleetSection, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen,
+    MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
+    StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
 /// A configuration that loaded, with the warnings found on the way.

@@ -46,11 +46,11 @@ use crate::schema::{
     DEFAULT_JOURNAL_SIZE_LIMIT_MB, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MODELS_DIR, DEFAULT_OUTBOX_ALARM_PERCENT, DEFAULT_OUTBOX_BUDGET_MB,
-    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_POLL_MS,
-    DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker, FleetSection, Floor,
-    Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen, MAX_SYNCABLE_FRAME_BYTES,
-    MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room, StoreSection, TlsFiles, Unit,
-    UplinkSection,
+    DEFAULT_SHUTDOWN_GRACE_S, DEFAULT_UPLINK_BATCH_EVENTS, DEFAULT_UPLINK_FAILBACK_S,
+    DEFAULT_UPLINK_POLL_MS, DEFAULT_UPLINK_TIMEOUT_S, DEFAULT_WRITER_QUEUE, Facility, FleetBroker,
+    FleetSection, Floor, Hl7Location, Hl7Section, HttpSection, InferenceSection, Listen,
+    MAX_SYNCABLE_FRAME_BYTES, MllpSection, MllpTls, NodeSection, OrRoom, Retention, Room,
+    StoreSection, TlsFiles, Unit, UplinkSection,
 };
 
 type Span = Range<usize>;
@@ -121,6 +121,7 @@ const MLLP_KEYS: &[&str] = &[
 const HL7_SECTION_KEYS: &[&str] = &["managed_points_of_care"];
 const UPLINK_KEYS: &[&str] = &[
     "cloud",
+    "failback_s",
     "ca",
     "key_file",
     "batch_events",
@@ -1030,15 +1031,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         s.unknown_keys(self.sink, UPLINK_KEYS);
         let dir = self.dir();
         let sink = &mut *self.sink;
-        let cloud = s.text(sink, "cloud", Need::Required).and_then(|raw| {
-            match service_url(&raw.value, &HTTP_URL) {
-                Ok(url) => Some((raw.value, url.tls, raw.span)),
-                Err(why) => {
-                    sink.error(&raw.span, format!("{} {why}", s.key_path("cloud")));
-                    None
-                }
-            }
-        });
+        let cloud = cloud_addresses(sink, &s);
         let ca = existing_file(sink, &s, "ca", dir);
         let key_file = match s.table.get("key_file") {
             Some(_) => s
@@ -1049,6 +1042,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         let batch = s.int(sink, "batch_events", 1, 1_000);
         let timeout = s.int(sink, "timeout_s", 1, 600);
         let poll = s.int(sink, "poll_ms", 10, 60_000);
+        let failback = s.int(sink, "failback_s", 1, 86_400);
         let budget = s.int(sink, "outbox_budget_mb", 1, 1 << 24);
         let alarm = s.int(sink, "outbox_alarm_percent", 1, 100);
         let mut retention = Retention::default();
@@ -1068,11 +1062,13 @@ impl<'s, 'a> Walk<'s, 'a> {
                 Err(()) => bad = true,
             }
         }
-        let (cloud, https, span) = cloud?;
+        let cloud = cloud?;
         let ca = ca.ok()?;
-        if https && ca.is_none() {
+        if let Some((_, _, span)) = cloud.iter().find(|(_, https, _)| *https)
+            && ca.is_none()
+        {
             sink.error(
-                &span,
+                span,
                 format!(
                     "{} is https but {} is not given: name the PEM file of the CA that \
                      signed the cloud's certificate",
@@ -1086,12 +1082,13 @@ impl<'s, 'a> Walk<'s, 'a> {
             return None;
         }
         Some(Some(UplinkSection {
-            cloud,
+            cloud: cloud.into_iter().map(|(url, _, _)| url).collect(),
             ca,
             key_file: key_file?,
             batch_events: to_usize(batch.ok()?, DEFAULT_UPLINK_BATCH_EVENTS)?,
             timeout_s: timeout.ok()?.unwrap_or(DEFAULT_UPLINK_TIMEOUT_S),
             poll_ms: poll.ok()?.unwrap_or(DEFAULT_UPLINK_POLL_MS),
+            failback_s: failback.ok()?.unwrap_or(DEFAULT_UPLINK_FAILBACK_S),
             outbox_budget_mb: budget.ok()?.unwrap_or(DEFAULT_OUTBOX_BUDGET_MB),
             outbox_alarm_percent: alarm.ok()?.unwrap_or(DEFAULT_OUTBOX_ALARM_PERCENT),
             retention,
@@ -1870,6 +1867,82 @@ struct Schemes {
     default_ports: Option<(u16, u16)>,
     /// Why other hosts need TLS, for the message.
     why_tls: &'static str,
+}
+
+/// Most addresses `uplink.cloud` may list.
+const MAX_CLOUD_ADDRESSES: usize = 8;
+
+/// `uplink.cloud`: one address or an array of them, in order of preference
+/// (each checked as [`service_url`]; no repeats): each address with whether
+/// it is https and where it is written. `None` after reporting what is wrong.
+fn cloud_addresses(sink: &mut Sink<'_>, s: &Scope<'_, '_>) -> Option<Vec<(String, bool, Span)>> {
+    let value = s.raw(sink, "cloud", Need::Required)?;
+    let items: Vec<&Value<'_>> = match value.get_ref() {
+        DeValue::String(_) => vec![value],
+        DeValue::Array(items) if items.is_empty() => {
+            sink.error(
+                &value.span(),
+                format!("{} is empty: name the cloud's address", s.key_path("cloud")),
+            );
+            return None;
+        }
+        DeValue::Array(items) if items.len() > MAX_CLOUD_ADDRESSES => {
+            sink.error(
+                &value.span(),
+                format!(
+                    "{} lists {} addresses; at most {MAX_CLOUD_ADDRESSES}",
+                    s.key_path("cloud"),
+                    items.len()
+                ),
+            );
+            return None;
+        }
+        DeValue::Array(items) => items.iter().collect(),
+        _ => {
+            s.wrong_type(sink, "cloud", value, "a URL or an array of URLs");
+            return None;
+        }
+    };
+    let mut out: Vec<(String, bool, Span)> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let DeValue::String(raw) = item.get_ref() else {
+            sink.error(
+                &item.span(),
+                format!(
+                    "{} must hold only URLs, found {}",
+                    s.key_path("cloud"),
+                    item.get_ref().type_str()
+                ),
+            );
+            ok = false;
+            continue;
+        };
+        let raw = raw.to_string();
+        if raw.trim().is_empty() {
+            sink.error(
+                &item.span(),
+                format!("{} must not be empty", s.key_path("cloud")),
+            );
+            ok = false;
+            continue;
+        }
+        match service_url(&raw, &HTTP_URL) {
+            Ok(_) if out.iter().any(|(u, _, _)| *u == raw) => {
+                sink.error(
+                    &item.span(),
+                    format!("{} lists {raw:?} twice", s.key_path("cloud")),
+                );
+                ok = false;
+            }
+            Ok(url) => out.push((raw, url.tls, item.span())),
+            Err(why) => {
+                sink.error(&item.span(), format!("{} {why}", s.key_path("cloud")));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// `uplink.cloud`: `https://HOST:PORT`, the port required.

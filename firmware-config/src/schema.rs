@@ -73,6 +73,8 @@ pub const CHARSETS: &[&str] = &[
 pub const DEFAULT_UPLINK_BATCH_EVENTS: usize = 1_000;
 /// Default for `uplink.timeout_s`.
 pub const DEFAULT_UPLINK_TIMEOUT_S: u64 = 10;
+/// Default for `uplink.failback_s`.
+pub const DEFAULT_UPLINK_FAILBACK_S: u64 = 300;
 /// Default for `uplink.poll_ms`.
 pub const DEFAULT_UPLINK_POLL_MS: u64 = 1_000;
 /// Default for `uplink.outbox_budget_mb`.
@@ -399,8 +401,11 @@ pub struct Hl7Section {
 /// `[uplink]`: the appliance's link to its regional cloud.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UplinkSection {
-    /// The cloud's sync service, `https://HOST:PORT` (or `http://` on loopback).
-    pub cloud: String,
+    /// The cloud's sync service, `https://HOST:PORT` (or `http://` on
+    /// loopback): one address or several (instances of the region, then its
+    /// DR peer), in order of preference; the uplink fails over down the list
+    /// and comes back to the first. Never empty.
+    pub cloud: Vec<String>,
     /// PEM file of the CA that signed the cloud's certificate (required for https).
     pub ca: Option<PathBuf>,
     /// The appliance's sync private key (PKCS#8); none: `sync-key.pk8` in the data dir.
@@ -411,6 +416,8 @@ pub struct UplinkSection {
     pub timeout_s: u64,
     /// How often the uplink looks for new events when no commit woke it.
     pub poll_ms: u64,
+    /// Seconds on another address before the uplink tries the first again.
+    pub failback_s: u64,
     /// Disk budget for events the cloud has not acknowledged, in MiB.
     pub outbox_budget_mb: u64,
     /// Share of the budget, in percent, at which the outbox alarm fires.

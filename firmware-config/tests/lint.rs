@@ -1327,7 +1327,8 @@ fn the_uplink_section_resolves_paths_and_defaults() {
     assert_eq!(render_in(dir.path(), &lint(&config)), "");
     let loaded = load(&config).expect("valid");
     let uplink = loaded.config.uplink.expect("uplink");
-    assert_eq!(uplink.cloud, "https://cloud.example:9443");
+    assert_eq!(uplink.cloud, ["https://cloud.example:9443"]);
+    assert_eq!(uplink.failback_s, 300);
     assert_eq!(uplink.ca, Some(dir.path().join("edge.crt")));
     assert_eq!(uplink.key_file, Some(dir.path().join("keys/sync.pk8")));
     assert_eq!(uplink.batch_events, 1_000);
@@ -1398,6 +1399,34 @@ fn uplink_errors_are_located() {
             "#]],
         ),
         (
+            "cloud = [\"http://127.0.0.1:9443\", \"http://10.0.0.6:9443\", \"http://127.0.0.1:9443\", 7, \"\"]\nfailback_s = 0\n",
+            expect![[r#"
+                $DIR/edge.toml:43:35: error: `uplink.cloud` must be https:// to reach another machine (PHI crosses networks only inside TLS); plain http:// is only for loopback (127.0.0.0/8, [::1], localhost), found "http://10.0.0.6:9443"
+                $DIR/edge.toml:43:59: error: `uplink.cloud` lists "http://127.0.0.1:9443" twice
+                $DIR/edge.toml:43:84: error: `uplink.cloud` must hold only URLs, found integer
+                $DIR/edge.toml:43:87: error: `uplink.cloud` must not be empty
+                $DIR/edge.toml:44:14: error: `uplink.failback_s` must be between 1 and 86400, found 0
+            "#]],
+        ),
+        (
+            "cloud = []\n",
+            expect![[r#"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` is empty: name the cloud's address
+            "#]],
+        ),
+        (
+            "cloud = 9443\n",
+            expect![[r#"
+                $DIR/edge.toml:43:9: error: `uplink.cloud` must be a URL or an array of URLs, found integer
+            "#]],
+        ),
+        (
+            "cloud = [\"http://127.0.0.1:9443\", \"https://cloud-dr.example:9443\"]\n",
+            expect![[r#"
+                $DIR/edge.toml:43:35: error: `uplink.cloud` is https but `uplink.ca` is not given: name the PEM file of the CA that signed the cloud's certificate
+            "#]],
+        ),
+        (
             "cloud = \"http://127.0.0.1.example:9443\"\n",
             expect![[r#"
                 $DIR/edge.toml:43:9: error: `uplink.cloud` must be https:// to reach another machine (PHI crosses networks only inside TLS); plain http:// is only for loopback (127.0.0.0/8, [::1], localhost), found "http://127.0.0.1.example:9443"
@@ -1422,8 +1451,23 @@ fn plain_http_uplinks_are_for_loopback_only() {
     ] {
         let text = format!("{}\n[uplink]\ncloud = \"{cloud}\"\n", valid());
         let loaded = load_str(&text, file()).unwrap_or_else(|e| panic!("{cloud}: {e}"));
-        assert_eq!(loaded.config.uplink.expect("uplink").cloud, cloud);
+        assert_eq!(loaded.config.uplink.expect("uplink").cloud, [cloud]);
     }
+    let text = format!(
+        "{}\n[uplink]\ncloud = [\"http://127.0.0.1:9443\", \"http://localhost:9444\"]\nfailback_s = 30\n",
+        valid()
+    );
+    let uplink = load_str(&text, file()).unwrap().config.uplink.unwrap();
+    assert_eq!(
+        (uplink.cloud, uplink.failback_s),
+        (
+            vec![
+                "http://127.0.0.1:9443".to_owned(),
+                "http://localhost:9444".to_owned()
+            ],
+            30
+        )
+    );
     for cloud in [
         "http://10.0.0.5:9443",
         "http://0.0.0.0:9443",

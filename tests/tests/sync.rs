@@ -604,6 +604,124 @@ async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal(backe
     edge.stop();
 }
 
+/// A region of two cloud instances on one PostgreSQL, the appliance given
+/// both addresses (`uplink.cloud` as a list): the first is SIGKILLed and the
+/// uplink fails over to the second, which carries on from the same shared
+/// log; the first comes back and, `failback_s` later, the uplink returns to
+/// it. `/health` names the address in use and counts both moves, and the
+/// shared log ends equal to the appliance's, each event stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
+    let Some(site) = Site::with(
+        Backend::Postgres,
+        Options {
+            uplink: "failback_s = 3\n",
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    // The second instance: another port and its own registry, the same
+    // PostgreSQL for the hospital logs; the appliance enrolled there too.
+    let port_b = free_port();
+    let config_b = site.dir.path().join("cloud-b.toml");
+    let text = std::fs::read_to_string(site.cloud_config())
+        .unwrap()
+        .replace(&format!(":{}\"", site.cloud_port), &format!(":{port_b}\""))
+        .replace("cloud-data", "cloud-data-b");
+    std::fs::write(&config_b, text).unwrap();
+    run(Command::new(bin("hms-cloud"))
+        .args(["enroll", "--config"])
+        .arg(&config_b)
+        .args([
+            "--hospital",
+            &site.hospital,
+            "--region",
+            "eu-west",
+            "--node",
+            "edge-1",
+            "--public-key",
+        ])
+        .arg(site.edge_data().join("sync-key.pub")));
+    let (a_url, b_url) = (
+        format!("http://127.0.0.1:{}", site.cloud_port),
+        format!("http://127.0.0.1:{port_b}"),
+    );
+    let edge_text = std::fs::read_to_string(site.edge_config())
+        .unwrap()
+        .replace(
+            &format!("cloud = \"{a_url}\""),
+            &format!("cloud = [\"{a_url}\", \"{b_url}\"]"),
+        );
+    assert!(edge_text.contains(&b_url));
+    std::fs::write(site.edge_config(), edge_text).unwrap();
+    let start_b = || {
+        let p = Proc::spawn(
+            Command::new(bin("hms-cloud"))
+                .args(["run", "--config"])
+                .arg(&config_b),
+        );
+        p.ready("hms-cloud ready ");
+        p
+    };
+
+    let a = site.start_cloud();
+    let _b = start_b();
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 200);
+    let s = caught_up(http).await;
+    assert_eq!(
+        (s["cloud"].as_str(), s["failovers"].as_u64()),
+        (Some(a_url.as_str()), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["clouds"], serde_json::json!([a_url, b_url]), "{s}");
+
+    // The first instance dies; the feed goes on and reaches the second.
+    a.kill9();
+    adt(mllp, 200, 300);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = sync_state(http).await;
+        if s["cloud"] == b_url.as_str() && s["state"] == "online" && s["lag_events"] == 0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never failed over: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s["failovers"], 1, "{s}");
+    assert_eq!(s["health"], "ok", "{s}");
+    site.assert_cloud_equals_edge().await;
+
+    // Back: the first instance restarts, and the uplink returns to it.
+    let _a = site.start_cloud();
+    adt(mllp, 500, 100);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let s = loop {
+        let s = sync_state(http).await;
+        if s["cloud"] == a_url.as_str() && s["state"] == "online" && s["lag_events"] == 0 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "never came back: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s["failovers"], 2, "{s}");
+    adt(mllp, 600, 100);
+    let s = caught_up(http).await;
+    assert_eq!(s["cloud"], a_url.as_str(), "{s}");
+    site.assert_cloud_equals_edge().await;
+    let metrics = {
+        let token = MONITORS.lock().unwrap().get(&http).cloned().unwrap();
+        let mut c = Conn::connect(http, Some(&token)).await.unwrap();
+        String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap()
+    };
+    assert!(
+        metrics.contains("hms_uplink_failovers_total 2"),
+        "{metrics}"
+    );
+    edge.stop();
+}
+
 /// The cloud dies with a batch in flight: the relay in front of it holds
 /// the third batch of a backlog until the cloud's store is locked (the
 /// cloud can take the batch in but commit nothing), lets it go whole, and

@@ -56,11 +56,11 @@ fn from_cloud(location: &Location) -> Outcome {
         ))
     })?;
     let rt = runtime(true)?;
-    let client = cloud_sync_client::Client::new(settings.endpoint.clone());
+    let client = cloud_sync_client::Client::new(settings.endpoint().clone());
     eprintln!(
         "restore: fetching {}'s events from {}",
         cfg.node.hospital_id,
-        settings.endpoint.url()
+        settings.endpoint().url()
     );
     let mut shown = 0u64;
     let r = rt.block_on(crate::store::cloud_restore::restore_from_cloud(

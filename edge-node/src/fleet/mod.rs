@@ -492,7 +492,7 @@ async fn handle(
 }
 
 /// Carries out `apply_bundle` `id` (see the module doc): downloads bundle
-/// `sha256` from the cloud of `uplink` (one download at a time, as
+/// `sha256` from the cloud of `uplink` (its addresses in order; one download at a time, as
 /// `downloads` allows), checks its SHA-256 and queues it in `data_dir`'s
 /// inbox; the result to publish.
 async fn apply_bundle(
@@ -505,15 +505,23 @@ async fn apply_bundle(
     let failed = |reason: &str| json!({ "id": id, "status": "failed", "reason": reason });
     // Closed only if the channel is gone; then nobody waits for the answer.
     let _one = downloads.acquire_owned().await;
-    let client = cloud_sync_client::Client::new(uplink.endpoint.clone());
-    let fetched = client
-        .bundle(
-            &uplink.signer,
-            &sha256,
-            Timestamp::now().as_millis(),
-            BUNDLE_FETCH_TIMEOUT.max(uplink.timeout),
-        )
-        .await;
+    // From the cloud's addresses in order: the first that has it.
+    let mut fetched = Err(anyhow::anyhow!("no cloud address"));
+    for endpoint in &uplink.endpoints {
+        let client = cloud_sync_client::Client::new(endpoint.clone());
+        fetched = client
+            .bundle(
+                &uplink.signer,
+                &sha256,
+                Timestamp::now().as_millis(),
+                BUNDLE_FETCH_TIMEOUT.max(uplink.timeout),
+            )
+            .await
+            .map_err(anyhow::Error::from);
+        if fetched.is_ok() {
+            break;
+        }
+    }
     let bytes = match fetched {
         Ok(b) => b,
         Err(e) => {

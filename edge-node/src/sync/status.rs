@@ -71,8 +71,13 @@ impl From<BreakerState> for BreakerReport {
 pub struct Report {
     /// Where the uplink stands.
     pub state: SyncState,
-    /// The cloud's URL.
+    /// The cloud's address in use.
     pub cloud: Option<String>,
+    /// Every address of `uplink.cloud`, in order, when it lists more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clouds: Vec<String>,
+    /// Moves from one address to another (failovers and failbacks) since start.
+    pub failovers: u64,
     /// Highest seq the cloud acknowledged (none until it answered once).
     pub acked_seq: Option<u64>,
     /// Highest seq committed locally.

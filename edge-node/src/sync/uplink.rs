@@ -28,6 +28,11 @@
 //!
 //! While caught up it also reads the downlink every few seconds
 //! ([`super::downlink`]).
+//!
+//! With several cloud addresses (`uplink.cloud` as a list) it talks to one
+//! at a time, chosen by [`super::failover`]; on a move it starts over with
+//! the new address's position (a fresh shipper), so nothing is trusted
+//! that this address did not acknowledge itself.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +46,7 @@ use hms_domain::{Envelope, HospitalId, NodeId, Timestamp};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::failover::{Failover, Move};
 use super::status::SyncState;
 pub use super::status::{Report, Status};
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
@@ -64,8 +70,11 @@ const ROW_OVERHEAD: u64 = 200;
 /// Everything the uplink needs, resolved from `[uplink]`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The cloud.
-    pub endpoint: Endpoint,
+    /// The cloud's addresses in order of preference (at least one).
+    pub endpoints: Vec<Endpoint>,
+    /// How long the uplink stays on another address before it tries the
+    /// first again.
+    pub failback: Duration,
     /// The appliance's signing key.
     pub signer: Arc<Signer>,
     /// This appliance.
@@ -95,8 +104,17 @@ impl Settings {
         let Some(u) = &config.uplink else {
             return Ok(None);
         };
-        let endpoint = Endpoint::parse(&u.cloud, u.ca.as_deref())
-            .map_err(|e| anyhow::anyhow!("uplink.cloud: {e}"))?;
+        let endpoints = u
+            .cloud
+            .iter()
+            .map(|url| {
+                Endpoint::parse(url, u.ca.as_deref())
+                    .map_err(|e| anyhow::anyhow!("uplink.cloud: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            anyhow::bail!("uplink.cloud names no address");
+        }
         let key_path: PathBuf = u
             .key_file
             .clone()
@@ -115,7 +133,8 @@ impl Settings {
         )
         .map_err(|e| anyhow::anyhow!("the sync key {}: {e}", key_path.display()))?;
         Ok(Some(Settings {
-            endpoint,
+            endpoints,
+            failback: Duration::from_secs(u.failback_s),
             signer: Arc::new(signer),
             node: config.node.node_id.clone(),
             hospital: config.node.hospital_id.clone(),
@@ -127,6 +146,13 @@ impl Settings {
             backoff: Backoff::default(),
             breaker: BreakerConfig::default(),
         }))
+    }
+}
+
+impl Settings {
+    /// The first (preferred) address.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoints[0]
     }
 }
 
@@ -235,35 +261,70 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let client = Client::new(settings.endpoint.clone());
+    let clients: Vec<Client> = settings
+        .endpoints
+        .iter()
+        .cloned()
+        .map(Client::new)
+        .collect();
+    let urls: Vec<String> = settings.endpoints.iter().map(Endpoint::url).collect();
+    let mut failover = Failover::new(clients.len(), settings.failback, Instant::now());
     let log = Log {
         store: &store,
         batch_events: settings.batch_events,
     };
     let mut commits = store.watch_commits();
-    let mut shipper = Shipper::new(
-        ShipperConfig {
-            backoff: settings.backoff,
-            breaker: settings.breaker,
-            refused_retry: REFUSED_RETRY,
-            poll: settings.poll,
-        },
-        cloud_sync_client::resilience::jitter,
-    );
+    let new_shipper = || {
+        Shipper::new(
+            ShipperConfig {
+                backoff: settings.backoff,
+                breaker: settings.breaker,
+                refused_retry: REFUSED_RETRY,
+                poll: settings.poll,
+            },
+            cloud_sync_client::resilience::jitter,
+        )
+    };
+    let mut shipper = new_shipper();
     let mut last_outbox: Option<Instant> = None;
     let mut last_downlink: Option<Instant> = None;
     let mut alarmed = false;
     status.update(|r| {
         *r = Report {
             state: SyncState::Connecting,
-            cloud: Some(settings.endpoint.url()),
+            cloud: Some(urls[0].clone()),
+            clouds: if urls.len() > 1 { urls.clone() } else { vec![] },
             outbox_budget_bytes: settings.outbox_budget_bytes,
             ..Report::default()
         }
     });
+    // After a move: a fresh shipper for the new address, which reports
+    // its own position before anything is sent or pruned by it.
+    let moved = |mv: Move, failover: &Failover, shipper: &mut Shipper| {
+        let to = &urls[failover.current()];
+        match mv {
+            Move::Failover => {
+                tracing::warn!(cloud = %to, "the cloud address in use stopped answering; failing over")
+            }
+            Move::Failback => tracing::info!(cloud = %to, "back to the first cloud address"),
+        }
+        metrics.uplink_failovers.inc();
+        *shipper = new_shipper();
+        status.update(|r| {
+            r.cloud = Some(to.clone());
+            r.failovers = failover.moves();
+            r.acked_seq = None;
+        });
+    };
     while !shutdown.is_cancelled() {
         let local = store.last_seq();
         let now = Instant::now();
+        if let Some(mv) = failover.poll(now) {
+            moved(mv, &failover, &mut shipper);
+        }
+        let client = &clients[failover.current()];
+        // Also wake for a failback.
+        let wake_by = |until: Instant| failover.next_poll().map_or(until, |p| until.min(p));
         if last_outbox.is_none_or(|t| now.duration_since(t) >= OUTBOX_EVERY) {
             last_outbox = Some(now);
             let acked = shipper.acked().unwrap_or(0);
@@ -280,7 +341,7 @@ pub async fn run(
             Action::Idle { until } => {
                 if last_downlink.is_none_or(|t| now.duration_since(t) >= DOWNLINK_EVERY) {
                     last_downlink = Some(now);
-                    if super::downlink::pull(&store, &client, &settings.signer, settings.timeout)
+                    if super::downlink::pull(&store, client, &settings.signer, settings.timeout)
                         .await
                         > 0
                     {
@@ -292,19 +353,19 @@ pub async fn run(
                     _ = shutdown.cancelled() => break,
                     _ = commits.changed() => {}
                     _ = status.woken() => last_downlink = None,
-                    _ = tokio::time::sleep_until(until) => {}
+                    _ = tokio::time::sleep_until(wake_by(until)) => {}
                 }
             }
             Action::Wait { until } => {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = status.woken() => {}
-                    _ = tokio::time::sleep_until(until.max(now + Duration::from_millis(10))) => {}
+                    _ = tokio::time::sleep_until(wake_by(until).max(now + Duration::from_millis(10))) => {}
                 }
             }
             Action::AskPosition | Action::Send { .. } => {
                 let ex = shipper::exchange(
-                    &client,
+                    client,
                     &settings.signer,
                     &log,
                     action,
@@ -313,6 +374,7 @@ pub async fn run(
                 )
                 .await;
                 let succeeded = matches!(ex.outcome, Outcome::Acked { .. } | Outcome::Position(_));
+                let transient = matches!(ex.outcome, Outcome::Transient(_));
                 let outcome = ex.outcome.clone();
                 shipper.record(Instant::now(), local, ex.outcome);
                 count(&metrics, &outcome, &ex.sent, shipper.refusal());
@@ -338,6 +400,9 @@ pub async fn run(
                         r.last_success = Some(Timestamp::now().to_rfc3339());
                     }
                 });
+                if let Some(mv) = failover.record(transient, Instant::now()) {
+                    moved(mv, &failover, &mut shipper);
+                }
             }
         }
     }

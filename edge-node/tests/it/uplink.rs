@@ -142,7 +142,10 @@ fn uplink_settings(addr: SocketAddr) -> Settings {
     let hospital: hms_domain::HospitalId = "h1".parse().unwrap();
     let node: hms_domain::NodeId = "edge-1".parse().unwrap();
     Settings {
-        endpoint: cloud_sync_client::Endpoint::parse(&format!("http://{addr}"), None).unwrap(),
+        endpoints: vec![
+            cloud_sync_client::Endpoint::parse(&format!("http://{addr}"), None).unwrap(),
+        ],
+        failback: Duration::from_secs(300),
         signer: Arc::new(
             cloud_sync_client::Signer::new(&pkcs8, hospital.clone(), node.clone()).unwrap(),
         ),
