@@ -48,10 +48,23 @@ pub trait HospitalStore: Send {
     /// The hash stored under `seq`.
     fn stored_hash(&mut self, seq: u64) -> anyhow::Result<Option<EventHash>>;
     /// Appends consecutive events after the current position, atomically and
-    /// durably (the call returns after the commit).
+    /// durably (the call returns after the commit). When another writer
+    /// (another instance of the cloud on the same database) stored one of
+    /// these seqs first, nothing is stored and the error is a [`Conflict`].
     fn append(&mut self, events: &[Envelope]) -> anyhow::Result<()>;
     /// Up to `limit` events from `from` (inclusive), ascending.
     fn events(&mut self, from: u64, limit: usize) -> anyhow::Result<Vec<Envelope>>;
+}
+
+/// Another writer stored a seq of the batch first (the database's unique
+/// key on seq decided); nothing of the batch was stored.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("another writer stored these seqs first")]
+pub struct Conflict;
+
+/// Whether `e` is (or wraps) a [`Conflict`].
+pub fn is_conflict(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Conflict>().is_some())
 }
 
 /// Why ingest failed.
@@ -76,8 +89,19 @@ pub struct Ingested {
     pub duplicates: usize,
 }
 
-/// Applies a batch to a hospital's store.
+/// Applies a batch to a hospital's store. When another instance stored
+/// part of the batch between this one's look at the position and its
+/// append ([`Conflict`]), the batch is planned again against what is
+/// stored now: the events the other stored are then duplicates (or a
+/// refused history, if they differ), as if this batch had come second.
 pub fn ingest(store: &mut dyn HospitalStore, batch: &SyncBatch) -> Result<Ingested, IngestError> {
+    match ingest_once(store, batch) {
+        Err(IngestError::Store(e)) if is_conflict(&e) => ingest_once(store, batch),
+        r => r,
+    }
+}
+
+fn ingest_once(store: &mut dyn HospitalStore, batch: &SyncBatch) -> Result<Ingested, IngestError> {
     let position = store.position().map_err(IngestError::Store)?;
     let mut known = HashMap::new();
     for e in batch.events.iter().filter(|e| e.seq <= position.seq) {
@@ -173,11 +197,21 @@ impl HospitalStore for SqliteHospitalStore {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO events(seq, hash, envelope) VALUES (?1, ?2, ?3)")?;
             for e in events {
-                stmt.execute(params![
+                let inserted = stmt.execute(params![
                     e.seq as i64,
                     &e.hash.0[..],
                     serde_json::to_string(e)?
-                ])?;
+                ]);
+                match inserted {
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Err(Conflict.into());
+                    }
+                    r => {
+                        r?;
+                    }
+                }
             }
         }
         tx.commit()?;
@@ -259,6 +293,9 @@ pub mod conformance {
     use hms_domain::sync::{Position, Refusal, SyncBatch};
     use hms_domain::{Envelope, HospitalId, NodeId};
 
+    #[cfg(doc)]
+    use super::Conflict;
+
     use super::{HospitalStore, IngestError, ingest};
 
     /// A hash-chained log of `n` events of hospital `h`.
@@ -325,5 +362,81 @@ pub mod conformance {
         // Everything again: all duplicates, acknowledged at 50.
         let r = ingest(s.as_mut(), &batch("h1", &all)).expect("duplicates");
         assert_eq!((r.stored, r.duplicates, r.acked.seq), (0, 50, 50));
+        drop(s);
+
+        // Two instances take the same batch at once: the second stores it
+        // between the first's look at the position and its append. The
+        // database's key decides; the first answers as for a duplicate.
+        let more = log("h1", 60);
+        let mut racing = Racing {
+            inner: open(),
+            other: open(),
+            first: Some(batch("h1", &more[50..60])),
+        };
+        let r = ingest(&mut racing, &batch("h1", &more[50..60])).expect("the loser");
+        assert_eq!((r.stored, r.duplicates, r.acked.seq), (0, 10, 60));
+        assert_eq!(r.acked.hash, more[59].hash);
+        // Overlapping: the other stored 61..=65, this batch is 61..=70.
+        let more = log("h1", 70);
+        let mut racing = Racing {
+            inner: open(),
+            other: open(),
+            first: Some(batch("h1", &more[60..65])),
+        };
+        let r = ingest(&mut racing, &batch("h1", &more[60..70])).expect("the rest");
+        assert_eq!((r.stored, r.duplicates, r.acked.seq), (5, 5, 70));
+        let mut s = open();
+        let back = s.events(1, 100).expect("events");
+        assert_eq!(back, more, "each event stored once, in order");
+        // A different history stored by the other first is refused, not
+        // taken as a duplicate.
+        let forged = log("h1", 75);
+        let mut theirs = forged[70..75].to_vec();
+        theirs[0].body = theirs[0].body.replace("E71", "E99");
+        let mut prev = more[69].hash;
+        for e in &mut theirs {
+            e.prev_hash = prev;
+            e.hash = e.compute_hash();
+            prev = e.hash;
+        }
+        let mut racing = Racing {
+            inner: open(),
+            other: open(),
+            first: Some(batch("h1", &theirs)),
+        };
+        match ingest(&mut racing, &batch("h1", &forged[70..75])) {
+            Err(IngestError::Refused(_)) => {}
+            other => panic!("a conflicting history was not refused: {other:?}"),
+        }
+    }
+
+    /// A store whose appends come second: before its first append, `other`
+    /// (another connection to the same database, as another instance of
+    /// the cloud has) ingests `first`.
+    struct Racing {
+        inner: Box<dyn HospitalStore>,
+        other: Box<dyn HospitalStore>,
+        first: Option<SyncBatch>,
+    }
+
+    impl HospitalStore for Racing {
+        fn position(&mut self) -> anyhow::Result<Position> {
+            self.inner.position()
+        }
+
+        fn stored_hash(&mut self, seq: u64) -> anyhow::Result<Option<hms_domain::EventHash>> {
+            self.inner.stored_hash(seq)
+        }
+
+        fn append(&mut self, events: &[Envelope]) -> anyhow::Result<()> {
+            if let Some(b) = self.first.take() {
+                ingest(self.other.as_mut(), &b).expect("the other instance stores first");
+            }
+            self.inner.append(events)
+        }
+
+        fn events(&mut self, from: u64, limit: usize) -> anyhow::Result<Vec<Envelope>> {
+            self.inner.events(from, limit)
+        }
     }
 }

@@ -287,12 +287,17 @@ impl HospitalStore for PgHospitalStore {
             bodies.push(serde_json::to_string(e)?);
         }
         // One statement, one round trip, atomic on its own.
-        self.client()?.execute(
+        let inserted = self.client()?.execute(
             "INSERT INTO events(seq, hash, envelope)
              SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[])",
             &[&seqs, &hashes, &bodies],
-        )?;
-        Ok(())
+        );
+        match inserted {
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Err(super::Conflict.into())
+            }
+            r => r.map(drop).map_err(Into::into),
+        }
     }
 
     fn events(&mut self, from: u64, limit: usize) -> anyhow::Result<Vec<Envelope>> {
