@@ -543,6 +543,20 @@ async fn caught_up(http: SocketAddr) -> serde_json::Value {
     }
 }
 
+/// Waits until the uplink talks to `cloud` and has it acknowledge
+/// everything committed (a minute at most).
+async fn caught_up_on(http: SocketAddr, cloud: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = sync_state(http).await;
+        if s["cloud"] == cloud && s["state"] == "online" && s["lag_events"] == 0 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never caught up on {cloud}: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until `what` holds, checking every 50 ms for at most a minute.
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -680,15 +694,7 @@ async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
     // The first instance dies; the feed goes on and reaches the second.
     a.kill9();
     adt(mllp, 200, 300);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let s = loop {
-        let s = sync_state(http).await;
-        if s["cloud"] == b_url.as_str() && s["state"] == "online" && s["lag_events"] == 0 {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "never failed over: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let s = caught_up_on(http, &b_url).await;
     assert_eq!(s["failovers"], 1, "{s}");
     assert_eq!(s["health"], "ok", "{s}");
     site.assert_cloud_equals_edge().await;
@@ -696,15 +702,7 @@ async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
     // Back: the first instance restarts, and the uplink returns to it.
     let _a = site.start_cloud();
     adt(mllp, 500, 100);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let s = loop {
-        let s = sync_state(http).await;
-        if s["cloud"] == a_url.as_str() && s["state"] == "online" && s["lag_events"] == 0 {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "never came back: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let s = caught_up_on(http, &a_url).await;
     assert_eq!(s["failovers"], 2, "{s}");
     adt(mllp, 600, 100);
     let s = caught_up(http).await;
