@@ -17,7 +17,7 @@
 //! within a second. A generation number keeps a look-up that raced with a
 //! revocation from putting the token back.
 //!
-//! When a token was last used is kept in memory and written by [`follow`]
+//! When a token was last used is kept in memory and written by `follow`
 //! at most once a minute per token (its first use at once), and once more
 //! at shutdown. [`Follower`] also records each creation and revocation that
 //! `auth.sqlite` holds as an `audit.token_created` / `audit.token_revoked`
@@ -42,7 +42,7 @@ use crate::store::{Store, WriteError, WriteRequest};
 
 pub use crate::store::credentials::{AUTH_FILE, CreateError};
 
-/// How often [`follow`] looks for changes other processes made.
+/// How often `follow` looks for changes other processes made.
 pub const POLL: Duration = Duration::from_millis(250);
 
 /// A token's last use is written at most this often (ms).

@@ -4,7 +4,7 @@
 //! shows in words (first, last, highest); the pages put the same figures
 //! beside it as a table for screen readers and anyone who prefers numbers.
 //!
-//! - [`line`]: a series over labelled points (hourly census);
+//! - [`line`](fn@line): a series over labelled points (hourly census);
 //! - [`bars`]: one bar per labelled point (daily volumes);
 //! - [`sparkline`]: a small line without axes (a node's lag over hours).
 

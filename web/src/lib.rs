@@ -9,7 +9,7 @@
 //!   it authenticates;
 //! - [`headers`]: Content-Security-Policy and the other security headers;
 //! - [`page`]: the frame every web page shares (server-rendered HTML);
-//! - [`panic`]: the panic hook of both binaries (where and on which thread,
+//! - [`panic`](mod@panic): the panic hook of both binaries (where and on which thread,
 //!   never the message, which may quote input);
 //! - [`problem`]: RFC 9457 problem documents (`application/problem+json`),
 //!   the one error body every endpoint of both servers uses;

@@ -163,6 +163,13 @@ fn ci() -> anyhow::Result<()> {
         ]);
         c
     })?;
+    // The API docs build without a broken or private link.
+    run({
+        let mut c = cargo();
+        c.args(["doc", "--workspace", "--no-deps", "--locked"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        c
+    })?;
     test_all(&ort, true)?;
     browser::run_tests(&root())?;
     eprintln!("xtask: ci passed");

@@ -10,7 +10,7 @@
 //!
 //! Transport: an [`Endpoint`] (`http://` for loopback and tests, `https://`
 //! with rustls and an explicit CA), batches sent gzip-compressed
-//! ([`codec`]), and [`push`], [`position`] and [`fetch`] (restore) with typed
+//! ([`codec`]), and [`push`](fn@push), [`position`] and [`fetch`] (restore) with typed
 //! answers; a [`Client`] keeps its connection open between calls.
 //!
 //! Shipping a log: [`shipper`] is the sans-IO state machine that decides

@@ -125,7 +125,7 @@ enum Cmd {
 #[derive(Debug, Subcommand)]
 enum FleetCmd {
     /// Make the fleet's command-signing key pair: FILE (private, 0600; the
-    /// cloud's [fleet] key_file) and FILE.pub (the appliances' command_key).
+    /// cloud's `[fleet] key_file`) and FILE.pub (the appliances' command_key).
     Keygen {
         /// Where to write the private key.
         #[arg(long)]

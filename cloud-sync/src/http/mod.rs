@@ -5,7 +5,7 @@
 //! MQTT, the bundles `apply_bundle` sends; [`rollouts`]: staged rollouts
 //! of a bundle), the
 //! operators' web pages ([`console`]: the fleet console under `/console`),
-//! a body limit and the checks made before any body is read ([`gate`]), and
+//! a body limit and the checks made before any body is read (`gate`), and
 //! the security headers of `hms_web` on every response. Every API error is
 //! an `application/problem+json` document ([`problem`]).
 //!

@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS models (
 ) STRICT;
 CREATE UNIQUE INDEX IF NOT EXISTS models_one_active ON models(active) WHERE active = 1;";
 
-/// Forward-only changes to [`SCHEMA`]; index + 1 is the `user_version`
+/// Forward-only changes to `SCHEMA`; index + 1 is the `user_version`
 /// they bring.
 pub const MIGRATIONS: &[&str] = &[
     // 1: audited reads: the kind of query and how many results.

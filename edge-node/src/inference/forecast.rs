@@ -308,7 +308,7 @@ impl UnitState {
     }
 }
 
-/// The manifest's bed-demand feature order, which [`UnitState::features`] fills.
+/// The manifest's bed-demand feature order, which `UnitState::features` fills.
 pub const BED_FEATURES: [&str; 10] = [
     "census",
     "capacity",

@@ -1,12 +1,12 @@
 //! The durable store: SQLite (WAL, `synchronous=FULL`) behind one writer.
 //!
 //! Every mutation is a request to the writer ([`Store::submit`],
-//! [`Store::hl7`], [`Store::replay`]), which owns the [`Board`] and the only
+//! [`Store::hl7`], [`Store::replay`]), which owns the [`Board`](crate::board::Board) and the only
 //! write connection. The writer takes everything queued (up to
 //! `max_batch`), applies each request to the board, appends the resulting
 //! events with their hash chain and updates the projections, all in one
 //! `BEGIN IMMEDIATE … COMMIT` (group commit). Only after the commit returns
-//! does it publish the new [`BoardView`] to readers, broadcast the changes to
+//! does it publish the new [`BoardView`](crate::board::BoardView) to readers, broadcast the changes to
 //! live streams and answer the callers. If the transaction fails, the board
 //! is rebuilt from the projections and every caller gets
 //! [`WriteError::Unavailable`]: nothing is acknowledged that is not on disk.
@@ -25,12 +25,12 @@
 //! This is the only module that speaks SQL (`cargo xtask tidy`): everything
 //! else reads through [`Store`]'s typed queries ([`queries`]).
 //!
-//! - [`handle`]: the cheap-to-clone [`Store`] handle and its read pool;
-//! - [`writer`]: the writer loop and group commit; [`apply_hl7`]: what it does
+//! - `handle`: the cheap-to-clone [`Store`] handle and its read pool;
+//! - `writer`: the writer loop and group commit; `apply_hl7`: what it does
 //!   with an HL7 message or a parked message's replay;
 //! - [`queries`]: typed reads; [`projection`]: the SQL shared by live writes
 //!   and replay; [`schema`]: migrations; [`connection`]: how each connection
-//!   is opened; [`history`]: beds' recent history in memory; `published`:
+//!   is opened; `history`: beds' recent history in memory; `published`:
 //!   what the writer publishes after each commit;
 //! - [`verify`], [`backup`], [`cloud_restore`]: proofs, snapshots and
 //!   restores, with [`replay`] (the log replayed through the writer's code);

@@ -4,7 +4,7 @@
 //! rest: the uplink (events after the cloud's position, the outbox), the
 //! downlink's position, the patient index's load, the forecaster's seed,
 //! the parked queue, a visit's charges and the coding suggestions' history. Each runs on a pooled read-only connection off the
-//! async runtime ([`Store::read`]); no other module sees a connection.
+//! async runtime (`Store::read`); no other module sees a connection.
 
 use anyhow::Context;
 use hms_domain::phi::{Address, BirthDate, Mrn, PersonName, Phone};
