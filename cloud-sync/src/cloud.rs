@@ -41,6 +41,11 @@ use crate::state::{CloudState, OpenStore};
 use crate::store::SqliteRouter;
 use crate::store::postgres::PgRouter;
 
+/// How often an instance tries to take the region's DR lease, and checks
+/// its session while it holds it: another instance takes over within about
+/// this long after the holder dies.
+const LEASE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A configuration that cannot be put in force (the command line's exit
 /// code 64): the DR peer, the DR key, the TLS certificate and key, or
 /// plain HTTP on a non-loopback address ([`CloudConfig::check_listen`]).
@@ -53,6 +58,8 @@ pub struct Cloud {
     state: CloudState,
     listen: SocketAddr,
     replicator: Option<Replicator>,
+    /// With PostgreSQL: the region's DR lease (one instance replicates).
+    dr_lease: Option<crate::store::lease::Lease>,
     fleet_events: Option<rumqttc::EventLoop>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     broker: Option<EmbeddedBroker>,
@@ -98,6 +105,7 @@ impl Cloud {
             state = state.replica(Primaries::new(config.allowed_dr_regions.clone(), primaries));
         }
         let mut replicator = None;
+        let mut dr_lease = None;
         if let Some(dr) = &config.dr {
             let ep = cloud_sync_client::Endpoint::parse(&dr.peer, dr.ca.as_deref())
                 .map_err(|e| ConfigError(format!("[dr] peer: {e}")))?;
@@ -106,6 +114,20 @@ impl Cloud {
             })?;
             let status = Arc::new(ReplicationStatus::new(ep.url(), dr.peer_region.clone()));
             state = state.with_replication(status.clone());
+            if let (Backend::Postgres, Some(pg)) = (&config.backend, &config.postgres) {
+                let target = crate::store::pg_tls::PgTarget::parse(pg)
+                    .map_err(|e| ConfigError(format!("postgres: {e}")))?;
+                let name = format!("hms-cloud/dr/{}", config.region);
+                dr_lease = Some(
+                    crate::store::lease::Lease::keep(
+                        target,
+                        &config.region_database(),
+                        &name,
+                        LEASE_RETRY,
+                    )
+                    .map_err(|e| ConfigError(format!("starting the DR lease: {e}")))?,
+                );
+            }
             replicator = Some(
                 Replicator::new(
                     cloud_sync_client::Client::new(ep),
@@ -142,6 +164,7 @@ impl Cloud {
             state,
             listen: config.listen,
             replicator,
+            dr_lease,
             fleet_events,
             tls,
             broker,
@@ -189,7 +212,22 @@ impl Cloud {
         let stop = shutdown.child_token();
         if let Some(r) = self.replicator {
             tracing::info!(peer = ?r, "DR replication on");
-            tasks.spawn(r.run(stop.clone()));
+            match self.dr_lease {
+                // Several instances may share this region's logs: the
+                // holder of the lease replicates.
+                Some(lease) => {
+                    let held = lease.held();
+                    let stop = stop.clone();
+                    tasks.spawn(async move {
+                        r.run_elected(held, stop).await;
+                        // Dropping it ends its session (a thread join).
+                        let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+                    });
+                }
+                None => {
+                    tasks.spawn(r.run(stop.clone()));
+                }
+            }
         }
         tasks.spawn(self.state.run_empi(stop.clone()));
         if let (Some(events), Some(f)) = (self.fleet_events, &self.state.fleet) {

@@ -8,6 +8,9 @@
 //! postgres = "host=127.0.0.1 user=postgres dbname=postgres"   # with backend = "postgres";
 //!                                # sslmode and sslrootcert (relative to this file) as
 //!                                # libpq reads them, see [`crate::store::pg_tls`]
+//! region_database = "hms+eu-west" # with backend = "postgres": the region's own
+//!                                # database on that server, shared by the region's
+//!                                # instances (the DR lease); default "hms+{region}"
 //! mode = "primary"               # or "replica": accepts DR replication only
 //! allowed_dr_regions = ["eu-central"]  # primary: where its DR peer may be;
 //!                                # replica: whose primaries may replicate here
@@ -245,6 +248,11 @@ pub struct CloudConfig {
     /// (`sslrootcert` made absolute against the file's directory).
     #[serde(default)]
     pub postgres: Option<String>,
+    /// With `backend = "postgres"`: the region's own database on that
+    /// server, which every instance of the region names alike (leases are
+    /// taken there, [`crate::store::lease`]); default `hms+{region}`.
+    #[serde(default)]
+    pub region_database: Option<String>,
     /// Primary or replica.
     #[serde(default)]
     pub mode: Mode,
@@ -329,6 +337,19 @@ pub fn load(path: &Path) -> Result<CloudConfig, String> {
             "{}: error: backend = \"postgres\" needs `postgres`",
             path.display()
         ));
+    }
+    if let Some(db) = &cfg.region_database {
+        let ok = !db.is_empty()
+            && db.len() <= 63
+            && db
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b));
+        if !ok {
+            return Err(format!(
+                "{}: error: region_database {db:?} must be 1 to 63 characters of A-Z, a-z, 0-9,                  _, +, . and -",
+                path.display()
+            ));
+        }
     }
     let min = crate::empi::model::MIN_TRAIN_RECORDS;
     if cfg.empi_auto_train_records != 0 && cfg.empi_auto_train_records < min {
@@ -494,6 +515,17 @@ fn embedded_broker(f: &mut FleetConfig) -> Result<Broker, String> {
         host: to.ip().to_string(),
         port: to.port(),
     })
+}
+
+impl CloudConfig {
+    /// The region's own database name on PostgreSQL (`region_database`,
+    /// else `hms+{region}`: the `+` keeps it apart from every hospital's
+    /// `hms_{id}`).
+    pub fn region_database(&self) -> String {
+        self.region_database
+            .clone()
+            .unwrap_or_else(|| format!("hms+{}", self.region))
+    }
 }
 
 #[cfg(test)]

@@ -168,6 +168,9 @@ pub struct ReplicationStatus {
     pub peer_region: RegionId,
     hospitals: Mutex<BTreeMap<HospitalId, HospitalLag>>,
     changed: watch::Sender<u64>,
+    /// Whether this instance replicates now (with several instances, only
+    /// the holder of the region's DR lease does).
+    replicating: std::sync::atomic::AtomicBool,
 }
 
 impl ReplicationStatus {
@@ -178,7 +181,19 @@ impl ReplicationStatus {
             peer_region,
             hospitals: Mutex::new(BTreeMap::new()),
             changed: watch::channel(0).0,
+            replicating: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether this instance replicates now.
+    pub fn replicating(&self) -> bool {
+        self.replicating.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set_replicating(&self, on: bool) {
+        self.replicating
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+        self.changed.send_modify(|g| *g += 1);
     }
 
     fn update(&self, hospital: &HospitalId, f: impl FnOnce(&mut HospitalLag)) {
@@ -369,9 +384,43 @@ impl Replicator {
     /// abandoned (the replica stores a batch whole or not at all, and the
     /// next run resends from the replica's position).
     pub async fn run(mut self, shutdown: CancellationToken) {
+        self.link.status.set_replicating(true);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = self.replicate_forever() => {}
+        }
+        self.link.status.set_replicating(false);
+        tracing::info!(peer = %self.link.status.peer, "DR replication stopped");
+    }
+
+    /// As [`Replicator::run`], but only while `held` says this instance
+    /// holds the region's DR lease ([`crate::store::lease`]): several
+    /// instances of a region share the hospitals' logs, and one of them
+    /// replicates. On taking the lease it starts every hospital afresh
+    /// from the replica's position (another instance may have moved it).
+    pub async fn run_elected(
+        mut self,
+        mut held: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = held.wait_for(|h| *h) => if r.is_err() { break },
+            }
+            self.lanes.clear();
+            self.link.status.set_replicating(true);
+            tracing::info!(peer = %self.link.status.peer, "DR replication: this instance holds the lease");
+            let go_on = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                r = held.wait_for(|h| !*h) => r.is_ok(),
+                _ = self.replicate_forever() => false,
+            };
+            self.link.status.set_replicating(false);
+            if !go_on {
+                break;
+            }
+            tracing::warn!(peer = %self.link.status.peer, "DR replication: the lease was lost; another instance takes over");
         }
         tracing::info!(peer = %self.link.status.peer, "DR replication stopped");
     }

@@ -209,8 +209,9 @@ impl Site {
             text.push_str("empi = false\n");
         }
         if backend == Backend::Postgres {
+            // The region's own database (leases), of this site alone.
             text.push_str(&format!(
-                "backend = \"postgres\"\npostgres = \"{}\"\n",
+                "backend = \"postgres\"\npostgres = \"{}\"\nregion_database = \"hms+{hospital}\"\n",
                 pg::admin()
             ));
         }
@@ -259,6 +260,34 @@ impl Site {
 
     fn cloud_config(&self) -> PathBuf {
         self.dir.path().join("cloud.toml")
+    }
+
+    /// A second instance of the site's cloud: its configuration (written
+    /// beside the first's, as it is now) with another port and a registry
+    /// of its own (the appliance enrolled there too), the same PostgreSQL
+    /// for the hospital logs and the same region database.
+    fn second_instance(&self) -> (PathBuf, u16) {
+        let port = free_port();
+        let config = self.dir.path().join("cloud-b.toml");
+        let text = std::fs::read_to_string(self.cloud_config())
+            .unwrap()
+            .replace(&format!(":{}\"", self.cloud_port), &format!(":{port}\""))
+            .replace("cloud-data", "cloud-data-b");
+        std::fs::write(&config, text).unwrap();
+        run(Command::new(bin("hms-cloud"))
+            .args(["enroll", "--config"])
+            .arg(&config)
+            .args([
+                "--hospital",
+                &self.hospital,
+                "--region",
+                "eu-west",
+                "--node",
+                "edge-1",
+                "--public-key",
+            ])
+            .arg(self.edge_data().join("sync-key.pub")));
+        (config, port)
     }
 
     fn edge_config(&self) -> PathBuf {
@@ -413,6 +442,13 @@ impl Drop for Site {
     fn drop(&mut self) {
         if self.backend == Backend::Postgres {
             let _ = drop_database(&self.hospital);
+            // The region's database (leases).
+            let _ = Pg::connect(&pg::admin(), "postgres").and_then(|mut c| {
+                c.query(&format!(
+                    "DROP DATABASE IF EXISTS \"hms+{}\" WITH (FORCE)",
+                    self.hospital
+                ))
+            });
         }
     }
 }
@@ -635,28 +671,7 @@ async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
     ) else {
         return;
     };
-    // The second instance: another port and its own registry, the same
-    // PostgreSQL for the hospital logs; the appliance enrolled there too.
-    let port_b = free_port();
-    let config_b = site.dir.path().join("cloud-b.toml");
-    let text = std::fs::read_to_string(site.cloud_config())
-        .unwrap()
-        .replace(&format!(":{}\"", site.cloud_port), &format!(":{port_b}\""))
-        .replace("cloud-data", "cloud-data-b");
-    std::fs::write(&config_b, text).unwrap();
-    run(Command::new(bin("hms-cloud"))
-        .args(["enroll", "--config"])
-        .arg(&config_b)
-        .args([
-            "--hospital",
-            &site.hospital,
-            "--region",
-            "eu-west",
-            "--node",
-            "edge-1",
-            "--public-key",
-        ])
-        .arg(site.edge_data().join("sync-key.pub")));
+    let (config_b, port_b) = site.second_instance();
     let (a_url, b_url) = (
         format!("http://127.0.0.1:{}", site.cloud_port),
         format!("http://127.0.0.1:{port_b}"),
@@ -669,18 +684,8 @@ async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
         );
     assert!(edge_text.contains(&b_url));
     std::fs::write(site.edge_config(), edge_text).unwrap();
-    let start_b = || {
-        let p = Proc::spawn(
-            Command::new(bin("hms-cloud"))
-                .args(["run", "--config"])
-                .arg(&config_b),
-        );
-        p.ready("hms-cloud ready ");
-        p
-    };
-
     let a = site.start_cloud();
-    let _b = start_b();
+    let _b = start_cloud_at(&config_b);
     let (edge, http, mllp) = site.start_edge();
     adt(mllp, 0, 200);
     let s = caught_up(http).await;
@@ -718,6 +723,146 @@ async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
         "{metrics}"
     );
     edge.stop();
+}
+
+/// Two instances of a primary on one PostgreSQL, both with the same DR
+/// peer: one holds the region's DR lease and replicates, the other does
+/// not (`GET /api/v1/replication` says which). The replicating one is
+/// SIGKILLed; the other takes the lease over and the replica ends with
+/// exactly the appliance's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_instances_replicates_and_the_other_takes_over_when_it_dies() {
+    let Some(site) = Site::with(
+        Backend::Postgres,
+        Options {
+            uplink: "failback_s = 3600\n",
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let dir = site.dir.path();
+    // The replica: SQLite, in a region that may hold eu-west's data.
+    std::fs::write(
+        dir.join("replica.toml"),
+        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica-data\"\n\
+         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n",
+    )
+    .unwrap();
+    run(Command::new(bin("hms-cloud"))
+        .args(["keygen", "--out"])
+        .arg(dir.join("primary.pk8")));
+    run(Command::new(bin("hms-cloud"))
+        .args(["enroll-primary", "--config"])
+        .arg(dir.join("replica.toml"))
+        .args(["--region", "eu-west", "--public-key"])
+        .arg(dir.join("primary.pk8.pub")));
+    let replica = Proc::spawn(
+        Command::new(bin("hms-cloud"))
+            .args(["run", "--config"])
+            .arg(dir.join("replica.toml")),
+    );
+    let replica_addr: SocketAddr = replica
+        .ready("hms-cloud ready http=http://")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut text = std::fs::read_to_string(site.cloud_config()).unwrap();
+    text.push_str(&format!(
+        "allowed_dr_regions = [\"eu-central\"]\n\n[dr]\npeer = \"http://{replica_addr}\"\n\
+         peer_region = \"eu-central\"\nkey_file = \"primary.pk8\"\n"
+    ));
+    std::fs::write(site.cloud_config(), text).unwrap();
+    let (config_b, port_b) = site.second_instance();
+    let a_url = format!("http://127.0.0.1:{}", site.cloud_port);
+    let edge_text = std::fs::read_to_string(site.edge_config())
+        .unwrap()
+        .replace(
+            &format!("cloud = \"{a_url}\""),
+            &format!("cloud = [\"{a_url}\", \"http://127.0.0.1:{port_b}\"]"),
+        );
+    std::fs::write(site.edge_config(), edge_text).unwrap();
+    let token = |config: &Path| {
+        run(Command::new(bin("hms-cloud"))
+            .args(["token", "create", "--config"])
+            .arg(config)
+            .args(["--name", "ops"]))
+        .trim()
+        .to_owned()
+    };
+    let instances = [
+        (site.cloud_port, token(&site.cloud_config())),
+        (port_b, token(&config_b)),
+    ];
+    let replicating = |i: usize| {
+        let (port, token) = instances[i].clone();
+        async move {
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut c = Conn::connect(addr, Some(&token)).await.unwrap();
+            let v = c.get("/api/v1/replication").await.unwrap().json().unwrap();
+            v["replicating"].as_bool().unwrap()
+        }
+    };
+    let replica_log = || {
+        chain(
+            sqlite_rows(
+                &dir.join("replica-data/hospitals")
+                    .join(format!("{}.sqlite", site.hospital)),
+            ),
+            &site.hospital,
+        )
+    };
+    let replicated = || async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut want = site.edge_log();
+        while replica_log() != want {
+            assert!(
+                Instant::now() < deadline,
+                "replication did not complete: the replica holds {} events, the log {}",
+                replica_log().len(),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            want = site.edge_log();
+        }
+    };
+
+    let mut clouds = vec![Some(site.start_cloud()), Some(start_cloud_at(&config_b))];
+    let (edge, http, mllp) = site.start_edge();
+    adt(mllp, 0, 200);
+    caught_up(http).await;
+    replicated().await;
+    // Exactly one of them replicates (the lease is taken within 2 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        match (replicating(0).await, replicating(1).await) {
+            (true, false) => break 0,
+            (false, true) => break 1,
+            (true, true) => panic!("both instances replicate"),
+            (false, false) => {}
+        }
+        assert!(Instant::now() < deadline, "no instance replicates");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let other = 1 - leader;
+
+    // The replicating instance dies: the other takes the lease over.
+    clouds[leader].take().unwrap().kill9();
+    adt(mllp, 200, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !replicating(other).await {
+        assert!(
+            Instant::now() < deadline,
+            "the lease was not taken over within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    caught_up(http).await;
+    replicated().await;
+    site.assert_cloud_equals_edge().await;
+    edge.stop();
+    replica.stop();
+    drop(clouds);
 }
 
 /// The cloud dies with a batch in flight: the relay in front of it holds
@@ -1280,6 +1425,17 @@ fn enrol(cloud_config: &Path, hospital: &str, data: &Path) {
             "--public-key",
         ])
         .arg(data.join("sync-key.pub")));
+}
+
+/// Starts the cloud of `config` and waits for its ready line.
+fn start_cloud_at(config: &Path) -> Proc {
+    let p = Proc::spawn(
+        Command::new(bin("hms-cloud"))
+            .args(["run", "--config"])
+            .arg(config),
+    );
+    p.ready("hms-cloud ready ");
+    p
 }
 
 /// Starts the appliance of `config`; returns it with its HTTP and MLLP

@@ -31,6 +31,8 @@ impl Drop for DropDatabase {
     fn drop(&mut self) {
         if let Some((router, h)) = self.0.take() {
             let _ = off_runtime(|| router.drop_database(&h));
+            // The region's database of the test (its DR lease).
+            let _ = off_runtime(|| router.drop_named(&format!("hms+{h}")));
         }
     }
 }
@@ -53,7 +55,11 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
                 PgRouter::new(pg_admin()).expect("PostgreSQL router"),
                 h.clone(),
             ))),
-            format!("backend = \"postgres\"\npostgres = \"{}\"\n", pg_admin()),
+            // The region's own database (the DR lease), of this test alone.
+            format!(
+                "backend = \"postgres\"\npostgres = \"{}\"\nregion_database = \"hms+{h}\"\n",
+                pg_admin()
+            ),
         ),
     };
     // It is enrolled and holds events, so the replicator has work.

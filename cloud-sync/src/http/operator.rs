@@ -1085,6 +1085,7 @@ pub(super) async fn replication_status(state: &CloudState) -> Result<serde_json:
                 "role": "primary",
                 "peer": r.peer,
                 "peer_region": r.peer_region,
+                "replicating": r.replicating(),
                 "hospitals": hospitals,
             }))
         }

@@ -14,7 +14,8 @@
 //! [`registry`] (`registry.sqlite`: enrolments, operator tokens, DR
 //! primaries, ingest times), [`empi`] (`empi.sqlite`: the regional EMPI's
 //! records, EIDs, decisions, reviews, audit and models) and [`downlink`]
-//! (`downlink.sqlite`). Every SQLite connection is opened by [`sqlite`], so
+//! (`downlink.sqlite`); [`lease`] elects the one instance of a region that
+//! runs a task (advisory locks on the shared PostgreSQL). Every SQLite connection is opened by [`sqlite`], so
 //! each writing one commits with `synchronous=FULL`. No SQL is written
 //! anywhere else in the cloud.
 //!
@@ -23,6 +24,7 @@
 
 pub mod downlink;
 pub mod empi;
+pub mod lease;
 pub mod pg_tls;
 pub mod postgres;
 pub mod registry;

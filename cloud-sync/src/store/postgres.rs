@@ -115,6 +115,31 @@ pub fn database_name(hospital: &HospitalId) -> String {
     format!("hms_{}+{hex}", &id[..SHORT_PREFIX_BYTES.min(id.len())])
 }
 
+/// Creates the database `db` on the server of `admin` unless it exists
+/// (another instance creating it at the same moment is no error). `db`
+/// must hold no quote character (identifiers cannot be bound).
+pub fn ensure_database(admin: &PgTarget, db: &str) -> anyhow::Result<()> {
+    let mut admin = admin.connect().with_context(|| {
+        format!(
+            "connecting to the PostgreSQL maintenance database (sslmode={})",
+            admin.mode().as_str()
+        )
+    })?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])?
+        .is_some();
+    if !exists {
+        anyhow::ensure!(!db.contains('"'), "a database name with a quote: {db:?}");
+        match admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")) {
+            Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            // Two CREATE DATABASE at once may also meet on the catalogue's key.
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {}
+            r => r.with_context(|| format!("creating database {db}"))?,
+        }
+    }
+    Ok(())
+}
+
 impl PgRouter {
     /// A router over the server reached by `admin` (a libpq-style string,
     /// TLS settings included; see [`super::pg_tls`]). Connects to nothing
@@ -146,22 +171,7 @@ impl PgRouter {
                 });
             }
         }
-        let mut admin = self.admin.connect().with_context(|| {
-            format!(
-                "connecting to the PostgreSQL maintenance database (sslmode={})",
-                self.admin.mode().as_str()
-            )
-        })?;
-        let exists = admin
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])?
-            .is_some();
-        if !exists {
-            // Identifiers cannot be bound; the name has no quote characters
-            // (the id alphabet and `+`).
-            admin
-                .batch_execute(&format!("CREATE DATABASE \"{db}\""))
-                .with_context(|| format!("creating database {db}"))?;
-        }
+        ensure_database(&self.admin, &db)?;
         let mut store = PgHospitalStore::connect(&self.admin.with_dbname(&db))?;
         store.home = Some((self.pool.clone(), db));
         Ok(store)
@@ -176,17 +186,21 @@ impl PgRouter {
 
     /// Drops the database of `hospital` (tests, decommissioning).
     pub fn drop_database(&self, hospital: &HospitalId) -> anyhow::Result<()> {
+        self.drop_named(&database_name(hospital))
+    }
+
+    /// Drops the database named `db` (a hospital's, or a region's: tests,
+    /// decommissioning); its sessions are ended.
+    pub fn drop_named(&self, db: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(!db.contains('"'), "a database name with a quote: {db:?}");
         let gone = self
             .pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&database_name(hospital));
+            .remove(db);
         close_off_runtime(gone.unwrap_or_default());
         let mut admin = self.admin.connect()?;
-        admin.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            database_name(hospital)
-        ))?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))?;
         Ok(())
     }
 }

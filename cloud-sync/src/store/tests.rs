@@ -288,3 +288,67 @@ fn hospitals_whose_ids_share_59_bytes_keep_their_events_apart_on_postgres() {
         router.drop_database(h).expect("clean up");
     }
 }
+
+/// Waits (up to 10 s) until `held` says `want`.
+fn lease_becomes(held: &tokio::sync::watch::Receiver<bool>, want: bool) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    while *held.borrow() != want {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the lease never became {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn one_instance_holds_a_lease_and_another_takes_it_over_when_its_session_ends() {
+    use super::lease::{Lease, key};
+    let Some(admin) = pg_admin() else { return };
+    let target = super::pg_tls::PgTarget::parse(&admin).expect("target");
+    let name = format!("test-lease-{}", std::process::id());
+    let retry = std::time::Duration::from_millis(200);
+    let db = format!("hms+lease+{}", std::process::id());
+    let a = Lease::keep(target.clone(), &db, &name, retry).expect("a");
+    lease_becomes(&a.held(), true);
+    let b = Lease::keep(target.clone(), &db, &name, retry).expect("b");
+    // The same name in another database is another lease.
+    let elsewhere = format!("{db}+other");
+    let apart = Lease::keep(target.clone(), &elsewhere, &name, retry).expect("apart");
+    lease_becomes(&apart.held(), true);
+    // Another name is another lease.
+    let other = Lease::keep(target.clone(), &db, &format!("{name}-other"), retry).expect("other");
+    lease_becomes(&other.held(), true);
+    std::thread::sleep(retry * 4);
+    assert!(*a.held().borrow() && !*b.held().borrow(), "one holder only");
+
+    // The holder's session dies (its instance killed, say): the server
+    // releases the lock, the old holder says so, the other takes it.
+    let mut sql = postgres::Client::connect(&admin, postgres::NoTls).expect("admin");
+    let killed = sql
+        .query(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+             WHERE l.locktype = 'advisory' AND l.granted
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = $2)
+               AND (l.classid::bigint << 32 | l.objid::bigint) = $1",
+            &[&key(&name), &db],
+        )
+        .expect("terminate");
+    assert_eq!(killed.len(), 1, "one session held the lock");
+    lease_becomes(&a.held(), false);
+    let took = lease_becomes(&b.held(), true);
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    std::thread::sleep(retry * 4);
+    assert!(!*a.held().borrow(), "the old holder does not take it back");
+
+    // Released on drop: the first gets it again.
+    drop(b);
+    lease_becomes(&a.held(), true);
+    drop((a, other, apart));
+    let mut sql = postgres::Client::connect(&admin, postgres::NoTls).expect("admin");
+    for d in [db, elsewhere] {
+        sql.batch_execute(&format!("DROP DATABASE IF EXISTS \"{d}\" WITH (FORCE)"))
+            .expect("drop");
+    }
+}
