@@ -12,7 +12,7 @@ use hms_domain::{HospitalId, NodeId, RegionId};
 
 use crate::config::{self, CloudConfig, Mode};
 use crate::empi::model::{MAX_SAMPLE, MIN_TRAIN_RECORDS, ModelError, TrainSettings, train_stored};
-use crate::enrolment::{EnrolError, Enrolled, Enrolment, open_registry};
+use crate::enrolment::{EnrolError, Enrolled, Enrolment};
 use crate::store::registry::{NewOperatorToken, OperatorTokenRow, Revoked, Scopes, TokenError};
 
 /// Why a command failed.
@@ -103,7 +103,7 @@ pub fn enroll(
 ) -> Result<(), Failure> {
     let cfg = load(config)?;
     let key = read_key(public_key)?;
-    let (reg, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
+    let (reg, db) = cfg.open_registry().map_err(Failure::Runtime)?;
     let done = crate::enrolment::enroll(
         &reg,
         &db,
@@ -141,7 +141,7 @@ pub fn enroll_primary(config: &Path, region: RegionId, public_key: &Path) -> Res
         )));
     }
     let key = read_key(public_key)?;
-    let (_, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
+    let (_, db) = cfg.open_registry().map_err(Failure::Runtime)?;
     crate::dr::enroll_primary(&db, &cfg.allowed_dr_regions, &region, &key)?;
     println!(
         "enrolled the primary of {region} on the replica in {}",
@@ -172,7 +172,7 @@ pub fn create_token(
         .transpose()
         .map_err(Failure::Usage)?;
     let cfg = load(config)?;
-    let (_, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
+    let (_, db) = cfg.open_registry().map_err(Failure::Runtime)?;
     let token = db
         .create_operator_token(
             &NewOperatorToken {
@@ -212,7 +212,7 @@ fn status(row: &OperatorTokenRow, now_ms: i64) -> &'static str {
 /// object per line; never the token.
 pub fn list_tokens(config: &Path, all: bool, as_json: bool) -> Result<(), Failure> {
     let cfg = load(config)?;
-    let (_, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
+    let (_, db) = cfg.open_registry().map_err(Failure::Runtime)?;
     let now = hms_domain::Timestamp::now().as_millis();
     let rows: Vec<OperatorTokenRow> = db
         .tokens()
@@ -274,7 +274,7 @@ pub fn list_tokens(config: &Path, all: bool, as_json: bool) -> Result<(), Failur
 /// name is refused (exit 1).
 pub fn revoke_token(config: &Path, name: &str) -> Result<(), Failure> {
     let cfg = load(config)?;
-    let (_, db) = open_registry(&cfg.data_dir, cfg.region.clone()).map_err(Failure::Runtime)?;
+    let (_, db) = cfg.open_registry().map_err(Failure::Runtime)?;
     let now = hms_domain::Timestamp::now().as_millis();
     match db
         .revoke_token(name, now, &operator_login())

@@ -36,7 +36,6 @@ use crate::config::{Backend, CloudConfig, Mode};
 use crate::downlink::Downlink;
 use crate::dr::{Primaries, ReplicationStatus, Replicator};
 use crate::empi::RegionalEmpi;
-use crate::enrolment::open_registry;
 use crate::state::{CloudState, OpenStore};
 use crate::store::SqliteRouter;
 use crate::store::postgres::PgRouter;
@@ -82,7 +81,7 @@ impl Cloud {
     /// MQTT broker's (`[fleet] embedded = true`), which it starts last.
     pub fn open(config: CloudConfig) -> anyhow::Result<Cloud> {
         config.check_listen().map_err(ConfigError)?;
-        let (registry, db) = open_registry(&config.data_dir, config.region.clone())?;
+        let (registry, db) = config.open_registry()?;
         let open: OpenStore = match config.backend {
             Backend::Sqlite => SqliteRouter::new(&config.data_dir).opener(),
             Backend::Postgres => PgRouter::new(config.postgres.clone().unwrap_or_default())

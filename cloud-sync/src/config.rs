@@ -518,6 +518,31 @@ fn embedded_broker(f: &mut FleetConfig) -> Result<Broker, String> {
 }
 
 impl CloudConfig {
+    /// The registry of this cloud and its database: `registry.sqlite`
+    /// under the data dir, or with `backend = "postgres"` the region's
+    /// database, shared by the region's instances.
+    pub fn open_registry(
+        &self,
+    ) -> anyhow::Result<(
+        crate::enrolment::Registry,
+        crate::store::registry::RegistryDb,
+    )> {
+        use anyhow::Context;
+        match (&self.backend, &self.postgres) {
+            (Backend::Postgres, Some(pg)) => {
+                let admin =
+                    crate::store::pg_tls::PgTarget::parse(pg).map_err(anyhow::Error::msg)?;
+                let db = crate::store::registry::RegistryDb::open_postgres(
+                    admin,
+                    &self.region_database(),
+                )
+                .context("opening the registry in the region's PostgreSQL database")?;
+                crate::enrolment::registry_from(db, self.region.clone())
+            }
+            _ => crate::enrolment::open_registry(&self.data_dir, self.region.clone()),
+        }
+    }
+
     /// The region's own database name on PostgreSQL (`region_database`,
     /// else `hms+{region}`: the `+` keeps it apart from every hospital's
     /// `hms_{id}`).

@@ -15,6 +15,7 @@
 //! audited in the registry with who made it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cloud_sync_client::{SignatureError, SignedRequest, verify};
 use hms_domain::sync::SyncBatch;
@@ -129,17 +130,35 @@ pub enum EnrolError {
 
 /// The hospitals one regional cloud serves. Shared by the running service:
 /// an enrolment through the operator API takes effect at once.
+///
+/// With a registry database shared by several instances (PostgreSQL,
+/// [`Registry::share`]), another instance may enrol or re-key a hospital:
+/// a hospital not known here is looked up there, a request that does not
+/// match what is known here (another node, a signature the key does not
+/// verify) is checked again against what is stored there, and the list of
+/// hospitals is read again at most every [`REFRESH_EVERY`].
 #[derive(Debug)]
 pub struct Registry {
     region: RegionId,
     hospitals: std::sync::RwLock<HashMap<HospitalId, Enrolment>>,
+    shared: std::sync::OnceLock<Arc<RegistryDb>>,
+    listed: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How stale the list of hospitals may be with a shared registry.
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Clone for Registry {
     fn clone(&self) -> Self {
+        let shared = std::sync::OnceLock::new();
+        if let Some(db) = self.shared.get() {
+            let _ = shared.set(db.clone());
+        }
         Self {
             region: self.region.clone(),
             hospitals: std::sync::RwLock::new(self.read().clone()),
+            shared,
+            listed: std::sync::Mutex::new(None),
         }
     }
 }
@@ -150,8 +169,12 @@ pub fn open_registry(
     data_dir: &std::path::Path,
     region: RegionId,
 ) -> anyhow::Result<(Registry, RegistryDb)> {
+    registry_from(RegistryDb::open(data_dir)?, region)
+}
+
+/// The enrolments of `db` in memory, and `db`.
+pub fn registry_from(db: RegistryDb, region: RegionId) -> anyhow::Result<(Registry, RegistryDb)> {
     use anyhow::Context;
-    let db = RegistryDb::open(data_dir)?;
     let registry = Registry::new(region);
     for row in db.enrolments()? {
         registry
@@ -216,6 +239,38 @@ impl Registry {
         Self {
             region,
             hospitals: std::sync::RwLock::new(HashMap::new()),
+            shared: std::sync::OnceLock::new(),
+            listed: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Follows `db`, a registry database other instances write too (see
+    /// the type's doc). Once; later calls change nothing.
+    pub fn share(&self, db: Arc<RegistryDb>) {
+        let _ = self.shared.set(db);
+    }
+
+    /// Reads the enrolment of `hospital` from the shared database into
+    /// memory; what is now known of it.
+    fn reload(&self, hospital: &HospitalId) -> Option<Enrolment> {
+        let db = self.shared.get()?;
+        match db.enrolment(hospital) {
+            Ok(Some(row)) => {
+                let e = Enrolment {
+                    hospital: row.hospital,
+                    region: row.region,
+                    node: row.node,
+                    public_key: row.public_key,
+                };
+                // A row of another region is not followed (residency).
+                self.enroll(e.clone()).ok()?;
+                Some(e)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%hospital, error = %format!("{e:#}"), "the shared registry cannot be read");
+                None
+            }
         }
     }
 
@@ -230,6 +285,27 @@ impl Registry {
 
     /// The enrolled hospitals, sorted by id.
     pub fn hospitals(&self) -> Vec<Enrolment> {
+        if let Some(db) = self.shared.get() {
+            let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+            if listed.is_none_or(|t| t.elapsed() >= REFRESH_EVERY) {
+                *listed = Some(std::time::Instant::now());
+                match db.enrolments() {
+                    Ok(rows) => {
+                        for row in rows {
+                            let _ = self.enroll(Enrolment {
+                                hospital: row.hospital,
+                                region: row.region,
+                                node: row.node,
+                                public_key: row.public_key,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "the shared registry cannot be read");
+                    }
+                }
+            }
+        }
         let mut v: Vec<Enrolment> = self.read().values().cloned().collect();
         v.sort_by(|a, b| a.hospital.cmp(&b.hospital));
         v
@@ -237,7 +313,8 @@ impl Registry {
 
     /// The enrolment of `hospital`, if enrolled here.
     pub fn get(&self, hospital: &HospitalId) -> Option<Enrolment> {
-        self.read().get(hospital).cloned()
+        let known = self.read().get(hospital).cloned();
+        known.or_else(|| self.reload(hospital))
     }
 
     /// Whether `e` may be enrolled here: its region is this cloud's (else
@@ -271,9 +348,14 @@ impl Registry {
     /// hospital is enrolled here, from this node, and the signing time is
     /// within the allowed clock skew.
     pub fn precheck(&self, req: &SignedRequest, now_ms: i64) -> Result<(), Rejection> {
-        let e = self
+        let mut e = self
             .get(&req.hospital)
             .ok_or_else(|| Rejection::UnknownHospital(req.hospital.clone()))?;
+        if e.node != req.node
+            && let Some(fresh) = self.reload(&req.hospital)
+        {
+            e = fresh;
+        }
         if e.node != req.node {
             return Err(Rejection::UnknownNode {
                 hospital: req.hospital.clone(),
@@ -299,6 +381,29 @@ impl Registry {
         let e = self
             .get(&req.hospital)
             .ok_or_else(|| Rejection::UnknownHospital(req.hospital.clone()))?;
+        match Self::verify_with(&e, req, method, path, body, now_ms) {
+            Err(first) if self.shared.get().is_some() => {
+                // Re-keyed or moved on another instance? Check what is stored.
+                match self.reload(&req.hospital) {
+                    Some(fresh) if fresh != e => {
+                        Self::verify_with(&fresh, req, method, path, body, now_ms)?;
+                        Ok(fresh)
+                    }
+                    _ => Err(first),
+                }
+            }
+            r => r.map(|()| e),
+        }
+    }
+
+    fn verify_with(
+        e: &Enrolment,
+        req: &SignedRequest,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<(), Rejection> {
         if e.node != req.node {
             return Err(Rejection::UnknownNode {
                 hospital: req.hospital.clone(),
@@ -306,7 +411,7 @@ impl Registry {
             });
         }
         verify(&e.public_key, req, method, path, body, now_ms)?;
-        Ok(e)
+        Ok(())
     }
 }
 
@@ -508,5 +613,83 @@ mod tests {
             public_key: public,
         });
         assert!(matches!(r, Err(Rejection::OtherRegion { .. })), "{r:?}");
+    }
+
+    /// Two instances on one registry database (PostgreSQL): what one
+    /// enrols or re-keys, the other follows without a restart.
+    #[test]
+    fn an_instance_follows_enrolments_and_re_keys_made_by_another() {
+        use crate::store::pg_tls::PgTarget;
+        use crate::store::registry::RegistryDb;
+        if !crate::testkit::available(crate::testkit::Backend::Postgres) {
+            return;
+        }
+        let admin = crate::testkit::pg_admin();
+        let db_name = format!("hms+follow-{}", std::process::id());
+        let drop_db = || {
+            crate::store::postgres::PgRouter::new(&admin)
+                .expect("router")
+                .drop_named(&db_name)
+                .expect("drop");
+        };
+        drop_db();
+        let open = || {
+            let db = RegistryDb::open_postgres(PgTarget::parse(&admin).expect("target"), &db_name)
+                .expect("open");
+            let db = std::sync::Arc::new(db);
+            let registry = Registry::new(id("eu-west"));
+            registry.share(db.clone());
+            (registry, db)
+        };
+        let ((a, a_db), (b, _b_db)) = (open(), open());
+        let (key1, public1) = generate_key().expect("key");
+        let enrol = |public: Vec<u8>, replace| {
+            super::enroll(
+                &a,
+                &a_db,
+                Enrolment {
+                    hospital: id("h1"),
+                    region: id("eu-west"),
+                    node: id("edge-1"),
+                    public_key: public,
+                },
+                replace,
+                "cli:test",
+                NOW,
+            )
+            .expect("enrol")
+        };
+        enrol(public1, false);
+        // B learns of it on the first request.
+        let signer1 = Signer::new(&key1, id("h1"), id("edge-1")).expect("signer");
+        let req = signer1.sign("POST", PATH, NOW, b"{}");
+        assert_eq!(
+            b.authenticate(&req, "POST", PATH, b"{}", NOW)
+                .expect("known")
+                .node,
+            id("edge-1")
+        );
+        // Re-keyed through A: B accepts the new key at once, the old one no more.
+        let (key2, public2) = generate_key().expect("key");
+        enrol(public2, true);
+        let signer2 = Signer::new(&key2, id("h1"), id("edge-1")).expect("signer");
+        let req = signer2.sign("POST", PATH, NOW, b"{}");
+        b.authenticate(&req, "POST", PATH, b"{}", NOW)
+            .expect("new key");
+        let req = signer1.sign("POST", PATH, NOW, b"{}");
+        assert!(matches!(
+            b.authenticate(&req, "POST", PATH, b"{}", NOW),
+            Err(Rejection::Signature(_))
+        ));
+        // A hospital nobody enrolled stays unknown.
+        let stranger = Signer::new(&key1, id("h9"), id("edge-1")).expect("signer");
+        let req = stranger.sign("POST", PATH, NOW, b"{}");
+        assert!(matches!(
+            b.precheck(&req, NOW),
+            Err(Rejection::UnknownHospital(_))
+        ));
+        assert_eq!(b.hospitals().len(), 1);
+        drop((a, a_db, b));
+        drop_db();
     }
 }

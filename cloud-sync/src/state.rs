@@ -88,11 +88,16 @@ impl CloudState {
     /// the registry database `db` (as opened by
     /// [`crate::enrolment::open_registry`]).
     pub fn new(registry: Registry, open: OpenStore, db: RegistryDb) -> Self {
+        let db = Arc::new(db);
+        if db.is_shared() {
+            // Other instances enrol too: follow their enrolments.
+            registry.share(db.clone());
+        }
         Self {
             registry: Arc::new(registry),
             open,
             ingest_lock: Arc::new(Mutex::new(())),
-            registry_db: Arc::new(db),
+            registry_db: db,
             mode: Mode::Primary,
             primaries: Arc::new(Primaries::default()),
             replication: None,

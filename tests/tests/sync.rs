@@ -262,11 +262,16 @@ impl Site {
         self.dir.path().join("cloud.toml")
     }
 
-    /// A second instance of the site's cloud: its configuration (written
-    /// beside the first's, as it is now) with another port and a registry
-    /// of its own (the appliance enrolled there too), the same PostgreSQL
-    /// for the hospital logs and the same region database.
+    /// A second instance of the site's cloud (PostgreSQL): its
+    /// configuration, written beside the first's as it is now, with another
+    /// port and data dir, the same PostgreSQL and region database, so the
+    /// same registry: the appliance enrolled once serves at both.
     fn second_instance(&self) -> (PathBuf, u16) {
+        assert_eq!(
+            self.backend,
+            Backend::Postgres,
+            "instances share PostgreSQL"
+        );
         let port = free_port();
         let config = self.dir.path().join("cloud-b.toml");
         let text = std::fs::read_to_string(self.cloud_config())
@@ -274,19 +279,6 @@ impl Site {
             .replace(&format!(":{}\"", self.cloud_port), &format!(":{port}\""))
             .replace("cloud-data", "cloud-data-b");
         std::fs::write(&config, text).unwrap();
-        run(Command::new(bin("hms-cloud"))
-            .args(["enroll", "--config"])
-            .arg(&config)
-            .args([
-                "--hospital",
-                &self.hospital,
-                "--region",
-                "eu-west",
-                "--node",
-                "edge-1",
-                "--public-key",
-            ])
-            .arg(self.edge_data().join("sync-key.pub")));
         (config, port)
     }
 
@@ -444,10 +436,13 @@ impl Drop for Site {
             let _ = drop_database(&self.hospital);
             // The region's database (leases).
             let _ = Pg::connect(&pg::admin(), "postgres").and_then(|mut c| {
-                c.query(&format!(
-                    "DROP DATABASE IF EXISTS \"hms+{}\" WITH (FORCE)",
-                    self.hospital
-                ))
+                for db in [
+                    format!("hms+{}", self.hospital),
+                    format!("hms+{}+replica", self.hospital),
+                ] {
+                    c.query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))?;
+                }
+                Ok(())
             });
         }
     }
@@ -782,18 +777,14 @@ async fn one_of_two_instances_replicates_and_the_other_takes_over_when_it_dies()
             &format!("cloud = [\"{a_url}\", \"http://127.0.0.1:{port_b}\"]"),
         );
     std::fs::write(site.edge_config(), edge_text).unwrap();
-    let token = |config: &Path| {
-        run(Command::new(bin("hms-cloud"))
-            .args(["token", "create", "--config"])
-            .arg(config)
-            .args(["--name", "ops"]))
-        .trim()
-        .to_owned()
-    };
-    let instances = [
-        (site.cloud_port, token(&site.cloud_config())),
-        (port_b, token(&config_b)),
-    ];
+    // One registry: a token made through one instance works at both.
+    let token = run(Command::new(bin("hms-cloud"))
+        .args(["token", "create", "--config"])
+        .arg(&config_b)
+        .args(["--name", "ops"]))
+    .trim()
+    .to_owned();
+    let instances = [(site.cloud_port, token.clone()), (port_b, token)];
     let replicating = |i: usize| {
         let (port, token) = instances[i].clone();
         async move {
@@ -1151,8 +1142,20 @@ async fn events_reach_the_dr_replica_through_the_regional_cloud(backend: Backend
             .unwrap()
             .query("CREATE SCHEMA dr")
             .unwrap();
+        // Its region's database (registry) too: the replica's tables are
+        // in the schema `dr` wherever it connects.
+        let region_db = format!("hms+{}+replica", site.hospital);
+        Pg::connect(&pg::admin(), "postgres")
+            .unwrap()
+            .query(&format!("CREATE DATABASE \"{region_db}\""))
+            .unwrap();
+        Pg::connect(&pg::admin(), &region_db)
+            .unwrap()
+            .query("CREATE SCHEMA dr")
+            .unwrap();
         replica_config.push_str(&format!(
-            "backend = \"postgres\"\npostgres = \"{} options=-csearch_path=dr\"\n",
+            "backend = \"postgres\"\npostgres = \"{} options=-csearch_path=dr\"\n\
+             region_database = \"{region_db}\"\n",
             pg::admin()
         ));
     }

@@ -169,6 +169,8 @@ fn one_backend(
         let mut c = postgres::Client::connect(PG_ADMIN, postgres::NoTls)
             .context("PostgreSQL at 127.0.0.1:5432")?;
         c.batch_execute(&format!("DROP DATABASE IF EXISTS \"hms_{HOSPITAL}\""))?;
+        // The region's database (registry, leases) of the bench, afresh.
+        c.batch_execute("DROP DATABASE IF EXISTS \"hms+bench-sync\" WITH (FORCE)")?;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -180,7 +182,9 @@ fn one_backend(
          empi = false\n"
     );
     if backend == "postgres" {
-        text.push_str(&format!("postgres = \"{PG_ADMIN}\"\n"));
+        text.push_str(&format!(
+            "postgres = \"{PG_ADMIN}\"\nregion_database = \"hms+bench-sync\"\n"
+        ));
     }
     std::fs::write(&cloud_cfg, text)?;
     let edge_cfg = site.join("edge.toml");

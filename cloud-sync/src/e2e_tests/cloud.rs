@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloud::Cloud;
-use crate::enrolment::{Enrolment, enroll_durably, open_registry};
+use crate::enrolment::{Enrolment, enroll_durably};
 use crate::store::postgres::PgRouter;
 use crate::store::{SqliteRouter, conformance, ingest};
 use crate::testkit::{Backend, available, batch, id, off_runtime, pg_admin, unique_hospital};
@@ -62,20 +62,8 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
             ),
         ),
     };
-    // It is enrolled and holds events, so the replicator has work.
+    // It holds events (and is enrolled, below), so the replicator has work.
     {
-        let (reg, db) = open_registry(&data, id("eu-west")).expect("registry");
-        enroll_durably(
-            &reg,
-            &db,
-            Enrolment {
-                hospital: h.clone(),
-                region: id("eu-west"),
-                node: id("edge-1"),
-                public_key: public,
-            },
-        )
-        .expect("enrol");
         let log = batch(h.as_str(), &conformance::log(h.as_str(), 5));
         off_runtime(|| -> anyhow::Result<()> {
             match backend {
@@ -109,7 +97,23 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
         ),
     )
     .expect("write");
-    let cloud = Cloud::open(crate::config::load(&config).expect("config")).expect("open");
+    let config = crate::config::load(&config).expect("config");
+    {
+        // In the registry of the backend (the region's database on PostgreSQL).
+        let (reg, db) = config.open_registry().expect("registry");
+        enroll_durably(
+            &reg,
+            &db,
+            Enrolment {
+                hospital: h.clone(),
+                region: id("eu-west"),
+                node: id("edge-1"),
+                public_key: public,
+            },
+        )
+        .expect("enrol");
+    }
+    let cloud = Cloud::open(config).expect("open");
     assert!(cloud.state().empi.is_some(), "the EMPI runs (idle)");
     let status = cloud.state().replication.clone().expect("replication");
 

@@ -11,10 +11,12 @@
 //! ([`crate::enrolment`], [`crate::dr`]) before anything is written here.
 //! No PHI is kept here: hospital ids, region ids, token names and times.
 //!
-//! This file is SQLite whatever the store backend (`backend = "postgres"`
-//! keeps only the hospitals' logs in PostgreSQL). Its schema is versioned
-//! with `PRAGMA user_version` and migrated forward on open ([`MIGRATIONS`]);
-//! a file newer than this binary knows is refused. Tokens made before
+//! With `backend = "sqlite"` it is this file; with `backend = "postgres"`
+//! the same tables live in the region's own database, shared by every
+//! instance of the region ([`pg`], [`RegistryDb::open_postgres`]),
+//! and each method below does the same there. The SQLite schema is
+//! versioned with `PRAGMA user_version` and migrated forward on open
+//! ([`MIGRATIONS`]); a file newer than this binary knows is refused. Tokens made before
 //! scopes existed have none recorded and keep working with every scope
 //! (`admin`).
 
@@ -30,10 +32,21 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::sqlite;
 
+pub mod pg;
+
 /// The registry database.
 #[derive(Debug)]
 pub struct RegistryDb {
-    conn: Mutex<Connection>,
+    inner: Inner,
+}
+
+/// Where the registry lives.
+#[derive(Debug)]
+enum Inner {
+    /// `registry.sqlite`.
+    Sqlite(Mutex<Connection>),
+    /// The region's database on PostgreSQL.
+    Postgres(pg::Session),
 }
 
 /// One stored enrolment of an appliance.
@@ -61,8 +74,25 @@ impl RegistryDb {
         )?;
         init(&conn)?;
         Ok(RegistryDb {
-            conn: Mutex::new(conn),
+            inner: Inner::Sqlite(Mutex::new(conn)),
         })
+    }
+
+    /// Opens (creating and migrating) the registry in the database
+    /// `database` on the server of `admin` (`backend = "postgres"`).
+    /// Blocking, but safe on any thread (the session has a thread of its own).
+    pub fn open_postgres(
+        admin: super::pg_tls::PgTarget,
+        database: &str,
+    ) -> anyhow::Result<RegistryDb> {
+        Ok(RegistryDb {
+            inner: Inner::Postgres(pg::Session::open(admin, database)?),
+        })
+    }
+
+    /// Whether it is shared with other instances (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner, Inner::Postgres(_))
     }
 
     /// A registry in memory (tests).
@@ -70,17 +100,43 @@ impl RegistryDb {
         let conn = sqlite::memory()?;
         init(&conn)?;
         Ok(RegistryDb {
-            conn: Mutex::new(conn),
+            inner: Inner::Sqlite(Mutex::new(conn)),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The SQLite connection (the methods below look at [`Inner`] first).
+    fn conn(&self) -> anyhow::Result<MutexGuard<'_, Connection>> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c.lock().unwrap_or_else(|p| p.into_inner())),
+            Inner::Postgres(_) => anyhow::bail!("the registry is on PostgreSQL"),
+        }
+    }
+
+    /// The PostgreSQL session, when the registry lives there.
+    fn pg(&self) -> Option<&pg::Session> {
+        match &self.inner {
+            Inner::Postgres(s) => Some(s),
+            Inner::Sqlite(_) => None,
+        }
+    }
+
+    /// The stored enrolment of `hospital`.
+    pub fn enrolment(&self, hospital: &HospitalId) -> anyhow::Result<Option<EnrolmentRow>> {
+        if let Some(pg) = self.pg() {
+            return pg.enrolment(hospital);
+        }
+        Ok(self
+            .enrolments()?
+            .into_iter()
+            .find(|e| &e.hospital == hospital))
     }
 
     /// Every stored enrolment.
     pub fn enrolments(&self) -> anyhow::Result<Vec<EnrolmentRow>> {
-        let conn = self.conn();
+        if let Some(pg) = self.pg() {
+            return pg.enrolments();
+        }
+        let conn = self.conn()?;
         let rows: Vec<(String, String, String, Vec<u8>)> = conn
             .prepare("SELECT hospital, region, node, public_key FROM enrolments")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
@@ -99,7 +155,10 @@ impl RegistryDb {
 
     /// Stores (or replaces) the enrolment of a hospital.
     pub fn put_enrolment(&self, e: &EnrolmentRow) -> anyhow::Result<()> {
-        put_enrolment(&self.conn(), e)
+        if let Some(pg) = self.pg() {
+            return pg.put_enrolment(e);
+        }
+        put_enrolment(&*self.conn()?, e)
     }
 
     /// Stores the enrolment of a hospital unless another one (another node
@@ -112,7 +171,10 @@ impl RegistryDb {
         actor: &str,
         now_ms: i64,
     ) -> anyhow::Result<Enrolled> {
-        let mut conn = self.conn();
+        if let Some(pg) = self.pg() {
+            return pg.put_enrolment_checked(e, replace, actor, now_ms);
+        }
+        let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let stored: Option<(String, String, Vec<u8>)> = tx
             .query_row(
@@ -185,24 +247,33 @@ impl RegistryDb {
         t: &NewOperatorToken<'_>,
         now_ms: i64,
     ) -> Result<String, TokenError> {
-        create_token(&mut self.conn(), t, now_ms)
+        if let Some(pg) = self.pg() {
+            return pg.create_operator_token(t, now_ms);
+        }
+        create_token(&mut *self.conn()?, t, now_ms)
     }
 
     /// The live operator token `token` (neither revoked nor expired at
     /// `now_ms`), if it is one of ours.
     pub fn operator(&self, token: &str, now_ms: i64) -> anyhow::Result<Option<Operator>> {
-        operator(&self.conn(), token, now_ms)
+        if let Some(pg) = self.pg() {
+            return pg.operator(token, now_ms);
+        }
+        operator(&*self.conn()?, token, now_ms)
     }
 
     /// The name of the operator holding `token`, if it is a live one of ours.
     pub fn token_name(&self, token: &str) -> anyhow::Result<Option<String>> {
         let now = hms_domain::Timestamp::now().as_millis();
-        Ok(operator(&self.conn(), token, now)?.map(|o| o.name))
+        Ok(self.operator(token, now)?.map(|o| o.name))
     }
 
     /// Every operator token, oldest first (never the token).
     pub fn tokens(&self) -> anyhow::Result<Vec<OperatorTokenRow>> {
-        let conn = self.conn();
+        if let Some(pg) = self.pg() {
+            return pg.tokens();
+        }
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT name, scopes, created_ms, expires_ms, revoked_ms FROM operator_tokens
              ORDER BY created_ms, id",
@@ -233,7 +304,10 @@ impl RegistryDb {
     /// Revokes the live operator token named `name`, audited as `by`'s;
     /// it is refused from the next request on.
     pub fn revoke_token(&self, name: &str, now_ms: i64, by: &str) -> anyhow::Result<Revoked> {
-        let mut conn = self.conn();
+        if let Some(pg) = self.pg() {
+            return pg.revoke_token(name, now_ms, by);
+        }
+        let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "UPDATE operator_tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
@@ -267,12 +341,18 @@ impl RegistryDb {
 
     /// Appends to the audit.
     pub fn audit(&self, e: &AuditEntry<'_>) -> anyhow::Result<()> {
-        audit(&self.conn(), e)
+        if let Some(pg) = self.pg() {
+            return pg.audit(e);
+        }
+        audit(&*self.conn()?, e)
     }
 
     /// The audit, oldest first.
     pub fn audit_log(&self) -> anyhow::Result<Vec<AuditRecord>> {
-        let conn = self.conn();
+        if let Some(pg) = self.pg() {
+            return pg.audit_log();
+        }
+        let conn = self.conn()?;
         let mut stmt =
             conn.prepare("SELECT at_ms, actor, action, subject, detail FROM audit ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
@@ -301,7 +381,10 @@ impl RegistryDb {
         detail: &str,
         now_ms: i64,
     ) -> anyhow::Result<u64> {
-        let mut conn = self.conn();
+        if let Some(pg) = self.pg() {
+            return pg.next_fleet_command_id(hospital, node, actor, detail, now_ms);
+        }
+        let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let last: Option<i64> = tx
             .prepare_cached(
@@ -333,7 +416,10 @@ impl RegistryDb {
 
     /// Stores (or re-keys) the DR primary of `region`.
     pub fn put_primary(&self, region: &RegionId, public_key: &[u8]) -> anyhow::Result<()> {
-        self.conn().execute(
+        if let Some(pg) = self.pg() {
+            return pg.put_primary(region, public_key);
+        }
+        self.conn()?.execute(
             "INSERT INTO primaries(region, public_key) VALUES (?1, ?2)
              ON CONFLICT(region) DO UPDATE SET public_key = excluded.public_key",
             params![region.as_str(), public_key],
@@ -343,7 +429,10 @@ impl RegistryDb {
 
     /// The enrolled primaries: region → public key.
     pub fn primaries(&self) -> anyhow::Result<HashMap<RegionId, Vec<u8>>> {
-        primaries(&self.conn())
+        if let Some(pg) = self.pg() {
+            return pg.primaries();
+        }
+        primaries(&*self.conn()?)
     }
 
     /// Records that events of `hospital` were stored at `now_ms`.
@@ -353,7 +442,10 @@ impl RegistryDb {
         region: &RegionId,
         now_ms: i64,
     ) -> anyhow::Result<()> {
-        self.conn()
+        if let Some(pg) = self.pg() {
+            return pg.record_ingest(hospital, region, now_ms);
+        }
+        self.conn()?
             .prepare_cached(
                 "INSERT INTO ingest_status(hospital, region, last_ingest_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT(hospital) DO UPDATE SET last_ingest_ms = excluded.last_ingest_ms",
@@ -364,8 +456,11 @@ impl RegistryDb {
 
     /// The region recorded for `hospital`, if it has stored events here.
     pub fn hospital_region(&self, hospital: &HospitalId) -> anyhow::Result<Option<RegionId>> {
+        if let Some(pg) = self.pg() {
+            return pg.hospital_region(hospital);
+        }
         let r: Option<String> = self
-            .conn()
+            .conn()?
             .prepare_cached("SELECT region FROM ingest_status WHERE hospital = ?1")?
             .query_row([hospital.as_str()], |r| r.get(0))
             .optional()?;
@@ -374,8 +469,11 @@ impl RegistryDb {
 
     /// Every hospital that has stored events here, with its record.
     pub fn ingest_status(&self) -> anyhow::Result<HashMap<HospitalId, IngestStatus>> {
+        if let Some(pg) = self.pg() {
+            return pg.ingest_status();
+        }
         let rows: Vec<(String, String, i64)> = self
-            .conn()
+            .conn()?
             .prepare_cached("SELECT hospital, region, last_ingest_ms FROM ingest_status")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
@@ -395,7 +493,10 @@ impl RegistryDb {
     /// `PRAGMA synchronous` and `journal_mode` of the connection (tests).
     #[cfg(test)]
     pub(crate) fn durability(&self) -> (i64, String) {
-        sqlite::durability(&self.conn())
+        match self.conn() {
+            Ok(c) => sqlite::durability(&c),
+            Err(_) => (-1, "postgres".into()),
+        }
     }
 }
 
@@ -582,7 +683,7 @@ impl Scopes {
     }
 
     /// As stored: `None` (a token from before scopes) is `admin`.
-    fn stored(text: Option<&str>) -> rusqlite::Result<Scopes> {
+    pub(super) fn stored(text: Option<&str>) -> rusqlite::Result<Scopes> {
         match text {
             None => Ok(Scopes::ADMIN),
             Some(t) => Scopes::parse(t.split(',')).map_err(|e| {
@@ -738,10 +839,32 @@ fn audit(conn: &Connection, e: &AuditEntry<'_>) -> anyhow::Result<()> {
 /// Prefix of operator API tokens (helps secret scanners and humans).
 pub const TOKEN_PREFIX: &str = "hmsc_";
 
-fn digest(token: &str) -> Vec<u8> {
+pub(super) fn digest(token: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
         .as_ref()
         .to_vec()
+}
+
+/// Whether `name` may name an operator token: 1-64 of letters, digits,
+/// `.`, `_`, `-`.
+pub(super) fn valid_token_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A new random operator token (32 random bytes after [`TOKEN_PREFIX`]).
+pub(super) fn new_token() -> anyhow::Result<String> {
+    let mut raw = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("no randomness for the token"))?;
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    ))
 }
 
 fn create_token(
@@ -750,22 +873,10 @@ fn create_token(
     now_ms: i64,
 ) -> Result<String, TokenError> {
     let name = t.name;
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !valid_token_name(name) {
         return Err(TokenError::BadName);
     }
-    let mut raw = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut raw)
-        .map_err(|_| anyhow::anyhow!("no randomness for the token"))?;
-    let token = format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
+    let token = new_token()?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(anyhow::Error::from)?;
@@ -866,6 +977,7 @@ mod tests {
         assert_eq!(db.token_name("hmsc_guess").expect("lookup"), None);
         let stored: Vec<u8> = db
             .conn()
+            .expect("sqlite")
             .query_row("SELECT token_sha256 FROM operator_tokens", [], |r| r.get(0))
             .expect("row");
         assert_eq!(stored, digest(&t), "only the SHA-256 of the token is kept");

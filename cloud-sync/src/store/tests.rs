@@ -352,3 +352,220 @@ fn one_instance_holds_a_lease_and_another_takes_it_over_when_its_session_ends() 
             .expect("drop");
     }
 }
+
+/// A registry on PostgreSQL in a database of its own (dropped first, so a
+/// crashed run leaves nothing behind), with its name; none when
+/// PostgreSQL cannot be reached (a failure under `CI=true`).
+fn pg_registry(tag: &str) -> Option<(super::registry::RegistryDb, String, String)> {
+    let admin = pg_admin()?;
+    let db = format!("hms+registry-{tag}-{}", std::process::id());
+    drop_pg_database(&admin, &db);
+    let target = super::pg_tls::PgTarget::parse(&admin).expect("target");
+    let reg = super::registry::RegistryDb::open_postgres(target, &db).expect("open");
+    Some((reg, db, admin))
+}
+
+fn drop_pg_database(admin: &str, db: &str) {
+    let mut sql = postgres::Client::connect(admin, postgres::NoTls).expect("admin");
+    sql.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        .expect("drop");
+}
+
+#[test]
+fn the_registry_on_postgres_keeps_tokens_enrolments_and_command_ids_as_on_sqlite() {
+    use super::registry::{
+        AuditEntry, Enrolled, EnrolmentRow, NewOperatorToken, Revoked, Scopes, TokenError,
+    };
+    let Some((db, name, admin)) = pg_registry("ops") else {
+        return;
+    };
+    assert!(db.is_shared());
+    let new = |name| NewOperatorToken {
+        name,
+        scopes: Scopes::parse(["read"]).expect("scopes"),
+        expires_ms: None,
+        by: "cli:test",
+    };
+    // Tokens: hashed, unique among live ones, revocable, expiring.
+    let t = db.create_operator_token(&new("ops-1"), 5).expect("token");
+    assert_eq!(db.token_name(&t).expect("lookup").as_deref(), Some("ops-1"));
+    assert!(matches!(
+        db.create_operator_token(&new("ops-1"), 6),
+        Err(TokenError::Duplicate(_))
+    ));
+    assert!(matches!(
+        db.create_operator_token(&new("bad name"), 6),
+        Err(TokenError::BadName)
+    ));
+    assert_eq!(
+        db.revoke_token("ops-1", 7, "cli:test").expect("revoke"),
+        Revoked::Revoked(1)
+    );
+    assert_eq!(
+        db.revoke_token("ops-1", 7, "cli:test").expect("revoke"),
+        Revoked::Already
+    );
+    assert_eq!(
+        db.revoke_token("nobody", 7, "cli:test").expect("revoke"),
+        Revoked::Unknown
+    );
+    assert_eq!(db.token_name(&t).expect("lookup"), None);
+    let temp = db
+        .create_operator_token(
+            &NewOperatorToken {
+                expires_ms: Some(100),
+                ..new("temp")
+            },
+            10,
+        )
+        .expect("temp");
+    assert!(db.operator(&temp, 99).expect("lookup").is_some());
+    assert!(db.operator(&temp, 100).expect("lookup").is_none());
+    let rows = db.tokens().expect("tokens");
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.name.as_str(), r.revoked_ms))
+            .collect::<Vec<_>>(),
+        [("ops-1", Some(7)), ("temp", None)]
+    );
+    // Enrolments: new, unchanged, refused without replace, replaced.
+    let row = |node: &str, key: u8| EnrolmentRow {
+        hospital: "h1".parse().expect("id"),
+        region: "eu-west".parse().expect("id"),
+        node: node.parse().expect("id"),
+        public_key: vec![key; 32],
+    };
+    let put = |e: &EnrolmentRow, replace| {
+        db.put_enrolment_checked(e, replace, "cli:test", 20)
+            .expect("enrol")
+    };
+    assert_eq!(put(&row("edge-1", 1), false), Enrolled::New);
+    assert_eq!(put(&row("edge-1", 1), false), Enrolled::Unchanged);
+    assert!(matches!(
+        put(&row("edge-2", 2), false),
+        Enrolled::Refused { .. }
+    ));
+    assert!(matches!(
+        put(&row("edge-2", 2), true),
+        Enrolled::Replaced { .. }
+    ));
+    assert_eq!(db.enrolments().expect("enrolments"), [row("edge-2", 2)]);
+    assert_eq!(
+        db.enrolment(&"h1".parse().expect("id")).expect("one"),
+        Some(row("edge-2", 2))
+    );
+    // Fleet command ids: at least the time, always above the last.
+    let (h, n) = ("h1".parse().expect("id"), "edge-2".parse().expect("id"));
+    let next = |db: &super::registry::RegistryDb, now| {
+        db.next_fleet_command_id(&h, &n, "operator:ops", "command ping", now)
+            .expect("id")
+    };
+    assert_eq!(next(&db, 1_000), 1_000);
+    assert_eq!(next(&db, 1_000), 1_001);
+    assert_eq!(next(&db, 500), 1_002);
+    // Primaries, ingest times, the audit.
+    let region = "eu-central".parse().expect("id");
+    db.put_primary(&region, &[7; 32]).expect("primary");
+    assert_eq!(db.primaries().expect("primaries")[&region], vec![7; 32]);
+    let hospital = "h1".parse().expect("id");
+    db.record_ingest(&hospital, &"eu-west".parse().expect("id"), 50)
+        .expect("ingest");
+    assert_eq!(
+        db.hospital_region(&hospital)
+            .expect("region")
+            .map(|r| r.to_string()),
+        Some("eu-west".to_owned())
+    );
+    assert_eq!(
+        db.ingest_status().expect("status")[&hospital].last_ingest_ms,
+        50
+    );
+    db.audit(&AuditEntry {
+        at_ms: 60,
+        actor: "cli:test",
+        action: "note",
+        subject: "h1",
+        detail: "",
+    })
+    .expect("audit");
+    let actions: Vec<String> = db
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "token_created",
+            "token_revoked",
+            "token_created",
+            "enrolment_created",
+            "enrolment_replaced",
+            "fleet_command",
+            "fleet_command",
+            "fleet_command",
+            "note"
+        ]
+    );
+    // Another instance opening the same database sees it all, and the
+    // command ids go on above the last.
+    drop(db);
+    let target = super::pg_tls::PgTarget::parse(&admin).expect("target");
+    let again = super::registry::RegistryDb::open_postgres(target, &name).expect("reopen");
+    assert_eq!(next(&again, 900), 1_003);
+    assert!(again.operator(&temp, 50).expect("lookup").is_some());
+    drop(again);
+    drop_pg_database(&admin, &name);
+}
+
+#[test]
+fn instances_opening_an_empty_registry_database_together_migrate_it_once() {
+    let Some(admin) = pg_admin() else { return };
+    let name = format!("hms+registry-race-{}", std::process::id());
+    drop_pg_database(&admin, &name);
+    let target = super::pg_tls::PgTarget::parse(&admin).expect("target");
+    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let (target, name, start) = (target.clone(), name.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                super::registry::RegistryDb::open_postgres(target, &name)
+            })
+        })
+        .collect();
+    let dbs: Vec<_> = opened
+        .into_iter()
+        .map(|t| t.join().expect("thread").expect("every instance opens"))
+        .collect();
+    let mut sql = super::pg_tls::PgTarget::parse(&admin)
+        .expect("target")
+        .with_dbname(&name)
+        .connect()
+        .expect("connect");
+    let versions: Vec<i64> = sql
+        .query(
+            "SELECT version FROM registry_migrations ORDER BY version",
+            &[],
+        )
+        .expect("versions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let want: Vec<i64> = (1..=super::registry::pg::VERSION).collect();
+    assert_eq!(versions, want, "each step applied once");
+    // A database newer than this binary is refused.
+    sql.execute(
+        "INSERT INTO registry_migrations(version, applied_ms) VALUES ($1, 0)",
+        &[&(super::registry::pg::VERSION + 1)],
+    )
+    .expect("bump");
+    let e = super::registry::RegistryDb::open_postgres(target, &name).expect_err("newer");
+    assert!(
+        format!("{e:#}").contains("newer than this hms-cloud knows"),
+        "{e:#}"
+    );
+    drop((dbs, sql));
+    drop_pg_database(&admin, &name);
+}
