@@ -389,20 +389,7 @@ impl Site {
 
     /// The appliance's log: (seq, hash, prev_hash) in seq order.
     fn edge_log(&self) -> Vec<(u64, String, String)> {
-        let conn = rusqlite::Connection::open(self.edge_data().join("edge.sqlite")).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT seq, hash, prev_hash FROM events ORDER BY seq")
-            .unwrap();
-        stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                hex(&r.get::<_, Vec<u8>>(1)?),
-                hex(&r.get::<_, Vec<u8>>(2)?),
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        edge_log_at(&self.edge_data())
     }
 
     /// The cloud holds exactly the appliance's log: seqs 1..=N, no gap, no
@@ -448,6 +435,25 @@ impl Drop for Site {
     }
 }
 
+/// The log of the appliance with data dir `data`: (seq, hash, prev_hash)
+/// in seq order.
+fn edge_log_at(data: &Path) -> Vec<(u64, String, String)> {
+    let conn = rusqlite::Connection::open(data.join("edge.sqlite")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT seq, hash, prev_hash FROM events ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            hex(&r.get::<_, Vec<u8>>(1)?),
+            hex(&r.get::<_, Vec<u8>>(2)?),
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 /// A lock on a cloud's hospital store, released when dropped.
 enum StoreLock {
     Sqlite(#[allow(dead_code)] rusqlite::Connection),
@@ -482,7 +488,12 @@ fn sqlite_rows(path: &Path) -> Vec<(i64, String)> {
 /// `(seq, envelope)` of every event of `table` in the PostgreSQL database
 /// `db` (none when the database or the table does not exist yet).
 fn pg_rows(db: &str, table: &str) -> Vec<(i64, String)> {
-    let rows = Pg::connect(&pg::admin(), db)
+    pg_rows_at(&pg::admin(), db, table)
+}
+
+/// As [`pg_rows`], on the server of `admin`.
+fn pg_rows_at(admin: &str, db: &str, table: &str) -> Vec<(i64, String)> {
+    let rows = Pg::connect(admin, db)
         .and_then(|mut c| c.query(&format!("SELECT seq, envelope FROM {table} ORDER BY seq")));
     match rows {
         Ok(rows) => rows
@@ -854,6 +865,116 @@ async fn one_of_two_instances_replicates_and_the_other_takes_over_when_it_dies()
     edge.stop();
     replica.stop();
     drop(clouds);
+}
+
+/// PostgreSQL itself restarts under load (the seed's database failover
+/// test), on a server of the test's own: two instances started at the same
+/// moment on its empty databases both come up and migrate the registry
+/// once; an appliance given both streams ADT; the server restarts in the
+/// middle. The appliance queues, the instances reconnect, and the cloud's
+/// log ends equal to the appliance's: nothing lost, nothing duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarting_under_load_loses_nothing() {
+    let test = "postgres_restarting_under_load_loses_nothing";
+    let cluster = match support::cluster::Cluster::start() {
+        Ok(c) => c,
+        Err(e) => {
+            hms_e2e::skip::skip(test, &format!("no private PostgreSQL server: {e}"));
+            return;
+        }
+    };
+    let admin = cluster.admin();
+    let dir = cluster.path().join("site");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hospital = format!("restart-{}", std::process::id());
+    let ports = [free_port(), free_port()];
+    let configs: Vec<PathBuf> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let p = dir.join(format!("cloud-{i}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\n\
+                     data_dir = \"cloud-data-{i}\"\nempi = false\n\
+                     backend = \"postgres\"\npostgres = \"{admin}\"\n"
+                ),
+            )
+            .unwrap();
+            p
+        })
+        .collect();
+    // Both at the same moment, on a server with nothing of ours yet.
+    let clouds: Vec<Proc> = configs
+        .iter()
+        .map(|c| {
+            Proc::spawn(
+                Command::new(bin("hms-cloud"))
+                    .args(["run", "--config"])
+                    .arg(c),
+            )
+        })
+        .collect();
+    for c in &clouds {
+        c.ready("hms-cloud ready ");
+    }
+    let versions = Pg::connect(&admin, "hms+eu-west")
+        .unwrap()
+        .query("SELECT version FROM registry_migrations ORDER BY version")
+        .unwrap();
+    assert_eq!(
+        versions,
+        [vec![Some("1".to_owned())]],
+        "the registry migrated once"
+    );
+
+    // The appliance, enrolled once (through the command line: the running
+    // instances learn of it from the shared registry), given both.
+    let edge = dir.join("edge.toml");
+    let mut text = firmware_config::example(40, &hospital);
+    text.push_str(&format!(
+        "\n[uplink]\ncloud = [\"http://127.0.0.1:{}\", \"http://127.0.0.1:{}\"]\n\
+         poll_ms = 50\ntimeout_s = 5\nbatch_events = 100\n",
+        ports[0], ports[1]
+    ));
+    std::fs::write(&edge, text).unwrap();
+    let data = firmware_config::load(&edge).unwrap().config.store.data_dir;
+    enrol(&configs[0], &hospital, &data);
+    let (appliance, http, mllp) = start_edge_at(&edge);
+    adt(mllp, 0, 300);
+    caught_up(http).await;
+
+    // The server restarts while 1,000 more messages come in.
+    let feed = tokio::task::spawn_blocking(move || adt(mllp, 300, 1_000));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restart = {
+        let started = Instant::now();
+        tokio::task::block_in_place(|| cluster.restart()).unwrap();
+        started.elapsed()
+    };
+    feed.await.unwrap();
+    let s = caught_up(http).await;
+    assert_eq!(s["health"], "ok", "{s}");
+    let cloud = chain(
+        pg_rows_at(&admin, &format!("hms_{hospital}"), "events"),
+        &hospital,
+    );
+    let log = edge_log_at(&data);
+    assert!(log.len() >= 1_300, "{} events", log.len());
+    assert_eq!(
+        cloud, log,
+        "the cloud holds exactly the log, restart {restart:?}"
+    );
+    // Both instances are still up and answer.
+    for port in ports {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut c = Conn::connect(addr, None).await.unwrap();
+        assert_eq!(c.get("/health").await.unwrap().status, 200);
+    }
+    appliance.stop();
+    drop(clouds);
+    let _ = std::fs::read_to_string(cluster.log());
 }
 
 /// The cloud dies with a batch in flight: the relay in front of it holds
