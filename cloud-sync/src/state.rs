@@ -16,6 +16,7 @@
 //! [`crate::bundles`]) and
 //! [`crate::store`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +36,66 @@ use crate::store::{IngestError, Ingested};
 
 pub use crate::store::OpenStore;
 
+/// Per-hospital ingest locks, and when each hospital's ingest time was
+/// last written to the registry (at most every [`RECORD_INGEST_EVERY_MS`]:
+/// a shared registry is another transaction per batch otherwise).
+#[derive(Debug, Default)]
+pub struct IngestLocks {
+    locks: Mutex<HashMap<HospitalId, Arc<Mutex<()>>>>,
+    recorded: Mutex<HashMap<HospitalId, i64>>,
+}
+
+/// How stale a hospital's recorded ingest time may be, ms.
+pub const RECORD_INGEST_EVERY_MS: i64 = 1_000;
+
+impl IngestLocks {
+    /// The lock of `hospital`'s store.
+    pub fn of(&self, hospital: &HospitalId) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(hospital.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Whether `hospital`'s ingest time is to be written now (the first
+    /// time, then at most every [`RECORD_INGEST_EVERY_MS`]).
+    pub fn record_due(&self, hospital: &HospitalId, now_ms: i64) -> bool {
+        let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        match recorded.get(hospital) {
+            Some(&t) if now_ms.saturating_sub(t) < RECORD_INGEST_EVERY_MS => false,
+            _ => {
+                recorded.insert(hospital.clone(), now_ms);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod ingest_lock_tests {
+    use super::*;
+
+    #[test]
+    fn one_lock_per_hospital_and_ingest_times_written_at_most_once_a_second() {
+        let locks = IngestLocks::default();
+        let (h1, h2): (HospitalId, HospitalId) =
+            ("h1".parse().expect("id"), "h2".parse().expect("id"));
+        assert!(Arc::ptr_eq(&locks.of(&h1), &locks.of(&h1)));
+        assert!(!Arc::ptr_eq(&locks.of(&h1), &locks.of(&h2)));
+        // Another hospital's ingest is not held up by this one's.
+        let held = locks.of(&h1);
+        let _guard = held.lock().expect("lock");
+        assert!(locks.of(&h2).try_lock().is_ok());
+        assert!(locks.of(&h1).try_lock().is_err());
+        assert!(locks.record_due(&h1, 10_000));
+        assert!(!locks.record_due(&h1, 10_999));
+        assert!(locks.record_due(&h2, 10_999), "per hospital");
+        assert!(locks.record_due(&h1, 11_000));
+    }
+}
+
 /// Shared state of the cloud.
 #[derive(Clone)]
 pub struct CloudState {
@@ -42,8 +103,9 @@ pub struct CloudState {
     pub registry: Arc<Registry>,
     /// The store router.
     pub open: OpenStore,
-    /// One ingest at a time per cloud (stores are single-writer).
-    pub ingest_lock: Arc<Mutex<()>>,
+    /// One ingest at a time per hospital (its store is single-writer);
+    /// hospitals ingest side by side.
+    pub ingest_lock: Arc<IngestLocks>,
     /// The registry database: enrolments, API tokens, DR primaries, ingest
     /// records ([`crate::store::registry`]).
     pub registry_db: Arc<RegistryDb>,
@@ -96,7 +158,7 @@ impl CloudState {
         Self {
             registry: Arc::new(registry),
             open,
-            ingest_lock: Arc::new(Mutex::new(())),
+            ingest_lock: Arc::new(IngestLocks::default()),
             registry_db: db,
             mode: Mode::Primary,
             primaries: Arc::new(Primaries::default()),
@@ -214,13 +276,16 @@ impl CloudState {
         now_ms: i64,
     ) -> Result<Ingested, BatchError> {
         let ingested = {
-            let _one = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let lock = self.ingest_lock.of(hospital);
+            let _one = lock.lock().unwrap_or_else(|p| p.into_inner());
             let open = self.open.clone();
             let mut open_fn = move |h: &HospitalId| open(h);
             ingest_body(&mut open_fn, hospital, body)?
         };
         if ingested.stored > 0 {
-            if let Err(e) = self.registry_db.record_ingest(hospital, region, now_ms) {
+            if self.ingest_lock.record_due(hospital, now_ms)
+                && let Err(e) = self.registry_db.record_ingest(hospital, region, now_ms)
+            {
                 tracing::warn!(%hospital, error = %format!("{e:#}"), "could not record the ingest time");
             }
             if let Some(r) = &self.replication {

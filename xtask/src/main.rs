@@ -22,6 +22,7 @@ mod gpu_pack;
 mod kiosks_bench;
 mod models_bench;
 mod patients_bench;
+mod region_bench;
 mod sync_bench;
 mod tidy;
 
@@ -424,6 +425,9 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("fleet-outage") => {
             fleet_bench::run(&root(), &args[2..])
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("region") => {
+            region_bench::run(&root(), &args[2..])
+        }
         Some("bench") if args.get(1).map(String::as_str) == Some("sync") => {
             sync_bench::run(&root(), &args[2..])
         }
@@ -437,7 +441,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench fleet-outage [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-pack | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench fleet-outage [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench region [--hospitals N] [--events N] [--runs N] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-pack | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

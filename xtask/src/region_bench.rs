@@ -1,0 +1,295 @@
+//! `cargo xtask bench region [--hospitals N] [--events N] [--runs N]`:
+//! ingest into a region from many hospitals at once, with one cloud
+//! instance on SQLite, one on PostgreSQL and two on the same PostgreSQL.
+//!
+//! Each simulated hospital is an appliance's uplink without the rest of
+//! the appliance: a signing key enrolled with `hms-cloud enroll`, the
+//! sample hash-chained log of `--events` events (`sample_log`), sent in
+//! batches of 100 with the sync client (signed, gzip), the next batch
+//! after the previous one's acknowledgement, as the uplink does. Each
+//! hospital's first batch goes before the clock starts (on PostgreSQL it
+//! creates the hospital's database: a one-time cost). Then all hospitals
+//! send the rest at once; with two instances, every other hospital sends
+//! to the second. Release build of `hms-cloud`, `empi = false` (the EMPI
+//! is one instance's still, see docs/operations.md), fresh stores per run.
+//!
+//! Reported per set-up (medians over runs): events stored per second over
+//! the whole load, and the acknowledgement time of a batch (p50, p99).
+//! After each run every hospital's position is checked: each holds exactly
+//! its log. Both instances share the machine's two cores with the load.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cloud_sync_client::{Client, Endpoint, Signer};
+use hms_domain::sync::SyncBatch;
+use hms_domain::{HospitalId, NodeId};
+
+use crate::bench::count_options;
+use crate::{cargo, target_dir};
+
+const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+const REGION_DB: &str = "hms+bench-region";
+const BATCH: usize = 100;
+
+/// A running cloud instance, killed when dropped.
+struct Instance(Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_cloud(bin: &Path, config: &Path) -> anyhow::Result<Instance> {
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("HMS_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting hms-cloud")?;
+    let out = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("hms-cloud ready") => break,
+            Some(_) => {}
+            None => bail!("hms-cloud ended before its ready line"),
+        }
+    }
+    // Keep reading so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(Instance(child))
+}
+
+fn hospital(i: usize) -> String {
+    format!("bench-region-{i:03}")
+}
+
+/// One set-up's run: (events per second, batch ack times in ms).
+fn one_run(
+    bin: &Path,
+    backend: &str,
+    instances: usize,
+    hospitals: usize,
+    events: u64,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let site = target_dir().join(format!("bench-region-{backend}-{instances}"));
+    let _ = std::fs::remove_dir_all(&site);
+    std::fs::create_dir_all(&site)?;
+    if backend == "postgres" {
+        let mut c = postgres::Client::connect(PG_ADMIN, postgres::NoTls)
+            .context("PostgreSQL at 127.0.0.1:5432")?;
+        c.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{REGION_DB}\" WITH (FORCE)"
+        ))?;
+        for i in 0..hospitals {
+            c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"hms_{}\" WITH (FORCE)",
+                hospital(i)
+            ))?;
+        }
+    }
+    let mut configs = vec![];
+    let mut urls = vec![];
+    for k in 0..instances {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut text = format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"cloud-data-{k}\"\n\
+             empi = false\nbackend = \"{backend}\"\n"
+        );
+        if backend == "postgres" {
+            text.push_str(&format!(
+                "postgres = \"{PG_ADMIN}\"\nregion_database = \"{REGION_DB}\"\n"
+            ));
+        }
+        let config = site.join(format!("cloud-{k}.toml"));
+        std::fs::write(&config, text)?;
+        configs.push(config);
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    // Keys, enrolled once (the instances of a PostgreSQL region share the
+    // registry; a SQLite one has one instance).
+    let mut keys = vec![];
+    for i in 0..hospitals {
+        let (pkcs8, public) =
+            cloud_sync_client::generate_key().map_err(|e| anyhow::anyhow!("key: {e}"))?;
+        let pub_file = site.join(format!("{}.pub", hospital(i)));
+        std::fs::write(&pub_file, public)?;
+        let out = Command::new(bin)
+            .args(["enroll", "--config"])
+            .arg(&configs[0])
+            .args([
+                "--hospital",
+                &hospital(i),
+                "--region",
+                "eu-west",
+                "--node",
+                "edge-1",
+            ])
+            .arg("--public-key")
+            .arg(&pub_file)
+            .output()?;
+        if !out.status.success() {
+            bail!("enroll: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        keys.push(pkcs8);
+    }
+    let running: Vec<Instance> = configs
+        .iter()
+        .map(|c| start_cloud(bin, c))
+        .collect::<anyhow::Result<_>>()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let urls = Arc::new(urls);
+    let (rate, latencies) = rt.block_on(async move {
+        let ready = Arc::new(tokio::sync::Barrier::new(hospitals));
+        let mut tasks = vec![];
+        for (i, pkcs8) in keys.into_iter().enumerate() {
+            let url = urls[i % urls.len()].clone();
+            let ready = ready.clone();
+            tasks.push(tokio::spawn(async move {
+                let id: HospitalId = hospital(i).parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let node: NodeId = "edge-1".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let signer = Signer::new(&pkcs8, id.clone(), node.clone())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let client = Client::new(Endpoint::parse(&url, None).map_err(anyhow::Error::msg)?);
+                let log = hms_domain::event::sample_log(&id, events);
+                let mut lat = Vec::with_capacity(log.len() / BATCH + 1);
+                let mut started = Instant::now();
+                for (n, chunk) in log.chunks(BATCH).enumerate() {
+                    if n == 1 {
+                        // Every hospital's first batch is in: the clock starts.
+                        ready.wait().await;
+                        started = Instant::now();
+                    }
+                    let batch = SyncBatch {
+                        hospital: id.clone(),
+                        node: node.clone(),
+                        events: chunk.to_vec(),
+                    };
+                    let t = Instant::now();
+                    let now = hms_domain::Timestamp::now().as_millis();
+                    let acked = client
+                        .push(&signer, &batch, now, Duration::from_secs(60))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+                    if n > 0 {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    let last = chunk.last().map_or(0, |e| e.seq);
+                    if acked.acked_seq != last {
+                        bail!(
+                            "{id}: acknowledged {} after sending up to {last}",
+                            acked.acked_seq
+                        );
+                    }
+                }
+                // Where the cloud stands now: exactly the log.
+                let now = hms_domain::Timestamp::now().as_millis();
+                let p = client
+                    .position(&signer, now, Duration::from_secs(30))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+                if p.acked_seq != events {
+                    bail!("{id}: the cloud holds {} of {events}", p.acked_seq);
+                }
+                Ok::<_, anyhow::Error>((started, Instant::now(), lat))
+            }));
+        }
+        let mut all = vec![];
+        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+        for t in tasks {
+            let (s, e, lat) = t.await??;
+            first = Some(first.map_or(s, |f| f.min(s)));
+            last = Some(last.map_or(e, |l| l.max(e)));
+            all.extend(lat);
+        }
+        let secs = match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+            _ => f64::NAN,
+        };
+        let timed = hospitals as u64 * events.saturating_sub(BATCH as u64);
+        Ok::<_, anyhow::Error>((timed as f64 / secs, all))
+    })?;
+    drop(running);
+    Ok((rate, latencies))
+}
+
+/// Runs the bench (see the module doc).
+pub fn run(_root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let [hospitals, events, runs] = count_options(
+        args,
+        "region",
+        ["--hospitals", "--events", "--runs"],
+        [50, 2_000, 3],
+    )?;
+    if events <= BATCH || hospitals == 0 {
+        bail!("bench region needs --hospitals of at least 1 and --events above {BATCH}");
+    }
+    crate::run({
+        let mut c = cargo();
+        c.args([
+            "build",
+            "--release",
+            "-p",
+            "cloud-sync",
+            "--bin",
+            "hms-cloud",
+        ]);
+        c
+    })?;
+    let bin: PathBuf = target_dir().join("release/hms-cloud");
+    let mut summary = vec![];
+    for (backend, instances) in [("sqlite", 1), ("postgres", 1), ("postgres", 2)] {
+        let (mut rates, mut p50s, mut p99s) = (vec![], vec![], vec![]);
+        for r in 0..runs {
+            eprintln!(
+                "xtask: bench region: {backend}, {instances} instance(s), run {}/{runs}",
+                r + 1
+            );
+            let (rate, lat) = one_run(&bin, backend, instances, hospitals, events as u64)?;
+            let (p50, p99) = hms_e2e::bench::p50_p99(lat);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "backend": backend, "instances": instances, "run": r + 1,
+                    "hospitals": hospitals, "events_per_hospital": events,
+                    "events_per_s": rate, "ack_p50_ms": p50, "ack_p99_ms": p99,
+                })
+            );
+            rates.push(rate);
+            p50s.push(p50);
+            p99s.push(p99);
+        }
+        summary.push((
+            backend,
+            instances,
+            hms_e2e::bench::median(rates),
+            hms_e2e::bench::median(p50s),
+            hms_e2e::bench::median(p99s),
+        ));
+    }
+    println!("\n| Set-up | events/s | batch ack p50 | batch ack p99 |\n|---|---|---|---|");
+    for (backend, instances, rate, p50, p99) in summary {
+        println!(
+            "| {backend}, {instances} instance{} | {rate:.0} | {p50:.2} ms | {p99:.2} ms |",
+            if instances > 1 { "s" } else { "" }
+        );
+    }
+    Ok(())
+}
