@@ -143,7 +143,16 @@ pub struct Registry {
     hospitals: std::sync::RwLock<HashMap<HospitalId, Enrolment>>,
     shared: std::sync::OnceLock<Arc<RegistryDb>>,
     listed: std::sync::Mutex<Option<std::time::Instant>>,
+    looked: std::sync::Mutex<HashMap<HospitalId, std::time::Instant>>,
+    reload_every: std::time::Duration,
 }
+
+/// How often one hospital's enrolment may be read again from a shared
+/// registry.
+pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hospitals whose last look-up is remembered (then forgotten all at once).
+const MAX_LOOKED: usize = 10_000;
 
 /// How stale the list of hospitals may be with a shared registry.
 pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -159,6 +168,8 @@ impl Clone for Registry {
             hospitals: std::sync::RwLock::new(self.read().clone()),
             shared,
             listed: std::sync::Mutex::new(None),
+            looked: std::sync::Mutex::new(HashMap::new()),
+            reload_every: self.reload_every,
         }
     }
 }
@@ -241,7 +252,16 @@ impl Registry {
             hospitals: std::sync::RwLock::new(HashMap::new()),
             shared: std::sync::OnceLock::new(),
             listed: std::sync::Mutex::new(None),
+            looked: std::sync::Mutex::new(HashMap::new()),
+            reload_every: RELOAD_EVERY,
         }
+    }
+
+    /// The same, reading a hospital again from a shared registry at most
+    /// every `every` (default [`RELOAD_EVERY`]).
+    pub fn with_reload_every(mut self, every: std::time::Duration) -> Self {
+        self.reload_every = every;
+        self
     }
 
     /// Follows `db`, a registry database other instances write too (see
@@ -252,8 +272,24 @@ impl Registry {
 
     /// Reads the enrolment of `hospital` from the shared database into
     /// memory; what is now known of it.
+    /// At most once per `reload_every` ([`RELOAD_EVERY`]) per hospital: requests naming
+    /// unknown hospitals, or forged ones, do not each cost a query.
     fn reload(&self, hospital: &HospitalId) -> Option<Enrolment> {
         let db = self.shared.get()?;
+        {
+            let now = std::time::Instant::now();
+            let mut looked = self.looked.lock().unwrap_or_else(|p| p.into_inner());
+            if looked
+                .get(hospital)
+                .is_some_and(|t| now.duration_since(*t) < self.reload_every)
+            {
+                return self.read().get(hospital).cloned();
+            }
+            if looked.len() >= MAX_LOOKED {
+                looked.clear();
+            }
+            looked.insert(hospital.clone(), now);
+        }
         match db.enrolment(hospital) {
             Ok(Some(row)) => {
                 let e = Enrolment {
@@ -633,15 +669,18 @@ mod tests {
                 .expect("drop");
         };
         drop_db();
-        let open = || {
+        let open = |every: std::time::Duration| {
             let db = RegistryDb::open_postgres(PgTarget::parse(&admin).expect("target"), &db_name)
                 .expect("open");
             let db = std::sync::Arc::new(db);
-            let registry = Registry::new(id("eu-west"));
+            let registry = Registry::new(id("eu-west")).with_reload_every(every);
             registry.share(db.clone());
             (registry, db)
         };
-        let ((a, a_db), (b, _b_db)) = (open(), open());
+        let zero = std::time::Duration::ZERO;
+        let ((a, a_db), (b, _b_db)) = (open(zero), open(zero));
+        // An instance with the default limit on look-ups.
+        let (limited, _l_db) = open(super::RELOAD_EVERY);
         let (key1, public1) = generate_key().expect("key");
         let enrol = |public: Vec<u8>, replace| {
             super::enroll(
@@ -689,7 +728,29 @@ mod tests {
             Err(Rejection::UnknownHospital(_))
         ));
         assert_eq!(b.hospitals().len(), 1);
-        drop((a, a_db, b));
+        // Looked up a moment ago and unknown: not asked again at once (a
+        // stream of requests naming unknown hospitals costs one query per
+        // hospital and second), while an instance without the limit sees
+        // the new enrolment.
+        assert!(limited.get(&id("h2")).is_none());
+        let (_, public3) = generate_key().expect("key");
+        super::enroll(
+            &a,
+            &a_db,
+            Enrolment {
+                hospital: id("h2"),
+                region: id("eu-west"),
+                node: id("edge-1"),
+                public_key: public3,
+            },
+            false,
+            "cli:test",
+            NOW,
+        )
+        .expect("enrol h2");
+        assert!(limited.get(&id("h2")).is_none(), "within the limit");
+        assert!(b.get(&id("h2")).is_some());
+        drop((a, a_db, b, limited));
         drop_db();
     }
 }
