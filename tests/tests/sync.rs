@@ -661,8 +661,8 @@ async fn traffic_flows_while_the_cloud_is_stopped_and_the_cloud_ends_equal(backe
 }
 
 /// A region of two cloud instances on one PostgreSQL, the appliance given
-/// both addresses (`uplink.cloud` as a list): the first is SIGKILLed and the
-/// uplink fails over to the second, which carries on from the same shared
+/// both addresses (`uplink.cloud` as a list): the first is SIGKILLed under
+/// load, with the uplink behind, and the uplink fails over to the second, which carries on from the same shared
 /// log; the first comes back and, `failback_s` later, the uplink returns to
 /// it. `/health` names the address in use and counts both moves, and the
 /// shared log ends equal to the appliance's, each event stored once.
@@ -702,9 +702,16 @@ async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
     );
     assert_eq!(s["clouds"], serde_json::json!([a_url, b_url]), "{s}");
 
-    // The first instance dies; the feed goes on and reaches the second.
+    // The first instance dies under load, batches in flight (the feed
+    // goes on meanwhile); everything reaches the second.
+    let feed = tokio::task::spawn_blocking(move || adt(mllp, 200, 1_500));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sync_state(http).await["lag_events"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the uplink never had a backlog");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     a.kill9();
-    adt(mllp, 200, 300);
+    feed.await.unwrap();
     let s = caught_up_on(http, &b_url).await;
     assert_eq!(s["failovers"], 1, "{s}");
     assert_eq!(s["health"], "ok", "{s}");
@@ -712,10 +719,10 @@ async fn the_uplink_fails_over_to_a_second_instance_and_comes_back() {
 
     // Back: the first instance restarts, and the uplink returns to it.
     let _a = site.start_cloud();
-    adt(mllp, 500, 100);
+    adt(mllp, 1_700, 100);
     let s = caught_up_on(http, &a_url).await;
     assert_eq!(s["failovers"], 2, "{s}");
-    adt(mllp, 600, 100);
+    adt(mllp, 1_800, 100);
     let s = caught_up(http).await;
     assert_eq!(s["cloud"], a_url.as_str(), "{s}");
     site.assert_cloud_equals_edge().await;
