@@ -932,7 +932,7 @@ async fn postgres_restarting_under_load_loses_nothing() {
         .unwrap();
     assert_eq!(
         versions,
-        [vec![Some("1".to_owned())]],
+        [vec![Some("1".to_owned())], vec![Some("2".to_owned())]],
         "the registry migrated once"
     );
 

@@ -490,6 +490,104 @@ impl RegistryDb {
             .collect()
     }
 
+    /// Opens a console session: `id_sha256` (of the cookie's value) for
+    /// the operator token `token`, used at `now_ms`. Sessions idle for
+    /// `idle_ms` are dropped first, and the least recently used beyond
+    /// `max`.
+    pub fn open_console_session(
+        &self,
+        id_sha256: &[u8],
+        token: &str,
+        now_ms: i64,
+        idle_ms: i64,
+        max: usize,
+    ) -> anyhow::Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.open_console_session(id_sha256, token, now_ms, idle_ms, max);
+        }
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM console_sessions WHERE last_ms <= ?1",
+            [now_ms - idle_ms],
+        )?;
+        let n: i64 = tx.query_row("SELECT count(*) FROM console_sessions", [], |r| r.get(0))?;
+        let over = n + 1 - i64::try_from(max).unwrap_or(i64::MAX);
+        if over > 0 {
+            tx.execute(
+                "DELETE FROM console_sessions WHERE id_sha256 IN
+                    (SELECT id_sha256 FROM console_sessions ORDER BY last_ms LIMIT ?1)",
+                [over],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO console_sessions(id_sha256, token_sha256, last_ms) VALUES (?1, ?2, ?3)",
+            params![id_sha256, digest(token), now_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The live operator behind console session `id_sha256` at `now_ms`:
+    /// none when there is no such session, it was idle `idle_ms`, or its
+    /// token is revoked or expired (then every session of that token ends).
+    /// Its last use is written when older than `touch_ms`.
+    pub fn console_operator(
+        &self,
+        id_sha256: &[u8],
+        now_ms: i64,
+        idle_ms: i64,
+        touch_ms: i64,
+    ) -> anyhow::Result<Option<Operator>> {
+        if let Some(pg) = self.pg() {
+            return pg.console_operator(id_sha256, now_ms, idle_ms, touch_ms);
+        }
+        let conn = self.conn()?;
+        let found: Option<(Vec<u8>, i64)> = conn
+            .query_row(
+                "SELECT token_sha256, last_ms FROM console_sessions WHERE id_sha256 = ?1",
+                [id_sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((token_sha, last_ms)) = found else {
+            return Ok(None);
+        };
+        if now_ms - last_ms >= idle_ms {
+            conn.execute(
+                "DELETE FROM console_sessions WHERE id_sha256 = ?1",
+                [id_sha256],
+            )?;
+            return Ok(None);
+        }
+        let Some(op) = operator_by_digest(&conn, &token_sha, now_ms)? else {
+            conn.execute(
+                "DELETE FROM console_sessions WHERE token_sha256 = ?1",
+                [&token_sha],
+            )?;
+            return Ok(None);
+        };
+        if now_ms - last_ms >= touch_ms {
+            conn.execute(
+                "UPDATE console_sessions SET last_ms = ?2 WHERE id_sha256 = ?1",
+                params![id_sha256, now_ms],
+            )?;
+        }
+        Ok(Some(op))
+    }
+
+    /// Ends console session `id_sha256`.
+    pub fn close_console_session(&self, id_sha256: &[u8]) -> anyhow::Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.close_console_session(id_sha256);
+        }
+        self.conn()?.execute(
+            "DELETE FROM console_sessions WHERE id_sha256 = ?1",
+            [id_sha256],
+        )?;
+        Ok(())
+    }
+
     /// `PRAGMA synchronous` and `journal_mode` of the connection (tests).
     #[cfg(test)]
     pub(crate) fn durability(&self) -> (i64, String) {
@@ -557,6 +655,14 @@ pub const MIGRATIONS: &[&str] = &[
          last_id  INTEGER NOT NULL,
          PRIMARY KEY (hospital, node)
      ) STRICT;",
+    // 4: the console's sessions (the SHA-256 of the cookie's value and of
+    // the operator token it was opened with; never either in clear).
+    "CREATE TABLE console_sessions (
+         id_sha256    BLOB    PRIMARY KEY,
+         token_sha256 BLOB    NOT NULL,
+         last_ms      INTEGER NOT NULL
+     ) STRICT;
+     CREATE INDEX console_sessions_by_token ON console_sessions(token_sha256);",
 ];
 
 /// The schema version this binary writes.
@@ -917,13 +1023,21 @@ fn create_token(
 }
 
 fn operator(conn: &Connection, token: &str, now_ms: i64) -> anyhow::Result<Option<Operator>> {
+    operator_by_digest(conn, &digest(token), now_ms)
+}
+
+fn operator_by_digest(
+    conn: &Connection,
+    token_sha256: &[u8],
+    now_ms: i64,
+) -> anyhow::Result<Option<Operator>> {
     let row: Option<(String, Option<String>)> = conn
         .prepare_cached(
             "SELECT name, scopes FROM operator_tokens
              WHERE token_sha256 = ?1 AND revoked_ms IS NULL
                AND (expires_ms IS NULL OR expires_ms > ?2)",
         )?
-        .query_row(params![digest(token), now_ms], |r| {
+        .query_row(params![token_sha256, now_ms], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;

@@ -569,3 +569,67 @@ fn instances_opening_an_empty_registry_database_together_migrate_it_once() {
     drop((dbs, sql));
     drop_pg_database(&admin, &name);
 }
+
+#[test]
+fn console_sessions_on_postgres_are_shared_and_end_with_their_token() {
+    use super::registry::{NewOperatorToken, RegistryDb, Scopes};
+    let Some((a, name, admin)) = pg_registry("sessions") else {
+        return;
+    };
+    // Another instance on the same database.
+    let target = super::pg_tls::PgTarget::parse(&admin).expect("target");
+    let b = RegistryDb::open_postgres(target, &name).expect("b");
+    let token = a
+        .create_operator_token(
+            &NewOperatorToken {
+                name: "ops",
+                scopes: Scopes::ADMIN,
+                expires_ms: None,
+                by: "cli:test",
+            },
+            1,
+        )
+        .expect("token");
+    let (idle, touch) = (1_000, 100);
+    let id = [7u8; 32];
+    a.open_console_session(&id, &token, 10, idle, 100)
+        .expect("open");
+    // Opened through one instance, good at the other.
+    let op = b.console_operator(&id, 20, idle, touch).expect("look-up");
+    assert_eq!(op.map(|o| o.name).as_deref(), Some("ops"));
+    // Used at 500 (written: older than `touch`): alive until 1 500.
+    assert!(
+        b.console_operator(&id, 500, idle, touch)
+            .expect("use")
+            .is_some()
+    );
+    assert!(
+        a.console_operator(&id, 1_499, idle, touch)
+            .expect("use")
+            .is_some()
+    );
+    // The oldest goes beyond the cap.
+    for k in 0..3u8 {
+        a.open_console_session(&[k; 32], &token, 1_500 + i64::from(k), idle, 3)
+            .expect("open");
+    }
+    assert!(
+        a.console_operator(&id, 1_510, idle, touch)
+            .expect("look-up")
+            .is_none()
+    );
+    assert!(
+        a.console_operator(&[2; 32], 1_510, idle, touch)
+            .expect("look-up")
+            .is_some()
+    );
+    // Revoked: every session of the token ends, at every instance.
+    a.revoke_token("ops", 1_600, "cli:test").expect("revoke");
+    assert!(
+        b.console_operator(&[2; 32], 1_601, idle, touch)
+            .expect("look-up")
+            .is_none()
+    );
+    drop((a, b));
+    drop_pg_database(&admin, &name);
+}

@@ -5,11 +5,14 @@
 //!
 //! Sign-in takes an operator token (`hms-cloud token create`) and opens a
 //! session held in the cookie `hms_console` (`HttpOnly`, `SameSite=Strict`,
-//! `Secure` under HTTPS). The token stays on the server, in memory
-//! ([`Sessions`], one set per router), and every page checks it against the registry again, so
-//! a revoked or expired token ends its sessions at the next page. A session
-//! ends at sign-out, after [`IDLE_MS`] without a page, or when the cloud
-//! restarts. Each page needs the scope of the API it shows (`fleet`,
+//! `Secure` under HTTPS). The session lives in the registry (the SHA-256
+//! of the cookie's value and of the token, never either in clear; with
+//! PostgreSQL shared by the region's instances, so any instance serves a
+//! signed-in operator and a restart signs nobody out), and every page
+//! checks its token against the registry again, so a revoked or expired
+//! token ends its sessions at the next page. A session ends at sign-out or
+//! after [`IDLE_MS`] without a page (its last use is written at most every
+//! [`TOUCH_MS`]). Each page needs the scope of the API it shows (`fleet`,
 //! `read`, `empi`; `admin` holds all); the navigation offers only what the
 //! token's scopes allow, and a page without its scope is a 403 page naming
 //! it. Changes are posted forms, refused from another origin.
@@ -32,9 +35,6 @@ pub mod reviews;
 pub mod rollouts;
 pub mod signin;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -47,7 +47,7 @@ use maud::{Markup, html};
 use ring::rand::SecureRandom;
 
 use crate::state::CloudState;
-use crate::store::registry::{Scope, Scopes};
+use crate::store::registry::{RegistryDb, Scope, Scopes};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "hms_console";
@@ -61,9 +61,8 @@ pub const IDLE_MS: i64 = 12 * 3_600_000;
 /// Sessions held at most; the least recently used goes first.
 pub const MAX_SESSIONS: usize = 10_000;
 
-/// The console's routes, with their [`Sessions`].
+/// The console's routes.
 pub fn routes() -> Router<CloudState> {
-    let sessions = Arc::new(Sessions::default());
     Router::new()
         .route("/console", get(nodes::page))
         .route("/console/fleet-table", get(nodes::table))
@@ -82,77 +81,36 @@ pub fn routes() -> Router<CloudState> {
         .route("/console/empi", get(reviews::page))
         .route("/console/empi/reviews/{id}", post(reviews::act))
         .route("/assets/{file}", get(hms_web::assets::serve))
-        .layer(axum::Extension(sessions))
 }
 
-/// One session: the operator token it was opened with, and when it was
-/// last used.
-#[derive(Debug)]
-struct Session {
-    token: String,
-    last_ms: i64,
+/// A session's last use is written at most this often, ms.
+pub const TOUCH_MS: i64 = 60_000;
+
+/// What the registry keeps of a session id (the cookie's value).
+fn session_digest(id: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, id.as_bytes())
+        .as_ref()
+        .to_vec()
 }
 
-/// The console's sessions, in memory (see the module doc).
-#[derive(Debug, Default)]
-pub struct Sessions {
-    inner: Mutex<HashMap<String, Session>>,
+/// Opens a session for `token` at `now_ms` in `db` (blocking); its id,
+/// the cookie's value.
+pub(crate) fn open_session(db: &RegistryDb, token: &str, now_ms: i64) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no random bytes for a session id"))?;
+    let id = hms_domain::event::to_hex(&bytes);
+    db.open_console_session(&session_digest(&id), token, now_ms, IDLE_MS, MAX_SESSIONS)?;
+    Ok(id)
 }
 
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Opens a session for `token` at `now_ms`; its id (the cookie's value).
-    pub fn open(&self, token: String, now_ms: i64) -> anyhow::Result<String> {
-        let mut bytes = [0u8; 32];
-        ring::rand::SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| anyhow::anyhow!("no random bytes for a session id"))?;
-        let id = hms_domain::event::to_hex(&bytes);
-        let mut inner = self.lock();
-        inner.retain(|_, s| now_ms - s.last_ms < IDLE_MS);
-        while inner.len() >= MAX_SESSIONS {
-            let Some(oldest) = inner
-                .iter()
-                .min_by_key(|(_, s)| s.last_ms)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            inner.remove(&oldest);
-        }
-        inner.insert(
-            id.clone(),
-            Session {
-                token,
-                last_ms: now_ms,
-            },
-        );
-        Ok(id)
-    }
-
-    /// The token of session `id` if it holds at `now_ms` (and marks it used).
-    pub fn token(&self, id: &str, now_ms: i64) -> Option<String> {
-        let mut inner = self.lock();
-        let s = inner.get_mut(id)?;
-        if now_ms - s.last_ms >= IDLE_MS {
-            inner.remove(id);
-            return None;
-        }
-        s.last_ms = now_ms;
-        Some(s.token.clone())
-    }
-
-    /// Ends session `id`.
-    pub fn close(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    /// Ends every session of `token`'s holder (the token now fails).
-    fn forget_token(&self, token: &str) {
-        self.lock().retain(|_, s| s.token != token);
+/// Ends session `id` (a sign-out).
+pub(crate) async fn close_session(state: &CloudState, id: &str) {
+    let (db, key) = (state.registry_db.clone(), session_digest(id));
+    let closed = tokio::task::spawn_blocking(move || db.close_console_session(&key)).await;
+    if !matches!(closed, Ok(Ok(()))) {
+        tracing::error!("console session not closed");
     }
 }
 
@@ -218,46 +176,23 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// The console's sessions of the request (an extension the router adds:
-/// one [`Sessions`] per router).
-fn sessions_of(parts: &Parts) -> Result<Arc<Sessions>, Refusal> {
-    parts
-        .extensions
-        .get::<Arc<Sessions>>()
-        .cloned()
-        .ok_or(Refusal::Unavailable)
-}
-
 /// The operator behind session `id`, checked against the registry now.
-async fn operator_of(
-    state: &CloudState,
-    sessions: &Sessions,
-    id: &str,
-) -> Result<Option<Operator>, Refusal> {
+pub(crate) async fn operator_of(state: &CloudState, id: &str) -> Result<Option<Operator>, Refusal> {
     let now = Timestamp::now().as_millis();
-    let Some(token) = sessions.token(id, now) else {
-        return Ok(None);
-    };
-    let (db, t) = (state.registry_db.clone(), token.clone());
-    let found = tokio::task::spawn_blocking(move || db.operator(&t, now))
-        .await
-        .map_err(|_| Refusal::Unavailable)?
-        .map_err(|e| {
-            tracing::error!(error = %format!("{e:#}"), "console session look-up failed");
-            Refusal::Unavailable
-        })?;
-    match found {
-        Some(op) => Ok(Some(Operator {
-            name: op.name,
-            scopes: op.scopes,
-            session: id.to_owned(),
-        })),
-        None => {
-            // Revoked or expired: every session of that token ends.
-            sessions.forget_token(&token);
-            Ok(None)
-        }
-    }
+    let (db, key) = (state.registry_db.clone(), session_digest(id));
+    let found =
+        tokio::task::spawn_blocking(move || db.console_operator(&key, now, IDLE_MS, TOUCH_MS))
+            .await
+            .map_err(|_| Refusal::Unavailable)?
+            .map_err(|e| {
+                tracing::error!(error = %format!("{e:#}"), "console session look-up failed");
+                Refusal::Unavailable
+            })?;
+    Ok(found.map(|op| Operator {
+        name: op.name,
+        scopes: op.scopes,
+        session: id.to_owned(),
+    }))
 }
 
 impl FromRequestParts<CloudState> for Operator {
@@ -272,10 +207,7 @@ impl FromRequestParts<CloudState> for Operator {
             return Err(Refusal::SignIn);
         };
         let id = id.to_owned();
-        let sessions = sessions_of(parts)?;
-        operator_of(state, &sessions, &id)
-            .await?
-            .ok_or(Refusal::SignIn)
+        operator_of(state, &id).await?.ok_or(Refusal::SignIn)
     }
 }
 
@@ -425,23 +357,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_hold_their_token_until_idle_closed_or_forgotten() {
-        let s = Sessions::default();
-        let a = s.open("tok-a".into(), 1_000).unwrap();
-        let b = s.open("tok-b".into(), 1_000).unwrap();
+    fn sessions_hold_their_token_until_idle_closed_or_revoked() {
+        use crate::store::registry::NewOperatorToken;
+        let db = RegistryDb::in_memory().unwrap();
+        let token = |name| {
+            db.create_operator_token(
+                &NewOperatorToken {
+                    name,
+                    scopes: Scopes::ADMIN,
+                    expires_ms: None,
+                    by: "cli:test",
+                },
+                1,
+            )
+            .unwrap()
+        };
+        let (ta, tb, tc) = (token("a"), token("b"), token("c"));
+        let op = |id: &str, now| {
+            db.console_operator(&session_digest(id), now, IDLE_MS, TOUCH_MS)
+                .unwrap()
+                .map(|o| o.name)
+        };
+        let a = open_session(&db, &ta, 1_000).unwrap();
+        let b = open_session(&db, &tb, 1_000).unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 64);
-        assert_eq!(s.token(&a, 2_000).as_deref(), Some("tok-a"));
-        // Used at 2 000: still there just before 2 000 + IDLE_MS.
-        assert!(s.token(&a, 2_000 + IDLE_MS - 1).is_some());
-        assert!(s.token(&b, 1_000 + IDLE_MS).is_none(), "idle too long");
-        s.close(&a);
-        assert!(s.token(&a, 3_000).is_none());
-        let c = s.open("tok-c".into(), 5_000).unwrap();
-        let d = s.open("tok-c".into(), 5_000).unwrap();
-        s.forget_token("tok-c");
-        assert!(s.token(&c, 5_001).is_none() && s.token(&d, 5_001).is_none());
-        assert!(s.token("not-a-session", 5_001).is_none());
+        assert_eq!(op(&a, 1_000 + TOUCH_MS).as_deref(), Some("a"));
+        // Used then: still there just before that + IDLE_MS.
+        assert!(op(&a, 1_000 + TOUCH_MS + IDLE_MS - 1).is_some());
+        assert!(op(&b, 1_000 + IDLE_MS).is_none(), "idle too long");
+        db.close_console_session(&session_digest(&a)).unwrap();
+        assert!(op(&a, 3_000).is_none());
+        let c = open_session(&db, &tc, 5_000).unwrap();
+        let d = open_session(&db, &tc, 5_000).unwrap();
+        db.revoke_token("c", 5_000, "cli:test").unwrap();
+        assert!(op(&c, 5_001).is_none() && op(&d, 5_001).is_none());
+        assert!(op("not-a-session", 5_001).is_none());
+        // Only digests are kept: neither the id nor the token in clear.
+        let e = open_session(&db, &ta, 6_000).unwrap();
+        assert_eq!(op(&e, 6_001).as_deref(), Some("a"));
     }
 
     #[test]

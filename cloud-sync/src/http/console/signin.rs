@@ -7,18 +7,16 @@
 //! with `401`. `POST /console/logout` ends the session and clears the
 //! cookie. Both refuse posts from other origins.
 
-use std::sync::Arc;
-
+use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Form};
 use hms_domain::Timestamp;
 use hms_web::page::{self, Shell};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{APP, COOKIE, Refusal, Sessions, operator_of, see_other};
+use super::{APP, COOKIE, Refusal, operator_of, see_other};
 use crate::state::CloudState;
 use crate::store::registry::{AuditEntry, Scope, Scopes};
 
@@ -78,13 +76,9 @@ pub(super) fn home(scopes: Scopes) -> &'static str {
 }
 
 /// `GET /console/login`: the form; a signed-in browser goes on.
-pub async fn form(
-    State(state): State<CloudState>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn form(State(state): State<CloudState>, headers: HeaderMap) -> Response {
     if let Some(id) = hms_web::cookie::get(&headers, COOKIE)
-        && let Ok(Some(op)) = operator_of(&state, &sessions, id).await
+        && let Ok(Some(op)) = operator_of(&state, id).await
     {
         return see_other(home(op.scopes));
     }
@@ -94,7 +88,6 @@ pub async fn form(
 /// `POST /console/login`.
 pub async fn submit(
     State(state): State<CloudState>,
-    Extension(sessions): Extension<Arc<Sessions>>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -110,27 +103,22 @@ pub async fn submit(
         } else {
             db.operator(&t, now)?
         };
-        if let Some(op) = &op {
-            db.audit(&AuditEntry {
-                at_ms: now,
-                actor: &format!("operator:{}", op.name),
-                action: "console_sign_in",
-                subject: &op.name,
-                detail: "",
-            })?;
-        }
-        anyhow::Ok(op)
+        let Some(op) = op else {
+            return anyhow::Ok(None);
+        };
+        db.audit(&AuditEntry {
+            at_ms: now,
+            actor: &format!("operator:{}", op.name),
+            action: "console_sign_in",
+            subject: &op.name,
+            detail: "",
+        })?;
+        let id = super::open_session(&db, &t, now)?;
+        anyhow::Ok(Some((op, id)))
     })
     .await;
     match found {
-        Ok(Ok(Some(op))) => {
-            let id = match sessions.open(token, now) {
-                Ok(id) => id,
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "console session not opened");
-                    return Refusal::Unavailable.into_response();
-                }
-            };
+        Ok(Ok(Some((op, id)))) => {
             tracing::info!(operator = %op.name, "signed in to the console");
             let mut resp = see_other(home(op.scopes));
             resp.headers_mut().insert(
@@ -160,16 +148,12 @@ pub async fn submit(
 }
 
 /// `POST /console/logout`: ends the session (if any) and clears the cookie.
-pub async fn logout(
-    State(state): State<CloudState>,
-    Extension(sessions): Extension<Arc<Sessions>>,
-    headers: HeaderMap,
-) -> Response {
+pub async fn logout(State(state): State<CloudState>, headers: HeaderMap) -> Response {
     if !hms_web::cookie::same_origin(&headers) {
         return Refusal::CrossOrigin.into_response();
     }
     if let Some(id) = hms_web::cookie::get(&headers, COOKIE) {
-        sessions.close(id);
+        super::close_session(&state, id).await;
     }
     let mut resp = see_other("/console/login");
     resp.headers_mut().insert(

@@ -71,6 +71,13 @@ pub const MIGRATIONS: &[&str] = &[
          last_id  BIGINT NOT NULL,
          PRIMARY KEY (hospital, node)
      );",
+    // 2: the console's sessions (as registry.sqlite's version 4).
+    "CREATE TABLE console_sessions (
+         id_sha256    BYTEA  PRIMARY KEY,
+         token_sha256 BYTEA  NOT NULL,
+         last_ms      BIGINT NOT NULL
+     );
+     CREATE INDEX console_sessions_by_token ON console_sessions(token_sha256);",
 ];
 
 /// The schema version this binary writes.
@@ -408,6 +415,101 @@ impl Session {
                 })
             })
             .transpose()
+        })
+    }
+
+    pub(super) fn open_console_session(
+        &self,
+        id_sha256: &[u8],
+        token: &str,
+        now_ms: i64,
+        idle_ms: i64,
+        max: usize,
+    ) -> anyhow::Result<()> {
+        let (id, token_sha) = (id_sha256.to_vec(), digest(token));
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&lock_key("console_sessions")],
+            )?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE last_ms <= $1",
+                &[&(now_ms - idle_ms)],
+            )?;
+            let n: i64 = tx
+                .query_one("SELECT count(*) FROM console_sessions", &[])?
+                .get(0);
+            let over = n + 1 - max;
+            if over > 0 {
+                tx.execute(
+                    "DELETE FROM console_sessions WHERE id_sha256 IN
+                        (SELECT id_sha256 FROM console_sessions ORDER BY last_ms LIMIT $1)",
+                    &[&over],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO console_sessions(id_sha256, token_sha256, last_ms) VALUES ($1, $2, $3)",
+                &[&id, &token_sha, &now_ms],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn console_operator(
+        &self,
+        id_sha256: &[u8],
+        now_ms: i64,
+        idle_ms: i64,
+        touch_ms: i64,
+    ) -> anyhow::Result<Option<Operator>> {
+        let id = id_sha256.to_vec();
+        self.call(move |c| {
+            let Some(row) = c.query_opt(
+                "SELECT token_sha256, last_ms FROM console_sessions WHERE id_sha256 = $1",
+                &[&id],
+            )?
+            else {
+                return Ok(None);
+            };
+            let (token_sha, last_ms): (Vec<u8>, i64) = (row.get(0), row.get(1));
+            if now_ms - last_ms >= idle_ms {
+                c.execute("DELETE FROM console_sessions WHERE id_sha256 = $1", &[&id])?;
+                return Ok(None);
+            }
+            let op = c.query_opt(
+                "SELECT name, scopes FROM operator_tokens
+                 WHERE token_sha256 = $1 AND revoked_ms IS NULL
+                   AND (expires_ms IS NULL OR expires_ms > $2)",
+                &[&token_sha, &now_ms],
+            )?;
+            let Some(op) = op else {
+                c.execute(
+                    "DELETE FROM console_sessions WHERE token_sha256 = $1",
+                    &[&token_sha],
+                )?;
+                return Ok(None);
+            };
+            if now_ms - last_ms >= touch_ms {
+                c.execute(
+                    "UPDATE console_sessions SET last_ms = $2 WHERE id_sha256 = $1",
+                    &[&id, &now_ms],
+                )?;
+            }
+            Ok(Some(Operator {
+                name: op.get(0),
+                scopes: Scopes::stored(op.get::<_, Option<&str>>(1))?,
+            }))
+        })
+    }
+
+    pub(super) fn close_console_session(&self, id_sha256: &[u8]) -> anyhow::Result<()> {
+        let id = id_sha256.to_vec();
+        self.call(move |c| {
+            c.execute("DELETE FROM console_sessions WHERE id_sha256 = $1", &[&id])?;
+            Ok(())
         })
     }
 
