@@ -762,24 +762,7 @@ async fn one_of_two_instances_replicates_and_the_other_takes_over_when_it_dies()
          mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n",
     )
     .unwrap();
-    run(Command::new(bin("hms-cloud"))
-        .args(["keygen", "--out"])
-        .arg(dir.join("primary.pk8")));
-    run(Command::new(bin("hms-cloud"))
-        .args(["enroll-primary", "--config"])
-        .arg(dir.join("replica.toml"))
-        .args(["--region", "eu-west", "--public-key"])
-        .arg(dir.join("primary.pk8.pub")));
-    let replica = Proc::spawn(
-        Command::new(bin("hms-cloud"))
-            .args(["run", "--config"])
-            .arg(dir.join("replica.toml")),
-    );
-    let replica_addr: SocketAddr = replica
-        .ready("hms-cloud ready http=http://")
-        .trim()
-        .parse()
-        .unwrap();
+    let (replica, replica_addr) = start_replica(dir);
     let mut text = std::fs::read_to_string(site.cloud_config()).unwrap();
     text.push_str(&format!(
         "allowed_dr_regions = [\"eu-central\"]\n\n[dr]\npeer = \"http://{replica_addr}\"\n\
@@ -1288,21 +1271,7 @@ async fn events_reach_the_dr_replica_through_the_regional_cloud(backend: Backend
         ));
     }
     std::fs::write(dir.join("replica.toml"), replica_config).unwrap();
-    run(Command::new(bin("hms-cloud"))
-        .args(["keygen", "--out"])
-        .arg(dir.join("primary.pk8")));
-    run(Command::new(bin("hms-cloud"))
-        .args(["enroll-primary", "--config"])
-        .arg(dir.join("replica.toml"))
-        .args(["--region", "eu-west", "--public-key"])
-        .arg(dir.join("primary.pk8.pub")));
-    let replica = Proc::spawn(
-        Command::new(bin("hms-cloud"))
-            .args(["run", "--config"])
-            .arg(dir.join("replica.toml")),
-    );
-    let rest = replica.ready("hms-cloud ready http=http://");
-    let replica_addr: SocketAddr = rest.trim().parse().unwrap();
+    let (replica, replica_addr) = start_replica(dir);
     // The regional cloud replicates to it.
     let mut cloud = std::fs::read_to_string(site.cloud_config()).unwrap();
     cloud.push_str(&format!(
@@ -1556,6 +1525,31 @@ fn enrol(cloud_config: &Path, hospital: &str, data: &Path) {
             "--public-key",
         ])
         .arg(data.join("sync-key.pub")));
+}
+
+/// Starts the DR replica whose configuration is `dir/replica.toml`, after
+/// making the primary's key (`dir/primary.pk8`) and enrolling it there as
+/// eu-west's primary; the replica and its address.
+fn start_replica(dir: &Path) -> (Proc, SocketAddr) {
+    run(Command::new(bin("hms-cloud"))
+        .args(["keygen", "--out"])
+        .arg(dir.join("primary.pk8")));
+    run(Command::new(bin("hms-cloud"))
+        .args(["enroll-primary", "--config"])
+        .arg(dir.join("replica.toml"))
+        .args(["--region", "eu-west", "--public-key"])
+        .arg(dir.join("primary.pk8.pub")));
+    let replica = Proc::spawn(
+        Command::new(bin("hms-cloud"))
+            .args(["run", "--config"])
+            .arg(dir.join("replica.toml")),
+    );
+    let addr = replica
+        .ready("hms-cloud ready http=http://")
+        .trim()
+        .parse()
+        .unwrap();
+    (replica, addr)
 }
 
 /// Starts the cloud of `config` and waits for its ready line.

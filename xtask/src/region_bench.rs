@@ -18,9 +18,8 @@
 //! After each run every hospital's position is checked: each holds exactly
 //! its log. Both instances share the machine's two cores with the load.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,46 +29,12 @@ use hms_domain::sync::SyncBatch;
 use hms_domain::{HospitalId, NodeId};
 
 use crate::bench::count_options;
+use crate::sync_bench::{Cloud, start_cloud};
 use crate::{cargo, target_dir};
 
 const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 const REGION_DB: &str = "hms+bench-region";
 const BATCH: usize = 100;
-
-/// A running cloud instance, killed when dropped.
-struct Instance(Child);
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_cloud(bin: &Path, config: &Path) -> anyhow::Result<Instance> {
-    let mut child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("HMS_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting hms-cloud")?;
-    let out = child.stdout.take().context("stdout")?;
-    let mut lines = BufReader::new(out).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("hms-cloud ready") => break,
-            Some(_) => {}
-            None => bail!("hms-cloud ended before its ready line"),
-        }
-    }
-    // Keep reading so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Ok(Instance(child))
-}
 
 fn hospital(i: usize) -> String {
     format!("bench-region-{i:03}")
@@ -146,7 +111,7 @@ fn one_run(
         }
         keys.push(pkcs8);
     }
-    let running: Vec<Instance> = configs
+    let running: Vec<Cloud> = configs
         .iter()
         .map(|c| start_cloud(bin, c))
         .collect::<anyhow::Result<_>>()?;

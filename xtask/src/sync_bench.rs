@@ -62,7 +62,8 @@ fn monitor_token(edge: &Path, data: &Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-struct Cloud(Child);
+/// A running `hms-cloud`, stopped (SIGTERM) when dropped.
+pub(crate) struct Cloud(Child);
 
 impl Drop for Cloud {
     fn drop(&mut self) {
@@ -73,7 +74,8 @@ impl Drop for Cloud {
     }
 }
 
-fn start_cloud(bin: &Path, config: &Path) -> anyhow::Result<Cloud> {
+/// Starts `hms-cloud run --config CONFIG` and waits for its ready line.
+pub(crate) fn start_cloud(bin: &Path, config: &Path) -> anyhow::Result<Cloud> {
     let mut child = Command::new(bin)
         .args(["run", "--config"])
         .arg(config)

@@ -183,32 +183,11 @@ impl RegistryDb {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let outcome = match stored {
-            None => Enrolled::New,
-            Some((region, node, key))
-                if region == e.region.as_str()
-                    && node == e.node.as_str()
-                    && key == e.public_key =>
-            {
-                return Ok(Enrolled::Unchanged);
-            }
-            Some((_, node, _)) if !replace => {
-                return Ok(Enrolled::Refused {
-                    node: node.parse().context("stored node id")?,
-                });
-            }
-            Some((_, node, _)) => Enrolled::Replaced {
-                previous: node.parse().context("stored node id")?,
-            },
+        let outcome = enrolment_outcome(stored, e, replace)?;
+        let Some((action, detail)) = enrolment_audit(&outcome, e) else {
+            return Ok(outcome);
         };
         put_enrolment(&tx, e)?;
-        let (action, detail) = match &outcome {
-            Enrolled::Replaced { previous } => (
-                "enrolment_replaced",
-                format!("node {} (was {previous}), new key", e.node),
-            ),
-            _ => ("enrolment_created", format!("node {}", e.node)),
-        };
         audit(
             &tx,
             &AuditEntry {
@@ -701,6 +680,45 @@ fn init(conn: &Connection) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What storing `e` does given the stored (region, node, key) of its
+/// hospital: the same backend-independent rule for SQLite and PostgreSQL.
+pub(super) fn enrolment_outcome(
+    stored: Option<(String, String, Vec<u8>)>,
+    e: &EnrolmentRow,
+    replace: bool,
+) -> anyhow::Result<Enrolled> {
+    Ok(match stored {
+        None => Enrolled::New,
+        Some((region, node, key))
+            if region == e.region.as_str() && node == e.node.as_str() && key == e.public_key =>
+        {
+            Enrolled::Unchanged
+        }
+        Some((_, node, _)) if !replace => Enrolled::Refused {
+            node: node.parse().context("stored node id")?,
+        },
+        Some((_, node, _)) => Enrolled::Replaced {
+            previous: node.parse().context("stored node id")?,
+        },
+    })
+}
+
+/// The audit action and detail of an enrolment that writes; none when
+/// `outcome` writes nothing (unchanged, refused).
+pub(super) fn enrolment_audit(
+    outcome: &Enrolled,
+    e: &EnrolmentRow,
+) -> Option<(&'static str, String)> {
+    match outcome {
+        Enrolled::New => Some(("enrolment_created", format!("node {}", e.node))),
+        Enrolled::Replaced { previous } => Some((
+            "enrolment_replaced",
+            format!("node {} (was {previous}), new key", e.node),
+        )),
+        Enrolled::Unchanged | Enrolled::Refused { .. } => None,
+    }
 }
 
 fn put_enrolment(conn: &Connection, e: &EnrolmentRow) -> anyhow::Result<()> {

@@ -26,7 +26,8 @@ use postgres::{Client, Transaction};
 use super::super::pg_tls::PgTarget;
 use super::{
     AuditEntry, AuditRecord, Enrolled, EnrolmentRow, IngestStatus, NewOperatorToken, Operator,
-    OperatorTokenRow, Revoked, Scopes, TokenError, digest, new_token, valid_token_name,
+    OperatorTokenRow, Revoked, Scopes, TokenError, digest, enrolment_audit, enrolment_outcome,
+    new_token, valid_token_name,
 };
 
 /// Forward-only migrations; index + 1 is the version they bring.
@@ -295,38 +296,18 @@ impl Session {
                 "SELECT region, node, public_key FROM enrolments WHERE hospital = $1",
                 &[&e.hospital.as_str()],
             )?;
-            let outcome = match stored.map(|r| {
+            let stored = stored.map(|r| {
                 (
                     r.get::<_, String>(0),
                     r.get::<_, String>(1),
                     r.get::<_, Vec<u8>>(2),
                 )
-            }) {
-                None => Enrolled::New,
-                Some((region, node, key))
-                    if region == e.region.as_str()
-                        && node == e.node.as_str()
-                        && key == e.public_key =>
-                {
-                    return Ok(Enrolled::Unchanged);
-                }
-                Some((_, node, _)) if !replace => {
-                    return Ok(Enrolled::Refused {
-                        node: node.parse().context("stored node id")?,
-                    });
-                }
-                Some((_, node, _)) => Enrolled::Replaced {
-                    previous: node.parse().context("stored node id")?,
-                },
+            });
+            let outcome = enrolment_outcome(stored, &e, replace)?;
+            let Some((action, detail)) = enrolment_audit(&outcome, &e) else {
+                return Ok(outcome);
             };
             upsert_enrolment(&mut tx, &e)?;
-            let (action, detail) = match &outcome {
-                Enrolled::Replaced { previous } => (
-                    "enrolment_replaced",
-                    format!("node {} (was {previous}), new key", e.node),
-                ),
-                _ => ("enrolment_created", format!("node {}", e.node)),
-            };
             audit(
                 &mut tx,
                 &AuditEntry {
