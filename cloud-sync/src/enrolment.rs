@@ -145,7 +145,14 @@ pub struct Registry {
     listed: std::sync::Mutex<Option<std::time::Instant>>,
     looked: std::sync::Mutex<HashMap<HospitalId, std::time::Instant>>,
     reload_every: std::time::Duration,
+    /// Look-ups in the current second (its start, the count), and the most
+    /// allowed in one: many distinct unknown hospitals cost no more.
+    lookups: std::sync::Mutex<(Option<std::time::Instant>, usize)>,
+    lookup_budget: usize,
 }
+
+/// Look-ups of the shared registry one instance makes per second at most.
+pub const LOOKUPS_PER_SECOND: usize = 50;
 
 /// How often one hospital's enrolment may be read again from a shared
 /// registry.
@@ -170,6 +177,8 @@ impl Clone for Registry {
             listed: std::sync::Mutex::new(None),
             looked: std::sync::Mutex::new(HashMap::new()),
             reload_every: self.reload_every,
+            lookups: std::sync::Mutex::new((None, 0)),
+            lookup_budget: self.lookup_budget,
         }
     }
 }
@@ -254,7 +263,16 @@ impl Registry {
             listed: std::sync::Mutex::new(None),
             looked: std::sync::Mutex::new(HashMap::new()),
             reload_every: RELOAD_EVERY,
+            lookups: std::sync::Mutex::new((None, 0)),
+            lookup_budget: LOOKUPS_PER_SECOND,
         }
+    }
+
+    /// The same, looking the shared registry up at most `budget` times a
+    /// second (default [`LOOKUPS_PER_SECOND`]).
+    pub fn with_lookup_budget(mut self, budget: usize) -> Self {
+        self.lookup_budget = budget;
+        self
     }
 
     /// The same, reading a hospital again from a shared registry at most
@@ -285,6 +303,19 @@ impl Registry {
             {
                 return self.read().get(hospital).cloned();
             }
+            // Requests naming many distinct unknown hospitals: a bounded
+            // number of queries a second, whatever the names.
+            let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            if lookups
+                .0
+                .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1))
+            {
+                *lookups = (Some(now), 0);
+            }
+            if lookups.1 >= self.lookup_budget {
+                return self.read().get(hospital).cloned();
+            }
+            lookups.1 += 1;
             if looked.len() >= MAX_LOOKED {
                 looked.clear();
             }
@@ -750,7 +781,18 @@ mod tests {
         .expect("enrol h2");
         assert!(limited.get(&id("h2")).is_none(), "within the limit");
         assert!(b.get(&id("h2")).is_some());
-        drop((a, a_db, b, limited));
+        // At most so many look-ups a second, whatever the hospitals named.
+        let (budgeted, _bu_db) = open(zero);
+        let budgeted = budgeted.with_lookup_budget(3);
+        for n in 0..3 {
+            assert!(budgeted.get(&id(&format!("unknown-{n}"))).is_none());
+        }
+        assert!(
+            budgeted.get(&id("h2")).is_none(),
+            "the second's look-ups are spent"
+        );
+        assert!(b.get(&id("h2")).is_some());
+        drop((a, a_db, b, limited, budgeted));
         drop_db();
     }
 }
