@@ -863,6 +863,8 @@ async fn one_of_two_instances_replicates_and_the_other_takes_over_when_it_dies()
 /// once; an appliance given both streams ADT; the server restarts in the
 /// middle. The appliance queues, the instances reconnect, and the cloud's
 /// log ends equal to the appliance's: nothing lost, nothing duplicated.
+/// Afterwards an operator token made through the registry works at both
+/// instances at the first request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarting_under_load_loses_nothing() {
     let test = "postgres_restarting_under_load_loses_nothing";
@@ -956,11 +958,24 @@ async fn postgres_restarting_under_load_loses_nothing() {
         cloud, log,
         "the cloud holds exactly the log, restart {restart:?}"
     );
-    // Both instances are still up and answer.
+    // Both instances are still up, and their registry sessions came back
+    // with the server: a token made now works at both, first time.
+    let token = run(Command::new(bin("hms-cloud"))
+        .args(["token", "create", "--config"])
+        .arg(&configs[0])
+        .args(["--name", "ops"]))
+    .trim()
+    .to_owned();
     for port in ports {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut c = Conn::connect(addr, None).await.unwrap();
-        assert_eq!(c.get("/health").await.unwrap().status, 200);
+        let mut c = Conn::connect(addr, Some(&token)).await.unwrap();
+        let r = c.get("/api/v1/hospitals").await.unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        assert!(
+            r.json().unwrap().to_string().contains(&hospital),
+            "{:?}",
+            r.json()
+        );
     }
     appliance.stop();
     drop(clouds);

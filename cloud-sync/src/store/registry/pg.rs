@@ -4,9 +4,10 @@
 //!
 //! One session, owned by a thread of its own ([`Session`]): callers hand it
 //! a closure and wait for the answer, from any thread (the `postgres`
-//! client blocks and must not run on the async runtime). A session that
-//! failed (the server restarted) is opened again for the next call; the
-//! call that met the failure answers its error.
+//! client blocks and must not run on the async runtime). Before each call
+//! the session is checked with a round trip; one the server ended (it
+//! restarted) is opened again first, so the first call after a restart
+//! answers normally. A call is never run twice.
 //!
 //! The schema is versioned in `registry_migrations` and migrated forward
 //! when the session opens, under a transaction-level advisory lock, so two
@@ -129,6 +130,9 @@ pub fn migrate(client: &mut Client) -> anyhow::Result<()> {
 
 type Job = Box<dyn FnOnce(&mut Client) + Send>;
 
+/// How long the liveness check before a call may take.
+const VALID_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One session on a thread of its own (see the module doc).
 #[derive(Debug)]
 pub struct Session {
@@ -166,7 +170,13 @@ impl Session {
                     }
                 };
                 while let Ok(job) = rx.recv() {
-                    if client.as_ref().is_none_or(Client::is_closed) {
+                    // A session the server ended (a restart) is found out
+                    // here, by a round trip, before the call: a call is
+                    // never run twice, so none can take effect twice.
+                    if client
+                        .as_mut()
+                        .is_none_or(|c| c.is_closed() || c.is_valid(VALID_WITHIN).is_err())
+                    {
                         client = match connect() {
                             Ok(c) => Some(c),
                             Err(e) => {
