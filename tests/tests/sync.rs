@@ -804,20 +804,7 @@ async fn one_of_two_instances_replicates_and_the_other_takes_over_when_it_dies()
             &site.hospital,
         )
     };
-    let replicated = || async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut want = site.edge_log();
-        while replica_log() != want {
-            assert!(
-                Instant::now() < deadline,
-                "replication did not complete: the replica holds {} events, the log {}",
-                replica_log().len(),
-                want.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            want = site.edge_log();
-        }
-    };
+    let replicated = || replica_holds_the_log(&site, &replica_log);
 
     let mut clouds = vec![Some(site.start_cloud()), Some(start_cloud_at(&config_b))];
     let (edge, http, mllp) = site.start_edge();
@@ -1313,18 +1300,7 @@ async fn events_reach_the_dr_replica_through_the_regional_cloud(backend: Backend
     // The appliance may still append (the audit event of the monitoring
     // token is recorded within a second of its creation): wait until the
     // replica holds exactly the log as it is then.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut want = site.edge_log();
-    while replica_log() != want {
-        assert!(
-            Instant::now() < deadline,
-            "replication did not complete: the replica holds {} events, the log {}",
-            replica_log().len(),
-            want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        want = site.edge_log();
-    }
+    let want = replica_holds_the_log(&site, &replica_log).await;
     assert_eq!(replica_log(), want, "the replica holds exactly the log");
     if backend == Backend::Postgres {
         assert_eq!(site.cloud_log(), want, "the primary's tables are its own");
@@ -1540,6 +1516,27 @@ fn enrol(cloud_config: &Path, hospital: &str, data: &Path) {
             "--public-key",
         ])
         .arg(data.join("sync-key.pub")));
+}
+
+/// Waits (up to a minute) until the replica's copy, as `replica_log` reads
+/// it, is the appliance's log as it is then; returns that log.
+async fn replica_holds_the_log(
+    site: &Site,
+    replica_log: &dyn Fn() -> Vec<(u64, String, String)>,
+) -> Vec<(u64, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut want = site.edge_log();
+    while replica_log() != want {
+        assert!(
+            Instant::now() < deadline,
+            "replication did not complete: the replica holds {} events, the log {}",
+            replica_log().len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        want = site.edge_log();
+    }
+    want
 }
 
 /// Starts the DR replica whose configuration is `dir/replica.toml`, after

@@ -204,6 +204,23 @@ pub(crate) fn load(
     Ok(v)
 }
 
+/// Builds the release `hms-cloud` and returns its path.
+pub(crate) fn build_cloud_release() -> anyhow::Result<std::path::PathBuf> {
+    crate::run({
+        let mut c = cargo();
+        c.args([
+            "build",
+            "--release",
+            "-p",
+            "cloud-sync",
+            "--bin",
+            "hms-cloud",
+        ]);
+        c
+    })?;
+    Ok(crate::target_dir().join("release/hms-cloud"))
+}
+
 /// Builds the appliance and the load generator in release mode; their paths.
 pub(crate) fn build_release() -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     crate::run({

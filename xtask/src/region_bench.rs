@@ -30,7 +30,7 @@ use hms_domain::{HospitalId, NodeId};
 
 use crate::bench::count_options;
 use crate::sync_bench::{Cloud, start_cloud};
-use crate::{cargo, target_dir};
+use crate::target_dir;
 
 const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
 const REGION_DB: &str = "hms+bench-region";
@@ -206,19 +206,7 @@ pub fn run(_root: &Path, args: &[String]) -> anyhow::Result<()> {
     if events <= BATCH || hospitals == 0 {
         bail!("bench region needs --hospitals of at least 1 and --events above {BATCH}");
     }
-    crate::run({
-        let mut c = cargo();
-        c.args([
-            "build",
-            "--release",
-            "-p",
-            "cloud-sync",
-            "--bin",
-            "hms-cloud",
-        ]);
-        c
-    })?;
-    let bin: PathBuf = target_dir().join("release/hms-cloud");
+    let bin: PathBuf = crate::bench::build_cloud_release()?;
     let mut summary = vec![];
     for (backend, instances) in [("sqlite", 1), ("postgres", 1), ("postgres", 2)] {
         let (mut rates, mut p50s, mut p99s) = (vec![], vec![], vec![]);

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::bench::{build_release, http_get, load, start};
-use crate::{cargo, target_dir};
+use crate::target_dir;
 
 const HOSPITAL: &str = "metro-general";
 const PG_ADMIN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
@@ -376,19 +376,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         }
     }
     let (edge, load_bin) = build_release()?;
-    crate::run({
-        let mut c = cargo();
-        c.args([
-            "build",
-            "--release",
-            "-p",
-            "cloud-sync",
-            "--bin",
-            "hms-cloud",
-        ]);
-        c
-    })?;
-    let bins = (edge, load_bin, target_dir().join("release/hms-cloud"));
+    let bins = (edge, load_bin, crate::bench::build_cloud_release()?);
     let mut all = serde_json::Map::new();
     for b in backends {
         let mut rows = vec![];
