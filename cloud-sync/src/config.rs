@@ -623,6 +623,30 @@ mod tests {
     }
 
     #[test]
+    fn the_region_database_defaults_to_the_region_and_takes_only_plain_names() {
+        let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n";
+        let (_d, p) = write(base);
+        assert_eq!(load(&p).expect("valid").region_database(), "hms+eu-west");
+        let (_d, p) = write(&format!("{base}region_database = \"hms+r1.a_b-c\"\n"));
+        assert_eq!(load(&p).expect("valid").region_database(), "hms+r1.a_b-c");
+        let long = "x".repeat(64);
+        for bad in ["", "a\\\"b", "semi;colon", "with space", long.as_str()] {
+            let (_d, p) = write(&format!("{base}region_database = \"{bad}\"\n"));
+            let e = load(&p).expect_err(bad);
+            assert!(
+                e.contains("region_database") && e.contains("1 to 63 characters"),
+                "{bad:?}: {e}"
+            );
+        }
+        let (_d, p) = write(&format!("{base}region_database = 7\n"));
+        let e = load(&p).expect_err("a number");
+        assert!(
+            e.contains("cloud.toml:4:") && e.contains("expected a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_postgres_string_is_checked_and_its_ca_is_relative_to_the_file() {
         let base = "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n\
                     backend = \"postgres\"\n";

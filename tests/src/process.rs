@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -164,6 +164,41 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new appliance API token (`hms-edge token create`) of `role` named
+/// `name` in the data dir `data`: the last line the command prints.
+pub fn edge_token(data: &Path, role: &str, name: &str) -> String {
+    run_ok(
+        Command::new(bin("hms-edge"))
+            .args([
+                "token",
+                "create",
+                "--role",
+                role,
+                "--name",
+                name,
+                "--data-dir",
+            ])
+            .arg(data),
+    )
+    .lines()
+    .last()
+    .unwrap_or_default()
+    .trim()
+    .to_owned()
+}
+
+/// The demo hospital's configuration (`config/demo-hospital.toml`) with
+/// its model set named by an absolute path, to be written anywhere.
+pub fn demo_config() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join("config/demo-hospital.toml"))
+        .unwrap_or_else(|e| panic!("config/demo-hospital.toml: {e}"))
+        .replace(
+            "models = \"../models\"",
+            &format!("models = \"{}\"", root.join("models").display()),
+        )
 }
 
 /// Polls `f` every 100 ms until it gives a value, for up to `secs`; panics

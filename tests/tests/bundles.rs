@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hms_e2e::client::Conn;
-use hms_e2e::process::{self, bin, run_ok};
+use hms_e2e::process::{self, bin, demo_config, edge_token, run_ok};
 use serde_json::Value;
 
 fn output(cmd: &mut Command) -> Output {
@@ -118,16 +118,10 @@ async fn bundles_apply_on_probation_refuse_what_they_must_and_roll_back_by_thems
     // The appliance: the demo hospital, its HL7 listener named in its own
     // file (a bundle may change it), trusting bundle.pk8.pub.
     let mllp_port = free_port();
-    let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
-        .unwrap()
-        .replace(
-            "mllp = \"127.0.0.1:2575\"",
-            &format!("mllp = \"127.0.0.1:{mllp_port}\""),
-        )
-        .replace(
-            "models = \"../models\"",
-            &format!("models = \"{}\"", root.join("models").display()),
-        );
+    let demo = demo_config().replace(
+        "mllp = \"127.0.0.1:2575\"",
+        &format!("mllp = \"127.0.0.1:{mllp_port}\""),
+    );
     let with_bundles = |text: &str| {
         format!("{text}\n[bundles]\ntrusted_keys = [\"bundle.pk8.pub\"]\nprobation_s = 5\n")
     };
@@ -145,24 +139,7 @@ async fn bundles_apply_on_probation_refuse_what_they_must_and_roll_back_by_thems
     )
     .unwrap();
     let mllp = mllp.unwrap();
-    let token = run_ok(
-        Command::new(bin("hms-edge"))
-            .args([
-                "token",
-                "create",
-                "--role",
-                "admin",
-                "--name",
-                "ops",
-                "--data-dir",
-            ])
-            .arg(&data),
-    )
-    .lines()
-    .last()
-    .unwrap()
-    .trim()
-    .to_owned();
+    let token = edge_token(&data, "admin", "ops");
     let mut api = Conn::connect(http, Some(&token)).await.unwrap();
     // A patient in ICU-202-A, and the feed flowing.
     let admit = "MSH|^~\\&|ADT|DGH|HMS|EDGE|20261205080000||ADT^A01^ADT_A01|ADM-1|P|2.5.1\r\
@@ -373,18 +350,12 @@ async fn bundles_apply_on_probation_refuse_what_they_must_and_roll_back_by_thems
 async fn an_appliance_killed_during_a_probation_starts_again_on_the_configuration_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     run_ok(
         Command::new(bin("hms-config"))
             .args(["keygen", "--out"])
             .arg(d.join("bundle.pk8")),
     );
-    let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
-        .unwrap()
-        .replace(
-            "models = \"../models\"",
-            &format!("models = \"{}\"", root.join("models").display()),
-        );
+    let demo = demo_config();
     // A long probation: the kill comes in the middle of it.
     let with_bundles = |text: &str| {
         format!("{text}\n[bundles]\ntrusted_keys = [\"bundle.pk8.pub\"]\nprobation_s = 600\n")
@@ -405,24 +376,7 @@ async fn an_appliance_killed_during_a_probation_starts_again_on_the_configuratio
         .unwrap()
     };
     let (edge, http, _) = start();
-    let token = run_ok(
-        Command::new(bin("hms-edge"))
-            .args([
-                "token",
-                "create",
-                "--role",
-                "admin",
-                "--name",
-                "ops",
-                "--data-dir",
-            ])
-            .arg(&data),
-    )
-    .lines()
-    .last()
-    .unwrap()
-    .trim()
-    .to_owned();
+    let token = edge_token(&data, "admin", "ops");
     let extra = "\n[[bed]]\nid = \"ICU-201-B\"\nroom = \"ICU-201\"\n\
                  hl7 = { facility = \"DGH\", point_of_care = \"ICU\", room = \"201\", bed = \"B\" }\n";
     let v1_cfg = d.join("v1.toml");

@@ -7,12 +7,11 @@
 // Test helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use hms_e2e::client::Conn;
-use hms_e2e::process::{self, bin, run_ok, until};
+use hms_e2e::process::{self, bin, demo_config, edge_token, run_ok, until};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,14 +72,7 @@ async fn an_appliance_shows_in_the_cloud_and_takes_signed_commands_from_it() {
         .unwrap();
     // The appliance: the demo hospital with a node id of this run's own,
     // trusting the fleet's public key.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
-        .unwrap()
-        .replace("node_id = \"edge-1\"", &format!("node_id = \"{node}\""))
-        .replace(
-            "models = \"../models\"",
-            &format!("models = \"{}\"", root.join("models").display()),
-        );
+    let demo = demo_config().replace("node_id = \"edge-1\"", &format!("node_id = \"{node}\""));
     let edge_cfg = d.join("edge.toml");
     std::fs::write(
         &edge_cfg,
@@ -101,24 +93,7 @@ async fn an_appliance_shows_in_the_cloud_and_takes_signed_commands_from_it() {
             .env("HMS_LOG", "warn"),
     )
     .unwrap();
-    let kiosk = run_ok(
-        Command::new(bin("hms-edge"))
-            .args([
-                "token",
-                "create",
-                "--role",
-                "viewer",
-                "--name",
-                "wall-kiosk",
-                "--data-dir",
-            ])
-            .arg(&data),
-    )
-    .lines()
-    .last()
-    .unwrap()
-    .trim()
-    .to_owned();
+    let kiosk = edge_token(&data, "viewer", "wall-kiosk");
 
     let mut ops = Conn::connect(cloud_http, Some(&token)).await.unwrap();
     let path = format!("/api/v1/fleet/demo-general/{node}");

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use base64::Engine;
 use hms_e2e::client::Conn;
-use hms_e2e::process::{self, bin, run_ok, until};
+use hms_e2e::process::{self, bin, demo_config, run_ok, until};
 use serde_json::{Value, json};
 
 fn free_port() -> u16 {
@@ -32,6 +32,20 @@ fn admit(control: &str, room: &str, bed: &str) -> String {
          EVN|A01|20261205080000\rPID|1||MRN-{control}^^^DGH^MR||Berg^Alva||19700101|F\r\
          PV1|1|I|3W^{room}^{bed}^DGH||||||||||||||||V-{control}"
     )
+}
+
+/// Rollout `id` once it has ended (polled through `ops`, for up to `secs`).
+async fn rollout_ended(ops: &mut Conn, id: u64, secs: u64, what: &str) -> serde_json::Value {
+    until(secs, what, async || {
+        let v = ops
+            .get(&format!("/api/v1/fleet/rollouts/{id}"))
+            .await
+            .ok()?
+            .json()
+            .ok()?;
+        (v["ended_at"].is_string()).then_some(v)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,12 +96,7 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
     );
 
     // Three appliances: the demo hospital under three hospital ids.
-    let demo = std::fs::read_to_string(root.join("config/demo-hospital.toml"))
-        .unwrap()
-        .replace(
-            "models = \"../models\"",
-            &format!("models = \"{}\"", root.join("models").display()),
-        );
+    let demo = demo_config();
     let mut edges = vec![];
     for name in ["h-a", "h-b", "h-c"] {
         let data = d.join(format!("{name}-data"));
@@ -204,16 +213,7 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
         String::from_utf8_lossy(&started.body)
     );
     let id = started.json().unwrap()["id"].as_u64().unwrap();
-    let ended = until(90, "the first rollout ends", async || {
-        let v = ops
-            .get(&format!("/api/v1/fleet/rollouts/{id}"))
-            .await
-            .ok()?
-            .json()
-            .ok()?;
-        (v["ended_at"].is_string()).then_some(v)
-    })
-    .await;
+    let ended = rollout_ended(&mut ops, id, 90, "the first rollout ends").await;
     assert_eq!(ended["state"], "failed", "{ended}");
     assert_eq!(ended["failed"]["hospital"], "h-c", "{ended}");
     let why = ended["failed"]["reason"].as_str().unwrap();
@@ -261,16 +261,7 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
         .unwrap();
     assert_eq!(started.status, 202);
     let id = started.json().unwrap()["id"].as_u64().unwrap();
-    let ended = until(60, "the second rollout ends", async || {
-        let v = ops
-            .get(&format!("/api/v1/fleet/rollouts/{id}"))
-            .await
-            .ok()?
-            .json()
-            .ok()?;
-        (v["ended_at"].is_string()).then_some(v)
-    })
-    .await;
+    let ended = rollout_ended(&mut ops, id, 60, "the second rollout ends").await;
     assert_eq!(ended["state"], "failed", "{ended}");
     assert_eq!(ended["failed"]["hospital"], "h-c", "{ended}");
     assert_eq!(ended["waves"][1][0]["state"], "skipped", "{ended}");

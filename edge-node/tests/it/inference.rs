@@ -628,3 +628,22 @@ fn sessions_close_before_the_environment_and_a_runtime_opens_again_in_the_same_p
     drop(rt);
     // The process exits now, with nothing of ONNX Runtime left open.
 }
+
+#[test]
+fn models_check_refuses_bad_batch_sizes_and_tf32_without_cuda_with_exit_64() {
+    for args in [
+        &["models", "check", "--batches", "0"][..],
+        &["models", "check", "--batches", "1,x"],
+        &["models", "check", "--batches", "2000000"],
+        &["models", "check", "--batches", ""],
+        &["models", "check", "--tf32"],
+    ] {
+        let (code, stdout, stderr) = crate::support::run_cli(args);
+        assert_eq!(code, 64, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("--batches") || stderr.contains("--cuda"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
