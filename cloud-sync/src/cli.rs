@@ -1,5 +1,6 @@
 //! The `hms-cloud` subcommands that do more than wire things together:
-//! `enroll`, `enroll-primary`, `token create | list | revoke`, `keygen`,
+//! `enroll`, `enroll-primary`, `promote`, `unfence`,
+//! `token create | list | revoke`, `keygen`,
 //! `fleet keygen` and `empi train` (`run` is [`crate::cloud::Cloud`]). Each prints what it did
 //! on stdout and fails with a [`Failure`], which says the exit code: 64 for
 //! bad usage or configuration, 1 for anything else. What they change in the
@@ -146,6 +147,86 @@ pub fn enroll_primary(config: &Path, region: RegionId, public_key: &Path) -> Res
     println!(
         "enrolled the primary of {region} on the replica in {}",
         cfg.region
+    );
+    Ok(())
+}
+
+/// `hms-cloud promote`: makes this DR replica serve the appliances of
+/// `hospitals` (none: every hospital whose enrolment was replicated here),
+/// all or none; one line per hospital on stdout. Refused (exit 1, nothing
+/// promoted) for a hospital without a replicated enrolment, or one this
+/// replica is behind on unless `force`. A running replica serves them
+/// within a second. Audited as `promote`.
+pub fn promote(config: &Path, hospitals: &[HospitalId], force: bool) -> Result<(), Failure> {
+    let cfg = load(config)?;
+    if cfg.mode != Mode::Replica {
+        return Err(Failure::Usage(format!(
+            "{}: only a DR replica (mode = \"replica\") is promoted; this is a primary",
+            config.display()
+        )));
+    }
+    let (_, db) = cfg.open_registry().map_err(Failure::Runtime)?;
+    let open = cfg.open_stores().map_err(Failure::Runtime)?;
+    let now = hms_domain::Timestamp::now();
+    let promoted = crate::takeover::promote(
+        &db,
+        &open,
+        hospitals,
+        force,
+        &operator_login(),
+        now.as_millis(),
+    )
+    .map_err(|e| match e {
+        crate::takeover::PromoteError::Store(e) => Failure::Runtime(e),
+        refused => Failure::runtime(refused.to_string()),
+    })?;
+    if promoted.is_empty() {
+        return Err(Failure::runtime(
+            "nothing to promote: no hospital's enrolment was replicated here yet".into(),
+        ));
+    }
+    for p in &promoted {
+        let when = |ms: i64| hms_domain::Timestamp::from_millis(ms).to_rfc3339();
+        match p.already_ms {
+            Some(at) => println!("{}: promoted already, at {}", p.hospital, when(at)),
+            None if p.behind() > 0 => println!(
+                "{}: promoted (forced): holds seq {} of the {} its primary reported at {}; its \
+                 appliance resends the {} missing events it still holds",
+                p.hospital,
+                p.held_seq,
+                p.primary_head,
+                when(p.reported_ms),
+                p.behind()
+            ),
+            None => println!(
+                "{}: promoted: holds seq {}, all its primary reported at {}",
+                p.hospital,
+                p.held_seq,
+                when(p.reported_ms)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `hms-cloud unfence`: lets this primary serve `hospital` again after its
+/// region was re-paired (audited as `unfence`); refused when it is not
+/// fenced.
+pub fn unfence(config: &Path, hospital: &HospitalId) -> Result<(), Failure> {
+    let cfg = load(config)?;
+    let (_, db) = cfg.open_registry().map_err(Failure::Runtime)?;
+    let now = hms_domain::Timestamp::now().as_millis();
+    if !db
+        .unfence(hospital, now, &operator_login())
+        .map_err(Failure::Runtime)?
+    {
+        return Err(Failure::runtime(format!(
+            "hospital {hospital} is not fenced here"
+        )));
+    }
+    println!(
+        "{hospital}: unfenced; this cloud serves its appliance again (a running instance within \
+         a second)"
     );
     Ok(())
 }

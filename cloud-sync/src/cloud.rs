@@ -15,7 +15,8 @@
 //! broker certificate, plain HTTP on a
 //! non-loopback address without `insecure_http`) is a [`ConfigError`]
 //! inside the returned error. [`Cloud::serve`] then starts every background
-//! task (the EMPI runner, the replicator, the fleet channel's MQTT client)
+//! task (the EMPI runner, the replicator, the fleet channel's MQTT client,
+//! the reader of promotions and fences)
 //! on one tracker, serves HTTP or
 //! HTTPS until the cancellation token fires, stops accepting, lets the
 //! requests in flight finish, cancels the background tasks and waits for
@@ -37,8 +38,6 @@ use crate::downlink::Downlink;
 use crate::dr::{Primaries, ReplicationStatus, Replicator};
 use crate::empi::RegionalEmpi;
 use crate::state::{CloudState, OpenStore};
-use crate::store::SqliteRouter;
-use crate::store::postgres::PgRouter;
 
 /// How often an instance tries to take the region's DR lease, and checks
 /// its session while it holds it: another instance takes over within about
@@ -82,12 +81,9 @@ impl Cloud {
     pub fn open(config: CloudConfig) -> anyhow::Result<Cloud> {
         config.check_listen().map_err(ConfigError)?;
         let (registry, db) = config.open_registry()?;
-        let open: OpenStore = match config.backend {
-            Backend::Sqlite => SqliteRouter::new(&config.data_dir).opener(),
-            Backend::Postgres => PgRouter::new(config.postgres.clone().unwrap_or_default())
-                .map_err(|e| ConfigError(format!("postgres: {e:#}")))?
-                .opener(),
-        };
+        let open: OpenStore = config
+            .open_stores()
+            .map_err(|e| ConfigError(format!("postgres: {e:#}")))?;
         let primaries = db.primaries()?;
         let downlink = Arc::new(Downlink::open(&config.data_dir).context("opening the downlink")?);
         let bundles = crate::bundles::Bundles::open(&config.data_dir)
@@ -103,6 +99,10 @@ impl Cloud {
         if config.mode == Mode::Replica {
             state = state.replica(Primaries::new(config.allowed_dr_regions.clone(), primaries));
         }
+        state
+            .takeover
+            .refresh()
+            .context("reading promotions and fences")?;
         let mut replicator = None;
         let mut dr_lease = None;
         if let Some(dr) = &config.dr {
@@ -136,7 +136,8 @@ impl Cloud {
                     status,
                     state.ingested.clone(),
                 )
-                .map_err(|e| ConfigError(e.to_string()))?,
+                .map_err(|e| ConfigError(e.to_string()))?
+                .with_takeover(state.takeover.clone()),
             );
         }
         let mut fleet_events = None;
@@ -229,6 +230,7 @@ impl Cloud {
             }
         }
         tasks.spawn(self.state.run_empi(stop.clone()));
+        tasks.spawn(self.state.takeover.clone().run(stop.clone()));
         if let (Some(events), Some(f)) = (self.fleet_events, &self.state.fleet) {
             tracing::info!(broker = f.link.broker(), "fleet channel on");
             tasks.spawn(crate::fleet::run(

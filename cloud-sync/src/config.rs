@@ -543,6 +543,18 @@ impl CloudConfig {
         }
     }
 
+    /// The store router of this cloud's hospitals: SQLite files under the
+    /// data dir, or a database per hospital on PostgreSQL.
+    pub fn open_stores(&self) -> anyhow::Result<crate::store::OpenStore> {
+        Ok(match self.backend {
+            Backend::Sqlite => crate::store::SqliteRouter::new(&self.data_dir).opener(),
+            Backend::Postgres => {
+                crate::store::postgres::PgRouter::new(self.postgres.clone().unwrap_or_default())?
+                    .opener()
+            }
+        })
+    }
+
     /// The region's own database name on PostgreSQL (`region_database`,
     /// else `hms+{region}`: the `+` keeps it apart from every hospital's
     /// `hms_{id}`).

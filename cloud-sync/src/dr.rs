@@ -40,6 +40,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
+use cloud_sync_client::push::{PushError, Standby};
 use cloud_sync_client::resilience::BreakerState;
 use cloud_sync_client::shipper::{self, Action, Outcome, Phase, Shipper, ShipperConfig};
 use cloud_sync_client::{Client, MAX_BATCH_EVENTS, SignedRequest, Signer, verify};
@@ -49,9 +51,10 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::enrolment::{EnrolError, Registry, Rejection};
+use crate::enrolment::{EnrolError, Enrolment, Registry, Rejection};
 use crate::store::OpenStore;
 use crate::store::registry::RegistryDb;
+use crate::takeover;
 
 /// Node ids of primaries start with this, followed by the primary's region.
 pub const DR_NODE_PREFIX: &str = "dr:";
@@ -132,7 +135,12 @@ pub fn enroll_primary(
 
 /// Whether a signed request comes from a DR primary (rather than an appliance).
 pub fn is_primary(req: &SignedRequest) -> bool {
-    req.node.as_str().starts_with(DR_NODE_PREFIX)
+    is_primary_node(&req.node)
+}
+
+/// Whether `node` is a DR primary's node id (`dr:{region}`).
+pub fn is_primary_node(node: &NodeId) -> bool {
+    node.as_str().starts_with(DR_NODE_PREFIX)
 }
 
 /// Replication state of one hospital, as reported.
@@ -157,6 +165,9 @@ pub struct HospitalLag {
     pub breaker: Option<BreakerState>,
     #[serde(skip)]
     behind_since_ms: Option<i64>,
+    /// Whether this primary is fenced from the hospital (its replica was
+    /// promoted for it): it replicates it no more.
+    pub fenced: bool,
 }
 
 /// Replication lag per hospital, shared by the replicator and the HTTP service.
@@ -270,6 +281,21 @@ pub const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How long one request to the replica may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often, at most, a hospital's standby report goes to the replica
+/// while its head moves (at once when its enrolment changes).
+pub const STANDBY_EVERY: Duration = Duration::from_secs(1);
+
+/// How often, at least, a hospital's standby report goes to the replica
+/// even when nothing changed: a primary hears of its replica's promotion
+/// within about this long.
+pub const STANDBY_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How long after a refused standby report (other than a 421) the next is sent.
+const REFUSED_STANDBY_RETRY: Duration = Duration::from_secs(60);
+
+/// Who fences a hospital in the audit: the replicator, on its replica's word.
+pub const FENCE_ACTOR: &str = "dr:replicator";
+
 /// The primary's replication task: one [`Shipper`] per hospital.
 pub struct Replicator {
     link: Link,
@@ -277,6 +303,9 @@ pub struct Replicator {
     wake: Arc<Notify>,
     config: ShipperConfig,
     lanes: BTreeMap<HospitalId, Lane>,
+    /// Where this primary's fences are kept; none: it never fences itself
+    /// (and sends no standby reports).
+    takeover: Option<Arc<takeover::View>>,
 }
 
 /// What the replication of every hospital shares.
@@ -301,6 +330,11 @@ struct Lane {
     /// Whether `due` ends a wait (back-off, open breaker, refusal), which
     /// an ingest does not cut short, rather than an idle poll, which it does.
     waiting: bool,
+    /// The last standby report the replica took: the enrolment and head it
+    /// carried, and when.
+    standby: Option<(Standby, Instant)>,
+    /// After a refused standby report: not before then.
+    standby_retry: Option<Instant>,
 }
 
 impl Lane {
@@ -377,7 +411,16 @@ impl Replicator {
                 ..ShipperConfig::default()
             },
             lanes: BTreeMap::new(),
+            takeover: None,
         })
+    }
+
+    /// Sends each hospital's standby report to the replica and fences this
+    /// primary from a hospital the replica says was promoted there, in
+    /// `takeover` (see [`crate::takeover`]).
+    pub fn with_takeover(mut self, takeover: Arc<takeover::View>) -> Self {
+        self.takeover = Some(takeover);
+        self
     }
 
     /// Replicates until `shutdown` is cancelled; a batch in flight then is
@@ -434,6 +477,9 @@ impl Replicator {
             let mut exchanged = false;
             let mut next: Option<Instant> = None;
             for e in self.registry.hospitals() {
+                if self.fenced(&e.hospital) {
+                    continue;
+                }
                 match self.step(&e.hospital, woken).await {
                     Step::Exchanged => exchanged = true,
                     Step::Until(t) => next = Some(next.map_or(t, |n| n.min(t))),
@@ -488,6 +534,8 @@ impl Replicator {
                     local: 0,
                     due: None,
                     waiting: false,
+                    standby: None,
+                    standby_retry: None,
                 })
             }
         };
@@ -507,6 +555,13 @@ impl Replicator {
                 lane.shipper
                     .record(Instant::now(), lane.local, Outcome::Unreadable(why));
             }
+        }
+        if let Some(takeover) = &self.takeover
+            && let Some(e) = self.registry.get(hospital)
+            && self.link.standby(lane, &e, takeover).await
+        {
+            // Fenced: the replica took the hospital over.
+            return Step::Until(Instant::now() + self.config.refused_retry);
         }
         let action = lane.next(Instant::now());
         self.link.report(hospital, lane);
@@ -530,6 +585,17 @@ impl Replicator {
         if let Outcome::Gap { expected } = ex.outcome {
             tracing::warn!(%hospital, expected, peer = %self.link.status.peer, "the replica asked to resend from an earlier seq");
         }
+        if let (
+            Outcome::Refused {
+                status: 421,
+                detail,
+            },
+            Some(takeover),
+        ) = (&ex.outcome, &self.takeover)
+        {
+            self.link.fence(hospital, detail, takeover).await;
+            return Step::Exchanged;
+        }
         let failing_before = lane.shipper.last_error().is_some();
         lane.shipper.record(Instant::now(), lane.local, ex.outcome);
         if let Some(why) = lane.shipper.refusal() {
@@ -546,7 +612,92 @@ impl Replicator {
     }
 }
 
+impl Replicator {
+    /// Whether this primary is fenced from `hospital` (then it replicates
+    /// it no more, and the status says why).
+    fn fenced(&self, hospital: &HospitalId) -> bool {
+        let Some(fence) = self.takeover.as_ref().and_then(|t| t.fenced(hospital)) else {
+            return false;
+        };
+        self.link.status.update(hospital, |s| {
+            s.fenced = true;
+            s.last_error = Some(format!("fenced: {}", fence.detail));
+        });
+        true
+    }
+}
+
 impl Link {
+    /// Sends `lane`'s standby report for the enrolment `e` when it is due
+    /// (never sent, the enrolment changed, or the head moved and
+    /// [`STANDBY_EVERY`] passed). Whether the replica said the hospital was
+    /// promoted there (this primary is then fenced from it).
+    async fn standby(
+        &self,
+        lane: &mut Lane,
+        e: &Enrolment,
+        takeover: &Arc<takeover::View>,
+    ) -> bool {
+        let now = Instant::now();
+        if lane.standby_retry.is_some_and(|t| now < t) {
+            return false;
+        }
+        let report = Standby {
+            hospital: e.hospital.clone(),
+            region: e.region.clone(),
+            node: e.node.clone(),
+            public_key: base64::engine::general_purpose::STANDARD.encode(&e.public_key),
+            head_seq: lane.local,
+        };
+        if !standby_due(lane.standby.as_ref(), &report, now) {
+            return false;
+        }
+        let r = self
+            .client
+            .standby(
+                &lane.signer,
+                &report,
+                Timestamp::now().as_millis(),
+                self.timeout,
+            )
+            .await;
+        match r {
+            Ok(()) => {
+                lane.standby = Some((report, now));
+                lane.standby_retry = None;
+                false
+            }
+            Err(PushError::Refused {
+                status: 421,
+                detail,
+            }) => {
+                self.fence(&e.hospital, &detail, takeover).await;
+                true
+            }
+            Err(PushError::Refused { status, detail }) => {
+                tracing::warn!(hospital = %e.hospital, peer = %self.status.peer, status, "the replica refused the standby report: {detail}");
+                lane.standby_retry = Some(now + REFUSED_STANDBY_RETRY);
+                false
+            }
+            // Unreachable: the exchange that follows fails alike and backs off.
+            Err(_) => false,
+        }
+    }
+
+    /// Fences this primary from `hospital`, which its replica says
+    /// (`detail`) was promoted there.
+    async fn fence(&self, hospital: &HospitalId, detail: &str, takeover: &Arc<takeover::View>) {
+        let detail = format!("the DR peer {} answered: {detail}", self.status.peer);
+        tracing::error!(%hospital, peer = %self.status.peer, "the hospital was promoted on the DR peer; this primary is fenced from it until re-paired (hms-cloud unfence)");
+        let (view, h) = (takeover.clone(), hospital.clone());
+        let now = Timestamp::now().as_millis();
+        let stored = blocking(move || view.fence(&h, now, FENCE_ACTOR, &detail)).await;
+        if let Err(e) = stored {
+            tracing::error!(%hospital, error = %format!("{e:#}"), "could not record the fence; asking the replica again later");
+        }
+        self.status.update(hospital, |s| s.fenced = true);
+    }
+
     /// The last seq of `hospital` in the primary's store.
     async fn local_seq(&self, hospital: &HospitalId) -> anyhow::Result<u64> {
         let (open, h) = (self.open.clone(), hospital.clone());
@@ -570,6 +721,21 @@ impl Link {
             s.breaker = Some(breaker);
         });
     }
+}
+
+/// Whether a standby report `report` is to be sent at `now`, the last one
+/// the replica took being `last`: none taken yet, the enrolment changed,
+/// the head moved and [`STANDBY_EVERY`] passed, or [`STANDBY_HEARTBEAT`]
+/// passed (so a primary whose hospitals are idle still hears of a
+/// promotion of its replica).
+fn standby_due(last: Option<&(Standby, Instant)>, report: &Standby, now: Instant) -> bool {
+    let Some((sent, at)) = last else {
+        return true;
+    };
+    let since = now.duration_since(*at);
+    (&sent.node, &sent.public_key) != (&report.node, &report.public_key)
+        || (sent.head_seq != report.head_seq && since >= STANDBY_EVERY)
+        || since >= STANDBY_HEARTBEAT
 }
 
 /// A hospital's store on the primary, as its shipper's source: batches of
@@ -608,6 +774,49 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn standby_reports_go_on_change_at_most_every_second_and_every_five_seconds_anyway() {
+        let t0 = Instant::now();
+        let report = |node: &str, key: &str, head| Standby {
+            hospital: "h1".parse().expect("id"),
+            region: "eu-west".parse().expect("id"),
+            node: node.parse().expect("id"),
+            public_key: key.into(),
+            head_seq: head,
+        };
+        let sent = (report("edge-1", "k1", 10), t0);
+        assert!(
+            standby_due(None, &report("edge-1", "k1", 10), t0),
+            "never sent"
+        );
+        let ms = Duration::from_millis;
+        // Unchanged: not before the heartbeat.
+        assert!(!standby_due(
+            Some(&sent),
+            &report("edge-1", "k1", 10),
+            t0 + ms(4_999)
+        ));
+        assert!(standby_due(
+            Some(&sent),
+            &report("edge-1", "k1", 10),
+            t0 + STANDBY_HEARTBEAT
+        ));
+        // The head moved: after a second.
+        assert!(!standby_due(
+            Some(&sent),
+            &report("edge-1", "k1", 11),
+            t0 + ms(999)
+        ));
+        assert!(standby_due(
+            Some(&sent),
+            &report("edge-1", "k1", 11),
+            t0 + STANDBY_EVERY
+        ));
+        // Re-keyed or another appliance: at once.
+        assert!(standby_due(Some(&sent), &report("edge-1", "k2", 10), t0));
+        assert!(standby_due(Some(&sent), &report("edge-2", "k1", 10), t0));
+    }
 
     #[test]
     fn primaries_only_of_allowed_regions() {

@@ -93,6 +93,11 @@ pub enum Rejection {
     /// a replica, or replication sent to a cloud that is not a replica).
     #[error("{0}")]
     WrongRole(&'static str),
+    /// This cloud takes no writes of the hospital from this sender: the
+    /// request belongs at another of the region's addresses (421; see
+    /// [`crate::takeover`]).
+    #[error("{0}")]
+    NotServedHere(NotServed),
     /// A replicated hospital arriving from another region than before.
     #[error("hospital {hospital} is replicated here from region {recorded}, not {claimed}")]
     RegionChanged {
@@ -102,6 +107,43 @@ pub enum Rejection {
         recorded: RegionId,
         /// The region claimed now.
         claimed: RegionId,
+    },
+}
+
+/// Why a cloud does not serve a hospital's sync requests (421 Misdirected
+/// Request: an appliance's uplink moves to its next address).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotServed {
+    /// To an appliance: this cloud is a DR replica and the hospital was not
+    /// promoted here.
+    #[error(
+        "this cloud is the DR replica of hospital {0}; it serves the hospital's appliance only \
+         once promoted (hms-cloud promote): sync with the region's primary"
+    )]
+    Replica(HospitalId),
+    /// To an appliance: this primary is fenced from the hospital, whose DR
+    /// replica was promoted.
+    #[error(
+        "hospital {hospital} was promoted on this region's DR peer (fenced here since {since_ms} \
+         ms after the epoch); sync with the DR peer until the region is re-paired"
+    )]
+    Fenced {
+        /// The hospital.
+        hospital: HospitalId,
+        /// Since when.
+        since_ms: i64,
+    },
+    /// To a DR primary: the hospital was promoted on this replica, so the
+    /// primary is fenced from it.
+    #[error(
+        "hospital {hospital} was promoted on this replica at {since_ms} ms after the epoch; \
+         its old primary is fenced from it until re-paired"
+    )]
+    Promoted {
+        /// The hospital.
+        hospital: HospitalId,
+        /// When it was promoted.
+        since_ms: i64,
     },
 }
 
@@ -423,6 +465,16 @@ impl Registry {
         {
             e = fresh;
         }
+        Self::precheck_with(&e, req, now_ms)
+    }
+
+    /// [`Registry::precheck`] against the enrolment `e`: the node is its
+    /// node, the signing time within the allowed clock skew.
+    pub(crate) fn precheck_with(
+        e: &Enrolment,
+        req: &SignedRequest,
+        now_ms: i64,
+    ) -> Result<(), Rejection> {
         if e.node != req.node {
             return Err(Rejection::UnknownNode {
                 hospital: req.hospital.clone(),
@@ -463,7 +515,8 @@ impl Registry {
         }
     }
 
-    fn verify_with(
+    /// Checks a signed request against the enrolment `e` (node and key).
+    pub(crate) fn verify_with(
         e: &Enrolment,
         req: &SignedRequest,
         method: &str,

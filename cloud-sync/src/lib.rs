@@ -20,8 +20,11 @@
 //! - the domain, each module independent of the state and of HTTP:
 //!   [`enrolment`] (enrolled appliances, signed requests, residency, batch
 //!   acceptance), [`downlink`] (EIDs back to the appliances), [`analytics`]
-//!   (hourly census, ADT volumes), [`dr`] (replication from a primary to
-//!   its region's DR replica; uses `enrolment`), [`empi`] (the regional
+//!   (hourly census, ADT volumes), [`takeover`] (region failover:
+//!   promotions of a replica, fences of the primary it replaced; uses
+//!   `enrolment`), [`dr`] (replication from a primary to
+//!   its region's DR replica, and the standby records a replica takes over
+//!   with; uses `enrolment` and `takeover`), [`empi`] (the regional
 //!   EMPI and its trained model; uses `enrolment` and `downlink`),
 //!   [`config`] (the TOML file; uses the EMPI's training bounds),
 //!   [`fleet`] (the MQTT fleet channel: the appliances' status and
@@ -41,7 +44,8 @@
 //!   [`cli`], the other `hms-cloud` commands. The binary only parses the
 //!   command line.
 //!
-//! The fleet console (web pages) comes next.
+//! The fleet console (`/console`, server-drawn pages on `hms-web`'s stack)
+//! is part of [`http`].
 
 pub mod analytics;
 pub mod broker;
@@ -58,6 +62,7 @@ pub mod http;
 pub mod rollout;
 pub mod state;
 pub mod store;
+pub mod takeover;
 
 #[cfg(test)]
 mod e2e_tests;

@@ -30,9 +30,10 @@ use crate::config::Mode;
 use crate::downlink::Downlink;
 use crate::dr::{self, Primaries, ReplicationStatus};
 use crate::empi::RegionalEmpi;
-use crate::enrolment::{BatchError, Registry, Rejection, ingest_body};
+use crate::enrolment::{BatchError, NotServed, Registry, Rejection, ingest_body};
 use crate::store::registry::RegistryDb;
 use crate::store::{IngestError, Ingested};
+use crate::takeover;
 
 pub use crate::store::OpenStore;
 
@@ -134,6 +135,9 @@ pub struct CloudState {
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Whether the cloud serves HTTPS (the console's cookie is `Secure`).
     pub https: bool,
+    /// Region failover: hospitals promoted here (a replica), hospitals
+    /// this primary is fenced from ([`crate::takeover`]).
+    pub takeover: Arc<takeover::View>,
 }
 
 impl std::fmt::Debug for CloudState {
@@ -151,6 +155,7 @@ impl CloudState {
     /// [`crate::enrolment::open_registry`]).
     pub fn new(registry: Registry, open: OpenStore, db: RegistryDb) -> Self {
         let db = Arc::new(db);
+        let takeover = Arc::new(takeover::View::new(db.clone()));
         if db.is_shared() {
             // Other instances enrol too: follow their enrolments.
             registry.share(db.clone());
@@ -172,6 +177,7 @@ impl CloudState {
             bundles: None,
             rollouts: Arc::new(crate::rollout::Rollouts::default()),
             https: false,
+            takeover,
         }
     }
 
@@ -249,18 +255,69 @@ impl CloudState {
                 }
                 .into());
             }
-            Ok(region)
-        } else {
-            if self.mode == Mode::Replica {
-                return Err(Rejection::WrongRole(
-                    "this cloud is a DR replica; appliances sync with their region's primary",
-                )
+            if let Some(p) = self.takeover.promoted(&req.hospital) {
+                return Err(Rejection::NotServedHere(NotServed::Promoted {
+                    hospital: req.hospital.clone(),
+                    since_ms: p.since_ms,
+                })
                 .into());
             }
-            let e = self
-                .registry
-                .authenticate(req, method, path, body, now_ms)?;
-            Ok(e.region.clone())
+            Ok(region)
+        } else {
+            match self.appliance(req)? {
+                Some(e) => {
+                    Registry::verify_with(&e, req, method, path, body, now_ms)?;
+                    Ok(e.region)
+                }
+                None => Ok(self
+                    .registry
+                    .authenticate(req, method, path, body, now_ms)?
+                    .region),
+            }
+        }
+    }
+
+    /// Whether this cloud serves the appliance of `req`'s hospital, before
+    /// anything else is checked: a replica only for a hospital promoted
+    /// here (its enrolment, as the primary replicated it, is returned), a
+    /// primary unless fenced from it (none returned: the registry has it).
+    fn appliance(
+        &self,
+        req: &SignedRequest,
+    ) -> Result<Option<crate::enrolment::Enrolment>, Rejection> {
+        let h = &req.hospital;
+        match self.mode {
+            Mode::Replica => match self.takeover.promoted(h) {
+                Some(p) => Ok(Some(p.enrolment)),
+                None => Err(Rejection::NotServedHere(NotServed::Replica(h.clone()))),
+            },
+            Mode::Primary => match self.takeover.fenced(h) {
+                Some(f) => Err(Rejection::NotServedHere(NotServed::Fenced {
+                    hospital: h.clone(),
+                    since_ms: f.since_ms,
+                })),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// What can be checked of a signed sync request before its body is
+    /// read: the sender's role fits this cloud, this cloud serves the
+    /// hospital, the node is the enrolled one and the signing time is
+    /// within the allowed skew.
+    pub fn precheck(&self, req: &SignedRequest, now_ms: i64) -> Result<(), Rejection> {
+        if dr::is_primary(req) {
+            return if self.mode == Mode::Replica {
+                Ok(())
+            } else {
+                Err(Rejection::WrongRole(
+                    "this cloud is not a DR replica and accepts no replication",
+                ))
+            };
+        }
+        match self.appliance(req)? {
+            None => self.registry.precheck(req, now_ms),
+            Some(e) => Registry::precheck_with(&e, req, now_ms),
         }
     }
 

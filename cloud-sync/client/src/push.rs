@@ -9,7 +9,8 @@
 //! hospital's own events back (restore), checking every hash and that the
 //! run is consecutive; [`Client::downlink`] reads the EIDs the regional
 //! EMPI assigned; [`Client::bundle`] reads a signed bundle the cloud hosts
-//! (the fleet's `apply_bundle`), at most [`MAX_BUNDLE_BYTES`].
+//! (the fleet's `apply_bundle`), at most [`MAX_BUNDLE_BYTES`];
+//! [`Client::standby`] is a DR primary's report to its replica.
 //!
 //! The free functions open one connection per call. A [`Client`] keeps its
 //! connection open between calls (HTTP/1.1 keep-alive) and reconnects when
@@ -43,6 +44,28 @@ pub const DOWNLINK: &str = "/sync/v1/downlink";
 /// The bundles path (`/sync/v1/bundles/{sha256}`: one signed bundle the
 /// cloud hosts).
 pub const BUNDLES: &str = "/sync/v1/bundles";
+
+/// The standby path: a DR primary reports a hospital's appliance
+/// enrolment and its head to its replica ([`Client::standby`]).
+pub const STANDBY: &str = "/sync/v1/standby";
+
+/// What a DR primary reports of one hospital to its replica, so that the
+/// replica can serve the hospital's appliance once promoted and knows how
+/// far behind it is (`PUT /sync/v1/standby`, signed by the primary for the
+/// hospital).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Standby {
+    /// The hospital (the one the request is signed for).
+    pub hospital: hms_domain::HospitalId,
+    /// Its region (the primary's).
+    pub region: hms_domain::RegionId,
+    /// Its enrolled appliance.
+    pub node: hms_domain::NodeId,
+    /// The appliance's Ed25519 public key, standard base64 (32 bytes).
+    pub public_key: String,
+    /// The primary's last seq of the hospital.
+    pub head_seq: u64,
+}
 
 /// Largest answer body read, after decompression.
 pub const MAX_RESPONSE_BYTES: usize = 4 * MAX_BATCH_BYTES;
@@ -358,6 +381,34 @@ impl Client {
             }
         }
         Ok(list)
+    }
+}
+
+impl Client {
+    /// Reports `standby` to a DR replica (`PUT` [`STANDBY`], signed by the
+    /// primary for its hospital). 200 is success; 421 says the replica was
+    /// promoted for the hospital (a [`PushError::Refused`] with that status).
+    pub async fn standby(
+        &self,
+        signer: &Signer,
+        standby: &Standby,
+        now_ms: i64,
+        timeout: Duration,
+    ) -> Result<(), PushError> {
+        let body = serde_json::to_vec(standby).map_err(transient)?;
+        let call = Call {
+            method: Method::PUT,
+            path: STANDBY.to_owned(),
+            body: Bytes::from(body),
+            gzip: false,
+            now_ms,
+            max_answer: MAX_RESPONSE_BYTES,
+        };
+        let r = self.exchange(signer, call, timeout).await?;
+        match r.status {
+            200 => Ok(()),
+            s => Err(refusal(s, &r.json())),
+        }
     }
 }
 

@@ -19,6 +19,14 @@
 //! - `hms-cloud enroll-primary --config FILE --region R --public-key FILE`: on a
 //!   replica, accepts replication from the primary of region R (which must be in
 //!   `allowed_dr_regions`).
+//! - `hms-cloud promote --config FILE [--hospital ID]… [--force]`: on a DR
+//!   replica, serves the appliances of the named hospitals (default: every
+//!   one whose enrolment its primary replicated), all or none; refused for
+//!   a hospital the replica is behind on unless `--force`. A running
+//!   replica serves them within a second; the old primary, once its
+//!   replicator reaches the replica, fences itself from them.
+//! - `hms-cloud unfence --config FILE --hospital ID`: on a fenced primary,
+//!   after the region was re-paired, serves the hospital again.
 //! - `hms-cloud token create --config FILE --name NAME [--scope S[,S…]]…
 //!   [--expires 90d|12h|RFC3339]`: prints a new operator API token (stored
 //!   hashed) as the only line of stdout. Scopes: `read`, `empi`, `fleet`,
@@ -92,6 +100,30 @@ enum Cmd {
         /// Where to write the private key.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// On a DR replica: serve the appliances of the hospitals it holds
+    /// (region failover); the old primary is fenced from them.
+    Promote {
+        /// Configuration file (of the replica).
+        #[arg(long)]
+        config: PathBuf,
+        /// A hospital to promote (repeat); without it, every hospital
+        /// whose enrolment was replicated here.
+        #[arg(long = "hospital", value_name = "ID")]
+        hospitals: Vec<HospitalId>,
+        /// Promote even where this replica holds less than the primary
+        /// last reported (the appliances resend what they still hold).
+        #[arg(long)]
+        force: bool,
+    },
+    /// On a fenced primary, after re-pairing: serve a hospital again.
+    Unfence {
+        /// Configuration file (of the primary).
+        #[arg(long)]
+        config: PathBuf,
+        /// The hospital.
+        #[arg(long)]
+        hospital: HospitalId,
     },
     /// On a replica: accept replication from the primary of a region.
     EnrollPrimary {
@@ -237,6 +269,12 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             region,
             public_key,
         } => cli::enroll_primary(&config, region, &public_key),
+        Cmd::Promote {
+            config,
+            hospitals,
+            force,
+        } => cli::promote(&config, &hospitals, force),
+        Cmd::Unfence { config, hospital } => cli::unfence(&config, &hospital),
         Cmd::Token {
             command:
                 TokenCmd::Create {

@@ -124,6 +124,11 @@ on_each_backend!(
 );
 
 on_each_backend!(
+    #[tokio::test]
+    a_promoted_replica_serves_the_appliances_and_its_old_primary_fences_itself,
+);
+
+on_each_backend!(
     #[tokio::test(start_paused = true)]
     the_status_follows_each_hospitals_shipper_through_an_outage,
     a_replica_that_lost_its_copy_is_sent_it_again_through_a_gap_answer,
@@ -425,13 +430,15 @@ async fn a_replica_refuses_unknown_primaries_regions_it_does_not_allow_and_appli
     );
     assert_eq!(status, 403);
     assert!(detail.contains("eu-west"), "{detail}");
-    // Appliances do not sync with a replica, nor restore from it.
+    // Appliances do not sync with a replica that was not promoted, nor
+    // restore from it: 421, on which an uplink moves to its next address.
     let (appliance, _) = generate_key().expect("key");
     let edge = Signer::new(&appliance, id("h1"), id("edge-1")).expect("signer");
-    let (status, _) = refused(push(&ep, &edge, &batch("h1", &log[3..]), now(), T).await);
-    assert_eq!(status, 403);
+    let (status, detail) = refused(push(&ep, &edge, &batch("h1", &log[3..]), now(), T).await);
+    assert_eq!(status, 421);
+    assert!(detail.contains("hms-cloud promote"), "{detail}");
     match fetch(&ep, &edge, 1, 10, now(), T).await {
-        Err(PushError::Refused { status: 403, .. }) => {}
+        Err(PushError::Refused { status: 421, .. }) => {}
         other => panic!("restore from a replica: {other:?}"),
     }
     // Nothing of the refused requests was stored.
@@ -690,4 +697,244 @@ async fn a_refused_hospital_does_not_hold_up_the_others(backend: Backend) {
     assert_eq!(drive(&mut r, &h2).await, Err(refused));
     assert_eq!(served.requests(), asked + 1, "h2 asked its position again");
     assert!(replica.events("h2").is_empty());
+}
+
+/// Region failover in process: the replicator's standby reports give the
+/// replica each hospital's appliance enrolment and the primary's head;
+/// promotion is all or nothing (a hospital without a report, or one the
+/// replica is behind on unless forced, promotes none); a promoted replica
+/// serves the appliance with its own key and refuses its old primary's
+/// replication of the hospital with 421, on which the primary fences
+/// itself (audited), answers the appliance 421 and replicates the hospital
+/// no more, until unfenced.
+async fn a_promoted_replica_serves_the_appliances_and_its_old_primary_fences_itself(
+    backend: Backend,
+) {
+    use crate::takeover::PromoteError;
+    if !available(backend) {
+        return;
+    }
+    let (replica, replica_at, key) = replica_of_eu_west(backend).await;
+    let (primary, status) = primary_to(backend, &["h1", "h2"], &replica_at);
+    let primary_at = serve(primary.state.clone(), None).await;
+    let (h1_log, h2_log) = (conformance::log("h1", 8), conformance::log("h2", 2));
+    push(
+        &primary_at.http(),
+        primary.signer("h1"),
+        &batch("h1", &h1_log[..4]),
+        now(),
+        T,
+    )
+    .await
+    .expect("push h1");
+    push(
+        &primary_at.http(),
+        primary.signer("h2"),
+        &batch("h2", &h2_log),
+        now(),
+        T,
+    )
+    .await
+    .expect("push h2");
+    let mut r = replicator(&primary, replica_at.http(), key.clone(), status.clone())
+        .with_takeover(primary.state.takeover.clone());
+    assert_eq!(drive(&mut r, &id("h1")).await, Ok(4));
+    assert_eq!(drive(&mut r, &id("h2")).await, Ok(2));
+
+    // The replica knows each hospital's appliance and the primary's head.
+    let db = replica.state.registry_db.clone();
+    let standbys = db.standbys().expect("standbys");
+    let h1_key = primary
+        .state
+        .registry
+        .get(&id("h1"))
+        .expect("h1")
+        .public_key;
+    assert_eq!(standbys.len(), 2);
+    assert_eq!(
+        (
+            standbys[0].enrolment.hospital.as_str(),
+            standbys[0].enrolment.node.as_str(),
+            &standbys[0].enrolment.public_key,
+            standbys[0].head_seq,
+            standbys[0].promoted_ms
+        ),
+        ("h1", "edge-1", &h1_key, 4, None)
+    );
+    assert_eq!(standbys[1].head_seq, 2);
+
+    let open = replica.state.open.clone();
+    // As `hms-cloud promote` does (off the runtime: stores may block).
+    let promote = |hospitals: Vec<HospitalId>, force: bool, at: i64| {
+        let (db, open) = (db.clone(), open.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                crate::takeover::promote(&db, &open, &hospitals, force, "cli:test", at)
+            })
+            .await
+            .expect("promote ran")
+        }
+    };
+    // A hospital nobody reported: nothing promoted.
+    match promote(vec![id("h9")], true, 10).await {
+        Err(PromoteError::NoStandby(h)) => assert_eq!(h, vec![id("h9")]),
+        other => panic!("promoted a hospital without an enrolment: {other:?}"),
+    }
+    // The primary had reported more of h1 than reached the replica.
+    let h1_row = standbys[0].enrolment.clone();
+    db.put_standby(&h1_row, 6, 11).expect("report");
+    match promote(vec![], false, 12).await {
+        Err(PromoteError::Behind(b)) => {
+            assert_eq!(b.len(), 1);
+            assert_eq!(
+                (b[0].hospital.as_str(), b[0].held_seq, b[0].primary_head),
+                ("h1", 4, 6)
+            );
+            let text = PromoteError::Behind(b).to_string();
+            assert!(text.contains("h1 holds seq 4 of 6 (2 behind)"), "{text}");
+        }
+        other => panic!("promoted a replica behind its primary: {other:?}"),
+    }
+    assert!(
+        db.standbys()
+            .expect("standbys")
+            .iter()
+            .all(|s| s.promoted_ms.is_none()),
+        "all or nothing"
+    );
+    let done = promote(vec![], true, 13).await.expect("forced");
+    assert_eq!(done.len(), 2);
+    assert_eq!((done[0].behind(), done[1].behind()), (2, 0));
+    // Again: nothing changes, each reported as promoted before.
+    let again = promote(vec![], false, 14).await.expect("again");
+    assert!(again.iter().all(|p| p.already_ms == Some(13)), "{again:?}");
+    let audit = db.audit_log().expect("audit");
+    let promotions: Vec<_> = audit.iter().filter(|a| a.action == "promote").collect();
+    assert_eq!(promotions.len(), 2, "{audit:?}");
+    assert!(
+        promotions[0].detail.contains("forced"),
+        "{:?}",
+        promotions[0]
+    );
+    replica.state.takeover.refresh().expect("refresh");
+
+    // The appliance goes on at the replica, signing with its own key.
+    let edge = primary.signer("h1");
+    let p = cloud_sync_client::position(&replica_at.http(), edge, now(), T)
+        .await
+        .expect("position at the promoted replica");
+    assert_eq!(p.acked_seq, 4);
+    let p = push(
+        &replica_at.http(),
+        edge,
+        &batch("h1", &h1_log[4..]),
+        now(),
+        T,
+    )
+    .await
+    .expect("the promoted replica takes the appliance's batch");
+    assert_eq!(p.acked_seq, 8);
+    assert_eq!(replica.events("h1"), h1_log);
+    // Another key for that appliance is still refused.
+    let (stranger, _) = generate_key().expect("key");
+    let forged = Signer::new(&stranger, id("h1"), id("edge-1")).expect("signer");
+    match push(
+        &replica_at.http(),
+        &forged,
+        &batch("h1", &h1_log[4..]),
+        now(),
+        T,
+    )
+    .await
+    {
+        Err(PushError::Refused { status: 401, .. }) => {}
+        other => panic!("a forged appliance at the promoted replica: {other:?}"),
+    }
+
+    // The old primary is not fenced until its replicator hears of it: at
+    // its next standby report, the first after a restart (a replicator
+    // made afresh here).
+    assert!(primary.state.takeover.fenced(&id("h1")).is_none());
+    let mut r = replicator(&primary, replica_at.http(), key.clone(), status.clone())
+        .with_takeover(primary.state.takeover.clone());
+    let _ = drive(&mut r, &id("h1")).await;
+    let fence = primary.state.takeover.fenced(&id("h1")).expect("fenced");
+    assert!(
+        fence.detail.contains("promoted on this replica"),
+        "{}",
+        fence.detail
+    );
+    assert!(
+        primary.state.takeover.fenced(&id("h2")).is_none(),
+        "h2 not yet"
+    );
+    let lag = &status.snapshot()[&id::<HospitalId>("h1")];
+    assert!(lag.fenced, "{lag:?}");
+    let fences: Vec<_> = primary
+        .state
+        .registry_db
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .filter(|a| a.action == "fence")
+        .collect();
+    assert_eq!(
+        (fences.len(), fences[0].actor.as_str()),
+        (1, crate::dr::FENCE_ACTOR)
+    );
+    // Fenced: the appliance is sent on with 421, nothing stored.
+    match push(
+        &primary_at.http(),
+        edge,
+        &batch("h1", &h1_log[4..]),
+        now(),
+        T,
+    )
+    .await
+    {
+        Err(PushError::Refused {
+            status: 421,
+            detail,
+        }) => {
+            assert!(detail.contains("DR peer"), "{detail}");
+        }
+        other => panic!("a fenced primary took a batch: {other:?}"),
+    }
+    match cloud_sync_client::position(&primary_at.http(), edge, now(), T).await {
+        Err(PushError::Refused { status: 421, .. }) => {}
+        other => panic!("a fenced primary's position: {other:?}"),
+    }
+    assert_eq!(primary.position("h1"), 4);
+    // Its replication of h1 is refused by the replica too.
+    match push(
+        &replica_at.http(),
+        &as_primary(&key, "h1", "eu-west"),
+        &batch("h1", &h1_log),
+        now(),
+        T,
+    )
+    .await
+    {
+        Err(PushError::Refused { status: 421, .. }) => {}
+        other => panic!("replication of a promoted hospital: {other:?}"),
+    }
+    // Unfenced after re-pairing: served again.
+    assert!(
+        primary
+            .state
+            .registry_db
+            .unfence(&id("h1"), 20, "cli:test")
+            .expect("unfence")
+    );
+    assert!(
+        !primary
+            .state
+            .registry_db
+            .unfence(&id("h1"), 21, "cli:test")
+            .expect("again")
+    );
+    primary.state.takeover.refresh().expect("refresh");
+    cloud_sync_client::position(&primary_at.http(), edge, now(), T)
+        .await
+        .expect("served again");
 }

@@ -5,8 +5,9 @@
 //!   once; for a bundle upload (`POST` [`super::fleet::BUNDLES`], whose own
 //!   body limit is larger), above [`crate::bundles::MAX_BUNDLE_BYTES`];
 //! - a sync batch (`POST` [`super::BATCHES`]): the signature headers must be
-//!   there, the hospital enrolled here from that node, the signing time
-//!   within the clock skew (a DR primary's batch: this cloud must be a
+//!   there, the hospital served here (not fenced on a primary, promoted on
+//!   a replica: a 421 otherwise) and enrolled from that node, the signing
+//!   time within the clock skew (a DR primary's batch: this cloud must be a
 //!   replica); the signature itself, which covers the body, is checked after;
 //! - an operator request with a body (`POST`, `PUT`, `DELETE` under
 //!   `/api/`): the bearer token must be valid; the handler checks the rest.
@@ -17,9 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{BATCHES, MAX_BODY_BYTES, problem, sync};
-use crate::config::Mode;
-use crate::dr;
-use crate::enrolment::{BatchError, Rejection};
+use crate::enrolment::BatchError;
 use crate::state::CloudState;
 
 /// The middleware; see the module doc.
@@ -53,18 +52,7 @@ pub(super) async fn before_body(
             return sync::unsigned();
         };
         let now = hms_domain::Timestamp::now().as_millis();
-        let checked = if dr::is_primary(&signed) {
-            if state.mode == Mode::Replica {
-                Ok(())
-            } else {
-                Err(Rejection::WrongRole(
-                    "this cloud is not a DR replica and accepts no replication",
-                ))
-            }
-        } else {
-            state.registry.precheck(&signed, now)
-        };
-        if let Err(r) = checked {
+        if let Err(r) = state.precheck(&signed, now) {
             return sync::failure(BatchError::Rejected(r));
         }
     } else if path.starts_with("/api/") && req.method() != Method::GET {

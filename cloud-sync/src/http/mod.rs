@@ -23,7 +23,7 @@ pub mod sync;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use cloud_sync_client::MAX_BATCH_BYTES;
 
 use crate::state::CloudState;
@@ -46,6 +46,9 @@ pub const DOWNLINK: &str = cloud_sync_client::push::DOWNLINK;
 /// The bundles path, for appliances: `{BUNDLES}/{sha256}`.
 pub const BUNDLES: &str = cloud_sync_client::push::BUNDLES;
 
+/// The standby path (a DR primary's report to its replica).
+pub const STANDBY: &str = cloud_sync_client::push::STANDBY;
+
 /// The health path.
 pub const HEALTH: &str = "/health";
 
@@ -54,6 +57,7 @@ pub fn router(state: CloudState) -> Router {
     Router::new()
         .route(BATCHES, post(sync::batches))
         .route(POSITION, get(sync::position))
+        .route(STANDBY, put(sync::standby))
         .route(EVENTS, get(sync::events))
         .route(DOWNLINK, get(sync::downlink))
         .route("/sync/v1/bundles/{sha256}", get(sync::bundle))

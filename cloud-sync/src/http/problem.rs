@@ -38,6 +38,14 @@ pub const REJECTED: Kind = Kind {
     slug: "rejected",
     title: "Request rejected",
 };
+/// This cloud does not take the hospital's sync requests from this sender
+/// (421): a replica for a hospital not promoted here, a primary fenced
+/// from it, a promoted replica to its old primary. An appliance's uplink
+/// moves to its next address.
+pub const MISDIRECTED: Kind = Kind {
+    slug: "misdirected",
+    title: "Not served here",
+};
 /// The body is not a sync batch (400).
 pub const MALFORMED_BATCH: Kind = Kind {
     slug: "malformed-batch",
@@ -199,6 +207,9 @@ pub fn unchallenged(p: Problem) -> Response {
 /// A refused or failed sync request.
 pub fn batch(e: BatchError) -> Problem {
     match e {
+        BatchError::Rejected(r @ Rejection::NotServedHere(_)) => {
+            problem(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED, r.to_string())
+        }
         BatchError::Rejected(r) => {
             let status = match r {
                 Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
@@ -357,6 +368,11 @@ mod tests {
         });
         assert_eq!((p.status, p.slug()), (409, "already-enrolled"));
         assert_eq!(p.extra["hospital"], "h9");
+        let p = batch(BatchError::Rejected(Rejection::NotServedHere(
+            crate::enrolment::NotServed::Replica("h9".parse().expect("id")),
+        )));
+        assert_eq!((p.status, p.slug()), (421, "misdirected"));
+        assert!(p.detail.contains("hms-cloud promote"), "{}", p.detail);
         let p = missing_scope("ops", "empi", "read");
         assert_eq!((p.status, p.slug()), (403, "missing-scope"));
         assert_eq!(p.extra["scope"], "empi");

@@ -12,6 +12,14 @@
 //!   hospital / wrong role / region not allowed, 409 a sync rule (a gap names
 //!   the seq to resend from), 400 malformed, 413 too large (also once
 //!   decompressed), 415 unknown encoding, 503 store.
+//!   An appliance's request to a cloud that does not serve its hospital
+//!   (a replica where it was not promoted, a primary fenced from it) is
+//!   421 Misdirected Request, whatever the route; so is a DR primary's
+//!   replication of a hospital promoted on its replica
+//!   ([`crate::takeover`]).
+//! - `PUT /sync/v1/standby` (on a replica, signed by an enrolled DR
+//!   primary): JSON [`Standby`], the hospital's appliance enrolment and the
+//!   primary's head; 200 `{"hospital", "head_seq"}`.
 //! - `GET /sync/v1/position` (signed): the signer's hospital's position.
 //! - `GET /sync/v1/events?from=N&limit=M` (signed by the appliance, over the
 //!   path with its query): the hospital's own events for restore.
@@ -21,11 +29,12 @@
 //!   over the path): the signed bundle hosted here with that SHA-256, as
 //!   stored (`application/octet-stream`), for the fleet's `apply_bundle`;
 //!   404 for one not held (or a path that is no SHA-256).
-//! - `GET /health`: `ok` or `degraded` (replication failing, EMPI matching
-//!   degraded). Without a token, `{"status"}` only (up/down for outside
-//!   monitoring); with an operator token, also the region, the mode, the DR
-//!   lag in figures only and the EMPI's model version (and whether it was
-//!   trained or is the hand-set one). A token sent but not valid is a 401.
+//! - `GET /health`: `ok` or `degraded` (replication failing, fenced from a
+//!   hospital, EMPI matching degraded). Without a token, `{"status"}` only (up/down for outside
+//!   monitoring); with an operator token, also the region, the mode, the
+//!   hospitals promoted here (`promoted`, a replica) and those this primary
+//!   is fenced from (`fenced`), the DR lag in figures only and the EMPI's
+//!   model version (and whether it was trained or is the hand-set one). A token sent but not valid is a 401.
 //!
 //! Errors are `application/problem+json` ([`super::problem`]); sync
 //! requests are signed, so a 401 here carries no bearer challenge. Logs
@@ -36,16 +45,19 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use cloud_sync_client::push::Standby;
 use cloud_sync_client::{MAX_BATCH_EVENTS, SignedRequest, codec};
 use serde_json::json;
 
 use super::problem::{self, unchallenged};
-use super::{BATCHES, BUNDLES, DOWNLINK, EVENTS, MAX_BODY_BYTES, POSITION};
+use super::{BATCHES, BUNDLES, DOWNLINK, EVENTS, MAX_BODY_BYTES, POSITION, STANDBY};
 use crate::config::Mode;
 use crate::dr;
 use crate::enrolment::{BatchError, Rejection};
 use crate::state::CloudState;
 use crate::store::IngestError;
+use crate::store::registry::EnrolmentRow;
 
 pub(super) fn signed(headers: &HeaderMap) -> Option<SignedRequest> {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
@@ -152,6 +164,83 @@ pub(super) async fn batches(
             "duplicates": ingested.duplicates,
         }))
         .into_response(),
+        Ok(Err(e)) => failure(e),
+        Err(_) => not_run(),
+    }
+}
+
+/// `PUT /sync/v1/standby` (on a replica, signed by an enrolled DR primary
+/// for the hospital): the hospital's appliance enrolment and the primary's
+/// head ([`crate::takeover`]). 421 once the hospital was promoted here.
+pub(super) async fn standby(
+    State(state): State<CloudState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return unchallenged(problem::problem(
+                e.status(),
+                problem::UNREADABLE_BODY,
+                format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+    };
+    let Some(req) = signed(&headers) else {
+        return unsigned();
+    };
+    let now = hms_domain::Timestamp::now().as_millis();
+    let result = tokio::task::spawn_blocking(move || {
+        if !dr::is_primary(&req) {
+            return Err(BatchError::Rejected(Rejection::WrongRole(
+                "standby reports come from a DR primary",
+            )));
+        }
+        let region = state.authenticate(&req, "PUT", STANDBY, &body, now)?;
+        let s: Standby = serde_json::from_slice(&body)
+            .map_err(|e| BatchError::Malformed(format!("not a standby report: {e}")))?;
+        if s.hospital != req.hospital {
+            return Err(BatchError::Rejected(Rejection::HospitalMismatch {
+                signed: req.hospital.clone(),
+                batch: s.hospital,
+            }));
+        }
+        if s.region != region {
+            return Err(BatchError::Malformed(format!(
+                "the report names region {}; its primary is {region}'s",
+                s.region
+            )));
+        }
+        if dr::is_primary_node(&s.node) {
+            return Err(BatchError::Malformed(format!(
+                "node {} is a DR primary's, not an appliance's",
+                s.node
+            )));
+        }
+        let public_key = base64::engine::general_purpose::STANDARD
+            .decode(s.public_key.as_bytes())
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or(BatchError::Rejected(Rejection::BadKey))?;
+        let row = EnrolmentRow {
+            hospital: s.hospital,
+            region: s.region,
+            node: s.node,
+            public_key,
+        };
+        state
+            .registry_db
+            .put_standby(&row, s.head_seq, now)
+            .map_err(|e| BatchError::Ingest(IngestError::Store(e)))?;
+        tracing::debug!(hospital = %row.hospital, head = s.head_seq, "standby report");
+        Ok((row.hospital, s.head_seq))
+    })
+    .await;
+    match result {
+        Ok(Ok((hospital, head))) => {
+            Json(json!({ "hospital": hospital, "head_seq": head })).into_response()
+        }
         Ok(Err(e)) => failure(e),
         Err(_) => not_run(),
     }
@@ -372,7 +461,8 @@ pub(super) async fn bundle(
     }
 }
 
-/// `GET /health`: `ok`, or `degraded` while DR replication is failing; the
+/// `GET /health`: `ok`, or `degraded` while DR replication is failing or
+/// this primary is fenced from a hospital; the
 /// details only to an operator token.
 pub(super) async fn health(State(state): State<CloudState>, headers: HeaderMap) -> Response {
     let detailed = headers.contains_key(axum::http::header::AUTHORIZATION);
@@ -400,17 +490,26 @@ pub(super) async fn health(State(state): State<CloudState>, headers: HeaderMap) 
         })
     });
     let empi_degraded = state.empi.as_ref().is_some_and(|e| e.degraded());
+    let takeover = state.takeover.snapshot();
+    // Fenced from a hospital: the region runs on its DR peer for it.
     let degraded = empi_degraded
+        || !takeover.fenced.is_empty()
         || replication
             .as_ref()
             .is_some_and(|r| r["hospitals_failing"].as_u64().unwrap_or(0) > 0);
     if !detailed {
         return Json(json!({ "status": if degraded { "degraded" } else { "ok" } })).into_response();
     }
+    let mut promoted: Vec<&str> = takeover.promoted.keys().map(|h| h.as_str()).collect();
+    let mut fenced: Vec<&str> = takeover.fenced.keys().map(|h| h.as_str()).collect();
+    promoted.sort_unstable();
+    fenced.sort_unstable();
     Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "region": state.registry.region(),
         "mode": mode,
+        "promoted": promoted,
+        "fenced": fenced,
         "replication": replication,
         "empi": state.empi.as_ref().map(|e| {
             let model = e.model();

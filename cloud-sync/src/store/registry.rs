@@ -33,6 +33,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::sqlite;
 
 pub mod pg;
+pub mod takeover;
 
 /// The registry database.
 #[derive(Debug)]
@@ -642,6 +643,9 @@ pub const MIGRATIONS: &[&str] = &[
          last_ms      INTEGER NOT NULL
      ) STRICT;
      CREATE INDEX console_sessions_by_token ON console_sessions(token_sha256);",
+    // 5: region failover: what a replica may take over, what a primary is
+    // fenced from ([`takeover`]).
+    takeover::SQLITE_MIGRATION,
 ];
 
 /// The schema version this binary writes.

@@ -633,3 +633,92 @@ fn console_sessions_on_postgres_are_shared_and_end_with_their_token() {
     drop((a, b));
     drop_pg_database(&admin, &name);
 }
+
+/// Region failover's records, the same on both backends: standby reports
+/// (the head never goes back), a promotion once (audited), fences set once
+/// and lifted once (audited).
+fn takeover_records_behave(db: &super::registry::RegistryDb) {
+    use super::registry::EnrolmentRow;
+    let h1: hms_domain::HospitalId = "h1".parse().expect("id");
+    let row = |key: u8| EnrolmentRow {
+        hospital: h1.clone(),
+        region: "eu-west".parse().expect("id"),
+        node: "edge-1".parse().expect("id"),
+        public_key: vec![key; 32],
+    };
+    assert!(db.standbys().expect("none").is_empty());
+    assert!(db.standby(&h1).expect("none").is_none());
+    assert!(
+        !db.promote(&h1, 5, "cli:test", "x")
+            .expect("nothing to promote")
+    );
+    db.put_standby(&row(1), 10, 100).expect("report");
+    db.put_standby(&row(2), 7, 200)
+        .expect("re-keyed, an older head");
+    let s = db.standby(&h1).expect("read").expect("row");
+    assert_eq!(
+        (
+            s.enrolment.public_key[0],
+            s.head_seq,
+            s.updated_ms,
+            s.promoted_ms
+        ),
+        (2, 10, 200, None),
+        "the key follows, the head never goes back"
+    );
+    assert!(
+        db.promote(&h1, 300, "cli:test", "holds seq 10")
+            .expect("promote")
+    );
+    assert!(!db.promote(&h1, 301, "cli:test", "again").expect("once"));
+    db.put_standby(&row(2), 12, 400).expect("report after");
+    let all = db.standbys().expect("read");
+    assert_eq!(
+        (all.len(), all[0].promoted_ms, all[0].head_seq),
+        (1, Some(300), 12)
+    );
+    assert!(db.fences().expect("none").is_empty());
+    assert!(
+        db.fence(&h1, 500, "dr:replicator", "promoted there")
+            .expect("fence")
+    );
+    assert!(!db.fence(&h1, 501, "dr:replicator", "again").expect("once"));
+    let f = db.fences().expect("read");
+    assert_eq!(
+        (f.len(), f[0].since_ms, f[0].detail.as_str()),
+        (1, 500, "promoted there")
+    );
+    assert!(db.unfence(&h1, 600, "cli:ops").expect("unfence"));
+    assert!(!db.unfence(&h1, 601, "cli:ops").expect("not fenced"));
+    assert!(db.fences().expect("read").is_empty());
+    let audit: Vec<(String, String, String)> = db
+        .audit_log()
+        .expect("audit")
+        .into_iter()
+        .map(|a| (a.action, a.actor, a.subject))
+        .collect();
+    let want = |a: &str, b: &str| (a.to_owned(), b.to_owned(), "h1".to_owned());
+    assert_eq!(
+        audit,
+        vec![
+            want("promote", "cli:test"),
+            want("fence", "dr:replicator"),
+            want("unfence", "cli:ops"),
+        ]
+    );
+}
+
+#[test]
+fn takeover_records_on_sqlite() {
+    takeover_records_behave(&super::registry::RegistryDb::in_memory().expect("db"));
+}
+
+#[test]
+fn takeover_records_on_postgres_as_on_sqlite() {
+    let Some((db, name, admin)) = pg_registry("takeover") else {
+        return;
+    };
+    takeover_records_behave(&db);
+    drop(db);
+    drop_pg_database(&admin, &name);
+}

@@ -30,7 +30,9 @@
 //! ([`super::downlink`]).
 //!
 //! With several cloud addresses (`uplink.cloud` as a list) it talks to one
-//! at a time, chosen by [`super::failover`]; on a move it starts over with
+//! at a time, chosen by [`super::failover`] (a 421 answer, from a DR
+//! replica not promoted for this hospital or a primary fenced from it,
+//! moves it on at once); on a move it starts over with
 //! the new address's position (a fresh shipper), so nothing is trusted
 //! that this address did not acknowledge itself.
 
@@ -46,7 +48,7 @@ use hms_domain::{Envelope, HospitalId, NodeId, Timestamp};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::failover::{Failover, Move};
+use super::failover::{Answer, Failover, Move};
 use super::status::SyncState;
 pub use super::status::{Report, Status};
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
@@ -307,6 +309,7 @@ pub async fn run(
                 tracing::warn!(cloud = %to, "the cloud address in use stopped answering; failing over")
             }
             Move::Failback => tracing::info!(cloud = %to, "back to the first cloud address"),
+            Move::Misdirected => tracing::warn!(cloud = %to, "moving to the next cloud address"),
         }
         metrics.uplink_failovers.inc();
         *shipper = new_shipper();
@@ -374,9 +377,24 @@ pub async fn run(
                 )
                 .await;
                 let succeeded = matches!(ex.outcome, Outcome::Acked { .. } | Outcome::Position(_));
-                let transient = matches!(ex.outcome, Outcome::Transient(_));
-                let outcome = ex.outcome.clone();
-                shipper.record(Instant::now(), local, ex.outcome);
+                let answer = match &ex.outcome {
+                    Outcome::Transient(_) => Answer::Unanswered,
+                    Outcome::Refused { status: 421, .. } => Answer::Misdirected,
+                    _ => Answer::Answered,
+                };
+                let at = failover.current();
+                let mv = failover.record(answer, Instant::now());
+                let mut outcome = ex.outcome;
+                if let Outcome::Refused {
+                    status: 421,
+                    detail,
+                } = &outcome
+                {
+                    tracing::warn!(cloud = %urls[at], "the cloud address does not serve this hospital (421): {detail}");
+                    // Not a refusal: another address serves the hospital.
+                    outcome = Outcome::Transient(format!("HTTP 421: {detail}"));
+                }
+                shipper.record(Instant::now(), local, outcome.clone());
                 count(&metrics, &outcome, &ex.sent, shipper.refusal());
                 if let Outcome::Gap { expected } = outcome
                     && shipper.refusal().is_none()
@@ -400,7 +418,7 @@ pub async fn run(
                         r.last_success = Some(Timestamp::now().to_rfc3339());
                     }
                 });
-                if let Some(mv) = failover.record(transient, Instant::now()) {
+                if let Some(mv) = mv {
                     moved(mv, &failover, &mut shipper);
                 }
             }

@@ -80,6 +80,8 @@ pub const MIGRATIONS: &[&str] = &[
          last_ms      BIGINT NOT NULL
      );
      CREATE INDEX console_sessions_by_token ON console_sessions(token_sha256);",
+    // 3: region failover (as registry.sqlite's version 5).
+    super::takeover::PG_MIGRATION,
 ];
 
 /// The schema version this binary writes.
