@@ -1790,3 +1790,221 @@ async fn the_same_person_at_two_hospitals_gets_one_eid_from_the_regional_empi() 
     a.stop();
     b.stop();
 }
+
+/// The region failover drill, with real processes: a primary (SQLite) with
+/// its DR replica, two appliances listing both (`uplink.cloud`, the
+/// replica second) and streaming ADT. The primary is SIGKILLed mid-stream;
+/// until the replica is promoted it answers the appliances 421, so they
+/// queue. `hms-cloud promote` (forced if the replica was behind, as after a
+/// crash it may be) makes the replica serve them; both end with exactly
+/// their log at the replica, nothing lost or duplicated. The old primary,
+/// restarted, fences itself from both hospitals at its replicator's first
+/// report (its `/health` says so), takes nothing when the appliances try
+/// it again at failback (421, they move on), and keeps taking nothing.
+/// The recovery time is printed (`DRILL:` lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_fails_over_to_its_promoted_dr_peer_and_the_old_primary_is_fenced() {
+    let Some(site) = Site::with(
+        Backend::Sqlite,
+        Options {
+            uplink: "failback_s = 4\n",
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let dir = site.dir.path();
+    std::fs::write(
+        dir.join("replica.toml"),
+        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica-data\"\n\
+         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\nempi = false\n",
+    )
+    .unwrap();
+    let (replica, replica_addr) = start_replica(dir);
+    let replica_url = format!("http://{replica_addr}");
+    let mut text = std::fs::read_to_string(site.cloud_config()).unwrap();
+    text.push_str(&format!(
+        "allowed_dr_regions = [\"eu-central\"]\n\n[dr]\npeer = \"{replica_url}\"\n\
+         peer_region = \"eu-central\"\nkey_file = \"primary.pk8\"\n"
+    ));
+    std::fs::write(site.cloud_config(), text).unwrap();
+    let primary_url = format!("http://127.0.0.1:{}", site.cloud_port);
+    let both = format!("cloud = [\"{primary_url}\", \"{replica_url}\"]");
+    let second = second_appliance(&site, &format!("{}-b", site.hospital));
+    for config in [site.edge_config(), second.clone()] {
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&format!("cloud = \"{primary_url}\""), &both);
+        assert!(text.contains(&both), "{text}");
+        let text = if text.contains("failback_s") {
+            text
+        } else {
+            text.replace(&both, &format!("{both}\nfailback_s = 4"))
+        };
+        std::fs::write(&config, text).unwrap();
+    }
+    let hospitals = [site.hospital.clone(), format!("{}-b", site.hospital)];
+    let datas = [
+        site.edge_data(),
+        firmware_config::load(&second)
+            .unwrap()
+            .config
+            .store
+            .data_dir,
+    ];
+    let replica_log = |h: &str| {
+        chain(
+            sqlite_rows(
+                &dir.join("replica-data/hospitals")
+                    .join(format!("{h}.sqlite")),
+            ),
+            h,
+        )
+    };
+    let primary_count =
+        |h: &str| sqlite_rows(&dir.join("cloud-data/hospitals").join(format!("{h}.sqlite"))).len();
+
+    let primary = site.start_cloud();
+    let (edge_a, http_a, mllp_a) = site.start_edge();
+    let (edge_b, http_b, mllp_b) = start_edge_at(&second);
+    adt(mllp_a, 0, 200);
+    adt(mllp_b, 0, 200);
+    caught_up(http_a).await;
+    caught_up(http_b).await;
+    for (h, data) in hospitals.iter().zip(&datas) {
+        eventually("replicated before the outage", || {
+            replica_log(h) == edge_log_at(data)
+        })
+        .await;
+    }
+
+    // The region goes down mid-stream.
+    let feed_a = tokio::task::spawn_blocking(move || adt(mllp_a, 200, 1_500));
+    let feed_b = tokio::task::spawn_blocking(move || adt(mllp_b, 200, 1_500));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sync_state(http_a).await["lag_events"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the uplink never had a backlog");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    primary.kill9();
+    let killed = Instant::now();
+    feed_a.await.unwrap();
+    feed_b.await.unwrap();
+    let held_by_primary: Vec<usize> = hospitals.iter().map(|h| primary_count(h)).collect();
+    // Not promoted: the replica takes nothing from the appliances.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (h, data) in hospitals.iter().zip(&datas) {
+        assert!(replica_log(h).len() < edge_log_at(data).len(), "{h}");
+    }
+
+    // The operator's one action.
+    let promote = |force: bool| {
+        let mut cmd = Command::new(bin("hms-cloud"));
+        cmd.args(["promote", "--config"])
+            .arg(dir.join("replica.toml"))
+            .stdin(Stdio::null());
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    let acted = Instant::now();
+    let out = promote(false);
+    let forced = !out.status.success();
+    let out = if !forced {
+        out
+    } else {
+        // Replication is asynchronous: after a crash the replica may hold
+        // less than the primary last reported. Refused, nothing promoted,
+        // and said why; the appliances still hold what it lacks.
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("behind") && err.contains("--force"), "{err}");
+        promote(true)
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for h in &hospitals {
+        assert!(stdout.contains(&format!("{h}: promoted")), "{stdout}");
+    }
+    let promoted = Instant::now();
+    for http in [http_a, http_b] {
+        caught_up_on(http, &replica_url).await;
+    }
+    let recovered = Instant::now();
+    for (h, data) in hospitals.iter().zip(&datas) {
+        let (log, replica) = (edge_log_at(data), replica_log(h));
+        assert_eq!(replica.len(), log.len(), "{h}: nothing lost, nothing twice");
+        assert_eq!(replica, log, "{h}: the appliance's own log");
+    }
+    eprintln!(
+        "DRILL: promote ran {} ms{}; appliances caught up on the replica {:.1} s after it, {:.1} s \
+         after the kill (of which {:.1} s waiting for the operator)",
+        promoted.duration_since(acted).as_millis(),
+        if forced {
+            " (refused as behind, then forced)"
+        } else {
+            ""
+        },
+        recovered.duration_since(promoted).as_secs_f64(),
+        recovered.duration_since(killed).as_secs_f64(),
+        acted.duration_since(killed).as_secs_f64(),
+    );
+
+    // The old primary comes back: fenced from both at its first report.
+    let token = run(Command::new(bin("hms-cloud"))
+        .args(["token", "create", "--config"])
+        .arg(site.cloud_config())
+        .args(["--name", "ops"]))
+    .trim()
+    .to_owned();
+    let _primary = site.start_cloud();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        let mut c = Conn::connect(([127, 0, 0, 1], site.cloud_port).into(), Some(&token))
+            .await
+            .unwrap();
+        let v = c.get("/health").await.unwrap().json().unwrap();
+        if v["fenced"].as_array().is_some_and(|f| f.len() == 2) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never fenced: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["fenced"], serde_json::json!(hospitals), "{health}");
+    // At failback the appliances try it, are sent on, and keep syncing
+    // with the replica; the old primary takes nothing.
+    let before: Vec<u64> = {
+        let mut v = vec![];
+        for http in [http_a, http_b] {
+            v.push(sync_state(http).await["failovers"].as_u64().unwrap());
+        }
+        v
+    };
+    adt(mllp_a, 1_700, 100);
+    adt(mllp_b, 1_700, 100);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (i, http) in [http_a, http_b].into_iter().enumerate() {
+        let s = caught_up_on(http, &replica_url).await;
+        assert!(
+            s["failovers"].as_u64().unwrap() >= before[i] + 2,
+            "tried the old primary at failback and moved on: {s}"
+        );
+    }
+    for ((h, data), held) in hospitals.iter().zip(&datas).zip(&held_by_primary) {
+        assert_eq!(
+            primary_count(h),
+            *held,
+            "{h}: the fenced primary took nothing"
+        );
+        assert_eq!(replica_log(h), edge_log_at(data), "{h}");
+    }
+    edge_a.stop();
+    edge_b.stop();
+    replica.stop();
+}
