@@ -1,8 +1,9 @@
 //! `hms-cloud` as a process: enrolment with residency (and re-keying with
 //! `--replace`), configuration errors, serving over HTTP and HTTPS, DR keys
 //! and enrolment, operator tokens (scopes, expiry, list, revoke), a primary
-//! replicating to its replica, EMPI training refusals, and the fleet key
-//! and `[fleet]` configuration errors.
+//! replicating to its replica, EMPI training refusals, the fleet key
+//! and `[fleet]` configuration errors, and the refusals of `promote` and
+//! `unfence`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -637,4 +638,49 @@ fn fleet_keygen_makes_a_signing_key_the_cloud_reads_and_never_overwrites_it() {
         assert_eq!(code, 64, "{fleet}: {out}{err}");
         assert!(err.contains(says), "{fleet}: {err}");
     }
+}
+
+#[test]
+fn promote_and_unfence_say_why_they_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let primary = dir.path().join("primary.toml");
+    std::fs::write(
+        &primary,
+        "region = \"eu-west\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"p\"\n",
+    )
+    .expect("write");
+    let replica = dir.path().join("replica.toml");
+    std::fs::write(
+        &replica,
+        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"r\"\n\
+         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n",
+    )
+    .expect("write");
+    let (p, r) = (
+        primary.to_str().expect("utf8"),
+        replica.to_str().expect("utf8"),
+    );
+    // A primary is not promoted.
+    let (code, _, err) = cli(&["promote", "--config", p]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("only a DR replica"), "{err}");
+    // A replica its primary never reported to: nothing to promote.
+    let (code, _, err) = cli(&["promote", "--config", r]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing to promote"), "{err}");
+    let (code, _, err) = cli(&["promote", "--config", r, "--hospital", "h1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no enrolment of h1 was replicated here"),
+        "{err}"
+    );
+    // A hospital id that is none.
+    let (code, _, err) = cli(&["promote", "--config", r, "--hospital", "no such/id"]);
+    assert_eq!(code, 64, "{err}");
+    // Unfencing what is not fenced.
+    let (code, _, err) = cli(&["unfence", "--config", p, "--hospital", "h1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("h1 is not fenced here"), "{err}");
+    let (code, _, err) = cli(&["unfence", "--config", p]);
+    assert_eq!(code, 64, "{err}");
 }
