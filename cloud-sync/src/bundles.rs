@@ -14,15 +14,21 @@
 //! renamed, the directory synced), beside `bundles/<sha256>.json`, what
 //! [`describe`] said of it (for the list; read again from the bundle when
 //! missing). A bundle is held once its `.bundle` file is there; storing the
-//! same bytes again changes nothing. Nothing here logs or returns a
-//! bundle's contents.
+//! same bytes again changes nothing. With several instances of a region
+//! (`backend = "postgres"`, [`Bundles::shared`]) the region's database
+//! holds every bundle, whichever instance took the upload, and the files
+//! are each instance's cache of it (bundles never change). Nothing here
+//! logs or returns a bundle's contents.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use hms_domain::HospitalId;
 use serde::{Deserialize, Serialize};
+
+use crate::store::registry::RegistryDb;
 
 /// The largest bundle the cloud stores and serves.
 pub const MAX_BUNDLE_BYTES: usize = cloud_sync_client::push::MAX_BUNDLE_BYTES;
@@ -167,10 +173,14 @@ pub struct Stored {
     pub created: bool,
 }
 
-/// The bundles under a data dir (see the module doc).
+/// The bundles under a data dir (see the module doc), and in the region's
+/// database when it is shared.
 #[derive(Debug)]
 pub struct Bundles {
     dir: PathBuf,
+    /// With several instances (PostgreSQL): where every instance's
+    /// uploads are; the files are then a cache of it.
+    shared: Option<Arc<RegistryDb>>,
 }
 
 /// Makes temporary file names unique within the process.
@@ -189,7 +199,21 @@ impl Bundles {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(Bundles { dir })
+        Ok(Bundles { dir, shared: None })
+    }
+
+    /// The bundles of the region whose shared registry is `db` (with
+    /// `backend = "postgres"`), cached under `data_dir` as [`Bundles::open`]
+    /// keeps them: an upload through any instance is served by every one.
+    pub fn shared(data_dir: &Path, db: Arc<RegistryDb>) -> anyhow::Result<Bundles> {
+        let mut b = Bundles::open(data_dir)?;
+        b.shared = Some(db);
+        Ok(b)
+    }
+
+    /// Whether the bundle's file is in this instance's data dir.
+    fn cached(&self, sha256: &str) -> bool {
+        self.file(sha256, "bundle").is_file()
     }
 
     fn file(&self, sha256: &str, ext: &str) -> PathBuf {
@@ -199,7 +223,14 @@ impl Bundles {
     /// Whether the bundle `sha256` is held here (false for a string that is
     /// no SHA-256).
     pub fn holds(&self, sha256: &str) -> bool {
-        is_sha256(sha256) && self.file(sha256, "bundle").is_file()
+        if !is_sha256(sha256) {
+            return false;
+        }
+        self.cached(sha256)
+            || self
+                .shared
+                .as_ref()
+                .is_some_and(|db| db.holds_bundle(sha256).unwrap_or(false))
     }
 
     /// Checks `bytes` ([`describe`]) and stores them, unless held already;
@@ -219,12 +250,22 @@ impl Bundles {
         }
         before(&summary)?;
         let json = serde_json::to_vec(&summary).context("writing the bundle's summary")?;
-        self.write_durably(&self.file(&summary.sha256, "json"), &json)?;
-        self.write_durably(&self.file(&summary.sha256, "bundle"), bytes)?;
-        Ok(Stored {
-            summary,
-            created: true,
-        })
+        let mut created = true;
+        if let Some(db) = &self.shared {
+            let text = String::from_utf8_lossy(&json);
+            let now = hms_domain::Timestamp::now().as_millis();
+            // Another instance may have stored the same bytes meanwhile.
+            created = db.put_bundle(&summary.sha256, &text, bytes, now)?;
+        }
+        self.cache(&summary.sha256, &json, bytes)?;
+        Ok(Stored { summary, created })
+    }
+
+    /// Writes a bundle's files under the data dir: its summary, then the
+    /// bundle (held once that file is there).
+    fn cache(&self, sha256: &str, summary_json: &[u8], bytes: &[u8]) -> anyhow::Result<()> {
+        self.write_durably(&self.file(sha256, "json"), summary_json)?;
+        self.write_durably(&self.file(sha256, "bundle"), bytes)
     }
 
     /// Writes `path` whole or not at all: a temporary file of its own,
@@ -260,13 +301,38 @@ impl Bundles {
         let path = self.file(sha256, "bundle");
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Some(db) = &self.shared else {
+                    return Ok(None);
+                };
+                // Uploaded through another instance: kept here from now on.
+                let Some(bytes) = db.bundle_bytes(sha256)? else {
+                    return Ok(None);
+                };
+                let summary = describe(&bytes).map_err(|why| {
+                    anyhow::anyhow!("the stored bundle {sha256} does not read: {why}")
+                })?;
+                let json = serde_json::to_vec(&summary).context("the bundle's summary")?;
+                if let Err(e) = self.cache(sha256, &json, &bytes) {
+                    tracing::warn!(bundle = sha256, error = %format!("{e:#}"), "could not keep a copy of the bundle under the data dir");
+                }
+                Ok(Some(bytes))
+            }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
 
     /// Every bundle held, by kind, version and SHA-256. Blocking.
     pub fn list(&self) -> anyhow::Result<Vec<Summary>> {
+        if let Some(db) = &self.shared {
+            let mut out = db
+                .bundle_summaries()?
+                .iter()
+                .map(|j| serde_json::from_str::<Summary>(j).context("a stored bundle summary"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            sort(&mut out);
+            return Ok(out);
+        }
         let entries = std::fs::read_dir(&self.dir)
             .with_context(|| format!("reading {}", self.dir.display()))?;
         let mut out = vec![];
@@ -293,15 +359,20 @@ impl Bundles {
             };
             out.push(summary);
         }
-        out.sort_by(|a, b| {
-            (a.kind.as_str(), a.version, a.sha256.as_str()).cmp(&(
-                b.kind.as_str(),
-                b.version,
-                b.sha256.as_str(),
-            ))
-        });
+        sort(&mut out);
         Ok(out)
     }
+}
+
+/// By kind, version and SHA-256.
+fn sort(list: &mut [Summary]) {
+    list.sort_by(|a, b| {
+        (a.kind.as_str(), a.version, a.sha256.as_str()).cmp(&(
+            b.kind.as_str(),
+            b.version,
+            b.sha256.as_str(),
+        ))
+    });
 }
 
 #[cfg(test)]
@@ -457,5 +528,56 @@ mod tests {
         let store = Bundles::open(dir.path()).expect("open");
         assert_eq!(store.list().expect("list"), listed);
         assert!(!dir.path().join(DIR).join(".1.1.tmp").exists());
+    }
+
+    /// Two instances of a region on one PostgreSQL: a bundle uploaded
+    /// through one is held, listed and served by the other, which keeps a
+    /// copy under its own data dir; the same bytes again store nothing.
+    #[test]
+    fn a_bundle_uploaded_through_one_instance_is_served_by_another() {
+        use crate::testkit::{Backend, available, pg_admin};
+        if !available(Backend::Postgres) {
+            return;
+        }
+        let name = format!("hms+bundles-{}", std::process::id());
+        let drop_db = || {
+            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .expect("drop");
+        };
+        drop_db();
+        let open = || {
+            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
+            Arc::new(RegistryDb::open_postgres(target, &name).expect("registry"))
+        };
+        let (dir_a, dir_b) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let a = Bundles::shared(dir_a.path(), open()).expect("a");
+        let b = Bundles::shared(dir_b.path(), open()).expect("b");
+        let bytes = bundle(
+            firmware_config::bundle::Kind::Config,
+            3,
+            &[("hospital.toml", b"x = 1\n")],
+        );
+        let sha = sha256_hex(&bytes);
+        assert!(!b.holds(&sha));
+        let stored = a.store(&bytes, |_| Ok(())).expect("store");
+        assert!(stored.created);
+        assert!(b.holds(&sha), "held by the other instance");
+        assert_eq!(b.list().expect("list"), vec![stored.summary.clone()]);
+        let cached = dir_b.path().join(DIR).join(format!("{sha}.bundle"));
+        assert!(!cached.exists());
+        assert_eq!(b.get(&sha).expect("get").as_deref(), Some(&bytes[..]));
+        assert!(cached.exists(), "kept under the second data dir");
+        assert_eq!(b.get(&sha).expect("again").as_deref(), Some(&bytes[..]));
+        let again = b
+            .store(&bytes, |_| panic!("not written twice"))
+            .expect("again");
+        assert!(!again.created);
+        assert_eq!(b.get(&"0".repeat(64)).expect("absent"), None);
+        drop((a, b));
+        drop_db();
     }
 }

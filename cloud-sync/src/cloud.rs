@@ -4,7 +4,7 @@
 //! [`Cloud::open`] does everything that can fail before the HTTP port is
 //! bound: the registry and its database, the store router (SQLite or
 //! PostgreSQL), the downlink, the bundles hosted for the fleet
-//! (`data_dir/bundles/`), the regional EMPI (primary with `empi =
+//! (`data_dir/bundles/`, and the region's database on PostgreSQL), the regional EMPI (primary with `empi =
 //! true`), the DR primaries a replica accepts, the DR replicator (primary
 //! with `[dr]`), the fleet channel (`[fleet]`: its key, CA and client
 //! certificate) and the TLS acceptor; last, with `[fleet] embedded = true`,
@@ -86,9 +86,15 @@ impl Cloud {
             .map_err(|e| ConfigError(format!("postgres: {e:#}")))?;
         let primaries = db.primaries()?;
         let downlink = Arc::new(Downlink::open(&config.data_dir).context("opening the downlink")?);
-        let bundles = crate::bundles::Bundles::open(&config.data_dir)
-            .context("opening the bundles hosted for the fleet")?;
-        let mut state = CloudState::new(registry, open, db).with_bundles(bundles);
+        let state = CloudState::new(registry, open, db);
+        // Shared by the region's instances on PostgreSQL; files otherwise.
+        let bundles = if state.registry_db.is_shared() {
+            crate::bundles::Bundles::shared(&config.data_dir, state.registry_db.clone())
+        } else {
+            crate::bundles::Bundles::open(&config.data_dir)
+        }
+        .context("opening the bundles hosted for the fleet")?;
+        let mut state = state.with_bundles(bundles);
         state.downlink = Some(downlink.clone());
         if config.mode == Mode::Primary && config.empi {
             let empi = RegionalEmpi::open(&config.data_dir, downlink)

@@ -30,8 +30,8 @@
 //!   [`fleet`] (the MQTT fleet channel: the appliances' status and
 //!   telemetry, signed commands; uses `config` and `enrolment`),
 //!   [`bundles`] (the signed bundles this cloud hosts for the fleet's
-//!   `apply_bundle`, kept under the data dir; imports nothing of this
-//!   crate) and
+//!   `apply_bundle`, kept under the data dir, and in the region's database
+//!   when several instances share it; imports only `store`) and
 //!   [`broker`] (the embedded MQTT broker of `[fleet] embedded = true`,
 //!   rumqttd on threads of its own; imports nothing of this crate). A
 //!   background task ([`empi::run`], [`dr::Replicator::run`],

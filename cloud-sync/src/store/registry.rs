@@ -32,6 +32,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::sqlite;
 
+pub mod bundles;
 pub mod pg;
 pub mod takeover;
 

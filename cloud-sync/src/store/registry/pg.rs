@@ -82,6 +82,8 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX console_sessions_by_token ON console_sessions(token_sha256);",
     // 3: region failover (as registry.sqlite's version 5).
     super::takeover::PG_MIGRATION,
+    // 4: the bundles hosted for the fleet, shared by the instances.
+    super::bundles::PG_MIGRATION,
 ];
 
 /// The schema version this binary writes.
