@@ -15,8 +15,8 @@
 //! broker certificate, plain HTTP on a
 //! non-loopback address without `insecure_http`) is a [`ConfigError`]
 //! inside the returned error. [`Cloud::serve`] then starts every background
-//! task (the EMPI runner, the replicator, the fleet channel's MQTT client,
-//! the reader of promotions and fences)
+//! task (the EMPI runner, the replicator, the fleet channel's MQTT client
+//! and the rollout driver, the reader of promotions and fences)
 //! on one tracker, serves HTTP or
 //! HTTPS until the cancellation token fires, stops accepting, lets the
 //! requests in flight finish, cancels the background tasks and waits for
@@ -58,6 +58,9 @@ pub struct Cloud {
     replicator: Option<Replicator>,
     /// With PostgreSQL: the region's DR lease (one instance replicates).
     dr_lease: Option<crate::store::lease::Lease>,
+    /// With PostgreSQL and `[fleet]`: the region's rollout lease (one
+    /// instance drives the rollouts).
+    rollout_lease: Option<crate::store::lease::Lease>,
     fleet_events: Option<rumqttc::EventLoop>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     broker: Option<EmbeddedBroker>,
@@ -147,7 +150,26 @@ impl Cloud {
             );
         }
         let mut fleet_events = None;
+        let mut rollout_lease = None;
         if let Some(f) = &config.fleet {
+            state
+                .rollouts
+                .refresh()
+                .context("reading the region's rollouts")?;
+            if let (Backend::Postgres, Some(pg)) = (&config.backend, &config.postgres) {
+                let target = crate::store::pg_tls::PgTarget::parse(pg)
+                    .map_err(|e| ConfigError(format!("postgres: {e}")))?;
+                let name = format!("hms-cloud/rollouts/{}", config.region);
+                rollout_lease = Some(
+                    crate::store::lease::Lease::keep(
+                        target,
+                        &config.region_database(),
+                        &name,
+                        LEASE_RETRY,
+                    )
+                    .map_err(|e| ConfigError(format!("starting the rollout lease: {e}")))?,
+                );
+            }
             let (channel, events) = crate::fleet::Channel::open(f, &config.region)
                 .map_err(|e| ConfigError(format!("[fleet] {e:#}")))?;
             state = state.with_fleet(channel);
@@ -171,6 +193,7 @@ impl Cloud {
             listen: config.listen,
             replicator,
             dr_lease,
+            rollout_lease,
             fleet_events,
             tls,
             broker,
@@ -245,6 +268,20 @@ impl Cloud {
                 events,
                 stop.clone(),
             ));
+            // Several instances: the holder of the rollout lease drives.
+            let lead = self.rollout_lease.as_ref().map(|l| l.held());
+            let (state, channel, stop, lease) = (
+                self.state.clone(),
+                f.clone(),
+                stop.clone(),
+                self.rollout_lease,
+            );
+            tasks.spawn(async move {
+                crate::http::rollouts::drive(state, channel, lead, stop).await;
+                if let Some(lease) = lease {
+                    let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+                }
+            });
         }
         tasks.close();
         let app = crate::http::router(self.state);

@@ -19,20 +19,29 @@
 //!
 //! A wave starts when every node of the wave before is done. The first
 //! failed node fails the rollout: nothing more is sent, and the nodes not
-//! reached are `skipped`. Rollouts live in memory, as the fleet registry
-//! does: a cloud restart forgets them (the appliances keep what they
-//! applied, and their audit says so).
+//! reached are `skipped`. With one instance (SQLite), rollouts live in its
+//! memory, as the fleet registry does: a restart forgets them (the
+//! appliances keep what they applied, and their audit says so). With
+//! several instances on PostgreSQL ([`Rollouts::shared`]) they live in the
+//! region's database: every instance shows them, and the instance holding
+//! the region's rollout lease drives them, so one that dies mid-rollout is
+//! taken over within seconds (a node whose command was sent but not yet
+//! recorded may get it twice; applying a bundle already in force changes
+//! nothing).
 
 use std::collections::BTreeMap;
 
 use hms_domain::{HospitalId, NodeId, Timestamp};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::store::registry::RegistryDb;
 
 /// A node of the fleet.
 pub type Node = (HospitalId, NodeId);
 
 /// What a rollout sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleRef {
     /// The bundle file's SHA-256 (hex), as the cloud stores it.
     pub sha256: String,
@@ -43,7 +52,7 @@ pub struct BundleRef {
 }
 
 /// Where one node stands.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeState {
     /// Its wave has not started.
     Waiting,
@@ -132,7 +141,7 @@ impl Observed {
 }
 
 /// Where the whole rollout stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
     /// Wave `n` (0: the canary) is under way.
     Running(usize),
@@ -425,23 +434,105 @@ fn failure(o: &Observed, kind: &str, version: u64, healthy: bool) -> Option<Stri
     None
 }
 
-/// Rollouts kept in memory, at most.
+/// A rollout as stored in the region's database: its fields, the maps
+/// keyed by node as lists (JSON keys are strings).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    id: u64,
+    bundle: BundleRef,
+    waves: Vec<Vec<Node>>,
+    wait_ms: i64,
+    deadline_ms: i64,
+    by: String,
+    created_ms: i64,
+    nodes: Vec<(Node, NodeState)>,
+    commands: Vec<(Node, u64)>,
+    state: State,
+    ended_ms: Option<i64>,
+}
+
+impl Rollout {
+    /// The JSON it is stored as.
+    fn to_stored(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string(&Stored {
+            id: self.id,
+            bundle: self.bundle.clone(),
+            waves: self.waves.clone(),
+            wait_ms: self.wait_ms,
+            deadline_ms: self.deadline_ms,
+            by: self.by.clone(),
+            created_ms: self.created_ms,
+            nodes: self.nodes.clone().into_iter().collect(),
+            commands: self.commands.clone().into_iter().collect(),
+            state: self.state.clone(),
+            ended_ms: self.ended_ms,
+        })?)
+    }
+
+    /// A rollout from the JSON it was stored as.
+    fn from_stored(json: &str) -> anyhow::Result<Rollout> {
+        let s: Stored = serde_json::from_str(json)?;
+        Ok(Rollout {
+            id: s.id,
+            bundle: s.bundle,
+            waves: s.waves,
+            wait_ms: s.wait_ms,
+            deadline_ms: s.deadline_ms,
+            by: s.by,
+            created_ms: s.created_ms,
+            nodes: s.nodes.into_iter().collect(),
+            commands: s.commands.into_iter().collect(),
+            state: s.state,
+            ended_ms: s.ended_ms,
+        })
+    }
+}
+
+/// Rollouts kept, at most.
 pub const ROLLOUTS_KEPT: usize = 1_000;
 
-/// The rollouts of this cloud since it started (the oldest ended ones go
-/// first past [`ROLLOUTS_KEPT`]).
+/// The fleet's rollouts (the oldest ended ones go first past
+/// [`ROLLOUTS_KEPT`]): in this cloud's memory since it started, or, with
+/// several instances on PostgreSQL ([`Rollouts::shared`]), in the region's
+/// database, of which each instance keeps a copy read again every second
+/// ([`Rollouts::refresh`]) so reads never wait for the database.
 #[derive(Debug, Default)]
 pub struct Rollouts {
     inner: std::sync::Mutex<(u64, BTreeMap<u64, Rollout>)>,
+    shared: Option<std::sync::Arc<RegistryDb>>,
 }
 
 impl Rollouts {
+    /// The rollouts of the region whose shared registry is `db`.
+    pub fn shared(db: std::sync::Arc<RegistryDb>) -> Rollouts {
+        Rollouts {
+            inner: std::sync::Mutex::default(),
+            shared: Some(db),
+        }
+    }
+
+    /// Whether they are the region's, shared by its instances.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<u64, Rollout>)> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Plans a rollout with the next id (`plan` gets it) and keeps it.
-    pub fn add<E>(&self, plan: impl FnOnce(u64) -> Result<Rollout, E>) -> Result<Rollout, E> {
+    /// Plans a rollout with the next id (`plan` gets it) and keeps it;
+    /// shared, it is stored first. Blocking when shared.
+    pub fn add<E: From<anyhow::Error>>(
+        &self,
+        plan: impl FnOnce(u64) -> Result<Rollout, E>,
+    ) -> Result<Rollout, E> {
+        if let Some(db) = &self.shared {
+            let r = plan(db.next_rollout_id()?)?;
+            let now = Timestamp::now().as_millis();
+            db.put_rollout(r.id, &r.to_stored()?, r.ended(), now)?;
+            self.lock().1.insert(r.id, r.clone());
+            return Ok(r);
+        }
         let mut inner = self.lock();
         let id = inner.0 + 1;
         let r = plan(id)?;
@@ -456,6 +547,20 @@ impl Rollouts {
         Ok(r)
     }
 
+    /// Reads the region's rollouts again (shared; nothing to do otherwise).
+    /// Blocking.
+    pub fn refresh(&self) -> anyhow::Result<()> {
+        let Some(db) = &self.shared else {
+            return Ok(());
+        };
+        let mut all = BTreeMap::new();
+        for (id, body) in db.rollouts(ROLLOUTS_KEPT)? {
+            all.insert(id, Rollout::from_stored(&body)?);
+        }
+        self.lock().1 = all;
+        Ok(())
+    }
+
     /// Rollout `id`, as it stands.
     pub fn get(&self, id: u64) -> Option<Rollout> {
         self.lock().1.get(&id).cloned()
@@ -466,9 +571,34 @@ impl Rollouts {
         self.lock().1.values().rev().cloned().collect()
     }
 
-    /// Changes rollout `id` with `f`; what `f` returned (none: no such rollout).
-    pub fn update<T>(&self, id: u64, f: impl FnOnce(&mut Rollout) -> T) -> Option<T> {
-        self.lock().1.get_mut(&id).map(f)
+    /// The ids of the rollouts under way.
+    pub fn running(&self) -> Vec<u64> {
+        self.lock()
+            .1
+            .values()
+            .filter(|r| !r.ended())
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Changes rollout `id` with `f`; what `f` returned (none: no such
+    /// rollout). Shared, the changed rollout is stored (blocking); when
+    /// that fails the copy here is left as it was and the error returned.
+    pub fn update<T>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Rollout) -> T,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(db) = &self.shared else {
+            return Ok(self.lock().1.get_mut(&id).map(f));
+        };
+        let Some(mut r) = self.get(id) else {
+            return Ok(None);
+        };
+        let out = f(&mut r);
+        db.put_rollout(id, &r.to_stored()?, r.ended(), Timestamp::now().as_millis())?;
+        self.lock().1.insert(id, r);
+        Ok(Some(out))
     }
 }
 
@@ -625,7 +755,7 @@ mod tests {
         let rs = Rollouts::default();
         let a = rs
             .add(|id| {
-                Ok::<_, PlanError>(Rollout {
+                Ok::<_, anyhow::Error>(Rollout {
                     id,
                     ..plan(1, 1, 1)
                 })
@@ -633,19 +763,22 @@ mod tests {
             .unwrap();
         let b = rs
             .add(|id| {
-                Ok::<_, PlanError>(Rollout {
+                Ok::<_, anyhow::Error>(Rollout {
                     id,
                     ..plan(2, 1, 1)
                 })
             })
             .unwrap();
         assert_eq!((a.id, b.id), (1, 2));
-        assert!(rs.add(|_| Err(PlanError::NoNodes)).is_err());
+        assert!(
+            rs.add(|_| Err(anyhow::Error::from(PlanError::NoNodes)))
+                .is_err()
+        );
         let ids: Vec<u64> = rs.list().iter().map(|r| r.id).collect();
         assert_eq!(ids, [2, 1], "newest first; a refused plan takes no id");
-        rs.update(1, |r| r.sent(&n(1), 9, 5)).unwrap();
+        rs.update(1, |r| r.sent(&n(1), 9, 5)).unwrap().unwrap();
         assert_eq!(rs.get(1).unwrap().command_of(&n(1)), Some(9));
-        assert!(rs.update(3, |_| ()).is_none());
+        assert!(rs.update(3, |_| ()).unwrap().is_none());
     }
 
     #[test]
@@ -661,5 +794,83 @@ mod tests {
         assert_eq!(o, healthy(&n(1)));
         let none = Observed::from_status(&Value::Null, "config", None);
         assert_eq!(none, Observed::default());
+    }
+
+    #[test]
+    fn a_rollout_stored_reads_back_the_same() {
+        let mut r = plan(5, 1, 2);
+        r.sent(&n(1), 41, 1_000);
+        let _ = r.step(2_000, |_| Observed {
+            online: true,
+            in_force: Some(7),
+            state: Some("in_force".into()),
+            ..Observed::default()
+        });
+        r.send_failed(&n(2), "the command was not sent: gone".into(), 3_000);
+        let back = Rollout::from_stored(&r.to_stored().expect("json")).expect("read");
+        assert_eq!(back.json(), r.json());
+        assert_eq!(
+            (back.nodes, back.commands),
+            (r.nodes.clone(), r.commands.clone())
+        );
+        assert_eq!(back.state, r.state);
+    }
+
+    /// Two instances of a region on one PostgreSQL: a rollout added
+    /// through one is seen by the other once it reads again, with a region-
+    /// wide id; an update through the other is seen by the first.
+    #[test]
+    fn shared_rollouts_are_the_regions() {
+        use crate::testkit::{Backend, available, pg_admin};
+        if !available(Backend::Postgres) {
+            return;
+        }
+        let name = format!("hms+rollouts-{}", std::process::id());
+        let drop_db = || {
+            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .expect("drop");
+        };
+        drop_db();
+        let open = || {
+            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
+            std::sync::Arc::new(RegistryDb::open_postgres(target, &name).expect("registry"))
+        };
+        let (a, b) = (Rollouts::shared(open()), Rollouts::shared(open()));
+        let first = a
+            .add(|id| {
+                Ok::<_, anyhow::Error>(Rollout {
+                    id,
+                    ..plan(3, 1, 1)
+                })
+            })
+            .expect("add");
+        let second = b
+            .add(|id| {
+                Ok::<_, anyhow::Error>(Rollout {
+                    id,
+                    ..plan(2, 1, 1)
+                })
+            })
+            .expect("add");
+        assert!(second.id > first.id, "ids are the region's");
+        assert!(b.get(first.id).is_none(), "not read yet");
+        b.refresh().expect("refresh");
+        assert_eq!(b.get(first.id).map(|r| r.json()), Some(first.json()));
+        assert_eq!(b.running(), vec![first.id, second.id]);
+        b.update(first.id, |r| r.send_failed(&n(1), "gone".into(), 9))
+            .expect("update")
+            .expect("known");
+        a.refresh().expect("refresh");
+        let seen = a.get(first.id).expect("kept");
+        assert!(seen.ended(), "{}", seen.json());
+        assert_eq!(a.running(), vec![second.id]);
+        assert_eq!(
+            a.list().iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![second.id, first.id],
+            "newest first"
+        );
+        drop((a, b));
+        drop_db();
     }
 }

@@ -131,7 +131,8 @@ pub struct CloudState {
     /// The signed bundles hosted for `apply_bundle` (`data_dir/bundles/`);
     /// none: the bundle routes answer 503 and `apply_bundle` finds none.
     pub bundles: Option<Arc<crate::bundles::Bundles>>,
-    /// The fleet's staged rollouts since the cloud started.
+    /// The fleet's staged rollouts: since the cloud started, or the
+    /// region's (PostgreSQL).
     pub rollouts: Arc<crate::rollout::Rollouts>,
     /// Whether the cloud serves HTTPS (the console's cookie is `Secure`).
     pub https: bool,
@@ -156,6 +157,11 @@ impl CloudState {
     pub fn new(registry: Registry, open: OpenStore, db: RegistryDb) -> Self {
         let db = Arc::new(db);
         let takeover = Arc::new(takeover::View::new(db.clone()));
+        let rollouts = Arc::new(if db.is_shared() {
+            crate::rollout::Rollouts::shared(db.clone())
+        } else {
+            crate::rollout::Rollouts::default()
+        });
         if db.is_shared() {
             // Other instances enrol too: follow their enrolments.
             registry.share(db.clone());
@@ -175,7 +181,7 @@ impl CloudState {
             empi_wake: Arc::new(Notify::new()),
             fleet: None,
             bundles: None,
-            rollouts: Arc::new(crate::rollout::Rollouts::default()),
+            rollouts,
             https: false,
             takeover,
         }

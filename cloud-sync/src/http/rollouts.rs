@@ -10,8 +10,9 @@
 //!   every node of a wave reported the version in force and stayed so for
 //!   `wait_s`, to the next wave. Audited in the registry
 //!   (`rollout_started`), each command as any fleet command.
-//! - `GET /api/v1/fleet/rollouts`: every rollout since the cloud started,
-//!   newest first; `GET /api/v1/fleet/rollouts/{id}`: one, with each
+//! - `GET /api/v1/fleet/rollouts`: every rollout kept (since the cloud
+//!   started; with several instances on PostgreSQL, the region's), newest
+//!   first; `GET /api/v1/fleet/rollouts/{id}`: one, with each
 //!   node's state (`waiting`, `sent`, `healthy`, `done`, `failed` with its
 //!   reason, `skipped`) and, when it failed, which node and why.
 
@@ -125,26 +126,40 @@ async fn start(
     }
     let now = Timestamp::now().as_millis();
     let actor = format!("operator:{who}");
-    let planned = state.rollouts.add(|id| {
-        Rollout::plan(
-            id,
-            BundleRef {
-                sha256: summary.sha256.clone(),
-                kind: summary.kind.clone(),
-                version: summary.version,
-            },
-            nodes,
-            b.canary,
-            b.wave,
-            b.wait_s,
-            b.deadline_s,
-            actor.clone(),
-            now,
-        )
-    });
+    let (rollouts, by, bundle) = (
+        state.rollouts.clone(),
+        actor.clone(),
+        BundleRef {
+            sha256: summary.sha256.clone(),
+            kind: summary.kind.clone(),
+            version: summary.version,
+        },
+    );
+    let planned = tokio::task::spawn_blocking(move || {
+        rollouts.add(|id| {
+            Rollout::plan(
+                id,
+                bundle,
+                nodes,
+                b.canary,
+                b.wave,
+                b.wait_s,
+                b.deadline_s,
+                by,
+                now,
+            )
+            .map_err(AddError::Plan)
+        })
+    })
+    .await;
     let rollout = match planned {
-        Ok(r) => r,
-        Err(e) => return bad(e.to_string()),
+        Ok(Ok(r)) => r,
+        Ok(Err(AddError::Plan(e))) => return bad(e.to_string()),
+        Ok(Err(AddError::Store(e))) => {
+            tracing::error!(error = %format!("{e:#}"), "could not store a rollout");
+            return problem::unavailable().into_response();
+        }
+        Err(_) => return problem::unavailable().into_response(),
     };
     let (db, detail, id) = (
         state.registry_db.clone(),
@@ -170,18 +185,35 @@ async fn start(
     })
     .await;
     if !matches!(audited, Ok(Ok(()))) {
-        state.rollouts.update(rollout.id, |r| {
-            r.send_failed(
-                &r.waves[0][0].clone(),
-                "the rollout could not be audited".into(),
-                now,
-            )
-        });
+        let (rollouts, id) = (state.rollouts.clone(), rollout.id);
+        let _ = tokio::task::spawn_blocking(move || {
+            rollouts.update(id, |r| {
+                r.send_failed(
+                    &r.waves[0][0].clone(),
+                    "the rollout could not be audited".into(),
+                    now,
+                )
+            })
+        })
+        .await;
         return problem::unavailable().into_response();
     }
     tracing::info!(operator = %who, rollout = rollout.id, kind = %summary.kind, version = summary.version, "rollout started");
-    tokio::spawn(drive(state.clone(), channel, who, rollout.id));
+    // The driver ([`drive`]) takes it up at its next second.
+    drop(channel);
     (StatusCode::ACCEPTED, axum::Json(rollout.json())).into_response()
+}
+
+/// Why a rollout was not added.
+enum AddError {
+    Plan(crate::rollout::PlanError),
+    Store(anyhow::Error),
+}
+
+impl From<anyhow::Error> for AddError {
+    fn from(e: anyhow::Error) -> Self {
+        AddError::Store(e)
+    }
 }
 
 /// What the registry shows of `node` for rollout `r`.
@@ -204,37 +236,88 @@ fn observe(
     Observed::from_status(&row["status"], &r.bundle.kind, answer.as_ref())
 }
 
-/// Runs rollout `id` until it ends: every second, judge its nodes and send
-/// the bundle to those whose wave began.
-async fn drive(state: CloudState, channel: Channel, who: String, id: u64) {
+/// Drives every rollout under way, every second, until `stop`: judges its
+/// nodes and sends the bundle to those whose wave began. With shared
+/// rollouts (several instances) it reads them again first, on every
+/// instance, and drives them only while `lead` says this instance holds
+/// the region's rollout lease; without `lead`, always.
+pub async fn drive(
+    state: CloudState,
+    channel: Channel,
+    lead: Option<tokio::sync::watch::Receiver<bool>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut failing = false;
     loop {
-        tick.tick().await;
-        let now = Timestamp::now().as_millis();
-        let Some(send) = state.rollouts.update(id, |r| {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if state.rollouts.is_shared() {
+            let rollouts = state.rollouts.clone();
+            match tokio::task::spawn_blocking(move || rollouts.refresh()).await {
+                Ok(Ok(())) => failing = false,
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read the rollouts; retrying");
+                    }
+                    failing = true;
+                    continue;
+                }
+                Err(_) => continue,
+            }
+        }
+        if lead.as_ref().is_some_and(|l| !*l.borrow()) {
+            continue;
+        }
+        for id in state.rollouts.running() {
+            step(&state, &channel, id).await;
+        }
+    }
+}
+
+/// One step of rollout `id` (see [`drive`]).
+async fn step(state: &CloudState, channel: &Channel, id: u64) {
+    let now = Timestamp::now().as_millis();
+    let (rollouts, st, ch) = (state.rollouts.clone(), state.clone(), channel.clone());
+    let stepped = tokio::task::spawn_blocking(move || {
+        rollouts.update(id, |r| {
             let snapshot = r.clone();
-            r.step(now, |n| observe(&channel, &state, &snapshot, n))
-        }) else {
+            r.step(now, |n| observe(&ch, &st, &snapshot, n))
+        })
+    })
+    .await;
+    let send = match stepped {
+        Ok(Ok(Some(send))) => send,
+        Ok(Ok(None)) | Err(_) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(rollout = id, error = %format!("{e:#}"), "could not store the rollout's step; retrying");
             return;
+        }
+    };
+    let Some(r) = state.rollouts.get(id) else {
+        return;
+    };
+    // Commands go out in the name of who started it.
+    let who = r.by.strip_prefix("operator:").unwrap_or(&r.by).to_owned();
+    for node in send {
+        let command = Command::ApplyBundle {
+            sha256: r.bundle.sha256.clone(),
         };
-        let Some(r) = state.rollouts.get(id) else {
-            return;
-        };
-        for node in send {
-            let command = Command::ApplyBundle {
-                sha256: r.bundle.sha256.clone(),
-            };
-            let sent = dispatch(
-                &state,
-                &channel,
-                &who,
-                &command,
-                vec![node.clone()],
-                COMMAND_EXPIRES_S,
-            )
-            .await;
-            let now = Timestamp::now().as_millis();
-            state.rollouts.update(id, |r| match sent {
+        let sent = dispatch(
+            state,
+            channel,
+            &who,
+            &command,
+            vec![node.clone()],
+            COMMAND_EXPIRES_S,
+        )
+        .await;
+        let now = Timestamp::now().as_millis();
+        let rollouts = state.rollouts.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            rollouts.update(id, |r| match sent {
                 Ok(ids) => {
                     if let Some((_, _, cmd)) = ids.first() {
                         r.sent(&node, *cmd, now);
@@ -245,12 +328,17 @@ async fn drive(state: CloudState, channel: Channel, who: String, id: u64) {
                     format!("the command was not sent: {}", p.detail),
                     now,
                 ),
-            });
+            })
+        })
+        .await;
+        if !matches!(recorded, Ok(Ok(_))) {
+            tracing::warn!(rollout = id, "could not record a command of the rollout");
         }
-        if r.ended() {
-            tracing::info!(rollout = id, state = %r.json()["state"], "rollout ended");
-            return;
-        }
+    }
+    if let Some(r) = state.rollouts.get(id)
+        && r.ended()
+    {
+        tracing::info!(rollout = id, state = %r.json()["state"], "rollout ended");
     }
 }
 

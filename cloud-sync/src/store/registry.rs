@@ -34,6 +34,7 @@ use super::sqlite;
 
 pub mod bundles;
 pub mod pg;
+pub mod rollouts;
 pub mod takeover;
 
 /// The registry database.

@@ -84,6 +84,8 @@ pub const MIGRATIONS: &[&str] = &[
     super::takeover::PG_MIGRATION,
     // 4: the bundles hosted for the fleet, shared by the instances.
     super::bundles::PG_MIGRATION,
+    // 5: the fleet's rollouts, shared by the instances.
+    super::rollouts::PG_MIGRATION,
 ];
 
 /// The schema version this binary writes.
