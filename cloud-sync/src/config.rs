@@ -38,7 +38,8 @@
 //! # client_key = "cloud-mqtt.key"
 //! key_file = "fleet.pk8"         # the fleet signing key (hms-cloud fleet keygen);
 //!                                # without it commands are refused (409)
-//! client_id = "hms-cloud-eu-west"   # the default: hms-cloud-{region}
+//! client_id = "hms-cloud-eu-west-1" # the default: hms-cloud-{region}-{8 random
+//!                                # hex digits}, unique per process
 //! keepalive_s = 30
 //!
 //! # Or, instead of broker (and ca, client_cert, client_key): an embedded
@@ -156,7 +157,8 @@ pub struct FleetConfig {
     /// without it the cloud shows the fleet but sends no command.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// The MQTT client id; `hms-cloud-{region}` by default.
+    /// The MQTT client id; `hms-cloud-{region}-{8 random hex digits}`, new
+    /// at each start, by default.
     #[serde(default)]
     pub client_id: Option<String>,
     /// MQTT keep-alive, seconds (5 to 3600).

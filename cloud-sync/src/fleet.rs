@@ -616,10 +616,16 @@ impl Channel {
             }
             None => None,
         };
-        let client_id = cfg
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("hms-cloud-{region}"));
+        // Unique per process by default: several instances of a region
+        // share its broker, and two clients with one id push each other off.
+        let client_id = cfg.client_id.clone().unwrap_or_else(|| {
+            let mut suffix = [0u8; 4];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix);
+            format!(
+                "hms-cloud-{region}-{}",
+                suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        });
         let mut opts = MqttOptions::new(client_id, &broker.host, broker.port);
         opts.set_keep_alive(Duration::from_secs(cfg.keepalive_s));
         opts.set_clean_session(true);
