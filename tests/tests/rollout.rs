@@ -6,17 +6,26 @@
 //! so its probation fails and it rolls back: the rollout stops naming it
 //! and why. A second rollout with that appliance as the canary stops at
 //! once, the others never sent the bundle.
+//!
+//! And a region of two instances on one PostgreSQL and one broker: a
+//! rollout started at the first goes on at the second when the first dies.
 
 // Test helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use hms_e2e::client::Conn;
 use hms_e2e::process::{self, bin, demo_config, run_ok, until};
 use serde_json::{Value, json};
+
+// The PostgreSQL helpers of the sync tests (only some of them used here).
+#[allow(dead_code)]
+#[path = "support/pg.rs"]
+mod pg;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -301,4 +310,229 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
         .unwrap();
     assert_eq!(bad.status, 400);
     drop(edges);
+}
+
+/// Two instances of a region on one PostgreSQL and one MQTT broker
+/// (Mosquitto): the bundle uploaded through the first, the rollout started
+/// there, and the first SIGKILLed at once. The second takes the region's
+/// rollout lease over, drives the rollout to its end (the appliances,
+/// listing both instances, fetch the bundle from the second), and shows
+/// it; both appliances end with the version in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_goes_on_at_another_instance_when_the_one_that_started_it_dies() {
+    let test = "a_rollout_goes_on_at_another_instance_when_the_one_that_started_it_dies";
+    let broker_up = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:1883".parse().unwrap(),
+        Duration::from_millis(500),
+    )
+    .is_ok();
+    if !broker_up {
+        hms_e2e::skip::skip(
+            test,
+            "no MQTT broker on 127.0.0.1:1883 (cargo xtask test and ci start Mosquitto)",
+        );
+        return;
+    }
+    let pid = std::process::id();
+    let region = format!("ro-{pid}");
+    let region_db = format!("hms+rollouts-e2e-{pid}");
+    let hospitals = [format!("ro-{pid}-a"), format!("ro-{pid}-b")];
+    let drop_all = || {
+        let mut c = pg::Pg::connect(&pg::admin(), "postgres")?;
+        for db in [region_db.clone()]
+            .into_iter()
+            .chain(hospitals.iter().map(|h| format!("hms_{h}")))
+        {
+            c.query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))?;
+        }
+        Ok::<_, String>(())
+    };
+    if let Err(e) = drop_all() {
+        hms_e2e::skip::skip(
+            test,
+            &format!("PostgreSQL unreachable ({}): {e}", pg::admin()),
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    run_ok(
+        Command::new(bin("hms-cloud"))
+            .args(["fleet", "keygen", "--out"])
+            .arg(d.join("fleet.pk8")),
+    );
+    let ports = [free_port(), free_port()];
+    for (i, port) in ports.iter().enumerate() {
+        std::fs::write(
+            d.join(format!("cloud-{i}.toml")),
+            format!(
+                "region = \"{region}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"cloud-{i}\"\n\
+                 empi = false\nbackend = \"postgres\"\npostgres = \"{}\"\n\
+                 region_database = \"{region_db}\"\n\n\
+                 [fleet]\nbroker = \"mqtt://127.0.0.1:1883\"\nkey_file = \"fleet.pk8\"\n",
+                pg::admin()
+            ),
+        )
+        .unwrap();
+    }
+    let token = run_ok(
+        Command::new(bin("hms-cloud"))
+            .args(["token", "create", "--name", "ops", "--config"])
+            .arg(d.join("cloud-0.toml")),
+    )
+    .trim()
+    .to_owned();
+    let start = |i: usize| {
+        let p = process::Proc::spawn(
+            Command::new(bin("hms-cloud"))
+                .args(["run", "--config"])
+                .arg(d.join(format!("cloud-{i}.toml")))
+                .env("HMS_LOG", "warn"),
+        )
+        .unwrap();
+        p.line_after("hms-cloud ready ").unwrap();
+        p
+    };
+    let first = start(0);
+    let _second = start(1);
+    let addr = |i: usize| -> std::net::SocketAddr { ([127, 0, 0, 1], ports[i]).into() };
+    let mut ops = Conn::connect(addr(0), Some(&token)).await.unwrap();
+    run_ok(
+        Command::new(bin("hms-config"))
+            .args(["keygen", "--out"])
+            .arg(d.join("bundle.pk8")),
+    );
+    let demo = demo_config();
+    let mut edges = vec![];
+    for h in &hospitals {
+        let data = d.join(format!("{h}-data"));
+        run_ok(
+            Command::new(bin("hms-edge"))
+                .args(["sync", "keygen", "--data-dir"])
+                .arg(&data),
+        );
+        let key = std::fs::read(data.join("sync-key.pub")).unwrap();
+        let enrolled = ops
+            .post(
+                "/api/v1/hospitals",
+                &json!({
+                    "hospital": h, "region": region, "node": "edge-1",
+                    "public_key": base64::engine::general_purpose::STANDARD.encode(key),
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            enrolled.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&enrolled.body)
+        );
+        let cfg = d.join(format!("{h}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "{}\n[uplink]\ncloud = [\"http://{}\", \"http://{}\"]\nfailback_s = 3600\n\n\
+                 [fleet]\nbroker = \"mqtt://127.0.0.1:1883\"\ncommand_key = \"{}\"\nkeepalive_s = 5\ntelemetry_s = 5\n\n\
+                 [bundles]\ntrusted_keys = [\"{}\"]\nprobation_s = 5\n",
+                demo.replace("hospital_id = \"demo-general\"", &format!("hospital_id = \"{h}\""))
+                    .replace("region = \"eu-west\"", &format!("region = \"{region}\"")),
+                addr(0),
+                addr(1),
+                d.join("fleet.pk8.pub").display(),
+                d.join("bundle.pk8.pub").display(),
+            ),
+        )
+        .unwrap();
+        let (proc, _http, _mllp) = process::start_edge(
+            Command::new(bin("hms-edge"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
+                .env("HMS_LOG", "warn"),
+        )
+        .unwrap();
+        edges.push(proc);
+    }
+    let mut at_second = Conn::connect(addr(1), Some(&token)).await.unwrap();
+    for h in &hospitals {
+        for c in [&mut ops, &mut at_second] {
+            until(30, "every appliance online at both instances", async || {
+                let v = c
+                    .get(&format!("/api/v1/fleet/{h}/edge-1"))
+                    .await
+                    .ok()?
+                    .json()
+                    .ok()?;
+                (v["online"] == true).then_some(())
+            })
+            .await;
+        }
+    }
+    let bundle = d.join("models-7.bundle");
+    run_ok(
+        Command::new(bin("hms-config"))
+            .args(["sign", "--key"])
+            .arg(d.join("bundle.pk8"))
+            .args(["--version", "7", "--out"])
+            .arg(&bundle)
+            .arg(root.join("models")),
+    );
+    let r = ops
+        .request(
+            hyper::Method::POST,
+            "/api/v1/fleet/bundles",
+            Some(std::fs::read(&bundle).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let sha = r.json().unwrap()["sha256"].as_str().unwrap().to_owned();
+    let nodes: Vec<Value> = hospitals
+        .iter()
+        .map(|h| json!({ "hospital": h, "node": "edge-1" }))
+        .collect();
+    let started = ops
+        .post(
+            "/api/v1/fleet/rollouts",
+            &json!({ "bundle": sha, "nodes": nodes, "canary": 1, "wave": 1, "wait_s": 2 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        started.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&started.body)
+    );
+    let id = started.json().unwrap()["id"].as_u64().unwrap();
+    first.kill9().unwrap();
+
+    let ended = rollout_ended(&mut at_second, id, 120, "the rollout ends at the second").await;
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    for wave in ended["waves"].as_array().unwrap() {
+        assert_eq!(wave[0]["state"], "done", "{ended}");
+    }
+    for h in &hospitals {
+        let v = at_second
+            .get(&format!("/api/v1/fleet/{h}/edge-1"))
+            .await
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(v["status"]["bundles"]["model_set"]["in_force"], 7, "{v}");
+    }
+    let list = at_second
+        .get("/api/v1/fleet/rollouts")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["rollouts"][0]["id"], id, "{list}");
+    drop(edges);
+    drop(_second);
+    let _ = drop_all();
 }

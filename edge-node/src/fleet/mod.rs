@@ -247,7 +247,11 @@ pub async fn run(settings: Settings, state: Ctx, link: Arc<Link>, shutdown: Canc
     let status_topic = settings.topic("status");
     let mut will = status(&state, &settings);
     will["online"] = json!(false);
-    let mut opts = MqttOptions::new(&settings.target.node, &settings.host, settings.port);
+    // Node ids repeat between hospitals (`edge-1`), and two clients with
+    // one id push each other off the region's broker. `@` is in no id, and
+    // brokers take it (rumqttd refuses `/`, `+`, `#` and `$`).
+    let client_id = format!("{}@{}", settings.target.node, settings.target.hospital);
+    let mut opts = MqttOptions::new(client_id, &settings.host, settings.port);
     opts.set_keep_alive(settings.keepalive);
     opts.set_clean_session(true);
     opts.set_last_will(LastWill::new(
