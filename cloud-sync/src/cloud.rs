@@ -88,10 +88,16 @@ impl Cloud {
             .open_stores()
             .map_err(|e| ConfigError(format!("postgres: {e:#}")))?;
         let primaries = db.primaries()?;
-        let downlink = Arc::new(Downlink::open(&config.data_dir).context("opening the downlink")?);
         let state = CloudState::new(registry, open, db);
-        // Shared by the region's instances on PostgreSQL; files otherwise.
-        let bundles = if state.registry_db.is_shared() {
+        // The downlink and the bundles: shared by the region's instances
+        // on PostgreSQL (the region's database), files otherwise.
+        let shared = state.registry_db.is_shared();
+        let downlink = Arc::new(if shared {
+            Downlink::shared(state.registry_db.clone())
+        } else {
+            Downlink::open(&config.data_dir).context("opening the downlink")?
+        });
+        let bundles = if shared {
             crate::bundles::Bundles::shared(&config.data_dir, state.registry_db.clone())
         } else {
             crate::bundles::Bundles::open(&config.data_dir)

@@ -7,44 +7,69 @@
 //! signed like every sync request) and records each as an event in its own
 //! log, so its position survives restarts and restores.
 //!
-//! Imports only [`crate::store`] (its database, [`crate::store::downlink`]).
+//! With several instances of a region on PostgreSQL the assignments live in
+//! the region's database, so an appliance reads its EIDs from any instance.
+//!
+//! Imports only [`crate::store`] (its database, [`crate::store::downlink`],
+//! or the region's, [`crate::store::registry`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use hms_domain::HospitalId;
 use hms_domain::phi::Mrn;
 use hms_domain::sync::EidAssignment;
 
 use crate::store::downlink::DownlinkDb;
+use crate::store::registry::RegistryDb;
 
 /// Most assignments in one downlink answer.
 pub const MAX_ASSIGNMENTS: usize = 1_000;
 
-/// The downlink (kept in `downlink.sqlite` under the cloud's data dir,
-/// [`crate::store::downlink`]).
+/// The downlink: `downlink.sqlite` under the cloud's data dir
+/// ([`crate::store::downlink`]), or, with several instances on PostgreSQL,
+/// the region's database ([`Downlink::shared`]).
 #[derive(Debug)]
 pub struct Downlink {
-    db: DownlinkDb,
+    db: Place,
+}
+
+/// Where the assignments are kept.
+#[derive(Debug)]
+enum Place {
+    Local(DownlinkDb),
+    Shared(Arc<RegistryDb>),
 }
 
 impl Downlink {
     /// Opens (creating) `downlink.sqlite` in `data_dir`.
     pub fn open(data_dir: &Path) -> anyhow::Result<Downlink> {
         Ok(Downlink {
-            db: DownlinkDb::open(data_dir)?,
+            db: Place::Local(DownlinkDb::open(data_dir)?),
         })
+    }
+
+    /// The downlink of the region whose shared registry is `db`: every
+    /// instance answers every appliance's downlink read.
+    pub fn shared(db: Arc<RegistryDb>) -> Downlink {
+        Downlink {
+            db: Place::Shared(db),
+        }
     }
 
     /// An in-memory downlink (tests, and a cloud started without a data dir).
     pub fn in_memory() -> anyhow::Result<Downlink> {
         Ok(Downlink {
-            db: DownlinkDb::in_memory()?,
+            db: Place::Local(DownlinkDb::in_memory()?),
         })
     }
 
     /// Appends an assignment for `hospital`'s patient `mrn`; returns its seq.
     pub fn assign(&self, hospital: &HospitalId, mrn: &Mrn, eid: &str) -> anyhow::Result<u64> {
-        self.db.append(hospital, mrn, eid)
+        match &self.db {
+            Place::Local(db) => db.append(hospital, mrn, eid),
+            Place::Shared(db) => db.append_assignment(hospital, mrn, eid),
+        }
     }
 
     /// Up to `limit` (at most [`MAX_ASSIGNMENTS`]) assignments of
@@ -55,7 +80,11 @@ impl Downlink {
         after: u64,
         limit: usize,
     ) -> anyhow::Result<Vec<EidAssignment>> {
-        self.db.after(hospital, after, limit.min(MAX_ASSIGNMENTS))
+        let limit = limit.min(MAX_ASSIGNMENTS);
+        match &self.db {
+            Place::Local(db) => db.after(hospital, after, limit),
+            Place::Shared(db) => db.assignments_after(hospital, after, limit),
+        }
     }
 }
 
@@ -66,6 +95,57 @@ mod tests {
     #[test]
     fn assignments_are_dense_per_hospital_and_read_after_a_position() {
         let d = Downlink::in_memory().expect("open");
+        dense_per_hospital(&d, &d);
+    }
+
+    /// Two instances of a region on one PostgreSQL: what one assigns the
+    /// other reads, and appends from both at once stay dense.
+    #[test]
+    fn the_shared_downlink_is_the_regions_and_stays_dense() {
+        use crate::testkit::{Backend, available, pg_admin};
+        if !available(Backend::Postgres) {
+            return;
+        }
+        let name = format!("hms+downlink-{}", std::process::id());
+        let drop_db = || {
+            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .expect("drop");
+        };
+        drop_db();
+        let open = || {
+            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
+            Downlink::shared(Arc::new(
+                RegistryDb::open_postgres(target, &name).expect("registry"),
+            ))
+        };
+        let (a, b) = (open(), open());
+        dense_per_hospital(&a, &b);
+        let h3 = HospitalId::new("h3").expect("id");
+        std::thread::scope(|s| {
+            for d in [&a, &b] {
+                let h3 = &h3;
+                s.spawn(move || {
+                    for i in 0..25 {
+                        d.assign(h3, &Mrn::new(format!("M{i}")), "E9")
+                            .expect("assign");
+                    }
+                });
+            }
+        });
+        let seqs: Vec<u64> = a
+            .after(&h3, 0, 100)
+            .expect("read")
+            .iter()
+            .map(|x| x.seq)
+            .collect();
+        assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+        drop((a, b));
+        drop_db();
+    }
+
+    /// Assigns through `d`, reads through `r`.
+    fn dense_per_hospital(d: &Downlink, r: &Downlink) {
         let (h1, h2) = (
             HospitalId::new("h1").expect("id"),
             HospitalId::new("h2").expect("id"),
@@ -73,17 +153,18 @@ mod tests {
         assert_eq!(d.assign(&h1, &Mrn::new("M1"), "E1").expect("assign"), 1);
         assert_eq!(d.assign(&h2, &Mrn::new("X9"), "E1").expect("assign"), 1);
         assert_eq!(d.assign(&h1, &Mrn::new("M2"), "E2").expect("assign"), 2);
-        let all = d.after(&h1, 0, 10).expect("read");
+        let all = r.after(&h1, 0, 10).expect("read");
         assert_eq!(
             all.iter()
                 .map(|a| (a.seq, a.eid.as_str()))
                 .collect::<Vec<_>>(),
             [(1, "E1"), (2, "E2")]
         );
-        assert_eq!(d.after(&h1, 1, 10).expect("read").len(), 1);
-        assert!(d.after(&h1, 2, 10).expect("read").is_empty());
+        assert_eq!(all[1].mrn.expose(), "M2");
+        assert_eq!(r.after(&h1, 1, 10).expect("read").len(), 1);
+        assert!(r.after(&h1, 2, 10).expect("read").is_empty());
         assert_eq!(
-            d.after(&h2, 0, 10).expect("read").len(),
+            r.after(&h2, 0, 10).expect("read").len(),
             1,
             "hospitals apart"
         );

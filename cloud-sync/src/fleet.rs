@@ -623,7 +623,10 @@ impl Channel {
             let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix);
             format!(
                 "hms-cloud-{region}-{}",
-                suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                suffix
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
             )
         });
         let mut opts = MqttOptions::new(client_id, &broker.host, broker.port);

@@ -33,6 +33,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::sqlite;
 
 pub mod bundles;
+pub mod downlink;
 pub mod pg;
 pub mod rollouts;
 pub mod takeover;

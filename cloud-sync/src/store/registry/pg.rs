@@ -86,13 +86,15 @@ pub const MIGRATIONS: &[&str] = &[
     super::bundles::PG_MIGRATION,
     // 5: the fleet's rollouts, shared by the instances.
     super::rollouts::PG_MIGRATION,
+    // 6: the downlink's EID assignments, shared by the instances.
+    super::downlink::PG_MIGRATION,
 ];
 
 /// The schema version this binary writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Advisory lock keys (transaction level) of the registry's critical steps.
-fn lock_key(what: &str) -> i64 {
+pub(super) fn lock_key(what: &str) -> i64 {
     super::super::lease::key(&format!("hms-cloud/registry/{what}"))
 }
 
