@@ -178,6 +178,13 @@ impl Cloud {
             }
             let (channel, events) = crate::fleet::Channel::open(f, &config.region)
                 .map_err(|e| ConfigError(format!("[fleet] {e:#}")))?;
+            if state.registry_db.is_shared() {
+                channel.fleet.share(state.registry_db.clone());
+                channel
+                    .fleet
+                    .refresh()
+                    .context("reading the region's fleet commands")?;
+            }
             state = state.with_fleet(channel);
             fleet_events = Some(events);
         }

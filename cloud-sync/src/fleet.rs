@@ -31,9 +31,15 @@
 //! the last one given to the node, and at least the current time in
 //! milliseconds, so they keep increasing across restarts.
 //!
-//! Nothing here is durable but the ids: MQTT is not the durability layer,
-//! and a command result that arrives while the cloud is down is lost (the
-//! appliance's audit keeps every accepted command).
+//! With one instance (SQLite) nothing here is durable but the ids: MQTT is
+//! not the durability layer, and a command result that arrives while the
+//! cloud is down is lost (the appliance's audit keeps every accepted
+//! command). With several instances on PostgreSQL ([`Fleet::share`]),
+//! every instance subscribes to the region's broker and so hears every
+//! status and telemetry message itself (statuses are retained there);
+//! commands and results are written to the region's database and read by
+//! the others every second, so each instance shows every command,
+//! whichever sent it and whichever heard its result.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::FleetConfig;
 use crate::enrolment::Enrolment;
+use crate::store::registry::RegistryDb;
 
 /// Telemetry messages kept per appliance (an hour at the default 60 s).
 pub const TELEMETRY_KEPT: usize = 60;
@@ -82,7 +89,7 @@ struct Node {
     history: VecDeque<Sample>,
 }
 
-/// A command this cloud sent (kept in memory since it started).
+/// A command this cloud (or, shared, its region) sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
     /// The command's name.
@@ -123,6 +130,10 @@ pub enum Seen {
 pub struct Fleet {
     region: RegionId,
     inner: Mutex<Inner>,
+    /// With several instances (PostgreSQL): where commands and results
+    /// are shared ([`Fleet::share`]), and the last revision read.
+    shared: std::sync::OnceLock<Arc<RegistryDb>>,
+    read_rev: std::sync::atomic::AtomicI64,
 }
 
 /// Where a command stands.
@@ -145,6 +156,113 @@ impl Fleet {
         Fleet {
             region,
             inner: Mutex::new(Inner::default()),
+            shared: std::sync::OnceLock::new(),
+            read_rev: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// Shares commands and results with the region's other instances
+    /// through `db` (PostgreSQL): each sent command and each result
+    /// received is written there ([`Fleet::persist_sent`],
+    /// [`Fleet::persist_result`]) and what the others wrote is read every
+    /// second ([`Fleet::refresh`]).
+    pub fn share(&self, db: Arc<RegistryDb>) {
+        let _ = self.shared.set(db);
+    }
+
+    /// Whether commands and results are shared.
+    pub fn is_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// Writes a sent command to the region's database (nothing when not
+    /// shared). Blocking.
+    pub fn persist_sent(
+        &self,
+        hospital: &HospitalId,
+        node: &NodeId,
+        id: u64,
+        sent: &Sent,
+    ) -> anyhow::Result<()> {
+        match self.shared.get() {
+            Some(db) => db.put_fleet_sent(
+                hospital,
+                node,
+                id,
+                &sent.command,
+                sent.sent_ms,
+                sent.expires_ms,
+                &sent.by,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the result of command `id`, as [`Fleet::record`] kept it, to
+    /// the region's database (nothing when not shared or not held).
+    /// Blocking.
+    pub fn persist_result(
+        &self,
+        hospital: &HospitalId,
+        node: &NodeId,
+        id: u64,
+    ) -> anyhow::Result<()> {
+        let Some(db) = self.shared.get() else {
+            return Ok(());
+        };
+        let k = ((hospital.clone(), node.clone()), id);
+        let Some((at_ms, result)) = self.lock().results.get(&k).cloned() else {
+            return Ok(());
+        };
+        db.put_fleet_result(hospital, node, id, &result.to_string(), at_ms)
+    }
+
+    /// Reads the commands and results the region's instances wrote since
+    /// the last read (nothing when not shared). Blocking.
+    pub fn refresh(&self) -> anyhow::Result<()> {
+        let Some(db) = self.shared.get() else {
+            return Ok(());
+        };
+        loop {
+            let after = self.read_rev.load(Ordering::Relaxed);
+            let rows = db.fleet_commands_since(after, 1_000)?;
+            let Some(last) = rows.last().map(|r| r.rev) else {
+                return Ok(());
+            };
+            let more = rows.len() == 1_000;
+            let mut inner = self.lock();
+            for r in rows {
+                let k = ((r.hospital, r.node), r.id);
+                let mut new = false;
+                if let Some((command, sent_ms, expires_ms, by)) = r.sent {
+                    new |= inner
+                        .sent
+                        .insert(
+                            k.clone(),
+                            Sent {
+                                command,
+                                sent_ms,
+                                expires_ms,
+                                by,
+                            },
+                        )
+                        .is_none();
+                }
+                if let Some((json, at_ms)) = r.result
+                    && let Ok(v) = serde_json::from_str::<Value>(&json)
+                {
+                    new |= inner.results.insert(k.clone(), (at_ms, v)).is_none();
+                }
+                if new && !inner.order.contains(&k) {
+                    inner.order.push_back(k);
+                }
+            }
+            inner.trim();
+            drop(inner);
+            self.read_rev.store(last, Ordering::Relaxed);
+            if !more {
+                return Ok(());
+            }
         }
     }
 
@@ -664,9 +782,24 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(500);
+    let mut refresh = tokio::time::interval(Duration::from_secs(1));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = refresh.tick(), if fleet.is_shared() => {
+                // What the region's other instances sent and received.
+                let f = fleet.clone();
+                match tokio::task::spawn_blocking(move || f.refresh()).await {
+                    Ok(Ok(())) => failing = false,
+                    Ok(Err(e)) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read the region's fleet commands; retrying");
+                    }
+                    _ => {}
+                }
+            }
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     link.connected.store(true, Ordering::Relaxed);
@@ -687,8 +820,18 @@ pub async fn run(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let seen = fleet.record(&p.topic, &p.payload, Timestamp::now().as_millis());
-                    if let Seen::Ignored(why) = seen {
-                        tracing::debug!(why, "fleet message ignored");
+                    match seen {
+                        Seen::Ignored(why) => tracing::debug!(why, "fleet message ignored"),
+                        Seen::Result(h, n, id) if fleet.is_shared() => {
+                            // Shared with the region's other instances.
+                            let fleet = fleet.clone();
+                            tokio::task::spawn_blocking(move || {
+                                if let Err(e) = fleet.persist_result(&h, &n, id) {
+                                    tracing::warn!(error = %format!("{e:#}"), "could not share a command result");
+                                }
+                            });
+                        }
+                        _ => {}
                     }
                 }
                 Ok(_) => {}
@@ -888,6 +1031,74 @@ mod tests {
         }
         assert_eq!(f.outcome(&h, &n, 7), None);
         assert!(f.outcome(&h, &n, 100).is_some());
+    }
+
+    /// Two instances of a region on one PostgreSQL: a command sent by one
+    /// reads pending at the other; its result, heard by the other, reads
+    /// answered at the first; a result twice keeps the first.
+    #[test]
+    fn commands_and_results_are_shared_by_the_regions_instances() {
+        use crate::testkit::{Backend, available, pg_admin};
+        if !available(Backend::Postgres) {
+            return;
+        }
+        let name = format!("hms+fleet-{}", std::process::id());
+        let drop_db = || {
+            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .expect("drop");
+        };
+        drop_db();
+        let open = || {
+            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
+            let f = fleet();
+            f.share(Arc::new(
+                RegistryDb::open_postgres(target, &name).expect("registry"),
+            ));
+            f
+        };
+        let (a, b) = (open(), open());
+        let (h, n): (HospitalId, NodeId) = (id("h1"), id("edge-1"));
+        let sent = Sent {
+            command: "ping".into(),
+            sent_ms: 10,
+            expires_ms: 70_010,
+            by: "operator:ops".into(),
+        };
+        a.sent(&h, &n, 7, sent.clone());
+        a.persist_sent(&h, &n, 7, &sent).expect("share");
+        assert_eq!(b.outcome(&h, &n, 7), None, "not read yet");
+        b.refresh().expect("refresh");
+        assert_eq!(b.outcome(&h, &n, 7), Some(Outcome::Pending(sent.clone())));
+        let topic = "hms/v1/eu-west/h1/edge-1/cmd/result";
+        let done = json!({ "id": 7, "status": "done" }).to_string();
+        assert_eq!(
+            b.record(topic, done.as_bytes(), 20),
+            Seen::Result(h.clone(), n.clone(), 7)
+        );
+        b.persist_result(&h, &n, 7).expect("share");
+        // Another instance heard it too, later: the first result stays.
+        let late = Fleet::new(id("eu-west"));
+        late.share(b.shared.get().expect("shared").clone());
+        late.record(
+            topic,
+            json!({ "id": 7, "status": "failed" })
+                .to_string()
+                .as_bytes(),
+            30,
+        );
+        late.persist_result(&h, &n, 7).expect("share");
+        a.refresh().expect("refresh");
+        match a.outcome(&h, &n, 7) {
+            Some(Outcome::Answered { at_ms, result }) => {
+                assert_eq!((at_ms, result["status"].as_str()), (20, Some("done")));
+            }
+            other => panic!("not answered at the first instance: {other:?}"),
+        }
+        assert_eq!(a.commands(&h, &n, 10).len(), 1);
+        assert_eq!(b.commands(&h, &n, 10).len(), 1);
+        drop((a, b, late));
+        drop_db();
     }
 
     #[test]

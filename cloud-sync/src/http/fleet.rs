@@ -335,17 +335,22 @@ pub(super) async fn dispatch(
             Timestamp::from_millis(expires),
             command,
         );
-        channel.fleet.sent(
-            &h,
-            &n,
-            id,
-            Sent {
-                command: command.name().to_owned(),
-                sent_ms: now,
-                expires_ms: expires,
-                by: actor.clone(),
-            },
-        );
+        let sent = Sent {
+            command: command.name().to_owned(),
+            sent_ms: now,
+            expires_ms: expires,
+            by: actor.clone(),
+        };
+        if channel.fleet.is_shared() {
+            // The region's other instances show it too.
+            let (fleet, hh, nn, s) = (channel.fleet.clone(), h.clone(), n.clone(), sent.clone());
+            let shared =
+                tokio::task::spawn_blocking(move || fleet.persist_sent(&hh, &nn, id, &s)).await;
+            if !matches!(shared, Ok(Ok(()))) {
+                tracing::warn!(hospital = %h, node = %n, id, "could not share a sent command with the region's other instances");
+            }
+        }
+        channel.fleet.sent(&h, &n, id, sent);
         if let Err(e) = channel
             .link
             .publish(channel.fleet.topic(&h, &n, "cmd"), envelope)

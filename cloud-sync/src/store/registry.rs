@@ -34,6 +34,7 @@ use super::sqlite;
 
 pub mod bundles;
 pub mod downlink;
+pub mod fleet;
 pub mod pg;
 pub mod rollouts;
 pub mod takeover;

@@ -88,6 +88,8 @@ pub const MIGRATIONS: &[&str] = &[
     super::rollouts::PG_MIGRATION,
     // 6: the downlink's EID assignments, shared by the instances.
     super::downlink::PG_MIGRATION,
+    // 7: the fleet's commands and results, shared by the instances.
+    super::fleet::PG_MIGRATION,
 ];
 
 /// The schema version this binary writes.
