@@ -392,7 +392,15 @@ pub fn empi_train(config: &Path, sample: usize, seed: u64) -> Result<(), Failure
         ..TrainSettings::default()
     };
     settings.config.seed = seed;
-    let info = train_stored(&cfg.data_dir, &settings, "cli")?;
+    let info = if cfg.backend == crate::config::Backend::Postgres {
+        // The region's EMPI, wherever it runs.
+        let (_, db) = cfg.open_registry().map_err(Failure::Runtime)?;
+        let db = crate::store::empi::EmpiDb::shared(std::sync::Arc::new(db))
+            .map_err(Failure::Runtime)?;
+        crate::empi::model::train_stored_in(db, &settings, "cli")?
+    } else {
+        train_stored(&cfg.data_dir, &settings, "cli")?
+    };
     let report = info.report.as_ref();
     println!(
         "trained EMPI model {} on {} of {} records (EM: {} iterations, {}); active: a running \

@@ -44,6 +44,9 @@ use crate::state::{CloudState, OpenStore};
 /// this long after the holder dies.
 const LEASE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Opens the region's EMPI from its database (on taking the EMPI lease).
+type EmpiOpener = Box<dyn Fn() -> anyhow::Result<RegionalEmpi> + Send + Sync>;
+
 /// A configuration that cannot be put in force (the command line's exit
 /// code 64): the DR peer, the DR key, the TLS certificate and key, or
 /// plain HTTP on a non-loopback address ([`CloudConfig::check_listen`]).
@@ -61,6 +64,9 @@ pub struct Cloud {
     /// With PostgreSQL and `[fleet]`: the region's rollout lease (one
     /// instance drives the rollouts).
     rollout_lease: Option<crate::store::lease::Lease>,
+    /// With PostgreSQL and the EMPI: the region's EMPI lease, and how to
+    /// open the EMPI from the region's database when this instance takes it.
+    empi_elected: Option<(crate::store::lease::Lease, EmpiOpener)>,
     fleet_events: Option<rumqttc::EventLoop>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     broker: Option<EmbeddedBroker>,
@@ -105,7 +111,38 @@ impl Cloud {
         .context("opening the bundles hosted for the fleet")?;
         let mut state = state.with_bundles(bundles);
         state.downlink = Some(downlink.clone());
-        if config.mode == Mode::Primary && config.empi {
+        let mut empi_elected = None;
+        if config.mode == Mode::Primary && config.empi && shared {
+            // Several instances: the EMPI's tables are the region's, and
+            // the holder of the region's EMPI lease runs it.
+            let (_, db) = config.open_registry()?;
+            crate::store::empi::EmpiDb::shared(Arc::new(db))
+                .context("opening the regional EMPI in the region's database")?;
+            let target =
+                crate::store::pg_tls::PgTarget::parse(config.postgres.as_deref().unwrap_or(""))
+                    .map_err(|e| ConfigError(format!("postgres: {e}")))?;
+            let lease = crate::store::lease::Lease::keep(
+                target,
+                &config.region_database(),
+                &format!("hms-cloud/empi/{}", config.region),
+                LEASE_RETRY,
+            )
+            .map_err(|e| ConfigError(format!("starting the EMPI lease: {e}")))?;
+            let (cfg, downlink, records) = (
+                config.clone(),
+                downlink.clone(),
+                config.empi_auto_train_records,
+            );
+            let opener: EmpiOpener = Box::new(move || {
+                // A session of its own: the registry's serves the requests.
+                let (_, db) = cfg.open_registry()?;
+                let db = crate::store::empi::EmpiDb::shared(Arc::new(db))?;
+                let empi = RegionalEmpi::open_shared(db, downlink.clone())?;
+                empi.set_auto_train_records(records);
+                Ok(empi)
+            });
+            empi_elected = Some((lease, opener));
+        } else if config.mode == Mode::Primary && config.empi {
             let empi = RegionalEmpi::open(&config.data_dir, downlink)
                 .context("opening the regional EMPI")?;
             empi.set_auto_train_records(config.empi_auto_train_records);
@@ -207,6 +244,7 @@ impl Cloud {
             replicator,
             dr_lease,
             rollout_lease,
+            empi_elected,
             fleet_events,
             tls,
             broker,
@@ -271,7 +309,29 @@ impl Cloud {
                 }
             }
         }
-        tasks.spawn(self.state.run_empi(stop.clone()));
+        match self.empi_elected {
+            // Several instances: the holder of the EMPI lease runs it.
+            Some((lease, opener)) => {
+                let held = lease.held();
+                let s = &self.state;
+                let run = crate::empi::run_elected(
+                    s.empi.clone(),
+                    opener,
+                    held,
+                    s.registry.clone(),
+                    s.open.clone(),
+                    s.empi_wake.clone(),
+                    stop.clone(),
+                );
+                tasks.spawn(async move {
+                    run.await;
+                    let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+                });
+            }
+            None => {
+                tasks.spawn(self.state.run_empi(stop.clone()));
+            }
+        }
         tasks.spawn(self.state.takeover.clone().run(stop.clone()));
         if let (Some(events), Some(f)) = (self.fleet_events, &self.state.fleet) {
             tracing::info!(broker = f.link.broker(), "fleet channel on");

@@ -556,6 +556,8 @@ impl Replicator {
                     .record(Instant::now(), lane.local, Outcome::Unreadable(why));
             }
         }
+        // Reported before the standby report, which may take a while.
+        self.link.report(hospital, lane);
         if let Some(takeover) = &self.takeover
             && let Some(e) = self.registry.get(hospital)
             && self.link.standby(lane, &e, takeover).await
@@ -679,8 +681,12 @@ impl Link {
                 lane.standby_retry = Some(now + REFUSED_STANDBY_RETRY);
                 false
             }
-            // Unreachable: the exchange that follows fails alike and backs off.
-            Err(_) => false,
+            // Unreachable: the exchange that follows fails alike and backs
+            // off; the next report waits for the heartbeat.
+            Err(_) => {
+                lane.standby_retry = Some(now + STANDBY_HEARTBEAT);
+                false
+            }
         }
     }
 

@@ -55,7 +55,8 @@ pub fn eid_text(eid: Eid) -> String {
 pub struct RegionalEmpi {
     engine: Mutex<Engine>,
     db: Mutex<EmpiDb>,
-    /// `empi.sqlite` (a model installation reads it on its own connection).
+    /// `empi.sqlite` (a model installation reads it on its own
+    /// connection); empty when the tables are the region's.
     path: PathBuf,
     /// Held shared by every change to the engine, from the change until its
     /// store commit; held exclusively by a model installation to see the
@@ -211,7 +212,17 @@ impl RegionalEmpi {
     /// every EID ever handed out.
     pub fn open(data_dir: &Path, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
         let db = EmpiDb::open(data_dir)?;
-        let path = crate::store::empi::path(data_dir);
+        Self::open_in(db, crate::store::empi::path(data_dir), downlink)
+    }
+
+    /// The EMPI whose tables are in `db` (the region's database, with
+    /// several instances on PostgreSQL), its engine rebuilt from them as
+    /// [`RegionalEmpi::open`] does.
+    pub fn open_shared(db: EmpiDb, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
+        Self::open_in(db, PathBuf::new(), downlink)
+    }
+
+    fn open_in(db: EmpiDb, path: PathBuf, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
         let decisions: Decisions = db.decisions()?.unwrap_or_default();
         let (info, params) = model::active(&db)?;
         let engine = build(&db, params, decisions, None)?;
@@ -749,6 +760,112 @@ pub async fn run(
     }
 }
 
+/// The EMPI as a cloud's handlers find it: none configured here, waiting
+/// for the region's EMPI lease (several instances on PostgreSQL: another
+/// instance runs it), or running here.
+#[derive(Debug, Default)]
+pub struct Slot {
+    state: RwLock<SlotState>,
+}
+
+/// Where a [`Slot`] stands.
+#[derive(Debug, Default, Clone)]
+pub enum SlotState {
+    /// No EMPI on this cloud (`empi = false`, a replica).
+    #[default]
+    Off,
+    /// Another instance of the region runs it; this one takes over when
+    /// that one stops.
+    Standby,
+    /// It runs here.
+    On(Arc<RegionalEmpi>),
+}
+
+impl Slot {
+    /// A slot holding `empi`.
+    pub fn on(empi: Arc<RegionalEmpi>) -> Slot {
+        Slot {
+            state: RwLock::new(SlotState::On(empi)),
+        }
+    }
+
+    /// The EMPI, when it runs here.
+    pub fn get(&self) -> Option<Arc<RegionalEmpi>> {
+        match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
+            SlotState::On(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Where it stands.
+    pub fn state(&self) -> SlotState {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, to: SlotState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+}
+
+/// Runs the region's EMPI on this instance while it holds the region's
+/// EMPI lease (`held`; several instances on PostgreSQL): on taking it,
+/// opens the EMPI from the region's database with `open` (the engine
+/// rebuilt from the stored records, so it continues from the stored
+/// cursors), puts it in `slot` and runs [`run`]; on losing it, or at
+/// `shutdown`, stops it and takes it out of `slot` (standby).
+pub async fn run_elected(
+    slot: Arc<Slot>,
+    open: impl Fn() -> anyhow::Result<RegionalEmpi> + Send + Sync + 'static,
+    mut held: tokio::sync::watch::Receiver<bool>,
+    hospitals: Arc<Registry>,
+    stores: OpenStore,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let open = Arc::new(open);
+    slot.set(SlotState::Standby);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = held.wait_for(|h| *h) => if r.is_err() { break },
+        }
+        let o = open.clone();
+        let empi = match tokio::task::spawn_blocking(move || o()).await {
+            Ok(Ok(e)) => Arc::new(e),
+            Ok(Err(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot open the region's EMPI; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
+                }
+            }
+            Err(_) => continue,
+        };
+        tracing::info!("the region's EMPI runs on this instance (it holds the EMPI lease)");
+        slot.set(SlotState::On(empi.clone()));
+        let stop = shutdown.child_token();
+        let task = tokio::spawn(run(
+            empi,
+            hospitals.clone(),
+            stores.clone(),
+            wake.clone(),
+            stop.clone(),
+        ));
+        let go_on = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            r = held.wait_for(|h| !*h) => r.is_ok(),
+        };
+        slot.set(SlotState::Standby);
+        stop.cancel();
+        let _ = task.await;
+        if !go_on {
+            break;
+        }
+        tracing::warn!("the EMPI lease was lost; another instance of the region runs the EMPI");
+    }
+    slot.set(SlotState::Standby);
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -794,5 +911,88 @@ mod tests {
         );
         assert_eq!(empi.eid_of("h1", "A-1"), Some(Eid(1)));
         assert_eq!(empi.eid_of("h1", "A-2"), Some(Eid(1)));
+    }
+
+    /// The region's EMPI on PostgreSQL, as one instance leaves it and the
+    /// next opens it (a takeover): every EID, the human decisions, the
+    /// reviews, the audited reads, the trained model and the numbering go
+    /// on; the records are restored in chunks.
+    #[test]
+    fn the_regions_empi_on_postgres_goes_on_at_the_next_instance() {
+        use crate::empi::model::TrainSettings;
+        use crate::store::registry::RegistryDb;
+        use crate::testkit::{Backend, available, pg_admin, seed_empi_into};
+        if !available(Backend::Postgres) {
+            return;
+        }
+        let name = format!("hms+empi-{}", std::process::id());
+        let drop_db = || {
+            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .expect("drop");
+        };
+        drop_db();
+        let tables = || {
+            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
+            EmpiDb::shared(Arc::new(
+                RegistryDb::open_postgres(target, &name).expect("registry"),
+            ))
+            .expect("tables")
+        };
+        let keys = seed_empi_into(&mut tables(), 700);
+        let downlink = Arc::new(Downlink::in_memory().expect("downlink"));
+        let first = RegionalEmpi::open_shared(tables(), downlink.clone()).expect("first");
+        let eids: Vec<Option<Eid>> = keys
+            .iter()
+            .map(|k| first.eid_of(&k.source, k.local_id.expose()))
+            .collect();
+        assert!(eids.iter().all(Option::is_some));
+        let fresh = first
+            .register(&person("h9", "N-1", "Clara", "Barton", "1921-12-25"), "t")
+            .expect("register");
+        assert_eq!(fresh.decision, "new_identity");
+        first
+            .decide(&keys[0], &keys[keys.len() - 1], "never_link", "operator:t")
+            .expect("never link");
+        first.audit_read("operator:t", "search", 3).expect("audit");
+        let settings = TrainSettings {
+            sample: keys.len(),
+            ..TrainSettings::default()
+        };
+        let trained = first.train(&settings, "operator:t").expect("trained");
+        assert!(trained.trained, "{trained:?}");
+        let reviews = first.reviews("open").expect("reviews").len();
+        drop(first);
+
+        // The next instance takes over from the region's database.
+        let next = RegionalEmpi::open_shared(tables(), downlink).expect("next");
+        let again: Vec<Option<Eid>> = keys
+            .iter()
+            .map(|k| next.eid_of(&k.source, k.local_id.expose()))
+            .collect();
+        assert_eq!(again, eids, "every EID kept");
+        assert_eq!(next.eid_of("h9", "N-1"), Some(fresh.eid));
+        assert_eq!(
+            next.model().version,
+            trained.version,
+            "the trained model in force"
+        );
+        assert_eq!(next.reviews("open").expect("reviews").len(), reviews);
+        let decisions = next.engine.lock().expect("engine").decisions().clone();
+        assert_eq!(decisions, {
+            let db = tables();
+            db.decisions().expect("read").expect("stored")
+        });
+        let later = next
+            .register(&person("h9", "N-2", "Mary", "Mahoney", "1945-05-07"), "t")
+            .expect("register");
+        assert!(later.eid.0 > fresh.eid.0, "numbering goes on");
+        assert_eq!(
+            tables().audited_reads().expect("reads").len(),
+            1,
+            "the audited read kept"
+        );
+        drop(next);
+        drop_db();
     }
 }

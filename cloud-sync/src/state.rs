@@ -122,8 +122,9 @@ pub struct CloudState {
     pub analytics: Arc<analytics::Cache>,
     /// What goes back to the appliances (EIDs); none: the downlink answers 503.
     pub downlink: Option<Arc<Downlink>>,
-    /// The regional EMPI (primary only).
-    pub empi: Option<Arc<RegionalEmpi>>,
+    /// The regional EMPI (primary only): off, running here, or on
+    /// standby while another instance of the region runs it.
+    pub empi: Arc<crate::empi::Slot>,
     /// Notified after every ingest that stored events (wakes the EMPI).
     pub empi_wake: Arc<Notify>,
     /// The MQTT fleet channel (`[fleet]`); none: the fleet API answers 409.
@@ -177,7 +178,7 @@ impl CloudState {
             ingested: Arc::new(Notify::new()),
             analytics: Arc::new(analytics::Cache::default()),
             downlink: None,
-            empi: None,
+            empi: Arc::new(crate::empi::Slot::default()),
             empi_wake: Arc::new(Notify::new()),
             fleet: None,
             bundles: None,
@@ -202,7 +203,7 @@ impl CloudState {
 
     /// Runs the regional EMPI over every ingested patient record.
     pub fn with_empi(mut self, empi: Arc<RegionalEmpi>) -> Self {
-        self.empi = Some(empi);
+        self.empi = Arc::new(crate::empi::Slot::on(empi));
         self
     }
 
@@ -374,7 +375,7 @@ impl CloudState {
     /// once when this cloud runs no EMPI.
     pub fn run_empi(&self, shutdown: CancellationToken) -> impl Future<Output = ()> + use<> {
         let (empi, registry, open, wake) = (
-            self.empi.clone(),
+            self.empi.get(),
             self.registry.clone(),
             self.open.clone(),
             self.empi_wake.clone(),

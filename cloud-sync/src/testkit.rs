@@ -530,16 +530,24 @@ pub fn quick_training() -> crate::empi::model::TrainSettings {
 /// EIDs the hand-set engine gives them in order, as registrations would;
 /// returns their keys. Faster than registering each.
 pub fn seed_empi(dir: &std::path::Path, people: usize) -> Vec<hms_domain::empi::RecordKey> {
-    use hms_domain::empi::synth::{SynthConfig, generate};
-    use hms_domain::empi::{Engine, Params, RecordKey};
     let downlink = Arc::new(crate::downlink::Downlink::in_memory().expect("downlink"));
     drop(crate::empi::RegionalEmpi::open(dir, downlink).expect("schema"));
+    let mut db = crate::store::empi::EmpiDb::open(dir).expect("open");
+    seed_empi_into(&mut db, people)
+}
+
+/// [`seed_empi`] into the EMPI tables of `db` (either backend).
+pub fn seed_empi_into(
+    db: &mut crate::store::empi::EmpiDb,
+    people: usize,
+) -> Vec<hms_domain::empi::RecordKey> {
+    use hms_domain::empi::synth::{SynthConfig, generate};
+    use hms_domain::empi::{Engine, Params, RecordKey};
     let data = generate(&SynthConfig {
         people,
         ..SynthConfig::default()
     });
     let mut engine = Engine::new(Params::default());
-    let mut db = crate::store::empi::EmpiDb::open(dir).expect("open");
     let tx = db.transaction().expect("tx");
     let mut keys = vec![];
     for l in &data {

@@ -114,7 +114,10 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
         .expect("enrol");
     }
     let cloud = Cloud::open(config).expect("open");
-    assert!(cloud.state().empi.is_some(), "the EMPI runs (idle)");
+    let empi = cloud.state().empi.clone();
+    if backend == Backend::Sqlite {
+        assert!(empi.get().is_some(), "the EMPI runs (idle)");
+    }
     let status = cloud.state().replication.clone().expect("replication");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -131,7 +134,14 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
     let mut c = Conn::connect(addr, None).await.expect("connect");
     let health = c.get("/health").await.expect("health");
     assert_eq!(health.status, 200);
-    // The replicator asks the silent peer for the hospital's position: the
+    // On PostgreSQL the EMPI runs once this instance holds the region's
+    // EMPI lease (at once: it is the only one).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while empi.get().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the EMPI never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The replicator sends the silent peer the hospital's standby report: the
     // request arrives whole and stays unanswered.
     let (mut peer, _) = tokio::time::timeout(PATIENCE, silent.accept())
         .await
@@ -148,7 +158,8 @@ async fn serve_returns_promptly_once_cancelled_with_the_dr_peer_silent_and_the_e
         request.extend_from_slice(&buf[..n]);
     }
     let request = String::from_utf8_lossy(&request);
-    assert!(request.starts_with("GET /sync/v1/position "), "{request}");
+    // First the hospital's standby report (its enrolment, for a takeover).
+    assert!(request.starts_with("PUT /sync/v1/standby "), "{request}");
     assert!(
         request
             .to_ascii_lowercase()

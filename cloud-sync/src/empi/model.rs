@@ -355,7 +355,17 @@ pub fn train_stored(
             data_dir.display()
         )));
     }
-    let mut db = EmpiDb::open_existing(&path)?;
+    train_stored_in(EmpiDb::open_existing(&path)?, settings, actor)
+}
+
+/// [`train_stored`] on the EMPI of `db` (the region's database, with
+/// several instances on PostgreSQL: the instance running the EMPI installs
+/// it within seconds).
+pub fn train_stored_in(
+    mut db: EmpiDb,
+    settings: &TrainSettings,
+    actor: &str,
+) -> Result<ModelInfo, ModelError> {
     let (_, current) = active(&db)?;
     let trained = train_from(&db, &current, settings, actor)?;
     let tx = db.transaction()?;
@@ -492,7 +502,7 @@ impl RegionalEmpi {
     /// A read-only connection of its own (long reads do not hold up
     /// registrations).
     fn reader(&self) -> anyhow::Result<EmpiDb> {
-        EmpiDb::reader(&self.path)
+        self.db().reader_like(&self.path)
     }
 
     /// Trains a model on a sample of the EMPI's records and installs it.

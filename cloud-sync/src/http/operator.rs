@@ -310,8 +310,20 @@ fn empi_record_of(b: EmpiBody) -> hms_domain::empi::Record {
 }
 
 /// The 409 problem of a cloud that runs no EMPI (a replica).
-fn no_empi() -> Response {
-    problem::wrong_role("the regional EMPI runs on the primary").into_response()
+/// Why this cloud cannot answer an EMPI request: none runs here (409), or
+/// another instance of the region runs it (503, try again: this one takes
+/// over if that one stops).
+fn no_empi(state: &CloudState) -> Response {
+    match state.empi.state() {
+        crate::empi::SlotState::Standby => problem::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem::UNAVAILABLE,
+            "the regional EMPI runs on another instance of this region (the holder of its \
+             lease); ask that one, or again shortly: this instance takes over if it stops",
+        )
+        .into_response(),
+        _ => problem::wrong_role("the regional EMPI runs on the primary").into_response(),
+    }
 }
 
 /// The operator, the EMPI and the JSON body of an EMPI request, or the
@@ -324,8 +336,8 @@ async fn empi_call<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<(String, std::sync::Arc<crate::empi::RegionalEmpi>, T), Response> {
     let who = operator(state, headers, Scope::Empi).await?;
-    let Some(empi) = state.empi.clone() else {
-        return Err(no_empi());
+    let Some(empi) = state.empi.get() else {
+        return Err(no_empi(state));
     };
     let parsed: T =
         serde_json::from_slice(body).map_err(|e| bad(format!("the body is not {what}: {e}")))?;
@@ -473,8 +485,8 @@ async fn empi_reviews(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let Some(empi) = state.empi.clone() else {
-        return no_empi();
+    let Some(empi) = state.empi.get() else {
+        return no_empi(&state);
     };
     let status = q.get("status").map_or("open", String::as_str).to_owned();
     if status != "open" && status != "closed" {
@@ -523,8 +535,8 @@ async fn empi_model(State(state): State<CloudState>, headers: HeaderMap) -> Resp
         Ok(w) => w,
         Err(r) => return r,
     };
-    let Some(empi) = state.empi.clone() else {
-        return no_empi();
+    let Some(empi) = state.empi.get() else {
+        return no_empi(&state);
     };
     let e = empi.clone();
     let model = match blocking(move || e.describe_model()).await {
@@ -641,7 +653,7 @@ async fn empi_record(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let Some(empi) = state.empi.clone() else {
+    let Some(empi) = state.empi.get() else {
         return not_found("no such record in the regional EMPI".into());
     };
     let found = empi.eid_of(&source, &local_id);

@@ -489,7 +489,8 @@ pub(super) async fn health(State(state): State<CloudState>, headers: HeaderMap) 
             "max_lag_seconds": lag.values().map(|h| h.lag_seconds).fold(0.0, f64::max),
         })
     });
-    let empi_degraded = state.empi.as_ref().is_some_and(|e| e.degraded());
+    let empi_here = state.empi.get();
+    let empi_degraded = empi_here.as_ref().is_some_and(|e| e.degraded());
     let takeover = state.takeover.snapshot();
     // Fenced from a hospital: the region runs on its DR peer for it.
     let degraded = empi_degraded
@@ -511,7 +512,7 @@ pub(super) async fn health(State(state): State<CloudState>, headers: HeaderMap) 
         "promoted": promoted,
         "fenced": fenced,
         "replication": replication,
-        "empi": state.empi.as_ref().map(|e| {
+        "empi": empi_here.as_ref().map(|e| {
             let model = e.model();
             json!({
                 "matching": if empi_degraded { "exact (degraded: matching was slow)" } else { "full" },

@@ -125,6 +125,19 @@ impl RegistryDb {
         }
     }
 
+    /// Runs `f` on the region database's session (the tables of the
+    /// other stores that live there, such as the EMPI's); an error with
+    /// SQLite. Blocking, but safe on any thread.
+    pub(in crate::store) fn region_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        match self.pg() {
+            Some(pg) => pg.call(f),
+            None => anyhow::bail!("the registry is not on PostgreSQL"),
+        }
+    }
+
     /// The stored enrolment of `hospital`.
     pub fn enrolment(&self, hospital: &HospitalId) -> anyhow::Result<Option<EnrolmentRow>> {
         if let Some(pg) = self.pg() {

@@ -152,7 +152,7 @@ pub async fn page(
     if let Err(r) = who.require(Scope::Empi) {
         return r.into_response();
     }
-    let Some(empi) = state.empi.clone() else {
+    let Some(empi) = state.empi.get() else {
         return no_empi();
     };
     let (e, actor) = (empi.clone(), who.actor());
@@ -206,7 +206,7 @@ pub async fn act(
     if let Err(r) = who.require(Scope::Empi) {
         return r.into_response();
     }
-    let Some(empi) = state.empi.clone() else {
+    let Some(empi) = state.empi.get() else {
         return no_empi();
     };
     if !["link", "never_link", "close"].contains(&form.action.as_str()) {
