@@ -2008,3 +2008,156 @@ async fn the_region_fails_over_to_its_promoted_dr_peer_and_the_old_primary_is_fe
     edge_b.stop();
     replica.stop();
 }
+
+/// Two instances of a region on one PostgreSQL, both with `empi = true`,
+/// two appliances listing both: exactly one instance runs the EMPI (the
+/// holder of the region's EMPI lease), and the same woman registered at
+/// both hospitals gets one EID, which reaches both appliances. That
+/// instance is SIGKILLed: the other takes the EMPI over within 10 s, from
+/// the region's database, and goes on from the stored cursors: a patient
+/// registered afterwards gets a new EID (never one handed out before), the
+/// earlier EIDs read the same at the new holder, and each hospital's log in
+/// the cloud ends equal to the appliance's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
+    let Some(site) = Site::with(
+        Backend::Postgres,
+        Options {
+            empi: true,
+            uplink: "failback_s = 3600\n",
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let dir = site.dir.path();
+    let (config_b, port_b) = site.second_instance();
+    let urls = [
+        format!("http://127.0.0.1:{}", site.cloud_port),
+        format!("http://127.0.0.1:{port_b}"),
+    ];
+    let list = format!("cloud = [\"{}\", \"{}\"]", urls[0], urls[1]);
+    let hospital_b = format!("{}-b", site.hospital);
+    let _ = drop_database(&hospital_b);
+    let second = second_appliance(&site, &hospital_b);
+    for config in [site.edge_config(), second.clone()] {
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(&format!("cloud = \"{}\"", urls[0]), &list);
+        assert!(text.contains(&list));
+        std::fs::write(&config, text).unwrap();
+    }
+    let token = run(Command::new(bin("hms-cloud"))
+        .args(["token", "create", "--config"])
+        .arg(site.cloud_config())
+        .args(["--name", "ops"]))
+    .trim()
+    .to_owned();
+    let ports = [site.cloud_port, port_b];
+    let runs_empi = |i: usize| {
+        let token = token.clone();
+        async move {
+            let addr: SocketAddr = ([127, 0, 0, 1], ports[i]).into();
+            let Ok(mut c) = Conn::connect(addr, Some(&token)).await else {
+                return false;
+            };
+            let Ok(r) = c.get("/health").await else {
+                return false;
+            };
+            r.json().is_ok_and(|v| v["empi"].is_object())
+        }
+    };
+    let mut clouds = vec![Some(site.start_cloud()), Some(start_cloud_at(&config_b))];
+    let (a, http_a, mllp_a) = site.start_edge();
+    let (b, http_b, mllp_b) = start_edge_at(&second);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let holder = loop {
+        match (runs_empi(0).await, runs_empi(1).await) {
+            (true, false) => break 0,
+            (false, true) => break 1,
+            (true, true) => panic!("both instances run the EMPI"),
+            (false, false) => {}
+        }
+        assert!(Instant::now() < deadline, "no instance runs the EMPI");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let other = 1 - holder;
+    send_hl7(
+        dir,
+        mllp_a,
+        "a.hl7",
+        "MSH|^~\\&|EPIC|TH|HMS|EDGE|20261127101500||ADT^A28^ADT_A05|EA1|P|2.5.1\n\
+         EVN|A28|20261127101500\n\
+         PID|1||A-100^^^TH^MR||Nightingale^Florence||19800512|F|||1 High Street^^Leeds^^LS1 4AB^GB||+44 113 496 0001\n",
+    );
+    send_hl7(
+        dir,
+        mllp_b,
+        "b.hl7",
+        "MSH|^~\\&|PAS|TB|HMS|EDGE|20261127101600||ADT^A28^ADT_A05|EB1|P|2.5.1\n\
+         EVN|A28|20261127101600\n\
+         PID|1||B-777^^^TB^MR||Nightingal^Florence||19800512|F|||1 High St^^Leeds^^LS1 4AB^GB||+44 113 496 0001\n",
+    );
+    let (ta, tb) = (
+        nurse_token(&site.edge_data()),
+        nurse_token(
+            &firmware_config::load(&second)
+                .unwrap()
+                .config
+                .store
+                .data_dir,
+        ),
+    );
+    let ea = eid_arrives(http_a, &ta, "A-100").await;
+    assert_eq!(
+        eid_arrives(http_b, &tb, "B-777").await,
+        ea,
+        "one person, one EID"
+    );
+    adt(mllp_a, 0, 100);
+
+    // The instance running the EMPI dies; the other takes it over.
+    clouds[holder].take().unwrap().kill9();
+    let killed = Instant::now();
+    while !runs_empi(other).await {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the EMPI was not taken over within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed.elapsed();
+    send_hl7(
+        dir,
+        mllp_b,
+        "c.hl7",
+        "MSH|^~\\&|PAS|TB|HMS|EDGE|20261127101700||ADT^A28^ADT_A05|EB2|P|2.5.1\n\
+         EVN|A28|20261127101700\n\
+         PID|1||B-778^^^TB^MR||Seacole^Mary||19650123|F|||9 Low Road^^York^^YO1 7HH^GB\n",
+    );
+    let later = eid_arrives(http_b, &tb, "B-778").await;
+    assert_ne!(later, ea, "someone else");
+    let number = |e: &str| e.trim_start_matches('E').parse::<u64>().unwrap();
+    assert!(
+        number(&later) > number(&ea),
+        "{later} after {ea}: never one handed out before"
+    );
+    // The new holder reads what the first one assigned.
+    let addr: SocketAddr = ([127, 0, 0, 1], ports[other]).into();
+    let mut ops = Conn::connect(addr, Some(&token)).await.unwrap();
+    let r = ops
+        .get(&format!("/api/v1/empi/records/{}/A-100", site.hospital))
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(r["eid"], ea.as_str(), "{r}");
+    eprintln!("EMPI TAKEOVER: {} ms after the kill", took.as_millis());
+    adt(mllp_a, 100, 100);
+    caught_up_on(http_a, &urls[other]).await;
+    site.assert_cloud_equals_edge().await;
+    a.stop();
+    b.stop();
+    drop(clouds);
+    let _ = drop_database(&hospital_b);
+}
