@@ -84,6 +84,9 @@ pub struct RegionalEmpi {
     slow_after: Mutex<std::time::Duration>,
     /// Until when matching is degraded to exact keys.
     degraded_until: Mutex<Option<std::time::Instant>>,
+    /// The last change of the region's tables this engine holds
+    /// ([`RegionalEmpi::follow`]).
+    followed: std::sync::atomic::AtomicI64,
 }
 
 /// How long a slow match keeps the EMPI on exact matching.
@@ -223,6 +226,8 @@ impl RegionalEmpi {
     }
 
     fn open_in(db: EmpiDb, path: PathBuf, downlink: Arc<Downlink>) -> anyhow::Result<RegionalEmpi> {
+        // Before the records are read: what changes after is followed.
+        let followed = db.last_change()?;
         let decisions: Decisions = db.decisions()?.unwrap_or_default();
         let (info, params) = model::active(&db)?;
         let engine = build(&db, params, decisions, None)?;
@@ -242,7 +247,45 @@ impl RegionalEmpi {
             exact: Mutex::new(std::collections::HashMap::new()),
             slow_after: Mutex::new(std::time::Duration::from_secs(1)),
             degraded_until: Mutex::new(None),
+            followed: std::sync::atomic::AtomicI64::new(followed),
         })
+    }
+
+    /// Brings the engine in step with the region's tables, as another
+    /// instance running the EMPI changed them (several instances on
+    /// PostgreSQL): every record changed since the last call is filed
+    /// again as stored now (or removed), and a model stored or activated
+    /// there is installed. The engine then answers reads as that
+    /// instance's does. Returns how many changes were applied. Blocking.
+    pub fn follow(&self) -> anyhow::Result<usize> {
+        let mut applied = 0;
+        loop {
+            let after = self.followed.load(std::sync::atomic::Ordering::SeqCst);
+            let changes = self.db().changes_since(after, 1_000)?;
+            let Some(last) = changes.last().map(|c| c.rev) else {
+                break;
+            };
+            {
+                let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+                for c in &changes {
+                    match &c.now {
+                        Some((record, eid)) => engine.restore(record, *eid),
+                        None => {
+                            engine.remove(&c.key);
+                        }
+                    }
+                }
+            }
+            applied += changes.len();
+            self.followed
+                .store(last, std::sync::atomic::Ordering::SeqCst);
+            if changes.len() < 1_000 {
+                break;
+            }
+        }
+        self.follow_stored_model()
+            .map_err(|e| anyhow::anyhow!("installing the region's model: {e}"))?;
+        Ok(applied)
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, EmpiDb> {
@@ -761,8 +804,9 @@ pub async fn run(
 }
 
 /// The EMPI as a cloud's handlers find it: none configured here, waiting
-/// for the region's EMPI lease (several instances on PostgreSQL: another
-/// instance runs it), or running here.
+/// for the region's EMPI lease with an engine kept in step with the one
+/// running at another instance (several instances on PostgreSQL), or
+/// running here.
 #[derive(Debug, Default)]
 pub struct Slot {
     state: RwLock<SlotState>,
@@ -774,9 +818,13 @@ pub enum SlotState {
     /// No EMPI on this cloud (`empi = false`, a replica).
     #[default]
     Off,
-    /// Another instance of the region runs it; this one takes over when
-    /// that one stops.
+    /// Another instance of the region runs it, and this one has no engine
+    /// in step yet (opening it).
     Standby,
+    /// Another instance of the region runs it; this one follows it
+    /// ([`RegionalEmpi::follow`]) and answers reads, and takes over when
+    /// that one stops.
+    Following(Arc<RegionalEmpi>),
     /// It runs here.
     On(Arc<RegionalEmpi>),
 }
@@ -789,10 +837,19 @@ impl Slot {
         }
     }
 
-    /// The EMPI, when it runs here.
+    /// The EMPI, when it runs here (for changes).
     pub fn get(&self) -> Option<Arc<RegionalEmpi>> {
         match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
             SlotState::On(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// An engine to read from: the EMPI running here, or the one kept in
+    /// step with it at another instance.
+    pub fn reader(&self) -> Option<Arc<RegionalEmpi>> {
+        match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
+            SlotState::On(e) | SlotState::Following(e) => Some(e.clone()),
             _ => None,
         }
     }
@@ -807,12 +864,18 @@ impl Slot {
     }
 }
 
+/// How often an instance that does not run the EMPI brings its engine in
+/// step with the region's tables.
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Runs the region's EMPI on this instance while it holds the region's
-/// EMPI lease (`held`; several instances on PostgreSQL): on taking it,
-/// opens the EMPI from the region's database with `open` (the engine
-/// rebuilt from the stored records, so it continues from the stored
-/// cursors), puts it in `slot` and runs [`run`]; on losing it, or at
-/// `shutdown`, stops it and takes it out of `slot` (standby).
+/// EMPI lease (`held`; several instances on PostgreSQL). Until then it
+/// opens the EMPI from the region's database with `open` and follows the
+/// instance running it every [`FOLLOW_EVERY`] (reads are answered here
+/// meanwhile). On taking the lease it catches up, puts the EMPI in `slot`
+/// as running and runs [`run`], which goes on from the stored cursors; on
+/// losing it, or at `shutdown`, it stops it (a lost lease opens the engine
+/// afresh: what it held may not have been stored).
 pub async fn run_elected(
     slot: Arc<Slot>,
     open: impl Fn() -> anyhow::Result<RegionalEmpi> + Send + Sync + 'static,
@@ -824,23 +887,59 @@ pub async fn run_elected(
 ) {
     let open = Arc::new(open);
     slot.set(SlotState::Standby);
+    let mut engine: Option<Arc<RegionalEmpi>> = None;
+    let retry = std::time::Duration::from_secs(2);
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = held.wait_for(|h| *h) => if r.is_err() { break },
+        if shutdown.is_cancelled() {
+            break;
         }
-        let o = open.clone();
-        let empi = match tokio::task::spawn_blocking(move || o()).await {
-            Ok(Ok(e)) => Arc::new(e),
-            Ok(Err(e)) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot open the region's EMPI; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => continue,
+        let Some(empi) = engine.clone() else {
+            let o = open.clone();
+            match tokio::task::spawn_blocking(move || o()).await {
+                Ok(Ok(e)) => {
+                    let e = Arc::new(e);
+                    engine = Some(e.clone());
+                    slot.set(SlotState::Following(e));
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot open the region's EMPI; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(retry) => {}
+                    }
+                }
+                Err(_) => {}
+            }
+            continue;
+        };
+        let follow = |e: Arc<RegionalEmpi>| async move {
+            match tokio::task::spawn_blocking(move || e.follow()).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %format!("{err:#}"), "cannot follow the region's EMPI; opening it again");
+                    false
+                }
+                Err(_) => false,
+            }
+        };
+        let holding = *held.borrow();
+        if !holding {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ok = async { held.wait_for(|h| *h).await.is_ok() } => if !ok { break },
+                _ = tokio::time::sleep(FOLLOW_EVERY) => {
+                    if !follow(empi).await {
+                        engine = None;
+                    }
+                    continue;
                 }
             }
-            Err(_) => continue,
-        };
+        }
+        // This instance holds the lease: catch up, then run it.
+        if !follow(empi.clone()).await {
+            engine = None;
+            continue;
+        }
         tracing::info!("the region's EMPI runs on this instance (it holds the EMPI lease)");
         slot.set(SlotState::On(empi.clone()));
         let stop = shutdown.child_token();
@@ -858,6 +957,7 @@ pub async fn run_elected(
         slot.set(SlotState::Standby);
         stop.cancel();
         let _ = task.await;
+        engine = None;
         if !go_on {
             break;
         }
@@ -993,6 +1093,106 @@ mod tests {
             "the audited read kept"
         );
         drop(next);
+        drop_db();
+    }
+
+    /// An instance that does not run the EMPI keeps its engine in step with
+    /// the one that does (several instances on PostgreSQL): registrations,
+    /// a retirement, a human split and a trained model all read the same
+    /// at both after [`RegionalEmpi::follow`], and searches rank alike.
+    #[test]
+    fn a_following_instance_reads_what_the_running_one_changed() {
+        use crate::empi::model::TrainSettings;
+        use crate::store::registry::RegistryDb;
+        use crate::testkit::{Backend, available, pg_admin, seed_empi_into};
+        if !available(Backend::Postgres) {
+            return;
+        }
+        let name = format!("hms+empi-follow-{}", std::process::id());
+        let drop_db = || {
+            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .expect("drop");
+        };
+        drop_db();
+        let tables = || {
+            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
+            EmpiDb::shared(Arc::new(
+                RegistryDb::open_postgres(target, &name).expect("registry"),
+            ))
+            .expect("tables")
+        };
+        let keys = seed_empi_into(&mut tables(), 700);
+        let downlink = Arc::new(Downlink::in_memory().expect("downlink"));
+        let running = RegionalEmpi::open_shared(tables(), downlink.clone()).expect("running");
+        let following = RegionalEmpi::open_shared(tables(), downlink).expect("following");
+        let same = |k: &RecordKey| {
+            assert_eq!(
+                following.eid_of(&k.source, k.local_id.expose()),
+                running.eid_of(&k.source, k.local_id.expose()),
+                "{}",
+                k.source
+            );
+        };
+        let a = running
+            .register(
+                &person("h9", "F-1", "Florence", "Nightingale", "1980-05-12"),
+                "t",
+            )
+            .expect("a");
+        let b = running
+            .register(
+                &person("h8", "F-2", "Florence", "Nightingal", "1980-05-12"),
+                "t",
+            )
+            .expect("b");
+        assert_eq!(a.eid, b.eid, "one person");
+        assert_eq!(following.eid_of("h9", "F-1"), None, "not followed yet");
+        assert!(following.follow().expect("follow") >= 2);
+        assert_eq!(following.eid_of("h9", "F-1"), Some(a.eid));
+        assert_eq!(following.eid_of("h8", "F-2"), Some(a.eid));
+        // A human split and a retirement.
+        let (ka, kb) = (
+            RecordKey {
+                source: "h9".into(),
+                local_id: Mrn::new("F-1"),
+            },
+            RecordKey {
+                source: "h8".into(),
+                local_id: Mrn::new("F-2"),
+            },
+        );
+        running
+            .decide(&ka, &kb, "unlink", "operator:t")
+            .expect("unlink");
+        running
+            .retire(&HospitalId::new("h9").expect("id"), &Mrn::new("F-1"), "t")
+            .expect("retire");
+        following.follow().expect("follow");
+        same(&ka);
+        same(&kb);
+        assert_eq!(following.eid_of("h9", "F-1"), None);
+        // Searches rank alike.
+        let q = person("q", "Q-1", "Florence", "Nightingale", "1980-05-12");
+        let top = |e: &RegionalEmpi| {
+            e.search(&q, 3)
+                .into_iter()
+                .map(|h| h.key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(top(&following), top(&running));
+        // A model trained where the EMPI runs is in force here too.
+        let settings = TrainSettings {
+            sample: keys.len(),
+            ..TrainSettings::default()
+        };
+        let trained = running.train(&settings, "operator:t").expect("trained");
+        following.follow().expect("follow");
+        assert_eq!(following.model().version, trained.version);
+        for k in keys.iter().step_by(50) {
+            same(k);
+        }
+        drop((running, following));
         drop_db();
     }
 }

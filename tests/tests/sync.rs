@@ -2012,7 +2012,8 @@ async fn the_region_fails_over_to_its_promoted_dr_peer_and_the_old_primary_is_fe
 /// Two instances of a region on one PostgreSQL, both with `empi = true`,
 /// two appliances listing both: exactly one instance runs the EMPI (the
 /// holder of the region's EMPI lease), and the same woman registered at
-/// both hospitals gets one EID, which reaches both appliances. That
+/// both hospitals gets one EID, which reaches both appliances; the other
+/// instance follows it (reads the EID, answers a registration 503). That
 /// instance is SIGKILLed: the other takes the EMPI over within 10 s, from
 /// the region's database, and goes on from the stored cursors: a patient
 /// registered afterwards gets a new EID (never one handed out before), the
@@ -2064,7 +2065,7 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
             let Ok(r) = c.get("/health").await else {
                 return false;
             };
-            r.json().is_ok_and(|v| v["empi"].is_object())
+            r.json().is_ok_and(|v| v["empi_role"] == "running")
         }
     };
     let mut clouds = vec![Some(site.start_cloud()), Some(start_cloud_at(&config_b))];
@@ -2114,6 +2115,34 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
         ea,
         "one person, one EID"
     );
+    // The other instance follows the EMPI: it reads what the first one
+    // assigned (within its half-second step), and sends changes there.
+    let follower: SocketAddr = ([127, 0, 0, 1], ports[other]).into();
+    let mut at_follower = Conn::connect(follower, Some(&token)).await.unwrap();
+    let path = format!("/api/v1/empi/records/{}/A-100", site.hospital);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = at_follower.get(&path).await.unwrap();
+        if r.status == 200 && r.json().unwrap()["eid"] == ea.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never read it: {}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let h: serde_json::Value = at_follower.get("/health").await.unwrap().json().unwrap();
+    assert_eq!(h["empi_role"], "following", "{h}");
+    let r = at_follower
+        .post(
+            "/api/v1/empi/records",
+            &serde_json::json!({ "source": "x", "local_id": "1", "family_name": "Fry" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     adt(mllp_a, 0, 100);
 
     // The instance running the EMPI dies; the other takes it over.

@@ -315,11 +315,12 @@ fn empi_record_of(b: EmpiBody) -> hms_domain::empi::Record {
 /// over if that one stops).
 fn no_empi(state: &CloudState) -> Response {
     match state.empi.state() {
-        crate::empi::SlotState::Standby => problem::problem(
+        crate::empi::SlotState::Standby | crate::empi::SlotState::Following(_) => problem::problem(
             StatusCode::SERVICE_UNAVAILABLE,
             problem::UNAVAILABLE,
             "the regional EMPI runs on another instance of this region (the holder of its \
-             lease); ask that one, or again shortly: this instance takes over if it stops",
+             lease), which takes its changes; this instance answers reads, and takes over \
+             if that one stops",
         )
         .into_response(),
         _ => problem::wrong_role("the regional EMPI runs on the primary").into_response(),
@@ -335,8 +336,38 @@ async fn empi_call<T: serde::de::DeserializeOwned>(
     body: &[u8],
     what: &str,
 ) -> Result<(String, std::sync::Arc<crate::empi::RegionalEmpi>, T), Response> {
+    empi_call_as(state, headers, body, what, Access::Change).await
+}
+
+/// Whether an EMPI request changes it (only where it runs) or reads it
+/// (also where an engine follows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Change,
+}
+
+/// The EMPI to answer with: where it runs, or, to read, where it is followed.
+fn empi_for(
+    state: &CloudState,
+    access: Access,
+) -> Option<std::sync::Arc<crate::empi::RegionalEmpi>> {
+    match access {
+        Access::Change => state.empi.get(),
+        Access::Read => state.empi.reader(),
+    }
+}
+
+/// [`empi_call`] for a request that changes the EMPI or reads it.
+async fn empi_call_as<T: serde::de::DeserializeOwned>(
+    state: &CloudState,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+    access: Access,
+) -> Result<(String, std::sync::Arc<crate::empi::RegionalEmpi>, T), Response> {
     let who = operator(state, headers, Scope::Empi).await?;
-    let Some(empi) = state.empi.get() else {
+    let Some(empi) = empi_for(state, access) else {
         return Err(no_empi(state));
     };
     let parsed: T =
@@ -351,7 +382,7 @@ async fn empi_search(
     body: axum::body::Bytes,
 ) -> Response {
     let (who, empi, b): (String, _, EmpiBody) =
-        match empi_call(&state, &headers, &body, "an EMPI record").await {
+        match empi_call_as(&state, &headers, &body, "an EMPI record", Access::Read).await {
             Ok(x) => x,
             Err(r) => return r,
         };
@@ -485,7 +516,7 @@ async fn empi_reviews(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let Some(empi) = state.empi.get() else {
+    let Some(empi) = state.empi.reader() else {
         return no_empi(&state);
     };
     let status = q.get("status").map_or("open", String::as_str).to_owned();
@@ -535,7 +566,7 @@ async fn empi_model(State(state): State<CloudState>, headers: HeaderMap) -> Resp
         Ok(w) => w,
         Err(r) => return r,
     };
-    let Some(empi) = state.empi.get() else {
+    let Some(empi) = state.empi.reader() else {
         return no_empi(&state);
     };
     let e = empi.clone();
@@ -653,7 +684,7 @@ async fn empi_record(
         Ok(w) => w,
         Err(r) => return r,
     };
-    let Some(empi) = state.empi.get() else {
+    let Some(empi) = state.empi.reader() else {
         return not_found("no such record in the regional EMPI".into());
     };
     let found = empi.eid_of(&source, &local_id);

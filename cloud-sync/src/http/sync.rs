@@ -511,6 +511,12 @@ pub(super) async fn health(State(state): State<CloudState>, headers: HeaderMap) 
         "mode": mode,
         "promoted": promoted,
         "fenced": fenced,
+        "empi_role": match state.empi.state() {
+            crate::empi::SlotState::Off => "off",
+            crate::empi::SlotState::Standby => "standby",
+            crate::empi::SlotState::Following(_) => "following",
+            crate::empi::SlotState::On(_) => "running",
+        },
         "replication": replication,
         "empi": empi_here.as_ref().map(|e| {
             let model = e.model();

@@ -188,6 +188,13 @@ pub const PG_MIGRATIONS: &[&str] = &[
          active     BOOLEAN NOT NULL DEFAULT false
      );
      CREATE UNIQUE INDEX empi_models_one_active ON empi_models(active) WHERE active;",
+    // 2: the records each transaction changed, in order: the instances
+    // that do not run the EMPI keep their engine in step by them.
+    "CREATE TABLE empi_changes (
+         rev      BIGSERIAL PRIMARY KEY,
+         source   TEXT NOT NULL,
+         local_id TEXT NOT NULL
+     );",
 ];
 
 /// Brings the EMPI's tables in the region's database to the last of
@@ -240,6 +247,17 @@ fn eid_sql(eid: Option<Eid>) -> Option<i64> {
 
 fn parse_record(json: &str) -> anyhow::Result<Record> {
     serde_json::from_str(json).context("a stored EMPI record does not parse")
+}
+
+/// A record a transaction changed ([`EmpiDb::changes_since`]).
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The change's revision.
+    pub rev: i64,
+    /// The record.
+    pub key: RecordKey,
+    /// The record and its EID as stored now; none when removed.
+    pub now: Option<(Record, Eid)>,
 }
 
 /// One connection to `empi.sqlite`, or the region's database.
@@ -812,6 +830,57 @@ impl EmpiDb {
         Ok(n == 1)
     }
 
+    /// The records changed after revision `after` (PostgreSQL; none on
+    /// SQLite, where one instance holds the EMPI), oldest first, at most
+    /// `limit`: (revision, record key, the record and its EID as stored
+    /// now, none when it is stored no more).
+    pub fn changes_since(&self, after: i64, limit: i64) -> anyhow::Result<Vec<Changed>> {
+        let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> = match &self.inner {
+            Backend::Sqlite(_) => vec![],
+            Backend::Shared(db) => db.region_call(move |c| {
+                Ok(c.query(
+                    "SELECT c.rev, c.source, c.local_id, r.record, r.eid
+                     FROM empi_changes c
+                     LEFT JOIN empi_records r ON r.source = c.source AND r.local_id = c.local_id
+                     WHERE c.rev > $1 ORDER BY c.rev LIMIT $2",
+                    &[&after, &limit],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect())
+            })?,
+        };
+        rows.into_iter()
+            .map(|(rev, source, local_id, json, e)| {
+                let now = match (json, e) {
+                    (Some(j), Some(e)) => Some((parse_record(&j)?, eid(e))),
+                    _ => None,
+                };
+                Ok(Changed {
+                    rev,
+                    key: RecordKey {
+                        source,
+                        local_id: hms_domain::phi::Mrn::new(local_id),
+                    },
+                    now,
+                })
+            })
+            .collect()
+    }
+
+    /// The last revision of [`EmpiDb::changes_since`] (0: none).
+    pub fn last_change(&self) -> anyhow::Result<i64> {
+        match &self.inner {
+            Backend::Sqlite(_) => Ok(0),
+            Backend::Shared(db) => db.region_call(|c| {
+                Ok(
+                    c.query_one("SELECT coalesce(max(rev), 0) FROM empi_changes", &[])?
+                        .get(0),
+                )
+            }),
+        }
+    }
+
     /// Model rows matching `filter` (SQL after `WHERE`, with `?1`/`$1`
     /// standing for `arg`), in `order`.
     fn models_where(
@@ -1007,9 +1076,18 @@ impl Transaction<'_> {
         }
     }
 
+    /// Notes (PostgreSQL) that the record `source`/`local_id` changed.
+    fn changed(&self, source: &str, local_id: &str) {
+        self.gather(
+            "INSERT INTO empi_changes(source, local_id) VALUES ($1, $2)",
+            vec![Arg::Text(source.to_owned()), Arg::Text(local_id.to_owned())],
+        );
+    }
+
     /// Stores `record` under `eid` (replacing what was stored of it).
     pub fn put_record(&self, record: &Record, eid: Eid) -> anyhow::Result<()> {
         let json = serde_json::to_string(record)?;
+        self.changed(&record.source, record.local_id.expose());
         if self.gather(
             "INSERT INTO empi_records(source, local_id, record, eid) VALUES ($1, $2, $3, $4)
              ON CONFLICT(source, local_id) DO UPDATE SET record = excluded.record,
@@ -1040,6 +1118,7 @@ impl Transaction<'_> {
 
     /// Removes a record.
     pub fn delete_record(&self, key: &RecordKey) -> anyhow::Result<()> {
+        self.changed(&key.source, key.local_id.expose());
         if self.gather(
             "DELETE FROM empi_records WHERE source = $1 AND local_id = $2",
             vec![
@@ -1058,6 +1137,7 @@ impl Transaction<'_> {
 
     /// Files a stored record under another EID.
     pub fn set_eid(&self, key: &RecordKey, eid: Option<Eid>) -> anyhow::Result<()> {
+        self.changed(&key.source, key.local_id.expose());
         if self.gather(
             "UPDATE empi_records SET eid = $3 WHERE source = $1 AND local_id = $2",
             vec![

@@ -152,7 +152,7 @@ pub async fn page(
     if let Err(r) = who.require(Scope::Empi) {
         return r.into_response();
     }
-    let Some(empi) = state.empi.get() else {
+    let Some(empi) = state.empi.reader() else {
         return no_empi();
     };
     let (e, actor) = (empi.clone(), who.actor());
