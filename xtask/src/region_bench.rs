@@ -1,4 +1,4 @@
-//! `cargo xtask bench region [--hospitals N] [--events N] [--runs N]`:
+//! `cargo xtask bench region [--hospitals N] [--events N] [--runs N] [--empi-records N]`:
 //! ingest into a region from many hospitals at once, with one cloud
 //! instance on SQLite, one on PostgreSQL and two on the same PostgreSQL.
 //!
@@ -10,11 +10,15 @@
 //! hospital's first batch goes before the clock starts (on PostgreSQL it
 //! creates the hospital's database: a one-time cost). Then all hospitals
 //! send the rest at once; with two instances, every other hospital sends
-//! to the second. Release build of `hms-cloud`, `empi = false` (the EMPI
-//! is one instance's still, see docs/operations.md), fresh stores per run.
+//! to the second. Release build of `hms-cloud`, `empi = false` for the
+//! ingest runs, fresh stores per run.
 //!
 //! Reported per set-up (medians over runs): events stored per second over
 //! the whole load, and the acknowledgement time of a batch (p50, p99).
+//! Then, on fresh clouds with `empi = true`, `--empi-records` people
+//! (4,000) registered through `POST /api/v1/empi/records` by 4 clients at
+//! the instance running the EMPI (with two instances the other follows it
+//! through the region's database meanwhile): registration time p50, p99.
 //! After each run every hospital's position is checked: each holds exactly
 //! its log. Both instances share the machine's two cores with the load.
 
@@ -195,13 +199,136 @@ fn one_run(
     Ok((rate, latencies))
 }
 
+/// Names, dates and places the EMPI registrations are made of.
+const GIVEN: [&str; 12] = [
+    "Mary", "John", "Aisha", "Wei", "Olga", "Pedro", "Fatima", "Liam", "Noor", "Sven", "Amara",
+    "Yuki",
+];
+const FAMILY: [&str; 12] = [
+    "Smith", "Okafor", "Nguyen", "Kowalski", "Garcia", "Haddad", "Jensen", "Murphy", "Patel",
+    "Rossi", "Tanaka", "Dubois",
+];
+
+/// The EMPI run of a set-up: `records` people registered through `POST
+/// /api/v1/empi/records` by 4 clients at the instance running the EMPI
+/// (with two instances, the other following it); the registration times,
+/// ms.
+fn empi_run(
+    bin: &Path,
+    backend: &str,
+    instances: usize,
+    records: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let site = target_dir().join(format!("bench-region-empi-{backend}-{instances}"));
+    let _ = std::fs::remove_dir_all(&site);
+    std::fs::create_dir_all(&site)?;
+    if backend == "postgres" {
+        let mut c = postgres::Client::connect(PG_ADMIN, postgres::NoTls)
+            .context("PostgreSQL at 127.0.0.1:5432")?;
+        c.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{REGION_DB}\" WITH (FORCE)"
+        ))?;
+    }
+    let mut configs = vec![];
+    let mut addrs = vec![];
+    for k in 0..instances {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut text = format!(
+            "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"cloud-data-{k}\"\n\
+             empi = true\nempi_auto_train_records = 0\nbackend = \"{backend}\"\n"
+        );
+        if backend == "postgres" {
+            text.push_str(&format!(
+                "postgres = \"{PG_ADMIN}\"\nregion_database = \"{REGION_DB}\"\n"
+            ));
+        }
+        let config = site.join(format!("cloud-{k}.toml"));
+        std::fs::write(&config, text)?;
+        configs.push(config);
+        addrs.push(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let out = Command::new(bin)
+        .args(["token", "create", "--name", "bench", "--config"])
+        .arg(&configs[0])
+        .output()?;
+    if !out.status.success() {
+        bail!("token: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let running: Vec<Cloud> = configs
+        .iter()
+        .map(|c| start_cloud(bin, c))
+        .collect::<anyhow::Result<_>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let lat = rt.block_on(async move {
+        use hms_e2e::client::Conn;
+        // The instance running the EMPI (with two, the lease decides).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let at = loop {
+            let mut found = None;
+            for a in &addrs {
+                let mut c = Conn::connect(*a, Some(&token)).await?;
+                let h = c.get("/health").await?.json()?;
+                if h["empi_role"] == "running" {
+                    found = Some(*a);
+                }
+            }
+            if let Some(a) = found {
+                break a;
+            }
+            if Instant::now() > deadline {
+                bail!("no instance runs the EMPI");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut tasks = vec![];
+        for client in 0..4usize {
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = Conn::connect(at, Some(&token)).await?;
+                let mut lat = vec![];
+                for i in (client..records).step_by(4) {
+                    let body = serde_json::json!({
+                        "source": format!("bench-h{client}"),
+                        "local_id": format!("P{i}"),
+                        "given_name": GIVEN[i % GIVEN.len()],
+                        "family_name": format!("{}{}", FAMILY[(i / 12) % FAMILY.len()], i / 144),
+                        "birth_date": format!("19{:02}-{:02}-{:02}", 30 + i % 70, 1 + i % 12, 1 + i % 28),
+                        "sex": if i % 2 == 0 { "F" } else { "M" },
+                        "postal_code": format!("LS{} {}AB", i % 30, i % 9),
+                    });
+                    let t = Instant::now();
+                    let r = c.post("/api/v1/empi/records", &body).await?;
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    if r.status != 200 && r.status != 201 {
+                        bail!("registration {i}: {} {}", r.status, String::from_utf8_lossy(&r.body));
+                    }
+                }
+                Ok::<_, anyhow::Error>(lat)
+            }));
+        }
+        let mut all = vec![];
+        for t in tasks {
+            all.extend(t.await??);
+        }
+        Ok::<_, anyhow::Error>(all)
+    })?;
+    drop(running);
+    Ok(lat)
+}
+
 /// Runs the bench (see the module doc).
 pub fn run(_root: &Path, args: &[String]) -> anyhow::Result<()> {
-    let [hospitals, events, runs] = count_options(
+    let [hospitals, events, runs, records] = count_options(
         args,
         "region",
-        ["--hospitals", "--events", "--runs"],
-        [50, 2_000, 3],
+        ["--hospitals", "--events", "--runs", "--empi-records"],
+        [50, 2_000, 3, 4_000],
     )?;
     if events <= BATCH || hospitals == 0 {
         bail!("bench region needs --hospitals of at least 1 and --events above {BATCH}");
@@ -210,6 +337,7 @@ pub fn run(_root: &Path, args: &[String]) -> anyhow::Result<()> {
     let mut summary = vec![];
     for (backend, instances) in [("sqlite", 1), ("postgres", 1), ("postgres", 2)] {
         let (mut rates, mut p50s, mut p99s) = (vec![], vec![], vec![]);
+        let (mut e50s, mut e99s) = (vec![], vec![]);
         for r in 0..runs {
             eprintln!(
                 "xtask: bench region: {backend}, {instances} instance(s), run {}/{runs}",
@@ -228,6 +356,18 @@ pub fn run(_root: &Path, args: &[String]) -> anyhow::Result<()> {
             rates.push(rate);
             p50s.push(p50);
             p99s.push(p99);
+            let (e50, e99) =
+                hms_e2e::bench::p50_p99(empi_run(&bin, backend, instances, records as usize)?);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "backend": backend, "instances": instances, "run": r + 1,
+                    "empi_records": records, "empi_register_p50_ms": e50,
+                    "empi_register_p99_ms": e99,
+                })
+            );
+            e50s.push(e50);
+            e99s.push(e99);
         }
         summary.push((
             backend,
@@ -235,12 +375,17 @@ pub fn run(_root: &Path, args: &[String]) -> anyhow::Result<()> {
             hms_e2e::bench::median(rates),
             hms_e2e::bench::median(p50s),
             hms_e2e::bench::median(p99s),
+            hms_e2e::bench::median(e50s),
+            hms_e2e::bench::median(e99s),
         ));
     }
-    println!("\n| Set-up | events/s | batch ack p50 | batch ack p99 |\n|---|---|---|---|");
-    for (backend, instances, rate, p50, p99) in summary {
+    println!(
+        "\n| Set-up | events/s | batch ack p50 | batch ack p99 | EMPI registration p50 | p99 |\n\
+         |---|---|---|---|---|---|"
+    );
+    for (backend, instances, rate, p50, p99, e50, e99) in summary {
         println!(
-            "| {backend}, {instances} instance{} | {rate:.0} | {p50:.2} ms | {p99:.2} ms |",
+            "| {backend}, {instances} instance{} | {rate:.0} | {p50:.2} ms | {p99:.2} ms | {e50:.2} ms | {e99:.2} ms |",
             if instances > 1 { "s" } else { "" }
         );
     }
