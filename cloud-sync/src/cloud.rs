@@ -327,6 +327,11 @@ impl Cloud {
                     run.await;
                     let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
                 });
+                // Changes asked at the other instances, while it runs here.
+                tasks.spawn(crate::http::relay::answer_relayed(
+                    self.state.clone(),
+                    stop.clone(),
+                ));
             }
             None => {
                 tasks.spawn(self.state.run_empi(stop.clone()));

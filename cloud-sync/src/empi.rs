@@ -251,6 +251,35 @@ impl RegionalEmpi {
         })
     }
 
+    /// Queues a change asked here for the instance running the EMPI
+    /// (several instances on PostgreSQL); its id. Blocking.
+    pub fn ask(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        operator: &str,
+    ) -> anyhow::Result<i64> {
+        self.db()
+            .ask(method, path, body, operator, Timestamp::now().as_millis())
+    }
+
+    /// The answer to a change asked with [`RegionalEmpi::ask`], once the
+    /// instance running the EMPI gave it. Blocking.
+    pub fn answer_of(&self, id: i64) -> anyhow::Result<Option<crate::store::empi::RelayAnswer>> {
+        self.db().answer_of(id)
+    }
+
+    /// Changes asked at the other instances, not answered yet. Blocking.
+    pub fn pending(&self, limit: i64) -> anyhow::Result<Vec<crate::store::empi::Relayed>> {
+        self.db().pending(limit)
+    }
+
+    /// Stores the answer to a relayed change. Blocking.
+    pub fn answer(&self, id: i64, answer: &crate::store::empi::RelayAnswer) -> anyhow::Result<()> {
+        self.db().answer(id, answer, Timestamp::now().as_millis())
+    }
+
     /// Brings the engine in step with the region's tables, as another
     /// instance running the EMPI changed them (several instances on
     /// PostgreSQL): every record changed since the last call is filed

@@ -2013,7 +2013,8 @@ async fn the_region_fails_over_to_its_promoted_dr_peer_and_the_old_primary_is_fe
 /// two appliances listing both: exactly one instance runs the EMPI (the
 /// holder of the region's EMPI lease), and the same woman registered at
 /// both hospitals gets one EID, which reaches both appliances; the other
-/// instance follows it (reads the EID, answers a registration 503). That
+/// instance follows it: it reads the EID, and relays a registration to the
+/// one running it (a claimed relayed operator from outside is refused). That
 /// instance is SIGKILLed: the other takes the EMPI over within 10 s, from
 /// the region's database, and goes on from the stored cursors: a patient
 /// registered afterwards gets a new EID (never one handed out before), the
@@ -2135,14 +2136,39 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
     }
     let h: serde_json::Value = at_follower.get("/health").await.unwrap().json().unwrap();
     assert_eq!(h["empi_role"], "following", "{h}");
+    // A change asked there is relayed to the instance running the EMPI and
+    // answered with its answer.
+    let person = serde_json::json!({
+        "source": "relayed", "local_id": "R-1", "given_name": "Elizabeth",
+        "family_name": "Fry", "birth_date": "1972-03-14", "sex": "F",
+    });
     let r = at_follower
-        .post(
+        .post("/api/v1/empi/records", &person)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let relayed_eid = r.json().unwrap()["eid"].as_str().unwrap().to_owned();
+    let holder_addr: SocketAddr = ([127, 0, 0, 1], ports[holder]).into();
+    let mut at_holder = Conn::connect(holder_addr, Some(&token)).await.unwrap();
+    let v = at_holder
+        .get("/api/v1/empi/records/relayed/R-1")
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["eid"], relayed_eid.as_str(), "{v}");
+    // Nobody can pass for a relayed operator from outside.
+    let mut anonymous = Conn::connect(follower, None).await.unwrap();
+    let r = anonymous
+        .request_with(
+            hyper::Method::POST,
             "/api/v1/empi/records",
-            &serde_json::json!({ "source": "x", "local_id": "1", "family_name": "Fry" }),
+            &[("x-hms-relayed-operator", "intruder".to_owned())],
+            Some(serde_json::to_vec(&person).unwrap()),
         )
         .await
         .unwrap();
-    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
     adt(mllp_a, 0, 100);
 
     // The instance running the EMPI dies; the other takes it over.

@@ -27,6 +27,11 @@ pub(super) async fn before_body(
     req: Request,
     next: Next,
 ) -> Response {
+    let mut req = req;
+    if req.extensions().get::<super::Relayed>().is_none() {
+        // Only the relay in this process may name a relayed operator.
+        req.headers_mut().remove(super::RELAYED_OPERATOR);
+    }
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -55,7 +60,10 @@ pub(super) async fn before_body(
         if let Err(r) = state.precheck(&signed, now) {
             return sync::failure(BatchError::Rejected(r));
         }
-    } else if path.starts_with("/api/") && req.method() != Method::GET {
+    } else if path.starts_with("/api/")
+        && req.method() != Method::GET
+        && req.extensions().get::<super::Relayed>().is_none()
+    {
         let token = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)

@@ -5,7 +5,8 @@
 //! MQTT, the bundles `apply_bundle` sends; [`rollouts`]: staged rollouts
 //! of a bundle), the
 //! operators' web pages ([`console`]: the fleet console under `/console`),
-//! a body limit and the checks made before any body is read (`gate`), and
+//! a body limit and the checks made before any body is read (`gate`), the
+//! relay of EMPI changes to the instance running the EMPI ([`relay`]), and
 //! the security headers of `hms_web` on every response. Every API error is
 //! an `application/problem+json` document ([`problem`]).
 //!
@@ -18,6 +19,7 @@ pub mod fleet;
 mod gate;
 pub mod operator;
 pub mod problem;
+pub mod relay;
 pub mod rollouts;
 pub mod sync;
 
@@ -49,6 +51,14 @@ pub const BUNDLES: &str = cloud_sync_client::push::BUNDLES;
 /// The standby path (a DR primary's report to its replica).
 pub const STANDBY: &str = cloud_sync_client::push::STANDBY;
 
+/// The header a relayed EMPI change carries its operator's name in
+/// ([`relay`]).
+pub const RELAYED_OPERATOR: &str = "x-hms-relayed-operator";
+
+/// Marks a request [`relay`] made in-process (never one from the network).
+#[derive(Debug, Clone, Copy)]
+pub struct Relayed;
+
 /// The health path.
 pub const HEALTH: &str = "/health";
 
@@ -67,6 +77,10 @@ pub fn router(state: CloudState) -> Router {
         .merge(rollouts::routes())
         .merge(console::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            relay::relay_changes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             gate::before_body,

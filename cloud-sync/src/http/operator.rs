@@ -148,6 +148,19 @@ pub(super) async fn operator(
     scope: Scope,
 ) -> Result<String, Response> {
     let denied = |detail: &str| problem::unauthorized(detail).into_response();
+    // An EMPI change relayed by another instance, which authenticated its
+    // operator with the `empi` scope (the gate keeps this header from
+    // anyone else).
+    if let Some(name) = headers
+        .get(super::RELAYED_OPERATOR)
+        .and_then(|v| v.to_str().ok())
+    {
+        return if scope == Scope::Empi {
+            Ok(name.to_owned())
+        } else {
+            Err(denied("a relayed request is an EMPI change"))
+        };
+    }
     let Some(token) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

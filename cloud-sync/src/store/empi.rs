@@ -195,6 +195,21 @@ pub const PG_MIGRATIONS: &[&str] = &[
          source   TEXT NOT NULL,
          local_id TEXT NOT NULL
      );",
+    // 3: changes asked at an instance that does not run the EMPI, relayed
+    // to the one that does, with their answers.
+    "CREATE TABLE empi_requests (
+         id           BIGSERIAL PRIMARY KEY,
+         method       TEXT   NOT NULL,
+         path         TEXT   NOT NULL,
+         body         BYTEA  NOT NULL,
+         operator     TEXT   NOT NULL,
+         asked_ms     BIGINT NOT NULL,
+         answered_ms  BIGINT,
+         status       INTEGER,
+         content_type TEXT,
+         answer       BYTEA
+     );
+     CREATE INDEX empi_requests_pending ON empi_requests(id) WHERE answered_ms IS NULL;",
 ];
 
 /// Brings the EMPI's tables in the region's database to the last of
@@ -248,6 +263,27 @@ fn eid_sql(eid: Option<Eid>) -> Option<i64> {
 fn parse_record(json: &str) -> anyhow::Result<Record> {
     serde_json::from_str(json).context("a stored EMPI record does not parse")
 }
+
+/// An EMPI change asked at an instance that does not run the EMPI, for the
+/// one that does ([`EmpiDb::ask`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// Its id.
+    pub id: i64,
+    /// The HTTP method.
+    pub method: String,
+    /// The path (with its query).
+    pub path: String,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// The operator who asked (authenticated where it was asked).
+    pub operator: String,
+    /// When, ms since the epoch.
+    pub asked_ms: i64,
+}
+
+/// The answer to a [`Relayed`] request: status, content type, body.
+pub type RelayAnswer = (u16, String, Vec<u8>);
 
 /// A record a transaction changed ([`EmpiDb::changes_since`]).
 #[derive(Debug, Clone)]
@@ -866,6 +902,92 @@ impl EmpiDb {
                 })
             })
             .collect()
+    }
+
+    fn relay_db(&self) -> anyhow::Result<&Arc<RegistryDb>> {
+        match &self.inner {
+            Backend::Shared(db) => Ok(db),
+            Backend::Sqlite(_) => anyhow::bail!("one instance holds the EMPI: nothing is relayed"),
+        }
+    }
+
+    /// Queues a change asked by `operator` for the instance running the
+    /// EMPI (PostgreSQL); its id.
+    pub fn ask(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        operator: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<i64> {
+        let (m, p, b, o) = (
+            method.to_owned(),
+            path.to_owned(),
+            body.to_vec(),
+            operator.to_owned(),
+        );
+        self.relay_db()?.region_call(move |c| {
+            Ok(c.query_one(
+                "INSERT INTO empi_requests(method, path, body, operator, asked_ms)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&m, &p, &b, &o, &now_ms],
+            )?
+            .get(0))
+        })
+    }
+
+    /// Changes not answered yet, oldest first, at most `limit`.
+    pub fn pending(&self, limit: i64) -> anyhow::Result<Vec<Relayed>> {
+        self.relay_db()?.region_call(move |c| {
+            Ok(c.query(
+                "SELECT id, method, path, body, operator, asked_ms FROM empi_requests
+                 WHERE answered_ms IS NULL ORDER BY id LIMIT $1",
+                &[&limit],
+            )?
+            .iter()
+            .map(|r| Relayed {
+                id: r.get(0),
+                method: r.get(1),
+                path: r.get(2),
+                body: r.get(3),
+                operator: r.get(4),
+                asked_ms: r.get(5),
+            })
+            .collect())
+        })
+    }
+
+    /// Stores the answer to request `id` (once).
+    pub fn answer(&self, id: i64, answer: &RelayAnswer, now_ms: i64) -> anyhow::Result<()> {
+        let (status, ct, body) = (i32::from(answer.0), answer.1.clone(), answer.2.clone());
+        self.relay_db()?.region_call(move |c| {
+            c.execute(
+                "UPDATE empi_requests SET answered_ms = $2, status = $3, content_type = $4,
+                        answer = $5
+                 WHERE id = $1 AND answered_ms IS NULL",
+                &[&id, &now_ms, &status, &ct, &body],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The answer to request `id`, once there is one.
+    pub fn answer_of(&self, id: i64) -> anyhow::Result<Option<RelayAnswer>> {
+        self.relay_db()?.region_call(move |c| {
+            Ok(c.query_opt(
+                "SELECT status, content_type, answer FROM empi_requests
+                 WHERE id = $1 AND answered_ms IS NOT NULL",
+                &[&id],
+            )?
+            .map(|r| {
+                (
+                    u16::try_from(r.get::<_, i32>(0)).unwrap_or(500),
+                    r.get(1),
+                    r.get(2),
+                )
+            }))
+        })
     }
 
     /// The last revision of [`EmpiDb::changes_since`] (0: none).
