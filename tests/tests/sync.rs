@@ -2010,12 +2010,13 @@ async fn the_region_fails_over_to_its_promoted_dr_peer_and_the_old_primary_is_fe
 }
 
 /// Two instances of a region on one PostgreSQL, both with `empi = true`,
-/// two appliances listing both: exactly one instance runs the EMPI (the
+/// three appliances listing both: exactly one instance runs the EMPI (the
 /// holder of the region's EMPI lease), and the same woman registered at
 /// both hospitals gets one EID, which reaches both appliances; the other
 /// instance follows it: it reads the EID, and relays a registration to the
 /// one running it (a claimed relayed operator from outside is refused). That
-/// instance is SIGKILLed: the other takes the EMPI over within 10 s, from
+/// instance is SIGKILLed while the three stream, batches in flight: the
+/// other takes the EMPI over within 10 s, from
 /// the region's database, and goes on from the stored cursors: a patient
 /// registered afterwards gets a new EID (never one handed out before), the
 /// earlier EIDs read the same at the new holder, and each hospital's log in
@@ -2040,9 +2041,12 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
     ];
     let list = format!("cloud = [\"{}\", \"{}\"]", urls[0], urls[1]);
     let hospital_b = format!("{}-b", site.hospital);
+    let hospital_c = format!("{}-c", site.hospital);
     let _ = drop_database(&hospital_b);
+    let _ = drop_database(&hospital_c);
     let second = second_appliance(&site, &hospital_b);
-    for config in [site.edge_config(), second.clone()] {
+    let third = second_appliance(&site, &hospital_c);
+    for config in [site.edge_config(), second.clone(), third.clone()] {
         let text = std::fs::read_to_string(&config)
             .unwrap()
             .replace(&format!("cloud = \"{}\"", urls[0]), &list);
@@ -2072,6 +2076,7 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
     let mut clouds = vec![Some(site.start_cloud()), Some(start_cloud_at(&config_b))];
     let (a, http_a, mllp_a) = site.start_edge();
     let (b, http_b, mllp_b) = start_edge_at(&second);
+    let (c, http_c, mllp_c) = start_edge_at(&third);
     let deadline = Instant::now() + Duration::from_secs(30);
     let holder = loop {
         match (runs_empi(0).await, runs_empi(1).await) {
@@ -2169,9 +2174,17 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
         .await
         .unwrap();
     assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
-    adt(mllp_a, 0, 100);
-
-    // The instance running the EMPI dies; the other takes it over.
+    // All three appliances stream; the instance running the EMPI dies with
+    // batches in flight; the other takes the EMPI over.
+    let feeds: Vec<_> = [mllp_a, mllp_b, mllp_c]
+        .into_iter()
+        .map(|m| tokio::task::spawn_blocking(move || adt(m, 0, 800)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sync_state(http_c).await["lag_events"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the uplink never had a backlog");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     clouds[holder].take().unwrap().kill9();
     let killed = Instant::now();
     while !runs_empi(other).await {
@@ -2182,6 +2195,9 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = killed.elapsed();
+    for f in feeds {
+        f.await.unwrap();
+    }
     send_hl7(
         dir,
         mllp_b,
@@ -2208,11 +2224,24 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
         .unwrap();
     assert_eq!(r["eid"], ea.as_str(), "{r}");
     eprintln!("EMPI TAKEOVER: {} ms after the kill", took.as_millis());
-    adt(mllp_a, 100, 100);
-    caught_up_on(http_a, &urls[other]).await;
+    // Nothing lost, nothing twice: each hospital's log in the cloud is
+    // exactly its appliance's.
+    for http in [http_a, http_b, http_c] {
+        caught_up_on(http, &urls[other]).await;
+    }
     site.assert_cloud_equals_edge().await;
+    for (h, config) in [(&hospital_b, &second), (&hospital_c, &third)] {
+        let data = firmware_config::load(config).unwrap().config.store.data_dir;
+        eventually(
+            &format!("{h}: the cloud holds exactly the appliance's log"),
+            || chain(pg_rows(&format!("hms_{h}"), "events"), h) == edge_log_at(&data),
+        )
+        .await;
+    }
     a.stop();
     b.stop();
+    c.stop();
     drop(clouds);
     let _ = drop_database(&hospital_b);
+    let _ = drop_database(&hospital_c);
 }

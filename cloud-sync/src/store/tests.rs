@@ -722,3 +722,59 @@ fn takeover_records_on_postgres_as_on_sqlite() {
     drop(db);
     drop_pg_database(&admin, &name);
 }
+
+/// Instances opening the region's EMPI tables at the same moment (on a
+/// registry already there) migrate them once; a newer version is refused.
+#[test]
+fn instances_opening_the_regions_empi_together_migrate_it_once() {
+    use super::empi::{EmpiDb, PG_MIGRATIONS};
+    let Some(admin) = pg_admin() else { return };
+    let name = format!("hms+empi-race-{}", std::process::id());
+    drop_pg_database(&admin, &name);
+    let target = super::pg_tls::PgTarget::parse(&admin).expect("target");
+    let open = |target: super::pg_tls::PgTarget, name: &str| {
+        std::sync::Arc::new(
+            super::registry::RegistryDb::open_postgres(target, name).expect("registry"),
+        )
+    };
+    drop(open(target.clone(), &name));
+    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let (target, name, start) = (target.clone(), name.clone(), start.clone());
+            std::thread::spawn(move || {
+                let db = open(target, &name);
+                start.wait();
+                EmpiDb::shared(db)
+            })
+        })
+        .collect();
+    for t in opened {
+        t.join().expect("thread").expect("every instance opens");
+    }
+    let mut sql = super::pg_tls::PgTarget::parse(&admin)
+        .expect("target")
+        .with_dbname(&name)
+        .connect()
+        .expect("connect");
+    let versions: Vec<i32> = sql
+        .query("SELECT version FROM empi_migrations ORDER BY version", &[])
+        .expect("versions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let want: Vec<i32> = (1..=PG_MIGRATIONS.len() as i32).collect();
+    assert_eq!(versions, want, "each step applied once");
+    sql.execute(
+        "INSERT INTO empi_migrations(version) VALUES ($1)",
+        &[&(PG_MIGRATIONS.len() as i32 + 1)],
+    )
+    .expect("newer");
+    let e = EmpiDb::shared(open(target, &name)).expect_err("newer refused");
+    assert!(
+        format!("{e:#}").contains("newer than this hms-cloud"),
+        "{e:#}"
+    );
+    drop(sql);
+    drop_pg_database(&admin, &name);
+}
