@@ -535,21 +535,10 @@ mod tests {
     /// copy under its own data dir; the same bytes again store nothing.
     #[test]
     fn a_bundle_uploaded_through_one_instance_is_served_by_another() {
-        use crate::testkit::{Backend, available, pg_admin};
-        if !available(Backend::Postgres) {
+        let Some(region) = crate::testkit::RegionDb::fresh("bundles") else {
             return;
-        }
-        let name = format!("hms+bundles-{}", std::process::id());
-        let drop_db = || {
-            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
-            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .expect("drop");
         };
-        drop_db();
-        let open = || {
-            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
-            Arc::new(RegistryDb::open_postgres(target, &name).expect("registry"))
-        };
+        let open = || region.open();
         let (dir_a, dir_b) = (
             tempfile::tempdir().expect("dir"),
             tempfile::tempdir().expect("dir"),
@@ -577,7 +566,5 @@ mod tests {
             .expect("again");
         assert!(!again.created);
         assert_eq!(b.get(&"0".repeat(64)).expect("absent"), None);
-        drop((a, b));
-        drop_db();
     }
 }

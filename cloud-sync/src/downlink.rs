@@ -102,23 +102,10 @@ mod tests {
     /// other reads, and appends from both at once stay dense.
     #[test]
     fn the_shared_downlink_is_the_regions_and_stays_dense() {
-        use crate::testkit::{Backend, available, pg_admin};
-        if !available(Backend::Postgres) {
+        let Some(region) = crate::testkit::RegionDb::fresh("downlink") else {
             return;
-        }
-        let name = format!("hms+downlink-{}", std::process::id());
-        let drop_db = || {
-            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
-            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .expect("drop");
         };
-        drop_db();
-        let open = || {
-            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
-            Downlink::shared(Arc::new(
-                RegistryDb::open_postgres(target, &name).expect("registry"),
-            ))
-        };
+        let open = || Downlink::shared(region.open());
         let (a, b) = (open(), open());
         dense_per_hospital(&a, &b);
         let h3 = HospitalId::new("h3").expect("id");
@@ -140,8 +127,6 @@ mod tests {
             .map(|x| x.seq)
             .collect();
         assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
-        drop((a, b));
-        drop_db();
     }
 
     /// Assigns through `d`, reads through `r`.

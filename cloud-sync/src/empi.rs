@@ -1049,25 +1049,11 @@ mod tests {
     #[test]
     fn the_regions_empi_on_postgres_goes_on_at_the_next_instance() {
         use crate::empi::model::TrainSettings;
-        use crate::store::registry::RegistryDb;
-        use crate::testkit::{Backend, available, pg_admin, seed_empi_into};
-        if !available(Backend::Postgres) {
+        use crate::testkit::seed_empi_into;
+        let Some(region) = crate::testkit::RegionDb::fresh("empi") else {
             return;
-        }
-        let name = format!("hms+empi-{}", std::process::id());
-        let drop_db = || {
-            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
-            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .expect("drop");
         };
-        drop_db();
-        let tables = || {
-            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
-            EmpiDb::shared(Arc::new(
-                RegistryDb::open_postgres(target, &name).expect("registry"),
-            ))
-            .expect("tables")
-        };
+        let tables = || EmpiDb::shared(region.open()).expect("tables");
         let keys = seed_empi_into(&mut tables(), 700);
         let downlink = Arc::new(Downlink::in_memory().expect("downlink"));
         let first = RegionalEmpi::open_shared(tables(), downlink.clone()).expect("first");
@@ -1122,7 +1108,6 @@ mod tests {
             "the audited read kept"
         );
         drop(next);
-        drop_db();
     }
 
     /// An instance that does not run the EMPI keeps its engine in step with
@@ -1132,25 +1117,11 @@ mod tests {
     #[test]
     fn a_following_instance_reads_what_the_running_one_changed() {
         use crate::empi::model::TrainSettings;
-        use crate::store::registry::RegistryDb;
-        use crate::testkit::{Backend, available, pg_admin, seed_empi_into};
-        if !available(Backend::Postgres) {
+        use crate::testkit::seed_empi_into;
+        let Some(region) = crate::testkit::RegionDb::fresh("empi-follow") else {
             return;
-        }
-        let name = format!("hms+empi-follow-{}", std::process::id());
-        let drop_db = || {
-            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
-            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .expect("drop");
         };
-        drop_db();
-        let tables = || {
-            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
-            EmpiDb::shared(Arc::new(
-                RegistryDb::open_postgres(target, &name).expect("registry"),
-            ))
-            .expect("tables")
-        };
+        let tables = || EmpiDb::shared(region.open()).expect("tables");
         let keys = seed_empi_into(&mut tables(), 700);
         let downlink = Arc::new(Downlink::in_memory().expect("downlink"));
         let running = RegionalEmpi::open_shared(tables(), downlink.clone()).expect("running");
@@ -1222,6 +1193,5 @@ mod tests {
             same(k);
         }
         drop((running, following));
-        drop_db();
     }
 }

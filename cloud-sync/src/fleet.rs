@@ -1038,23 +1038,12 @@ mod tests {
     /// answered at the first; a result twice keeps the first.
     #[test]
     fn commands_and_results_are_shared_by_the_regions_instances() {
-        use crate::testkit::{Backend, available, pg_admin};
-        if !available(Backend::Postgres) {
+        let Some(region) = crate::testkit::RegionDb::fresh("fleet") else {
             return;
-        }
-        let name = format!("hms+fleet-{}", std::process::id());
-        let drop_db = || {
-            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
-            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .expect("drop");
         };
-        drop_db();
         let open = || {
-            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
             let f = fleet();
-            f.share(Arc::new(
-                RegistryDb::open_postgres(target, &name).expect("registry"),
-            ));
+            f.share(region.open());
             f
         };
         let (a, b) = (open(), open());
@@ -1097,8 +1086,6 @@ mod tests {
         }
         assert_eq!(a.commands(&h, &n, 10).len(), 1);
         assert_eq!(b.commands(&h, &n, 10).len(), 1);
-        drop((a, b, late));
-        drop_db();
     }
 
     #[test]

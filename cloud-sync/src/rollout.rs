@@ -821,21 +821,10 @@ mod tests {
     /// wide id; an update through the other is seen by the first.
     #[test]
     fn shared_rollouts_are_the_regions() {
-        use crate::testkit::{Backend, available, pg_admin};
-        if !available(Backend::Postgres) {
+        let Some(region) = crate::testkit::RegionDb::fresh("rollouts") else {
             return;
-        }
-        let name = format!("hms+rollouts-{}", std::process::id());
-        let drop_db = || {
-            let mut c = postgres::Client::connect(&pg_admin(), postgres::NoTls).expect("admin");
-            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .expect("drop");
         };
-        drop_db();
-        let open = || {
-            let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
-            std::sync::Arc::new(RegistryDb::open_postgres(target, &name).expect("registry"))
-        };
+        let open = || region.open();
         let (a, b) = (Rollouts::shared(open()), Rollouts::shared(open()));
         let first = a
             .add(|id| {
@@ -870,7 +859,5 @@ mod tests {
             vec![second.id, first.id],
             "newest first"
         );
-        drop((a, b));
-        drop_db();
     }
 }

@@ -844,3 +844,40 @@ pub mod body {
         }
     }
 }
+
+/// A region database of one test on the local PostgreSQL (`hms+{tag}-{pid}`):
+/// dropped first (a crashed run leaves nothing behind) and again when this
+/// is dropped (declare it before what opens it).
+pub struct RegionDb {
+    name: String,
+}
+
+impl RegionDb {
+    /// A fresh one; none when PostgreSQL cannot be reached (a skip, said so;
+    /// a failure under `CI=true`).
+    pub fn fresh(tag: &str) -> Option<RegionDb> {
+        if !available(Backend::Postgres) {
+            return None;
+        }
+        let db = RegionDb {
+            name: format!("hms+{tag}-{}", std::process::id()),
+        };
+        crate::store::registry::pg::drop_database(&pg_admin(), &db.name).expect("drop");
+        Some(db)
+    }
+
+    /// Opens it as an instance's registry does (migrated).
+    pub fn open(&self) -> Arc<crate::store::registry::RegistryDb> {
+        let target = crate::store::pg_tls::PgTarget::parse(&pg_admin()).expect("target");
+        Arc::new(
+            crate::store::registry::RegistryDb::open_postgres(target, &self.name)
+                .expect("registry"),
+        )
+    }
+}
+
+impl Drop for RegionDb {
+    fn drop(&mut self) {
+        let _ = crate::store::registry::pg::drop_database(&pg_admin(), &self.name);
+    }
+}

@@ -742,3 +742,11 @@ impl Session {
         })
     }
 }
+
+/// Drops database `name` of the server `admin` (tests).
+#[cfg(test)]
+pub(crate) fn drop_database(admin: &str, name: &str) -> anyhow::Result<()> {
+    let mut c = postgres::Client::connect(admin, postgres::NoTls)?;
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+    Ok(())
+}
