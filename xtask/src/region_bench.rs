@@ -356,8 +356,7 @@ pub fn run(_root: &Path, args: &[String]) -> anyhow::Result<()> {
             rates.push(rate);
             p50s.push(p50);
             p99s.push(p99);
-            let (e50, e99) =
-                hms_e2e::bench::p50_p99(empi_run(&bin, backend, instances, records as usize)?);
+            let (e50, e99) = hms_e2e::bench::p50_p99(empi_run(&bin, backend, instances, records)?);
             println!(
                 "{}",
                 serde_json::json!({

@@ -285,6 +285,10 @@ pub struct Relayed {
 /// The answer to a [`Relayed`] request: status, content type, body.
 pub type RelayAnswer = (u16, String, Vec<u8>);
 
+/// A change as read: revision, source, local id, and the record's JSON
+/// and EID as stored now (none when removed).
+type ChangeRow = (i64, String, String, Option<String>, Option<i64>);
+
 /// A record a transaction changed ([`EmpiDb::changes_since`]).
 #[derive(Debug, Clone)]
 pub struct Changed {
@@ -871,7 +875,7 @@ impl EmpiDb {
     /// `limit`: (revision, record key, the record and its EID as stored
     /// now, none when it is stored no more).
     pub fn changes_since(&self, after: i64, limit: i64) -> anyhow::Result<Vec<Changed>> {
-        let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> = match &self.inner {
+        let rows: Vec<ChangeRow> = match &self.inner {
             Backend::Sqlite(_) => vec![],
             Backend::Shared(db) => db.region_call(move |c| {
                 Ok(c.query(
