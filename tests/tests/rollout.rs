@@ -57,6 +57,78 @@ async fn rollout_ended(ops: &mut Conn, id: u64, secs: u64, what: &str) -> serde_
     .await
 }
 
+/// An appliance on the fleet channel taking signed bundles: the demo
+/// hospital as `hospital`, node `node`, in `region`, its sync key made and
+/// enrolled through `ops`, syncing with `clouds` (in order), on the MQTT
+/// broker at `broker`, trusting the keys in `d` (`fleet.pk8.pub`,
+/// `bundle.pk8.pub`). Started; with its MLLP address.
+#[allow(clippy::too_many_arguments)]
+async fn fleet_appliance(
+    d: &Path,
+    ops: &mut Conn,
+    hospital: &str,
+    node: &str,
+    region: &str,
+    clouds: &[String],
+    broker: &str,
+) -> (process::Proc, std::net::SocketAddr) {
+    let data = d.join(format!("{hospital}-data"));
+    run_ok(
+        Command::new(bin("hms-edge"))
+            .args(["sync", "keygen", "--data-dir"])
+            .arg(&data),
+    );
+    let key = std::fs::read(data.join("sync-key.pub")).unwrap();
+    let enrolled = ops
+        .post(
+            "/api/v1/hospitals",
+            &json!({
+                "hospital": hospital, "region": region, "node": node,
+                "public_key": base64::engine::general_purpose::STANDARD.encode(key),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        enrolled.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&enrolled.body)
+    );
+    let list = clouds
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cfg = d.join(format!("{hospital}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[uplink]\ncloud = [{list}]\nfailback_s = 3600\n\n\
+             [fleet]\nbroker = \"{broker}\"\ncommand_key = \"{}\"\nkeepalive_s = 5\ntelemetry_s = 5\n\n\
+             [bundles]\ntrusted_keys = [\"{}\"]\nprobation_s = 5\n",
+            demo_config()
+                .replace("hospital_id = \"demo-general\"", &format!("hospital_id = \"{hospital}\""))
+                .replace("node_id = \"edge-1\"", &format!("node_id = \"{node}\""))
+                .replace("region = \"eu-west\"", &format!("region = \"{region}\"")),
+            d.join("fleet.pk8.pub").display(),
+            d.join("bundle.pk8.pub").display(),
+        ),
+    )
+    .unwrap();
+    let (proc, _http, mllp) = process::start_edge(
+        Command::new(bin("hms-edge"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
+            .env("HMS_LOG", "warn"),
+    )
+    .unwrap();
+    (proc, mllp.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,58 +177,20 @@ async fn a_rollout_stops_at_the_appliance_whose_probation_fails_and_names_it() {
     );
 
     // Three appliances: the demo hospital under three hospital ids.
-    let demo = demo_config();
     let mut edges = vec![];
     for name in ["h-a", "h-b", "h-c"] {
-        let data = d.join(format!("{name}-data"));
-        run_ok(
-            Command::new(bin("hms-edge"))
-                .args(["sync", "keygen", "--data-dir"])
-                .arg(&data),
-        );
-        let key = std::fs::read(data.join("sync-key.pub")).unwrap();
         let node = format!("edge-{name}");
-        let enrolled = ops
-            .post(
-                "/api/v1/hospitals",
-                &json!({
-                    "hospital": name, "region": "eu-west", "node": node,
-                    "public_key": base64::engine::general_purpose::STANDARD.encode(key),
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            enrolled.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&enrolled.body)
-        );
-        let cfg = d.join(format!("{name}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "{}\n[uplink]\ncloud = \"http://{cloud_http}\"\n\n\
-                 [fleet]\nbroker = \"mqtt://127.0.0.1:{broker}\"\ncommand_key = \"{}\"\nkeepalive_s = 5\ntelemetry_s = 5\n\n\
-                 [bundles]\ntrusted_keys = [\"{}\"]\nprobation_s = 5\n",
-                demo.replace("hospital_id = \"demo-general\"", &format!("hospital_id = \"{name}\""))
-                    .replace("node_id = \"edge-1\"", &format!("node_id = \"{node}\"")),
-                d.join("fleet.pk8.pub").display(),
-                d.join("bundle.pk8.pub").display(),
-            ),
+        let (proc, mllp) = fleet_appliance(
+            d,
+            &mut ops,
+            name,
+            &node,
+            "eu-west",
+            &[format!("http://{cloud_http}")],
+            &format!("mqtt://127.0.0.1:{broker}"),
         )
-        .unwrap();
-        let (proc, _http, mllp) = process::start_edge(
-            Command::new(bin("hms-edge"))
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .arg("--data-dir")
-                .arg(&data)
-                .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
-                .env("HMS_LOG", "warn"),
-        )
-        .unwrap();
-        edges.push((name, node, proc, mllp.unwrap()));
+        .await;
+        edges.push((name, node, proc, mllp));
     }
     for (name, node, _, _) in &edges {
         until(30, "every appliance online in the fleet", async || {
@@ -403,58 +437,19 @@ async fn a_rollout_goes_on_at_another_instance_when_the_one_that_started_it_dies
             .args(["keygen", "--out"])
             .arg(d.join("bundle.pk8")),
     );
-    let demo = demo_config();
     let mut edges = vec![];
     for h in &hospitals {
-        let data = d.join(format!("{h}-data"));
-        run_ok(
-            Command::new(bin("hms-edge"))
-                .args(["sync", "keygen", "--data-dir"])
-                .arg(&data),
-        );
-        let key = std::fs::read(data.join("sync-key.pub")).unwrap();
-        let enrolled = ops
-            .post(
-                "/api/v1/hospitals",
-                &json!({
-                    "hospital": h, "region": region, "node": "edge-1",
-                    "public_key": base64::engine::general_purpose::STANDARD.encode(key),
-                }),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            enrolled.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&enrolled.body)
-        );
-        let cfg = d.join(format!("{h}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "{}\n[uplink]\ncloud = [\"http://{}\", \"http://{}\"]\nfailback_s = 3600\n\n\
-                 [fleet]\nbroker = \"mqtt://127.0.0.1:1883\"\ncommand_key = \"{}\"\nkeepalive_s = 5\ntelemetry_s = 5\n\n\
-                 [bundles]\ntrusted_keys = [\"{}\"]\nprobation_s = 5\n",
-                demo.replace("hospital_id = \"demo-general\"", &format!("hospital_id = \"{h}\""))
-                    .replace("region = \"eu-west\"", &format!("region = \"{region}\"")),
-                addr(0),
-                addr(1),
-                d.join("fleet.pk8.pub").display(),
-                d.join("bundle.pk8.pub").display(),
-            ),
+        let clouds = [format!("http://{}", addr(0)), format!("http://{}", addr(1))];
+        let (proc, _) = fleet_appliance(
+            d,
+            &mut ops,
+            h,
+            "edge-1",
+            &region,
+            &clouds,
+            "mqtt://127.0.0.1:1883",
         )
-        .unwrap();
-        let (proc, _http, _mllp) = process::start_edge(
-            Command::new(bin("hms-edge"))
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .arg("--data-dir")
-                .arg(&data)
-                .args(["--http", "127.0.0.1:0", "--mllp", "127.0.0.1:0"])
-                .env("HMS_LOG", "warn"),
-        )
-        .unwrap();
+        .await;
         edges.push(proc);
     }
     let mut at_second = Conn::connect(addr(1), Some(&token)).await.unwrap();

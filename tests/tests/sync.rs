@@ -756,19 +756,7 @@ async fn one_of_two_instances_replicates_and_the_other_takes_over_when_it_dies()
     };
     let dir = site.dir.path();
     // The replica: SQLite, in a region that may hold eu-west's data.
-    std::fs::write(
-        dir.join("replica.toml"),
-        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica-data\"\n\
-         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n",
-    )
-    .unwrap();
-    let (replica, replica_addr) = start_replica(dir);
-    let mut text = std::fs::read_to_string(site.cloud_config()).unwrap();
-    text.push_str(&format!(
-        "allowed_dr_regions = [\"eu-central\"]\n\n[dr]\npeer = \"http://{replica_addr}\"\n\
-         peer_region = \"eu-central\"\nkey_file = \"primary.pk8\"\n"
-    ));
-    std::fs::write(site.cloud_config(), text).unwrap();
+    let (replica, _) = pair_with_replica(&site, "");
     let (config_b, port_b) = site.second_instance();
     let a_url = format!("http://127.0.0.1:{}", site.cloud_port);
     let edge_text = std::fs::read_to_string(site.edge_config())
@@ -1575,6 +1563,49 @@ fn start_replica(dir: &Path) -> (Proc, SocketAddr) {
     (replica, addr)
 }
 
+/// Makes the appliance of `config`, whose `uplink.cloud` names `urls[0]`,
+/// list every one of `urls`, in order, with `more` keys after the list.
+fn list_clouds(config: &Path, urls: &[String], more: &str) {
+    let list = format!(
+        "cloud = [{}]",
+        urls.iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        &format!("cloud = \"{}\"", urls[0]),
+        &format!("{list}\n{more}"),
+    );
+    assert!(text.contains(&list), "{}: {text}", config.display());
+    std::fs::write(config, text).unwrap();
+}
+
+/// Gives `site`'s cloud a DR replica: a SQLite cloud of eu-central (with
+/// `extra` keys) in `replica.toml` beside it, started, and `[dr]` in the
+/// site's configuration naming it (the site's cloud is not started here).
+/// The replica and its URL.
+fn pair_with_replica(site: &Site, extra: &str) -> (Proc, String) {
+    let dir = site.dir.path();
+    std::fs::write(
+        dir.join("replica.toml"),
+        format!(
+            "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica-data\"\n\
+             mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\n{extra}"
+        ),
+    )
+    .unwrap();
+    let (replica, addr) = start_replica(dir);
+    let url = format!("http://{addr}");
+    let mut text = std::fs::read_to_string(site.cloud_config()).unwrap();
+    text.push_str(&format!(
+        "allowed_dr_regions = [\"eu-central\"]\n\n[dr]\npeer = \"{url}\"\n\
+         peer_region = \"eu-central\"\nkey_file = \"primary.pk8\"\n"
+    ));
+    std::fs::write(site.cloud_config(), text).unwrap();
+    (replica, url)
+}
+
 /// Starts the cloud of `config` and waits for its ready line.
 fn start_cloud_at(config: &Path) -> Proc {
     let p = Proc::spawn(
@@ -1825,35 +1856,12 @@ async fn the_region_fails_over_to_its_promoted_dr_peer_and_the_old_primary_is_fe
         return;
     };
     let dir = site.dir.path();
-    std::fs::write(
-        dir.join("replica.toml"),
-        "region = \"eu-central\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"replica-data\"\n\
-         mode = \"replica\"\nallowed_dr_regions = [\"eu-west\"]\nempi = false\n",
-    )
-    .unwrap();
-    let (replica, replica_addr) = start_replica(dir);
-    let replica_url = format!("http://{replica_addr}");
-    let mut text = std::fs::read_to_string(site.cloud_config()).unwrap();
-    text.push_str(&format!(
-        "allowed_dr_regions = [\"eu-central\"]\n\n[dr]\npeer = \"{replica_url}\"\n\
-         peer_region = \"eu-central\"\nkey_file = \"primary.pk8\"\n"
-    ));
-    std::fs::write(site.cloud_config(), text).unwrap();
+    let (replica, replica_url) = pair_with_replica(&site, "empi = false\n");
     let primary_url = format!("http://127.0.0.1:{}", site.cloud_port);
-    let both = format!("cloud = [\"{primary_url}\", \"{replica_url}\"]");
     let second = second_appliance(&site, &format!("{}-b", site.hospital));
-    for config in [site.edge_config(), second.clone()] {
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(&format!("cloud = \"{primary_url}\""), &both);
-        assert!(text.contains(&both), "{text}");
-        let text = if text.contains("failback_s") {
-            text
-        } else {
-            text.replace(&both, &format!("{both}\nfailback_s = 4"))
-        };
-        std::fs::write(&config, text).unwrap();
-    }
+    let urls = [primary_url.clone(), replica_url.clone()];
+    list_clouds(&site.edge_config(), &urls, "");
+    list_clouds(&second, &urls, "failback_s = 4");
     let hospitals = [site.hospital.clone(), format!("{}-b", site.hospital)];
     let datas = [
         site.edge_data(),
@@ -2050,7 +2058,6 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
         format!("http://127.0.0.1:{}", site.cloud_port),
         format!("http://127.0.0.1:{port_b}"),
     ];
-    let list = format!("cloud = [\"{}\", \"{}\"]", urls[0], urls[1]);
     let hospital_b = format!("{}-b", site.hospital);
     let hospital_c = format!("{}-c", site.hospital);
     let _ = drop_database(&hospital_b);
@@ -2058,11 +2065,7 @@ async fn the_empi_goes_on_at_the_other_instance_when_the_one_running_it_dies() {
     let second = second_appliance(&site, &hospital_b);
     let third = second_appliance(&site, &hospital_c);
     for config in [site.edge_config(), second.clone(), third.clone()] {
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(&format!("cloud = \"{}\"", urls[0]), &list);
-        assert!(text.contains(&list));
-        std::fs::write(&config, text).unwrap();
+        list_clouds(&config, &urls, "");
     }
     let token = run(Command::new(bin("hms-cloud"))
         .args(["token", "create", "--config"])

@@ -44,39 +44,35 @@ fn hospital(i: usize) -> String {
     format!("bench-region-{i:03}")
 }
 
-/// One set-up's run: (events per second, batch ack times in ms).
-fn one_run(
-    bin: &Path,
+/// A fresh site `name` under `target/` with the configurations of
+/// `instances` instances on `backend` (each with `extra` keys and a port of
+/// its own; on PostgreSQL, the region's database and `databases` dropped
+/// first): the site, the configuration files and the addresses.
+fn set_up(
+    name: &str,
     backend: &str,
     instances: usize,
-    hospitals: usize,
-    events: u64,
-) -> anyhow::Result<(f64, Vec<f64>)> {
-    let site = target_dir().join(format!("bench-region-{backend}-{instances}"));
+    extra: &str,
+    databases: &[String],
+) -> anyhow::Result<(PathBuf, Vec<PathBuf>, Vec<std::net::SocketAddr>)> {
+    let site = target_dir().join(name);
     let _ = std::fs::remove_dir_all(&site);
     std::fs::create_dir_all(&site)?;
     if backend == "postgres" {
         let mut c = postgres::Client::connect(PG_ADMIN, postgres::NoTls)
             .context("PostgreSQL at 127.0.0.1:5432")?;
-        c.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{REGION_DB}\" WITH (FORCE)"
-        ))?;
-        for i in 0..hospitals {
-            c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS \"hms_{}\" WITH (FORCE)",
-                hospital(i)
-            ))?;
+        for db in std::iter::once(REGION_DB).chain(databases.iter().map(String::as_str)) {
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))?;
         }
     }
-    let mut configs = vec![];
-    let mut urls = vec![];
+    let (mut configs, mut addrs) = (vec![], vec![]);
     for k in 0..instances {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let mut text = format!(
             "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"cloud-data-{k}\"\n\
-             empi = false\nbackend = \"{backend}\"\n"
+             {extra}backend = \"{backend}\"\n"
         );
         if backend == "postgres" {
             text.push_str(&format!(
@@ -86,8 +82,30 @@ fn one_run(
         let config = site.join(format!("cloud-{k}.toml"));
         std::fs::write(&config, text)?;
         configs.push(config);
-        urls.push(format!("http://127.0.0.1:{port}"));
+        addrs.push(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     }
+    Ok((site, configs, addrs))
+}
+
+/// One set-up's run: (events per second, batch ack times in ms).
+fn one_run(
+    bin: &Path,
+    backend: &str,
+    instances: usize,
+    hospitals: usize,
+    events: u64,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    let dbs: Vec<String> = (0..hospitals)
+        .map(|i| format!("hms_{}", hospital(i)))
+        .collect();
+    let (site, configs, addrs) = set_up(
+        &format!("bench-region-{backend}-{instances}"),
+        backend,
+        instances,
+        "empi = false\n",
+        &dbs,
+    )?;
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     // Keys, enrolled once (the instances of a PostgreSQL region share the
     // registry; a SQLite one has one instance).
     let mut keys = vec![];
@@ -219,36 +237,13 @@ fn empi_run(
     instances: usize,
     records: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let site = target_dir().join(format!("bench-region-empi-{backend}-{instances}"));
-    let _ = std::fs::remove_dir_all(&site);
-    std::fs::create_dir_all(&site)?;
-    if backend == "postgres" {
-        let mut c = postgres::Client::connect(PG_ADMIN, postgres::NoTls)
-            .context("PostgreSQL at 127.0.0.1:5432")?;
-        c.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{REGION_DB}\" WITH (FORCE)"
-        ))?;
-    }
-    let mut configs = vec![];
-    let mut addrs = vec![];
-    for k in 0..instances {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut text = format!(
-            "region = \"eu-west\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"cloud-data-{k}\"\n\
-             empi = true\nempi_auto_train_records = 0\nbackend = \"{backend}\"\n"
-        );
-        if backend == "postgres" {
-            text.push_str(&format!(
-                "postgres = \"{PG_ADMIN}\"\nregion_database = \"{REGION_DB}\"\n"
-            ));
-        }
-        let config = site.join(format!("cloud-{k}.toml"));
-        std::fs::write(&config, text)?;
-        configs.push(config);
-        addrs.push(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    }
+    let (_site, configs, addrs) = set_up(
+        &format!("bench-region-empi-{backend}-{instances}"),
+        backend,
+        instances,
+        "empi = true\nempi_auto_train_records = 0\n",
+        &[],
+    )?;
     let out = Command::new(bin)
         .args(["token", "create", "--name", "bench", "--config"])
         .arg(&configs[0])

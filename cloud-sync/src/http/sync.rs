@@ -117,21 +117,28 @@ fn not_run() -> Response {
     unchallenged(problem::not_run())
 }
 
+/// The request body, or the problem of one that could not be read.
+fn readable(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, Response> {
+    body.map_err(|e| {
+        unchallenged(problem::problem(
+            e.status(),
+            problem::UNREADABLE_BODY,
+            format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
+        ))
+    })
+}
+
 /// `POST /sync/v1/batches`.
 pub(super) async fn batches(
     State(state): State<CloudState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match readable(body) {
         Ok(b) => b,
-        Err(e) => {
-            return unchallenged(problem::problem(
-                e.status(),
-                problem::UNREADABLE_BODY,
-                format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
-            ));
-        }
+        Err(r) => return r,
     };
     let Some(req) = signed(&headers) else {
         return unsigned();
@@ -177,15 +184,9 @@ pub(super) async fn standby(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match readable(body) {
         Ok(b) => b,
-        Err(e) => {
-            return unchallenged(problem::problem(
-                e.status(),
-                problem::UNREADABLE_BODY,
-                format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
-            ));
-        }
+        Err(r) => return r,
     };
     let Some(req) = signed(&headers) else {
         return unsigned();
