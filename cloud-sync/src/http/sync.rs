@@ -117,17 +117,13 @@ fn not_run() -> Response {
     unchallenged(problem::not_run())
 }
 
-/// The request body, or the problem of one that could not be read.
-fn readable(
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Bytes, Response> {
-    body.map_err(|e| {
-        unchallenged(problem::problem(
-            e.status(),
-            problem::UNREADABLE_BODY,
-            format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
-        ))
-    })
+/// The problem of a request body that could not be read.
+fn unreadable(e: axum::extract::rejection::BytesRejection) -> Response {
+    unchallenged(problem::problem(
+        e.status(),
+        problem::UNREADABLE_BODY,
+        format!("{e}; a request body is at most {MAX_BODY_BYTES} bytes"),
+    ))
 }
 
 /// `POST /sync/v1/batches`.
@@ -136,9 +132,9 @@ pub(super) async fn batches(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match readable(body) {
+    let body = match body {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return unreadable(e),
     };
     let Some(req) = signed(&headers) else {
         return unsigned();
@@ -184,9 +180,9 @@ pub(super) async fn standby(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match readable(body) {
+    let body = match body {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return unreadable(e),
     };
     let Some(req) = signed(&headers) else {
         return unsigned();

@@ -58,6 +58,18 @@ fn standby_row(
     })
 }
 
+fn pg_standby_row(r: &postgres::Row) -> anyhow::Result<StandbyRow> {
+    standby_row((
+        r.get(0),
+        r.get(1),
+        r.get(2),
+        r.get(3),
+        r.get(4),
+        r.get(5),
+        r.get(6),
+    ))
+}
+
 fn fence_row((h, since, detail): (String, i64, String)) -> anyhow::Result<FenceRow> {
     Ok(FenceRow {
         hospital: h.parse().context("stored hospital id")?,
@@ -114,22 +126,9 @@ impl RegistryDb {
     pub fn standbys(&self) -> anyhow::Result<Vec<StandbyRow>> {
         let sql = format!("SELECT {STANDBY_COLUMNS} FROM standby ORDER BY hospital");
         match &self.inner {
-            Inner::Postgres(pg) => pg.call(move |c| {
-                c.query(&sql, &[])?
-                    .into_iter()
-                    .map(|r| {
-                        standby_row((
-                            r.get(0),
-                            r.get(1),
-                            r.get(2),
-                            r.get(3),
-                            r.get(4),
-                            r.get(5),
-                            r.get(6),
-                        ))
-                    })
-                    .collect()
-            }),
+            Inner::Postgres(pg) => {
+                pg.call(move |c| c.query(&sql, &[])?.iter().map(pg_standby_row).collect())
+            }
             Inner::Sqlite(_) => {
                 let rows: Vec<_> = self
                     .conn()?
@@ -306,17 +305,7 @@ impl RegistryDb {
                 let sql = sql.replace("?1", "$1");
                 pg.call(move |c| {
                     c.query_opt(&sql, &[&h])?
-                        .map(|r| {
-                            standby_row((
-                                r.get(0),
-                                r.get(1),
-                                r.get(2),
-                                r.get(3),
-                                r.get(4),
-                                r.get(5),
-                                r.get(6),
-                            ))
-                        })
+                        .map(|r| pg_standby_row(&r))
                         .transpose()
                 })
             }
