@@ -866,6 +866,14 @@ impl Slot {
         }
     }
 
+    /// A slot waiting for the EMPI to run elsewhere (tests).
+    #[cfg(test)]
+    pub(crate) fn standing_by() -> Slot {
+        Slot {
+            state: RwLock::new(SlotState::Standby),
+        }
+    }
+
     /// The EMPI, when it runs here (for changes).
     pub fn get(&self) -> Option<Arc<RegionalEmpi>> {
         match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {

@@ -39,12 +39,24 @@ use crate::store::registry::Scope;
 /// Open tasks shown at once (the oldest).
 const SHOWN: usize = 50;
 
-fn no_empi() -> Response {
-    message(
-        StatusCode::CONFLICT,
-        "No EMPI",
-        "The regional EMPI does not run on this cloud (empi = false, or a DR replica).",
-    )
+/// The page of a cloud that cannot answer: no EMPI here (409), or another
+/// instance of the region runs it (503: decisions are taken there, or
+/// through the API here, which passes them on).
+fn no_empi(state: &CloudState) -> Response {
+    match state.empi.state() {
+        crate::empi::SlotState::Standby | crate::empi::SlotState::Following(_) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "EMPI on another instance",
+            "The regional EMPI runs on another instance of this region. Take the decision in \
+             that instance's console, or through the API here (POST /api/v1/empi/decisions), \
+             which passes it on.",
+        ),
+        _ => message(
+            StatusCode::CONFLICT,
+            "No EMPI",
+            "The regional EMPI does not run on this cloud (empi = false, or a DR replica).",
+        ),
+    }
 }
 
 fn key_of(v: &Value) -> RecordKey {
@@ -153,7 +165,7 @@ pub async fn page(
         return r.into_response();
     }
     let Some(empi) = state.empi.reader() else {
-        return no_empi();
+        return no_empi(&state);
     };
     let (e, actor) = (empi.clone(), who.actor());
     let open = match blocking(move || {
@@ -207,7 +219,7 @@ pub async fn act(
         return r.into_response();
     }
     let Some(empi) = state.empi.get() else {
-        return no_empi();
+        return no_empi(&state);
     };
     if !["link", "never_link", "close"].contains(&form.action.as_str()) {
         return message(
@@ -278,5 +290,36 @@ pub async fn act(
             see_other(&format!("/console/empi?done={id}"))
         }
         Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn text(r: Response) -> (StatusCode, String) {
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Where no EMPI runs, the page says so (409); where another instance
+    /// of the region runs it, it says where decisions are taken (503).
+    #[tokio::test]
+    async fn a_cloud_without_the_empi_says_why_and_where_it_is() {
+        let mut state = crate::testkit::Cloud::primary("eu-west", &[]).state;
+        let (status, page) = text(no_empi(&state)).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(page.contains("does not run on this cloud"), "{page}");
+        state.empi = std::sync::Arc::new(crate::empi::Slot::standing_by());
+        let (status, page) = text(no_empi(&state)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            page.contains("runs on another instance of this region"),
+            "{page}"
+        );
+        assert!(page.contains("/api/v1/empi/decisions"), "{page}");
     }
 }
