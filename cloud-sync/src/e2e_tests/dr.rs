@@ -938,3 +938,85 @@ async fn a_promoted_replica_serves_the_appliances_and_its_old_primary_fences_its
         .await
         .expect("served again");
 }
+
+/// A standby report that is not one gets a clear refusal and stores
+/// nothing: unsigned (401), signed by an appliance (403), for another
+/// hospital than signed (403), not JSON or naming a DR node (400), a key
+/// that is not 32 bytes (400), and at a primary (403).
+#[tokio::test]
+async fn bad_standby_reports_are_refused_and_store_nothing() {
+    use base64::Engine;
+    let (key, public) = generate_key().expect("key");
+    let replica = Cloud::replica_on(
+        Backend::Sqlite,
+        "eu-central",
+        &["eu-west"],
+        &[("eu-west", public)],
+    );
+    let at = serve(replica.state.clone(), None).await;
+    let good = |hospital: &str, node: &str, key: &str| {
+        serde_json::json!({
+            "hospital": hospital, "region": "eu-west", "node": node,
+            "public_key": key, "head_seq": 3,
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let key32 = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let send = |signer: Option<Signer>, body: Vec<u8>, addr: std::net::SocketAddr| async move {
+        let mut headers = vec![];
+        if let Some(s) = signer {
+            let r = s.sign("PUT", crate::http::STANDBY, now(), &body);
+            headers = vec![
+                ("x-hms-hospital", r.hospital.to_string()),
+                ("x-hms-node", r.node.to_string()),
+                ("x-hms-timestamp", r.timestamp_ms.to_string()),
+                ("x-hms-signature", r.signature),
+            ];
+        }
+        let mut c = Conn::connect(addr, None).await.expect("connect");
+        let hs: Vec<(&str, String)> = headers;
+        c.request_with(hyper::Method::PUT, crate::http::STANDBY, &hs, Some(body))
+            .await
+            .expect("answer")
+    };
+    let primary = || Some(as_primary(&key, "h1", "eu-west"));
+    let cases: Vec<(Option<Signer>, Vec<u8>, u16)> = vec![
+        (None, good("h1", "edge-1", &key32), 401),
+        (
+            Some(Signer::new(&key, id("h1"), id("edge-1")).expect("signer")),
+            good("h1", "edge-1", &key32),
+            403,
+        ),
+        (primary(), good("h2", "edge-1", &key32), 403),
+        (primary(), b"not json".to_vec(), 400),
+        (primary(), good("h1", "dr:eu-west", &key32), 400),
+        (primary(), good("h1", "edge-1", "c2hvcnQ="), 400),
+    ];
+    for (signer, body, want) in cases {
+        let r = send(signer, body, at.addr).await;
+        assert_eq!(r.status, want, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/problem+json"),
+            "{want}"
+        );
+    }
+    assert!(
+        replica
+            .state
+            .registry_db
+            .standbys()
+            .expect("read")
+            .is_empty()
+    );
+    // The good one is taken.
+    let r = send(primary(), good("h1", "edge-1", &key32), at.addr).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(replica.state.registry_db.standbys().expect("read").len(), 1);
+    // A primary takes no standby reports.
+    let p = Cloud::primary_on(Backend::Sqlite, "eu-west", &["h1"]);
+    let pat = serve(p.state.clone(), None).await;
+    let r = send(primary(), good("h1", "edge-1", &key32), pat.addr).await;
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+}

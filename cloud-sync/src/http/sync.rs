@@ -219,7 +219,11 @@ pub(super) async fn standby(
             .decode(s.public_key.as_bytes())
             .ok()
             .filter(|k| k.len() == 32)
-            .ok_or(BatchError::Rejected(Rejection::BadKey))?;
+            .ok_or_else(|| {
+                BatchError::Malformed(
+                    "public_key is not an Ed25519 public key of 32 bytes in standard base64".into(),
+                )
+            })?;
         let row = EnrolmentRow {
             hospital: s.hospital,
             region: s.region,
