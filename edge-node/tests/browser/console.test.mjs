@@ -25,12 +25,19 @@ async function noAxeViolations(page, what) {
   assert.deepEqual(v, [], `${what}: ${JSON.stringify(v, null, 1)}`);
 }
 
-/** An ADT^A01 into `bed` of the demo hospital. */
+/** Now as HL7 writes it (UTC, to the second, with its offset: the demo
+ * hospital's own zone is Europe/Warsaw), and its UTC day: the ADT volumes are
+ * counted by the day of the event, so the admissions are today's. */
+const HL7_UTC = new Date().toISOString().replace(/[-:T]/g, "").slice(0, 14);
+const HL7_NOW = `${HL7_UTC}+0000`;
+const TODAY = `${HL7_UTC.slice(0, 4)}-${HL7_UTC.slice(4, 6)}-${HL7_UTC.slice(6, 8)}`;
+
+/** An ADT^A01 into `bed` of the demo hospital, now. */
 function admit(control, mrn, bed, visit) {
   const [unit, room, b] = bed.split("-");
   return [
-    `MSH|^~\\&|ADT|DGH|HMS|EDGE|20261205080000||ADT^A01^ADT_A01|${control}|P|2.5.1`,
-    "EVN|A01|20261205080000",
+    `MSH|^~\\&|ADT|DGH|HMS|EDGE|${HL7_NOW}||ADT^A01^ADT_A01|${control}|P|2.5.1`,
+    `EVN|A01|${HL7_NOW}`,
     `PID|1||${mrn}^^^DGH^MR||Berg^Alva||19700101|F`,
     `PV1|1|I|${unit}^${room}^${b}^DGH||||||||||||||||${visit}`,
   ].join("\n");
@@ -215,7 +222,7 @@ test("hospitals: the synced census and ADT volumes as charts with their figures;
   await page.reload();
   await page.click(`a[href="/console/hospitals/${HOSPITAL}"]`);
   await page.waitForURL(`${cloud.url}/console/hospitals/${HOSPITAL}`);
-  const day = new Date().toISOString().slice(0, 10);
+  const day = TODAY;
   const vol = await cloud.api(reader, "GET", `/api/v1/hospitals/${HOSPITAL}/adt-volumes?from=${day}&to=${day}`);
   const admissions = vol.body.days[0].admissions;
   assert.ok(admissions >= 3, JSON.stringify(vol.body));
