@@ -605,11 +605,12 @@ async fn empi_records_are_matched_or_created_with_stable_eids_and_audited() {
         .expect("json");
     assert_ne!(other["eid"], first["eid"]);
     // Sex as HL7 table 0001 codes or words in any case; what cannot be
-    // read is no sex (never a 400).
-    for (id, sex) in [("C-1", "Female"), ("C-2", "F"), ("C-3", "U"), ("C-4", "zz")] {
+    // read is no sex (never a 400). Each from a source of its own: one
+    // source's two records are two people.
+    for (source, sex) in [("h3", "Female"), ("h4", "F"), ("h5", "U"), ("h6", "zz")] {
         let r = c
             .post("/api/v1/empi/records", &{
-                let mut r = rec("h3", id, "Nightingale");
+                let mut r = rec(source, "C-1", "Nightingale");
                 r["sex"] = sex.into();
                 r
             })

@@ -960,6 +960,7 @@ mod tests {
             tf_min_records: 800,
             tf_floor: 1e-4,
             household_cap: 14.0,
+            source_unique: true,
             ..Params::default()
         };
         let t =

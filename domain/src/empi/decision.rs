@@ -47,6 +47,10 @@ pub enum ReviewReason {
     Threshold,
     /// Two identities scored within the margin of each other.
     Margin,
+    /// The record resembles an identity it may not join (a cannot-link
+    /// constraint: another local id of its own source, or a different value
+    /// of a trusted identifier), or two identities that may not merge.
+    CannotLink,
 }
 
 /// What the engine decided for a record.

@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::blocking::{BlockIndex, CandidateStats};
-use super::decision::{Decisions, Outcome, RecordKey, Separation, decide};
+use super::decision::{Decisions, Outcome, RecordKey, ReviewReason, Separation, decide};
 use super::model::{Explanation, Model, Params, TermFrequencies};
 use super::standardise::{Prepared, Record, prepare};
 
@@ -113,6 +113,13 @@ pub enum EngineError {
     /// those links first.
     #[error("the records are joined by human links")]
     HumanLinked,
+    /// Joining would put together two records with different values of a
+    /// trusted identifier (two people, unless one value is wrong: correct
+    /// it at its source, and the record is matched again).
+    #[error(
+        "two records of these identities carry different trusted identifiers: correct the wrong one at its source"
+    )]
+    CannotLink,
 }
 
 #[derive(Clone)]
@@ -363,19 +370,98 @@ impl Engine {
         }
     }
 
-    /// Chooses an identity for `p` from scores and decisions: `None` means a
-    /// new identity.
-    fn choose(&self, key: &RecordKey, scored: &Scored) -> (Option<Eid>, Outcome) {
+    /// Whether two records carry different values of one trusted
+    /// identifier and no human linked them: two people, whoever asks.
+    fn identifiers_conflict(&self, a: (&RecordKey, &Prepared), b: (&RecordKey, &Prepared)) -> bool {
+        a.0 != b.0
+            && (self.model.trusted_identifier_conflicts(a.1, b.1)
+                || self.model.trusted_identifier_conflicts(b.1, a.1))
+            && !self.decisions.linked(a.0, b.0)
+    }
+
+    /// Whether two records may never share an identity unless a human
+    /// linked them: two local ids of one source (the source's own register
+    /// says they are two people), or different values of one trusted
+    /// identifier.
+    fn constrained(&self, a: (&RecordKey, &Prepared), b: (&RecordKey, &Prepared)) -> bool {
+        if a.0 == b.0 || self.decisions.linked(a.0, b.0) {
+            return false;
+        }
+        (a.0.source == b.0.source && self.params().source_unique) || self.identifiers_conflict(a, b)
+    }
+
+    /// Whether `key` (standardised as `p`) may not join `eid`: some member
+    /// is constrained against it (checked against every member, so no chain
+    /// of other records can join two constrained records).
+    fn conflicts(&self, key: &RecordKey, p: &Prepared, eid: Eid) -> bool {
+        self.members.get(&eid).into_iter().flatten().any(|&i| {
+            self.slot(i)
+                .is_some_and(|s| self.constrained((key, p), (&s.key, &s.prepared)))
+        })
+    }
+
+    /// Whether two identities hold a constrained pair of records (they may
+    /// not merge automatically).
+    fn identities_conflict(&self, a: Eid, b: Eid) -> bool {
+        self.members.get(&a).into_iter().flatten().any(|&i| {
+            self.slot(i)
+                .is_some_and(|s| self.conflicts(&s.key, &s.prepared, b))
+        })
+    }
+
+    /// Chooses an identity for `p` from scores, decisions and cannot-link
+    /// constraints: `None` means a new identity. A record that resembles an
+    /// identity it may not join (at the link threshold, and at least as
+    /// much, within the margin, as the best one it may join), or that links
+    /// to two identities that may not merge, goes to review.
+    fn choose(&self, key: &RecordKey, p: &Prepared, scored: &Scored) -> (Option<Eid>, Outcome) {
         if let Some(e) = self.human_link_target(key) {
             return (Some(e), Outcome::HumanLink);
         }
+        let cannot = Outcome::Review(ReviewReason::CannotLink);
         if let Some((e, _)) = scored.trusted {
-            return (Some(e), Outcome::Deterministic);
+            return if self.conflicts(key, p, e) {
+                (None, cannot)
+            } else {
+                (Some(e), Outcome::Deterministic)
+            };
         }
-        let best = scored.per_eid.first().map(|b| b.1);
-        let second = scored.per_eid.get(1).map(|b| b.1);
-        match decide(&self.params().thresholds, best, second) {
-            Outcome::AutoLink => (scored.per_eid.first().map(|b| b.0), Outcome::AutoLink),
+        let t = self.params().thresholds;
+        let mut allowed: Vec<(Eid, f64)> = Vec::with_capacity(2);
+        let mut blocked: Option<f64> = None;
+        for &(e, s, _) in &scored.per_eid {
+            if s < t.link && allowed.len() >= 2 {
+                break;
+            }
+            if self.conflicts(key, p, e) {
+                if s >= t.link && blocked.is_none() {
+                    blocked = Some(s);
+                }
+                continue;
+            }
+            if allowed.len() < 2 {
+                allowed.push((e, s));
+            }
+        }
+        let best = allowed.first().copied();
+        let second = allowed.get(1).copied();
+        // An identity it may not join scores as well as (or within the
+        // margin of) the best one it may: a human decides.
+        if let Some(b) = blocked
+            && best.is_none_or(|(_, a)| b > a - t.margin)
+        {
+            return (None, cannot);
+        }
+        match decide(&t, best.map(|b| b.1), second.map(|b| b.1)) {
+            Outcome::AutoLink => {
+                let best = best.map(|b| b.0);
+                match (best, second) {
+                    (Some(b), Some((o, s))) if s >= t.link && self.identities_conflict(b, o) => {
+                        (None, cannot)
+                    }
+                    _ => (best, Outcome::AutoLink),
+                }
+            }
             other => (None, other),
         }
     }
@@ -435,7 +521,7 @@ impl Engine {
         }
         let p = prepare(record);
         let scored = self.score(Some(&key), &p, None);
-        let (target, decision) = self.choose(&key, &scored);
+        let (target, decision) = self.choose(&key, &p, &scored);
         let eid = target.unwrap_or_else(|| self.new_eid());
         let result = self.result(&p, &scored, eid, decision);
         self.place(key, p, eid);
@@ -463,9 +549,21 @@ impl Engine {
         let p = prepare(record);
         let scored = self.score(Some(&key), &p, None);
         let others = self.members.get(&current).is_some_and(|m| !m.is_empty());
-        let own = scored.per_eid.iter().find(|e| e.0 == current).map(|e| e.1);
+        // A record whose trusted identifier now differs from another
+        // member's does not stay in its identity. (Records of its own source
+        // beside it were put there by a human merge, which stands.)
+        let own_conflict = self.members.get(&current).into_iter().flatten().any(|&i| {
+            self.slot(i)
+                .is_some_and(|s| self.identifiers_conflict((&key, &p), (&s.key, &s.prepared)))
+        });
+        let own = scored
+            .per_eid
+            .iter()
+            .find(|e| e.0 == current)
+            .map(|e| e.1)
+            .filter(|_| !own_conflict);
         let review = self.params().thresholds.review;
-        let (target, decision) = self.choose(&key, &scored);
+        let (target, decision) = self.choose(&key, &p, &scored);
         let (eid, decision) = match target {
             Some(t) if decision == Outcome::HumanLink => (t, decision),
             Some(t) if t == current => (t, decision),
@@ -562,7 +660,10 @@ impl Engine {
     }
 
     /// A human says `a` and `b` are the same person: their identities merge
-    /// (the older EID survives) and the link is remembered.
+    /// (the older EID survives) and the link is remembered. Refused when a
+    /// human separated two of their records, or when two of their records
+    /// carry different values of a trusted identifier. Records of one source
+    /// may be joined this way (the source holds a duplicate).
     pub fn link(&mut self, a: &RecordKey, b: &RecordKey) -> Result<Change, EngineError> {
         let (_, ea) = self.indexed(a)?;
         let (_, eb) = self.indexed(b)?;
@@ -577,6 +678,21 @@ impl Engine {
                 if (x, y) != (a, b) && (x, y) != (b, a) && self.decisions.separated(x, y).is_some()
                 {
                     return Err(EngineError::Separated);
+                }
+            }
+        }
+        for x in &ka {
+            for y in &kb {
+                let pair = |k: &RecordKey| {
+                    self.by_key
+                        .get(k)
+                        .and_then(|&i| self.slot(i))
+                        .map(|s| &s.prepared)
+                };
+                if let (Some(px), Some(py)) = (pair(x), pair(y))
+                    && self.identifiers_conflict((x, px), (y, py))
+                {
+                    return Err(EngineError::CannotLink);
                 }
             }
         }
@@ -737,13 +853,13 @@ mod tests {
                 Some(Eid(1)),
             ),
             (
-                rec("h2", "b", "John", "Smith", "1970-04-03", "2601"),
+                rec("h3", "b", "John", "Smith", "1970-04-03", "2601"),
                 "auto_link",
                 Some(Eid(1)),
             ),
             (
                 {
-                    let mut r = rec("h2", "c", "Jon", "Smyth", "1970-03-05", "9999");
+                    let mut r = rec("h4", "c", "Jon", "Smyth", "1970-03-05", "9999");
                     (r.address_line, r.city) = (None, None);
                     r
                 },
@@ -753,7 +869,7 @@ mod tests {
             (
                 {
                     // Same postcode only: nothing close.
-                    let mut r = rec("h2", "d", "Xavier", "Nguyen", "1990-01-01", "2600");
+                    let mut r = rec("h5", "d", "Xavier", "Nguyen", "1990-01-01", "2600");
                     (r.address_line, r.city) = (None, None);
                     r
                 },
@@ -762,7 +878,7 @@ mod tests {
             ),
             (
                 {
-                    let mut r = rec("h2", "e", "M", "Garcia-Lopez", "1980", "9999");
+                    let mut r = rec("h6", "e", "M", "Garcia-Lopez", "1980", "9999");
                     r.identifiers.push(Identifier {
                         id: Mrn::new("123456789"),
                         authority: "NATIONAL".into(),
@@ -783,6 +899,117 @@ mod tests {
                 assert!(got.eid.0 > 2);
             }
         }
+    }
+
+    fn national(mut r: Record, id: &str) -> Record {
+        r.identifiers.push(Identifier {
+            id: Mrn::new(id),
+            authority: "national".into(),
+            kind: "NI".into(),
+        });
+        r
+    }
+
+    fn trusting() -> Engine {
+        Engine::new(Params {
+            trusted_authorities: vec!["NATIONAL".to_owned()],
+            ..Params::default()
+        })
+    }
+
+    const CANNOT: Outcome = Outcome::Review(ReviewReason::CannotLink);
+
+    #[test]
+    fn two_records_of_one_source_never_share_an_identity_automatically() {
+        let mut e = Engine::new(Params::default());
+        let first = e.match_or_create(&rec("h1", "1", "Jonathan", "Smith", "1970-03-04", "2600"));
+        let second = e.match_or_create(&rec("h1", "2", "Jonathan", "Smith", "1970-03-04", "2600"));
+        assert_eq!(second.decision, CANNOT);
+        assert_ne!(second.eid, first.eid);
+        assert!(
+            second.score.is_some_and(|s| s >= 10.0),
+            "{:?}",
+            second.score
+        );
+        assert_eq!(
+            second.candidates[0].eid, first.eid,
+            "the review names the identity"
+        );
+        // Another source's record resembles both: it may join either, but
+        // not the two together, so it is a review too.
+        let third = e.match_or_create(&rec("h2", "9", "Jonathan", "Smith", "1970-03-04", "2600"));
+        assert!(
+            matches!(third.decision, Outcome::Review(_)),
+            "{:?}",
+            third.decision
+        );
+        assert_eq!(e.identities(), 3);
+        // A human may still say the source holds one person twice.
+        assert!(matches!(
+            e.link(&key("h1", "1"), &key("h1", "2")),
+            Ok(Change::Merged { .. })
+        ));
+        // A deduplication data set can switch the rule off.
+        let mut dedup = Engine::new(Params {
+            source_unique: false,
+            ..Params::default()
+        });
+        let a = dedup.match_or_create(&rec("h1", "1", "Jonathan", "Smith", "1970-03-04", "2600"));
+        let b = dedup.match_or_create(&rec("h1", "2", "Jonathan", "Smith", "1970-03-04", "2600"));
+        assert_eq!((b.decision, b.eid), (Outcome::AutoLink, a.eid));
+    }
+
+    #[test]
+    fn no_chain_of_other_records_joins_two_trusted_identifiers() {
+        let mut e = trusting();
+        let jon = || rec("a", "1", "Jonathan", "Smith", "1970-03-04", "2600");
+        let first = e.match_or_create(&national(jon(), "123-45-6789"));
+        // The other source has no national id: it links on demographics.
+        let mut b = jon();
+        b.source = "b".into();
+        assert_eq!(e.match_or_create(&b).eid, first.eid);
+        // A third source's record with another national id resembles the
+        // bridge record as much: it may not join.
+        let mut c = national(jon(), "987-65-4321");
+        c.source = "c".into();
+        let third = e.match_or_create(&c);
+        assert_eq!(third.decision, CANNOT);
+        assert_ne!(third.eid, first.eid);
+        assert_eq!(e.members(first.eid), vec![key("a", "1"), key("b", "1")]);
+        // The same id in a fourth source still links deterministically.
+        let mut d = national(rec("d", "1", "J", "Smith", "1970", "9999"), "123456789");
+        d.address_line = None;
+        let fourth = e.match_or_create(&d);
+        assert_eq!(
+            (fourth.decision, fourth.eid),
+            (Outcome::Deterministic, first.eid)
+        );
+        // A human merge that would join the two ids, directly or through
+        // other records, is refused: one of the ids is wrong at its source.
+        for (x, y) in [
+            (key("b", "1"), key("c", "1")),
+            (key("a", "1"), key("c", "1")),
+        ] {
+            assert_eq!(e.link(&x, &y), Err(EngineError::CannotLink));
+        }
+        assert_eq!(e.merge(first.eid, third.eid), Err(EngineError::CannotLink));
+        assert_eq!(e.eid_of(&key("c", "1")), Some(third.eid));
+        assert_eq!(e.members(first.eid).len(), 3);
+    }
+
+    #[test]
+    fn a_record_whose_trusted_identifier_changes_leaves_an_identity_it_conflicts_with() {
+        let mut e = trusting();
+        let first = e.match_or_create(&national(
+            rec("a", "1", "Maria", "Garcia", "1980-05-06", "4000"),
+            "123456789",
+        ));
+        let b = rec("b", "1", "Maria", "Garcia", "1980-05-06", "4000");
+        assert_eq!(e.match_or_create(&b).eid, first.eid);
+        let moved = e.rematch(&national(b, "987654321"));
+        assert_ne!(moved.eid, first.eid);
+        assert_eq!(moved.previous_eid, Some(first.eid));
+        assert_eq!(e.members(first.eid), vec![key("a", "1")]);
     }
 
     #[test]
@@ -973,6 +1200,52 @@ mod tests {
                 }
                 prop_assert_eq!(partition(&sorted), partition(&shuffled));
                 prop_assert_eq!(sorted.identities(), copies.len());
+            }
+
+            /// Whatever the records and their order, no identity ever holds
+            /// two records of one source or two different trusted
+            /// identifiers, though every record resembles every other.
+            #[test]
+            fn cannot_link_constraints_hold_for_whole_identities(
+                picks in prop::collection::vec((0usize..3, 0usize..4, 0usize..3), 2..24),
+            ) {
+                let ids = ["123456789", "987654321", "555123777"];
+                let mut e = Engine::new(Params {
+                    trusted_authorities: vec!["NATIONAL".to_owned()],
+                    ..Params::default()
+                });
+                let mut recs = vec![];
+                for (n, &(source, id, dob)) in picks.iter().enumerate() {
+                    let mut r = rec(
+                        &format!("s{source}"),
+                        &format!("r{n}"),
+                        "Jonathan",
+                        "Smith",
+                        ["1970-03-04", "1970-03-05", "1970-04-03"][dob],
+                        "2600",
+                    );
+                    if let Some(v) = ids.get(id) {
+                        r.identifiers.push(Identifier {
+                            id: Mrn::new(*v),
+                            authority: "national".into(),
+                            kind: "NI".into(),
+                        });
+                    }
+                    e.match_or_create(&r);
+                    recs.push(r);
+                }
+                for (_, members) in e.partition() {
+                    let of = |k: &RecordKey| recs.iter().find(|r| key_of(r) == *k).expect("record");
+                    for (x, a) in members.iter().enumerate() {
+                        for b in &members[x + 1..] {
+                            prop_assert_ne!(&a.source, &b.source);
+                            let (ia, ib) = (&of(a).identifiers, &of(b).identifiers);
+                            if let (Some(ia), Some(ib)) = (ia.first(), ib.first()) {
+                                prop_assert_eq!(ia.id.expose(), ib.id.expose());
+                            }
+                        }
+                    }
+                }
             }
 
             #[test]

@@ -191,6 +191,17 @@ pub struct Params {
     /// may add together: they are correlated, and shared by everyone living
     /// at one address, so they must not link two people on their own.
     pub household_cap: f64,
+    /// Whether each source keeps one record per person (a hospital's MRN
+    /// register): two local ids of one source then never share an identity
+    /// unless a human linked them. Off only for a source known to hold
+    /// duplicates that should be linked automatically (a deduplication
+    /// data set).
+    #[serde(default = "source_unique_default")]
+    pub source_unique: bool,
+}
+
+fn source_unique_default() -> bool {
+    true
 }
 
 fn fp(field: Field, m: &[f64], u: &[f64]) -> FieldParams {
@@ -244,6 +255,7 @@ impl Default for Params {
             tf_min_records: 1000,
             tf_floor: 1e-5,
             household_cap: 16.0,
+            source_unique: true,
         }
     }
 }
@@ -450,6 +462,17 @@ impl Model {
         a.identifiers.iter().any(|(auth, v)| {
             self.trusted.contains(auth)
                 && b.identifiers.iter().any(|(ab, vb)| ab == auth && vb == v)
+        })
+    }
+
+    /// Whether the pair carries different values of one trusted authority's
+    /// identifier (and `b` does not also carry `a`'s value): a cannot-link
+    /// constraint, since a trusted identifier names one person.
+    pub fn trusted_identifier_conflicts(&self, a: &Prepared, b: &Prepared) -> bool {
+        a.identifiers.iter().any(|(auth, v)| {
+            self.trusted.contains(auth)
+                && b.identifiers.iter().any(|(ab, vb)| ab == auth && vb != v)
+                && !b.identifiers.iter().any(|(ab, vb)| ab == auth && vb == v)
         })
     }
 
