@@ -441,7 +441,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench fleet-outage [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench region [--hospitals N] [--events N] [--runs N] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic] [--with-ssn] | gpu-pack | gpu-check | models-train | tidy>"
+                "usage: cargo xtask <ci | test | browser | demo [--empty] | bench [--quick] [--runs N] | bench mllp [--runs N] | bench or-day [--runs N] | bench fleet-outage [--runs N] | bench sync [--events N] [--runs N] [--backend B] | bench region [--hospitals N] [--events N] [--runs N] | bench models [--runs N] | bench patients [--patients N] [--runs N] | bench kiosks [--runs N] [--streams N] | fuzz [SECONDS] [SEED] | empi-eval [--dataset febrl4|febrl3|synthetic|pseudopeople] [--with-ssn] [--pairs A-B,…] [--seeds 1,2,3] | gpu-pack | gpu-check | models-train | tidy>"
             );
             return ExitCode::from(64);
         }

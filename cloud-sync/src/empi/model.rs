@@ -36,7 +36,7 @@ use hms_domain::Timestamp;
 use hms_domain::empi::model::SplitMix64;
 use hms_domain::empi::{
     Decisions, Eid, Engine, Params, Prepared, Record, RecordKey, TrainConfig, TrainReport, prepare,
-    train,
+    train_sourced,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -265,6 +265,15 @@ fn train_from(
         });
     }
     let prepared: Vec<Prepared> = records.iter().map(prepare).collect();
+    let mut numbers: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    let sources: Vec<u32> = records
+        .iter()
+        .map(|r| {
+            let next = numbers.len() as u32;
+            *numbers.entry(r.source.as_str()).or_insert(next)
+        })
+        .collect();
+    drop(numbers);
     drop(records);
     let hand_set = Params::default();
     let start = Params {
@@ -273,7 +282,7 @@ fn train_from(
         ..current.clone()
     };
     let started = std::time::Instant::now();
-    let (learned, report) = train(&prepared, &start, &settings.config);
+    let (learned, report) = train_sourced(&prepared, &sources, &start, &settings.config);
     let now = Timestamp::now();
     let params = Params {
         version: next_version(db, now)?,

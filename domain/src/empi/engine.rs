@@ -802,7 +802,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phi::{Address, BirthDate, Identifier, Mrn, PersonName};
+    use crate::phi::{Address, BirthDate, Identifier, Mrn, PersonName, Sex};
 
     fn rec(source: &str, id: &str, given: &str, family: &str, dob: &str, postcode: &str) -> Record {
         let mut r = Record::new(source, id);
@@ -853,7 +853,7 @@ mod tests {
                 Some(Eid(1)),
             ),
             (
-                rec("h3", "b", "John", "Smith", "1970-04-03", "2601"),
+                rec("h3", "b", "Jon", "Smith", "1970-04-03", "2601"),
                 "auto_link",
                 Some(Eid(1)),
             ),
@@ -1010,6 +1010,96 @@ mod tests {
         assert_ne!(moved.eid, first.eid);
         assert_eq!(moved.previous_eid, Some(first.eid));
         assert_eq!(e.members(first.eid), vec![key("a", "1")]);
+    }
+
+    fn person(source: &str, given: &str, family: &str, dob: Option<&str>, sex: Sex) -> Record {
+        let mut r = Record::new(source, "1");
+        r.given_name = Some(PersonName::new(given));
+        r.family_name = Some(PersonName::new(family));
+        r.birth_date = dob.map(BirthDate::new);
+        r.sex = Some(sex);
+        r.address_line = Some(Address::new("5112 145th Street"));
+        r.city = Some(Address::new("Anytown"));
+        r.postal_code = Some(Address::new("98101"));
+        r.phone = Some(crate::phi::Phone::new("206 555 0134"));
+        r
+    }
+
+    #[test]
+    fn a_household_is_not_one_person() {
+        use crate::empi::model::Distinct;
+        let cases: Vec<(Record, Option<Distinct>)> = vec![
+            // A twin: same family, birth date, address and phone.
+            (
+                person("b", "Diana", "Kofron", Some("1994-05-06"), Sex::Female),
+                Some(Distinct::GivenNameInOneFamily),
+            ),
+            // A brother three years older: the shared phone and address do
+            // not outweigh another name, birth date and sex.
+            (
+                {
+                    let mut r = person("b", "Peter", "Kofron", Some("1991-02-11"), Sex::Male);
+                    r.identifiers.push(Identifier {
+                        id: Mrn::new("P-77"),
+                        authority: "insurer".into(),
+                        kind: "MB".into(),
+                    });
+                    r
+                },
+                Some(Distinct::GivenNameBirthDateAndSex),
+            ),
+            // A twin brother with a similar name.
+            (
+                person("b", "Anton", "Kofron", Some("1994-05-06"), Sex::Male),
+                Some(Distinct::GivenNameInOneFamily),
+            ),
+            // Same address and family name, no birth date, no given name.
+            (
+                {
+                    let mut r = person("b", "x", "Kofron", None, Sex::Female);
+                    r.given_name = None;
+                    r
+                },
+                Some(Distinct::HouseholdOnly),
+            ),
+            // The same name elsewhere with nothing else to go on.
+            (
+                {
+                    let mut r = person("b", "Anna", "Kofron", None, Sex::Female);
+                    (r.address_line, r.postal_code, r.phone) = (None, None, None);
+                    r
+                },
+                Some(Distinct::NamesOnly),
+            ),
+            // The person herself, one letter off in the name: links.
+            (
+                person("b", "Ana", "Kofron", Some("1994-05-06"), Sex::Female),
+                None,
+            ),
+        ];
+        for (other, want) in cases {
+            let mut e = Engine::new(Params::default());
+            let mut anna = person("a", "Anna", "Kofron", Some("1994-05-06"), Sex::Female);
+            // The household's shared insurance membership (an identifier
+            // that is not trusted) adds evidence too.
+            anna.identifiers.push(Identifier {
+                id: Mrn::new("P-77"),
+                authority: "insurer".into(),
+                kind: "MB".into(),
+            });
+            let anna = e.match_or_create(&anna);
+            let got = e.match_or_create(&other);
+            let explained = e
+                .explain_pair(&key("a", "1"), &key("b", "1"))
+                .expect("both indexed");
+            assert_eq!(explained.distinct, want, "{explained:?}");
+            if want.is_some() {
+                assert_ne!(got.eid, anna.eid, "{explained:?}");
+                assert!(explained.total < 10.0, "{explained:?}");
+            } else {
+                assert_eq!((got.eid, got.decision), (anna.eid, Outcome::AutoLink));
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub use engine::{
     Candidate, Change, Eid, Engine, EngineError, EngineStats, MatchResult, SearchHit,
 };
 pub use model::{
-    Explanation, FieldParams, FieldScore, Model, Params, TrainConfig, TrainReport, train,
+    Distinct, Explanation, FieldParams, FieldScore, Model, Params, TrainConfig, TrainReport, train,
+    train_sourced,
 };
 pub use standardise::{PartialDate, Prepared, Record, prepare};

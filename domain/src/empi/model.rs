@@ -198,6 +198,15 @@ pub struct Params {
     /// data set).
     #[serde(default = "source_unique_default")]
     pub source_unique: bool,
+    /// Most bits the household fields may add when the family name agrees
+    /// too: a shared surname and address describe a household (siblings,
+    /// parents, children, twins), weak evidence of one person.
+    #[serde(default = "family_household_cap_default")]
+    pub family_household_cap: f64,
+}
+
+fn family_household_cap_default() -> f64 {
+    6.0
 }
 
 fn source_unique_default() -> bool {
@@ -256,6 +265,7 @@ impl Default for Params {
             tf_floor: 1e-5,
             household_cap: 16.0,
             source_unique: true,
+            family_household_cap: family_household_cap_default(),
         }
     }
 }
@@ -332,10 +342,46 @@ pub struct Explanation {
     /// Whether names agreed with given and family swapped.
     pub swapped_names: bool,
     /// Bits removed because the household fields (address and phone)
-    /// together gave more than `Params::household_cap` (0 or negative).
+    /// together gave more than `Params::household_cap`, or than
+    /// `Params::family_household_cap` when the family name agrees too (0 or
+    /// negative).
     pub household_cap: f64,
     /// Per field, in [`Field::ALL`] order.
     pub fields: Vec<FieldScore>,
+    /// The rule that held the total down because the pair describes two
+    /// people whatever else agrees (see [`Distinct`]), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<Distinct>,
+}
+
+/// Patterns that describe two people, which no sum of other agreements may
+/// outweigh: household members share a surname, an address and a phone, and
+/// twins a birth date too; a family's insurance membership may be shared.
+/// A pair showing one may not link automatically on its score (a trusted
+/// identifier agreeing still links deterministically).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Distinct {
+    /// Given name, birth date and sex all disagree: never above the review
+    /// threshold.
+    GivenNameBirthDateAndSex,
+    /// Another given name in the same family (a sibling, a parent, a twin),
+    /// or with no family name to tell; or a similar one of the other sex
+    /// (Michael and Michelle): below the link threshold.
+    GivenNameInOneFamily,
+    /// Neither a birth date nor an identifier agrees, and the names do not
+    /// both agree (the given name exactly or as a nickname, the family name
+    /// or no family name to tell): what is left, a family name, a similar
+    /// given name, an address, a phone, is shared by households and
+    /// neighbours. Below the link threshold.
+    HouseholdOnly,
+    /// Neither a birth date nor an identifier agrees, and nor does an
+    /// address or a phone: two people may share a name. Below the link
+    /// threshold.
+    NamesOnly,
+    /// Another full birth date with nothing but names agreeing: below the
+    /// link threshold.
+    BirthDate,
 }
 
 /// [`Params`] with the log weights computed once.
@@ -420,7 +466,77 @@ impl Model {
                 household += w;
             }
         }
-        total - (household - self.params.household_cap).max(0.0)
+        let total = total - (household - self.household_cap(c)).max(0.0);
+        match self.distinct(c) {
+            Some(d) => total.min(self.ceiling(d)),
+            None => total,
+        }
+    }
+
+    /// The most bits the household fields may add for this pair: few when
+    /// the family name agrees too and the birth date does not exactly (a
+    /// household shares name and address), or when neither a birth date nor
+    /// an identifier agrees (people who share an address, a room-mate or a
+    /// resident of the same home, cannot be told apart from the person by
+    /// it).
+    fn household_cap(&self, c: &Comparison) -> f64 {
+        let agrees = |f: Field| agrees(f, c.level(f));
+        let personal = agrees(Field::BirthDate) || agrees(Field::Identifier);
+        let exact_birth = c.level(Field::BirthDate) == 0;
+        if !personal || (agrees(Field::FamilyName) && !exact_birth) {
+            self.params
+                .household_cap
+                .min(self.params.family_household_cap)
+        } else {
+            self.params.household_cap
+        }
+    }
+
+    /// Which two-people pattern the pair shows, if any.
+    pub fn distinct(&self, c: &Comparison) -> Option<Distinct> {
+        let level = |f: Field| c.level(f);
+        let differs = |f: Field| level(f) != NULL && is_else(f, level(f));
+        let agrees = |f: Field| agrees(f, level(f));
+        // Without a birth date or an identifier, only names and where one
+        // lives are left: the names must both agree, the given name exactly
+        // or as a nickname (Daniel and Danielle, Michael and Michelle live
+        // together), and the address (or the phone) must agree too.
+        let personal = agrees(Field::BirthDate) || agrees(Field::Identifier);
+        let lives_there = (agrees(Field::Street) && agrees(Field::StreetNumber))
+            || level(Field::PostalCode) == 0
+            || level(Field::Phone) == 0;
+        let given = matches!(level(Field::GivenName), 0 | 3);
+        if differs(Field::GivenName) && differs(Field::BirthDate) && differs(Field::Sex) {
+            Some(Distinct::GivenNameBirthDateAndSex)
+        } else if !differs(Field::FamilyName)
+            && (differs(Field::GivenName) || (!given && differs(Field::Sex)))
+        {
+            Some(Distinct::GivenNameInOneFamily)
+        } else if !personal && (!given || differs(Field::FamilyName)) {
+            Some(Distinct::HouseholdOnly)
+        } else if !personal && !lives_there {
+            Some(Distinct::NamesOnly)
+        } else if differs(Field::BirthDate)
+            && Field::ALL.iter().all(|&f| {
+                matches!(f, Field::GivenName | Field::FamilyName | Field::Sex) || !agrees(f)
+            })
+        {
+            Some(Distinct::BirthDate)
+        } else {
+            None
+        }
+    }
+
+    /// The highest score a pair showing `d` may have.
+    fn ceiling(&self, d: Distinct) -> f64 {
+        let t = &self.params.thresholds;
+        match d {
+            Distinct::GivenNameBirthDateAndSex => t.review - 0.01,
+            Distinct::GivenNameInOneFamily
+            | Distinct::HouseholdOnly
+            | Distinct::NamesOnly
+            | Distinct::BirthDate => t.link - 0.01,
+        }
     }
 
     /// Per-field explanation of a comparison's score.
@@ -448,12 +564,15 @@ impl Model {
             .filter(|f| f.field.is_household() && f.weight > 0.0)
             .map(|f| f.weight)
             .sum();
-        let household_cap = -(household - self.params.household_cap).max(0.0);
+        let household_cap = -(household - self.household_cap(c)).max(0.0);
+        let sum = fields.iter().map(|f| f.weight).sum::<f64>() + household_cap;
+        let distinct = self.distinct(c).filter(|&d| sum > self.ceiling(d));
         Explanation {
-            total: fields.iter().map(|f| f.weight).sum::<f64>() + household_cap,
+            total: distinct.map_or(sum, |d| self.ceiling(d)),
             swapped_names: c.swapped,
             household_cap,
             fields,
+            distinct,
         }
     }
 
@@ -487,6 +606,17 @@ impl Model {
         let s = self.score(&c, a, tf);
         (c, s)
     }
+}
+
+/// Whether a field agrees at some level better than "else".
+fn agrees(f: Field, level: u8) -> bool {
+    level != NULL && !is_else(f, level)
+}
+
+/// Whether `level` is a field's last level, "else": both present and
+/// different.
+fn is_else(f: Field, level: u8) -> bool {
+    usize::from(level) + 1 == f.levels().len()
 }
 
 /// A small deterministic generator (SplitMix64) for sampling.
@@ -571,7 +701,27 @@ pub struct TrainReport {
 /// that blocking proposes, starting from `base`; returns new parameters (with
 /// `base`'s thresholds and settings) and a report. Deterministic for a seed.
 pub fn train(records: &[Prepared], base: &Params, config: &TrainConfig) -> (Params, TrainReport) {
+    train_sourced(records, &[], base, config)
+}
+
+/// [`train`] knowing each record's source (`sources[i]` numbers the source
+/// of `records[i]`; empty: unknown). Where each source holds a person once
+/// (`Params::source_unique`), EM learns only from pairs of two sources: two
+/// records of one source are two people, and EM fed with them (twins sharing
+/// a birth date, a household sharing an address) learns what a household
+/// looks like instead of a person.
+pub fn train_sourced(
+    records: &[Prepared],
+    sources: &[u32],
+    base: &Params,
+    config: &TrainConfig,
+) -> (Params, TrainReport) {
     let mut params = base.clone();
+    let sources = if base.source_unique && sources.len() == records.len() {
+        sources
+    } else {
+        &[]
+    };
     let n = records.len();
     let mut report = TrainReport {
         u_pairs: 0,
@@ -625,7 +775,14 @@ pub fn train(records: &[Prepared], base: &Params, config: &TrainConfig) -> (Para
     let mut m_n = [0u32; FIELDS];
     let mut lambdas = vec![];
     for (rule, excluded) in TRAINING_SESSIONS {
-        let patterns = session_patterns(records, *rule, excluded, base.block_cap, config.em_pairs);
+        let patterns = session_patterns(
+            records,
+            sources,
+            *rule,
+            excluded,
+            base.block_cap,
+            config.em_pairs,
+        );
         report.em_pairs += patterns.iter().map(|p| p.1 as usize).sum::<usize>();
         report.patterns += patterns.len();
         let fit = em(&patterns, init.clone(), &u, base.lambda, config);
@@ -678,9 +835,11 @@ const TRAINING_SESSIONS: &[(Rule, &[Field])] = &[
 ];
 
 /// Comparison patterns (with `excluded` fields nulled) and their counts over
-/// the pairs that share a key of `rule`.
+/// the pairs that share a key of `rule` (and, where `sources` is given, come
+/// from two sources).
 fn session_patterns(
     records: &[Prepared],
+    sources: &[u32],
     rule: Rule,
     excluded: &[Field],
     cap: usize,
@@ -706,6 +865,9 @@ fn session_patterns(
             for &b in &list[x + 1..] {
                 if seen.len() >= max_pairs {
                     break 'outer;
+                }
+                if !sources.is_empty() && sources[a as usize] == sources[b as usize] {
+                    continue;
                 }
                 if !seen.insert((a.min(b), a.max(b))) {
                     continue;
