@@ -7,7 +7,7 @@
 //! incremental engine's own partition quality and latency. Prints aggregate
 //! figures only, never a record.
 //!
-//! `empi_eval --dataset febrl4|febrl3|synthetic [--data-dir DIR] [--with-ssn] [--people N] [--seed S]`
+//! `empi_eval --dataset febrl4|febrl3|synthetic [--data-dir DIR] [--with-ssn] [--no-household-rules] [--people N] [--seed S]`
 //! or `empi_eval --dataset csv --records FILE [--peer FILE] [--seed S]`: two
 //! sources in one CSV (`source, local_id, person, given, family, dob, sex,
 //! address_line, unit, city, state, postcode, national_id`; `person` is the
@@ -25,6 +25,7 @@ use hms_domain::empi::{BlockIndex, Engine, Outcome, Params, Record, TrainConfig,
 use hms_domain::phi::{Address, BirthDate, Identifier, Mrn, PersonName};
 
 struct Args {
+    household_rules: bool,
     dataset: String,
     data_dir: String,
     records: String,
@@ -36,6 +37,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
+        household_rules: true,
         dataset: "febrl4".into(),
         data_dir: String::new(),
         records: String::new(),
@@ -52,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
             "--records" => a.records = it.next().ok_or("--records needs a file")?,
             "--peer" => a.peer = it.next().ok_or("--peer needs a file")?,
             "--with-ssn" => a.with_ssn = true,
+            "--no-household-rules" => a.household_rules = false,
             "--people" => a.people = it.next().and_then(|v| v.parse().ok()).ok_or("--people N")?,
             "--seed" => a.seed = it.next().and_then(|v| v.parse().ok()).ok_or("--seed S")?,
             other => return Err(format!("unknown argument {other}")),
@@ -176,8 +179,13 @@ fn run() -> Result<(), String> {
         other => return Err(format!("unknown dataset {other}")),
     };
     println!(
-        "dataset {}{}: {} records",
+        "dataset {}{}{}: {} records",
         args.dataset,
+        if args.household_rules {
+            ""
+        } else {
+            " (household rules off)"
+        },
         if args.with_ssn {
             " with identifier"
         } else {
@@ -211,6 +219,7 @@ fn run() -> Result<(), String> {
     // a person once.
     let base = Params {
         source_unique: args.dataset != "febrl3",
+        household_rules: args.household_rules,
         ..Params::default()
     };
     let (params, report) = train(

@@ -177,9 +177,9 @@ def splink_clusters(a, b, out_dir):
             cl.NameComparison("family"),
             cl.DateOfBirthComparison("dob_iso", input_is_string=True),
             cl.ExactMatch("sex"),
-            cl.ExactMatch("street_number"),
-            cl.LevenshteinAtThresholds("street", 2),
-            cl.ExactMatch("unit"),
+            # One comparison for the address line: house number and street
+            # are one fact, and two comparisons would count it twice.
+            cl.LevenshteinAtThresholds("address_line", 2),
             cl.PostcodeComparison("postcode"),
             cl.LevenshteinAtThresholds("national_id", 1),
         ],

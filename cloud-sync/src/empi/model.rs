@@ -970,6 +970,7 @@ mod tests {
             tf_floor: 1e-4,
             household_cap: 14.0,
             source_unique: true,
+            household_rules: true,
             ..Params::default()
         };
         let t =

@@ -262,6 +262,16 @@ fn name_level(a: &Name, b: &Name) -> u8 {
     if a.squashed == b.squashed {
         return 0;
     }
+    // An initial against a name: its first letter agreeing is weak
+    // agreement (counted as a nickname); another letter is no evidence, as
+    // an initial is often the middle name's.
+    if a.squashed.len() == 1 || b.squashed.len() == 1 {
+        return if a.squashed.chars().next() == b.squashed.chars().next() {
+            3
+        } else {
+            NULL
+        };
+    }
     let jw = jaro_winkler_from(&a.squashed, &b.squashed, 0.88).unwrap_or(0.0);
     if jw >= 0.94 {
         1
@@ -337,7 +347,8 @@ pub fn date_level(a: &PartialDate, b: &PartialDate) -> u8 {
 }
 
 /// Birth-date level when a side has only the digits of a mistyped date
-/// ([`Prepared::birth_typo`]): the same digits are `exact`, one edit apart
+/// ([`Prepared::birth_typo`]): the same digits are `exact`, month and day
+/// exchanged (`1945-29-05`) `day_month_transposed`, one edit apart
 /// `one_edit`; anything else is no evidence (null), as the date is known to
 /// be wrong.
 fn birth_level(a: &Prepared, b: &Prepared) -> u8 {
@@ -345,8 +356,10 @@ fn birth_level(a: &Prepared, b: &Prepared) -> u8 {
         return date_level(x, y);
     }
     let digits = |p: &Prepared| p.birth_typo.or_else(|| p.birth.and_then(|d| d.digits()));
+    let exchanged = |d: [u8; 8]| [d[0], d[1], d[2], d[3], d[6], d[7], d[4], d[5]];
     match (digits(a), digits(b)) {
         (Some(x), Some(y)) if x == y => 0,
+        (Some(x), Some(y)) if exchanged(x) == y => 1,
         (Some(x), Some(y)) if within_one_edit(&x, &y) => 2,
         _ => NULL,
     }
@@ -499,6 +512,8 @@ mod tests {
             ("Smyth", "Smith", "jaro_winkler>=0.88"),
             ("Geoff", "Jeff", "phonetic"),
             ("Maria", "Xavier", "else"),
+            ("M", "Maria", "nickname"),
+            ("V", "Alicia", "null"),
         ];
         for (a, b, want) in cases {
             let (x, y) = (name_parts(a).expect("name"), name_parts(b).expect("name"));

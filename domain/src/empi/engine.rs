@@ -1100,6 +1100,27 @@ mod tests {
                 assert_eq!((got.eid, got.decision), (anna.eid, Outcome::AutoLink));
             }
         }
+        // Without the household rules (data without households), the twin
+        // would link on her shared family, birth date, address and phone.
+        let mut e = Engine::new(Params {
+            household_rules: false,
+            ..Params::default()
+        });
+        let anna = e.match_or_create(&person(
+            "a",
+            "Anna",
+            "Kofron",
+            Some("1994-05-06"),
+            Sex::Female,
+        ));
+        let diana = e.match_or_create(&person(
+            "b",
+            "Diana",
+            "Kofron",
+            Some("1994-05-06"),
+            Sex::Female,
+        ));
+        assert_eq!((diana.eid, diana.decision), (anna.eid, Outcome::AutoLink));
     }
 
     #[test]

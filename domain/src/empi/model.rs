@@ -203,6 +203,12 @@ pub struct Params {
     /// parents, children, twins), weak evidence of one person.
     #[serde(default = "family_household_cap_default")]
     pub family_household_cap: f64,
+    /// Whether the two-people patterns ([`Distinct`]) and the family
+    /// household cap apply. Off only to measure on data without households
+    /// or twins (FEBRL replaces one duplicate's given name by another name
+    /// in about one duplicate in twelve, which is what a twin looks like).
+    #[serde(default = "source_unique_default")]
+    pub household_rules: bool,
 }
 
 fn family_household_cap_default() -> f64 {
@@ -266,6 +272,7 @@ impl Default for Params {
             household_cap: 16.0,
             source_unique: true,
             family_household_cap: family_household_cap_default(),
+            household_rules: true,
         }
     }
 }
@@ -483,7 +490,8 @@ impl Model {
         let agrees = |f: Field| agrees(f, c.level(f));
         let personal = agrees(Field::BirthDate) || agrees(Field::Identifier);
         let exact_birth = c.level(Field::BirthDate) == 0;
-        if !personal || (agrees(Field::FamilyName) && !exact_birth) {
+        if self.params.household_rules && (!personal || (agrees(Field::FamilyName) && !exact_birth))
+        {
             self.params
                 .household_cap
                 .min(self.params.family_household_cap)
@@ -494,6 +502,9 @@ impl Model {
 
     /// Which two-people pattern the pair shows, if any.
     pub fn distinct(&self, c: &Comparison) -> Option<Distinct> {
+        if !self.params.household_rules {
+            return None;
+        }
         let level = |f: Field| c.level(f);
         let differs = |f: Field| level(f) != NULL && is_else(f, level(f));
         let agrees = |f: Field| agrees(f, level(f));
@@ -1153,5 +1164,42 @@ mod tests {
         }
         let f1 = 2.0 * f64::from(tp) / f64::from(2 * tp + fp + fn_);
         assert!(f1 > 0.9, "tp {tp} fp {fp} fn {fn_}");
+    }
+
+    #[test]
+    fn em_learns_only_from_pairs_of_two_sources() {
+        use crate::empi::synth::{SynthConfig, generate};
+        let data = generate(&SynthConfig {
+            people: 600,
+            ..SynthConfig::default()
+        });
+        let records: Vec<Prepared> = data.iter().map(|l| prepare(&l.record)).collect();
+        let config = TrainConfig {
+            u_pairs: 50_000,
+            ..TrainConfig::default()
+        };
+        // One register: no pair to learn from, so every m stays hand-set
+        // (made safe like any other).
+        let one = vec![0u32; records.len()];
+        let (params, report) = train_sourced(&records, &one, &Params::default(), &config);
+        assert_eq!(report.em_pairs, 0, "{report:?}");
+        for (got, hand) in params.fields.iter().zip(&Params::default().fields) {
+            let mut hand = hand.clone();
+            hand.u.clone_from(&got.u);
+            hand.regularise();
+            let off = got.m.iter().zip(&hand.m).map(|(a, b)| (a - b).abs());
+            assert!(off.fold(0.0, f64::max) < 1e-12, "{}", got.field.as_str());
+        }
+        // Two registers: pairs across them teach EM.
+        let two: Vec<u32> = (0..records.len() as u32).map(|i| i % 2).collect();
+        let (_, report) = train_sourced(&records, &two, &Params::default(), &config);
+        assert!(report.em_pairs > 100, "{report:?}");
+        // Without the register rule, one source's pairs count.
+        let dedup = Params {
+            source_unique: false,
+            ..Params::default()
+        };
+        let (_, report) = train_sourced(&records, &one, &dedup, &config);
+        assert!(report.em_pairs > 100, "{report:?}");
     }
 }

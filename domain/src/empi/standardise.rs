@@ -354,11 +354,46 @@ const NULL_VALUES: &[&str] = &[
 ];
 
 /// Name tokens that carry no identity: placeholders for newborns and unknown
-/// patients, titles and suffixes.
+/// patients, a relation written where the name belongs (`Wife`, `Grandson`,
+/// `Hijo`), titles and suffixes.
 const NAME_NOISE: &[&str] = &[
-    "baby", "babe", "boy", "girl", "infant", "newborn", "nb", "twin", "unknown", "unk", "mr",
-    "mrs", "ms", "miss", "mx", "dr", "prof", "rev", "sir", "jr", "snr", "sr", "jnr", "ii", "iii",
+    "baby",
+    "babe",
+    "boy",
+    "girl",
+    "infant",
+    "newborn",
+    "nb",
+    "twin",
+    "unknown",
+    "unk",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mister",
+    "mx",
+    "dr",
+    "prof",
+    "rev",
+    "sir",
+    "jr",
+    "snr",
+    "sr",
+    "jnr",
+    "ii",
+    "iii",
     "iv",
+    "wife",
+    "husband",
+    "daughter",
+    "child",
+    "kid",
+    "grandson",
+    "granddaughter",
+    "grandchild",
+    "hijo",
+    "hija",
 ];
 
 /// Whether a folded field value means "not known".
@@ -482,7 +517,7 @@ pub fn date(s: &str) -> Option<PartialDate> {
 /// The `YYYYMMDD` digits of a full birth date in one of [`date`]'s forms
 /// whatever their values (`19142122`, `31/02/1970` → `19700231`): the
 /// comparable remains of a mistyped date. `None` for partial dates, a year
-/// outside 1800–2999 or a single repeated digit.
+/// outside 1000–2999 or a single repeated digit.
 pub fn date_digits(s: &str) -> Option<[u8; 8]> {
     let parts: Vec<&str> = s
         .trim()
@@ -501,7 +536,7 @@ pub fn date_digits(s: &str) -> Option<[u8; 8]> {
     };
     let year: u32 = ymd[..4].parse().ok()?;
     let b = ymd.as_bytes();
-    if !(1800..=2999).contains(&year) || b.iter().all(|x| *x == b[0]) {
+    if !(1000..=2999).contains(&year) || b.iter().all(|x| *x == b[0]) {
         return None;
     }
     let mut out = [0u8; 8];
