@@ -1124,6 +1124,51 @@ mod tests {
     }
 
     #[test]
+    fn names_alone_link_only_when_rare_enough_among_the_indexed() {
+        let mut e = Engine::new(Params::default());
+        // 1,500 people in one register; ten are called Jasper and ten
+        // Pembroke, none both.
+        for i in 0..1500u32 {
+            let (given, family) = match i {
+                0..10 => ("Jasper".to_owned(), format!("Family{i}")),
+                10..20 => (format!("Given{i}"), "Pembroke".to_owned()),
+                _ => (format!("Given{}", i % 97), format!("Family{}", i / 97)),
+            };
+            let mut r = person("reg", &given, &family, Some("1960-01-01"), Sex::Male);
+            r.local_id = Mrn::new(format!("r{i}"));
+            e.restore(&r, Eid(u64::from(i) + 1));
+        }
+        let bare = |source: &str, given: &str, family: &str| {
+            let mut r = person(source, given, family, None, Sex::Male);
+            (r.address_line, r.city, r.postal_code, r.phone) = (None, None, None, None);
+            r
+        };
+        // A name no one else has: two sources' records link on it alone.
+        let first = e.match_or_create(&bare("a", "Zebediah", "Quackenbush"));
+        let second = e.match_or_create(&bare("b", "Zebediah", "Quackenbush"));
+        assert_eq!(
+            (second.decision, second.eid),
+            (Outcome::AutoLink, first.eid)
+        );
+        // Names of one person in a hundred and fifty each add up to more
+        // than the link threshold, but not to more than the index's size in
+        // bits and the margin: a review, not a link.
+        let first = e.match_or_create(&bare("c", "Jasper", "Pembroke"));
+        let second = e.match_or_create(&bare("d", "Jasper", "Pembroke"));
+        let explained = e
+            .explain_pair(&key("c", "1"), &key("d", "1"))
+            .expect("indexed");
+        let names: f64 = explained.fields[..2].iter().map(|f| f.weight).sum();
+        assert!(names + 1.0 >= 10.0, "{explained:?}");
+        assert_eq!(
+            explained.distinct,
+            Some(crate::empi::model::Distinct::NamesOnly)
+        );
+        assert_eq!(second.decision, Outcome::Review(ReviewReason::Threshold));
+        assert_ne!(second.eid, first.eid);
+    }
+
+    #[test]
     fn margin_rule_asks_for_review() {
         let mut e = Engine::new(Params::default());
         e.match_or_create(&rec("h1", "1", "Jonathan", "Smith", "1970-03-04", "2600"));

@@ -36,6 +36,10 @@ pub struct FieldParams {
 /// can add or take away unbounded evidence (about ±10 bits at most).
 pub const PROBABILITY_FLOOR: f64 = 1e-3;
 
+/// Bits beyond the index's size in bits that names must weigh to link on
+/// their own (about one chance in 32 that another indexed person has both).
+pub const RARE_NAMES_MARGIN: f64 = 5.0;
+
 impl FieldParams {
     /// Weight of each level: `log2(m / u)`, bits.
     pub fn weights(&self) -> Vec<f64> {
@@ -465,18 +469,37 @@ impl Model {
     /// the looked-up terms: an exact agreement names the same string on both
     /// sides, so either side serves).
     pub fn score(&self, c: &Comparison, a: &Prepared, tf: Option<&TermFrequencies>) -> f64 {
-        let (mut total, mut household) = (0.0, 0.0);
+        let (mut total, mut household, mut names) = (0.0, 0.0, 0.0);
         for f in Field::ALL {
             let w = self.field_weight(f, c.level(f), a, c.swapped, tf).0;
             total += w;
             if f.is_household() && w > 0.0 {
                 household += w;
             }
+            if matches!(f, Field::GivenName | Field::FamilyName) {
+                names += w;
+            }
         }
         let total = total - (household - self.household_cap(c)).max(0.0);
-        match self.distinct(c) {
+        match self.distinct(c).filter(|&d| self.holds(d, names, tf)) {
             Some(d) => total.min(self.ceiling(d)),
             None => total,
+        }
+    }
+
+    /// Whether pattern `d` holds the score down. Names alone (no birth date
+    /// on one side) do not link unless they are rare enough, by their
+    /// frequencies among the indexed records, that another person with both
+    /// is not expected among them: their bits at least the index's size in
+    /// bits plus
+    /// [`RARE_NAMES_MARGIN`] (at 30,000 records about 20 bits, at a
+    /// million 25).
+    fn holds(&self, d: Distinct, names: f64, tf: Option<&TermFrequencies>) -> bool {
+        match (d, tf) {
+            (Distinct::NamesOnly, Some(tf)) if tf.records >= self.params.tf_min_records => {
+                names < f64::from(tf.records).log2() + RARE_NAMES_MARGIN
+            }
+            _ => true,
         }
     }
 
@@ -525,14 +548,14 @@ impl Model {
             Some(Distinct::GivenNameInOneFamily)
         } else if !personal && (!given || differs(Field::FamilyName)) {
             Some(Distinct::HouseholdOnly)
-        } else if !personal && !lives_there {
-            Some(Distinct::NamesOnly)
         } else if differs(Field::BirthDate)
             && Field::ALL.iter().all(|&f| {
                 matches!(f, Field::GivenName | Field::FamilyName | Field::Sex) || !agrees(f)
             })
         {
             Some(Distinct::BirthDate)
+        } else if !personal && !lives_there {
+            Some(Distinct::NamesOnly)
         } else {
             None
         }
@@ -577,7 +600,14 @@ impl Model {
             .sum();
         let household_cap = -(household - self.household_cap(c)).max(0.0);
         let sum = fields.iter().map(|f| f.weight).sum::<f64>() + household_cap;
-        let distinct = self.distinct(c).filter(|&d| sum > self.ceiling(d));
+        let names: f64 = fields
+            .iter()
+            .filter(|f| matches!(f.field, Field::GivenName | Field::FamilyName))
+            .map(|f| f.weight)
+            .sum();
+        let distinct = self
+            .distinct(c)
+            .filter(|&d| sum > self.ceiling(d) && self.holds(d, names, tf));
         Explanation {
             total: distinct.map_or(sum, |d| self.ceiling(d)),
             swapped_names: c.swapped,

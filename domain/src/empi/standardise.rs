@@ -271,7 +271,10 @@ pub fn prepare(r: &Record) -> Prepared {
         None => r.birth_date.as_ref().and_then(|d| date_digits(d.expose())),
     };
     Prepared {
-        given: r.given_name.as_ref().and_then(|n| name_parts(n.expose())),
+        given: r
+            .given_name
+            .as_ref()
+            .and_then(|n| given_name_parts(n.expose())),
         family: r.family_name.as_ref().and_then(|n| name_parts(n.expose())),
         birth,
         birth_typo,
@@ -394,6 +397,47 @@ const NAME_NOISE: &[&str] = &[
     "grandchild",
     "hijo",
     "hija",
+    "respondent",
+    "anonymous",
+];
+
+/// Words that are no given name where a given name belongs: a relation or a
+/// role written instead of it (`Son`, `Nephew`, `Lady of House`, `Male
+/// Child`, `Inmate`). Some are family names (`House`, `Man`), so only given
+/// names lose them.
+const GIVEN_NOISE: &[&str] = &[
+    "son",
+    "brother",
+    "sister",
+    "nephew",
+    "niece",
+    "mother",
+    "father",
+    "aunt",
+    "uncle",
+    "cousin",
+    "youngest",
+    "oldest",
+    "eldest",
+    "person",
+    "adult",
+    "woman",
+    "man",
+    "male",
+    "female",
+    "inmate",
+    "resident",
+    "roommate",
+    "lady",
+    "gentleman",
+    "house",
+    "of",
+    "the",
+    "one",
+    "householder",
+    "spouse",
+    "partner",
+    "patient",
 ];
 
 /// Whether a folded field value means "not known".
@@ -415,6 +459,15 @@ pub fn name(s: &str) -> Option<String> {
 
 /// Standardises a name field and computes its codes.
 pub fn name_parts(s: &str) -> Option<Name> {
+    parts(s, &[])
+}
+
+/// [`name_parts`] for a given name, which also loses [`GIVEN_NOISE`].
+pub fn given_name_parts(s: &str) -> Option<Name> {
+    parts(s, GIVEN_NOISE)
+}
+
+fn parts(s: &str, noise: &[&str]) -> Option<Name> {
     let folded = fold(s);
     if is_null(&folded) {
         return None;
@@ -422,7 +475,10 @@ pub fn name_parts(s: &str) -> Option<Name> {
     let tokens: Vec<&str> = folded
         .split(' ')
         .filter(|t| {
-            !t.is_empty() && !NAME_NOISE.contains(t) && !t.bytes().all(|b| b.is_ascii_digit())
+            !t.is_empty()
+                && !NAME_NOISE.contains(t)
+                && !noise.contains(t)
+                && !t.bytes().all(|b| b.is_ascii_digit())
         })
         .collect();
     let first = tokens.first()?;
