@@ -437,7 +437,7 @@ impl RegionalEmpi {
                 source: &record.source,
                 local_id: record.local_id.expose(),
                 eid: result.eid,
-                reason: &format!("{reason:?}").to_lowercase(),
+                reason: reason.as_str(),
                 score: result.score,
                 candidates: &serde_json::to_string(&candidates)?,
                 opened_at: now,

@@ -765,6 +765,30 @@ async fn empi_human_decisions_are_sticky_and_the_review_queue_opens_and_closes()
         .expect("a review task for the near miss");
     assert_eq!(task["reason"], "threshold");
     assert!(task["candidates"].as_array().is_some_and(|c| !c.is_empty()));
+    // The same person again under another local id of the same source: two
+    // records of one register are two people, so a review, not a link.
+    let (_, twice) = post("/api/v1/empi/records", {
+        let mut r = person("h3", "C-2", "Florence", "YO1 7HH");
+        r["birth_date"] = "1981-06-13".into();
+        r
+    })
+    .await;
+    assert_eq!(twice["decision"], "review", "{twice}");
+    assert_ne!(twice["eid"], near["eid"]);
+    let reviews = c
+        .get("/api/v1/empi/reviews?status=open")
+        .await
+        .expect("get")
+        .json()
+        .expect("json");
+    let twice_task = reviews["reviews"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["local_id"] == "C-2")
+        .cloned()
+        .expect("a review task for the second record of one source");
+    assert_eq!(twice_task["reason"], "cannot_link", "{twice_task}");
     let id = task["id"].as_i64().expect("id");
     let mut closer = Conn::connect(at.addr, Some(&token)).await.expect("connect");
     let r = closer

@@ -69,6 +69,18 @@ pub enum Outcome {
     NewIdentity,
 }
 
+impl ReviewReason {
+    /// Stable snake-case name (`threshold`, `margin`, `cannot_link`), as
+    /// serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewReason::Threshold => "threshold",
+            ReviewReason::Margin => "margin",
+            ReviewReason::CannotLink => "cannot_link",
+        }
+    }
+}
+
 impl Outcome {
     /// Stable snake-case name (`auto_link`, `review`…).
     pub fn as_str(self) -> &'static str {

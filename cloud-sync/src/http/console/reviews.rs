@@ -118,6 +118,7 @@ fn review(empi: &RegionalEmpi, r: &Value) -> Markup {
                 @match r["reason"].as_str() {
                     Some("margin") => "Two identities scored too close to tell apart",
                     Some("threshold") => "Its best candidate scored between the review and link thresholds",
+                    Some("cannot_link") => "It resembles an identity it may not join (one holding another record of its own source, or another trusted identifier)",
                     _ => (text(&r["reason"])),
                 }
                 @if let Some(s) = r["score"].as_f64() { " (best score " (format!("{s:.1}")) " bits)" }
