@@ -10,8 +10,9 @@
 //! /api/v1/patients`, the `patients` scenario) back to back for 20 s, after
 //! the same client measured `GET /health` (the HTTP floor, the peer). Each
 //! look-up is for a patient sent, and counts as missed when that patient is
-//! not among the ten hits. The appliance's resident memory is read before
-//! the load and after the look-ups.
+//! not among the ten hits. The appliance's resident memory (`VmRSS`) is
+//! read before the load, once the index is complete and after the
+//! look-ups. Prints each run's figures and the medians over the runs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -85,6 +86,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ],
         )?;
         let indexed_after = wait_for_patient(&app.addr, &nurse, &format!("LM{}", s.patients - 1))?;
+        let rss_filled = rss_mb(pid);
         let read = |scenario: &str, seconds: &str| {
             load(
                 &load_bin,
@@ -108,6 +110,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let search = read("patients", "20")?;
         let rss_full = rss_mb(pid);
         drop(app);
+        let requests = num(&search, "/requests");
+        let found_pct = 100.0 * (requests - num(&search, "/missed")) / requests;
         rows.push(row(&[
             ("patients", s.patients as f64),
             ("fill_mps", num(&fill, "/throughput_mps")),
@@ -118,18 +122,25 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             ("search_requests", num(&search, "/requests")),
             ("search_errors", num(&search, "/errors")),
             ("search_own_patient_missed", num(&search, "/missed")),
+            ("search_own_patient_in_top10_pct", found_pct),
             ("search_rps", num(&search, "/throughput_rps")),
             ("search_p50_ms", num(&search, "/latency/p50_ms")),
             ("search_p99_ms", num(&search, "/latency/p99_ms")),
             ("search_max_ms", num(&search, "/latency/max_ms")),
             ("rss_mb_before_load", rss_empty),
+            ("rss_mb_after_fill", rss_filled),
             ("rss_mb_with_patients", rss_full),
         ]));
+        eprintln!(
+            "xtask: run {run_no}: {}",
+            serde_json::to_string(rows.last().context("a run's figures")?)?
+        );
     }
     let summary = medians(&rows);
     let g = |k: &str| summary[k].as_f64().unwrap_or(f64::NAN);
     let out = serde_json::json!({
         "runs": s.runs,
+        "each": rows,
         "median": summary,
         "ratios": {
             "search_p99_over_health_p99": g("search_p99_ms") / g("health_p99_ms"),

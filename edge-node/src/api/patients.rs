@@ -111,7 +111,9 @@ pub(crate) async fn lookup(
         };
         let found: Vec<_> = state
             .patients
-            .get(mrn)
+            .get(&state.store, mrn)
+            .await
+            .map_err(|e| unreadable(rid, &e))?
             .map(|p| p.json())
             .into_iter()
             .collect();
@@ -141,10 +143,11 @@ pub(crate) async fn lookup(
     query.sex = sex;
     query.postal_code = given("postal_code").map(Address::new);
     query.phone = given("phone").map(Phone::new);
-    let index = state.patients.clone();
-    let hits = tokio::task::spawn_blocking(move || index.search(&query, limit, 0.0))
+    let hits = state
+        .patients
+        .search(&state.store, query, limit, 0.0)
         .await
-        .map_err(|_| Problem::unavailable("the search did not run"))?;
+        .map_err(|e| unreadable(rid, &e))?;
     let fields = KNOWN
         .iter()
         .filter(|k| !matches!(**k, "mrn" | "limit") && given(k).is_some())
@@ -152,6 +155,13 @@ pub(crate) async fn lookup(
         .collect();
     audit(state, c, rid, "demographics", fields, hits.len()).await?;
     Ok(Found::Ranked(hits))
+}
+
+/// A look-up that could not read the store: logged here (no value searched
+/// for is in the error), a 503 for the caller, nothing shown or audited.
+fn unreadable(rid: &RequestId, e: &anyhow::Error) -> Problem {
+    tracing::error!(request = %rid.0, error = %format!("{e:#}"), "a patient look-up could not read the store");
+    Problem::unavailable("the patients could not be read; retry shortly")
 }
 
 /// Queues the audit event of an answered look-up (see the module doc):

@@ -2,7 +2,7 @@
 //!
 //! Kiosk reads come from the board the writer publishes; these are for the
 //! rest: the uplink (events after the cloud's position, the outbox), the
-//! downlink's position, the patient index's load, the forecaster's seed,
+//! downlink's position, the patient index's pages and rows, the forecaster's seed,
 //! the parked queue, a visit's charges and the coding suggestions' history. Each runs on a pooled read-only connection off the
 //! async runtime (`Store::read`); no other module sees a connection.
 
@@ -74,6 +74,39 @@ pub struct ParkedRow {
     pub reason: String,
     /// When it was parked.
     pub parked_at: Timestamp,
+}
+
+/// A row of `SELECT mrn, name, birth_date, sex, identifiers, address,
+/// phone, eid FROM patients`.
+fn patient_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRow> {
+    Ok(PatientRow {
+        mrn: Mrn::new(r.get::<_, String>(0)?),
+        name: r.get::<_, Option<String>>(1)?.map(PersonName::new),
+        birth_date: r.get::<_, Option<String>>(2)?.map(BirthDate::new),
+        sex: r.get(3)?,
+        identifiers_json: r.get(4)?,
+        address: r.get::<_, Option<String>>(5)?.map(Address::new),
+        phone: r.get::<_, Option<String>>(6)?.map(Phone::new),
+        eid: r.get(7)?,
+    })
+}
+
+/// The rows of the patients with these MRNs (those that have one).
+fn patients_by_mrn(
+    conn: &rusqlite::Connection,
+    mrns: &[String],
+) -> rusqlite::Result<Vec<PatientRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mrn, name, birth_date, sex, identifiers, address, phone, eid FROM patients
+         WHERE mrn = ?1",
+    )?;
+    let mut out = Vec::with_capacity(mrns.len());
+    for mrn in mrns {
+        if let Some(row) = stmt.query_row([mrn], patient_row).optional()? {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -206,25 +239,60 @@ impl Store {
         .await
     }
 
-    /// Every row of the patients projection.
-    pub async fn patients(&self) -> anyhow::Result<Vec<PatientRow>> {
-        self.read(|conn, _| {
-            let mut stmt = conn.prepare(
-                "SELECT mrn, name, birth_date, sex, identifiers, address, phone, eid FROM patients",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(PatientRow {
-                    mrn: Mrn::new(r.get::<_, String>(0)?),
-                    name: r.get::<_, Option<String>>(1)?.map(PersonName::new),
-                    birth_date: r.get::<_, Option<String>>(2)?.map(BirthDate::new),
-                    sex: r.get(3)?,
-                    identifiers_json: r.get(4)?,
-                    address: r.get::<_, Option<String>>(5)?.map(Address::new),
-                    phone: r.get::<_, Option<String>>(6)?.map(Phone::new),
-                    eid: r.get(7)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    /// Up to `limit` rows of the patients projection with an MRN after
+    /// `after` (from the first when `None`), in MRN order: the patient
+    /// index reads the projection a page at a time, so a million patients
+    /// are never held as rows at once.
+    pub async fn patients_page(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<PatientRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn, _| {
+            // Two statements, so that each walks the MRN index from where
+            // the page starts.
+            let rows = match after {
+                None => conn
+                    .prepare_cached(
+                        "SELECT mrn, name, birth_date, sex, identifiers, address, phone, eid
+                         FROM patients ORDER BY mrn LIMIT ?1",
+                    )?
+                    .query_map([limit], patient_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(after) => conn
+                    .prepare_cached(
+                        "SELECT mrn, name, birth_date, sex, identifiers, address, phone, eid
+                         FROM patients WHERE mrn > ?1 ORDER BY mrn LIMIT ?2",
+                    )?
+                    .query_map(params![after, limit], patient_row)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The rows of the patients projection with these MRNs (an MRN without
+    /// a row is left out), in no particular order: the patient index's
+    /// display fields and the changes it follows.
+    pub async fn patients_by_mrn(&self, mrns: Vec<String>) -> anyhow::Result<Vec<PatientRow>> {
+        self.read(move |conn, _| Ok(patients_by_mrn(conn, &mrns)?))
+            .await
+    }
+
+    /// Runs `pick` off the async runtime, then reads the rows of the MRNs
+    /// it names on the same thread: a ranked patient search (rank in
+    /// memory, then the hits' display fields) in one trip. Rows as
+    /// [`Store::patients_by_mrn`] gives them.
+    pub async fn patients_picked<T, F>(&self, pick: F) -> anyhow::Result<(T, Vec<PatientRow>)>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> (T, Vec<String>) + Send + 'static,
+    {
+        self.read(move |conn, _| {
+            let (picked, mrns) = pick();
+            Ok((picked, patients_by_mrn(conn, &mrns)?))
         })
         .await
     }
