@@ -462,7 +462,8 @@ pub fn name_parts(s: &str) -> Option<Name> {
     parts(s, &[])
 }
 
-/// [`name_parts`] for a given name, which also loses [`GIVEN_NOISE`].
+/// [`name_parts`] for a given name, which also loses the relation and role words
+/// written where a given name belongs (`Son`, `Nephew`, `Lady of House`).
 pub fn given_name_parts(s: &str) -> Option<Name> {
     parts(s, GIVEN_NOISE)
 }
