@@ -33,12 +33,17 @@ const HL7_NOW = `${HL7_UTC}+0000`;
 const TODAY = `${HL7_UTC.slice(0, 4)}-${HL7_UTC.slice(4, 6)}-${HL7_UTC.slice(6, 8)}`;
 
 /** An ADT^A01 into `bed` of the demo hospital, now. */
-function admit(control, mrn, bed, visit) {
+// Three different people (one hospital's MRNs are three people to the
+// regional EMPI, so they must not look alike).
+const PEOPLE = [["Berg", "Alva", "19700101"], ["Lund", "Signe", "19650505"], ["Holm", "Maja", "19801212"]];
+
+function admit(control, mrn, bed, visit, who = 0) {
   const [unit, room, b] = bed.split("-");
+  const [family, given, born] = PEOPLE[who];
   return [
     `MSH|^~\\&|ADT|DGH|HMS|EDGE|${HL7_NOW}||ADT^A01^ADT_A01|${control}|P|2.5.1`,
     `EVN|A01|${HL7_NOW}`,
-    `PID|1||${mrn}^^^DGH^MR||Berg^Alva||19700101|F`,
+    `PID|1||${mrn}^^^DGH^MR||${family}^${given}||${born}|F`,
     `PV1|1|I|${unit}^${room}^${b}^DGH||||||||||||||||${visit}`,
   ].join("\n");
 }
@@ -84,7 +89,7 @@ before(async () => {
   writeFileSync(edge.config, `${demo}\n[uplink]\ncloud = "${cloud.url}"\n\n[fleet]\nbroker = "${BROKER}"\ncommand_key = "${join(cloud.dir, "fleet.pk8.pub")}"\nkeepalive_s = 5\ntelemetry_s = 5\n\n[bundles]\ntrusted_keys = ["${join(cloud.dir, "bundle.pk8.pub")}"]\nprobation_s = 5\n`);
   await edge.start();
   for (const [i, bed] of ["3W-301-A", "3W-302-A", "4E-401-A"].entries()) {
-    const ack = await edge.hl7(admit(`C-${i}`, `MRN-C${i}`, bed, `V-C${i}`));
+    const ack = await edge.hl7(admit(`C-${i}`, `MRN-C${i}`, bed, `V-C${i}`, i));
     assert.match(ack, /MSA\|AA\|/, ack);
   }
   // Two review tasks in the regional EMPI: records of two sources that
